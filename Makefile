@@ -1,0 +1,33 @@
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow demo bench clean samples
+
+install: $(STAMP)
+
+# torch goes in first and pinned, so the package's own torch range is already satisfied.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(VENV)/bin/lipaudit check sample_models/cnn.onnx
+
+samples: $(STAMP)
+	$(PY) sample_models/make_samples.py
+
+bench: $(STAMP)
+	$(PY) bench/conv_norms.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

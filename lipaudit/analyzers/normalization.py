@@ -1,0 +1,55 @@
+"""Normalisation layers.
+
+BatchNorm at inference is a per-channel affine map. The data-dependent normalisations (Layer,
+Instance, Group) divide by a standard deviation that can be as small as √ε, so their only global
+bound is max|γ|/√ε: sound, but usually useless, hence the warning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir import Node
+from .context import AnalysisContext
+from .factor import Factor
+from .registry import rule
+
+FAMILY = "normalization"
+
+
+def batchnorm_scale(scale: np.ndarray, var: np.ndarray, epsilon: float) -> np.ndarray:
+    """The per-channel multiplier γ/√(var+ε) of an inference-mode BatchNorm."""
+    return np.asarray(scale, np.float64) / np.sqrt(np.asarray(var, np.float64) + epsilon)
+
+
+@rule("BatchNormalization", summary="max |γ/√(var+ε)| (folded into a preceding Conv/Gemm when possible)",
+      family=FAMILY)
+def batch_norm(node: Node, ctx: AnalysisContext) -> Factor:
+    if ctx.attr(node, "training_mode", 0):
+        return Factor.unbounded("BatchNormalization in training mode normalises by batch statistics")
+    scale, var = ctx.const_input(node, 1), ctx.const_input(node, 4)
+    if scale is None or var is None:
+        return Factor.unbounded("BatchNormalization with variable scale or variance")
+    multiplier = batchnorm_scale(scale, var, float(ctx.attr(node, "epsilon", 1e-5)))
+    return Factor.constant(float(np.abs(multiplier).max(initial=0.0)) * (1 + 1e-12), "closed-form")
+
+
+@rule("LayerNormalization", "InstanceNormalization", "GroupNormalization",
+      summary="max|γ|/√ε: a sound global bound, usually huge (reported with a warning)", family=FAMILY)
+def data_normalization(node: Node, ctx: AnalysisContext) -> Factor:
+    # For centred z, f(z) = z/√(‖z‖²/n + ε) has Jacobian eigenvalues 1/s and ε/s³ with s ≥ √ε.
+    scale = ctx.const_input(node, 1)
+    if scale is None:
+        return Factor.unbounded(f"{node.op_type} with a variable scale multiplies two variable values")
+    epsilon = float(ctx.attr(node, "epsilon", 1e-5))
+    value = float(np.abs(scale).max(initial=0.0)) / math.sqrt(epsilon) * (1 + 1e-12)
+    return Factor.constant(value, "closed-form",
+                           note=f"warning: {node.op_type} is only {value:.3g}-Lipschitz globally (max|γ|/√ε, "
+                                f"ε={epsilon:g}); its local slope is far smaller")
+
+
+@rule("LpNormalization", summary="unbounded: x/‖x‖ has unbounded slope near 0", family=FAMILY, certified=False)
+def lp_normalization(node: Node, ctx: AnalysisContext) -> Factor:
+    return Factor.unbounded("x/‖x‖ has unbounded slope near 0")

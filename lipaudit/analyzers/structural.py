@@ -1,0 +1,115 @@
+"""Ops that move, select, copy or reduce entries without weights.
+
+Selecting never raises a norm; copying an entry m times raises it by √m.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir import Node
+from .context import AnalysisContext, broadcast_copies
+from .factor import Factor
+from .registry import identity, rule
+
+FAMILY = "structural"
+
+identity("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
+         "CastLike", "DepthToSpace", "SpaceToDepth",
+         summary="1 (a permutation or relabelling of entries)")
+identity("Slice", "Split", summary="≤ 1 (keeps a subset of entries; each output on its own)")
+
+
+@rule("Concat", summary="√(Σ L²) of the variable inputs", family=FAMILY)
+def concat(node: Node, ctx: AnalysisContext) -> Factor:
+    return Factor.constant(1.0, "closed-form", combine="rss")
+
+
+@rule("Expand", "Tile", summary="√(copies of each entry)", family=FAMILY)
+def expand(node: Node, ctx: AnalysisContext) -> Factor:
+    in_shape, out_shape = ctx.input_shape(node), ctx.output_shape(node)
+    if node.op_type == "Expand":
+        copies = broadcast_copies(in_shape, out_shape)
+    else:
+        copies = int(np.prod(out_shape)) // max(1, int(np.prod(in_shape)))
+    return Factor.constant(math.sqrt(copies), "closed-form", note=f"each entry copied {copies}×")
+
+
+@rule("Gather", summary="constant indices: √(most repeats of one index); variable indices: unbounded",
+      family=FAMILY)
+def gather(node: Node, ctx: AnalysisContext) -> Factor:
+    data, indices = node.inputs[:2]
+    index_values = ctx.graph.const(indices)
+    if index_values is None:
+        return Factor.unbounded("Gather with variable indices jumps between entries")
+    if ctx.graph.is_const(data):
+        return Factor.constant(0.0, "closed-form")
+    axis_len = ctx.input_shape(node)[ctx.attr(node, "axis", 0) % len(ctx.input_shape(node))]
+    normalised = np.where(index_values < 0, index_values + axis_len, index_values).ravel()
+    repeats = int(np.bincount(normalised.astype(np.int64)).max(initial=1)) if normalised.size else 1
+    return Factor.constant(math.sqrt(repeats), "closed-form")
+
+
+def _pad_multiplicity(length: int, begin: int, end: int, mode: str) -> int:
+    """The most times one source index appears after padding one axis (crop for negative pads)."""
+    source = np.arange(length)
+    if begin < 0:
+        source = source[-begin:]
+    if end < 0:
+        source = source[: len(source) + end]
+    numpy_mode = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode]
+    if mode == "reflect" and len(source) == 1:
+        numpy_mode = "edge"
+    padded = np.pad(source, (max(begin, 0), max(end, 0)), mode=numpy_mode)
+    return int(np.bincount(padded).max(initial=1))
+
+
+@rule("Pad", summary="constant mode: 1; reflect/edge/wrap: √(most copies of one entry)", family=FAMILY)
+def pad(node: Node, ctx: AnalysisContext) -> Factor:
+    mode = ctx.attr(node, "mode", "constant")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode == "constant":
+        return Factor.constant(1.0, "closed-form")
+    shape = ctx.input_shape(node)
+    if ctx.opset < 11:
+        pads = list(ctx.attr(node, "pads"))
+        axes = list(range(len(shape)))
+    else:
+        pads = [int(p) for p in ctx.const_input(node, 1).ravel()]
+        axes_const = ctx.const_input(node, 3)
+        axes = [int(a) % len(shape) for a in axes_const.ravel()] if axes_const is not None else list(
+            range(len(shape)))
+    half = len(pads) // 2
+    copies = 1
+    for i, axis in enumerate(axes):
+        copies *= _pad_multiplicity(shape[axis], pads[i], pads[i + half], mode)
+    return Factor.constant(math.sqrt(copies), "closed-form", note=f"{mode} padding copies an entry up to {copies}×")
+
+
+def _reduced_count(ctx: AnalysisContext, node: Node) -> int:
+    return int(np.prod(ctx.input_shape(node))) // max(1, int(np.prod(ctx.output_shape(node))))
+
+
+@rule("ReduceMean", summary="1/√k over k entries", family=FAMILY)
+def reduce_mean(node: Node, ctx: AnalysisContext) -> Factor:
+    k = _reduced_count(ctx, node)
+    return Factor.constant(1.0 / math.sqrt(k), "closed-form", note=f"mean of {k} entries")
+
+
+@rule("ReduceSum", "ReduceL1", summary="√k over k entries", family=FAMILY)
+def reduce_sum(node: Node, ctx: AnalysisContext) -> Factor:
+    k = _reduced_count(ctx, node)
+    return Factor.constant(math.sqrt(k), "closed-form", note=f"sum of {k} entries")
+
+
+identity("ReduceMax", "ReduceMin", "ReduceL2", "ReduceLogSumExp",
+         summary="1 (a 1-Lipschitz function of each disjoint group)", family=FAMILY)
+
+
+@rule("ReduceProd", "ReduceSumSquare", "ReduceLogSum",
+      summary="unbounded: products and squares have unbounded slope", family=FAMILY, certified=False)
+def reduce_not_lipschitz(node: Node, ctx: AnalysisContext) -> Factor:
+    return Factor.unbounded(f"{node.op_type} has unbounded slope")

@@ -1,0 +1,35 @@
+"""The `lipaudit` command. Each subcommand lives in a module of its own."""
+
+from __future__ import annotations
+
+import typer
+
+from .. import __version__
+from .check import check
+from .ops import ops
+
+app = typer.Typer(
+    name="lipaudit",
+    help="Audit the Lipschitz constant of trained neural networks (ONNX).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(name="check")(check)
+app.command(name="ops")(ops)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lipaudit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Show the version and exit.")) -> None:
+    """Certified upper bounds on the Lipschitz constant of a network, from the file you ship."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,65 @@
+"""Pick a loader by the file's content, not only its suffix."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from ..ir import Graph
+
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_MARK = 0x80
+
+
+@dataclass
+class LoadedModel:
+    graph: Graph
+    path: Path
+    format: str
+    sha256: str
+
+
+def sniff_format(data: bytes) -> str:
+    """'onnx', 'zip' (TorchScript / torch.export archive), 'pickle', 'empty' or 'unknown'."""
+    if not data:
+        return "empty"
+    if data.startswith(ZIP_MAGIC):
+        return "zip"
+    if data[0] == PICKLE_PROTOCOL_MARK and len(data) > 1 and data[1] <= 5:
+        return "pickle"
+    # An ONNX ModelProto starts with a protobuf tag: ir_version (field 1, varint) in practice,
+    # or another field tag of ModelProto with a varint or length-delimited wire type.
+    if data[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42):
+        return "onnx"
+    return "unknown"
+
+
+def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file", hint="check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory", hint="pass the model file itself")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelLoadError(f"cannot read {path}: {error.strerror}", hint="check the file's permissions") from error
+    kind = sniff_format(data)
+    digest = hashlib.sha256(data).hexdigest()
+    shapes = input_shapes or {}
+    if kind == "onnx":
+        from .onnx import load_onnx
+
+        return LoadedModel(load_onnx(data, path, shapes), path, "onnx", digest)
+    if kind == "empty":
+        raise ModelLoadError(f"{path} is empty", hint="the export may have failed; export the model again")
+    if kind == "zip":
+        raise ModelLoadError(f"{path} is a zip archive (TorchScript or torch.export), which this version "
+                             "cannot read yet", hint="export the model to ONNX with torch.onnx.export")
+    if kind == "pickle":
+        raise ModelLoadError(f"{path} is a Python pickle (torch.save); lipaudit never unpickles files",
+                             hint="export a graph: torch.onnx.export, torch.jit.save or torch.export.save")
+    raise ModelLoadError(f"{path} is not a model file lipaudit recognises",
+                         hint="pass an ONNX model (.onnx)")

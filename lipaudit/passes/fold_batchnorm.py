@@ -1,0 +1,87 @@
+"""Fold an inference BatchNorm into the Conv, ConvTranspose, Gemm or MatMul that feeds it.
+
+The fused layer is measured as one operator, whose norm is never above the product of the two
+factors and is often well below it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analyzers.normalization import batchnorm_scale
+from ..ir import Graph, Node
+
+
+def _bn_parameters(graph: Graph, bn: Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(multiplier, offset) of y = multiplier·x + offset per channel, or None if not foldable."""
+    if bn.attrs.get("training_mode", 0) or len(bn.outputs) > 1 and any(bn.outputs[1:]):
+        return None
+    parts = [graph.const(name) for name in bn.inputs[1:5]]
+    if any(p is None for p in parts):
+        return None
+    scale, bias, mean, var = (np.asarray(p, np.float64) for p in parts)
+    multiplier = batchnorm_scale(scale, var, float(bn.attrs.get("epsilon", 1e-5)))
+    return multiplier, bias - mean * multiplier
+
+
+def _scaled_weight(producer: Node, graph: Graph, multiplier: np.ndarray) -> np.ndarray | None:
+    weight = np.asarray(graph.const(producer.inputs[1]), np.float64)
+    if producer.op_type == "Conv":
+        return weight * multiplier.reshape((-1,) + (1,) * (weight.ndim - 1))
+    if producer.op_type == "ConvTranspose":
+        groups = int(producer.attrs.get("group", 1))
+        per_group = weight.shape[1]
+        # Output channel of weight[c_in, j] is group(c_in)·per_group + j.
+        group_of_input = np.arange(weight.shape[0]) // (weight.shape[0] // groups)
+        index = group_of_input[:, None] * per_group + np.arange(per_group)[None, :]
+        return weight * multiplier[index].reshape(index.shape + (1,) * (weight.ndim - 2))
+    if producer.op_type == "Gemm":
+        return weight * (multiplier[:, None] if producer.attrs.get("transB", 0) else multiplier[None, :])
+    if producer.op_type == "MatMul" and weight.ndim == 2:
+        return weight * multiplier[None, :]
+    return None
+
+
+def _foldable_producer(graph: Graph, bn: Node) -> Node | None:
+    producer = graph.producer(bn.inputs[0])
+    if producer is None or graph.sole_consumer(bn.inputs[0]) is not bn:
+        return None
+    if producer.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or producer.domain:
+        return None
+    if graph.is_const(producer.inputs[0]) or not graph.is_const(producer.inputs[1]):
+        return None
+    if producer.op_type == "Gemm" and (producer.attrs.get("alpha", 1.0) != 1.0 or producer.attrs.get("beta", 1.0) != 1.0):
+        return None
+    shape = graph.shape(bn.inputs[0])
+    if producer.op_type in ("Gemm", "MatMul") and (shape is None or len(shape) != 2):
+        return None  # BatchNorm's channel axis is 1, the features axis only for 2-D outputs
+    return producer
+
+
+def fold_batchnorm(graph: Graph) -> None:
+    for bn in [n for n in graph.nodes if n.op_type == "BatchNormalization" and not n.domain]:
+        producer = _foldable_producer(graph, bn)
+        parameters = _bn_parameters(graph, bn) if producer is not None else None
+        if parameters is None:
+            continue
+        multiplier, offset = parameters
+        weight = _scaled_weight(producer, graph, multiplier)
+        if weight is None:
+            continue
+        bias_name = producer.inputs[2] if len(producer.inputs) > 2 and producer.inputs[2] else ""
+        old_bias = graph.const(bias_name) if bias_name else np.zeros(1)
+        if old_bias is None:
+            continue
+        bias = np.asarray(old_bias, np.float64) * multiplier + offset
+        new_weight = graph.value(f"{producer.name}::weight_bn_folded")
+        new_weight.const, new_weight.shape = weight, weight.shape
+        new_bias = graph.value(f"{producer.name}::bias_bn_folded")
+        new_bias.const = bias.reshape(multiplier.shape) if bias.size == multiplier.size else bias
+        new_bias.shape = new_bias.const.shape
+        if producer.op_type == "MatMul":
+            producer.op_type = "Gemm"
+            producer.attrs = {}
+        producer.inputs = [producer.inputs[0], new_weight.name, new_bias.name]
+        producer.outputs = [bn.outputs[0]]
+        producer.notes.append(f"BatchNormalization '{bn.name}' folded in")
+        graph.nodes.remove(bn)

@@ -1,0 +1,32 @@
+"""Choosing the torch device the spectral kernels run on."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+_CUDA_NAME = re.compile(r"cuda(?::(\d+))?")
+
+
+def resolve_device(requested: str) -> tuple[torch.device, str | None]:
+    """Turn 'auto' | 'cpu' | 'cuda' | 'cuda:N' into a device, plus a notice when we fell back.
+
+    A missing GPU is not an error: the bound is the same on the CPU, only slower, so we say so
+    and carry on.  A name we do not know is a usage error (ValueError).
+    """
+    name = str(requested).strip().lower()
+    if name == "auto":
+        return (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")), None
+    if name == "cpu":
+        return torch.device("cpu"), None
+    match = _CUDA_NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        return torch.device("cpu"), "CUDA is not available; using the CPU"
+    index = int(match.group(1) or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        return torch.device("cuda:0"), f"CUDA device {index} does not exist ({count} found); using cuda:0"
+    return torch.device(f"cuda:{index}"), None

@@ -1,0 +1,56 @@
+"""Power iteration on a linear map known only through its forward function.
+
+The adjoint comes from autograd: for a linear map A, the vector-Jacobian product of A with a
+vector u is Aᵀu, whatever point it is taken at.  So any torch function that is linear in its
+argument (a convolution, a pooling, a matrix product) can be measured without writing its
+transpose by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+def forward_and_adjoint(forward: Callable[[Tensor], Tensor], x: Tensor,
+                        cotangent: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Return (A x, Aᵀ c) where c defaults to A x, so the second item is AᵀA x."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = forward(x)
+        c = y.detach() if cotangent is None else cotangent
+        if not y.requires_grad:  # forward ignores its input: the zero map
+            return y.detach(), torch.zeros_like(x)
+        (adjoint,) = torch.autograd.grad(y, x, grad_outputs=c, allow_unused=True)
+    if adjoint is None:
+        adjoint = torch.zeros_like(x)
+    return y.detach(), adjoint.detach()
+
+
+def power_iteration(forward: Callable[[Tensor], Tensor], input_shape: tuple[int, ...], *,
+                    iterations: int = 50, tol: float = 1e-7, device: torch.device = torch.device("cpu"),
+                    dtype: torch.dtype = torch.float64, seed: int = 0) -> float:
+    """Lower estimate of ‖A‖₂ for the linear map ``forward`` acting on tensors of ``input_shape``.
+
+    Iterates v ← AᵀA v / ‖AᵀA v‖ and returns ‖A v‖ for the last unit vector v, which can never
+    exceed ‖A‖₂ (up to rounding): an estimate from below, never a bound.  Deterministic for a
+    fixed seed: the start vector is drawn on the CPU, so the device does not change it.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(tuple(input_shape), generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    v = v / torch.linalg.vector_norm(v)
+    previous = 0.0
+    for _ in range(max(0, iterations)):
+        image, gram_image = forward_and_adjoint(forward, v)
+        sigma = float(torch.linalg.vector_norm(image))
+        length = torch.linalg.vector_norm(gram_image)
+        if float(length) == 0.0:  # A v = 0 for this v; with a random start that means A = 0
+            return sigma
+        v = gram_image / length
+        if abs(sigma - previous) <= tol * sigma:
+            break
+        previous = sigma
+    with torch.no_grad():
+        return float(torch.linalg.vector_norm(forward(v)))
