@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelLoadError
 from ..ir import Graph
@@ -15,10 +16,17 @@ PICKLE_PROTOCOL_MARK = 0x80
 
 @dataclass
 class LoadedModel:
+    """A model read into the IR, with what it was read from.
+
+    ``source`` is the format's own object (the ``onnx.ModelProto`` with the input shapes fixed, or
+    the loaded torch module): a reference runtime for checking that the IR computes the same function.
+    """
+
     graph: Graph
     path: Path
     format: str
     sha256: str
+    source: Any = None
 
 
 def sniff_format(data: bytes) -> str:
@@ -52,7 +60,8 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
     if kind == "onnx":
         from .onnx import load_onnx
 
-        return LoadedModel(load_onnx(data, path, shapes), path, "onnx", digest)
+        graph, proto = load_onnx(data, path, shapes)
+        return LoadedModel(graph, path, "onnx", digest, source=proto)
     if kind == "empty":
         raise ModelLoadError(f"{path} is empty", hint="the export may have failed; export the model again")
     if kind == "zip":

@@ -117,7 +117,9 @@ def _shapes_from_inference(model: onnx.ModelProto) -> dict[str, tuple[int, ...] 
     return shapes
 
 
-def load_onnx(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Graph:
+def load_onnx(data: bytes, path: Path,
+              input_shapes: dict[str, tuple[int, ...]]) -> tuple[Graph, onnx.ModelProto]:
+    """The IR, and the ModelProto (external data loaded, input shapes fixed) it was read from."""
     model = parse_model(data, path)
     opset = model_opset(model)
     shapes = resolve_input_shapes(_declared_inputs(model.graph), input_shapes)
@@ -148,4 +150,4 @@ def load_onnx(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]])
                   format="onnx", metadata={"producer": model.producer_name, "ir_version": model.ir_version})
     fold_constants(graph)
     graph.remove_unused()
-    return graph
+    return graph, model
