@@ -5,7 +5,7 @@ figure here is for the operator at a given input size (DESIGN.md §4).  Layouts 
 Conv weight (C_out, C_in/g, *k), ConvTranspose weight (C_in, C_out/g, *k), pads
 (begin_1..begin_N, end_1..end_N).  Bias is an affine offset and never matters.
 
-Figures, best first:
+Figures (the result's ``method``):
   materialized       exact σ_max of the operator's Gram matrix, for small operators;
   fft-exact          circulant embedding (Sedghi et al. 2019): max over frequencies of σ_max of the
                      c_out×c_in block of the kernel's DFT, a certified bound at this input size;
@@ -67,9 +67,10 @@ def conv_operator(weight: Tensor, input_spatial: tuple[int, ...], *, strides, pa
     """Build the convolution (or ConvTranspose) at this input size as a forward function.
 
     ConvTranspose is the adjoint of the unpadded stride-s dilated convolution taken at the
-    "full" size F = s·(H−1) + d·(k−1) + 1, followed by dropping pad_begin outputs at the start,
-    pad_end at the end, and appending output_padding zeros-or-values at the end (PyTorch and
-    onnxruntime put the extra outputs there).  F.pad with negative amounts does that cropping.
+    "full" size F = s·(H−1) + d·(k−1) + 1, followed by dropping pad_begin outputs at the start
+    and pad_end at the end, then extending the end by output_padding (PyTorch and onnxruntime
+    put the extra outputs there; they hold the full result's values where it has any, else 0).
+    F.pad with negative amounts does the cropping.
     """
     n = weight.ndim - 2
     begins, ends = pads[:n], pads[n:]
@@ -187,29 +188,18 @@ def circulant_sizes(input_spatial, pads, kernel, strides, dilations) -> tuple[in
     return tuple(sizes)
 
 
-def top_singular_values(blocks: Tensor) -> Tensor:
-    """σ_max of each matrix in a batch, as √λ_max of its Gram matrix on the smaller side.
-
-    Same figure as svdvals(...)[..., 0], about 1.5× faster on the CPU: the top eigenvalue of a
-    Hermitian matrix is accurate to a small multiple of 2⁻⁵³·λ_max, so the square root is as
-    accurate as the SVD's σ_max, far inside the rounding margin.
-    """
-    gram = blocks @ blocks.mH if blocks.shape[-2] <= blocks.shape[-1] else blocks.mH @ blocks
-    return torch.linalg.eigvalsh(gram)[..., -1].clamp(min=0.0).sqrt()
-
-
 def circulant_bound(weight: Tensor, sizes: tuple[int, ...], dilations, groups: int, reduce: str = "svd",
                     chunk: int | None = None) -> float:
     """max over frequencies and groups of a per-block norm (no margin applied).
 
-    reduce: 'svd' (σ_max, exact per block, see top_singular_values), 'gram' (Gram-iteration upper bound per block),
+    reduce: 'svd' (σ_max, exact per block), 'gram' (Gram-iteration upper bound per block),
     'frobenius' (Frobenius norm per block).  Each is ≥ σ_max, so the maximum is a certified
     bound on the circular convolution.
     """
     best = 0.0
     for blocks in frequency_blocks(weight, sizes, dilations, groups, chunk):
         if reduce == "svd":
-            per_block = top_singular_values(blocks)
+            per_block = torch.linalg.svdvals(blocks)[..., 0]
         elif reduce == "gram":
             per_block = gram_iteration(blocks)
         elif reduce == "frobenius":
