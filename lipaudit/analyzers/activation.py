@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Node
-from .context import AnalysisContext
+from .context import AnalysisContext, RuleInputError, broadcast_copies
 from .factor import Factor
 from .registry import rule
 
@@ -30,13 +30,31 @@ def _fixed(op_types: tuple[str, ...], value: float, summary: str, since: int = 1
 
 
 _fixed(("Relu", "Tanh", "Softplus", "Softsign", "Abs", "Neg", "Sin", "Cos", "Atan", "Asinh",
-        "Clip", "Shrink", "Celu"), 1.0, "1 (slope within [-1, 1])")
+        "Shrink", "Celu"), 1.0, "1 (slope within [-1, 1])")
 _fixed(("Sigmoid",), 0.25, "1/4")
 _fixed(("Gelu",), GELU_SLOPE, f"{GELU_SLOPE} (sup of GELU's slope, erf or tanh form)")
 _fixed(("Silu", "Swish"), SILU_SLOPE, f"{SILU_SLOPE} (sup of x·sigmoid(x)'s slope)")
 _fixed(("Mish",), MISH_SLOPE, f"{MISH_SLOPE} (sup of Mish's slope)")
 _fixed(("HardSwish",), HARDSWISH_SLOPE, "1.5")
 _fixed(("Erf",), ERF_SLOPE, "2/√π")
+
+
+@rule("Clip", summary="1 in x; a variable min/max weighs √(output entries it feeds)", family=FAMILY)
+def clip(node: Node, ctx: AnalysisContext) -> Factor:
+    # |Δy_i| ≤ max(|Δx_i|, |Δmin_i|, |Δmax_i|) entrywise (after broadcasting), so
+    # ‖Δy‖² ≤ Σ over the variable inputs of ‖Δ(broadcast input)‖².
+    positions = [i for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
+    if positions == [0]:
+        return Factor.constant(1.0, "closed-form")
+    out_shape = ctx.output_shape(node)
+    weights = []
+    for i in positions:
+        shape = ctx.graph.shape(node.inputs[i])
+        if shape is None:
+            raise RuleInputError(f"the shape of input '{node.inputs[i]}' of Clip '{node.name}' is unknown")
+        weights.append(float(np.sqrt(broadcast_copies(tuple(shape), out_shape))))
+    return Factor.constant(max(weights), "closed-form", combine="rss", input_weights=weights,
+                           note="a variable min/max moves every output it is broadcast to")
 
 
 @rule("LeakyRelu", summary="max(1, |alpha|), alpha default 0.01", family=FAMILY)
@@ -58,7 +76,8 @@ def selu(node: Node, ctx: AnalysisContext) -> Factor:
 
 @rule("HardSigmoid", summary="|alpha| (default 0.2)", family=FAMILY)
 def hard_sigmoid(node: Node, ctx: AnalysisContext) -> Factor:
-    return Factor.constant(abs(ctx.attr(node, "alpha", 0.2)), "closed-form")
+    # The ONNX default is the float32 0.2 (= 0.20000000298…), a hair above 0.2.
+    return Factor.constant(abs(ctx.attr(node, "alpha", float(np.float32(0.2)))), "closed-form")
 
 
 @rule("PRelu", summary="max(1, max |slope|)", family=FAMILY)
@@ -74,14 +93,16 @@ def softmax(node: Node, ctx: AnalysisContext) -> Factor:
     return Factor.constant(0.5, "closed-form")
 
 
-@rule("LogSoftmax", summary="1 + √n over the n entries normalised together", family=FAMILY)
+@rule("LogSoftmax", summary="√n over the n entries normalised together", family=FAMILY)
 def log_softmax(node: Node, ctx: AnalysisContext) -> Factor:
+    # J = I − 1pᵀ is idempotent (pᵀ1 = 1), and a projection P ∉ {0, I} has ‖P‖ = ‖I − P‖
+    # (Szyld 2006), so ‖J‖ = ‖1pᵀ‖ = √n·‖p‖ ≤ √n.
     shape = ctx.input_shape(node)
     default_axis = -1 if ctx.opset >= 13 else 1
     axis = ctx.attr(node, "axis", default_axis) % len(shape)
     # Before opset 13 the input is coerced to 2-D at `axis`: everything after it is one group.
     n = shape[axis] if ctx.opset >= 13 else int(np.prod(shape[axis:]))
-    return Factor.constant(1.0 + np.sqrt(n), "closed-form", note=f"normalised over {n} entries")
+    return Factor.constant(float(np.sqrt(n)) * (1 + 1e-12), "closed-form", note=f"normalised over {n} entries")
 
 
 def _not_lipschitz(op_types: tuple[str, ...], why: str) -> None:

@@ -111,7 +111,14 @@ def _conv_factor(node: Node, ctx: AnalysisContext, *, transposed: bool) -> Facto
     norm = conv_norm(weight, spatial, strides=geometry.strides, pads=pads, dilations=geometry.dilations,
                      groups=int(ctx.attr(node, "group", 1)), transposed=transposed,
                      output_padding=output_padding, method=ctx.method, device=ctx.device)
-    return Factor.from_norm(norm)
+    factor = Factor.from_norm(norm)
+    if len(node.inputs) > 2 and node.inputs[2] and not ctx.graph.is_const(node.inputs[2]):
+        # A variable bias b[c] is added at every output position of channel c (in every batch item).
+        out_shape = ctx.output_shape(node)
+        positions = int(np.prod(out_shape)) // max(1, out_shape[1])
+        factor.input_weights = [factor.value if i == 0 else math.sqrt(positions)
+                                for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
+    return factor
 
 
 def _transposed_pads(node, ctx, geometry, spatial, output_padding) -> tuple[int, ...]:

@@ -34,6 +34,7 @@ def average_pool(node: Node, ctx: AnalysisContext) -> Factor:
     geometry = window_geometry(node, ctx, kernel, shape[2:])
     # Opsets before 7 had no count_include_pad and excluded the padding, as the default still does.
     norm = avgpool_norm(kernel, shape[2:], strides=geometry.strides, pads=geometry.pads,
+                        dilations=geometry.dilations,
                         count_include_pad=bool(ctx.attr(node, "count_include_pad", 0)), channels=shape[1],
                         ceil_mode=bool(ctx.attr(node, "ceil_mode", 0)), method=ctx.method, device=ctx.device)
     return Factor.from_norm(norm)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ..ir import Node
-from .context import AnalysisContext, broadcast_copies
+from .context import AnalysisContext, RuleInputError, broadcast_copies
 from .factor import Factor
 from .registry import identity, rule
 
@@ -66,27 +66,51 @@ def _pad_multiplicity(length: int, begin: int, end: int, mode: str) -> int:
     return int(np.bincount(padded).max(initial=1))
 
 
+def _pad_amounts(node: Node, ctx: AnalysisContext, rank: int) -> tuple[list[int], list[int]]:
+    """(pads, axes) of a Pad node, attribute form before opset 11, constant inputs after."""
+    if ctx.opset < 11:
+        return [int(p) for p in ctx.attr(node, "pads")], list(range(rank))
+    pads_const = ctx.const_input(node, 1)
+    if pads_const is None:
+        raise RuleInputError(f"the pads of Pad '{node.name}' are not constant")
+    axes_given = len(node.inputs) > 3 and bool(node.inputs[3])
+    axes_const = ctx.const_input(node, 3)
+    if axes_given and axes_const is None:
+        raise RuleInputError(f"the axes of Pad '{node.name}' are not constant")
+    axes = [int(a) % rank for a in axes_const.ravel()] if axes_const is not None else list(range(rank))
+    return [int(p) for p in pads_const.ravel()], axes
+
+
 @rule("Pad", summary="constant mode: 1; reflect/edge/wrap: √(most copies of one entry)", family=FAMILY)
 def pad(node: Node, ctx: AnalysisContext) -> Factor:
     mode = ctx.attr(node, "mode", "constant")
     if isinstance(mode, bytes):
         mode = mode.decode()
-    if mode == "constant":
+    data = node.inputs[0]
+    value = node.inputs[2] if ctx.opset >= 11 and len(node.inputs) > 2 else ""
+    if mode == "constant" and (not value or ctx.graph.is_const(value)):
         return Factor.constant(1.0, "closed-form")
     shape = ctx.input_shape(node)
-    if ctx.opset < 11:
-        pads = list(ctx.attr(node, "pads"))
-        axes = list(range(len(shape)))
-    else:
-        pads = [int(p) for p in ctx.const_input(node, 1).ravel()]
-        axes_const = ctx.const_input(node, 3)
-        axes = [int(a) % len(shape) for a in axes_const.ravel()] if axes_const is not None else list(
-            range(len(shape)))
+    pads, axes = _pad_amounts(node, ctx, len(shape))
     half = len(pads) // 2
+    if mode == "constant":
+        # A variable fill value is copied into every padded position.
+        kept, out = list(shape), list(shape)
+        for i, axis in enumerate(axes):
+            kept[axis] = max(0, shape[axis] + min(pads[i], 0) + min(pads[i + half], 0))
+            out[axis] = shape[axis] + pads[i] + pads[i + half]
+        filled = int(np.prod(out)) - int(np.prod(kept))
+        weights = [1.0 if name == data else math.sqrt(filled) for name in ctx.graph.variable_inputs(node)]
+        return Factor.constant(1.0, "closed-form", input_weights=weights,
+                               note=f"the variable fill value is copied into {filled} positions")
     copies = 1
     for i, axis in enumerate(axes):
         copies *= _pad_multiplicity(shape[axis], pads[i], pads[i + half], mode)
-    return Factor.constant(math.sqrt(copies), "closed-form", note=f"{mode} padding copies an entry up to {copies}×")
+    factor = math.sqrt(copies)
+    # Only constant mode reads the fill value.
+    weights = [factor if name == data else 0.0 for name in ctx.graph.variable_inputs(node)]
+    return Factor.constant(factor, "closed-form", input_weights=weights,
+                           note=f"{mode} padding copies an entry up to {copies}×")
 
 
 def _reduced_count(ctx: AnalysisContext, node: Node) -> int:

@@ -78,6 +78,10 @@ def _erf_argument_source(graph: Graph, erf: Node) -> tuple[str, Node] | None:
     return None
 
 
+def _is_half(graph: Graph, node: Node, other_than: str) -> bool:
+    return _close(graph.scalar(_other_input(node, other_than) or ""), 0.5)
+
+
 def _fuse_erf_gelu(graph: Graph, erf: Node) -> bool:
     """0.5·x·(1 + erf(x/√2)) in any association → Gelu."""
     found = _erf_argument_source(graph, erf)
@@ -87,23 +91,23 @@ def _fuse_erf_gelu(graph: Graph, erf: Node) -> bool:
     add = graph.sole_consumer(erf.outputs[0])
     if add is None or add.op_type != "Add" or not _close(graph.scalar(_other_input(add, erf.outputs[0]) or ""), 1.0):
         return False
-    mul = graph.sole_consumer(add.outputs[0])
-    if mul is None or mul.op_type != "Mul":
+    cdf = add.outputs[0]  # 1 + erf(x/√2); the three factors are x, cdf and 0.5
+    first = graph.sole_consumer(cdf)
+    if first is None or first.op_type != "Mul":
         return False
-    other = _other_input(mul, add.outputs[0])
-    chain = [scale, erf, add]
-    if other == x:  # (x·(1+erf))·0.5
-        half = graph.sole_consumer(mul.outputs[0])
-        if half is None or half.op_type != "Mul" or not _close(graph.scalar(_other_input(half, mul.outputs[0]) or ""), 0.5):
-            return False
-        chain, last = chain + [mul], half
+    partner = _other_input(first, cdf)
+    second = graph.sole_consumer(first.outputs[0])
+    if partner == x and second is not None and second.op_type == "Mul" and _is_half(graph, second, first.outputs[0]):
+        chain, last = [first], second  # (x·cdf)·0.5
+    elif (_is_half(graph, first, cdf) and second is not None and second.op_type == "Mul"
+          and _other_input(second, first.outputs[0]) == x):
+        chain, last = [first], second  # x·(0.5·cdf)
     else:
-        half_x = graph.producer(other) if other else None
-        if half_x is None or half_x.op_type != "Mul" or x not in half_x.inputs:
+        half_x = graph.producer(partner) if partner else None
+        if half_x is None or half_x.op_type != "Mul" or x not in half_x.inputs or not _is_half(graph, half_x, x):
             return False
-        if not _close(graph.scalar(_other_input(half_x, x) or ""), 0.5):
-            return False
-        chain, last = chain + [half_x], mul
+        chain, last = [half_x], first  # (0.5·x)·cdf
+    chain = [scale, erf, add] + chain
     if not _single_use(graph, chain):
         return False
     _replace(graph, last, chain, "Gelu", x, "0.5·x·(1 + Erf(x/√2))")
