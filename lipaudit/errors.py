@@ -21,3 +21,21 @@ class InputShapeError(LipauditError):
 
 class UsageError(LipauditError):
     """A setting or flag has a value lipaudit does not accept."""
+
+
+class ExecutionError(LipauditError):
+    """The IR executor cannot run a node (an op it does not implement, or a form of one)."""
+
+    def __init__(self, message: str, hint: str = "", *, node: str = "", op: str = "") -> None:
+        super().__init__(message, hint)
+        self.node = node
+        self.op = op
+
+
+class VerificationError(LipauditError):
+    """The IR does not compute what the model file computes: the bound would be for another function."""
+
+    def __init__(self, message: str, hint: str = "", *, node: str = "", op: str = "") -> None:
+        super().__init__(message, hint)
+        self.node = node
+        self.op = op

@@ -5,16 +5,21 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import torch
+
 from . import __version__
 from .analyzers import AnalysisContext
 from .compose import compose
-from .errors import UsageError
-from .ir import Node
-from .loaders import load_model
+from .errors import ExecutionError, UsageError
+from .ir import Graph, Node
+from .loaders import LoadedModel, load_model
+from .lower import DEFAULT_SAMPLES, DEFAULT_STEPS, empirical_lower_bound
 from .passes import run_passes
 from .report import LayerReport, Report, finite_or_none, threshold_verdict
 from .shapes import parse_input_shapes
 from .spectral.device import resolve_device
+from .verify import AUTO_MAX_PARAMETERS, Verification, skipped
+from .verify import verify as run_verification
 
 METHODS = ("auto", "exact", "gram", "power", "frobenius")
 DEVICES = ("auto", "cpu", "cuda")
@@ -23,10 +28,20 @@ ProgressFn = Callable[[int, int, Node], None]
 
 
 def audit(path: str, *, input_shape: list[str] | None = None, method: str = "auto", device: str = "auto",
-          max_lipschitz: float | None = None, on_node: ProgressFn | None = None) -> Report:
-    """Audit one model file and return its report. Raises LipauditError for bad input."""
+          max_lipschitz: float | None = None, on_node: ProgressFn | None = None, verify: bool | None = None,
+          lower_bound: bool = False, seed: int = 0, samples: int = DEFAULT_SAMPLES,
+          steps: int = DEFAULT_STEPS) -> Report:
+    """Audit one model file and return its report. Raises LipauditError for bad input.
+
+    ``verify``: compare the IR with the model's own runtime first (None: only for models under
+    50M parameters); a mismatch raises VerificationError. ``lower_bound``: also search for an
+    empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by ``seed``).
+    """
     if method not in METHODS:
         raise UsageError(f"unknown method '{method}'", hint=f"choose one of: {', '.join(METHODS)}")
+    if samples < 1 or steps < 0:
+        raise UsageError("--samples must be at least 1 and --steps at least 0",
+                         hint="for example --samples 16 --steps 20")
     try:
         torch_device, device_notice = resolve_device(device)
     except ValueError as error:
@@ -35,8 +50,23 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     loaded = load_model(path, parse_input_shapes(input_shape))
     graph = run_passes(loaded.graph)
     loaded_at = time.perf_counter()
+    notices = [device_notice] if device_notice else []
+    verification = _verify(graph, loaded, verify, seed, torch_device)  # raises VerificationError on a mismatch
+    verified_at = time.perf_counter()
+    if not verification.checked and verify is not False:
+        notices.append(f"not verified against the model's runtime: {verification.reason}")
     ctx = AnalysisContext(graph, method=method, device=torch_device)
     network = compose(graph, ctx, on_node)
+    analyzed_at = time.perf_counter()
+    lower = None
+    if lower_bound:
+        try:
+            lower = empirical_lower_bound(graph, samples=samples, steps=steps, seed=seed, device=torch_device)
+        except ExecutionError as error:
+            notices.append(f"no lower bound: {error}")
+        if lower is not None and network.upper_bound is not None and lower.value > network.upper_bound:
+            notices.append(f"warning: the empirical lower bound {lower.value:.6g} exceeds the upper bound "
+                           f"{network.upper_bound:.6g}: the upper bound is wrong; please report this model")
     finished = time.perf_counter()
 
     layers = []
@@ -50,19 +80,41 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
             running_bound=finite_or_none(result.bound.value) if result.bound.finite else None,
             status=factor.status, reason=factor.reason, notes=list(node.notes) + list(factor.notes)))
     upper = finite_or_none(network.upper_bound)
+    lower_value = finite_or_none(lower.value) if lower is not None else None
+    settings = {"norm": "l2", "method": method, "device": str(torch_device)}
+    if lower_bound:
+        settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps}
+    timings = {"load_s": round(loaded_at - started, 4), "verify_s": round(verified_at - loaded_at, 4),
+               "analyze_s": round(analyzed_at - verified_at, 4)}
+    if lower_bound:
+        timings["lower_bound_s"] = round(finished - analyzed_at, 4)
+    timings["total_s"] = round(finished - started, 4)
     return Report(
         tool={"name": "lipaudit", "version": __version__},
         model={"path": str(loaded.path), "format": loaded.format, "sha256": loaded.sha256, "opset": graph.opset,
                "inputs": [{"name": n, "shape": list(graph.shape(n) or [])} for n in graph.inputs],
                "outputs": [{"name": n, "upper_bound": finite_or_none(v)} for n, v in network.outputs.items()],
                "parameters": graph.parameter_count()},
-        settings={"norm": "l2", "method": method, "device": str(torch_device)},
+        settings=settings,
         layers=layers,
         network={"upper_bound": upper, "certified": network.certified, "complete": network.complete,
+                 "lower_bound": lower_value,
+                 "gap": upper / lower_value if upper is not None and lower_value else None,
                  "unsupported": [vars(b) for b in network.unsupported],
                  "unbounded": [vars(b) for b in network.unbounded]},
         threshold=threshold_verdict(upper, max_lipschitz),
-        timings={"load_s": round(loaded_at - started, 4), "analyze_s": round(finished - loaded_at, 4),
-                 "total_s": round(finished - started, 4)},
-        notices=[device_notice] if device_notice else [],
+        verification=verification.to_dict(),
+        timings=timings,
+        notices=notices,
     )
+
+
+def _verify(graph: Graph, loaded: LoadedModel, requested: bool | None, seed: int,
+            device: torch.device) -> Verification:
+    if requested is False:
+        return skipped("turned off (--no-verify)")
+    parameters = graph.parameter_count()
+    if requested is None and parameters >= AUTO_MAX_PARAMETERS:
+        return skipped(f"not run by default for {parameters / 1e6:.0f}M parameters "
+                       f"(≥ {AUTO_MAX_PARAMETERS // 1_000_000}M); ask for it with --verify")
+    return run_verification(graph, loaded.source, loaded.format, seed=seed, device=device)

@@ -45,6 +45,8 @@ class Report:
     layers: list[LayerReport]
     network: dict[str, Any]
     threshold: dict[str, Any]
+    # The faithfulness check: {"checked": true, "reference", "max_abs_diff", "inputs"} or {"checked": false, "reason"}.
+    verification: dict[str, Any] = field(default_factory=lambda: {"checked": False, "reason": "not run"})
     timings: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
@@ -52,6 +54,10 @@ class Report:
     @property
     def upper_bound(self) -> float | None:
         return self.network["upper_bound"]
+
+    @property
+    def lower_bound(self) -> float | None:
+        return self.network.get("lower_bound")
 
     @property
     def bounded_and_complete(self) -> bool:

@@ -134,7 +134,8 @@ def _transposed_pads(node, ctx, geometry, spatial, output_padding) -> tuple[int,
                                          geometry.dilations, output_padding):
         total = max(0, s * (size - 1) + extra + (k - 1) * d + 1 - out)
         small, large = total // 2, total - total // 2
-        begin, end = (large, small) if auto_pad == "SAME_LOWER" else (small, large)
+        # ONNX: SAME_UPPER puts the larger half at the end; SAME_LOWER and an explicit output_shape at the start.
+        begin, end = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
         begins.append(begin)
         ends.append(end)
     return tuple(begins + ends)

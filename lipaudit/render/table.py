@@ -59,6 +59,15 @@ def summary_lines(report: Report) -> list[Text]:
     else:
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), ("none", "bold red"),
                                    "  (the graph has ops without a finite bound)"))
+    lower = network.get("lower_bound")
+    if lower is not None and bound is not None:
+        gap = f"{bound / lower:.3g}×" if lower > 0 else "—"
+        interval = f"[{format_number(lower)}, {format_number(bound)}]"
+        lines.append(Text.assemble(("Lipschitz interval  ", "bold"), interval,
+                                   f"  gap upper/lower {gap}  (lower: achieved by two inputs)"))
+    elif lower is not None:
+        lines.append(Text.assemble(("Empirical lower bound  ", "bold"), format_number(lower),
+                                   "  (achieved by two inputs; no finite upper bound)"))
     lines.append(Text(f"complete: {'yes' if network['complete'] else 'no'}   "
                       f"certified: {'yes' if network['certified'] else 'no'}"))
     if network["unsupported"]:
