@@ -6,6 +6,7 @@ import typer
 
 from .. import __version__
 from .check import check
+from .diff import diff
 from .ops import ops
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command(name="check")(check)
 app.command(name="ops")(ops)
+app.command(name="diff")(diff)
 
 
 def _version(value: bool) -> None:

@@ -29,22 +29,22 @@ def report_errors(command: F) -> F:
         except LipauditError as error:
             if debug_enabled():
                 raise
-            _print_error(str(error), error.hint)
+            print_error(str(error), error.hint)
             raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
-            _print_error("interrupted", "")
+            print_error("interrupted", "")
             raise typer.Exit(130) from None
         except Exception as error:  # a bug in lipaudit: still one line, the traceback on request
             if debug_enabled():
                 raise
-            _print_error(f"internal error: {type(error).__name__}: {error}",
+            print_error(f"internal error: {type(error).__name__}: {error}",
                          "set LIPAUDIT_DEBUG=1 for the traceback, and please report it")
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _print_error(message: str, hint: str) -> None:
+def print_error(message: str, hint: str) -> None:
     first_line = message.strip().splitlines()[0] if message.strip() else "error"
     print(f"lipaudit: error: {first_line}", file=sys.stderr)
     if hint:

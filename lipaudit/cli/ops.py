@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import sys
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from ..analyzers import all_rules
+from ..errors import UsageError
+from ..render.operators import operators_markdown
+from .errors import report_errors
 
 
-def ops() -> None:
+@report_errors
+def ops(output_format: str = typer.Option("table", "--format", "-f", help="table or markdown.")) -> None:
     """List the supported operators, their Lipschitz rules, and whether the factor is certified."""
+    if output_format == "markdown":
+        sys.stdout.write(operators_markdown())
+        return
+    if output_format != "table":
+        raise UsageError(f"unknown format '{output_format}'", hint="choose table or markdown")
     table = Table(header_style="bold")
     for column in ("Op", "Domain", "Since opset", "Family", "Rule", "Certified"):
         table.add_column(column)

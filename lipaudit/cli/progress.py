@@ -1,9 +1,10 @@
-"""A progress bar on stderr, only where a person is watching."""
+"""A progress bar on stderr, only where a person is watching and only once the work takes a while."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from typing import Iterator
 
 from rich.console import Console
@@ -11,19 +12,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..ir import Node
 
+SHOW_AFTER_S = 1.0
+
 
 @contextlib.contextmanager
-def node_progress(enabled: bool) -> Iterator:
+def node_progress(enabled: bool, label: str = "analysing") -> Iterator:
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    console = Console(stderr=True)
-    columns = (TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("", total=None)
+    progress = Progress(*columns, console=Console(stderr=True), transient=True)
+    task = progress.add_task("", total=None)
+    started = time.monotonic()
+    shown = False
 
-        def on_node(index: int, total: int, node: Node) -> None:
-            progress.update(task, total=total, completed=index, description=f"{node.op_type} {node.name}")
+    def on_node(index: int, total: int, node: Node) -> None:
+        nonlocal shown
+        # Quick audits finish before the bar would appear: no flicker for them.
+        if not shown and time.monotonic() - started >= SHOW_AFTER_S:
+            progress.start()
+            shown = True
+        progress.update(task, total=total, completed=index, description=f"{node.op_type} {node.name}")
 
+    try:
         yield on_node
+    finally:
+        if shown:
+            progress.stop()

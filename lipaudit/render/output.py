@@ -10,6 +10,7 @@ from pathlib import Path
 def write_atomically(path: str | Path, text: str) -> None:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

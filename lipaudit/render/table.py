@@ -9,14 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import LayerReport, Report
+from .verdict import format_number, verdict
 
-
-def format_number(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.4f}"
-    return f"{value:.3e}"
+VERDICT_STYLES = {"PASSED": "bold green", "FAILED": "bold red", "INCOMPLETE": "bold red"}
 
 
 def _factor_cell(layer: LayerReport) -> Text:
@@ -31,7 +26,7 @@ def _shape_text(shape: list[int] | None) -> str:
     return "?" if shape is None else "×".join(map(str, shape))
 
 
-def layer_table(report: Report) -> Table:
+def layer_table(report: Report, verbose: bool = False) -> Table:
     table = Table(title=f"lipaudit · {report.model['path']}", title_justify="left", header_style="bold")
     table.add_column("#", justify="right", style="dim")
     table.add_column("Layer")
@@ -42,10 +37,15 @@ def layer_table(report: Report) -> Table:
     table.add_column("Cert", justify="center")
     table.add_column("Estimate", justify="right")
     table.add_column("Running bound", justify="right")
+    if verbose:
+        table.add_column("Notes")
     for index, layer in enumerate(report.layers, 1):
         certified = Text("✓", style="green") if layer.certified else Text("✗", style="red")
-        table.add_row(str(index), layer.name, layer.op, _shape_text(layer.output_shape), _factor_cell(layer),
-                      layer.method, certified, format_number(layer.estimate), format_number(layer.running_bound))
+        cells = [str(index), layer.name, layer.op, _shape_text(layer.output_shape), _factor_cell(layer),
+                 layer.method, certified, format_number(layer.estimate), format_number(layer.running_bound)]
+        if verbose:
+            cells.append("; ".join(layer.notes + ([layer.reason] if layer.reason else [])))
+        table.add_row(*cells)
     return table
 
 
@@ -78,22 +78,19 @@ def summary_lines(report: Report) -> list[Text]:
         lines.extend(Text(f"  {b['node']} ({b['op']}): {b['reason']}") for b in network["unbounded"])
     warnings = [(layer.name, note) for layer in report.layers for note in layer.notes if note.startswith("warning")]
     lines.extend(Text(f"{name}: {note}", style="yellow") for name, note in warnings)
-    threshold = report.threshold
-    if threshold.get("max_lipschitz") is not None:
-        limit = format_number(threshold["max_lipschitz"])
-        if threshold["passed"] is True:
-            lines.append(Text(f"PASSED  bound {format_number(bound)} ≤ {limit}", style="bold green"))
-        elif threshold["passed"] is False:
-            lines.append(Text(f"FAILED  bound {format_number(bound)} > {limit}", style="bold red"))
-        else:
-            lines.append(Text(f"NOT CHECKED  no finite bound to compare with {limit}", style="bold red"))
+    for violation in report.threshold.get("layers", []):
+        lines.append(Text(f"layer {violation['name']}: factor {format_number(violation['factor'])} > limit "
+                          f"{format_number(violation['limit'])}", style="red"))
+    status, line = verdict(report)
+    if status != "DONE":
+        lines.append(Text(line, style=VERDICT_STYLES.get(status, "bold")))
     return lines
 
 
-def render_table(report: Report, *, width: int = 120, color: bool = False) -> str:
+def render_table(report: Report, *, width: int = 120, color: bool = False, verbose: bool = False) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, no_color=not color, highlight=False)
-    console.print(layer_table(report))
+    console.print(layer_table(report, verbose))
     for line in summary_lines(report):
         console.print(line)
     return buffer.getvalue()

@@ -1,0 +1,127 @@
+"""Settings: defaults < [tool.lipaudit] in pyproject.toml < command-line flags.
+
+```toml
+[tool.lipaudit]
+max_lipschitz = 50.0
+method = "auto"
+device = "auto"
+input_shape = ["x=1x3x224x224"]
+allow_incomplete = false
+max_layer_factor = 10.0            # or a table: {"stem.*" = 4.0, "*" = 10.0}
+
+[tool.lipaudit.models."models/critic_*.onnx"]
+max_lipschitz = 1.0
+```
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+KEYS = {"max_lipschitz", "method", "device", "input_shape", "allow_incomplete", "max_layer_factor"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_lipschitz: float | None = None
+    method: str = "auto"
+    device: str = "auto"
+    input_shape: tuple[str, ...] = ()
+    allow_incomplete: bool = False
+    max_layer_factor: dict[str, float] = field(default_factory=dict)  # layer-name glob → limit
+
+    def layer_limit(self, layer_name: str) -> float | None:
+        """The most specific matching glob wins: the one with the most literal characters."""
+        matches = [(sum(ch not in "*?[]" for ch in pattern), limit) for pattern, limit in self.max_layer_factor.items()
+                   if fnmatch.fnmatchcase(layer_name, pattern)]
+        return max(matches, key=lambda match: match[0])[1] if matches else None
+
+
+def find_pyproject(start: Path) -> Path | None:
+    for directory in [start, *start.parents]:
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(table) - KEYS)
+    if unknown:
+        raise UsageError(f"unknown key(s) {', '.join(unknown)} in {where}",
+                         hint=f"known keys: {', '.join(sorted(KEYS))}, and [tool.lipaudit.models.\"GLOB\"]")
+    values = dict(table)
+    try:
+        if "max_lipschitz" in values:
+            values["max_lipschitz"] = float(values["max_lipschitz"])
+        if "input_shape" in values:
+            shapes = values["input_shape"]
+            values["input_shape"] = (shapes,) if isinstance(shapes, str) else tuple(str(s) for s in shapes)
+        if "allow_incomplete" in values and not isinstance(values["allow_incomplete"], bool):
+            raise TypeError("allow_incomplete must be true or false")
+        for key in ("method", "device"):
+            if key in values and not isinstance(values[key], str):
+                raise TypeError(f"{key} must be a string")
+        if "max_layer_factor" in values:
+            limits = values["max_layer_factor"]
+            values["max_layer_factor"] = ({"*": float(limits)} if not isinstance(limits, dict)
+                                          else {str(k): float(v) for k, v in limits.items()})
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"bad value in {where}: {error}") from None
+    return values
+
+
+def load_settings(config_path: Path | None, model_path: Path | None = None) -> Settings:
+    """Settings from ``[tool.lipaudit]`` of ``config_path`` (None: defaults), with model overrides."""
+    settings = Settings()
+    if config_path is None:
+        return settings
+    try:
+        document = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"cannot read {config_path}: {error}") from None
+    table = dict(document.get("tool", {}).get("lipaudit", {}))
+    overrides = table.pop("models", {})
+    settings = replace(settings, **_normalise(table, f"[tool.lipaudit] of {config_path}"))
+    if not isinstance(overrides, dict):
+        raise UsageError(f"[tool.lipaudit.models] of {config_path} must be a table of globs")
+    if model_path is not None:
+        relative = _relative_to(model_path, config_path.parent)
+        for pattern, override in overrides.items():
+            if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(model_path.name, pattern):
+                where = f'[tool.lipaudit.models."{pattern}"] of {config_path}'
+                settings = replace(settings, **_normalise(dict(override), where))
+    return settings
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def merge_flags(settings: Settings, **flags: Any) -> Settings:
+    """Flags given on the command line (not None) override the file."""
+    given = {k: v for k, v in flags.items() if v is not None and k in {f.name for f in fields(Settings)}}
+    if "input_shape" in given:
+        given["input_shape"] = tuple(given["input_shape"]) or settings.input_shape
+    return replace(settings, **given)
+
+
+def layer_violations(layers, settings: Settings) -> list[dict[str, Any]]:
+    """Layers whose factor exceeds their max_layer_factor (an unbounded layer always does)."""
+    violations = []
+    for layer in layers:
+        limit = settings.layer_limit(layer.name)
+        if limit is None:
+            continue
+        if layer.factor is None or layer.factor > limit:
+            violations.append({"name": layer.name, "op": layer.op, "factor": layer.factor, "limit": limit})
+    return violations

@@ -1,0 +1,44 @@
+"""A pipe table and a verdict line: for $GITHUB_STEP_SUMMARY or a pull-request comment."""
+
+from __future__ import annotations
+
+from ..report import LayerReport, Report
+from .verdict import format_number, verdict
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _factor(layer: LayerReport) -> str:
+    if layer.status == "unknown":
+        return "**unsupported**"
+    if layer.status == "unbounded":
+        return "**∞**"
+    return format_number(layer.factor)
+
+
+def render_markdown(report: Report, **_: object) -> str:
+    network = report.network
+    status, line = verdict(report)
+    icon = {"PASSED": "✅", "FAILED": "❌", "INCOMPLETE": "⚠️"}.get(status, "ℹ️")
+    lines = [f"### lipaudit · `{report.model['path']}`", "", f"{icon} **{line}**", ""]
+    bound = network["upper_bound"]
+    kind = "certified" if network["certified"] else "not certified"
+    lines.append(f"Upper bound: **{format_number(bound)}** ({kind}, "
+                 f"{'complete' if network['complete'] else 'incomplete'})")
+    if network.get("lower_bound") is not None:
+        lines.append(f"Empirical lower bound: {format_number(network['lower_bound'])}")
+    lines += ["", "| # | Layer | Op | Output | Factor | Method | Certified | Estimate | Running bound |",
+              "|---:|---|---|---|---:|---|:---:|---:|---:|"]
+    for index, layer in enumerate(report.layers, 1):
+        shape = "×".join(map(str, layer.output_shape)) if layer.output_shape else "?"
+        lines.append("| " + " | ".join([
+            str(index), f"`{_cell(layer.name)}`", layer.op, shape, _factor(layer), layer.method,
+            "✓" if layer.certified else "✗", format_number(layer.estimate), format_number(layer.running_bound),
+        ]) + " |")
+    blockers = [("unsupported", b) for b in network["unsupported"]] + [("unbounded", b) for b in network["unbounded"]]
+    if blockers:
+        lines += ["", "**Ops without a finite bound:**", ""]
+        lines += [f"- `{_cell(b['node'])}` ({b['op']}, {kind_}): {_cell(b['reason'])}" for kind_, b in blockers]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,29 @@
+"""One row per model, for `lipaudit check a.onnx b.onnx …`."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+
+from ..report import Report
+from .verdict import format_number, verdict
+
+
+def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 120, color: bool = False) -> str:
+    """``rows``: (model path, its report or None when it failed to load, error text)."""
+    table = Table(title="lipaudit", title_justify="left", header_style="bold")
+    for column, justify in (("Model", "left"), ("Upper bound", "right"), ("Certified", "center"),
+                            ("Complete", "center"), ("Verdict", "left")):
+        table.add_column(column, justify=justify)
+    for path, report, error in rows:
+        if report is None:
+            table.add_row(path, "—", "—", "—", f"ERROR  {error}")
+            continue
+        network = report.network
+        table.add_row(path, format_number(network["upper_bound"]), "✓" if network["certified"] else "✗",
+                      "✓" if network["complete"] else "✗", verdict(report)[1])
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, force_terminal=color, no_color=not color, highlight=False).print(table)
+    return buffer.getvalue()
