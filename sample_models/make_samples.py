@@ -97,12 +97,42 @@ def unbounded() -> onnx.ModelProto:
     return b.model("unbounded", "x", [1, 8], b.node("Exp", [b.gemm(h, "fc2", 16, 4)], "exp"))
 
 
-SAMPLES = {"mlp.onnx": mlp, "cnn.onnx": cnn, "unbounded.onnx": unbounded}
+def cnn_torchscript() -> bytes:
+    """A traced torch CNN: Conv-BN-ReLU, max pooling, a strided conv, global pooling, a classifier.
+
+    Seeded, so one torch install writes the same bytes on every run; the archive records torch's
+    version and source paths, so another install may write different bytes for the same network.
+    """
+    import io
+    import warnings
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(16, 10)).eval()
+    with torch.no_grad():  # statistics like a trained net's
+        model[1].running_mean.normal_(0, 0.2)
+        model[1].running_var.uniform_(0.5, 2.0)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
+        torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, 32, 32)), buffer)
+    return buffer.getvalue()
+
+
+SAMPLES = {"mlp.onnx": mlp, "cnn.onnx": cnn, "unbounded.onnx": unbounded, "cnn_torchscript.pt": cnn_torchscript}
 
 
 def main() -> None:
     for filename, build in SAMPLES.items():
-        onnx.save(build(), str(HERE / filename))
+        model = build()
+        if isinstance(model, bytes):  # a torch archive, already serialised
+            (HERE / filename).write_bytes(model)
+        else:
+            onnx.save(model, str(HERE / filename))
         print(f"wrote {HERE / filename}")
 
 

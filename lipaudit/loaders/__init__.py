@@ -65,10 +65,32 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
     if kind == "empty":
         raise ModelLoadError(f"{path} is empty", hint="the export may have failed; export the model again")
     if kind == "zip":
-        raise ModelLoadError(f"{path} is a zip archive (TorchScript or torch.export), which this version "
-                             "cannot read yet", hint="export the model to ONNX with torch.onnx.export")
+        return _load_torch_archive(data, path, digest, shapes)
     if kind == "pickle":
         raise ModelLoadError(f"{path} is a Python pickle (torch.save); lipaudit never unpickles files",
                              hint="export a graph: torch.onnx.export, torch.jit.save or torch.export.save")
     raise ModelLoadError(f"{path} is not a model file lipaudit recognises",
-                         hint="pass an ONNX model (.onnx)")
+                         hint="pass an ONNX model (.onnx), a TorchScript file (.pt) or a torch.export archive (.pt2)")
+
+
+def _load_torch_archive(data: bytes, path: Path, digest: str, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+    """TorchScript and torch.export archives; torch.save zips are refused with what they hold."""
+    from .torch_files import TORCH_EXPORT, TORCH_SAVE, TORCHSCRIPT, archive_kind, archive_members, refuse_torch_save
+
+    members = archive_members(data, path)
+    kind = archive_kind(members)
+    if kind == TORCHSCRIPT:
+        from .torchscript import load_torchscript
+
+        traced = any(name.endswith("/traced_inputs.pkl") for name in members)
+        graph, module = load_torchscript(data, path, shapes, traced_inputs=traced)
+        return LoadedModel(graph, path, "torchscript", digest, source=module)
+    if kind == TORCH_EXPORT:
+        from .torch_export import load_torch_export
+
+        graph, module = load_torch_export(data, path, shapes)
+        return LoadedModel(graph, path, "torch.export", digest, source=module)
+    if kind == TORCH_SAVE:
+        refuse_torch_save(data, path)
+    raise ModelLoadError(f"{path} is a zip archive, but not one written by torch.jit.save, torch.export.save "
+                         "or torch.save", hint="pass an ONNX, TorchScript or torch.export file")
