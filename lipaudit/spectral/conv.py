@@ -41,16 +41,16 @@ from .blocks import PolyphaseKernel, embedding_period
 from .bnb import BNB_TOL, BlockSource, max_singular_value
 from .dense import SVD_MARGIN, _gap, as_float64
 from .materialize import materialized_norm
-from .power import forward_and_adjoint, power_iteration
+from .power import forward_and_adjoint, lanczos_operator, power_iteration
 from .result import NormResult
 
 CONV_METHODS = ("auto", "exact", "gram", "power", "frobenius")
 MATERIALIZE_LIMIT = 4096
 POWER_ITERATIONS = 50
-# Power iteration on the true operator from the embedding's top singular vector: at most this
-# many steps, stopping once a step raises the estimate by less than WARM_POWER_TOL (relative).
-WARM_POWER_ITERATIONS = 30
-WARM_POWER_TOL = 1e-5
+# Lanczos on the true operator from the embedding's top singular vector, for the estimate: at
+# most this many steps (each one forward and one adjoint), fewer once the Ritz value settles.
+WARM_STEPS = 12
+WARM_TOL = 1e-6
 _FIGURES = {"auto": "bnb", "exact": "exact", "gram": "gram", "frobenius": "frobenius"}
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -226,8 +226,8 @@ def conv_norm(weight, input_spatial: tuple[int, ...], *, strides, pads, dilation
     estimate = None
     if power_iterations > 0:
         start = _warm_start(kernel, found, spatial, bound_pads, strides, transposed, device)
-        estimate = _warm_power(operator, w, spatial, strides, pads, dilations, groups, transposed, output_padding,
-                               start, min(power_iterations, WARM_POWER_ITERATIONS))
+        estimate = _warm_estimate(operator, w, spatial, strides, pads, dilations, groups, transposed,
+                                  output_padding, start, min(power_iterations, WARM_STEPS))
     return NormResult(found.upper, f"{embedding}-{_FIGURES[method]}", True, estimate=estimate, frobenius=frobenius,
                       notes=notes, gap=_gap(found.upper, estimate))
 
@@ -390,30 +390,20 @@ def _warm_start(kernel: PolyphaseKernel, found, spatial, pads, strides, transpos
     return kernel.output_wave(found.argmax, u, spatial)
 
 
-def _warm_power(operator: ConvOperator, w: Tensor, spatial, strides, pads, dilations, groups, transposed,
-                output_padding, start: Tensor | None, iterations: int) -> float:
-    """Power iteration on the true operator from ``start``: a lower estimate of its norm.
+def _warm_estimate(operator: ConvOperator, w: Tensor, spatial, strides, pads, dilations, groups, transposed,
+                   output_padding, start: Tensor | None, steps: int) -> float:
+    """Lower estimate of the true operator's norm: Lanczos from ``start``, then ‖A v‖/‖v‖.
 
-    The iterations run in float32 (several times faster on a CPU); the figure returned is
-    ‖A v‖/‖v‖ for the last v, evaluated in float64, so it never exceeds ‖A‖ beyond float64 rounding.
+    The Lanczos steps run in float32 (several times faster on a CPU); the figure returned is
+    ‖A v‖/‖v‖ for the Ritz vector v, evaluated in float64, so it never exceeds ‖A‖ beyond
+    float64 rounding.
     """
     fast = conv_operator(w.to(torch.float32), spatial, strides=strides, pads=pads, dilations=dilations,
                          groups=groups, transposed=transposed, output_padding=output_padding)
     if start is None or float(torch.linalg.vector_norm(start)) == 0.0:
         generator = torch.Generator(device="cpu").manual_seed(0)
         start = torch.randn(operator.input_shape, generator=generator, dtype=torch.float64).to(w.device)
-    v = (start / torch.linalg.vector_norm(start)).to(torch.float32)[None]
-    previous = 0.0
-    for step in range(iterations):
-        image, gram_image = forward_and_adjoint(fast.forward, v)
-        sigma = float(torch.linalg.vector_norm(image))
-        length = torch.linalg.vector_norm(gram_image)
-        if float(length) == 0.0:
-            break
-        v = gram_image / length
-        if step > 0 and sigma - previous <= WARM_POWER_TOL * sigma:
-            break
-        previous = sigma
+    v = lanczos_operator(fast.forward, start.to(torch.float32)[None], steps=steps, tol=WARM_TOL)
     v = v.to(torch.float64)
     with torch.no_grad():
         return float(torch.linalg.vector_norm(operator.forward(v)) / torch.linalg.vector_norm(v))
