@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..analyzers import all_rules
 from ..errors import UsageError
-from ..render.operators import operators_markdown
+from ..render.operators import operators_markdown, since_opset
 from .errors import report_errors
 
 
@@ -23,9 +23,10 @@ def ops(output_format: str = typer.Option("table", "--format", "-f", help="table
     if output_format != "table":
         raise UsageError(f"unknown format '{output_format}'", hint="choose table or markdown")
     table = Table(header_style="bold")
-    for column in ("Op", "Domain", "Since opset", "Family", "Rule", "Certified"):
+    for column in ("Op", "Domain", "In ONNX since", "Family", "Rule", "Certified"):
         table.add_column(column)
     for entry in all_rules():
-        table.add_row(entry.op_type, entry.domain or "ai.onnx", str(entry.since_opset), entry.family, entry.summary,
+        table.add_row(entry.op_type, entry.domain or "ai.onnx", since_opset(entry.op_type, entry.domain),
+                      entry.family, entry.summary,
                       "✓" if entry.certified else "✗ (no finite bound)")
     Console(file=sys.stdout, width=160).print(table)

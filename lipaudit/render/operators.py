@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
+import onnx.defs
+
 from ..analyzers import all_rules
 
 HEADER = """# Supported operators
@@ -15,6 +19,23 @@ is reported as *unbounded* with its reason.
 """
 
 
+@functools.lru_cache(maxsize=1)
+def _first_versions() -> dict[tuple[str, str], int]:
+    first: dict[tuple[str, str], int] = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        key = (schema.domain, schema.name)
+        first[key] = min(first.get(key, schema.since_version), schema.since_version)
+    return first
+
+
+def since_opset(op_type: str, domain: str = "") -> str:
+    """The ONNX opset that introduced the op, or how else lipaudit meets it."""
+    version = _first_versions().get((domain, op_type))
+    if version is not None:
+        return str(version)
+    return "fused by lipaudit" if not domain else "contrib"
+
+
 def operators_markdown() -> str:
     lines = [HEADER]
     family = None
@@ -22,8 +43,8 @@ def operators_markdown() -> str:
         if entry.family != family:
             family = entry.family
             lines += ["", f"## {family.capitalize()}", "",
-                      "| Op | Domain | Since opset | Factor | Certified |", "|---|---|---:|---|:---:|"]
+                      "| Op | Domain | In ONNX since opset | Factor | Certified |", "|---|---|---:|---|:---:|"]
         summary = entry.summary.replace("|", "\\|")
-        lines.append(f"| {entry.op_type} | {entry.domain or 'ai.onnx'} | {entry.since_opset} | {summary} | "
+        lines.append(f"| {entry.op_type} | {entry.domain or 'ai.onnx'} | {since_opset(entry.op_type, entry.domain)} | {summary} | "
                      f"{'✓' if entry.certified else '✗'} |")
     return "\n".join(lines) + "\n"
