@@ -14,6 +14,7 @@ from builders import session, tensor
 from lipaudit.analyzers import all_rules
 from lipaudit.errors import ExecutionError
 from lipaudit.execute import Executor, can_execute, supported_ops
+from lipaudit.execute.core import DuplicateOpError, op
 from lipaudit.ir import Node
 from lipaudit.loaders.onnx import load_onnx
 from lipaudit.passes import run_passes
@@ -347,3 +348,12 @@ def test_unknown_op_is_named() -> None:
     assert not can_execute(Node("n", "LpPool", ["x"], ["y"]))
     with pytest.raises(ExecutionError, match="LpPool"):
         Executor(graph)
+
+
+def test_registering_an_op_twice_raises() -> None:
+    before = supported_ops()
+    with pytest.raises(DuplicateOpError, match="Relu"):
+        op("Relu")(lambda env, node, args: args[0])
+    with pytest.raises(DuplicateOpError, match="com.microsoft::Attention"):
+        op("Attention", domain="com.microsoft")(lambda env, node, args: args[0])
+    assert supported_ops() == before

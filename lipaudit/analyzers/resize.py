@@ -19,7 +19,7 @@ from .registry import rule
 FAMILY = "resize"
 
 
-def _source_coordinate(mode: str, out_size: int, in_size: int, scale: float) -> np.ndarray:
+def source_coordinate(mode: str, out_size: int, in_size: int, scale: float) -> np.ndarray:
     """Where each output index samples the input, per ONNX coordinate_transformation_mode."""
     o = np.arange(out_size, dtype=np.float64)
     if mode == "asymmetric":
@@ -40,7 +40,8 @@ def _source_coordinate(mode: str, out_size: int, in_size: int, scale: float) -> 
     raise RuleInputError(f"coordinate_transformation_mode '{mode}' is not supported")
 
 
-def _nearest_index(x: np.ndarray, mode: str) -> np.ndarray:
+def nearest_index(x: np.ndarray, mode: str) -> np.ndarray:
+    """The input index nearest to each source coordinate, rounded per ONNX nearest_mode (unclipped)."""
     if mode == "floor":
         return np.floor(x)
     if mode == "ceil":
@@ -52,13 +53,17 @@ def _nearest_index(x: np.ndarray, mode: str) -> np.ndarray:
     raise RuleInputError(f"nearest_mode '{mode}' is not supported")
 
 
-def _axis_matrix(out_size: int, in_size: int, scale: float, interpolation: str, coordinate_mode: str,
+def axis_matrix(out_size: int, in_size: int, scale: float, interpolation: str, coordinate_mode: str,
                  nearest_mode: str) -> np.ndarray:
-    x = _source_coordinate(coordinate_mode, out_size, in_size, scale)
+    """The (out_size, in_size) matrix a Resize applies along one axis (the executor runs this very matrix).
+
+    Nearest: one 1 per row. Linear: the two neighbours' weights, summing to 1 (clamped at the edges).
+    """
+    x = source_coordinate(coordinate_mode, out_size, in_size, scale)
     matrix = np.zeros((out_size, in_size))
     rows = np.arange(out_size)
     if interpolation == "nearest":
-        index = np.clip(_nearest_index(x, nearest_mode), 0, in_size - 1).astype(np.int64)
+        index = np.clip(nearest_index(x, nearest_mode), 0, in_size - 1).astype(np.int64)
         matrix[rows, index] = 1.0
         return matrix
     x = np.clip(x, 0, in_size - 1)
@@ -108,7 +113,7 @@ def resize(node: Node, ctx: AnalysisContext) -> Factor:
     for out_size, in_size, scale in zip(out_shape, in_shape, _scales(node, ctx, in_shape, out_shape)):
         if out_size == in_size and scale == 1.0:
             continue
-        matrix = _axis_matrix(out_size, in_size, scale, interpolation, coordinate_mode, nearest_mode)
+        matrix = axis_matrix(out_size, in_size, scale, interpolation, coordinate_mode, nearest_mode)
         if interpolation == "nearest":
             factor *= math.sqrt(float(matrix.sum(axis=0).max(initial=0.0)))
         else:

@@ -1,0 +1,127 @@
+"""The executor: runs a Graph node by node with the registered ops, freeing values after their last use."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ExecutionError
+from ..ir import Graph
+from .core import Env, can_execute, lookup, op_label
+
+
+_NUMPY_TO_TORCH = {np.dtype(np.bool_): torch.bool, np.dtype(np.uint8): torch.uint8, np.dtype(np.int8): torch.int8,
+                   np.dtype(np.int16): torch.int16, np.dtype(np.int32): torch.int32}
+
+
+def _const_tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> Tensor:
+    array = np.asarray(array)  # np.array(..., copy=True) keeps 0-d scalars 0-d, unlike ascontiguousarray
+    if array.dtype.kind == "f":
+        return torch.as_tensor(np.array(array, dtype=np.float64), device=device).to(dtype)
+    if array.dtype in _NUMPY_TO_TORCH:
+        return torch.as_tensor(np.array(array), device=device)
+    if array.dtype.kind in "iu":
+        return torch.as_tensor(np.array(array, dtype=np.int64), device=device)
+    raise TypeError(f"constant of dtype {array.dtype}")
+
+
+@contextlib.contextmanager
+def _exact_cuda_math(device: torch.device) -> Iterator[None]:
+    """TF32 would make float32 convolutions ~1e-3 off on recent GPUs: turn it off while we run."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+class Executor:
+    """Runs a Graph. ``Executor(graph)(x)`` returns the graph outputs, in order.
+
+    Raises ExecutionError at construction when some node's op cannot be run (naming the first),
+    and at run time when a node fails.
+    """
+
+    def __init__(self, graph: Graph, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError("the executor computes in float32 or float64")
+        self.graph = graph
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._env = Env(graph.opset, dtype, self.device)
+        for node in graph.nodes:
+            if not can_execute(node):
+                raise ExecutionError(f"cannot execute op {op_label(node)} (node '{node.name}')",
+                                     hint="the faithfulness check and the lower bound need every op",
+                                     node=node.name, op=op_label(node))
+        self._consts: dict[str, Tensor] = {}
+        produced = {out for node in graph.nodes for out in node.outputs if out}
+        for name in {n for node in graph.nodes for n in node.inputs if n} | set(graph.outputs):
+            if name in produced or name in graph.inputs:
+                continue
+            const = graph.const(name)
+            if const is None:
+                raise ExecutionError(f"value '{name}' is neither computed, an input nor a constant",
+                                     node=name, op="")
+            self._consts[name] = _const_tensor(const, dtype, self.device)
+        # The last node reading each value, so intermediates are freed as soon as they are used.
+        self._last_use: dict[str, int] = {}
+        for index, node in enumerate(graph.nodes):
+            for name in node.inputs:
+                if name:
+                    self._last_use[name] = index
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    def run(self, feeds: Mapping[str, Tensor | np.ndarray], *, keep: Iterable[str] = ()) -> dict[str, Tensor]:
+        """Graph outputs and the values named in ``keep``, by name."""
+        wanted = set(self.graph.outputs) | set(keep)
+        values: dict[str, Tensor] = dict(self._consts)
+        for name in self.graph.inputs:
+            if name not in feeds:
+                raise ExecutionError(f"no value given for input '{name}'", node=name, op="")
+            value = feeds[name]
+            tensor = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+            values[name] = tensor.to(self.device, self.dtype) if tensor.is_floating_point() else tensor.to(self.device)
+        with _exact_cuda_math(self.device):
+            for index, node in enumerate(self.graph.nodes):
+                args = [values[name] if name else None for name in node.inputs]
+                try:
+                    result = lookup(node)(self._env, node, args)
+                except ExecutionError:
+                    raise
+                except (RuntimeError, ValueError, TypeError, IndexError, KeyError, StopIteration) as error:
+                    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    raise ExecutionError(f"executing {node.op_type} '{node.name}' failed: {first}",
+                                         node=node.name, op=node.op_type) from error
+                outputs = result if isinstance(result, (list, tuple)) else [result]
+                for name, tensor in zip(node.outputs, outputs):
+                    if name:
+                        values[name] = tensor
+                for name in node.inputs:
+                    if name and self._last_use.get(name) == index and name not in wanted and name not in self._consts:
+                        values.pop(name, None)
+        missing = [name for name in wanted if name not in values]
+        if missing:
+            raise ExecutionError(f"value '{missing[0]}' was not computed", node=missing[0], op="")
+        return {name: values[name] for name in wanted}
+
+    def __call__(self, *inputs: Tensor) -> list[Tensor]:
+        results = self.run(dict(zip(self.graph.inputs, inputs)))
+        return [results[name] for name in self.graph.outputs]
+
+
+def execute(graph: Graph, feeds: Mapping[str, Tensor | np.ndarray], *, device: str | torch.device = "cpu",
+            dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """Run ``graph`` once on ``feeds``: its outputs by name."""
+    return Executor(graph, device=device, dtype=dtype).run(feeds)
