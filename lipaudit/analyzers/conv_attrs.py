@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from ..ir import Node
 from .context import AnalysisContext
@@ -53,3 +54,32 @@ def window_geometry(node: Node, ctx: AnalysisContext, kernel: tuple[int, ...],
         pads = (0,) * (2 * n)
     return WindowGeometry(tuple(int(k) for k in kernel), tuple(int(s) for s in strides),
                           tuple(int(d) for d in dilations), tuple(int(p) for p in pads))
+
+
+def conv_transpose_crop(node: Node, spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+                        dilations: Sequence[int], output_padding: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(begins, ends) cropped from a ConvTranspose's full output, from pads, output_shape or auto_pad.
+
+    ONNX: with output_shape or SAME_*, total = s·(in−1) + output_padding + (k−1)·d + 1 − out; SAME_UPPER
+    puts the larger half at the end, SAME_LOWER and an explicit output_shape at the start.
+    """
+    n = len(kernel)
+    auto_pad = _as_str(node.attrs.get("auto_pad", "NOTSET"))
+    output_shape = node.attrs.get("output_shape")
+    if output_shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        if auto_pad == "VALID":
+            return [0] * n, [0] * n
+        pads = [int(p) for p in (node.attrs.get("pads") or [0] * (2 * n))]
+        return pads[:n], pads[n:]
+    if output_shape is not None:
+        targets = [int(v) for v in list(output_shape)[-n:]]
+    else:
+        targets = [size * s for size, s in zip(spatial, strides)]
+    begins, ends = [], []
+    for size, target, k, s, d, extra in zip(spatial, targets, kernel, strides, dilations, output_padding):
+        total = max(0, s * (size - 1) + extra + (k - 1) * d + 1 - target)
+        small, large = total // 2, total - total // 2
+        begin, end = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+        begins.append(begin)
+        ends.append(end)
+    return begins, ends

@@ -13,7 +13,7 @@ from ..ir import Node
 from ..spectral.conv import conv_norm
 from ..spectral.dense import dense_norm
 from .context import AnalysisContext, broadcast_copies
-from .conv_attrs import window_geometry
+from .conv_attrs import conv_transpose_crop, window_geometry
 from .factor import Factor
 from .registry import rule
 
@@ -107,7 +107,9 @@ def _conv_factor(node: Node, ctx: AnalysisContext, *, transposed: bool) -> Facto
     pads = geometry.pads
     if transposed:
         output_padding = tuple(ctx.attr(node, "output_padding", None) or (0,) * len(kernel))
-        pads = _transposed_pads(node, ctx, geometry, spatial, output_padding)
+        begins, ends = conv_transpose_crop(node, spatial, geometry.kernel, geometry.strides, geometry.dilations,
+                                           output_padding)
+        pads = tuple(begins + ends)
     norm = conv_norm(weight, spatial, strides=geometry.strides, pads=pads, dilations=geometry.dilations,
                      groups=int(ctx.attr(node, "group", 1)), transposed=transposed,
                      output_padding=output_padding, method=ctx.method, device=ctx.device)
@@ -119,26 +121,6 @@ def _conv_factor(node: Node, ctx: AnalysisContext, *, transposed: bool) -> Facto
         factor.input_weights = [factor.value if i == 0 else math.sqrt(positions)
                                 for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
     return factor
-
-
-def _transposed_pads(node, ctx, geometry, spatial, output_padding) -> tuple[int, ...]:
-    """ConvTranspose pads, derived from the real output shape when auto_pad or output_shape set them."""
-    has_explicit_shape = ctx.attr(node, "output_shape", None) is not None
-    auto_pad = ctx.attr(node, "auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if not has_explicit_shape and auto_pad in ("NOTSET", "VALID"):
-        return geometry.pads
-    out_spatial = ctx.output_shape(node)[2:]
-    begins, ends = [], []
-    for size, out, k, s, d, extra in zip(spatial, out_spatial, geometry.kernel, geometry.strides,
-                                         geometry.dilations, output_padding):
-        total = max(0, s * (size - 1) + extra + (k - 1) * d + 1 - out)
-        small, large = total // 2, total - total // 2
-        # ONNX: SAME_UPPER puts the larger half at the end; SAME_LOWER and an explicit output_shape at the start.
-        begin, end = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
-        begins.append(begin)
-        ends.append(end)
-    return tuple(begins + ends)
 
 
 @rule("Conv", summary="operator norm at the input shape: materialised SVD, or circulant FFT bound", family=FAMILY)

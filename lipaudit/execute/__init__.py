@@ -17,6 +17,5 @@ from . import (activation, arithmetic, attention, linear, normalization, pooling
                structural)
 from .core import can_execute, supported_ops
 from .executor import Executor, execute
-from .linear import conv_transpose_pads
 
-__all__ = ["Executor", "can_execute", "conv_transpose_pads", "execute", "supported_ops"]
+__all__ = ["Executor", "can_execute", "execute", "supported_ops"]

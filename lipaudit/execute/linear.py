@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Node
+from ..analyzers.conv_attrs import conv_transpose_crop
 from .core import attr, geometry, op, same_kind, spatial_fn, torch_pads
 
 
@@ -48,31 +49,6 @@ def _conv(env, node, args):
                 groups=int(attr(node, "group", 1)))
 
 
-def conv_transpose_pads(node: Node, spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
-                        dilations: Sequence[int], output_padding: Sequence[int]) -> tuple[list[int], list[int]]:
-    """(begins, ends) of a ConvTranspose's crop, as onnxruntime derives them from output_shape / auto_pad."""
-    n = len(kernel)
-    auto_pad = attr(node, "auto_pad", "NOTSET")
-    output_shape = attr(node, "output_shape")
-    if output_shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
-        if auto_pad == "VALID":
-            return [0] * n, [0] * n
-        pads = [int(p) for p in (attr(node, "pads") or [0] * (2 * n))]
-        return pads[:n], pads[n:]
-    if output_shape is not None:
-        targets = [int(v) for v in list(output_shape)[-n:]]
-    else:
-        targets = [size * s for size, s in zip(spatial, strides)]
-    begins, ends = [], []
-    for size, target, k, s, d, extra in zip(spatial, targets, kernel, strides, dilations, output_padding):
-        total = max(0, s * (size - 1) + extra + (k - 1) * d + 1 - target)
-        small, large = total // 2, total - total // 2
-        begin, end = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
-        begins.append(begin)
-        ends.append(end)
-    return begins, ends
-
-
 @op("ConvTranspose")
 def _conv_transpose(env, node, args):
     x, weight = args[0], args[1]
@@ -83,7 +59,7 @@ def _conv_transpose(env, node, args):
     strides = tuple(int(s) for s in (attr(node, "strides") or (1,) * n))
     dilations = tuple(int(d) for d in (attr(node, "dilations") or (1,) * n))
     output_padding = tuple(int(p) for p in (attr(node, "output_padding") or (0,) * n))
-    begins, ends = conv_transpose_pads(node, spatial, kernel, strides, dilations, output_padding)
+    begins, ends = conv_transpose_crop(node, spatial, kernel, strides, dilations, output_padding)
     full = spatial_fn("conv_transpose", n, node)(x, weight, None, stride=strides, padding=0, output_padding=0,
                                                  groups=int(attr(node, "group", 1)), dilation=dilations)
     # The full output, extended by output_padding, then cropped by the pads (negative F.pad crops).
