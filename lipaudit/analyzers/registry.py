@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from .factor import Factor
 
 if TYPE_CHECKING:
-    from ..ir import Graph, Node
+    from ..ir import Node
     from .context import AnalysisContext
 
 RuleFn = Callable[["Node", "AnalysisContext"], Factor]

@@ -7,7 +7,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..ir import Node
 from ..analyzers.conv_attrs import conv_transpose_crop
 from .core import attr, geometry, op, same_kind, spatial_fn, torch_pads
 
