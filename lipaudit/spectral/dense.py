@@ -1,14 +1,4 @@
-"""ℓ2 operator norm of a dense matrix, and the Gram iteration shared with the convolution code.
-
-Methods (the result's ``method``):
-  exact             singular values in float64 (LAPACK); 'auto' for a smaller side ≤ EXACT_SIDE_LIMIT;
-  lanczos-cholesky  'auto' above that: Lanczos on the Gram matrix for the estimate, then a Cholesky
-                    certificate that λ_max(WᵀW) < (estimate·(1+tol))² (bnb.py).  Same figure as
-                    'exact' within BNB_TOL, several times faster than an SVD at 2048 and above;
-  gram              Gram iteration (Delattre et al. 2023);
-  frobenius         ‖W‖_F;
-  power             power iteration, an estimate from below (not certified).
-"""
+"""ℓ2 operator norm of a dense matrix, and the Gram iteration shared with the convolution code."""
 
 from __future__ import annotations
 
@@ -18,7 +8,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .bnb import BNB_TOL, BlockSource, max_singular_value
 from .power import power_iteration
 from .result import NormResult
 
@@ -29,9 +18,8 @@ SVD_MARGIN = 1.0 + 1e-9
 # Bounds that go through more arithmetic (DFT of the kernel, Gram products) take a wider margin.
 ROUNDING_MARGIN = 1.0 + 1e-6
 
-# Up to this smaller side a full singular value decomposition is cheap enough for 'auto'; above it
-# (measured on a 2-core CPU: 2048² takes 10 s by SVD, 2 s by Lanczos + Cholesky) 'auto' certifies.
-EXACT_SIDE_LIMIT = 1024
+# Up to this smaller side a full singular value decomposition is cheap enough for 'auto'.
+EXACT_SIDE_LIMIT = 2048
 GRAM_MAX_STEPS = 40
 # Stop once a step lowers the bound by less than this (relative).  With a repeated top singular
 # value each later step gains half as much as the one before, so all of them together gain about
@@ -84,13 +72,11 @@ def gram_iteration(matrices: Tensor, steps: int = GRAM_MAX_STEPS, *, tol: float 
     return torch.exp(log_bound)
 
 
-def dense_norm(weight, method: str = "auto", *, device: torch.device = torch.device("cpu"),
-               tol: float = BNB_TOL) -> NormResult:
+def dense_norm(weight, method: str = "auto", *, device: torch.device = torch.device("cpu")) -> NormResult:
     """ℓ2 operator norm of a 2-D matrix, by one of DENSE_METHODS (see DESIGN.md §4).
 
     The result's ``method`` is the one actually used; ``frobenius`` is always ‖W‖_F and
-    ``estimate`` a lower estimate (power iteration, or for 'exact' and 'lanczos-cholesky' the
-    computed σ_max / Ritz value itself); ``gap`` is value / estimate − 1.
+    ``estimate`` a power-iteration value from below (for 'exact', the computed σ_max itself).
     """
     if method not in DENSE_METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(DENSE_METHODS)}")
@@ -98,47 +84,24 @@ def dense_norm(weight, method: str = "auto", *, device: torch.device = torch.dev
     w = as_float64(weight, device)
     if w.ndim != 2:
         raise ValueError(f"dense_norm needs a 2-D matrix, got shape {tuple(w.shape)}")
-    return batched_dense_norm(w[None], method, tol=tol)
-
-
-def batched_dense_norm(matrices: Tensor, method: str = "auto", *, tol: float = BNB_TOL,
-                       estimate: bool = True) -> NormResult:
-    """The largest ℓ2 norm among a batch of real float64 matrices (g, m, n), e.g. a grouped 1×1
-    convolution's per-group kernels.  Same methods and result fields as dense_norm."""
-    w = matrices
-    frobenius = float(torch.linalg.matrix_norm(w, ord="fro").max()) * SVD_MARGIN if w.numel() else 0.0
-    if w.numel() == 0 or frobenius == 0.0:
-        return NormResult(0.0, "exact", True, estimate=0.0, frobenius=0.0, gap=0.0)
-    side = min(w.shape[-2:])
+    frobenius = float(torch.linalg.matrix_norm(w, ord="fro")) * SVD_MARGIN
+    if w.numel() == 0:
+        return NormResult(0.0, "exact", True, estimate=0.0, frobenius=0.0)
     if method == "auto":
-        method = "exact" if side <= EXACT_SIDE_LIMIT else "lanczos-cholesky"
+        method = "exact" if min(w.shape) <= EXACT_SIDE_LIMIT else "gram"
 
     if method == "exact":
-        sigma = float(torch.linalg.svdvals(w)[..., 0].max())
-        return NormResult(sigma * SVD_MARGIN, "exact", True, estimate=sigma, frobenius=frobenius,
-                          gap=SVD_MARGIN - 1)
-    if method == "lanczos-cholesky":
-        source = BlockSource(w.shape[0], tuple(w.shape[-2:]), lambda index: w[index], False, w.device)
-        found = max_singular_value(source, "bnb", tol=tol)
-        return NormResult(found.upper, "lanczos-cholesky", True, estimate=found.lower, frobenius=frobenius,
-                          gap=_gap(found.upper, found.lower), notes=[f"certificate: {found.summary()}"])
-    low = _power_estimate(w) if estimate else None
+        sigma = float(torch.linalg.svdvals(w)[0])
+        return NormResult(sigma * SVD_MARGIN, "exact", True, estimate=sigma, frobenius=frobenius)
     if method == "frobenius":
-        return NormResult(frobenius, "frobenius", True, estimate=low, frobenius=frobenius, gap=_gap(frobenius, low))
+        return NormResult(frobenius, "frobenius", True, estimate=_power_estimate(w), frobenius=frobenius)
+    estimate = _power_estimate(w)
     if method == "power":
-        return NormResult(low, "power", False, estimate=low, frobenius=frobenius)
-    bound = float(gram_iteration(w).max()) * ROUNDING_MARGIN
-    return NormResult(bound, "gram", True, estimate=low, frobenius=frobenius, gap=_gap(bound, low))
-
-
-def _gap(upper: float | None, lower: float | None) -> float | None:
-    """Relative gap upper / lower − 1 between a bound and a lower estimate (None when unknown)."""
-    if upper is None or lower is None or lower <= 0:
-        return None
-    return max(0.0, upper / lower - 1.0)
+        return NormResult(estimate, "power", False, estimate=estimate, frobenius=frobenius)
+    bound = float(gram_iteration(w)) * ROUNDING_MARGIN
+    return NormResult(bound, "gram", True, estimate=estimate, frobenius=frobenius)
 
 
 def _power_estimate(w: Tensor) -> float:
-    """Largest power-iteration estimate over a batch of matrices (g, m, n)."""
-    return max(power_iteration(lambda v, m=m: m @ v, (m.shape[1],), iterations=DENSE_POWER_ITERATIONS,
-                               device=m.device, dtype=m.dtype) for m in w)
+    return power_iteration(lambda v: w @ v, (w.shape[1],), iterations=DENSE_POWER_ITERATIONS,
+                           device=w.device, dtype=w.dtype)
