@@ -11,7 +11,9 @@ class NormResult:
 
     ``value`` is a guaranteed upper bound when ``certified`` is true; otherwise it is an
     estimate (power iteration converges from below).  ``estimate`` is a lower estimate,
-    when one was cheap to get; ``frobenius`` the Frobenius-type bound, when computed.
+    when one was cheap to get; ``frobenius`` the Frobenius-type bound, when computed; ``gap``
+    the relative gap value / estimate − 1 between the two (how much tighter the bound could
+    still get, at most), when both are known.
     """
 
     value: float
@@ -20,3 +22,4 @@ class NormResult:
     estimate: float | None = None
     frobenius: float | None = None
     notes: list[str] = field(default_factory=list)
+    gap: float | None = None

@@ -45,6 +45,8 @@ def test_every_method_brackets_the_true_norm(shape, method):
     else:
         assert result.method == ("exact" if method == "auto" else method)
         assert result.value <= truth * (1 + 2e-6)
+    if result.gap is not None:
+        assert result.gap >= 0
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -56,12 +58,25 @@ def test_exact_accepts_any_float_array_or_tensor(dtype):
         assert truth <= value <= truth * (1 + 1e-8)
 
 
-def test_auto_switches_to_gram_for_large_matrices(monkeypatch):
+def test_auto_certifies_large_matrices_by_lanczos_and_cholesky(monkeypatch):
     monkeypatch.setattr(dense, "EXACT_SIDE_LIMIT", 8)
-    w = matrix_with_spectrum([5.0, 4.0, 1.0], 20, 30)
-    result = dense_norm(w, "auto")
-    assert (result.method, result.certified) == ("gram", True)
-    assert 5.0 <= result.value <= 5.0 * (1 + 2e-6)
+    for spectrum in ([5.0, 4.0, 1.0], [5.0, 5.0 - 1e-9, 5.0 - 2e-9, 1.0]):  # a gap, and a cluster at the top
+        w = matrix_with_spectrum(spectrum, 20, 30)
+        result = dense_norm(w, "auto")
+        assert (result.method, result.certified) == ("lanczos-cholesky", True)
+        assert 5.0 <= result.value <= 5.0 * (1 + 3e-6)
+        assert result.estimate == pytest.approx(5.0, rel=1e-8) and result.estimate <= 5.0 * (1 + 1e-12)
+        assert result.gap == pytest.approx(result.value / result.estimate - 1)
+
+
+def test_batched_dense_norm_takes_the_largest_group():
+    mats = np.stack([matrix_with_spectrum([s, 1.0], 12, 9, seed=i) for i, s in enumerate((2.0, 7.0, 3.0))])
+    mats = torch.from_numpy(mats)
+    for method in ("exact", "lanczos-cholesky", "gram", "frobenius"):
+        result = dense.batched_dense_norm(mats, method)
+        assert result.value >= 7.0 * (1 - 1e-12)
+        if method != "frobenius":
+            assert result.value <= 7.0 * (1 + 3e-6)
 
 
 def test_power_converges_when_there_is_a_gap():
