@@ -1,0 +1,174 @@
+"""Merge chains of linear layers with nothing in between into one layer (DESIGN.md §3, tightening).
+
+The norm of a product is never larger than the product of the norms, and often well below it, so
+a chain measured as one operator gives a tighter bound.  Only rewrites that keep the function
+exactly are done:
+
+* Gemm/MatMul → Gemm/MatMul with constant 2-D weights, the first one's output read only by the
+  second: y = α₂(α₁·x·B₁' + β₁C₁)·B₂' + β₂C₂ = x·(α₁α₂·B₁'B₂') + (α₂β₁·C₁B₂' + β₂C₂).  MatMul →
+  MatMul also for a batched (N-d) variable: x·W₁·W₂ = x·(W₁W₂).  Skipped when the merged matrix
+  would be much larger than the two factors (a low-rank bottleneck): measuring it would cost more
+  than it gains.
+* Conv → Conv where the second has stride 1, no padding and a single group, and the first a single
+  group: the second then reads only real outputs of the first, and
+      y₂[o, j] = Σ_{c', τ} W[o, c', τ]·x_pad[c', j·s₁ + τ],
+      W[o, c', τ] = Σ_{t₂·d₂·s₁ + t₁·d₁ = τ} Σ_c W₂[o, c, t₂]·W₁[c, c', t₁],
+  a convolution with the first one's stride and padding, dilation 1 and kernel span
+  (k₂ − 1)·d₂·s₁ + (k₁ − 1)·d₁ + 1; the first bias passes through as Σ_{c,t₂} W₂[o, c, t₂]·b₁[c].
+  When the second convolution pads its input (the usual 'same' case), the padding zeros are not
+  outputs of the first convolution, so the pair is *not* one convolution and is left alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Node
+
+# Merge two dense layers only while the product has at most this many times the entries of the
+# two factors together (beyond that its norm costs more than the product of the two norms).
+DENSE_GROWTH_LIMIT = 4
+
+
+def merge_linear(graph: Graph) -> int:
+    """Merge every eligible pair, repeatedly (chains of three or more collapse); returns how many."""
+    merged = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            if node not in graph.nodes:
+                continue
+            if _merge_dense(graph, node) or _merge_conv(graph, node):
+                merged += 1
+                changed = True
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense
+
+
+def _dense_parts(graph: Graph, node: Node):
+    """(weight as x·W, bias or None, variable input) of a Gemm/MatMul with a constant 2-D weight."""
+    if node.domain or node.op_type not in ("Gemm", "MatMul") or len(node.inputs) < 2:
+        return None
+    x, w = node.inputs[0], node.inputs[1]
+    weight = graph.const(w)
+    if graph.is_const(x) or weight is None or weight.ndim != 2:
+        return None
+    weight = np.asarray(weight, np.float64)
+    if node.op_type == "MatMul":
+        return weight, None, x
+    if node.attrs.get("transA", 0):
+        return None
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    weight = alpha * (weight.T if node.attrs.get("transB", 0) else weight)
+    bias = None
+    if len(node.inputs) > 2 and node.inputs[2]:
+        c = graph.const(node.inputs[2])
+        if c is None:
+            return None
+        bias = beta * np.asarray(c, np.float64)
+    return weight, bias, x
+
+
+def _merge_dense(graph: Graph, first: Node) -> bool:
+    head = _dense_parts(graph, first)
+    if head is None:
+        return False
+    second = graph.sole_consumer(first.outputs[0])
+    tail = _dense_parts(graph, second) if second is not None else None
+    if tail is None or second.inputs[0] != first.outputs[0]:
+        return False
+    (w1, b1, x), (w2, b2, _) = head, tail
+    if w1.shape[1] != w2.shape[0]:
+        return False
+    if w1.shape[0] * w2.shape[1] > DENSE_GROWTH_LIMIT * (w1.size + w2.size):
+        return False
+    both_matmul = first.op_type == second.op_type == "MatMul"
+    shape = graph.shape(x)
+    if not both_matmul and (shape is None or len(shape) != 2):
+        return False  # Gemm is 2-D only
+    weight = w1 @ w2
+    bias = None
+    if b1 is not None:
+        bias = np.atleast_1d(b1) @ w2 if np.ndim(b1) <= 1 else b1 @ w2
+    if b2 is not None:
+        bias = b2 if bias is None else bias + b2
+    weight_value = graph.value(f"{second.name}::weight_merged")
+    weight_value.const, weight_value.shape = weight, weight.shape
+    inputs = [x, weight_value.name]
+    if bias is not None:
+        bias_value = graph.value(f"{second.name}::bias_merged")
+        bias_value.const, bias_value.shape = bias, np.shape(bias)
+        inputs.append(bias_value.name)
+    second.op_type = "MatMul" if both_matmul else "Gemm"
+    second.attrs = {}
+    second.inputs = inputs
+    second.notes.append(f"merged with '{first.name}' ({first.op_type}): measured as one linear map")
+    graph.nodes.remove(first)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution
+
+
+def _conv_ok(graph: Graph, node: Node) -> bool:
+    if node.domain or node.op_type != "Conv" or len(node.inputs) < 2 or graph.is_const(node.inputs[0]):
+        return False
+    weight = graph.const(node.inputs[1])
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if weight is None or weight.ndim < 3 or int(node.attrs.get("group", 1)) != 1 or auto_pad not in ("NOTSET", "VALID"):
+        return False
+    if len(node.inputs) > 2 and node.inputs[2] and not graph.is_const(node.inputs[2]):
+        return False
+    return True
+
+
+def _attr(node: Node, name: str, n: int, default: int) -> tuple[int, ...]:
+    value = node.attrs.get(name)
+    return tuple(int(v) for v in value) if value is not None else (default,) * n
+
+
+def _merge_conv(graph: Graph, first: Node) -> bool:
+    if not _conv_ok(graph, first):
+        return False
+    second = graph.sole_consumer(first.outputs[0])
+    if second is None or not _conv_ok(graph, second) or second.inputs[0] != first.outputs[0]:
+        return False
+    w1 = np.asarray(graph.const(first.inputs[1]), np.float64)
+    w2 = np.asarray(graph.const(second.inputs[1]), np.float64)
+    n = w1.ndim - 2
+    if w2.ndim != w1.ndim or w2.shape[1] != w1.shape[0]:
+        return False
+    if _attr(second, "strides", n, 1) != (1,) * n or _attr(second, "pads", 2 * n, 0) != (0,) * (2 * n):
+        return False
+    s1, d1, d2 = _attr(first, "strides", n, 1), _attr(first, "dilations", n, 1), _attr(second, "dilations", n, 1)
+    k1, k2 = w1.shape[2:], w2.shape[2:]
+    span = tuple((a - 1) * dd * s + (b - 1) * d + 1 for a, b, s, d, dd in zip(k2, k1, s1, d1, d2))
+    weight = np.zeros((w2.shape[0], w1.shape[1], *span))
+    for t2 in np.ndindex(*k2):
+        for t1 in np.ndindex(*k1):
+            tau = tuple(a * dd * s + b * d for a, b, s, d, dd in zip(t2, t1, s1, d1, d2))
+            weight[(slice(None), slice(None), *tau)] += w2[(slice(None), slice(None), *t2)] @ \
+                w1[(slice(None), slice(None), *t1)]
+    bias = np.zeros(w2.shape[0])
+    if len(first.inputs) > 2 and first.inputs[2]:
+        bias += w2.sum(axis=tuple(range(2, 2 + n))) @ np.asarray(graph.const(first.inputs[2]), np.float64)
+    if len(second.inputs) > 2 and second.inputs[2]:
+        bias += np.asarray(graph.const(second.inputs[2]), np.float64)
+    weight_value = graph.value(f"{second.name}::weight_merged")
+    weight_value.const, weight_value.shape = weight, weight.shape
+    bias_value = graph.value(f"{second.name}::bias_merged")
+    bias_value.const, bias_value.shape = bias, bias.shape
+    attrs = {"strides": list(s1), "dilations": [1] * n, "kernel_shape": list(span), "group": 1}
+    if "pads" in first.attrs:
+        attrs["pads"] = list(first.attrs["pads"])
+    second.attrs = attrs
+    second.inputs = [first.inputs[0], weight_value.name, bias_value.name]
+    second.notes.append(f"merged with '{first.name}' (Conv): measured as one convolution")
+    graph.nodes.remove(first)
+    return True
