@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from jacobians import max_jacobian_norm
 from lipaudit import audit
 
 ACTIVATIONS = {
@@ -62,17 +63,6 @@ def export(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17)
     return path
-
-
-def max_jacobian_norm(model: nn.Module, shape: tuple[int, ...], samples: int, seed: int) -> float:
-    model = model.double()
-    generator = torch.Generator().manual_seed(seed)
-    best = 0.0
-    for _ in range(samples):
-        x = torch.randn(shape, generator=generator, dtype=torch.float64) * 2
-        jacobian = torch.autograd.functional.jacobian(model, x).reshape(-1, x.numel())
-        best = max(best, torch.linalg.matrix_norm(jacobian, ord=2).item())
-    return best
 
 
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))

@@ -29,17 +29,15 @@ class AnalysisContext:
         return node.attrs.get(name, default)
 
     def input_shape(self, node: Node, index: int = 0) -> tuple[int, ...]:
-        shape = self.graph.shape(node.inputs[index])
-        if shape is None or any(d is None or d < 0 for d in shape):
-            raise RuleInputError(f"the shape of input '{node.inputs[index]}' of {node.op_type} "
-                                 f"'{node.name}' is unknown")
-        return tuple(int(d) for d in shape)
+        return self._known_shape(node, node.inputs[index], "input")
 
     def output_shape(self, node: Node, index: int = 0) -> tuple[int, ...]:
-        shape = self.graph.shape(node.outputs[index])
+        return self._known_shape(node, node.outputs[index], "output")
+
+    def _known_shape(self, node: Node, name: str, role: str) -> tuple[int, ...]:
+        shape = self.graph.shape(name)
         if shape is None or any(d is None or d < 0 for d in shape):
-            raise RuleInputError(f"the shape of output '{node.outputs[index]}' of {node.op_type} "
-                                 f"'{node.name}' is unknown")
+            raise RuleInputError(f"the shape of {role} '{name}' of {node.op_type} '{node.name}' is unknown")
         return tuple(int(d) for d in shape)
 
     def const_input(self, node: Node, index: int) -> np.ndarray | None:

@@ -21,6 +21,7 @@ from lipaudit.cli.app import app
 from lipaudit.errors import InputShapeError, ModelLoadError
 from lipaudit.loaders import load_model
 import torch_nets
+from jacobians import max_jacobian_norm
 from torch_nets import NETWORKS, build, save_as
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -90,24 +91,13 @@ def test_torch_formats_agree_where_onnx_export_struggles(tmp_path: Path) -> None
         assert report.upper_bound == pytest.approx(reports["traced"].upper_bound, rel=1e-9), kind
     ops = {layer.op for layer in reports["export"].layers}
     assert {"Pad", "Conv", "Resize", "DepthToSpace", "Shrink", "Selu", "Elu", "HardSigmoid", "AveragePool"} <= ops
-    assert reports["traced"].upper_bound >= _max_jacobian_norm(model, shape) * (1 - 1e-9)
-
-
-def _max_jacobian_norm(model: nn.Module, shape: tuple[int, ...], samples: int = 4) -> float:
-    model = model.double()
-    generator = torch.Generator().manual_seed(11)
-    best = 0.0
-    for _ in range(samples):
-        x = torch.randn(shape, generator=generator, dtype=torch.float64) * 2
-        jacobian = torch.autograd.functional.jacobian(model, x).reshape(-1, x.numel())
-        best = max(best, torch.linalg.matrix_norm(jacobian, ord=2).item())
-    return best
+    assert reports["traced"].upper_bound >= max_jacobian_norm(model, shape, samples=4, seed=11) * (1 - 1e-9)
 
 
 @pytest.mark.parametrize("network", sorted(NETWORKS))
 def test_torch_bounds_are_above_the_jacobian(reports, network: str) -> None:
     model, shape = build(network)
-    lower = _max_jacobian_norm(model, shape)
+    lower = max_jacobian_norm(model, shape, samples=4, seed=11)
     for kind in TORCH_FORMATS:
         assert reports(network, kind).upper_bound >= lower * (1 - 1e-9), kind
 
