@@ -17,6 +17,7 @@ display:inline-block} .PASSED{background:#dafbe1} .FAILED,.INCOMPLETE{background
 table{border-collapse:collapse;margin-top:1rem;font-size:.9rem} th,td{border:1px solid #d0d7de;padding:.25rem .5rem}
 td.num{text-align:right;font-variant-numeric:tabular-nums} tr.blocked td{background:#ffebe9}
 .legend span{margin-right:1.2rem} svg text{font-size:11px;fill:#57606a}
+td.notes{max-width:26rem;font-size:.8rem;color:#57606a}
 """
 
 
@@ -86,7 +87,7 @@ def _rows(report: Report) -> str:
         css = ' class="blocked"' if layer.status != "bounded" else ""
         rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells)
                     + "".join(f'<td class="num">{n}</td>' for n in numbers)
-                    + "".join(f"<td>{t}</td>" for t in tail) + "</tr>")
+                    + "".join(f"<td>{t}</td>" for t in tail[:-1]) + f'<td class="notes">{tail[-1]}</td></tr>')
     return "\n".join(rows)
 
 
