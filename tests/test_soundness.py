@@ -15,7 +15,7 @@ from lipaudit import audit
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "silu": nn.SiLU,
     "elu": nn.ELU, "leaky": lambda: nn.LeakyReLU(0.2), "softplus": nn.Softplus, "hardswish": nn.Hardswish,
-    "mish": nn.Mish, "selu": nn.SELU,
+    "mish": nn.Mish, "selu": nn.SELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
 }
 
 

@@ -13,7 +13,14 @@ from ..ir import Graph, Node
 _INV_SQRT2 = 1 / math.sqrt(2)
 
 
-def _close(value: float | None, target: float, tol: float = 1e-4) -> bool:
+def _exactly(value: float | None, target: float) -> bool:
+    """For 0.5 and 1: exact in float32, and the fused op's constant scales with them."""
+    return value is not None and value == target
+
+
+# Irrational constants are stored rounded to float32 (relative error < 1e-7). A looser match would
+# accept functions whose slope exceeds the fused op's constant (GELU's margin is 7e-6).
+def _close(value: float | None, target: float, tol: float = 1e-6) -> bool:
     return value is not None and abs(value - target) <= tol * max(1.0, abs(target))
 
 
@@ -53,7 +60,7 @@ def _fuse_gated(graph: Graph, mul: Node) -> bool:
             _replace(graph, mul, [gate], "Silu", x, "x·Sigmoid(x)")
             return True
         if (gate.op_type == "HardSigmoid" and gate.inputs[0] == x and _single_use(graph, [gate])
-                and _close(gate.attrs.get("alpha", 0.2), 1 / 6) and _close(gate.attrs.get("beta", 0.5), 0.5)):
+                and _close(gate.attrs.get("alpha", 0.2), 1 / 6) and _exactly(gate.attrs.get("beta", 0.5), 0.5)):
             _replace(graph, mul, [gate], "HardSwish", x, "x·HardSigmoid(x)")
             return True
         softplus = _producer_of(graph, gate.inputs[0], "Softplus") if gate.op_type == "Tanh" else None
@@ -79,19 +86,65 @@ def _erf_argument_source(graph: Graph, erf: Node) -> tuple[str, Node] | None:
 
 
 def _is_half(graph: Graph, node: Node, other_than: str) -> bool:
-    return _close(graph.scalar(_other_input(node, other_than) or ""), 0.5)
+    return _exactly(graph.scalar(_other_input(node, other_than) or ""), 0.5)
 
 
-def _fuse_erf_gelu(graph: Graph, erf: Node) -> bool:
-    """0.5·x·(1 + erf(x/√2)) in any association → Gelu."""
-    found = _erf_argument_source(graph, erf)
+def _scaled_by(graph: Graph, name: str, target: float) -> tuple[str, Node] | None:
+    """(x, node) when ``name`` is the output of Mul(x, c) with c ≈ target."""
+    node = _producer_of(graph, name, "Mul")
+    if node is None or len(node.inputs) != 2:
+        return None
+    for var, const in (node.inputs, node.inputs[::-1]):
+        if _close(graph.scalar(const), target):
+            return var, node
+    return None
+
+
+def _tanh_argument_source(graph: Graph, tanh: Node) -> tuple[str, list[Node]] | None:
+    """The x of tanh(√(2/π)·(x + 0.044715·x³)), with the nodes that compute the argument."""
+    outer = _scaled_by(graph, tanh.inputs[0], math.sqrt(2 / math.pi))
+    inner = _producer_of(graph, outer[0], "Add") if outer else None
+    if inner is None or len(inner.inputs) != 2:
+        return None
+    for x, cubic_term in (inner.inputs, inner.inputs[::-1]):
+        scaled = _scaled_by(graph, cubic_term, 0.044715)
+        cube = _cube_nodes(graph, scaled[0], x) if scaled else None
+        if cube is not None:
+            return x, [outer[1], inner, scaled[1], *cube]
+    return None
+
+
+def _cube_nodes(graph: Graph, name: str, x: str) -> list[Node] | None:
+    """The nodes computing x³ as Pow(x, 3) or x·(x·x), as torch exports it."""
+    node = graph.producer(name)
+    if node is None or node.domain:
+        return None
+    if node.op_type == "Pow" and node.inputs[0] == x and _exactly(graph.scalar(node.inputs[1]), 3.0):
+        return [node]
+    if node.op_type == "Mul" and x in node.inputs:
+        square = _producer_of(graph, _other_input(node, x) or "", "Mul")
+        if square is not None and square.inputs == [x, x]:
+            return [node, square]
+    return None
+
+
+def _fuse_gelu(graph: Graph, squash: Node) -> bool:
+    """0.5·x·(1 + erf(x/√2)) or 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), any association → Gelu."""
+    if squash.op_type == "Erf":
+        found = _erf_argument_source(graph, squash)
+        found = (found[0], [found[1]]) if found else None
+        label = "0.5·x·(1 + Erf(x/√2))"
+    else:
+        found = _tanh_argument_source(graph, squash)
+        label = "0.5·x·(1 + Tanh(√(2/π)(x + 0.044715x³)))"
     if found is None:
         return False
-    x, scale = found
-    add = graph.sole_consumer(erf.outputs[0])
-    if add is None or add.op_type != "Add" or not _close(graph.scalar(_other_input(add, erf.outputs[0]) or ""), 1.0):
+    x, argument_nodes = found
+    add = graph.sole_consumer(squash.outputs[0])
+    if add is None or add.op_type != "Add" or not _exactly(graph.scalar(_other_input(add, squash.outputs[0]) or ""),
+                                                           1.0):
         return False
-    cdf = add.outputs[0]  # 1 + erf(x/√2); the three factors are x, cdf and 0.5
+    cdf = add.outputs[0]  # 1 + erf(…) or 1 + tanh(…); the three factors are x, cdf and 0.5
     first = graph.sole_consumer(cdf)
     if first is None or first.op_type != "Mul":
         return False
@@ -107,10 +160,10 @@ def _fuse_erf_gelu(graph: Graph, erf: Node) -> bool:
         if half_x is None or half_x.op_type != "Mul" or x not in half_x.inputs or not _is_half(graph, half_x, x):
             return False
         chain, last = [half_x], first  # (0.5·x)·cdf
-    chain = [scale, erf, add] + chain
+    chain = argument_nodes + [squash, add] + chain
     if not _single_use(graph, chain):
         return False
-    _replace(graph, last, chain, "Gelu", x, "0.5·x·(1 + Erf(x/√2))")
+    _replace(graph, last, chain, "Gelu", x, label)
     return True
 
 
@@ -123,7 +176,7 @@ def _fuse_softsign(graph: Graph, div: Node) -> bool:
     for abs_name in add.inputs:
         absolute = _producer_of(graph, abs_name, "Abs")
         if (absolute is not None and absolute.inputs[0] == x
-                and _close(graph.scalar(_other_input(add, abs_name) or ""), 1.0)
+                and _exactly(graph.scalar(_other_input(add, abs_name) or ""), 1.0)
                 and _single_use(graph, [absolute, add])):
             _replace(graph, div, [absolute, add], "Softsign", x, "x / (1 + |x|)")
             return True
@@ -136,7 +189,7 @@ def fuse_activations(graph: Graph) -> None:
             continue
         if node.op_type == "Mul":
             _fuse_gated(graph, node)
-        elif node.op_type == "Erf":
-            _fuse_erf_gelu(graph, node)
+        elif node.op_type in ("Erf", "Tanh"):
+            _fuse_gelu(graph, node)
         elif node.op_type == "Div":
             _fuse_softsign(graph, node)
