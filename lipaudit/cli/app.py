@@ -11,7 +11,7 @@ from .ops import ops
 
 app = typer.Typer(
     name="lipaudit",
-    help="Audit the Lipschitz constant of trained neural networks (ONNX).",
+    help="Audit the Lipschitz constant of trained neural networks (ONNX, TorchScript, torch.export).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -118,7 +118,7 @@ def check(
         None, "--baseline", metavar="BASE.json", help="Compare with an earlier JSON report; exit 1 on a regression."),
     max_increase: str = typer.Option("0%", "--max-increase", help="With --baseline: allowed growth, e.g. 5%."),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="pyproject.toml to read [tool.lipaudit] from (default: the nearest one above "
+        None, "--config", help="pyproject.toml to read \\[tool.lipaudit] from (default: the nearest one above "
                                "the model, else above the current directory)."),
     color: str = typer.Option("auto", "--color", help="auto, always or never (NO_COLOR is honoured)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict line."),
@@ -141,7 +141,7 @@ def check(
 ) -> None:
     """Compute a certified upper bound on each MODEL's Lipschitz constant (ℓ2 norm, flattened input and output).
 
-    Settings come from [tool.lipaudit] in pyproject.toml, overridden by these flags.
+    Settings come from the \\[tool.lipaudit] table of pyproject.toml, overridden by these flags.
 
     Exit codes: 0 passed (or no threshold), 1 the bound exceeds --max-lipschitz (or a layer its limit, or a
     --baseline regression), 2 usage or load error, 3 the bound is incomplete or unbounded (an op without a

@@ -191,3 +191,4 @@ def test_help_explains_the_exit_codes() -> None:
     result = invoke("check", "--help")
     assert result.exit_code == 0
     assert "Exit codes" in result.stdout
+    assert "[tool.lipaudit]" in result.stdout  # not swallowed as console markup
