@@ -57,9 +57,15 @@ def analyze_node(node: Node, ctx: AnalysisContext) -> Factor:
         domain = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
         return Factor.unknown(f"no rule for {domain}{node.op_type}")
     try:
-        return entry.fn(node, ctx)
+        factor = entry.fn(node, ctx)
     except (RuleInputError, ValueError, KeyError, IndexError, TypeError) as error:
         return Factor.unknown(f"{node.op_type} could not be analysed: {error}")
+    if factor.status == "bounded" and factor.input_weights is None and entry.data_inputs is not None:
+        for index, name in enumerate(node.inputs):
+            if name and index not in entry.data_inputs and not ctx.graph.is_const(name):
+                return Factor.unknown(f"input {index} ('{name}') of {node.op_type} is computed from the network "
+                                      "input, and the rule only bounds its data input")
+    return factor
 
 
 def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueBound:

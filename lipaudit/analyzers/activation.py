@@ -30,7 +30,7 @@ def _fixed(op_types: tuple[str, ...], value: float, summary: str, since: int = 1
 
 
 _fixed(("Relu", "Tanh", "Softplus", "Softsign", "Abs", "Neg", "Sin", "Cos", "Atan", "Asinh",
-        "Shrink", "Celu"), 1.0, "1 (slope within [-1, 1])")
+        "Celu"), 1.0, "1 (slope within [-1, 1])")
 _fixed(("Sigmoid",), 0.25, "1/4")
 _fixed(("Gelu",), GELU_SLOPE, f"{GELU_SLOPE} (sup of GELU's slope, erf or tanh form)")
 _fixed(("Silu", "Swish"), SILU_SLOPE, f"{SILU_SLOPE} (sup of x·sigmoid(x)'s slope)")
@@ -55,6 +55,15 @@ def clip(node: Node, ctx: AnalysisContext) -> Factor:
         weights.append(float(np.sqrt(broadcast_copies(tuple(shape), out_shape))))
     return Factor.constant(max(weights), "closed-form", combine="rss", input_weights=weights,
                            note="a variable min/max moves every output it is broadcast to")
+
+
+@rule("Shrink", summary="1 when bias = lambd (continuous); otherwise unbounded (it jumps at ±lambd)",
+      family=FAMILY)
+def shrink(node: Node, ctx: AnalysisContext) -> Factor:
+    lambd, bias = float(ctx.attr(node, "lambd", 0.5)), float(ctx.attr(node, "bias", 0.0))
+    if lambd < 0 or bias != lambd:
+        return Factor.unbounded(f"Shrink jumps by {abs(lambd - bias):g} at ±lambd (bias ≠ lambd)")
+    return Factor.constant(1.0, "closed-form")
 
 
 @rule("LeakyRelu", summary="max(1, |alpha|), alpha default 0.01", family=FAMILY)

@@ -39,7 +39,8 @@ rule("Add", "Sub", "Sum", summary="sum of the inputs' bounds (√copies where an
      family=FAMILY)(_sum_of_variables)
 
 
-@rule("Mul", summary="max |c| for a constant c (with broadcasting); two variables: unbounded", family=FAMILY)
+@rule("Mul", summary="max |c| for a constant c (with broadcasting); two variables: unbounded", family=FAMILY,
+      data_inputs=None)
 def mul(node: Node, ctx: AnalysisContext) -> Factor:
     variables = ctx.graph.variable_inputs(node)
     if len(variables) > 1:

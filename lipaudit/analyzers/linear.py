@@ -63,7 +63,7 @@ def _stacked_weights(const: np.ndarray, var_batch: int, out_batch: tuple[int, ..
 
 
 @rule("MatMul", summary="‖W‖₂ of the constant side (batched: largest block); two variables: unbounded",
-      family=FAMILY)
+      family=FAMILY, data_inputs=None)
 def matmul(node: Node, ctx: AnalysisContext) -> Factor:
     left, right = node.inputs[:2]
     left_const, right_const = ctx.graph.const(left), ctx.graph.const(right)

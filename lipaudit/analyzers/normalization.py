@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..ir import Node
-from .context import AnalysisContext
+from .context import AnalysisContext, RuleInputError
 from .factor import Factor
 from .registry import rule
 
@@ -33,7 +33,21 @@ def batch_norm(node: Node, ctx: AnalysisContext) -> Factor:
     if scale is None or var is None:
         return Factor.unbounded("BatchNormalization with variable scale or variance")
     multiplier = batchnorm_scale(scale, var, float(ctx.attr(node, "epsilon", 1e-5)))
-    return Factor.constant(float(np.abs(multiplier).max(initial=0.0)) * (1 + 1e-12), "closed-form")
+    gain = float(np.abs(multiplier).max(initial=0.0)) * (1 + 1e-12)
+    # A variable bias or mean is added at every position of its channel: √(positions) copies.
+    out_shape = ctx.output_shape(node)
+    copies = math.sqrt(int(np.prod(out_shape)) // max(1, int(np.prod(np.shape(scale)))))
+    per_input = {0: gain, 2: copies, 3: gain * copies}
+    weights = [per_input[i] for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
+    return Factor.constant(gain, "closed-form", input_weights=weights)
+
+
+def _bias_copies(ctx: AnalysisContext, node: Node, name: str) -> float:
+    """√(outputs per entry) of a variable bias: each entry is added to that many outputs."""
+    shape = ctx.graph.shape(name)
+    if shape is None or any(d is None or d < 0 for d in shape):
+        raise RuleInputError(f"the shape of '{name}' of {node.op_type} '{node.name}' is unknown")
+    return math.sqrt(int(np.prod(ctx.output_shape(node))) // max(1, int(np.prod(shape))))
 
 
 @rule("LayerNormalization", "InstanceNormalization", "GroupNormalization",
@@ -45,7 +59,9 @@ def data_normalization(node: Node, ctx: AnalysisContext) -> Factor:
         return Factor.unbounded(f"{node.op_type} with a variable scale multiplies two variable values")
     epsilon = float(ctx.attr(node, "epsilon", 1e-5))
     value = float(np.abs(scale).max(initial=0.0)) / math.sqrt(epsilon) * (1 + 1e-12)
-    return Factor.constant(value, "closed-form",
+    weights = [value if i == 0 else _bias_copies(ctx, node, name)
+               for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
+    return Factor.constant(value, "closed-form", input_weights=weights,
                            note=f"warning: {node.op_type} is only {value:.3g}-Lipschitz globally (max|γ|/√ε, "
                                 f"ε={epsilon:g}); its local slope is far smaller")
 

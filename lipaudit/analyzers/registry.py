@@ -31,6 +31,9 @@ class RuleEntry:
     summary: str
     certified: bool
     fn: RuleFn
+    # Inputs the factor applies to. Another input computed from the network input (a shape, an
+    # index, a bias) needs its own weight in Factor.input_weights, or the node cannot be bounded.
+    data_inputs: tuple[int, ...] | None = (0,)
 
 
 _RULES: dict[tuple[str, str], list[RuleEntry]] = {}
@@ -48,12 +51,12 @@ def _register(entry: RuleEntry) -> None:
 
 
 def rule(*op_types: str, summary: str, family: str, certified: bool = True,
-         since: int = 1, domain: str = "") -> Callable[[RuleFn], RuleFn]:
-    """Register ``fn(node, ctx) -> Factor`` for each op type."""
+         since: int = 1, domain: str = "", data_inputs: tuple[int, ...] | None = (0,)) -> Callable[[RuleFn], RuleFn]:
+    """Register ``fn(node, ctx) -> Factor`` for each op type (``data_inputs=None``: every input)."""
 
     def decorate(fn: RuleFn) -> RuleFn:
         for op_type in op_types:
-            _register(RuleEntry(op_type, domain, since, family, summary, certified, fn))
+            _register(RuleEntry(op_type, domain, since, family, summary, certified, fn, data_inputs))
         return fn
 
     return decorate

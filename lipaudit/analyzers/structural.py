@@ -16,13 +16,13 @@ from .registry import identity, rule
 
 FAMILY = "structural"
 
-identity("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
-         "CastLike", "DepthToSpace", "SpaceToDepth",
+identity("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout",
+         "DepthToSpace", "SpaceToDepth",
          summary="1 (a permutation or relabelling of entries)")
 identity("Slice", "Split", summary="≤ 1 (keeps a subset of entries; each output on its own)")
 
 
-@rule("Concat", summary="√(Σ L²) of the variable inputs", family=FAMILY)
+@rule("Concat", summary="√(Σ L²) of the variable inputs", family=FAMILY, data_inputs=None)
 def concat(node: Node, ctx: AnalysisContext) -> Factor:
     return Factor.constant(1.0, "closed-form", combine="rss")
 
@@ -137,3 +137,22 @@ identity("ReduceMax", "ReduceMin", "ReduceL2", "ReduceLogSumExp",
       summary="unbounded: products and squares have unbounded slope", family=FAMILY, certified=False)
 def reduce_not_lipschitz(node: Node, ctx: AnalysisContext) -> Factor:
     return Factor.unbounded(f"{node.op_type} has unbounded slope")
+
+
+# TensorProto data types that hold every float32 exactly.
+_WIDE_FLOATS = {1: "float", 11: "double"}
+
+
+@rule("Cast", "CastLike", summary="to float32/float64: 1; to integers, bool or 16-bit floats: unbounded (rounding)",
+      family=FAMILY)
+def cast(node: Node, ctx: AnalysisContext) -> Factor:
+    if node.op_type == "Cast":
+        target = int(ctx.attr(node, "to", 1))
+    else:
+        like = ctx.const_input(node, 1)
+        if like is None:
+            raise RuleInputError(f"the target type of CastLike '{node.name}' is not known")
+        target = {np.dtype(np.float32): 1, np.dtype(np.float64): 11}.get(like.dtype, 0)
+    if target in _WIDE_FLOATS:
+        return Factor.constant(1.0, "identity")
+    return Factor.unbounded("the cast rounds its input (a step function), so no Lipschitz constant exists")

@@ -36,12 +36,20 @@ def _other_input(node: Node, name: str) -> str | None:
     return others[0] if len(others) == 1 else None
 
 
-def _replace(graph: Graph, last: Node, removed: list[Node], op_type: str, source: str, label: str) -> None:
-    """Make ``last`` compute op_type(source) and drop the pattern's other nodes."""
+def _replace(graph: Graph, last: Node, removed: list[Node], op_type: str, source: str, label: str) -> bool:
+    """Make ``last`` compute op_type(source) and drop the pattern's other nodes.
+
+    Refused when the pattern's output is not shaped like its input: a constant of a larger shape
+    broadcasts x into several copies, which the elementwise op alone would not make.
+    """
+    out_shape, in_shape = graph.shape(last.outputs[0]), graph.shape(source)
+    if out_shape is None or in_shape is None or tuple(out_shape) != tuple(in_shape):
+        return False
     for node in removed:
         graph.nodes.remove(node)
     last.op_type, last.inputs, last.attrs, last.domain = op_type, [source], {}, ""
     last.notes.append(f"fused from {label}")
+    return True
 
 
 def _single_use(graph: Graph, nodes: list[Node]) -> bool:
@@ -57,16 +65,13 @@ def _fuse_gated(graph: Graph, mul: Node) -> bool:
         if x is None or gate is None or gate.domain:
             continue
         if gate.op_type == "Sigmoid" and gate.inputs[0] == x and _single_use(graph, [gate]):
-            _replace(graph, mul, [gate], "Silu", x, "x·Sigmoid(x)")
-            return True
+            return _replace(graph, mul, [gate], "Silu", x, "x·Sigmoid(x)")
         if (gate.op_type == "HardSigmoid" and gate.inputs[0] == x and _single_use(graph, [gate])
                 and _close(gate.attrs.get("alpha", 0.2), 1 / 6) and _exactly(gate.attrs.get("beta", 0.5), 0.5)):
-            _replace(graph, mul, [gate], "HardSwish", x, "x·HardSigmoid(x)")
-            return True
+            return _replace(graph, mul, [gate], "HardSwish", x, "x·HardSigmoid(x)")
         softplus = _producer_of(graph, gate.inputs[0], "Softplus") if gate.op_type == "Tanh" else None
         if softplus is not None and softplus.inputs[0] == x and _single_use(graph, [gate, softplus]):
-            _replace(graph, mul, [gate, softplus], "Mish", x, "x·Tanh(Softplus(x))")
-            return True
+            return _replace(graph, mul, [gate, softplus], "Mish", x, "x·Tanh(Softplus(x))")
     return False
 
 
@@ -163,8 +168,7 @@ def _fuse_gelu(graph: Graph, squash: Node) -> bool:
     chain = argument_nodes + [squash, add] + chain
     if not _single_use(graph, chain):
         return False
-    _replace(graph, last, chain, "Gelu", x, label)
-    return True
+    return _replace(graph, last, chain, "Gelu", x, label)
 
 
 def _fuse_softsign(graph: Graph, div: Node) -> bool:
@@ -178,8 +182,7 @@ def _fuse_softsign(graph: Graph, div: Node) -> bool:
         if (absolute is not None and absolute.inputs[0] == x
                 and _exactly(graph.scalar(_other_input(add, abs_name) or ""), 1.0)
                 and _single_use(graph, [absolute, add])):
-            _replace(graph, div, [absolute, add], "Softsign", x, "x / (1 + |x|)")
-            return True
+            return _replace(graph, div, [absolute, add], "Softsign", x, "x / (1 + |x|)")
     return False
 
 

@@ -108,7 +108,7 @@ ACTIVATIONS = [
     ("Sin", {}, 17, torch.sin, 1.0),
     ("Atan", {}, 17, torch.atan, 1.0),
     ("Asinh", {}, 17, torch.asinh, 1.0),
-    ("Shrink", {"lambd": 0.5, "bias": 0.2}, 17, shrink(0.5, 0.2), 1.0),
+    ("Shrink", {"lambd": 0.5, "bias": 0.5}, 17, shrink(0.5, 0.5), 1.0),  # bias ≠ lambd jumps: unbounded
 ]
 
 
