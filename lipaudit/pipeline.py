@@ -17,7 +17,7 @@ from .lower import DEFAULT_SAMPLES, DEFAULT_STEPS, empirical_lower_bound
 from .passes import run_passes
 from .report import LayerReport, Report, finite_or_none, threshold_verdict
 from .shapes import parse_input_shapes
-from .spectral.device import resolve_device
+from .spectral.device import exact_cuda_math, resolve_device
 from .verify import AUTO_MAX_PARAMETERS, Verification, skipped
 from .verify import verify as run_verification
 
@@ -56,7 +56,8 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     if not verification.checked and verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
     ctx = AnalysisContext(graph, method=method, device=torch_device)
-    network = compose(graph, ctx, on_node)
+    with exact_cuda_math(torch_device):
+        network = compose(graph, ctx, on_node)
     analyzed_at = time.perf_counter()
     lower = None
     if lower_bound:

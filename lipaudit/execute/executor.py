@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -11,6 +10,7 @@ from torch import Tensor
 
 from ..errors import ExecutionError
 from ..ir import Graph
+from ..spectral.device import exact_cuda_math
 from .core import Env, can_execute, lookup, op_label
 
 
@@ -27,20 +27,6 @@ def _const_tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -
     if array.dtype.kind in "iu":
         return torch.as_tensor(np.array(array, dtype=np.int64), device=device)
     raise TypeError(f"constant of dtype {array.dtype}")
-
-
-@contextlib.contextmanager
-def _exact_cuda_math(device: torch.device) -> Iterator[None]:
-    """TF32 would make float32 convolutions ~1e-3 off on recent GPUs: turn it off while we run."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class Executor:
@@ -93,7 +79,7 @@ class Executor:
             value = feeds[name]
             tensor = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
             values[name] = tensor.to(self.device, self.dtype) if tensor.is_floating_point() else tensor.to(self.device)
-        with _exact_cuda_math(self.device):
+        with exact_cuda_math(self.device):
             for index, node in enumerate(self.graph.nodes):
                 args = [values[name] if name else None for name in node.inputs]
                 try:

@@ -20,6 +20,8 @@ def _bn_parameters(graph: Graph, bn: Node) -> tuple[np.ndarray, np.ndarray] | No
     if any(p is None for p in parts):
         return None
     scale, bias, mean, var = (np.asarray(p, np.float64) for p in parts)
+    if scale.ndim != 1 or not bn.attrs.get("spatial", 1):
+        return None  # opset < 9 spatial=0: statistics per activation, not per channel
     multiplier = batchnorm_scale(scale, var, float(bn.attrs.get("epsilon", 1e-5)))
     return multiplier, bias - mean * multiplier
 

@@ -435,7 +435,10 @@ def _certify(gram: Tensor, gram_bound: Tensor, left: bool, index: Tensor, best: 
     figure = 0.0
     mu = (best.value * (1 + tol)) ** 2
     pending = torch.arange(index.numel(), device=gram.device)
-    if gram.shape[-1] >= SCREEN_SIDE and screen_slack(gram.shape[-1]) < SCREEN_MAX_SLACK and index.numel() > count:
+    # The single-precision slack assumes a plain Cholesky; a GPU's blocked one runs through GEMMs
+    # whose precision modes we do not control, so only the CPU screens in float32.
+    if (gram.device.type == "cpu" and gram.shape[-1] >= SCREEN_SIDE
+            and screen_slack(gram.shape[-1]) < SCREEN_MAX_SLACK and index.numel() > count):
         trace = gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).clamp_min(0.0)
         ok = screen_below(gram, mu, trace, (gram_bound**2).to(gram.device))
         if ok.any():
