@@ -27,7 +27,7 @@ class Node:
     op_type: str
     inputs: list[str]
     outputs: list[str]
-    attrs: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)  # loaders decode string attributes to str
     domain: str = ""
     notes: list[str] = field(default_factory=list)  # what rewrites did to it, shown in the report
 

@@ -29,17 +29,13 @@ class WindowGeometry:
         return count
 
 
-def _as_str(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def window_geometry(node: Node, ctx: AnalysisContext, kernel: tuple[int, ...],
                     spatial_in: tuple[int, ...], *, transposed: bool = False) -> WindowGeometry:
     n = len(kernel)
     strides = tuple(ctx.attr(node, "strides", None) or (1,) * n)
     dilations = tuple(ctx.attr(node, "dilations", None) or (1,) * n)
     pads = tuple(ctx.attr(node, "pads", None) or (0,) * (2 * n))
-    auto_pad = _as_str(ctx.attr(node, "auto_pad", "NOTSET"))
+    auto_pad = ctx.attr(node, "auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER") and not transposed:
         begins, ends = [], []
         for size, k, s, d in zip(spatial_in, kernel, strides, dilations):
@@ -64,7 +60,7 @@ def conv_transpose_crop(node: Node, spatial: Sequence[int], kernel: Sequence[int
     puts the larger half at the end, SAME_LOWER and an explicit output_shape at the start.
     """
     n = len(kernel)
-    auto_pad = _as_str(node.attrs.get("auto_pad", "NOTSET"))
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
     output_shape = node.attrs.get("output_shape")
     if output_shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
         if auto_pad == "VALID":

@@ -86,16 +86,10 @@ def _scales(node: Node, ctx: AnalysisContext, in_shape, out_shape) -> list[float
     return [o / i for o, i in zip(out_shape, in_shape)]  # from `sizes`: the scale is their ratio
 
 
-def _text(value, default: str) -> str:
-    if value is None:
-        return default
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @rule("Resize", "Upsample", summary="product over axes of each axis's interpolation-matrix norm "
                                     "(nearest: √(most copies); linear: exact SVD)", family=FAMILY)
 def resize(node: Node, ctx: AnalysisContext) -> Factor:
-    interpolation = _text(ctx.attr(node, "mode", None), "nearest")
+    interpolation = ctx.attr(node, "mode", "nearest")
     if interpolation == "bilinear":
         interpolation = "linear"
     if interpolation not in ("nearest", "linear"):
@@ -103,11 +97,11 @@ def resize(node: Node, ctx: AnalysisContext) -> Factor:
     if ctx.attr(node, "antialias", 0) or ctx.attr(node, "axes", None) is not None:
         return Factor.unknown(f"{node.op_type} with antialias or axes has no rule yet")
     default_coordinates = "asymmetric" if node.op_type == "Upsample" or ctx.opset < 11 else "half_pixel"
-    coordinate_mode = _text(ctx.attr(node, "coordinate_transformation_mode", None), default_coordinates)
+    coordinate_mode = ctx.attr(node, "coordinate_transformation_mode", default_coordinates)
     if coordinate_mode == "tf_crop_and_resize":
         return Factor.unknown("Resize with tf_crop_and_resize has no rule yet")
     default_nearest = "floor" if node.op_type == "Upsample" or ctx.opset < 11 else "round_prefer_floor"
-    nearest_mode = _text(ctx.attr(node, "nearest_mode", None), default_nearest)
+    nearest_mode = ctx.attr(node, "nearest_mode", default_nearest)
     in_shape, out_shape = ctx.input_shape(node), ctx.output_shape(node)
     factor = 1.0
     for out_size, in_size, scale in zip(out_shape, in_shape, _scales(node, ctx, in_shape, out_shape)):

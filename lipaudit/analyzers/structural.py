@@ -84,8 +84,6 @@ def _pad_amounts(node: Node, ctx: AnalysisContext, rank: int) -> tuple[list[int]
 @rule("Pad", summary="constant mode: 1; reflect/edge/wrap: √(most copies of one entry)", family=FAMILY)
 def pad(node: Node, ctx: AnalysisContext) -> Factor:
     mode = ctx.attr(node, "mode", "constant")
-    if isinstance(mode, bytes):
-        mode = mode.decode()
     data = node.inputs[0]
     value = node.inputs[2] if ctx.opset >= 11 and len(node.inputs) > 2 else ""
     if mode == "constant" and (not value or ctx.graph.is_const(value)):

@@ -70,8 +70,7 @@ class Env:
 
 
 def attr(node: Node, name: str, default: Any = None) -> Any:
-    value = node.attrs.get(name, default)
-    return value.decode() if isinstance(value, bytes) else value
+    return node.attrs.get(name, default)
 
 
 def ints(t: Tensor | np.ndarray | Sequence[int] | None) -> list[int] | None:

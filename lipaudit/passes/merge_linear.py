@@ -120,7 +120,6 @@ def _conv_ok(graph: Graph, node: Node) -> bool:
         return False
     weight = graph.const(node.inputs[1])
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if weight is None or weight.ndim < 3 or int(node.attrs.get("group", 1)) != 1 or auto_pad not in ("NOTSET", "VALID"):
         return False
     if len(node.inputs) > 2 and node.inputs[2] and not graph.is_const(node.inputs[2]):
