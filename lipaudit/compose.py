@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .analyzers import AnalysisContext, Factor, lookup
-from .analyzers.context import RuleInputError
 from .ir import Graph, Node
+from .ops import Factor, RuleContext, RuleInputError, resolve
+from .report import Blocker
 
 
 @dataclass
@@ -33,13 +33,6 @@ class LayerResult:
 
 
 @dataclass
-class Blocker:
-    node: str
-    op: str
-    reason: str
-
-
-@dataclass
 class NetworkBound:
     upper_bound: float | None
     certified: bool
@@ -50,19 +43,18 @@ class NetworkBound:
     unbounded: list[Blocker] = field(default_factory=list)
 
 
-def analyze_node(node: Node, ctx: AnalysisContext) -> Factor:
+def analyze_node(node: Node, ctx: RuleContext) -> Factor:
     """The node's factor; never raises for a node it cannot bound (that is an unknown factor)."""
-    entry = lookup(node.op_type, node.domain, ctx.opset)
-    if entry is None:
-        domain = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
-        return Factor.unknown(f"no rule for {domain}{node.op_type}")
+    op = resolve(node, ctx.opset(node))
+    if op is None:
+        return Factor.unknown(f"no rule for {node.label}")
     try:
-        factor = entry.fn(node, ctx)
+        factor = op.bound(node, ctx)
     except (RuleInputError, ValueError, KeyError, IndexError, TypeError) as error:
         return Factor.unknown(f"{node.op_type} could not be analysed: {error}")
-    if factor.status == "bounded" and factor.input_weights is None and entry.data_inputs is not None:
+    if factor.status == "bounded" and factor.input_weights is None and op.data_inputs is not None:
         for index, name in enumerate(node.inputs):
-            if name and index not in entry.data_inputs and not ctx.graph.is_const(name):
+            if name and index not in op.data_inputs and not ctx.graph.is_const(name):
                 return Factor.unknown(f"input {index} ('{name}') of {node.op_type} is computed from the network "
                                       "input, and the rule only bounds its data input")
     return factor
@@ -87,7 +79,7 @@ def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueB
     return ValueBound(value, certified and factor.certified, unknown, unbounded)
 
 
-def compose(graph: Graph, ctx: AnalysisContext,
+def compose(graph: Graph, ctx: RuleContext,
             on_node: Callable[[int, int, Node], None] | None = None) -> NetworkBound:
     bounds: dict[str, ValueBound] = {name: ValueBound(1.0) for name in graph.inputs}
     layers: list[LayerResult] = []

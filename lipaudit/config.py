@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .report import LayerReport, LayerViolation
 
 KEYS = {"max_lipschitz", "method", "device", "input_shape", "allow_incomplete", "max_layer_factor"}
 
@@ -115,7 +116,7 @@ def merge_flags(settings: Settings, **flags: Any) -> Settings:
     return replace(settings, **given)
 
 
-def layer_violations(layers, settings: Settings) -> list[dict[str, Any]]:
+def layer_violations(layers: list[LayerReport], settings: Settings) -> list[LayerViolation]:
     """Layers whose factor exceeds their max_layer_factor (an unbounded layer always does)."""
     violations = []
     for layer in layers:
@@ -123,5 +124,5 @@ def layer_violations(layers, settings: Settings) -> list[dict[str, Any]]:
         if limit is None:
             continue
         if layer.factor is None or layer.factor > limit:
-            violations.append({"name": layer.name, "op": layer.op, "factor": layer.factor, "limit": limit})
+            violations.append(LayerViolation(layer.name, layer.op, layer.factor, limit))
     return violations

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
 from .errors import UsageError
+from .report import Report
 
 
 def parse_increase(text: str) -> float:
@@ -60,12 +59,12 @@ class ReportDiff:
         return self.network_after > self.network_before * (1 + self.max_increase)
 
 
-def _factors(report: dict[str, Any]) -> dict[str, tuple[str, float | None]]:
-    return {layer["name"]: (layer["op"], layer.get("factor")) for layer in report.get("layers", [])}
+def _factors(report: Report) -> dict[str, tuple[str, float | None]]:
+    return {layer.name: (layer.op, layer.factor) for layer in report.layers}
 
 
-def diff_reports(base: dict[str, Any], new: dict[str, Any], max_increase: float = 0.0) -> ReportDiff:
-    result = ReportDiff(base["network"]["upper_bound"], new["network"]["upper_bound"], max_increase)
+def diff_reports(base: Report, new: Report, max_increase: float = 0.0) -> ReportDiff:
+    result = ReportDiff(base.upper_bound, new.upper_bound, max_increase)
     before, after = _factors(base), _factors(new)
     for name, (op, value) in after.items():
         if name not in before:

@@ -19,6 +19,10 @@ class InputShapeError(LipauditError):
     """Input shapes are dynamic and not given, or given but do not fit the model."""
 
 
+class AttributeValueError(LipauditError, ValueError):
+    """A node lacks an attribute it needs, or has one of the wrong type or out of range."""
+
+
 class UsageError(LipauditError):
     """A setting or flag has a value lipaudit does not accept."""
 

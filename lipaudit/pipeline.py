@@ -7,19 +7,18 @@ from typing import Callable
 
 import torch
 
-from . import __version__
-from .analyzers import AnalysisContext
 from .compose import compose
 from .errors import ExecutionError, UsageError
+from .execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS, empirical_lower_bound
+from .execute.verify import AUTO_MAX_PARAMETERS
+from .execute.verify import verify as run_verification
 from .ir import Graph, Node
-from .loaders import LoadedModel, load_model
-from .lower import DEFAULT_SAMPLES, DEFAULT_STEPS, empirical_lower_bound
+from .load import LoadedModel, load_model
+from .ops import RuleContext
 from .passes import run_passes
-from .report import LayerReport, Report, finite_or_none, threshold_verdict
+from .report import Report, Verification, build_report, skipped
 from .shapes import parse_input_shapes
 from .spectral.device import exact_cuda_math, resolve_device
-from .verify import AUTO_MAX_PARAMETERS, Verification, skipped
-from .verify import verify as run_verification
 
 METHODS = ("auto", "exact", "gram", "power", "frobenius")
 DEVICES = ("auto", "cpu", "cuda")
@@ -55,7 +54,7 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     verified_at = time.perf_counter()
     if not verification.checked and verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
-    ctx = AnalysisContext(graph, method=method, device=torch_device)
+    ctx = RuleContext(graph, method=method, device=torch_device)
     with exact_cuda_math(torch_device):
         network = compose(graph, ctx, on_node)
     analyzed_at = time.perf_counter()
@@ -70,19 +69,7 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
                            f"{network.upper_bound:.6g}: the upper bound is wrong; please report this model")
     finished = time.perf_counter()
 
-    layers = []
-    for result in network.layers:
-        factor, node = result.factor, result.node
-        shape = graph.shape(node.outputs[0])
-        layers.append(LayerReport(
-            name=node.name, op=node.op_type, output_shape=None if shape is None else [int(d) for d in shape],
-            factor=finite_or_none(factor.value), method=factor.method, certified=factor.certified,
-            estimate=finite_or_none(factor.estimate), frobenius=finite_or_none(factor.frobenius),
-            running_bound=finite_or_none(result.bound.value) if result.bound.finite else None,
-            status=factor.status, reason=factor.reason, notes=list(node.notes) + list(factor.notes)))
-    upper = finite_or_none(network.upper_bound)
-    lower_value = finite_or_none(lower.value) if lower is not None else None
-    settings = {"norm": "l2", "method": method, "device": str(torch_device)}
+    settings: dict = {"norm": "l2", "method": method, "device": str(torch_device)}
     if lower_bound:
         settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps}
     timings = {"load_s": round(loaded_at - started, 4), "verify_s": round(verified_at - loaded_at, 4),
@@ -90,24 +77,8 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     if lower_bound:
         timings["lower_bound_s"] = round(finished - analyzed_at, 4)
     timings["total_s"] = round(finished - started, 4)
-    return Report(
-        tool={"name": "lipaudit", "version": __version__},
-        model={"path": str(loaded.path), "format": loaded.format, "sha256": loaded.sha256, "opset": graph.opset,
-               "inputs": [{"name": n, "shape": list(graph.shape(n) or [])} for n in graph.inputs],
-               "outputs": [{"name": n, "upper_bound": finite_or_none(v)} for n, v in network.outputs.items()],
-               "parameters": graph.parameter_count()},
-        settings=settings,
-        layers=layers,
-        network={"upper_bound": upper, "certified": network.certified, "complete": network.complete,
-                 "lower_bound": lower_value,
-                 "gap": upper / lower_value if upper is not None and lower_value else None,
-                 "unsupported": [vars(b) for b in network.unsupported],
-                 "unbounded": [vars(b) for b in network.unbounded]},
-        threshold=threshold_verdict(upper, max_lipschitz),
-        verification=verification.to_dict(),
-        timings=timings,
-        notices=notices,
-    )
+    return build_report(loaded=loaded, graph=graph, network=network, lower=lower, settings=settings,
+                        verification=verification, max_lipschitz=max_lipschitz, timings=timings, notices=notices)
 
 
 def _verify(graph: Graph, loaded: LoadedModel, requested: bool | None, seed: int,

@@ -1,11 +1,23 @@
-"""The report: everything a renderer shows and the JSON schema (version 1) that carries it."""
+"""The report: typed dataclasses for everything a renderer shows, and the JSON schema that carries it.
+
+Each dataclass owns its part of the schema through one ``to_dict``/``from_dict`` pair; renderers
+and ``diff`` read attributes. ``build_report`` assembles a report from what the pipeline computed.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .compose import NetworkBound
+    from .execute.empirical_lower_bound import LowerBound
+    from .ir import Graph
+    from .load import LoadedModel
 
 SCHEMA_VERSION = 1
 
@@ -19,6 +31,134 @@ def finite_or_none(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return float(value)
+
+
+@dataclass
+class ToolInfo:
+    name: str = "lipaudit"
+    version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ToolInfo":
+        return cls(**data)
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: list[int]
+
+
+@dataclass
+class OutputBound:
+    name: str
+    upper_bound: float | None
+
+
+@dataclass
+class ModelInfo:
+    path: str
+    format: str
+    sha256: str
+    opset: int
+    inputs: list[TensorInfo]
+    outputs: list[OutputBound]
+    parameters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+        fields = dict(data)
+        fields["inputs"] = [TensorInfo(**item) for item in data.get("inputs", [])]
+        fields["outputs"] = [OutputBound(**item) for item in data.get("outputs", [])]
+        return cls(**fields)
+
+
+@dataclass
+class Blocker:
+    """An op that keeps the network bound from being finite: unsupported (no rule) or unbounded."""
+
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass
+class NetworkResult:
+    upper_bound: float | None
+    certified: bool
+    complete: bool
+    lower_bound: float | None = None
+    gap: float | None = None
+    unsupported: list[Blocker] = field(default_factory=list)
+    unbounded: list[Blocker] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NetworkResult":
+        fields = dict(data)
+        fields["unsupported"] = [Blocker(**item) for item in data.get("unsupported", [])]
+        fields["unbounded"] = [Blocker(**item) for item in data.get("unbounded", [])]
+        return cls(**fields)
+
+
+@dataclass
+class LayerViolation:
+    name: str
+    op: str
+    factor: float | None
+    limit: float
+
+
+@dataclass
+class Threshold:
+    max_lipschitz: float | None = None
+    passed: bool | None = None
+    layers: list[LayerViolation] | None = None  # layers over their max_layer_factor, when any
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"max_lipschitz": self.max_lipschitz, "passed": self.passed}
+        if self.layers is not None:
+            data["layers"] = [asdict(layer) for layer in self.layers]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Threshold":
+        layers = data.get("layers")
+        return cls(data.get("max_lipschitz"), data.get("passed"),
+                   None if layers is None else [LayerViolation(**item) for item in layers])
+
+
+@dataclass
+class Verification:
+    """The faithfulness check: did the IR compute what the model's runtime computes?"""
+
+    checked: bool
+    reason: str = ""
+    max_abs_diff: float | None = None
+    inputs: int = 0
+    reference: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.checked:
+            return {"checked": False, "reason": self.reason}
+        return {"checked": True, "reference": self.reference, "max_abs_diff": self.max_abs_diff,
+                "inputs": self.inputs}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Verification":
+        return cls(**data)
+
+
+def skipped(reason: str) -> Verification:
+    return Verification(False, reason=reason)
 
 
 @dataclass
@@ -36,45 +176,59 @@ class LayerReport:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LayerReport":
+        return cls(**data)
+
 
 @dataclass
 class Report:
-    tool: dict[str, str]
-    model: dict[str, Any]
+    tool: ToolInfo
+    model: ModelInfo
     settings: dict[str, Any]
     layers: list[LayerReport]
-    network: dict[str, Any]
-    threshold: dict[str, Any]
-    # The faithfulness check: {"checked": true, "reference", "max_abs_diff", "inputs"} or {"checked": false, "reason"}.
-    verification: dict[str, Any] = field(default_factory=lambda: {"checked": False, "reason": "not run"})
+    network: NetworkResult
+    threshold: Threshold
+    verification: Verification = field(default_factory=lambda: skipped("not run"))
     timings: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property
     def upper_bound(self) -> float | None:
-        return self.network["upper_bound"]
+        return self.network.upper_bound
 
     @property
     def lower_bound(self) -> float | None:
-        return self.network.get("lower_bound")
+        return self.network.lower_bound
 
     @property
     def bounded_and_complete(self) -> bool:
-        return self.network["complete"] and not self.network["unbounded"] and self.upper_bound is not None
+        return self.network.complete and not self.network.unbounded and self.upper_bound is not None
 
     def exit_code(self, allow_incomplete: bool = False) -> int:
         if not self.bounded_and_complete and not allow_incomplete:
             return EXIT_INCOMPLETE
-        if self.threshold.get("passed") is False:
+        if self.threshold.passed is False:
             return EXIT_THRESHOLD_EXCEEDED
         return EXIT_PASSED
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        ordered = {"schema_version": data.pop("schema_version")}
-        ordered.update(data)
-        return ordered
+        return {
+            "schema_version": self.schema_version,
+            "tool": self.tool.to_dict(),
+            "model": self.model.to_dict(),
+            "settings": dict(self.settings),
+            "layers": [layer.to_dict() for layer in self.layers],
+            "network": self.network.to_dict(),
+            "threshold": self.threshold.to_dict(),
+            "verification": self.verification.to_dict(),
+            "timings": dict(self.timings),
+            "notices": list(self.notices),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
@@ -83,17 +237,55 @@ class Report:
     def from_dict(cls, data: dict[str, Any]) -> "Report":
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unsupported report schema_version {data.get('schema_version')!r}")
-        fields = {k: v for k, v in data.items() if k != "layers"}
-        return cls(layers=[LayerReport(**layer) for layer in data.get("layers", [])], **fields)
+        return cls(
+            tool=ToolInfo.from_dict(data["tool"]),
+            model=ModelInfo.from_dict(data["model"]),
+            settings=dict(data.get("settings", {})),
+            layers=[LayerReport.from_dict(layer) for layer in data.get("layers", [])],
+            network=NetworkResult.from_dict(data["network"]),
+            threshold=Threshold.from_dict(data.get("threshold", {})),
+            verification=Verification.from_dict(data.get("verification", {"checked": False, "reason": "not run"})),
+            timings=dict(data.get("timings", {})),
+            notices=list(data.get("notices", [])),
+        )
 
 
-def threshold_verdict(upper_bound: float | None, max_lipschitz: float | None) -> dict[str, Any]:
-    if max_lipschitz is None:
-        return {"max_lipschitz": None, "passed": None}
-    if upper_bound is None:
-        return {"max_lipschitz": max_lipschitz, "passed": None}
-    return {"max_lipschitz": max_lipschitz, "passed": bool(upper_bound <= max_lipschitz)}
+def threshold_verdict(upper_bound: float | None, max_lipschitz: float | None) -> Threshold:
+    if max_lipschitz is None or upper_bound is None:
+        return Threshold(max_lipschitz, None)
+    return Threshold(max_lipschitz, bool(upper_bound <= max_lipschitz))
 
 
-__all__ = ["EXIT_INCOMPLETE", "EXIT_PASSED", "EXIT_THRESHOLD_EXCEEDED", "EXIT_USAGE", "LayerReport", "Report",
-           "SCHEMA_VERSION", "finite_or_none", "threshold_verdict"]
+def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBound", lower: "LowerBound | None",
+                 settings: dict[str, Any], verification: Verification, max_lipschitz: float | None,
+                 timings: dict[str, float], notices: list[str]) -> Report:
+    """The report of one audit, from the analysed graph and what each stage computed."""
+    layers = []
+    for result in network.layers:
+        factor, node = result.factor, result.node
+        shape = graph.shape(node.outputs[0])
+        layers.append(LayerReport(
+            name=node.name, op=node.op_type, output_shape=None if shape is None else [int(d) for d in shape],
+            factor=finite_or_none(factor.value), method=factor.method, certified=factor.certified,
+            estimate=finite_or_none(factor.estimate), frobenius=finite_or_none(factor.frobenius),
+            running_bound=finite_or_none(result.bound.value) if result.bound.finite else None,
+            status=factor.status, reason=factor.reason, notes=list(node.notes) + list(factor.notes)))
+    upper = finite_or_none(network.upper_bound)
+    lower_value = finite_or_none(lower.value) if lower is not None else None
+    model = ModelInfo(
+        path=str(loaded.path), format=loaded.format, sha256=loaded.sha256, opset=graph.opset,
+        inputs=[TensorInfo(name, list(graph.shape(name) or [])) for name in graph.inputs],
+        outputs=[OutputBound(name, finite_or_none(value)) for name, value in network.outputs.items()],
+        parameters=graph.parameter_count())
+    result = NetworkResult(
+        upper_bound=upper, certified=network.certified, complete=network.complete, lower_bound=lower_value,
+        gap=upper / lower_value if upper is not None and lower_value else None,
+        unsupported=list(network.unsupported), unbounded=list(network.unbounded))
+    return Report(tool=ToolInfo(), model=model, settings=settings, layers=layers, network=result,
+                  threshold=threshold_verdict(upper, max_lipschitz), verification=verification, timings=timings,
+                  notices=notices)
+
+
+__all__ = ["Blocker", "EXIT_INCOMPLETE", "EXIT_PASSED", "EXIT_THRESHOLD_EXCEEDED", "EXIT_USAGE", "LayerReport",
+           "LayerViolation", "ModelInfo", "NetworkResult", "Report", "SCHEMA_VERSION", "Threshold", "ToolInfo",
+           "Verification", "build_report", "finite_or_none", "skipped", "threshold_verdict"]

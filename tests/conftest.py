@@ -1,13 +1,7 @@
-import sys
-from pathlib import Path
-
 import torch
 
 # Tests run many tiny tensor ops; two threads contend more than they help on small CI machines.
 torch.set_num_threads(1)
-
-# Tests import their model builders as a plain module.
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pytest_addoption(parser):

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from lipaudit import audit
 from lipaudit.cli.app import app
-from lipaudit.diff import diff_reports, parse_increase
+from lipaudit.diff import diff_reports as diff_report_objects
+from lipaudit.diff import parse_increase
 from lipaudit.report import Report
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
@@ -21,6 +22,10 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def base() -> dict:
     return audit(str(SAMPLES / "mlp.onnx"), input_shape=["x=1x16"]).to_dict()
+
+
+def diff_reports(base: dict, new: dict, max_increase: float = 0.0):
+    return diff_report_objects(Report.from_dict(base), Report.from_dict(new), max_increase)
 
 
 def _scaled(report: dict, layer: str, factor: float) -> dict:

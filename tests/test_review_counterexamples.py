@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from builders import graph_model, save, session, single_node_model
+from tests.builders import graph_model, save, session, single_node_model
 from lipaudit import audit
 
 
@@ -90,4 +90,4 @@ def test_a_variable_side_input_is_reported_not_ignored(tmp_path: Path) -> None:
              helper.make_node("Dropout", ["x", "ratio"], ["y"])]
     report = audit(str(save(graph_model(nodes, [1, 4], {}), tmp_path)), verify=False)
     assert report.upper_bound is None
-    assert [b["op"] for b in report.network["unsupported"]] == ["Dropout"]
+    assert [b.op for b in report.network.unsupported] == ["Dropout"]

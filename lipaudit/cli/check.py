@@ -14,7 +14,7 @@ import typer
 from ..config import Settings, find_pyproject, layer_violations, load_settings, merge_flags
 from ..diff import diff_reports, parse_increase
 from ..errors import LipauditError, UsageError
-from ..lower import DEFAULT_SAMPLES, DEFAULT_STEPS
+from ..execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS
 from ..pipeline import audit
 from ..render import RENDERERS, SUFFIX_FORMATS, write_atomically
 from ..render.summary import render_summary
@@ -84,8 +84,8 @@ def _render(report: Report, fmt: str, *, color: bool, verbose: bool) -> str:
 def _gate(report: Report, settings: Settings) -> None:
     violations = layer_violations(report.layers, settings)
     if violations:
-        report.threshold["layers"] = violations
-        report.threshold["passed"] = False
+        report.threshold.layers = violations
+        report.threshold.passed = False
 
 
 @report_errors
@@ -196,7 +196,7 @@ def _check_one(model: Path, config, flags, targets, several, base, increase, out
     code = report.exit_code(settings.allow_incomplete)
     diff_lines: list[str] = []
     if base is not None:
-        result = diff_reports(base, report.to_dict(), increase)
+        result = diff_reports(base, report, increase)
         diff_lines = ["", "compared with the baseline:", *describe(result)]
         if result.regressed:
             code = max(code, EXIT_THRESHOLD_EXCEEDED, key=SEVERITY.__getitem__)

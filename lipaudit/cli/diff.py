@@ -10,11 +10,11 @@ import typer
 from ..diff import Change, ReportDiff, diff_reports, parse_increase
 from ..errors import UsageError
 from ..render.verdict import format_number
-from ..report import EXIT_PASSED, EXIT_THRESHOLD_EXCEEDED, SCHEMA_VERSION
+from ..report import EXIT_PASSED, EXIT_THRESHOLD_EXCEEDED, SCHEMA_VERSION, Report
 from .errors import report_errors
 
 
-def read_report(path: Path) -> dict:
+def read_report(path: Path) -> Report:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -24,7 +24,10 @@ def read_report(path: Path) -> dict:
                          hint="write one with `lipaudit check MODEL -f json -o report.json`") from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or "network" not in data:
         raise UsageError(f"{path} is not a lipaudit report of schema version {SCHEMA_VERSION}")
-    return data
+    try:
+        return Report.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"{path} is not a complete lipaudit report ({type(error).__name__}: {error})") from None
 
 
 def _change_line(sign: str, change: Change) -> str:

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from ..errors import ExecutionError
-from ..ir import Graph
+from ..ir import Graph, Node
+from ..ops import Env, Op, all_ops, resolve
 from ..spectral.device import exact_cuda_math
-from .core import Env, can_execute, lookup, op_label
 
 
 _NUMPY_TO_TORCH = {np.dtype(np.bool_): torch.bool, np.dtype(np.uint8): torch.uint8, np.dtype(np.int8): torch.int8,
@@ -29,6 +29,20 @@ def _const_tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -
     raise TypeError(f"constant of dtype {array.dtype}")
 
 
+def _runnable(node: Node, opset: int) -> Op | None:
+    op = resolve(node, opset)
+    return op if op is not None and op.executable() else None
+
+
+def can_execute(node: Node, opset: int = 10**6) -> bool:
+    return _runnable(node, opset) is not None
+
+
+def supported_ops() -> list[tuple[str, str]]:
+    """(domain, op_type) pairs the executor can run."""
+    return sorted({(op.domain, op.op_type) for op in all_ops() if op.executable()})
+
+
 class Executor:
     """Runs a Graph. ``Executor(graph)(x)`` returns the graph outputs, in order.
 
@@ -43,11 +57,14 @@ class Executor:
         self.device = torch.device(device)
         self.dtype = dtype
         self._env = Env(graph.opset, dtype, self.device)
+        self._ops: list[Op] = []
         for node in graph.nodes:
-            if not can_execute(node):
-                raise ExecutionError(f"cannot execute op {op_label(node)} (node '{node.name}')",
+            op = _runnable(node, graph.opset_of(node))
+            if op is None:
+                raise ExecutionError(f"cannot execute op {node.label} (node '{node.name}')",
                                      hint="the faithfulness check and the lower bound need every op",
-                                     node=node.name, op=op_label(node))
+                                     node=node.name, op=node.label)
+            self._ops.append(op)
         self._consts: dict[str, Tensor] = {}
         produced = {out for node in graph.nodes for out in node.outputs if out}
         for name in {n for node in graph.nodes for n in node.inputs if n} | set(graph.outputs):
@@ -80,10 +97,10 @@ class Executor:
             tensor = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
             values[name] = tensor.to(self.device, self.dtype) if tensor.is_floating_point() else tensor.to(self.device)
         with exact_cuda_math(self.device):
-            for index, node in enumerate(self.graph.nodes):
+            for index, (node, op) in enumerate(zip(self.graph.nodes, self._ops)):
                 args = [values[name] if name else None for name in node.inputs]
                 try:
-                    result = lookup(node)(self._env, node, args)
+                    result = op.run(self._env, node, args)
                 except ExecutionError:
                     raise
                 except (RuntimeError, ValueError, TypeError, IndexError, KeyError, StopIteration) as error:

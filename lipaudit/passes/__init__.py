@@ -1,19 +1,30 @@
-"""Graph rewrites run before analysis. Each keeps the function the graph computes unchanged."""
+"""Graph rewrites. Each pass keeps the function the graph computes unchanged and reports whether it
+changed the graph; a PassManager repeats its passes until nothing changes."""
 
 from __future__ import annotations
 
 from ..ir import Graph
-from .fold_batchnorm import fold_batchnorm
-from .fuse_activations import fuse_activations
-from .merge_linear import merge_linear
+from .fold_batchnorm import FoldBatchNorm
+from .fold_constants import FoldConstants
+from .fuse_activations import FuseActivations
+from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
+from .merge_linear import MergeLinear, merge_linear
+
+
+def load_time_passes() -> PassManager:
+    """What every loader's graph goes through: schema defaults, then constants folded away."""
+    return PassManager([FillDefaultAttributes(), FoldConstants(), RemoveUnused()], max_rounds=2)
+
+
+def rewrite_passes() -> PassManager:
+    """Before analysis: fusions first (they expose folds and merges), then folds and merges."""
+    return PassManager([FuseActivations(), FoldBatchNorm(), MergeLinear(), RemoveUnused()])
 
 
 def run_passes(graph: Graph) -> Graph:
-    fuse_activations(graph)
-    fold_batchnorm(graph)
-    merge_linear(graph)
-    graph.remove_unused()
+    rewrite_passes().run(graph)
     return graph
 
 
-__all__ = ["fold_batchnorm", "fuse_activations", "merge_linear", "run_passes"]
+__all__ = ["FillDefaultAttributes", "FoldBatchNorm", "FoldConstants", "FuseActivations", "MergeLinear", "Pass",
+           "PassManager", "RemoveUnused", "load_time_passes", "merge_linear", "rewrite_passes", "run_passes"]

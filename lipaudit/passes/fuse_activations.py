@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Graph, Node
+from .manager import Pass
 
 _INV_SQRT2 = 1 / math.sqrt(2)
 
@@ -36,7 +37,8 @@ def _other_input(node: Node, name: str) -> str | None:
     return others[0] if len(others) == 1 else None
 
 
-def _replace(graph: Graph, last: Node, removed: list[Node], op_type: str, source: str, label: str) -> bool:
+def _replace(graph: Graph, last: Node, removed: list[Node], op_type: str, source: str, label: str,
+             **attrs: object) -> bool:
     """Make ``last`` compute op_type(source) and drop the pattern's other nodes.
 
     Refused when the pattern's output is not shaped like its input: a constant of a larger shape
@@ -46,8 +48,9 @@ def _replace(graph: Graph, last: Node, removed: list[Node], op_type: str, source
     if out_shape is None or in_shape is None or tuple(out_shape) != tuple(in_shape):
         return False
     for node in removed:
-        graph.nodes.remove(node)
-    last.op_type, last.inputs, last.attrs, last.domain = op_type, [source], {}, ""
+        graph.remove_node(node)
+    last.op_type, last.attrs, last.domain = op_type, dict(attrs), ""
+    graph.set_inputs(last, [source])
     last.notes.append(f"fused from {label}")
     return True
 
@@ -67,7 +70,7 @@ def _fuse_gated(graph: Graph, mul: Node) -> bool:
         if gate.op_type == "Sigmoid" and gate.inputs[0] == x and _single_use(graph, [gate]):
             return _replace(graph, mul, [gate], "Silu", x, "x·Sigmoid(x)")
         if (gate.op_type == "HardSigmoid" and gate.inputs[0] == x and _single_use(graph, [gate])
-                and _close(gate.attrs.get("alpha", 0.2), 1 / 6) and _exactly(gate.attrs.get("beta", 0.5), 0.5)):
+                and _close(gate.attr_float("alpha"), 1 / 6) and _exactly(gate.attr_float("beta"), 0.5)):
             return _replace(graph, mul, [gate], "HardSwish", x, "x·HardSigmoid(x)")
         softplus = _producer_of(graph, gate.inputs[0], "Softplus") if gate.op_type == "Tanh" else None
         if softplus is not None and softplus.inputs[0] == x and _single_use(graph, [gate, softplus]):
@@ -128,7 +131,7 @@ def _cube_nodes(graph: Graph, name: str, x: str) -> list[Node] | None:
         return [node]
     if node.op_type == "Mul" and x in node.inputs:
         square = _producer_of(graph, _other_input(node, x) or "", "Mul")
-        if square is not None and square.inputs == [x, x]:
+        if square is not None and square.inputs == (x, x):
             return [node, square]
     return None
 
@@ -144,6 +147,7 @@ def _fuse_gelu(graph: Graph, squash: Node) -> bool:
         label = "0.5·x·(1 + Tanh(√(2/π)(x + 0.044715x³)))"
     if found is None:
         return False
+    approximate = "none" if squash.op_type == "Erf" else "tanh"
     x, argument_nodes = found
     add = graph.sole_consumer(squash.outputs[0])
     if add is None or add.op_type != "Add" or not _exactly(graph.scalar(_other_input(add, squash.outputs[0]) or ""),
@@ -168,7 +172,7 @@ def _fuse_gelu(graph: Graph, squash: Node) -> bool:
     chain = argument_nodes + [squash, add] + chain
     if not _single_use(graph, chain):
         return False
-    return _replace(graph, last, chain, "Gelu", x, label)
+    return _replace(graph, last, chain, "Gelu", x, label, approximate=approximate)
 
 
 def _fuse_softsign(graph: Graph, div: Node) -> bool:
@@ -186,13 +190,18 @@ def _fuse_softsign(graph: Graph, div: Node) -> bool:
     return False
 
 
-def fuse_activations(graph: Graph) -> None:
-    for node in list(graph.nodes):
-        if node not in graph.nodes or node.domain:
-            continue
-        if node.op_type == "Mul":
-            _fuse_gated(graph, node)
-        elif node.op_type in ("Erf", "Tanh"):
-            _fuse_gelu(graph, node)
-        elif node.op_type == "Div":
-            _fuse_softsign(graph, node)
+class FuseActivations(Pass):
+    name = "fuse-activations"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node in graph.nodes:
+            if node not in graph or node.domain:
+                continue
+            if node.op_type == "Mul":
+                changed |= _fuse_gated(graph, node)
+            elif node.op_type in ("Erf", "Tanh"):
+                changed |= _fuse_gelu(graph, node)
+            elif node.op_type == "Div":
+                changed |= _fuse_softsign(graph, node)
+        return changed

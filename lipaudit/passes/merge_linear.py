@@ -24,25 +24,36 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
+from .manager import Pass
 
 # Merge two dense layers only while the product has at most this many times the entries of the
 # two factors together (beyond that its norm costs more than the product of the two norms).
 DENSE_GROWTH_LIMIT = 4
 
 
+class MergeLinear(Pass):
+    """Merge every eligible pair; a merged node is tried again at once, so chains collapse in one pass."""
+
+    name = "merge-linear"
+
+    def __init__(self) -> None:
+        self.merged = 0
+
+    def run(self, graph: Graph) -> bool:
+        before = self.merged
+        for node in graph.nodes:
+            survivor: Node | None = node
+            while survivor is not None and survivor in graph:
+                survivor = _merge_dense(graph, survivor) or _merge_conv(graph, survivor)
+                self.merged += survivor is not None
+        return self.merged > before
+
+
 def merge_linear(graph: Graph) -> int:
-    """Merge every eligible pair, repeatedly (chains of three or more collapse); returns how many."""
-    merged = 0
-    changed = True
-    while changed:
-        changed = False
-        for node in list(graph.nodes):
-            if node not in graph.nodes:
-                continue
-            if _merge_dense(graph, node) or _merge_conv(graph, node):
-                merged += 1
-                changed = True
-    return merged
+    """Merge every eligible pair of ``graph``; how many merges were made."""
+    merging = MergeLinear()
+    merging.run(graph)
+    return merging.merged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,10 +71,10 @@ def _dense_parts(graph: Graph, node: Node):
     weight = np.asarray(weight, np.float64)
     if node.op_type == "MatMul":
         return weight, None, x
-    if node.attrs.get("transA", 0):
+    if node.attr_int("transA"):
         return None
-    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
-    weight = alpha * (weight.T if node.attrs.get("transB", 0) else weight)
+    alpha, beta = node.attr_float("alpha"), node.attr_float("beta")
+    weight = alpha * (weight.T if node.attr_int("transB") else weight)
     bias = None
     if len(node.inputs) > 2 and node.inputs[2]:
         c = graph.const(node.inputs[2])
@@ -73,42 +84,39 @@ def _dense_parts(graph: Graph, node: Node):
     return weight, bias, x
 
 
-def _merge_dense(graph: Graph, first: Node) -> bool:
+def _merge_dense(graph: Graph, first: Node) -> Node | None:
+    """Merge ``first`` into the dense layer reading it; the merged node, or None."""
     head = _dense_parts(graph, first)
     if head is None:
-        return False
+        return None
     second = graph.sole_consumer(first.outputs[0])
     tail = _dense_parts(graph, second) if second is not None else None
-    if tail is None or second.inputs[0] != first.outputs[0]:
-        return False
+    if second is None or tail is None or second.inputs[0] != first.outputs[0]:
+        return None
     (w1, b1, x), (w2, b2, _) = head, tail
     if w1.shape[1] != w2.shape[0]:
-        return False
+        return None
     if w1.shape[0] * w2.shape[1] > DENSE_GROWTH_LIMIT * (w1.size + w2.size):
-        return False
+        return None
     both_matmul = first.op_type == second.op_type == "MatMul"
     shape = graph.shape(x)
     if not both_matmul and (shape is None or len(shape) != 2):
-        return False  # Gemm is 2-D only
+        return None  # Gemm is 2-D only
     weight = w1 @ w2
     bias = None
     if b1 is not None:
         bias = np.atleast_1d(b1) @ w2 if np.ndim(b1) <= 1 else b1 @ w2
     if b2 is not None:
         bias = b2 if bias is None else bias + b2
-    weight_value = graph.value(f"{second.name}::weight_merged")
-    weight_value.const, weight_value.shape = weight, weight.shape
-    inputs = [x, weight_value.name]
+    inputs = [x, graph.new_value(f"{second.name}::weight_merged", const=weight).name]
     if bias is not None:
-        bias_value = graph.value(f"{second.name}::bias_merged")
-        bias_value.const, bias_value.shape = bias, np.shape(bias)
-        inputs.append(bias_value.name)
+        inputs.append(graph.new_value(f"{second.name}::bias_merged", const=bias).name)
     second.op_type = "MatMul" if both_matmul else "Gemm"
-    second.attrs = {}
-    second.inputs = inputs
+    second.attrs = {} if both_matmul else {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}
+    graph.remove_node(first)
+    graph.set_inputs(second, inputs)
     second.notes.append(f"merged with '{first.name}' ({first.op_type}): measured as one linear map")
-    graph.nodes.remove(first)
-    return True
+    return second
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +127,8 @@ def _conv_ok(graph: Graph, node: Node) -> bool:
     if node.domain or node.op_type != "Conv" or len(node.inputs) < 2 or graph.is_const(node.inputs[0]):
         return False
     weight = graph.const(node.inputs[1])
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    if weight is None or weight.ndim < 3 or int(node.attrs.get("group", 1)) != 1 or auto_pad not in ("NOTSET", "VALID"):
+    auto_pad = node.attr_str("auto_pad")
+    if weight is None or weight.ndim < 3 or node.attr_int("group") != 1 or auto_pad not in ("NOTSET", "VALID"):
         return False
     if len(node.inputs) > 2 and node.inputs[2] and not graph.is_const(node.inputs[2]):
         return False
@@ -128,23 +136,26 @@ def _conv_ok(graph: Graph, node: Node) -> bool:
 
 
 def _attr(node: Node, name: str, n: int, default: int) -> tuple[int, ...]:
-    value = node.attrs.get(name)
-    return tuple(int(v) for v in value) if value is not None else (default,) * n
+    """An ints attribute that ONNX lets default to ``default`` per axis when absent (VALID: no pads)."""
+    if name == "pads" and node.attr_str("auto_pad") == "VALID":
+        return (0,) * n
+    return node.attr_ints(name, ()) or (default,) * n
 
 
-def _merge_conv(graph: Graph, first: Node) -> bool:
+def _merge_conv(graph: Graph, first: Node) -> Node | None:
+    """Merge ``first`` into the convolution reading it; the merged node, or None."""
     if not _conv_ok(graph, first):
-        return False
+        return None
     second = graph.sole_consumer(first.outputs[0])
     if second is None or not _conv_ok(graph, second) or second.inputs[0] != first.outputs[0]:
-        return False
+        return None
     w1 = np.asarray(graph.const(first.inputs[1]), np.float64)
     w2 = np.asarray(graph.const(second.inputs[1]), np.float64)
     n = w1.ndim - 2
     if w2.ndim != w1.ndim or w2.shape[1] != w1.shape[0]:
-        return False
+        return None
     if _attr(second, "strides", n, 1) != (1,) * n or _attr(second, "pads", 2 * n, 0) != (0,) * (2 * n):
-        return False
+        return None
     s1, d1, d2 = _attr(first, "strides", n, 1), _attr(first, "dilations", n, 1), _attr(second, "dilations", n, 1)
     k1, k2 = w1.shape[2:], w2.shape[2:]
     span = tuple((a - 1) * dd * s + (b - 1) * d + 1 for a, b, s, d, dd in zip(k2, k1, s1, d1, d2))
@@ -159,15 +170,11 @@ def _merge_conv(graph: Graph, first: Node) -> bool:
         bias += w2.sum(axis=tuple(range(2, 2 + n))) @ np.asarray(graph.const(first.inputs[2]), np.float64)
     if len(second.inputs) > 2 and second.inputs[2]:
         bias += np.asarray(graph.const(second.inputs[2]), np.float64)
-    weight_value = graph.value(f"{second.name}::weight_merged")
-    weight_value.const, weight_value.shape = weight, weight.shape
-    bias_value = graph.value(f"{second.name}::bias_merged")
-    bias_value.const, bias_value.shape = bias, bias.shape
-    attrs = {"strides": list(s1), "dilations": [1] * n, "kernel_shape": list(span), "group": 1}
-    if "pads" in first.attrs:
-        attrs["pads"] = list(first.attrs["pads"])
-    second.attrs = attrs
-    second.inputs = [first.inputs[0], weight_value.name, bias_value.name]
+    weight_value = graph.new_value(f"{second.name}::weight_merged", const=weight)
+    bias_value = graph.new_value(f"{second.name}::bias_merged", const=bias)
+    second.attrs = {"strides": list(s1), "dilations": [1] * n, "kernel_shape": list(span), "group": 1,
+                    "auto_pad": "NOTSET", "pads": list(_attr(first, "pads", 2 * n, 0))}
+    graph.remove_node(first)
+    graph.set_inputs(second, [first.inputs[0], weight_value.name, bias_value.name])
     second.notes.append(f"merged with '{first.name}' (Conv): measured as one convolution")
-    graph.nodes.remove(first)
-    return True
+    return second

@@ -19,14 +19,14 @@ def _command(level: str, path: str, message: str) -> str:
 
 
 def render_github(report: Report, **_: object) -> str:
-    path = report.model["path"]
+    path = report.model.path
     lines = []
-    for blocker in report.network["unsupported"]:
-        lines.append(_command("error", path, f"unsupported op {blocker['op']} at '{blocker['node']}': "
-                                             f"{blocker['reason']}"))
-    for blocker in report.network["unbounded"]:
-        lines.append(_command("error", path, f"unbounded op {blocker['op']} at '{blocker['node']}': "
-                                             f"{blocker['reason']}"))
+    for blocker in report.network.unsupported:
+        lines.append(_command("error", path, f"unsupported op {blocker.op} at '{blocker.node}': "
+                                             f"{blocker.reason}"))
+    for blocker in report.network.unbounded:
+        lines.append(_command("error", path, f"unbounded op {blocker.op} at '{blocker.node}': "
+                                             f"{blocker.reason}"))
     status, line = verdict(report)
     if status == "FAILED":
         lines.append(_command("error", path, line))

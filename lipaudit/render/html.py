@@ -64,7 +64,7 @@ def chart_svg(report: Report) -> str:
     if points:
         parts.append(f'<polyline class="running" points="{" ".join(points)}" fill="none" stroke="#0969da" '
                      'stroke-width="2"/>')
-    lower = report.network.get("lower_bound")
+    lower = report.network.lower_bound
     if lower:
         y = y_of(lower)
         parts.append(f'<line class="lower" x1="{MARGIN}" x2="{CHART_WIDTH - MARGIN}" y1="{y:.1f}" y2="{y:.1f}" '
@@ -94,20 +94,20 @@ def _rows(report: Report) -> str:
 def render_html(report: Report, **_: object) -> str:
     network = report.network
     status, line = verdict(report)
-    title = html.escape(f"lipaudit · {report.model['path']}")
-    lower = network.get("lower_bound")
+    title = html.escape(f"lipaudit · {report.model.path}")
+    lower = network.lower_bound
     interval = (f"<p>Empirical lower bound: {format_number(lower)} — the true constant lies in "
-                f"[{format_number(lower)}, {format_number(network['upper_bound'])}]</p>") if lower else ""
+                f"[{format_number(lower)}, {format_number(network.upper_bound)}]</p>") if lower else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
 <body>
 <h1>{title}</h1>
 <p class="verdict {status}" id="verdict">{html.escape(line)}</p>
-<p>Upper bound: <strong>{format_number(network['upper_bound'])}</strong>
-({'certified' if network['certified'] else 'not certified'}, {'complete' if network['complete'] else 'incomplete'}) ·
-format {html.escape(str(report.model.get('format')))} · opset {report.model.get('opset')} ·
-lipaudit {html.escape(report.tool['version'])}</p>
+<p>Upper bound: <strong>{format_number(network.upper_bound)}</strong>
+({'certified' if network.certified else 'not certified'}, {'complete' if network.complete else 'incomplete'}) ·
+format {html.escape(str(report.model.format))} · opset {report.model.opset} ·
+lipaudit {html.escape(report.tool.version)}</p>
 {interval}
 <p class="legend"><span style="color:#2da44e">■ certified factor</span><span style="color:#bf8700">■ estimate</span>
 <span style="color:#cf222e">■ unsupported / unbounded</span><span style="color:#0969da">— running bound</span>

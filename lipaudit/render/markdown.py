@@ -22,13 +22,13 @@ def render_markdown(report: Report, **_: object) -> str:
     network = report.network
     status, line = verdict(report)
     icon = {"PASSED": "✅", "FAILED": "❌", "INCOMPLETE": "⚠️"}.get(status, "ℹ️")
-    lines = [f"### lipaudit · `{report.model['path']}`", "", f"{icon} **{line}**", ""]
-    bound = network["upper_bound"]
-    kind = "certified" if network["certified"] else "not certified"
+    lines = [f"### lipaudit · `{report.model.path}`", "", f"{icon} **{line}**", ""]
+    bound = network.upper_bound
+    kind = "certified" if network.certified else "not certified"
     lines.append(f"Upper bound: **{format_number(bound)}** ({kind}, "
-                 f"{'complete' if network['complete'] else 'incomplete'})")
-    if network.get("lower_bound") is not None:
-        lines.append(f"Empirical lower bound: {format_number(network['lower_bound'])}")
+                 f"{'complete' if network.complete else 'incomplete'})")
+    if network.lower_bound is not None:
+        lines.append(f"Empirical lower bound: {format_number(network.lower_bound)}")
     lines += ["", "| # | Layer | Op | Output | Factor | Method | Certified | Estimate | Running bound |",
               "|---:|---|---|---|---:|---|:---:|---:|---:|"]
     for index, layer in enumerate(report.layers, 1):
@@ -37,8 +37,8 @@ def render_markdown(report: Report, **_: object) -> str:
             str(index), f"`{_cell(layer.name)}`", layer.op, shape, _factor(layer), layer.method,
             "✓" if layer.certified else "✗", format_number(layer.estimate), format_number(layer.running_bound),
         ]) + " |")
-    blockers = [("unsupported", b) for b in network["unsupported"]] + [("unbounded", b) for b in network["unbounded"]]
+    blockers = [("unsupported", b) for b in network.unsupported] + [("unbounded", b) for b in network.unbounded]
     if blockers:
         lines += ["", "**Ops without a finite bound:**", ""]
-        lines += [f"- `{_cell(b['node'])}` ({b['op']}, {kind_}): {_cell(b['reason'])}" for kind_, b in blockers]
+        lines += [f"- `{_cell(b.node)}` ({b.op}, {kind_}): {_cell(b.reason)}" for kind_, b in blockers]
     return "\n".join(lines) + "\n"

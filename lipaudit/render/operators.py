@@ -6,7 +6,7 @@ import functools
 
 import onnx.defs
 
-from ..analyzers import all_rules
+from ..ops import all_ops
 
 HEADER = """# Supported operators
 
@@ -39,7 +39,7 @@ def since_opset(op_type: str, domain: str = "") -> str:
 def operators_markdown() -> str:
     lines = [HEADER]
     family = None
-    for entry in all_rules():
+    for entry in all_ops(latest_only=True):
         if entry.family != family:
             family = entry.family
             lines += ["", f"## {family.capitalize()}", "",

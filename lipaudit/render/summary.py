@@ -22,8 +22,8 @@ def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 1
             table.add_row(path, "—", "—", "—", f"ERROR  {error}")
             continue
         network = report.network
-        table.add_row(path, format_number(network["upper_bound"]), "✓" if network["certified"] else "✗",
-                      "✓" if network["complete"] else "✗", verdict(report)[1])
+        table.add_row(path, format_number(network.upper_bound), "✓" if network.certified else "✗",
+                      "✓" if network.complete else "✗", verdict(report)[1])
     buffer = io.StringIO()
     Console(file=buffer, width=width, force_terminal=color, no_color=not color, highlight=False).print(table)
     return buffer.getvalue()

@@ -27,7 +27,7 @@ def _shape_text(shape: list[int] | None) -> str:
 
 
 def layer_table(report: Report, verbose: bool = False) -> Table:
-    table = Table(title=f"lipaudit · {report.model['path']}", title_justify="left", header_style="bold")
+    table = Table(title=f"lipaudit · {report.model.path}", title_justify="left", header_style="bold")
     table.add_column("#", justify="right", style="dim")
     table.add_column("Layer")
     table.add_column("Op")
@@ -52,14 +52,14 @@ def layer_table(report: Report, verbose: bool = False) -> Table:
 def summary_lines(report: Report) -> list[Text]:
     network = report.network
     lines: list[Text] = []
-    bound = network["upper_bound"]
-    kind = "certified upper bound" if network["certified"] else "estimate (not certified)"
+    bound = network.upper_bound
+    kind = "certified upper bound" if network.certified else "estimate (not certified)"
     if bound is not None:
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), (format_number(bound), "bold cyan"), f"  ({kind})"))
     else:
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), ("none", "bold red"),
                                    "  (the graph has ops without a finite bound)"))
-    lower = network.get("lower_bound")
+    lower = network.lower_bound
     if lower is not None and bound is not None:
         gap = f"{bound / lower:.3g}×" if lower > 0 else "—"
         interval = f"[{format_number(lower)}, {format_number(bound)}]"
@@ -68,19 +68,19 @@ def summary_lines(report: Report) -> list[Text]:
     elif lower is not None:
         lines.append(Text.assemble(("Empirical lower bound  ", "bold"), format_number(lower),
                                    "  (achieved by two inputs; no finite upper bound)"))
-    lines.append(Text(f"complete: {'yes' if network['complete'] else 'no'}   "
-                      f"certified: {'yes' if network['certified'] else 'no'}"))
-    if network["unsupported"]:
-        lines.append(Text(f"unsupported ops ({len(network['unsupported'])}):", style="red"))
-        lines.extend(Text(f"  {b['node']} ({b['op']}): {b['reason']}") for b in network["unsupported"])
-    if network["unbounded"]:
-        lines.append(Text(f"unbounded ops ({len(network['unbounded'])}):", style="red"))
-        lines.extend(Text(f"  {b['node']} ({b['op']}): {b['reason']}") for b in network["unbounded"])
+    lines.append(Text(f"complete: {'yes' if network.complete else 'no'}   "
+                      f"certified: {'yes' if network.certified else 'no'}"))
+    if network.unsupported:
+        lines.append(Text(f"unsupported ops ({len(network.unsupported)}):", style="red"))
+        lines.extend(Text(f"  {b.node} ({b.op}): {b.reason}") for b in network.unsupported)
+    if network.unbounded:
+        lines.append(Text(f"unbounded ops ({len(network.unbounded)}):", style="red"))
+        lines.extend(Text(f"  {b.node} ({b.op}): {b.reason}") for b in network.unbounded)
     warnings = [(layer.name, note) for layer in report.layers for note in layer.notes if note.startswith("warning")]
     lines.extend(Text(f"{name}: {note}", style="yellow") for name, note in warnings)
-    for violation in report.threshold.get("layers", []):
-        lines.append(Text(f"layer {violation['name']}: factor {format_number(violation['factor'])} > limit "
-                          f"{format_number(violation['limit'])}", style="red"))
+    for violation in (report.threshold.layers or []):
+        lines.append(Text(f"layer {violation.name}: factor {format_number(violation.factor)} > limit "
+                          f"{format_number(violation.limit)}", style="red"))
     status, line = verdict(report)
     if status != "DONE":
         lines.append(Text(line, style=VERDICT_STYLES.get(status, "bold")))

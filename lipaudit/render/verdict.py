@@ -28,12 +28,12 @@ def distinguishing_pair(bound: float, limit: float) -> tuple[str, str]:
 
 def verdict(report: Report) -> tuple[str, str]:
     """(status, line): status is PASSED, FAILED, INCOMPLETE or DONE (no threshold)."""
-    bound = report.network["upper_bound"]
-    limit = report.threshold.get("max_lipschitz")
+    bound = report.network.upper_bound
+    limit = report.threshold.max_lipschitz
     if bound is None:
-        blockers = len(report.network["unsupported"]) + len(report.network["unbounded"])
+        blockers = len(report.network.unsupported) + len(report.network.unbounded)
         return "INCOMPLETE", f"INCOMPLETE  no finite bound: {blockers} op(s) unsupported or unbounded"
-    over_layers = report.threshold.get("layers", [])
+    over_layers = (report.threshold.layers or [])
     if limit is not None and bound > limit:
         shown_bound, shown_limit = distinguishing_pair(bound, limit)
         return "FAILED", f"FAILED  bound {shown_bound} > {shown_limit}"

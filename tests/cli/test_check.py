@@ -11,7 +11,7 @@ import pytest
 from onnx import helper
 from typer.testing import CliRunner
 
-from builders import graph_model, save, single_node_model
+from tests.builders import graph_model, save, single_node_model
 from lipaudit.cli.app import app
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"

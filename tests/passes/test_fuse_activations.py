@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import helper
 
-from builders import graph_model, save
+from tests.builders import graph_model, save
 from lipaudit import audit
 
 
@@ -23,7 +23,7 @@ def test_torch_tanh_gelu_export_fuses(tmp_path: Path) -> None:
         torch.onnx.export(model.eval(), (torch.randn(1, 4),), str(path), dynamo=False, opset_version=17)
     report = audit(str(path))
     assert "Gelu" in [layer.op for layer in report.layers]
-    assert report.network["certified"] and not report.network["unbounded"]
+    assert report.network.certified and not report.network.unbounded
 
 
 def _tanh_gelu(inner_scale: float, half: float) -> list:

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lipaudit.ir import Graph, Node, Value
+from lipaudit.ir import Graph, Node, Value, fill_default_attributes
 from lipaudit.passes.merge_linear import merge_linear
 from lipaudit.spectral import conv_norm, dense_norm
 
@@ -14,7 +14,9 @@ def graph_of(nodes, consts, x_shape):
     values = {"x": Value("x", tuple(x_shape))}
     for name, array in consts.items():
         values[name] = Value(name, array.shape, np.asarray(array, np.float64))
-    return Graph(list(nodes), values, ["x"], [nodes[-1].outputs[0]])
+    graph = Graph(list(nodes), values, ["x"], [nodes[-1].outputs[0]], opset=17)
+    fill_default_attributes(graph)
+    return graph
 
 
 def run(graph, x):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from _reference import CASES, norm_of, reference_conv_matrix
+from tests.spectral._reference import CASES, norm_of, reference_conv_matrix
 from lipaudit.spectral.blocks import PolyphaseKernel, embedding_period
 
 # (name, weight shape, input spatial, strides, pads, dilations, groups) — forward convolutions

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _reference import (CASES, build, jacobian, norm_of, reference_avgpool_matrix, reference_conv_matrix,
+from tests.spectral._reference import (CASES, build, jacobian, norm_of, reference_avgpool_matrix, reference_conv_matrix,
                         reference_conv_transpose_matrix)
 from lipaudit.spectral import avgpool_norm, bnb, conv_norm
 from lipaudit.spectral.conv import circulant_norm, circulant_sizes, conv_operator, kmat_multiplicity_bound

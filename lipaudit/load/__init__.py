@@ -1,0 +1,103 @@
+"""Pick a loader by the file's content, not only its suffix."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelLoadError
+from ..ir import Graph
+
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_MARK = 0x80
+
+
+@dataclass
+class LoadedModel:
+    """A model read into the IR, with what it was read from.
+
+    ``source`` is the format's own object (the ``onnx.ModelProto`` with the input shapes fixed, or
+    the loaded torch module): a reference runtime for checking that the IR computes the same function.
+    """
+
+    graph: Graph
+    path: Path
+    format: str
+    sha256: str
+    source: Any = None
+
+
+def sniff_format(data: bytes) -> str:
+    """'onnx', 'zip' (TorchScript / torch.export archive), 'pickle', 'empty' or 'unknown'."""
+    if not data:
+        return "empty"
+    if data.startswith(ZIP_MAGIC):
+        return "zip"
+    if data[0] == PICKLE_PROTOCOL_MARK and len(data) > 1 and data[1] <= 5:
+        return "pickle"
+    # An ONNX ModelProto starts with a protobuf tag: ir_version (field 1, varint) in practice,
+    # or another field tag of ModelProto with a varint or length-delimited wire type.
+    if data[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42):
+        return "onnx"
+    return "unknown"
+
+
+def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    """Read a model into the IR, with schema defaults filled in and constants folded."""
+    from ..passes import load_time_passes
+
+    loaded = _read_model(Path(path), input_shapes or {})
+    load_time_passes().run(loaded.graph)
+    return loaded
+
+
+def _read_model(path: Path, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file", hint="check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory", hint="pass the model file itself")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelLoadError(f"cannot read {path}: {error.strerror}", hint="check the file's permissions") from error
+    kind = sniff_format(data)
+    digest = hashlib.sha256(data).hexdigest()
+    if kind == "onnx":
+        from .onnx import load_onnx
+
+        graph, proto = load_onnx(data, path, shapes)
+        return LoadedModel(graph, path, "onnx", digest, source=proto)
+    if kind == "empty":
+        raise ModelLoadError(f"{path} is empty", hint="the export may have failed; export the model again")
+    if kind == "zip":
+        return _load_torch_archive(data, path, digest, shapes)
+    if kind == "pickle":
+        raise ModelLoadError(f"{path} is a Python pickle (torch.save); lipaudit never unpickles files",
+                             hint="export a graph: torch.onnx.export, torch.jit.save or torch.export.save")
+    raise ModelLoadError(f"{path} is not a model file lipaudit recognises",
+                         hint="pass an ONNX model (.onnx), a TorchScript file (.pt) or a torch.export archive (.pt2)")
+
+
+def _load_torch_archive(data: bytes, path: Path, digest: str, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+    """TorchScript and torch.export archives; torch.save zips are refused with what they hold."""
+    from .torch_files import TORCH_EXPORT, TORCH_SAVE, TORCHSCRIPT, archive_kind, archive_members, refuse_torch_save
+
+    members = archive_members(data, path)
+    kind = archive_kind(members)
+    if kind == TORCHSCRIPT:
+        from .torchscript import load_torchscript
+
+        traced = any(name.endswith("/traced_inputs.pkl") for name in members)
+        graph, module = load_torchscript(data, path, shapes, traced_inputs=traced)
+        return LoadedModel(graph, path, "torchscript", digest, source=module)
+    if kind == TORCH_EXPORT:
+        from .torch_export import load_torch_export
+
+        graph, module = load_torch_export(data, path, shapes)
+        return LoadedModel(graph, path, "torch.export", digest, source=module)
+    if kind == TORCH_SAVE:
+        refuse_torch_save(data, path)
+    raise ModelLoadError(f"{path} is a zip archive, but not one written by torch.jit.save, torch.export.save "
+                         "or torch.save", hint="pass an ONNX, TorchScript or torch.export file")

@@ -1,0 +1,605 @@
+"""aten ops → the IR op types the ONNX loader produces, so both formats share one set of rules.
+
+Each converter gets an ``Emitter``, the op's arguments by schema name (tensors as ``Tracked``) and
+its tensor outputs, already computed on the probe input. Attributes follow ONNX opset 17: pads as
+(begin…, end…), Reshape/Squeeze/Unsqueeze/Split/Slice/ReduceSum/Pad parameters as constant inputs,
+ReduceMean/ReduceMax axes as attributes. A converter raises ``Unmappable`` for a configuration the
+IR cannot express; the op then shows as unsupported (``aten::name``), never as a factor of 1.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
+
+CONVERTERS: dict[str, Converter] = {}
+INT64_MAX = 2**63 - 1
+
+
+class DuplicateConverterError(RuntimeError):
+    pass
+
+
+def _add(name: str, fn: Converter) -> None:
+    if name in CONVERTERS:
+        raise DuplicateConverterError(f"aten::{name} already has a converter")
+    CONVERTERS[name] = fn
+
+
+def converts(*names: str) -> Callable[[Converter], Converter]:
+    def register(fn: Converter) -> Converter:
+        for name in names:
+            _add(name, fn)
+        return fn
+
+    return register
+
+
+def _ints(value: Any, n: int) -> list[int]:
+    """An int or a list of ints (length 1 or n) as a list of n ints."""
+    values = [int(value)] if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+    return values * n if len(values) == 1 else values
+
+
+def _axis(dim: int, rank: int) -> int:
+    return int(dim) % max(rank, 1)
+
+
+def _rank_in_name(op: str) -> int:
+    """2 for max_pool2d, adaptive_avg_pool2d, …"""
+    return int(re.search(r"(\d)d", op).group(1))
+
+
+def _spatial(x: Tracked, n: int) -> None:
+    if x.tensor.dim() != n + 2:
+        raise Unmappable(f"input of rank {x.tensor.dim()} (unbatched)")
+
+
+# --- linear maps ------------------------------------------------------------------------------
+
+def _conv(em: Emitter, a: dict[str, Any], out: Tracked, *, transposed: bool) -> None:
+    x, w, b = a["input"], a["weight"], a.get("bias")
+    n = w.tensor.dim() - 2
+    _spatial(x, n)
+    kernel = list(w.shape[2:])
+    dilations = _ints(a["dilation"], n)
+    padding = a["padding"]
+    if isinstance(padding, str):  # conv2d(padding="same" | "valid"): torch pads the extra one at the end
+        totals = [d * (k - 1) if padding == "same" else 0 for d, k in zip(dilations, kernel)]
+        pads = [t // 2 for t in totals] + [t - t // 2 for t in totals]
+    else:
+        pads = _ints(padding, n) * 2
+    attrs: dict[str, Any] = dict(kernel_shape=kernel, strides=_ints(a["stride"], n), pads=pads,
+                                 dilations=dilations, group=int(a["groups"]))
+    if transposed:
+        attrs["output_padding"] = _ints(a["output_padding"], n)
+    inputs = [em.x(x), em.x(w)] + ([em.x(b)] if b is not None else [])
+    em.node("ConvTranspose" if transposed else "Conv", inputs, [out], **attrs)
+
+
+@converts("conv1d", "conv2d", "conv3d", "_convolution_mode")
+def conv(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    _conv(em, a, outs[0], transposed=False)
+
+
+@converts("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+def conv_transpose(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    _conv(em, a, outs[0], transposed=True)
+
+
+@converts("_convolution", "convolution")
+def convolution(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    _conv(em, a, outs[0], transposed=bool(a["transposed"]))
+
+
+@converts("linear")
+def linear(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, w, b = a["input"], a["weight"], a.get("bias")
+    if x.tensor.dim() == 2:
+        em.node("Gemm", [em.x(x), em.x(w)] + ([em.x(b)] if b is not None else []), outs, transB=1)
+        return
+    if w.variable:
+        raise Unmappable("a variable weight on an input of rank other than 2")
+    weight_t = em.const(to_numpy(w.tensor).T.copy(), "weight_t")
+    if b is None:
+        em.node("MatMul", [em.x(x), weight_t], outs)
+        return
+    product = em.temp(outs[0].shape, "matmul")
+    em.node("MatMul", [em.x(x), weight_t], [product])
+    em.node("Add", [product, em.x(b)], outs)
+
+
+@converts("addmm")
+def addmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Gemm", [em.x(a["mat1"]), em.x(a["mat2"]), em.x(a["self"], outs[0])], outs,
+            alpha=float(a["alpha"]), beta=float(a["beta"]))
+
+
+@converts("matmul", "mm", "bmm")
+def matmul(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    right = a.get("other", a.get("mat2"))
+    em.node("MatMul", [em.x(a["self"]), em.x(right)], outs)
+
+
+# --- normalisation ----------------------------------------------------------------------------
+
+def _eps(a: dict[str, Any]) -> float:
+    """epsilon as the float32 that float32 kernels (and ONNX attributes) use: a shade below 1e-5."""
+    return float(np.float32(a["eps"]))
+
+
+def _affine(em: Emitter, value: Any, shape: tuple[int, ...], fill: float, suffix: str, like: Tracked) -> str:
+    if value is not None:
+        return em.x(value)
+    return em.const(np.full(shape, fill, dtype=to_numpy(like.tensor[:0]).dtype), suffix)
+
+
+@converts("batch_norm", "native_batch_norm", "_native_batch_norm_legit_no_training")
+def batch_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["input"]
+    channels = (x.shape[1],)
+    inputs = [em.x(x), _affine(em, a["weight"], channels, 1.0, "scale", x),
+              _affine(em, a["bias"], channels, 0.0, "bias", x), em.x(a["running_mean"]), em.x(a["running_var"])]
+    attrs: dict[str, Any] = {"epsilon": _eps(a)}
+    if a.get("training") or a["running_mean"] is None:
+        attrs["training_mode"] = 1  # batch statistics: the rule reports it as unbounded
+    em.node("BatchNormalization", inputs, outs[:1], **attrs)
+
+
+@converts("instance_norm")
+def instance_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    if not a["use_input_stats"]:
+        batch_norm(em, a, outs)
+        return
+    x = a["input"]
+    channels = (x.shape[1],)
+    em.node("InstanceNormalization", [em.x(x), _affine(em, a["weight"], channels, 1.0, "scale", x),
+                                      _affine(em, a["bias"], channels, 0.0, "bias", x)], outs[:1],
+            epsilon=_eps(a))
+
+
+@converts("layer_norm", "native_layer_norm")
+def layer_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, shape = a["input"], tuple(int(d) for d in a["normalized_shape"])
+    em.node("LayerNormalization", [em.x(x), _affine(em, a["weight"], shape, 1.0, "scale", x),
+                                   _affine(em, a["bias"], shape, 0.0, "bias", x)], outs[:1],
+            axis=-len(shape), epsilon=_eps(a))
+
+
+@converts("group_norm")
+def group_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["input"]
+    channels = (x.shape[1],)
+    em.node("GroupNormalization", [em.x(x), _affine(em, a["weight"], channels, 1.0, "scale", x),
+                                   _affine(em, a["bias"], channels, 0.0, "bias", x)], outs[:1],
+            num_groups=int(a["num_groups"]), epsilon=_eps(a))
+
+
+# --- activations ------------------------------------------------------------------------------
+
+_UNARY = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "silu": "Silu", "mish": "Mish",
+          "hardswish": "HardSwish", "selu": "Selu", "abs": "Abs", "neg": "Neg", "exp": "Exp", "log": "Log",
+          "sqrt": "Sqrt", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos", "tan": "Tan", "atan": "Atan",
+          "asinh": "Asinh", "sinh": "Sinh", "cosh": "Cosh", "asin": "Asin", "acos": "Acos", "acosh": "Acosh",
+          "atanh": "Atanh", "erf": "Erf", "sign": "Sign", "floor": "Floor", "ceil": "Ceil"}
+_IDENTITY = {"contiguous", "clone", "detach", "alias", "lift_fresh_copy", "dropout", "feature_dropout",
+             "alpha_dropout", "feature_alpha_dropout", "_to_copy", "to", "type_as"}
+
+
+def _unary(op_type: str) -> Converter:
+    def convert(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+        em.node(op_type, [em.x(a["self"])], outs)
+
+    return convert
+
+
+for _name, _op_type in _UNARY.items():
+    _add(_name, _unary(_op_type))
+
+
+@converts(*_IDENTITY)
+def identity(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a.get("self", a.get("input"))
+    if a.get("train"):
+        raise Unmappable("dropout in training mode is random")
+    before, after = x.tensor.dtype, outs[0].tensor.dtype
+    if before != after and not (before.is_floating_point and after.is_floating_point):
+        raise Unmappable(f"cast from {before} to {after}")
+    em.node("Identity", [em.x(x)], outs)
+
+
+@converts("round")
+def round_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    if a.get("decimals", 0):
+        raise Unmappable("round to decimals")
+    em.node("Round", [em.x(a["self"])], outs)
+
+
+@converts("gelu")
+def gelu(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Gelu", [em.x(a["self"])], outs, approximate=str(a.get("approximate", "none")))
+
+
+@converts("leaky_relu")
+def leaky_relu(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("LeakyRelu", [em.x(a["self"])], outs, alpha=float(a["negative_slope"]))
+
+
+@converts("elu")
+def elu(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    if float(a["scale"]) != 1.0 or float(a["input_scale"]) != 1.0:
+        raise Unmappable("elu with scale or input_scale other than 1")
+    em.node("Elu", [em.x(a["self"])], outs, alpha=float(a["alpha"]))
+
+
+@converts("celu")
+def celu(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Celu", [em.x(a["self"])], outs, alpha=float(a["alpha"]))
+
+
+@converts("hardsigmoid")
+def hardsigmoid(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("HardSigmoid", [em.x(a["self"])], outs, alpha=1 / 6, beta=0.5)
+
+
+@converts("hardshrink", "softshrink")
+def shrink(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    lambd = float(a["lambd"])
+    em.node("Shrink", [em.x(a["self"])], outs, lambd=lambd, bias=lambd if a["__op__"] == "softshrink" else 0.0)
+
+
+@converts("softplus")
+def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    if float(a["beta"]) != 1.0:
+        raise Unmappable("softplus with beta other than 1")
+    em.node("Softplus", [em.x(a["self"])], outs)
+
+
+@converts("hardtanh", "relu6", "clamp", "clip", "clamp_min", "clamp_max")
+def clip(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, op = a["self"], a["__op__"]
+    if op == "relu6":
+        low, high = 0.0, 6.0
+    elif op == "hardtanh":
+        low, high = a["min_val"], a["max_val"]
+    else:
+        low, high = a.get("min"), a.get("max")
+    em.node("Clip", [em.x(x), em.x(low, x), em.x(high, x)], outs)
+
+
+@converts("prelu", "_prelu_kernel")
+def prelu(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, slope = a["self"], a["weight"]
+    if slope.variable:
+        raise Unmappable("a variable slope")
+    array = to_numpy(slope.tensor)
+    if array.size > 1 and x.tensor.dim() >= 2:  # one slope per channel (axis 1), broadcast the ONNX way
+        array = array.reshape((-1,) + (1,) * (x.tensor.dim() - 2))
+    em.node("PRelu", [em.x(x), em.const(array, "slope")], outs)
+
+
+@converts("softmax", "_softmax", "log_softmax", "_log_softmax")
+def softmax(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    op_type = "LogSoftmax" if "log" in a["__op__"] else "Softmax"
+    em.node(op_type, [em.x(x)], outs, axis=_axis(a["dim"], x.tensor.dim()))
+
+
+# --- elementwise arithmetic -------------------------------------------------------------------
+
+def _scaled(em: Emitter, value: Any, alpha: Any, like: Tracked) -> str:
+    if alpha is None or float(alpha) == 1.0:
+        return em.x(value, like)
+    if not isinstance(value, Tracked):
+        return em.x(value * alpha, like)
+    if not value.variable:
+        return em.const(to_numpy(value.tensor * alpha), "scaled")
+    scaled = em.temp(value.shape, "scaled")
+    em.node("Mul", [em.x(value), em.x(alpha, like)], [scaled])
+    return scaled
+
+
+def _binary(op_type: str, reverse: bool = False) -> Converter:
+    def convert(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+        if a.get("rounding_mode") is not None:
+            raise Unmappable(f"division with rounding_mode={a['rounding_mode']}")
+        out = outs[0]
+        left, right = em.x(a["self"], out), _scaled(em, a["other"], a.get("alpha"), out)
+        em.node(op_type, [right, left] if reverse else [left, right], outs)
+
+    return convert
+
+
+for _name, _fn in {"add": _binary("Add"), "sub": _binary("Sub"), "rsub": _binary("Sub", reverse=True),
+                   "mul": _binary("Mul"), "div": _binary("Div"), "maximum": _binary("Max"),
+                   "minimum": _binary("Min")}.items():
+    _add(_name, _fn)
+
+
+@converts("pow")
+def pow_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Pow", [em.x(a["self"], outs[0]), em.x(a["exponent"], outs[0])], outs)
+
+
+# --- pooling ----------------------------------------------------------------------------------
+
+def _window(a: dict[str, Any], x: Tracked) -> tuple[int, list[int], list[int], list[int]]:
+    n = _rank_in_name(a["__op__"])
+    _spatial(x, n)
+    kernel = _ints(a["kernel_size"], n)
+    stride = _ints(a["stride"], n) if a.get("stride") else kernel
+    return n, kernel, stride, _ints(a["padding"], n) * 2
+
+
+@converts("max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+          "max_pool3d_with_indices")
+def max_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    n, kernel, stride, pads = _window(a, x)
+    em.node("MaxPool", [em.x(x)], outs[:1], kernel_shape=kernel, strides=stride, pads=pads,
+            dilations=_ints(a["dilation"], n), ceil_mode=int(bool(a["ceil_mode"])))
+
+
+@converts("avg_pool1d", "avg_pool2d", "avg_pool3d")
+def avg_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    if a.get("divisor_override") is not None:
+        raise Unmappable("divisor_override")
+    _, kernel, stride, pads = _window(a, x)
+    em.node("AveragePool", [em.x(x)], outs, kernel_shape=kernel, strides=stride, pads=pads,
+            ceil_mode=int(bool(a["ceil_mode"])), count_include_pad=int(bool(a["count_include_pad"])))
+
+
+@converts("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d",
+          "_adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d")
+def adaptive_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, out = a["self"], outs[0]
+    _spatial(x, _rank_in_name(a["__op__"]))
+    is_max = "max" in a["__op__"]
+    sizes_in, sizes_out = x.shape[2:], out.shape[2:]
+    if all(s == 1 for s in sizes_out):
+        em.node("GlobalMaxPool" if is_max else "GlobalAveragePool", [em.x(x)], [out])
+        return
+    if any(i % o for i, o in zip(sizes_in, sizes_out)):
+        raise Unmappable(f"adaptive pooling from {list(sizes_in)} to {list(sizes_out)} has unequal windows")
+    kernel = [i // o for i, o in zip(sizes_in, sizes_out)]
+    em.node("MaxPool" if is_max else "AveragePool", [em.x(x)], [out], kernel_shape=kernel, strides=kernel,
+            pads=[0] * (2 * len(kernel)))
+
+
+# --- reductions -------------------------------------------------------------------------------
+
+def _reduce_axes(a: dict[str, Any], rank: int) -> list[int]:
+    dims = a.get("dim")
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+        return list(range(rank))
+    return sorted(_axis(d, rank) for d in ([dims] if isinstance(dims, int) else dims))
+
+
+def _reduce(op_type: str, axes_as_input: bool) -> Converter:
+    def convert(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+        x = a["self"]
+        axes = _reduce_axes(a, x.tensor.dim())
+        keep = int(bool(a.get("keepdim", False)))
+        if axes_as_input:
+            em.node(op_type, [em.x(x), em.ints(axes, "axes")], outs[:1], keepdims=keep)
+        else:
+            em.node(op_type, [em.x(x)], outs[:1], axes=axes, keepdims=keep)
+
+    return convert
+
+
+for _name, _fn in {"mean": _reduce("ReduceMean", False), "sum": _reduce("ReduceSum", True),
+                   "amax": _reduce("ReduceMax", False), "amin": _reduce("ReduceMin", False)}.items():
+    _add(_name, _fn)
+
+
+@converts("max", "min")
+def max_min(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    if "other" in a:
+        _binary("Max" if a["__op__"] == "max" else "Min")(em, a, outs)
+        return
+    _reduce("ReduceMax" if a["__op__"] == "max" else "ReduceMin", False)(em, a, outs)
+
+
+# --- moving entries ---------------------------------------------------------------------------
+
+@converts("view", "_unsafe_view", "reshape", "view_copy", "_reshape_alias", "unflatten", "view_as", "reshape_as")
+def reshape(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Reshape", [em.x(a["self"]), em.ints(outs[0].shape, "shape")], outs)
+
+
+@converts("flatten")
+def flatten(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    rank = x.tensor.dim()
+    if rank >= 2 and _axis(a["start_dim"], rank) == 1 and _axis(a["end_dim"], rank) == rank - 1:
+        em.node("Flatten", [em.x(x)], outs, axis=1)
+    else:
+        reshape(em, a, outs)
+
+
+@converts("permute")
+def permute(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    em.node("Transpose", [em.x(x)], outs, perm=[_axis(d, x.tensor.dim()) for d in a["dims"]])
+
+
+@converts("transpose", "t", "numpy_T")
+def transpose(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    rank = x.tensor.dim()
+    perm = list(range(rank))
+    if "dim0" in a:
+        i, j = _axis(a["dim0"], rank), _axis(a["dim1"], rank)
+        perm[i], perm[j] = perm[j], perm[i]
+    else:
+        perm.reverse()
+    em.node("Transpose", [em.x(x)], outs, perm=perm)
+
+
+@converts("unsqueeze")
+def unsqueeze(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    em.node("Unsqueeze", [em.x(x), em.ints([_axis(a["dim"], x.tensor.dim() + 1)], "axes")], outs)
+
+
+@converts("squeeze")
+def squeeze(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    rank = x.tensor.dim()
+    dims = a.get("dim")
+    candidates = range(rank) if dims is None else [_axis(d, rank) for d in ([dims] if isinstance(dims, int) else dims)]
+    axes = [d for d in candidates if x.shape[d] == 1]
+    if not axes:
+        em.node("Identity", [em.x(x)], outs)
+    else:
+        em.node("Squeeze", [em.x(x), em.ints(axes, "axes")], outs)
+
+
+@converts("cat", "concat", "concatenate")
+def cat(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    tensors = [t for t in a["tensors"] if t.tensor.numel() or t.tensor.dim() > 1]  # torch skips empty 1-D
+    em.node("Concat", [em.x(t) for t in tensors], outs, axis=_axis(a["dim"], outs[0].tensor.dim()))
+
+
+@converts("stack")
+def stack(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    axis = _axis(a["dim"], outs[0].tensor.dim())
+    parts = []
+    for k, t in enumerate(a["tensors"]):
+        shape = t.shape[:axis] + (1,) + t.shape[axis:]
+        part = em.temp(shape, f"unsqueeze{k}")
+        em.node("Unsqueeze", [em.x(t), em.ints([axis], f"axes{k}")], [part])
+        parts.append(part)
+    em.node("Concat", parts, outs, axis=axis)
+
+
+@converts("split", "split_with_sizes", "chunk", "tensor_split", "unsafe_split", "unbind")
+def split(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    rank = x.tensor.dim()
+    axis = _axis(a.get("dim", 0), rank)
+    if a["__op__"] != "unbind":
+        sizes = [out.shape[axis] for out in outs]
+        if sum(sizes) != x.shape[axis]:
+            raise Unmappable("overlapping or partial split")
+        em.node("Split", [em.x(x), em.ints(sizes, "split")], outs, axis=axis)
+        return
+    pieces = [em.temp(out.shape[:axis] + (1,) + out.shape[axis:], f"piece{k}") for k, out in enumerate(outs)]
+    em.node("Split", [em.x(x), em.ints([1] * len(outs), "split")], pieces, axis=axis)
+    for k, (piece, out) in enumerate(zip(pieces, outs)):
+        em.node("Squeeze", [piece, em.ints([axis], f"axes{k}")], [out])
+
+
+@converts("slice")
+def slice_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    rank = x.tensor.dim()
+    axis = _axis(a.get("dim", 0), rank)
+    start = 0 if a.get("start") is None else int(a["start"])
+    end = INT64_MAX if a.get("end") is None else min(int(a["end"]), INT64_MAX)
+    em.node("Slice", [em.x(x), em.ints([start], "starts"), em.ints([end], "ends"), em.ints([axis], "axes"),
+                      em.ints([int(a.get("step", 1))], "steps")], outs)
+
+
+@converts("narrow")
+def narrow(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    start = int(a["start"])
+    slice_(em, {"self": a["self"], "dim": a["dim"], "start": start, "end": start + int(a["length"]), "step": 1}, outs)
+
+
+@converts("select")
+def select(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    axis = _axis(a["dim"], x.tensor.dim())
+    em.node("Gather", [em.x(x), em.const(np.asarray(int(a["index"]), np.int64), "index")], outs, axis=axis)
+
+
+@converts("index_select")
+def index_select(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    em.node("Gather", [em.x(x), em.x(a["index"])], outs, axis=_axis(a["dim"], x.tensor.dim()))
+
+
+@converts("expand", "expand_as", "broadcast_to")
+def expand(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Expand", [em.x(a["self"]), em.ints(outs[0].shape, "shape")], outs)
+
+
+@converts("repeat")
+def repeat(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, repeats = a["self"], [int(r) for r in a["repeats"]]
+    if len(repeats) != x.tensor.dim():
+        raise Unmappable("repeat that adds dimensions")
+    em.node("Tile", [em.x(x), em.ints(repeats, "repeats")], outs)
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+@converts("pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
+          "replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular")
+def pad(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    rank = x.tensor.dim()
+    op = a["__op__"]
+    mode = a.get("mode") or ("reflect" if op.startswith("reflection") else "replicate" if op.startswith(
+        "replication") else "circular" if op == "_pad_circular" else "constant")
+    if mode not in _PAD_MODES:
+        raise Unmappable(f"pad mode {mode}")
+    torch_pads = [int(p) for p in a.get("pad", a.get("padding"))]  # (last begin, last end, 2nd-last begin, …)
+    begins, ends = [0] * rank, [0] * rank
+    for k in range(len(torch_pads) // 2):
+        begins[rank - 1 - k], ends[rank - 1 - k] = torch_pads[2 * k], torch_pads[2 * k + 1]
+    inputs = [em.x(x), em.ints(begins + ends, "pads")]
+    if mode == "constant":
+        inputs.append(em.x(float(a.get("value") or 0.0), x))
+    em.node("Pad", inputs, outs, mode=_PAD_MODES[mode])
+
+
+@converts("pixel_shuffle")
+def pixel_shuffle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    if x.tensor.dim() != 4:
+        raise Unmappable(f"pixel_shuffle of a rank-{x.tensor.dim()} input")
+    em.node("DepthToSpace", [em.x(x)], outs, blocksize=int(a["upscale_factor"]), mode="CRD")
+
+
+# ONNX Resize settings that reproduce torch's upsampling (sizes taken from the real output shape).
+_UPSAMPLE = {"nearest": ("nearest", "asymmetric", "floor"),
+             "_nearest_exact": ("nearest", "tf_half_pixel_for_nn", "floor")}
+
+
+@converts("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+          "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d", "upsample_bilinear2d",
+          "upsample_trilinear3d")
+def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, op = a.get("input", a.get("self")), a["__op__"]
+    if "linear" in op:
+        corners = "align_corners" if a.get("align_corners") else "pytorch_half_pixel"
+        attrs = dict(mode="linear", coordinate_transformation_mode=corners)
+    else:
+        mode, corners, rounding = _UPSAMPLE["_nearest_exact" if "exact" in op else "nearest"]
+        attrs = dict(mode=mode, coordinate_transformation_mode=corners, nearest_mode=rounding)
+    em.node("Resize", [em.x(x), "", "", em.ints(outs[0].shape, "sizes")], outs, **attrs)
+
+
+# --- attention --------------------------------------------------------------------------------
+
+@converts("scaled_dot_product_attention")
+def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Attention", [em.x(a["query"]), em.x(a["key"]), em.x(a["value"])], outs[:1])
+
+
+@converts("embedding")
+def embedding(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Gather", [em.x(a["weight"]), em.x(a["indices"])], outs, axis=0)
+
+
+def supported_ops() -> list[str]:
+    return sorted(CONVERTERS)

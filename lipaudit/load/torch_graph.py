@@ -1,0 +1,297 @@
+"""Shared by the TorchScript and torch.export loaders: run each aten op once, emit the IR it maps to.
+
+Every op is run for real on a probe input (zeros of the input shape). That gives the shape of every
+value (the rules need them), settles the size arithmetic and the `if`s of scripted code, and turns
+ops on constants alone into constants, as ONNX constant folding would. A tensor is *variable* when
+it depends on the network input; an op with a variable input becomes IR nodes through the
+converters in ``aten_ops``, or, with no converter, a node of op type ``aten::name`` that the report
+lists as unsupported. Scalars or branches that read the input's *values* are refused: the graph
+would not be one fixed function of its input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import ModelLoadError
+from ..ir import Graph, Node, Value
+
+OPSET = 17  # the IR follows ONNX opset 17 conventions (attributes vs inputs)
+PROBE_HINT = "check --input-shape against what the model expects"
+
+# Ops whose non-tensor result depends only on the input's shape, never its values.
+SHAPE_QUERIES = frozenset({"size", "sym_size", "dim", "numel", "sym_numel", "len", "is_floating_point",
+                           "is_complex", "stride", "sym_stride", "is_contiguous", "sym_storage_offset"})
+# Ops whose tensor result depends only on the input's shape (and dtype).
+SHAPE_ONLY = frozenset({"zeros_like", "ones_like", "empty_like", "full_like", "new_zeros", "new_ones",
+                        "new_empty", "new_full", "_shape_as_tensor"})
+# Ops whose result shares memory with their first input: an in-place write to it changes the input.
+VIEW_OPS = frozenset({"view", "_unsafe_view", "reshape", "flatten", "unflatten", "select", "slice", "narrow",
+                      "transpose", "permute", "t", "squeeze", "unsqueeze", "expand", "expand_as", "as_strided",
+                      "diagonal", "split", "split_with_sizes", "chunk", "unbind", "detach", "alias", "view_as",
+                      "contiguous", "numpy_T"})
+@dataclass(eq=False)
+class Tracked:
+    """A tensor met while walking the graph: its IR name, its value at the probe input, and whether
+    it depends on the network input."""
+
+    name: str
+    tensor: torch.Tensor
+    variable: bool
+    view_of: Tracked | None = None
+    stale: bool = False  # an in-place write through a view changed it after it was read
+    owner: str | None = None  # for a parameter or buffer: the path of the module holding it
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+
+class Unmappable(Exception):
+    """The op has no IR equivalent in this configuration; it becomes an unsupported node."""
+
+
+def bind(schema: torch._C.FunctionSchema, args: list, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments by their schema names, defaults filled in."""
+    positional = [arg for arg in schema.arguments if not arg.kwarg_only]
+    bound = {arg.name: value for arg, value in zip(positional, args)}
+    for arg in schema.arguments:
+        if arg.name in kwargs:
+            bound[arg.name] = kwargs[arg.name]
+        elif arg.name not in bound and arg.has_default_value():
+            bound[arg.name] = arg.default_value
+    return bound
+
+
+def flatten(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in flatten(item)]
+    return [value]
+
+
+def concrete(value: Any) -> Any:
+    """Tracked values replaced by their probe tensors, inside lists, tuples and dicts too."""
+    if isinstance(value, Tracked):
+        return value.tensor
+    if isinstance(value, (list, tuple)):
+        return type(value)(concrete(item) for item in value)
+    if isinstance(value, dict):
+        return {key: concrete(item) for key, item in value.items()}
+    return value
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.numpy().copy()
+
+
+Converter = Callable[["Emitter", dict[str, Any], list[Tracked]], None]
+
+
+class TorchGraphBuilder:
+    """Collects IR nodes and values while a loader walks a torch graph.
+
+    ``converters`` maps aten op names to the functions that emit their IR (aten_ops.CONVERTERS);
+    the loaders pass it in, as fvcore passes its op handles.
+    """
+
+    def __init__(self, converters: dict[str, Converter]) -> None:
+        self.converters = converters
+        self.nodes: list[Node] = []
+        self.values: dict[str, Value] = {}
+        self.inputs: list[str] = []
+        self._value_names: set[str] = set()
+        self._node_names: set[str] = set()
+        self._params: dict[int, Tracked] = {}
+
+    @staticmethod
+    def _unique(hint: str, taken: set[str]) -> str:
+        name, k = hint, 0
+        while name in taken or not name:
+            k += 1
+            name = f"{hint}_{k}"
+        taken.add(name)
+        return name
+
+    def reserve(self, hint: str) -> str:
+        return self._unique(hint or "v", self._value_names)
+
+    def node_name(self, hint: str) -> str:
+        return self._unique(hint or "node", self._node_names)
+
+    def input(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tracked:
+        tracked = Tracked(self.reserve(name), torch.zeros(shape, dtype=dtype), True)
+        self.values[tracked.name] = Value(tracked.name, tracked.shape)
+        self.inputs.append(tracked.name)
+        return tracked
+
+    def constant(self, tensor: torch.Tensor, hint: str, owner: str | None = None) -> Tracked:
+        """A constant tensor; a parameter (``owner`` set) met twice keeps its first name, its module path."""
+        if owner is None:
+            return Tracked(self.reserve(hint), tensor.detach(), False)
+        key = id(tensor)
+        if key not in self._params:
+            probe = tensor.detach().requires_grad_(tensor.requires_grad)  # scripted code may ask
+            self._params[key] = Tracked(self.reserve(hint), probe, False, owner=owner)
+        return self._params[key]
+
+    def ir_name(self, tracked: Tracked) -> str:
+        """The IR name of a tracked tensor, registering a constant's content on first use."""
+        if not tracked.variable and tracked.name not in self.values:
+            array = to_numpy(tracked.tensor)
+            self.values[tracked.name] = Value(tracked.name, tuple(array.shape), array)
+        return tracked.name
+
+    def call(self, op: Callable, schema: torch._C.FunctionSchema, args: list, kwargs: dict[str, Any], *,
+             node_name: str, value_names: list[str], mutates: bool = False) -> Any:
+        """Run ``op`` on the probe values and emit IR for it; returns the result with tensors tracked.
+
+        ``op`` is the functional form: for an in-place op the caller rebinds its first input to the result.
+        """
+        namespace, _, short = schema.name.partition("::")
+        bound = bind(schema, args, kwargs)
+        tracked_in = [t for t in flatten(list(bound.values())) if isinstance(t, Tracked)]
+        for tracked in tracked_in:
+            if _is_stale(tracked):
+                raise ModelLoadError(f"{schema.name} reads '{tracked.name}' after an in-place write changed it "
+                                     "through a view, which lipaudit cannot follow",
+                                     hint="replace the in-place op with its out-of-place form and save again")
+        variable = any(t.variable for t in tracked_in)
+        owners = [t.owner for t in tracked_in if t.owner]
+        node_name = owners[0] if owners else node_name  # the layer whose weights it reads
+        try:
+            result = op(*concrete(args), **concrete(kwargs))
+        except Exception as error:  # any op may refuse a shape
+            raise ModelLoadError(f"{schema.name} failed on a probe input: {first_line(error)}",
+                                 hint=PROBE_HINT) from error
+        if mutates and tracked_in and tracked_in[0].variable:
+            base = tracked_in[0].view_of
+            while base is not None:
+                base.stale, base = True, base.view_of
+        if not any(isinstance(leaf, torch.Tensor) for leaf in flatten(result)):
+            if variable and short not in SHAPE_QUERIES and result is not None:  # None: an assertion
+                raise ModelLoadError(f"{schema.name} turns the input's values into a Python value, so the "
+                                     "graph depends on the input's values, not only its shape",
+                                     hint="lipaudit analyses graphs whose structure does not depend on the data")
+            return result
+        names = iter(value_names)
+        hint = value_names[0] if value_names else short
+        outs: list[Tracked] = []
+        view_of = tracked_in[0] if short in VIEW_OPS and tracked_in and tracked_in[0].variable else None
+
+        def wrap(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                name = self.reserve(next(names, f"{hint}_{len(outs)}"))
+                keep = variable and short not in SHAPE_ONLY
+                tracked = Tracked(name, value, keep, view_of if keep else None)
+                if keep:
+                    self.values[name] = Value(name, tracked.shape)
+                    outs.append(tracked)
+                return tracked
+            if isinstance(value, (list, tuple)):
+                return type(value)(wrap(item) for item in value)
+            return value
+
+        wrapped = wrap(result)
+        if outs:
+            self._convert(namespace, short, bound, tracked_in, outs, node_name)
+        return wrapped
+
+    def _convert(self, namespace: str, short: str, bound: dict[str, Any], tracked_in: list[Tracked],
+                 outs: list[Tracked], node_name: str) -> None:
+        emitter = Emitter(self, node_name)
+        converter = self.converters.get(short) if namespace == "aten" else None
+        reason = ""
+        try:
+            if converter is None:
+                raise Unmappable("")
+            converter(emitter, {**bound, "__op__": short}, outs)
+        except Unmappable as why:
+            emitter.nodes.clear()
+            reason = str(why)
+        except (KeyError, TypeError, ValueError, IndexError) as error:  # an overload the converter does not know
+            emitter.nodes.clear()
+            reason = f"could not map {namespace}::{short}: {type(error).__name__}: {error}"
+        produced = {name for node in emitter.nodes for name in node.outputs}
+        missing = [out.name for out in outs if out.name not in produced]
+        if missing:
+            inputs = [self.ir_name(t) for t in tracked_in]
+            notes = [reason] if reason else []
+            emitter.nodes.append(Node(node_name, f"{namespace}::{short}", inputs, missing, notes=notes))
+        for node in emitter.nodes:
+            node.name = self.node_name(node.name)
+            self.nodes.append(node)
+
+    def finish(self, outputs: list[Any], fmt: str, metadata: dict[str, Any]) -> Graph:
+        tensors = [t for t in flatten(outputs) if isinstance(t, Tracked)]
+        for tracked in tensors:
+            if _is_stale(tracked):
+                raise ModelLoadError(f"output '{tracked.name}' was changed by an in-place write through a view, "
+                                     "which lipaudit cannot follow",
+                                     hint="replace the in-place op with its out-of-place form and save again")
+        names = list(dict.fromkeys(t.name for t in tensors if t.variable))
+        if not names:
+            raise ModelLoadError("no output of the model depends on its input",
+                                 hint="check that the saved module is the network you meant")
+        graph = Graph(self.nodes, self.values, self.inputs, names, opset=OPSET, format=fmt, metadata=metadata)
+        graph.remove_unused()
+        return graph
+
+
+def _is_stale(tracked: Tracked) -> bool:
+    node: Tracked | None = tracked
+    while node is not None:
+        if node.stale:
+            return True
+        node = node.view_of
+    return False
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class Emitter:
+    """What a converter writes with: IR names for operands, new constants, and nodes."""
+
+    def __init__(self, builder: TorchGraphBuilder, name: str) -> None:
+        self.builder = builder
+        self.name = name
+        self.nodes: list[Node] = []
+
+    def x(self, value: Any, like: Tracked | None = None) -> str:
+        """The IR name of an operand: a tracked tensor, None (a missing input), or a Python number."""
+        if value is None:
+            return ""
+        if isinstance(value, Tracked):
+            return self.builder.ir_name(value)
+        dtype = like.tensor.dtype if like is not None else torch.float32
+        return self.const(to_numpy(torch.as_tensor(value, dtype=dtype)), "const")
+
+    def const(self, array: np.ndarray, suffix: str) -> str:
+        name = self.builder.reserve(f"{self.name}.{suffix}")
+        array = np.asarray(array)
+        self.builder.values[name] = Value(name, tuple(array.shape), array)
+        return name
+
+    def ints(self, values: list[int] | tuple[int, ...], suffix: str) -> str:
+        return self.const(np.asarray(list(values), dtype=np.int64), suffix)
+
+    def temp(self, shape: tuple[int, ...], suffix: str) -> str:
+        name = self.builder.reserve(f"{self.name}.{suffix}")
+        self.builder.values[name] = Value(name, tuple(shape))
+        return name
+
+    def node(self, op_type: str, inputs: list[str], outputs: list[Tracked | str], **attrs: Any) -> None:
+        names = [out.name if isinstance(out, Tracked) else out for out in outputs]
+        name = self.name if not self.nodes else f"{self.name}/{op_type}"
+        self.nodes.append(Node(name, op_type, list(inputs), names, dict(attrs)))

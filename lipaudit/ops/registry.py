@@ -1,0 +1,112 @@
+"""The op registry: one small class per operator, keyed by (domain, op type, since-version).
+
+As in the ONNX reference evaluator, each class holds one op's semantics (how to read its node,
+its geometry) with its Lipschitz rule (``bound``) and its torch implementation (``run``) side by
+side; a class named ``Softmax_13`` is the version of ``Softmax`` since opset 13. As in onnx2torch,
+``@register`` fills the registry and registering a key twice raises; a node is resolved to the
+version in force at its opset through ``onnx.defs``. As in fvcore, every op is in one of three
+states: it has a rule, it is explicitly an identity (moves entries, factor exactly 1), or it is
+unknown and reported — never counted as 1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from ..ir import Node, schema_since_version
+from .factor import Factor
+
+if TYPE_CHECKING:
+    from .context import RuleContext
+    from .runtime import Env
+
+
+class DuplicateOpError(RuntimeError):
+    pass
+
+
+class Op:
+    """One ONNX operator as lipaudit reads, bounds and runs it. Subclasses are stateless singletons."""
+
+    op_type: ClassVar[str] = ""  # default: the class name up to "_<since>"
+    domain: ClassVar[str] = ""
+    since: ClassVar[int] = 1
+    family: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # what the rule says, for `lipaudit ops`
+    certified: ClassVar[bool] = True  # False: the op is not Lipschitz and the rule says so
+    identity: ClassVar[bool] = False  # moves or relabels entries: factor exactly 1
+    # Inputs the factor applies to (None: every input). Another input computed from the network
+    # input (a shape, an index, a bias) needs its own weight in Factor.input_weights, or the node
+    # cannot be bounded.
+    data_inputs: ClassVar[tuple[int, ...] | None] = (0,)
+
+    def bound(self, node: Node, ctx: "RuleContext") -> Factor:
+        """The node's Lipschitz factor. Raise ValueError (or RuleInputError) when it cannot be read."""
+        if self.identity:
+            return Factor.constant(1.0, "identity")
+        raise NotImplementedError
+
+    def run(self, env: "Env", node: Node, args: list[Any]) -> Any:
+        """The node's outputs on torch tensors (one tensor, or a list for several outputs)."""
+        raise NotImplementedError
+
+    @classmethod
+    def executable(cls) -> bool:
+        return cls.run is not Op.run
+
+    @classmethod
+    def label(cls) -> str:
+        return f"{cls.domain}::{cls.op_type}" if cls.domain else cls.op_type
+
+
+_OPS: dict[tuple[str, str], list[Op]] = {}
+
+OpClass = TypeVar("OpClass", bound=type[Op])
+
+
+def register(cls: OpClass) -> OpClass:
+    """Class decorator: add one op version to the registry (its op type from the class name)."""
+    base, _, version = cls.__name__.partition("_")
+    if not cls.__dict__.get("op_type"):
+        cls.op_type = base
+    if "since" not in cls.__dict__:
+        cls.since = int(version) if version.isdigit() else 1
+    if not cls.family:
+        raise TypeError(f"{cls.__name__} has no family")
+    entries = _OPS.setdefault((cls.domain, cls.op_type), [])
+    if any(existing.since == cls.since for existing in entries):
+        raise DuplicateOpError(f"{cls.label()} since opset {cls.since} is already registered")
+    entries.append(cls())
+    entries.sort(key=lambda op: op.since)
+    return cls
+
+
+def unregister(cls: type[Op]) -> None:
+    """Remove an op version (for tests that register a toy op)."""
+    entries = _OPS.get((cls.domain, cls.op_type), [])
+    entries[:] = [op for op in entries if type(op) is not cls]
+    if not entries:
+        _OPS.pop((cls.domain, cls.op_type), None)
+
+
+def lookup(op_type: str, domain: str = "", opset: int = 10**6) -> Op | None:
+    """The version of the op in force at ``opset`` (as ONNX resolves it), or None when there is none."""
+    domain = "" if domain == "ai.onnx" else domain
+    entries = _OPS.get((domain, op_type))
+    if not entries:
+        return None
+    version = schema_since_version(op_type, domain, opset) if opset < 10**6 else None
+    ceiling = version if version is not None else opset
+    candidates = [op for op in entries if op.since <= ceiling]
+    return candidates[-1] if candidates else None
+
+
+def resolve(node: Node, opset: int) -> Op | None:
+    return lookup(node.op_type, node.domain, opset)
+
+
+def all_ops(*, latest_only: bool = False) -> list[Op]:
+    """Every registered op version (or only the newest version of each op), by family and op type."""
+    chosen = (entries[-1:] if latest_only else entries for entries in _OPS.values())
+    return sorted((op for entries in chosen for op in entries), key=lambda op: (op.family, op.op_type, op.domain,
+                                                                                 op.since))

@@ -1,0 +1,201 @@
+"""Resize / Upsample: nearest copies entries, linear mixes them; both act on each axis separately.
+
+A separable resize is a Kronecker product of one matrix per axis, and ‖A ⊗ B‖ = ‖A‖·‖B‖, so the
+factor is the product of the per-axis norms: exact, from small matrices. The executor applies the
+very same per-axis matrices.
+
+Versions: Upsample (scales attribute, then input from opset 9) and Resize 10 sample at
+``asymmetric`` coordinates rounding down; Resize 11 added roi/sizes inputs and the coordinate and
+rounding attributes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..ir import Node
+from ..spectral.dense import dense_norm
+from .context import RuleContext, RuleInputError
+from .factor import Factor
+from .registry import Op, register
+from .runtime import Env, cannot_run, floats, ints
+
+FAMILY = "resize"
+
+
+def source_coordinate(mode: str, out_size: int, in_size: int, scale: float) -> np.ndarray:
+    """Where each output index samples the input, per ONNX coordinate_transformation_mode."""
+    o = np.arange(out_size, dtype=np.float64)
+    if mode == "asymmetric":
+        return o / scale
+    if mode == "align_corners":
+        return o * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
+    if mode == "pytorch_half_pixel":
+        return (o + 0.5) / scale - 0.5 if out_size > 1 else np.zeros(out_size)
+    if mode == "tf_half_pixel_for_nn":
+        return (o + 0.5) / scale
+    if mode == "half_pixel_symmetric":
+        adjustment = out_size / (scale * in_size)
+        centre = in_size / 2
+        offset = centre * (1 - adjustment)
+        return offset + (o + 0.5) / scale - 0.5
+    if mode == "half_pixel":
+        return (o + 0.5) / scale - 0.5
+    raise RuleInputError(f"coordinate_transformation_mode '{mode}' is not supported")
+
+
+def nearest_index(x: np.ndarray, mode: str) -> np.ndarray:
+    """The input index nearest to each source coordinate, rounded per ONNX nearest_mode (unclipped)."""
+    if mode == "floor":
+        return np.floor(x)
+    if mode == "ceil":
+        return np.ceil(x)
+    if mode == "round_prefer_ceil":
+        return np.floor(x + 0.5)
+    if mode == "round_prefer_floor":
+        return np.ceil(x - 0.5)
+    raise RuleInputError(f"nearest_mode '{mode}' is not supported")
+
+
+def axis_matrix(out_size: int, in_size: int, scale: float, interpolation: str, coordinate_mode: str,
+                nearest_mode: str) -> np.ndarray:
+    """The (out_size, in_size) matrix a Resize applies along one axis.
+
+    Nearest: one 1 per row. Linear: the two neighbours' weights, summing to 1 (clamped at the edges).
+    """
+    x = source_coordinate(coordinate_mode, out_size, in_size, scale)
+    matrix = np.zeros((out_size, in_size))
+    rows = np.arange(out_size)
+    if interpolation == "nearest":
+        index = np.clip(nearest_index(x, nearest_mode), 0, in_size - 1).astype(np.int64)
+        matrix[rows, index] = 1.0
+        return matrix
+    x = np.clip(x, 0, in_size - 1)
+    low = np.floor(x).astype(np.int64)
+    high = np.minimum(low + 1, in_size - 1)
+    weight = x - low
+    np.add.at(matrix, (rows, low), 1 - weight)
+    np.add.at(matrix, (rows, high), weight)
+    return matrix
+
+
+@dataclass(frozen=True)
+class ResizeMode:
+    interpolation: str  # nearest | linear
+    coordinates: str
+    rounding: str
+
+
+class Resizing(Op):
+    family = FAMILY
+    summary = ("product over axes of each axis's interpolation-matrix norm "
+               "(nearest: √(most copies); linear: exact SVD)")
+    scales_input = 1  # the input index of the scales (None: an attribute)
+    sizes_input: int | None = None
+    coordinates = "asymmetric"
+    rounding = "floor"
+
+    def mode(self, node: Node) -> ResizeMode:
+        interpolation = node.attr_str("mode")
+        return ResizeMode("linear" if interpolation == "bilinear" else interpolation, self.coordinates, self.rounding)
+
+    def unsupported(self, node: Node, mode: ResizeMode) -> str:
+        """Why this node's form has no rule or run yet ("" when it has both)."""
+        if mode.interpolation not in ("nearest", "linear"):
+            return f"{node.op_type} mode '{mode.interpolation}' has no rule yet"
+        return ""
+
+    def given_scales(self, node: Node, scales: Sequence[float] | None) -> list[float] | None:
+        return list(scales) if scales is not None else None
+
+    def axes(self, node: Node, mode: ResizeMode, in_shape: Sequence[int], out_shape: Sequence[int],
+             scales: Sequence[float] | None) -> list[np.ndarray]:
+        """The matrix of every axis that changes, from the scales when given, else the output sizes."""
+        if scales is None or len(scales) != len(in_shape):
+            scales = [o / i for o, i in zip(out_shape, in_shape)]
+        return [axis_matrix(o, i, s, mode.interpolation, mode.coordinates, mode.rounding)
+                for o, i, s in zip(out_shape, in_shape, scales) if not (o == i and s == 1.0)]
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        mode = self.mode(node)
+        why = self.unsupported(node, mode)
+        if why:
+            return Factor.unknown(why)
+        scale_const = ctx.const_input(node, self.scales_input) if self.scales_input is not None else None
+        scales = self.given_scales(node, None if scale_const is None else [float(s) for s in scale_const.ravel()])
+        factor = 1.0
+        for matrix in self.axes(node, mode, ctx.input_shape(node), ctx.output_shape(node), scales):
+            if mode.interpolation == "nearest":
+                factor *= math.sqrt(float(matrix.sum(axis=0).max(initial=0.0)))
+            else:
+                factor *= dense_norm(matrix, "exact").value
+        return Factor.constant(factor * (1 + 1e-12), "closed-form" if mode.interpolation == "nearest" else "exact",
+                               note=f"{mode.interpolation} resize, {mode.coordinates}")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        mode = self.mode(node)
+        if self.unsupported(node, mode):
+            raise cannot_run(node, f"in this form (mode '{mode.interpolation}', coordinates '{mode.coordinates}')")
+        scale_arg = args[self.scales_input] if self.scales_input is not None and len(args) > self.scales_input else None
+        scales = self.given_scales(node, floats(scale_arg) if scale_arg is not None and scale_arg.numel() else None)
+        size_arg = args[self.sizes_input] if self.sizes_input is not None and len(args) > self.sizes_input else None
+        sizes = ints(size_arg) if size_arg is not None and size_arg.numel() else None
+        # onnxruntime multiplies in float32: 5 × 1.4f is 7, not 6.9999999.
+        out_shape = sizes or [int(np.floor(np.float32(i) * np.float32(s))) for i, s in zip(x.shape, scales)]
+        for axis, (in_size, out_size) in enumerate(zip(list(x.shape), out_shape)):
+            scale = out_size / in_size if sizes else scales[axis]
+            if out_size == in_size and scale == 1.0:
+                continue
+            matrix = axis_matrix(out_size, in_size, scale, mode.interpolation, mode.coordinates, mode.rounding)
+            if mode.interpolation == "nearest":
+                # One 1 per row: picking those entries is the product, exact for any dtype and for ±inf.
+                x = x.index_select(axis, torch.as_tensor(matrix.argmax(axis=1), device=x.device))
+            else:
+                weights = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
+                x = torch.movedim(torch.movedim(x, axis, -1) @ weights.T, -1, axis)
+        return x
+
+
+@register
+class Upsample(Resizing):
+    scales_input = None
+
+    def given_scales(self, node: Node, scales: Sequence[float] | None) -> list[float] | None:
+        return list(node.attr_floats("scales"))
+
+
+@register
+class Upsample_9(Resizing):
+    op_type = "Upsample"
+
+
+@register
+class Resize_10(Resizing):
+    op_type = "Resize"
+
+
+@register
+class Resize_11(Resizing):
+    op_type = "Resize"
+    scales_input = 2
+    sizes_input = 3
+
+    def mode(self, node: Node) -> ResizeMode:
+        base = super().mode(node)
+        return ResizeMode(base.interpolation, node.attr_str("coordinate_transformation_mode"),
+                          node.attr_str("nearest_mode"))
+
+    def unsupported(self, node: Node, mode: ResizeMode) -> str:
+        if node.attr_int("antialias", 0) or node.has_attr("axes"):
+            return f"{node.op_type} with antialias or axes has no rule yet"
+        if mode.coordinates == "tf_crop_and_resize":
+            return "Resize with tf_crop_and_resize has no rule yet"
+        if node.attr_str("keep_aspect_ratio_policy", "stretch") != "stretch":
+            return f"{node.op_type} with keep_aspect_ratio_policy has no rule yet"
+        return super().unsupported(node, mode)

@@ -1,0 +1,82 @@
+"""What an op's ``run`` works with: the run environment and helpers for reading tensor arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ExecutionError
+from ..ir import Node
+
+Args = list  # list[Tensor | None], one per node input ("" → None)
+
+
+@dataclass
+class Env:
+    """Float values are computed in ``dtype`` (float32 to compare with a runtime, float64 for lower
+    bounds); integer and boolean values keep theirs."""
+
+    opset: int
+    dtype: torch.dtype
+    device: torch.device
+
+
+def ints(t: Tensor | np.ndarray | Sequence[int] | None) -> list[int] | None:
+    if t is None:
+        return None
+    if isinstance(t, Tensor):
+        t = t.detach().cpu().numpy()
+    return [int(v) for v in np.asarray(t).reshape(-1)]
+
+
+def floats(t: Tensor | None) -> list[float] | None:
+    if t is None:
+        return None
+    return [float(v) for v in t.detach().cpu().reshape(-1).tolist()]
+
+
+def input_or_attr(node: Node, args: Args, index: int, name: str) -> list[int] | None:
+    """Attributes that later opsets moved to inputs: whichever the node has."""
+    if index < len(args) and args[index] is not None:
+        return ints(args[index])
+    if not node.has_attr(name):
+        return None
+    return list(node.attr_ints(name))
+
+
+def positive_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def same_kind(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """An integer operand of a float one becomes float; otherwise torch's promotion applies."""
+    if a.dtype != b.dtype and a.is_floating_point() != b.is_floating_point():
+        target = a.dtype if a.is_floating_point() else b.dtype
+        return a.to(target), b.to(target)
+    return a, b
+
+
+def cannot_run(node: Node, why: str) -> ExecutionError:
+    return ExecutionError(f"cannot execute {node.op_type} '{node.name}' {why}", node=node.name, op=node.op_type)
+
+
+def spatial_fn(family: str, rank: int, node: Node) -> Callable:
+    fns = {"conv": (F.conv1d, F.conv2d, F.conv3d),
+           "conv_transpose": (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d),
+           "max_pool": (F.max_pool1d, F.max_pool2d, F.max_pool3d)}[family]
+    if not 1 <= rank <= 3:
+        raise cannot_run(node, f"with {rank} spatial dimensions")
+    return fns[rank - 1]
+
+
+def torch_pads(begins: Sequence[int], ends: Sequence[int]) -> list[int]:
+    """ONNX (begin…, end…) over trailing axes → F.pad's (last_begin, last_end, …)."""
+    out: list[int] = []
+    for begin, end in zip(reversed(list(begins)), reversed(list(ends))):
+        out += [int(begin), int(end)]
+    return out

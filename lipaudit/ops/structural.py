@@ -1,0 +1,381 @@
+"""Ops that move, select, copy or relabel entries without weights; and casts.
+
+Selecting never raises a norm; copying an entry m times raises it by √m.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..ir import Node
+from .context import RuleContext, RuleInputError, broadcast_copies
+from .factor import Factor
+from .geometry import pad_multiplicity, pad_source_index
+from .registry import Op, register
+from .runtime import Env, cannot_run, floats, input_or_attr, ints, positive_axis, torch_pads
+
+FAMILY = "structural"
+
+
+class Permutation(Op):
+    family = FAMILY
+    identity = True
+    summary = "1 (a permutation or relabelling of entries)"
+
+
+class Selection(Op):
+    family = FAMILY
+    identity = True
+    summary = "≤ 1 (keeps a subset of entries; each output on its own)"
+
+
+@register
+class Identity(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        return args[0]
+
+
+@register
+class Reshape(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        target = input_or_attr(node, args, 1, "shape")
+        if not node.attr_int("allowzero", 0):
+            target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
+        return x.reshape(target)
+
+
+@register
+class Flatten(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        axis = positive_axis(node.attr_int("axis"), x.dim())
+        return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis:], dtype=np.int64)))
+
+
+@register
+class Transpose(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        perm = node.attr_ints("perm", ()) or tuple(reversed(range(x.dim())))
+        return x.permute(*perm)
+
+
+@register
+class Squeeze(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        axes = input_or_attr(node, args, 1, "axes")
+        if axes is None:
+            return x.reshape([d for d in x.shape if d != 1])
+        drop = {positive_axis(a, x.dim()) for a in axes}
+        return x.reshape([d for i, d in enumerate(x.shape) if i not in drop])
+
+
+@register
+class Unsqueeze(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        axes = input_or_attr(node, args, 1, "axes") or []
+        rank = x.dim() + len(axes)
+        inserted = {positive_axis(a, rank) for a in axes}
+        dims = iter(x.shape)
+        return x.reshape([1 if i in inserted else next(dims) for i in range(rank)])
+
+
+@register
+class Dropout(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        training = args[2] if len(args) > 2 else None
+        if training is not None and bool(training.reshape(-1)[0]):
+            raise cannot_run(node, "in training mode (it is random)")
+        return [x, torch.ones(x.shape, dtype=torch.bool, device=x.device)][: max(1, len(node.outputs))]
+
+
+@register
+class DepthToSpace(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        b, c, h, w = x.shape
+        bs = node.attr_int("blocksize")
+        if node.attr_str("mode") == "CRD":
+            t = x.reshape(b, c // (bs * bs), bs, bs, h, w).permute(0, 1, 4, 2, 5, 3)
+        else:
+            t = x.reshape(b, bs, bs, c // (bs * bs), h, w).permute(0, 3, 4, 1, 5, 2)
+        return t.reshape(b, c // (bs * bs), h * bs, w * bs)
+
+
+@register
+class SpaceToDepth(Permutation):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        b, c, h, w = x.shape
+        bs = node.attr_int("blocksize")
+        t = x.reshape(b, c, h // bs, bs, w // bs, bs).permute(0, 3, 5, 1, 2, 4)
+        return t.reshape(b, c * bs * bs, h // bs, w // bs)
+
+
+def _slice_indices(size: int, start: int, end: int, step: int) -> range:
+    if step == 0:
+        raise ValueError("Slice step 0")
+    start = start + size if start < 0 else start
+    end = end + size if end < 0 else end
+    if step > 0:
+        start, end = min(max(start, 0), size), min(max(end, 0), size)
+    else:
+        start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
+    return range(start, end, step)
+
+
+@register
+class Slice(Selection):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        starts = input_or_attr(node, args, 1, "starts")
+        ends = input_or_attr(node, args, 2, "ends")
+        axes = input_or_attr(node, args, 3, "axes") or list(range(len(starts)))
+        steps = input_or_attr(node, args, 4, "steps") or [1] * len(starts)
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            axis = positive_axis(axis, x.dim())
+            indices = _slice_indices(x.shape[axis], start, end, step)
+            if step > 0:
+                x = x.narrow(axis, indices.start, len(indices)) if step == 1 else \
+                    x[(slice(None),) * axis + (slice(indices.start, indices.stop, step),)]
+            else:
+                x = x.index_select(axis, torch.tensor(list(indices), dtype=torch.long, device=x.device))
+        return x
+
+
+@register
+class Split(Selection):
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        axis = positive_axis(node.attr_int("axis"), x.dim())
+        sizes = input_or_attr(node, args, 1, "split")
+        count = len(node.outputs)
+        if not sizes:
+            length = x.shape[axis]
+            if node.has_attr("num_outputs"):
+                count = node.attr_int("num_outputs")
+                chunk = -(-length // count)
+                sizes = [min(chunk, max(0, length - i * chunk)) for i in range(count)]
+            else:
+                sizes = [length // count] * count
+        return list(torch.split(x, sizes, dim=axis))
+
+
+@register
+class Concat(Op):
+    family = FAMILY
+    summary = "√(Σ L²) of the variable inputs"
+    data_inputs = None
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        return Factor.constant(1.0, "closed-form", combine="rss")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        present = [a for a in args if a is not None]
+        axis = positive_axis(node.attr_int("axis"), present[0].dim())
+        if any(a.is_floating_point() for a in present):
+            present = [a.to(env.dtype) if not a.is_floating_point() else a for a in present]
+        return torch.cat(present, dim=axis)
+
+
+class Copying(Op):
+    family = FAMILY
+    summary = "√(copies of each entry)"
+
+    def copies(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+        raise NotImplementedError
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        copies = self.copies(ctx.input_shape(node), ctx.output_shape(node))
+        return Factor.constant(math.sqrt(copies), "closed-form", note=f"each entry copied {copies}×")
+
+
+@register
+class Expand(Copying):
+    def copies(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+        return broadcast_copies(in_shape, out_shape)
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x, shape = args[0], ints(args[1])
+        return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(shape)))
+
+
+@register
+class Tile(Copying):
+    def copies(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+        return int(np.prod(out_shape)) // max(1, int(np.prod(in_shape)))
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        return args[0].repeat(*ints(args[1]))
+
+
+@register
+class Gather(Op):
+    family = FAMILY
+    summary = "constant indices: √(most repeats of one index); variable indices: unbounded"
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        data, indices = node.inputs[:2]
+        index_values = ctx.graph.const(indices)
+        if index_values is None:
+            return Factor.unbounded("Gather with variable indices jumps between entries")
+        if ctx.graph.is_const(data):
+            return Factor.constant(0.0, "closed-form")
+        shape = ctx.input_shape(node)
+        axis_len = shape[node.attr_int("axis") % len(shape)]
+        normalised = np.where(index_values < 0, index_values + axis_len, index_values).ravel()
+        repeats = int(np.bincount(normalised.astype(np.int64)).max(initial=1)) if normalised.size else 1
+        return Factor.constant(math.sqrt(repeats), "closed-form")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x, indices = args[0], args[1].long()
+        axis = positive_axis(node.attr_int("axis"), x.dim())
+        indices = torch.where(indices < 0, indices + x.shape[axis], indices)
+        picked = x.index_select(axis, indices.reshape(-1))
+        return picked.reshape(tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1:]))
+
+
+@register
+class Pad(Op):
+    """Before opset 11 pads and the fill value are attributes; from 11 they are inputs (and axes from 18)."""
+
+    family = FAMILY
+    summary = "constant mode: 1; reflect/edge/wrap: √(most copies of one entry)"
+
+    def amounts(self, node: Node, ctx: RuleContext, rank: int) -> tuple[list[int], list[int]]:
+        return list(node.attr_ints("pads")), list(range(rank))
+
+    def fill_input(self, node: Node) -> str:
+        return ""
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        mode = node.attr_str("mode")
+        data = node.inputs[0]
+        value = self.fill_input(node)
+        if mode == "constant" and (not value or ctx.graph.is_const(value)):
+            return Factor.constant(1.0, "closed-form")
+        shape = ctx.input_shape(node)
+        pads, axes = self.amounts(node, ctx, len(shape))
+        half = len(pads) // 2
+        if mode == "constant":
+            # A variable fill value is copied into every padded position.
+            kept, out = list(shape), list(shape)
+            for i, axis in enumerate(axes):
+                kept[axis] = max(0, shape[axis] + min(pads[i], 0) + min(pads[i + half], 0))
+                out[axis] = shape[axis] + pads[i] + pads[i + half]
+            filled = int(np.prod(out)) - int(np.prod(kept))
+            weights = [1.0 if name == data else math.sqrt(filled) for name in ctx.graph.variable_inputs(node)]
+            return Factor.constant(1.0, "closed-form", input_weights=weights,
+                                   note=f"the variable fill value is copied into {filled} positions")
+        copies = 1
+        for i, axis in enumerate(axes):
+            copies *= pad_multiplicity(shape[axis], pads[i], pads[i + half], mode)
+        factor = math.sqrt(copies)
+        # Only constant mode reads the fill value.
+        weights = [factor if name == data else 0.0 for name in ctx.graph.variable_inputs(node)]
+        return Factor.constant(factor, "closed-form", input_weights=weights,
+                               note=f"{mode} padding copies an entry up to {copies}×")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        mode = node.attr_str("mode")
+        pads = input_or_attr(node, args, 1, "pads")
+        axes = input_or_attr(node, args, 3, "axes")
+        axes = [positive_axis(a, x.dim()) for a in axes] if axes else list(range(x.dim()))
+        half = len(pads) // 2
+        begins, ends = [0] * x.dim(), [0] * x.dim()
+        for i, axis in enumerate(axes):
+            begins[axis], ends[axis] = pads[i], pads[i + half]
+        if mode == "constant":
+            value_tensor = args[2] if len(args) > 2 else None
+            value = float(floats(value_tensor)[0]) if value_tensor is not None and value_tensor.numel() else \
+                node.attr_float("value", 0.0)
+            return F.pad(x, torch_pads(begins, ends), value=value if x.is_floating_point() else int(value))
+        if mode not in ("reflect", "edge", "wrap"):
+            raise cannot_run(node, f"in mode '{mode}'")
+        for axis in range(x.dim()):
+            if begins[axis] or ends[axis]:
+                index = pad_source_index(x.shape[axis], begins[axis], ends[axis], mode)
+                x = x.index_select(axis, torch.as_tensor(index, dtype=torch.long, device=x.device))
+        return x
+
+
+@register
+class Pad_11(Pad):
+    def amounts(self, node: Node, ctx: RuleContext, rank: int) -> tuple[list[int], list[int]]:
+        pads_const = ctx.const_input(node, 1)
+        if pads_const is None:
+            raise RuleInputError(f"the pads of Pad '{node.name}' are not constant")
+        axes_given = len(node.inputs) > 3 and bool(node.inputs[3])
+        axes_const = ctx.const_input(node, 3)
+        if axes_given and axes_const is None:
+            raise RuleInputError(f"the axes of Pad '{node.name}' are not constant")
+        axes = [int(a) % rank for a in axes_const.ravel()] if axes_const is not None else list(range(rank))
+        return [int(p) for p in pads_const.ravel()], axes
+
+    def fill_input(self, node: Node) -> str:
+        return node.inputs[2] if len(node.inputs) > 2 else ""
+
+
+# TensorProto data types that hold every float32 exactly.
+_WIDE_FLOATS = {1: "float", 11: "double"}
+_ONNX_TO_TORCH = {2: torch.uint8, 3: torch.int8, 4: torch.int64, 5: torch.int16, 6: torch.int32, 7: torch.int64,
+                  9: torch.bool, 12: torch.int64, 13: torch.int64}
+_HALF = {10: torch.float16, 16: torch.bfloat16}
+
+
+def _cast_to(env: Env, node: Node, x: Tensor, onnx_type: int) -> Tensor:
+    if onnx_type in _WIDE_FLOATS:
+        return x.to(env.dtype)
+    if onnx_type in _HALF:
+        return x.to(_HALF[onnx_type]).to(env.dtype)  # round as the runtime does, compute as we do
+    if onnx_type in _ONNX_TO_TORCH:
+        return x.to(_ONNX_TO_TORCH[onnx_type])
+    raise cannot_run(node, f"to ONNX type {onnx_type}")
+
+
+class Casting(Op):
+    family = FAMILY
+    summary = "to float32/float64: 1; to integers, bool or 16-bit floats: unbounded (rounding)"
+
+    def target(self, node: Node, ctx: RuleContext) -> int:
+        raise NotImplementedError
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        if self.target(node, ctx) in _WIDE_FLOATS:
+            return Factor.constant(1.0, "identity")
+        return Factor.unbounded("the cast rounds its input (a step function), so no Lipschitz constant exists")
+
+
+@register
+class Cast(Casting):
+    def target(self, node: Node, ctx: RuleContext) -> int:
+        return node.attr_int("to")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        return _cast_to(env, node, args[0], node.attr_int("to"))
+
+
+@register
+class CastLike(Casting):
+    def target(self, node: Node, ctx: RuleContext) -> int:
+        like = ctx.const_input(node, 1)
+        if like is None:
+            raise RuleInputError(f"the target type of CastLike '{node.name}' is not known")
+        return {np.dtype(np.float32): 1, np.dtype(np.float64): 11}.get(like.dtype, 0)
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        target = args[1]
+        if target.is_floating_point():
+            return args[0].to(env.dtype)
+        return args[0].to(target.dtype)

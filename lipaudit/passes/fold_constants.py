@@ -1,0 +1,74 @@
+"""Evaluate nodes whose inputs are all known, so rules see constants instead of shape arithmetic.
+
+Exporters compute reshape targets with Shape → Gather → Concat chains; once the input shapes are
+fixed those are constants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+from ..ir import Graph, Node, Value
+from .manager import Pass
+
+# Ops whose output is not a function of their inputs' values: never fold.
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"}
+
+
+def _known_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
+    shape = graph.shape(name)
+    if shape is None or any(d is None or d < 0 for d in shape):
+        return None
+    return tuple(shape)
+
+
+def _shape_of(node: Node, graph: Graph) -> np.ndarray | None:
+    shape = _known_shape(graph, node.inputs[0])
+    if shape is None:
+        return None
+    return np.asarray(shape[node.attr_int("start", 0):node.attr("end", None)], dtype=np.int64)
+
+
+def _evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
+    inputs = [name for name in node.inputs if name]
+    try:
+        proto = helper.make_node(node.op_type, node.inputs, node.outputs, domain=node.domain or None, **node.attrs)
+        evaluator = ReferenceEvaluator(proto, opsets={"": graph.opset})
+        return list(evaluator.run(None, {name: graph.const(name) for name in inputs}))
+    except Exception:  # an op the reference evaluator lacks stays a node; its rule decides
+        return None
+
+
+def _results(node: Node, graph: Graph) -> list[np.ndarray] | None:
+    if node.domain:
+        return None
+    if node.op_type == "Shape":
+        shape = _shape_of(node, graph)
+        return None if shape is None else [shape]
+    if node.op_type == "Size":
+        shape = _known_shape(graph, node.inputs[0])
+        return None if shape is None else [np.asarray(int(np.prod(shape)), dtype=np.int64)]
+    if node.op_type not in _NONDETERMINISTIC and all(graph.is_const(n) for n in node.inputs if n):
+        return _evaluate(node, graph)
+    return None
+
+
+class FoldConstants(Pass):
+    name = "fold-constants"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node in list(graph.nodes):
+            results = _results(node, graph)
+            if results is None:
+                continue
+            for name, array in zip(node.outputs, results):
+                if name:
+                    array = np.asarray(array)
+                    graph.add_value(Value(name, tuple(array.shape), array))
+            graph.remove_node(node)
+            changed = True
+        return changed

@@ -1,0 +1,119 @@
+"""ONNX conventions the loader must honour, checked through the bound they lead to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, version_converter
+
+from tests.builders import graph_model, operator_matrix, save, spectral_norm, tensor
+from lipaudit import audit
+from lipaudit.errors import InputShapeError, ModelLoadError
+from lipaudit.load import load_model, sniff_format
+
+RNG = np.random.default_rng(0)
+W1 = RNG.normal(size=(6, 5)).astype(np.float32)
+W2 = RNG.normal(size=(5, 3)).astype(np.float32)
+
+
+def _mlp_nodes() -> list[onnx.NodeProto]:
+    return [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+
+
+def _expected() -> float:
+    return spectral_norm(W1.astype(np.float64)) * spectral_norm(W2.astype(np.float64))
+
+
+def test_initializers_listed_as_graph_inputs(tmp_path: Path) -> None:
+    model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2}, opset=8)
+    for name, array in (("w1", W1), ("w2", W2)):
+        model.graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, array.shape))
+    report = audit(str(save(model, tmp_path)))
+    assert [i.name for i in report.model.inputs] == ["x"]
+    assert report.upper_bound == pytest.approx(_expected(), rel=1e-6)
+
+
+def test_constant_nodes_carry_weights(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Constant", [], ["w1"], value=tensor("w1", W1)),
+             helper.make_node("Constant", [], ["w2"], value=tensor("w2", W2))] + _mlp_nodes()
+    report = audit(str(save(graph_model(nodes, [1, 6], {}), tmp_path)))
+    assert report.upper_bound == pytest.approx(_expected(), rel=1e-6)
+
+
+def test_external_data(tmp_path: Path) -> None:
+    model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2})
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.weights", size_threshold=0)
+    assert (tmp_path / "ext.weights").exists()
+    assert audit(str(tmp_path / "ext.onnx")).upper_bound == pytest.approx(_expected(), rel=1e-6)
+
+
+def test_missing_external_data_is_a_load_error(tmp_path: Path) -> None:
+    model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2})
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.weights",
+              size_threshold=0)
+    (tmp_path / "ext.weights").unlink()
+    with pytest.raises(ModelLoadError):
+        audit(str(tmp_path / "ext.onnx"))
+
+
+@pytest.mark.parametrize("opset", range(6, 22))
+def test_opsets_six_to_twenty_one_give_the_same_bound(tmp_path: Path, opset: int) -> None:
+    model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2}, opset=opset)
+    assert audit(str(save(model, tmp_path))).upper_bound == pytest.approx(_expected(), rel=1e-6)
+
+
+def test_upgraded_model_gives_the_same_bound(tmp_path: Path) -> None:
+    model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2}, opset=9)
+    upgraded = version_converter.convert_version(model, 21)
+    assert audit(str(save(upgraded, tmp_path))).upper_bound == pytest.approx(_expected(), rel=1e-6)
+
+
+def test_opset_six_gemm_with_broadcast(tmp_path: Path) -> None:
+    bias = np.zeros(5, np.float32)
+    node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", broadcast=1, transB=1)
+    model = graph_model([node], [1, 6], {"w": W1.T.copy(), "b": bias}, opset=6)
+    for name, array in (("w", W1.T), ("b", bias)):
+        model.graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, array.shape))
+    report = audit(str(save(model, tmp_path)))
+    assert report.upper_bound == pytest.approx(spectral_norm(W1.astype(np.float64)), rel=1e-6)
+
+
+def test_shape_arithmetic_is_folded_for_dynamic_batch(tmp_path: Path) -> None:
+    """Exporters compute a Flatten as Reshape(x, Concat(Shape(x)[0], -1)); with the shape fixed it folds."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["batch"], axis=0),
+             helper.make_node("Unsqueeze", ["batch", "axes"], ["b1"]),
+             helper.make_node("Concat", ["b1", "minus_one"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["flat"], name="flatten"),
+             helper.make_node("MatMul", ["flat", "w"], ["y"], name="fc")]
+    weights = RNG.normal(size=(12, 4)).astype(np.float32)
+    inits = {"zero": np.array(0, np.int64), "axes": np.array([0], np.int64),
+             "minus_one": np.array([-1], np.int64), "w": weights}
+    model = graph_model(nodes, [2, 3, 4], inits, dynamic_input=["N", 3, 4])
+    path = save(model, tmp_path)
+    with pytest.raises(InputShapeError, match="'x'.*N"):
+        audit(str(path))
+    report = audit(str(path), input_shape=["x=2x3x4"])
+    assert [layer.op for layer in report.layers] == ["Reshape", "MatMul"]
+    assert report.upper_bound == pytest.approx(spectral_norm(weights.astype(np.float64)), rel=1e-6)
+
+
+def test_format_is_sniffed_from_content_not_suffix(tmp_path: Path) -> None:
+    model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2})
+    path = save(model, tmp_path, "weights.bin")
+    assert sniff_format(path.read_bytes()) == "onnx"
+    assert load_model(path).format == "onnx"
+    assert sniff_format(b"PK\x03\x04rest") == "zip"
+    assert sniff_format(b"") == "empty"
+
+
+def test_truth_matrix_agrees_for_a_folded_model(tmp_path: Path) -> None:
+    model = graph_model(_mlp_nodes()[:1] + [helper.make_node("Identity", ["h"], ["y"])], [1, 6], {"w1": W1})
+    truth = spectral_norm(operator_matrix(model, [1, 6]))
+    assert audit(str(save(model, tmp_path))).upper_bound == pytest.approx(truth, rel=1e-5)

@@ -1,0 +1,49 @@
+"""Resize against onnxruntime's operator matrix, over modes and scales."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.builders import operator_matrix, save, single_node_model, spectral_norm
+from lipaudit import audit
+
+CASES = [
+    # (mode, coordinate mode, nearest mode, input shape, scales)
+    ("nearest", "asymmetric", "floor", [1, 2, 3, 4], [1, 1, 2, 2]),
+    ("nearest", "half_pixel", "round_prefer_floor", [1, 1, 5, 4], [1, 1, 1.6, 2.5]),
+    ("nearest", "align_corners", "round_prefer_ceil", [1, 1, 4, 3], [1, 1, 2.5, 3]),
+    ("nearest", "pytorch_half_pixel", "floor", [1, 1, 6, 5], [1, 1, 0.5, 1.4]),
+    ("nearest", "tf_half_pixel_for_nn", "ceil", [1, 1, 3, 3], [1, 1, 2.2, 1.7]),
+    ("linear", "half_pixel", "round_prefer_floor", [1, 2, 4, 5], [1, 1, 2, 2]),
+    ("linear", "align_corners", "round_prefer_floor", [1, 1, 4, 3], [1, 1, 1.75, 2.5]),
+    ("linear", "asymmetric", "round_prefer_floor", [1, 1, 5, 4], [1, 1, 0.6, 1.5]),
+    ("linear", "pytorch_half_pixel", "round_prefer_floor", [1, 1, 3, 6], [1, 1, 3, 0.5]),
+]
+
+
+@pytest.mark.parametrize("mode,coordinates,nearest,shape,scales", CASES)
+def test_resize_factor_matches_the_operator(tmp_path, mode, coordinates, nearest, shape, scales):
+    inits = {"roi": np.zeros(0, np.float32), "scales": np.array(scales, np.float32)}
+    model = single_node_model("Resize", shape, inits, inputs=["x", "roi", "scales"], opset=13, mode=mode,
+                              coordinate_transformation_mode=coordinates, nearest_mode=nearest)
+    truth = spectral_norm(operator_matrix(model, shape))
+    layer = audit(str(save(model, tmp_path))).layers[0]
+    assert layer.status == "bounded" and layer.certified
+    assert layer.factor >= truth * (1 - 1e-6)
+    assert layer.factor == pytest.approx(truth, rel=1e-5)
+
+
+def test_upsample_opset_nine(tmp_path):
+    shape = [1, 2, 3, 3]
+    model = single_node_model("Upsample", shape, {"scales": np.array([1, 1, 2, 3], np.float32)}, opset=9,
+                              mode="nearest")
+    truth = spectral_norm(operator_matrix(model, shape))
+    assert audit(str(save(model, tmp_path))).layers[0].factor == pytest.approx(truth, rel=1e-6)
+
+
+def test_cubic_is_reported_unsupported(tmp_path):
+    inits = {"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 2, 2], np.float32)}
+    model = single_node_model("Resize", [1, 1, 4, 4], inits, inputs=["x", "roi", "scales"], opset=13, mode="cubic")
+    report = audit(str(save(model, tmp_path)))
+    assert report.network.unsupported and report.upper_bound is None
