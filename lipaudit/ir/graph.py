@@ -42,12 +42,20 @@ class Node(AttributeReader):
     attrs: dict[str, Any] = field(default_factory=dict)  # schema defaults filled in at load time
     domain: str = ""
     notes: list[str] = field(default_factory=list)  # what rewrites did to it, shown in the report
+    # Outer-scope values its subgraphs (If/Loop/Scan bodies) read: inputs in all but name.
+    implicit_inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.inputs = tuple(self.inputs)
         self.outputs = tuple(self.outputs)
+        self.implicit_inputs = tuple(self.implicit_inputs)
         if self.domain == "ai.onnx":
             self.domain = ""
+
+    @property
+    def all_inputs(self) -> tuple[str, ...]:
+        """The explicit inputs, then the outer-scope values its subgraphs read."""
+        return self.inputs + self.implicit_inputs
 
     @property
     def label(self) -> str:
@@ -111,8 +119,8 @@ class Graph:
         return None if found is None else found.shape
 
     def variable_inputs(self, node: Node) -> list[str]:
-        """The inputs that depend on the network input (the ones a Lipschitz factor applies to)."""
-        return [name for name in node.inputs if name and not self.is_const(name)]
+        """The inputs (subgraph reads included) that depend on the network input, one per position."""
+        return [name for name in node.all_inputs if name and not self.is_const(name)]
 
     def producer(self, name: str) -> Node | None:
         return self._producer.get(name)
@@ -153,7 +161,7 @@ class Graph:
 
     def parameter_count(self) -> int:
         """Entries of the constants the nodes read (weights left behind by rewrites do not count)."""
-        used = {name for node in self.nodes for name in node.inputs if name}
+        used = {name for node in self.nodes for name in node.all_inputs if name}
         return int(sum(self.values[name].const.size for name in used
                        if name in self.values and self.values[name].const is not None))
 
@@ -198,9 +206,11 @@ class Graph:
         self._listed = None
         self._unlink(node)
 
-    def set_inputs(self, node: Node, inputs: Iterable[str]) -> None:
+    def set_inputs(self, node: Node, inputs: Iterable[str], implicit: Iterable[str] | None = None) -> None:
         self._unlink_inputs(node)
         node.inputs = tuple(inputs)
+        if implicit is not None:
+            node.implicit_inputs = tuple(implicit)
         self._link_inputs(node)
 
     def set_input(self, node: Node, index: int, name: str) -> None:
@@ -220,7 +230,8 @@ class Graph:
     def replace_uses(self, old: str, new: str) -> None:
         """Every read of ``old`` (by nodes and as a graph output) reads ``new`` instead."""
         for node in list(self._consumers.get(old, {})):
-            self.set_inputs(node, [new if name == old else name for name in node.inputs])
+            self.set_inputs(node, [new if name == old else name for name in node.inputs],
+                            [new if name == old else name for name in node.implicit_inputs])
         self.outputs = [new if name == old else name for name in self.outputs]
 
     def remove_unused(self) -> bool:
@@ -229,7 +240,7 @@ class Graph:
         dead: list[Node] = []
         for node in reversed(self.nodes):
             if any(out in needed for out in node.outputs):
-                needed.update(name for name in node.inputs if name)
+                needed.update(name for name in node.all_inputs if name)
             else:
                 dead.append(node)
         for node in dead:
@@ -242,7 +253,7 @@ class Graph:
         assert producers == self._producer, "producer map is stale"
         consumers: dict[str, set[int]] = {}
         for node in self.nodes:
-            for name in node.inputs:
+            for name in node.all_inputs:
                 if name:
                     consumers.setdefault(name, set()).add(id(node))
         linked = {name: {id(n) for n in readers} for name, readers in self._consumers.items() if readers}
@@ -263,12 +274,12 @@ class Graph:
         self._unlink_inputs(node)
 
     def _link_inputs(self, node: Node) -> None:
-        for name in node.inputs:
+        for name in node.all_inputs:
             if name:
                 self._consumers.setdefault(name, {})[node] = None
 
     def _unlink_inputs(self, node: Node) -> None:
-        for name in node.inputs:
+        for name in node.all_inputs:
             readers = self._consumers.get(name)
             if readers is not None:
                 readers.pop(node, None)

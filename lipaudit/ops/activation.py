@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ir import Node
-from .context import RuleContext, RuleInputError, broadcast_copies
+from .context import RuleContext
 from .factor import Factor
 from .registry import Op, register
 from .runtime import Env
@@ -34,6 +34,7 @@ class Activation(Op):
     """f applied entrywise, with slope in ``slopes`` = (lo, hi) everywhere."""
 
     family = FAMILY
+    elementwise = True
     slopes: ClassVar[tuple[float, float]] = (0.0, 1.0)
     fn: ClassVar[Callable[[Tensor], Tensor]]
 
@@ -54,6 +55,7 @@ class SlopeWithinOne(Activation):
 
 @register
 class Relu(SlopeWithinOne):
+    exact_in_float = True
     fn = staticmethod(torch.relu)
 
 
@@ -74,12 +76,14 @@ class Softsign(SlopeWithinOne):
 
 @register
 class Abs(SlopeWithinOne):
+    exact_in_float = True
     slopes = (-1.0, 1.0)
     fn = staticmethod(torch.abs)
 
 
 @register
 class Neg(SlopeWithinOne):
+    exact_in_float = True
     slopes = (-1.0, -1.0)
     fn = staticmethod(torch.neg)
 
@@ -253,21 +257,16 @@ class PRelu(Activation):
 @register
 class Clip(Activation):
     summary = "1 in x; a variable min/max weighs √(output entries it feeds)"
+    exact_in_float = True
+    data_inputs = None
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         # |Δy_i| ≤ max(|Δx_i|, |Δmin_i|, |Δmax_i|) entrywise (after broadcasting), so
-        # ‖Δy‖² ≤ Σ over the variable inputs of ‖Δ(broadcast input)‖².
+        # ‖Δy‖² ≤ Σ over the variable inputs of ‖Δ(broadcast input)‖²; the composer adds the copies.
         positions = [i for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
         if positions == [0]:
             return Factor.constant(1.0, "closed-form")
-        out_shape = ctx.output_shape(node)
-        weights = []
-        for i in positions:
-            shape = ctx.graph.shape(node.inputs[i])
-            if shape is None:
-                raise RuleInputError(f"the shape of input '{node.inputs[i]}' of Clip '{node.name}' is unknown")
-            weights.append(float(np.sqrt(broadcast_copies(tuple(shape), out_shape))))
-        return Factor.constant(max(weights), "closed-form", combine="rss", input_weights=weights,
+        return Factor.constant(1.0, "closed-form", combine="rss", input_weights=[1.0] * len(positions),
                                note="a variable min/max moves every output it is broadcast to")
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..ir import Node
-from .context import RuleContext, broadcast_copies, broadcast_gain
+from .context import RuleContext, broadcast_gain
 from .factor import Factor
 from .registry import Op, register
 from .runtime import Env, same_kind
@@ -21,15 +21,14 @@ from .runtime import Env, same_kind
 FAMILY = "arithmetic"
 
 
-def _copy_weights(node: Node, ctx: RuleContext) -> list[float]:
-    """√(copies) of each variable input in the output."""
-    out_shape = ctx.output_shape(node)
-    return [float(np.sqrt(broadcast_copies(ctx.known_shape(node, name), out_shape)))
-            for name in ctx.graph.variable_inputs(node)]
+def _unit_weights(node: Node, ctx: RuleContext) -> list[float]:
+    """Weight 1 for each variable input; the composer multiplies in √(copies) where one broadcasts."""
+    return [1.0] * len(ctx.graph.variable_inputs(node))
 
 
 class Binary(Op):
     family = FAMILY
+    elementwise = True
     fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
@@ -38,11 +37,11 @@ class Binary(Op):
 
 class Summing(Binary):
     summary = "sum of the inputs' bounds (√copies where an input broadcasts)"
+    data_inputs = None
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         """L(out) ≤ Σ √copies_i · L(x_i); constants only shift the output."""
-        weights = _copy_weights(node, ctx)
-        return Factor.constant(max(weights, default=1.0), "closed-form", input_weights=weights)
+        return Factor.constant(1.0, "closed-form", input_weights=_unit_weights(node, ctx))
 
 
 @register
@@ -73,6 +72,8 @@ class Sum(Summing):
 class Mul(Binary):
     summary = "max |c| for a constant c (with broadcasting); two variables: unbounded"
     data_inputs = None
+    elementwise = False
+    resizes = True  # broadcast_gain counts the copies of x with their coefficients
     fn = staticmethod(torch.mul)
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -87,6 +88,8 @@ class Mul(Binary):
 @register
 class Div(Binary):
     summary = "x / c: 1 / min |c|; c / x or two variables: unbounded"
+    elementwise = False
+    resizes = True  # broadcast_gain counts the copies of x with their coefficients
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         numerator, denominator = node.inputs[:2]
@@ -131,12 +134,14 @@ class Pow(Binary):
 class Extreme(Op):
     family = FAMILY
     summary = "elementwise max/min: √(Σ L²) of the variable inputs"
+    elementwise = True
+    exact_in_float = True
+    data_inputs = None
     fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         # |max(a,b) − max(a',b')| ≤ max(|Δa|, |Δb|), so ‖Δ‖² ≤ Σ ‖Δ input‖²; a constant clips like ReLU.
-        weights = _copy_weights(node, ctx)
-        return Factor.constant(max(weights, default=1.0), "closed-form", combine="rss", input_weights=weights)
+        return Factor.constant(1.0, "closed-form", combine="rss", input_weights=_unit_weights(node, ctx))
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return _fold(type(self).fn, args)

@@ -32,6 +32,7 @@ def _dense(ctx: RuleContext, matrix: np.ndarray, scale: float = 1.0) -> Factor:
 @register
 class Gemm(Op):
     family = FAMILY
+    resizes = True
     summary = "|alpha|·‖B‖₂ (or ‖A‖₂ when B is the variable); method per --method"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -84,6 +85,7 @@ def _stacked_weights(const: np.ndarray, var_batch: int, out_batch: tuple[int, ..
 @register
 class MatMul(Op):
     family = FAMILY
+    resizes = True
     summary = "‖W‖₂ of the constant side (batched: largest block); two variables: unbounded"
     data_inputs = None
 
@@ -118,6 +120,7 @@ class MatMul(Op):
 
 class Convolution(Op):
     family = FAMILY
+    resizes = True
     transposed = False
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:

@@ -35,6 +35,7 @@ def _channel_view(t: Tensor, rank: int) -> Tensor:
 @register
 class BatchNormalization(Op):
     family = FAMILY
+    resizes = True  # a variable bias or mean weighs √(positions of its channel)
     summary = "max |γ/√(var+ε)| (folded into a preceding Conv/Gemm when possible)"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -43,7 +44,11 @@ class BatchNormalization(Op):
         scale, var = ctx.const_input(node, 1), ctx.const_input(node, 4)
         if scale is None or var is None:
             return Factor.unbounded("BatchNormalization with variable scale or variance")
-        multiplier = batchnorm_scale(scale, var, node.attr_float("epsilon"))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            multiplier = batchnorm_scale(scale, var, node.attr_float("epsilon"))
+        if not np.all(np.isfinite(multiplier)):
+            return Factor.unbounded("BatchNormalization divides by √(var + ε), which is 0 (or not a number) for "
+                                    "some channel")
         gain = float(np.abs(multiplier).max(initial=0.0)) * (1 + 1e-12)
         # A variable bias or mean is added at every position of its channel: √(positions) copies.
         out_shape = ctx.output_shape(node)
@@ -51,6 +56,10 @@ class BatchNormalization(Op):
         per_input = {0: gain, 2: copies, 3: gain * copies}
         weights = [per_input[i] for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
         return Factor.constant(gain, "closed-form", input_weights=weights)
+
+    def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
+        statistics = Factor.unbounded("BatchNormalization's running statistics are computed in training mode")
+        return [self.bound(node, ctx)] + [statistics] * (len(node.outputs) - 1)
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         if node.attr_int("training_mode", 0) or any(node.outputs[1:]):
@@ -69,6 +78,7 @@ def _bias_copies(ctx: RuleContext, node: Node, name: str) -> float:
 
 class DataNormalization(Op):
     family = FAMILY
+    resizes = True  # a variable bias weighs √(outputs per entry)
     summary = "max|γ|/√ε: a sound global bound, usually huge (reported with a warning)"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -77,6 +87,9 @@ class DataNormalization(Op):
         if scale is None:
             return Factor.unbounded(f"{node.op_type} with a variable scale multiplies two variable values")
         epsilon = node.attr_float("epsilon")
+        if not epsilon > 0:
+            return Factor.unbounded(f"{node.op_type} with ε = {epsilon:g} divides by a standard deviation that "
+                                    "can be 0: its slope is unbounded near a constant input")
         value = float(np.abs(scale).max(initial=0.0)) / math.sqrt(epsilon) * (1 + 1e-12)
         weights = [value if i == 0 else _bias_copies(ctx, node, name)
                    for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
@@ -103,6 +116,26 @@ class InstanceNormalization(DataNormalization):
 
 @register
 class LayerNormalization(DataNormalization):
+    def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
+        """Y, then Mean (a mean of k entries: 1/√k) and InvStdDev = 1/√(var + ε) of each group.
+
+        ∇(var + ε)^(−1/2) = −(x − μ)/(k·(var + ε)^(3/2)), of norm √var/(√k·(var + ε)^(3/2)), largest
+        at var = ε/2: 2/(3√3·ε·√k). Groups are disjoint, so that is the factor of the whole output.
+        """
+        factors = [self.bound(node, ctx)]
+        if len(node.outputs) > 1:
+            shape = ctx.input_shape(node)
+            k = math.prod(shape[positive_axis(node.attr_int("axis"), len(shape)):])
+            factors.append(Factor.constant(1 / math.sqrt(k), "closed-form", note=f"mean of {k} entries"))
+        if len(node.outputs) > 2:
+            epsilon = node.attr_float("epsilon")
+            if epsilon <= 0:
+                factors.append(Factor.unbounded("1/√var has unbounded slope when ε = 0"))
+            else:
+                k = math.prod(shape[positive_axis(node.attr_int("axis"), len(shape)):])
+                factors.append(Factor.constant(2 / (3 * math.sqrt(3) * epsilon * math.sqrt(k)), "closed-form"))
+        return factors
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, scale = args[0], args[1]
         bias = args[2] if len(args) > 2 else None

@@ -49,6 +49,8 @@ def _crop_to(t: Tensor, outs: Sequence[int]) -> Tensor:
 @register
 class MaxPool(Op):
     family = FAMILY
+    resizes = True  # the multiplicity counts every window an entry falls in
+    exact_in_float = True
     summary = "√(most windows one input falls in) = √Π⌈k/(s/gcd(s,d))⌉"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -56,6 +58,10 @@ class MaxPool(Op):
         # |max a − max b| ≤ ‖a − b‖ per window; summing over windows counts each input ≤ m times.
         m = geometry.multiplicity()
         return Factor.constant(math.sqrt(m), "closed-form", note=f"each input in at most {m} windows")
+
+    def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
+        indices = Factor.unbounded("MaxPool's Indices output is a step function of the input (it jumps)")
+        return [self.bound(node, ctx), indices][: max(1, len(node.outputs))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -98,6 +104,7 @@ def _window_sum(t: Tensor, geometry: WindowGeometry, node: Node) -> Tensor:
 @register
 class AveragePool(Op):
     family = FAMILY
+    resizes = True
     summary = "a linear operator at the input shape (count_include_pad honoured)"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -144,6 +151,7 @@ class GlobalAveragePool(Op):
 @register
 class GlobalMaxPool(Op):
     family = FAMILY
+    exact_in_float = True
     identity = True
     summary = "1 (max over all positions of a channel)"
 

@@ -39,12 +39,30 @@ class Op:
     # input (a shape, an index, a bias) needs its own weight in Factor.input_weights, or the node
     # cannot be bounded.
     data_inputs: ClassVar[tuple[int, ...] | None] = (0,)
+    # Each output entry depends on the matching entry of each input after numpy broadcasting: the
+    # composer multiplies an input's weight by √(copies) when the output is larger than that input.
+    elementwise: ClassVar[bool] = False
+    # The rule's factor already covers an output larger than an input (a convolution, a padding, a
+    # copy). Any other op whose output outgrows a variable input cannot be bounded: the composer
+    # checks this, so a new rule cannot forget the copies.
+    resizes: ClassVar[bool] = False
+    # Moves, selects or compares entries: evaluating it in float32 adds no rounding, so its factor
+    # needs no float32 safety margin.
+    exact_in_float: ClassVar[bool] = False
 
     def bound(self, node: Node, ctx: "RuleContext") -> Factor:
-        """The node's Lipschitz factor. Raise ValueError (or RuleInputError) when it cannot be read."""
+        """The factor of output 0. Raise ValueError (or RuleInputError) when the node cannot be read."""
         if self.identity:
             return Factor.constant(1.0, "identity")
         raise NotImplementedError
+
+    def bound_outputs(self, node: Node, ctx: "RuleContext") -> list[Factor]:
+        """One factor per output. An output the op says nothing about is unknown: it never inherits
+        the first output's factor."""
+        factors = [self.bound(node, ctx)]
+        for index, name in enumerate(node.outputs[1:], 1):
+            factors.append(Factor.unknown(f"output {index} ('{name}') of {node.op_type} has no rule"))
+        return factors
 
     def run(self, env: "Env", node: Node, args: list[Any]) -> Any:
         """The node's outputs on torch tensors (one tensor, or a list for several outputs)."""

@@ -93,6 +93,7 @@ class ResizeMode:
 
 class Resizing(Op):
     family = FAMILY
+    resizes = True
     summary = ("product over axes of each axis's interpolation-matrix norm "
                "(nearest: √(most copies); linear: exact SVD)")
     scales_input = 1  # the input index of the scales (None: an attribute)

@@ -26,12 +26,14 @@ FAMILY = "structural"
 class Permutation(Op):
     family = FAMILY
     identity = True
+    exact_in_float = True
     summary = "1 (a permutation or relabelling of entries)"
 
 
 class Selection(Op):
     family = FAMILY
     identity = True
+    exact_in_float = True
     summary = "≤ 1 (keeps a subset of entries; each output on its own)"
 
 
@@ -91,6 +93,31 @@ class Unsqueeze(Permutation):
 
 @register
 class Dropout(Permutation):
+    """Inference mode copies its input and outputs a constant all-true mask; training mode is random."""
+
+    summary = "1 in inference mode (the mask output is constant); training mode: unsupported (random)"
+
+    def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
+        why = self.training(node, ctx)
+        if why:
+            return [Factor.unknown(why)] * len(node.outputs)
+        mask = Factor.constant(0.0, "closed-form", note="the mask is constant in inference mode")
+        return [Factor.constant(1.0, "identity"), mask][: max(1, len(node.outputs))]
+
+    def training(self, node: Node, ctx: RuleContext) -> str:
+        """Why the node may drop entries at random ("" when it is in inference mode)."""
+        if ctx.opset(node) < 7:
+            return "" if node.attr_int("is_test", 0) else "Dropout with is_test=0 is random (training mode)"
+        if ctx.opset(node) < 12 or len(node.inputs) < 3 or not node.inputs[2]:
+            return ""
+        training = ctx.const_input(node, 2)
+        if training is None:
+            return "Dropout's training_mode is computed from the network input"
+        ratio = ctx.const_input(node, 1) if len(node.inputs) > 1 and node.inputs[1] else np.float32(0.5)
+        if not bool(np.asarray(training).ravel()[0]) or (ratio is not None and float(np.asarray(ratio).ravel()[0]) == 0):
+            return ""
+        return "Dropout in training mode drops entries at random, so it is no fixed function"
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         training = args[2] if len(args) > 2 else None
@@ -155,6 +182,9 @@ class Slice(Selection):
 
 @register
 class Split(Selection):
+    def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
+        return [Factor.constant(1.0, "identity") for _ in node.outputs]
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         axis = positive_axis(node.attr_int("axis"), x.dim())
@@ -176,6 +206,8 @@ class Concat(Op):
     family = FAMILY
     summary = "√(Σ L²) of the variable inputs"
     data_inputs = None
+    resizes = True  # each input fills its own part of the output
+    exact_in_float = True
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         return Factor.constant(1.0, "closed-form", combine="rss")
@@ -191,6 +223,8 @@ class Concat(Op):
 class Copying(Op):
     family = FAMILY
     summary = "√(copies of each entry)"
+    resizes = True
+    exact_in_float = True
 
     def copies(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
         raise NotImplementedError
@@ -223,6 +257,8 @@ class Tile(Copying):
 class Gather(Op):
     family = FAMILY
     summary = "constant indices: √(most repeats of one index); variable indices: unbounded"
+    resizes = True  # counts the repeats of each index
+    exact_in_float = True
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         data, indices = node.inputs[:2]
@@ -251,6 +287,9 @@ class Pad(Op):
 
     family = FAMILY
     summary = "constant mode: 1; reflect/edge/wrap: √(most copies of one entry)"
+    data_inputs = None
+    resizes = True
+    exact_in_float = True
 
     def amounts(self, node: Node, ctx: RuleContext, rank: int) -> tuple[list[int], list[int]]:
         return list(node.attr_ints("pads")), list(range(rank))
@@ -260,9 +299,11 @@ class Pad(Op):
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         mode = node.attr_str("mode")
-        data = node.inputs[0]
         value = self.fill_input(node)
+        positions = [i for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
         if mode == "constant" and (not value or ctx.graph.is_const(value)):
+            if positions != [0]:
+                raise RuleInputError(f"the pads or axes of Pad '{node.name}' are computed from the network input")
             return Factor.constant(1.0, "closed-form")
         shape = ctx.input_shape(node)
         pads, axes = self.amounts(node, ctx, len(shape))
@@ -274,17 +315,27 @@ class Pad(Op):
                 kept[axis] = max(0, shape[axis] + min(pads[i], 0) + min(pads[i + half], 0))
                 out[axis] = shape[axis] + pads[i] + pads[i + half]
             filled = int(np.prod(out)) - int(np.prod(kept))
-            weights = [1.0 if name == data else math.sqrt(filled) for name in ctx.graph.variable_inputs(node)]
+            # By position: a fill value that is the data tensor itself still fills every padded entry.
+            weights = [self._constant_mode_weight(node, i, filled) for i in positions]
             return Factor.constant(1.0, "closed-form", input_weights=weights,
                                    note=f"the variable fill value is copied into {filled} positions")
         copies = 1
         for i, axis in enumerate(axes):
             copies *= pad_multiplicity(shape[axis], pads[i], pads[i + half], mode)
         factor = math.sqrt(copies)
+        if any(i not in (0, 2) for i in positions):
+            raise RuleInputError(f"the pads or axes of Pad '{node.name}' are computed from the network input")
         # Only constant mode reads the fill value.
-        weights = [factor if name == data else 0.0 for name in ctx.graph.variable_inputs(node)]
+        weights = [factor if i == 0 else 0.0 for i in positions]
         return Factor.constant(factor, "closed-form", input_weights=weights,
                                note=f"{mode} padding copies an entry up to {copies}×")
+
+    def _constant_mode_weight(self, node: Node, position: int, filled: int) -> float:
+        if position == 0:
+            return 1.0
+        if node.inputs[position] == self.fill_input(node) and position >= 2:
+            return math.sqrt(filled)
+        raise RuleInputError(f"the pads or axes of Pad '{node.name}' are computed from the network input")
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -346,6 +397,8 @@ def _cast_to(env: Env, node: Node, x: Tensor, onnx_type: int) -> Tensor:
 
 class Casting(Op):
     family = FAMILY
+    elementwise = True
+    exact_in_float = True
     summary = "to float32/float64: 1; to integers, bool or 16-bit floats: unbounded (rounding)"
 
     def target(self, node: Node, ctx: RuleContext) -> int:

@@ -23,7 +23,10 @@ def _bn_parameters(graph: Graph, bn: Node) -> tuple[np.ndarray, np.ndarray] | No
     scale, bias, mean, var = (np.asarray(p, np.float64) for p in parts)
     if scale.ndim != 1 or not bn.attr_int("spatial", 1):
         return None  # opset < 9 spatial=0: statistics per activation, not per channel
-    multiplier = batchnorm_scale(scale, var, bn.attr_float("epsilon"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        multiplier = batchnorm_scale(scale, var, bn.attr_float("epsilon"))
+    if not np.all(np.isfinite(multiplier)):
+        return None  # a division by zero: left to the BatchNormalization rule, which says so
     return multiplier, bias - mean * multiplier
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.builders import save, session
 from lipaudit import audit
+from lipaudit.compose import FLOAT32_MARGIN
 
 RTOL = 1e-5  # the truth comes from float32 onnxruntime outputs
 CERT_SLACK = 1e-6  # a certified factor may sit below the float32 truth by rounding only
@@ -25,6 +26,16 @@ def run_audit(model: onnx.ModelProto, directory, method: str = "auto", name: str
     """Audit an in-memory model; shape inference first fills in the output types onnx.checker wants."""
     path = save(onnx.shape_inference.infer_shapes(model), directory, name)
     return audit(str(path), method=method)
+
+
+def with_margin(value: float) -> float:
+    """A certified factor of an op that does float arithmetic: the closed form plus the float32 margin."""
+    return value * (1 + FLOAT32_MARGIN)
+
+
+def is_closed_form(value: float, expected: float, rel: float = 1e-12) -> bool:
+    """``value`` is ``expected`` itself (ops exact in float32) or with the float32 margin."""
+    return value == pytest.approx(expected, rel=rel) or value == pytest.approx(with_margin(expected), rel=rel)
 
 
 def top_singular_value(matrix: np.ndarray) -> float:

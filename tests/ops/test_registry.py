@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from lipaudit.cli.app import app
-from lipaudit.compose import analyze_node
+from lipaudit.compose import node_factors
 from lipaudit.execute import Executor, can_execute, supported_ops
 from lipaudit.ir import Graph, Node, Value
 from lipaudit.ops import DuplicateOpError, Factor, Op, RuleContext, all_ops, lookup, register, unregister
@@ -66,7 +66,7 @@ def toy_op():
 def test_a_toy_op_is_seen_by_the_rules_the_executor_and_the_ops_listing(toy_op) -> None:
     graph = Graph([Node("t", "Triple", ("x",), ("y",), domain="lipaudit.test")], {"x": Value("x", (1, 4))},
                   ["x"], ["y"], opset=17, opset_imports={"": 17, "lipaudit.test": 1})
-    assert analyze_node(graph.nodes[0], RuleContext(graph)).value == 3.0
+    assert node_factors(graph.nodes[0], RuleContext(graph))[0].value == pytest.approx(3.0, rel=1e-5)
     assert can_execute(graph.nodes[0]) and ("lipaudit.test", "Triple") in supported_ops()
     (y,) = Executor(graph)(torch.ones(1, 4))
     np.testing.assert_array_equal(y.numpy(), np.full((1, 4), 3.0, np.float32))

@@ -1,0 +1,98 @@
+"""Each node's factors, one per output, with the checks every rule gets whether or not it thinks of them.
+
+* Side inputs: a variable input the rule does not bound makes the node unknown.
+* Copies: when an output has more entries than a variable input, each entry of that input shows
+  up several times. Elementwise ops get √(copies) on that input's weight; an op whose rule does
+  not say it accounts for the growth cannot be bounded.
+* Float32: the runtime evaluates in float32, with weights and scales rounded to float32; every
+  certified factor of an op that does arithmetic gets a relative margin of a few float32 ulps, so
+  that no certified figure sits below a Jacobian the runtime computes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from ..ir import Node
+from ..ops import Factor, Op, RuleContext, RuleInputError, resolve
+
+# 8 float32 ulps (2⁻²⁰ ≈ 9.5e-7): rounding of weights, scales and interpolation coefficients to
+# float32 moves an operator norm by a few ulps relative.
+FLOAT32_MARGIN = 2.0**-20
+
+
+def variable_positions(node: Node, ctx: RuleContext) -> list[int]:
+    """Positions in ``node.all_inputs`` that depend on the network input (an aliased input counts at
+    each position where it appears)."""
+    return [i for i, name in enumerate(node.all_inputs) if name and not ctx.graph.is_const(name)]
+
+
+def node_factors(node: Node, ctx: RuleContext) -> list[Factor]:
+    """One factor per output of ``node``; never raises for a node it cannot bound (that is unknown)."""
+    op = resolve(node, ctx.opset(node))
+    if op is None:
+        return [Factor.unknown(f"no rule for {node.label}")] * max(1, len(node.outputs))
+    try:
+        factors = op.bound_outputs(node, ctx)
+    except (RuleInputError, ValueError, KeyError, IndexError, TypeError, ZeroDivisionError, OverflowError) as error:
+        return [Factor.unknown(f"{node.op_type} could not be analysed: {error}")] * max(1, len(node.outputs))
+    return [_checked(op, node, index, factor, ctx) for index, factor in enumerate(factors)]
+
+
+def _checked(op: Op, node: Node, index: int, factor: Factor, ctx: RuleContext) -> Factor:
+    if factor.status != "bounded":
+        return factor
+    positions = variable_positions(node, ctx)
+    names = node.all_inputs
+    if factor.input_weights is None:
+        for position in positions:
+            if position >= len(node.inputs) or (op.data_inputs is not None and position not in op.data_inputs):
+                return Factor.unknown(f"input {position} ('{names[position]}') of {node.op_type} is computed from "
+                                      "the network input, and the rule only bounds its data input")
+        weights = [float(factor.value)] * len(positions)
+    else:
+        weights = list(factor.input_weights)
+    if len(weights) != len(positions):
+        return Factor.unknown(f"the rule for {node.op_type} gives {len(weights)} input weights for "
+                              f"{len(positions)} variable inputs")
+    try:
+        weights = _with_copies(op, node, index, positions, weights, ctx)
+    except _Outgrown as why:
+        return Factor.unknown(str(why))
+    if factor.certified and not op.exact_in_float:
+        weights = [w * (1 + FLOAT32_MARGIN) for w in weights]
+        value = None if factor.value is None else factor.value * (1 + FLOAT32_MARGIN)
+        return replace(factor, value=value, input_weights=weights)
+    return replace(factor, input_weights=weights)
+
+
+class _Outgrown(Exception):
+    pass
+
+
+def _with_copies(op: Op, node: Node, index: int, positions: list[int], weights: list[float],
+                 ctx: RuleContext) -> list[float]:
+    if op.resizes:
+        return weights
+    out_name = node.outputs[index]
+    out_shape = ctx.graph.shape(out_name)
+    known = out_shape is not None and all(d is not None and d >= 0 for d in out_shape)
+    if not known:
+        if op.elementwise:
+            raise _Outgrown(f"the shape of output '{out_name}' of {node.op_type} '{node.name}' is unknown")
+        return weights
+    out_size = math.prod(out_shape)
+    scaled = []
+    names = node.all_inputs
+    for position, weight in zip(positions, weights):
+        in_size = math.prod(ctx.known_shape(node, names[position]))
+        if out_size <= in_size or weight == 0.0:
+            scaled.append(weight)
+        elif op.elementwise:
+            scaled.append(weight * math.sqrt(out_size / max(in_size, 1)))
+        else:
+            raise _Outgrown(f"output '{out_name}' of {node.op_type} has {out_size} entries, more than the "
+                            f"{in_size} of its input '{names[position]}', and its rule does not account for "
+                            "the copies")
+    return scaled
