@@ -10,7 +10,7 @@ import torch
 from .compose import compose
 from .errors import ExecutionError, UsageError
 from .execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS, empirical_lower_bound
-from .execute.verify import AUTO_MAX_PARAMETERS
+from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes
 from .execute.verify import verify as run_verification
 from .ir import Graph, Node
 from .load import LoadedModel, load_model
@@ -46,11 +46,12 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     except ValueError as error:
         raise UsageError(str(error), hint="use --device auto, cpu or cuda") from error
     started = time.perf_counter()
-    loaded = load_model(path, parse_input_shapes(input_shape))
+    loaded = load_model(path, parse_input_shapes(input_shape), seed=seed, probe=verify is not False)
     graph = run_passes(loaded.graph)
     loaded_at = time.perf_counter()
-    notices = [device_notice] if device_notice else []
-    verification = _verify(graph, loaded, verify, seed, torch_device)  # raises VerificationError on a mismatch
+    notices = ([device_notice] if device_notice else []) + loaded.notices
+    verification = _verify(graph, loaded, verify, torch_device, notices)  # raises VerificationError on a mismatch
+    loaded.probe = None  # the runtime's values are no longer needed: free them before the analysis
     verified_at = time.perf_counter()
     if not verification.checked and verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
@@ -81,12 +82,14 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
                         verification=verification, max_lipschitz=max_lipschitz, timings=timings, notices=notices)
 
 
-def _verify(graph: Graph, loaded: LoadedModel, requested: bool | None, seed: int,
-            device: torch.device) -> Verification:
+def _verify(graph: Graph, loaded: LoadedModel, requested: bool | None, device: torch.device,
+            notices: list[str]) -> Verification:
     if requested is False:
         return skipped("turned off (--no-verify)")
     parameters = graph.parameter_count()
     if requested is None and parameters >= AUTO_MAX_PARAMETERS:
         return skipped(f"not run by default for {parameters / 1e6:.0f}M parameters "
                        f"(≥ {AUTO_MAX_PARAMETERS // 1_000_000}M); ask for it with --verify")
-    return run_verification(graph, loaded.source, loaded.format, seed=seed, device=device)
+    verification, shapes = run_verification(graph, loaded.probe, device=device, unavailable=loaded.probe_missing)
+    notices += apply_executed_shapes(graph, shapes)
+    return verification

@@ -97,6 +97,8 @@ class NetworkResult:
     gap: float | None = None
     unsupported: list[Blocker] = field(default_factory=list)
     unbounded: list[Blocker] = field(default_factory=list)
+    # The figure is for the function the model file computes: the IR was checked against the runtime.
+    verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,12 +147,13 @@ class Verification:
     max_abs_diff: float | None = None
     inputs: int = 0
     reference: str = ""
+    values: int = 0  # intermediate and output values compared with the runtime
 
     def to_dict(self) -> dict[str, Any]:
         if not self.checked:
             return {"checked": False, "reason": self.reason}
         return {"checked": True, "reference": self.reference, "max_abs_diff": self.max_abs_diff,
-                "inputs": self.inputs}
+                "inputs": self.inputs, "values": self.values}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Verification":
@@ -280,7 +283,7 @@ def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBoun
     result = NetworkResult(
         upper_bound=upper, certified=network.certified, complete=network.complete, lower_bound=lower_value,
         gap=upper / lower_value if upper is not None and lower_value else None,
-        unsupported=list(network.unsupported), unbounded=list(network.unbounded))
+        unsupported=list(network.unsupported), unbounded=list(network.unbounded), verified=verification.checked)
     return Report(tool=ToolInfo(), model=model, settings=settings, layers=layers, network=result,
                   threshold=threshold_verdict(upper, max_lipschitz), verification=verification, timings=timings,
                   notices=notices)

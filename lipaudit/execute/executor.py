@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ def _const_tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -
         return torch.as_tensor(np.array(array), device=device)
     if array.dtype.kind in "iu":
         return torch.as_tensor(np.array(array, dtype=np.int64), device=device)
-    raise TypeError(f"constant of dtype {array.dtype}")
+    raise ExecutionError(f"cannot execute with a constant of dtype {array.dtype}", node="", op="")
 
 
 def _runnable(node: Node, opset: int) -> Op | None:
@@ -86,8 +86,12 @@ class Executor:
     def input_names(self) -> list[str]:
         return list(self.graph.inputs)
 
-    def run(self, feeds: Mapping[str, Tensor | np.ndarray], *, keep: Iterable[str] = ()) -> dict[str, Tensor]:
-        """Graph outputs and the values named in ``keep``, by name."""
+    def run(self, feeds: Mapping[str, Tensor | np.ndarray], *, keep: Iterable[str] = (),
+            on_node: Callable[[Node, list[Any], list[Any]], None] | None = None) -> dict[str, Tensor]:
+        """Graph outputs and the values named in ``keep``, by name.
+
+        ``on_node(node, args, outputs)`` sees every node's inputs and outputs as they are computed.
+        """
         wanted = set(self.graph.outputs) | set(keep)
         values: dict[str, Tensor] = dict(self._consts)
         for name in self.graph.inputs:
@@ -108,6 +112,8 @@ class Executor:
                     raise ExecutionError(f"executing {node.op_type} '{node.name}' failed: {first}",
                                          node=node.name, op=node.op_type) from error
                 outputs = result if isinstance(result, (list, tuple)) else [result]
+                if on_node is not None:
+                    on_node(node, args, list(outputs))
                 for name, tensor in zip(node.outputs, outputs):
                     if name:
                         values[name] = tensor

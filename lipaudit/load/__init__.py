@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError
+from ..execute.probe import ProbeUnavailable, RuntimeProbe, apply_runtime_shapes, probe_onnx
 from ..ir import Graph
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -19,7 +20,9 @@ class LoadedModel:
     """A model read into the IR, with what it was read from.
 
     ``source`` is the format's own object (the ``onnx.ModelProto`` with the input shapes fixed, or
-    the loaded torch module): a reference runtime for checking that the IR computes the same function.
+    the loaded torch module). ``probe`` is one run of that model's own runtime, every intermediate
+    value kept: its shapes are already the IR's, and its values are what the IR is verified against;
+    ``probe_missing`` says why there is none.
     """
 
     graph: Graph
@@ -27,6 +30,9 @@ class LoadedModel:
     format: str
     sha256: str
     source: Any = None
+    probe: RuntimeProbe | None = None
+    probe_missing: str = ""
+    notices: list[str] = field(default_factory=list)
 
 
 def sniff_format(data: bytes) -> str:
@@ -44,16 +50,28 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
-    """Read a model into the IR, with schema defaults filled in and constants folded."""
+def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None, *, seed: int = 0,
+               probe: bool = True) -> LoadedModel:
+    """Read a model into the IR: shapes from one run of its runtime (``probe``, fed seeded random
+    inputs), then schema defaults filled in, constants folded and constant Ifs inlined."""
     from ..passes import load_time_passes
 
-    loaded = _read_model(Path(path), input_shapes or {})
+    loaded = _read_model(Path(path), input_shapes or {}, seed)
+    if loaded.format == "onnx":
+        try:
+            if not probe:
+                raise ProbeUnavailable("the model was not run (--no-verify)")
+            loaded.probe = probe_onnx(loaded.source, loaded.graph, seed)
+        except ProbeUnavailable as why:
+            loaded.probe_missing = str(why)
+            loaded.notices.append(f"shapes are ONNX inference's, not confirmed by a runtime: {why}")
+    if loaded.probe is not None:
+        loaded.notices += apply_runtime_shapes(loaded.graph, loaded.probe)
     load_time_passes().run(loaded.graph)
     return loaded
 
 
-def _read_model(path: Path, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+def _read_model(path: Path, shapes: dict[str, tuple[int, ...]], seed: int) -> LoadedModel:
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file", hint="check the path")
     if path.is_dir():
@@ -72,7 +90,7 @@ def _read_model(path: Path, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
     if kind == "empty":
         raise ModelLoadError(f"{path} is empty", hint="the export may have failed; export the model again")
     if kind == "zip":
-        return _load_torch_archive(data, path, digest, shapes)
+        return _load_torch_archive(data, path, digest, shapes, seed)
     if kind == "pickle":
         raise ModelLoadError(f"{path} is a Python pickle (torch.save); lipaudit never unpickles files",
                              hint="export a graph: torch.onnx.export, torch.jit.save or torch.export.save")
@@ -80,7 +98,8 @@ def _read_model(path: Path, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
                          hint="pass an ONNX model (.onnx), a TorchScript file (.pt) or a torch.export archive (.pt2)")
 
 
-def _load_torch_archive(data: bytes, path: Path, digest: str, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+def _load_torch_archive(data: bytes, path: Path, digest: str, shapes: dict[str, tuple[int, ...]],
+                        seed: int) -> LoadedModel:
     """TorchScript and torch.export archives; torch.save zips are refused with what they hold."""
     from .torch_files import TORCH_EXPORT, TORCH_SAVE, TORCHSCRIPT, archive_kind, archive_members, refuse_torch_save
 
@@ -90,13 +109,13 @@ def _load_torch_archive(data: bytes, path: Path, digest: str, shapes: dict[str, 
         from .torchscript import load_torchscript
 
         traced = any(name.endswith("/traced_inputs.pkl") for name in members)
-        graph, module = load_torchscript(data, path, shapes, traced_inputs=traced)
-        return LoadedModel(graph, path, "torchscript", digest, source=module)
+        graph, module, probe = load_torchscript(data, path, shapes, traced_inputs=traced, seed=seed)
+        return LoadedModel(graph, path, "torchscript", digest, source=module, probe=probe)
     if kind == TORCH_EXPORT:
         from .torch_export import load_torch_export
 
-        graph, module = load_torch_export(data, path, shapes)
-        return LoadedModel(graph, path, "torch.export", digest, source=module)
+        graph, module, probe = load_torch_export(data, path, shapes, seed=seed)
+        return LoadedModel(graph, path, "torch.export", digest, source=module, probe=probe)
     if kind == TORCH_SAVE:
         refuse_torch_save(data, path)
     raise ModelLoadError(f"{path} is a zip archive, but not one written by torch.jit.save, torch.export.save "

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 import onnx
-from onnx import external_data_helper, helper, numpy_helper, shape_inference
+from onnx import external_data_helper, shape_inference
 
 from ..errors import ModelLoadError
-from ..ir import Graph, Node, Value, decode_attribute
+from ..ir import Graph, Value
 from ..shapes import resolve_input_shapes
+from .onnx_graph import check_size, ir_nodes, non_finite_initializers
 
 MIN_OPSET = 6
 MAX_OPSET = 23
@@ -77,62 +75,51 @@ def _set_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
             shape_proto.dim.add().dim_value = d
 
 
-def _constant_node_value(node: onnx.NodeProto) -> np.ndarray:
-    attr = node.attribute[0]
-    if attr.name == "value":
-        return numpy_helper.to_array(attr.t)
-    if attr.name == "sparse_value":
-        return numpy_helper.to_array(onnx.numpy_helper.to_array(attr.sparse_tensor))
-    scalar = helper.get_attribute_value(attr)
-    dtype = np.float32 if attr.name.startswith("value_float") else np.int64
-    return np.asarray(scalar, dtype=dtype)
-
-
-def _shapes_from_inference(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as error:  # inference raises InferenceError or a RuntimeError from C++
         raise ModelLoadError(f"ONNX shape inference failed: {str(error).strip().splitlines()[0]}",
                              hint="check --input-shape against what the model expects") from error
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    graph = inferred.graph
+
+
+def value_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
+    """The shapes a graph's value infos declare (-1 for a dimension they leave open)."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for value_info in list(graph.input) + list(graph.value_info) + list(graph.output):
         tensor_type = value_info.type.tensor_type
         if not tensor_type.HasField("shape"):
             continue
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
-        shapes[value_info.name] = tuple(dims)
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
+        if all(d >= 0 for d in dims):
+            check_size(value_info.name, dims)
+        shapes[value_info.name] = dims
     return shapes
 
 
 def load_onnx(data: bytes, path: Path,
               input_shapes: dict[str, tuple[int, ...]]) -> tuple[Graph, onnx.ModelProto]:
-    """The IR, and the ModelProto (external data loaded, input shapes fixed) it was read from."""
+    """The IR, and the ModelProto (external data loaded, input shapes fixed) it was read from.
+
+    Shapes here are ONNX inference's; the pipeline replaces them with the runtime's where it can.
+    """
     model = parse_model(data, path)
     opset = model_opset(model)
     shapes = resolve_input_shapes(_declared_inputs(model.graph), input_shapes)
+    for name, shape in shapes.items():
+        check_size(name, shape)
+    corrupt = non_finite_initializers(model.graph)
+    if corrupt is not None:
+        raise ModelLoadError(f"initializer '{corrupt}' holds NaN or Inf values",
+                             hint="the weights are corrupt (a diverged training run or a damaged file)")
     _set_input_shapes(model, shapes)
-    inferred = _shapes_from_inference(model)
+    inferred = _inferred(model)
 
-    values: dict[str, Value] = {}
-    for name, shape in inferred.items():
-        values[name] = Value(name, shape)
-    for init in model.graph.initializer:
-        array = numpy_helper.to_array(init)
-        values[init.name] = Value(init.name, tuple(array.shape), array)
+    values = {name: Value(name, shape) for name, shape in value_shapes(inferred.graph).items()}
+    # Nodes come from the inferred model: their subgraphs carry the shapes inference found in them.
+    nodes = ir_nodes(inferred.graph, values)
     for name, shape in shapes.items():
         values[name] = Value(name, shape)
-
-    nodes: list[Node] = []
-    for index, proto in enumerate(model.graph.node):
-        name = proto.name or f"{proto.op_type}_{index}"
-        if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
-            array = _constant_node_value(proto)
-            values[proto.output[0]] = Value(proto.output[0], tuple(array.shape), array)
-            continue
-        attrs = {attr.name: decode_attribute(attr) for attr in proto.attribute}
-        nodes.append(Node(name, proto.op_type, tuple(proto.input), tuple(proto.output), attrs, proto.domain))
-
     opsets = {("" if entry.domain == "ai.onnx" else entry.domain): int(entry.version) for entry in model.opset_import}
     graph = Graph(nodes, values, list(shapes), [out.name for out in model.graph.output], opset=opset,
                   format="onnx", metadata={"producer": model.producer_name, "ir_version": model.ir_version},

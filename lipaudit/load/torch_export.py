@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelLoadError
+from ..execute.probe import RuntimeProbe
 from ..ir import Graph
 from ..shapes import resolve_input_shapes
 from .torch_files import quiet_torch
@@ -86,14 +87,15 @@ def _call(builder: TorchGraphBuilder, node: torch.fx.Node, env: dict[torch.fx.No
     return result
 
 
-def load_torch_export(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]]) -> tuple[Graph, Any]:
+def load_torch_export(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]],
+                      seed: int = 0) -> tuple[Graph, Any, RuntimeProbe]:
     """The IR, and the program's module (``ExportedProgram.module()``) it was read from."""
     with quiet_torch():
         program = _load_program(data, path)
         lifted = _lifted_tensors(program)
         user_inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in lifted]
         shapes = resolve_input_shapes({n.name: _declared(n) for n in user_inputs}, input_shapes)
-        builder = TorchGraphBuilder(CONVERTERS)
+        builder = TorchGraphBuilder(CONVERTERS, seed)
         env: dict[torch.fx.Node, Any] = {}
         outputs: list[Any] = []
         with torch.no_grad():
@@ -114,4 +116,5 @@ def load_torch_export(data: bytes, path: Path, input_shapes: dict[str, tuple[int
                 else:
                     raise ModelLoadError(f"{node.op} node '{node.name}' in the exported program is not supported")
         graph = builder.finish(outputs, "torch.export", {"producer": f"torch {torch.__version__} (torch.export)"})
-        return graph, program.module()
+        module = program.module()
+        return graph, module, builder.probe(module)

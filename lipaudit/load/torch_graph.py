@@ -1,6 +1,7 @@
 """Shared by the TorchScript and torch.export loaders: run each aten op once, emit the IR it maps to.
 
-Every op is run for real on a probe input (zeros of the input shape). That gives the shape of every
+Every op is run for real on a probe input (seeded normal values; zeros for integer inputs). That
+records the value of every IR value for the faithfulness check, gives the shape of every
 value (the rules need them), settles the size arithmetic and the `if`s of scripted code, and turns
 ops on constants alone into constants, as ONNX constant folding would. A tensor is *variable* when
 it depends on the network input; an op with a variable input becomes IR nodes through the
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
+from ..execute.probe import RuntimeProbe
 from ..ir import Graph, Node, Value
 
 OPSET = 17  # the IR follows ONNX opset 17 conventions (attributes vs inputs)
@@ -103,8 +105,11 @@ class TorchGraphBuilder:
     the loaders pass it in, as fvcore passes its op handles.
     """
 
-    def __init__(self, converters: dict[str, Converter]) -> None:
+    def __init__(self, converters: dict[str, Converter], seed: int = 0) -> None:
         self.converters = converters
+        self.rng = np.random.default_rng(seed)
+        self.feeds: dict[str, np.ndarray] = {}
+        self.recorded: dict[str, torch.Tensor] = {}  # every variable value, as the aten ops computed it
         self.nodes: list[Node] = []
         self.values: dict[str, Value] = {}
         self.inputs: list[str] = []
@@ -128,9 +133,14 @@ class TorchGraphBuilder:
         return self._unique(hint or "node", self._node_names)
 
     def input(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tracked:
-        tracked = Tracked(self.reserve(name), torch.zeros(shape, dtype=dtype), True)
+        if dtype.is_floating_point:
+            probe = torch.from_numpy(self.rng.standard_normal(shape)).to(dtype)
+        else:
+            probe = torch.zeros(shape, dtype=dtype)
+        tracked = Tracked(self.reserve(name), probe, True)
         self.values[tracked.name] = Value(tracked.name, tracked.shape)
         self.inputs.append(tracked.name)
+        self.feeds[tracked.name] = probe.detach().numpy().copy()
         return tracked
 
     def constant(self, tensor: torch.Tensor, hint: str, owner: str | None = None) -> Tracked:
@@ -194,6 +204,7 @@ class TorchGraphBuilder:
                 tracked = Tracked(name, value, keep, view_of if keep else None)
                 if keep:
                     self.values[name] = Value(name, tracked.shape)
+                    self.recorded[name] = value.detach()
                     outs.append(tracked)
                 return tracked
             if isinstance(value, (list, tuple)):
@@ -244,6 +255,14 @@ class TorchGraphBuilder:
         graph = Graph(self.nodes, self.values, self.inputs, names, opset=OPSET, format=fmt, metadata=metadata)
         graph.remove_unused()
         return graph
+
+    def probe(self, module: Callable[..., Any]) -> RuntimeProbe:
+        """What the aten ops computed on the probe input, and what ``module`` itself returns on it."""
+        values = {name: to_numpy(tensor) for name, tensor in self.recorded.items()}
+        with torch.no_grad():
+            result = module(*[torch.from_numpy(self.feeds[name]) for name in self.inputs])
+        outputs = [to_numpy(t) for t in flatten(result) if isinstance(t, torch.Tensor)]
+        return RuntimeProbe("torch", dict(self.feeds), values, outputs)
 
 
 def _is_stale(tracked: Tracked) -> bool:

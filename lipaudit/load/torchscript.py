@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import InputShapeError, ModelLoadError
+from ..execute.probe import RuntimeProbe
 from ..ir import Graph
 from ..shapes import UNNAMED, resolve_input_shapes
 from .torch_files import quiet_torch
@@ -221,7 +222,7 @@ class _Interpreter:
 
 
 def load_torchscript(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]],
-                     traced_inputs: bool) -> tuple[Graph, Any]:
+                     traced_inputs: bool, seed: int = 0) -> tuple[Graph, Any, RuntimeProbe]:
     """The IR, and the loaded ScriptModule (in eval mode) it was read from."""
     with quiet_torch():
         try:
@@ -233,7 +234,7 @@ def load_torchscript(data: bytes, path: Path, input_shapes: dict[str, tuple[int,
         graph = module.inlined_graph
         names, types, defaults = _declared_inputs(module, graph)
         shapes = _input_shapes(names, types, input_shapes)
-        builder = TorchGraphBuilder(CONVERTERS)
+        builder = TorchGraphBuilder(CONVERTERS, seed)
         interpreter = _Interpreter(builder)
         graph_inputs = list(graph.inputs())
         interpreter.env[graph_inputs[0].unique()] = _ModuleRef(module, "")
@@ -246,4 +247,6 @@ def load_torchscript(data: bytes, path: Path, input_shapes: dict[str, tuple[int,
         with torch.no_grad():
             outputs = interpreter.run_block(graph, [])
     kind = "traced" if traced_inputs else "scripted"
-    return builder.finish(outputs, "torchscript", {"producer": f"torch {torch.__version__} ({kind})"}), module
+    graph = builder.finish(outputs, "torchscript", {"producer": f"torch {torch.__version__} ({kind})"})
+    with quiet_torch():
+        return graph, module, builder.probe(module)

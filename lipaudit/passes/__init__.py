@@ -7,13 +7,15 @@ from ..ir import Graph
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
+from .inline_if import InlineConstantIf
 from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear
 
 
 def load_time_passes() -> PassManager:
-    """What every loader's graph goes through: schema defaults, then constants folded away."""
-    return PassManager([FillDefaultAttributes(), FoldConstants(), RemoveUnused()], max_rounds=2)
+    """What every loader's graph goes through: schema defaults, constants folded away, and the
+    taken branch of each If whose condition became a constant inlined (which may fold further)."""
+    return PassManager([FillDefaultAttributes(), FoldConstants(), InlineConstantIf(), RemoveUnused()])
 
 
 def rewrite_passes() -> PassManager:
@@ -26,5 +28,6 @@ def run_passes(graph: Graph) -> Graph:
     return graph
 
 
-__all__ = ["FillDefaultAttributes", "FoldBatchNorm", "FoldConstants", "FuseActivations", "MergeLinear", "Pass",
+__all__ = ["FillDefaultAttributes", "FoldBatchNorm", "FoldConstants", "FuseActivations", "InlineConstantIf",
+           "MergeLinear", "Pass",
            "PassManager", "RemoveUnused", "load_time_passes", "merge_linear", "rewrite_passes", "run_passes"]

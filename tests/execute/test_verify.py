@@ -20,7 +20,14 @@ from lipaudit.errors import VerificationError
 from lipaudit.load import load_model
 from lipaudit.passes import run_passes
 from lipaudit.report import Report
-from lipaudit.execute.verify import compare, verify
+from lipaudit.execute.probe import probe_module
+from lipaudit.execute.verify import compare
+from lipaudit.execute.verify import verify as verify_against
+
+
+def verify(graph, probe):
+    """The verification alone (the shapes it also returns are checked elsewhere)."""
+    return verify_against(graph, probe)[0]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 runner = CliRunner()
@@ -46,14 +53,14 @@ def test_every_sample_model_verifies(name: str, shape: list[str] | None) -> None
 def test_a_corrupted_ir_fails_and_names_the_node(name: str, shapes, corrupt: str) -> None:
     loaded = load_model(SAMPLES / name, shapes)
     graph = run_passes(loaded.graph)
-    assert verify(graph, loaded.source, loaded.format).checked
+    assert verify(graph, loaded.probe).checked
     flip_weight(graph, corrupt)
     with pytest.raises(VerificationError, match=f"'{corrupt}'") as caught:
-        verify(graph, loaded.source, loaded.format)
+        verify(graph, loaded.probe)
     assert caught.value.node == corrupt
 
 
-def test_bisection_follows_the_branch_that_diverges(tmp_path: Path) -> None:
+def test_the_first_diverging_node_is_named_not_a_later_one(tmp_path: Path) -> None:
     """In topological order a, b, relu(a), a + b: corrupting a must name a, not relu(a) just before the sum."""
     rng = np.random.default_rng(1)
     nodes = [helper.make_node("Gemm", ["x", "wa"], ["a"], name="a"),
@@ -66,7 +73,7 @@ def test_bisection_follows_the_branch_that_diverges(tmp_path: Path) -> None:
     assert [n.name for n in graph.nodes] == ["a", "b", "relu", "sum"]
     flip_weight(graph, "a")
     with pytest.raises(VerificationError) as caught:
-        verify(graph, loaded.source, loaded.format)
+        verify(graph, loaded.probe)
     assert caught.value.node == "a"
 
 
@@ -127,12 +134,12 @@ def test_a_torch_module_is_a_reference_too(tmp_path: Path) -> None:
     module = torch.nn.Sequential(torch.nn.Linear(5, 3, bias=False), torch.nn.Tanh())
     with torch.no_grad():
         module[0].weight.copy_(torch.from_numpy(weight))
-    result = verify(graph, module, "torchscript")
+    result = verify(graph, probe_module(module, graph, seed=0))
     assert result.checked and result.reference == "torch"
     with torch.no_grad():
         module[0].weight.mul_(-1)
     with pytest.raises(VerificationError, match="'y'"):
-        verify(graph, module, "torchscript")
+        verify(graph, probe_module(module, graph, seed=0))
 
 
 def test_compare_tolerates_float32_noise_not_errors() -> None:

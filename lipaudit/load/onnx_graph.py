@@ -1,0 +1,172 @@
+"""ONNX graphs (the main graph or a subgraph) → IR nodes and values.
+
+A node with subgraphs (If, Loop, Scan) reads every outer-scope value its bodies name: those
+become its implicit inputs, so the node depends on them like on any input and is never taken for
+a constant. The bodies stay as GraphProto attributes until a pass inlines a branch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..errors import ModelLoadError
+from ..ir import Node, Value, decode_attribute
+
+# A single tensor with more entries than this is refused up front rather than exhausting memory
+# (about 1.6 GB in float32, 3.2 GB in float64 for the lower bound).
+MAX_TENSOR_ENTRIES = 400_000_000
+
+
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    found = []
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            found.append(attribute.g)
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            found.extend(attribute.graphs)
+    return found
+
+
+def outer_scope_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names the graph (and the graphs nested in it) read without defining them."""
+    defined = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    defined |= {init.values.name for init in graph.sparse_initializer}
+    read: set[str] = set()
+    for node in graph.node:
+        read.update(name for name in node.input if name and name not in defined)
+        for body in subgraphs(node):
+            read.update(name for name in outer_scope_reads(body) if name not in defined)
+        defined.update(name for name in node.output if name)
+    read.update(out.name for out in graph.output if out.name not in defined)
+    return read
+
+
+def renamed_graph(graph: onnx.GraphProto, rename: dict[str, str]) -> onnx.GraphProto:
+    """A copy of ``graph`` reading renamed outer-scope values (a name it defines itself shadows them)."""
+    defined = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    defined |= {name for node in graph.node for name in node.output}
+    visible = {old: new for old, new in rename.items() if old not in defined}
+    copy = onnx.GraphProto()
+    copy.CopyFrom(graph)
+    if not visible:
+        return copy
+    for node in copy.node:
+        for i, name in enumerate(node.input):
+            if name in visible:
+                node.input[i] = visible[name]
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                attribute.g.CopyFrom(renamed_graph(attribute.g, visible))
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for body in attribute.graphs:
+                    body.CopyFrom(renamed_graph(body, visible))
+    for out in copy.output:
+        if out.name in visible:
+            out.name = visible[out.name]
+    return copy
+
+
+def check_size(name: str, shape: tuple[int, ...] | list[int]) -> None:
+    entries = math.prod(int(d) for d in shape) if shape else 1
+    if entries > MAX_TENSOR_ENTRIES:
+        raise ModelLoadError(f"value '{name}' would hold {entries:.3g} entries (shape {list(shape)}), more than "
+                             f"lipaudit handles ({MAX_TENSOR_ENTRIES:.0e})",
+                             hint="check the model's shapes and --input-shape")
+
+
+def tensor_array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+    """A TensorProto as numpy, with a clean error for corrupt or non-finite weights."""
+    check_size(tensor.name, list(tensor.dims))
+    try:
+        array = numpy_helper.to_array(tensor)
+    except Exception as error:  # numpy/protobuf raise ValueError, TypeError… on malformed data
+        raise ModelLoadError(f"{what} '{tensor.name}' cannot be read ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else ''})",
+                             hint="the file may be truncated or corrupt; export it again") from error
+    return array
+
+
+def sparse_array(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    """A SparseTensorProto as a dense numpy array (linear or coordinate indices)."""
+    dims = tuple(int(d) for d in sparse.dims)
+    check_size(sparse.values.name or "sparse constant", dims)
+    values = numpy_helper.to_array(sparse.values).ravel()
+    indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+    dense = np.zeros(dims, dtype=values.dtype)
+    if indices.ndim == 1:
+        dense.reshape(-1)[indices] = values
+    else:
+        dense[tuple(indices.T)] = values
+    return dense
+
+
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray:
+    """The tensor a Constant node holds, in any of its attribute forms."""
+    if len(node.attribute) != 1:
+        raise ModelLoadError(f"Constant node '{node.name}' must have exactly one attribute, not "
+                             f"{len(node.attribute)}", hint="the model is malformed; export it again")
+    attr = node.attribute[0]
+    if attr.name == "value":
+        return tensor_array(attr.t, "constant")
+    if attr.name == "sparse_value":
+        return sparse_array(attr.sparse_tensor)
+    value = helper.get_attribute_value(attr)
+    if attr.name in ("value_string", "value_strings"):
+        decoded = [v.decode("utf-8", "replace") for v in value] if isinstance(value, list) else \
+            value.decode("utf-8", "replace")
+        return np.asarray(decoded, dtype=object)
+    dtype = np.float32 if attr.name.startswith("value_float") else np.int64
+    return np.asarray(value, dtype=dtype)
+
+
+def ir_nodes(graph: onnx.GraphProto, values: dict[str, Value], *, rename: dict[str, str] | None = None,
+             prefix: str = "") -> list[Node]:
+    """The nodes of ``graph`` as IR nodes; Constant nodes and initializers become constant values.
+
+    ``rename`` maps names defined in this graph to the names they take in the IR (for an inlined
+    branch); names it does not map, outer-scope ones included, are kept.
+    """
+    rename = rename if rename is not None else {}
+
+    def ir(name: str) -> str:
+        return rename.get(name, name) if name else ""
+
+    for init in graph.initializer:
+        array = tensor_array(init, "initializer")
+        values[ir(init.name)] = Value(ir(init.name), tuple(array.shape), array)
+    for sparse in graph.sparse_initializer:
+        array = sparse_array(sparse)
+        values[ir(sparse.values.name)] = Value(ir(sparse.values.name), tuple(array.shape), array)
+    nodes: list[Node] = []
+    for index, proto in enumerate(graph.node):
+        name = prefix + (proto.name or f"{proto.op_type}_{index}")
+        if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
+            array = constant_node_value(proto)
+            values[ir(proto.output[0])] = Value(ir(proto.output[0]), tuple(array.shape), array)
+            continue
+        attrs = {attr.name: decode_attribute(attr) for attr in proto.attribute}
+        if rename:
+            for key, value in attrs.items():
+                if isinstance(value, onnx.GraphProto):
+                    attrs[key] = renamed_graph(value, rename)
+                elif isinstance(value, list) and value and isinstance(value[0], onnx.GraphProto):
+                    attrs[key] = [renamed_graph(body, rename) for body in value]
+        implicit = sorted({ir(n) for body in subgraphs(proto) for n in outer_scope_reads(body)})
+        nodes.append(Node(name, proto.op_type, tuple(ir(n) for n in proto.input),
+                          tuple(ir(n) for n in proto.output), attrs, proto.domain, implicit_inputs=tuple(implicit)))
+    return nodes
+
+
+def non_finite_initializers(graph: onnx.GraphProto) -> str | None:
+    """The name of the first float initializer holding NaN or Inf, if any."""
+    for init in graph.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                              onnx.TensorProto.BFLOAT16):
+            array = tensor_array(init, "initializer")
+            if not np.all(np.isfinite(array.astype(np.float64))):
+                return init.name
+    return None
