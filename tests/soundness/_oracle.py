@@ -205,7 +205,11 @@ def assert_sound(outcome: Outcome, truth: float, *, allow_error: bool = True, sl
 
 
 def assert_no_certified_figure(outcome: Outcome) -> None:
-    """For models whose function is undefined or random: a verdict or a clean error, never a figure."""
+    """For models whose function is undefined (the runtime refuses or returns NaN) or random: a
+    verdict or a clean error, never a figure."""
     if outcome.error is not None:
         return
+    upper = outcome.network["upper_bound"]
+    assert upper is None, (f"a figure ({upper!r}) for a function that is undefined or random: "
+                           f"{outcome.describe()}")
     assert_sound(outcome, math.inf)

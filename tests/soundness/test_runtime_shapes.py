@@ -34,13 +34,10 @@ def _ceil_pool(size: int, kernel: int, stride: int, begin: int, end: int):
 def test_maxpool_ceil_mode_then_global_average_pool(tmp_path: Path, size, kernel, stride, begin, end) -> None:
     pool, inputs = _ceil_pool(size, kernel, stride, begin, end)
     proto = model([pool, helper.make_node("GlobalAveragePool", ["p"], ["y"])], inputs, [("y", FLOAT, [1, 1, 1, 1])])
-    runtime_shape = session(model([pool], inputs, [("p", FLOAT, None)])).run(
-        None, {"x": np.zeros((1, 1, size, size), np.float32)})[0].shape
     truth = max_fd_jacobian_norm(runtime_function(proto), [1, 1, size, size], eps=FD_STEP)
     assert truth > 0
     for verify in (None, False):
         assert_sound(run_audit(proto, tmp_path, verify=verify), truth, slack=FD_SLACK)
-    assert runtime_shape[2] < size + begin + end  # (documentation: the runtime drops the last window)
 
 
 def test_the_report_shows_the_runtime_shape_of_a_ceil_mode_maxpool(tmp_path: Path) -> None:
