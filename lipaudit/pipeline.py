@@ -46,7 +46,8 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     except ValueError as error:
         raise UsageError(str(error), hint="use --device auto, cpu or cuda") from error
     started = time.perf_counter()
-    loaded = load_model(path, parse_input_shapes(input_shape), seed=seed, probe=verify is not False)
+    # The runtime is probed even with --no-verify: the rules need the shapes it really produces.
+    loaded = load_model(path, parse_input_shapes(input_shape), seed=seed)
     graph = run_passes(loaded.graph)
     loaded_at = time.perf_counter()
     notices = ([device_notice] if device_notice else []) + loaded.notices

@@ -58,7 +58,7 @@ def _checked(op: Op, node: Node, index: int, factor: Factor, ctx: RuleContext) -
                               f"{len(positions)} variable inputs")
     try:
         weights = _with_copies(op, node, index, positions, weights, ctx)
-    except _Outgrown as why:
+    except (_Outgrown, RuleInputError) as why:
         return Factor.unknown(str(why))
     if factor.certified and not op.exact_in_float:
         weights = [w * (1 + FLOAT32_MARGIN) for w in weights]

@@ -107,7 +107,8 @@ class Executor:
                     result = op.run(self._env, node, args)
                 except ExecutionError:
                     raise
-                except (RuntimeError, ValueError, TypeError, IndexError, KeyError, StopIteration) as error:
+                except (RuntimeError, ValueError, TypeError, IndexError, KeyError, StopIteration,
+                        ArithmeticError) as error:
                     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                     raise ExecutionError(f"executing {node.op_type} '{node.name}' failed: {first}",
                                          node=node.name, op=node.op_type) from error

@@ -60,7 +60,7 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
     if loaded.format == "onnx":
         try:
             if not probe:
-                raise ProbeUnavailable("the model was not run (--no-verify)")
+                raise ProbeUnavailable("the model was not run")
             loaded.probe = probe_onnx(loaded.source, loaded.graph, seed)
         except ProbeUnavailable as why:
             loaded.probe_missing = str(why)

@@ -9,14 +9,18 @@ IR cannot express; the op then shows as unsupported (``aten::name``), never as a
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
 
 CONVERTERS: dict[str, Converter] = {}
+_ONNX_TYPES = {torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6, torch.int64: 7,
+               torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.bfloat16: 16}
 INT64_MAX = 2**63 - 1
 
 
@@ -207,9 +211,13 @@ def identity(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     if a.get("train"):
         raise Unmappable("dropout in training mode is random")
     before, after = x.tensor.dtype, outs[0].tensor.dtype
-    if before != after and not (before.is_floating_point and after.is_floating_point):
+    if before == after:
+        em.node("Identity", [em.x(x)], outs)
+        return
+    # A change of dtype is a Cast: to float16/bfloat16 or an integer type it rounds (a step function).
+    if after not in _ONNX_TYPES:
         raise Unmappable(f"cast from {before} to {after}")
-    em.node("Identity", [em.x(x)], outs)
+    em.node("Cast", [em.x(x)], outs, to=_ONNX_TYPES[after])
 
 
 @converts("round")
@@ -254,9 +262,22 @@ def shrink(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("softplus")
 def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    if float(a["beta"]) != 1.0:
-        raise Unmappable("softplus with beta other than 1")
-    em.node("Softplus", [em.x(a["self"])], outs)
+    """torch's softplus(x; β, t) is log(1 + exp(βx))/β below βx = t and x above: it jumps there by
+    (log(1 + exp(t)) − t)/β. Where that jump is below float32 resolution it is Softplus(βx)/β."""
+    x, beta, threshold = a["self"], float(a["beta"]), float(a["threshold"])
+    if beta <= 0:
+        raise Unmappable(f"softplus with beta {beta:g} ≤ 0")
+    jump = (math.log1p(math.exp(min(threshold, 700.0))) - threshold) / beta
+    if jump > float(np.spacing(np.float32(abs(threshold / beta)))) / 2:
+        raise Unmappable(f"softplus with threshold {threshold:g} jumps by {jump:.3g} at x = {threshold / beta:g}, "
+                         "so it has no Lipschitz constant")
+    if beta == 1.0:
+        em.node("Softplus", [em.x(x)], outs)
+        return
+    scaled, smoothed = em.temp(x.shape, "beta_x"), em.temp(x.shape, "softplus")
+    em.node("Mul", [em.x(x), em.x(beta, x)], [scaled])
+    em.node("Softplus", [scaled], [smoothed])
+    em.node("Mul", [smoothed, em.x(1.0 / beta, x)], outs)
 
 
 @converts("hardtanh", "relu6", "clamp", "clip", "clamp_min", "clamp_max")

@@ -35,11 +35,39 @@ def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
                              hint="convert it with onnx.version_converter.convert_version(model, 17)")
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as error:
+    except Exception as error:  # ValidationError, and UnicodeDecodeError on names that are not UTF-8
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{path} fails onnx.checker: {first_line}",
                              hint="re-export the model, or repair it with onnx tools") from error
+    _check_attributes(model.graph, path)
     return model
+
+
+# Attribute values native shape inference trusts: far out of range they crash it, not fail it.
+_AXIS_LIKE = frozenset({"axis", "axes", "perm"})
+_SIZE_LIKE = frozenset({"kernel_shape", "strides", "dilations", "pads", "output_padding", "output_shape", "group",
+                        "num_groups", "blocksize", "num_outputs", "k"})
+_AXIS_LIMIT = 2**15
+_SIZE_LIMIT = 2**31 - 1
+
+
+def _check_attributes(graph: onnx.GraphProto, path: Path) -> None:
+    """Refuse attribute values no model can mean, before native shape inference sees them."""
+    for node in graph.node:
+        for attribute in node.attribute:
+            limit = _AXIS_LIMIT if attribute.name in _AXIS_LIKE else _SIZE_LIMIT if attribute.name in _SIZE_LIKE \
+                else None
+            values = list(attribute.ints) if attribute.type == onnx.AttributeProto.INTS else \
+                [attribute.i] if attribute.type == onnx.AttributeProto.INT else []
+            if limit is not None and any(abs(v) > limit for v in values):
+                raise ModelLoadError(f"{path}: attribute '{attribute.name}' of {node.op_type} "
+                                     f"'{node.name or node.op_type}' is out of range ({values[:4]})",
+                                     hint="the model is malformed; export it again")
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _check_attributes(attribute.g, path)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for body in attribute.graphs:
+                    _check_attributes(body, path)
 
 
 def model_opset(model: onnx.ModelProto) -> int:
@@ -76,8 +104,12 @@ def _set_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference from the inputs alone: value_info an editing tool left stale is dropped first."""
+    fresh = onnx.ModelProto()
+    fresh.CopyFrom(model)
+    del fresh.graph.value_info[:]
     try:
-        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        return shape_inference.infer_shapes(fresh, check_type=False, strict_mode=False, data_prop=True)
     except Exception as error:  # inference raises InferenceError or a RuntimeError from C++
         raise ModelLoadError(f"ONNX shape inference failed: {str(error).strip().splitlines()[0]}",
                              hint="check --input-shape against what the model expects") from error

@@ -112,6 +112,16 @@ class Asinh(SlopeWithinOne):
 
 @register
 class Celu(SlopeWithinOne):
+    summary = "1 for alpha > 0 (slope exp(x/alpha) ≤ 1); otherwise unbounded"
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        alpha = node.attr_float("alpha")
+        if alpha == 0:
+            return Factor.unbounded("Celu with alpha = 0 divides by zero: the function is undefined")
+        if alpha < 0:
+            return Factor.unbounded(f"Celu with alpha = {alpha:g} < 0 has slope exp(x/alpha), unbounded as x → −∞")
+        return Factor.constant(1.0, "closed-form")
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return F.celu(args[0], alpha=node.attr_float("alpha"))
 

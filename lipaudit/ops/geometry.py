@@ -73,6 +73,14 @@ def window_geometry(node: Node, kernel: tuple[int, ...], spatial_in: Sequence[in
                          f"{n}-d kernel {list(kernel)}")
     if min(geometry.kernel + geometry.strides + geometry.dilations, default=1) < 1:
         raise ValueError(f"{node.op_type} '{node.name}': kernel sizes, strides and dilations must be positive")
+    if min(geometry.pads, default=0) < 0:
+        raise ValueError(f"{node.op_type} '{node.name}': pads must not be negative, not {list(geometry.pads)}")
+    if not transposed:
+        for size, k, d, begin, end in zip(spatial_in, geometry.kernel, geometry.dilations, geometry.begins,
+                                          geometry.ends):
+            if (k - 1) * d + 1 > size + begin + end:
+                raise ValueError(f"{node.op_type} '{node.name}': the window ({(k - 1) * d + 1}) is larger than the "
+                                 f"padded input ({size + begin + end})")
     return geometry
 
 

@@ -39,7 +39,8 @@ class BatchNormalization(Op):
     summary = "max |γ/√(var+ε)| (folded into a preceding Conv/Gemm when possible)"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
-        if node.attr_int("training_mode", 0):
+        # Before opset 14 training mode is signalled by the statistics outputs being asked for.
+        if node.attr_int("training_mode", 0) or any(node.outputs[1:]):
             return Factor.unbounded("BatchNormalization in training mode normalises by batch statistics")
         scale, var = ctx.const_input(node, 1), ctx.const_input(node, 4)
         if scale is None or var is None:

@@ -29,28 +29,38 @@ FAMILY = "resize"
 
 
 def source_coordinate(mode: str, out_size: int, in_size: int, scale: float) -> np.ndarray:
-    """Where each output index samples the input, per ONNX coordinate_transformation_mode."""
-    o = np.arange(out_size, dtype=np.float64)
+    """Where each output index samples the input, per ONNX coordinate_transformation_mode.
+
+    Computed in float32, in the order onnxruntime computes it: at a tie between two input entries
+    the float32 rounding decides which one a nearest resize copies.
+    """
+    f = np.float32
+    o = np.arange(out_size, dtype=np.float32)
+    s, half = f(scale), f(0.5)
     if mode == "asymmetric":
-        return o / scale
+        return o / s
     if mode == "align_corners":
-        return o * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
+        return o * f(in_size - 1) / f(out_size - 1) if out_size > 1 else np.zeros(out_size, np.float32)
     if mode == "pytorch_half_pixel":
-        return (o + 0.5) / scale - 0.5 if out_size > 1 else np.zeros(out_size)
+        return (o + half) / s - half if out_size > 1 else np.zeros(out_size, np.float32)
     if mode == "tf_half_pixel_for_nn":
-        return (o + 0.5) / scale
-    if mode == "half_pixel_symmetric":
-        adjustment = out_size / (scale * in_size)
-        centre = in_size / 2
-        offset = centre * (1 - adjustment)
-        return offset + (o + 0.5) / scale - 0.5
+        return (o + half) / s
+    if mode == "half_pixel_symmetric":  # the offset in float32, the rest in double, then rounded to float32
+        adjustment = f(out_size) / (s * f(in_size))
+        offset = f(in_size) / f(2) * (f(1) - adjustment)
+        return (np.float64(offset) + (o.astype(np.float64) + 0.5) / np.float64(s) - 0.5).astype(np.float32)
     if mode == "half_pixel":
-        return (o + 0.5) / scale - 0.5
+        return (o + half) / s - half
     raise RuleInputError(f"coordinate_transformation_mode '{mode}' is not supported")
 
 
-def nearest_index(x: np.ndarray, mode: str) -> np.ndarray:
-    """The input index nearest to each source coordinate, rounded per ONNX nearest_mode (unclipped)."""
+def nearest_index(x: np.ndarray, mode: str, downsampling: bool = False) -> np.ndarray:
+    """The input index nearest to each source coordinate, rounded per ONNX nearest_mode (unclipped).
+
+    ``simple`` is Resize 10's and Upsample's rule: up when downsampling, else truncation.
+    """
+    if mode == "simple":
+        return np.ceil(x) if downsampling else np.trunc(x)
     if mode == "floor":
         return np.floor(x)
     if mode == "ceil":
@@ -62,17 +72,51 @@ def nearest_index(x: np.ndarray, mode: str) -> np.ndarray:
     raise RuleInputError(f"nearest_mode '{mode}' is not supported")
 
 
+def _exact_coordinate(mode: str, out_size: int, in_size: int, scale: float) -> np.ndarray:
+    """The source coordinates in float64 throughout (the real-number value the float32 one rounds)."""
+    o = np.arange(out_size, dtype=np.float64)
+    if mode == "asymmetric":
+        return o / scale
+    if mode == "align_corners":
+        return o * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
+    if mode == "pytorch_half_pixel":
+        return (o + 0.5) / scale - 0.5 if out_size > 1 else np.zeros(out_size)
+    if mode == "tf_half_pixel_for_nn":
+        return (o + 0.5) / scale
+    if mode == "half_pixel_symmetric":
+        return in_size / 2 * (1 - out_size / (scale * in_size)) + (o + 0.5) / scale - 0.5
+    return (o + 0.5) / scale - 0.5
+
+
+def nearest_copies(out_size: int, in_size: int, scale: float, coordinate_mode: str, nearest_mode: str) -> int:
+    """The most outputs that may copy one input entry along an axis, ties included.
+
+    Where the float32 coordinate and the same coordinate in float64 (from the float32 scale, and
+    from the exact ratio of the sizes) round to different entries, the runtime's arithmetic could
+    pick either: the output counts for every entry in between. Sound whichever way it rounds.
+    """
+    downsampling = bool(np.float32(scale) < 1)
+    variants = [source_coordinate(coordinate_mode, out_size, in_size, scale).astype(np.float64),
+                _exact_coordinate(coordinate_mode, out_size, in_size, float(np.float32(scale))),
+                _exact_coordinate(coordinate_mode, out_size, in_size, out_size / in_size)]
+    picked = np.clip([nearest_index(x, nearest_mode, downsampling) for x in variants], 0, in_size - 1)
+    counts = np.zeros(in_size + 1, np.int64)
+    np.add.at(counts, picked.min(axis=0).astype(np.int64), 1)
+    np.add.at(counts, picked.max(axis=0).astype(np.int64) + 1, -1)
+    return int(np.cumsum(counts)[:in_size].max(initial=0))
+
+
 def axis_matrix(out_size: int, in_size: int, scale: float, interpolation: str, coordinate_mode: str,
                 nearest_mode: str) -> np.ndarray:
     """The (out_size, in_size) matrix a Resize applies along one axis.
 
     Nearest: one 1 per row. Linear: the two neighbours' weights, summing to 1 (clamped at the edges).
     """
-    x = source_coordinate(coordinate_mode, out_size, in_size, scale)
+    x = source_coordinate(coordinate_mode, out_size, in_size, scale).astype(np.float64)
     matrix = np.zeros((out_size, in_size))
     rows = np.arange(out_size)
     if interpolation == "nearest":
-        index = np.clip(nearest_index(x, nearest_mode), 0, in_size - 1).astype(np.int64)
+        index = np.clip(nearest_index(x, nearest_mode, np.float32(scale) < 1), 0, in_size - 1).astype(np.int64)
         matrix[rows, index] = 1.0
         return matrix
     x = np.clip(x, 0, in_size - 1)
@@ -99,7 +143,7 @@ class Resizing(Op):
     scales_input = 1  # the input index of the scales (None: an attribute)
     sizes_input: int | None = None
     coordinates = "asymmetric"
-    rounding = "floor"
+    rounding = "simple"
 
     def mode(self, node: Node) -> ResizeMode:
         interpolation = node.attr_str("mode")
@@ -114,14 +158,6 @@ class Resizing(Op):
     def given_scales(self, node: Node, scales: Sequence[float] | None) -> list[float] | None:
         return list(scales) if scales is not None else None
 
-    def axes(self, node: Node, mode: ResizeMode, in_shape: Sequence[int], out_shape: Sequence[int],
-             scales: Sequence[float] | None) -> list[np.ndarray]:
-        """The matrix of every axis that changes, from the scales when given, else the output sizes."""
-        if scales is None or len(scales) != len(in_shape):
-            scales = [o / i for o, i in zip(out_shape, in_shape)]
-        return [axis_matrix(o, i, s, mode.interpolation, mode.coordinates, mode.rounding)
-                for o, i, s in zip(out_shape, in_shape, scales) if not (o == i and s == 1.0)]
-
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         mode = self.mode(node)
         why = self.unsupported(node, mode)
@@ -130,10 +166,16 @@ class Resizing(Op):
         scale_const = ctx.const_input(node, self.scales_input) if self.scales_input is not None else None
         scales = self.given_scales(node, None if scale_const is None else [float(s) for s in scale_const.ravel()])
         factor = 1.0
-        for matrix in self.axes(node, mode, ctx.input_shape(node), ctx.output_shape(node), scales):
+        in_shape, out_shape = ctx.input_shape(node), ctx.output_shape(node)
+        if scales is None or len(scales) != len(in_shape):
+            scales = [o / i for o, i in zip(out_shape, in_shape)]
+        for out_size, in_size, scale in zip(out_shape, in_shape, scales):
+            if out_size == in_size and scale == 1.0:
+                continue
             if mode.interpolation == "nearest":
-                factor *= math.sqrt(float(matrix.sum(axis=0).max(initial=0.0)))
+                factor *= math.sqrt(nearest_copies(out_size, in_size, scale, mode.coordinates, mode.rounding))
             else:
+                matrix = axis_matrix(out_size, in_size, scale, mode.interpolation, mode.coordinates, mode.rounding)
                 factor *= dense_norm(matrix, "exact").value
         return Factor.constant(factor * (1 + 1e-12), "closed-form" if mode.interpolation == "nearest" else "exact",
                                note=f"{mode.interpolation} resize, {mode.coordinates}")

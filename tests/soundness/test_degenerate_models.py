@@ -14,7 +14,7 @@ import pytest
 from onnx import helper
 from typer.testing import CliRunner
 
-from _oracle import (FLOAT, assert_no_certified_figure, assert_sound, model, operator_norm, run_audit, save)
+from tests.soundness._oracle import (FLOAT, assert_no_certified_figure, assert_sound, model, operator_norm, run_audit, save)
 from lipaudit.cli.app import app
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from _oracle import FLOAT, assert_sound, model, operator_norm, run_audit
+from tests.soundness._oracle import FLOAT, assert_sound, model, operator_norm, run_audit
 
 SYMBOLIC = ["n", "c", "h", "w"]
 

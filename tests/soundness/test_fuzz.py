@@ -36,8 +36,8 @@ import onnx
 import pytest
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-from _fuzz_worker import MARK
-from _oracle import FLOAT, const, model, save
+from tests.soundness._fuzz_worker import MARK
+from tests.soundness._oracle import FLOAT, const, model, save
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 DEFAULT_MUTANTS = 200

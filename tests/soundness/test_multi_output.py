@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from _oracle import (FLOAT, INT64, assert_no_certified_figure, assert_sound, fd_jacobian_norm, max_pair_ratio,
+from tests.soundness._oracle import (FLOAT, INT64, assert_no_certified_figure, assert_sound, fd_jacobian_norm, max_pair_ratio,
                      model, operator_norm, run_audit, runtime_function)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from _oracle import (FLOAT, assert_no_certified_figure, assert_sound, max_pair_ratio, model, run_audit,
+from tests.soundness._oracle import (FLOAT, assert_no_certified_figure, assert_sound, max_pair_ratio, model, run_audit,
                      runtime_function)
 
 GRID = np.linspace(-30.0, 30.0, 6001)  # steps of 1e-2

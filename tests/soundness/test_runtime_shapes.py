@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from _oracle import (FLOAT, assert_sound, max_fd_jacobian_norm, model, operator_norm, run_audit,
+from tests.soundness._oracle import (FLOAT, assert_sound, max_fd_jacobian_norm, model, operator_norm, run_audit,
                      runtime_function, session)
 
 FD_SLACK = 1e-3  # finite differences of float32 outputs, steps of 1e-2 on piecewise-linear maps

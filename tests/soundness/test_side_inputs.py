@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from _oracle import (FLOAT, assert_sound, fd_jacobian_norm, max_fd_jacobian_norm, model, operator_norm,
+from tests.soundness._oracle import (FLOAT, assert_sound, fd_jacobian_norm, max_fd_jacobian_norm, model, operator_norm,
                      run_audit, runtime_function)
 
 WIDE = [1, 4]

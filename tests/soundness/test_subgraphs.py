@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from _oracle import (BOOL, FLOAT, INT64, assert_sound, const, max_pair_ratio, model, operator_norm,
+from tests.soundness._oracle import (BOOL, FLOAT, INT64, assert_sound, const, max_pair_ratio, model, operator_norm,
                      run_audit, runtime_function)
 
 

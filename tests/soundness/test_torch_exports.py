@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 
-from _oracle import assert_sound, max_pair_ratio, run_audit, runtime_function
+from tests.soundness._oracle import assert_sound, max_pair_ratio, run_audit, runtime_function
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

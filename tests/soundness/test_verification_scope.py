@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from _oracle import FLOAT, INT64, assert_sound, model, operator_norm, run_audit
+from tests.soundness._oracle import FLOAT, INT64, assert_sound, model, operator_norm, run_audit
 
 
 def _nearest_resize(size_in: int, size_out: int, coordinates: str, rounding: str, offset: float | None):
