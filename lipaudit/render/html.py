@@ -6,7 +6,7 @@ import html
 import math
 
 from ..report import Report
-from .verdict import format_number, verdict
+from .verdict import format_number, verdict, verification_text
 
 CHART_WIDTH, CHART_HEIGHT, MARGIN = 900, 320, 48
 
@@ -105,7 +105,8 @@ def render_html(report: Report, **_: object) -> str:
 <h1>{title}</h1>
 <p class="verdict {status}" id="verdict">{html.escape(line)}</p>
 <p>Upper bound: <strong>{format_number(network.upper_bound)}</strong>
-({'certified' if network.certified else 'not certified'}, {'complete' if network.complete else 'incomplete'}) ·
+({'certified' if network.certified else 'not certified'}, {'complete' if network.complete else 'incomplete'};
+verified: {html.escape(verification_text(report))}) ·
 format {html.escape(str(report.model.format))} · opset {report.model.opset} ·
 lipaudit {html.escape(report.tool.version)}</p>
 {interval}

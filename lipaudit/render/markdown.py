@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..report import LayerReport, Report
-from .verdict import format_number, verdict
+from .verdict import format_number, verdict, verification_text
 
 
 def _cell(text: str) -> str:
@@ -26,7 +26,8 @@ def render_markdown(report: Report, **_: object) -> str:
     bound = network.upper_bound
     kind = "certified" if network.certified else "not certified"
     lines.append(f"Upper bound: **{format_number(bound)}** ({kind}, "
-                 f"{'complete' if network.complete else 'incomplete'})")
+                 f"{'complete' if network.complete else 'incomplete'}); verified against the runtime: "
+                 f"{verification_text(report)}")
     if network.lower_bound is not None:
         lines.append(f"Empirical lower bound: {format_number(network.lower_bound)}")
     lines += ["", "| # | Layer | Op | Output | Factor | Method | Certified | Estimate | Running bound |",

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import LayerReport, Report
-from .verdict import format_number, verdict
+from .verdict import format_number, verdict, verification_text
 
 VERDICT_STYLES = {"PASSED": "bold green", "FAILED": "bold red", "INCOMPLETE": "bold red"}
 
@@ -69,7 +69,7 @@ def summary_lines(report: Report) -> list[Text]:
         lines.append(Text.assemble(("Empirical lower bound  ", "bold"), format_number(lower),
                                    "  (achieved by two inputs; no finite upper bound)"))
     lines.append(Text(f"complete: {'yes' if network.complete else 'no'}   "
-                      f"certified: {'yes' if network.certified else 'no'}"))
+                      f"certified: {'yes' if network.certified else 'no'}   verified: {verification_text(report)}"))
     if network.unsupported:
         lines.append(Text(f"unsupported ops ({len(network.unsupported)}):", style="red"))
         lines.extend(Text(f"  {b.node} ({b.op}): {b.reason}") for b in network.unsupported)

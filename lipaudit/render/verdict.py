@@ -26,6 +26,14 @@ def distinguishing_pair(bound: float, limit: float) -> tuple[str, str]:
     return repr(bound), repr(limit)
 
 
+def verification_text(report: Report) -> str:
+    """'yes (onnxruntime, 13 values)' or 'no (why)': whether the figure is for the function that ships."""
+    check = report.verification
+    if check.checked:
+        return f"yes ({check.reference}, {check.values} values)"
+    return f"no ({check.reason})" if check.reason else "no"
+
+
 def verdict(report: Report) -> tuple[str, str]:
     """(status, line): status is PASSED, FAILED, INCOMPLETE or DONE (no threshold)."""
     bound = report.network.upper_bound
