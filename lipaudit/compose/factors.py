@@ -35,14 +35,18 @@ def node_factors(node: Node, ctx: RuleContext) -> list[Factor]:
         return [Factor.unknown(f"no rule for {node.label}")] * max(1, len(node.outputs))
     try:
         factors = op.bound_outputs(node, ctx)
-    except (RuleInputError, ValueError, KeyError, IndexError, TypeError, ZeroDivisionError, OverflowError) as error:
-        return [Factor.unknown(f"{node.op_type} could not be analysed: {error}")] * max(1, len(node.outputs))
+    except (RuleInputError, ValueError, KeyError, IndexError, TypeError, ArithmeticError, RuntimeError) as error:
+        # RuntimeError: a numerical kernel that failed (an eigensolver on non-finite or huge weights).
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return [Factor.unknown(f"{node.op_type} could not be analysed: {first}")] * max(1, len(node.outputs))
     return [_checked(op, node, index, factor, ctx) for index, factor in enumerate(factors)]
 
 
 def _checked(op: Op, node: Node, index: int, factor: Factor, ctx: RuleContext) -> Factor:
     if factor.status != "bounded":
         return factor
+    if not all(math.isfinite(w) for w in [factor.value or 0.0, *(factor.input_weights or [])]):
+        return Factor.unbounded(f"the factor of {node.op_type} is not finite (an infinite or NaN parameter)")
     positions = variable_positions(node, ctx)
     names = node.all_inputs
     if factor.input_weights is None:

@@ -30,7 +30,9 @@ def ints(t: Tensor | np.ndarray | Sequence[int] | None) -> list[int] | None:
     if t is None:
         return None
     if isinstance(t, Tensor):
-        t = t.detach().cpu().numpy()
+        # .tolist(), not .numpy(): inside torch.func transforms (the lower bound's Jacobians) a
+        # tensor has no storage numpy could read.
+        return [int(v) for v in t.detach().cpu().reshape(-1).tolist()]
     return [int(v) for v in np.asarray(t).reshape(-1)]
 
 

@@ -48,6 +48,18 @@ def _scaled_weight(producer: Node, graph: Graph, multiplier: np.ndarray) -> np.n
     return None
 
 
+def _output_channels(producer: Node, graph: Graph) -> int:
+    """How many output channels (features) the producer's weight has."""
+    weight = graph.const(producer.inputs[1])
+    if producer.op_type == "Conv":
+        return int(weight.shape[0])
+    if producer.op_type == "ConvTranspose":
+        return int(weight.shape[1]) * producer.attr_int("group")
+    if producer.op_type == "Gemm":
+        return int(weight.shape[0] if producer.attr_int("transB") else weight.shape[1])
+    return int(weight.shape[1])
+
+
 def _foldable_producer(graph: Graph, bn: Node) -> Node | None:
     producer = graph.producer(bn.inputs[0])
     if producer is None or graph.sole_consumer(bn.inputs[0]) is not bn:
@@ -61,6 +73,9 @@ def _foldable_producer(graph: Graph, bn: Node) -> Node | None:
     shape = graph.shape(bn.inputs[0])
     if producer.op_type in ("Gemm", "MatMul") and (shape is None or len(shape) != 2):
         return None  # BatchNorm's channel axis is 1, the features axis only for 2-D outputs
+    weight = graph.const(producer.inputs[1])
+    if (weight.ndim != 2) if producer.op_type in ("Gemm", "MatMul") else (weight.ndim < 3):
+        return None  # a malformed weight: left to the producer's own rule, which says so
     return producer
 
 
@@ -80,6 +95,8 @@ class FoldBatchNorm(Pass):
         if producer is None or parameters is None:
             return False
         multiplier, offset = parameters
+        if _output_channels(producer, graph) != multiplier.size:
+            return False
         weight = _scaled_weight(producer, graph, multiplier)
         if weight is None:
             return False

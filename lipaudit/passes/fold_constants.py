@@ -7,7 +7,7 @@ fixed those are constants.
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
+from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from ..ir import Graph, Node, Value
@@ -32,10 +32,16 @@ def _shape_of(node: Node, graph: Graph) -> np.ndarray | None:
     return np.asarray(shape[node.attr_int("start", 0):node.attr("end", None)], dtype=np.int64)
 
 
+def _attribute_value(value):
+    """An IR attribute as make_node takes it back (tensors as TensorProto)."""
+    return numpy_helper.from_array(value) if isinstance(value, np.ndarray) else value
+
+
 def _evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
     inputs = [name for name in node.inputs if name]
     try:
-        proto = helper.make_node(node.op_type, node.inputs, node.outputs, domain=node.domain or None, **node.attrs)
+        attrs = {key: _attribute_value(value) for key, value in node.attrs.items()}
+        proto = helper.make_node(node.op_type, node.inputs, node.outputs, domain=node.domain or None, **attrs)
         evaluator = ReferenceEvaluator(proto, opsets={"": graph.opset})
         return list(evaluator.run(None, {name: graph.const(name) for name in inputs}))
     except Exception:  # an op the reference evaluator lacks stays a node; its rule decides

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from onnx import helper
 from typer.testing import CliRunner
 
@@ -146,3 +147,34 @@ def test_cli_json_carries_the_lower_bound(tmp_path: Path) -> None:
     assert 0 < report["network"]["lower_bound"] <= report["network"]["upper_bound"]
     assert report["settings"]["lower_bound"] == {"seed": 5, "samples": 3, "steps": 2}
     assert runner.invoke(app, ["check", str(SAMPLES / "mlp.onnx"), "-s", "x=1x16", "--samples", "0"]).exit_code == 2
+
+
+class _Views(torch.nn.Module):
+    """Reshape, Slice, Expand and a view: the ops whose shape arguments the Jacobians once choked on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 16)
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        h = self.fc(x).reshape(x.shape[0], 1, 4, 4)
+        h = torch.relu(self.conv(h))[:, :, 1:3, :]
+        return (h.expand(x.shape[0], 2, 2, 4) * 1.5).flatten(1)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_the_lower_bound_runs_through_reshape_slice_expand_and_views(tmp_path: Path, kind: str) -> None:
+    torch.manual_seed(0)
+    module, example = _Views().eval(), torch.randn(1, 16)
+    if kind == "onnx":
+        path = tmp_path / "views.onnx"
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}})
+        report = audit(str(path), input_shape=["x=1x16"], lower_bound=True, samples=2, steps=2)
+    else:
+        path = tmp_path / "views.pt"
+        torch.jit.save(torch.jit.trace(module, example), str(path))
+        report = audit(str(path), lower_bound=True, samples=2, steps=2)
+    assert not any("no lower bound" in notice for notice in report.notices), report.notices
+    assert 0 < report.lower_bound <= report.upper_bound

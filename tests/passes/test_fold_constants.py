@@ -1,0 +1,83 @@
+"""Shape arithmetic folds away at the given input shape: exporters' dynamic pads and reshapes come out complete."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lipaudit import audit
+from tests.jacobians import max_jacobian_norm
+
+
+class TfSamePadding(nn.Module):
+    """TensorFlow's 'SAME' padding, computed from the input's shape as TF ports write it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+
+    def forward(self, x):
+        ih, iw = x.size()[-2:]
+        pad_h = max((math.ceil(ih / 2) - 1) * 2 + 3 - ih, 0)
+        pad_w = max((math.ceil(iw / 2) - 1) * 2 + 3 - iw, 0)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return torch.relu(self.conv(x))
+
+
+class WindowPartition(nn.Module):
+    """Swin's window partition: a reshape and permute whose sizes come from the input's shape."""
+
+    def __init__(self, window: int = 2) -> None:
+        super().__init__()
+        self.window = window
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x):
+        b, h, w, c = x.shape
+        ws = self.window
+        x = self.proj(x).view(b, h // ws, ws, w // ws, ws, c)
+        return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+
+
+class ChannelShuffle(nn.Module):
+    def __init__(self, groups: int = 2) -> None:
+        super().__init__()
+        self.groups = groups
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = self.conv(x).view(b, self.groups, c // self.groups, h, w).transpose(1, 2)
+        return torch.tanh(x.reshape(b, c, h, w))
+
+
+CASES = [(TfSamePadding, (1, 3, 7, 9)), (WindowPartition, (1, 4, 4, 4)), (ChannelShuffle, (1, 4, 3, 3))]
+
+
+def _export(module: nn.Module, shape: tuple[int, ...], path: Path) -> None:
+    """Dynamic dimensions keep the Shape → Gather → … arithmetic in the file, as real exports do."""
+    dynamic = {"x": {0: "batch", len(shape) - 2: "height", len(shape) - 1: "width"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.randn(shape),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], dynamic_axes=dynamic)
+
+
+@pytest.mark.parametrize("net,shape", CASES, ids=[c[0].__name__ for c in CASES])
+def test_exported_shape_arithmetic_folds_and_the_bound_is_complete(tmp_path, net, shape) -> None:
+    torch.manual_seed(0)
+    module = net()
+    path = tmp_path / "model.onnx"
+    _export(module, shape, path)
+    report = audit(str(path), input_shape=["x=" + "x".join(map(str, shape))])
+    assert report.network.complete and report.network.certified, report.network.unsupported
+    assert not any(layer.op in ("Shape", "Gather", "Cast", "Ceil", "Div", "Concat") for layer in report.layers)
+    assert report.verification.checked
+    truth = max_jacobian_norm(module, shape, samples=4, seed=0)
+    assert report.upper_bound >= truth * (1 - 1e-6)
