@@ -54,7 +54,7 @@ def window_geometry(node: Node, kernel: tuple[int, ...], spatial_in: Sequence[in
     strides = node.attr_ints("strides", (1,) * n) or (1,) * n
     dilations = node.attr_ints("dilations", (1,) * n) or (1,) * n
     pads = node.attr_ints("pads", (0,) * (2 * n)) or (0,) * (2 * n)
-    auto_pad = node.attr_str("auto_pad", "NOTSET")
+    auto_pad = node.attr_str("auto_pad")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER") and not transposed:
         begins, ends = [], []
         for size, k, s, d in zip(spatial_in, kernel, strides, dilations):
@@ -87,7 +87,7 @@ def window_geometry(node: Node, kernel: tuple[int, ...], spatial_in: Sequence[in
 def pool_output_sizes(node: Node, geometry: WindowGeometry, spatial: Sequence[int]) -> list[int]:
     """Output sizes of a pooling node: floor, or with ceil_mode one more partial window unless it
     would start in the right padding; ``-(-size // s)`` for SAME_* auto padding."""
-    auto_pad = node.attr_str("auto_pad", "NOTSET")
+    auto_pad = node.attr_str("auto_pad")
     ceil_mode = bool(node.attr_int("ceil_mode", 0))
     outs = []
     for size, k, s, d, begin, end in zip(spatial, geometry.kernel, geometry.strides, geometry.dilations,
@@ -111,7 +111,7 @@ def conv_transpose_crop(node: Node, spatial: Sequence[int], kernel: Sequence[int
     puts the larger half at the end, SAME_LOWER and an explicit output_shape at the start.
     """
     n = len(kernel)
-    auto_pad = node.attr_str("auto_pad", "NOTSET")
+    auto_pad = node.attr_str("auto_pad")
     output_shape = node.attr_ints("output_shape", None)
     if output_shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
         if auto_pad == "VALID":
