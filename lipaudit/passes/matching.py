@@ -104,7 +104,24 @@ def selection(graph: Graph, name: str) -> Selection | None:
     expected = shape[:axis] + (len(indices),) + shape[axis + 1:]
     if expected != out_shape:
         return None
-    return Selection(source, axis, tuple(indices))
+    return Selection(_through_copies(graph, source), axis, tuple(indices))
+
+
+def _through_copies(graph: Graph, name: str) -> str:
+    """The value that ``name`` copies whole (through Identity and Slices that keep every entry in
+    order, as torch.jit writes x[:, :c] as a full slice of axis 0 first), else ``name`` itself."""
+    while True:
+        node = graph.producer(name)
+        if node is None or node.domain or not node.inputs:
+            return name
+        if node.op_type == "Identity":
+            name = node.inputs[0]
+            continue
+        shape = known_shape(graph, node.inputs[0])
+        ranges = _slice_ranges(graph, node, shape) if node.op_type == "Slice" and shape is not None else None
+        if ranges is None or any(indices != list(range(shape[axis])) for axis, indices in ranges):
+            return name
+        name = node.inputs[0]
 
 
 def _split_part(graph: Graph, node: Node, name: str, shape: tuple[int, ...]) -> tuple[int, list[int]] | None:
@@ -122,22 +139,37 @@ def _split_part(graph: Graph, node: Node, name: str, shape: tuple[int, ...]) -> 
     return axis, list(range(start, start + sizes[position]))
 
 
-def _slice_part(graph: Graph, node: Node, shape: tuple[int, ...]) -> tuple[int, list[int]] | None:
+def _slice_ranges(graph: Graph, node: Node, shape: tuple[int, ...]) -> list[tuple[int, list[int]]] | None:
+    """(axis, indices kept) for each axis a Slice names, when its parameters are constants."""
     starts = const_ints(graph, node, 1, "starts")
     ends = const_ints(graph, node, 2, "ends")
     axes = const_ints(graph, node, 3, "axes")
     steps = const_ints(graph, node, 4, "steps")
-    if starts is None or ends is None or len(starts) != 1 or len(ends) != 1:
+    if starts is None or ends is None or len(starts) != len(ends):
         return None
-    axes = [0] if axes is None else axes
-    steps = [1] if steps is None else steps
-    if len(axes) != 1 or len(steps) != 1 or steps[0] == 0:
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if len(axes) != len(starts) or len(steps) != len(starts) or 0 in steps:
         return None
-    axis = axis_of(axes[0], len(shape))
-    if axis is None:
+    ranges = []
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        positive = axis_of(axis, len(shape))
+        if positive is None or any(positive == seen for seen, _ in ranges):
+            return None
+        # Python's slice clamps out-of-range starts and ends as ONNX does, for either sign of step.
+        ranges.append((positive, list(range(*slice(start, end, step).indices(shape[positive])))))
+    return ranges
+
+
+def _slice_part(graph: Graph, node: Node, shape: tuple[int, ...]) -> tuple[int, list[int]] | None:
+    """The one axis a Slice narrows (every other axis it names kept whole)."""
+    ranges = _slice_ranges(graph, node, shape)
+    if ranges is None:
         return None
-    # Python's slice clamps out-of-range starts and ends as ONNX does, for either sign of step.
-    return axis, list(range(*slice(starts[0], ends[0], steps[0]).indices(shape[axis])))
+    narrowed = [(axis, indices) for axis, indices in ranges if indices != list(range(shape[axis]))]
+    if len(narrowed) > 1:
+        return None
+    return narrowed[0] if narrowed else ranges[0] if ranges else None
 
 
 def _gather_part(graph: Graph, node: Node, shape: tuple[int, ...]) -> tuple[int, list[int]] | None:
