@@ -28,7 +28,7 @@ def export(fn: Callable, shape: tuple[int, ...], directory: Path, kind: str = "o
         if kind == "torchscript":
             path = Path(directory) / "model.pt"
             torch.jit.save(torch.jit.trace(module.eval(), example, check_trace=False), str(path))
-            return path, ["x=" + "x".join(map(str, shape))]
+            return path, ["x".join(map(str, shape))]
         path = Path(directory) / "model.onnx"
         torch.onnx.export(module.eval(), (example,), str(path), dynamo=False, opset_version=17, input_names=["x"])
         return path, []
