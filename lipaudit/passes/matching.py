@@ -104,17 +104,18 @@ def selection(graph: Graph, name: str) -> Selection | None:
     expected = shape[:axis] + (len(indices),) + shape[axis + 1:]
     if expected != out_shape:
         return None
-    return Selection(_through_copies(graph, source), axis, tuple(indices))
+    return Selection(copied_from(graph, source), axis, tuple(indices))
 
 
-def _through_copies(graph: Graph, name: str) -> str:
-    """The value that ``name`` copies whole (through Identity and Slices that keep every entry in
-    order, as torch.jit writes x[:, :c] as a full slice of axis 0 first), else ``name`` itself."""
+def copied_from(graph: Graph, name: str) -> str:
+    """The value that ``name`` copies whole (through Identity, a Concat of one input and Slices that
+    keep every entry in order, as torch.jit writes x[:, :c] as a full slice of axis 0 first), else
+    ``name`` itself."""
     while True:
         node = graph.producer(name)
         if node is None or node.domain or not node.inputs:
             return name
-        if node.op_type == "Identity":
+        if node.op_type == "Identity" or (node.op_type == "Concat" and len(node.inputs) == 1):
             name = node.inputs[0]
             continue
         shape = known_shape(graph, node.inputs[0])
