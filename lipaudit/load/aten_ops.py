@@ -392,6 +392,33 @@ def adaptive_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
             pads=[0] * (2 * len(kernel)))
 
 
+@converts("square")
+def square(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = em.x(a["self"])
+    em.node("Mul", [x, x], outs)
+
+
+# --- sorting ----------------------------------------------------------------------------------
+
+@converts("sort")
+def sort(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """torch.sort as a TopK of every entry along the axis (values and int64 indices alike)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    axis = _axis(a.get("dim", -1), rank) if rank else 0
+    em.node("TopK", [em.x(x), em.ints([x.shape[axis] if rank else 1], "k")], outs, axis=axis,
+            largest=int(bool(a.get("descending", False))), sorted=1)
+
+
+@converts("topk")
+def topk(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    if not a.get("sorted", True):
+        raise Unmappable("topk with sorted=False (torch's order of the values is unspecified)")
+    em.node("TopK", [em.x(x), em.ints([int(a["k"])], "k")], outs, axis=_axis(a.get("dim", -1), x.tensor.dim()),
+            largest=int(bool(a.get("largest", True))), sorted=1)
+
+
 # --- reductions -------------------------------------------------------------------------------
 
 def _reduce_axes(a: dict[str, Any], rank: int) -> list[int]:
@@ -589,6 +616,23 @@ def pixel_shuffle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     if x.tensor.dim() != 4:
         raise Unmappable(f"pixel_shuffle of a rank-{x.tensor.dim()} input")
     em.node("DepthToSpace", [em.x(x)], outs, blocksize=int(a["upscale_factor"]), mode="CRD")
+
+
+@converts("pixel_unshuffle")
+def pixel_unshuffle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """out[c·r² + i·r + j, h, w] = x[c, h·r + i, w·r + j]: not SpaceToDepth's order (blocks first), so
+    written as torch's own ONNX export writes it, Reshape → Transpose → Reshape."""
+    x = a["self"]
+    if x.tensor.dim() != 4:
+        raise Unmappable(f"pixel_unshuffle of a rank-{x.tensor.dim()} input")
+    r = int(a["downscale_factor"])
+    n, c, h, w = x.shape
+    blocks = (n, c, h // r, r, w // r, r)
+    split = em.temp(blocks, "blocks")
+    moved = em.temp((n, c, r, r, h // r, w // r), "moved")
+    em.node("Reshape", [em.x(x), em.ints(blocks, "blocks_shape")], [split])
+    em.node("Transpose", [split], [moved], perm=[0, 1, 3, 5, 2, 4])
+    em.node("Reshape", [moved, em.ints(outs[0].shape, "shape")], outs)
 
 
 # ONNX Resize settings that reproduce torch's upsampling (sizes taken from the real output shape).

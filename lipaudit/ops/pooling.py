@@ -21,6 +21,7 @@ from .factor import Factor
 from .geometry import WindowGeometry, kernel_shape, pool_output_sizes, window_geometry
 from .registry import Op, register
 from .runtime import Env, spatial_fn, torch_pads
+from .sorting import FUSED_DOMAIN
 
 FAMILY = "pooling"
 
@@ -158,3 +159,136 @@ class GlobalMaxPool(Op):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# ℓp pooling: the ℓp norm of each window.
+#
+# |‖u‖_p − ‖v‖_p| ≤ ‖u − v‖_p ≤ c_p·‖u − v‖₂ on a window of k entries, with c_p = 1 for p ≥ 2 and
+# k^(1/p − 1/2) below (Hölder). Summing the squares over the windows counts each input entry once
+# per window it falls in, so ‖Δy‖ ≤ c_p·√(most windows one entry falls in)·‖Δx‖; with disjoint
+# windows and p ≥ 2 that is 1, reached by moving one window's entries along themselves.
+
+
+def _lp_exponent(node: Node) -> float:
+    """p, an int attribute since opset 2 (a float before); 2 when absent."""
+    p = node.attrs.get("p", 2)
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{node.op_type} '{node.name}': p must be a number, not {p!r}")
+    return float(p)
+
+
+def _holder_constant(p: float, entries: int) -> float:
+    """c_p with ‖v‖_p ≤ c_p·‖v‖₂ for v with ``entries`` entries."""
+    return float(entries) ** max(0.0, 1.0 / p - 0.5)
+
+
+def _lp_norm(t: Tensor, p: float, dims: tuple[int, ...] | None = None) -> Tensor:
+    """(Σ |t|^p)^(1/p) over ``dims`` (a sum already taken when dims is None)."""
+    powered = t if dims is None else t.abs().pow(p).sum(dim=dims, keepdim=True)
+    return powered.sqrt() if p == 2 else powered.pow(1.0 / p)
+
+
+def _column_sums(forward, spatial: Sequence[int]) -> Tensor:
+    """Aᵀ·1 of a linear pooling map A of one channel: for each input entry, the sum of the weights of
+    the windows that read it. By autograd through the op's own run, so padding, ceil_mode and the
+    divisors are exactly the ones the run applies."""
+    x = torch.ones((1, 1, *spatial), dtype=torch.float64, requires_grad=True)
+    forward(x).sum().backward()
+    return x.grad
+
+
+def _worst_column(forward, spatial: Sequence[int], op: str) -> float:
+    worst = float(_column_sums(forward, spatial).max())
+    if not math.isfinite(worst):
+        raise ValueError(f"{op}: a window reads no input entry (its divisor is 0)")
+    return worst
+
+
+@register
+class LpPool(Op):
+    family = FAMILY
+    resizes = True  # the rule counts every window an entry falls in
+    summary = "√(most windows one entry falls in) for p ≥ 2; ×(window size)^(1/p − 1/2) for p < 2"
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        p = _lp_exponent(node)
+        if p < 1:
+            return Factor.unbounded(f"the ℓp 'norm' with p = {p:g} < 1 is not Lipschitz at 0")
+        shape = ctx.input_shape(node)
+        geometry, outs = _layout(node, shape[2:])
+        windows = _worst_column(lambda x: self._window_sums(x, geometry, outs, node), shape[2:], node.op_type)
+        holder = _holder_constant(p, math.prod(geometry.kernel))
+        note = f"each input in at most {windows:g} windows"
+        if holder != 1.0:
+            note += f"; ‖·‖_{p:g} ≤ {holder:.6g}·‖·‖₂ on a window"
+        return Factor.constant(holder * math.sqrt(windows), "closed-form", note=note)
+
+    @staticmethod
+    def _window_sums(t: Tensor, geometry: WindowGeometry, outs: Sequence[int], node: Node) -> Tensor:
+        padded, _ = _padded_input(t, geometry, outs, 0.0)
+        return _crop_to(_window_sum(padded, geometry, node), outs)
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        p = _lp_exponent(node)
+        geometry, outs = _layout(node, x.shape[2:])
+        return _lp_norm(self._window_sums(x.abs().pow(p), geometry, outs, node), p)
+
+
+@register
+class GlobalLpPool(Op):
+    family = FAMILY
+    summary = "1 for p ≥ 2 (the ℓp norm of each channel); (H·W)^(1/p − 1/2) for p < 2"
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        p = _lp_exponent(node)
+        if p < 1:
+            return Factor.unbounded(f"the ℓp 'norm' with p = {p:g} < 1 is not Lipschitz at 0")
+        positions = int(np.prod(ctx.input_shape(node)[2:]))
+        return Factor.constant(_holder_constant(p, positions), "closed-form")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        return _lp_norm(x, _lp_exponent(node), tuple(range(2, x.dim())))
+
+
+@register
+class L2Pool(Op):
+    """y = sqrt(max(scale·AveragePool(x²) + bias, floor)), AveragePool's attributes as they were.
+
+    Not an ONNX op: passes/fuse_l2_pool.py makes it from the pieces exporters write for ℓ2-norm
+    pooling (torch's LPPool with p = 2, deel-torchlip's ScaledL2NormPool2d, a hand-written
+    sqrt(avg_pool(x·x) + ε)). ``scale`` ≥ 0 and ``bias`` ≥ 0 are checked by the pass; ``floor``
+    (a clamp from below, −inf when there is none) changes no slope.
+
+    Rule: window w averages its entries with weights 1/n_w, so y_w = ‖(√(scale/n_w)·x_w, √bias)‖₂
+    (below the floor, a constant), √(scale/n_w)-Lipschitz in x_w; summing the squares,
+    ‖Δy‖² ≤ scale·Σ_i Δx_i²·Σ_{w ∋ i} 1/n_w = scale·Σ_i Δx_i²·(Aᵀ1)_i with A the average pool.
+    The factor is √(scale·max_i (Aᵀ1)_i): √(scale/k) for disjoint windows of k entries, 1 for
+    torch's LPPool (scale k).
+    """
+
+    domain = FUSED_DOMAIN
+    family = FAMILY
+    resizes = True  # the rule sums every window an entry falls in
+    summary = "√(scale·max over entries of Σ 1/(window size) over the windows it is in); 1 for LPPool(p=2)"
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        scale, bias = node.attr_float("scale"), node.attr_float("bias")
+        if not (scale >= 0 and bias >= 0 and math.isfinite(scale) and math.isfinite(bias)):
+            return Factor.unbounded(f"sqrt({scale:g}·mean(x²) + {bias:g}) is not Lipschitz: it needs a scale ≥ 0 "
+                                    "and an offset ≥ 0 under the root")
+        shape = ctx.input_shape(node)
+        env = Env(ctx.opset(node), torch.float64, torch.device("cpu"))
+        weights = _worst_column(lambda x: AveragePool().run(env, node, [x]), shape[2:], node.op_type)
+        return Factor.constant(math.sqrt(scale * weights), "closed-form",
+                               note=f"sqrt({scale:g}·mean of squares + {bias:g}) per window")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        inner = AveragePool().run(env, node, [x * x]) * node.attr_float("scale") + node.attr_float("bias")
+        floor = node.attr_float("floor", -math.inf)
+        if floor > -math.inf:
+            inner = torch.clamp(inner, min=floor)
+        return inner.sqrt()

@@ -298,21 +298,21 @@ def _with_custom_domain(model):
 
 
 def test_two_unknown_ops_are_both_reported(tmp_path):
-    """LpPool (no rule) and a custom-domain op, on two outputs: both listed at once."""
-    nodes = [helper.make_node("LpPool", ["x"], ["a"], kernel_shape=[2, 2], p=2),
+    """Trilu (no rule) and a custom-domain op, on two outputs: both listed at once."""
+    nodes = [helper.make_node("Trilu", ["x"], ["a"]),
              helper.make_node("Relu", ["a"], ["y1"]),
              helper.make_node("FancyScale", ["x"], ["y2"], domain="com.example")]
     model = _with_custom_domain(graph_model(nodes, [1, 2, 4, 4], {}, outputs=("y1", "y2")))
     model.graph.output[1].CopyFrom(helper.make_tensor_value_info("y2", 1, [1, 2, 4, 4]))
     report = run_audit(model, tmp_path)
     unsupported = {(b.op, b.node) for b in report.network.unsupported}
-    assert {op for op, _ in unsupported} == {"LpPool", "FancyScale"}
+    assert {op for op, _ in unsupported} == {"Trilu", "FancyScale"}
     assert report.network.complete is False
     assert report.network.upper_bound is None
     assert report.network.certified is False
     assert {o.name: o.upper_bound for o in report.model.outputs} == {"y1": None, "y2": None}
     by_op = {layer.op: layer for layer in report.layers}
-    for op in ("LpPool", "FancyScale"):
+    for op in ("Trilu", "FancyScale"):
         assert by_op[op].status == "unknown"
         assert by_op[op].factor is None
         assert by_op[op].running_bound is None
@@ -324,14 +324,14 @@ def test_two_unknown_ops_are_both_reported(tmp_path):
 
 
 def test_unknown_ops_in_series_and_a_known_branch(tmp_path):
-    """x → LpPool → custom op → y1 and x → Relu → y2: both unknowns listed, y2 still bounded."""
-    nodes = [helper.make_node("LpPool", ["x"], ["a"], kernel_shape=[1, 1]),
+    """x → Trilu → custom op → y1 and x → Relu → y2: both unknowns listed, y2 still bounded."""
+    nodes = [helper.make_node("Trilu", ["x"], ["a"]),
              helper.make_node("FancyScale", ["a"], ["y1"], domain="com.example"),
              helper.make_node("Relu", ["x"], ["y2"])]
     model = _with_custom_domain(graph_model(nodes, [1, 2, 3, 3], {}, outputs=("y1", "y2")))
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y1", 1, [1, 2, 3, 3]))
     report = run_audit(model, tmp_path)
-    assert sorted(b.op for b in report.network.unsupported) == ["FancyScale", "LpPool"]
+    assert sorted(b.op for b in report.network.unsupported) == ["FancyScale", "Trilu"]
     assert report.network.complete is False
     assert report.network.upper_bound is None
     outputs = {o.name: o.upper_bound for o in report.model.outputs}
@@ -341,9 +341,9 @@ def test_unknown_ops_in_series_and_a_known_branch(tmp_path):
 
 def test_unknown_op_feeding_an_add_is_not_one(tmp_path):
     """A residual around an unknown op: the sum must not treat the unknown branch as 1."""
-    nodes = [helper.make_node("LpPool", ["x"], ["a"], kernel_shape=[1, 1]),
+    nodes = [helper.make_node("Trilu", ["x"], ["a"]),
              helper.make_node("Add", ["x", "a"], ["y"])]
     report = run_audit(graph_model(nodes, [1, 2, 3, 3], {}), tmp_path)
-    assert "LpPool" in [b.op for b in report.network.unsupported]
+    assert "Trilu" in [b.op for b in report.network.unsupported]
     assert report.network.upper_bound is None
     assert report.network.complete is False
