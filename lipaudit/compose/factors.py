@@ -64,7 +64,7 @@ def _checked(op: Op, node: Node, index: int, factor: Factor, ctx: RuleContext) -
         weights = _with_copies(op, node, index, positions, weights, ctx)
     except (_Outgrown, RuleInputError) as why:
         return Factor.unknown(str(why))
-    if factor.certified and not op.exact_in_float:
+    if factor.certified and not (op.exact_in_float or factor.exact):
         weights = [w * (1 + FLOAT32_MARGIN) for w in weights]
         value = None if factor.value is None else factor.value * (1 + FLOAT32_MARGIN)
         return replace(factor, value=value, input_weights=weights)

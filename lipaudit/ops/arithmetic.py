@@ -26,6 +26,13 @@ def _unit_weights(node: Node, ctx: RuleContext) -> list[float]:
     return [1.0] * len(ctx.graph.variable_inputs(node))
 
 
+def _powers_of_two(coefficients: np.ndarray) -> bool:
+    """Every coefficient is ±2^k or 0: multiplying a float32 by it is exact (short of overflow)."""
+    values = np.abs(np.asarray(coefficients, dtype=np.float64)).ravel()
+    mantissas, _ = np.frexp(values[values != 0])
+    return bool(np.all(mantissas == 0.5))
+
+
 class Binary(Op):
     family = FAMILY
     elementwise = True
@@ -82,7 +89,7 @@ class Mul(Binary):
             return Factor.unbounded("Mul of two variable values is not globally Lipschitz")
         const = next(ctx.graph.const(name) for name in node.inputs if ctx.graph.is_const(name))
         gain = broadcast_gain(const, ctx.known_shape(node, variables[0]), ctx.output_shape(node))
-        return Factor.constant(gain, "closed-form")
+        return Factor.constant(gain, "closed-form", exact=_powers_of_two(const))
 
 
 @register
@@ -100,7 +107,7 @@ class Div(Binary):
         if not np.all(np.isfinite(reciprocal)):
             return Factor.unbounded("division by a constant that contains zero")
         gain = broadcast_gain(reciprocal, ctx.known_shape(node, numerator), ctx.output_shape(node))
-        return Factor.constant(gain, "closed-form")
+        return Factor.constant(gain, "closed-form", exact=_powers_of_two(reciprocal))
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         a, b = same_kind(args[0], args[1])

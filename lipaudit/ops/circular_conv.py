@@ -29,9 +29,8 @@ from ..ir import Node
 from ..spectral.conv import circulant_norm
 from .context import RuleContext, RuleInputError
 from .factor import Factor
-from .registry import Op, register
+from .registry import FUSED_DOMAIN, Op, register
 from .runtime import Env, spatial_fn, torch_pads
-from .sorting import FUSED_DOMAIN
 
 FAMILY = "linear"
 _FIGURES = {"auto": "bnb", "exact": "exact", "gram": "gram", "frobenius": "frobenius", "power": "bnb"}

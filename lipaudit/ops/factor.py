@@ -30,6 +30,8 @@ class Factor:
     reason: str = ""
     combine: Combine = "sum"
     input_weights: list[float] | None = None
+    # Evaluating this node in float32 adds no rounding (a scale by a power of two): no float32 margin.
+    exact: bool = False
 
     @classmethod
     def constant(cls, value: float, method: str, *, note: str | None = None, **kwargs) -> "Factor":

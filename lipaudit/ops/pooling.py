@@ -19,9 +19,8 @@ from ..spectral.conv import avgpool_norm
 from .context import RuleContext
 from .factor import Factor
 from .geometry import WindowGeometry, kernel_shape, pool_output_sizes, window_geometry
-from .registry import Op, register
+from .registry import FUSED_DOMAIN, Op, register
 from .runtime import Env, spatial_fn, torch_pads
-from .sorting import FUSED_DOMAIN
 
 FAMILY = "pooling"
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from .runtime import Env
 
 
+# The domain of the ops lipaudit fuses from exported pieces: no real model's op can be taken for one.
+FUSED_DOMAIN = "lipaudit"
+
+
 class DuplicateOpError(RuntimeError):
     pass
 

@@ -20,12 +20,11 @@ import torch
 from ..ir import Node
 from .context import RuleContext, RuleInputError
 from .factor import Factor
-from .registry import Op, register
+from .registry import FUSED_DOMAIN, Op, register
 from .runtime import Env, ints, positive_axis
 
 FAMILY = "sorting"
 # Ops that only lipaudit's fusion passes create: a domain of their own, so no model's op is taken for one.
-FUSED_DOMAIN = "lipaudit"
 
 
 @register

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..ops.circular_conv import periodic_conditions
-from ..ops.sorting import FUSED_DOMAIN
+from ..ops.registry import FUSED_DOMAIN
 from .manager import Pass
 from .matching import axis_of, const_ints, copied_from, known_shape, producer_of, read_only_by, selection
 

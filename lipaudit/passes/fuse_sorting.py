@@ -20,7 +20,7 @@ already 1-Lipschitz without fusion.
 from __future__ import annotations
 
 from ..ir import Graph, Node
-from ..ops.sorting import FUSED_DOMAIN
+from ..ops.registry import FUSED_DOMAIN
 from .manager import Pass
 from .matching import axis_of, const_ints, constant_operand, known_shape, producer_of, read_only_by, selection
 
