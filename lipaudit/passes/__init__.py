@@ -7,6 +7,7 @@ from ..ir import Graph
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
+from .fuse_normalization import FuseNormalization
 from .inline_if import InlineConstantIf
 from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear
@@ -20,7 +21,7 @@ def load_time_passes() -> PassManager:
 
 def rewrite_passes() -> PassManager:
     """Before analysis: fusions first (they expose folds and merges), then folds and merges."""
-    return PassManager([FuseActivations(), FoldBatchNorm(), MergeLinear(), RemoveUnused()])
+    return PassManager([FuseActivations(), FuseNormalization(), FoldBatchNorm(), MergeLinear(), RemoveUnused()])
 
 
 def run_passes(graph: Graph) -> Graph:
@@ -28,6 +29,7 @@ def run_passes(graph: Graph) -> Graph:
     return graph
 
 
-__all__ = ["FillDefaultAttributes", "FoldBatchNorm", "FoldConstants", "FuseActivations", "InlineConstantIf",
+__all__ = ["FillDefaultAttributes", "FoldBatchNorm", "FoldConstants", "FuseActivations", "FuseNormalization",
+           "InlineConstantIf",
            "MergeLinear", "Pass",
            "PassManager", "RemoveUnused", "load_time_passes", "merge_linear", "rewrite_passes", "run_passes"]
