@@ -41,7 +41,7 @@ def const_tensor(array: np.ndarray) -> Tensor:
 
 def bound_tensor(bound: np.ndarray, shape: tuple[int, ...]) -> Tensor:
     """One side of an interval as a float64 tensor of the value's shape, ±inf as ±HUGE."""
-    return torch.as_tensor(np.ascontiguousarray(np.broadcast_to(np.clip(bound, -HUGE, HUGE), shape)),
+    return torch.as_tensor(np.array(np.broadcast_to(np.clip(bound, -HUGE, HUGE), shape)),
                            dtype=torch.float64)
 
 

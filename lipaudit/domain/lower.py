@@ -100,10 +100,10 @@ def box_lower_bound(graph: Graph, bounds: Mapping[str, tuple[float, float]], *, 
             x, y = x.requires_grad_(True), y.requires_grad_(True)
             optimizer = torch.optim.Adam([x, y], lr=_LEARNING_RATE * scale / math.sqrt(x.numel()))
             for _ in range(steps + 1):
-                separation_now = float((x - y).norm())
+                separation_now = float((x - y).detach().norm())
                 if separation_now > 1e-9 * scale:
                     ratio = _ratio(f, x, y)
-                    value = float(ratio)
+                    value = float(ratio.detach())
                     if math.isfinite(value) and value > best.value:
                         best = BoxLowerBound(value, x.detach().clone(), y.detach().clone())
                     optimizer.zero_grad()

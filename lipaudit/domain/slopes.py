@@ -22,6 +22,7 @@ from .interval import Interval
 
 _NEAR = 1e-3
 _EVAL_MARGIN = 1e-9  # relative slack on f' evaluated in float64 at the endpoints
+_EVAL_FLOOR = 1e-12  # and absolute: in the tails the formulas cancel (1 + erf(x)), losing relative accuracy
 
 
 def _t(x: np.ndarray) -> Tensor:
@@ -46,7 +47,7 @@ class SmoothProfile:
     def slope_sup(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             ends = np.maximum(np.abs(_n(self.slope(_t(lo)))), np.abs(_n(self.slope(_t(hi)))))
-        sup = ends * (1 + _EVAL_MARGIN)
+        sup = ends * (1 + _EVAL_MARGIN) + _EVAL_FLOOR
         for at, bound in self.slope_extremes:
             inside = (lo <= at + _NEAR) & (hi >= at - _NEAR)
             sup = np.where(inside, np.maximum(sup, bound), sup)
@@ -59,7 +60,10 @@ class SmoothProfile:
         low = np.minimum(f_lo, f_hi)
         inside = (lo <= self.minimum_at + _NEAR) & (hi >= self.minimum_at - _NEAR)
         low = np.where(inside, np.minimum(low, self.minimum), low)
-        return Interval(low, np.maximum(f_lo, f_hi)).widened()
+        # x·Φ(x) and friends lose relative accuracy in their tails (1 + erf(x) cancels): the margin
+        # scales with |x|, the size of what is multiplied.
+        scale = np.minimum(np.maximum(np.abs(lo), np.abs(hi)), 1e300)
+        return Interval(low, np.maximum(f_lo, f_hi)).widened(scale)
 
 
 def _gelu_slope(x: Tensor) -> Tensor:

@@ -31,9 +31,10 @@ def log_softmax_range(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.nd
         others_lo, m_lo = _others_sum(lo)
         low = -np.log1p(np.exp(m_hi - lo) * others_hi)
         high = -np.log1p(np.exp(m_lo - hi) * others_lo)
-    slack = RANGE_MARGIN * (1.0 + np.abs(low)) + 4 * n * np.finfo(np.float64).eps
-    low = np.where(np.isnan(low), -np.inf, low - slack)
-    high = np.where(np.isnan(high), 0.0, np.minimum(high + RANGE_MARGIN * (1.0 + np.abs(high)), 0.0))
+    with np.errstate(invalid="ignore"):
+        low = np.where(np.isnan(low), -np.inf, low - RANGE_MARGIN * (1.0 + np.abs(low)) - 4 * n * np.finfo(float).eps)
+        high = np.where(np.isnan(high), 0.0, high)
+        high = np.where(np.isfinite(high), np.minimum(high + RANGE_MARGIN * (1.0 + np.abs(high)), 0.0), high)
     return low, high
 
 

@@ -119,7 +119,8 @@ class Tanh(SlopeWithinOne):
     fn = staticmethod(torch.tanh)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return 1.0 - np.tanh(x.mignitude) ** 2
+        with np.errstate(over="ignore"):
+            return 1.0 / np.cosh(x.mignitude) ** 2  # 1 − tanh², without cancellation
 
 
 @register
@@ -222,7 +223,11 @@ class Celu(SlopeWithinOne):
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(np.asarray(x, dtype=np.float64) / 2))
+    """σ(x) with full relative accuracy in both tails."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        small = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
 
 
 @register
@@ -233,8 +238,7 @@ class Sigmoid(Activation):
     fn = staticmethod(torch.sigmoid)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        s = _sigmoid(x.mignitude)
-        return s * (1.0 - s)
+        return _sigmoid(x.mignitude) * _sigmoid(-x.mignitude)  # σ(1 − σ), without cancellation
 
 
 class Smooth(Activation):
