@@ -88,6 +88,7 @@ class DotProductAttention(Op):
     certified = False
     summary = "unbounded (Kim et al. 2021); on a domain: the product rule on the ranges of Q, K, V"
     data_inputs = None
+    resizes = True  # the domain rule bounds ‖ΔO‖ directly, shared key/value heads included
 
     def on_box(self, node: Node, ctx: RuleContext) -> tuple[AttentionBound, list[float]] | None:
         """The bound on the box and each variable input's weight (None: this form has no domain rule)."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.evaluate import endpoint_args, run_op
+from ..domain.evaluate import endpoint_args, monotone_interval, run_op
 from ..domain.interval import Interval
 from ..ir import Node
 from .context import DOMAIN_HINT, RuleContext, domain_factor
@@ -162,6 +162,13 @@ def _product(x: Tensor, axes: tuple[int, ...]) -> Tensor:
 @register
 class ReduceProd(SteepReduction):
     fn = staticmethod(_product)
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        x = ctx.range_of(node.inputs[0])
+        if np.all(x.lo >= 0):
+            return monotone_interval(self, node, ctx, positions=(0,))  # non-decreasing on x ≥ 0
+        largest = magnitude_interval(self, node, ctx)[0]  # |Π x| ≤ Π max|x|
+        return [None if largest is None else Interval(-largest.hi, largest.hi)]
 
 
 @register

@@ -145,6 +145,10 @@ class ArgExtreme(Jumps):
     family = FAMILY
     pick: Callable[..., Tensor]
 
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        shape = ctx.input_shape(node)
+        return [Interval.full().intersect(0.0, float(shape[positive_axis(node.attr_int("axis"), len(shape))] - 1))]
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         axis = positive_axis(node.attr_int("axis"), x.dim())

@@ -36,6 +36,8 @@ class Elementwise(nn.Module):
             torch.tan(0.5 * v), F.log_softmax(u, -1), u / (2 + torch.sigmoid(v)), torch.maximum(u, v), torch.minimum(u, v),
             torch.where(v > 0, u, v), u * v, F.gelu(u), F.gelu(v, approximate="tanh"), F.hardsigmoid(u) * v,
             F.softmax(u * 2, -1), F.relu(u - 5.0), torch.tanh(v) * torch.sigmoid(u), u - v, F.softplus(v),
+            torch.prod(u, -1, keepdim=True), torch.prod(torch.sigmoid(v), -1, keepdim=True),
+            torch.argmax(u, -1, keepdim=True).float(), (u > v).float(), torch.floor(2 * v),
         ]
         return torch.cat(branches, dim=-1)
 
