@@ -3,9 +3,10 @@
 * ``monotone_interval``: an op non-decreasing in each variable input, entry by entry (a selection,
   a copy, a max, a sum with non-negative weights, an increasing activation) maps the box
   [lo, hi] into [f(lo), f(hi)].
-* ``affine_interval``: an op affine in its variable input, f(x) = A·x + b, maps center ± radius to
-  f(center) ± |A|·radius, where |A| is the same op with its weights replaced by their absolute
-  values and no bias.
+* ``bilinear_interval``: an op bilinear in two inputs plus linear terms (Gemm, MatMul, Conv with its
+  weight as the second input) maps midpoints and radii to f(center) ± |f|(radii), where |f| is the
+  same op on non-negative arguments (a constant weight has radius 0: center ± |W|·radius).
+* ``critical_point_interval``: an elementwise op monotone between known points.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .interval import HUGE, Interval, _back_to_infinite, from_center_radius
+from .interval import HUGE, Interval, restore_infinities, from_center_radius
 
 if TYPE_CHECKING:
     from ..ir import Node
@@ -131,7 +132,7 @@ def monotone_interval(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing:
         if lo is None or hi is None or lo.shape != hi.shape:
             results.append(None)
             continue
-        interval = Interval(_back_to_infinite(np.minimum(lo, hi)), _back_to_infinite(np.maximum(lo, hi)))
+        interval = Interval(restore_infinities(np.minimum(lo, hi)), restore_infinities(np.maximum(lo, hi)))
         if lo.dtype.kind in "biu":
             results.append(interval)
         else:
@@ -155,12 +156,7 @@ def critical_point_interval(op: "Op", node: "Node", ctx: "RuleContext", points: 
         inside = np.broadcast_to((x.lo < point) & (x.hi > point), shape)
         low = np.where(inside, np.minimum(low, value), low)
         high = np.where(inside, np.maximum(high, value), high)
-    return Interval(_back_to_infinite(low), _back_to_infinite(high)).widened()
-
-
-def affine_interval(center_out: np.ndarray, radius_out: np.ndarray, magnitude_out: np.ndarray) -> Interval:
-    """f(center) ± |A|·radius, widened by the margin on |A|·(|center| + radius) (the terms summed)."""
-    return from_center_radius(center_out, radius_out, magnitude_out)
+    return Interval(restore_infinities(low), restore_infinities(high)).widened()
 
 
 def exact_outputs(op: "Op", node: "Node", ctx: "RuleContext") -> list[Interval | None]:

@@ -111,7 +111,7 @@ class Interval:
         with np.errstate(invalid="ignore", over="ignore"):
             lo = self.lo - RANGE_MARGIN * (np.abs(self.lo) + extra)
             hi = self.hi + RANGE_MARGIN * (np.abs(self.hi) + extra)
-        return Interval(_back_to_infinite(lo), _back_to_infinite(hi))
+        return Interval(restore_infinities(lo), restore_infinities(hi))
 
     def intersect(self, lo: np.ndarray | float, hi: np.ndarray | float) -> "Interval":
         return Interval(np.maximum(self.lo, lo), np.minimum(self.hi, hi))
@@ -123,10 +123,11 @@ class Interval:
 
 def from_center_radius(center: np.ndarray, radius: np.ndarray, scale: np.ndarray | None = None) -> Interval:
     """center ± radius, widened by the rounding margin (``scale``: the magnitudes summed)."""
-    return Interval(_back_to_infinite(center - radius), _back_to_infinite(center + radius)).widened(scale)
+    return Interval(restore_infinities(center - radius), restore_infinities(center + radius)).widened(scale)
 
 
-def _back_to_infinite(bound: np.ndarray) -> np.ndarray:
+def restore_infinities(bound: np.ndarray) -> np.ndarray:
+    """Bounds past ±1e290 (what ±HUGE became through arithmetic) back to ±inf."""
     bound = np.asarray(bound, dtype=np.float64)
     return np.where(bound > _INFINITE_BEYOND, np.inf, np.where(bound < -_INFINITE_BEYOND, -np.inf, bound))
 
@@ -146,7 +147,7 @@ def product(a: Interval, b: Interval) -> Interval:
     blo, bhi = b.finite_proxy()
     with np.errstate(over="ignore", invalid="ignore"):
         corners = np.stack(np.broadcast_arrays(alo * blo, alo * bhi, ahi * blo, ahi * bhi))
-    return Interval(_back_to_infinite(corners.min(axis=0)), _back_to_infinite(corners.max(axis=0))).widened()
+    return Interval(restore_infinities(corners.min(axis=0)), restore_infinities(corners.max(axis=0))).widened()
 
 
 def reciprocal(b: Interval) -> Interval:
@@ -172,7 +173,7 @@ def add(a: Interval, b: Interval, sign: float = 1.0) -> Interval:
         else:
             lo, hi = alo - bhi, ahi - blo
         scale = a.magnitude + b.magnitude
-    return Interval(_back_to_infinite(lo), _back_to_infinite(hi)).widened(np.where(np.isfinite(scale), scale, 0.0))
+    return Interval(restore_infinities(lo), restore_infinities(hi)).widened(np.where(np.isfinite(scale), scale, 0.0))
 
 
 def square(a: Interval) -> Interval:

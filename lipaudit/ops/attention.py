@@ -176,8 +176,10 @@ class MsAttention(DotProductAttention):
         if any(len(node.inputs) > i and node.inputs[i] for i in range(3, 7)) or any(node.outputs[1:]):
             return None
         weight = ctx.const_input(node, 1)
+        if weight is None:
+            return None
         bias = ctx.const_input(node, 2) if len(node.inputs) > 2 and node.inputs[2] else np.zeros(weight.shape[1])
-        if weight is None or bias is None or ctx.is_variable(node, 1) or ctx.is_variable(node, 2):
+        if bias is None:
             return None
         weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
         x = ctx.range_of(node.inputs[0]).broadcast_to(ctx.input_shape(node))

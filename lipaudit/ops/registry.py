@@ -50,10 +50,12 @@ class Op:
     # Moves, selects or compares entries: evaluating it in float32 adds no rounding, so its factor
     # needs no float32 safety margin.
     exact_in_float: ClassVar[bool] = False
-    # Non-decreasing in each data input, entry by entry (a selection, a copy, a max, an increasing
-    # activation, a sum with non-negative weights): on a box its outputs lie in [f(lo), f(hi)].
+    # Monotone in each data input, entry by entry (a selection, a copy, a max, an increasing
+    # activation, a sum with non-negative weights): on a box its outputs lie between f(lo) and f(hi).
+    # An op of one input may be increasing or decreasing; one of several lists the inputs it
+    # decreases in.
     monotone: ClassVar[bool] = False
-    decreasing: ClassVar[tuple[int, ...]] = ()  # with ``monotone``: the inputs it decreases in instead
+    decreasing: ClassVar[tuple[int, ...]] = ()
     # With ``monotone``: adds entries up, so the rounding margin of its ranges scales with the terms.
     sums: ClassVar[bool] = False
 

@@ -35,3 +35,16 @@ def test_the_report_settings_and_their_description():
     assert settings == {"x": [0.0, 1.0], "t": [-1.0, 2.5]}
     assert describe_domain(settings) == "x ∈ [0, 1], t ∈ [-1, 2.5]"
     assert describe_domain(None) == ""
+
+
+def test_prepare_domain_gives_the_ranges_and_the_settings(tmp_path):
+    import torch
+
+    from lipaudit.domain import prepare_domain
+    from tests.domain._models import analysed, export
+
+    graph = analysed(export(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh()), (1, 3), tmp_path))
+    assert prepare_domain(graph, None) is None and prepare_domain(graph, []) is None
+    domain = prepare_domain(graph, ["0:1"])
+    assert domain.bounds == {"x": (0.0, 1.0)} and domain.settings == {"x": [0.0, 1.0]}
+    assert all(domain.ranges[name].is_finite() for name in graph.outputs)
