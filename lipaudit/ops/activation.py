@@ -48,6 +48,7 @@ class Activation(Op):
     elementwise = True
     slopes: ClassVar[tuple[float, float]] = (0.0, 1.0)
     fn: ClassVar[Callable[[Tensor], Tensor]]
+    still_unbounded: ClassVar[str] = "on the input domain its input's range still reaches where the slope is unbounded"
 
     def slope_range(self, node: Node) -> tuple[float, float]:
         return self.slopes
@@ -71,24 +72,12 @@ class Activation(Op):
         if not math.isfinite(value):
             if factor.status == "bounded":
                 return factor
-            return Factor.unbounded(f"{factor.reason}; on the input domain its input's range still reaches "
-                                    "where the slope is unbounded")
+            return Factor.unbounded(f"{factor.reason}; {self.still_unbounded}")
         return tighter_on_domain(factor, value, "sup of the slope over the input's range",
                                  input_weights=factor.input_weights, combine=factor.combine)
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return type(self).fn(args[0])
-
-
-class IncreasingSlopeFree(Activation):
-    """Monotone ops: the output's range is f at the ends of the input's."""
-
-    monotone = True
-
-
-def _bell(peak: float, at_zero: Callable[[np.ndarray], np.ndarray]) -> Callable[[Interval], np.ndarray]:
-    """sup of an even slope that decreases in |x|: its value at the point nearest 0."""
-    return lambda x: at_zero(x.mignitude)
 
 
 def _on_positive_side(x: Interval) -> np.ndarray:
@@ -587,6 +576,7 @@ class Jumps(NotLipschitz):
     why = "the output jumps (not continuous), so no Lipschitz constant exists"
     summary = f"unbounded: {why}"
     domain_helps = False
+    still_unbounded = "on the input domain it still jumps inside its input's range"
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
         if not self.monotone:

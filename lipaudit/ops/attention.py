@@ -31,14 +31,20 @@ REASON = ("dot-product attention is not globally Lipschitz (Kim et al. 2021): it
 def _heads(interval: Interval, heads: int) -> Interval:
     """(B, S, H·D) → (B, H, S, D)."""
     b, s, hidden = interval.shape
-    split = lambda a: np.broadcast_to(a, (b, s, hidden)).reshape(b, s, heads, hidden // heads).transpose(0, 2, 1, 3)  # noqa: E731
+
+    def split(a: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(a, (b, s, hidden)).reshape(b, s, heads, hidden // heads).transpose(0, 2, 1, 3)
+
     return Interval(split(interval.lo), split(interval.hi))
 
 
 def _merged(interval: Interval) -> Interval:
     """(B, H, S, D) → (B, S, H·D)."""
     b, h, s, d = interval.shape
-    merge = lambda a: np.broadcast_to(a, (b, h, s, d)).transpose(0, 2, 1, 3).reshape(b, s, h * d)  # noqa: E731
+
+    def merge(a: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(a, (b, h, s, d)).transpose(0, 2, 1, 3).reshape(b, s, h * d)
+
     return Interval(merge(interval.lo), merge(interval.hi))
 
 

@@ -15,8 +15,6 @@ from typing import Any, ClassVar
 
 import torch
 
-import numpy as np
-
 from ..domain.evaluate import monotone_interval
 from ..domain.interval import Interval, hull
 from ..ir import Node

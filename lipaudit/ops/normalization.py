@@ -374,8 +374,8 @@ class Normalize(Op):
         kind = "LayerNorm" if node.attr_int("centered", 1) else "RMSNorm"
         if epsilon > 0:
             value = 1 / math.sqrt(epsilon) * (1 + 1e-12)
-            factor = Factor.constant(value, "closed-form", note=f"warning: the {kind} core is only {value:.3g}-Lipschitz "
-                                                                f"globally (1/√ε, ε={epsilon:g})")
+            factor = Factor.constant(value, "closed-form", note=f"warning: the {kind} core is only "
+                                                                f"{value:.3g}-Lipschitz globally (1/√ε, ε={epsilon:g})")
         else:
             factor = Factor.unbounded(f"{kind} with ε = 0 divides by a value that can be 0")
         if not ctx.on_domain:
@@ -389,8 +389,9 @@ class Normalize(Op):
             value = float(np.max(1 / np.sqrt(smallest + epsilon), initial=0.0)) * (1 + 1e-12)
         if not math.isfinite(value):
             return factor
-        return tighter_on_domain(factor, value, f"1/√(σ²_min + ε), σ²_min the smallest {'variance' if node.attr_int('centered', 1) else 'mean square'} "
-                                 "of each group over the input's range")
+        statistic = "variance" if node.attr_int("centered", 1) else "mean square"
+        return tighter_on_domain(factor, value, f"1/√(σ²_min + ε), σ²_min the smallest {statistic} of each group "
+                                 "over the input's range")
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         shape, axes, lo, hi = self._bounds(node, ctx)

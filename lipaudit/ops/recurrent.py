@@ -191,14 +191,17 @@ class Recurrent(Op):
             in_time = u.hidden[::-1] if backwards else u.hidden
             ys.append((np.stack([h.lo for h in in_time]), np.stack([h.hi for h in in_time])))
         y = Interval(np.stack([lo for lo, _ in ys], axis=1), np.stack([hi for _, hi in ys], axis=1))
-        finals = [Interval(np.stack([u.hidden[-1].lo for u in unrolled]), np.stack([u.hidden[-1].hi for u in unrolled]))]
-        if self.gates == 4:
-            finals.append(Interval(np.stack([u.cell[-1].lo for u in unrolled]),
-                                   np.stack([u.cell[-1].hi for u in unrolled])))
+        finals = [_last(unrolled, "hidden")] + ([_last(unrolled, "cell")] if self.gates == 4 else [])
         if node.attr_int("layout", 0):
             y = Interval(np.transpose(y.lo, (2, 0, 1, 3)), np.transpose(y.hi, (2, 0, 1, 3)))
             finals = [Interval(np.swapaxes(f.lo, 0, 1), np.swapaxes(f.hi, 0, 1)) for f in finals]
         return ([y] + finals)[: len(node.outputs)]
+
+
+def _last(unrolled: list[Unrolled], state: str) -> Interval:
+    """The final state of each direction, stacked: (directions, batch, hidden)."""
+    finals = [getattr(u, state)[-1] for u in unrolled]
+    return Interval(np.stack([f.lo for f in finals]), np.stack([f.hi for f in finals]))
 
 
 def _split_bias(bias: np.ndarray | None, gates: int, hidden: int, direction: int) -> tuple[np.ndarray, np.ndarray]:

@@ -62,7 +62,8 @@ def summary_lines(report: Report) -> list[Text]:
     if bound is not None:
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), (format_number(bound), "bold cyan"), f"  ({kind})"))
         if is_local(report):
-            lines.append(Text(f"scope: {scope_text(report)}; it holds only for inputs in that box", style="bold yellow"))
+            lines.append(Text(f"scope: {scope_text(report)}; it holds only for inputs in that box",
+                              style="bold yellow"))
     else:
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), ("none", "bold red"),
                                    "  (the graph has ops without a finite bound)"))
