@@ -99,6 +99,9 @@ class NetworkResult:
     unbounded: list[Blocker] = field(default_factory=list)
     # The figure is for the function the model file computes: the IR was checked against the runtime.
     verified: bool = False
+    # "global": a Lipschitz constant on all inputs. "domain": it holds only for inputs in the box of
+    # settings.domain (some factor used the value ranges there): a local figure.
+    scope: str = "global"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -253,6 +256,15 @@ class Report:
         )
 
 
+def network_scope(network: "NetworkBound") -> str:
+    """'domain' when any factor holds on the input domain only (method "domain"), else 'global'."""
+    for result in network.layers:
+        for factor in result.output_factors or [result.factor]:
+            if factor.method == "domain":
+                return "domain"
+    return "global"
+
+
 def threshold_verdict(upper_bound: float | None, max_lipschitz: float | None) -> Threshold:
     if max_lipschitz is None or upper_bound is None:
         return Threshold(max_lipschitz, None)
@@ -274,6 +286,9 @@ def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBoun
             running_bound=finite_or_none(result.bound.value) if result.bound.finite else None,
             status=factor.status, reason=factor.reason, notes=list(node.notes) + list(factor.notes)))
     upper = finite_or_none(network.upper_bound)
+    scope = network_scope(network)
+    if settings.get("domain") and scope == "global":
+        notices = notices + ["the input range tightened no factor: the bound is a global one"]
     lower_value = finite_or_none(lower.value) if lower is not None else None
     model = ModelInfo(
         path=str(loaded.path), format=loaded.format, sha256=loaded.sha256, opset=graph.opset,
@@ -283,7 +298,8 @@ def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBoun
     result = NetworkResult(
         upper_bound=upper, certified=network.certified, complete=network.complete, lower_bound=lower_value,
         gap=upper / lower_value if upper is not None and lower_value else None,
-        unsupported=list(network.unsupported), unbounded=list(network.unbounded), verified=verification.checked)
+        unsupported=list(network.unsupported), unbounded=list(network.unbounded), verified=verification.checked,
+        scope=scope)
     return Report(tool=ToolInfo(), model=model, settings=settings, layers=layers, network=result,
                   threshold=threshold_verdict(upper, max_lipschitz), verification=verification, timings=timings,
                   notices=notices)
@@ -291,4 +307,4 @@ def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBoun
 
 __all__ = ["Blocker", "EXIT_INCOMPLETE", "EXIT_PASSED", "EXIT_THRESHOLD_EXCEEDED", "EXIT_USAGE", "LayerReport",
            "LayerViolation", "ModelInfo", "NetworkResult", "Report", "SCHEMA_VERSION", "Threshold", "ToolInfo",
-           "Verification", "build_report", "finite_or_none", "skipped", "threshold_verdict"]
+           "Verification", "build_report", "finite_or_none", "network_scope", "skipped", "threshold_verdict"]

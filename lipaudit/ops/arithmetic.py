@@ -2,6 +2,11 @@
 
 A variable tensor that broadcasts feeds several output entries, so a change in one entry shows
 up several times: its factor gains √(copies).
+
+On a bounded domain (``ctx.ranges``) the products and quotients of two variable values, and
+powers, become Lipschitz: Δ(uv) = Δu·v + u'·Δv, so ‖Δ(uv)‖ ≤ ‖v‖∞‖Δu‖ + ‖u‖∞‖Δv‖ with the sup
+norms taken over the values' ranges (per output entry, with the copies of a broadcast input);
+u/v likewise with |Δ(1/v)| ≤ |Δv|/min|v|² on a range that keeps v away from 0.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..domain.evaluate import monotone_interval
+from ..domain.interval import Interval, product, quotient, square
 from ..ir import Node
-from .context import RuleContext, broadcast_gain
+from .context import DOMAIN_HINT, RuleContext, broadcast_gain, domain_factor
 from .factor import Factor
 from .registry import Op, register
 from .runtime import Env, same_kind
@@ -45,6 +52,8 @@ class Binary(Op):
 class Summing(Binary):
     summary = "sum of the inputs' bounds (√copies where an input broadcasts)"
     data_inputs = None
+    monotone = True
+    sums = True
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         """L(out) ≤ Σ √copies_i · L(x_i); constants only shift the output."""
@@ -58,6 +67,7 @@ class Add(Summing):
 
 @register
 class Sub(Summing):
+    decreasing = (1,)
     fn = staticmethod(torch.sub)
 
 
@@ -75,9 +85,20 @@ class Sum(Summing):
         return _fold(torch.add, args)
 
 
+def _sup_on_output(ctx: RuleContext, node: Node, values: np.ndarray) -> np.ndarray:
+    """Per-entry values broadcast to the output's shape."""
+    return np.broadcast_to(values, ctx.output_shape(node))
+
+
+def _unbounded_range(node: Node, name: str, what: str) -> Factor:
+    return Factor.unbounded(f"{node.op_type} of two variable values: the range of '{name}' on the input domain "
+                            f"is {what}, so the product rule gives no finite bound")
+
+
 @register
 class Mul(Binary):
-    summary = "max |c| for a constant c (with broadcasting); two variables: unbounded"
+    summary = ("max |c| for a constant c (with broadcasting); two variables: unbounded globally, "
+               "on a domain ‖v‖∞·L(u) + ‖u‖∞·L(v)")
     data_inputs = None
     elementwise = False
     resizes = True  # broadcast_gain counts the copies of x with their coefficients
@@ -86,28 +107,79 @@ class Mul(Binary):
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         variables = ctx.graph.variable_inputs(node)
         if len(variables) > 1:
-            return Factor.unbounded("Mul of two variable values is not globally Lipschitz")
+            if ctx.on_domain:
+                return self.product_rule(node, ctx)
+            return Factor.unbounded(f"Mul of two variable values is not globally Lipschitz; {DOMAIN_HINT}")
         const = next(ctx.graph.const(name) for name in node.inputs if ctx.graph.is_const(name))
         gain = broadcast_gain(const, ctx.known_shape(node, variables[0]), ctx.output_shape(node))
         return Factor.constant(gain, "closed-form", exact=_powers_of_two(const))
 
+    def product_rule(self, node: Node, ctx: RuleContext) -> Factor:
+        """u(x)v(x) − u(x')v(x') = Δu·v(x) + u(x')·Δv: each input's weight is the sup of the other's
+        magnitude over its range, per output entry, summed over the copies of a broadcast input."""
+        u, v = node.inputs[:2]
+        weights = []
+        for mine, other in ((u, v), (v, u)):
+            magnitude = ctx.range_of(other).magnitude
+            if not np.all(np.isfinite(magnitude)):
+                return _unbounded_range(node, other, "unbounded")
+            weights.append(broadcast_gain(_sup_on_output(ctx, node, magnitude), ctx.known_shape(node, mine),
+                                          ctx.output_shape(node)))
+        return domain_factor(max(weights), "product rule ‖Δ(uv)‖ ≤ ‖v‖∞‖Δu‖ + ‖u‖∞‖Δv‖ with ‖·‖∞ over the "
+                             "ranges", input_weights=weights)
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        u, v = node.inputs[:2]
+        if u == v:
+            return [square(ctx.range_of(u))]
+        return [product(ctx.range_of(u), ctx.range_of(v))]
+
 
 @register
 class Div(Binary):
-    summary = "x / c: 1 / min |c|; c / x or two variables: unbounded"
+    summary = ("x / c: 1 / min |c|; c / x or two variables: unbounded globally, on a domain away from 0 "
+               "the quotient rule")
     elementwise = False
     resizes = True  # broadcast_gain counts the copies of x with their coefficients
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         numerator, denominator = node.inputs[:2]
         if not ctx.graph.is_const(denominator):
-            return Factor.unbounded("division by a variable value is not globally Lipschitz")
+            if ctx.on_domain:
+                return self.quotient_rule(node, ctx)
+            return Factor.unbounded(f"division by a variable value is not globally Lipschitz; {DOMAIN_HINT}")
         with np.errstate(divide="ignore"):
             reciprocal = 1.0 / np.asarray(ctx.graph.const(denominator), dtype=np.float64)
         if not np.all(np.isfinite(reciprocal)):
             return Factor.unbounded("division by a constant that contains zero")
         gain = broadcast_gain(reciprocal, ctx.known_shape(node, numerator), ctx.output_shape(node))
         return Factor.constant(gain, "closed-form", exact=_powers_of_two(reciprocal))
+
+    def quotient_rule(self, node: Node, ctx: RuleContext) -> Factor:
+        """u/v − u'/v' = Δu/v + u'·(1/v − 1/v'), and |1/v − 1/v'| ≤ |Δv|/min|v|² when v and v' lie in
+        one interval that excludes 0."""
+        numerator, denominator = node.inputs[:2]
+        smallest = ctx.range_of(denominator).mignitude
+        if not np.all(smallest > 0):
+            return Factor.unbounded(f"division by '{denominator}', whose range on the input domain contains 0")
+        out_shape = ctx.output_shape(node)
+        numerator_size = ctx.range_of(numerator).magnitude
+        if not np.all(np.isfinite(numerator_size)):
+            return _unbounded_range(node, numerator, "unbounded")
+        denominator_weight = broadcast_gain(_sup_on_output(ctx, node, numerator_size / smallest**2),
+                                            ctx.known_shape(node, denominator), out_shape)
+        weights = [denominator_weight]
+        if not ctx.graph.is_const(numerator):
+            weights.insert(0, broadcast_gain(_sup_on_output(ctx, node, 1.0 / smallest),
+                                             ctx.known_shape(node, numerator), out_shape))
+        return domain_factor(max(weights), "quotient rule ‖Δ(u/v)‖ ≤ ‖1/v‖∞‖Δu‖ + ‖u/v²‖∞‖Δv‖ over the ranges",
+                             input_weights=weights)
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        numerator, denominator = node.inputs[:2]
+        if ctx.graph.is_const(denominator) and np.asarray(ctx.graph.const(denominator)).dtype.kind != "f":
+            return [None]  # integer division truncates
+        return [quotient(ctx.range_of(numerator), ctx.range_of(denominator))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         a, b = same_kind(args[0], args[1])
@@ -118,18 +190,76 @@ class Div(Binary):
 
 @register
 class Pow(Binary):
-    summary = "x^1: 1; x^p with p > 1 or a variable exponent: unbounded"
+    summary = ("x^1: 1; x^p with p > 1 or a variable exponent: unbounded globally, on a domain the sup of "
+               "|p·x^(p−1)| (c^x: |ln c|·c^x) over the range")
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        factor = self.global_factor(node, ctx)
+        if not ctx.on_domain or (factor.status == "bounded" and not ctx.is_variable(node, 1)):
+            return factor
+        base, exponent = node.inputs[:2]
+        if ctx.is_variable(node, 1):
+            if ctx.is_variable(node, 0):
+                return factor
+            return self._exponential_on_domain(node, ctx)
+        p = np.broadcast_to(np.asarray(ctx.graph.const(exponent), np.float64), ctx.output_shape(node))
+        x = ctx.range_of(base).broadcast_to(p.shape)
+        integral = p == np.round(p)
+        if not np.all(integral | (x.lo >= 0)):
+            return Factor.unbounded("x^p with a non-integer p is not defined for the negative values the base takes "
+                                    "on the input domain")
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            slope = np.abs(p) * np.where(p >= 1, x.magnitude ** (p - 1), x.mignitude ** (p - 1))
+        slope = np.where((p == 0), 0.0, np.where(p == 1, 1.0, slope))
+        value = float(np.max(slope, initial=0.0))
+        if not np.isfinite(value):
+            return Factor.unbounded(f"{factor.reason}; on the input domain the base's range still reaches 0")
+        return domain_factor(value, "sup of |p·x^(p−1)| over the base's range")
+
+    def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         base, exponent = node.inputs[:2]
         exponent_value = ctx.graph.const(exponent)
         if ctx.graph.is_const(base) or exponent_value is None:
-            return Factor.unbounded("Pow with a variable exponent is not globally Lipschitz")
+            return Factor.unbounded(f"Pow with a variable exponent is not globally Lipschitz; {DOMAIN_HINT}")
         if np.all(exponent_value == 1):
             return Factor.constant(1.0, "closed-form")
         if np.all(exponent_value == 0):
             return Factor.constant(0.0, "closed-form")
-        return Factor.unbounded("x^p with p ≠ 0, 1 has unbounded slope (p > 1) or is not Lipschitz at 0 (p < 1)")
+        return Factor.unbounded("x^p with p ≠ 0, 1 has unbounded slope (p > 1) or is not Lipschitz at 0 (p < 1); "
+                                f"{DOMAIN_HINT}")
+
+    def _exponential_on_domain(self, node: Node, ctx: RuleContext) -> Factor:
+        """c^x = exp(x·ln c): slope |ln c|·c^x, largest at an end of the range."""
+        c = np.broadcast_to(np.asarray(ctx.graph.const(node.inputs[0]), np.float64), ctx.output_shape(node))
+        if not np.all(c > 0):
+            return Factor.unbounded("c^x with c ≤ 0 is not defined for every real x")
+        x = ctx.range_of(node.inputs[1]).broadcast_to(c.shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            slope = np.abs(np.log(c)) * np.maximum(c ** x.lo, c ** x.hi)
+        value = float(np.max(np.where(np.isnan(slope), np.inf, slope), initial=0.0))
+        if not np.isfinite(value):
+            return Factor.unbounded("c^x: the exponent's range on the input domain is unbounded")
+        return domain_factor(value, "sup of |ln c|·c^x over the exponent's range", input_weights=[value])
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        base, exponent = node.inputs[:2]
+        if ctx.is_variable(node, 1):
+            if ctx.is_variable(node, 0) or not np.all(np.asarray(ctx.graph.const(base)) > 0):
+                return [None]
+            return monotone_interval(self, node, ctx, positions=(1,))  # c^x with c > 0 is monotone
+        p = np.asarray(ctx.graph.const(exponent), np.float64)
+        x = ctx.range_of(base)
+        # x^p is monotone on each side of 0 (undefined for negative x unless p is an integer).
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            ends = np.stack(np.broadcast_arrays(np.power(x.lo, p), np.power(x.hi, p)))
+            at_zero = np.broadcast_to(np.power(0.0, p), ends.shape[1:])
+        straddles = np.broadcast_to((x.lo < 0) & (x.hi > 0), ends.shape[1:])
+        low = np.where(straddles, np.minimum(ends.min(axis=0), at_zero), ends.min(axis=0))
+        high = np.where(straddles, np.maximum(ends.max(axis=0), at_zero), ends.max(axis=0))
+        # A negative power blows up at 0, towards −inf or +inf by the side: no bound there.
+        touches_zero = np.broadcast_to((p < 0) & (x.lo <= 0) & (x.hi >= 0), ends.shape[1:])
+        nan = np.isnan(ends).any(axis=0) | (straddles & np.isnan(at_zero)) | touches_zero
+        return [Interval(np.where(nan, -np.inf, low), np.where(nan, np.inf, high)).widened()]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         base, exponent = args[0], args[1]
@@ -143,6 +273,7 @@ class Extreme(Op):
     summary = "elementwise max/min: √(Σ L²) of the variable inputs"
     elementwise = True
     exact_in_float = True
+    monotone = True
     data_inputs = None
     fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
 

@@ -1,6 +1,8 @@
 """Attention: dot-product self-attention is not globally Lipschitz (Kim et al., 2021).
 
 Runs: ONNX Attention (opset 23) and the com.microsoft Attention / MultiHeadAttention, no KV cache.
+On a domain, the product rule on the ranges of the queries, keys and values bounds it
+(lipaudit.domain.attention), with its assumptions in the factor's notes.
 """
 
 from __future__ import annotations
@@ -8,17 +10,46 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..domain.attention import NOTE, AttentionBound, attention_on_box
+from ..domain.interval import Interval, from_center_radius
 from ..ir import Node
-from .context import RuleContext
+from ..spectral.dense import dense_norm
+from .context import DOMAIN_HINT, DOMAIN_METHOD, RuleContext
 from .factor import Factor
 from .registry import Op, register
 from .runtime import Env, cannot_run
 
 FAMILY = "attention"
-REASON = "dot-product attention is not globally Lipschitz (Kim et al. 2021): its scores multiply two variable values"
+REASON = ("dot-product attention is not globally Lipschitz (Kim et al. 2021): its scores multiply two variable values; "
+          + DOMAIN_HINT)
+
+
+def _heads(interval: Interval, heads: int) -> Interval:
+    """(B, S, H·D) → (B, H, S, D)."""
+    b, s, hidden = interval.shape
+
+    def split(a: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(a, (b, s, hidden)).reshape(b, s, heads, hidden // heads).transpose(0, 2, 1, 3)
+
+    return Interval(split(interval.lo), split(interval.hi))
+
+
+def _merged(interval: Interval) -> Interval:
+    """(B, H, S, D) → (B, S, H·D)."""
+    b, h, s, d = interval.shape
+
+    def merge(a: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(a, (b, h, s, d)).transpose(0, 2, 1, 3).reshape(b, s, h * d)
+
+    return Interval(merge(interval.lo), merge(interval.hi))
+
+
+def _domain_factor(value: float, weights: list[float], note: str = NOTE) -> Factor:
+    return Factor("bounded", value, DOMAIN_METHOD, True, notes=[note], input_weights=weights)
 
 
 def _attention_core(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool, mask: Tensor | None = None,
@@ -61,16 +92,61 @@ def _merge_heads(t: Tensor) -> Tensor:
 class DotProductAttention(Op):
     family = FAMILY
     certified = False
-    summary = "unbounded (Kim et al. 2021)"
+    summary = "unbounded (Kim et al. 2021); on a domain: the product rule on the ranges of Q, K, V"
     data_inputs = None
+    resizes = True  # the domain rule bounds ‖ΔO‖ directly, shared key/value heads included
+
+    def on_box(self, node: Node, ctx: RuleContext) -> tuple[AttentionBound, list[float]] | None:
+        """The bound on the box and each variable input's weight (None: this form has no domain rule)."""
+        return None
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
-        return Factor.unbounded(REASON)
+        if not ctx.on_domain:
+            return Factor.unbounded(REASON)
+        found = self.on_box(node, ctx)
+        if found is None:
+            return Factor.unbounded(REASON)
+        _, weights = found
+        if not all(np.isfinite(weights)):
+            return Factor.unbounded("attention on the input domain: the ranges of its queries, keys or values are "
+                                    "unbounded, so the product rule gives no finite bound")
+        return _domain_factor(max(weights, default=0.0), weights)
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        found = self.on_box(node, ctx)
+        if found is None:
+            return [None] * len(node.outputs)
+        return [self.output_layout(node, ctx, found[0].output)] + [None] * (len(node.outputs) - 1)
+
+    def output_layout(self, node: Node, ctx: RuleContext, output: Interval) -> Interval:
+        return _merged(output)
 
 
 @register
 class Attention(DotProductAttention):
     """ONNX Attention (opset 23): 4-D (B, H, S, D) or 3-D (B, S, H·D) inputs, no KV cache."""
+
+    def on_box(self, node: Node, ctx: RuleContext) -> tuple[AttentionBound, list[float]] | None:
+        if any(len(node.inputs) > i and node.inputs[i] for i in (4, 5, 6)) or any(node.outputs[1:]):
+            return None
+        mask = None
+        if len(node.inputs) > 3 and node.inputs[3]:
+            mask = ctx.const_input(node, 3)
+            if mask is None:
+                return None  # a mask computed from the input
+        q, k, v = (ctx.range_of(name).broadcast_to(ctx.input_shape(node, i)) for i, name in enumerate(node.inputs[:3]))
+        if len(q.shape) == 3:
+            q = _heads(q, node.attr_int("q_num_heads"))
+            k, v = _heads(k, node.attr_int("kv_num_heads")), _heads(v, node.attr_int("kv_num_heads"))
+        result = attention_on_box(q, k, v, _scale(node, q.shape[-1]), mask=mask,
+                                  causal=bool(node.attr_int("is_causal", 0)), softcap=node.attr_float("softcap", 0.0))
+        per_input = [result.query_weight, result.key_weight, result.value_weight]
+        weights = [per_input[i] if i < 3 else 0.0 for i, name in enumerate(node.inputs)
+                   if name and not ctx.graph.is_const(name)]
+        return result, weights
+
+    def output_layout(self, node: Node, ctx: RuleContext, output: Interval) -> Interval:
+        return _merged(output) if len(ctx.input_shape(node, 0)) == 3 else output
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         _no_extra(node, 1, {4: "a past key", 5: "a past value", 6: "nonpad_kv_seqlen"}, args)
@@ -102,6 +178,30 @@ class MsAttention(DotProductAttention):
     op_type = "Attention"
     domain = "com.microsoft"
 
+    def on_box(self, node: Node, ctx: RuleContext) -> tuple[AttentionBound, list[float]] | None:
+        if any(len(node.inputs) > i and node.inputs[i] for i in range(3, 7)) or any(node.outputs[1:]):
+            return None
+        weight = ctx.const_input(node, 1)
+        if weight is None:
+            return None
+        bias = ctx.const_input(node, 2) if len(node.inputs) > 2 and node.inputs[2] else np.zeros(weight.shape[1])
+        if bias is None:
+            return None
+        weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
+        x = ctx.range_of(node.inputs[0]).broadcast_to(ctx.input_shape(node))
+        center = x.center @ weight + bias
+        projected = from_center_radius(center, x.radius @ np.abs(weight), x.magnitude @ np.abs(weight) + np.abs(bias))
+        sizes = list(node.attr_ints("qkv_hidden_sizes", ()) or [weight.shape[1] // 3] * 3)
+        edges = np.cumsum([0] + sizes)
+        heads = node.attr_int("num_heads")
+        q, k, v = (_heads(Interval(projected.lo[..., a:b], projected.hi[..., a:b]), heads)
+                   for a, b in zip(edges[:-1], edges[1:]))
+        result = attention_on_box(q, k, v, _scale(node, q.shape[-1]), causal=bool(node.attr_int("unidirectional", 0)))
+        # ΔQ = ΔX·W_q (and so on), so x's weight sums each projection's norm times its weight.
+        norms = [dense_norm(weight[:, a:b], "exact").value * (1 + 1e-9) for a, b in zip(edges[:-1], edges[1:])]
+        total = (result.query_weight * norms[0] + result.key_weight * norms[1] + result.value_weight * norms[2])
+        return result, [total]
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         _no_extra(node, 1, {3: "a mask", 4: "a past state", 5: "an attention bias", 6: "past_sequence_length"},
                   args)
@@ -122,6 +222,26 @@ class MsMultiHeadAttention(DotProductAttention):
 
     op_type = "MultiHeadAttention"
     domain = "com.microsoft"
+
+    def on_box(self, node: Node, ctx: RuleContext) -> tuple[AttentionBound, list[float]] | None:
+        if any(len(node.inputs) > i and node.inputs[i] for i in range(4, 8)) or any(node.outputs[1:]):
+            return None
+        if len(node.inputs) < 3 or not node.inputs[1] or not node.inputs[2] or len(ctx.input_shape(node, 1)) != 3:
+            return None
+        ranges = [ctx.range_of(name).broadcast_to(ctx.input_shape(node, i)) for i, name in enumerate(node.inputs[:3])]
+        if len(node.inputs) > 3 and node.inputs[3]:
+            bias = ctx.const_input(node, 3)
+            if bias is None:
+                return None
+            edges = np.cumsum([0] + [r.shape[-1] for r in ranges])
+            ranges = [Interval(r.lo + bias[a:b], r.hi + bias[a:b]).widened(np.abs(bias[a:b]))
+                      for r, a, b in zip(ranges, edges[:-1], edges[1:])]
+        heads = node.attr_int("num_heads")
+        q, k, v = (_heads(r, heads) for r in ranges)
+        result = attention_on_box(q, k, v, _scale(node, q.shape[-1]), causal=bool(node.attr_int("unidirectional", 0)))
+        per_input = [result.query_weight, result.key_weight, result.value_weight]
+        weights = [per_input[i] for i, name in enumerate(node.inputs[:3]) if name and not ctx.graph.is_const(name)]
+        return result, weights
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         _no_extra(node, 1, {4: "a key padding mask", 5: "an attention bias", 6: "a past key", 7: "a past value"},

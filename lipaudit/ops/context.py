@@ -1,13 +1,48 @@
-"""What a rule may read besides its node: the graph, the user's settings, and shape helpers."""
+"""What a rule may read besides its node: the graph, the user's settings, and shape helpers.
+
+``ranges`` switches the rules to the bounded domain: sound value ranges of every IR value on the
+box of inputs the user gave (``lipaudit.domain.value_ranges``). Without it (None) every rule gives
+its global constant, as before; with it a rule may bound its op on those ranges instead, and then
+labels its factor as a domain factor (method "domain"): a local figure, not a global constant.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..ir import Graph, Node
+from .factor import Factor
+
+if TYPE_CHECKING:
+    from ..domain.interval import Interval
+
+
+DOMAIN_METHOD = "domain"
+# Appended to the reason of an op that is not globally Lipschitz but is on a bounded domain.
+DOMAIN_HINT = "pass an input range (--input-range LO:HI) for a bound on that domain"
+
+
+def domain_factor(value: float, note: str, **kwargs) -> Factor:
+    """A factor that holds on the input domain only (from the value ranges there): labelled so."""
+    return Factor.constant(value, DOMAIN_METHOD, note=f"on the input domain: {note}", **kwargs)
+
+
+# A domain factor replaces a global one only when it is smaller by more than this fraction: a figure
+# that is global in all but the last digits stays labelled global.
+DOMAIN_GAIN = 1e-3
+
+
+def tighter_on_domain(global_factor: Factor, value: float, note: str, **kwargs) -> Factor:
+    """The domain factor when it beats the global one (or the op has no global constant); else the
+    global factor unchanged, so that a domain run labels only what the domain changed."""
+    if (global_factor.status == "bounded" and global_factor.value is not None
+            and value >= global_factor.value * (1 - DOMAIN_GAIN)):
+        return global_factor
+    return domain_factor(value, note, **kwargs)
 
 
 class RuleInputError(ValueError):
@@ -19,6 +54,21 @@ class RuleContext:
     graph: Graph
     method: str = "auto"
     device: torch.device = torch.device("cpu")
+    ranges: "dict[str, Interval] | None" = None
+
+    @property
+    def on_domain(self) -> bool:
+        return self.ranges is not None
+
+    def range_of(self, name: str) -> "Interval":
+        """The value's range on the domain: a point for a constant, the full line when unknown."""
+        from ..domain.interval import Interval
+
+        const = self.graph.const(name)
+        if const is not None:
+            return Interval.exact(const)
+        found = self.ranges.get(name) if self.ranges is not None else None
+        return found if found is not None else Interval.full()
 
     def opset(self, node: Node) -> int:
         return self.graph.opset_of(node)

@@ -1,6 +1,11 @@
 """Linear maps with constant weights: Gemm, MatMul, Conv, ConvTranspose.
 
 Convolutions are measured as operators at the node's real input shape, never as a reshaped kernel.
+
+On a domain, a product of two variable matrices (attention scores, P·V) is bounded by the product
+rule: ‖Δ(AB)‖_F ≤ ‖ΔA‖_F·sup‖B‖₂ + sup‖A‖₂·‖ΔB‖_F, per block of a batched product, with the
+spectral norms bounded from the entries' ranges (|A_ij| ≤ M_ij gives ‖A‖₂ ≤ ‖M‖₂, certified by
+the Collatz–Wielandt inequality). The ranges of every output come from center ± |W|·radius.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..domain.evaluate import bilinear_interval
+from ..domain.interval import Interval
+from ..domain.norms import nonnegative_norm_bound
 from ..ir import Node
 from ..spectral.conv import conv_norm
 from ..spectral.dense import dense_norm
-from .context import RuleContext, broadcast_copies
+from .context import DOMAIN_HINT, RuleContext, broadcast_copies, broadcast_gain, domain_factor
 from .factor import Factor
 from .geometry import conv_transpose_layout, kernel_shape, window_geometry
 from .registry import Op, register
@@ -41,7 +49,9 @@ class Gemm(Op):
         alpha, beta = abs(node.attr_float("alpha")), abs(node.attr_float("beta"))
         a_const, b_const = ctx.graph.const(a), ctx.graph.const(b)
         if a_const is None and b_const is None:
-            return Factor.unbounded("Gemm of two variable matrices is not globally Lipschitz")
+            if ctx.on_domain:
+                return self._product_rule(node, ctx, alpha, beta)
+            return Factor.unbounded(f"Gemm of two variable matrices is not globally Lipschitz; {DOMAIN_HINT}")
         factor: Factor | None = None
         weights: list[float] = []
         if a_const is None or b_const is None:
@@ -54,6 +64,25 @@ class Gemm(Op):
             return Factor.constant(weights[0], "closed-form", input_weights=weights)
         factor.input_weights = weights
         return factor
+
+    def _product_rule(self, node: Node, ctx: RuleContext, alpha: float, beta: float) -> Factor:
+        a, b = node.inputs[:2]
+        norms = []
+        for name in (b, a):
+            size = ctx.range_of(name).broadcast_to(ctx.input_shape(node, node.inputs.index(name))).magnitude
+            if not np.all(np.isfinite(size)):
+                return Factor.unbounded(f"Gemm of two variable matrices: the range of '{name}' on the input domain "
+                                        "is unbounded")
+            norms.append(alpha * float(nonnegative_norm_bound(size)))
+        weights = norms
+        c = node.inputs[2] if len(node.inputs) > 2 else ""
+        if c and not ctx.graph.is_const(c):
+            weights = weights + [beta * math.sqrt(broadcast_copies(ctx.input_shape(node, 2), ctx.output_shape(node)))]
+        return domain_factor(max(norms), "product rule ‖Δ(AB)‖ ≤ ‖ΔA‖·sup‖B‖₂ + sup‖A‖₂·‖ΔB‖ over the ranges",
+                             input_weights=weights)
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        return [bilinear_interval(self, node, ctx, 0, 1)]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         a, b = args[0], args[1]
@@ -93,7 +122,10 @@ class MatMul(Op):
         left, right = node.inputs[:2]
         left_const, right_const = ctx.graph.const(left), ctx.graph.const(right)
         if left_const is None and right_const is None:
-            return Factor.unbounded("MatMul of two variable values (e.g. attention scores) is not globally Lipschitz")
+            if ctx.on_domain:
+                return self._product_rule(node, ctx)
+            return Factor.unbounded("MatMul of two variable values (e.g. attention scores) is not globally Lipschitz; "
+                                    + DOMAIN_HINT)
         if left_const is not None and right_const is not None:
             return Factor.constant(0.0, "closed-form")
         const_on_right = right_const is not None
@@ -114,14 +146,60 @@ class MatMul(Op):
             factor.notes.append(f"×{scale:.4g} for a partly broadcast batch")
         return factor
 
+    def _product_rule(self, node: Node, ctx: RuleContext) -> Factor:
+        """Per output block o = (a(o), b(o)): ‖ΔA_a·B_b‖_F ≤ ‖ΔA_a‖_F‖B_b‖₂, so summing over the blocks
+        an A block feeds, A's weight is √(max over A blocks of Σ ‖B_b‖₂²) (broadcast_gain over the
+        batch); likewise for B."""
+        left, right = node.inputs[:2]
+        out_batch = _batch_shape(ctx.output_shape(node), ctx.input_shape(node, 0), ctx.input_shape(node, 1))
+        blocks = {}
+        for index, name in enumerate((left, right)):
+            shape = ctx.input_shape(node, index)
+            matrix_shape = _as_matrices(shape, index)
+            size = ctx.range_of(name).broadcast_to(shape).magnitude.reshape(matrix_shape)
+            if not np.all(np.isfinite(size)):
+                return Factor.unbounded(f"MatMul of two variable values: the range of '{name}' on the input domain is "
+                                        "unbounded")
+            blocks[index] = (nonnegative_norm_bound(size), matrix_shape[:-2])
+        weights = []
+        for mine, other in ((0, 1), (1, 0)):
+            other_norms, other_batch = blocks[other]
+            coefficients = np.broadcast_to(other_norms.reshape(_padded(other_batch, len(out_batch))), out_batch)
+            weights.append(broadcast_gain(coefficients, blocks[mine][1], out_batch))
+        return domain_factor(max(weights), "product rule ‖Δ(AB)‖_F ≤ ‖ΔA‖_F·sup‖B‖₂ + sup‖A‖₂·‖ΔB‖_F, norms "
+                             "bounded from the ranges (Collatz–Wielandt)", input_weights=weights)
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        return [bilinear_interval(self, node, ctx, 0, 1)]
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return torch.matmul(*same_kind(args[0], args[1]))
+
+
+def _as_matrices(shape: tuple[int, ...], side: int) -> tuple[int, ...]:
+    """numpy matmul's view of an operand: a 1-D left operand is a row, a 1-D right one a column."""
+    if len(shape) == 1:
+        return (1, shape[0]) if side == 0 else (shape[0], 1)
+    return tuple(shape)
+
+
+def _padded(batch: tuple[int, ...], rank: int) -> tuple[int, ...]:
+    return (1,) * (rank - len(batch)) + tuple(batch)
+
+
+def _batch_shape(out_shape: tuple[int, ...], left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, ...]:
+    left_batch = _as_matrices(left, 0)[:-2]
+    right_batch = _as_matrices(right, 1)[:-2]
+    return tuple(np.broadcast_shapes(left_batch, right_batch))
 
 
 class Convolution(Op):
     family = FAMILY
     resizes = True
     transposed = False
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        return [bilinear_interval(self, node, ctx, 0, 1)]
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         weight = ctx.const_input(node, 1)

@@ -3,6 +3,10 @@
 A comparison jumps from false to true, so an output that depends on the network input through one
 has no Lipschitz constant. Where with a constant condition only picks, entry by entry, from one of
 its two branches: |Δy_i| ≤ max(|Δa_i|, |Δb_i|).
+
+On a domain, a comparison whose result is the same at both corners of the box (it is monotone in
+each input) is constant there: factor 0; and a Where whose condition is then constant is a
+selection again.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..domain.evaluate import monotone_interval
+from ..domain.interval import Interval, hull
 from ..ir import Node
 from .activation import Jumps
-from .context import RuleContext
+from .context import RuleContext, domain_factor
 from .factor import Factor
 from .registry import Op, register
 from .runtime import Env, same_kind
@@ -26,6 +32,11 @@ class Comparison(Jumps):
     data_inputs = None
     fn: ClassVar[Any]
 
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        if self.monotone:
+            return super().interval(node, ctx)
+        return [Interval.full().intersect(0.0, 1.0)]  # a boolean
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         present = [a for a in args if a is not None]
         if len(present) == 1:
@@ -33,14 +44,21 @@ class Comparison(Jumps):
         return type(self).fn(*same_kind(present[0], present[1]))
 
 
-for _name, _fn in {"Equal": torch.eq, "Greater": torch.gt, "Less": torch.lt, "GreaterOrEqual": torch.ge,
-                   "LessOrEqual": torch.le, "Not": torch.logical_not, "And": torch.logical_and,
-                   "Or": torch.logical_or, "Xor": torch.logical_xor, "IsNaN": torch.isnan}.items():
-    register(type(_name, (Comparison,), {"fn": staticmethod(_fn), "__module__": __name__}))
+# (function, monotone, the inputs it decreases in): a > b rises with a and falls with b.
+for _name, (_fn, _monotone, _decreasing) in {
+        "Equal": (torch.eq, False, ()), "Greater": (torch.gt, True, (1,)), "Less": (torch.lt, True, (0,)),
+        "GreaterOrEqual": (torch.ge, True, (1,)), "LessOrEqual": (torch.le, True, (0,)),
+        "Not": (torch.logical_not, True, ()), "And": (torch.logical_and, True, ()),
+        "Or": (torch.logical_or, True, ()), "Xor": (torch.logical_xor, False, ()),
+        "IsNaN": (torch.isnan, False, ())}.items():
+    register(type(_name, (Comparison,), {"fn": staticmethod(_fn), "monotone": _monotone, "decreasing": _decreasing,
+                                         "__module__": __name__}))
 
 
 @register
 class IsInf(Comparison):
+    monotone = False
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         positive, negative = node.attr_int("detect_positive", 1), node.attr_int("detect_negative", 1)
@@ -56,11 +74,25 @@ class Where(Op):
     exact_in_float = True
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        positions = [i for i in (1, 2) if ctx.is_variable(node, i)]
         if ctx.is_variable(node, 0):
+            condition = ctx.range_of(node.inputs[0])
+            if ctx.on_domain and condition.is_point():
+                # The condition is the same all over the domain: a selection (its own weight is 0).
+                return domain_factor(1.0, "the condition is constant over the input's range", combine="rss",
+                                     input_weights=[0.0] + [1.0] * len(positions))
             return Factor.unbounded("Where with a condition computed from the network input jumps between "
                                     "its branches")
-        positions = [i for i in (1, 2) if ctx.is_variable(node, i)]
         return Factor.constant(1.0, "closed-form", combine="rss", input_weights=[1.0] * len(positions))
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        if not ctx.is_variable(node, 0):
+            return monotone_interval(self, node, ctx, positions=(1, 2))
+        a, b = ctx.range_of(node.inputs[1]), ctx.range_of(node.inputs[2])
+        shape = ctx.graph.shape(node.outputs[0])
+        if shape is None:
+            return [None]
+        return [hull(a.broadcast_to(shape), b.broadcast_to(shape))]  # either branch, whatever the condition
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         a, b = same_kind(args[1], args[2])

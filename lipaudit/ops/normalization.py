@@ -3,6 +3,12 @@
 BatchNorm at inference is a per-channel affine map. The data-dependent normalisations (Layer,
 Instance, Group) divide by a standard deviation that can be as small as √ε, so their only global
 bound is max|γ|/√ε: sound, but usually useless, hence the warning.
+
+On a domain the Jacobian of z = (x − μ)/√(σ² + ε) has norm 1/√(σ²(x) + ε) (singular values 1/s,
+ε/s³ and 0), so over the box the factor is max|γ|/√(σ²_min + ε), σ²_min the smallest variance of a
+group over its box (exact, often 0: then the figure is the global one). RMSNorm (x/√(mean x² + ε))
+likewise with the smallest mean square. ``Normalize`` (domain "lipaudit") is the core z that the
+FuseNormalization pass makes of a decomposed LayerNorm or RMSNorm; its γ and β stay separate nodes.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..domain.interval import Interval, product, quotient
+from ..domain.normalize import (grouped, mean_square_bounds, normalized_range, ungrouped, variance_lower_bound,
+                                variance_upper_bound)
 from ..ir import Node
-from .context import RuleContext
+from .context import DOMAIN_HINT, RuleContext, tighter_on_domain
 from .factor import Factor
 from .registry import Op, register
 from .runtime import Env, cannot_run, positive_axis
@@ -62,6 +71,20 @@ class BatchNormalization(Op):
         statistics = Factor.unbounded("BatchNormalization's running statistics are computed in training mode")
         return [self.bound(node, ctx)] + [statistics] * (len(node.outputs) - 1)
 
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        """y = m·x + (bias − m·mean) per channel, m = γ/√(var + ε): center ± |m|·radius."""
+        params = [ctx.const_input(node, i) for i in range(1, 5)]
+        if any(p is None for p in params) or node.attr_int("training_mode", 0) or any(node.outputs[1:]):
+            return [None] * len(node.outputs)
+        scale, bias, mean, var = (np.asarray(p, np.float64) for p in params)
+        x = ctx.range_of(node.inputs[0])
+        rank = len(ctx.input_shape(node))
+        view = (1, -1) + (1,) * (rank - 2) if scale.ndim == 1 else (1,) + scale.shape
+        multiplier = batchnorm_scale(scale, var, node.attr_float("epsilon")).reshape(view)
+        shift = bias.reshape(view) - multiplier * mean.reshape(view)
+        scaled = product(x, Interval.exact(multiplier))
+        return [Interval(scaled.lo + shift, scaled.hi + shift).widened(np.abs(shift) + scaled.magnitude)]
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         if node.attr_int("training_mode", 0) or any(node.outputs[1:]):
             raise cannot_run(node, "in training mode")
@@ -80,9 +103,26 @@ def _bias_copies(ctx: RuleContext, node: Node, name: str) -> float:
 class DataNormalization(Op):
     family = FAMILY
     resizes = True  # a variable bias weighs √(outputs per entry)
-    summary = "max|γ|/√ε: a sound global bound, usually huge (reported with a warning)"
+    summary = ("max|γ|/√ε: a sound global bound, usually huge (reported with a warning); on a domain "
+               "max|γ|/√(σ²_min + ε)")
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        factor = self.global_factor(node, ctx)
+        scale = ctx.const_input(node, 1)
+        if not ctx.on_domain or scale is None:
+            return factor
+        gains = self.group_gains(node, ctx, np.abs(np.asarray(scale, np.float64)))
+        if gains is None:
+            return factor
+        value = float(np.max(gains, initial=0.0)) * (1 + 1e-12)
+        if not math.isfinite(value):
+            return factor
+        weights = [value if i == 0 else _bias_copies(ctx, node, name)
+                   for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
+        return tighter_on_domain(factor, value, "max|γ|/√(σ²_min + ε), σ²_min the smallest variance of each "
+                                 "group over the input's range", input_weights=weights)
+
+    def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         # For centred z, f(z) = z/√(‖z‖²/n + ε) has Jacobian eigenvalues 1/s and ε/s³ with s ≥ √ε.
         scale = ctx.const_input(node, 1)
         if scale is None:
@@ -98,6 +138,50 @@ class DataNormalization(Op):
                                note=f"warning: {node.op_type} is only {value:.3g}-Lipschitz globally (max|γ|/√ε, "
                                     f"ε={epsilon:g}); its local slope is far smaller")
 
+    # How the op groups its input: the grouped view's shape and the axes normalised together; and
+    # how |γ| (or γ) spreads over those groups.
+    def grouping(self, node: Node, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        raise NotImplementedError
+
+    def channel_values(self, node: Node, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """A per-channel (or per-normalised-entry) parameter broadcast to the input's shape."""
+        return np.broadcast_to(_channel_array(values, len(shape)), shape)
+
+    def group_gains(self, node: Node, ctx: RuleContext, abs_scale: np.ndarray) -> np.ndarray | None:
+        """max|γ| over each group's entries / √(σ²_min + ε) of that group."""
+        shape = ctx.input_shape(node)
+        view, axes = self.grouping(node, shape)
+        x = ctx.range_of(node.inputs[0]).broadcast_to(shape).reshape(view)
+        lo, hi = grouped(x, view, axes)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            return None
+        gamma = np.broadcast_to(self.channel_values(node, abs_scale, shape), shape).reshape(view)
+        gamma_lo, _ = grouped(Interval.exact(gamma), view, axes)
+        variance = variance_lower_bound(lo, hi)
+        with np.errstate(divide="ignore"):
+            return gamma_lo.max(axis=1) / np.sqrt(variance + node.attr_float("epsilon"))
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        scale = ctx.const_input(node, 1)
+        bias = ctx.const_input(node, 2) if len(node.inputs) > 2 and node.inputs[2] else np.zeros(1)
+        if scale is None or bias is None:
+            return [None] * len(node.outputs)
+        shape = ctx.input_shape(node)
+        view, axes = self.grouping(node, shape)
+        x = ctx.range_of(node.inputs[0]).broadcast_to(shape).reshape(view)
+        lo, hi = grouped(x, view, axes)
+        z_lo, z_hi = normalized_range(lo, hi, node.attr_float("epsilon"))
+        z = Interval(ungrouped(z_lo, view, axes).reshape(shape), ungrouped(z_hi, view, axes).reshape(shape))
+        gamma = self.channel_values(node, np.asarray(scale, np.float64), shape)
+        beta = self.channel_values(node, np.asarray(bias, np.float64), shape)
+        scaled = product(z, Interval.exact(gamma))
+        return [Interval(scaled.lo + beta, scaled.hi + beta).widened(np.abs(beta))] + \
+            [None] * (len(node.outputs) - 1)
+
+
+def _channel_array(values: np.ndarray, rank: int) -> np.ndarray:
+    return values.reshape((1, -1) + (1,) * (rank - 2)) if values.ndim == 1 else values[None]
+
 
 def _normalised(x: Tensor, dims: tuple[int, ...], epsilon: float) -> tuple[Tensor, Tensor, Tensor]:
     """(x − mean)/√(var + ε), the mean, and 1/√(var + ε), over ``dims``."""
@@ -109,6 +193,9 @@ def _normalised(x: Tensor, dims: tuple[int, ...], epsilon: float) -> tuple[Tenso
 
 @register
 class InstanceNormalization(DataNormalization):
+    def grouping(self, node: Node, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return shape, tuple(range(2, len(shape)))
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, scale, bias = args[:3]
         normalised, _, _ = _normalised(x, tuple(range(2, x.dim())), node.attr_float("epsilon"))
@@ -117,6 +204,29 @@ class InstanceNormalization(DataNormalization):
 
 @register
 class LayerNormalization(DataNormalization):
+    def grouping(self, node: Node, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return shape, tuple(range(positive_axis(node.attr_int("axis"), len(shape)), len(shape)))
+
+    def channel_values(self, node: Node, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return np.broadcast_to(values, shape)  # γ spans the normalised (trailing) axes
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        """Y, then Mean ∈ [mean lo, mean hi] and InvStdDev ∈ [1/√(σ²_max + ε), 1/√(σ²_min + ε)]."""
+        found = super().interval(node, ctx)
+        if len(node.outputs) < 2:
+            return found
+        shape = ctx.input_shape(node)
+        _, axes = self.grouping(node, shape)
+        kept = tuple(1 if a in axes else d for a, d in enumerate(shape))
+        lo, hi = grouped(ctx.range_of(node.inputs[0]).broadcast_to(shape), shape, axes)
+        mean = Interval(lo.mean(axis=1).reshape(kept), hi.mean(axis=1).reshape(kept)).widened(
+            np.maximum(np.abs(lo), np.abs(hi)).mean(axis=1).reshape(kept))
+        epsilon = node.attr_float("epsilon")
+        with np.errstate(divide="ignore"):
+            inverse = Interval(1 / np.sqrt(variance_upper_bound(lo, hi) + epsilon),
+                               1 / np.sqrt(variance_lower_bound(lo, hi) + epsilon)).widened()
+        return [found[0], mean, Interval(inverse.lo.reshape(kept), inverse.hi.reshape(kept))][:len(node.outputs)]
+
     def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         """Y, then Mean (a mean of k entries: 1/√k) and InvStdDev = 1/√(var + ε) of each group.
 
@@ -134,8 +244,20 @@ class LayerNormalization(DataNormalization):
                 factors.append(Factor.unbounded("1/√var has unbounded slope when ε = 0"))
             else:
                 k = math.prod(shape[positive_axis(node.attr_int("axis"), len(shape)):])
-                factors.append(Factor.constant(2 / (3 * math.sqrt(3) * epsilon * math.sqrt(k)), "closed-form"))
+                factor = Factor.constant(2 / (3 * math.sqrt(3) * epsilon * math.sqrt(k)), "closed-form")
+                if ctx.on_domain:
+                    factor = self._inverse_std_on_domain(node, ctx, factor, k)
+                factors.append(factor)
         return factors
+
+    def _inverse_std_on_domain(self, node: Node, ctx: RuleContext, factor: Factor, k: int) -> Factor:
+        """√v/(√k(v + ε)^{3/2}) rises up to v = ε/2 and falls after: its sup over [σ²_min, σ²_max]."""
+        shape = ctx.input_shape(node)
+        lo, hi = grouped(ctx.range_of(node.inputs[0]).broadcast_to(shape), shape, self.grouping(node, shape)[1])
+        epsilon = node.attr_float("epsilon")
+        v = np.clip(epsilon / 2, variance_lower_bound(lo, hi), variance_upper_bound(lo, hi))
+        value = float(np.max(np.sqrt(v) / (math.sqrt(k) * (v + epsilon) ** 1.5), initial=0.0)) * (1 + 1e-9)
+        return tighter_on_domain(factor, value, "sup of |∇ 1/√(σ² + ε)| over the variances the input's range allows")
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, scale = args[0], args[1]
@@ -150,6 +272,17 @@ class LayerNormalization(DataNormalization):
 
 @register
 class GroupNormalization(DataNormalization):
+    def grouping(self, node: Node, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        groups = node.attr_int("num_groups")
+        return (shape[0], groups, int(np.prod(shape[1:])) // groups), (2,)
+
+    def channel_values(self, node: Node, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        groups, channels = node.attr_int("num_groups"), shape[1]
+        values = values.reshape(-1)
+        if values.size == groups and groups != channels:  # opset 18: one scale per group
+            values = np.repeat(values, channels // groups)
+        return np.broadcast_to(_channel_array(values, len(shape)), shape)
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, scale, bias = args[:3]
         groups = node.attr_int("num_groups")
@@ -166,10 +299,47 @@ class GroupNormalization(DataNormalization):
 class LpNormalization(Op):
     family = FAMILY
     certified = False
-    summary = "unbounded: x/‖x‖ has unbounded slope near 0"
+    summary = "unbounded: x/‖x‖ has unbounded slope near 0; on a domain away from 0: 1/min‖x‖ (p = 2)"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
-        return Factor.unbounded("x/‖x‖ has unbounded slope near 0")
+        if ctx.on_domain:
+            smallest = self._smallest_norm(node, ctx)
+            if smallest is not None and smallest > 0:
+                n = self._group(node, ctx)[1]
+                # p = 2: J = (I − ẑẑᵀ)/‖x‖, norm 1/‖x‖. p = 1: J = (I − z·sign(x)ᵀ)/‖x‖₁, norm ≤ (1 + √n)/‖x‖₁.
+                value = 1 / smallest if node.attr_int("p") == 2 else (1 + math.sqrt(n)) / smallest
+                return tighter_on_domain(Factor.unbounded(""), value * (1 + 1e-9),
+                                         f"the input's range keeps ‖x‖ ≥ {smallest:.4g}")
+        return Factor.unbounded(f"x/‖x‖ has unbounded slope near 0; {DOMAIN_HINT}")
+
+    def _group(self, node: Node, ctx: RuleContext) -> tuple[tuple[int, ...], int]:
+        shape = ctx.input_shape(node)
+        return shape, shape[positive_axis(node.attr_int("axis"), len(shape))]
+
+    def _norm_bounds(self, node: Node, ctx: RuleContext) -> tuple[np.ndarray, np.ndarray] | None:
+        if node.attr_int("p") not in (1, 2):
+            return None
+        shape, _ = self._group(node, ctx)
+        axis = positive_axis(node.attr_int("axis"), len(shape))
+        x = ctx.range_of(node.inputs[0]).broadcast_to(shape)
+        small, large = x.mignitude, x.magnitude
+        if node.attr_int("p") == 1:
+            return small.sum(axis=axis, keepdims=True), large.sum(axis=axis, keepdims=True)
+        return np.sqrt((small**2).sum(axis=axis, keepdims=True)), np.sqrt((large**2).sum(axis=axis, keepdims=True))
+
+    def _smallest_norm(self, node: Node, ctx: RuleContext) -> float | None:
+        found = self._norm_bounds(node, ctx)
+        return None if found is None else float(np.min(found[0], initial=np.inf)) * (1 - 1e-9)
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        found = self._norm_bounds(node, ctx)
+        if found is None:
+            return [None]
+        low, high = found
+        x = ctx.range_of(node.inputs[0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            norm = Interval(low * (1 - 1e-9), high * (1 + 1e-9))
+            return [quotient(x, norm).intersect(-1.0, 1.0)]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -177,3 +347,61 @@ class LpNormalization(Op):
         if node.attr_int("p") == 1:
             return x / x.abs().sum(dim=axis, keepdim=True)
         return x / torch.sqrt((x * x).sum(dim=axis, keepdim=True))
+
+
+@register
+class Normalize(Op):
+    """z = (x − mean)/√(var + ε) (centered = 1, LayerNorm's core) or x/√(mean x² + ε) (centered = 0,
+    RMSNorm's), over ``axes``: what FuseNormalization makes of the decomposed forms."""
+
+    domain = "lipaudit"
+    family = FAMILY
+    summary = ("1/√ε globally (warning); on a domain 1/√(σ²_min + ε) (mean square for RMSNorm); "
+               "fused from ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div")
+
+    def _axes(self, node: Node, rank: int) -> tuple[int, ...]:
+        return tuple(sorted(positive_axis(a, rank) for a in node.attr_ints("axes")))
+
+    def _bounds(self, node: Node, ctx: RuleContext) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray,
+                                                              np.ndarray]:
+        shape = ctx.input_shape(node)
+        axes = self._axes(node, len(shape))
+        lo, hi = grouped(ctx.range_of(node.inputs[0]), shape, axes)
+        return shape, axes, lo, hi
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        epsilon = node.attr_float("epsilon")
+        kind = "LayerNorm" if node.attr_int("centered", 1) else "RMSNorm"
+        if epsilon > 0:
+            value = 1 / math.sqrt(epsilon) * (1 + 1e-12)
+            factor = Factor.constant(value, "closed-form", note=f"warning: the {kind} core is only "
+                                                                f"{value:.3g}-Lipschitz globally (1/√ε, ε={epsilon:g})")
+        else:
+            factor = Factor.unbounded(f"{kind} with ε = 0 divides by a value that can be 0")
+        if not ctx.on_domain:
+            return factor
+        _, _, lo, hi = self._bounds(node, ctx)
+        if node.attr_int("centered", 1):
+            smallest = variance_lower_bound(lo, hi)
+        else:
+            smallest = mean_square_bounds(lo, hi)[0]
+        with np.errstate(divide="ignore"):
+            value = float(np.max(1 / np.sqrt(smallest + epsilon), initial=0.0)) * (1 + 1e-12)
+        if not math.isfinite(value):
+            return factor
+        statistic = "variance" if node.attr_int("centered", 1) else "mean square"
+        return tighter_on_domain(factor, value, f"1/√(σ²_min + ε), σ²_min the smallest {statistic} of each group "
+                                 "over the input's range")
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        shape, axes, lo, hi = self._bounds(node, ctx)
+        z_lo, z_hi = normalized_range(lo, hi, node.attr_float("epsilon"), bool(node.attr_int("centered", 1)))
+        return [Interval(ungrouped(z_lo, shape, axes), ungrouped(z_hi, shape, axes)).widened()]
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        dims = self._axes(node, x.dim())
+        epsilon = node.attr_float("epsilon")
+        if node.attr_int("centered", 1):
+            return _normalised(x, dims, epsilon)[0]
+        return x * torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + epsilon)

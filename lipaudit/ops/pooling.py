@@ -51,7 +51,11 @@ class MaxPool(Op):
     family = FAMILY
     resizes = True  # the multiplicity counts every window an entry falls in
     exact_in_float = True
+    monotone = True  # the values; the Indices output has no range rule
     summary = "√(most windows one input falls in) = √Π⌈k/(s/gcd(s,d))⌉"
+
+    def interval(self, node: Node, ctx: RuleContext) -> list:
+        return super().interval(node, ctx)[:1] + [None] * (len(node.outputs) - 1)
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         geometry = window_geometry(node, kernel_shape(node), ctx.input_shape(node)[2:])
@@ -105,6 +109,8 @@ def _window_sum(t: Tensor, geometry: WindowGeometry, node: Node) -> Tensor:
 class AveragePool(Op):
     family = FAMILY
     resizes = True
+    monotone = True  # non-negative weights
+    sums = True
     summary = "a linear operator at the input shape (count_include_pad honoured)"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -137,6 +143,8 @@ class AveragePool(Op):
 @register
 class GlobalAveragePool(Op):
     family = FAMILY
+    monotone = True
+    sums = True
     summary = "1/√(H·W) (mean over the spatial positions)"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -153,6 +161,7 @@ class GlobalMaxPool(Op):
     family = FAMILY
     exact_in_float = True
     identity = True
+    monotone = True
     summary = "1 (max over all positions of a channel)"
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:

@@ -2,6 +2,9 @@
 
 Each output entry reduces a disjoint group of k input entries: a mean is 1/√k-Lipschitz, a sum
 √k, and a 1-Lipschitz function of each group (max, ℓ2 norm, log-sum-exp) keeps the factor 1.
+On a domain, the sum of squares (gradient 2x per group) and the log of a sum (gradient 1/Σx) are
+bounded from the input's range. Ranges: mean, sum, max, min and log-sum-exp are monotone; the
+norms and the sum of squares are monotone in |x|, so they map [min|x|, max|x|].
 """
 
 from __future__ import annotations
@@ -9,11 +12,14 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..domain.evaluate import endpoint_args, monotone_interval, run_op
+from ..domain.interval import Interval
 from ..ir import Node
-from .context import RuleContext
+from .context import DOMAIN_HINT, RuleContext, domain_factor
 from .factor import Factor
 from .registry import Op, register
 from .runtime import Env, input_or_attr, positive_axis
@@ -51,9 +57,20 @@ class Reduction(Op):
         return out
 
 
+def magnitude_interval(op: Op, node: Node, ctx: RuleContext) -> list[Interval | None]:
+    """For f(x) = g(|x|) with g non-decreasing on x ≥ 0: [g(min|x|), g(max|x|)]."""
+    low = endpoint_args(ctx, node, lambda position, x: x.mignitude, (0,))
+    high = endpoint_args(ctx, node, lambda position, x: x.magnitude, (0,))
+    if low is None or high is None:
+        return [None]
+    return [Interval(run_op(op, node, ctx, low)[0], run_op(op, node, ctx, high)[0]).widened()]
+
+
 @register
 class ReduceMean(Reduction):
     summary = "1/√k over k entries"
+    monotone = True
+    sums = True
     fn = staticmethod(lambda x, a: x.mean(dim=a))
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
@@ -71,12 +88,17 @@ class Summation(Reduction):
 
 @register
 class ReduceSum(Summation):
+    monotone = True
+    sums = True
     fn = staticmethod(lambda x, a: x.sum(dim=a))
 
 
 @register
 class ReduceL1(Summation):
     fn = staticmethod(lambda x, a: x.abs().sum(dim=a))
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        return magnitude_interval(self, node, ctx)
 
 
 class GroupwiseOneLipschitz(Reduction):
@@ -87,12 +109,14 @@ class GroupwiseOneLipschitz(Reduction):
 @register
 class ReduceMax(GroupwiseOneLipschitz):
     exact_in_float = True
+    monotone = True
     fn = staticmethod(lambda x, a: x.amax(dim=a))
 
 
 @register
 class ReduceMin(GroupwiseOneLipschitz):
     exact_in_float = True
+    monotone = True
     fn = staticmethod(lambda x, a: x.amin(dim=a))
 
 
@@ -100,9 +124,13 @@ class ReduceMin(GroupwiseOneLipschitz):
 class ReduceL2(GroupwiseOneLipschitz):
     fn = staticmethod(lambda x, a: torch.sqrt((x * x).sum(dim=a)))
 
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        return magnitude_interval(self, node, ctx)
+
 
 @register
 class ReduceLogSumExp(GroupwiseOneLipschitz):
+    monotone = True
     fn = staticmethod(lambda x, a: torch.logsumexp(x, dim=a))
 
 
@@ -111,7 +139,18 @@ class SteepReduction(Reduction):
     summary = "unbounded: products and squares have unbounded slope"
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        if ctx.on_domain:
+            value = self.domain_value(node, ctx)
+            if value is not None and math.isfinite(value):
+                return domain_factor(value * (1 + 1e-9), self.domain_note)
+        if self.domain_note:
+            return Factor.unbounded(f"{node.op_type} has unbounded slope; {DOMAIN_HINT}")
         return Factor.unbounded(f"{node.op_type} has unbounded slope")
+
+    domain_note = ""
+
+    def domain_value(self, node: Node, ctx: RuleContext) -> float | None:
+        return None
 
 
 def _product(x: Tensor, axes: tuple[int, ...]) -> Tensor:
@@ -124,12 +163,38 @@ def _product(x: Tensor, axes: tuple[int, ...]) -> Tensor:
 class ReduceProd(SteepReduction):
     fn = staticmethod(_product)
 
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        x = ctx.range_of(node.inputs[0])
+        if np.all(x.lo >= 0):
+            return monotone_interval(self, node, ctx, positions=(0,))  # non-decreasing on x ≥ 0
+        largest = magnitude_interval(self, node, ctx)[0]  # |Π x| ≤ Π max|x|
+        return [None if largest is None else Interval(-largest.hi, largest.hi)]
+
 
 @register
 class ReduceSumSquare(SteepReduction):
+    domain_note = "the gradient 2x of each group, 2·max over groups of ‖x‖ on the input's range"
     fn = staticmethod(lambda x, a: (x * x).sum(dim=a))
+
+    def domain_value(self, node: Node, ctx: RuleContext) -> float | None:
+        largest = magnitude_interval(self, node, ctx)[0]  # Σ max|x|² per group
+        return None if largest is None else 2 * math.sqrt(float(np.max(largest.hi, initial=0.0)))
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        return magnitude_interval(self, node, ctx)
 
 
 @register
 class ReduceLogSum(SteepReduction):
+    monotone = True
+    domain_note = "the gradient 1/Σx of each group: √k / min Σx on the input's range"
     fn = staticmethod(lambda x, a: torch.log(x.sum(dim=a)))
+
+    def domain_value(self, node: Node, ctx: RuleContext) -> float | None:
+        low = endpoint_args(ctx, node, lambda position, x: x.lo, (0,))
+        if low is None:
+            return None
+        smallest_log = float(np.min(run_op(self, node, ctx, low)[0], initial=np.inf))  # log Σ lo
+        if not math.isfinite(smallest_log):
+            return None
+        return math.sqrt(reduced_count(node, ctx)) / (math.exp(smallest_log) * (1 - 1e-9))

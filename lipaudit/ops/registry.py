@@ -17,6 +17,7 @@ from ..ir import Node, schema_since_version
 from .factor import Factor
 
 if TYPE_CHECKING:
+    from ..domain.interval import Interval
     from .context import RuleContext
     from .runtime import Env
 
@@ -53,6 +54,24 @@ class Op:
     # Moves, selects or compares entries: evaluating it in float32 adds no rounding, so its factor
     # needs no float32 safety margin.
     exact_in_float: ClassVar[bool] = False
+    # Monotone in each data input, entry by entry (a selection, a copy, a max, an increasing
+    # activation, a sum with non-negative weights): on a box its outputs lie between f(lo) and f(hi).
+    # An op of one input may be increasing or decreasing; one of several lists the inputs it
+    # decreases in.
+    monotone: ClassVar[bool] = False
+    decreasing: ClassVar[tuple[int, ...]] = ()
+    # With ``monotone``: adds entries up, so the rounding margin of its ranges scales with the terms.
+    sums: ClassVar[bool] = False
+
+    def interval(self, node: Node, ctx: "RuleContext") -> "list[Interval | None]":
+        """Sound ranges of the outputs on the domain, from ``ctx.range_of`` of the inputs; one per
+        output, None for an output the op says nothing about (it is then (−∞, ∞), never a guess)."""
+        if self.monotone:
+            from ..domain.evaluate import monotone_interval
+
+            return monotone_interval(self, node, ctx, decreasing=self.decreasing, sums=self.sums,
+                                     positions=self.data_inputs)
+        return [None] * len(node.outputs)
 
     def bound(self, node: Node, ctx: "RuleContext") -> Factor:
         """The factor of output 0. Raise ValueError (or RuleInputError) when the node cannot be read."""

@@ -138,6 +138,9 @@ class ResizeMode:
 class Resizing(Op):
     family = FAMILY
     resizes = True
+    # Nearest copies entries, linear mixes them with weights in [0, 1]: both monotone in the data.
+    monotone = True
+    sums = True
     summary = ("product over axes of each axis's interpolation-matrix norm "
                "(nearest: √(most copies); linear: exact SVD)")
     scales_input = 1  # the input index of the scales (None: an attribute)

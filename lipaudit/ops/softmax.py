@@ -2,6 +2,10 @@
 
 Before opset 13 Softmax, LogSoftmax and Hardmax coerce the input to 2-D at ``axis`` (everything
 after it is one group); from opset 13 they work on one axis.
+
+On a domain each p_i has a range (every other score at its worst), and the Jacobian
+diag(p) − ppᵀ ⪯ diag(p) has norm ≤ max_i p_i, and by Gershgorin ≤ max_i 2p_i(1 − p_i): a softmax
+that stays spread out is much flatter than 1/2.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..domain.interval import Interval
+from ..domain.normalize import grouped, ungrouped
+from ..domain.softmax import log_softmax_range, softmax_range
 from ..ir import Node
 from .activation import Jumps
-from .context import RuleContext
+from .context import RuleContext, tighter_on_domain
 from .factor import Factor
 from .registry import Op, register
 from .runtime import Env, positive_axis
@@ -25,6 +32,20 @@ FAMILY = "softmax"
 def _normalised_group(node: Node, shape: tuple[int, ...], coerced: bool) -> int:
     axis = positive_axis(node.attr_int("axis"), len(shape))
     return int(np.prod(shape[axis:])) if coerced else shape[axis]
+
+
+def _group_axes(node: Node, shape: tuple[int, ...], coerced: bool) -> tuple[int, ...]:
+    axis = positive_axis(node.attr_int("axis"), len(shape))
+    return tuple(range(axis, len(shape))) if coerced else (axis,)
+
+
+def _rows(node: Node, ctx: RuleContext, coerced: bool) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray,
+                                                                np.ndarray]:
+    """The input's range as (groups, n) rows normalised together, with the shape and the axes."""
+    shape = ctx.input_shape(node)
+    axes = _group_axes(node, shape, coerced)
+    lo, hi = grouped(ctx.range_of(node.inputs[0]), shape, axes)
+    return shape, axes, lo, hi
 
 
 def _grouped(node: Node, x: Tensor, coerced: bool) -> tuple[Tensor, int]:
@@ -41,7 +62,20 @@ class Softmax(Op):
     coerced = True
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
-        return Factor.constant(0.5, "closed-form")
+        factor = Factor.constant(0.5, "closed-form")
+        if not ctx.on_domain:
+            return factor
+        _, _, lo, hi = _rows(node, ctx, self.coerced)
+        p_lo, p_hi = softmax_range(lo, hi)
+        nearest_half = np.clip(0.5, p_lo, p_hi)
+        value = min(float(np.max(p_hi, initial=0.0)), float(np.max(2 * nearest_half * (1 - nearest_half), initial=0.0)))
+        return tighter_on_domain(factor, value * (1 + 1e-9), "‖diag(p) − ppᵀ‖ ≤ min(max p_i, max 2p_i(1 − p_i)) over "
+                                 "the ranges of p")
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        shape, axes, lo, hi = _rows(node, ctx, self.coerced)
+        p_lo, p_hi = softmax_range(lo, hi)
+        return [Interval(ungrouped(p_lo, shape, axes), ungrouped(p_hi, shape, axes))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, axis = _grouped(node, args[0], self.coerced)
@@ -63,7 +97,20 @@ class LogSoftmax(Op):
         # J = I − 1pᵀ is idempotent (pᵀ1 = 1), and a projection P ∉ {0, I} has ‖P‖ = ‖I − P‖
         # (Szyld 2006), so ‖J‖ = ‖1pᵀ‖ = √n·‖p‖ ≤ √n.
         n = _normalised_group(node, ctx.input_shape(node), self.coerced)
-        return Factor.constant(float(np.sqrt(n)) * (1 + 1e-12), "closed-form", note=f"normalised over {n} entries")
+        factor = Factor.constant(float(np.sqrt(n)) * (1 + 1e-12), "closed-form", note=f"normalised over {n} entries")
+        if not ctx.on_domain:
+            return factor
+        _, _, lo, hi = _rows(node, ctx, self.coerced)
+        _, p_hi = softmax_range(lo, hi)
+        # ‖1pᵀ‖ = √n·‖p‖₂, with ‖p‖₂ ≤ min(1, ‖p_hi‖₂) per group.
+        largest = float(np.max(np.minimum(1.0, np.sqrt((p_hi**2).sum(axis=1))), initial=0.0))
+        return tighter_on_domain(factor, float(np.sqrt(n)) * largest * (1 + 1e-9),
+                                 "‖I − 1pᵀ‖ = √n·‖p‖₂ with ‖p‖₂ from the ranges of p")
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        shape, axes, lo, hi = _rows(node, ctx, self.coerced)
+        low, high = log_softmax_range(lo, hi)
+        return [Interval(ungrouped(low, shape, axes), ungrouped(high, shape, axes))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, axis = _grouped(node, args[0], self.coerced)
@@ -80,6 +127,9 @@ class Hardmax(Jumps):
     family = FAMILY
     coerced = True
 
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        return [Interval.full().intersect(0.0, 1.0)]
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, axis = _grouped(node, args[0], self.coerced)
         index = torch.argmax(x, dim=axis, keepdim=True)
@@ -94,6 +144,10 @@ class Hardmax_13(Hardmax):
 class ArgExtreme(Jumps):
     family = FAMILY
     pick: Callable[..., Tensor]
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        shape = ctx.input_shape(node)
+        return [Interval.full().intersect(0.0, float(shape[positive_axis(node.attr_int("axis"), len(shape))] - 1))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]

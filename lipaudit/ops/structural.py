@@ -1,6 +1,7 @@
 """Ops that move, select, copy or relabel entries without weights; and casts.
 
-Selecting never raises a norm; copying an entry m times raises it by √m.
+Selecting never raises a norm; copying an entry m times raises it by √m. On a domain, all of these
+map the box [lo, hi] to [f(lo), f(hi)] (they are monotone): their ranges come from their own run.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..domain.evaluate import endpoint_outputs, monotone_interval
+from ..domain.interval import Interval
 from ..ir import Node
-from .context import RuleContext, RuleInputError, broadcast_copies
+from .context import RuleContext, RuleInputError, broadcast_copies, domain_factor
 from .factor import Factor
 from .geometry import pad_multiplicity, pad_source_index
 from .registry import Op, register
@@ -27,6 +30,7 @@ class Permutation(Op):
     family = FAMILY
     identity = True
     exact_in_float = True
+    monotone = True
     summary = "1 (a permutation or relabelling of entries)"
 
 
@@ -34,6 +38,7 @@ class Selection(Op):
     family = FAMILY
     identity = True
     exact_in_float = True
+    monotone = True
     summary = "≤ 1 (keeps a subset of entries; each output on its own)"
 
 
@@ -208,6 +213,7 @@ class Concat(Op):
     data_inputs = None
     resizes = True  # each input fills its own part of the output
     exact_in_float = True
+    monotone = True
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         return Factor.constant(1.0, "closed-form", combine="rss")
@@ -225,6 +231,7 @@ class Copying(Op):
     summary = "√(copies of each entry)"
     resizes = True
     exact_in_float = True
+    monotone = True
 
     def copies(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
         raise NotImplementedError
@@ -259,6 +266,7 @@ class Gather(Op):
     summary = "constant indices: √(most repeats of one index); variable indices: unbounded"
     resizes = True  # counts the repeats of each index
     exact_in_float = True
+    monotone = True  # in the data, with constant indices
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         data, indices = node.inputs[:2]
@@ -290,6 +298,10 @@ class Pad(Op):
     data_inputs = None
     resizes = True
     exact_in_float = True
+    monotone = True  # in the data and the fill value; the pads and axes must be constants
+
+    def interval(self, node: Node, ctx: RuleContext) -> "list[Interval | None]":
+        return monotone_interval(self, node, ctx, positions=(0, 2))
 
     def amounts(self, node: Node, ctx: RuleContext, rank: int) -> tuple[list[int], list[int]]:
         return list(node.attr_ints("pads")), list(range(rank))
@@ -380,6 +392,8 @@ class Pad_11(Pad):
 
 # TensorProto data types that hold every float32 exactly.
 _WIDE_FLOATS = {1: "float", 11: "double"}
+_BOOL = 9
+_WIDE_INTEGERS = {6, 7}  # int32, int64
 _ONNX_TO_TORCH = {2: torch.uint8, 3: torch.int8, 4: torch.int64, 5: torch.int16, 6: torch.int32, 7: torch.int64,
                   9: torch.bool, 12: torch.int64, 13: torch.int64}
 _HALF = {10: torch.float16, 16: torch.bfloat16}
@@ -405,9 +419,39 @@ class Casting(Op):
         raise NotImplementedError
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
-        if self.target(node, ctx) in _WIDE_FLOATS:
+        target = self.target(node, ctx)
+        if target in _WIDE_FLOATS:
             return Factor.constant(1.0, "identity")
+        if ctx.on_domain and self._constant_on_domain(node, ctx, target):
+            return domain_factor(0.0, "the cast's result is the same all over the input's range")
         return Factor.unbounded("the cast rounds its input (a step function), so no Lipschitz constant exists")
+
+    def _constant_on_domain(self, node: Node, ctx: RuleContext, target: int) -> bool:
+        x = ctx.range_of(node.inputs[0])
+        if target == _BOOL:
+            return bool(np.all((x.lo > 0) | (x.hi < 0)) or np.all((x.lo == 0) & (x.hi == 0)))
+        if not self._monotone_cast(target, x):
+            return False
+        ends = endpoint_outputs(self, node, ctx, positions=(0,))
+        return ends is not None and ends[0][0] is not None and np.array_equal(ends[0][0], ends[1][0])
+
+    @staticmethod
+    def _monotone_cast(target: int, x: Interval) -> bool:
+        """Rounding to a float type, or truncation to a wide integer of values it holds, is monotone
+        (narrow integers wrap around)."""
+        if target in _WIDE_FLOATS or target in _HALF:
+            return True
+        return target in _WIDE_INTEGERS and bool(np.all(np.abs(x.lo) < 2**31) and np.all(np.abs(x.hi) < 2**31))
+
+    def interval(self, node: Node, ctx: RuleContext) -> "list[Interval | None]":
+        if self.target(node, ctx) == _BOOL:
+            x = ctx.range_of(node.inputs[0])
+            nonzero = (x.lo > 0) | (x.hi < 0)
+            zero = (x.lo == 0) & (x.hi == 0)
+            return [Interval(np.where(nonzero, 1.0, 0.0), np.where(zero, 0.0, 1.0))]
+        if not self._monotone_cast(self.target(node, ctx), ctx.range_of(node.inputs[0])):
+            return [None]
+        return monotone_interval(self, node, ctx, positions=(0,))
 
 
 @register

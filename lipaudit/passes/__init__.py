@@ -10,6 +10,7 @@ from .fuse_activations import FuseActivations
 from .fuse_circular_conv import FuseCircularConv
 from .fuse_l2_pool import FuseL2Pool
 from .fuse_sorting import FuseSorting
+from .fuse_normalization import FuseNormalization
 from .inline_if import InlineConstantIf
 from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear
@@ -23,8 +24,8 @@ def load_time_passes() -> PassManager:
 
 def rewrite_passes() -> PassManager:
     """Before analysis: fusions first (they expose folds and merges), then folds and merges."""
-    return PassManager([FuseActivations(), FuseSorting(), FuseL2Pool(), FuseCircularConv(), FoldBatchNorm(),
-                        MergeLinear(), RemoveUnused()])
+    return PassManager([FuseActivations(), FuseNormalization(), FuseSorting(), FuseL2Pool(), FuseCircularConv(),
+                        FoldBatchNorm(), MergeLinear(), RemoveUnused()])
 
 
 def run_passes(graph: Graph) -> Graph:
@@ -32,6 +33,6 @@ def run_passes(graph: Graph) -> Graph:
     return graph
 
 
-__all__ = ["FillDefaultAttributes", "FoldBatchNorm", "FoldConstants", "FuseActivations", "FuseCircularConv", "FuseL2Pool", "FuseSorting",
-           "InlineConstantIf", "MergeLinear", "Pass", "PassManager", "RemoveUnused", "load_time_passes", "merge_linear",
-           "rewrite_passes", "run_passes"]
+__all__ = ["FillDefaultAttributes", "FoldBatchNorm", "FoldConstants", "FuseActivations", "FuseCircularConv",
+           "FuseL2Pool", "FuseNormalization", "FuseSorting", "InlineConstantIf", "MergeLinear", "Pass", "PassManager",
+           "RemoveUnused", "load_time_passes", "merge_linear", "rewrite_passes", "run_passes"]

@@ -6,7 +6,7 @@ import html
 import math
 
 from ..report import Report
-from .verdict import format_number, verdict, verification_text
+from .verdict import format_number, is_local, scope_text, verdict, verification_text
 
 CHART_WIDTH, CHART_HEIGHT, MARGIN = 900, 320, 48
 
@@ -18,6 +18,7 @@ table{border-collapse:collapse;margin-top:1rem;font-size:.9rem} th,td{border:1px
 td.num{text-align:right;font-variant-numeric:tabular-nums} tr.blocked td{background:#ffebe9}
 .legend span{margin-right:1.2rem} svg text{font-size:11px;fill:#57606a}
 td.notes{max-width:26rem;font-size:.8rem;color:#57606a}
+.scope{background:#fff8c5;padding:.4rem .8rem;border-radius:6px;display:inline-block}
 """
 
 
@@ -98,6 +99,8 @@ def render_html(report: Report, **_: object) -> str:
     lower = network.lower_bound
     interval = (f"<p>Empirical lower bound: {format_number(lower)} — the true constant lies in "
                 f"[{format_number(lower)}, {format_number(network.upper_bound)}]</p>") if lower else ""
+    scope = (f'<p class="scope" id="scope"><strong>Scope: {html.escape(scope_text(report))}</strong>; it holds '
+             "only for inputs in that box.</p>") if is_local(report) else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
@@ -109,6 +112,7 @@ def render_html(report: Report, **_: object) -> str:
 verified: {html.escape(verification_text(report))}) ·
 format {html.escape(str(report.model.format))} · opset {report.model.opset} ·
 lipaudit {html.escape(report.tool.version)}</p>
+{scope}
 {interval}
 <p class="legend"><span style="color:#2da44e">■ certified factor</span><span style="color:#bf8700">■ estimate</span>
 <span style="color:#cf222e">■ unsupported / unbounded</span><span style="color:#0969da">— running bound</span>

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..report import LayerReport, Report
-from .verdict import format_number, verdict, verification_text
+from .verdict import format_number, is_local, scope_text, verdict, verification_text
 
 
 def _cell(text: str) -> str:
@@ -28,6 +28,8 @@ def render_markdown(report: Report, **_: object) -> str:
     lines.append(f"Upper bound: **{format_number(bound)}** ({kind}, "
                  f"{'complete' if network.complete else 'incomplete'}); verified against the runtime: "
                  f"{verification_text(report)}")
+    if is_local(report):
+        lines.append(f"Scope: **{scope_text(report)}**; it holds only for inputs in that box.")
     if network.lower_bound is not None:
         lines.append(f"Empirical lower bound: {format_number(network.lower_bound)}")
     lines += ["", "| # | Layer | Op | Output | Factor | Method | Certified | Estimate | Running bound |",

@@ -33,7 +33,7 @@ def since_opset(op_type: str, domain: str = "") -> str:
     version = _first_versions().get((domain, op_type))
     if version is not None:
         return str(version)
-    return "fused by lipaudit" if not domain else "contrib"
+    return "fused by lipaudit" if not domain or domain == "lipaudit" else "contrib"
 
 
 def operators_markdown() -> str:

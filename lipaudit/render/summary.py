@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..report import Report
-from .verdict import format_number, verdict
+from .verdict import format_number, is_local, verdict
 
 
 def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 120, color: bool = False) -> str:
@@ -22,7 +22,8 @@ def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 1
             table.add_row(path, "—", "—", "—", f"ERROR  {error}")
             continue
         network = report.network
-        table.add_row(path, format_number(network.upper_bound), "✓" if network.certified else "✗",
+        bound = format_number(network.upper_bound) + (" (local)" if is_local(report) else "")
+        table.add_row(path, bound, "✓" if network.certified else "✗",
                       "✓" if network.complete else "✗", verdict(report)[1])
     buffer = io.StringIO()
     Console(file=buffer, width=width, force_terminal=color, no_color=not color, highlight=False).print(table)

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import LayerReport, Report
-from .verdict import format_number, verdict, verification_text
+from .verdict import format_number, is_local, scope_text, verdict, verification_text
 
 VERDICT_STYLES = {"PASSED": "bold green", "FAILED": "bold red", "INCOMPLETE": "bold red"}
 
@@ -27,7 +27,10 @@ def _shape_text(shape: list[int] | None) -> str:
 
 
 def layer_table(report: Report, verbose: bool = False) -> Table:
-    table = Table(title=f"lipaudit · {report.model.path}", title_justify="left", header_style="bold")
+    title = f"lipaudit · {report.model.path}"
+    if is_local(report):
+        title += f" · {scope_text(report)}"
+    table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("#", justify="right", style="dim")
     table.add_column("Layer")
     table.add_column("Op")
@@ -54,8 +57,13 @@ def summary_lines(report: Report) -> list[Text]:
     lines: list[Text] = []
     bound = network.upper_bound
     kind = "certified upper bound" if network.certified else "estimate (not certified)"
+    if is_local(report):
+        kind = "local " + kind
     if bound is not None:
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), (format_number(bound), "bold cyan"), f"  ({kind})"))
+        if is_local(report):
+            lines.append(Text(f"scope: {scope_text(report)}; it holds only for inputs in that box",
+                              style="bold yellow"))
     else:
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), ("none", "bold red"),
                                    "  (the graph has ops without a finite bound)"))

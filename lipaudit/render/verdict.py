@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..domain.inputs import describe_domain
 from ..report import Report
 
 
@@ -34,7 +35,26 @@ def verification_text(report: Report) -> str:
     return f"no ({check.reason})" if check.reason else "no"
 
 
+def is_local(report: Report) -> bool:
+    return report.network.scope == "domain"
+
+
+def scope_text(report: Report) -> str:
+    """'' for a global figure; for a local one, what it is local to."""
+    if not is_local(report):
+        return ""
+    where = describe_domain(report.settings.get("domain")) or "the stated input domain"
+    return f"LOCAL bound on {where}, not a global Lipschitz constant"
+
+
 def verdict(report: Report) -> tuple[str, str]:
+    status, line = _verdict(report)
+    if is_local(report) and report.network.upper_bound is not None:
+        line += f"  ({scope_text(report)})"
+    return status, line
+
+
+def _verdict(report: Report) -> tuple[str, str]:
     """(status, line): status is PASSED, FAILED, INCOMPLETE or DONE (no threshold)."""
     bound = report.network.upper_bound
     limit = report.threshold.max_lipschitz

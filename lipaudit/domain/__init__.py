@@ -1,0 +1,62 @@
+"""The bounded-domain mode: Lipschitz bounds of the network restricted to a box of inputs.
+
+Sound value ranges (interval arithmetic, ``value_ranges``) make products, quotients, normalisations,
+attention and recurrent cells Lipschitz on the box. The figures are local to the box and labelled so
+(factor method "domain", report ``network.scope == "domain"``).
+
+For the pipeline, after the rewrite passes and the verification (which may correct shapes):
+
+    domain = prepare_domain(graph, input_range)          # None without --input-range
+    ctx = RuleContext(graph, method=..., device=..., ranges=domain.ranges if domain else None)
+    settings["domain"] = domain.settings                  # when domain is not None
+    lower = box_lower_bound(graph, domain.bounds, ...)    # --lower-bound: pairs inside the box
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .inputs import describe_domain, domain_settings, parse_input_ranges
+from .interval import Interval
+
+if TYPE_CHECKING:
+    from ..ir import Graph
+
+
+def value_ranges(graph: "Graph", bounds: Mapping[str, tuple[float, float]], on_node=None) -> dict[str, Interval]:
+    """Sound ranges of every value of ``graph`` when each input named in ``bounds`` lies in its box
+    (an input not named is unbounded)."""
+    from .propagate import value_ranges as propagate
+
+    return propagate(graph, bounds, on_node)
+
+
+input_ranges_context = value_ranges
+
+
+@dataclass
+class Domain:
+    bounds: dict[str, tuple[float, float]]  # each bounded input's [lo, hi]
+    ranges: dict[str, Interval]  # every value's range on that box: RuleContext.ranges
+    settings: dict[str, list[float]]  # the report's settings.domain
+
+
+def prepare_domain(graph: "Graph", input_range: Any, on_node=None) -> Domain | None:
+    """The domain the user asked for (``--input-range`` strings, or the config's value), with the value
+    ranges on it; None when no range is given. Raises UsageError for a malformed range."""
+    bounds = parse_input_ranges(input_range, list(graph.inputs))
+    if not bounds:
+        return None
+    return Domain(bounds, value_ranges(graph, bounds, on_node), domain_settings(bounds))
+
+
+def box_lower_bound(graph: "Graph", bounds: Mapping[str, tuple[float, float]], **options):
+    """An empirical lower bound from pairs of inputs inside the box (see lipaudit.domain.lower)."""
+    from .lower import box_lower_bound as search
+
+    return search(graph, bounds, **options)
+
+
+__all__ = ["Domain", "Interval", "box_lower_bound", "describe_domain", "domain_settings", "input_ranges_context",
+           "parse_input_ranges", "prepare_domain", "value_ranges"]

@@ -1,0 +1,183 @@
+"""Intervals: per-entry lower and upper bounds on a tensor over the input box.
+
+An ``Interval`` holds two float64 arrays ``lo ≤ hi`` (the shape of the value, or any shape that
+broadcasts to it: a 0-d interval bounds every entry alike). ±inf means "no bound on that side";
+a rule that cannot say anything returns ``Interval.full()``, never a narrower guess.
+
+Every interval a rule computes is widened outwards by ``widened``: float64 rounding in the
+interval arithmetic itself, and the float32 rounding of the runtime that computes the same
+values, each move a value by a small multiple of the magnitudes summed to make it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Relative outward margin per op (2⁻²⁰ ≈ 9.5e-7, the compose float32 margin): ranges enclose the
+# real-number values, and in practice the float32 values a runtime computes, which differ from them
+# by a few float32 ulps of the magnitudes involved.
+RANGE_MARGIN = 2.0**-20
+# Beyond this magnitude a bound counts as infinite (arithmetic on ±inf gives NaN: inf − inf, 0·inf).
+HUGE = 1e300
+_INFINITE_BEYOND = 1e290
+
+
+@dataclass(frozen=True)
+class Interval:
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def __post_init__(self) -> None:
+        lo = np.asarray(self.lo, dtype=np.float64)
+        hi = np.asarray(self.hi, dtype=np.float64)
+        # NaN (inf − inf, 0·inf, a function off its domain) says nothing: it becomes the full range.
+        lo = np.where(np.isnan(lo), -np.inf, lo)
+        hi = np.where(np.isnan(hi), np.inf, hi)
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def exact(cls, value: np.ndarray) -> "Interval":
+        array = np.asarray(value, dtype=np.float64)
+        return cls(array, array.copy())
+
+    @classmethod
+    def full(cls, shape: tuple[int, ...] | None = None) -> "Interval":
+        shape = () if shape is None else tuple(shape)
+        return cls(np.full(shape, -np.inf), np.full(shape, np.inf))
+
+    @classmethod
+    def box(cls, low: float, high: float, shape: tuple[int, ...]) -> "Interval":
+        return cls(np.full(shape, float(low)), np.full(shape, float(high)))
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return np.broadcast_shapes(self.lo.shape, self.hi.shape)
+
+    @property
+    def center(self) -> np.ndarray:
+        lo, hi = self.finite_proxy()
+        return lo / 2 + hi / 2
+
+    @property
+    def radius(self) -> np.ndarray:
+        lo, hi = self.finite_proxy()
+        return hi / 2 - lo / 2
+
+    @property
+    def magnitude(self) -> np.ndarray:
+        """max |x| per entry."""
+        return np.maximum(np.abs(self.lo), np.abs(self.hi))
+
+    @property
+    def mignitude(self) -> np.ndarray:
+        """min |x| per entry: the distance from 0 to the interval (0 when it contains 0)."""
+        return np.where(self.lo > 0, self.lo, np.where(self.hi < 0, -self.hi, 0.0))
+
+    def is_finite(self) -> bool:
+        return bool(np.all(np.isfinite(self.lo)) and np.all(np.isfinite(self.hi)))
+
+    def is_point(self) -> bool:
+        return bool(np.all(self.lo == self.hi))
+
+    def contains(self, values: np.ndarray, tolerance: float = 0.0) -> bool:
+        values = np.asarray(values, dtype=np.float64)
+        slack = tolerance * np.maximum(1.0, np.abs(values))
+        return bool(np.all(values >= self.lo - slack) and np.all(values <= self.hi + slack))
+
+    def finite_proxy(self) -> tuple[np.ndarray, np.ndarray]:
+        """lo, hi with ±inf replaced by ±HUGE, so that arithmetic never meets inf − inf or 0·inf."""
+        return np.clip(self.lo, -HUGE, HUGE), np.clip(self.hi, -HUGE, HUGE)
+
+    def broadcast_to(self, shape: tuple[int, ...]) -> "Interval":
+        return Interval(np.broadcast_to(self.lo, shape), np.broadcast_to(self.hi, shape))
+
+    def reshape(self, shape: tuple[int, ...]) -> "Interval":
+        full = self.broadcast_to(self.shape)
+        return Interval(full.lo.reshape(shape), full.hi.reshape(shape))
+
+    # ------------------------------------------------------------------ building
+
+    def widened(self, scale: np.ndarray | float | None = None) -> "Interval":
+        """Outwards by RANGE_MARGIN·(|bound| + scale): ``scale`` is the magnitude of the terms that were
+        summed to make each entry (where cancellation may leave a result much smaller than them)."""
+        extra = 0.0 if scale is None else np.asarray(scale, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            lo = self.lo - RANGE_MARGIN * (np.abs(self.lo) + extra)
+            hi = self.hi + RANGE_MARGIN * (np.abs(self.hi) + extra)
+        return Interval(restore_infinities(lo), restore_infinities(hi))
+
+    def intersect(self, lo: np.ndarray | float, hi: np.ndarray | float) -> "Interval":
+        return Interval(np.maximum(self.lo, lo), np.minimum(self.hi, hi))
+
+    def __repr__(self) -> str:
+        return f"Interval(shape={self.shape}, lo∈[{np.min(self.lo, initial=np.inf):.4g}, …], " \
+               f"hi∈[…, {np.max(self.hi, initial=-np.inf):.4g}])"
+
+
+def from_center_radius(center: np.ndarray, radius: np.ndarray, scale: np.ndarray | None = None) -> Interval:
+    """center ± radius, widened by the rounding margin (``scale``: the magnitudes summed)."""
+    return Interval(restore_infinities(center - radius), restore_infinities(center + radius)).widened(scale)
+
+
+def restore_infinities(bound: np.ndarray) -> np.ndarray:
+    """Bounds past ±1e290 (what ±HUGE became through arithmetic) back to ±inf."""
+    bound = np.asarray(bound, dtype=np.float64)
+    return np.where(bound > _INFINITE_BEYOND, np.inf, np.where(bound < -_INFINITE_BEYOND, -np.inf, bound))
+
+
+def hull(*intervals: Interval) -> Interval:
+    """The smallest interval containing all of them."""
+    lo = intervals[0].lo
+    hi = intervals[0].hi
+    for other in intervals[1:]:
+        lo, hi = np.minimum(lo, other.lo), np.maximum(hi, other.hi)
+    return Interval(lo, hi)
+
+
+def product(a: Interval, b: Interval) -> Interval:
+    """{x·y : x ∈ a, y ∈ b} entrywise (numpy broadcasting): the min and max of the four corners."""
+    alo, ahi = a.finite_proxy()
+    blo, bhi = b.finite_proxy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        corners = np.stack(np.broadcast_arrays(alo * blo, alo * bhi, ahi * blo, ahi * bhi))
+    return Interval(restore_infinities(corners.min(axis=0)), restore_infinities(corners.max(axis=0))).widened()
+
+
+def reciprocal(b: Interval) -> Interval:
+    """{1/y : y ∈ b}: full where b contains 0."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        excludes_zero = (b.lo > 0) | (b.hi < 0)
+        lo = np.where(excludes_zero, 1.0 / b.hi, -np.inf)
+        hi = np.where(excludes_zero, 1.0 / b.lo, np.inf)
+    return Interval(lo, hi).widened()
+
+
+def quotient(a: Interval, b: Interval) -> Interval:
+    return product(a, reciprocal(b))
+
+
+def add(a: Interval, b: Interval, sign: float = 1.0) -> Interval:
+    """a + b (or a − b with ``sign`` −1), widened by the operands' magnitudes."""
+    alo, ahi = a.finite_proxy()
+    blo, bhi = b.finite_proxy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        if sign > 0:
+            lo, hi = alo + blo, ahi + bhi
+        else:
+            lo, hi = alo - bhi, ahi - blo
+        scale = a.magnitude + b.magnitude
+    return Interval(restore_infinities(lo), restore_infinities(hi)).widened(np.where(np.isfinite(scale), scale, 0.0))
+
+
+def square(a: Interval) -> Interval:
+    """{x² : x ∈ a}: tighter than product(a, a), which forgets that both factors are the same x."""
+    low, high = a.mignitude, a.magnitude
+    with np.errstate(over="ignore"):
+        return Interval(low * low, high * high).widened()

@@ -1,0 +1,117 @@
+"""Scalar functions on an interval: the sup of |f'| and the range of f, entry by entry.
+
+For a smooth f whose slope f' is monotone between a few known critical points c_k (the zeros of
+f''), sup |f'| over [lo, hi] is the largest of |f'(lo)|, |f'(hi)| and |f'(c_k)| for the c_k inside.
+Likewise a unimodal f (decreasing, then increasing past its minimum at m) has range
+[min(f(lo), f(hi)) or f(m) when m is inside, max(f(lo), f(hi))]. The critical points are known to
+about 1e-12; an interval counts as containing one when it comes within ``_NEAR`` of it, and the
+value used there is the known extreme rounded outwards, so the result never falls short.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .interval import Interval
+
+_NEAR = 1e-3
+_EVAL_MARGIN = 1e-9  # relative slack on f' evaluated in float64 at the endpoints
+_EVAL_FLOOR = 1e-12  # and absolute: in the tails the formulas cancel (1 + erf(x)), losing relative accuracy
+
+
+def _t(x: np.ndarray) -> Tensor:
+    return torch.as_tensor(np.clip(x, -1e300, 1e300), dtype=torch.float64)
+
+
+def _n(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class SmoothProfile:
+    """f and f' (on float64 tensors), the critical points of f' with |f'| there rounded up, and f's
+    minimum (at ``minimum_at``, value rounded down) when f is unimodal."""
+
+    f: Callable[[Tensor], Tensor]
+    slope: Callable[[Tensor], Tensor]
+    slope_extremes: tuple[tuple[float, float], ...]
+    minimum_at: float
+    minimum: float
+
+    def slope_sup(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            ends = np.maximum(np.abs(_n(self.slope(_t(lo)))), np.abs(_n(self.slope(_t(hi)))))
+        sup = ends * (1 + _EVAL_MARGIN) + _EVAL_FLOOR
+        for at, bound in self.slope_extremes:
+            inside = (lo <= at + _NEAR) & (hi >= at - _NEAR)
+            sup = np.where(inside, np.maximum(sup, bound), sup)
+        # f' at ±1e300 may be 0·inf = NaN: there the global sup (the largest extreme) holds.
+        return np.where(np.isnan(sup), max(bound for _, bound in self.slope_extremes), sup)
+
+    def value_range(self, interval: Interval) -> Interval:
+        lo, hi = interval.lo, interval.hi
+        f_lo, f_hi = _n(self.f(_t(lo))), _n(self.f(_t(hi)))
+        low = np.minimum(f_lo, f_hi)
+        inside = (lo <= self.minimum_at + _NEAR) & (hi >= self.minimum_at - _NEAR)
+        low = np.where(inside, np.minimum(low, self.minimum), low)
+        # x·Φ(x) and friends lose relative accuracy in their tails (1 + erf(x) cancels): the margin
+        # scales with |x|, the size of what is multiplied.
+        scale = np.minimum(np.maximum(np.abs(lo), np.abs(hi)), 1e300)
+        return Interval(low, np.maximum(f_lo, f_hi)).widened(scale)
+
+
+def _gelu_slope(x: Tensor) -> Tensor:
+    return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+_K = math.sqrt(2 / math.pi)
+
+
+def _gelu_tanh_slope(x: Tensor) -> Tensor:
+    t = torch.tanh(_K * (x + 0.044715 * x**3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _K * (1 + 3 * 0.044715 * x * x)
+
+
+def _silu_slope(x: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+def _mish_slope(x: Tensor) -> Tensor:
+    sp = torch.nn.functional.softplus(x)
+    t = torch.tanh(sp)
+    return t + x * (1 - t * t) * torch.sigmoid(x)
+
+
+# Critical points found by Newton's method on f'' in float64; extremes rounded outwards at 1e-6.
+GELU = SmoothProfile(lambda x: torch.nn.functional.gelu(x), _gelu_slope,
+                     ((-1.4142135623730951, 0.128905), (1.4142135623730951, 1.128905)),
+                     -0.7517915246935644, -0.169972)
+GELU_TANH = SmoothProfile(lambda x: torch.nn.functional.gelu(x, approximate="tanh"), _gelu_tanh_slope,
+                          ((-1.4185040087908283, 0.128994), (1.4185040087908283, 1.128994)),
+                          -0.7524614220710162, -0.170041)
+SILU = SmoothProfile(torch.nn.functional.silu, _silu_slope,
+                     ((-2.399357280515468, 0.099840), (2.399357280515468, 1.099840)),
+                     -1.278464542761074, -0.278465)
+MISH = SmoothProfile(torch.nn.functional.mish, _mish_slope,
+                     ((-2.256376396360793, 0.112527), (1.4905711794854284, 1.088499)),
+                     -1.1924312145154954, -0.308844)
+
+
+def closest_to_zero(interval: Interval) -> np.ndarray:
+    """|x| at the point of each entry's interval nearest 0 (where an even, bell-shaped slope peaks)."""
+    return interval.mignitude
+
+
+def hardswish_slope_sup(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """HardSwish' is 0 below −3, (2x + 3)/6 on (−3, 3), 1 above 3."""
+    a, b = np.clip(lo, -3.0, 3.0), np.clip(hi, -3.0, 3.0)
+    inner = np.maximum(np.abs((2 * a + 3) / 6), np.abs((2 * b + 3) / 6))
+    sup = np.where(hi <= -3, 0.0, np.where(lo >= 3, 1.0, inner))
+    return np.where(hi > 3, np.maximum(sup, 1.0), sup)

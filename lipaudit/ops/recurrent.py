@@ -1,0 +1,291 @@
+"""Recurrent layers: LSTM and GRU over a fixed sequence length, unrolled.
+
+Their gates multiply variable values, but the gates are bounded (sigmoid in [0, 1], tanh in
+[−1, 1]), so an unrolled cell is Lipschitz even globally; the rule (lipaudit.domain.recurrent)
+bounds it step by step by the product rule, with the ranges of the gates and states. On a domain
+those ranges come from the input box and the figure is local (labelled so); without one they come
+from the activations alone and the figure is global.
+
+Supported forms: the default activations (Sigmoid, Tanh, Tanh), no clip, input_forget = 0,
+sequence_lens absent or equal to the sequence length, layout 0 or 1, any direction, peepholes.
+Weights, biases and peepholes must be constants; the initial states may be computed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..domain.interval import Interval
+from ..domain.recurrent import Unrolled, gru_direction, lstm_direction
+from ..ir import Node
+from .context import RuleContext, RuleInputError, domain_factor
+from .factor import Factor
+from .registry import Op, register
+from .runtime import Env, cannot_run, ints
+
+FAMILY = "recurrent"
+_DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
+
+
+class Recurrent(Op):
+    family = FAMILY
+    resizes = True  # the rule bounds ‖ΔY‖ directly, whatever the hidden size
+    data_inputs = None
+    gates: ClassVar[int] = 4
+    state_inputs: ClassVar[tuple[int, ...]] = (5, 6)  # initial_h, initial_c
+
+    # ------------------------------------------------------------------ reading the node
+
+    def unsupported(self, node: Node) -> str:
+        """Why this form has no rule or run ("" when it has both)."""
+        given = node.attrs.get("activations") or []
+        activations = [(a.decode() if isinstance(a, bytes) else str(a)).lower() for a in given]
+        directions = 2 if node.attr_str("direction", "forward") == "bidirectional" else 1
+        if activations and activations != _DEFAULT_ACTIVATIONS[node.op_type] * directions:
+            return f"{node.op_type} with activations {activations} has no rule yet"
+        if node.has_attr("clip"):
+            return f"{node.op_type} with clip has no rule yet"
+        if node.attr_int("input_forget", 0):
+            return "LSTM with input_forget has no rule yet"
+        if node.has_attr("activation_alpha") or node.has_attr("activation_beta"):
+            return f"{node.op_type} with activation parameters has no rule yet"
+        return ""
+
+    def directions(self, node: Node) -> list[bool]:
+        """Whether each direction runs backwards in time."""
+        return {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[node.attr_str("direction",
+                                                                                                   "forward")]
+
+    @staticmethod
+    def _input(args: list[Any], index: int) -> Any:
+        return args[index] if len(args) > index else None
+
+    def check_lengths(self, node: Node, lengths: Any, steps: int) -> None:
+        if lengths is not None and any(n != steps for n in ints(lengths)):
+            raise cannot_run(node, "with sequence_lens shorter than the sequence")
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        why = self.unsupported(node)
+        if why:
+            raise cannot_run(node, f": {why}")
+        x = args[0]
+        if node.attr_int("layout", 0):
+            x = x.transpose(0, 1)
+        steps, batch = x.shape[0], x.shape[1]
+        self.check_lengths(node, self._input(args, 4), steps)
+        hidden = node.attr_int("hidden_size")
+        ys, finals = [], []
+        for d, backwards in enumerate(self.directions(node)):
+            states = [self._state(node, args, i, d, batch, hidden, x) for i in self.state_inputs]
+            order = range(steps - 1, -1, -1) if backwards else range(steps)
+            outputs: list[Tensor] = [x.new_zeros(0)] * steps
+            for t in order:
+                states = self.step(node, args, d, x[t], states)
+                outputs[t] = states[0]
+            ys.append(torch.stack(outputs))
+            finals.append(states)
+        y = torch.stack(ys, dim=1)  # (T, directions, B, H)
+        results = [y] + [torch.stack([s[k] for s in finals]) for k in range(len(self.state_inputs))]
+        if node.attr_int("layout", 0):
+            results = [y.permute(2, 0, 1, 3)] + [r.transpose(0, 1) for r in results[1:]]
+        return results[: max(1, len(node.outputs))]
+
+    def _state(self, node: Node, args: list[Any], index: int, direction: int, batch: int, hidden: int,
+               x: Tensor) -> Tensor:
+        given = self._input(args, index)
+        if given is None:
+            return x.new_zeros(batch, hidden)
+        return given.transpose(0, 1)[direction] if node.attr_int("layout", 0) else given[direction]
+
+    def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ ranges and bound
+
+    def constants(self, node: Node, ctx: RuleContext) -> list[np.ndarray | None]:
+        raise NotImplementedError
+
+    def unroll(self, node: Node, ctx: RuleContext, ranges: bool) -> list[Unrolled]:
+        """Each direction unrolled, over the input's range (or the whole line when ``ranges`` is False)."""
+        why = self.unsupported(node)
+        if why:
+            raise RuleInputError(why)
+        shape = ctx.input_shape(node)
+        layout = node.attr_int("layout", 0)
+        steps, batch = (shape[1], shape[0]) if layout else (shape[0], shape[1])
+        if len(node.inputs) > 4 and node.inputs[4]:
+            lengths = ctx.const_input(node, 4)
+            if lengths is None or np.any(np.asarray(lengths) != steps):
+                raise RuleInputError(f"{node.op_type} with sequence_lens shorter than the sequence has no rule yet")
+        x = ctx.range_of(node.inputs[0]).broadcast_to(shape) if ranges else Interval.full(shape)
+        if layout:
+            x = Interval(np.swapaxes(x.lo, 0, 1), np.swapaxes(x.hi, 0, 1))
+        hidden = node.attr_int("hidden_size")
+        return [self.unroll_direction(node, ctx, d, [Interval(x.lo[t], x.hi[t]) for t in
+                                                     (range(steps - 1, -1, -1) if backwards else range(steps))],
+                                      [self._state_range(node, ctx, i, d, batch, hidden, ranges)
+                                       for i in self.state_inputs])
+                for d, backwards in enumerate(self.directions(node))]
+
+    def _state_range(self, node: Node, ctx: RuleContext, index: int, direction: int, batch: int, hidden: int,
+                     ranges: bool) -> Interval:
+        if len(node.inputs) <= index or not node.inputs[index]:
+            return Interval.exact(np.zeros((batch, hidden)))
+        name = node.inputs[index]
+        shape = ctx.known_shape(node, name)
+        interval = ctx.range_of(name) if (ranges or ctx.graph.is_const(name)) else Interval.full()
+        interval = interval.broadcast_to(shape)
+        pick = (lambda a: np.swapaxes(a, 0, 1)[direction]) if node.attr_int("layout", 0) else (lambda a: a[direction])
+        return Interval(pick(interval.lo), pick(interval.hi))
+
+    def unroll_direction(self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval],
+                         states: list[Interval]) -> Unrolled:
+        raise NotImplementedError
+
+    def factors(self, node: Node, ctx: RuleContext, unrolled: list[Unrolled]) -> list[tuple[float, float, float]]:
+        """(input, h0, c0) weights of each output: Y, Y_h, Y_c."""
+        per_direction = [[u.weights(u.a), u.weights(u.a[-1:]), u.weights(u.b[-1:] if u.b else u.a[-1:])]
+                         for u in unrolled]
+        combined = []
+        for output in range(3):
+            rows = [d[output] for d in per_direction]
+            # Directions fill disjoint parts of each output; they share the input, each has its own states.
+            combined.append((math.sqrt(sum(r[0] ** 2 for r in rows)), max(r[1] for r in rows),
+                             max(r[2] for r in rows)))
+        return combined
+
+    def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
+        constants = self.constants(node, ctx)
+        if any(c is None for c in constants):
+            return [Factor.unbounded(f"{node.op_type} with variable weights multiplies two variable values")] * \
+                max(1, len(node.outputs))
+        unrolled = self.unroll(node, ctx, ranges=ctx.on_domain)
+        weights = self.factors(node, ctx, unrolled)
+        variable = [i for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
+        out = []
+        for output in range(max(1, len(node.outputs))):
+            by_input = {0: weights[output][0], 5: weights[output][1], 6: weights[output][2]}
+            per_position = [by_input.get(i, math.inf) for i in variable]
+            value = max(per_position, default=0.0)
+            note = f"unrolled over {len(unrolled[0].a)} steps, product rule on the gates' ranges"
+            if ctx.on_domain:
+                out.append(domain_factor(value, note, input_weights=per_position))
+            else:
+                out.append(Factor.constant(value, "closed-form", note=note + " (gates in [0, 1] and [−1, 1])",
+                                           input_weights=per_position))
+        return out
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        if any(c is None for c in self.constants(node, ctx)):
+            return [None] * len(node.outputs)
+        unrolled = self.unroll(node, ctx, ranges=True)
+        ys = []
+        for u, backwards in zip(unrolled, self.directions(node)):
+            in_time = u.hidden[::-1] if backwards else u.hidden
+            ys.append((np.stack([h.lo for h in in_time]), np.stack([h.hi for h in in_time])))
+        y = Interval(np.stack([lo for lo, _ in ys], axis=1), np.stack([hi for _, hi in ys], axis=1))
+        finals = [_last(unrolled, "hidden")] + ([_last(unrolled, "cell")] if self.gates == 4 else [])
+        if node.attr_int("layout", 0):
+            y = Interval(np.transpose(y.lo, (2, 0, 1, 3)), np.transpose(y.hi, (2, 0, 1, 3)))
+            finals = [Interval(np.swapaxes(f.lo, 0, 1), np.swapaxes(f.hi, 0, 1)) for f in finals]
+        return ([y] + finals)[: len(node.outputs)]
+
+
+def _last(unrolled: list[Unrolled], state: str) -> Interval:
+    """The final state of each direction, stacked: (directions, batch, hidden)."""
+    finals = [getattr(u, state)[-1] for u in unrolled]
+    return Interval(np.stack([f.lo for f in finals]), np.stack([f.hi for f in finals]))
+
+
+def _split_bias(bias: np.ndarray | None, gates: int, hidden: int, direction: int) -> tuple[np.ndarray, np.ndarray]:
+    if bias is None:
+        return np.zeros(gates * hidden), np.zeros(gates * hidden)
+    row = np.asarray(bias, np.float64)[direction]
+    return row[: gates * hidden], row[gates * hidden:]
+
+
+@register
+class LSTM(Recurrent):
+    summary = "unrolled product rule on the gates (gates bounded: finite globally; tighter on a domain)"
+    gates = 4
+    state_inputs = (5, 6)
+
+    def constants(self, node: Node, ctx: RuleContext) -> list[np.ndarray | None]:
+        hidden = node.attr_int("hidden_size")
+        directions = len(self.directions(node))
+        found = [ctx.const_input(node, 1), ctx.const_input(node, 2)]
+        for index, default in ((3, np.zeros((directions, 8 * hidden))), (7, np.zeros((directions, 3 * hidden)))):
+            given = len(node.inputs) > index and bool(node.inputs[index])
+            found.append(ctx.const_input(node, index) if given else default)
+        return found
+
+    def unroll_direction(self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval],
+                         states: list[Interval]) -> Unrolled:
+        w, r, bias, peephole = (np.asarray(c, np.float64) for c in self.constants(node, ctx))
+        hidden = node.attr_int("hidden_size")
+        w_bias, r_bias = _split_bias(bias, 4, hidden, direction)
+        return lstm_direction(xs, w[direction], r[direction], w_bias + r_bias, peephole[direction], states[0],
+                              states[1])
+
+    def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
+        h, c = states
+        w, r = args[1][direction], args[2][direction]
+        hidden = node.attr_int("hidden_size")
+        bias = args[3][direction] if self._input(args, 3) is not None else None
+        peephole = args[7][direction] if self._input(args, 7) is not None else x.new_zeros(3 * hidden)
+        z = x @ w.T + h @ r.T
+        if bias is not None:
+            z = z + bias[: 4 * hidden] + bias[4 * hidden:]
+        zi, zo, zf, zc = torch.split(z, hidden, dim=-1)
+        pi, po, pf = torch.split(peephole, hidden)
+        i = torch.sigmoid(zi + pi * c)
+        f = torch.sigmoid(zf + pf * c)
+        c = f * c + i * torch.tanh(zc)
+        o = torch.sigmoid(zo + po * c)
+        return [o * torch.tanh(c), c]
+
+
+@register
+class GRU(Recurrent):
+    summary = "unrolled product rule on the gates (gates bounded: finite globally; tighter on a domain)"
+    gates = 3
+    state_inputs = (5,)
+
+    def constants(self, node: Node, ctx: RuleContext) -> list[np.ndarray | None]:
+        hidden = node.attr_int("hidden_size")
+        directions = len(self.directions(node))
+        given = len(node.inputs) > 3 and bool(node.inputs[3])
+        return [ctx.const_input(node, 1), ctx.const_input(node, 2),
+                ctx.const_input(node, 3) if given else np.zeros((directions, 6 * hidden))]
+
+    def unroll_direction(self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval],
+                         states: list[Interval]) -> Unrolled:
+        w, r, bias = (np.asarray(c, np.float64) for c in self.constants(node, ctx))
+        w_bias, r_bias = _split_bias(bias, 3, node.attr_int("hidden_size"), direction)
+        return gru_direction(xs, w[direction], r[direction], w_bias, r_bias, states[0],
+                             bool(node.attr_int("linear_before_reset", 0)))
+
+    def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
+        (h,) = states
+        w, r = args[1][direction], args[2][direction]
+        hidden = node.attr_int("hidden_size")
+        bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(6 * hidden)
+        wb, rb = bias[: 3 * hidden], bias[3 * hidden:]
+        wz, wr, wh = torch.split(w, hidden)
+        rz, rr, rh = torch.split(r, hidden)
+        wbz, wbr, wbh = torch.split(wb, hidden)
+        rbz, rbr, rbh = torch.split(rb, hidden)
+        z = torch.sigmoid(x @ wz.T + h @ rz.T + wbz + rbz)
+        reset = torch.sigmoid(x @ wr.T + h @ rr.T + wbr + rbr)
+        if node.attr_int("linear_before_reset", 0):
+            candidate = torch.tanh(x @ wh.T + reset * (h @ rh.T + rbh) + wbh)
+        else:
+            candidate = torch.tanh(x @ wh.T + (reset * h) @ rh.T + rbh + wbh)
+        return [(1 - z) * candidate + z * h]
