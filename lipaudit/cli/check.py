@@ -30,7 +30,8 @@ FORMATS = tuple(RENDERERS)
 # The worst exit code wins when several models are checked: an error, then an incomplete bound, then a failure.
 SEVERITY = {0: 0, 1: 1, 3: 2, 2: 3}
 # After --ray, a "model" that is no file but reads as a cluster address is the address.
-RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")
+# (As a Path, ray://HOST:PORT has lost a slash.)
+RAY_ADDRESS = re.compile(r"auto|ray:/+(\S+)|[\w.-]+:\d+")
 
 
 @dataclass
@@ -104,8 +105,9 @@ def split_ray_address(models: list[Path], ray: Optional[bool],
         return models, None
     kept = []
     for model in models:
-        if address is None and not model.exists() and RAY_ADDRESS.fullmatch(str(model)):
-            address = str(model)
+        match = RAY_ADDRESS.fullmatch(str(model))
+        if address is None and match is not None and not model.exists():
+            address = f"ray://{match.group(1)}" if match.group(1) else str(model)
         else:
             kept.append(model)
     if not kept:
