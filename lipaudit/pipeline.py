@@ -76,6 +76,10 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     with memory_mapped_external_data(too_large):
         loaded = load_model(path, parse_input_shapes(input_shape), seed=seed, probe=not too_large)
     graph = run_passes(loaded.graph)
+    if too_large:
+        from .parallel.mapped import release_resident_pages
+
+        release_resident_pages(value.const for value in graph.values.values())
     loaded_at = time.perf_counter()
     notices = ([device_notice] if device_notice else []) + loaded.notices
     whole_model = ""

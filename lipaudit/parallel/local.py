@@ -75,8 +75,11 @@ class ProcessExecutor(Executor):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["lipaudit.parallel.worker"])
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            self._context = multiprocessing.get_context("forkserver")
+            self._context.set_forkserver_preload(["lipaudit.parallel.worker"])
+        else:  # Windows: each worker imports everything itself, a few seconds once per worker
+            self._context = multiprocessing.get_context("spawn")
         self._idle: list[_Worker] = []
 
     def run(self, jobs: Sequence[Job], on_done: DoneFn | None = None) -> list[Any]:

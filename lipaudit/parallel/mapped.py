@@ -12,6 +12,7 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -88,6 +89,32 @@ class FileMappings:
 def slice_of(array: object) -> ExternalSlice | None:
     """The file slice an array is exactly, or None (an in-memory array, or a view of a mapped one)."""
     return array.slice if isinstance(array, MappedTensor) else None
+
+
+def _mapping_under(array: np.ndarray) -> mmap.mmap | None:
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def release_resident_pages(arrays: Iterable[object]) -> int:
+    """Drop from this process the pages of the file mappings under ``arrays`` that reading them made
+    resident (a pass that read every weight leaves the whole file mapped in); they are read again
+    from the file if needed. Returns how many mappings were released."""
+    released: dict[int, mmap.mmap] = {}
+    for array in arrays:
+        if isinstance(array, MappedTensor):
+            mapping = _mapping_under(array)
+            if mapping is not None and not mapping.closed:
+                released[id(mapping)] = mapping
+    advise = getattr(mmap, "MADV_DONTNEED", None)
+    for mapping in released.values():
+        if advise is not None:
+            mapping.madvise(advise)
+    return len(released) if advise is not None else 0
 
 
 def all_finite(piece: ExternalSlice, chunk_bytes: int = 64 * 2**20) -> bool:
