@@ -76,8 +76,12 @@ class ProcessExecutor(Executor):
             raise ValueError("workers must be at least 1")
         self.workers = workers
         if "forkserver" in multiprocessing.get_all_start_methods():
+            from multiprocessing import forkserver
+
             self._context = multiprocessing.get_context("forkserver")
             self._context.set_forkserver_preload(["lipaudit.parallel.worker"])
+            # Start it now: it imports torch and the rules while this process loads the model.
+            forkserver.ensure_running()
         else:  # Windows: each worker imports everything itself, a few seconds once per worker
             self._context = multiprocessing.get_context("spawn")
         self._idle: list[_Worker] = []

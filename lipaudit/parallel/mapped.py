@@ -117,7 +117,7 @@ def release_resident_pages(arrays: Iterable[object]) -> int:
     return len(released) if advise is not None else 0
 
 
-def all_finite(piece: ExternalSlice, chunk_bytes: int = 64 * 2**20) -> bool:
+def all_finite(piece: ExternalSlice, chunk_bytes: int = 16 * 2**20) -> bool:
     """Whether a float tensor on disk holds no NaN or Inf, read in chunks (never all of it at once)."""
     dtype = np.dtype(piece.dtype).newbyteorder("<")
     if dtype.kind != "f":
