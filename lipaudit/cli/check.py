@@ -177,9 +177,10 @@ def check(
         help="Run independent work in N single-threaded worker processes: the models of a multi-model check, "
              "or the layers of one model. The report is the same for every N."),
     ray: Optional[bool] = typer.Option(
-        None, "--ray/--no-ray", show_default=False, help="Run that work as Ray tasks (needs pip install 'lipaudit[ray]'): on a local cluster "
-                             "started for the run (--workers CPUs), or on the cluster at --ray-address. "
-                             "'--ray auto' joins the cluster running on this machine."),
+        None, "--ray/--no-ray", show_default=False,
+        help="Run that work as Ray tasks (needs pip install 'lipaudit[ray]'): on a local cluster started for the "
+             "run (--workers CPUs), or on the cluster at --ray-address. '--ray auto' joins the cluster running on "
+             "this machine."),
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", metavar="ADDRESS", show_default=False,
         help="The Ray cluster for --ray: auto, ray://HOST:PORT or HOST:PORT (implies --ray)."),
