@@ -260,6 +260,10 @@ def zoo_part(folder: Path, count: int, workers: int, use_ray: bool) -> None:
         result = measure(lipaudit(*models, "-q", *flags, "-o", f"json:{out}/{{model}}.json"))
         base = base or result.wall_s
         print(_row(label, result, base))
+        audits = sum(json.loads(path.read_text())["timings"]["total_s"] for path in out.glob("*.json"))
+        # Audits running side by side: above 1, the runs overlapped; if each one also took longer
+        # than in the serial run, the cores were not free for them.
+        print(f"    the {len(models)} audits took {audits:.1f} s summed, {audits / result.wall_s:.2f}× the wall time")
         reports[label] = comparable_reports(out)
     reference = reports["--workers 1"]
     for label in reports:
