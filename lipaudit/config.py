@@ -8,6 +8,9 @@ device = "auto"
 input_shape = ["x=1x3x224x224"]
 allow_incomplete = false
 max_layer_factor = 10.0            # or a table: {"stem.*" = 4.0, "*" = 10.0}
+in_memory_limit = "2GiB"           # external data above this stays on disk, read one layer at a time
+workers = 4                        # for the whole run: worker processes (or CPUs of a local Ray cluster)
+ray = "auto"                       # for the whole run: true (a local cluster), "auto" or an address
 
 [tool.lipaudit.models."models/critic_*.onnx"]
 max_lipschitz = 1.0
@@ -17,15 +20,40 @@ max_lipschitz = 1.0
 from __future__ import annotations
 
 import fnmatch
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .parallel import LOCAL_RAY
 from .report import LayerReport, LayerViolation
 
-KEYS = {"max_lipschitz", "method", "device", "input_shape", "allow_incomplete", "max_layer_factor"}
+KEYS = {"max_lipschitz", "method", "device", "input_shape", "allow_incomplete", "max_layer_factor",
+        "in_memory_limit", "workers", "ray"}
+# Keys about how the whole run is carried out, not about one model: no per-model override.
+RUN_KEYS = {"workers", "ray"}
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes from '2GiB', '512MiB', '1.5GB', '3e9' or a plain number: KiB/MiB/GiB are powers of 1024,
+    KB/MB/GB (or K/M/G) of 1000. ValueError for anything else."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError(f"a size cannot be negative: {text}")
+        return int(text)
+    match = _SIZE.fullmatch(str(text))
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (write e.g. 2GiB, 512MiB or 3e9)")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    scale = 1024 ** " kmgt".index(unit[0]) if "i" in unit else _UNITS[unit[:1]]
+    return int(number * scale)
 
 
 @dataclass(frozen=True)
@@ -36,6 +64,9 @@ class Settings:
     input_shape: tuple[str, ...] = ()
     allow_incomplete: bool = False
     max_layer_factor: dict[str, float] = field(default_factory=dict)  # layer-name glob → limit
+    in_memory_limit: int | None = None  # bytes; None: the pipeline's default
+    workers: int | None = None  # None: no worker, the plain serial run
+    ray: str | None = None  # None: not on Ray; "local" or an address
 
     def layer_limit(self, layer_name: str) -> float | None:
         """The most specific matching glob wins: the one with the most literal characters."""
@@ -69,6 +100,16 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
         for key in ("method", "device"):
             if key in values and not isinstance(values[key], str):
                 raise TypeError(f"{key} must be a string")
+        if "in_memory_limit" in values:
+            values["in_memory_limit"] = parse_size(values["in_memory_limit"])
+        if "workers" in values:
+            if isinstance(values["workers"], bool) or not isinstance(values["workers"], int) or values["workers"] < 1:
+                raise TypeError("workers must be a whole number, at least 1")
+        if "ray" in values:
+            ray = values["ray"]
+            if not isinstance(ray, (bool, str)):
+                raise TypeError('ray must be true, false, "auto" or an address')
+            values["ray"] = (LOCAL_RAY if ray is True else None) if isinstance(ray, bool) else ray.strip() or None
         if "max_layer_factor" in values:
             limits = values["max_layer_factor"]
             values["max_layer_factor"] = ({"*": float(limits)} if not isinstance(limits, dict)
@@ -95,6 +136,10 @@ def load_settings(config_path: Path | None, model_path: Path | None = None) -> S
     if model_path is not None:
         relative = _relative_to(model_path, config_path.parent)
         for pattern, override in overrides.items():
+            run_wide = sorted(RUN_KEYS & set(override)) if isinstance(override, dict) else []
+            if run_wide:
+                raise UsageError(f"{', '.join(run_wide)} in [tool.lipaudit.models.\"{pattern}\"] of {config_path}: "
+                                 "these settings are for the whole run", hint="set them in [tool.lipaudit]")
             if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(model_path.name, pattern):
                 where = f'[tool.lipaudit.models."{pattern}"] of {config_path}'
                 settings = replace(settings, **_normalise(dict(override), where))

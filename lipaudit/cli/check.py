@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from ..config import Settings, find_pyproject, layer_violations, load_settings, merge_flags
+from ..config import Settings, find_pyproject, layer_violations, load_settings, merge_flags, parse_size
 from ..diff import diff_reports, parse_increase
 from ..errors import LipauditError, UsageError
+from ..parallel import LOCAL_RAY, open_executor
 from ..execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS
 from ..pipeline import audit
 from ..render import RENDERERS, SUFFIX_FORMATS, write_atomically
@@ -27,6 +29,9 @@ from .progress import node_progress
 FORMATS = tuple(RENDERERS)
 # The worst exit code wins when several models are checked: an error, then an incomplete bound, then a failure.
 SEVERITY = {0: 0, 1: 1, 3: 2, 2: 3}
+# After --ray, a "model" that is no file but reads as a cluster address is the address.
+# (As a Path, ray://HOST:PORT has lost a slash.)
+RAY_ADDRESS = re.compile(r"auto|ray:/+(\S+)|[\w.-]+:\d+")
 
 
 @dataclass
@@ -69,16 +74,45 @@ def _console_width() -> int:
     return shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 120
 
 
+def _config_for(model: Path, config: Optional[Path]) -> Optional[Path]:
+    return config if config is not None else (find_pyproject(model.resolve().parent) or find_pyproject(Path.cwd()))
+
+
 def _settings_for(model: Path, config: Optional[Path], flags: dict) -> Settings:
-    config_path = config if config is not None else (find_pyproject(model.resolve().parent)
-                                                    or find_pyproject(Path.cwd()))
-    return merge_flags(load_settings(config_path, model), **flags)
+    return merge_flags(load_settings(_config_for(model, config), model), **flags)
+
+
+def _run_settings(models: list[Path], config: Optional[Path], flags: dict) -> Settings:
+    """The settings of the whole run (workers, ray): [tool.lipaudit] of the first model's config."""
+    return merge_flags(load_settings(_config_for(models[0], config)), **flags)
 
 
 def _render(report: Report, fmt: str, *, color: bool, verbose: bool) -> str:
     if fmt == "table":
         return RENDERERS[fmt](report, width=_console_width(), color=color, verbose=verbose)
     return RENDERERS[fmt](report)
+
+
+def split_ray_address(models: list[Path], ray: Optional[bool],
+                      address: Optional[str]) -> tuple[list[Path], Optional[str]]:
+    """The models, and the ray setting: None (as configured), "" (--no-ray), 'local' or an address.
+
+    ``--ray`` takes an optional address (``--ray auto``); the parser sees the address as a model,
+    so a "model" that is no file and reads as one (auto, ray://HOST:PORT, HOST:PORT) is taken back."""
+    if ray is False:
+        return models, ""
+    if not ray and address is None:
+        return models, None
+    kept = []
+    for model in models:
+        match = RAY_ADDRESS.fullmatch(str(model))
+        if address is None and match is not None and not model.exists():
+            address = f"ray://{match.group(1)}" if match.group(1) else str(model)
+        else:
+            kept.append(model)
+    if not kept:
+        raise UsageError("no model to check", hint="pass the model file(s) after the Ray address")
+    return kept, address or LOCAL_RAY
 
 
 def _gate(report: Report, settings: Settings) -> None:
@@ -138,6 +172,22 @@ def check(
                                 help="--lower-bound: random inputs to start from (more: slower, tighter)."),
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=0,
                               help="--lower-bound: gradient-ascent steps from each of the best inputs."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-j", min=1, show_default=False,
+        help="Run independent work in N single-threaded worker processes: the models of a multi-model check, "
+             "or the layers of one model. The report is the same for every N."),
+    ray: Optional[bool] = typer.Option(
+        None, "--ray/--no-ray", show_default=False,
+        help="Run that work as Ray tasks (needs pip install 'lipaudit[ray]'): on a local cluster started for the "
+             "run (--workers CPUs), or on the cluster at --ray-address. '--ray auto' joins the cluster running on "
+             "this machine."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", metavar="ADDRESS", show_default=False,
+        help="The Ray cluster for --ray: auto, ray://HOST:PORT or HOST:PORT (implies --ray)."),
+    in_memory_limit: Optional[str] = typer.Option(
+        None, "--in-memory-limit", metavar="SIZE", show_default=False,
+        help="External data above this (default 2GiB) stays on disk, memory-mapped and read one layer at a time; "
+             "the runtime probe, verification and the lower bound, which need the whole model, are then skipped."),
 ) -> None:
     """Compute a certified upper bound on each MODEL's Lipschitz constant (ℓ2 norm, flattened input and output).
 
@@ -149,40 +199,128 @@ def check(
     """
     if output_format not in RENDERERS:
         raise UsageError(f"unknown format '{output_format}'", hint=f"choose one of: {', '.join(FORMATS)}")
+    models, ray_setting = split_ray_address(list(models), ray, ray_address)
     targets = parse_outputs(outputs, output_format)
     colored = use_color(color)
     increase = parse_increase(max_increase)
     base = read_report(baseline) if baseline is not None else None
+    try:
+        limit = None if in_memory_limit is None else parse_size(in_memory_limit)
+    except ValueError as error:
+        raise UsageError(f"--in-memory-limit: {error}", hint="for example --in-memory-limit 8GiB") from None
     flags = dict(max_lipschitz=max_lipschitz, method=method, device=device, input_shape=input_shape or None,
-                 allow_incomplete=allow_incomplete)
-    several = len(models) > 1
+                 allow_incomplete=allow_incomplete, in_memory_limit=limit, workers=workers, ray=ray_setting)
+    run = Run(config, flags, targets, len(models) > 1, base, increase, output_format, colored, quiet, verbose,
+              dict(verify=verify, lower_bound=lower_bound, seed=seed, samples=samples, steps=steps))
+    run_settings = _run_settings(models, config, flags)
+    executor = open_executor(run_settings.workers, run_settings.ray)
+    if executor is None:
+        outcomes = _serial(models, run)
+    else:
+        # Single-threaded torch here too, as in the workers: the figures then do not depend on where
+        # (or in how many workers) the work ran.
+        from ..parallel.jobs import KERNEL_THREADS, torch_threads
+
+        with executor, torch_threads(KERNEL_THREADS):
+            outcomes = _by_model(models, run, executor) if run.several else _serial(models, run, executor)
     worst = EXIT_PASSED
     rows: list[tuple[str, Report | None, str]] = []
-    for model in models:
-        try:
-            code, report = _check_one(model, config, flags, targets, several, base, increase, output_format,
-                                      colored, quiet, verbose, dict(verify=verify, lower_bound=lower_bound,
-                                                                    seed=seed, samples=samples, steps=steps))
-        except LipauditError as error:
-            if not several or debug_enabled():
-                raise
-            print_error(f"{model}: {error}", error.hint)
-            code, report = EXIT_USAGE, None
-            rows.append((str(model), None, str(error)))
-        else:
-            rows.append((str(model), report, ""))
+    for model, (code, report, error) in zip(models, outcomes):
+        rows.append((str(model), report, error))
         worst = max(worst, code, key=SEVERITY.__getitem__)
-    if several and not quiet:
+    if run.several and not quiet:
         sys.stdout.write(render_summary(rows, width=_console_width(), color=colored))
     raise typer.Exit(worst)
 
 
-def _check_one(model: Path, config, flags, targets, several, base, increase, output_format, colored, quiet,
-               verbose, extra) -> tuple[int, Report]:
-    settings = _settings_for(model, config, flags)
-    with node_progress(enabled=not quiet) as on_node:
-        report = audit(str(model), input_shape=list(settings.input_shape), method=settings.method,
-                       device=settings.device, max_lipschitz=settings.max_lipschitz, on_node=on_node, **extra)
+@dataclass
+class Run:
+    """What every model of one check shares."""
+
+    config: Optional[Path]
+    flags: dict
+    targets: list[OutputTarget]
+    several: bool
+    base: Optional[Report]
+    increase: float
+    output_format: str
+    colored: bool
+    quiet: bool
+    verbose: bool
+    extra: dict  # audit settings that come from flags only
+
+
+Outcome = tuple[int, Optional[Report], str]  # exit code, report, error message
+
+
+def _failed(model: Path, error: LipauditError, run: Run) -> Outcome:
+    if not run.several or debug_enabled():
+        raise error
+    print_error(f"{model}: {error}", error.hint)
+    return EXIT_USAGE, None, str(error)
+
+
+def _audit_settings(settings: Settings, run: Run) -> dict[str, Any]:
+    chosen = dict(input_shape=list(settings.input_shape), method=settings.method, device=settings.device,
+                  max_lipschitz=settings.max_lipschitz, **run.extra)
+    if settings.in_memory_limit is not None:
+        chosen["in_memory_limit"] = settings.in_memory_limit
+    return chosen
+
+
+def _serial(models: list[Path], run: Run, executor=None) -> list[Outcome]:
+    """One model after the other; an executor, when given, measures each model's layers."""
+    outcomes = []
+    for model in models:
+        try:
+            settings = _settings_for(model, run.config, run.flags)
+            with node_progress(enabled=not run.quiet) as on_node:
+                report = audit(str(model), on_node=on_node, executor=executor, **_audit_settings(settings, run))
+            outcomes.append(_finish_one(model, settings, report, run))
+        except LipauditError as error:
+            outcomes.append(_failed(model, error, run))
+    return outcomes
+
+
+def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
+    """Each model audited by a job of its own; the reports are then handled in the models' order."""
+    from ..parallel.jobs import TaskFailure
+    from ..parallel.models import AuditError, model_job
+
+    prepared: list[Settings | LipauditError] = []
+    jobs, job_of = [], {}
+    for index, model in enumerate(models):
+        try:
+            settings = _settings_for(model, run.config, run.flags)
+        except LipauditError as error:
+            prepared.append(error)
+            continue
+        prepared.append(settings)
+        job_of[index] = len(jobs)
+        jobs.append(model_job(model, _audit_settings(settings, run)))
+    with node_progress(enabled=not run.quiet, label="auditing") as on_model:
+        done = None if on_model is None else (lambda finished, total, job: on_model(finished, total, job.label))
+        results = executor.run(jobs, done)
+    outcomes = []
+    for index, (model, settings) in enumerate(zip(models, prepared)):
+        try:
+            if isinstance(settings, LipauditError):
+                raise settings
+            result = results[job_of[index]]
+            if isinstance(result, TaskFailure):
+                raise LipauditError(f"the audit did not finish: {result.reason}",
+                                    hint="it may need more memory than a worker has; try fewer --workers")
+            if isinstance(result, AuditError):
+                raise result.error()
+            outcomes.append(_finish_one(model, settings, result, run))
+        except LipauditError as error:
+            outcomes.append(_failed(model, error, run))
+    return outcomes
+
+
+def _finish_one(model: Path, settings: Settings, report: Report, run: Run) -> Outcome:
+    targets, several, base, increase = run.targets, run.several, run.base, run.increase
+    output_format, colored, quiet, verbose = run.output_format, run.colored, run.quiet, run.verbose
     _gate(report, settings)
     for notice in report.notices:
         typer.echo(f"lipaudit: {notice}", err=True)
@@ -211,4 +349,4 @@ def _check_one(model: Path, config, flags, targets, several, base, increase, out
         typer.echo("\n".join(diff_lines), err=output_format != "table" or quiet)
     if settings.allow_incomplete and not report.bounded_and_complete:
         typer.echo("lipaudit: warning: the bound is incomplete or unbounded (allowed by allow_incomplete)", err=True)
-    return code, report
+    return code, report, ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Iterator
+from typing import Iterator, Union
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,8 +15,14 @@ from ..ir import Node
 SHOW_AFTER_S = 1.0
 
 
+def _describe(item: Union[Node, str]) -> str:
+    return f"{item.op_type} {item.name}" if isinstance(item, Node) else str(item)
+
+
 @contextlib.contextmanager
 def node_progress(enabled: bool, label: str = "analysing") -> Iterator:
+    """A callback ``(done, total, item)`` that moves one bar: over the nodes of a serial run, the
+    jobs of a parallel one (local or on Ray, as each finishes), or the models of a multi-model one."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
@@ -27,13 +33,13 @@ def node_progress(enabled: bool, label: str = "analysing") -> Iterator:
     started = time.monotonic()
     shown = False
 
-    def on_node(index: int, total: int, node: Node) -> None:
+    def on_node(index: int, total: int, node: Union[Node, str]) -> None:
         nonlocal shown
         # Quick audits finish before the bar would appear: no flicker for them.
         if not shown and time.monotonic() - started >= SHOW_AFTER_S:
             progress.start()
             shown = True
-        progress.update(task, total=total, completed=index, description=f"{node.op_type} {node.name}")
+        progress.update(task, total=total, completed=index, description=_describe(node))
 
     try:
         yield on_node

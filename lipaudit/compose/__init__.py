@@ -5,13 +5,16 @@ have L = 1 (several inputs are one concatenated input), and each output of a nod
 combination its factor states (a weighted sum, or a root sum of squares) of its variable inputs'
 bounds. An unknown or unbounded factor makes every value downstream of it non-finite; it never
 counts as 1.
+
+The factors themselves are independent of one another: a caller may compute the expensive ones
+ahead (in parallel, elsewhere) and hand them in; the propagation stays serial and in graph order.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from ..ir import Graph, Node
 from ..ops import Factor, RuleContext
@@ -78,8 +81,11 @@ def _blocker_reason(node: Node, index: int, factor: Factor) -> str:
     return f"output {index} ('{node.outputs[index]}'): {factor.reason}"
 
 
-def compose(graph: Graph, ctx: RuleContext,
-            on_node: Callable[[int, int, Node], None] | None = None) -> NetworkBound:
+def compose(graph: Graph, ctx: RuleContext, on_node: Callable[[int, int, Node], None] | None = None,
+            precomputed: Mapping[Node, list[Factor]] | None = None) -> NetworkBound:
+    """The bound on every value and on the network. ``precomputed``: nodes' factors computed ahead,
+    as ``node_factors(node, ctx)`` gives them (a node it lacks is computed here)."""
+    precomputed = precomputed if precomputed is not None else {}
     bounds: dict[str, ValueBound] = {name: ValueBound(1.0) for name in graph.inputs}
     layers: list[LayerResult] = []
     unsupported: list[Blocker] = []
@@ -94,7 +100,7 @@ def compose(graph: Graph, ctx: RuleContext,
             for out in node.outputs:
                 bounds[out] = ValueBound(0.0)
             continue
-        factors = node_factors(node, ctx)
+        factors = precomputed[node] if node in precomputed else node_factors(node, ctx)
         inputs = [bounds.get(name, ValueBound(math.nan, False, frozenset({name}))) for name in variables]
         used = [i for i, out in enumerate(node.outputs) if out and graph.is_used(out)] or [0]
         main = used[0]

@@ -1,18 +1,67 @@
-"""ONNX files → IR: initializers (old and new style), Constant nodes, external data, shape inference."""
+"""ONNX files → IR: initializers (old and new style), Constant nodes, external data, shape inference.
+
+External data is loaded with the model, unless the caller asks for it to stay on disk
+(``memory_mapped_external_data``): then each weight is memory-mapped, read only where it is used,
+and ``loaded.source`` holds the model without its weights (it cannot be run as it is).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from pathlib import Path
+from typing import Iterator
+
 import onnx
 from onnx import external_data_helper, shape_inference
 
 from ..errors import ModelLoadError
 from ..ir import Graph, Value
 from ..shapes import resolve_input_shapes
-from .onnx_graph import check_size, ir_nodes, non_finite_initializers
+from .onnx_graph import ExternalData, check_size, ir_nodes, non_finite_initializers, uses_external_data
 
 MIN_OPSET = 6
 MAX_OPSET = 23
+# Past this size a file is not a graph with external data but a model with its weights inline:
+# nothing of it can be left on disk, so its external data is not looked for ahead of the load.
+MAX_GRAPH_FILE_BYTES = 256 * 2**20
+
+_map_external_data: contextvars.ContextVar[bool] = contextvars.ContextVar("map_external_data", default=False)
+
+
+@contextlib.contextmanager
+def memory_mapped_external_data(enabled: bool = True) -> Iterator[None]:
+    """Within this block, ONNX models read here leave their external data on disk, memory-mapped."""
+    token = _map_external_data.set(enabled)
+    try:
+        yield
+    finally:
+        _map_external_data.reset(token)
+
+
+def external_data_bytes(path: Path) -> int:
+    """How many bytes of external data an ONNX file's initializers refer to (0 for other files, and
+    for files too large to be a graph alone); reads the graph, not the weights."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_GRAPH_FILE_BYTES:
+            return 0
+        from . import sniff_format
+
+        with path.open("rb") as handle:
+            if sniff_format(handle.read(2)) != "onnx":
+                return 0
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # not readable as ONNX: the loader says why
+        return 0
+    external = ExternalData(path.parent)
+    total = 0
+    for init in model.graph.initializer:
+        if uses_external_data(init):
+            try:
+                total += external.locate(init, "initializer")[1]
+            except ModelLoadError:
+                continue  # the loader reports it
+    return total
 
 
 def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
@@ -24,17 +73,20 @@ def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{path} is not an ONNX model (no graph or opset)",
                              hint="pass an .onnx file, a TorchScript .pt or a torch.export .pt2")
-    try:
-        external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError, onnx.checker.ValidationError) as error:
-        raise ModelLoadError(f"cannot read the external data of {path}: {str(error).splitlines()[0]}",
-                             hint="keep the weight files next to the model, as they were exported") from error
+    mapped = _map_external_data.get()
+    if not mapped:
+        try:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError, onnx.checker.ValidationError) as error:
+            raise ModelLoadError(f"cannot read the external data of {path}: {str(error).splitlines()[0]}",
+                                 hint="keep the weight files next to the model, as they were exported") from error
     opset = model_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelLoadError(f"{path} uses opset {opset}; lipaudit reads opsets {MIN_OPSET} to {MAX_OPSET}",
                              hint="convert it with onnx.version_converter.convert_version(model, 17)")
     try:
-        onnx.checker.check_model(model)
+        # With the weights left on disk, the checker reads the file: it then finds them next to it.
+        onnx.checker.check_model(str(path) if mapped else model)
     except Exception as error:  # ValidationError, and UnicodeDecodeError on names that are not UTF-8
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{path} fails onnx.checker: {first_line}",
@@ -136,11 +188,12 @@ def load_onnx(data: bytes, path: Path,
     Shapes here are ONNX inference's; the pipeline replaces them with the runtime's where it can.
     """
     model = parse_model(data, path)
+    external = ExternalData(path.parent) if _map_external_data.get() else None
     opset = model_opset(model)
     shapes = resolve_input_shapes(_declared_inputs(model.graph), input_shapes)
     for name, shape in shapes.items():
         check_size(name, shape)
-    corrupt = non_finite_initializers(model.graph)
+    corrupt = non_finite_initializers(model.graph, external)
     if corrupt is not None:
         raise ModelLoadError(f"initializer '{corrupt}' holds NaN or Inf values",
                              hint="the weights are corrupt (a diverged training run or a damaged file)")
@@ -149,7 +202,7 @@ def load_onnx(data: bytes, path: Path,
 
     values = {name: Value(name, shape) for name, shape in value_shapes(inferred.graph).items()}
     # Nodes come from the inferred model: their subgraphs carry the shapes inference found in them.
-    nodes = ir_nodes(inferred.graph, values)
+    nodes = ir_nodes(inferred.graph, values, external=external)
     for name, shape in shapes.items():
         values[name] = Value(name, shape)
     opsets = {("" if entry.domain == "ai.onnx" else entry.domain): int(entry.version) for entry in model.opset_import}

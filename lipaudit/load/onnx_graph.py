@@ -8,6 +8,7 @@ a constant. The bodies stay as GraphProto attributes until a pass inlines a bran
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelLoadError
 from ..ir import Node, Value, decode_attribute
+from ..parallel.mapped import MAPPABLE_DTYPES, ExternalSlice, FileMappings, all_finite
 
 # A single tensor with more entries than this is refused up front rather than exhausting memory
 # (about 1.6 GB in float32, 3.2 GB in float64 for the lower bound).
@@ -78,9 +80,77 @@ def check_size(name: str, shape: tuple[int, ...] | list[int]) -> None:
                              hint="check the model's shapes and --input-shape")
 
 
-def tensor_array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+def uses_external_data(tensor: onnx.TensorProto) -> bool:
+    return tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+class ExternalData:
+    """External data left in its files: tensors are memory-mapped where numpy can read the bytes as
+    they are, and read into memory (one at a time) where they need a conversion."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir.resolve()
+        self.mappings = FileMappings()
+
+    def locate(self, tensor: onnx.TensorProto, what: str) -> tuple[ExternalSlice, int]:
+        """Where the tensor's bytes are, checked (inside the model's folder, a regular file, long
+        enough), and how many bytes it takes."""
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        target = (self.base_dir / location).resolve()
+        hint = "keep the weight files next to the model, as they were exported"
+        if not location or Path(location).is_absolute() or self.base_dir not in target.parents:
+            raise ModelLoadError(f"{what} '{tensor.name}' points outside the model's folder ('{location}')", hint=hint)
+        if not target.is_file():
+            raise ModelLoadError(f"the external data file '{location}' of {what} '{tensor.name}' is missing",
+                                 hint=hint)
+        try:
+            offset = int(entries.get("offset", 0))
+            length = int(entries["length"]) if "length" in entries else None
+            dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ModelLoadError(f"{what} '{tensor.name}' has unreadable external data fields ({error})",
+                                 hint="the model is malformed; export it again") from error
+        shape = tuple(int(d) for d in tensor.dims)
+        entries_count = math.prod(shape)
+        # 4-bit types pack two entries in a byte.
+        nbytes = (entries_count + 1) // 2 if dtype.name in ("int4", "uint4", "float4_e2m1") \
+            else entries_count * dtype.itemsize
+        if length is not None and length != nbytes:
+            raise ModelLoadError(f"{what} '{tensor.name}' declares {length} bytes of external data, but its "
+                                 f"shape {list(shape)} takes {nbytes}", hint="the model is malformed; export it again")
+        if offset < 0 or offset + nbytes > target.stat().st_size:
+            raise ModelLoadError(f"the external data file '{location}' is too short for {what} '{tensor.name}'",
+                                 hint="the weight file may be truncated; export the model again")
+        return ExternalSlice(str(target), offset, dtype.name, shape), nbytes
+
+    def array(self, tensor: onnx.TensorProto, what: str) -> np.ndarray:
+        piece, nbytes = self.locate(tensor, what)
+        if piece.dtype in MAPPABLE_DTYPES:
+            return self.mappings.tensor(piece)
+        with open(piece.path, "rb") as handle:
+            handle.seek(piece.offset)
+            data = handle.read(nbytes)
+        loaded = onnx.TensorProto()
+        loaded.CopyFrom(tensor)
+        loaded.raw_data = data
+        loaded.data_location = onnx.TensorProto.DEFAULT
+        del loaded.external_data[:]
+        return tensor_array(loaded, what)
+
+    def all_finite(self, tensor: onnx.TensorProto, what: str) -> bool:
+        piece, _ = self.locate(tensor, what)
+        if piece.dtype in MAPPABLE_DTYPES:
+            return all_finite(piece)
+        array = self.array(tensor, what)
+        return bool(np.all(np.isfinite(array.astype(np.float64))))
+
+
+def tensor_array(tensor: onnx.TensorProto, what: str, external: ExternalData | None = None) -> np.ndarray:
     """A TensorProto as numpy, with a clean error for corrupt or non-finite weights."""
     check_size(tensor.name, list(tensor.dims))
+    if external is not None and uses_external_data(tensor):
+        return external.array(tensor, what)
     try:
         array = numpy_helper.to_array(tensor)
     except Exception as error:  # numpy/protobuf raise ValueError, TypeError… on malformed data
@@ -104,14 +174,14 @@ def sparse_array(sparse: onnx.SparseTensorProto) -> np.ndarray:
     return dense
 
 
-def constant_node_value(node: onnx.NodeProto) -> np.ndarray:
+def constant_node_value(node: onnx.NodeProto, external: ExternalData | None = None) -> np.ndarray:
     """The tensor a Constant node holds, in any of its attribute forms."""
     if len(node.attribute) != 1:
         raise ModelLoadError(f"Constant node '{node.name}' must have exactly one attribute, not "
                              f"{len(node.attribute)}", hint="the model is malformed; export it again")
     attr = node.attribute[0]
     if attr.name == "value":
-        return tensor_array(attr.t, "constant")
+        return tensor_array(attr.t, "constant", external)
     if attr.name == "sparse_value":
         return sparse_array(attr.sparse_tensor)
     value = helper.get_attribute_value(attr)
@@ -124,11 +194,12 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray:
 
 
 def ir_nodes(graph: onnx.GraphProto, values: dict[str, Value], *, rename: dict[str, str] | None = None,
-             prefix: str = "") -> list[Node]:
+             prefix: str = "", external: ExternalData | None = None) -> list[Node]:
     """The nodes of ``graph`` as IR nodes; Constant nodes and initializers become constant values.
 
     ``rename`` maps names defined in this graph to the names they take in the IR (for an inlined
-    branch); names it does not map, outer-scope ones included, are kept.
+    branch); names it does not map, outer-scope ones included, are kept. ``external``: where
+    external data not loaded with the model is read from (memory-mapped).
     """
     rename = rename if rename is not None else {}
 
@@ -136,7 +207,7 @@ def ir_nodes(graph: onnx.GraphProto, values: dict[str, Value], *, rename: dict[s
         return rename.get(name, name) if name else ""
 
     for init in graph.initializer:
-        array = tensor_array(init, "initializer")
+        array = tensor_array(init, "initializer", external)
         values[ir(init.name)] = Value(ir(init.name), tuple(array.shape), array)
     for sparse in graph.sparse_initializer:
         array = sparse_array(sparse)
@@ -145,7 +216,7 @@ def ir_nodes(graph: onnx.GraphProto, values: dict[str, Value], *, rename: dict[s
     for index, proto in enumerate(graph.node):
         name = prefix + (proto.name or f"{proto.op_type}_{index}")
         if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
-            array = constant_node_value(proto)
+            array = constant_node_value(proto, external)
             values[ir(proto.output[0])] = Value(ir(proto.output[0]), tuple(array.shape), array)
             continue
         attrs = {attr.name: decode_attribute(attr) for attr in proto.attribute}
@@ -161,11 +232,17 @@ def ir_nodes(graph: onnx.GraphProto, values: dict[str, Value], *, rename: dict[s
     return nodes
 
 
-def non_finite_initializers(graph: onnx.GraphProto) -> str | None:
-    """The name of the first float initializer holding NaN or Inf, if any."""
+def non_finite_initializers(graph: onnx.GraphProto, external: ExternalData | None = None) -> str | None:
+    """The name of the first float initializer holding NaN or Inf, if any (external data left on
+    disk is read in chunks, never whole)."""
     for init in graph.initializer:
         if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                               onnx.TensorProto.BFLOAT16):
+            if external is not None and uses_external_data(init):
+                check_size(init.name, list(init.dims))
+                if not external.all_finite(init, "initializer"):
+                    return init.name
+                continue
             array = tensor_array(init, "initializer")
             if not np.all(np.isfinite(array.astype(np.float64))):
                 return init.name

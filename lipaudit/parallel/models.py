@@ -1,0 +1,40 @@
+"""Whole models as jobs: a multi-model check audits each model in a worker of its own.
+
+A model's audit is independent of the others'; its report comes back whole, and the command
+renders, writes and gates the reports in the order the models were given, as a serial run does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LipauditError
+from ..report import Report
+from .jobs import Job
+
+
+@dataclass(frozen=True)
+class AuditError:
+    """A LipauditError raised by a model's audit in a worker, as it crosses back: message and hint."""
+
+    message: str
+    hint: str = ""
+
+    def error(self) -> LipauditError:
+        return LipauditError(self.message, self.hint)
+
+
+def audit_model(shared: dict[str, Any], path: str, settings: dict[str, Any]) -> Report | AuditError:
+    """``lipaudit.audit(path, **settings)``, with a user-facing error returned rather than raised."""
+    from ..pipeline import audit
+
+    try:
+        return audit(path, **settings)
+    except LipauditError as error:
+        return AuditError(str(error), error.hint)
+
+
+def model_job(path: Path, settings: dict[str, Any]) -> Job:
+    return Job(audit_model, (str(path), settings), label=path.name)
