@@ -21,7 +21,7 @@ from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes
 from .execute.verify import verify as run_verification
 from .ir import Graph, Node
 from .load import LoadedModel, load_model
-from .load.onnx import external_data_bytes, memory_mapped_external_data
+from .load.onnx import external_data_bytes
 from .ops import RuleContext
 from .passes import run_passes
 from .report import Report, Verification, build_report, skipped
@@ -73,8 +73,8 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     too_large = on_disk > in_memory_limit
     # The runtime is probed even with --no-verify: the rules need the shapes it really produces.
     # Not a model too large for memory: its runtime would load every weight at once.
-    with memory_mapped_external_data(too_large):
-        loaded = load_model(path, parse_input_shapes(input_shape), seed=seed, probe=not too_large)
+    loaded = load_model(path, parse_input_shapes(input_shape), seed=seed, probe=not too_large,
+                        map_external_data=too_large)
     graph = run_passes(loaded.graph)
     if too_large:
         from .parallel.mapped import release_resident_pages

@@ -51,12 +51,16 @@ def sniff_format(data: bytes) -> str:
 
 
 def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None, *, seed: int = 0,
-               probe: bool = True) -> LoadedModel:
+               probe: bool = True, map_external_data: bool = False) -> LoadedModel:
     """Read a model into the IR: shapes from one run of its runtime (``probe``, fed seeded random
-    inputs), then schema defaults filled in, constants folded and constant Ifs inlined."""
+    inputs), then schema defaults filled in, constants folded and constant Ifs inlined.
+
+    ``map_external_data``: leave an ONNX model's external data on disk, memory-mapped (a model
+    larger than memory; it cannot be probed then).
+    """
     from ..passes import load_time_passes
 
-    loaded = _read_model(Path(path), input_shapes or {}, seed)
+    loaded = _read_model(Path(path), input_shapes or {}, seed, map_external_data)
     if loaded.format == "onnx":
         try:
             if not probe:
@@ -71,7 +75,7 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
     return loaded
 
 
-def _read_model(path: Path, shapes: dict[str, tuple[int, ...]], seed: int) -> LoadedModel:
+def _read_model(path: Path, shapes: dict[str, tuple[int, ...]], seed: int, map_external_data: bool) -> LoadedModel:
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file", hint="check the path")
     if path.is_dir():
@@ -85,7 +89,7 @@ def _read_model(path: Path, shapes: dict[str, tuple[int, ...]], seed: int) -> Lo
     if kind == "onnx":
         from .onnx import load_onnx
 
-        graph, proto = load_onnx(data, path, shapes)
+        graph, proto = load_onnx(data, path, shapes, map_external_data=map_external_data)
         return LoadedModel(graph, path, "onnx", digest, source=proto)
     if kind == "empty":
         raise ModelLoadError(f"{path} is empty", hint="the export may have failed; export the model again")

@@ -1,16 +1,13 @@
 """ONNX files → IR: initializers (old and new style), Constant nodes, external data, shape inference.
 
 External data is loaded with the model, unless the caller asks for it to stay on disk
-(``memory_mapped_external_data``): then each weight is memory-mapped, read only where it is used,
+(``map_external_data=True``): then each weight is memory-mapped, read only where it is used,
 and ``loaded.source`` holds the model without its weights (it cannot be run as it is).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from pathlib import Path
-from typing import Iterator
 
 import onnx
 from onnx import external_data_helper, shape_inference
@@ -25,19 +22,6 @@ MAX_OPSET = 23
 # Past this size a file is not a graph with external data but a model with its weights inline:
 # nothing of it can be left on disk, so its external data is not looked for ahead of the load.
 MAX_GRAPH_FILE_BYTES = 256 * 2**20
-
-_map_external_data: contextvars.ContextVar[bool] = contextvars.ContextVar("map_external_data", default=False)
-
-
-@contextlib.contextmanager
-def memory_mapped_external_data(enabled: bool = True) -> Iterator[None]:
-    """Within this block, ONNX models read here leave their external data on disk, memory-mapped."""
-    token = _map_external_data.set(enabled)
-    try:
-        yield
-    finally:
-        _map_external_data.reset(token)
-
 
 def external_data_bytes(path: Path) -> int:
     """How many bytes of external data an ONNX file's initializers refer to (0 for other files, and
@@ -64,7 +48,7 @@ def external_data_bytes(path: Path) -> int:
     return total
 
 
-def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
+def parse_model(data: bytes, path: Path, *, map_external_data: bool = False) -> onnx.ModelProto:
     try:
         model = onnx.load_model_from_string(data)
     except Exception as error:  # protobuf raises its own DecodeError and friends
@@ -73,8 +57,7 @@ def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{path} is not an ONNX model (no graph or opset)",
                              hint="pass an .onnx file, a TorchScript .pt or a torch.export .pt2")
-    mapped = _map_external_data.get()
-    if not mapped:
+    if not map_external_data:
         try:
             external_data_helper.load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError, onnx.checker.ValidationError) as error:
@@ -86,7 +69,7 @@ def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
                              hint="convert it with onnx.version_converter.convert_version(model, 17)")
     try:
         # With the weights left on disk, the checker reads the file: it then finds them next to it.
-        onnx.checker.check_model(str(path) if mapped else model)
+        onnx.checker.check_model(str(path) if map_external_data else model)
     except Exception as error:  # ValidationError, and UnicodeDecodeError on names that are not UTF-8
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{path} fails onnx.checker: {first_line}",
@@ -181,14 +164,14 @@ def value_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_onnx(data: bytes, path: Path,
-              input_shapes: dict[str, tuple[int, ...]]) -> tuple[Graph, onnx.ModelProto]:
+def load_onnx(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]], *,
+              map_external_data: bool = False) -> tuple[Graph, onnx.ModelProto]:
     """The IR, and the ModelProto (external data loaded, input shapes fixed) it was read from.
 
     Shapes here are ONNX inference's; the pipeline replaces them with the runtime's where it can.
     """
-    model = parse_model(data, path)
-    external = ExternalData(path.parent) if _map_external_data.get() else None
+    model = parse_model(data, path, map_external_data=map_external_data)
+    external = ExternalData(path.parent) if map_external_data else None
     opset = model_opset(model)
     shapes = resolve_input_shapes(_declared_inputs(model.graph), input_shapes)
     for name, shape in shapes.items():

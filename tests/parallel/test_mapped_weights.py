@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from lipaudit.cli.app import app
 from lipaudit.errors import ModelLoadError
 from lipaudit.load import load_model
-from lipaudit.load.onnx import external_data_bytes, memory_mapped_external_data
+from lipaudit.load.onnx import external_data_bytes
 from lipaudit.load.onnx_graph import ExternalData
 from lipaudit.ops import RuleContext
 from lipaudit.parallel.layers import layer_job, measured_nodes
@@ -68,8 +68,7 @@ def on_disk(tmp_path_factory) -> Path:
 
 
 def _mapped_load(path: Path):
-    with memory_mapped_external_data():
-        return load_model(path, probe=False)
+    return load_model(path, probe=False, map_external_data=True)
 
 
 def test_external_data_is_mapped_and_reads_as_the_loaded_weights(on_disk: Path) -> None:
