@@ -60,48 +60,53 @@ def merge_linear(graph: Graph) -> int:
 # Dense
 
 
+def _dense_dims(graph: Graph, node: Node | None) -> tuple[int, int] | None:
+    """(rows, columns) of W in x·W for a Gemm/MatMul with a constant 2-D weight; reads no weight."""
+    if node is None or node.domain or node.op_type not in ("Gemm", "MatMul") or len(node.inputs) < 2:
+        return None
+    weight = graph.const(node.inputs[1])
+    if graph.is_const(node.inputs[0]) or weight is None or weight.ndim != 2:
+        return None
+    if node.op_type == "MatMul":
+        return int(weight.shape[0]), int(weight.shape[1])
+    if node.attr_int("transA") or (len(node.inputs) > 2 and node.inputs[2] and not graph.is_const(node.inputs[2])):
+        return None
+    rows, columns = weight.shape
+    return (int(columns), int(rows)) if node.attr_int("transB") else (int(rows), int(columns))
+
+
 def _dense_parts(graph: Graph, node: Node):
-    """(weight as x·W, bias or None, variable input) of a Gemm/MatMul with a constant 2-D weight."""
-    if node.domain or node.op_type not in ("Gemm", "MatMul") or len(node.inputs) < 2:
-        return None
-    x, w = node.inputs[0], node.inputs[1]
-    weight = graph.const(w)
-    if graph.is_const(x) or weight is None or weight.ndim != 2:
-        return None
-    weight = np.asarray(weight, np.float64)
+    """(weight as x·W, bias or None, variable input) of a node _dense_dims accepts, in float64."""
+    x, weight = node.inputs[0], np.asarray(graph.const(node.inputs[1]), np.float64)
     if node.op_type == "MatMul":
         return weight, None, x
-    if node.attr_int("transA"):
-        return None
     alpha, beta = node.attr_float("alpha"), node.attr_float("beta")
     weight = alpha * (weight.T if node.attr_int("transB") else weight)
     bias = None
     if len(node.inputs) > 2 and node.inputs[2]:
-        c = graph.const(node.inputs[2])
-        if c is None:
-            return None
-        bias = beta * np.asarray(c, np.float64)
+        bias = beta * np.asarray(graph.const(node.inputs[2]), np.float64)
     return weight, bias, x
 
 
 def _merge_dense(graph: Graph, first: Node) -> Node | None:
-    """Merge ``first`` into the dense layer reading it; the merged node, or None."""
-    head = _dense_parts(graph, first)
-    if head is None:
+    """Merge ``first`` into the dense layer reading it; the merged node, or None.
+
+    Everything is decided from shapes first: a weight is read (and converted) only for a merge that
+    happens, so a model whose weights stay on disk is not pulled into memory by this pass.
+    """
+    head_dims = _dense_dims(graph, first)
+    second = graph.sole_consumer(first.outputs[0]) if head_dims is not None else None
+    tail_dims = _dense_dims(graph, second)
+    if second is None or tail_dims is None or second.inputs[0] != first.outputs[0]:
         return None
-    second = graph.sole_consumer(first.outputs[0])
-    tail = _dense_parts(graph, second) if second is not None else None
-    if second is None or tail is None or second.inputs[0] != first.outputs[0]:
-        return None
-    (w1, b1, x), (w2, b2, _) = head, tail
-    if w1.shape[1] != w2.shape[0]:
-        return None
-    if w1.shape[0] * w2.shape[1] > DENSE_GROWTH_LIMIT * (w1.size + w2.size):
+    (r1, c1), (r2, c2) = head_dims, tail_dims
+    if c1 != r2 or r1 * c2 > DENSE_GROWTH_LIMIT * (r1 * c1 + r2 * c2):
         return None
     both_matmul = first.op_type == second.op_type == "MatMul"
-    shape = graph.shape(x)
+    shape = graph.shape(first.inputs[0])
     if not both_matmul and (shape is None or len(shape) != 2):
         return None  # Gemm is 2-D only
+    (w1, b1, x), (w2, b2, _) = _dense_parts(graph, first), _dense_parts(graph, second)
     weight = w1 @ w2
     bias = None
     if b1 is not None:
