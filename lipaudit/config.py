@@ -11,6 +11,8 @@ max_layer_factor = 10.0            # or a table: {"stem.*" = 4.0, "*" = 10.0}
 in_memory_limit = "2GiB"           # external data above this stays on disk, read one layer at a time
 workers = 4                        # for the whole run: worker processes (or CPUs of a local Ray cluster)
 ray = "auto"                       # for the whole run: true (a local cluster), "auto" or an address
+input_range = "0:1"                # a local bound on this box of inputs; or ["x=0:1"], or {x = [0, 1]}
+lower_bound_time = 60              # seconds for --lower-bound's search (or "2min")
 
 [tool.lipaudit.models."models/critic_*.onnx"]
 max_lipschitz = 1.0
@@ -26,17 +28,38 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .domain.inputs import check_input_ranges
 from .errors import UsageError
 from .parallel import LOCAL_RAY
 from .report import LayerReport, LayerViolation
 
 KEYS = {"max_lipschitz", "method", "device", "input_shape", "allow_incomplete", "max_layer_factor",
-        "in_memory_limit", "workers", "ray"}
+        "in_memory_limit", "workers", "ray", "input_range", "lower_bound_time"}
 # Keys about how the whole run is carried out, not about one model: no per-model override.
 RUN_KEYS = {"workers", "ray"}
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*", re.IGNORECASE)
+_SECONDS = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from '60s', '2min', '1.5h', '500ms' or a plain number. ValueError for anything else."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        match = _DURATION.fullmatch(str(text))
+        if match is None:
+            raise ValueError(f"not a duration: {text!r} (write e.g. 60s, 2min or 90)")
+        seconds = float(match.group(1)) * _SECONDS[(match.group(2) or "").lower()]
+    if not seconds > 0:
+        raise ValueError(f"a duration must be positive, not {text!r}")
+    return seconds
 
 
 def parse_size(text: str | int | float) -> int:
@@ -67,6 +90,8 @@ class Settings:
     in_memory_limit: int | None = None  # bytes; None: the pipeline's default
     workers: int | None = None  # None: no worker, the plain serial run
     ray: str | None = None  # None: not on Ray; "local" or an address
+    input_range: Any = None  # --input-range strings, or the config's string, list or table
+    lower_bound_time: float | None = None  # seconds; None: the pipeline's default
 
     def layer_limit(self, layer_name: str) -> float | None:
         """The most specific matching glob wins: the one with the most literal characters."""
@@ -102,6 +127,15 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
                 raise TypeError(f"{key} must be a string")
         if "in_memory_limit" in values:
             values["in_memory_limit"] = parse_size(values["in_memory_limit"])
+        if "lower_bound_time" in values:
+            values["lower_bound_time"] = parse_duration(values["lower_bound_time"])
+        if "input_range" in values:
+            given = values["input_range"]
+            if not isinstance(given, (str, list, dict)):
+                raise TypeError('input_range must be "LO:HI", a list of "NAME=LO:HI" or a table of ranges')
+            check_input_ranges(given)
+            values["input_range"] = (given,) if isinstance(given, str) else \
+                tuple(str(spec) for spec in given) if isinstance(given, list) else dict(given)
         if "workers" in values:
             if isinstance(values["workers"], bool) or not isinstance(values["workers"], int) or values["workers"] < 1:
                 raise TypeError("workers must be a whole number, at least 1")

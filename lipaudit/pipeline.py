@@ -1,22 +1,25 @@
-"""The pipeline: load → rewrite → analyse → compose → report.
+"""The pipeline: load → rewrite → verify → analyse → compose → report.
 
 The layers' factors may be measured ahead of compose by an executor (``--workers``, ``--ray``):
 compose then only propagates them, and the report is the same. A model whose external data is
 larger than ``in_memory_limit`` is read memory-mapped, one layer at a time; what needs the whole
 model in memory (the runtime probe, verification, the lower bound) is skipped with a notice.
+With ``input_range`` the figure is a local bound on that box of inputs, and the report says so.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from .compose import compose
+from .compose import NetworkBound, compose
+from .domain import Domain, box_lower_bound, prepare_domain
 from .errors import ExecutionError, UsageError
-from .execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS, empirical_lower_bound
+from .execute.empirical_lower_bound import (DEFAULT_SAMPLES, DEFAULT_STEPS, DEFAULT_TIME_LIMIT, LowerBound,
+                                            empirical_lower_bound)
 from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes
 from .execute.verify import verify as run_verification
 from .ir import Graph, Node
@@ -46,29 +49,50 @@ def _size(size: int) -> str:
     return f"{size} B"
 
 
+class _Clock:
+    """Seconds spent in each stage, for the report's timings."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[f"{stage}_s"] = round(now - self.last, 4)
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.timings, "total_s": round(time.perf_counter() - self.started, 4)}
+
+
 def audit(path: str, *, input_shape: list[str] | None = None, method: str = "auto", device: str = "auto",
           max_lipschitz: float | None = None, on_node: ProgressFn | None = None, verify: bool | None = None,
           lower_bound: bool = False, seed: int = 0, samples: int = DEFAULT_SAMPLES,
-          steps: int = DEFAULT_STEPS, executor: "Executor | None" = None,
+          steps: int = DEFAULT_STEPS, lower_bound_time: float | None = DEFAULT_TIME_LIMIT,
+          input_range: Any = None, executor: "Executor | None" = None,
           in_memory_limit: int = DEFAULT_IN_MEMORY_LIMIT) -> Report:
     """Audit one model file and return its report. Raises LipauditError for bad input.
 
     ``verify``: compare the IR with the model's own runtime first (None: only for models under
     50M parameters); a mismatch raises VerificationError. ``lower_bound``: also search for an
-    empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by ``seed``).
-    ``executor``: measures the layers (lipaudit.parallel); ``on_node`` then follows its jobs.
-    ``in_memory_limit``: bytes of external data above which the weights stay on disk.
+    empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by ``seed``,
+    stopped after ``lower_bound_time`` seconds). ``input_range``: ``--input-range`` strings (or the
+    config's value): the bound is then local to that box. ``executor``: measures the layers
+    (lipaudit.parallel); ``on_node`` then follows its jobs. ``in_memory_limit``: bytes of external
+    data above which the weights stay on disk.
     """
     if method not in METHODS:
         raise UsageError(f"unknown method '{method}'", hint=f"choose one of: {', '.join(METHODS)}")
     if samples < 1 or steps < 0:
         raise UsageError("--samples must be at least 1 and --steps at least 0",
                          hint="for example --samples 16 --steps 20")
+    if lower_bound_time is not None and not lower_bound_time > 0:
+        raise UsageError("--lower-bound-time must be a positive number of seconds", hint="for example 60s")
     try:
         torch_device, device_notice = resolve_device(device)
     except ValueError as error:
         raise UsageError(str(error), hint="use --device auto, cpu or cuda") from error
-    started = time.perf_counter()
+    clock = _Clock()
     on_disk = external_data_bytes(Path(path))
     too_large = on_disk > in_memory_limit
     # The runtime is probed even with --no-verify: the rules need the shapes it really produces.
@@ -80,7 +104,7 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
         from .parallel.mapped import release_resident_pages
 
         release_resident_pages(value.const for value in graph.values.values())
-    loaded_at = time.perf_counter()
+    clock.lap("load")
     notices = ([device_notice] if device_notice else []) + loaded.notices
     whole_model = ""
     if too_large:
@@ -93,45 +117,31 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
         # raises VerificationError on a mismatch
         verification = _verify(graph, loaded, verify, torch_device, notices)
     loaded.probe = None  # the runtime's values are no longer needed: free them before the analysis
-    verified_at = time.perf_counter()
+    clock.lap("verify")
     if not verification.checked and verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
-    ctx = RuleContext(graph, method=method, device=torch_device)
-    precomputed = None
-    if executor is not None or too_large:
-        from .parallel.jobs import InlineExecutor
-        from .parallel.layers import measure_layers
 
-        # A model on disk is measured layer by layer even here: each job maps its weights, then lets them go.
-        with exact_cuda_math(torch_device):
-            precomputed, failures = measure_layers(graph, ctx, executor or InlineExecutor(threads=None), on_node)
-        notices += failures
-    with exact_cuda_math(torch_device):
-        network = compose(graph, ctx, on_node if precomputed is None else None, precomputed)
-    analyzed_at = time.perf_counter()
+    domain = prepare_domain(graph, input_range)
+    ctx = RuleContext(graph, method=method, device=torch_device, ranges=domain.ranges if domain else None)
+    network = _analyse(graph, ctx, executor, too_large, on_node, notices)
+    clock.lap("analyze")
+
     lower = None
     if lower_bound and too_large:
         notices.append(f"no lower bound: the search {whole_model}")
     elif lower_bound:
-        try:
-            lower = empirical_lower_bound(graph, samples=samples, steps=steps, seed=seed, device=torch_device)
-        except ExecutionError as error:
-            notices.append(f"no lower bound: {error}")
-        if lower is not None and network.upper_bound is not None and lower.value > network.upper_bound:
-            notices.append(f"warning: the empirical lower bound {lower.value:.6g} exceeds the upper bound "
-                           f"{network.upper_bound:.6g}: the upper bound is wrong; please report this model")
-    finished = time.perf_counter()
+        lower = _lower_bound(graph, network, domain, notices, samples=samples, steps=steps, seed=seed,
+                             device=torch_device, time_limit=lower_bound_time)
+        clock.lap("lower_bound")
 
     settings: dict = {"norm": "l2", "method": method, "device": str(torch_device)}
+    if domain is not None:
+        settings["domain"] = domain.settings
     if lower_bound:
-        settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps}
-    timings = {"load_s": round(loaded_at - started, 4), "verify_s": round(verified_at - loaded_at, 4),
-               "analyze_s": round(analyzed_at - verified_at, 4)}
-    if lower_bound:
-        timings["lower_bound_s"] = round(finished - analyzed_at, 4)
-    timings["total_s"] = round(finished - started, 4)
+        settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps, "time_limit_s": lower_bound_time}
     return build_report(loaded=loaded, graph=graph, network=network, lower=lower, settings=settings,
-                        verification=verification, max_lipschitz=max_lipschitz, timings=timings, notices=notices)
+                        verification=verification, max_lipschitz=max_lipschitz, timings=clock.total(),
+                        notices=notices)
 
 
 def _verify(graph: Graph, loaded: LoadedModel, requested: bool | None, device: torch.device,
@@ -145,3 +155,38 @@ def _verify(graph: Graph, loaded: LoadedModel, requested: bool | None, device: t
     verification, shapes = run_verification(graph, loaded.probe, device=device, unavailable=loaded.probe_missing)
     notices += apply_executed_shapes(graph, shapes)
     return verification
+
+
+def _analyse(graph: Graph, ctx: RuleContext, executor: "Executor | None", too_large: bool,
+             on_node: ProgressFn | None, notices: list[str]) -> NetworkBound:
+    """Every node's factors (measured ahead by the executor where there is one) composed into the bound."""
+    precomputed = None
+    if executor is not None or too_large:
+        from .parallel.jobs import InlineExecutor
+        from .parallel.layers import measure_layers
+
+        # A model on disk is measured layer by layer even here: each job maps its weights, then lets them go.
+        with exact_cuda_math(ctx.device):
+            precomputed, failures = measure_layers(graph, ctx, executor or InlineExecutor(threads=None), on_node)
+        notices += failures
+    with exact_cuda_math(ctx.device):
+        return compose(graph, ctx, on_node if precomputed is None else None, precomputed)
+
+
+def _lower_bound(graph: Graph, network: NetworkBound, domain: Domain | None, notices: list[str],
+                 **search: Any) -> LowerBound | None:
+    """The empirical lower bound (inside the box in domain mode), with a notice when it cannot run or
+    contradicts the upper bound."""
+    try:
+        if domain is not None:
+            lower = box_lower_bound(graph, domain.bounds, **search)
+        else:
+            lower = empirical_lower_bound(graph, **search)
+    except ExecutionError as error:
+        notices.append(f"no lower bound: {error}")
+        return None
+    notices += [f"lower bound: {note}" for note in lower.notes if "time limit" in note]
+    if network.upper_bound is not None and lower.value > network.upper_bound:
+        notices.append(f"warning: the empirical lower bound {lower.value:.6g} exceeds the upper bound "
+                       f"{network.upper_bound:.6g}: the upper bound is wrong; please report this model")
+    return lower

@@ -181,6 +181,7 @@ class LayerReport:
     status: str = "bounded"  # bounded | unbounded | unknown
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    seconds: float | None = field(default=None, compare=False)  # time its rule took (operator norms: most of it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -284,7 +285,8 @@ def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBoun
             factor=finite_or_none(factor.value), method=factor.method, certified=factor.certified,
             estimate=finite_or_none(factor.estimate), frobenius=finite_or_none(factor.frobenius),
             running_bound=finite_or_none(result.bound.value) if result.bound.finite else None,
-            status=factor.status, reason=factor.reason, notes=list(node.notes) + list(factor.notes)))
+            status=factor.status, reason=factor.reason, notes=list(node.notes) + list(factor.notes),
+            seconds=None if factor.seconds is None else round(factor.seconds, 4)))
     upper = finite_or_none(network.upper_bound)
     scope = network_scope(network)
     if settings.get("domain") and scope == "global":

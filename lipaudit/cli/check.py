@@ -12,7 +12,9 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..config import Settings, find_pyproject, layer_violations, load_settings, merge_flags, parse_size
+from ..config import (Settings, find_pyproject, layer_violations, load_settings, merge_flags, parse_duration,
+                      parse_size)
+from ..domain.inputs import check_input_ranges
 from ..diff import diff_reports, parse_increase
 from ..errors import LipauditError, UsageError
 from ..parallel import LOCAL_RAY, open_executor
@@ -167,6 +169,15 @@ def check(
         help="Also search for an empirical lower bound (largest Jacobian norm, then a ratio "
              "‖f(x)−f(y)‖/‖x−y‖ actually achieved) and show the interval from lower to upper, with the "
              "gap upper/lower."),
+    lower_bound_time: Optional[str] = typer.Option(
+        None, "--lower-bound-time", metavar="DURATION", show_default=False,
+        help="--lower-bound: stop the search after this long (default 60s) and report what it found: still a "
+             "ratio two inputs achieved."),
+    input_range: Optional[List[str]] = typer.Option(
+        None, "--input-range", metavar="[NAME=]LO:HI", show_default=False,
+        help="Bound the network on this box of inputs only (e.g. 0:1 for images): the figure is then a LOCAL "
+             "Lipschitz bound on that domain, not a global one, and products of activations (gates, "
+             "normalisation, attention) get a finite bound. Repeat with NAME= for several inputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random inputs of --verify and --lower-bound."),
     samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", min=1,
                                 help="--lower-bound: random inputs to start from (more: slower, tighter)."),
@@ -208,8 +219,15 @@ def check(
         limit = None if in_memory_limit is None else parse_size(in_memory_limit)
     except ValueError as error:
         raise UsageError(f"--in-memory-limit: {error}", hint="for example --in-memory-limit 8GiB") from None
+    try:
+        search_time = None if lower_bound_time is None else parse_duration(lower_bound_time)
+    except ValueError as error:
+        raise UsageError(f"--lower-bound-time: {error}", hint="for example --lower-bound-time 90s") from None
+    if input_range:
+        check_input_ranges(input_range)
     flags = dict(max_lipschitz=max_lipschitz, method=method, device=device, input_shape=input_shape or None,
-                 allow_incomplete=allow_incomplete, in_memory_limit=limit, workers=workers, ray=ray_setting)
+                 allow_incomplete=allow_incomplete, in_memory_limit=limit, workers=workers, ray=ray_setting,
+                 input_range=tuple(input_range) if input_range else None, lower_bound_time=search_time)
     run = Run(config, flags, targets, len(models) > 1, base, increase, output_format, colored, quiet, verbose,
               dict(verify=verify, lower_bound=lower_bound, seed=seed, samples=samples, steps=steps))
     run_settings = _run_settings(models, config, flags)
@@ -265,6 +283,10 @@ def _audit_settings(settings: Settings, run: Run) -> dict[str, Any]:
                   max_lipschitz=settings.max_lipschitz, **run.extra)
     if settings.in_memory_limit is not None:
         chosen["in_memory_limit"] = settings.in_memory_limit
+    if settings.lower_bound_time is not None:
+        chosen["lower_bound_time"] = settings.lower_bound_time
+    if settings.input_range is not None:
+        chosen["input_range"] = settings.input_range
     return chosen
 
 

@@ -55,6 +55,12 @@ def _specs(given: Any) -> list[tuple[str | None, tuple[float, float], str]]:
     return out
 
 
+def check_input_ranges(given: Any) -> None:
+    """Raise UsageError when ``given`` is not a well-formed range setting (the names are checked later,
+    against the model's inputs)."""
+    _specs(given)
+
+
 def parse_input_ranges(given: Any, input_names: Sequence[str]) -> dict[str, tuple[float, float]]:
     """The box of each network input, from ``--input-range`` strings (or the config's value).
 

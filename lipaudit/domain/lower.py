@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from ..execute.empirical_lower_bound import LowerBound
+from ..execute.empirical_lower_bound import DEFAULT_TIME_LIMIT, Deadline, LowerBound
 from ..execute.executor import Executor
 from ..ir import Graph
 
@@ -77,7 +77,8 @@ def _ratio(f: _BoxFunction, x: Tensor, y: Tensor) -> Tensor:
 
 
 def box_lower_bound(graph: Graph, bounds: Mapping[str, tuple[float, float]], *, samples: int = 4, steps: int = 40,
-                    seed: int = 0, device: str | torch.device = "cpu") -> LowerBound:
+                    seed: int = 0, device: str | torch.device = "cpu",
+                    time_limit: float | None = DEFAULT_TIME_LIMIT) -> LowerBound:
     """The largest ratio found (``value``), from ``samples`` random starts, each at every separation, with
     ``steps`` Adam steps: the same record as the global empirical lower bound, so the pipeline can
     report either."""
@@ -85,7 +86,10 @@ def box_lower_bound(graph: Graph, bounds: Mapping[str, tuple[float, float]], *, 
     generator = torch.Generator().manual_seed(seed)
     scale = f.scale()
     best = 0.0
-    for _ in range(samples):
+    deadline = Deadline(time_limit)
+    for index in range(samples):
+        if index and deadline.passed:
+            break
         start = f.sample(generator)
         direction = _top_direction(f, start, generator)
         for separation in _SEPARATIONS:
@@ -95,7 +99,9 @@ def box_lower_bound(graph: Graph, bounds: Mapping[str, tuple[float, float]], *, 
                 y = f.project(start - separation * scale * direction)
             x, y = x.requires_grad_(True), y.requires_grad_(True)
             optimizer = torch.optim.Adam([x, y], lr=_LEARNING_RATE * scale / math.sqrt(x.numel()))
-            for _ in range(steps + 1):
+            for step in range(steps + 1):
+                if step and deadline.passed:
+                    break
                 separation_now = float((x - y).detach().norm())
                 if separation_now > 1e-9 * scale:
                     ratio = _ratio(f, x, y)
@@ -108,4 +114,7 @@ def box_lower_bound(graph: Graph, bounds: Mapping[str, tuple[float, float]], *, 
                 with torch.no_grad():
                     x.copy_(f.project(x))
                     y.copy_(f.project(y))
-    return LowerBound(best, best, samples, steps, seed, notes=["pairs of inputs inside the input box"])
+    notes = ["pairs of inputs inside the input box"]
+    if deadline.hit:
+        notes.append("stopped at the time limit: the search was cut short")
+    return LowerBound(best, best, samples, steps, seed, notes=notes)

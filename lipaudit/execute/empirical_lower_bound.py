@@ -20,6 +20,7 @@ concatenated output (as the upper bound does).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,6 +34,7 @@ from ..ir import Graph
 
 DEFAULT_SAMPLES = 16
 DEFAULT_STEPS = 20
+DEFAULT_TIME_LIMIT = 60.0  # seconds: the search reports what it found by then
 
 _SCALES = (1.0, 2.0, 0.5)  # input scales cycled over the random samples (inputs ~ N(0, scale²))
 _TOP = 4  # points carried from the random search into gradient ascent
@@ -177,24 +179,42 @@ def _unit(t: Tensor) -> Tensor:
     return t / torch.linalg.vector_norm(t)
 
 
+class Deadline:
+    """A time budget: ``passed`` once ``seconds`` have gone by (never, for None)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.at = None if seconds is None else time.perf_counter() + max(0.0, seconds)
+        self.hit = False
+
+    @property
+    def passed(self) -> bool:
+        if self.at is not None and time.perf_counter() >= self.at:
+            self.hit = True
+        return self.hit
+
+
 def empirical_lower_bound(graph: Graph, *, samples: int = DEFAULT_SAMPLES, steps: int = DEFAULT_STEPS, seed: int = 0,
-                          device: str | torch.device = "cpu",
+                          device: str | torch.device = "cpu", time_limit: float | None = DEFAULT_TIME_LIMIT,
                           on_progress: Callable[[str], None] | None = None) -> LowerBound:
-    """The largest ‖f(x) − f(y)‖/‖x − y‖ found (see the module docstring). Raises ExecutionError."""
+    """The largest ‖f(x) − f(y)‖/‖x − y‖ found (see the module docstring). Raises ExecutionError.
+
+    ``time_limit``: seconds after which each stage stops and the search reports what it has found
+    (a ratio two inputs achieved, so still a lower bound; the record's notes say it stopped early).
+    """
     if samples < 1 or steps < 0:
         raise ValueError("samples must be ≥ 1 and steps ≥ 0")
     with warnings.catch_warnings():
         # torch.func's first jvp scripts some decompositions, and torch.jit.script is deprecated.
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            return _search(graph, samples, steps, int(seed), torch.device(device), on_progress)
+            return _search(graph, samples, steps, int(seed), torch.device(device), on_progress, Deadline(time_limit))
         except (RuntimeError, NotImplementedError) as error:  # autograd limits of some op: no figure, say why
             text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ExecutionError(f"the lower-bound search failed: {text}", node="", op="") from error
 
 
 def _search(graph: Graph, samples: int, steps: int, seed: int, device: torch.device,
-            on_progress: Callable[[str], None] | None) -> LowerBound:
+            on_progress: Callable[[str], None] | None, deadline: Deadline) -> LowerBound:
     f = _FlatFunction(Executor(graph, device=device, dtype=torch.float64), graph)
     generator = torch.Generator().manual_seed(int(seed))
 
@@ -210,6 +230,8 @@ def _search(graph: Graph, samples: int, steps: int, seed: int, device: torch.dev
     found: list[tuple[float, Tensor, Tensor]] = []
     best_sigma = 0.0
     for index in range(samples):
+        if index and deadline.passed:
+            break
         if on_progress:
             on_progress(f"lower bound: sample {index + 1}/{samples}")
         x = randn(n) * _SCALES[index % len(_SCALES)]
@@ -225,9 +247,13 @@ def _search(graph: Graph, samples: int, steps: int, seed: int, device: torch.dev
     for rank, (_, x, v) in enumerate(found[:_TOP]):
         if on_progress:
             on_progress(f"lower bound: ascent {rank + 1}/{min(_TOP, len(found))}")
+        if rank and deadline.passed:
+            break
         sigma, v, u = probe.top(x, v, _REFINE_ITERS, tol=1e-9)
         eta = 0.05
         for _ in range(steps):
+            if deadline.passed:
+                break
             direction = probe.ascent_direction(x, u, v) if u is not None else None
             if direction is None or not torch.isfinite(direction).all() or float(direction.abs().max()) == 0.0:
                 direction = randn(n)  # no slope to follow: try a random move
@@ -257,19 +283,21 @@ def _search(graph: Graph, samples: int, steps: int, seed: int, device: torch.dev
                     best_ratio = max(best_ratio, ratio)
     pair_steps = _PAIR_STEPS_PER_STEP * steps
     for rank, (_, x, v) in enumerate(refined):
-        if pair_steps == 0:
+        if pair_steps == 0 or deadline.passed:
             break
         if on_progress:
             on_progress(f"lower bound: pairs {rank + 1}/{len(refined)}")
         separation = _PAIR_SEPARATIONS[rank % len(_PAIR_SEPARATIONS)] * max(float(torch.linalg.vector_norm(x)),
                                                                             0.1 * radius)
         best_ratio = max(best_ratio, _pair_ascent(f, x, x + separation * v, pair_steps,
-                                                  _PAIR_LR * max(float(torch.linalg.vector_norm(x)) / radius, 1.0)))
+                                                  _PAIR_LR * max(float(torch.linalg.vector_norm(x)) / radius, 1.0),
+                                                  deadline))
     jacobian = max((s for s, _, _ in refined), default=best_sigma)
-    return LowerBound(best_ratio, jacobian, samples, steps, int(seed))
+    notes = ["stopped at the time limit: the search was cut short"] if deadline.hit else []
+    return LowerBound(best_ratio, jacobian, samples, steps, int(seed), notes)
 
 
-def _pair_ascent(f: _FlatFunction, x: Tensor, y: Tensor, steps: int, lr: float) -> float:
+def _pair_ascent(f: _FlatFunction, x: Tensor, y: Tensor, steps: int, lr: float, deadline: Deadline) -> float:
     """Gradient ascent (Adam) on ‖f(x) − f(y)‖ / ‖x − y‖ over both points; the largest ratio evaluated.
 
     Unlike ‖J(x)‖, the ratio has a useful slope in piecewise-linear networks: it sees across the
@@ -280,6 +308,8 @@ def _pair_ascent(f: _FlatFunction, x: Tensor, y: Tensor, steps: int, lr: float) 
     optimiser = torch.optim.Adam([x, y], lr=lr, maximize=True)
     best = 0.0
     for step in range(steps + 1):
+        if step and deadline.passed:
+            break
         optimiser.zero_grad()
         with torch.enable_grad():
             distance = torch.linalg.vector_norm(x - y)

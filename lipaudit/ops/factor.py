@@ -32,6 +32,7 @@ class Factor:
     input_weights: list[float] | None = None
     # Evaluating this node in float32 adds no rounding (a scale by a power of two): no float32 margin.
     exact: bool = False
+    seconds: float | None = field(default=None, compare=False)  # how long the rule took (set by the composer)
 
     @classmethod
     def constant(cls, value: float, method: str, *, note: str | None = None, **kwargs) -> "Factor":

@@ -41,12 +41,14 @@ def layer_table(report: Report, verbose: bool = False) -> Table:
     table.add_column("Estimate", justify="right")
     table.add_column("Running bound", justify="right")
     if verbose:
+        table.add_column("Time", justify="right")
         table.add_column("Notes")
     for index, layer in enumerate(report.layers, 1):
         certified = Text("✓", style="green") if layer.certified else Text("✗", style="red")
         cells = [str(index), layer.name, layer.op, _shape_text(layer.output_shape), _factor_cell(layer),
                  layer.method, certified, format_number(layer.estimate), format_number(layer.running_bound)]
         if verbose:
+            cells.append("—" if layer.seconds is None else f"{layer.seconds:.2f}s")
             cells.append("; ".join(layer.notes + ([layer.reason] if layer.reason else [])))
         table.add_row(*cells)
     return table

@@ -14,7 +14,7 @@ from lipaudit.parallel.jobs import InlineExecutor
 from lipaudit.parallel.local import ProcessExecutor
 from lipaudit.pipeline import audit
 from tests.parallel import _jobs
-from tests.parallel._reference import MODELS, SAMPLES, comparable, serial, serial_report
+from tests.parallel._reference import MODELS, SAMPLES, comparable, serial, serial_report, without_timings
 
 runner = CliRunner()
 
@@ -64,9 +64,7 @@ def test_a_layer_whose_worker_dies_is_unknown_and_the_model_incomplete(pool: Pro
 def _reports(folder: Path) -> dict[str, dict]:
     found = {}
     for path in sorted(folder.glob("*.json")):
-        data = json.loads(path.read_text())
-        data.pop("timings")
-        found[path.name] = data
+        found[path.name] = without_timings(json.loads(path.read_text()))
     return found
 
 
@@ -87,6 +85,5 @@ def test_a_multi_model_check_with_workers_matches_the_serial_check(tmp_path: Pat
 def test_one_model_with_workers_on_the_command_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", str(SAMPLES / "cnn_torchscript.pt"), "--workers", "2", "-f", "json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    data.pop("timings")
+    data = without_timings(json.loads(result.stdout))
     assert json.dumps(data, sort_keys=True, indent=1) == serial("cnn_torchscript.pt")

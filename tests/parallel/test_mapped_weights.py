@@ -103,7 +103,7 @@ def test_a_model_on_disk_gets_the_bound_of_the_model_read_whole(on_disk: Path) -
         on_disk_report = audit(str(on_disk), in_memory_limit=0, lower_bound=True, executor=executor)
         if executor is not None:
             executor.close()
-        assert [layer.to_dict() for layer in on_disk_report.layers] == [layer.to_dict() for layer in whole.layers]
+        assert on_disk_report.layers == whole.layers  # everything but the seconds each took
         assert on_disk_report.upper_bound == whole.upper_bound and on_disk_report.network.certified
         assert not on_disk_report.verification.checked
         assert "needs the whole model in memory" in on_disk_report.verification.reason

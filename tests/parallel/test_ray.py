@@ -18,7 +18,7 @@ from lipaudit.parallel.jobs import ATTEMPTS, Job, TaskFailure
 from lipaudit.parallel.ray_executor import RayExecutor
 from lipaudit.pipeline import audit
 from tests.parallel import _jobs
-from tests.parallel._reference import MODELS, SAMPLES, comparable, serial
+from tests.parallel._reference import MODELS, SAMPLES, comparable, serial, without_timings
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'lipaudit[ray]')")
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_a_multi_model_check_on_ray_matches_the_serial_check(executor: RayExecut
     for name in ("mlp", "cnn_torchscript", "unbounded"):
         reports = [json.loads((tmp_path / run / f"{name}.json").read_text()) for run in ("serial", "ray")]
         for report in reports:
-            report.pop("timings")
+            without_timings(report)
         assert reports[0] == reports[1]
     assert ray.is_initialized()  # the command joined our cluster, and left it running
 
