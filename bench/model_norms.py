@@ -24,7 +24,7 @@ the same script measures before and after.  Times are wall seconds; on a shared 
 at the CPU seconds printed next to them.
 
 Usage:  python bench/model_norms.py [--mode norms|audit] [--models NAME[@SIZE] ...] [--skip-fft] [--skip-power]
-                                    [--layers] [--json FILE] [--lipaudit-root DIR]
+                                    [--layers] [--json FILE] [--lipaudit-root DIR] [--threads N]
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -53,6 +52,8 @@ def parse_args():
     parser.add_argument("--layers", action="store_true", help="print every layer")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--lipaudit-root", type=Path, help="import lipaudit from this checkout")
+    parser.add_argument("--threads", type=int, help="torch threads (on a shared machine, 1 thread and the CPU "
+                                                    "seconds are the steadier figure)")
     return parser.parse_args()
 
 
@@ -146,6 +147,8 @@ def _fmt(value, spec: str) -> str:
 
 
 def main() -> None:
+    if ARGS.threads:
+        torch.set_num_threads(ARGS.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; lipaudit from "
           f"{Path(lipaudit.__file__).resolve().parent}")
     runs = [(spec.split("@")[0], int(spec.split("@")[1])) for spec in ARGS.models]
@@ -164,9 +167,11 @@ def main() -> None:
             for name, size in runs:
                 result = run_audit(name, size, Path(directory))
                 results.append(result)
+                timings = ", ".join(f"{k} {v:.1f}" for k, v in (result["timings"] or {}).items()
+                                    if isinstance(v, (int, float)))
                 print(f"{name + '@' + str(size):>20}: audit {result['seconds']:7.1f} s (cpu {result['cpu']:.1f} s), "
-                      f"bound {result['upper_bound']}, certified {result['certified']}, "
-                      f"complete {result['complete']}", flush=True)
+                      f"bound {result['upper_bound']:.4g}, certified {result['certified']}, "
+                      f"complete {result['complete']}; timings: {timings}", flush=True)
     if ARGS.json:
         ARGS.json.write_text(json.dumps(results, indent=1, default=str))
 

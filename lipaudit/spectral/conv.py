@@ -23,13 +23,14 @@ Two certified figures, chosen per layer by a cost model (cost.py) for 'auto':
   The circulant's norm can exceed the zero-padded operator's by a lot on small inputs (cost.py
   has the figures): the operator is a compression of it.
 * ``materialized``: the true operator's Gram matrix, from the kernel's tap pairs (conv_gram.py),
-  certified by an eigensolver or Lanczos + Cholesky (materialize.py): within BNB_TOL of the truth.
+  certified by an eigensolver or Lanczos + Cholesky (materialize.py): within ~1e-8 of the truth.
 
-'auto' takes whichever the cost model predicts cheaper; when that is the embedding and its
-``gap`` to the lower estimate exceeds ``target`` (AUTO_TARGET, 0.5 %), it measures the
-materialised operator as well if that fits the device's tightening budget, and keeps the smaller
-certified figure.  Plus: power (power iteration on the true operator: an estimate from below, not
-certified) and, for average pooling with partial windows, schur.
+'auto' follows cost.plan: the materialised operator when it is predicted no slower, cheap in
+absolute terms, or needed because the embedding is forecast too loose (and it fits the tightening
+budget); else the embedding, and when its ``gap`` to the lower estimate exceeds ``target``
+(AUTO_TARGET, 0.5 %), the materialised operator as well if that fits the budget, keeping the
+smaller certified figure.  Plus: power (power iteration on the true operator: an estimate from
+below, not certified) and, for average pooling with partial windows, schur.
 
 ``estimate`` is Lanczos on the true operator, started from the embedding's top singular vector
 (a plane wave cropped to the input), so a dozen steps suffice; ``gap`` = value / estimate − 1
@@ -42,21 +43,28 @@ import math
 import time
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .blocks import PolyphaseKernel, embedding_period
-from .bnb import BNB_TOL, BlockSource, max_singular_value
+from .blocks import PolyphaseKernel
+from .bnb import BNB_TOL, max_singular_value
 from .conv_gram import ConvGram
+from .conv_operator import (_CONV, ConvOperator, _torch_pad, adjoint_conv_geometry, block_source,
+                            circulant_norm, circulant_sizes, conv_operator, group_kernel_matrices,
+                            kmat_multiplicity_bound, window_multiplicity)
 from .cost import (EIGEN_SIDE, OPERATOR_LANCZOS_STEPS, OPERATOR_LANCZOS_TOL, ConvShape, DeviceCosts, device_costs,
                    format_seconds, operator_gram_seconds, plan)
 from .dense import SVD_MARGIN, _gap, as_float64
+from .device import one_thread
 from .materialize import gram_norm, materialized_norm
 from .power import forward_and_adjoint, lanczos_operator, power_iteration
 from .result import NormResult
+
+# Re-exported: callers and tests import them from here.
+__all__ = ["AUTO_TARGET", "CONV_METHODS", "ConvOperator", "adjoint_conv_geometry", "avgpool_norm", "circulant_norm",
+           "circulant_sizes", "conv_norm", "conv_operator", "kmat_multiplicity_bound", "window_multiplicity"]
 
 CONV_METHODS = ("auto", "exact", "gram", "power", "frobenius")
 # 'auto' never settles for a figure more than this far above its lower estimate when a tighter
@@ -67,171 +75,11 @@ POWER_ITERATIONS = 50
 # most this many steps (each one forward and one adjoint), fewer once the Ritz value settles.
 WARM_STEPS = 12
 WARM_TOL = 1e-6
+# Below this many flops per pass, Lanczos steps (and the whole embedding, when predicted cheaper
+# than SMALL_WORK_S) run on one thread (device.one_thread says why).
+SMALL_PASS_FLOPS = 2e8
+SMALL_WORK_S = 0.1
 _FIGURES = {"auto": "bnb", "exact": "exact", "gram": "gram", "frobenius": "frobenius"}
-
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-@dataclass(frozen=True)
-class ConvOperator:
-    """The linear map of one convolution at one input size, as torch functions on batches."""
-
-    forward: Callable[[Tensor], Tensor]  # (B, *input_shape) -> (B, *output_shape)
-    input_shape: tuple[int, ...]  # (C, *spatial), no batch
-    output_shape: tuple[int, ...]
-    adjoint: Callable[[Tensor], Tensor] | None = None  # (B, *output_shape) -> (B, *input_shape)
-
-
-# ---------------------------------------------------------------------------------------------
-# The true operator
-
-
-def _torch_pad(begins, ends) -> list[int]:
-    """ONNX-style per-dimension (begin, end) amounts in F.pad's order: last dimension first."""
-    order = []
-    for begin, end in reversed(list(zip(begins, ends))):
-        order += [int(begin), int(end)]
-    return order
-
-
-def conv_operator(weight: Tensor, input_spatial: tuple[int, ...], *, strides, pads, dilations,
-                  groups: int = 1, transposed: bool = False, output_padding=None) -> ConvOperator:
-    """Build the convolution (or ConvTranspose) at this input size as a forward function.
-
-    ConvTranspose is the adjoint of the unpadded stride-s dilated convolution taken at the
-    "full" size F = s·(H−1) + d·(k−1) + 1, followed by dropping pad_begin outputs at the start
-    and pad_end at the end, then extending the end by output_padding (PyTorch and onnxruntime
-    put the extra outputs there; they hold the full result's values where it has any, else 0).
-    F.pad with negative amounts does the cropping.
-
-    ``adjoint`` is the transpose written out (conv_transpose for a Conv, conv for a
-    ConvTranspose, with the matching pads and crops), cheaper than autograd in a loop.
-    """
-    n = weight.ndim - 2
-    begins, ends = pads[:n], pads[n:]
-    conv, conv_t = _CONV[n], _CONV_TRANSPOSE[n]
-    if not transposed:
-        channels = weight.shape[1] * groups
-        padding = _torch_pad(begins, ends)
-        out = tuple((h + b + e - d * (k - 1) - 1) // s + 1 for h, b, e, k, s, d in
-                    zip(input_spatial, begins, ends, weight.shape[2:], strides, dilations))
-        # conv_transpose maps back onto (H_out − 1)·s + d·(k − 1) + 1 positions; the padded input
-        # has H + b + e, the difference (< s) is output_padding; then the pads are cropped.
-        extra = tuple(h + b + e - ((o - 1) * s + d * (k - 1) + 1) for h, b, e, o, k, s, d in
-                      zip(input_spatial, begins, ends, out, weight.shape[2:], strides, dilations))
-        crop = _torch_pad([-b for b in begins], [-e for e in ends])
-
-        def forward(x: Tensor) -> Tensor:
-            return conv(F.pad(x, padding), weight, stride=strides, dilation=dilations, groups=groups)
-
-        def adjoint(y: Tensor) -> Tensor:
-            full = conv_t(y, weight, stride=strides, dilation=dilations, groups=groups, output_padding=extra)
-            return F.pad(full, crop)
-
-        return ConvOperator(forward, (channels, *input_spatial), (weight.shape[0], *out), adjoint)
-
-    channels_out = weight.shape[1] * groups
-    extra = tuple(output_padding) if output_padding is not None else (0,) * n
-    crop = _torch_pad([-b for b in begins], [p - e for p, e in zip(extra, ends)])
-    uncrop = _torch_pad(begins, [e - p for p, e in zip(extra, ends)])
-
-    def forward(x: Tensor) -> Tensor:
-        full = conv_t(x, weight, stride=strides, dilation=dilations, groups=groups)
-        return F.pad(full, crop)
-
-    def adjoint(y: Tensor) -> Tensor:
-        # back onto the full result (outputs past it were zeros independent of x, so cropped)
-        return conv(F.pad(y, uncrop), weight, stride=strides, dilation=dilations, groups=groups)
-
-    out = tuple(s * (h - 1) + d * (k - 1) + 1 - b - e + p for h, b, e, p, k, s, d in
-                zip(input_spatial, begins, ends, extra, weight.shape[2:], strides, dilations))
-    return ConvOperator(forward, (weight.shape[0], *input_spatial), (channels_out, *out), adjoint)
-
-
-# ---------------------------------------------------------------------------------------------
-# Certified bounds from the kernel alone
-
-
-def window_multiplicity(kernel, strides, dilations) -> int:
-    """The most windows any input position falls in: Π ⌈k / (s / gcd(s, d))⌉.
-
-    Window j reads position j·s + d·t.  For a fixed position p the taps t that can reach it
-    satisfy d·t ≡ p (mod s); d·t mod s repeats with period s / gcd(s, d) in t, so at most
-    ⌈k / (s / gcd(s, d))⌉ taps (each with one j) reach p.  Dimensions multiply.
-    """
-    return math.prod(math.ceil(k / (s // math.gcd(s, d))) for k, s, d in zip(kernel, strides, dilations))
-
-
-def _group_kernel_matrices(weight: Tensor, groups: int) -> Tensor:
-    """(groups, C_out/g, C_in/g·Πk): the kernel of each group as the matrix applied to a patch."""
-    return weight.reshape(groups, weight.shape[0] // groups, -1)
-
-
-def kmat_multiplicity_bound(weight: Tensor, groups: int, strides, dilations) -> float:
-    """√multiplicity · max_g ‖K_g‖₂, valid at any input size and padding (no margin applied).
-
-    The output is K_mat · P(x) with P(x) the matrix of patches; ‖K P‖_F ≤ ‖K‖₂‖P‖_F and
-    ‖P(x)‖_F² ≤ multiplicity·‖x‖², since each input value sits in at most that many patches.
-    Groups are independent blocks, so the worst group decides.
-    """
-    mult = window_multiplicity(weight.shape[2:], strides, dilations)
-    top = torch.linalg.matrix_norm(_group_kernel_matrices(weight, groups), ord=2).max()
-    return math.sqrt(mult) * float(top)
-
-
-def circulant_sizes(input_spatial, pads, kernel, strides, dilations, *, keep_stride: bool = True) -> tuple[int, ...]:
-    """Period N per dimension of the circulant embedding (blocks.embedding_period; its docstring
-    proves the embedding).  ``keep_stride=False`` gives the stride-1 period H + b + e that ignores
-    the subsampling (the classical bound, which the polyphase one never exceeds at equal N)."""
-    n = len(input_spatial)
-    if keep_stride:
-        return tuple(embedding_period(input_spatial[i], pads[i], pads[n + i], kernel[i], strides[i], dilations[i])
-                     for i in range(n))
-    return tuple(embedding_period(input_spatial[i] + pads[i] + pads[n + i], 0, 0, kernel[i], 1, dilations[i])
-                 for i in range(n))
-
-
-def circulant_norm(weight: Tensor, input_spatial, pads, strides, dilations, groups: int, *, mode: str = "bnb",
-                   periods: tuple[int, ...] | None = None, tol: float = BNB_TOL):
-    """(BlockMax, PolyphaseKernel): the norm of the strided circulant embedding (margin applied).
-
-    ``weight`` float64.  mode as in bnb.max_singular_value; ``periods`` overrides N.
-    """
-    kernel = PolyphaseKernel.from_conv(weight, input_spatial, pads, strides, dilations, groups, periods)
-    return max_singular_value(_block_source(kernel), mode, tol=tol), kernel
-
-
-def _block_source(kernel: PolyphaseKernel) -> BlockSource:
-    return BlockSource(kernel.count, kernel.block_shape, kernel.left, kernel.gram, kernel.profile,
-                       lambda i: kernel.blocks(torch.tensor([i]))[0], kernel.weight.device, taps=kernel.taps)
-
-
-# ---------------------------------------------------------------------------------------------
-# Public entry points
-
-
-def adjoint_conv_geometry(spatial, pads, output_padding, kernel, strides, dilations):
-    """(input size, pads) of the Conv whose adjoint a ConvTranspose is, up to maps that keep the norm.
-
-    The ConvTranspose is P·Cᵀ (conv_operator): Cᵀ the adjoint of the unpadded convolution C at
-    the full size F = s·(H−1) + d·(k−1) + 1, then P keeps the full positions [b, F − max(0, e − p))
-    and appends max(0, p − e) zeros (b, e the pads, p the output padding).  So ‖ConvTranspose‖ =
-    ‖C·Sᵀ‖ with S that selection: C applied to L = F − b − max(0, e − p) values placed at offset b
-    — a Conv of input size L with pads (b, max(0, e − p)).  Per axis; axes are independent.
-    Returns None when some L ≤ 0 (every output is an appended zero: the zero map).
-    """
-    n = len(spatial)
-    sizes, begins, ends = [], [], []
-    for i in range(n):
-        full = strides[i] * (spatial[i] - 1) + dilations[i] * (kernel[i] - 1) + 1
-        end = max(0, pads[n + i] - output_padding[i])
-        sizes.append(full - pads[i] - end)
-        begins.append(pads[i])
-        ends.append(end)
-    if min(sizes) < 1:
-        return None
-    return tuple(sizes), tuple(begins + ends)
 
 
 @dataclass
@@ -304,7 +152,7 @@ def conv_norm(weight, input_spatial: tuple[int, ...], *, strides, pads, dilation
         w, input_spatial, strides, pads, dilations, groups, transposed, output_padding)
     mult = window_multiplicity(w.shape[2:], strides, dilations)
     frobenius = math.sqrt(mult) * float(
-        torch.linalg.matrix_norm(_group_kernel_matrices(w, groups), ord="fro").max()) * SVD_MARGIN
+        torch.linalg.matrix_norm(group_kernel_matrices(w, groups), ord="fro").max()) * SVD_MARGIN
     if transposed:
         geometry = adjoint_conv_geometry(spatial, pads, output_padding, w.shape[2:], strides, dilations)
         if geometry is None:
@@ -343,14 +191,16 @@ def _certified(layer: _Layer, method: str, costs: DeviceCosts, limit: int | None
         result = _materialized(layer, tol, steps, None)
         result.notes.insert(0, chosen.describe(costs))
         return result
-    result, vector = _embedding(layer, "bnb", tol, steps)
+    with one_thread(chosen.embedding_s < SMALL_WORK_S):
+        result, vector = _embedding(layer, "bnb", tol, steps)
     result.notes.insert(0, chosen.describe(costs))
     if result.gap is None or result.gap <= target:
         return result
     looseness = f"the {result.method} figure is {result.gap:.2%} above its lower estimate (target {target:.2%})"
     if not chosen.may_tighten:
-        why = "over the memory allowance" if chosen.materialized_s is None else \
-            f"predicted {format_seconds(chosen.materialized_s)}, over the {format_seconds(costs.tighten_budget_s)} budget"
+        why = "over the memory allowance" if chosen.materialized_s is None else (
+            f"predicted {format_seconds(chosen.materialized_s)}, over the "
+            f"{format_seconds(costs.tighten_budget_s)} budget")
         result.notes.append(f"{looseness}; the materialised operator was not tried: {why}")
         return result
     tighter = _materialized(layer, tol, steps, vector)
@@ -365,7 +215,7 @@ def _certified(layer: _Layer, method: str, costs: DeviceCosts, limit: int | None
 def _embedding(layer: _Layer, figure: str, tol: float, steps: int) -> tuple[NormResult, Tensor | None]:
     """The circulant embedding's bound (and the estimate's Ritz vector, for a later start)."""
     kernel = layer.polyphase
-    found = max_singular_value(_block_source(kernel), figure, tol=tol)
+    found = max_singular_value(block_source(kernel), figure, tol=tol)
     # "kmat": one block for every frequency, so no FFT and one dense norm.  For a 1×1 kernel with
     # stride 1 the operator is W applied at every pixel (I ⊗ W), norm ‖W‖₂ exactly; padding only
     # adds output pixels that read zeros.  With a stride the kept pixels are a subset: S·(I ⊗ W)
@@ -411,8 +261,9 @@ def _lanczos_estimate(layer: _Layer, start: Tensor | None, steps: int, tol: floa
     if start is None or float(torch.linalg.vector_norm(start)) == 0.0:
         generator = torch.Generator(device="cpu").manual_seed(0)
         start = torch.randn(operator.input_shape, generator=generator, dtype=torch.float64).to(layer.weight.device)
-    v = lanczos_operator(fast.forward, start.to(torch.float32)[None], steps=steps, tol=tol,
-                         adjoint=fast.adjoint, check_every=1 if steps <= WARM_STEPS else 4)
+    with one_thread(layer.shape.conv_flops < SMALL_PASS_FLOPS):
+        v = lanczos_operator(fast.forward, start.to(torch.float32)[None], steps=steps, tol=tol,
+                             adjoint=fast.adjoint, check_every=1 if steps <= WARM_STEPS else 4)
     v = v.to(torch.float64)
     with torch.no_grad():
         estimate = float(torch.linalg.vector_norm(operator.forward(v)) / torch.linalg.vector_norm(v))

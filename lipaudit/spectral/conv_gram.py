@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .device import one_thread
 from .materialize import GramSource
 
 # Up to this size, all tap-pair products come from one product of the reshaped kernel.
@@ -85,8 +86,8 @@ class ConvGram:
     """The Gram matrices (one per group) of a convolution's smaller side, built on demand.
 
     ``on_input``: AᵀA (input side) rather than AAᵀ.  ``side``: n = channels·positions per group,
-    laid out position-major (row p·c + channel).  ``inner``: the most products
-    summed into one entry.  ``pairs``: distinct tap pairs; ``scatters``: block additions.
+    laid out position-major (row p·c + channel).  ``inner``: the most products summed into one
+    entry.  ``tap_pairs``: the distinct tap pairs that occur; ``scatters``: block additions.
     """
 
     weight: Tensor  # (groups, C_out/g, C_in/g, taps) float64
@@ -184,11 +185,12 @@ class ConvGram:
         # product avoids gathering a copy per scatter (that copy alone cost more than the adds).
         ends = torch.cumsum(torch.bincount(self.pair, minlength=products.shape[0]), 0).tolist()
         start = 0
-        for k, end in enumerate(ends):
-            if end > start:
-                block = products[k].expand(end - start, *products[k].shape)
-                scatter_view.index_put_((self.a[start:end], self.b[start:end]), block, accumulate=True)
-            start = end
+        with one_thread():  # many small, memory-bound additions
+            for k, end in enumerate(ends):
+                if end > start:
+                    block = products[k].expand(end - start, *products[k].shape)
+                    scatter_view.index_put_((self.a[start:end], self.b[start:end]), block, accumulate=True)
+                start = end
         return gram.reshape(count, self.side, self.side)
 
     def profile(self) -> tuple[Tensor, Tensor]:

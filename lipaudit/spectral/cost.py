@@ -14,25 +14,33 @@ Two certified methods can measure a convolution at its input size (conv.py):
                 Cholesky certificate (an eigensolver up to EIGEN_SIDE): within ``tol`` of the true
                 norm, at O(n³) — milliseconds for n ≤ 1024, ~0.5 s at 4096, ~4 s at 8192 on 2 cores.
 
-'auto' takes the materialised operator first when it is predicted no slower than the embedding
-(or nearly free), else the embedding, and falls back to the materialised operator when the
-embedding's gap exceeds the target and the exact test fits the device's tightening budget.
+'auto' (``plan``) takes the materialised operator first when it is predicted no slower than the
+embedding, or cheap in absolute terms (``exact_floor_s``), or when the embedding is forecast to be
+too loose (``predicted_gap``) and the exact test fits the device's tightening budget; otherwise the
+embedding, replaced by the materialised operator afterwards if its measured gap exceeds the
+target and the exact test fits the budget.
 
-The predictions are flop and element counts times per-device constants.  The CPU table was
-calibrated by ``bench/calibrate_cost.py`` on the 2-core development machine (torch 2.13.0, two
-threads); its figures:
+The predictions are flop and element counts times per-device constants.  ``bench/calibrate_cost.py``
+measures them; on the 2-core development machine (torch 2.13.0; shared with other jobs, so the
+primitives were timed single-threaded on CPU time, best of three, and divided by the measured
+two-thread speed-up, ~1.8 for dense float64 work, ~1.3 for the memory-bound scatter):
 
-    GEMM (float64, batched, medium)   ~2.2e-11 s/flop  (~45 GFLOP/s)
-    Cholesky (float64, n³/3 flops)    ~2.5e-11 s/flop  (~40 GFLOP/s at n = 2048–8192)
-    eigensolver (float64)             ~3.5e-11 s per n³
-    conv passes (float32)             ~2.0e-11 s/flop  (~50 GFLOP/s)
-    Gram scatter (float64 elements)   ~4e-9 s/element
-    per frequency block (bnb)         ~2e-5 s
-    per call                          ~2e-3 s
+    primitive (single thread)            measured     CPU table (two threads)
+    GEMM, float64 batched 256³           2.2e-11 s/flop         1.2e-11
+    Cholesky, float64, n = 2048–4096     4.2e-11 s/flop         2.3e-11   (n³/3 flops)
+    eigensolver, float64, n = 256–1024   1.2e-10 s/n³           7.5e-11
+    conv passes, float32                 1.2e-11 s/flop         6.7e-12
+    Gram scatter, float64                6.0e-9 s/element       4.6e-9
+    per call / per tap pair / per block  5e-3 / 1e-4 / 1e-6 s (fitted on the grid of layers)
+
+Against whole methods on a grid of 20 layers (16–512 channels, 1×1 to 32×32 inputs, strides 1–2,
+depthwise 3×3 and 7×7) the predictions were within 0.6–2.3× of the measured times for dense
+kernels and within 3× for depthwise ones, which only has to order two methods that differ by far
+more (a wrong constant costs time, never soundness).
 
 The CUDA table is NOT calibrated (no GPU was lent when this was written): it scales the CPU
-figures by rough H100-class ratios and keeps the same budgets.  Both only order the methods and
-gate the tightening; a wrong constant costs time, never soundness.
+figures by rough H100-class ratios and keeps the same budgets.  Run the calibration script with
+``--device cuda`` where a GPU exists and replace it.
 """
 
 from __future__ import annotations
