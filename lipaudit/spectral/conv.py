@@ -54,8 +54,8 @@ from .conv_gram import ConvGram
 from .conv_operator import (_CONV, ConvOperator, _torch_pad, adjoint_conv_geometry, block_source,
                             circulant_norm, circulant_sizes, conv_operator, group_kernel_matrices,
                             kmat_multiplicity_bound, window_multiplicity)
-from .cost import (EIGEN_SIDE, OPERATOR_LANCZOS_STEPS, OPERATOR_LANCZOS_TOL, ConvShape, DeviceCosts, device_costs,
-                   format_seconds, operator_gram_seconds, plan)
+from .cost import (OPERATOR_LANCZOS_STEPS, OPERATOR_LANCZOS_TOL, ConvShape, DeviceCosts, device_costs,
+                   format_seconds, operator_gram_seconds, plan, uses_eigensolver)
 from .dense import SVD_MARGIN, _gap, as_float64
 from .device import one_thread
 from .materialize import gram_norm, materialized_norm
@@ -240,7 +240,7 @@ def _materialized(layer: _Layer, tol: float, steps: int, start: Tensor | None) -
     gram = ConvGram.build(layer.weight, layer.spatial, layer.pads, layer.strides, layer.dilations, layer.groups)
     side = "input" if gram.on_input else "output"
     estimate = None
-    if gram.side > EIGEN_SIDE:  # the certificate needs a sharp estimate: Lanczos to convergence
+    if not uses_eigensolver(gram.groups, gram.side):  # the certificate needs a sharp estimate
         estimate, _ = _lanczos_estimate(layer, start, max(steps, OPERATOR_LANCZOS_STEPS), OPERATOR_LANCZOS_TOL)
     found = gram_norm(gram.source(), tol=tol, estimate=estimate)
     estimate = found.lower if estimate is None else max(estimate, found.lower)

@@ -11,7 +11,7 @@ Two certified methods can measure a convolution at its input size (conv.py):
                 8×8, 9–13 % at 4×4, ~50 % at 2×2 and ~200 % at 1×1 (one tap of nine is live).
   materialized  the true operator's Gram matrix on its smaller side (n = channels·positions per
                 group), assembled from the kernel's tap pairs (conv_gram.py), then Lanczos and a
-                Cholesky certificate (an eigensolver up to EIGEN_SIDE): within ``tol`` of the true
+                Cholesky certificate (an eigensolver for small ones): within ~1e-8 of the true
                 norm, at O(n³) — milliseconds for n ≤ 1024, ~0.5 s at 4096, ~4 s at 8192 on 2 cores.
 
 'auto' (``plan``) takes the materialised operator first when it is predicted no slower than the
@@ -34,9 +34,10 @@ two-thread speed-up, ~1.8 for dense float64 work, ~1.3 for the memory-bound scat
     per call / per tap pair / per block  5e-3 / 1e-4 / 1e-6 s (fitted on the grid of layers)
 
 Against whole methods on a grid of 20 layers (16–512 channels, 1×1 to 32×32 inputs, strides 1–2,
-depthwise 3×3 and 7×7) the predictions were within 0.6–2.3× of the measured times for dense
-kernels and within 3× for depthwise ones, which only has to order two methods that differ by far
-more (a wrong constant costs time, never soundness).
+depthwise 3×3 and 7×7; single thread, CPU time) measured / predicted was 0.6–2.9 for the
+embedding on dense kernels (0.3–0.8 on depthwise ones) and 0.4–1.4 for the materialised operator
+— enough to order two methods that mostly differ by far more (a wrong constant costs time, never
+soundness).
 
 The CUDA table is NOT calibrated (no GPU was lent when this was written): it scales the CPU
 figures by rough H100-class ratios and keeps the same budgets.  Run the calibration script with
@@ -52,9 +53,16 @@ import torch
 
 from .blocks import PolyphaseKernel
 
-# Up to this Gram side the materialised operator goes through a symmetric eigensolver (exact);
-# above it, Lanczos + Cholesky (about 3× cheaper at 2048, and the gap grows with n).
+# Up to this Gram side, and this much work over all blocks (count·side³), the materialised
+# operator goes through a symmetric eigensolver (exact); above, Lanczos on the operator and one
+# Cholesky per block (about 3× cheaper at 2048, and for many blocks — a depthwise convolution's
+# groups — the Lanczos estimate is shared by all of them).
 EIGEN_SIDE = 1024
+EIGEN_WORK = 2**30
+
+
+def uses_eigensolver(count: int, side: int) -> bool:
+    return side <= EIGEN_SIDE and count * side**3 <= EIGEN_WORK
 # Lanczos on the true operator before the Cholesky certificate of a large Gram matrix: at most
 # this many steps, fewer once the Ritz value moves by less than the tolerance (relative).  Stopping
 # at 1e-6 per step left estimates 3e-4 low on a 64-channel 8×8 layer (top gap 8e-4); 80 steps
@@ -85,13 +93,14 @@ class DeviceCosts:
     tighten_budget_s: float  # 'auto' may spend this long on the exact test when the embedding is too loose
     exact_budget_s: float  # 'exact' materialises the operator up to this predicted time
     exact_floor_s: float  # below this, the exact test is taken even when the embedding is cheaper
+    tie_s: float  # the exact test is taken when it costs at most this more than the embedding
     gram_bytes: int  # the largest single Gram matrix materialised
 
 
 CPU_COSTS = DeviceCosts(
     name="cpu", calibrated=True, call_s=5e-3, gemm_s=1.2e-11, cholesky_s=2.3e-11, eigen_s=7.5e-11,
     conv_s=6.7e-12, scatter_s=4.6e-9, pair_s=1e-4, block_s=1e-6, survivors=8, tighten_budget_s=2.0,
-    exact_budget_s=60.0, exact_floor_s=0.5, gram_bytes=1024 * 2**20)
+    exact_budget_s=60.0, exact_floor_s=0.5, tie_s=0.01, gram_bytes=1024 * 2**20)
 
 # Uncalibrated: an H100-class GPU taken as ~20× the 2-core CPU on dense float64 work, ~50× on
 # float32 convolutions, with a launch-bound floor per call, per tap pair and per block.
@@ -198,7 +207,7 @@ def materialized_seconds(shape: ConvShape, costs: DeviceCosts) -> float | None:
     products = shape.taps**2 if 4 * pairs >= shape.taps**2 else pairs  # conv_gram: one GEMM for all pairs
     build = g * (products * 2 * long * channels**2 * costs.gemm_s + scatters * channels**2 * costs.scatter_s)
     build += pairs * costs.pair_s
-    if n <= EIGEN_SIDE:
+    if uses_eigensolver(g, n):
         certify = g * n**3 * costs.eigen_s
     else:
         certify = g * (n**3 / 3 * costs.cholesky_s + 2 * _LANCZOS_STEPS / 4 * n * n * costs.gemm_s)
@@ -211,7 +220,7 @@ def operator_gram_seconds(n: int, costs: DeviceCosts) -> float:
     such as one channel of an average pool, whose passes cost little next to the certificate)."""
     if 8 * n * n > costs.gram_bytes:
         return math.inf
-    certify = n**3 * costs.eigen_s if n <= EIGEN_SIDE else n**3 / 3 * costs.cholesky_s + 40 * n * n * costs.gemm_s
+    certify = n**3 * costs.eigen_s if uses_eigensolver(1, n) else n**3 / 3 * costs.cholesky_s + 40 * n * n * costs.gemm_s
     return costs.call_s + n * n * costs.scatter_s + certify
 
 
@@ -249,16 +258,18 @@ class Plan:
 
 def plan(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCosts, *, target: float, estimate: bool,
          budget: float | None = None) -> Plan:
-    """Materialise first when that is predicted no slower than the embedding (or nearly free), or
-    when the embedding is forecast too loose and the exact test fits ``budget`` (default: the
-    tightening budget); else the embedding, tightened afterwards if its measured gap asks for it
-    and the budget allows."""
+    """Materialise first when that is predicted no slower than the embedding (within ``tie_s``),
+    cheap in absolute terms (``exact_floor_s``) while the embedding is not exact by construction
+    (a forecast gap of 0: 1×1 kernels, disjoint windows), or when the embedding is forecast too
+    loose and the exact test fits ``budget`` (default: the tightening budget); else the
+    embedding, tightened afterwards if its measured gap asks for it and the budget allows."""
     embedding_s = embedding_seconds(shape, kernel, costs, estimate=estimate)
     materialized_s = materialized_seconds(shape, costs)
     gap = predicted_gap(shape)
     budget = costs.tighten_budget_s if budget is None else budget
     affordable = materialized_s is not None and materialized_s <= budget
-    first = materialized_s is not None and (materialized_s <= max(embedding_s, costs.exact_floor_s)
+    first = materialized_s is not None and (materialized_s <= embedding_s + costs.tie_s
+                                            or (gap > 0 and materialized_s <= costs.exact_floor_s)
                                             or (affordable and gap > target))
     return Plan(embedding_s, materialized_s, gap, first, affordable)
 

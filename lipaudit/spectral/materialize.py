@@ -6,9 +6,9 @@ convolutions) or from pushing chunks of basis vectors through the operator and i
 (``operator_gram``, for anything else linear, e.g. an average pool with partial windows).
 
 σ_max² = λ_max(G) is then certified by
-  * a symmetric eigensolver up to EIGEN_SIDE (backward stable: ~n²·u·‖G‖, which the margin
-    covers), blocks whose ‖A‖_F is already below the best value skipped;
-  * above it, a Cholesky certificate that λ_max(G) < (L·(1 + tol))² for a lower estimate L:
+  * a symmetric eigensolver for small ones (cost.uses_eigensolver; backward stable: ~n²·u·‖G‖,
+    which the margin covers), blocks whose ‖A_b‖_F is already below the best value skipped;
+  * otherwise a Cholesky certificate that λ_max(G) < (L·(1 + tol))² for a lower estimate L:
     within ``tol`` of the exact figure at a third of the eigensolver's cost.  L best comes from
     the caller — Lanczos on the convolution itself costs a few convolutions per step instead of
     an n² pass over G, and 80 steps reach ~1e-12 on convolutions' clustered spectra.
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .bnb import BNB_TOL, LANCZOS_LONG, certify_below, lanczos_top, rounding_margin
-from .cost import EIGEN_SIDE
+from .cost import uses_eigensolver
 from .power import forward_and_adjoint
 
 # Memory for one chunk of basis vectors pushed through the operator (input and output copies).
@@ -75,7 +75,7 @@ def gram_norm(source: GramSource, *, tol: float = BNB_TOL, estimate: float | Non
     """
     if source.count == 0 or source.side == 0:
         return GramNorm(0.0, 0.0)
-    if source.side <= EIGEN_SIDE:
+    if uses_eigensolver(source.count, source.side):
         return _eigen_norm(source)
     return _cholesky_norm(source, estimate, tol)
 

@@ -101,7 +101,7 @@ def test_a_loose_embedding_is_tightened_when_the_forecast_missed_it(monkeypatch)
     weight = np.random.default_rng(2).standard_normal((8, 8, 3, 3))
     kwargs = dict(strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1))
     truth = top_singular_value(torch_matrix(weight, (4, 4), (1, 1), (1, 1, 1, 1), (1, 1), 1))
-    result = conv_norm(weight, (4, 4), **kwargs, costs=replace(CPU_COSTS, exact_floor_s=0.0, call_s=1.0))
+    result = conv_norm(weight, (4, 4), **kwargs, costs=replace(CPU_COSTS, eigen_s=1e-7))  # ~0.2 s
     assert result.method == "materialized"
     assert any("measured the materialised operator" in note for note in result.notes), result.notes
     assert truth <= result.value <= truth * (1 + 1e-5)
@@ -179,3 +179,17 @@ def test_the_plan_never_materialises_past_the_memory_allowance():
     big = ConvShape(64, 64, 1, (3, 3), (64, 64), (1, 1, 1, 1), (1, 1), (1, 1))
     assert cost.materialized_seconds(big, CPU_COSTS) is None
     assert cost.materialized_seconds(big, replace(CPU_COSTS, gram_bytes=2**40)) > 60
+
+
+def test_many_groups_share_one_estimate_and_take_a_cholesky_each():
+    # 6 depthwise groups of side 576: past the eigensolver's work limit, so Lanczos on the whole
+    # convolution gives the estimate and every group's Gram matrix gets a Cholesky certificate.
+    weight = np.random.default_rng(9).standard_normal((6, 1, 3, 3))
+    kwargs = dict(strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), groups=6)
+    assert not cost.uses_eigensolver(6, 576)
+    truth = max(top_singular_value(torch_matrix(weight[g:g + 1], (24, 24), (1, 1), (1, 1, 1, 1), (1, 1), 1))
+                for g in range(6))
+    result = conv_norm(weight, (24, 24), **kwargs, method="exact")
+    assert result.method == "materialized"
+    assert any("Cholesky" in note for note in result.notes), result.notes
+    assert truth <= result.value <= truth * (1 + 1e-6)
