@@ -25,6 +25,7 @@ at the CPU seconds printed next to them.
 
 Usage:  python bench/model_norms.py [--mode norms|audit] [--models NAME[@SIZE] ...] [--skip-fft] [--skip-power]
                                     [--layers] [--json FILE] [--lipaudit-root DIR] [--threads N]
+                                    [--from-json FILE ...]
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def parse_args():
     parser.add_argument("--layers", action="store_true", help="print every layer")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--lipaudit-root", type=Path, help="import lipaudit from this checkout")
+    parser.add_argument("--from-json", nargs="*", type=Path, help="print the table of earlier --json files instead")
     parser.add_argument("--threads", type=int, help="torch threads (on a shared machine, 1 thread and the CPU "
                                                     "seconds are the steadier figure)")
     return parser.parse_args()
@@ -101,7 +103,8 @@ def summarise(name: str, size: int, rows: list[dict]) -> dict:
     loose = [r for r in rows if r["gap"] is not None and r["gap"] > TARGET]
     summary = dict(model=name, size=size, layers=len(rows), certified=all(r["certified"] for r in rows),
                    t_auto=sum(r["t_auto"] for r in rows), cpu_auto=sum(r["cpu_auto"] for r in rows),
-                   t_power=sum(r["t_power"] for r in rows), t_fft=sum(r["t_fft"] for r in rows), methods=methods,
+                   t_power=sum(r["t_power"] for r in rows), t_fft=sum(r["t_fft"] for r in rows),
+                   cpu_power=sum(r["cpu_power"] for r in rows), cpu_fft=sum(r["cpu_fft"] for r in rows), methods=methods,
                    above_target=len(loose), max_gap=max((r["gap"] or 0.0) for r in rows),
                    slowest=sorted(((r["t_auto"], r["name"], r["method"]) for r in rows), reverse=True)[:3])
     if not ARGS.skip_power:
@@ -114,9 +117,9 @@ def summarise(name: str, size: int, rows: list[dict]) -> dict:
 
 
 def print_table(summaries: list[dict]) -> None:
-    header = (f"{'model':>20} | {'convs':>5} | {'auto s':>7} {'cpu s':>7} | {'power s':>7} {'fft s':>7} | "
-              f"{'auto/power (min med max)':>25} | {'auto/fft (min med max)':>23} | {'>0.5%':>5} {'max gap':>8} | "
-              f"methods")
+    header = (f"{'model':>20} | {'convs':>5} | {'wall s: auto':>12} {'power':>7} {'fft':>7} | {'cpu s: auto':>11} "
+              f"{'power':>7} {'fft':>7} | {'auto/power (min med max)':>25} | {'auto/fft (min med max)':>23} | "
+              f"{'>0.5%':>5} {'max gap':>8} | methods")
     print(header)
     print("-" * len(header))
     for s in summaries:
@@ -124,9 +127,9 @@ def print_table(summaries: list[dict]) -> None:
         ratio_p = f"{p['min']:.4f} {p['median']:.4f} {p['max']:.4f}" if p else "-"
         ratio_f = f"{f['min']:.4f} {f['median']:.4f} {f['max']:.4f}" if f else "-"
         methods = ", ".join(f"{k} {v}" for k, v in sorted(s["methods"].items(), key=lambda kv: -kv[1]))
-        print(f"{s['model'] + '@' + str(s['size']):>20} | {s['layers']:>5} | {s['t_auto']:7.2f} {s['cpu_auto']:7.2f} | "
-              f"{s['t_power']:7.2f} {s['t_fft']:7.2f} | {ratio_p:>25} | {ratio_f:>23} | {s['above_target']:>5} "
-              f"{s['max_gap']:8.2%} | {methods}", flush=True)
+        print(f"{s['model'] + '@' + str(s['size']):>20} | {s['layers']:>5} | {s['t_auto']:12.2f} {s['t_power']:7.2f} "
+              f"{s['t_fft']:7.2f} | {s['cpu_auto']:11.2f} {s['cpu_power']:7.2f} {s['cpu_fft']:7.2f} | {ratio_p:>25} | "
+              f"{ratio_f:>23} | {s['above_target']:>5} {s['max_gap']:8.2%} | {methods}", flush=True)
 
 
 def run_audit(name: str, size: int, directory: Path) -> dict:
@@ -153,6 +156,10 @@ def main() -> None:
           f"{Path(lipaudit.__file__).resolve().parent}")
     runs = [(spec.split("@")[0], int(spec.split("@")[1])) for spec in ARGS.models]
     results = []
+    if ARGS.from_json:  # the table again, from earlier --json files of the norms mode
+        print_table([summarise(r["summary"]["model"], r["summary"]["size"], r["rows"])["summary"]
+                     for path in ARGS.from_json for r in json.loads(path.read_text())])
+        return
     if ARGS.mode == "norms":
         warm_up()
         for name, size in runs:
@@ -174,6 +181,7 @@ def main() -> None:
                       f"complete {result['complete']}; timings: {timings}", flush=True)
     if ARGS.json:
         ARGS.json.write_text(json.dumps(results, indent=1, default=str))
+
 
 
 if __name__ == "__main__":
