@@ -177,7 +177,7 @@ class C2f(nn.Module):
         self.m = nn.ModuleList(Bottleneck(self.c, shortcut) for _ in range(n))
 
     def forward(self, x):
-        y = list(self.cv1(x).chunk(2, 1))
+        y = list(self.cv1(x).split((self.c, self.c), 1))  # as ultralytics writes it (Split; chunk exports Shape)
         for block in self.m:
             y.append(block(y[-1]))
         return self.cv2(torch.cat(y, 1))

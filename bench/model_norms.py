@@ -176,9 +176,10 @@ def main() -> None:
                 results.append(result)
                 timings = ", ".join(f"{k} {v:.1f}" for k, v in (result["timings"] or {}).items()
                                     if isinstance(v, (int, float)))
+                bound = "none" if result["upper_bound"] is None else f"{result['upper_bound']:.4g}"
                 print(f"{name + '@' + str(size):>20}: audit {result['seconds']:7.1f} s (cpu {result['cpu']:.1f} s), "
-                      f"bound {result['upper_bound']:.4g}, certified {result['certified']}, "
-                      f"complete {result['complete']}; timings: {timings}", flush=True)
+                      f"bound {bound}, certified {result['certified']}, complete {result['complete']}; "
+                      f"timings: {timings}", flush=True)
     if ARGS.json:
         ARGS.json.write_text(json.dumps(results, indent=1, default=str))
 

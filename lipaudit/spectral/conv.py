@@ -168,8 +168,9 @@ def conv_norm(weight, input_spatial: tuple[int, ...], *, strides, pads, dilation
         estimate = _operator_power(layer.operator, device, max(1, power_iterations))
         result = NormResult(estimate, "power", False, estimate=estimate, frobenius=frobenius)
     else:
-        result = _certified(layer, method, costs or device_costs(device), materialize_limit, power_iterations,
-                            tol, target)
+        with one_thread(small=False):  # one thread only if other processes share the cores
+            result = _certified(layer, method, costs or device_costs(device), materialize_limit,
+                                power_iterations, tol, target)
         result.frobenius = frobenius
     result.seconds = time.perf_counter() - started
     return result

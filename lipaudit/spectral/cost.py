@@ -12,7 +12,7 @@ Two certified methods can measure a convolution at its input size (conv.py):
   materialized  the true operator's Gram matrix on its smaller side (n = channels·positions per
                 group), assembled from the kernel's tap pairs (conv_gram.py), then Lanczos and a
                 Cholesky certificate (an eigensolver for small ones): within ~1e-8 of the true
-                norm, at O(n³) — milliseconds for n ≤ 1024, ~0.5 s at 4096, ~4 s at 8192 on 2 cores.
+                norm, at O(n³) — milliseconds for n ≤ 1024, ~0.5 s at 4096, ~3 s at 8192 on 2 cores.
 
 'auto' (``plan``) takes the materialised operator first when it is predicted no slower than the
 embedding, or cheap in absolute terms (``exact_floor_s``), or when the embedding is forecast to be

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .bnb import BNB_TOL, LANCZOS_LONG, certify_below, lanczos_top, rounding_margin
 from .cost import uses_eigensolver
+from .device import one_thread
 from .power import forward_and_adjoint
 
 # Memory for one chunk of basis vectors pushed through the operator (input and output copies).
@@ -40,6 +41,10 @@ EIGEN_MARGIN = 1e-9
 # to the eigensolver.
 FIRST_STEP = 1e-2
 ESCALATION_LIMIT = 1e-2
+# Up to this side a Cholesky factorisation runs on one thread (device.one_thread): on a loaded
+# 2-core machine, n = 1024 took 0.04 s on one thread and 0.12 s on two; from n ≈ 4096 on, two
+# threads pay on a machine of one's own.
+SMALL_CHOLESKY_SIDE = 2048
 
 
 @dataclass(frozen=True)
@@ -117,13 +122,15 @@ def _cholesky_norm(source: GramSource, estimate: float | None, tol: float) -> Gr
         step = tol * FIRST_STEP
         while pending.numel() and step <= ESCALATION_LIMIT:
             mu = (best * (1 + step)) ** 2
-            ok = certify_below(grams if pending.numel() == grams.shape[0] else grams[pending], mu)
+            with one_thread(side <= SMALL_CHOLESKY_SIDE):
+                ok = certify_below(grams if pending.numel() == grams.shape[0] else grams[pending], mu)
             if ok.any():
                 figure = max(figure, math.sqrt(mu))
                 _count(notes, f"certified: Cholesky at +{step:.0e}", int(ok.sum()))
             pending, step = pending[~ok], step * 100
         if pending.numel():
-            top = torch.linalg.eigvalsh(grams[pending])[:, -1].clamp_min(0.0).sqrt()
+            with one_thread():
+                top = torch.linalg.eigvalsh(grams[pending])[:, -1].clamp_min(0.0).sqrt()
             figure, best = max(figure, float(top.max())), max(best, float(top.max()))
             _count(notes, "exact: eigensolver", pending.numel())
     summary = ", ".join(f"{v} {k}" for k, v in notes.items())
@@ -148,7 +155,10 @@ def _eigen_norm(source: GramSource) -> GramNorm:
         index = index[frobenius[index] > best]
         if index.numel() == 0:
             break
-        top = torch.linalg.eigvalsh(source.gram(index))[:, -1]
+        # LAPACK's eigensolver gains little from a second thread and suffers badly when the cores
+        # are shared (32 Gram matrices of side 256: 0.2 s on one thread, up to 8 s on two).
+        with one_thread():
+            top = torch.linalg.eigvalsh(source.gram(index))[:, -1]
         best = max(best, math.sqrt(max(float(top.max()), 0.0)))
         solved += index.numel()
     return GramNorm(best * (1 + margin), best, [f"eigensolver on {solved} of {source.count} Gram matrix(es) "
