@@ -242,6 +242,12 @@ def predicted_gap(shape: ConvShape) -> float:
     return (0.3 + 0.35 / channels) * spread
 
 
+# The forecast skips the embedding only when it is this many times over the target: the measured
+# gap was 0.4–1 times the forecast, and a wrong skip costs a materialisation (up to seconds)
+# where running the embedding first costs milliseconds.
+FORECAST_MARGIN = 3.0
+
+
 @dataclass(frozen=True)
 class Plan:
     """What 'auto' does with one convolution, and why."""
@@ -263,9 +269,10 @@ def plan(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCosts, *, targe
          budget: float | None = None) -> Plan:
     """Materialise first when that is predicted no slower than the embedding (within ``tie_s``),
     cheap in absolute terms (``exact_floor_s``) while the embedding is not exact by construction
-    (a forecast gap of 0: 1×1 kernels, disjoint windows), or when the embedding is forecast too
-    loose and the exact test fits ``budget`` (default: the tightening budget); else the
-    embedding, tightened afterwards if its measured gap asks for it and the budget allows."""
+    (a forecast gap of 0: 1×1 kernels, disjoint windows), or when the embedding is forecast far
+    too loose (FORECAST_MARGIN) and the exact test fits ``budget`` (default: the tightening
+    budget); else the embedding, tightened afterwards if its measured gap asks for it and the
+    budget allows."""
     embedding_s = embedding_seconds(shape, kernel, costs, estimate=estimate)
     materialized_s = materialized_seconds(shape, costs)
     gap = predicted_gap(shape)
@@ -273,7 +280,7 @@ def plan(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCosts, *, targe
     affordable = materialized_s is not None and materialized_s <= budget
     first = materialized_s is not None and (materialized_s <= embedding_s + costs.tie_s
                                             or (gap > 0 and materialized_s <= costs.exact_floor_s)
-                                            or (affordable and gap > target))
+                                            or (affordable and gap > FORECAST_MARGIN * target))
     return Plan(embedding_s, materialized_s, gap, first, affordable)
 
 
