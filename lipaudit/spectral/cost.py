@@ -220,11 +220,12 @@ def materialized_seconds(shape: ConvShape, costs: DeviceCosts) -> float | None:
 
 def operator_gram_seconds(n: int, costs: DeviceCosts) -> float:
     """Predicted seconds to certify an n×n Gram matrix built from basis vectors (a cheap operator,
-    such as one channel of an average pool, whose passes cost little next to the certificate)."""
+    such as one channel of an average pool): the basis passes move ~8 arrays of n² numbers, then
+    the eigensolver or one Cholesky factorisation."""
     if 8 * n * n > costs.gram_bytes:
         return math.inf
-    certify = n**3 * costs.eigen_s if uses_eigensolver(1, n) else n**3 / 3 * costs.cholesky_s + 40 * n * n * costs.gemm_s
-    return costs.call_s + n * n * costs.scatter_s + certify
+    certify = n**3 * costs.eigen_s if uses_eigensolver(1, n) else n**3 / 3 * costs.cholesky_s
+    return costs.call_s + 8 * n * n * costs.scatter_s + certify
 
 
 def predicted_gap(shape: ConvShape) -> float:
