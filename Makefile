@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench clean samples
+.PHONY: install test test-slow demo bench bench-models bench-calibrate clean samples
 
 install: $(STAMP)
 
@@ -28,6 +28,14 @@ samples: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/conv_norms.py
+
+# Whole backbones at the sizes users train them at: auto vs power iteration vs exact FFT.
+bench-models: $(STAMP)
+	$(PY) bench/model_norms.py
+
+# The convolution cost model's constants on this machine (see lipaudit/spectral/cost.py).
+bench-calibrate: $(STAMP)
+	$(PY) bench/calibrate_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

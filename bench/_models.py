@@ -2,8 +2,9 @@
 
 ResNet-50 (v1.5: the stride sits in the 3×3 convolution of each bottleneck) with Kaiming-normal
 weights and BatchNorm statistics calibrated on random images (train-mode forward passes with a
-cumulative average), then random affine parameters around 1, as a trained network has them;
-the folded convolutions (W·γ/√(var+ε)) are what lipaudit measures after its fold pass.
+cumulative average), then random affine parameters around 1, as a trained network has them
+(``initialise``, shared with bench/_zoo.py); the folded convolutions (W·γ/√(var+ε)) are what
+lipaudit measures after its fold pass.
 """
 
 from __future__ import annotations
@@ -67,7 +68,16 @@ class ResNet50(nn.Module):
 def resnet50(seed: int = 0, calibration_batches: int = 2, batch: int = 2, size: int = 224) -> ResNet50:
     """A ResNet-50 in eval mode with Kaiming weights and realistic BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = ResNet50()
+    # the last BN of a residual branch is small in trained ResNets
+    return initialise(ResNet50(), size, seed=seed, calibration_batches=calibration_batches, batch=batch,
+                      shrink=lambda name: name.endswith("bn3"))
+
+
+def initialise(model: nn.Module, size: int, *, seed: int = 0, calibration_batches: int = 2, batch: int = 2,
+               shrink=lambda name: False) -> nn.Module:
+    """Kaiming-normal convolutions, BatchNorm statistics calibrated on random images (train-mode
+    passes with a cumulative average), then random affine parameters around 1 (× 0.3 where
+    ``shrink(name)``), as a trained network has them.  Returns the model in eval mode."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -82,7 +92,7 @@ def resnet50(seed: int = 0, calibration_batches: int = 2, batch: int = 2, size: 
         if isinstance(module, nn.BatchNorm2d):
             n = module.num_features
             gamma = 1.0 + 0.25 * torch.randn(n, generator=generator)
-            if name.endswith("bn3"):  # the last BN of a residual branch is small in trained ResNets
+            if shrink(name):
                 gamma = gamma * 0.3
             module.weight.data = gamma
             module.bias.data = 0.1 * torch.randn(n, generator=generator)
@@ -101,23 +111,40 @@ class ConvLayer:
 
 
 def folded_convs(model: nn.Module, size: int = 224) -> list[ConvLayer]:
-    """Every Conv2d with the BatchNorm that follows it folded in, and its input size."""
+    """Every Conv2d, with the BatchNorm that reads its output folded in (as lipaudit's fold pass
+    does), and its input size.  The pairs are found by tracing one forward pass."""
     shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(inp[0].shape[2:])))
-             for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    produced: dict[int, str] = {}  # id of a conv's output tensor -> the conv's name
+    folded: dict[str, nn.BatchNorm2d] = {}
+
+    def conv_hook(name):
+        def hook(module, inputs, output):
+            shapes[name] = tuple(inputs[0].shape[2:])
+            produced[id(output)] = name
+        return hook
+
+    def bn_hook(module, inputs, output):
+        name = produced.get(id(inputs[0]))
+        if name is not None:
+            folded[name] = module
+
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            hooks.append(module.register_forward_hook(conv_hook(name)))
+        elif isinstance(module, nn.BatchNorm2d):
+            hooks.append(module.register_forward_hook(bn_hook))
     with torch.no_grad():
         model(torch.zeros(1, 3, size, size))
     for hook in hooks:
         hook.remove()
-    modules = dict(model.named_modules())
     layers = []
-    for name, conv in modules.items():
-        if not isinstance(conv, nn.Conv2d):
+    for name, conv in model.named_modules():
+        if not isinstance(conv, nn.Conv2d) or name not in shapes:
             continue
-        bn_name = name[:-1] + "1" if name.endswith("downsample.0") else name.replace("conv", "bn")
-        bn = modules.get(bn_name)
         weight = conv.weight.detach().clone()
-        if isinstance(bn, nn.BatchNorm2d):
+        bn = folded.get(name)
+        if bn is not None:
             scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
             weight = weight * scale.reshape(-1, 1, 1, 1)
         pad = conv.padding

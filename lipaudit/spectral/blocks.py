@@ -311,8 +311,8 @@ class PolyphaseKernel:
         object.__setattr__(self, "_autocorrelation_cache", result)
         return result
 
-    def _use_autocorrelation(self) -> bool:
-        """Whether the autocorrelation route to the Gram matrices is the cheaper one (flop count)."""
+    def gram_flops(self) -> tuple[int, int]:
+        """Flops to form every block's Gram matrix (through the autocorrelation, through the blocks)."""
         m, n = self.block_shape
         side, long = min(m, n), max(m, n)
         pairs = self._pairs()
@@ -321,7 +321,12 @@ class PolyphaseKernel:
         through_pairs = self.groups * (npairs * 2 * side * side * inner
                                        + self.frequencies * len(pairs) * 4 * side * side)
         per_block = (2 if self.is_real else 8) * side * side * long + 8 * self.taps * side * long
-        return through_pairs < self.count * per_block
+        return through_pairs, self.count * per_block
+
+    def _use_autocorrelation(self) -> bool:
+        """Whether the autocorrelation route to the Gram matrices is the cheaper one (flop count)."""
+        through_pairs, through_blocks = self.gram_flops()
+        return through_pairs < through_blocks
 
     def gram(self, index: Tensor) -> Tensor:
         """Gram matrices (len, side, side) of the blocks at flat indices (frequency·groups + group).

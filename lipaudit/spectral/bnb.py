@@ -66,11 +66,12 @@ UNIT_ROUNDOFF = 2.0**-53
 PROJECT_MARGIN = 1e-6
 
 
-def rounding_margin(n: int, m: int, taps: int = 1) -> float:
-    """Relative margin on σ_max covering the float64 rounding of the certified figures (see above)."""
+def rounding_margin(n: int, m: int, taps: int = 1, floor: float = PROJECT_MARGIN) -> float:
+    """Relative margin on σ_max covering the float64 rounding of the certified figures (see above),
+    at least ``floor``."""
     r = min(n, m)
     rel = 16 * UNIT_ROUNDOFF * ((n + 2) ** 2 + (m + taps + 10) * taps * r + (taps + 8) * math.sqrt(taps * r))
-    return max(PROJECT_MARGIN, rel)
+    return max(floor, rel)
 
 
 @dataclass

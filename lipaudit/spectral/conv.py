@@ -3,278 +3,309 @@
 A convolution's norm depends on the input size, padding, stride, dilation and groups, so every
 figure here is for the operator at a given input size (DESIGN.md §4).  Layouts follow ONNX:
 Conv weight (C_out, C_in/g, *k), ConvTranspose weight (C_in, C_out/g, *k), pads
-(begin_1..begin_N, end_1..end_N).  Bias is an affine offset and never matters.
+(begin_1..begin_N, end_1..end_N).  Bias is an affine offset and never matters.  A ConvTranspose
+is measured as the Conv it is the adjoint of (``adjoint_conv_geometry``: same norm, exactly).
 
-The certified figure is the norm of a circulant embedding that keeps the stride (blocks.py: the
-zero-padded convolution embeds with no wrap-around in an N-periodic one with s | N, whose
-polyphase frequency blocks give its norm exactly), computed over the blocks by bnb.py.
-The result's ``method`` is '<embedding>-<figure>':
-  embedding  fft        stride 1: the kernel's DFT blocks, C_out × C_in/g (Sedghi et al. 2019);
-             polyphase  stride > 1: polyphase blocks C_out × C_in/g·s^D (Senderovich et al. 2022),
-                        exact for the strided circulant, so the stride is not thrown away;
-             kmat       every frequency gives the same block (1×1 kernels, stride ≥ kernel span):
-                        no FFT, the reshaped kernel's norm, once;
-  figure     bnb        'auto': branch and bound over the blocks, within BNB_TOL of 'exact';
-             exact      every block through a Hermitian eigensolver;
-             gram       Gram iteration per block (blocks leave once below the lower estimate);
-             frobenius  Frobenius norm per block (loose).
-Plus: materialized (exact σ_max of the operator's Gram matrix, for small operators), power
-(power iteration on the true operator: an estimate from below, not certified) and, for average
-pooling with partial windows, schur.
+Two certified figures, chosen per layer by a cost model (cost.py) for 'auto':
+
+* the circulant embedding that keeps the stride (blocks.py: the zero-padded convolution embeds
+  with no wrap-around in an N-periodic one with s | N, whose polyphase frequency blocks give its
+  norm exactly), computed over the blocks by bnb.py.  ``method`` '<embedding>-<figure>':
+    embedding  fft        stride 1: the kernel's DFT blocks, C_out × C_in/g (Sedghi et al. 2019);
+               polyphase  stride > 1: polyphase blocks C_out × C_in/g·s^D (Senderovich et al. 2022),
+                          exact for the strided circulant, so the stride is not thrown away;
+               kmat       every frequency gives the same block (1×1 kernels, stride ≥ kernel span):
+                          no FFT, the reshaped kernel's norm, once;
+    figure     bnb        'auto': branch and bound over the blocks, within BNB_TOL of 'exact';
+               exact      every block through a Hermitian eigensolver;
+               gram       Gram iteration per block (blocks leave once below the lower estimate);
+               frobenius  Frobenius norm per block (loose).
+  The circulant's norm can exceed the zero-padded operator's by a lot on small inputs (cost.py
+  has the figures): the operator is a compression of it.
+* ``materialized``: the true operator's Gram matrix, from the kernel's tap pairs (conv_gram.py),
+  certified by an eigensolver or Lanczos + Cholesky (materialize.py): within ~1e-8 of the truth.
+
+'auto' follows cost.plan: the materialised operator when it is predicted no slower, cheap in
+absolute terms, or needed because the embedding is forecast too loose (and it fits the tightening
+budget); else the embedding, and when its ``gap`` to the lower estimate exceeds ``target``
+(AUTO_TARGET, 0.5 %), the materialised operator as well if that fits the budget, keeping the
+smaller certified figure.  Plus: power (power iteration on the true operator: an estimate from
+below, not certified) and, for average pooling with partial windows, schur.
 
 ``estimate`` is Lanczos on the true operator, started from the embedding's top singular vector
 (a plane wave cropped to the input), so a dozen steps suffice; ``gap`` = value / estimate − 1
-bounds how far the certified figure can be from the truth.
+bounds how far the certified figure can be from the truth.  ``seconds`` is the wall time spent.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+import time
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .blocks import PolyphaseKernel, embedding_period
-from .bnb import BNB_TOL, BlockSource, max_singular_value
+from .blocks import PolyphaseKernel
+from .bnb import BNB_TOL, max_singular_value
+from .conv_gram import ConvGram
+from .conv_operator import (_CONV, ConvOperator, _torch_pad, adjoint_conv_geometry, block_source,
+                            circulant_norm, circulant_sizes, conv_operator, group_kernel_matrices,
+                            kmat_multiplicity_bound, window_multiplicity)
+from .cost import (OPERATOR_LANCZOS_STEPS, OPERATOR_LANCZOS_TOL, ConvShape, DeviceCosts, device_costs,
+                   format_seconds, operator_gram_seconds, plan, uses_eigensolver)
 from .dense import SVD_MARGIN, _gap, as_float64
-from .materialize import materialized_norm
+from .device import one_thread
+from .materialize import gram_norm, materialized_norm
 from .power import forward_and_adjoint, lanczos_operator, power_iteration
 from .result import NormResult
 
+# Re-exported: callers and tests import them from here.
+__all__ = ["AUTO_TARGET", "CONV_METHODS", "ConvOperator", "adjoint_conv_geometry", "avgpool_norm", "circulant_norm",
+           "circulant_sizes", "conv_norm", "conv_operator", "kmat_multiplicity_bound", "window_multiplicity"]
+
 CONV_METHODS = ("auto", "exact", "gram", "power", "frobenius")
-MATERIALIZE_LIMIT = 4096
+# 'auto' never settles for a figure more than this far above its lower estimate when a tighter
+# certified method fits the tightening budget.
+AUTO_TARGET = 0.005
 POWER_ITERATIONS = 50
 # Lanczos on the true operator from the embedding's top singular vector, for the estimate: at
 # most this many steps (each one forward and one adjoint), fewer once the Ritz value settles.
 WARM_STEPS = 12
 WARM_TOL = 1e-6
+# Below this many flops per pass, Lanczos steps (and the whole embedding, when predicted cheaper
+# than SMALL_WORK_S) run on one thread (device.one_thread says why).
+SMALL_PASS_FLOPS = 2e8
+SMALL_WORK_S = 0.1
+# An embedding whose gap is above the target by at most this factor first gets a longer Lanczos
+# run for a sharper estimate: the gap is measured against the estimate, not the truth.
+REFINE_BELOW = 2.0
+REFINE_STEPS = 24
 _FIGURES = {"auto": "bnb", "exact": "exact", "gram": "gram", "frobenius": "frobenius"}
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
+@dataclass
+class _Layer:
+    """One forward convolution (ONNX Conv semantics) at one input size, float64."""
 
-@dataclass(frozen=True)
-class ConvOperator:
-    """The linear map of one convolution at one input size, as torch functions on batches."""
+    weight: Tensor
+    spatial: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+    groups: int
 
-    forward: Callable[[Tensor], Tensor]  # (B, *input_shape) -> (B, *output_shape)
-    input_shape: tuple[int, ...]  # (C, *spatial), no batch
-    output_shape: tuple[int, ...]
-    adjoint: Callable[[Tensor], Tensor] | None = None  # (B, *output_shape) -> (B, *input_shape)
+    @cached_property
+    def operator(self) -> ConvOperator:
+        return self._operator(self.weight)
 
+    @cached_property
+    def fast_operator(self) -> ConvOperator:
+        """The same operator in float32, for Lanczos steps (several times faster on a CPU)."""
+        return self._operator(self.weight.to(torch.float32))
 
-# ---------------------------------------------------------------------------------------------
-# The true operator
+    def _operator(self, weight: Tensor) -> ConvOperator:
+        return conv_operator(weight, self.spatial, strides=self.strides, pads=self.pads, dilations=self.dilations,
+                             groups=self.groups)
 
+    @cached_property
+    def shape(self) -> ConvShape:
+        return ConvShape(self.weight.shape[0], self.weight.shape[1], self.groups, tuple(self.weight.shape[2:]),
+                         self.spatial, self.pads, self.strides, self.dilations)
 
-def _torch_pad(begins, ends) -> list[int]:
-    """ONNX-style per-dimension (begin, end) amounts in F.pad's order: last dimension first."""
-    order = []
-    for begin, end in reversed(list(zip(begins, ends))):
-        order += [int(begin), int(end)]
-    return order
+    @cached_property
+    def polyphase(self) -> PolyphaseKernel:
+        return PolyphaseKernel.from_conv(self.weight, self.spatial, self.pads, self.strides, self.dilations,
+                                         self.groups)
 
-
-def conv_operator(weight: Tensor, input_spatial: tuple[int, ...], *, strides, pads, dilations,
-                  groups: int = 1, transposed: bool = False, output_padding=None) -> ConvOperator:
-    """Build the convolution (or ConvTranspose) at this input size as a forward function.
-
-    ConvTranspose is the adjoint of the unpadded stride-s dilated convolution taken at the
-    "full" size F = s·(H−1) + d·(k−1) + 1, followed by dropping pad_begin outputs at the start
-    and pad_end at the end, then extending the end by output_padding (PyTorch and onnxruntime
-    put the extra outputs there; they hold the full result's values where it has any, else 0).
-    F.pad with negative amounts does the cropping.
-
-    ``adjoint`` is the transpose written out (conv_transpose for a Conv, conv for a
-    ConvTranspose, with the matching pads and crops), cheaper than autograd in a loop.
-    """
-    n = weight.ndim - 2
-    begins, ends = pads[:n], pads[n:]
-    conv, conv_t = _CONV[n], _CONV_TRANSPOSE[n]
-    if not transposed:
-        channels = weight.shape[1] * groups
-        padding = _torch_pad(begins, ends)
-        out = tuple((h + b + e - d * (k - 1) - 1) // s + 1 for h, b, e, k, s, d in
-                    zip(input_spatial, begins, ends, weight.shape[2:], strides, dilations))
-        # conv_transpose maps back onto (H_out − 1)·s + d·(k − 1) + 1 positions; the padded input
-        # has H + b + e, the difference (< s) is output_padding; then the pads are cropped.
-        extra = tuple(h + b + e - ((o - 1) * s + d * (k - 1) + 1) for h, b, e, o, k, s, d in
-                      zip(input_spatial, begins, ends, out, weight.shape[2:], strides, dilations))
-        crop = _torch_pad([-b for b in begins], [-e for e in ends])
-
-        def forward(x: Tensor) -> Tensor:
-            return conv(F.pad(x, padding), weight, stride=strides, dilation=dilations, groups=groups)
-
-        def adjoint(y: Tensor) -> Tensor:
-            full = conv_t(y, weight, stride=strides, dilation=dilations, groups=groups, output_padding=extra)
-            return F.pad(full, crop)
-
-        return ConvOperator(forward, (channels, *input_spatial), (weight.shape[0], *out), adjoint)
-
-    channels_out = weight.shape[1] * groups
-    extra = tuple(output_padding) if output_padding is not None else (0,) * n
-    crop = _torch_pad([-b for b in begins], [p - e for p, e in zip(extra, ends)])
-    uncrop = _torch_pad(begins, [e - p for p, e in zip(extra, ends)])
-
-    def forward(x: Tensor) -> Tensor:
-        full = conv_t(x, weight, stride=strides, dilation=dilations, groups=groups)
-        return F.pad(full, crop)
-
-    def adjoint(y: Tensor) -> Tensor:
-        # back onto the full result (outputs past it were zeros independent of x, so cropped)
-        return conv(F.pad(y, uncrop), weight, stride=strides, dilation=dilations, groups=groups)
-
-    out = tuple(s * (h - 1) + d * (k - 1) + 1 - b - e + p for h, b, e, p, k, s, d in
-                zip(input_spatial, begins, ends, extra, weight.shape[2:], strides, dilations))
-    return ConvOperator(forward, (weight.shape[0], *input_spatial), (channels_out, *out), adjoint)
-
-
-# ---------------------------------------------------------------------------------------------
-# Certified bounds from the kernel alone
-
-
-def window_multiplicity(kernel, strides, dilations) -> int:
-    """The most windows any input position falls in: Π ⌈k / (s / gcd(s, d))⌉.
-
-    Window j reads position j·s + d·t.  For a fixed position p the taps t that can reach it
-    satisfy d·t ≡ p (mod s); d·t mod s repeats with period s / gcd(s, d) in t, so at most
-    ⌈k / (s / gcd(s, d))⌉ taps (each with one j) reach p.  Dimensions multiply.
-    """
-    return math.prod(math.ceil(k / (s // math.gcd(s, d))) for k, s, d in zip(kernel, strides, dilations))
-
-
-def _group_kernel_matrices(weight: Tensor, groups: int) -> Tensor:
-    """(groups, C_out/g, C_in/g·Πk): the kernel of each group as the matrix applied to a patch."""
-    return weight.reshape(groups, weight.shape[0] // groups, -1)
-
-
-def kmat_multiplicity_bound(weight: Tensor, groups: int, strides, dilations) -> float:
-    """√multiplicity · max_g ‖K_g‖₂, valid at any input size and padding (no margin applied).
-
-    The output is K_mat · P(x) with P(x) the matrix of patches; ‖K P‖_F ≤ ‖K‖₂‖P‖_F and
-    ‖P(x)‖_F² ≤ multiplicity·‖x‖², since each input value sits in at most that many patches.
-    Groups are independent blocks, so the worst group decides.
-    """
-    mult = window_multiplicity(weight.shape[2:], strides, dilations)
-    top = torch.linalg.matrix_norm(_group_kernel_matrices(weight, groups), ord=2).max()
-    return math.sqrt(mult) * float(top)
-
-
-def circulant_sizes(input_spatial, pads, kernel, strides, dilations, *, keep_stride: bool = True) -> tuple[int, ...]:
-    """Period N per dimension of the circulant embedding (blocks.embedding_period; its docstring
-    proves the embedding).  ``keep_stride=False`` gives the stride-1 period H + b + e that ignores
-    the subsampling (the classical bound, which the polyphase one never exceeds at equal N)."""
-    n = len(input_spatial)
-    if keep_stride:
-        return tuple(embedding_period(input_spatial[i], pads[i], pads[n + i], kernel[i], strides[i], dilations[i])
-                     for i in range(n))
-    return tuple(embedding_period(input_spatial[i] + pads[i] + pads[n + i], 0, 0, kernel[i], 1, dilations[i])
-                 for i in range(n))
-
-
-def circulant_norm(weight: Tensor, input_spatial, pads, strides, dilations, groups: int, *, mode: str = "bnb",
-                   periods: tuple[int, ...] | None = None, tol: float = BNB_TOL):
-    """(BlockMax, PolyphaseKernel): the norm of the strided circulant embedding (margin applied).
-
-    ``weight`` float64.  mode as in bnb.max_singular_value; ``periods`` overrides N.
-    """
-    kernel = PolyphaseKernel.from_conv(weight, input_spatial, pads, strides, dilations, groups, periods)
-    source = BlockSource(kernel.count, kernel.block_shape, kernel.left, kernel.gram, kernel.profile,
-                         lambda i: kernel.blocks(torch.tensor([i]))[0], weight.device, taps=kernel.taps)
-    return max_singular_value(source, mode, tol=tol), kernel
-
-
-# ---------------------------------------------------------------------------------------------
-# Public entry points
+    @property
+    def smaller_side(self) -> int:
+        """min(input dimension, output dimension) over all channels (the old materialisation test)."""
+        return min(math.prod(self.operator.input_shape), math.prod(self.operator.output_shape))
 
 
 def conv_norm(weight, input_spatial: tuple[int, ...], *, strides, pads, dilations, groups: int = 1,
               transposed: bool = False, output_padding=None, method: str = "auto",
-              device: torch.device = torch.device("cpu"), materialize_limit: int = MATERIALIZE_LIMIT,
-              power_iterations: int = POWER_ITERATIONS, tol: float = BNB_TOL) -> NormResult:
+              device: torch.device = torch.device("cpu"), materialize_limit: int | None = None,
+              power_iterations: int = POWER_ITERATIONS, tol: float = BNB_TOL, target: float = AUTO_TARGET,
+              costs: DeviceCosts | None = None) -> NormResult:
     """ℓ2 operator norm of an N-d Conv / ConvTranspose at the given input size (N = 1, 2, 3).
 
-    method 'auto' / 'exact': 'materialized' when min(input, output dimension) ≤
-    ``materialize_limit``, else the polyphase circulant bound by branch and bound ('auto', within
-    ``tol`` of the exact figure) or through every block ('exact').  'gram' and 'frobenius' bound
-    the same blocks more cheaply; 'power' is power iteration on the operator (not certified).
+    method 'auto': the cost model's choice (module docstring); certified, and within ``target``
+    of the truth whenever a tighter method fits the budget (``notes`` say when not).  'exact':
+    'materialized' (within ``tol`` of the true norm) when predicted under the device's exact
+    budget, else the embedding with every block through the eigensolver.  'gram' and 'frobenius'
+    bound the embedding's blocks more cheaply; 'power' is power iteration on the operator (not
+    certified).  ``materialize_limit``: instead of the cost model, materialise exactly when
+    min(input, output dimension) ≤ it (0: never).  ``costs``: the cost table (default: the
+    device's, cost.py).
 
     ``estimate``: a lower estimate on the true operator — Lanczos from the embedding's top singular
     vector, at most min(``power_iterations``, WARM_STEPS) steps (0 skips it); for 'power', power
     iteration from a random start.  ``gap`` = value / estimate − 1.
     ``frobenius``: √multiplicity · max_g ‖K_g‖_F, a cheap certified figure for any input size.
     """
+    started = time.perf_counter()
     if method not in CONV_METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(CONV_METHODS)}")
     device = torch.device(device)
     w = as_float64(weight, device)
     spatial, strides, pads, dilations, output_padding = _check_conv_arguments(
         w, input_spatial, strides, pads, dilations, groups, transposed, output_padding)
-    operator = conv_operator(w, spatial, strides=strides, pads=pads, dilations=dilations, groups=groups,
-                             transposed=transposed, output_padding=output_padding)
     mult = window_multiplicity(w.shape[2:], strides, dilations)
     frobenius = math.sqrt(mult) * float(
-        torch.linalg.matrix_norm(_group_kernel_matrices(w, groups), ord="fro").max()) * SVD_MARGIN
-
-    if method == "power":
-        estimate = _operator_power(operator, device, max(1, power_iterations))
-        return NormResult(estimate, "power", False, estimate=estimate, frobenius=frobenius)
-    if method in ("auto", "exact") and _small(operator, materialize_limit):
-        sigma = materialized_norm(operator.forward, operator.input_shape, operator.output_shape, device=device)
-        return NormResult(sigma * SVD_MARGIN, "materialized", True, estimate=sigma, frobenius=frobenius,
-                          gap=SVD_MARGIN - 1)
-
-    # A ConvTranspose is P·Cᵀ: the adjoint of the unpadded convolution C at the full size
-    # F = s·(H−1) + d·(k−1) + 1 (same weight, already in C's layout), then P drops the pads and
-    # appends output_padding positions, each a copy of one full-result entry or 0 — a partial
-    # coordinate map with ‖P‖ ≤ 1.  So ‖ConvTranspose‖ ≤ ‖Cᵀ‖ = ‖C‖.
+        torch.linalg.matrix_norm(group_kernel_matrices(w, groups), ord="fro").max()) * SVD_MARGIN
     if transposed:
-        bound_spatial = tuple(s * (h - 1) + d * (k - 1) + 1
-                              for h, k, s, d in zip(spatial, w.shape[2:], strides, dilations))
-        bound_pads = (0,) * (2 * len(spatial))
+        geometry = adjoint_conv_geometry(spatial, pads, output_padding, w.shape[2:], strides, dilations)
+        if geometry is None:
+            return NormResult(0.0, "materialized", True, estimate=0.0, frobenius=frobenius, gap=0.0,
+                              notes=["every output is output padding: the zero map"],
+                              seconds=time.perf_counter() - started)
+        spatial, pads = geometry
+    layer = _Layer(w, spatial, strides, pads, dilations, groups)
+    if method == "power":
+        estimate = _operator_power(layer.operator, device, max(1, power_iterations))
+        result = NormResult(estimate, "power", False, estimate=estimate, frobenius=frobenius)
     else:
-        bound_spatial, bound_pads = spatial, pads
-    found, kernel = circulant_norm(w, bound_spatial, bound_pads, strides, dilations, groups, mode=_FIGURES[method],
-                                   tol=tol)
+        with one_thread(small=False):  # one thread only if other processes share the cores
+            result = _certified(layer, method, costs or device_costs(device), materialize_limit,
+                                power_iterations, tol, target)
+        result.frobenius = frobenius
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _certified(layer: _Layer, method: str, costs: DeviceCosts, limit: int | None, steps: int, tol: float,
+               target: float) -> NormResult:
+    """The certified methods: the cost model's plan, then the measurement (and the tightening)."""
+    if method in ("gram", "frobenius"):
+        return _embedding(layer, _FIGURES[method], tol, steps)[0]
+    budget = costs.exact_budget_s if method == "exact" else None
+    chosen = plan(layer.shape, layer.polyphase, costs, target=target, estimate=steps > 0, budget=budget)
+    if limit is not None:  # the caller's size limit instead of the cost model (memory still rules)
+        fits = chosen.materialized_s is not None and layer.smaller_side <= limit
+        chosen = replace(chosen, materialize_first=fits, may_tighten=False)
+    if method == "exact":
+        exact = chosen.materialize_first or chosen.may_tighten if limit is None else chosen.materialize_first
+        result = _materialized(layer, tol, steps, None) if exact else _embedding(layer, "exact", tol, steps)[0]
+        result.notes.insert(0, chosen.describe(costs))
+        return result
+    if chosen.materialize_first:
+        result = _materialized(layer, tol, steps, None)
+        result.notes.insert(0, chosen.describe(costs))
+        return result
+    with one_thread(chosen.embedding_s < SMALL_WORK_S):
+        result, vector = _embedding(layer, "bnb", tol, steps)
+    result.notes.insert(0, chosen.describe(costs))
+    if result.gap is not None and target < result.gap <= REFINE_BELOW * target:
+        # Just above the target: the dozen warm steps may have stopped short (they leave ~0.05 %
+        # on 16×16 layers); a longer Lanczos run costs a few dozen passes, far less than the
+        # materialised operator.
+        estimate, refined = _lanczos_estimate(layer, vector, REFINE_STEPS, OPERATOR_LANCZOS_TOL)
+        if estimate > result.estimate:
+            result.estimate, vector = estimate, refined
+            result.gap = _gap(result.value, estimate)
+            result.notes.append(f"estimate refined by {REFINE_STEPS} more Lanczos steps")
+    if result.gap is None or result.gap <= target:
+        return result
+    looseness = f"the {result.method} figure is {result.gap:.2%} above its lower estimate (target {target:.2%})"
+    if not chosen.may_tighten:
+        why = "over the memory allowance" if chosen.materialized_s is None else (
+            f"predicted {format_seconds(chosen.materialized_s)}, over the "
+            f"{format_seconds(costs.tighten_budget_s)} budget")
+        result.notes.append(f"{looseness}; the materialised operator was not tried: {why}")
+        return result
+    tighter = _materialized(layer, tol, steps, vector)
+    if tighter.value >= result.value:
+        result.notes.append(f"{looseness}; the materialised operator was no tighter ({tighter.value:.6g})")
+        return result
+    tighter.notes = [result.notes[0], f"{looseness} ({result.notes[1]}): measured the materialised operator",
+                     *tighter.notes]
+    return tighter
+
+
+def _embedding(layer: _Layer, figure: str, tol: float, steps: int) -> tuple[NormResult, Tensor | None]:
+    """The circulant embedding's bound (and the estimate's Ritz vector, for a later start)."""
+    kernel = layer.polyphase
+    found = max_singular_value(block_source(kernel), figure, tol=tol)
     # "kmat": one block for every frequency, so no FFT and one dense norm.  For a 1×1 kernel with
     # stride 1 the operator is W applied at every pixel (I ⊗ W), norm ‖W‖₂ exactly; padding only
     # adds output pixels that read zeros.  With a stride the kept pixels are a subset: S·(I ⊗ W)
     # with S a coordinate projection, so the norm is ≤ ‖W‖₂ (= as soon as one output pixel reads
     # the input).  Likewise for any kernel with stride ≥ its dilated span: disjoint windows.
-    embedding = "kmat" if kernel.is_real else ("polyphase" if any(s > 1 for s in strides) else "fft")
+    embedding = "kmat" if kernel.is_real else ("polyphase" if any(s > 1 for s in layer.strides) else "fft")
     notes = [f"{embedding} embedding: period {'x'.join(map(str, kernel.periods))}, {kernel.count} block(s) of "
              f"{kernel.block_shape[0]}x{kernel.block_shape[1]}; {found.summary()}"]
+    estimate, vector = None, None
+    if steps > 0:
+        start = None
+        if found.argmax is not None and found.vector is not None:
+            start = kernel.plane_wave(found.argmax, found.vector, layer.spatial, layer.pads, layer.strides)
+        estimate, vector = _lanczos_estimate(layer, start, min(steps, WARM_STEPS))
+    return NormResult(found.upper, f"{embedding}-{figure}", True, estimate=estimate, notes=notes,
+                      gap=_gap(found.upper, estimate)), vector
+
+
+def _materialized(layer: _Layer, tol: float, steps: int, start: Tensor | None) -> NormResult:
+    """The true operator's norm from its Gram matrix (within ``tol``), started from ``start`` when
+    the Gram matrix is too large for the eigensolver."""
+    gram = ConvGram.build(layer.weight, layer.spatial, layer.pads, layer.strides, layer.dilations, layer.groups)
+    side = "input" if gram.on_input else "output"
     estimate = None
-    if power_iterations > 0:
-        start = _warm_start(kernel, found, spatial, bound_pads, strides, transposed, device)
-        estimate = _warm_estimate(operator, w, spatial, strides, pads, dilations, groups, transposed,
-                                  output_padding, start, min(power_iterations, WARM_STEPS))
-    return NormResult(found.upper, f"{embedding}-{_FIGURES[method]}", True, estimate=estimate, frobenius=frobenius,
-                      notes=notes, gap=_gap(found.upper, estimate))
+    if not uses_eigensolver(gram.groups, gram.side):  # the certificate needs a sharp estimate
+        estimate, _ = _lanczos_estimate(layer, start, max(steps, OPERATOR_LANCZOS_STEPS), OPERATOR_LANCZOS_TOL)
+    found = gram_norm(gram.source(), tol=tol, estimate=estimate)
+    estimate = found.lower if estimate is None else max(estimate, found.lower)
+    notes = [f"materialized on the {side} side: {gram.groups} Gram matrix(es) of side {gram.side} from "
+             f"{gram.tap_pairs.shape[0]} tap pairs", *found.notes]
+    return NormResult(found.upper, "materialized", True, estimate=estimate, notes=notes,
+                      gap=_gap(found.upper, estimate))
+
+
+def _lanczos_estimate(layer: _Layer, start: Tensor | None, steps: int, tol: float = WARM_TOL) -> tuple[float, Tensor]:
+    """Lower estimate of the true operator's norm: Lanczos from ``start`` (random when None),
+    then ‖A v‖/‖v‖ for the Ritz vector v; returns (estimate, v).
+
+    The Lanczos steps run in float32 (several times faster on a CPU); the figure returned is
+    evaluated in float64, so it never exceeds ‖A‖ beyond float64 rounding.
+    """
+    fast, operator = layer.fast_operator, layer.operator
+    if start is None or float(torch.linalg.vector_norm(start)) == 0.0:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        start = torch.randn(operator.input_shape, generator=generator, dtype=torch.float64).to(layer.weight.device)
+    with one_thread(layer.shape.conv_flops < SMALL_PASS_FLOPS):
+        v = lanczos_operator(fast.forward, start.to(torch.float32)[None], steps=steps, tol=tol,
+                             adjoint=fast.adjoint, check_every=1 if steps <= WARM_STEPS else 4)
+    v = v.to(torch.float64)
+    with torch.no_grad():
+        estimate = float(torch.linalg.vector_norm(operator.forward(v)) / torch.linalg.vector_norm(v))
+    return estimate, v[0]
 
 
 def avgpool_norm(kernel: tuple[int, ...], input_spatial, *, strides, pads, count_include_pad: bool,
                  channels: int, ceil_mode: bool = False, method: str = "auto",
                  device: torch.device = torch.device("cpu"), dilations=None,
-                 materialize_limit: int = MATERIALIZE_LIMIT, power_iterations: int = POWER_ITERATIONS) -> NormResult:
+                 materialize_limit: int | None = None, power_iterations: int = POWER_ITERATIONS,
+                 costs: DeviceCosts | None = None) -> NormResult:
     """ℓ2 norm of AveragePool as a linear operator (ONNX attributes; torch's ceil_mode rule).
 
     Every channel is pooled the same way and independently, so the norm is that of one channel
     (``channels`` only has to be positive).  When every window has the full divisor Πk the
     operator is a convolution with the uniform kernel 1/Πk and conv_norm measures it.  Otherwise
     (count_include_pad=0 at the borders, or ceil_mode's partial windows) the operator is
-    materialized when small, or bounded by Schur's test: ‖A‖₂ ≤ √(max row sum · max column sum)
-    of |A|, computed on the true operator (method 'schur').
+    materialized when the cost model affords it (or its smaller side is ≤ ``materialize_limit``),
+    else bounded by Schur's test: ‖A‖₂ ≤ √(max row sum · max column sum) of |A|, computed on the
+    true operator (method 'schur').
     """
+    started = time.perf_counter()
     if method not in CONV_METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(CONV_METHODS)}")
     if channels < 1:
         raise ValueError(f"AveragePool needs at least one channel, got {channels}")
     device = torch.device(device)
+    costs = costs or device_costs(device)
     kernel, spatial = tuple(int(k) for k in kernel), tuple(int(h) for h in input_spatial)
     n = len(kernel)
     dilations = (1,) * n if dilations is None else tuple(int(d) for d in dilations)
@@ -288,22 +319,30 @@ def avgpool_norm(kernel: tuple[int, ...], input_spatial, *, strides, pads, count
     if bool((divisors == window).all()):
         uniform = torch.full((1, 1, *kernel), 1.0 / window, dtype=torch.float64, device=device)
         return conv_norm(uniform, spatial, strides=strides, pads=pads, dilations=dilations, method=method,
-                         device=device, materialize_limit=materialize_limit, power_iterations=power_iterations)
+                         device=device, materialize_limit=materialize_limit, power_iterations=power_iterations,
+                         costs=costs)
 
     notes = ["border windows average fewer cells, so the pool is not a plain convolution"]
     if method == "power":
         estimate = _operator_power(operator, device, max(1, power_iterations))
-        return NormResult(estimate, "power", False, estimate=estimate, notes=notes)
-    if method in ("auto", "exact") and _small(operator, materialize_limit):
-        sigma = materialized_norm(operator.forward, operator.input_shape, operator.output_shape, device=device)
-        return NormResult(sigma * SVD_MARGIN, "materialized", True, estimate=sigma, notes=notes)
+        return NormResult(estimate, "power", False, estimate=estimate, notes=notes,
+                          seconds=time.perf_counter() - started)
+    side = min(math.prod(operator.input_shape), math.prod(operator.output_shape))
+    predicted = operator_gram_seconds(side, costs)
+    budget = costs.exact_budget_s if method == "exact" else costs.tighten_budget_s
+    small = side <= materialize_limit if materialize_limit is not None else predicted <= budget
+    if method in ("auto", "exact") and small:
+        found = materialized_norm(operator.forward, operator.input_shape, operator.output_shape, device=device)
+        return NormResult(found.upper, "materialized", True, estimate=found.lower, notes=notes + found.notes,
+                          gap=_gap(found.upper, found.lower), seconds=time.perf_counter() - started)
     estimate = _operator_power(operator, device, power_iterations) if power_iterations > 0 else None
     # All entries of the operator are ≥ 0, so A·1 and Aᵀ·1 are exactly the row and column sums of |A|.
     ones_in = torch.ones((1, *operator.input_shape), dtype=torch.float64, device=device)
     ones_out = torch.ones((1, *operator.output_shape), dtype=torch.float64, device=device)
     row_sums, column_sums = forward_and_adjoint(operator.forward, ones_in, ones_out)
     value = math.sqrt(float(row_sums.max()) * float(column_sums.max())) * SVD_MARGIN
-    return NormResult(value, "schur", True, estimate=estimate, notes=notes)
+    return NormResult(value, "schur", True, estimate=estimate, notes=notes, gap=_gap(value, estimate),
+                      seconds=time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,46 +429,5 @@ def _check_conv_arguments(w, input_spatial, strides, pads, dilations, groups, tr
     return spatial, strides, pads, dilations, output_padding
 
 
-def _small(operator: ConvOperator, limit: int) -> bool:
-    return min(math.prod(operator.input_shape), math.prod(operator.output_shape)) <= limit
-
-
 def _operator_power(operator: ConvOperator, device: torch.device, iterations: int) -> float:
     return power_iteration(operator.forward, (1, *operator.input_shape), iterations=iterations, device=device)
-
-
-def _warm_start(kernel: PolyphaseKernel, found, spatial, pads, strides, transposed: bool,
-                device: torch.device) -> Tensor | None:
-    """The embedding's top singular vector, as an input of the true operator (None if unknown).
-
-    For a Conv: the right singular vector's plane wave, cropped to the input.  For a
-    ConvTranspose (the adjoint of the bounding conv): the left singular vector's plane wave on
-    the bounding conv's output grid, which is the ConvTranspose's input.
-    """
-    if found.argmax is None or found.vector is None:
-        return None
-    if not transposed:
-        return kernel.plane_wave(found.argmax, found.vector, spatial, pads, strides)
-    block = kernel.blocks(torch.tensor([found.argmax], device=device))[0]
-    u = block @ found.vector.to(block.dtype)
-    return kernel.output_wave(found.argmax, u, spatial)
-
-
-def _warm_estimate(operator: ConvOperator, w: Tensor, spatial, strides, pads, dilations, groups, transposed,
-                   output_padding, start: Tensor | None, steps: int) -> float:
-    """Lower estimate of the true operator's norm: Lanczos from ``start``, then ‖A v‖/‖v‖.
-
-    The Lanczos steps run in float32 (several times faster on a CPU); the figure returned is
-    ‖A v‖/‖v‖ for the Ritz vector v, evaluated in float64, so it never exceeds ‖A‖ beyond
-    float64 rounding.
-    """
-    fast = conv_operator(w.to(torch.float32), spatial, strides=strides, pads=pads, dilations=dilations,
-                         groups=groups, transposed=transposed, output_padding=output_padding)
-    if start is None or float(torch.linalg.vector_norm(start)) == 0.0:
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        start = torch.randn(operator.input_shape, generator=generator, dtype=torch.float64).to(w.device)
-    v = lanczos_operator(fast.forward, start.to(torch.float32)[None], steps=steps, tol=WARM_TOL,
-                         adjoint=fast.adjoint)
-    v = v.to(torch.float64)
-    with torch.no_grad():
-        return float(torch.linalg.vector_norm(operator.forward(v)) / torch.linalg.vector_norm(v))

@@ -13,7 +13,8 @@ class NormResult:
     estimate (power iteration converges from below).  ``estimate`` is a lower estimate,
     when one was cheap to get; ``frobenius`` the Frobenius-type bound, when computed; ``gap``
     the relative gap value / estimate − 1 between the two (how much tighter the bound could
-    still get, at most), when both are known.
+    still get, at most), when both are known; ``seconds`` the wall time the figure took, when
+    measured.
     """
 
     value: float
@@ -23,3 +24,4 @@ class NormResult:
     frobenius: float | None = None
     notes: list[str] = field(default_factory=list)
     gap: float | None = None
+    seconds: float | None = None
