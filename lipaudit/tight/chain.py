@@ -1,0 +1,206 @@
+"""Certified bounds on the linear map A_{u←s} of a window, from one source s to its target u.
+
+In the linearised window (every expanded activation replaced by a·Id, the cuts and the other
+sources held fixed) u is a linear function of s; we build that function node by node, forward
+from s, as a list of *terms* Σ_k c_k·E_k∘R_k: E_k an exact map (maps.py) from an *anchor* value
+r_k to the current value, and c_k a certified bound on ‖R_k‖, the map from s to r_k.  Then
+‖A_{u←s}‖ ≤ Σ_k c_k·‖E_k‖ (triangle inequality and submultiplicativity).
+
+At the source: one term, the identity from s, c = 1.  Through a node:
+  * unary linear node N: E_k ← N∘E_k when the form allows it (always for dense matrices within the
+    memory limit; for a composite convolution when no grid mask is in the way, maps.py);
+  * otherwise the input value x is *collapsed*: it becomes an anchor with c_x = Σ_k c_k·‖E_k‖ and
+    one term, N∘(identity of x); if even that has no exact form, the output y is collapsed:
+    c_y = ‖N‖·c_x, the product rule at N;
+  * Add: the inputs' terms, each times its coefficient; terms with the same anchor are summed into
+    one exact map when the forms allow (the residual block's I + a·W₂W₁ is made here);
+  * Concat: per anchor the parts are stacked (zero where an input does not depend on the anchor);
+    failing that, c_y = √(Σ_i c_i²) with c_i the inputs' bounds (the product rule for Concat);
+  * an expanded activation: its linear part a·Id multiplies every term.
+Each step only replaces an exact map by a certified upper bound of its norm, so the end result is
+a certified upper bound on ‖A_{u←s}‖, and never above the product of the certified node norms
+along the window's paths (``cheap``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .maps import ConvMap, DenseMap, LinearMap, ScalarMap, channel_factor, node_conv_kernel
+from .network import Network, Node
+
+# Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
+# most DENSE_ENTRIES numbers (128 MiB in float64).
+DENSE_LIMIT = 2048
+DENSE_ENTRIES = 2**24
+ISOMETRIES = ("reshape", "transpose")
+
+
+@dataclass
+class Term:
+    anchor: int
+    weight: float  # certified bound on the norm of the map from the source to the anchor
+    map: LinearMap
+
+
+class ChainBuilder:
+    def __init__(self, network: Network, dense_limit: int = DENSE_LIMIT, dense_entries: int = DENSE_ENTRIES):
+        self.network = network
+        self.dense_limit = dense_limit
+        self.dense_entries = dense_entries
+        self.collapses = 0
+        self.measure = True  # off: collapses take the product figure (a dry run for the work budget)
+        self.norm_cache: dict = {}  # composite kernels measured so far (maps.ConvMap._measure)
+
+    # ------------------------------------------------------------------ forms
+
+    def identity(self, value: int) -> LinearMap:
+        shape = self.network.shape(value)
+        size = math.prod(shape)
+        if size <= self.dense_limit:
+            return DenseMap.identity(shape)
+        if len(shape) >= 3:
+            return ConvMap.identity(shape, self.norm_cache)
+        return ScalarMap(1.0)
+
+    def then(self, m: LinearMap, node: Node) -> LinearMap | None:
+        """node∘m in an exact form, or None."""
+        norm = node.norm()
+        ops = m.ops + (0 if node.kind in ISOMETRIES else 1)
+        if isinstance(m, ScalarMap):
+            return ScalarMap(m.cheap * norm, ops)
+        if isinstance(m, DenseMap):
+            if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
+                return None
+            return DenseMap(node.forward(m.columns), m.cheap * norm, ops, m.summed)
+        if isinstance(m, ConvMap):
+            if node.kind in ISOMETRIES and tuple(node.shape) == m.shape:
+                return m
+            conv = node_conv_kernel(node)
+            if conv is not None:
+                weight, strides, pads, dilations, groups = conv
+                return m.then_conv(weight, strides, pads, dilations, groups, node.shape, norm)
+            if node.kind == "scale":
+                factor = channel_factor(node)
+                return None if factor is None else m.scaled_channels(factor, norm)
+        return None
+
+    @staticmethod
+    def times(m: LinearMap, a: float) -> LinearMap:
+        if isinstance(m, ScalarMap):
+            return ScalarMap(m.cheap * abs(a), m.ops, m.summed)
+        if isinstance(m, DenseMap):
+            return DenseMap(m.columns * a, m.cheap * abs(a), m.ops, m.summed)
+        return m.times(a)
+
+    @staticmethod
+    def plus(x: LinearMap, y: LinearMap) -> LinearMap | None:
+        if isinstance(x, ScalarMap) and isinstance(y, ScalarMap):
+            return ScalarMap(x.cheap + y.cheap, max(x.ops, y.ops), True)
+        if isinstance(x, DenseMap) and isinstance(y, DenseMap):
+            return DenseMap(x.columns + y.columns, x.cheap + y.cheap, max(x.ops, y.ops), True)
+        if isinstance(x, ConvMap) and isinstance(y, ConvMap):
+            return x.plus(y)
+        return None
+
+    # ------------------------------------------------------------------ propagation
+
+    def bound(self, terms: list[Term]) -> float:
+        """Σ c_k·‖E_k‖ (the exact figures only when ``measure`` is on)."""
+        if not self.measure:
+            return math.fsum(t.weight * t.map.cheap for t in terms)
+        return math.fsum(t.weight * t.map.norm() for t in terms)
+
+    def propagate(self, source: int, target: int, inside: set[int]) -> list[Term]:
+        """The terms of A_{target←source} within the window ``inside`` (region.py)."""
+        terms: dict[int, list[Term]] = {source: [Term(source, 1.0, self.identity(source))]}
+        for value in sorted(v for v in inside if source < v <= target):
+            node = self.network[value]
+            inputs = [terms.get(i) for i in node.inputs]
+            if all(t is None for t in inputs):
+                continue
+            terms[value] = self.apply(node, inputs)
+        return terms.get(target, [])
+
+    def apply(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+        if node.kind == "activation":  # expanded (or linear): its linear part a·Id
+            a = node.split[0]
+            return [Term(t.anchor, t.weight, self.times(t.map, a)) for t in inputs[0]]
+        if node.kind == "add":
+            scaled = [Term(t.anchor, t.weight, self.times(t.map, c))
+                      for c, ts in zip(node.params["coefficients"], inputs) if ts is not None for t in ts]
+            return self._merge(scaled)
+        if node.kind == "concat":
+            return self._concat(node, inputs)
+        return self._unary(node, inputs[0])
+
+    def _unary(self, node: Node, terms: list[Term]) -> list[Term]:
+        mapped = [self.then(t.map, node) for t in terms]
+        if all(m is not None for m in mapped):
+            return [Term(t.anchor, t.weight, m) for t, m in zip(terms, mapped)]
+        self.collapses += 1
+        x = node.inputs[0]
+        bound_x = self.bound(terms)
+        fresh = self.then(self.identity(x), node)
+        if fresh is not None:
+            return [Term(x, bound_x, fresh)]
+        return [Term(node.id, bound_x * node.norm(), self.identity(node.id))]
+
+    def _merge(self, terms: list[Term]) -> list[Term]:
+        merged: list[Term] = []
+        for term in terms:
+            for i, other in enumerate(merged):
+                if other.anchor == term.anchor:
+                    total = self.plus(other.map, term.map)
+                    if total is not None:
+                        merged[i] = Term(other.anchor, other.weight, total)
+                        break
+            else:
+                merged.append(term)
+        return merged
+
+    def _concat(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+        anchors = sorted({t.anchor for ts in inputs if ts is not None for t in ts})
+        shapes = [self.network.shape(i) for i in node.inputs]
+        out: list[Term] = []
+        for anchor in anchors:
+            parts: list[Term | None] = []
+            for ts in inputs:
+                mine = [t for t in ts if t.anchor == anchor] if ts is not None else []
+                if len(mine) > 1:
+                    return self._collapse_concat(node, inputs)
+                parts.append(mine[0] if mine else None)
+            stacked = self._stack(node, [p.map if p else None for p in parts], shapes)
+            if stacked is None:
+                return self._collapse_concat(node, inputs)
+            weight = next(p.weight for p in parts if p is not None)
+            out.append(Term(anchor, weight, stacked))
+        return out
+
+    def _stack(self, node: Node, maps: list[LinearMap | None], shapes) -> LinearMap | None:
+        present = [m for m in maps if m is not None]
+        kinds = {type(m) for m in present}
+        if len(kinds) != 1:
+            return None
+        kind = kinds.pop()
+        ops = max(m.ops for m in present)
+        cheap = math.sqrt(sum(m.cheap ** 2 for m in present))
+        if kind is ScalarMap:
+            return ScalarMap(cheap, ops, True)
+        if kind is DenseMap:
+            n = present[0].columns.shape[0]
+            if n * math.prod(node.shape) > self.dense_entries:
+                return None
+            import torch
+            blocks = [m.columns if m is not None else torch.zeros((n, *s), dtype=torch.float64)
+                      for m, s in zip(maps, shapes)]
+            return DenseMap(torch.cat(blocks, dim=node.params["axis"] + 1), cheap, ops, True)
+        if node.params["axis"] != 1:
+            return None
+        return ConvMap.stack(maps, shapes, node.shape, present[0].anchor_shape)
+
+    def _collapse_concat(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+        self.collapses += 1
+        bound = math.sqrt(sum(self.bound(ts) ** 2 for ts in inputs if ts is not None))
+        return [Term(node.id, bound, self.identity(node.id))]
