@@ -27,6 +27,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
 from .maps import ConvMap, DenseMap, LinearMap, ScalarMap, channel_factor, node_conv_kernel
 from .network import Network, Node
 
@@ -192,7 +195,6 @@ class ChainBuilder:
             n = present[0].columns.shape[0]
             if n * math.prod(node.shape) > self.dense_entries:
                 return None
-            import torch
             blocks = [m.columns if m is not None else torch.zeros((n, *s), dtype=torch.float64)
                       for m, s in zip(maps, shapes)]
             return DenseMap(torch.cat(blocks, dim=node.params["axis"] + 1), cheap, ops, True)
@@ -204,3 +206,84 @@ class ChainBuilder:
         self.collapses += 1
         bound = math.sqrt(sum(self.bound(ts) ** 2 for ts in inputs if ts is not None))
         return [Term(node.id, bound, self.identity(node.id))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Several sources at once
+
+JOINT_STEPS = 4
+JOINT_TOL = 1e-3
+
+
+def joint_bound(items: list[tuple[float, "DenseMap"]], norms: list[float]) -> float:
+    """A certified bound on sup ‖Σ_s A_s·Δ_s‖ over ‖Δ_s‖ ≤ c_s (explicit matrices A_s from the
+    sources to one target): min over μ in the simplex of ‖[c_s·A_s/√μ_s]_s‖.
+
+    Proof: Σ_s A_s·Δ_s = [c_s·A_s/√μ_s]_s · (√μ_s·Δ_s/c_s)_s and the second vector has norm
+    √(Σ μ_s‖Δ_s‖²/c_s²) ≤ √(Σ μ_s) = 1.  With μ_s ∝ c_s·‖A_s‖ the stacked norm is at most
+    √(Σ_s c_s²‖A_s‖²/μ_s) = Σ_s c_s‖A_s‖, the triangle inequality's figure; it is lower when the
+    sources' images point in different directions.  A few fixed-point steps μ_s ∝ c_s·‖A_sᵀv‖
+    (v the top left singular vector estimate: the stationarity condition of the minimum) move μ
+    towards it; only the final μ's figure is certified, so the steps need not be exact.
+
+    The stacked norm² is λ_max(G), G = Σ_s (c_s²/μ_s)·A_s·A_sᵀ on the target's side, formed from
+    the per-source Gram matrices once.  Rounding: |Ĝ − G| ≤ γ_k·|S|ᵀ|S| entrywise (k = Σ n_s the
+    inner dimension, S the stacked matrix), so ‖Ĝ − G‖₂ ≤ γ_k·‖S‖_F² ≤ γ_k·r·λ_max(G) with r the
+    side of G, and λ_max(G) ≤ σ_max(Ĝ)/(1 − γ_k·r); dense_norm certifies σ_max(Ĝ).
+    """
+    from ..spectral import dense_norm
+
+    mats = [m.columns.reshape(m.columns.shape[0], -1) for _, m in items]  # A_sᵀ, (n_s, d)
+    weights = torch.tensor([c for c, _ in items], dtype=torch.float64)
+    mu = weights * torch.tensor(norms, dtype=torch.float64)
+    if float(mu.sum()) == 0.0:
+        return 0.0
+    inner, side = sum(a.shape[0] for a in mats), mats[0].shape[1]
+    if inner <= side:  # few source entries: work with the stacked matrix itself
+        def stacked(mu: Tensor) -> Tensor:
+            return torch.cat([a * (float(c) / math.sqrt(float(m))) for a, c, m in zip(mats, weights, mu)])
+        mu = _keep_all(mu / mu.sum())
+        for _ in range(JOINT_STEPS):
+            s = stacked(mu)
+            v = _top_vector(s.T @ s)
+            proposal = weights * torch.stack([torch.linalg.vector_norm(a @ v) for a in mats])
+            if not float(proposal.sum()) > 0.0:
+                break
+            mu = _keep_all(proposal / proposal.sum())
+        return dense_norm(stacked(_keep_all(mu)), tol=JOINT_TOL).value
+
+    grams = [a.T @ a for a in mats]  # A_s A_sᵀ, (d, d)
+
+    def combined(mu: Tensor) -> Tensor:
+        return sum(g * (float(c) ** 2 / float(m)) for g, c, m in zip(grams, weights, mu))
+
+    mu = _keep_all(mu / mu.sum())
+    for _ in range(JOINT_STEPS):
+        v = _top_vector(combined(mu))
+        proposal = weights * torch.stack([torch.sqrt(torch.clamp(v @ g @ v, min=0.0)) for g in grams])
+        if not float(proposal.sum()) > 0.0:
+            break
+        mu = _keep_all(proposal / proposal.sum())
+    gamma = (inner + 2) * 2.0**-53 / (1 - (inner + 2) * 2.0**-53)
+    top = dense_norm(combined(_keep_all(mu)), tol=JOINT_TOL).value
+    return math.sqrt(top / (1.0 - gamma * side))
+
+
+def _keep_all(mu: Tensor) -> Tensor:
+    """μ on the simplex with every entry positive (a source the steps dropped gets a tiny share)."""
+    mu = torch.clamp(mu, min=1e-9 * float(mu.max()))
+    return mu / mu.sum()
+
+
+def _top_vector(gram: torch.Tensor, steps: int = 30) -> torch.Tensor:
+    """Power iteration for the top eigenvector of a PSD matrix (an estimate)."""
+    v = gram.sum(0)
+    if float(torch.linalg.vector_norm(v)) == 0.0:
+        v = torch.ones(gram.shape[1], dtype=gram.dtype)
+    for _ in range(steps):
+        v = gram @ v
+        length = torch.linalg.vector_norm(v)
+        if float(length) == 0.0:
+            break
+        v = v / length
+    return v

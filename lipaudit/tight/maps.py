@@ -48,6 +48,11 @@ from ..spectral import conv_norm, dense_norm
 from .network import _CONV, Node, _torch_pad
 
 
+# Relative tolerance of the branch and bound for chain norms (conv_norm's and dense_norm's tol): the
+# figure is certified whatever the tolerance; a recursion needs no more than three digits of each.
+CHAIN_TOL = 1e-3
+
+
 class LinearMap:
     cheap: float
     ops: int
@@ -112,7 +117,7 @@ class DenseMap(LinearMap):
     def exact_norm(self) -> float:
         if self._exact is None:
             matrix = self.columns.reshape(self.columns.shape[0], -1)
-            self._exact = dense_norm(matrix).value if matrix.numel() else 0.0
+            self._exact = dense_norm(matrix, tol=CHAIN_TOL).value if matrix.numel() else 0.0
         return self._exact
 
     def cost(self) -> float:
@@ -169,6 +174,17 @@ class Part:
             return Part(None, self.scalar * a, self.channels, self.left, self.right, self.offset)
         return Part(self.core * a, 1.0, self.channels, self.left, self.right, self.offset)
 
+    def reduced_shape(self, dims: int) -> tuple[int, ...]:
+        """The shape ``reduced`` will have, without computing it."""
+        rows = self.core.shape[0] if self.core is not None else self.channels
+        cols = self.core.shape[1] if self.core is not None else self.channels
+        if self.left is not None:
+            rows = min(self.left.shape)
+        if self.right is not None:
+            cols = min(self.right.shape)
+        taps = tuple(self.core.shape[2:]) if self.core is not None else (1,) * dims
+        return (rows, cols, *taps)
+
     def reduced(self, dims: int) -> Tensor:
         """A kernel with the same operator norm as ``full``: the 1×1 factors replaced by their
         triangular factors.  left = Q_L·R_L (QR, Q_L orthonormal columns) and rightᵀ = Q_R·R_R give
@@ -224,9 +240,6 @@ def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ..
 MERGE_COST_FACTOR = 2.0
 # ... and always below this many operations (milliseconds of work).
 MERGE_ALWAYS_COST = 1e7
-# Relative tolerance of the branch and bound for composite kernels (conv_norm's tol): the figure is
-# certified whatever the tolerance; a recursion needs no more than three digits of each chain norm.
-CHAIN_TOL = 1e-3
 
 
 @dataclass
@@ -376,78 +389,97 @@ class ConvMap(LinearMap):
 
     # ------------------------------------------------------------------ norm
 
-    def _plan(self) -> tuple[list[tuple[Tensor, tuple[int, ...]]], float, float]:
-        """(kernels with offsets, floor, cost): ‖map‖ ≤ max(floor, Σ_k ‖conv by kernel k‖) — one
-        kernel when the parts are merged (the exact norm), one per part otherwise (the triangle
-        inequality), whichever MERGE_COST_FACTOR / MERGE_ALWAYS_COST allow."""
+    def _plan(self) -> tuple[str, float]:
+        """('merged' or 'split', cost) from the shapes alone: ‖map‖ is measured on one merged kernel
+        (its exact norm) when that costs at most MERGE_COST_FACTOR times measuring the parts one by
+        one (the triangle inequality), or less than MERGE_ALWAYS_COST."""
         if self._planned is None:
             d = self.dims
-            reduced = [(p.reduced(d), p.offset) for p in self.parts]
-            split_cost = sum(self._cost(k) for k, _ in reduced)
-            plan = (reduced, 0.0, split_cost)
+            split_cost = sum(self._cost(p.reduced_shape(d)) for p in self.parts)
+            plan = ("split", split_cost)
             if len(self.parts) > 1:
-                merged = self._merged()
-                if merged is not None:
-                    cost = self._cost(merged[0])
-                    if cost <= max(MERGE_COST_FACTOR * split_cost, MERGE_ALWAYS_COST):
-                        plan = ([merged[:2]], merged[2], cost)
+                cost = self._cost(self._merged_shape())
+                if cost <= max(MERGE_COST_FACTOR * split_cost, MERGE_ALWAYS_COST):
+                    plan = ("merged", cost)
             self._planned = plan
         return self._planned
 
     def cost(self) -> float:
-        return self._plan()[2]
+        return self._plan()[1]
 
     def exact_norm(self) -> float:
         if self._exact is None:
-            kernels, floor, _ = self._plan()
-            self._exact = max(floor, math.fsum(self._measure(k, o) for k, o in kernels))
+            if self._plan()[0] == "merged":
+                kernel, offset, floor = self._merged()
+                self._exact = max(floor, self._measure(kernel, offset))
+            else:
+                self._exact = math.fsum(self._measure(p.reduced(self.dims), p.offset) for p in self.parts)
         return self._exact
 
-    def _merged(self) -> tuple[Tensor, tuple[int, ...], float] | None:
-        """(kernel, offset, floor): ‖map‖ = max(floor, ‖conv by kernel‖), channels reduced.
-
-        Shortcut case: one part is c·I (no factors, offset 0, same grid) and every other part has
-        both factors.  With Q an orthonormal basis of the span of the other parts' left columns and
-        right rows, the map is (Q⊗I)(c·I + B)(Qᵀ⊗I) + c·(Q⊥Q⊥ᵀ⊗I), B = Σ (QᵀL)·T·(RQ): two blocks on
-        orthogonal channel subspaces, so its norm is max(‖c·I_q + B‖, |c|) (|c| only if q < C).
-        Otherwise: bases of the left columns (resp. right rows) of all parts, when every part has
-        that factor and the span is smaller than the channels: (Q_o⊗I)ᵀ and (Q_i⊗I) drop nothing.
-        """
-        d = self.dims
+    def _layout(self) -> tuple[str, int, int]:
+        """How _merged reduces the channels: ('shortcut', q, q), or ('plain', rows, cols)."""
         same_grid = self.shape == self.anchor_shape and all(s == 1 for s in self.stride)
         identity = [p for p in self.parts if p.core is None and p.left is None and p.right is None
                     and not any(p.offset)]
         others = [p for p in self.parts if not any(p is q for q in identity)]
-        channels = self.shape[1]
+        channels, inputs = self.shape[1], self.anchor_shape[1]
         if same_grid and len(identity) == 1 and others and all(p.left is not None and p.right is not None
                                                                 for p in others):
-            span = torch.cat([p.left for p in others] + [p.right.T for p in others], dim=1)
-            if span.shape[1] < channels:
-                q = torch.linalg.qr(span).Q
-                c = identity[0].scalar
-                pieces = [(c * torch.eye(q.shape[1], dtype=torch.float64).reshape(q.shape[1], q.shape[1], *(1,) * d),
-                           (0,) * d)]
-                pieces += [(Part(p.core, p.scalar, p.channels, q.T @ p.left, p.right @ q, p.offset).full(d), p.offset)
-                           for p in others]
-                kernel, offset = _aligned_sum(pieces, (q.shape[1], q.shape[1]))
-                return kernel, offset, abs(c)
+            q = sum(p.left.shape[1] + p.right.shape[0] for p in others)
+            if q < channels:
+                return "shortcut", q, q
+        rows = sum(p.left.shape[1] for p in self.parts) if all(p.left is not None for p in self.parts) else channels
+        cols = sum(p.right.shape[0] for p in self.parts) if all(p.right is not None for p in self.parts) else inputs
+        return "plain", min(rows, channels), min(cols, inputs)
+
+    def _merged_shape(self) -> tuple[int, ...]:
+        _, rows, cols = self._layout()
+        d = self.dims
+        low = [min(p.offset[i] for p in self.parts) for i in range(d)]
+        high = [max(p.offset[i] + (p.core.shape[2 + i] if p.core is not None else 1) for p in self.parts)
+                for i in range(d)]
+        return (rows, cols, *(h - lo for h, lo in zip(high, low)))
+
+    def _merged(self) -> tuple[Tensor, tuple[int, ...], float]:
+        """(kernel, offset, floor): ‖map‖ = max(floor, ‖conv by kernel‖), channels reduced.
+
+        'shortcut' layout: one part is c·I (no factors, offset 0, same grid) and every other part
+        has both factors.  With Q an orthonormal basis of the span of the other parts' left columns
+        and right rows, the map is (Q⊗I)(c·I + B)(Qᵀ⊗I) + c·(Q⊥Q⊥ᵀ⊗I), B = Σ (QᵀL)·T·(RQ): two blocks
+        on orthogonal channel subspaces, so its norm is max(‖c·I_q + B‖, |c|) (q < C).
+        'plain' layout: bases of the left columns (resp. right rows) of all parts, when every part
+        has that factor and the span is smaller than the channels: (Q_o⊗I)ᵀ on the left and
+        (Q_i⊗I) on the right drop nothing, by the same isometry argument as Part.reduced.
+        """
+        d = self.dims
+        layout = self._layout()[0]
+        if layout == "shortcut":
+            identity = next(p for p in self.parts if p.core is None and p.left is None and p.right is None
+                            and not any(p.offset))
+            others = [p for p in self.parts if p is not identity]
+            q = torch.linalg.qr(torch.cat([p.left for p in others] + [p.right.T for p in others], dim=1)).Q
+            c = identity.scalar
+            pieces = [(c * torch.eye(q.shape[1], dtype=torch.float64).reshape(q.shape[1], q.shape[1], *(1,) * d),
+                       (0,) * d)]
+            pieces += [(Part(p.core, p.scalar, p.channels, q.T @ p.left, p.right @ q, p.offset).full(d), p.offset)
+                       for p in others]
+            kernel, offset = _aligned_sum(pieces, (q.shape[1], q.shape[1]))
+            return kernel, offset, abs(c)
+        channels = self.shape[1]
         q_out = _basis([p.left for p in self.parts], channels)
         q_in = _basis([None if p.right is None else p.right.T for p in self.parts], self.anchor_shape[1])
         pieces = []
         for p in self.parts:
             left = p.left if q_out is None else q_out.T @ p.left
             right = p.right if q_in is None else p.right @ q_in
-            if p.core is None and left is None and right is None:
-                pieces.append((p.core_kernel(d), p.offset))
-                continue
             pieces.append((Part(p.core, p.scalar, p.channels, left, right, p.offset).full(d), p.offset))
         rows = q_out.shape[1] if q_out is not None else channels
         cols = q_in.shape[1] if q_in is not None else self.anchor_shape[1]
         kernel, offset = _aligned_sum(pieces, (rows, cols))
         return kernel, offset, 0.0
 
-    def _cost(self, kernel: Tensor) -> float:
-        return conv_cost(tuple(kernel.shape), self.stride, self.anchor_shape[2:])
+    def _cost(self, kernel_shape: tuple[int, ...]) -> float:
+        return conv_cost(tuple(kernel_shape), self.stride, self.anchor_shape[2:])
 
     def _measure(self, kernel: Tensor, offset: tuple[int, ...]) -> float:
         kernel, offset = _trim(kernel, offset)

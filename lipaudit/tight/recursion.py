@@ -57,16 +57,16 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term
-from .maps import MERGE_ALWAYS_COST, node_cost
+from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
+from .maps import MERGE_ALWAYS_COST, ConvMap, DenseMap, ScalarMap, node_cost
 from .network import Network, Node
 from .region import role, window_region
 
 DEFAULT_WINDOW = 2
-DEFAULT_BUDGET = 2.0
-# The budget never goes below this many operations (a few seconds of work): small networks get
+DEFAULT_BUDGET = 1.5
+# The budget never goes below this many operations (about ten seconds of work): small networks get
 # every chain norm measured.
-BUDGET_FLOOR = 1e10
+BUDGET_FLOOR = 3e10
 FREE_COST = MERGE_ALWAYS_COST
 REFINE_TOL = 1e-3
 # Sums and products of a few hundred positive floats: relative rounding far below this.
@@ -145,7 +145,7 @@ def product_bound(network: Network) -> tuple[float, list[float]]:
 
 def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budget: float | None = DEFAULT_BUDGET,
                   refine_tol: float = REFINE_TOL, dense_limit: int = DENSE_LIMIT,
-                  dense_entries: int = DENSE_ENTRIES) -> TightBound:
+                  dense_entries: int = DENSE_ENTRIES, joint: bool = True) -> TightBound:
     """min(recursion, product): a certified upper bound on the Lipschitz constant of ``network``.
 
     ``window``: activations unrolled behind each target (None: all).
@@ -156,7 +156,8 @@ def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budg
     of cost.  None: measure all.
     ``refine_tol``: within a target, stop measuring once the unmeasured remainder weighs less than
     this fraction of it.  ``dense_limit`` / ``dense_entries``: explicit matrices for sources up to
-    this many entries (chain.py).
+    this many entries (chain.py).  ``joint``: where several sources of a target have explicit
+    matrices, also bound them together (chain.joint_bound) and keep the lower figure.
     """
     if not network.outputs:
         raise ValueError("the network has no outputs")
@@ -170,11 +171,14 @@ def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budg
     chosen = targets(network)
     selected = None
     if budget is not None:
-        dry = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, plan="collect")
+        reuse: dict = {}
+        dry = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, joint, plan="collect",
+                     reuse=reuse)
         dry.run()
         allowance = max(budget * sum(node_cost(n) for n in network.nodes), BUDGET_FLOOR)
         selected = _select(dry.candidates, allowance)
-    sweep = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, plan=selected)
+    sweep = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, joint, plan=selected,
+                   reuse=reuse if budget is not None else None)
     best = sweep.run()
     bound = _combine_outputs(network, best)
     method = "product" if not bound < product else (f"recursion-w{window}" if window is not None else "recursion-full")
@@ -199,7 +203,9 @@ class _Sweep:
     refine_tol: float
     dense_limit: int
     dense_entries: int
+    joint: bool = True
     plan: object = None
+    reuse: dict | None = None
     values: list[ValueBound] = field(default_factory=list)
     candidates: list[tuple[tuple[int, int, int], float, float]] = field(default_factory=list)
     measured: int = 0
@@ -234,9 +240,22 @@ class _Sweep:
                 continue
             if not math.isfinite(weight):
                 return None, len(region.sources)
-            for index, term in enumerate(self.builder.propagate(source, target, region.inside)):
+            for index, term in enumerate(self._terms(source, target, region.inside)):
                 weighted.append((weight * term.weight, term, (target, source, index)))
         return self._refine(weighted) * SUM_MARGIN, len(region.sources)
+
+    def _terms(self, source: int, target: int, inside: set[int]) -> list[Term]:
+        """The chain terms; a dry run hands its convolution terms on (the maps do not depend on
+        the figures, only a collapse's weight does, and those are not handed on)."""
+        key = (target, source)
+        if self.reuse is not None and key in self.reuse and self.plan != "collect":
+            return self.reuse.pop(key)
+        collapses = self.builder.collapses
+        terms = self.builder.propagate(source, target, inside)
+        if self.plan == "collect" and self.reuse is not None and self.builder.collapses == collapses and \
+                all(isinstance(t.map, (ConvMap, ScalarMap)) for t in terms):
+            self.reuse[key] = terms
+        return terms
 
     def _refine(self, weighted) -> float:
         """Σ weight·‖map‖, measuring the heaviest improvable maps exactly (those the plan allows)
@@ -260,7 +279,17 @@ class _Sweep:
             remaining -= figures[i]
             figures[i] = weighted[i][0] * weighted[i][1].map.norm()
             self.measured += 1
-        return math.fsum(figures)
+        total = math.fsum(figures)
+        dense = [i for i, (w, t, _) in enumerate(weighted) if isinstance(t.map, DenseMap) and figures[i] > 0]
+        if self.joint and len(dense) >= 2:
+            rows = sum(weighted[i][1].map.columns.shape[0] for i in dense)
+            width = weighted[dense[0]][1].map.columns[0].numel()
+            if rows * width <= self.dense_entries and (self.plan is None or rows * width * min(rows, width) <= FREE_COST):
+                items = [(weighted[i][0], weighted[i][1].map) for i in dense]
+                joint = joint_bound(items, [figures[i] / weighted[i][0] for i in dense])
+                rest = math.fsum(figures[i] for i in range(len(weighted)) if i not in dense)
+                total = min(total, joint + rest)
+        return total
 
 
 def _select(candidates, allowance: float) -> set[tuple[int, int, int]]:

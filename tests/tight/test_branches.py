@@ -12,7 +12,7 @@ from _tight_helpers import lower_bound, reference_bound, residual_mlp
 
 def test_every_block_of_a_residual_mlp():
     net = residual_mlp(width=10, blocks=3, seed=4)
-    found = residual_branches(net, window=None, refine_tol=0)
+    found = residual_branches(net, window=None, refine_tol=0, joint=False)
     assert len(found) == 3
     for branch, (_, fork, _, _, _, members) in zip(found, residual_adds(net)):
         sub = branch_network(net, fork, members)

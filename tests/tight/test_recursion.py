@@ -28,7 +28,7 @@ def test_chain_matches_combettes_pesquet_sum():
                 out = weights[i] @ out
             return np.linalg.norm(out, 2)
         m[k] = a ** (k - 1) * chain(0) + sum(b * a ** (k - 1 - j) * chain(j) * m[j] for j in range(1, k))
-    found = network_bound(net, window=None, refine_tol=0)
+    found = network_bound(net, window=None, refine_tol=0, joint=False)
     assert found.bound == pytest.approx(min(m[len(weights)], found.product), rel=REL)
     assert found.bound >= m[len(weights)] * (1 - 1e-12) or found.bound == found.product
 
@@ -55,7 +55,7 @@ def test_chain_window_matches_liplt(window):
                  + sum(b * abs(a) ** (k - 1 - j) * chain(k, j) * m[j] for j in range(first, k)))
         product = norm(weights[k - 1]) * (lip * m[k - 1] if k > 1 else 1.0)
         m[k] = min(total, product)
-    found = network_bound(net, window=window, refine_tol=0)
+    found = network_bound(net, window=window, refine_tol=0, joint=False)
     assert found.bound == pytest.approx(m[len(weights)], rel=REL)
 
 
@@ -69,7 +69,7 @@ def test_dag_matches_definition(builder, window):
     """Every chain norm through autograd Jacobians of the linearised window and an exact SVD."""
     net = builder()
     expected, _ = reference_bound(net, window)
-    found = network_bound(net, window=window, refine_tol=0, dense_limit=10**6, dense_entries=10**9)
+    found = network_bound(net, window=window, refine_tol=0, dense_limit=10**6, dense_entries=10**9, joint=False)
     assert found.bound == pytest.approx(expected, rel=REL)
 
 
@@ -115,7 +115,7 @@ def test_barriers_and_multiple_outputs():
     net.output(out1, out2)
     region = window_region(net, out2, None)
     assert p in region.cuts
-    found = network_bound(net, window=None)
+    found = network_bound(net, window=None, joint=False)
     expected, _ = reference_bound(net, None)
     assert found.bound == pytest.approx(expected, rel=REL)
     assert found.bound >= lower_bound(net, samples=16)
@@ -127,3 +127,13 @@ def test_residual_gain_is_large():
     net = residual_mlp(width=16, blocks=4, seed=21)
     found = network_bound(net, window=2)
     assert found.product / found.bound > 1.5
+
+
+@pytest.mark.parametrize("builder", [lambda: residual_mlp(width=10, blocks=4, seed=22), lambda: cnn(seed=23, residual=True),
+                                     lambda: mlp([6, 10, 10, 10, 3], activation="gelu", seed=24)])
+def test_joint_bound_never_loses_and_stays_sound(builder):
+    net = builder()
+    separate = network_bound(net, window=None, joint=False)
+    together = network_bound(net, window=None, joint=True)
+    assert together.bound <= separate.bound
+    assert together.bound >= lower_bound(net, samples=24)
