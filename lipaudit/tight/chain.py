@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .maps import ConvMap, DenseMap, LinearMap, ScalarMap, channel_factor, node_conv_kernel
+from .conv_maps import ConvMap, channel_factor, node_conv_kernel
+from .maps import DenseMap, LinearMap, ScalarMap
 from .network import Network, Node
 
 # Build explicit matrices for anchors of at most this many entries, and while the matrix holds at

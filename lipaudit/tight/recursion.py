@@ -46,9 +46,20 @@ rule(L(inputs)) ≤ rule(P(inputs)) = P(y) at every value; so the network figure
 Monotonicity also means any certified upper bound may replace a chain norm ‖A_{u←s}‖ (chain.py
 uses the exact norm of the composite map where it can, the product of node norms otherwise).
 
-Window-free parts.  Chain norms are computed lazily: all terms are first bounded by the product
-of node norms, then the largest are measured exactly until what is left unmeasured weighs less
-than ``refine_tol`` of the total; the result is within (1 + refine_tol) of measuring them all.
+Several sources together.  The step's sum Σ_s ‖A_{u←s}‖·w_s (w_s = L(c) or b_v·L(z_v)) is the
+triangle inequality applied to Σ_s A_{u←s}·Δ_s with ‖Δ_s‖ ≤ w_s‖Δx‖.  Where the maps are explicit
+matrices, chain.joint_bound bounds that sum as one stacked operator, which is never above the
+triangle figure (same hypotheses, so the theorem's proof carries over) and lower when the sources
+reach u in different directions; the step keeps the lower of the two.
+
+Work.  Chain norms are computed lazily: all terms are first bounded by the product of node norms,
+then the largest are measured exactly until what is left unmeasured weighs less than
+``refine_tol`` of the total; the result is within (1 + refine_tol) of measuring them all.  With a
+``budget``, a dry run (no measurement) first lists every candidate with its share of its
+target's bound and its cost (maps.py's operation counts), and only the best share per cost are
+measured, within budget × the cost of the node norms (the product's own work).  A term not
+measured keeps its product figure, so the budget changes how tight the bound is, never whether it
+is certified.
 """
 
 from __future__ import annotations
@@ -58,7 +69,8 @@ import time
 from dataclasses import dataclass, field
 
 from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
-from .maps import MERGE_ALWAYS_COST, ConvMap, DenseMap, ScalarMap, node_cost
+from .conv_maps import MERGE_ALWAYS_COST, ConvMap, node_cost
+from .maps import DenseMap, ScalarMap
 from .network import Network, Node
 from .region import role, window_region
 

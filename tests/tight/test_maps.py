@@ -7,7 +7,8 @@ import torch
 
 from lipaudit.tight import Network
 from lipaudit.tight.chain import ChainBuilder
-from lipaudit.tight.maps import ConvMap, DenseMap, Part
+from lipaudit.tight.conv_maps import ConvMap, Part
+from lipaudit.tight.maps import DenseMap
 from lipaudit.tight.recursion import targets
 from lipaudit.tight.region import window_region
 
