@@ -30,8 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..spectral import dense_norm
+
 from .conv_maps import ConvMap, channel_factor, node_conv_kernel
-from .maps import DenseMap, LinearMap, ScalarMap
+from .maps import DenseMap, LinearMap, ScalarMap, rounding_allowance
 from .network import Network, Node
 
 # Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
@@ -55,6 +57,7 @@ class ChainBuilder:
         self.dense_entries = dense_entries
         self.collapses = 0
         self.measure = True  # off: collapses take the product figure (a dry run for the work budget)
+        self.collapse_cost = math.inf  # under a work budget, collapses measure only what is cheap
         self.norm_cache: dict = {}  # composite kernels measured so far (maps.ConvMap._measure)
 
     # ------------------------------------------------------------------ forms
@@ -111,10 +114,12 @@ class ChainBuilder:
     # ------------------------------------------------------------------ propagation
 
     def bound(self, terms: list[Term]) -> float:
-        """Σ c_k·‖E_k‖ (the exact figures only when ``measure`` is on)."""
+        """Σ c_k·‖E_k‖ (the exact figures only when ``measure`` is on, and only for maps whose
+        measurement costs at most ``collapse_cost``)."""
         if not self.measure:
             return math.fsum(t.weight * t.map.cheap for t in terms)
-        return math.fsum(t.weight * t.map.norm() for t in terms)
+        return math.fsum(t.weight * (t.map.norm() if t.map.cost() <= self.collapse_cost else t.map.cheap)
+                         for t in terms)
 
     def propagate(self, source: int, target: int, inside: set[int]) -> list[Term]:
         """The terms of A_{target←source} within the window ``inside`` (region.py)."""
@@ -230,11 +235,17 @@ def joint_bound(items: list[tuple[float, "DenseMap"]], norms: list[float]) -> fl
     The stacked norm² is λ_max(G), G = Σ_s (c_s²/μ_s)·A_s·A_sᵀ on the target's side, formed from
     the per-source Gram matrices once.  Rounding: |Ĝ − G| ≤ γ_k·|S|ᵀ|S| entrywise (k = Σ n_s the
     inner dimension, S the stacked matrix), so ‖Ĝ − G‖₂ ≤ γ_k·‖S‖_F² ≤ γ_k·r·λ_max(G) with r the
-    side of G, and λ_max(G) ≤ σ_max(Ĝ)/(1 − γ_k·r); dense_norm certifies σ_max(Ĝ).
+    side of G, and λ_max(G) ≤ σ_max(Ĝ)/(1 − γ_k·r); dense_norm certifies σ_max(Ĝ).  The factor
+    (1 + 1e-12) covers the rounding of the scalings and of Σ μ_s = 1.
     """
-    from ..spectral import dense_norm
-
     mats = [m.columns.reshape(m.columns.shape[0], -1) for _, m in items]  # A_sᵀ, (n_s, d)
+    # the matrices are the computed ones: ‖Σ A_sΔ_s‖ ≤ (figure for the computed) + Σ c_s·‖A_s − Â_s‖
+    slack = math.fsum(c * rounding_allowance(m.ops, max(a.shape), m.cheap) for (c, m), a in zip(items, mats))
+    return _joint(mats, items, norms) * (1.0 + 1e-12) + slack
+
+
+def _joint(mats: list[Tensor], items, norms: list[float]) -> float:
+
     weights = torch.tensor([c for c, _ in items], dtype=torch.float64)
     mu = weights * torch.tensor(norms, dtype=torch.float64)
     if float(mu.sum()) == 0.0:
@@ -265,7 +276,8 @@ def joint_bound(items: list[tuple[float, "DenseMap"]], norms: list[float]) -> fl
         if not float(proposal.sum()) > 0.0:
             break
         mu = _keep_all(proposal / proposal.sum())
-    gamma = (inner + 2) * 2.0**-53 / (1 - (inner + 2) * 2.0**-53)
+    terms = inner + len(mats) + 4  # the products, then the weighted sum over the sources
+    gamma = terms * 2.0**-53 / (1 - terms * 2.0**-53)
     top = dense_norm(combined(_keep_all(mu)), tol=JOINT_TOL).value
     return math.sqrt(top / (1.0 - gamma * side))
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..spectral import conv_norm
-from .maps import CHAIN_TOL, LinearMap
+from .maps import CHAIN_TOL, LinearMap, rounding_allowance
 from .network import _CONV, Node, _torch_pad
 
 
@@ -347,6 +347,9 @@ class ConvMap(LinearMap):
                 self._exact = max(floor, self._measure(kernel, offset))
             else:
                 self._exact = math.fsum(self._measure(p.reduced(self.dims), p.offset) for p in self.parts)
+            width = max(self.shape[1], self.anchor_shape[1]) * max(
+                (math.prod(p.core.shape[2:]) for p in self.parts if p.core is not None), default=1)
+            self._exact += rounding_allowance(self.ops + 2, width, self.cheap)
         return self._exact
 
     def _layout(self) -> tuple[str, int, int]:

@@ -55,11 +55,12 @@ reach u in different directions; the step keeps the lower of the two.
 Work.  Chain norms are computed lazily: all terms are first bounded by the product of node norms,
 then the largest are measured exactly until what is left unmeasured weighs less than
 ``refine_tol`` of the total; the result is within (1 + refine_tol) of measuring them all.  With a
-``budget``, a dry run (no measurement) first lists every candidate with its share of its
-target's bound and its cost (maps.py's operation counts), and only the best share per cost are
-measured, within budget × the cost of the node norms (the product's own work).  A term not
-measured keeps its product figure, so the budget changes how tight the bound is, never whether it
-is certified.
+``budget``, a dry run (no measurement) first lists every candidate with its cost (conv_maps.py's
+operation counts) and its first-order gain, the derivative of the network's bound with respect to
+the target's figure times the term's figure (a reverse sweep over the dry run's bounds), and only
+the best gain per cost are measured, within budget × the cost of the node norms (the product's own
+work).  A term not measured keeps its product figure, so the budget changes how tight the bound
+is, never whether it is certified.
 """
 
 from __future__ import annotations
@@ -186,9 +187,12 @@ def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budg
         reuse: dict = {}
         dry = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, joint, plan="collect",
                      reuse=reuse)
-        dry.run()
+        dry_best = dry.run()
         allowance = max(budget * sum(node_cost(n) for n in network.nodes), BUDGET_FLOOR)
-        selected = _select(dry.candidates, allowance)
+        candidates = dry.candidates(dry_best)
+        selected = _select(candidates, allowance)
+        if len(selected) == len(candidates):
+            selected = None  # everything fits: measure as without a budget (collapses included)
     sweep = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, joint, plan=selected,
                    reuse=reuse if budget is not None else None)
     best = sweep.run()
@@ -219,12 +223,14 @@ class _Sweep:
     plan: object = None
     reuse: dict | None = None
     values: list[ValueBound] = field(default_factory=list)
-    candidates: list[tuple[tuple[int, int, int], float, float]] = field(default_factory=list)
+    steps: dict = field(default_factory=dict)  # collect: target -> [(figure, dependency, key, map)]
     measured: int = 0
 
     def __post_init__(self) -> None:
         self.builder = ChainBuilder(self.network, self.dense_limit, self.dense_entries)
         self.builder.measure = self.plan != "collect"
+        if self.plan is not None:
+            self.builder.collapse_cost = FREE_COST
 
     def run(self) -> list[float]:
         products = product_bound(self.network)[1]
@@ -243,18 +249,51 @@ class _Sweep:
         """(one-step bound or None, number of sources) at ``target``."""
         region = window_region(self.network, target, self.window)
         weighted: list[tuple[float, Term, tuple[int, int, int]]] = []
+        depends: list[int] = []  # the value whose bound each term's weight is proportional to
         for source in region.sources:
-            if source in region.injections:
-                weight = region.injections[source] * best[self.network[source].inputs[0]]
-            else:
-                weight = best[source]
+            dep = self.network[source].inputs[0] if source in region.injections else source
+            weight = best[dep] * (region.injections[source] if source in region.injections else 1.0)
             if weight == 0.0:
                 continue
             if not math.isfinite(weight):
                 return None, len(region.sources)
             for index, term in enumerate(self._terms(source, target, region.inside)):
                 weighted.append((weight * term.weight, term, (target, source, index)))
-        return self._refine(weighted) * SUM_MARGIN, len(region.sources)
+                depends.append(dep)
+        total = self._refine(weighted) * SUM_MARGIN
+        if self.plan == "collect":
+            self.steps[target] = [(w * t.map.cheap, dep, key, t.map) for (w, t, key), dep in zip(weighted, depends)]
+        return total, len(region.sources)
+
+    def candidates(self, best: list[float]) -> list[tuple[tuple[int, int, int], float, float]]:
+        """After a dry run: (key, gain, cost) of every improvable term.  gain = ∂(network bound)/∂m_u
+        times the term's figure: the first-order decrease of the network's bound if the term
+        dropped to zero.  The derivatives come from a reverse sweep: through the product rule where
+        it gave L(y), through the recursion's terms (m_u is linear in the dependencies' bounds) at
+        every target — with product figures only, the dry run's recursion rarely beats the product
+        rule, but once measured it will, so its terms are the ones that matter."""
+        net = self.network
+        adjoint = [0.0] * len(net.nodes)
+        final = _combine_outputs(net, best)
+        for o in net.outputs:
+            adjoint[o] += best[o] / final if len(net.outputs) > 1 and final > 0 else 1.0
+        for node in reversed(net.nodes):
+            y = node.id
+            if adjoint[y] == 0.0:
+                continue
+            if y in self.steps:
+                for figure, dep, _, _ in self.steps[y]:
+                    if best[dep] > 0:
+                        adjoint[dep] += adjoint[y] * figure / best[dep]
+                continue
+            for i, slope in zip(node.inputs, _rule_slopes(node, best)):
+                adjoint[i] += adjoint[y] * slope
+        found = []
+        for target, terms in self.steps.items():
+            for figure, _, key, linear in terms:
+                if linear.improvable and figure > 0:
+                    found.append((key, adjoint[target] * figure, linear.cost()))
+        return found
 
     def _terms(self, source: int, target: int, inside: set[int]) -> list[Term]:
         """The chain terms; a dry run hands its convolution terms on (the maps do not depend on
@@ -275,9 +314,6 @@ class _Sweep:
         figures = [w * t.map.cheap for w, t, _ in weighted]
         total = math.fsum(figures)
         if self.plan == "collect":
-            for (w, t, key), figure in zip(weighted, figures):
-                if t.map.improvable and figure > 0:
-                    self.candidates.append((key, figure / total, t.map.cost()))
             return total
         order = sorted(range(len(weighted)), key=lambda i: -figures[i])
         allowed = [weighted[i][1].map.improvable and (self.plan is None or weighted[i][2] in self.plan)
@@ -304,11 +340,28 @@ class _Sweep:
         return total
 
 
+def _rule_slopes(node: Node, best: list[float]) -> list[float]:
+    """∂ product_rule / ∂ L(input) for each input."""
+    ins = [best[i] for i in node.inputs]
+    kind = node.kind
+    if kind == "add":
+        return [abs(c) for c in node.params["coefficients"]]
+    if kind in ("concat", "lipschitz"):
+        total = math.sqrt(math.fsum(b * b for b in ins))
+        scale = node.params["constant"] if kind == "lipschitz" else 1.0
+        return [scale * b / total if total > 0 else 0.0 for b in ins]
+    if kind == "activation":
+        return [node.split[2]]
+    if kind == "input":
+        return []
+    return [node.norm()]
+
+
 def _select(candidates, allowance: float) -> set[tuple[int, int, int]]:
-    """The chain norms to measure: all below MERGE_ALWAYS_COST, then the best share per cost while
-    the total cost stays within ``allowance``."""
+    """The chain norms to measure: all below FREE_COST, then the best gain per cost while the
+    total cost stays within ``allowance``."""
     chosen, spent = set(), 0.0
-    for key, share, cost in sorted(candidates, key=lambda c: -c[1] / max(c[2], 1.0)):
+    for key, gain, cost in sorted(candidates, key=lambda c: -c[1] / max(c[2], 1.0)):
         if cost <= FREE_COST or spent + cost <= allowance:
             chosen.add(key)
             spent += cost if cost > FREE_COST else 0.0
