@@ -1,0 +1,13 @@
+"""Tighter certified network bounds: the slope-restricted recursion over the DAG (issue 11).
+
+Independent of the IR: the caller describes the network with ``Network`` (network.py) and gets
+``network_bound`` (recursion.py: min of the recursion and the product of certified node norms)
+and ``residual_branches`` (branches.py: a bound on every residual branch g of x + g(x)).
+"""
+
+from .branches import BranchBound, residual_branches
+from .network import Network, Node
+from .recursion import DEFAULT_WINDOW, TightBound, ValueBound, network_bound, product_bound
+
+__all__ = ["BranchBound", "DEFAULT_WINDOW", "Network", "Node", "TightBound", "ValueBound", "network_bound", "product_bound",
+           "residual_branches"]

@@ -1,0 +1,302 @@
+"""Certified bounds on the linear map A_{u←s} of a window, from one source s to its target u.
+
+In the linearised window (every expanded activation replaced by a·Id, the cuts and the other
+sources held fixed) u is a linear function of s; we build that function node by node, forward
+from s, as a list of *terms* Σ_k c_k·E_k∘R_k: E_k an exact map (maps.py) from an *anchor* value
+r_k to the current value, and c_k a certified bound on ‖R_k‖, the map from s to r_k.  Then
+‖A_{u←s}‖ ≤ Σ_k c_k·‖E_k‖ (triangle inequality and submultiplicativity).
+
+At the source: one term, the identity from s, c = 1.  Through a node:
+  * unary linear node N: E_k ← N∘E_k when the form allows it (always for dense matrices within the
+    memory limit; for a composite convolution when no grid mask is in the way, maps.py);
+  * otherwise the input value x is *collapsed*: it becomes an anchor with c_x = Σ_k c_k·‖E_k‖ and
+    one term, N∘(identity of x); if even that has no exact form, the output y is collapsed:
+    c_y = ‖N‖·c_x, the product rule at N;
+  * Add: the inputs' terms, each times its coefficient; terms with the same anchor are summed into
+    one exact map when the forms allow (the residual block's I + a·W₂W₁ is made here);
+  * Concat: per anchor the parts are stacked (zero where an input does not depend on the anchor);
+    failing that, c_y = √(Σ_i c_i²) with c_i the inputs' bounds (the product rule for Concat);
+  * an expanded activation: its linear part a·Id multiplies every term.
+Each step only replaces an exact map by a certified upper bound of its norm, so the end result is
+a certified upper bound on ‖A_{u←s}‖, and never above the product of the certified node norms
+along the window's paths (``cheap``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..spectral import dense_norm
+
+from .conv_maps import ConvMap, channel_factor, node_conv_kernel
+from .maps import DenseMap, LinearMap, ScalarMap, rounding_allowance
+from .network import Network, Node
+
+# Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
+# most DENSE_ENTRIES numbers (128 MiB in float64).
+DENSE_LIMIT = 2048
+DENSE_ENTRIES = 2**24
+ISOMETRIES = ("reshape", "transpose")
+
+
+@dataclass
+class Term:
+    anchor: int
+    weight: float  # certified bound on the norm of the map from the source to the anchor
+    map: LinearMap
+
+
+class ChainBuilder:
+    def __init__(self, network: Network, dense_limit: int = DENSE_LIMIT, dense_entries: int = DENSE_ENTRIES):
+        self.network = network
+        self.dense_limit = dense_limit
+        self.dense_entries = dense_entries
+        self.collapses = 0
+        self.measure = True  # off: collapses take the product figure (a dry run for the work budget)
+        self.collapse_cost = math.inf  # under a work budget, collapses measure only what is cheap
+        self.norm_cache: dict = {}  # composite kernels measured so far (maps.ConvMap._measure)
+
+    # ------------------------------------------------------------------ forms
+
+    def identity(self, value: int) -> LinearMap:
+        shape = self.network.shape(value)
+        size = math.prod(shape)
+        if size <= self.dense_limit:
+            return DenseMap.identity(shape)
+        if len(shape) >= 3:
+            return ConvMap.identity(shape, self.norm_cache)
+        return ScalarMap(1.0)
+
+    def then(self, m: LinearMap, node: Node) -> LinearMap | None:
+        """node∘m in an exact form, or None."""
+        norm = node.norm()
+        ops = m.ops + (0 if node.kind in ISOMETRIES else 1)
+        if isinstance(m, ScalarMap):
+            return ScalarMap(m.cheap * norm, ops)
+        if isinstance(m, DenseMap):
+            if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
+                return None
+            return DenseMap(node.forward(m.columns), m.cheap * norm, ops, m.summed)
+        if isinstance(m, ConvMap):
+            if node.kind in ISOMETRIES and tuple(node.shape) == m.shape:
+                return m
+            conv = node_conv_kernel(node)
+            if conv is not None:
+                weight, strides, pads, dilations, groups = conv
+                return m.then_conv(weight, strides, pads, dilations, groups, node.shape, norm)
+            if node.kind == "scale":
+                factor = channel_factor(node)
+                return None if factor is None else m.scaled_channels(factor, norm)
+        return None
+
+    @staticmethod
+    def times(m: LinearMap, a: float) -> LinearMap:
+        if isinstance(m, ScalarMap):
+            return ScalarMap(m.cheap * abs(a), m.ops, m.summed)
+        if isinstance(m, DenseMap):
+            return DenseMap(m.columns * a, m.cheap * abs(a), m.ops, m.summed)
+        return m.times(a)
+
+    @staticmethod
+    def plus(x: LinearMap, y: LinearMap) -> LinearMap | None:
+        if isinstance(x, ScalarMap) and isinstance(y, ScalarMap):
+            return ScalarMap(x.cheap + y.cheap, max(x.ops, y.ops), True)
+        if isinstance(x, DenseMap) and isinstance(y, DenseMap):
+            return DenseMap(x.columns + y.columns, x.cheap + y.cheap, max(x.ops, y.ops), True)
+        if isinstance(x, ConvMap) and isinstance(y, ConvMap):
+            return x.plus(y)
+        return None
+
+    # ------------------------------------------------------------------ propagation
+
+    def bound(self, terms: list[Term]) -> float:
+        """Σ c_k·‖E_k‖ (the exact figures only when ``measure`` is on, and only for maps whose
+        measurement costs at most ``collapse_cost``)."""
+        if not self.measure:
+            return math.fsum(t.weight * t.map.cheap for t in terms)
+        return math.fsum(t.weight * (t.map.norm() if t.map.cost() <= self.collapse_cost else t.map.cheap)
+                         for t in terms)
+
+    def propagate(self, source: int, target: int, inside: set[int]) -> list[Term]:
+        """The terms of A_{target←source} within the window ``inside`` (region.py)."""
+        terms: dict[int, list[Term]] = {source: [Term(source, 1.0, self.identity(source))]}
+        for value in sorted(v for v in inside if source < v <= target):
+            node = self.network[value]
+            inputs = [terms.get(i) for i in node.inputs]
+            if all(t is None for t in inputs):
+                continue
+            terms[value] = self.apply(node, inputs)
+        return terms.get(target, [])
+
+    def apply(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+        if node.kind == "activation":  # expanded (or linear): its linear part a·Id
+            a = node.split[0]
+            return [Term(t.anchor, t.weight, self.times(t.map, a)) for t in inputs[0]]
+        if node.kind == "add":
+            scaled = [Term(t.anchor, t.weight, self.times(t.map, c))
+                      for c, ts in zip(node.params["coefficients"], inputs) if ts is not None for t in ts]
+            return self._merge(scaled)
+        if node.kind == "concat":
+            return self._concat(node, inputs)
+        return self._unary(node, inputs[0])
+
+    def _unary(self, node: Node, terms: list[Term]) -> list[Term]:
+        mapped = [self.then(t.map, node) for t in terms]
+        if all(m is not None for m in mapped):
+            return [Term(t.anchor, t.weight, m) for t, m in zip(terms, mapped)]
+        self.collapses += 1
+        x = node.inputs[0]
+        bound_x = self.bound(terms)
+        fresh = self.then(self.identity(x), node)
+        if fresh is not None:
+            return [Term(x, bound_x, fresh)]
+        return [Term(node.id, bound_x * node.norm(), self.identity(node.id))]
+
+    def _merge(self, terms: list[Term]) -> list[Term]:
+        merged: list[Term] = []
+        for term in terms:
+            for i, other in enumerate(merged):
+                if other.anchor == term.anchor:
+                    total = self.plus(other.map, term.map)
+                    if total is not None:
+                        merged[i] = Term(other.anchor, other.weight, total)
+                        break
+            else:
+                merged.append(term)
+        return merged
+
+    def _concat(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+        anchors = sorted({t.anchor for ts in inputs if ts is not None for t in ts})
+        shapes = [self.network.shape(i) for i in node.inputs]
+        out: list[Term] = []
+        for anchor in anchors:
+            parts: list[Term | None] = []
+            for ts in inputs:
+                mine = [t for t in ts if t.anchor == anchor] if ts is not None else []
+                if len(mine) > 1:
+                    return self._collapse_concat(node, inputs)
+                parts.append(mine[0] if mine else None)
+            stacked = self._stack(node, [p.map if p else None for p in parts], shapes)
+            if stacked is None:
+                return self._collapse_concat(node, inputs)
+            weight = next(p.weight for p in parts if p is not None)
+            out.append(Term(anchor, weight, stacked))
+        return out
+
+    def _stack(self, node: Node, maps: list[LinearMap | None], shapes) -> LinearMap | None:
+        present = [m for m in maps if m is not None]
+        kinds = {type(m) for m in present}
+        if len(kinds) != 1:
+            return None
+        kind = kinds.pop()
+        ops = max(m.ops for m in present)
+        cheap = math.sqrt(sum(m.cheap ** 2 for m in present))
+        if kind is ScalarMap:
+            return ScalarMap(cheap, ops, True)
+        if kind is DenseMap:
+            n = present[0].columns.shape[0]
+            if n * math.prod(node.shape) > self.dense_entries:
+                return None
+            blocks = [m.columns if m is not None else torch.zeros((n, *s), dtype=torch.float64)
+                      for m, s in zip(maps, shapes)]
+            return DenseMap(torch.cat(blocks, dim=node.params["axis"] + 1), cheap, ops, True)
+        if node.params["axis"] != 1:
+            return None
+        return ConvMap.stack(maps, shapes, node.shape, present[0].anchor_shape)
+
+    def _collapse_concat(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+        self.collapses += 1
+        bound = math.sqrt(sum(self.bound(ts) ** 2 for ts in inputs if ts is not None))
+        return [Term(node.id, bound, self.identity(node.id))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Several sources at once
+
+JOINT_STEPS = 4
+JOINT_TOL = 1e-3
+
+
+def joint_bound(items: list[tuple[float, "DenseMap"]], norms: list[float]) -> float:
+    """A certified bound on sup ‖Σ_s A_s·Δ_s‖ over ‖Δ_s‖ ≤ c_s (explicit matrices A_s from the
+    sources to one target): min over μ in the simplex of ‖[c_s·A_s/√μ_s]_s‖.
+
+    Proof: Σ_s A_s·Δ_s = [c_s·A_s/√μ_s]_s · (√μ_s·Δ_s/c_s)_s and the second vector has norm
+    √(Σ μ_s‖Δ_s‖²/c_s²) ≤ √(Σ μ_s) = 1.  With μ_s ∝ c_s·‖A_s‖ the stacked norm is at most
+    √(Σ_s c_s²‖A_s‖²/μ_s) = Σ_s c_s‖A_s‖, the triangle inequality's figure; it is lower when the
+    sources' images point in different directions.  A few fixed-point steps μ_s ∝ c_s·‖A_sᵀv‖
+    (v the top left singular vector estimate: the stationarity condition of the minimum) move μ
+    towards it; only the final μ's figure is certified, so the steps need not be exact.
+
+    The stacked norm² is λ_max(G), G = Σ_s (c_s²/μ_s)·A_s·A_sᵀ on the target's side, formed from
+    the per-source Gram matrices once.  Rounding: |Ĝ − G| ≤ γ_k·|S|ᵀ|S| entrywise (k = Σ n_s the
+    inner dimension, S the stacked matrix), so ‖Ĝ − G‖₂ ≤ γ_k·‖S‖_F² ≤ γ_k·r·λ_max(G) with r the
+    side of G, and λ_max(G) ≤ σ_max(Ĝ)/(1 − γ_k·r); dense_norm certifies σ_max(Ĝ).  The factor
+    (1 + 1e-12) covers the rounding of the scalings and of Σ μ_s = 1.
+    """
+    mats = [m.columns.reshape(m.columns.shape[0], -1) for _, m in items]  # A_sᵀ, (n_s, d)
+    # the matrices are the computed ones: ‖Σ A_sΔ_s‖ ≤ (figure for the computed) + Σ c_s·‖A_s − Â_s‖
+    slack = math.fsum(c * rounding_allowance(m.ops, max(a.shape), m.cheap) for (c, m), a in zip(items, mats))
+    return _joint(mats, items, norms) * (1.0 + 1e-12) + slack
+
+
+def _joint(mats: list[Tensor], items, norms: list[float]) -> float:
+
+    weights = torch.tensor([c for c, _ in items], dtype=torch.float64)
+    mu = weights * torch.tensor(norms, dtype=torch.float64)
+    if float(mu.sum()) == 0.0:
+        return 0.0
+    inner, side = sum(a.shape[0] for a in mats), mats[0].shape[1]
+    if inner <= side:  # few source entries: work with the stacked matrix itself
+        def stacked(mu: Tensor) -> Tensor:
+            return torch.cat([a * (float(c) / math.sqrt(float(m))) for a, c, m in zip(mats, weights, mu)])
+        mu = _keep_all(mu / mu.sum())
+        for _ in range(JOINT_STEPS):
+            s = stacked(mu)
+            v = _top_vector(s.T @ s)
+            proposal = weights * torch.stack([torch.linalg.vector_norm(a @ v) for a in mats])
+            if not float(proposal.sum()) > 0.0:
+                break
+            mu = _keep_all(proposal / proposal.sum())
+        return dense_norm(stacked(_keep_all(mu)), tol=JOINT_TOL).value
+
+    grams = [a.T @ a for a in mats]  # A_s A_sᵀ, (d, d)
+
+    def combined(mu: Tensor) -> Tensor:
+        return sum(g * (float(c) ** 2 / float(m)) for g, c, m in zip(grams, weights, mu))
+
+    mu = _keep_all(mu / mu.sum())
+    for _ in range(JOINT_STEPS):
+        v = _top_vector(combined(mu))
+        proposal = weights * torch.stack([torch.sqrt(torch.clamp(v @ g @ v, min=0.0)) for g in grams])
+        if not float(proposal.sum()) > 0.0:
+            break
+        mu = _keep_all(proposal / proposal.sum())
+    terms = inner + len(mats) + 4  # the products, then the weighted sum over the sources
+    gamma = terms * 2.0**-53 / (1 - terms * 2.0**-53)
+    top = dense_norm(combined(_keep_all(mu)), tol=JOINT_TOL).value
+    return math.sqrt(top / (1.0 - gamma * side))
+
+
+def _keep_all(mu: Tensor) -> Tensor:
+    """μ on the simplex with every entry positive (a source the steps dropped gets a tiny share)."""
+    mu = torch.clamp(mu, min=1e-9 * float(mu.max()))
+    return mu / mu.sum()
+
+
+def _top_vector(gram: torch.Tensor, steps: int = 30) -> torch.Tensor:
+    """Power iteration for the top eigenvector of a PSD matrix (an estimate)."""
+    v = gram.sum(0)
+    if float(torch.linalg.vector_norm(v)) == 0.0:
+        v = torch.ones(gram.shape[1], dtype=gram.dtype)
+    for _ in range(steps):
+        v = gram @ v
+        length = torch.linalg.vector_norm(v)
+        if float(length) == 0.0:
+            break
+        v = v / length
+    return v
