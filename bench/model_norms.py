@@ -139,10 +139,10 @@ def run_audit(name: str, size: int, directory: Path) -> dict:
     torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
                       input_names=["input"])
     report, seconds, cpu = timed(lipaudit.audit, str(path), input_shape=[f"input=1x3x{size}x{size}"])
-    network = getattr(report, "network", {}) or {}
-    return dict(model=name, size=size, seconds=seconds, cpu=cpu, upper_bound=network.get("upper_bound"),
-                certified=network.get("certified"), complete=network.get("complete"),
-                timings=getattr(report, "timings", None))
+    network = report.network
+    return dict(model=name, size=size, seconds=seconds, cpu=cpu, upper_bound=network.upper_bound,
+                product_bound=network.product_bound, method=network.method, certified=network.certified,
+                complete=network.complete, timings=report.timings)
 
 
 def _fmt(value, spec: str) -> str:
@@ -177,8 +177,10 @@ def main() -> None:
                 timings = ", ".join(f"{k} {v:.1f}" for k, v in (result["timings"] or {}).items()
                                     if isinstance(v, (int, float)))
                 bound = "none" if result["upper_bound"] is None else f"{result['upper_bound']:.4g}"
+                product = "none" if result["product_bound"] is None else f"{result['product_bound']:.4g}"
                 print(f"{name + '@' + str(size):>20}: audit {result['seconds']:7.1f} s (cpu {result['cpu']:.1f} s), "
-                      f"bound {bound}, certified {result['certified']}, complete {result['complete']}; "
+                      f"bound {bound} ({result['method']}; product {product}), certified {result['certified']}, "
+                      f"complete {result['complete']}; "
                       f"timings: {timings}", flush=True)
     if ARGS.json:
         ARGS.json.write_text(json.dumps(results, indent=1, default=str))

@@ -13,6 +13,8 @@ workers = 4                        # for the whole run: worker processes (or CPU
 ray = "auto"                       # for the whole run: true (a local cluster), "auto" or an address
 input_range = "0:1"                # a local bound on this box of inputs; or ["x=0:1"], or {x = [0, 1]}
 lower_bound_time = 60              # seconds for --lower-bound's search (or "2min")
+bound = "recursion"                # or "product": how the layers' factors combine into the network bound
+max_branch_lipschitz = 0.9         # every residual branch g of x + g(x) under this: the net is invertible
 
 [tool.lipaudit.models."models/critic_*.onnx"]
 max_lipschitz = 1.0
@@ -31,10 +33,11 @@ from typing import Any
 from .domain.inputs import check_input_ranges
 from .errors import UsageError
 from .parallel import LOCAL_RAY
-from .report import LayerReport, LayerViolation
+from .report import BranchViolation, LayerReport, LayerViolation, ResidualBranch
+from .tight.graph_bound import BOUNDS
 
 KEYS = {"max_lipschitz", "method", "device", "input_shape", "allow_incomplete", "max_layer_factor",
-        "in_memory_limit", "workers", "ray", "input_range", "lower_bound_time"}
+        "in_memory_limit", "workers", "ray", "input_range", "lower_bound_time", "bound", "max_branch_lipschitz"}
 # Keys about how the whole run is carried out, not about one model: no per-model override.
 RUN_KEYS = {"workers", "ray"}
 
@@ -92,6 +95,8 @@ class Settings:
     ray: str | None = None  # None: not on Ray; "local" or an address
     input_range: Any = None  # --input-range strings, or the config's string, list or table
     lower_bound_time: float | None = None  # seconds; None: the pipeline's default
+    bound: str = "recursion"
+    max_branch_lipschitz: float | None = None
 
     def layer_limit(self, layer_name: str) -> float | None:
         """The most specific matching glob wins: the one with the most literal characters."""
@@ -115,8 +120,13 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
                          hint=f"known keys: {', '.join(sorted(KEYS))}, and [tool.lipaudit.models.\"GLOB\"]")
     values = dict(table)
     try:
-        if "max_lipschitz" in values:
-            values["max_lipschitz"] = float(values["max_lipschitz"])
+        for key in ("max_lipschitz", "max_branch_lipschitz"):
+            if key in values:
+                if isinstance(values[key], bool):
+                    raise TypeError(f"{key} must be a number")
+                values[key] = float(values[key])
+        if "bound" in values and values["bound"] not in BOUNDS:
+            raise ValueError(f"bound must be one of {', '.join(BOUNDS)}, not {values['bound']!r}")
         if "input_shape" in values:
             shapes = values["input_shape"]
             values["input_shape"] = (shapes,) if isinstance(shapes, str) else tuple(str(s) for s in shapes)
@@ -205,3 +215,11 @@ def layer_violations(layers: list[LayerReport], settings: Settings) -> list[Laye
         if layer.factor is None or layer.factor > limit:
             violations.append(LayerViolation(layer.name, layer.op, layer.factor, limit))
     return violations
+
+
+def branch_violations(branches: list[ResidualBranch], settings: Settings) -> list[BranchViolation]:
+    """Residual branches whose certified |c_g/c_x|·Lip(g) is not below max_branch_lipschitz."""
+    limit = settings.max_branch_lipschitz
+    if limit is None:
+        return []
+    return [BranchViolation(branch.add, branch.ratio, limit) for branch in branches if not branch.ratio < limit]

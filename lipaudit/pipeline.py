@@ -5,6 +5,8 @@ compose then only propagates them, and the report is the same. A model whose ext
 larger than ``in_memory_limit`` is read memory-mapped, one layer at a time; what needs the whole
 model in memory (the runtime probe, verification, the lower bound) is skipped with a notice.
 With ``input_range`` the figure is a local bound on that box of inputs, and the report says so.
+With ``bound="recursion"`` (the default) the product of the factors is then tightened by the
+slope-restricted recursion over the graph (lipaudit.tight), which also bounds each residual branch.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .passes import run_passes
 from .report import Report, Verification, build_report, skipped
 from .shapes import parse_input_shapes
 from .spectral.device import exact_cuda_math, resolve_device
+from .tight.graph_bound import BOUNDS, GraphBound, NotMappable, tighten
 
 METHODS = ("auto", "exact", "gram", "power", "frobenius")
 DEVICES = ("auto", "cpu", "cuda")
@@ -69,7 +72,7 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
           max_lipschitz: float | None = None, on_node: ProgressFn | None = None, verify: bool | None = None,
           lower_bound: bool = False, seed: int = 0, samples: int = DEFAULT_SAMPLES,
           steps: int = DEFAULT_STEPS, lower_bound_time: float | None = DEFAULT_TIME_LIMIT,
-          input_range: Any = None, executor: "Executor | None" = None,
+          input_range: Any = None, bound: str = "recursion", executor: "Executor | None" = None,
           in_memory_limit: int = DEFAULT_IN_MEMORY_LIMIT) -> Report:
     """Audit one model file and return its report. Raises LipauditError for bad input.
 
@@ -77,12 +80,15 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     50M parameters); a mismatch raises VerificationError. ``lower_bound``: also search for an
     empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by ``seed``,
     stopped after ``lower_bound_time`` seconds). ``input_range``: ``--input-range`` strings (or the
-    config's value): the bound is then local to that box. ``executor``: measures the layers
+    config's value): the bound is then local to that box. ``bound``: 'recursion' tightens the
+    product of the factors (never above it), 'product' keeps it. ``executor``: measures the layers
     (lipaudit.parallel); ``on_node`` then follows its jobs. ``in_memory_limit``: bytes of external
     data above which the weights stay on disk.
     """
     if method not in METHODS:
         raise UsageError(f"unknown method '{method}'", hint=f"choose one of: {', '.join(METHODS)}")
+    if bound not in BOUNDS:
+        raise UsageError(f"unknown bound '{bound}'", hint=f"choose one of: {', '.join(BOUNDS)}")
     if samples < 1 or steps < 0:
         raise UsageError("--samples must be at least 1 and --steps at least 0",
                          hint="for example --samples 16 --steps 20")
@@ -125,21 +131,28 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     ctx = RuleContext(graph, method=method, device=torch_device, ranges=domain.ranges if domain else None)
     network = _analyse(graph, ctx, executor, too_large, on_node, notices)
     clock.lap("analyze")
+    tight = None
+    if too_large:
+        notices.append(f"the network bound is the product: the recursion {whole_model}")
+    else:
+        tight = _tighten(graph, network, bound, seed, notices)
+        clock.lap("tighten")
+    upper = tight.upper_bound if tight is not None else network.upper_bound
 
     lower = None
     if lower_bound and too_large:
         notices.append(f"no lower bound: the search {whole_model}")
     elif lower_bound:
-        lower = _lower_bound(graph, network, domain, notices, samples=samples, steps=steps, seed=seed,
+        lower = _lower_bound(graph, upper, domain, notices, samples=samples, steps=steps, seed=seed,
                              device=torch_device, time_limit=lower_bound_time)
         clock.lap("lower_bound")
 
-    settings: dict = {"norm": "l2", "method": method, "device": str(torch_device)}
+    settings: dict = {"norm": "l2", "method": method, "device": str(torch_device), "bound": bound}
     if domain is not None:
         settings["domain"] = domain.settings
     if lower_bound:
         settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps, "time_limit_s": lower_bound_time}
-    return build_report(loaded=loaded, graph=graph, network=network, lower=lower, settings=settings,
+    return build_report(loaded=loaded, graph=graph, network=network, tight=tight, lower=lower, settings=settings,
                         verification=verification, max_lipschitz=max_lipschitz, timings=clock.total(),
                         notices=notices)
 
@@ -173,7 +186,19 @@ def _analyse(graph: Graph, ctx: RuleContext, executor: "Executor | None", too_la
         return compose(graph, ctx, on_node if precomputed is None else None, precomputed)
 
 
-def _lower_bound(graph: Graph, network: NetworkBound, domain: Domain | None, notices: list[str],
+def _tighten(graph: Graph, network: NetworkBound, bound: str, seed: int, notices: list[str]) -> GraphBound | None:
+    """The recursion's bound and the residual branches (None: the product stands, with a notice why)."""
+    if network.upper_bound is None:
+        return None
+    try:
+        with torch.no_grad():
+            return tighten(graph, network, bound=bound, seed=seed)
+    except NotMappable as error:
+        notices.append(f"the network bound is the product: the recursion cannot describe the graph ({error})")
+        return None
+
+
+def _lower_bound(graph: Graph, upper: float | None, domain: Domain | None, notices: list[str],
                  **search: Any) -> LowerBound | None:
     """The empirical lower bound (inside the box in domain mode), with a notice when it cannot run or
     contradicts the upper bound."""
@@ -186,7 +211,7 @@ def _lower_bound(graph: Graph, network: NetworkBound, domain: Domain | None, not
         notices.append(f"no lower bound: {error}")
         return None
     notices += [f"lower bound: {note}" for note in lower.notes if "time limit" in note]
-    if network.upper_bound is not None and lower.value > network.upper_bound:
+    if upper is not None and lower.value > upper:
         notices.append(f"warning: the empirical lower bound {lower.value:.6g} exceeds the upper bound "
-                       f"{network.upper_bound:.6g}: the upper bound is wrong; please report this model")
+                       f"{upper:.6g}: the upper bound is wrong; please report this model")
     return lower

@@ -16,6 +16,7 @@ from . import __version__
 if TYPE_CHECKING:
     from .compose import NetworkBound
     from .execute.empirical_lower_bound import LowerBound
+    from .tight.graph_bound import GraphBound
     from .ir import Graph
     from .load import LoadedModel
 
@@ -89,6 +90,24 @@ class Blocker:
 
 
 @dataclass
+class ResidualBranch:
+    """A residual branch g of y = c_x·x + c_g·g(x): ``bound`` ≥ Lip(g) (certified when the network's
+    figure is). The layer is invertible (i-ResNet) when ``ratio`` = |c_g/c_x|·bound < 1."""
+
+    add: str  # the Add node joining the branch and the shortcut
+    fork: str  # the node (or input) whose value x both read
+    bound: float
+    product: float  # the product of the branch's factors, for comparison
+    ratio: float
+    method: str
+    nodes: int
+
+    @property
+    def invertible(self) -> bool:
+        return self.ratio < 1.0
+
+
+@dataclass
 class NetworkResult:
     upper_bound: float | None
     certified: bool
@@ -102,6 +121,11 @@ class NetworkResult:
     # "global": a Lipschitz constant on all inputs. "domain": it holds only for inputs in the box of
     # settings.domain (some factor used the value ranges there): a local figure.
     scope: str = "global"
+    # How upper_bound was reached: "product" of the layers' factors, or "recursion-w<window>" (the
+    # slope-restricted recursion, never above the product, which is kept in product_bound).
+    method: str = "product"
+    product_bound: float | None = None
+    branches: list[ResidualBranch] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +135,7 @@ class NetworkResult:
         fields = dict(data)
         fields["unsupported"] = [Blocker(**item) for item in data.get("unsupported", [])]
         fields["unbounded"] = [Blocker(**item) for item in data.get("unbounded", [])]
+        fields["branches"] = [ResidualBranch(**item) for item in data.get("branches", [])]
         return cls(**fields)
 
 
@@ -123,22 +148,37 @@ class LayerViolation:
 
 
 @dataclass
+class BranchViolation:
+    add: str
+    ratio: float
+    limit: float
+
+
+@dataclass
 class Threshold:
     max_lipschitz: float | None = None
     passed: bool | None = None
     layers: list[LayerViolation] | None = None  # layers over their max_layer_factor, when any
+    max_branch_lipschitz: float | None = None
+    branches: list[BranchViolation] | None = None  # residual branches over max_branch_lipschitz, when any
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"max_lipschitz": self.max_lipschitz, "passed": self.passed}
         if self.layers is not None:
             data["layers"] = [asdict(layer) for layer in self.layers]
+        if self.max_branch_lipschitz is not None:
+            data["max_branch_lipschitz"] = self.max_branch_lipschitz
+        if self.branches is not None:
+            data["branches"] = [asdict(branch) for branch in self.branches]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Threshold":
-        layers = data.get("layers")
+        layers, branches = data.get("layers"), data.get("branches")
         return cls(data.get("max_lipschitz"), data.get("passed"),
-                   None if layers is None else [LayerViolation(**item) for item in layers])
+                   None if layers is None else [LayerViolation(**item) for item in layers],
+                   data.get("max_branch_lipschitz"),
+                   None if branches is None else [BranchViolation(**item) for item in branches])
 
 
 @dataclass
@@ -272,10 +312,11 @@ def threshold_verdict(upper_bound: float | None, max_lipschitz: float | None) ->
     return Threshold(max_lipschitz, bool(upper_bound <= max_lipschitz))
 
 
-def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBound", lower: "LowerBound | None",
-                 settings: dict[str, Any], verification: Verification, max_lipschitz: float | None,
-                 timings: dict[str, float], notices: list[str]) -> Report:
-    """The report of one audit, from the analysed graph and what each stage computed."""
+def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBound", tight: "GraphBound | None",
+                 lower: "LowerBound | None", settings: dict[str, Any], verification: Verification,
+                 max_lipschitz: float | None, timings: dict[str, float], notices: list[str]) -> Report:
+    """The report of one audit, from the analysed graph and what each stage computed. ``tight``: the
+    network bound beyond the product, where it was computed."""
     layers = []
     for result in network.layers:
         factor, node = result.factor, result.node
@@ -287,7 +328,11 @@ def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBoun
             running_bound=finite_or_none(result.bound.value) if result.bound.finite else None,
             status=factor.status, reason=factor.reason, notes=list(node.notes) + list(factor.notes),
             seconds=None if factor.seconds is None else round(factor.seconds, 4)))
-    upper = finite_or_none(network.upper_bound)
+    product = finite_or_none(network.upper_bound)
+    upper = finite_or_none(tight.upper_bound) if tight is not None else product
+    output_bounds = dict(network.outputs)
+    if tight is not None:
+        output_bounds.update(tight.outputs)
     scope = network_scope(network)
     if settings.get("domain") and scope == "global":
         notices = notices + ["the input range tightened no factor: the bound is a global one"]
@@ -295,18 +340,19 @@ def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBoun
     model = ModelInfo(
         path=str(loaded.path), format=loaded.format, sha256=loaded.sha256, opset=graph.opset,
         inputs=[TensorInfo(name, list(graph.shape(name) or [])) for name in graph.inputs],
-        outputs=[OutputBound(name, finite_or_none(value)) for name, value in network.outputs.items()],
+        outputs=[OutputBound(name, finite_or_none(value)) for name, value in output_bounds.items()],
         parameters=graph.parameter_count())
     result = NetworkResult(
         upper_bound=upper, certified=network.certified, complete=network.complete, lower_bound=lower_value,
         gap=upper / lower_value if upper is not None and lower_value else None,
         unsupported=list(network.unsupported), unbounded=list(network.unbounded), verified=verification.checked,
-        scope=scope)
+        scope=scope, method=tight.method if tight is not None else "product", product_bound=product,
+        branches=list(tight.branches) if tight is not None else [])
     return Report(tool=ToolInfo(), model=model, settings=settings, layers=layers, network=result,
                   threshold=threshold_verdict(upper, max_lipschitz), verification=verification, timings=timings,
                   notices=notices)
 
 
-__all__ = ["Blocker", "EXIT_INCOMPLETE", "EXIT_PASSED", "EXIT_THRESHOLD_EXCEEDED", "EXIT_USAGE", "LayerReport",
+__all__ = ["Blocker", "BranchViolation", "ResidualBranch", "EXIT_INCOMPLETE", "EXIT_PASSED", "EXIT_THRESHOLD_EXCEEDED", "EXIT_USAGE", "LayerReport",
            "LayerViolation", "ModelInfo", "NetworkResult", "Report", "SCHEMA_VERSION", "Threshold", "ToolInfo",
            "Verification", "build_report", "finite_or_none", "network_scope", "skipped", "threshold_verdict"]

@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..config import (Settings, find_pyproject, layer_violations, load_settings, merge_flags, parse_duration,
+from ..config import (Settings, branch_violations, find_pyproject, layer_violations, load_settings, merge_flags, parse_duration,
                       parse_size)
 from ..domain.inputs import check_input_ranges
 from ..diff import diff_reports, parse_increase
@@ -122,6 +122,14 @@ def _gate(report: Report, settings: Settings) -> None:
     if violations:
         report.threshold.layers = violations
         report.threshold.passed = False
+    if settings.max_branch_lipschitz is not None:
+        report.threshold.max_branch_lipschitz = settings.max_branch_lipschitz
+        branches = branch_violations(report.network.branches, settings)
+        if branches:
+            report.threshold.branches = branches
+            report.threshold.passed = False
+        elif report.threshold.passed is None and report.upper_bound is not None:
+            report.threshold.passed = True
 
 
 @report_errors
@@ -134,6 +142,15 @@ def check(
              "left out when the model has one input."),
     max_lipschitz: Optional[float] = typer.Option(
         None, "--max-lipschitz", metavar="X", help="Fail (exit 1) when the network's upper bound exceeds X."),
+    bound: Optional[str] = typer.Option(
+        None, "--bound", show_default=False,
+        help="How the layers' factors combine into the network bound: recursion (default: the slope-restricted "
+             "recursion over the graph, never above the product and often far below it on residual nets) or "
+             "product (each factor multiplied along the graph). The report keeps the product either way."),
+    max_branch_lipschitz: Optional[float] = typer.Option(
+        None, "--max-branch-lipschitz", metavar="X",
+        help="Fail (exit 1) unless every residual branch g of a block x + g(x) has a certified Lipschitz bound "
+             "below X (X = 1 gates invertibility, as in invertible ResNets)."),
     method: Optional[str] = typer.Option(
         None, "--method", "-m", show_default=False,
         help="How to measure linear layers: auto (default: the tightest certified method that is fast enough), "
@@ -204,8 +221,8 @@ def check(
 
     Settings come from the \\[tool.lipaudit] table of pyproject.toml, overridden by these flags.
 
-    Exit codes: 0 passed (or no threshold), 1 the bound exceeds --max-lipschitz (or a layer its limit, or a
-    --baseline regression), 2 usage or load error, 3 the bound is incomplete or unbounded (an op without a
+    Exit codes: 0 passed (or no threshold), 1 the bound exceeds --max-lipschitz (or a layer its limit, a
+    residual branch --max-branch-lipschitz, or a --baseline regression), 2 usage or load error, 3 the bound is incomplete or unbounded (an op without a
     rule, or one that is not Lipschitz). With several models, the worst code.
     """
     if output_format not in RENDERERS:
@@ -225,7 +242,7 @@ def check(
         raise UsageError(f"--lower-bound-time: {error}", hint="for example --lower-bound-time 90s") from None
     if input_range:
         check_input_ranges(input_range)
-    flags = dict(max_lipschitz=max_lipschitz, method=method, device=device, input_shape=input_shape or None,
+    flags = dict(max_lipschitz=max_lipschitz, bound=bound, max_branch_lipschitz=max_branch_lipschitz, method=method, device=device, input_shape=input_shape or None,
                  allow_incomplete=allow_incomplete, in_memory_limit=limit, workers=workers, ray=ray_setting,
                  input_range=tuple(input_range) if input_range else None, lower_bound_time=search_time)
     run = Run(config, flags, targets, len(models) > 1, base, increase, output_format, colored, quiet, verbose,
@@ -280,7 +297,7 @@ def _failed(model: Path, error: LipauditError, run: Run) -> Outcome:
 
 def _audit_settings(settings: Settings, run: Run) -> dict[str, Any]:
     chosen = dict(input_shape=list(settings.input_shape), method=settings.method, device=settings.device,
-                  max_lipschitz=settings.max_lipschitz, **run.extra)
+                  max_lipschitz=settings.max_lipschitz, bound=settings.bound, **run.extra)
     if settings.in_memory_limit is not None:
         chosen["in_memory_limit"] = settings.in_memory_limit
     if settings.lower_bound_time is not None:

@@ -62,6 +62,8 @@ def summary_lines(report: Report) -> list[Text]:
     if is_local(report):
         kind = "local " + kind
     if bound is not None:
+        if network.method != "product" and network.product_bound is not None:
+            kind += f"; {network.method}, product {format_number(network.product_bound)}"
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), (format_number(bound), "bold cyan"), f"  ({kind})"))
         if is_local(report):
             lines.append(Text(f"scope: {scope_text(report)}; it holds only for inputs in that box",
@@ -86,14 +88,38 @@ def summary_lines(report: Report) -> list[Text]:
     if network.unbounded:
         lines.append(Text(f"unbounded ops ({len(network.unbounded)}):", style="red"))
         lines.extend(Text(f"  {b.node} ({b.op}): {b.reason}") for b in network.unbounded)
+    lines.extend(_branch_lines(report))
     warnings = [(layer.name, note) for layer in report.layers for note in layer.notes if note.startswith("warning")]
     lines.extend(Text(f"{name}: {note}", style="yellow") for name, note in warnings)
     for violation in (report.threshold.layers or []):
         lines.append(Text(f"layer {violation.name}: factor {format_number(violation.factor)} > limit "
                           f"{format_number(violation.limit)}", style="red"))
+    for branch in (report.threshold.branches or []):
+        lines.append(Text(f"residual branch at {branch.add}: {format_number(branch.ratio)} ≥ limit "
+                          f"{format_number(branch.limit)}", style="red"))
     status, line = verdict(report)
     if status != "DONE":
         lines.append(Text(line, style=VERDICT_STYLES.get(status, "bold")))
+    return lines
+
+
+MAX_BRANCH_LINES = 12
+
+
+def _branch_lines(report: Report) -> list[Text]:
+    """Each residual branch's certified bound and whether it makes its block invertible."""
+    branches = report.network.branches
+    if not branches:
+        return []
+    invertible = sum(branch.invertible for branch in branches)
+    lines = [Text(f"residual branches g of x + g(x): {len(branches)}, {invertible} certified invertible "
+                  "(Lip(g) < 1)")]
+    for branch in branches[:MAX_BRANCH_LINES]:
+        mark = "  invertible" if branch.invertible else ""
+        lines.append(Text(f"  {branch.add} (from {branch.fork}): Lip(g) ≤ {format_number(branch.ratio)}  "
+                          f"[{branch.method}]{mark}"))
+    if len(branches) > MAX_BRANCH_LINES:
+        lines.append(Text(f"  … and {len(branches) - MAX_BRANCH_LINES} more (all in the JSON report)"))
     return lines
 
 

@@ -67,6 +67,13 @@ def _verdict(report: Report) -> tuple[str, str]:
         return "FAILED", f"FAILED  bound {shown_bound} > {shown_limit}"
     if over_layers:
         return "FAILED", f"FAILED  {len(over_layers)} layer(s) over their max_layer_factor"
+    over_branches = report.threshold.branches or []
+    if over_branches:
+        return "FAILED", (f"FAILED  {len(over_branches)} residual branch(es) not below max_branch_lipschitz "
+                          f"{format_number(report.threshold.max_branch_lipschitz)}")
+    if limit is None and report.threshold.max_branch_lipschitz is not None:
+        return "PASSED", (f"PASSED  every residual branch below {format_number(report.threshold.max_branch_lipschitz)}"
+                          f"  (bound {format_number(bound)})")
     if limit is None:
         return "DONE", f"BOUND  {format_number(bound)}"
     shown_bound, shown_limit = distinguishing_pair(bound, limit)

@@ -221,6 +221,53 @@ def _avg_pool_geometry(spatial, kernel, strides, pads, count_include_pad, ceil_m
             "uniform": bool((sums == math.prod(kernel)).all())}
 
 
+def _known_shape(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The output shape where it follows from the input shapes by arithmetic (None: ask a meta
+    tensor).  Meta arithmetic and reductions go through torch's Python references, whose first use
+    imports the compiler stack: seconds, for shapes known here."""
+    kind, p = node.kind, node.params
+    if kind in ("activation", "lipschitz", "add", "scale"):
+        return shapes[0]
+    if kind == "mean":
+        return tuple(1 if a in p["axes"] else n for a, n in enumerate(shapes[0]) if p["keepdims"] or a not in p["axes"])
+    if kind == "concat":
+        axis = p["axis"]
+        return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1:]
+    if kind == "transpose":
+        return tuple(shapes[0][a] for a in p["perm"])
+    if kind == "slice":
+        axis = p["axis"]
+        return shapes[0][:axis] + (len(range(p["start"], p["stop"], p["step"])),) + shapes[0][axis + 1:]
+    if kind == "pad":
+        return tuple(n + b + e for n, b, e in zip(shapes[0], p["begins"], p["ends"]))
+    if kind == "dense":
+        return shapes[0][:-1] + (int(p["matrix"].shape[1]),)
+    if kind == "avg_pool":
+        return shapes[0][:2] + tuple(p["out"])
+    if kind == "conv":
+        return shapes[0][:1] + _conv_shape(shapes[0][1:], p)
+    return None
+
+
+def _conv_shape(shape: tuple[int, ...], p: dict) -> tuple[int, ...]:
+    """(C_out, *spatial out) of an ONNX Conv / ConvTranspose with explicit pads, read as (C_in, *spatial)."""
+    w = p["weight"]
+    d = w.ndim - 2
+    begins, ends = p["pads"][:d], p["pads"][d:]
+    extra = p.get("output_padding") or (0,) * d
+    spatial = []
+    for i, n in enumerate(shape[1:]):
+        k, s, dil = int(w.shape[2 + i]), p["strides"][i], p["dilations"][i]
+        if p["transposed"]:
+            spatial.append((n - 1) * s - begins[i] - ends[i] + dil * (k - 1) + extra[i] + 1)
+        else:
+            spatial.append((n + begins[i] + ends[i] - dil * (k - 1) - 1) // s + 1)
+    if min(spatial, default=1) < 1:
+        raise ValueError(f"convolution of a {shape} value has an empty output {spatial}")
+    channels = int(w.shape[1]) * p["groups"] if p["transposed"] else int(w.shape[0])
+    return (channels, *spatial)
+
+
 class Network:
     """A DAG of Nodes in topological order; see the module docstring for the node kinds."""
 
@@ -258,12 +305,11 @@ class Network:
         node = Node(len(self.nodes), kind, name or f"{kind}_{len(self.nodes)}", inputs, (), params,
                     None if norm is None else float(norm))
         if shape is None:
+            shape = _known_shape(node, [self.nodes[i].shape for i in inputs])
+        if shape is None:
             # shapes only: meta tensors carry no data, so this costs nothing at any size
             probes = [torch.zeros((1, *self.nodes[i].shape), dtype=torch.float64, device="meta") for i in inputs]
-            if kind in ("activation", "lipschitz"):
-                shape = self.nodes[inputs[0]].shape
-            else:
-                shape = tuple(node.forward(*probes).shape[1:])
+            shape = tuple(node.forward(*probes).shape[1:])
         node.shape = tuple(int(s) for s in shape)
         self.nodes.append(node)
         return node.id

@@ -85,8 +85,11 @@ def test_json_report_has_the_documented_fields(tmp_path: Path) -> None:
     assert report["model"]["format"] == "onnx" and report["model"]["opset"] == 17
     assert report["model"]["inputs"] == [{"name": "x", "shape": [1, 3, 32, 32]}]
     assert len(report["model"]["sha256"]) == 64
-    assert report["settings"] == {"norm": "l2", "method": "auto", "device": "cpu"}
+    assert report["settings"] == {"norm": "l2", "method": "auto", "device": "cpu", "bound": "recursion"}
     assert report["network"]["certified"] is True and report["network"]["complete"] is True
+    assert report["network"]["method"] in ("product", "recursion-w2")
+    assert report["network"]["upper_bound"] <= report["network"]["product_bound"]
+    assert [b["add"] for b in report["network"]["branches"]] == ["block.add"]
     assert report["threshold"] == {"max_lipschitz": 1000.0, "passed": True}
     conv = next(layer for layer in report["layers"] if layer["op"] == "Conv")
     for key in ("name", "output_shape", "factor", "method", "certified", "estimate", "frobenius", "notes"):

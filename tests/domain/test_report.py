@@ -25,7 +25,7 @@ def _report(path, box):
     settings = {"norm": "l2", "method": "gram", "device": "cpu"}
     if box:
         settings["domain"] = domain_settings(box)
-    return build_report(loaded=loaded, graph=graph, network=network, lower=None, settings=settings,
+    return build_report(loaded=loaded, graph=graph, network=network, tight=None, lower=None, settings=settings,
                         verification=skipped("test"), max_lipschitz=None, timings={}, notices=[])
 
 

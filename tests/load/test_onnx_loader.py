@@ -37,14 +37,14 @@ def test_initializers_listed_as_graph_inputs(tmp_path: Path) -> None:
         model.graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, array.shape))
     report = audit(str(save(model, tmp_path)))
     assert [i.name for i in report.model.inputs] == ["x"]
-    assert report.upper_bound == pytest.approx(_expected(), rel=1e-6)
+    assert report.network.product_bound == pytest.approx(_expected(), rel=1e-6)
 
 
 def test_constant_nodes_carry_weights(tmp_path: Path) -> None:
     nodes = [helper.make_node("Constant", [], ["w1"], value=tensor("w1", W1)),
              helper.make_node("Constant", [], ["w2"], value=tensor("w2", W2))] + _mlp_nodes()
     report = audit(str(save(graph_model(nodes, [1, 6], {}), tmp_path)))
-    assert report.upper_bound == pytest.approx(_expected(), rel=1e-6)
+    assert report.network.product_bound == pytest.approx(_expected(), rel=1e-6)
 
 
 def test_external_data(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_external_data(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
               location="ext.weights", size_threshold=0)
     assert (tmp_path / "ext.weights").exists()
-    assert audit(str(tmp_path / "ext.onnx")).upper_bound == pytest.approx(_expected(), rel=1e-6)
+    assert audit(str(tmp_path / "ext.onnx")).network.product_bound == pytest.approx(_expected(), rel=1e-6)
 
 
 def test_missing_external_data_is_a_load_error(tmp_path: Path) -> None:
@@ -67,13 +67,13 @@ def test_missing_external_data_is_a_load_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("opset", range(6, 22))
 def test_opsets_six_to_twenty_one_give_the_same_bound(tmp_path: Path, opset: int) -> None:
     model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2}, opset=opset)
-    assert audit(str(save(model, tmp_path))).upper_bound == pytest.approx(_expected(), rel=1e-6)
+    assert audit(str(save(model, tmp_path))).network.product_bound == pytest.approx(_expected(), rel=1e-6)
 
 
 def test_upgraded_model_gives_the_same_bound(tmp_path: Path) -> None:
     model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2}, opset=9)
     upgraded = version_converter.convert_version(model, 21)
-    assert audit(str(save(upgraded, tmp_path))).upper_bound == pytest.approx(_expected(), rel=1e-6)
+    assert audit(str(save(upgraded, tmp_path))).network.product_bound == pytest.approx(_expected(), rel=1e-6)
 
 
 def test_opset_six_gemm_with_broadcast(tmp_path: Path) -> None:
