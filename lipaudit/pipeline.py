@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from .parallel.jobs import Executor
 
 ProgressFn = Callable[[int, int, Node], None]
+# The recursion's time limit: this many times the layers' analysis, and at least this many seconds.
+RECURSION_TIME_RATIO = 2.0
+RECURSION_MIN_SECONDS = 10.0
 # Weights (external data) above this are memory-mapped rather than loaded, and the model is not run whole.
 DEFAULT_IN_MEMORY_LIMIT = 2 * 2**30
 
@@ -135,7 +138,7 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     if too_large:
         notices.append(f"the network bound is the product: the recursion {whole_model}")
     else:
-        tight = _tighten(graph, network, bound, seed, notices)
+        tight = _tighten(graph, network, bound, seed, notices, clock.timings["analyze_s"])
         clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
 
@@ -186,16 +189,25 @@ def _analyse(graph: Graph, ctx: RuleContext, executor: "Executor | None", too_la
         return compose(graph, ctx, on_node if precomputed is None else None, precomputed)
 
 
-def _tighten(graph: Graph, network: NetworkBound, bound: str, seed: int, notices: list[str]) -> GraphBound | None:
-    """The recursion's bound and the residual branches (None: the product stands, with a notice why)."""
+def _tighten(graph: Graph, network: NetworkBound, bound: str, seed: int, notices: list[str],
+             analysis_seconds: float) -> GraphBound | None:
+    """The recursion's bound and the residual branches (None: the product stands, with a notice why).
+
+    The recursion may take RECURSION_TIME_RATIO times what the layers' factors took (at least
+    RECURSION_MIN_SECONDS), so the default bound never costs much more than the product's."""
     if network.upper_bound is None:
         return None
+    limit = max(RECURSION_MIN_SECONDS, RECURSION_TIME_RATIO * analysis_seconds)
     try:
         with torch.no_grad():
-            return tighten(graph, network, bound=bound, seed=seed)
+            tight = tighten(graph, network, bound=bound, seed=seed, time_limit=limit)
     except NotMappable as error:
         notices.append(f"the network bound is the product: the recursion cannot describe the graph ({error})")
         return None
+    if not tight.finished:
+        notices.append(f"the recursion stopped after its {limit:.0f} s ({RECURSION_TIME_RATIO:g}× the layers' time): "
+                       "the values it did not reach keep the product's figure")
+    return tight
 
 
 def _lower_bound(graph: Graph, upper: float | None, domain: Domain | None, notices: list[str],

@@ -25,6 +25,7 @@ along the window's paths (``cheap``).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,9 @@ from .network import Network, Node
 # most DENSE_ENTRIES numbers (128 MiB in float64).
 DENSE_LIMIT = 2048
 DENSE_ENTRIES = 2**24
+# Explicit matrices already pushed through a node, kept for the next target whose window starts
+# at the same source (each one-step bound propagates from its sources anew): up to this many bytes.
+MEMO_BYTES = 2 * 2**30
 ISOMETRIES = ("reshape", "transpose")
 
 
@@ -59,6 +63,26 @@ class ChainBuilder:
         self.measure = True  # off: collapses take the product figure (a dry run for the work budget)
         self.collapse_cost = math.inf  # under a work budget, collapses measure only what is cheap
         self.norm_cache: dict = {}  # composite kernels measured so far (maps.ConvMap._measure)
+        # (operation, id of the input columns, ...) -> (the inputs, kept alive so ids stay unique; the result)
+        self._memo: OrderedDict[tuple, tuple[tuple[Tensor, ...], Tensor]] = OrderedDict()
+        self._memo_bytes = 0
+        self._identities: dict[int, LinearMap] = {}
+
+    def _remember(self, key: tuple, inputs: tuple[Tensor, ...], compute) -> Tensor:
+        """compute(), or the result of the same operation on the same tensors earlier."""
+        found = self._memo.get(key)
+        if found is not None:
+            self._memo.move_to_end(key)
+            return found[1]
+        result = compute()
+        size = result.numel() * result.element_size()
+        if size <= MEMO_BYTES:
+            self._memo[key] = (inputs, result)
+            self._memo_bytes += size
+            while self._memo_bytes > MEMO_BYTES:
+                _, (_, dropped) = self._memo.popitem(last=False)
+                self._memo_bytes -= dropped.numel() * dropped.element_size()
+        return result
 
     # ------------------------------------------------------------------ forms
 
@@ -66,7 +90,10 @@ class ChainBuilder:
         shape = self.network.shape(value)
         size = math.prod(shape)
         if size <= self.dense_limit:
-            return DenseMap.identity(shape)
+            if value not in self._identities:  # one object per value, so the memo recognises it
+                self._identities[value] = DenseMap.identity(shape)
+            found = self._identities[value]
+            return DenseMap(found.columns, 1.0)
         if len(shape) >= 3:
             return ConvMap.identity(shape, self.norm_cache)
         return ScalarMap(1.0)
@@ -80,7 +107,9 @@ class ChainBuilder:
         if isinstance(m, DenseMap):
             if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
                 return None
-            return DenseMap(node.forward(m.columns), m.cheap * norm, ops, m.summed)
+            columns = self._remember(("then", id(m.columns), node.id), (m.columns,),
+                                     lambda: node.forward(m.columns))
+            return DenseMap(columns, m.cheap * norm, ops, m.summed)
         if isinstance(m, ConvMap):
             if node.kind in ISOMETRIES and tuple(node.shape) == m.shape:
                 return m
@@ -93,20 +122,23 @@ class ChainBuilder:
                 return None if factor is None else m.scaled_channels(factor, norm)
         return None
 
-    @staticmethod
-    def times(m: LinearMap, a: float) -> LinearMap:
+    def times(self, m: LinearMap, a: float) -> LinearMap:
         if isinstance(m, ScalarMap):
             return ScalarMap(m.cheap * abs(a), m.ops, m.summed)
         if isinstance(m, DenseMap):
-            return DenseMap(m.columns * a, m.cheap * abs(a), m.ops, m.summed)
+            if a == 1.0:
+                return m
+            columns = self._remember(("times", id(m.columns), a), (m.columns,), lambda: m.columns * a)
+            return DenseMap(columns, m.cheap * abs(a), m.ops, m.summed)
         return m.times(a)
 
-    @staticmethod
-    def plus(x: LinearMap, y: LinearMap) -> LinearMap | None:
+    def plus(self, x: LinearMap, y: LinearMap) -> LinearMap | None:
         if isinstance(x, ScalarMap) and isinstance(y, ScalarMap):
             return ScalarMap(x.cheap + y.cheap, max(x.ops, y.ops), True)
         if isinstance(x, DenseMap) and isinstance(y, DenseMap):
-            return DenseMap(x.columns + y.columns, x.cheap + y.cheap, max(x.ops, y.ops), True)
+            columns = self._remember(("plus", id(x.columns), id(y.columns)), (x.columns, y.columns),
+                                     lambda: x.columns + y.columns)
+            return DenseMap(columns, x.cheap + y.cheap, max(x.ops, y.ops), True)
         if isinstance(x, ConvMap) and isinstance(y, ConvMap):
             return x.plus(y)
         return None

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from ..compose import FLOAT32_MARGIN, NetworkBound
 from ..ir import Graph
 from ..report import ResidualBranch
-from .branches import residual_branches
+from .branches import branch_network, residual_adds
 from .from_graph import NotMappable, network_from_graph
-from .recursion import DEFAULT_WINDOW, network_bound
+from .recursion import DEFAULT_WINDOW, network_bound, product_bound
 
 BOUNDS = ("recursion", "product")
+# The residual branches' recursions may take this share of the time limit on top of the network's.
+BRANCH_SHARE = 0.5
 
 __all__ = ["BOUNDS", "GraphBound", "NotMappable", "tighten"]
 
@@ -38,14 +40,17 @@ class GraphBound:
     branches: list[ResidualBranch] = field(default_factory=list)
     barriers: dict[str, str] = field(default_factory=dict)  # node -> why the recursion does not look through it
     seconds: float = 0.0
+    finished: bool = True  # False: the time limit stopped some recursion; those figures are the product's
 
 
 def tighten(graph: Graph, composed: NetworkBound, *, bound: str = "recursion", window: int = DEFAULT_WINDOW,
-            seed: int = 0) -> GraphBound:
+            seed: int = 0, time_limit: float | None = None) -> GraphBound:
     """The network bound by ``bound`` ('recursion' or 'product') and the residual-branch bounds.
 
-    ``composed`` must be finite (every factor bounded). Raises NotMappable when the graph cannot be
-    described as a Network (an unknown shape)."""
+    ``composed`` must be finite (every factor bounded). ``time_limit``: seconds for the recursion
+    (the network's, then the branches' with what is left of BRANCH_SHARE more); past it, figures
+    keep the product's (``finished`` False). Raises NotMappable when the graph cannot be described
+    as a Network (an unknown shape)."""
     if bound not in BOUNDS:
         raise ValueError(f"unknown bound '{bound}': choose one of {', '.join(BOUNDS)}")
     if composed.upper_bound is None:
@@ -56,25 +61,36 @@ def tighten(graph: Graph, composed: NetworkBound, *, bound: str = "recursion", w
     margin = (1.0 + FLOAT32_MARGIN) ** len(net)
     recursion = bound == "recursion"
     outputs = {name: product for name, product in composed.outputs.items() if product is not None}
-    upper, method = composed.upper_bound, "product"
+    upper, method, finished = composed.upper_bound, "product", True
     if recursion:
-        tight = network_bound(net, window=window)
+        left = None if time_limit is None else max(0.0, start + time_limit - time.perf_counter())
+        tight = network_bound(net, window=window, time_limit=left)
+        finished = tight.finished
         for name in outputs:
             found = tight.outputs.get(net[described.ids[name]].name) if name in described.ids else None
             if found is not None:
                 outputs[name] = min(outputs[name], found * margin)
         upper = min(upper, math.sqrt(math.fsum(v * v for v in outputs.values())) * (1 + 1e-12))
         method = tight.method if upper < composed.upper_bound else "product"
+    deadline = None if time_limit is None else start + (1 + BRANCH_SHARE) * time_limit
     branches = []
-    for found in residual_branches(net, window=window if recursion else 0):
-        producer = graph.producer(found.add)
-        fork = graph.producer(found.fork)
-        figure = min(found.product, found.bound * margin) if recursion else found.product
-        ratio = abs(found.branch_coefficient / found.shortcut_coefficient) * figure \
-            if found.shortcut_coefficient else math.inf
+    for add, fork, out, c_x, c_g, members in residual_adds(net):
+        sub = branch_network(net, fork, members)
+        figure = branch_product = product_bound(sub)[0]
+        branch_method = "product"
+        if recursion:
+            left = None if deadline is None else deadline - time.perf_counter()
+            if left is not None and left <= 0:
+                finished = False
+            else:
+                found = network_bound(sub, window=window, time_limit=left)
+                finished = finished and found.finished
+                if found.bound * margin < branch_product:
+                    figure, branch_method = found.bound * margin, found.method
+        producer, source = graph.producer(net[add.id].name), graph.producer(net[fork].name)
         branches.append(ResidualBranch(
-            add=producer.name if producer else found.add, fork=fork.name if fork else found.fork, bound=figure,
-            product=found.product, ratio=ratio, method=found.method if figure < found.product else "product",
-            nodes=found.nodes))
+            add=producer.name if producer else net[add.id].name, fork=source.name if source else net[fork].name,
+            bound=figure, product=branch_product, ratio=abs(c_g / c_x) * figure if c_x else math.inf,
+            method=branch_method, nodes=len(members)))
     return GraphBound(upper, outputs, method, composed.upper_bound, branches, described.barriers,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, finished)

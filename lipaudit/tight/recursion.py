@@ -77,6 +77,8 @@ from .region import role, window_region
 
 DEFAULT_WINDOW = 2
 DEFAULT_BUDGET = 1.5
+# Under a time limit the dry run (which ranks the chain norms for the work budget) gets this share.
+DRY_RUN_SHARE = 0.5
 # The budget never goes below this many operations (about ten seconds of work): small networks get
 # every chain norm measured.
 BUDGET_FLOOR = 3e10
@@ -117,6 +119,7 @@ class TightBound:
     chain_norms: int = 0
     collapses: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    finished: bool = True  # False: the time limit stopped the recursion before the last target
 
 
 def product_rule(node: Node, bounds: list[float]) -> float:
@@ -158,7 +161,8 @@ def product_bound(network: Network) -> tuple[float, list[float]]:
 
 def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budget: float | None = DEFAULT_BUDGET,
                   refine_tol: float = REFINE_TOL, dense_limit: int = DENSE_LIMIT,
-                  dense_entries: int = DENSE_ENTRIES, joint: bool = True) -> TightBound:
+                  dense_entries: int = DENSE_ENTRIES, joint: bool = True,
+                  time_limit: float | None = None) -> TightBound:
     """min(recursion, product): a certified upper bound on the Lipschitz constant of ``network``.
 
     ``window``: activations unrolled behind each target (None: all).
@@ -171,6 +175,8 @@ def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budg
     this fraction of it.  ``dense_limit`` / ``dense_entries``: explicit matrices for sources up to
     this many entries (chain.py).  ``joint``: where several sources of a target have explicit
     matrices, also bound them together (chain.joint_bound) and keep the lower figure.
+    ``time_limit``: seconds; once spent (half of it for the dry run), the remaining targets keep
+    the product rule's figure (``TightBound.finished`` is then False).  Still certified.
     """
     if not network.outputs:
         raise ValueError("the network has no outputs")
@@ -186,15 +192,17 @@ def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budg
     if budget is not None:
         reuse: dict = {}
         dry = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, joint, plan="collect",
-                     reuse=reuse)
+                     reuse=reuse, deadline=None if time_limit is None else start + DRY_RUN_SHARE * time_limit)
         dry_best = dry.run()
+        chosen = dry.visited  # the dry run's plan covers what it reached, nothing beyond
         allowance = max(budget * sum(node_cost(n) for n in network.nodes), BUDGET_FLOOR)
         candidates = dry.candidates(dry_best)
         selected = _select(candidates, allowance)
         if len(selected) == len(candidates):
             selected = None  # everything fits: measure as without a budget (collapses included)
     sweep = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, joint, plan=selected,
-                   reuse=reuse if budget is not None else None)
+                   reuse=reuse if budget is not None else None,
+                   deadline=None if time_limit is None else start + time_limit)
     best = sweep.run()
     bound = _combine_outputs(network, best)
     method = "product" if not bound < product else (f"recursion-w{window}" if window is not None else "recursion-full")
@@ -202,7 +210,8 @@ def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budg
     return TightBound(min(bound, product), product, method, window,
                       {network[o].name: best[o] for o in network.outputs},
                       {network[o].name: products[o] for o in network.outputs},
-                      sweep.values, sweep.measured, sweep.builder.collapses, seconds)
+                      sweep.values, sweep.measured, sweep.builder.collapses, seconds,
+                      finished=not (sweep.out_of_time or (budget is not None and dry.out_of_time)))
 
 
 @dataclass
@@ -222,6 +231,9 @@ class _Sweep:
     joint: bool = True
     plan: object = None
     reuse: dict | None = None
+    deadline: float | None = None  # perf_counter() after which targets keep the product rule's figure
+    visited: set[int] = field(default_factory=set)
+    out_of_time: bool = False
     values: list[ValueBound] = field(default_factory=list)
     steps: dict = field(default_factory=dict)  # collect: target -> [(figure, dependency, key, map)]
     measured: int = 0
@@ -239,6 +251,10 @@ class _Sweep:
             best.append(product_rule(node, best))
             if node.id not in self.chosen or not math.isfinite(best[-1]) or best[-1] == 0.0:
                 continue
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                self.out_of_time = True
+                continue
+            self.visited.add(node.id)
             found, sources = self._one_step(node.id, best)
             if found is not None and found < best[-1]:
                 best[-1] = found
@@ -304,7 +320,7 @@ class _Sweep:
         collapses = self.builder.collapses
         terms = self.builder.propagate(source, target, inside)
         if self.plan == "collect" and self.reuse is not None and self.builder.collapses == collapses and \
-                all(isinstance(t.map, (ConvMap, ScalarMap)) for t in terms):
+                all(isinstance(t.map, (ConvMap, ScalarMap, DenseMap)) for t in terms):
             self.reuse[key] = terms
         return terms
 

@@ -7,7 +7,7 @@ import torch
 from lipaudit.tight import Network, residual_branches
 from lipaudit.tight.branches import branch_network, residual_adds
 
-from _tight_helpers import lower_bound, reference_bound, residual_mlp
+from tests.tight._tight_helpers import lower_bound, reference_bound, residual_mlp
 
 
 def test_every_block_of_a_residual_mlp():

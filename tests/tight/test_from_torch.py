@@ -8,7 +8,7 @@ from torch import nn
 from lipaudit.tight import network_bound, residual_branches
 from lipaudit.tight.from_torch import jacobian_lower_bound, network_from_module
 
-from _tight_helpers import module_lower_bound
+from tests.tight._tight_helpers import module_lower_bound
 
 
 class Block(nn.Module):

@@ -12,7 +12,7 @@ from lipaudit.tight.maps import DenseMap
 from lipaudit.tight.recursion import targets
 from lipaudit.tight.region import window_region
 
-from _tight_helpers import sigma, window_jacobians
+from tests.tight._tight_helpers import sigma, window_jacobians
 
 
 def _conv_net(seed: int) -> Network:

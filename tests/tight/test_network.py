@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lipaudit.tight import Network
 
-from _tight_helpers import sigma
+from tests.tight._tight_helpers import sigma
 
 
 def _matrix(node, shape):
@@ -79,3 +79,27 @@ def test_given_norms_are_used():
     assert net[y].norm() == 5.0
     with pytest.raises(ValueError):
         net.dense(x, torch.eye(4))
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda n, x: n.conv(x, W(4, 3, 3, 3), strides=(2, 3), pads=(0, 1, 2, 1), dilations=(2, 1)), (1, 3, 9, 10)),
+    (lambda n, x: n.conv(x, W(6, 1, 5), strides=(2,), pads=(2, 0), groups=2), (1, 2, 11)),
+    (lambda n, x: n.conv(x, W(2, 2, 1, 3, 3), pads=(0, 1, 1, 0, 1, 1)), (1, 2, 3, 4, 5)),
+    (lambda n, x: n.conv_transpose(x, W(4, 3, 3, 2), strides=(3, 2), pads=(1, 0, 0, 1), dilations=(1, 2),
+                                   groups=2, output_padding=(2, 1)), (1, 4, 3, 5)),
+    (lambda n, x: n.avg_pool(x, (3,), strides=(2,), pads=(1, 1), ceil_mode=True), (1, 2, 8)),
+    (lambda n, x: n.mean(x, (1, 3), keepdims=False), (1, 2, 3, 4)),
+    (lambda n, x: n.mean(x, (2,), keepdims=True), (1, 2, 3, 4)),
+    (lambda n, x: n.slice(x, 2, 1, 9, 3), (1, 2, 10)),
+    (lambda n, x: n.pad(x, (0, 1, 2, 0, 3, 1)), (1, 2, 3)),
+    (lambda n, x: n.transpose(x, (2, 0, 1)), (1, 2, 3)),
+    (lambda n, x: n.concat([x, x], 1), (1, 2, 3)),
+    (lambda n, x: n.dense(x, W(3, 5)), (1, 4, 3)),
+])
+def test_shapes_by_arithmetic_match_the_forward(build, shape):
+    """Shapes are worked out without running anything (meta tensors would import torch's compiler
+    stack); they must be what the forward makes."""
+    net, node = _single(build, shape)
+    x = torch.zeros(1, *shape, dtype=torch.float64)
+    out = node.forward(*[x] * len(node.inputs))
+    assert node.shape == tuple(out.shape[1:])

@@ -10,7 +10,7 @@ import torch
 from lipaudit.tight import Network, network_bound, product_bound
 from lipaudit.tight.region import window_region
 
-from _tight_helpers import cnn, lower_bound, mlp, reference_bound, residual_mlp
+from tests.tight._tight_helpers import cnn, lower_bound, mlp, reference_bound, residual_mlp
 
 REL = 1e-5  # the certified figures carry margins ≤ 1e-6 each
 
@@ -149,3 +149,14 @@ def test_convolution_forms_agree_with_explicit_matrices(window):
     assert conv.bound >= dense.bound * (1 - 2e-3)
     assert conv.bound >= lower_bound(net, samples=24)
     assert conv.bound <= conv.product
+
+
+def test_a_time_limit_keeps_the_bound_certified():
+    """Out of time, the remaining targets keep the product rule's figure: never below the lower
+    bound, never above the product, and the result says it did not finish."""
+    net = cnn(seed=31, residual=True)
+    stopped = network_bound(net, time_limit=0.0)
+    assert not stopped.finished and stopped.bound == stopped.product
+    full = network_bound(net, time_limit=600.0)
+    assert full.finished and full.bound <= stopped.bound
+    assert full.bound >= lower_bound(net, samples=24)
