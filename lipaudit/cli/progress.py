@@ -26,8 +26,13 @@ def node_progress(enabled: bool, label: str = "analysing") -> Iterator:
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
     progress = Progress(*columns, console=Console(stderr=True), transient=True)
     task = progress.add_task("", total=None)
     started = time.monotonic()

@@ -81,8 +81,12 @@ def _blocker_reason(node: Node, index: int, factor: Factor) -> str:
     return f"output {index} ('{node.outputs[index]}'): {factor.reason}"
 
 
-def compose(graph: Graph, ctx: RuleContext, on_node: Callable[[int, int, Node], None] | None = None,
-            precomputed: Mapping[Node, list[Factor]] | None = None) -> NetworkBound:
+def compose(
+    graph: Graph,
+    ctx: RuleContext,
+    on_node: Callable[[int, int, Node], None] | None = None,
+    precomputed: Mapping[Node, list[Factor]] | None = None,
+) -> NetworkBound:
     """The bound on every value and on the network. ``precomputed``: nodes' factors computed ahead,
     as ``node_factors(node, ctx)`` gives them (a node it lacks is computed here)."""
     precomputed = precomputed if precomputed is not None else {}
@@ -127,7 +131,7 @@ def compose(graph: Graph, ctx: RuleContext, on_node: Callable[[int, int, Node], 
         outputs[name] = bound.value if bound.finite else None
     complete = not any(b.unknown_nodes for b in output_bounds_list)
     finite = all(b.finite for b in output_bounds_list)
-    upper = math.sqrt(sum(b.value ** 2 for b in output_bounds_list)) if finite else None
+    upper = math.sqrt(sum(b.value**2 for b in output_bounds_list)) if finite else None
     certified = finite and all(b.certified for b in output_bounds_list)
     return NetworkBound(upper, certified, complete, outputs, layers, _unique(unsupported), _unique(unbounded))
 

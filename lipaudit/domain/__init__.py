@@ -58,5 +58,14 @@ def box_lower_bound(graph: "Graph", bounds: Mapping[str, tuple[float, float]], *
     return search(graph, bounds, **options)
 
 
-__all__ = ["Domain", "Interval", "box_lower_bound", "describe_domain", "domain_settings", "input_ranges_context",
-           "parse_input_ranges", "prepare_domain", "value_ranges"]
+__all__ = [
+    "Domain",
+    "Interval",
+    "box_lower_bound",
+    "describe_domain",
+    "domain_settings",
+    "input_ranges_context",
+    "parse_input_ranges",
+    "prepare_domain",
+    "value_ranges",
+]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 def env_of(ctx: "RuleContext", node: "Node"):
     from ..ops.runtime import Env
+
     return Env(ctx.opset(node), torch.float64, torch.device("cpu"))
 
 
@@ -42,8 +43,7 @@ def const_tensor(array: np.ndarray) -> Tensor:
 
 def bound_tensor(bound: np.ndarray, shape: tuple[int, ...]) -> Tensor:
     """One side of an interval as a float64 tensor of the value's shape, ±inf as ±HUGE."""
-    return torch.as_tensor(np.array(np.broadcast_to(np.clip(bound, -HUGE, HUGE), shape)),
-                           dtype=torch.float64)
+    return torch.as_tensor(np.array(np.broadcast_to(np.clip(bound, -HUGE, HUGE), shape)), dtype=torch.float64)
 
 
 def _outputs(result: Any) -> list[Tensor]:
@@ -69,8 +69,12 @@ def variable_shape(ctx: "RuleContext", name: str) -> tuple[int, ...] | None:
     return tuple(int(d) for d in shape)
 
 
-def endpoint_args(ctx: "RuleContext", node: "Node", pick: Callable[[int, Interval], np.ndarray],
-                  positions: Sequence[int] | None = None) -> list[Tensor | None] | None:
+def endpoint_args(
+    ctx: "RuleContext",
+    node: "Node",
+    pick: Callable[[int, Interval], np.ndarray],
+    positions: Sequence[int] | None = None,
+) -> list[Tensor | None] | None:
     """The node's arguments with each variable input replaced by ``pick(position, interval)`` (None when a
     variable input's shape is unknown). ``positions``: the inputs allowed to vary."""
     args: list[Tensor | None] = []
@@ -96,10 +100,17 @@ def run_op(op: "Op", node: "Node", ctx: "RuleContext", args: list[Tensor | None]
         return [_as_array(t) for t in _outputs(op.run(env_of(ctx, node), node, args))]
 
 
-def endpoint_outputs(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing: Sequence[int] = (),
-                     positions: Sequence[int] | None = None) -> tuple[list, list] | None:
+def endpoint_outputs(
+    op: "Op",
+    node: "Node",
+    ctx: "RuleContext",
+    *,
+    decreasing: Sequence[int] = (),
+    positions: Sequence[int] | None = None,
+) -> tuple[list, list] | None:
     """f at the low corner and at the high corner of the box (inputs in ``decreasing`` swapped), as
     computed: None when a variable input's shape is unknown or not in ``positions``."""
+
     def low(position: int, interval: Interval) -> np.ndarray:
         return interval.hi if position in decreasing else interval.lo
 
@@ -113,8 +124,15 @@ def endpoint_outputs(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing: 
     return run_op(op, node, ctx, low_args), run_op(op, node, ctx, high_args)
 
 
-def monotone_interval(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing: Sequence[int] = (),
-                      sums: bool = False, positions: Sequence[int] | None = None) -> list[Interval | None]:
+def monotone_interval(
+    op: "Op",
+    node: "Node",
+    ctx: "RuleContext",
+    *,
+    decreasing: Sequence[int] = (),
+    sums: bool = False,
+    positions: Sequence[int] | None = None,
+) -> list[Interval | None]:
     """[f(lo), f(hi)] for an op non-decreasing in each variable input (non-increasing in the inputs
     listed in ``decreasing``; an op of one input may be either). ``sums``: the op adds entries up, so
     cancellation may leave results far smaller than the terms; the margin then scales with f(|x|max).
@@ -136,8 +154,9 @@ def monotone_interval(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing:
         if lo.dtype.kind in "biu":
             results.append(interval)
         else:
-            results.append(interval.widened(None if scale is None else
-                                            np.where(np.isfinite(scale), np.abs(scale), np.inf)))
+            results.append(
+                interval.widened(None if scale is None else np.where(np.isfinite(scale), np.abs(scale), np.inf))
+            )
     return results + [None] * (len(node.outputs) - len(results))
 
 
@@ -222,8 +241,10 @@ def bilinear_interval(op: "Op", node: "Node", ctx: "RuleContext", first: int, se
             continue
         # The linear terms alone: the bilinear part at zero, this input at |its radius| / |its size|.
         if np.any(part[1]):
-            radius = radius + np.abs(call({**zeros, index: part[1]}, False) - call({**zeros, index: 0 * part[1]},
-                                                                                   False))
-        magnitude = magnitude + np.abs(call({**zeros, index: part[2]}, False) - call({**zeros, index: 0 * part[2]},
-                                                                                    False))
+            radius = radius + np.abs(
+                call({**zeros, index: part[1]}, False) - call({**zeros, index: 0 * part[1]}, False)
+            )
+        magnitude = magnitude + np.abs(
+            call({**zeros, index: part[2]}, False) - call({**zeros, index: 0 * part[2]}, False)
+        )
     return from_center_radius(center, radius, magnitude)

@@ -72,8 +72,10 @@ def parse_input_ranges(given: Any, input_names: Sequence[str]) -> dict[str, tupl
         if name is None:
             ranges = {input_name: bounds for input_name in input_names}
         elif name not in input_names:
-            raise UsageError(f"the input range '{spec}' names '{name}', which is not an input of the model",
-                             hint=f"the inputs are: {', '.join(input_names)}")
+            raise UsageError(
+                f"the input range '{spec}' names '{name}', which is not an input of the model",
+                hint=f"the inputs are: {', '.join(input_names)}",
+            )
         else:
             named[name] = bounds
     ranges.update(named)

@@ -117,8 +117,10 @@ class Interval:
         return Interval(np.maximum(self.lo, lo), np.minimum(self.hi, hi))
 
     def __repr__(self) -> str:
-        return f"Interval(shape={self.shape}, lo∈[{np.min(self.lo, initial=np.inf):.4g}, …], " \
-               f"hi∈[…, {np.max(self.hi, initial=-np.inf):.4g}])"
+        return (
+            f"Interval(shape={self.shape}, lo∈[{np.min(self.lo, initial=np.inf):.4g}, …], "
+            f"hi∈[…, {np.max(self.hi, initial=-np.inf):.4g}])"
+        )
 
 
 def from_center_radius(center: np.ndarray, radius: np.ndarray, scale: np.ndarray | None = None) -> Interval:

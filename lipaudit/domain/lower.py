@@ -42,11 +42,17 @@ class _BoxFunction:
         self.lo, self.hi = torch.cat(lows), torch.cat(highs)
 
     def __call__(self, z: Tensor) -> Tensor:
-        feeds = {name: part.reshape(shape) for name, part, shape in
-                 zip(self.names, torch.split(z, self.sizes), self.shapes)}
+        feeds = {
+            name: part.reshape(shape) for name, part, shape in zip(self.names, torch.split(z, self.sizes), self.shapes)
+        }
         results = self.executor.run(feeds)
-        return torch.cat([results[name].reshape(-1).to(torch.float64) for name in self.executor.graph.outputs
-                          if results[name].is_floating_point()])
+        return torch.cat(
+            [
+                results[name].reshape(-1).to(torch.float64)
+                for name in self.executor.graph.outputs
+                if results[name].is_floating_point()
+            ]
+        )
 
     def sample(self, generator: torch.Generator) -> Tensor:
         u = torch.rand(self.lo.shape, dtype=torch.float64, generator=generator).to(self.device)
@@ -76,9 +82,16 @@ def _ratio(f: _BoxFunction, x: Tensor, y: Tensor) -> Tensor:
     return (f(x) - f(y)).norm() / (x - y).norm()
 
 
-def box_lower_bound(graph: Graph, bounds: Mapping[str, tuple[float, float]], *, samples: int = 4, steps: int = 40,
-                    seed: int = 0, device: str | torch.device = "cpu",
-                    time_limit: float | None = DEFAULT_TIME_LIMIT) -> LowerBound:
+def box_lower_bound(
+    graph: Graph,
+    bounds: Mapping[str, tuple[float, float]],
+    *,
+    samples: int = 4,
+    steps: int = 40,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
+) -> LowerBound:
     """The largest ratio found (``value``), from ``samples`` random starts, each at every separation, with
     ``steps`` Adam steps: the same record as the global empirical lower bound, so the pipeline can
     report either."""

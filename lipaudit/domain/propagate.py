@@ -18,8 +18,16 @@ from .evaluate import exact_outputs
 from .interval import Interval
 
 # A rule that trips over a malformed node says nothing about it: its outputs are unbounded.
-_RULE_ERRORS = (ValueError, KeyError, IndexError, TypeError, ArithmeticError, RuntimeError, NotImplementedError,
-                LipauditError)
+_RULE_ERRORS = (
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ArithmeticError,
+    RuntimeError,
+    NotImplementedError,
+    LipauditError,
+)
 
 
 def input_intervals(graph: Graph, bounds: Mapping[str, tuple[float, float]]) -> dict[str, Interval]:
@@ -37,8 +45,9 @@ def input_intervals(graph: Graph, bounds: Mapping[str, tuple[float, float]]) -> 
     return boxes
 
 
-def value_ranges(graph: Graph, bounds: Mapping[str, tuple[float, float]],
-                 on_node: Callable[[int, int, Node], None] | None = None) -> dict[str, Interval]:
+def value_ranges(
+    graph: Graph, bounds: Mapping[str, tuple[float, float]], on_node: Callable[[int, int, Node], None] | None = None
+) -> dict[str, Interval]:
     """The range of every value the nodes compute (and of the inputs), on the box ``bounds``."""
     ranges: dict[str, Interval] = dict(input_intervals(graph, bounds))
     ctx = RuleContext(graph, ranges=ranges)

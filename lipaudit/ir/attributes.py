@@ -122,7 +122,8 @@ class AttributeReader:
         if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
             value = value.ravel().tolist()
         if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+        ):
             raise self._bad(key, "a list of ints", value)
         return tuple(int(v) for v in value)
 
@@ -133,7 +134,8 @@ class AttributeReader:
         if isinstance(value, np.ndarray):
             value = value.ravel().tolist()
         if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (int, float, np.integer, np.floating)) for v in value):
+            isinstance(v, (int, float, np.integer, np.floating)) for v in value
+        ):
             raise self._bad(key, "a list of floats", value)
         return tuple(float(v) for v in value)
 
@@ -148,5 +150,4 @@ class AttributeReader:
     def _bad(self, key: str, expected: str, value: Any) -> AttributeValueError:
         shown = repr(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        return AttributeValueError(f"attribute '{key}' of {self.op_type} '{self.name}' must be {expected}, "
-                                   f"not {shown}")
+        return AttributeValueError(f"attribute '{key}' of {self.op_type} '{self.name}' must be {expected}, not {shown}")

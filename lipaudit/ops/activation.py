@@ -73,8 +73,13 @@ class Activation(Op):
             if factor.status == "bounded":
                 return factor
             return Factor.unbounded(f"{factor.reason}; {self.still_unbounded}")
-        return tighter_on_domain(factor, value, "sup of the slope over the input's range",
-                                 input_weights=factor.input_weights, combine=factor.combine)
+        return tighter_on_domain(
+            factor,
+            value,
+            "sup of the slope over the input's range",
+            input_weights=factor.input_weights,
+            combine=factor.combine,
+        )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return type(self).fn(args[0])
@@ -172,7 +177,7 @@ class Atan(SlopeWithinOne):
     fn = staticmethod(torch.atan)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return 1.0 / (1.0 + x.mignitude ** 2)
+        return 1.0 / (1.0 + x.mignitude**2)
 
 
 @register
@@ -181,7 +186,7 @@ class Asinh(SlopeWithinOne):
     fn = staticmethod(torch.asinh)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return 1.0 / np.sqrt(1.0 + x.mignitude ** 2)
+        return 1.0 / np.sqrt(1.0 + x.mignitude**2)
 
 
 @register
@@ -323,7 +328,7 @@ class Erf(Activation):
     fn = staticmethod(torch.erf)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return ERF_SLOPE * np.exp(-x.mignitude ** 2)
+        return ERF_SLOPE * np.exp(-(x.mignitude**2))
 
 
 class PiecewiseAtZero(Activation):
@@ -531,8 +536,13 @@ class Clip(Activation):
         positions = [i for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
         if positions == [0]:
             return Factor.constant(1.0, "closed-form")
-        return Factor.constant(1.0, "closed-form", combine="rss", input_weights=[1.0] * len(positions),
-                               note="a variable min/max moves every output it is broadcast to")
+        return Factor.constant(
+            1.0,
+            "closed-form",
+            combine="rss",
+            input_weights=[1.0] * len(positions),
+            note="a variable min/max moves every output it is broadcast to",
+        )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -642,7 +652,7 @@ class Reciprocal(SteepNearZero):
     fn = staticmethod(torch.reciprocal)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _where_finite(x.mignitude > 0, lambda: 1.0 / x.mignitude ** 2)
+        return _where_finite(x.mignitude > 0, lambda: 1.0 / x.mignitude**2)
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [reciprocal(ctx.range_of(node.inputs[0]))]
@@ -698,7 +708,7 @@ class InverseTrig(SteepOnDomain):
     """asin, acos: slope ±1/√(1 − x²), steepest at the largest |x|."""
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _where_finite(_within_unit(x), lambda: 1.0 / np.sqrt(1.0 - x.magnitude ** 2))
+        return _where_finite(_within_unit(x), lambda: 1.0 / np.sqrt(1.0 - x.magnitude**2))
 
 
 @register
@@ -716,7 +726,7 @@ class Acosh(SteepOnDomain):
     fn = staticmethod(torch.acosh)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _where_finite(x.lo > 1, lambda: 1.0 / np.sqrt(x.lo ** 2 - 1.0))
+        return _where_finite(x.lo > 1, lambda: 1.0 / np.sqrt(x.lo**2 - 1.0))
 
 
 @register
@@ -724,7 +734,7 @@ class Atanh(SteepOnDomain):
     fn = staticmethod(torch.atanh)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _where_finite(_within_unit(x), lambda: 1.0 / (1.0 - x.magnitude ** 2))
+        return _where_finite(_within_unit(x), lambda: 1.0 / (1.0 - x.magnitude**2))
 
 
 @register

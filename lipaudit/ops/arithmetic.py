@@ -91,14 +91,18 @@ def _sup_on_output(ctx: RuleContext, node: Node, values: np.ndarray) -> np.ndarr
 
 
 def _unbounded_range(node: Node, name: str, what: str) -> Factor:
-    return Factor.unbounded(f"{node.op_type} of two variable values: the range of '{name}' on the input domain "
-                            f"is {what}, so the product rule gives no finite bound")
+    return Factor.unbounded(
+        f"{node.op_type} of two variable values: the range of '{name}' on the input domain "
+        f"is {what}, so the product rule gives no finite bound"
+    )
 
 
 @register
 class Mul(Binary):
-    summary = ("max |c| for a constant c (with broadcasting); two variables: unbounded globally, "
-               "on a domain ‖v‖∞·L(u) + ‖u‖∞·L(v)")
+    summary = (
+        "max |c| for a constant c (with broadcasting); two variables: unbounded globally, "
+        "on a domain ‖v‖∞·L(u) + ‖u‖∞·L(v)"
+    )
     data_inputs = None
     elementwise = False
     resizes = True  # broadcast_gain counts the copies of x with their coefficients
@@ -123,10 +127,14 @@ class Mul(Binary):
             magnitude = ctx.range_of(other).magnitude
             if not np.all(np.isfinite(magnitude)):
                 return _unbounded_range(node, other, "unbounded")
-            weights.append(broadcast_gain(_sup_on_output(ctx, node, magnitude), ctx.known_shape(node, mine),
-                                          ctx.output_shape(node)))
-        return domain_factor(max(weights), "product rule ‖Δ(uv)‖ ≤ ‖v‖∞‖Δu‖ + ‖u‖∞‖Δv‖ with ‖·‖∞ over the "
-                             "ranges", input_weights=weights)
+            weights.append(
+                broadcast_gain(
+                    _sup_on_output(ctx, node, magnitude), ctx.known_shape(node, mine), ctx.output_shape(node)
+                )
+            )
+        return domain_factor(
+            max(weights), "product rule ‖Δ(uv)‖ ≤ ‖v‖∞‖Δu‖ + ‖u‖∞‖Δv‖ with ‖·‖∞ over the ranges", input_weights=weights
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         u, v = node.inputs[:2]
@@ -137,8 +145,9 @@ class Mul(Binary):
 
 @register
 class Div(Binary):
-    summary = ("x / c: 1 / min |c|; c / x or two variables: unbounded globally, on a domain away from 0 "
-               "the quotient rule")
+    summary = (
+        "x / c: 1 / min |c|; c / x or two variables: unbounded globally, on a domain away from 0 the quotient rule"
+    )
     elementwise = False
     resizes = True  # broadcast_gain counts the copies of x with their coefficients
 
@@ -166,14 +175,18 @@ class Div(Binary):
         numerator_size = ctx.range_of(numerator).magnitude
         if not np.all(np.isfinite(numerator_size)):
             return _unbounded_range(node, numerator, "unbounded")
-        denominator_weight = broadcast_gain(_sup_on_output(ctx, node, numerator_size / smallest**2),
-                                            ctx.known_shape(node, denominator), out_shape)
+        denominator_weight = broadcast_gain(
+            _sup_on_output(ctx, node, numerator_size / smallest**2), ctx.known_shape(node, denominator), out_shape
+        )
         weights = [denominator_weight]
         if not ctx.graph.is_const(numerator):
-            weights.insert(0, broadcast_gain(_sup_on_output(ctx, node, 1.0 / smallest),
-                                             ctx.known_shape(node, numerator), out_shape))
-        return domain_factor(max(weights), "quotient rule ‖Δ(u/v)‖ ≤ ‖1/v‖∞‖Δu‖ + ‖u/v²‖∞‖Δv‖ over the ranges",
-                             input_weights=weights)
+            weights.insert(
+                0,
+                broadcast_gain(_sup_on_output(ctx, node, 1.0 / smallest), ctx.known_shape(node, numerator), out_shape),
+            )
+        return domain_factor(
+            max(weights), "quotient rule ‖Δ(u/v)‖ ≤ ‖1/v‖∞‖Δu‖ + ‖u/v²‖∞‖Δv‖ over the ranges", input_weights=weights
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         numerator, denominator = node.inputs[:2]
@@ -190,8 +203,10 @@ class Div(Binary):
 
 @register
 class Pow(Binary):
-    summary = ("x^1: 1; x^p with p > 1 or a variable exponent: unbounded globally, on a domain the sup of "
-               "|p·x^(p−1)| (c^x: |ln c|·c^x) over the range")
+    summary = (
+        "x^1: 1; x^p with p > 1 or a variable exponent: unbounded globally, on a domain the sup of "
+        "|p·x^(p−1)| (c^x: |ln c|·c^x) over the range"
+    )
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         factor = self.global_factor(node, ctx)
@@ -206,8 +221,9 @@ class Pow(Binary):
         x = ctx.range_of(base).broadcast_to(p.shape)
         integral = p == np.round(p)
         if not np.all(integral | (x.lo >= 0)):
-            return Factor.unbounded("x^p with a non-integer p is not defined for the negative values the base takes "
-                                    "on the input domain")
+            return Factor.unbounded(
+                "x^p with a non-integer p is not defined for the negative values the base takes on the input domain"
+            )
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             slope = np.abs(p) * np.where(p >= 1, x.magnitude ** (p - 1), x.mignitude ** (p - 1))
         slope = np.where((p == 0), 0.0, np.where(p == 1, 1.0, slope))
@@ -225,8 +241,9 @@ class Pow(Binary):
             return Factor.constant(1.0, "closed-form")
         if np.all(exponent_value == 0):
             return Factor.constant(0.0, "closed-form")
-        return Factor.unbounded("x^p with p ≠ 0, 1 has unbounded slope (p > 1) or is not Lipschitz at 0 (p < 1); "
-                                f"{DOMAIN_HINT}")
+        return Factor.unbounded(
+            f"x^p with p ≠ 0, 1 has unbounded slope (p > 1) or is not Lipschitz at 0 (p < 1); {DOMAIN_HINT}"
+        )
 
     def _exponential_on_domain(self, node: Node, ctx: RuleContext) -> Factor:
         """c^x = exp(x·ln c): slope |ln c|·c^x, largest at an end of the range."""
@@ -235,7 +252,7 @@ class Pow(Binary):
             return Factor.unbounded("c^x with c ≤ 0 is not defined for every real x")
         x = ctx.range_of(node.inputs[1]).broadcast_to(c.shape)
         with np.errstate(over="ignore", invalid="ignore"):
-            slope = np.abs(np.log(c)) * np.maximum(c ** x.lo, c ** x.hi)
+            slope = np.abs(np.log(c)) * np.maximum(c**x.lo, c**x.hi)
         value = float(np.max(np.where(np.isnan(slope), np.inf, slope), initial=0.0))
         if not np.isfinite(value):
             return Factor.unbounded("c^x: the exponent's range on the input domain is unbounded")

@@ -69,8 +69,9 @@ class Op:
         if self.monotone:
             from ..domain.evaluate import monotone_interval
 
-            return monotone_interval(self, node, ctx, decreasing=self.decreasing, sums=self.sums,
-                                     positions=self.data_inputs)
+            return monotone_interval(
+                self, node, ctx, decreasing=self.decreasing, sums=self.sums, positions=self.data_inputs
+            )
         return [None] * len(node.outputs)
 
     def bound(self, node: Node, ctx: "RuleContext") -> Factor:
@@ -149,5 +150,6 @@ def resolve(node: Node, opset: int) -> Op | None:
 def all_ops(*, latest_only: bool = False) -> list[Op]:
     """Every registered op version (or only the newest version of each op), by family and op type."""
     chosen = (entries[-1:] if latest_only else entries for entries in _OPS.values())
-    return sorted((op for entries in chosen for op in entries), key=lambda op: (op.family, op.op_type, op.domain,
-                                                                                 op.since))
+    return sorted(
+        (op for entries in chosen for op in entries), key=lambda op: (op.family, op.op_type, op.domain, op.since)
+    )

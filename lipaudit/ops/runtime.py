@@ -68,9 +68,11 @@ def cannot_run(node: Node, why: str) -> ExecutionError:
 
 
 def spatial_fn(family: str, rank: int, node: Node) -> Callable:
-    fns = {"conv": (F.conv1d, F.conv2d, F.conv3d),
-           "conv_transpose": (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d),
-           "max_pool": (F.max_pool1d, F.max_pool2d, F.max_pool3d)}[family]
+    fns = {
+        "conv": (F.conv1d, F.conv2d, F.conv3d),
+        "conv_transpose": (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d),
+        "max_pool": (F.max_pool1d, F.max_pool2d, F.max_pool3d),
+    }[family]
     if not 1 <= rank <= 3:
         raise cannot_run(node, f"with {rank} spatial dimensions")
     return fns[rank - 1]

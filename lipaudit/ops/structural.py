@@ -119,7 +119,9 @@ class Dropout(Permutation):
         if training is None:
             return "Dropout's training_mode is computed from the network input"
         ratio = ctx.const_input(node, 1) if len(node.inputs) > 1 and node.inputs[1] else np.float32(0.5)
-        if not bool(np.asarray(training).ravel()[0]) or (ratio is not None and float(np.asarray(ratio).ravel()[0]) == 0):
+        if not bool(np.asarray(training).ravel()[0]) or (
+            ratio is not None and float(np.asarray(ratio).ravel()[0]) == 0
+        ):
             return ""
         return "Dropout in training mode drops entries at random, so it is no fixed function"
 
@@ -178,8 +180,11 @@ class Slice(Selection):
             axis = positive_axis(axis, x.dim())
             indices = _slice_indices(x.shape[axis], start, end, step)
             if step > 0:
-                x = x.narrow(axis, indices.start, len(indices)) if step == 1 else \
-                    x[(slice(None),) * axis + (slice(indices.start, indices.stop, step),)]
+                x = (
+                    x.narrow(axis, indices.start, len(indices))
+                    if step == 1
+                    else x[(slice(None),) * axis + (slice(indices.start, indices.stop, step),)]
+                )
             else:
                 x = x.index_select(axis, torch.tensor(list(indices), dtype=torch.long, device=x.device))
         return x
@@ -286,7 +291,7 @@ class Gather(Op):
         axis = positive_axis(node.attr_int("axis"), x.dim())
         indices = torch.where(indices < 0, indices + x.shape[axis], indices)
         picked = x.index_select(axis, indices.reshape(-1))
-        return picked.reshape(tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1:]))
+        return picked.reshape(tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1 :]))
 
 
 @register
@@ -329,8 +334,12 @@ class Pad(Op):
             filled = int(np.prod(out)) - int(np.prod(kept))
             # By position: a fill value that is the data tensor itself still fills every padded entry.
             weights = [self._constant_mode_weight(node, i, filled) for i in positions]
-            return Factor.constant(1.0, "closed-form", input_weights=weights,
-                                   note=f"the variable fill value is copied into {filled} positions")
+            return Factor.constant(
+                1.0,
+                "closed-form",
+                input_weights=weights,
+                note=f"the variable fill value is copied into {filled} positions",
+            )
         copies = 1
         for i, axis in enumerate(axes):
             copies *= pad_multiplicity(shape[axis], pads[i], pads[i + half], mode)
@@ -339,8 +348,9 @@ class Pad(Op):
             raise RuleInputError(f"the pads or axes of Pad '{node.name}' are computed from the network input")
         # Only constant mode reads the fill value.
         weights = [factor if i == 0 else 0.0 for i in positions]
-        return Factor.constant(factor, "closed-form", input_weights=weights,
-                               note=f"{mode} padding copies an entry up to {copies}×")
+        return Factor.constant(
+            factor, "closed-form", input_weights=weights, note=f"{mode} padding copies an entry up to {copies}×"
+        )
 
     def _constant_mode_weight(self, node: Node, position: int, filled: int) -> float:
         if position == 0:
@@ -361,8 +371,11 @@ class Pad(Op):
             begins[axis], ends[axis] = pads[i], pads[i + half]
         if mode == "constant":
             value_tensor = args[2] if len(args) > 2 else None
-            value = float(floats(value_tensor)[0]) if value_tensor is not None and value_tensor.numel() else \
-                node.attr_float("value", 0.0)
+            value = (
+                float(floats(value_tensor)[0])
+                if value_tensor is not None and value_tensor.numel()
+                else node.attr_float("value", 0.0)
+            )
             return F.pad(x, torch_pads(begins, ends), value=value if x.is_floating_point() else int(value))
         if mode not in ("reflect", "edge", "wrap"):
             raise cannot_run(node, f"in mode '{mode}'")
@@ -394,8 +407,17 @@ class Pad_11(Pad):
 _WIDE_FLOATS = {1: "float", 11: "double"}
 _BOOL = 9
 _WIDE_INTEGERS = {6, 7}  # int32, int64
-_ONNX_TO_TORCH = {2: torch.uint8, 3: torch.int8, 4: torch.int64, 5: torch.int16, 6: torch.int32, 7: torch.int64,
-                  9: torch.bool, 12: torch.int64, 13: torch.int64}
+_ONNX_TO_TORCH = {
+    2: torch.uint8,
+    3: torch.int8,
+    4: torch.int64,
+    5: torch.int16,
+    6: torch.int32,
+    7: torch.int64,
+    9: torch.bool,
+    12: torch.int64,
+    13: torch.int64,
+}
 _HALF = {10: torch.float16, 16: torch.bfloat16}
 
 

@@ -106,8 +106,10 @@ class FoldBatchNorm(Pass):
             return False
         bias = np.asarray(old_bias, np.float64) * multiplier + offset
         new_weight = graph.new_value(f"{producer.name}::weight_bn_folded", const=weight)
-        new_bias = graph.new_value(f"{producer.name}::bias_bn_folded",
-                                   const=bias.reshape(multiplier.shape) if bias.size == multiplier.size else bias)
+        new_bias = graph.new_value(
+            f"{producer.name}::bias_bn_folded",
+            const=bias.reshape(multiplier.shape) if bias.size == multiplier.size else bias,
+        )
         if producer.op_type == "MatMul":
             producer.op_type = "Gemm"
             producer.attrs = {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}

@@ -34,8 +34,14 @@ def _wrap_concat(graph: Graph, concat: Node) -> tuple[str, int, int, int, list[N
         return None
     size = shape[axis]
     begin, end = len(head.indices), len(tail.indices)
-    if head.source != source or tail.source != source or head.axis != axis or tail.axis != axis \
-            or list(head.indices) != list(range(size - begin, size)) or list(tail.indices) != list(range(end)):
+    if (
+        head.source != source
+        or tail.source != source
+        or head.axis != axis
+        or tail.axis != axis
+        or list(head.indices) != list(range(size - begin, size))
+        or list(tail.indices) != list(range(end))
+    ):
         return None
     slices = [graph.producer(concat.inputs[0]), graph.producer(concat.inputs[2])]
     if not all(read_only_by(graph, s.outputs[0], [concat]) for s in slices):
@@ -89,21 +95,25 @@ def _fuse(graph: Graph, conv: Node) -> bool:
         value, axis, begin, end, readers = found
         pads[axis], pads[rank + axis] = begin, end
         removed += readers
-    if not removed or any(pads[:2]) or any(pads[rank:rank + 2]):
+    if not removed or any(pads[:2]) or any(pads[rank : rank + 2]):
         return False
     spatial = known_shape(graph, value)
     kernel = tuple(int(k) for k in np.shape(weight)[2:])
-    wrap_pads = pads[2:rank] + pads[rank + 2:]
+    wrap_pads = pads[2:rank] + pads[rank + 2 :]
     strides = conv.attr_ints("strides", (1,) * n) or (1,) * n
     dilations = conv.attr_ints("dilations", (1,) * n) or (1,) * n
-    if spatial is None or not any(wrap_pads) or periodic_conditions(spatial[2:], kernel, strides, dilations,
-                                                                     wrap_pads):
+    if spatial is None or not any(wrap_pads) or periodic_conditions(spatial[2:], kernel, strides, dilations, wrap_pads):
         return False
     for node in removed:
         graph.remove_node(node)
     conv.op_type, conv.domain = "CircularConv", FUSED_DOMAIN
-    conv.attrs = {"kernel_shape": list(kernel), "strides": list(strides), "dilations": list(dilations),
-                  "group": conv.attr_int("group", 1), "wrap_pads": list(wrap_pads)}
+    conv.attrs = {
+        "kernel_shape": list(kernel),
+        "strides": list(strides),
+        "dilations": list(dilations),
+        "group": conv.attr_int("group", 1),
+        "wrap_pads": list(wrap_pads),
+    }
     graph.set_inputs(conv, [value, *conv.inputs[1:]])
     conv.notes.append("fused from a circular pad and a Conv")
     return True

@@ -25,8 +25,16 @@ from .manager import Pass
 from .matching import axis_of, const_ints, constant_operand, known_shape, producer_of, read_only_by, selection
 
 
-def _fuse(graph: Graph, concat: Node, removed: list[Node], op_type: str, source: str, expected: tuple[int, ...],
-          label: str, **attrs: object) -> bool:
+def _fuse(
+    graph: Graph,
+    concat: Node,
+    removed: list[Node],
+    op_type: str,
+    source: str,
+    expected: tuple[int, ...],
+    label: str,
+    **attrs: object,
+) -> bool:
     """Make ``concat`` compute op_type(source) and drop ``removed``; refused unless the fused op's
     output shape is the Concat's, as the runtime reported it."""
     if known_shape(graph, concat.outputs[0]) != tuple(expected):
@@ -82,8 +90,9 @@ def _fuse_max_min(graph: Graph, concat: Node) -> bool:
     return False
 
 
-def _pair_of_selections(graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node],
-                        stack: bool, concat_axis: int) -> bool:
+def _pair_of_selections(
+    graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node], stack: bool, concat_axis: int
+) -> bool:
     """Concat(Max(a, b), Min(a, b)) with a, b selections of one x along one axis, same shape."""
     if any(len(op.inputs) != 2 for op in ops) or set(ops[0].inputs) != set(ops[1].inputs):
         return False
@@ -94,22 +103,35 @@ def _pair_of_selections(graph: Graph, concat: Node, ops: list[Node], halves: lis
     first, second = picked
     if first.source != second.source or first.axis != second.axis:
         return False
-    if not all(read_only_by(graph, name, [wrapper or concat]) for name, wrapper in
-               zip(halves, wrappers or [None, None])):
+    if not all(
+        read_only_by(graph, name, [wrapper or concat]) for name, wrapper in zip(halves, wrappers or [None, None])
+    ):
         return False
     half_shape = known_shape(graph, a)
     if stack:
         expected = half_shape[:concat_axis] + (2,) + half_shape[concat_axis:]
     else:
-        expected = half_shape[:concat_axis] + (2 * half_shape[concat_axis],) + half_shape[concat_axis + 1:]
-    return _fuse(graph, concat, [*wrappers, *ops], "MaxMin", first.source, expected,
-                 " → ".join(["selections", "Max/Min", *(["Unsqueeze"] if stack else []), "Concat"]),
-                 axis=first.axis, first=list(first.indices), second=list(second.indices),
-                 max_first=int(ops[0].op_type == "Max"), concat_axis=concat_axis, stack=int(stack))
+        expected = half_shape[:concat_axis] + (2 * half_shape[concat_axis],) + half_shape[concat_axis + 1 :]
+    return _fuse(
+        graph,
+        concat,
+        [*wrappers, *ops],
+        "MaxMin",
+        first.source,
+        expected,
+        " → ".join(["selections", "Max/Min", *(["Unsqueeze"] if stack else []), "Concat"]),
+        axis=first.axis,
+        first=list(first.indices),
+        second=list(second.indices),
+        max_first=int(ops[0].op_type == "Max"),
+        concat_axis=concat_axis,
+        stack=int(stack),
+    )
 
 
-def _pair_along_axis(graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node],
-                     stack: bool, concat_axis: int) -> bool:
+def _pair_along_axis(
+    graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node], stack: bool, concat_axis: int
+) -> bool:
     """Concat(ReduceMin(t), ReduceMax(t)) over one axis of size 2 of t, the Concat along that axis."""
     t = ops[0].inputs[0]
     t_shape = known_shape(graph, t)
@@ -122,13 +144,25 @@ def _pair_along_axis(graph: Graph, concat: Node, ops: list[Node], halves: list[s
             return False
         if keep != (0 if stack else 1) or t_shape[concat_axis] != 2:
             return False
-    if not all(read_only_by(graph, name, [wrapper or concat]) for name, wrapper in
-               zip(halves, wrappers or [None, None])):
+    if not all(
+        read_only_by(graph, name, [wrapper or concat]) for name, wrapper in zip(halves, wrappers or [None, None])
+    ):
         return False
-    return _fuse(graph, concat, [*wrappers, *ops], "MaxMin", t, t_shape,
-                 " → ".join(["ReduceMin/ReduceMax", *(["Unsqueeze"] if stack else []), "Concat"]),
-                 axis=concat_axis, first=[0], second=[1], max_first=int(ops[0].op_type == "ReduceMax"),
-                 concat_axis=concat_axis, stack=0)
+    return _fuse(
+        graph,
+        concat,
+        [*wrappers, *ops],
+        "MaxMin",
+        t,
+        t_shape,
+        " → ".join(["ReduceMin/ReduceMax", *(["Unsqueeze"] if stack else []), "Concat"]),
+        axis=concat_axis,
+        first=[0],
+        second=[1],
+        max_first=int(ops[0].op_type == "ReduceMax"),
+        concat_axis=concat_axis,
+        stack=0,
+    )
 
 
 def _negated(graph: Graph, name: str) -> tuple[str, Node] | None:
@@ -161,9 +195,18 @@ def _fuse_crelu(graph: Graph, concat: Node) -> bool:
             return False
         if not all(read_only_by(graph, relu.outputs[0], [concat]) for relu in relus):
             return False
-        expected = x_shape[:axis] + (2 * x_shape[axis],) + x_shape[axis + 1:]
-        return _fuse(graph, concat, [*relus, neg], "CRelu", x, expected, "Concat(Relu(x), Relu(−x))", axis=axis,
-                     negative_first=negative_first)
+        expected = x_shape[:axis] + (2 * x_shape[axis],) + x_shape[axis + 1 :]
+        return _fuse(
+            graph,
+            concat,
+            [*relus, neg],
+            "CRelu",
+            x,
+            expected,
+            "Concat(Relu(x), Relu(−x))",
+            axis=axis,
+            negative_first=negative_first,
+        )
     return False
 
 

@@ -101,7 +101,7 @@ def selection(graph: Graph, name: str) -> Selection | None:
         return None
     axis, indices = found
     # The runtime's shape must agree with our reading of the parameters, axis by axis.
-    expected = shape[:axis] + (len(indices),) + shape[axis + 1:]
+    expected = shape[:axis] + (len(indices),) + shape[axis + 1 :]
     if expected != out_shape:
         return None
     return Selection(copied_from(graph, source), axis, tuple(indices))

@@ -42,9 +42,11 @@ def _onnx_cell(op: str, **attrs) -> onnx.ModelProto:
     rng = np.random.default_rng(8)
     gates = 4 if op == "LSTM" else 3
     directions = 2 if attrs.get("direction") == "bidirectional" else 1
-    inits = {"w": rng.normal(0, 0.6, (directions, gates * HIDDEN, FEATURES)).astype(np.float32),
-             "r": rng.normal(0, 0.6, (directions, gates * HIDDEN, HIDDEN)).astype(np.float32),
-             "b": rng.normal(0, 0.3, (directions, 2 * gates * HIDDEN)).astype(np.float32)}
+    inits = {
+        "w": rng.normal(0, 0.6, (directions, gates * HIDDEN, FEATURES)).astype(np.float32),
+        "r": rng.normal(0, 0.6, (directions, gates * HIDDEN, HIDDEN)).astype(np.float32),
+        "b": rng.normal(0, 0.3, (directions, 2 * gates * HIDDEN)).astype(np.float32),
+    }
     inputs = ["x", "w", "r", "b"]
     if op == "LSTM":
         inits["p"] = rng.normal(0, 0.5, (directions, 3 * HIDDEN)).astype(np.float32)
@@ -61,8 +63,9 @@ CASES = {
     "lstm-peepholes-reverse": lambda tmp: save(_onnx_cell("LSTM", direction="reverse"), tmp),
     "lstm-layout-1": lambda tmp: save(_onnx_cell("LSTM", layout=1, direction="bidirectional"), tmp),
     "gru-reset-after": lambda tmp: save(_onnx_cell("GRU", linear_before_reset=0), tmp),
-    "gru-reset-before-bidirectional": lambda tmp: save(_onnx_cell("GRU", linear_before_reset=1,
-                                                                   direction="bidirectional"), tmp),
+    "gru-reset-before-bidirectional": lambda tmp: save(
+        _onnx_cell("GRU", linear_before_reset=1, direction="bidirectional"), tmp
+    ),
 }
 
 
