@@ -16,9 +16,8 @@ Random Kaiming weights and calibrated BatchNorm (``_models.initialise``), eval m
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from _models import initialise, resnet50
+from torch import nn
 
 
 class ConvBN(nn.Sequential):

@@ -32,7 +32,6 @@ from lipaudit.spectral.conv import _Layer  # noqa: E402
 from lipaudit.spectral.conv_gram import ConvGram  # noqa: E402
 from lipaudit.spectral.cost import device_costs, embedding_seconds, materialized_seconds  # noqa: E402
 
-
 CLOCK = time.perf_counter
 
 

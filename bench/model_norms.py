@@ -77,13 +77,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str((ARGS.lipaudit_root or HERE.parent).resolve()))
 
 import torch  # noqa: E402
-
-import lipaudit  # noqa: E402  (first: bench/conv_norms.py puts this checkout on the path too)
-from lipaudit.spectral import conv_norm  # noqa: E402
-
 from _models import folded_convs  # noqa: E402
 from _zoo import MODELS  # noqa: E402
 from conv_norms import exact_fft, power_100, timed, warm_up  # noqa: E402
+
+import lipaudit  # noqa: E402  (first: bench/conv_norms.py puts this checkout on the path too)
+from lipaudit.spectral import conv_norm  # noqa: E402
 
 
 def run_norms(name: str, size: int) -> dict:

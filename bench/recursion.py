@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lipaudit.tight import network_bound, residual_branches  # noqa: E402
 from lipaudit.tight.from_torch import jacobian_lower_bound, network_from_module  # noqa: E402
 
-
 # ---------------------------------------------------------------------------------------------
 # Nets
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from tests.builders import graph_model, save, session, single_node_model
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
+from tests.builders import graph_model, save, session, single_node_model
 
 
 def _slope(model, x: np.ndarray, dx: np.ndarray) -> float:

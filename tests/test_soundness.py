@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.jacobians import max_jacobian_norm
 from lipaudit import audit
+from tests.jacobians import max_jacobian_norm
 
 ACTIVATIONS = {
     "relu": nn.ReLU,

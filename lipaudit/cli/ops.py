@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..ops import all_ops
 from ..errors import UsageError
+from ..ops import all_ops
 from ..render.operators import operators_markdown, since_opset
 from .errors import report_errors
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Iterator, Union
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,7 +15,7 @@ from ..ir import Node
 SHOW_AFTER_S = 1.0
 
 
-def _describe(item: Union[Node, str]) -> str:
+def _describe(item: Node | str) -> str:
     return f"{item.op_type} {item.name}" if isinstance(item, Node) else str(item)
 
 
@@ -38,7 +38,7 @@ def node_progress(enabled: bool, label: str = "analysing") -> Iterator:
     started = time.monotonic()
     shown = False
 
-    def on_node(index: int, total: int, node: Union[Node, str]) -> None:
+    def on_node(index: int, total: int, node: Node | str) -> None:
         nonlocal shown
         # Quick audits finish before the bar would appear: no flicker for them.
         if not shown and time.monotonic() - started >= SHOW_AFTER_S:

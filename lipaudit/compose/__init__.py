@@ -13,8 +13,8 @@ ahead (in parallel, elsewhere) and hand them in; the propagation stays serial an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from ..ir import Graph, Node
 from ..ops import Factor, RuleContext

@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .interval import HUGE, Interval, restore_infinities, from_center_radius
+from .interval import HUGE, Interval, from_center_radius, restore_infinities
 
 if TYPE_CHECKING:
     from ..ir import Node
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ..ops.registry import Op
 
 
-def env_of(ctx: "RuleContext", node: "Node"):
+def env_of(ctx: RuleContext, node: Node):
     from ..ops.runtime import Env
 
     return Env(ctx.opset(node), torch.float64, torch.device("cpu"))
@@ -58,7 +59,7 @@ def _as_array(t: Any) -> np.ndarray | None:
     return t.to(torch.float64).numpy() if t.is_floating_point() else t.numpy()
 
 
-def variable_shape(ctx: "RuleContext", name: str) -> tuple[int, ...] | None:
+def variable_shape(ctx: RuleContext, name: str) -> tuple[int, ...] | None:
     """The shape of a variable value: from its interval when that has one, else from the graph."""
     found = ctx.ranges.get(name) if ctx.ranges else None
     if found is not None and found.lo.ndim and found.lo.shape == found.hi.shape:
@@ -70,8 +71,8 @@ def variable_shape(ctx: "RuleContext", name: str) -> tuple[int, ...] | None:
 
 
 def endpoint_args(
-    ctx: "RuleContext",
-    node: "Node",
+    ctx: RuleContext,
+    node: Node,
     pick: Callable[[int, Interval], np.ndarray],
     positions: Sequence[int] | None = None,
 ) -> list[Tensor | None] | None:
@@ -95,15 +96,15 @@ def endpoint_args(
     return args
 
 
-def run_op(op: "Op", node: "Node", ctx: "RuleContext", args: list[Tensor | None]) -> list[np.ndarray | None]:
+def run_op(op: Op, node: Node, ctx: RuleContext, args: list[Tensor | None]) -> list[np.ndarray | None]:
     with torch.no_grad():
         return [_as_array(t) for t in _outputs(op.run(env_of(ctx, node), node, args))]
 
 
 def endpoint_outputs(
-    op: "Op",
-    node: "Node",
-    ctx: "RuleContext",
+    op: Op,
+    node: Node,
+    ctx: RuleContext,
     *,
     decreasing: Sequence[int] = (),
     positions: Sequence[int] | None = None,
@@ -125,9 +126,9 @@ def endpoint_outputs(
 
 
 def monotone_interval(
-    op: "Op",
-    node: "Node",
-    ctx: "RuleContext",
+    op: Op,
+    node: Node,
+    ctx: RuleContext,
     *,
     decreasing: Sequence[int] = (),
     sums: bool = False,
@@ -160,7 +161,7 @@ def monotone_interval(
     return results + [None] * (len(node.outputs) - len(results))
 
 
-def critical_point_interval(op: "Op", node: "Node", ctx: "RuleContext", points: Sequence[float]) -> Interval | None:
+def critical_point_interval(op: Op, node: Node, ctx: RuleContext, points: Sequence[float]) -> Interval | None:
     """The range of an elementwise op of one variable input that is monotone between ``points``: the
     hull of f at both ends and at each point inside (f evaluated by the op itself)."""
     ends = endpoint_outputs(op, node, ctx, positions=(0,))
@@ -170,7 +171,7 @@ def critical_point_interval(op: "Op", node: "Node", ctx: "RuleContext", points: 
     low, high = np.minimum(ends[0][0], ends[1][0]), np.maximum(ends[0][0], ends[1][0])
     shape = low.shape
     for point in points:
-        at = endpoint_args(ctx, node, lambda position, interval: np.array(float(point)), (0,))
+        at = endpoint_args(ctx, node, lambda position, interval, point=point: np.array(float(point)), (0,))
         value = run_op(op, node, ctx, at)[0]
         inside = np.broadcast_to((x.lo < point) & (x.hi > point), shape)
         low = np.where(inside, np.minimum(low, value), low)
@@ -178,13 +179,13 @@ def critical_point_interval(op: "Op", node: "Node", ctx: "RuleContext", points: 
     return Interval(restore_infinities(low), restore_infinities(high)).widened()
 
 
-def exact_outputs(op: "Op", node: "Node", ctx: "RuleContext") -> list[Interval | None]:
+def exact_outputs(op: Op, node: Node, ctx: RuleContext) -> list[Interval | None]:
     """A node whose inputs are all constants: its outputs are points."""
     args = [const_tensor(ctx.graph.const(name)) if name else None for name in node.inputs]
     return [None if out is None else Interval.exact(out) for out in run_op(op, node, ctx, args)]
 
 
-def bilinear_interval(op: "Op", node: "Node", ctx: "RuleContext", first: int, second: int) -> Interval | None:
+def bilinear_interval(op: Op, node: Node, ctx: RuleContext, first: int, second: int) -> Interval | None:
     """Ranges of an op bilinear in inputs ``first`` and ``second`` plus terms linear in the others (a
     bias): y = B(a, b) + C(rest). Midpoint-radius arithmetic: with a = a_c ± a_r and b = b_c ± b_r,
     B(a, b) ∈ B(a_c, b_c) ± (|B|(|a_c|, b_r) + |B|(a_r, |b_c|) + |B|(a_r, b_r)), where |B|(·, ·) on

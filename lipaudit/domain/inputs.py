@@ -7,7 +7,8 @@ The same strings come from ``[tool.lipaudit] input_range`` (one string or a list
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import UsageError
 

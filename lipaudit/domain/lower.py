@@ -11,7 +11,7 @@ Several inputs are one concatenated input; several outputs one concatenated outp
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor

@@ -7,7 +7,7 @@ whose inputs are all constants are evaluated exactly.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 

@@ -73,7 +73,7 @@ class _Stack:
     whole: float
 
     @classmethod
-    def of(cls, *matrices: np.ndarray) -> "_Stack":
+    def of(cls, *matrices: np.ndarray) -> _Stack:
         return cls([_spectral(m) for m in matrices], _spectral(np.concatenate(matrices, axis=0)))
 
     def weighed(self, *coefficients: np.ndarray) -> float:

@@ -11,8 +11,8 @@ value used there is the known extreme rounded outwards, so the result never fall
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -22,15 +22,15 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..errors import ExecutionError
-from .executor import Executor
 from ..ir import Graph
+from .executor import Executor
 
 DEFAULT_SAMPLES = 16
 DEFAULT_STEPS = 20

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +13,6 @@ from ..errors import ExecutionError
 from ..ir import Graph, Node
 from ..ops import Env, Op, all_ops, resolve
 from ..spectral.device import exact_cuda_math
-
 
 _NUMPY_TO_TORCH = {
     np.dtype(np.bool_): torch.bool,

@@ -9,8 +9,9 @@ float32 rounds them). Attributes the schema leaves without a default (Conv's ``s
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -36,7 +37,7 @@ def decode_attribute(attribute: onnx.AttributeProto) -> Any:
     return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_defaults(op_type: str, domain: str, opset: int) -> Mapping[str, Any]:
     """The attributes with a default in the schema of ``op_type`` at ``opset`` (empty when unknown)."""
     try:
@@ -50,7 +51,7 @@ def schema_defaults(op_type: str, domain: str, opset: int) -> Mapping[str, Any]:
     return defaults
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_since_version(op_type: str, domain: str, opset: int) -> int | None:
     """The opset that introduced the version of ``op_type`` in force at ``opset`` (None: no schema)."""
     try:
@@ -59,7 +60,7 @@ def schema_since_version(op_type: str, domain: str, opset: int) -> int | None:
         return None
 
 
-def fill_default_attributes(graph: "Graph") -> bool:
+def fill_default_attributes(graph: Graph) -> bool:
     """Give every node the schema defaults of the attributes it leaves out; returns whether any changed."""
     changed = False
     for node in graph.nodes:

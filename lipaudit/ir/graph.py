@@ -7,8 +7,9 @@ value up never creates it; ``add_value`` and ``new_value`` do.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

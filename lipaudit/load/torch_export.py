@@ -20,10 +20,10 @@ from ..errors import ModelLoadError
 from ..execute.probe import RuntimeProbe
 from ..ir import Graph
 from ..shapes import resolve_input_shapes
-from .torch_files import quiet_torch
 from .aten_ops import CONVERTERS
 from .naming import layer_name
-from .torch_graph import Tracked, TorchGraphBuilder, first_line, flatten
+from .torch_files import quiet_torch
+from .torch_graph import TorchGraphBuilder, Tracked, first_line, flatten
 
 
 def _declared(node: torch.fx.Node) -> list[int | str | None]:

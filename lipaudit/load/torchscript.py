@@ -13,8 +13,9 @@ from __future__ import annotations
 import io
 import operator
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -22,10 +23,10 @@ from ..errors import InputShapeError, ModelLoadError
 from ..execute.probe import RuntimeProbe
 from ..ir import Graph
 from ..shapes import UNNAMED, resolve_input_shapes
-from .torch_files import quiet_torch
 from .aten_ops import CONVERTERS
 from .naming import layer_name
-from .torch_graph import Tracked, TorchGraphBuilder, first_line
+from .torch_files import quiet_torch
+from .torch_graph import TorchGraphBuilder, Tracked, first_line
 
 # TorchScript passes dtypes as ScalarType codes (c10/core/ScalarType.h order).
 SCALAR_TYPES = [

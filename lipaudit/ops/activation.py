@@ -15,7 +15,8 @@ for monotone ops, and at the critical points in between for the others.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch

@@ -11,7 +11,8 @@ u/v likewise with |Δ(1/v)| ≤ |Δv|/min|v|² on a range that keeps v away from
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch

@@ -57,13 +57,13 @@ class RuleContext:
     graph: Graph
     method: str = "auto"
     device: torch.device = torch.device("cpu")
-    ranges: "dict[str, Interval] | None" = None
+    ranges: dict[str, Interval] | None = None
 
     @property
     def on_domain(self) -> bool:
         return self.ranges is not None
 
-    def range_of(self, name: str) -> "Interval":
+    def range_of(self, name: str) -> Interval:
         """The value's range on the domain: a point for a constant, the full line when unknown."""
         from ..domain.interval import Interval
 

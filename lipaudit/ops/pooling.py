@@ -7,7 +7,8 @@ flat ``Indices`` output) are read here once, through ops.geometry, for the rule 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

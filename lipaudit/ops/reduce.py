@@ -10,7 +10,8 @@ norms and the sum of squares are monotone in |x|, so they map [min|x|, max|x|].
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch

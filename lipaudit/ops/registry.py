@@ -63,7 +63,7 @@ class Op:
     # With ``monotone``: adds entries up, so the rounding margin of its ranges scales with the terms.
     sums: ClassVar[bool] = False
 
-    def interval(self, node: Node, ctx: "RuleContext") -> "list[Interval | None]":
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         """Sound ranges of the outputs on the domain, from ``ctx.range_of`` of the inputs; one per
         output, None for an output the op says nothing about (it is then (−∞, ∞), never a guess)."""
         if self.monotone:
@@ -74,13 +74,13 @@ class Op:
             )
         return [None] * len(node.outputs)
 
-    def bound(self, node: Node, ctx: "RuleContext") -> Factor:
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
         """The factor of output 0. Raise ValueError (or RuleInputError) when the node cannot be read."""
         if self.identity:
             return Factor.constant(1.0, "identity")
         raise NotImplementedError
 
-    def bound_outputs(self, node: Node, ctx: "RuleContext") -> list[Factor]:
+    def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         """One factor per output. An output the op says nothing about is unknown: it never inherits
         the first output's factor."""
         factors = [self.bound(node, ctx)]
@@ -88,7 +88,7 @@ class Op:
             factors.append(Factor.unknown(f"output {index} ('{name}') of {node.op_type} has no rule"))
         return factors
 
-    def run(self, env: "Env", node: Node, args: list[Any]) -> Any:
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         """The node's outputs on torch tensors (one tensor, or a list for several outputs)."""
         raise NotImplementedError
 

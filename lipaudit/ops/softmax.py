@@ -10,7 +10,8 @@ that stays spread out is much flatter than 1/2.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

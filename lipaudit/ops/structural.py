@@ -305,7 +305,7 @@ class Pad(Op):
     exact_in_float = True
     monotone = True  # in the data and the fill value; the pads and axes must be constants
 
-    def interval(self, node: Node, ctx: RuleContext) -> "list[Interval | None]":
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return monotone_interval(self, node, ctx, positions=(0, 2))
 
     def amounts(self, node: Node, ctx: RuleContext, rank: int) -> tuple[list[int], list[int]]:
@@ -465,7 +465,7 @@ class Casting(Op):
             return True
         return target in _WIDE_INTEGERS and bool(np.all(np.abs(x.lo) < 2**31) and np.all(np.abs(x.hi) < 2**31))
 
-    def interval(self, node: Node, ctx: RuleContext) -> "list[Interval | None]":
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         if self.target(node, ctx) == _BOOL:
             x = ctx.range_of(node.inputs[0])
             nonzero = (x.lo > 0) | (x.hi < 0)

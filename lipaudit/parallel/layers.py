@@ -13,8 +13,9 @@ itself, while it measures, so no process holds more than the layers it is measur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from collections import deque
-from multiprocessing.connection import Connection, wait
-from typing import Any, Sequence
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+from typing import Any
 
 from .jobs import ATTEMPTS, DoneFn, Executor, Job, TaskFailure
 

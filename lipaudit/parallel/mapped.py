@@ -10,9 +10,9 @@ of having them copied to it, and let them go when it is done.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import socket
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import UsageError
 from .jobs import ATTEMPTS, KERNEL_THREADS, DoneFn, Executor, Job, TaskFailure, first_line

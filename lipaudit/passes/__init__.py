@@ -9,8 +9,8 @@ from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
 from .fuse_circular_conv import FuseCircularConv
 from .fuse_l2_pool import FuseL2Pool
-from .fuse_sorting import FuseSorting
 from .fuse_normalization import FuseNormalization
+from .fuse_sorting import FuseSorting
 from .inline_if import InlineConstantIf
 from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear

@@ -18,7 +18,7 @@ from ..ir import Graph, Node
 from ..ops.circular_conv import periodic_conditions
 from ..ops.registry import FUSED_DOMAIN
 from .manager import Pass
-from .matching import axis_of, const_ints, copied_from, known_shape, producer_of, read_only_by, selection
+from .matching import axis_of, const_ints, copied_from, known_shape, read_only_by, selection
 
 
 def _wrap_concat(graph: Graph, concat: Node) -> tuple[str, int, int, int, list[Node]] | None:

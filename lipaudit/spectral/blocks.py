@@ -104,7 +104,7 @@ class PolyphaseKernel:
         dilations,
         groups: int,
         periods: tuple[int, ...] | None = None,
-    ) -> "PolyphaseKernel":
+    ) -> PolyphaseKernel:
         """Blocks of the convolution at this input size (``weight`` float64, any device).
 
         ``periods`` overrides the embedding periods N (each must satisfy (1)–(3); tests use it).

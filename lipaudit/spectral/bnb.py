@@ -39,8 +39,8 @@ below ~10⁴ rows it is far under the project-wide 1e-6, which is what we then a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -115,7 +115,7 @@ class ConvGram:
         return self.a.numel()
 
     @classmethod
-    def build(cls, weight: Tensor, spatial, pads, strides, dilations, groups: int) -> "ConvGram":
+    def build(cls, weight: Tensor, spatial, pads, strides, dilations, groups: int) -> ConvGram:
         kernel = tuple(weight.shape[2:])
         device = weight.device
         c_out, c_in_g = weight.shape[:2]

@@ -7,8 +7,8 @@ pads (begin_1..begin_N, end_1..end_N).  conv.py chooses among the norms built fr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -17,8 +17,8 @@ convolutions) or from pushing chunks of basis vectors through the operator and i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor

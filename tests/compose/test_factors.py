@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN, compose, node_factors
 from lipaudit.ir import Graph, Node, Value, fill_default_attributes
 from lipaudit.ops import Factor, Op, RuleContext, register, unregister
 from tests.builders import graph_model, operator_matrix, save, spectral_norm
-from lipaudit import audit
 
 
 def _graph(nodes: list[Node], values: dict[str, Value], outputs: list[str]) -> Graph:

@@ -4,7 +4,7 @@ projected gradient ascent (and descent) on single entries of intermediate values
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch

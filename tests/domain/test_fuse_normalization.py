@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lipaudit.execute.executor import execute
 from lipaudit.domain.lower import box_lower_bound
+from lipaudit.execute.executor import execute
 from tests.builders import session
 from tests.domain._models import analysed, domain_bound, export, global_bound
 

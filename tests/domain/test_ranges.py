@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from onnx import TensorProto, helper
 from torch import nn
 from torch.nn import functional as F
-
-from onnx import TensorProto, helper
 
 from lipaudit.domain import value_ranges
 from lipaudit.load import load_model

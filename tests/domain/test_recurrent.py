@@ -94,7 +94,7 @@ def test_recurrent_cells_run_range_and_bound_soundly(tmp_path, case):
     assert local.upper_bound >= box_lower_bound(graph, {"x": box}, samples=2, steps=20).value
     assert whole.upper_bound >= box_lower_bound(graph, {"x": (-8.0, 8.0)}, samples=2, steps=20).value
     cell = next(node for node in graph.nodes if node.op_type in ("LSTM", "GRU"))
-    for output, factor in zip(cell.outputs, node_factors(cell, RuleContext(graph, ranges=ranges))):
+    for _output, factor in zip(cell.outputs, node_factors(cell, RuleContext(graph, ranges=ranges))):
         assert factor.method == "domain" and math.isfinite(factor.value)
 
 

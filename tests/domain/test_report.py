@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from lipaudit.domain import domain_settings, value_ranges
 from lipaudit.compose import compose
+from lipaudit.domain import domain_settings, value_ranges
 from lipaudit.load import load_model
 from lipaudit.ops import RuleContext
 from lipaudit.passes import run_passes

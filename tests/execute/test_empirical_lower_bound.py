@@ -11,11 +11,11 @@ import torch
 from onnx import helper
 from typer.testing import CliRunner
 
-from tests.builders import graph_model, save
 from lipaudit import audit
 from lipaudit.cli.app import app
-from lipaudit.load import load_model
 from lipaudit.execute.empirical_lower_bound import empirical_lower_bound
+from lipaudit.load import load_model
+from tests.builders import graph_model, save
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 runner = CliRunner()

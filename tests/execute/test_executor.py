@@ -10,13 +10,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from tests.builders import session, tensor
 from lipaudit.errors import ExecutionError
 from lipaudit.execute import Executor, can_execute, supported_ops
 from lipaudit.ir import Node
 from lipaudit.load.onnx import load_onnx
 from lipaudit.ops import all_ops
 from lipaudit.passes import load_time_passes, run_passes
+from tests.builders import session, tensor
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 rng = np.random.default_rng(0)

@@ -13,16 +13,16 @@ from onnx import helper
 from typer.testing import CliRunner
 
 import lipaudit.pipeline as pipeline
-from tests.builders import graph_model, save
 from lipaudit import audit
 from lipaudit.cli.app import app
 from lipaudit.errors import VerificationError
-from lipaudit.load import load_model
-from lipaudit.passes import run_passes
-from lipaudit.report import Report
 from lipaudit.execute.probe import probe_module
 from lipaudit.execute.verify import compare
 from lipaudit.execute.verify import verify as verify_against
+from lipaudit.load import load_model
+from lipaudit.passes import run_passes
+from lipaudit.report import Report
+from tests.builders import graph_model, save
 
 
 def verify(graph, probe):

@@ -22,8 +22,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.passes._export import export
 from lipaudit import audit
+from tests.passes._export import export
 
 torchlip = pytest.importorskip("deel.torchlip")
 aoc = pytest.importorskip("orthogonium.layers.conv.AOC")

@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import helper, version_converter
 
-from tests.builders import graph_model, operator_matrix, save, spectral_norm, tensor
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
 from lipaudit.errors import InputShapeError, ModelLoadError
 from lipaudit.load import load_model, sniff_format
+from tests.builders import graph_model, operator_matrix, save, spectral_norm, tensor
 
 RNG = np.random.default_rng(0)
 W1 = RNG.normal(size=(6, 5)).astype(np.float32)

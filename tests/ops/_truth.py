@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.builders import save, session
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
+from tests.builders import save, session
 
 RTOL = 1e-5  # the truth comes from float32 onnxruntime outputs
 CERT_SLACK = 1e-6  # a certified factor may sit below the float32 truth by rounding only

@@ -15,8 +15,8 @@ import pytest
 import torch
 from onnx import helper
 
-from tests.ops._truth import run_audit, with_margin
 from tests.builders import graph_model, session, single_node_model
+from tests.ops._truth import run_audit, with_margin
 
 GRID = torch.linspace(-30.0, 30.0, 1_200_001, dtype=torch.float64)  # step 5e-5
 CHECK_GRID = np.linspace(-12.0, 12.0, 4801, dtype=np.float32)

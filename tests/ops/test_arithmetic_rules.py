@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.ops._truth import assert_equals_truth, rng_array, run_audit, top_singular_value
 from tests.builders import graph_model, jacobian_norm_lower_bound, operator_matrix, single_node_model
+from tests.ops._truth import assert_equals_truth, rng_array, run_audit, top_singular_value
 
 
 def truth_of(model, shape) -> float:

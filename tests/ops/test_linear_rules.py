@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import helper
 
+from tests.builders import graph_model, operator_matrix, single_node_model
 from tests.ops._truth import (
     CERT_SLACK,
     RTOL,
@@ -26,7 +27,6 @@ from tests.ops._truth import (
     same_pads,
     top_singular_value,
 )
-from tests.builders import graph_model, operator_matrix, single_node_model
 
 # ---------------------------------------------------------------------------------------------
 # Gemm

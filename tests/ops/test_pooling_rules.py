@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
+from tests.builders import operator_matrix, session, single_node_model
 from tests.ops._truth import (
-    with_margin,
     assert_certified_bound,
     assert_equals_truth,
     batched_operator_matrix,
@@ -24,8 +24,8 @@ from tests.ops._truth import (
     run_audit,
     same_pads,
     top_singular_value,
+    with_margin,
 )
-from tests.builders import operator_matrix, session, single_node_model
 
 # ---------------------------------------------------------------------------------------------
 # AveragePool

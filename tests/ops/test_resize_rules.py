@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.builders import operator_matrix, save, single_node_model, spectral_norm
 from lipaudit import audit
+from tests.builders import operator_matrix, save, single_node_model, spectral_norm
 
 CASES = [
     # (mode, coordinate mode, nearest mode, input shape, scales)

@@ -13,8 +13,8 @@ import pytest
 from onnx import helper
 
 from lipaudit.compose import FLOAT32_MARGIN
-from tests.ops._truth import assert_certified_bound, assert_equals_truth, is_closed_form, run_audit, top_singular_value
 from tests.builders import graph_model, jacobian_norm_lower_bound, operator_matrix, single_node_model
+from tests.ops._truth import assert_certified_bound, assert_equals_truth, is_closed_form, run_audit, top_singular_value
 
 
 def i64(*values) -> np.ndarray:

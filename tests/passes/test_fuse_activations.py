@@ -11,8 +11,8 @@ import pytest
 import torch
 from onnx import helper
 
-from tests.builders import graph_model, save
 from lipaudit import audit
+from tests.builders import graph_model, save
 
 
 def test_torch_tanh_gelu_export_fuses(tmp_path: Path) -> None:

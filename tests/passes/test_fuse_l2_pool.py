@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.passes._export import export, jacobian_norms, random_points
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
 from lipaudit.ir import Graph, Node, Value
 from lipaudit.passes import FuseL2Pool
+from tests.passes._export import export, jacobian_norms, random_points
 
 SHAPE = (1, 2, 6, 6)
 

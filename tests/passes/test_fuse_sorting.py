@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from onnx import helper
 
-from tests.builders import graph_model, save
-from tests.passes._export import export, jacobian_norms, random_points
 from lipaudit import audit
 from lipaudit.ir import Graph, Node, Value
 from lipaudit.passes import FuseSorting
+from tests.builders import graph_model, save
+from tests.passes._export import export, jacobian_norms, random_points
 
 SHAPE = (2, 6, 3)
 

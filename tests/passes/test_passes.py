@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.builders import graph_model, operator_matrix, save, spectral_norm
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
+from tests.builders import graph_model, operator_matrix, save, spectral_norm
 
 RNG = np.random.default_rng(3)
 

@@ -14,6 +14,7 @@ import pytest
 from onnx import helper
 from typer.testing import CliRunner
 
+from lipaudit.cli.app import app
 from tests.soundness._oracle import (
     FLOAT,
     assert_no_certified_figure,
@@ -23,7 +24,6 @@ from tests.soundness._oracle import (
     run_audit,
     save,
 )
-from lipaudit.cli.app import app
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.spectral._reference import CASES, norm_of, reference_conv_matrix
 from lipaudit.spectral.blocks import PolyphaseKernel, embedding_period
+from tests.spectral._reference import CASES, norm_of, reference_conv_matrix
 
 # (name, weight shape, input spatial, strides, pads, dilations, groups) — forward convolutions
 GEOMETRIES = [c[:7] for c in CASES if not c[7]] + [

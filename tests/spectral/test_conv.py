@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lipaudit.spectral import avgpool_norm, bnb, conv_norm
+from lipaudit.spectral.conv import circulant_norm, circulant_sizes, conv_operator, kmat_multiplicity_bound
 from tests.spectral._reference import (
     CASES,
     build,
@@ -14,8 +16,6 @@ from tests.spectral._reference import (
     reference_conv_matrix,
     reference_conv_transpose_matrix,
 )
-from lipaudit.spectral import avgpool_norm, bnb, conv_norm
-from lipaudit.spectral.conv import circulant_norm, circulant_sizes, conv_operator, kmat_multiplicity_bound
 
 
 def embedding(case):
