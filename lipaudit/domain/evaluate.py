@@ -42,6 +42,13 @@ def const_tensor(array: np.ndarray) -> Tensor:
     return torch.as_tensor(np.array(array, dtype=np.int64))
 
 
+def _const(ctx: RuleContext, name: str) -> np.ndarray:
+    const = ctx.graph.const(name)
+    if const is None:
+        raise KeyError(f"'{name}' is not a constant")
+    return const
+
+
 def bound_tensor(bound: np.ndarray, shape: tuple[int, ...]) -> Tensor:
     """One side of an interval as a float64 tensor of the value's shape, ±inf as ±HUGE."""
     return torch.as_tensor(np.array(np.broadcast_to(np.clip(bound, -HUGE, HUGE), shape)), dtype=torch.float64)
@@ -145,6 +152,7 @@ def monotone_interval(
     scales: list[np.ndarray | None] = [None] * len(lows)
     if sums:
         magnitude_args = endpoint_args(ctx, node, lambda position, interval: interval.magnitude, positions)
+        assert magnitude_args is not None  # the ends were computed, so every varying shape is known
         scales = run_op(op, node, ctx, magnitude_args)
     results: list[Interval | None] = []
     for lo, hi, scale in zip(lows, highs, scales):
@@ -161,6 +169,10 @@ def monotone_interval(
     return results + [None] * (len(node.outputs) - len(results))
 
 
+def _constant_pick(point: float) -> Callable[[int, Interval], np.ndarray]:
+    return lambda position, interval: np.array(float(point))
+
+
 def critical_point_interval(op: Op, node: Node, ctx: RuleContext, points: Sequence[float]) -> Interval | None:
     """The range of an elementwise op of one variable input that is monotone between ``points``: the
     hull of f at both ends and at each point inside (f evaluated by the op itself)."""
@@ -171,8 +183,10 @@ def critical_point_interval(op: Op, node: Node, ctx: RuleContext, points: Sequen
     low, high = np.minimum(ends[0][0], ends[1][0]), np.maximum(ends[0][0], ends[1][0])
     shape = low.shape
     for point in points:
-        at = endpoint_args(ctx, node, lambda position, interval, point=point: np.array(float(point)), (0,))
+        at = endpoint_args(ctx, node, _constant_pick(point), (0,))
+        assert at is not None  # the ends were computed, so the input's shape is known
         value = run_op(op, node, ctx, at)[0]
+        assert value is not None
         inside = np.broadcast_to((x.lo < point) & (x.hi > point), shape)
         low = np.where(inside, np.minimum(low, value), low)
         high = np.where(inside, np.maximum(high, value), high)
@@ -181,7 +195,7 @@ def critical_point_interval(op: Op, node: Node, ctx: RuleContext, points: Sequen
 
 def exact_outputs(op: Op, node: Node, ctx: RuleContext) -> list[Interval | None]:
     """A node whose inputs are all constants: its outputs are points."""
-    args = [const_tensor(ctx.graph.const(name)) if name else None for name in node.inputs]
+    args = [const_tensor(_const(ctx, name)) if name else None for name in node.inputs]
     return [None if out is None else Interval.exact(out) for out in run_op(op, node, ctx, args)]
 
 
@@ -215,18 +229,26 @@ def bilinear_interval(op: Op, node: Node, ctx: RuleContext, first: int, second: 
     def call(overrides: dict[int, np.ndarray], zero_others: bool) -> np.ndarray:
         args: list[Tensor | None] = []
         for index, name in enumerate(names):
-            if parts[index] is None:
-                args.append(None if not name else const_tensor(ctx.graph.const(name)))
+            part = parts[index]
+            if part is None:
+                args.append(None if not name else const_tensor(_const(ctx, name)))
             elif index in overrides:
                 args.append(torch.as_tensor(np.ascontiguousarray(overrides[index]), dtype=torch.float64))
             elif zero_others and index not in (first, second):
                 args.append(None)
             else:
-                args.append(torch.as_tensor(np.ascontiguousarray(parts[index][0]), dtype=torch.float64))
-        return run_op(op, node, ctx, args)[0]
+                args.append(torch.as_tensor(np.ascontiguousarray(part[0]), dtype=torch.float64))
+        out = run_op(op, node, ctx, args)[0]
+        assert out is not None
+        return out
 
-    a_center, a_radius, a_size = parts[first]
-    b_center, b_radius, b_size = parts[second]
+    first_part, second_part = parts[first], parts[second]
+    first_shape, second_shape = shapes[first], shapes[second]
+    # The bilinear inputs are float values, so each has its parts and its shape.
+    assert first_part is not None and second_part is not None
+    assert first_shape is not None and second_shape is not None
+    a_center, a_radius, a_size = first_part
+    b_center, b_radius, b_size = second_part
     center = call({}, zero_others=False)
     radius = np.zeros_like(center)
     if np.any(b_radius):
@@ -236,7 +258,7 @@ def bilinear_interval(op: Op, node: Node, ctx: RuleContext, first: int, second: 
         if np.any(b_radius):
             radius = radius + np.abs(call({first: a_radius, second: b_radius}, True))
     magnitude = np.abs(call({first: a_size, second: b_size}, True))
-    zeros = {first: np.zeros(shapes[first]), second: np.zeros(shapes[second])}
+    zeros = {first: np.zeros(first_shape), second: np.zeros(second_shape)}
     for index, part in enumerate(parts):
         if part is None or index in (first, second):
             continue

@@ -30,7 +30,7 @@ from ..ir import Node
 from .context import DOMAIN_HINT, RuleContext, tighter_on_domain
 from .factor import Factor
 from .registry import Op, register
-from .runtime import Env
+from .runtime import Env, UnaryTensorFn
 
 FAMILY = "activation"
 
@@ -48,7 +48,7 @@ class Activation(Op):
     family = FAMILY
     elementwise = True
     slopes: ClassVar[tuple[float, float]] = (0.0, 1.0)
-    fn: ClassVar[Callable[[Tensor], Tensor]]
+    fn: ClassVar[UnaryTensorFn]
     still_unbounded: ClassVar[str] = "on the input domain its input's range still reaches where the slope is unbounded"
 
     def slope_range(self, node: Node) -> tuple[float, float]:
@@ -242,7 +242,7 @@ class Smooth(Activation):
     def profile(self, node: Node) -> SmoothProfile:
         raise NotImplementedError
 
-    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
+    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
         return self.profile(node).slope_sup(x.lo, x.hi)
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
@@ -341,7 +341,7 @@ class PiecewiseAtZero(Activation):
     def negative_slope_sup(self, node: Node, x: Interval) -> np.ndarray:
         raise NotImplementedError
 
-    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
+    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         positive = np.where(_on_positive_side(x), 1.0, 0.0)
         negative = np.where(_on_negative_side(x), self.negative_slope_sup(node, x), 0.0)
         return np.maximum(positive, negative)
@@ -414,7 +414,7 @@ class Selu(PiecewiseAtZero):
     def increasing(self, node: Node) -> bool:
         return node.attr_float("alpha") >= 0 and node.attr_float("gamma") >= 0
 
-    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
+    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         return abs(node.attr_float("gamma")) * (1 + 1e-7) * super().domain_slopes(node, ctx, x)
 
     def negative_slope_sup(self, node: Node, x: Interval) -> np.ndarray:
@@ -489,7 +489,9 @@ class PRelu(Activation):
         at_minus_one = endpoint_args(ctx, node, lambda position, interval: np.array(-1.0), (0,))
         if at_minus_one is None:
             return None
-        slopes = np.abs(run_op(self, node, ctx, at_minus_one)[0])
+        at_minus_one_out = run_op(self, node, ctx, at_minus_one)[0]
+        assert at_minus_one_out is not None  # an activation has a tensor output
+        slopes = np.abs(at_minus_one_out)
         positive = np.broadcast_to(_on_positive_side(x), slopes.shape)
         negative = np.broadcast_to(_on_negative_side(x), slopes.shape)
         return np.maximum(np.where(positive, 1.0, 0.0), np.where(negative, slopes, 0.0))

@@ -24,7 +24,7 @@ from ..ir import Node
 from .context import DOMAIN_HINT, RuleContext, broadcast_gain, domain_factor
 from .factor import Factor
 from .registry import Op, register
-from .runtime import Env, same_kind
+from .runtime import BinaryTensorFn, Env, same_kind
 
 FAMILY = "arithmetic"
 
@@ -44,7 +44,7 @@ def _powers_of_two(coefficients: np.ndarray) -> bool:
 class Binary(Op):
     family = FAMILY
     elementwise = True
-    fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
+    fn: ClassVar[BinaryTensorFn]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return type(self).fn(*same_kind(args[0], args[1]))
@@ -115,7 +115,7 @@ class Mul(Binary):
             if ctx.on_domain:
                 return self.product_rule(node, ctx)
             return Factor.unbounded(f"Mul of two variable values is not globally Lipschitz; {DOMAIN_HINT}")
-        const = next(ctx.graph.const(name) for name in node.inputs if ctx.graph.is_const(name))
+        const = next(c for c in map(ctx.graph.const, node.inputs) if c is not None)
         gain = broadcast_gain(const, ctx.known_shape(node, variables[0]), ctx.output_shape(node))
         return Factor.constant(gain, "closed-form", exact=_powers_of_two(const))
 
@@ -293,7 +293,7 @@ class Extreme(Op):
     exact_in_float = True
     monotone = True
     data_inputs = None
-    fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
+    fn: ClassVar[BinaryTensorFn]
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         # |max(a,b) − max(a',b')| ≤ max(|Δa|, |Δb|), so ‖Δ‖² ≤ Σ ‖Δ input‖²; a constant clips like ReLU.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -160,7 +161,8 @@ def pad_source_index(length: int, begin: int, end: int, mode: str) -> np.ndarray
     copies in reflect, edge or wrap mode."""
     source = np.arange(length)
     source = source[max(-begin, 0) : len(source) - max(-end, 0)]
-    numpy_mode = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode]
+    numpy_modes: dict[str, Literal["reflect", "edge", "wrap"]] = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+    numpy_mode = numpy_modes[mode]
     if numpy_mode == "reflect" and len(source) == 1:
         numpy_mode = "edge"
     return np.pad(source, (max(begin, 0), max(end, 0)), mode=numpy_mode)

@@ -56,7 +56,10 @@ class Gemm(Op):
         weights: list[float] = []
         if a_const is None or b_const is None:
             # Transposing either side permutes entries, so ‖A'‖ = ‖A‖ and the flags do not change the norm.
-            factor = _dense(ctx, b_const if b_const is not None else a_const, scale=alpha)
+            const = b_const if b_const is not None else a_const
+            assert const is not None  # both variable returned above
+            factor = _dense(ctx, const, scale=alpha)
+            assert factor.value is not None  # a matrix norm is finite
             weights = [factor.value]
         if c and not ctx.graph.is_const(c):
             weights.append(beta * math.sqrt(broadcast_copies(ctx.input_shape(node, 2), ctx.output_shape(node))))
@@ -134,6 +137,7 @@ class MatMul(Op):
             return Factor.constant(0.0, "closed-form")
         const_on_right = right_const is not None
         const = right_const if const_on_right else left_const
+        assert const is not None  # both variable returned above
         if const.ndim == 1:
             const = const.reshape(-1, 1) if const_on_right else const.reshape(1, -1)
         var_shape = ctx.input_shape(node, 0 if const_on_right else 1)
@@ -144,8 +148,10 @@ class MatMul(Op):
         if matrices.ndim == 2:
             factor = _dense(ctx, matrices)
         else:
-            factor = max((_dense(ctx, m) for m in matrices), key=lambda f: f.value)
+            # Norms of matrices are finite: every factor has its value.
+            factor = max((_dense(ctx, m) for m in matrices), key=lambda f: f.value or 0.0)
         if scale != 1.0:
+            assert factor.value is not None
             factor.value *= scale
             factor.notes.append(f"×{scale:.4g} for a partly broadcast batch")
         return factor
@@ -241,8 +247,10 @@ class Convolution(Op):
             # A variable bias b[c] is added at every output position of channel c (in every batch item).
             out_shape = ctx.output_shape(node)
             positions = int(np.prod(out_shape)) // max(1, out_shape[1])
+            own_weight = factor.value
+            assert own_weight is not None  # a norm is finite
             factor.input_weights = [
-                factor.value if i == 0 else math.sqrt(positions)
+                own_weight if i == 0 else math.sqrt(positions)
                 for i, name in enumerate(node.inputs)
                 if name and not ctx.graph.is_const(name)
             ]

@@ -11,9 +11,11 @@ selection again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from ..domain.evaluate import monotone_interval
 from ..domain.interval import Interval, hull
@@ -45,7 +47,7 @@ class Comparison(Jumps):
 
 
 # (function, monotone, the inputs it decreases in): a > b rises with a and falls with b.
-for _name, (_fn, _monotone, _decreasing) in {
+_COMPARISONS: dict[str, tuple[Callable[..., Tensor], bool, tuple[int, ...]]] = {
     "Equal": (torch.eq, False, ()),
     "Greater": (torch.gt, True, (1,)),
     "Less": (torch.lt, True, (0,)),
@@ -56,7 +58,8 @@ for _name, (_fn, _monotone, _decreasing) in {
     "Or": (torch.logical_or, True, ()),
     "Xor": (torch.logical_xor, False, ()),
     "IsNaN": (torch.isnan, False, ()),
-}.items():
+}
+for _name, (_fn, _monotone, _decreasing) in _COMPARISONS.items():
     register(
         type(
             _name,

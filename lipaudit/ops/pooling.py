@@ -211,6 +211,7 @@ def _column_sums(forward, spatial: Sequence[int]) -> Tensor:
     divisors are exactly the ones the run applies."""
     x = torch.ones((1, 1, *spatial), dtype=torch.float64, requires_grad=True)
     forward(x).sum().backward()
+    assert x.grad is not None
     return x.grad
 
 

@@ -208,7 +208,8 @@ class Recurrent(Op):
         if node.attr_int("layout", 0):
             y = Interval(np.transpose(y.lo, (2, 0, 1, 3)), np.transpose(y.hi, (2, 0, 1, 3)))
             finals = [Interval(np.swapaxes(f.lo, 0, 1), np.swapaxes(f.hi, 0, 1)) for f in finals]
-        return ([y] + finals)[: len(node.outputs)]
+        outputs: list[Interval | None] = [y, *finals]
+        return outputs[: len(node.outputs)]
 
 
 def _last(unrolled: list[Unrolled], state: str) -> Interval:

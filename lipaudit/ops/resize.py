@@ -120,7 +120,7 @@ def axis_matrix(
     matrix = np.zeros((out_size, in_size))
     rows = np.arange(out_size)
     if interpolation == "nearest":
-        index = np.clip(nearest_index(x, nearest_mode, np.float32(scale) < 1), 0, in_size - 1).astype(np.int64)
+        index = np.clip(nearest_index(x, nearest_mode, bool(np.float32(scale) < 1)), 0, in_size - 1).astype(np.int64)
         matrix[rows, index] = 1.0
         return matrix
     x = np.clip(x, 0, in_size - 1)
@@ -146,7 +146,7 @@ class Resizing(Op):
     monotone = True
     sums = True
     summary = "product over axes of each axis's interpolation-matrix norm (nearest: √(most copies); linear: exact SVD)"
-    scales_input = 1  # the input index of the scales (None: an attribute)
+    scales_input: int | None = 1  # the input index of the scales (None: an attribute)
     sizes_input: int | None = None
     coordinates = "asymmetric"
     rounding = "simple"
@@ -199,9 +199,14 @@ class Resizing(Op):
         size_arg = args[self.sizes_input] if self.sizes_input is not None and len(args) > self.sizes_input else None
         sizes = ints(size_arg) if size_arg is not None and size_arg.numel() else None
         # onnxruntime multiplies in float32: 5 × 1.4f is 7, not 6.9999999.
-        out_shape = sizes or [int(np.floor(np.float32(i) * np.float32(s))) for i, s in zip(x.shape, scales)]
+        if sizes:
+            out_shape = sizes
+        elif scales is not None:
+            out_shape = [int(np.floor(np.float32(i) * np.float32(s))) for i, s in zip(x.shape, scales)]
+        else:
+            raise cannot_run(node, "without scales or sizes")
         for axis, (in_size, out_size) in enumerate(zip(list(x.shape), out_shape)):
-            scale = out_size / in_size if sizes else scales[axis]
+            scale = out_size / in_size if sizes or scales is None else scales[axis]
             if out_size == in_size and scale == 1.0:
                 continue
             matrix = axis_matrix(out_size, in_size, scale, mode.interpolation, mode.coordinates, mode.rounding)

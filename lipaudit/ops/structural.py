@@ -21,7 +21,7 @@ from .context import RuleContext, RuleInputError, broadcast_copies, domain_facto
 from .factor import Factor
 from .geometry import pad_multiplicity, pad_source_index
 from .registry import Op, register
-from .runtime import Env, cannot_run, floats, input_or_attr, ints, positive_axis, torch_pads
+from .runtime import Env, cannot_run, floats, input_or_attr, ints, positive_axis, required_input_or_attr, torch_pads
 
 FAMILY = "structural"
 
@@ -52,7 +52,7 @@ class Identity(Permutation):
 class Reshape(Permutation):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
-        target = input_or_attr(node, args, 1, "shape")
+        target = required_input_or_attr(node, args, 1, "shape")
         if not node.attr_int("allowzero", 0):
             target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
         return x.reshape(target)
@@ -172,8 +172,8 @@ def _slice_indices(size: int, start: int, end: int, step: int) -> range:
 class Slice(Selection):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
-        starts = input_or_attr(node, args, 1, "starts")
-        ends = input_or_attr(node, args, 2, "ends")
+        starts = required_input_or_attr(node, args, 1, "starts")
+        ends = required_input_or_attr(node, args, 2, "ends")
         axes = input_or_attr(node, args, 3, "axes") or list(range(len(starts)))
         steps = input_or_attr(node, args, 4, "steps") or [1] * len(starts)
         for start, end, axis, step in zip(starts, ends, axes, steps):
@@ -362,7 +362,7 @@ class Pad(Op):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         mode = node.attr_str("mode")
-        pads = input_or_attr(node, args, 1, "pads")
+        pads = required_input_or_attr(node, args, 1, "pads")
         axes = input_or_attr(node, args, 3, "axes")
         axes = [positive_axis(a, x.dim()) for a in axes] if axes else list(range(x.dim()))
         half = len(pads) // 2
