@@ -66,7 +66,10 @@ def _axis(dim: int, rank: int) -> int:
 
 def _rank_in_name(op: str) -> int:
     """2 for max_pool2d, adaptive_avg_pool2d, …"""
-    return int(re.search(r"(\d)d", op).group(1))
+    found = re.search(r"(\d)d", op)
+    if found is None:
+        raise Unmappable(f"{op} names no spatial rank")
+    return int(found.group(1))
 
 
 def _spatial(x: Tracked, n: int) -> None:
@@ -287,7 +290,7 @@ for _name, _op_type in _UNARY.items():
 
 @converts(*_IDENTITY)
 def identity(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    x = a.get("self", a.get("input"))
+    x = a["self"] if "self" in a else a["input"]
     if a.get("train"):
         raise Unmappable("dropout in training mode is random")
     before, after = x.tensor.dtype, outs[0].tensor.dtype
@@ -365,6 +368,8 @@ def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 @converts("hardtanh", "relu6", "clamp", "clip", "clamp_min", "clamp_max")
 def clip(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x, op = a["self"], a["__op__"]
+    low: float | None
+    high: float | None
     if op == "relu6":
         low, high = 0.0, 6.0
     elif op == "hardtanh":
@@ -770,7 +775,8 @@ def pad(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     )
     if mode not in _PAD_MODES:
         raise Unmappable(f"pad mode {mode}")
-    torch_pads = [int(p) for p in a.get("pad", a.get("padding"))]  # (last begin, last end, 2nd-last begin, …)
+    # (last begin, last end, 2nd-last begin, …)
+    torch_pads = [int(p) for p in (a["pad"] if "pad" in a else a["padding"])]
     begins, ends = [0] * rank, [0] * rank
     for k in range(len(torch_pads) // 2):
         begins[rank - 1 - k], ends[rank - 1 - k] = torch_pads[2 * k], torch_pads[2 * k + 1]

@@ -71,7 +71,7 @@ def _lifted_tensors(program: torch.export.ExportedProgram) -> dict[str, tuple[st
 
 def _call(builder: TorchGraphBuilder, node: torch.fx.Node, env: dict[torch.fx.Node, Any]) -> Any:
     target = node.target
-    args = torch.fx.node.map_arg(node.args, env.__getitem__)
+    args: Any = torch.fx.node.map_arg(node.args, env.__getitem__)  # fx arguments: any nesting of values
     kwargs = torch.fx.node.map_arg(node.kwargs, env.__getitem__)
     if target is operator.getitem:
         return args[0][args[1]]

@@ -12,7 +12,7 @@ would not be one fixed function of its input.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -311,7 +311,7 @@ class TorchGraphBuilder:
         if missing:
             inputs = [self.ir_name(t) for t in tracked_in]
             notes = [reason] if reason else []
-            emitter.nodes.append(Node(node_name, f"{namespace}::{short}", inputs, missing, notes=notes))
+            emitter.nodes.append(Node(node_name, f"{namespace}::{short}", tuple(inputs), tuple(missing), notes=notes))
         for node in emitter.nodes:
             node.name = self.node_name(node.name)
             self.nodes.append(node)
@@ -389,7 +389,7 @@ class Emitter:
         self.builder.values[name] = Value(name, tuple(shape))
         return name
 
-    def node(self, op_type: str, inputs: list[str], outputs: list[Tracked | str], **attrs: Any) -> None:
-        names = [out.name if isinstance(out, Tracked) else out for out in outputs]
+    def node(self, op_type: str, inputs: Sequence[str], outputs: Sequence[Tracked | str], **attrs: Any) -> None:
+        names = tuple(out.name if isinstance(out, Tracked) else out for out in outputs)
         name = self.name if not self.nodes else f"{self.name}/{op_type}"
-        self.nodes.append(Node(name, op_type, list(inputs), names, dict(attrs)))
+        self.nodes.append(Node(name, op_type, tuple(inputs), names, dict(attrs)))

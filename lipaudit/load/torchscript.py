@@ -196,7 +196,7 @@ class _Interpreter:
         if name == "Constant":
             value = node.output().toIValue()
             if isinstance(value, torch.Tensor):
-                value = self.builder.constant(value, node.output().debugName())
+                return [self.builder.constant(value, node.output().debugName())]
             return [value]
         if name == "GetAttr":
             return [self.get_attr(args[0], node.s("name"))]
@@ -248,7 +248,7 @@ class _Interpreter:
 
     def loop(self, node: torch._C.Node, args: list[Any]) -> list[Any]:
         trip_count, condition, carried = args[0], args[1], list(args[2:])
-        block, index = next(node.blocks()), 0
+        block, index = next(iter(node.blocks())), 0
         while condition and index < trip_count:
             if index >= _LOOP_LIMIT:
                 raise ModelLoadError(f"a loop in the TorchScript graph ran over {_LOOP_LIMIT} times")
