@@ -61,8 +61,8 @@ def _results(node: Node, graph: Graph) -> list[np.ndarray] | None:
         shape = _shape_of(node, graph)
         return None if shape is None else [shape]
     if node.op_type == "Size":
-        shape = _known_shape(graph, node.inputs[0])
-        return None if shape is None else [np.asarray(int(np.prod(shape)), dtype=np.int64)]
+        known = _known_shape(graph, node.inputs[0])
+        return None if known is None else [np.asarray(int(np.prod(known)), dtype=np.int64)]
     if node.op_type not in _NONDETERMINISTIC and all(graph.is_const(n) for n in node.all_inputs if n):
         return _evaluate(node, graph)
     return None

@@ -118,12 +118,12 @@ def _tanh_argument_source(graph: Graph, tanh: Node) -> tuple[str, list[Node]] | 
     """The x of tanh(√(2/π)·(x + 0.044715·x³)), with the nodes that compute the argument."""
     outer = _scaled_by(graph, tanh.inputs[0], math.sqrt(2 / math.pi))
     inner = _producer_of(graph, outer[0], "Add") if outer else None
-    if inner is None or len(inner.inputs) != 2:
+    if outer is None or inner is None or len(inner.inputs) != 2:
         return None
     for x, cubic_term in (inner.inputs, inner.inputs[::-1]):
         scaled = _scaled_by(graph, cubic_term, 0.044715)
         cube = _cube_nodes(graph, scaled[0], x) if scaled else None
-        if cube is not None:
+        if scaled is not None and cube is not None:
             return x, [outer[1], inner, scaled[1], *cube]
     return None
 
@@ -144,9 +144,10 @@ def _cube_nodes(graph: Graph, name: str, x: str) -> list[Node] | None:
 
 def _fuse_gelu(graph: Graph, squash: Node) -> bool:
     """0.5·x·(1 + erf(x/√2)) or 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), any association → Gelu."""
+    found: tuple[str, list[Node]] | None
     if squash.op_type == "Erf":
-        found = _erf_argument_source(graph, squash)
-        found = (found[0], [found[1]]) if found else None
+        erf_source = _erf_argument_source(graph, squash)
+        found = (erf_source[0], [erf_source[1]]) if erf_source else None
         label = "0.5·x·(1 + Erf(x/√2))"
     else:
         found = _tanh_argument_source(graph, squash)
@@ -182,7 +183,7 @@ def _fuse_gelu(graph: Graph, squash: Node) -> bool:
         if half_x is None or half_x.op_type != "Mul" or x not in half_x.inputs or not _is_half(graph, half_x, x):
             return False
         chain, last = [half_x], first  # (0.5·x)·cdf
-    chain = argument_nodes + [squash, add] + chain
+    chain = [*argument_nodes, squash, add, *chain]
     if not _single_use(graph, chain):
         return False
     return _replace(graph, last, chain, "Gelu", x, label, approximate=approximate)

@@ -43,8 +43,9 @@ def _wrap_concat(graph: Graph, concat: Node) -> tuple[str, int, int, int, list[N
         or list(tail.indices) != list(range(end))
     ):
         return None
-    slices = [graph.producer(concat.inputs[0]), graph.producer(concat.inputs[2])]
-    if not all(read_only_by(graph, s.outputs[0], [concat]) for s in slices):
+    found = [graph.producer(concat.inputs[0]), graph.producer(concat.inputs[2])]
+    slices = [s for s in found if s is not None]
+    if len(slices) != len(found) or not all(read_only_by(graph, s.outputs[0], [concat]) for s in slices):
         return None
     return concat.inputs[1], axis, begin, end, [concat, *slices]
 
@@ -74,7 +75,8 @@ def _fuse(graph: Graph, conv: Node) -> bool:
     rank, n = len(x_shape), len(x_shape) - 2
     if conv.attr_str("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or any(conv.attr_ints("pads", (0,) * 2 * n)):
         return False
-    value, pads, removed = conv.inputs[0], [0] * (2 * rank), []
+    value, pads = conv.inputs[0], [0] * (2 * rank)
+    removed: list[Node] = []
     readers: list[Node] = [conv]
     while read_only_by(graph, value, readers):  # the pad's output goes once we fuse
         producer = graph.producer(value)
@@ -89,10 +91,10 @@ def _fuse(graph: Graph, conv: Node) -> bool:
             value, readers = producer.inputs[0], [producer]
             removed.append(producer)
             continue
-        found = _wrap_concat(graph, producer) if producer.op_type == "Concat" else None
-        if found is None or pads[found[1]] or pads[rank + found[1]]:
+        wrapped = _wrap_concat(graph, producer) if producer.op_type == "Concat" else None
+        if wrapped is None or pads[wrapped[1]] or pads[rank + wrapped[1]]:
             break
-        value, axis, begin, end, readers = found
+        value, axis, begin, end, readers = wrapped
         pads[axis], pads[rank + axis] = begin, end
         removed += readers
     if not removed or any(pads[:2]) or any(pads[rank : rank + 2]):

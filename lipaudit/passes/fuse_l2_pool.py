@@ -101,9 +101,11 @@ def _pool_attributes(graph: Graph, pool: Node, x: str) -> dict | None:
         return {key: pool.attrs[key] for key in _POOL_ATTRIBUTES if key in pool.attrs}
     if pool.op_type == "ReduceMean":
         axes = const_ints(graph, pool, 1, "axes")
+        positives = [p for p in (axis_of(a, len(shape)) for a in axes or []) if p is not None]
         if (
             axes is None
-            or sorted(axis_of(a, len(shape)) for a in axes) != list(range(2, len(shape)))
+            or len(positives) != len(axes)
+            or sorted(positives) != list(range(2, len(shape)))
             or not pool.attr_int("keepdims", 1)
         ):
             return None

@@ -49,8 +49,9 @@ def _fuse(
 
 def _stacked_halves(graph: Graph, concat: Node, axis: int) -> tuple[list[str], list[Node]] | None:
     """The two values that Unsqueeze(·, axis) feeds the Concat (torch.stack), with the Unsqueezes."""
-    unsqueezes = [producer_of(graph, name, "Unsqueeze") for name in concat.inputs]
-    if any(u is None for u in unsqueezes) or len(set(concat.inputs)) != 2:
+    found = [producer_of(graph, name, "Unsqueeze") for name in concat.inputs]
+    unsqueezes = [u for u in found if u is not None]
+    if len(unsqueezes) != len(found) or len(set(concat.inputs)) != 2:
         return None
     halves = []
     for unsqueeze in unsqueezes:
@@ -70,13 +71,14 @@ def _fuse_max_min(graph: Graph, concat: Node) -> bool:
     concat_axis = axis_of(concat.attr_int("axis"), len(out_shape))
     if concat_axis is None:
         return False
-    candidates = [(list(concat.inputs), [], False)]
+    candidates: list[tuple[list[str], list[Node], bool]] = [(list(concat.inputs), [], False)]
     stacked = _stacked_halves(graph, concat, concat_axis)
     if stacked is not None:
         candidates.append((stacked[0], stacked[1], True))
     for halves, wrappers, stack in candidates:
-        ops = [graph.producer(name) for name in halves]
-        if any(op is None or op.domain for op in ops) or ops[0] is ops[1]:
+        found = [graph.producer(name) for name in halves]
+        ops = [op for op in found if op is not None and not op.domain]
+        if len(ops) != len(found) or ops[0] is ops[1]:
             continue
         kinds = [op.op_type for op in ops]
         if sorted(kinds) == ["Max", "Min"]:
@@ -97,17 +99,14 @@ def _pair_of_selections(
     if any(len(op.inputs) != 2 for op in ops) or set(ops[0].inputs) != set(ops[1].inputs):
         return False
     a, b = ops[0].inputs
-    picked = [selection(graph, a), selection(graph, b)]
-    if a == b or None in picked or known_shape(graph, a) != known_shape(graph, b):
+    first, second = selection(graph, a), selection(graph, b)
+    half_shape = known_shape(graph, a)
+    if a == b or first is None or second is None or half_shape is None or half_shape != known_shape(graph, b):
         return False
-    first, second = picked
     if first.source != second.source or first.axis != second.axis:
         return False
-    if not all(
-        read_only_by(graph, name, [wrapper or concat]) for name, wrapper in zip(halves, wrappers or [None, None])
-    ):
+    if not all(read_only_by(graph, name, [reader]) for name, reader in zip(halves, wrappers or [concat, concat])):
         return False
-    half_shape = known_shape(graph, a)
     if stack:
         expected = half_shape[:concat_axis] + (2,) + half_shape[concat_axis:]
     else:
@@ -144,9 +143,7 @@ def _pair_along_axis(
             return False
         if keep != (0 if stack else 1) or t_shape[concat_axis] != 2:
             return False
-    if not all(
-        read_only_by(graph, name, [wrapper or concat]) for name, wrapper in zip(halves, wrappers or [None, None])
-    ):
+    if not all(read_only_by(graph, name, [reader]) for name, reader in zip(halves, wrappers or [concat, concat])):
         return False
     return _fuse(
         graph,
@@ -180,8 +177,9 @@ def _fuse_crelu(graph: Graph, concat: Node) -> bool:
     out_shape = known_shape(graph, concat.outputs[0])
     if out_shape is None or len(concat.inputs) != 2 or concat.inputs[0] == concat.inputs[1]:
         return False
-    relus = [producer_of(graph, name, "Relu") for name in concat.inputs]
-    if None in relus:
+    found = [producer_of(graph, name, "Relu") for name in concat.inputs]
+    relus = [relu for relu in found if relu is not None]
+    if len(relus) != len(found):
         return False
     for negative_first in (0, 1):
         positive, negative = (relus[1], relus[0]) if negative_first else (relus[0], relus[1])

@@ -97,7 +97,7 @@ def _merge_dense(graph: Graph, first: Node) -> Node | None:
     head_dims = _dense_dims(graph, first)
     second = graph.sole_consumer(first.outputs[0]) if head_dims is not None else None
     tail_dims = _dense_dims(graph, second)
-    if second is None or tail_dims is None or second.inputs[0] != first.outputs[0]:
+    if head_dims is None or second is None or tail_dims is None or second.inputs[0] != first.outputs[0]:
         return None
     (r1, c1), (r2, c2) = head_dims, tail_dims
     if c1 != r2 or r1 * c2 > DENSE_GROWTH_LIMIT * (r1 * c1 + r2 * c2):
