@@ -66,7 +66,7 @@ def resolve_input_shapes(
                 hint=f"pass --input-shape {name}="
                 + "x".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims),
             )
-        resolved[name] = tuple(int(d) for d in dims)
+        resolved[name] = tuple(d for d in dims if isinstance(d, int))  # every one a fixed size, checked above
     return resolved
 
 

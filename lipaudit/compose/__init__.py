@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ..invariants import present
 from ..ir import Graph, Node
 from ..ops import Factor, RuleContext
 from ..report import Blocker
@@ -67,7 +68,10 @@ def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueB
         return ValueBound(math.nan, False, unknown | {node_name}, unbounded)
     if factor.status == "unbounded":
         return ValueBound(math.inf, False, unknown, unbounded | {node_name})
-    weights = factor.input_weights if factor.input_weights is not None else [factor.value] * len(inputs)
+    if factor.input_weights is not None:
+        weights = factor.input_weights
+    else:
+        weights = [present(factor.value, "the value of a bounded factor")] * len(inputs)
     if len(weights) != len(inputs):
         return ValueBound(math.nan, False, unknown | {node_name}, unbounded)
     terms = [w * b.value for w, b in zip(weights, inputs) if w != 0.0]

@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import replace
 
+from ..invariants import present
 from ..ir import Node
 from ..ops import Factor, Op, RuleContext, RuleInputError, resolve
 
@@ -65,7 +66,7 @@ def _checked(op: Op, node: Node, index: int, factor: Factor, ctx: RuleContext) -
                     f"input {position} ('{names[position]}') of {node.op_type} is computed from "
                     "the network input, and the rule only bounds its data input"
                 )
-        weights = [float(factor.value)] * len(positions)
+        weights = [float(present(factor.value, "the value of a bounded factor"))] * len(positions)
     else:
         weights = list(factor.input_weights)
     if len(weights) != len(positions):
@@ -94,8 +95,7 @@ def _with_copies(
         return weights
     out_name = node.outputs[index]
     out_shape = ctx.graph.shape(out_name)
-    known = out_shape is not None and all(d is not None and d >= 0 for d in out_shape)
-    if not known:
+    if out_shape is None or not all(d is not None and d >= 0 for d in out_shape):
         if op.elementwise:
             raise _Outgrown(f"the shape of output '{out_name}' of {node.op_type} '{node.name}' is unknown")
         return weights

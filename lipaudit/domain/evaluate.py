@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..invariants import present
 from .interval import HUGE, Interval, from_center_radius, restore_infinities
 
 if TYPE_CHECKING:
@@ -152,8 +153,8 @@ def monotone_interval(
     scales: list[np.ndarray | None] = [None] * len(lows)
     if sums:
         magnitude_args = endpoint_args(ctx, node, lambda position, interval: interval.magnitude, positions)
-        assert magnitude_args is not None  # the ends were computed, so every varying shape is known
-        scales = run_op(op, node, ctx, magnitude_args)
+        # The ends were computed, so every varying input's shape is known.
+        scales = run_op(op, node, ctx, present(magnitude_args, "the magnitudes of the inputs"))
     results: list[Interval | None] = []
     for lo, hi, scale in zip(lows, highs, scales):
         if lo is None or hi is None or lo.shape != hi.shape:
@@ -183,10 +184,9 @@ def critical_point_interval(op: Op, node: Node, ctx: RuleContext, points: Sequen
     low, high = np.minimum(ends[0][0], ends[1][0]), np.maximum(ends[0][0], ends[1][0])
     shape = low.shape
     for point in points:
-        at = endpoint_args(ctx, node, _constant_pick(point), (0,))
-        assert at is not None  # the ends were computed, so the input's shape is known
-        value = run_op(op, node, ctx, at)[0]
-        assert value is not None
+        # The ends were computed, so the input's shape is known.
+        at = present(endpoint_args(ctx, node, _constant_pick(point), (0,)), "the input at a critical point")
+        value = present(run_op(op, node, ctx, at)[0], f"the output of {node.op_type} at a critical point")
         inside = np.broadcast_to((x.lo < point) & (x.hi > point), shape)
         low = np.where(inside, np.minimum(low, value), low)
         high = np.where(inside, np.maximum(high, value), high)
@@ -238,17 +238,12 @@ def bilinear_interval(op: Op, node: Node, ctx: RuleContext, first: int, second: 
                 args.append(None)
             else:
                 args.append(torch.as_tensor(np.ascontiguousarray(part[0]), dtype=torch.float64))
-        out = run_op(op, node, ctx, args)[0]
-        assert out is not None
-        return out
+        return present(run_op(op, node, ctx, args)[0], f"the output of {node.op_type}")
 
-    first_part, second_part = parts[first], parts[second]
-    first_shape, second_shape = shapes[first], shapes[second]
-    # The bilinear inputs are float values, so each has its parts and its shape.
-    assert first_part is not None and second_part is not None
-    assert first_shape is not None and second_shape is not None
-    a_center, a_radius, a_size = first_part
-    b_center, b_radius, b_size = second_part
+    a_center, a_radius, a_size = present(parts[first], f"float input {first} of {node.op_type}")
+    b_center, b_radius, b_size = present(parts[second], f"float input {second} of {node.op_type}")
+    first_shape = present(shapes[first], f"the shape of input {first}")
+    second_shape = present(shapes[second], f"the shape of input {second}")
     center = call({}, zero_others=False)
     radius = np.zeros_like(center)
     if np.any(b_radius):

@@ -38,8 +38,8 @@ def _specs(given: Any) -> list[tuple[str | None, tuple[float, float], str]]:
         return []
     if isinstance(given, str):
         given = [given]
+    out: list[tuple[str | None, tuple[float, float], str]] = []
     if isinstance(given, Mapping):
-        out = []
         for name, bounds in given.items():
             if isinstance(bounds, str):
                 out.append((str(name), _parse_bounds(bounds, f"{name}={bounds}"), f"{name}={bounds}"))
@@ -49,7 +49,6 @@ def _specs(given: Any) -> list[tuple[str | None, tuple[float, float], str]]:
             else:
                 raise UsageError(f"cannot read the input range of '{name}': {bounds!r}", hint=_HINT)
         return out
-    out = []
     for spec in given:
         name, equals, text = str(spec).strip().rpartition("=")
         out.append((name.strip() if equals else None, _parse_bounds(text.strip(), str(spec)), str(spec)))

@@ -25,6 +25,13 @@ _POWER_STEPS = 6
 _LEARNING_RATE = 0.02  # Adam's step, relative to the box's size
 
 
+def _input_shape(graph: Graph, name: str) -> tuple[int, ...]:
+    shape = graph.shape(name)
+    if shape is None:  # the loader resolves every input's shape
+        raise ValueError(f"the shape of input '{name}' is unknown")
+    return tuple(int(d) for d in shape)
+
+
 class _BoxFunction:
     """f on the concatenated flat inputs, with the box's flat lower and upper ends."""
 
@@ -32,7 +39,7 @@ class _BoxFunction:
         self.executor = Executor(graph, dtype=torch.float64, device=device)
         self.device = torch.device(device)
         self.names = list(graph.inputs)
-        self.shapes = [tuple(int(d) for d in graph.shape(name)) for name in self.names]
+        self.shapes = [_input_shape(graph, name) for name in self.names]
         self.sizes = [math.prod(shape) for shape in self.shapes]
         lows, highs = [], []
         for name, size in zip(self.names, self.sizes):
@@ -72,8 +79,8 @@ def _top_direction(f: _BoxFunction, x: Tensor, generator: torch.Generator) -> Te
     v = torch.randn(x.shape, dtype=torch.float64, generator=generator).to(x.device)
     for _ in range(_POWER_STEPS):
         v = v / v.norm().clamp_min(1e-300)
-        _, jv = torch.func.jvp(f, (x,), (v,))
-        _, pullback = torch.func.vjp(f, x)
+        jv = torch.func.jvp(f, (x,), (v,))[1]
+        pullback = torch.func.vjp(f, x)[1]
         v = pullback(jv)[0]
     return v / v.norm().clamp_min(1e-300)
 

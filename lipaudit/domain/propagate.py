@@ -34,9 +34,9 @@ def input_intervals(graph: Graph, bounds: Mapping[str, tuple[float, float]]) -> 
     """Each network input's box [lo, hi] (every entry alike); an input not named is unbounded."""
     boxes = {}
     for name in graph.inputs:
-        shape = graph.shape(name)
-        known = shape is not None and all(d is not None and d >= 0 for d in shape)
-        shape = tuple(int(d) for d in shape) if known else ()
+        declared = graph.shape(name)
+        known = declared is not None and all(d is not None and d >= 0 for d in declared)
+        shape = tuple(int(d) for d in declared) if declared is not None and known else ()
         if name in bounds:
             lo, hi = (float(v) for v in bounds[name])
             boxes[name] = Interval.box(lo, hi, shape)

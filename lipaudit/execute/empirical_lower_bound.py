@@ -112,7 +112,7 @@ class _Probe:
             except (NotImplementedError, RuntimeError):
                 self.vectorised = False  # an op without a batching rule: one product at a time
         if rows:
-            _, pull = torch.func.vjp(self.f, x)
+            pull = torch.func.vjp(self.f, x)[1]
             basis = torch.eye(self.m, dtype=x.dtype, device=x.device)
             return torch.stack([pull(e)[0].detach() for e in basis])
         basis = torch.eye(self.f.n, dtype=x.dtype, device=x.device)
@@ -144,12 +144,12 @@ class _Probe:
         return jv.detach()
 
     def vjp(self, x: Tensor, u: Tensor) -> Tensor:
-        _, pull = torch.func.vjp(self.f, x)
+        pull = torch.func.vjp(self.f, x)[1]
         return pull(u)[0].detach()
 
     def power(self, x: Tensor, v: Tensor, iters: int, tol: float = 0.0) -> tuple[float, Tensor, Tensor | None]:
         """(‖J v‖, v, J v / ‖J v‖) after ``iters`` power steps on JᵀJ from v (‖v‖ = 1)."""
-        _, pull = torch.func.vjp(self.f, x)
+        pull = torch.func.vjp(self.f, x)[1]
         sigma, u = 0.0, None
         for _ in range(max(1, iters)):
             jv = self.jvp(x, v)
@@ -350,6 +350,7 @@ def _pair_ascent(f: _FlatFunction, x: Tensor, y: Tensor, steps: int, lr: float, 
         if step == steps:
             break
         ratio.backward()
+        assert x.grad is not None and y.grad is not None  # both are leaves that require grad
         if not (torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()):
             break
         optimiser.step()

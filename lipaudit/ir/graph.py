@@ -174,9 +174,9 @@ class Graph:
         used = {name for node in self.nodes for name in node.all_inputs if name}
         return int(
             sum(
-                self.values[name].const.size
-                for name in used
-                if name in self.values and self.values[name].const is not None
+                const.size
+                for const in (self.values[name].const for name in used if name in self.values)
+                if const is not None
             )
         )
 

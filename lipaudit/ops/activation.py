@@ -26,6 +26,7 @@ from torch import Tensor
 from ..domain.evaluate import critical_point_interval, endpoint_args, endpoint_outputs, monotone_interval, run_op
 from ..domain.interval import Interval, reciprocal
 from ..domain.slopes import GELU, GELU_TANH, MISH, SILU, SmoothProfile, hardswish_slope_sup
+from ..invariants import present
 from ..ir import Node
 from .context import DOMAIN_HINT, RuleContext, tighter_on_domain
 from .factor import Factor
@@ -489,9 +490,7 @@ class PRelu(Activation):
         at_minus_one = endpoint_args(ctx, node, lambda position, interval: np.array(-1.0), (0,))
         if at_minus_one is None:
             return None
-        at_minus_one_out = run_op(self, node, ctx, at_minus_one)[0]
-        assert at_minus_one_out is not None  # an activation has a tensor output
-        slopes = np.abs(at_minus_one_out)
+        slopes = np.abs(present(run_op(self, node, ctx, at_minus_one)[0], "the output at −1"))
         positive = np.broadcast_to(_on_positive_side(x), slopes.shape)
         negative = np.broadcast_to(_on_negative_side(x), slopes.shape)
         return np.maximum(np.where(positive, 1.0, 0.0), np.where(negative, slopes, 0.0))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..domain.evaluate import bilinear_interval
 from ..domain.interval import Interval
 from ..domain.norms import nonnegative_norm_bound
+from ..invariants import present
 from ..ir import Node
 from ..spectral.conv import conv_norm
 from ..spectral.dense import dense_norm
@@ -56,11 +57,10 @@ class Gemm(Op):
         weights: list[float] = []
         if a_const is None or b_const is None:
             # Transposing either side permutes entries, so ‖A'‖ = ‖A‖ and the flags do not change the norm.
-            const = b_const if b_const is not None else a_const
-            assert const is not None  # both variable returned above
+            # One of them is constant: both variable returned above.
+            const = present(b_const if b_const is not None else a_const, "the constant side of Gemm")
             factor = _dense(ctx, const, scale=alpha)
-            assert factor.value is not None  # a matrix norm is finite
-            weights = [factor.value]
+            weights = [present(factor.value, "the norm of the constant side")]
         if c and not ctx.graph.is_const(c):
             weights.append(beta * math.sqrt(broadcast_copies(ctx.input_shape(node, 2), ctx.output_shape(node))))
         if factor is None:
@@ -137,7 +137,7 @@ class MatMul(Op):
             return Factor.constant(0.0, "closed-form")
         const_on_right = right_const is not None
         const = right_const if const_on_right else left_const
-        assert const is not None  # both variable returned above
+        const = present(const, "the constant side of MatMul")  # both variable returned above
         if const.ndim == 1:
             const = const.reshape(-1, 1) if const_on_right else const.reshape(1, -1)
         var_shape = ctx.input_shape(node, 0 if const_on_right else 1)
@@ -151,8 +151,7 @@ class MatMul(Op):
             # Norms of matrices are finite: every factor has its value.
             factor = max((_dense(ctx, m) for m in matrices), key=lambda f: f.value or 0.0)
         if scale != 1.0:
-            assert factor.value is not None
-            factor.value *= scale
+            factor.value = present(factor.value, "the norm of the constant side") * scale
             factor.notes.append(f"×{scale:.4g} for a partly broadcast batch")
         return factor
 
@@ -247,8 +246,7 @@ class Convolution(Op):
             # A variable bias b[c] is added at every output position of channel c (in every batch item).
             out_shape = ctx.output_shape(node)
             positions = int(np.prod(out_shape)) // max(1, out_shape[1])
-            own_weight = factor.value
-            assert own_weight is not None  # a norm is finite
+            own_weight = present(factor.value, "the norm of the weight")
             factor.input_weights = [
                 own_weight if i == 0 else math.sqrt(positions)
                 for i, name in enumerate(node.inputs)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..invariants import present
 from ..ir import Node
 from ..spectral.conv import avgpool_norm
 from .context import RuleContext
@@ -211,8 +212,7 @@ def _column_sums(forward, spatial: Sequence[int]) -> Tensor:
     divisors are exactly the ones the run applies."""
     x = torch.ones((1, 1, *spatial), dtype=torch.float64, requires_grad=True)
     forward(x).sum().backward()
-    assert x.grad is not None
-    return x.grad
+    return present(x.grad, "the gradient of the pooling map")
 
 
 def _worst_column(forward, spatial: Sequence[int], op: str) -> float:

@@ -76,6 +76,7 @@ class ProcessExecutor(Executor):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
+        self._context: multiprocessing.context.BaseContext
         if "forkserver" in multiprocessing.get_all_start_methods():
             from multiprocessing import forkserver
 

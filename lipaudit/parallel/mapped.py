@@ -105,7 +105,7 @@ def slice_of(array: object) -> ExternalSlice | None:
 
 
 def _mapping_under(array: np.ndarray) -> mmap.mmap | None:
-    base = array
+    base: object = array
     while isinstance(base, np.ndarray):
         base = base.base
     if isinstance(base, memoryview):

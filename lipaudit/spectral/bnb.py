@@ -90,7 +90,7 @@ class BlockSource:
     shape: tuple[int, int]
     left: bool
     gram: Callable[[Tensor], Tensor]
-    profile: Callable[[], tuple[Tensor, Tensor]]
+    profile: Callable[[], tuple[Tensor, Tensor | None, Tensor]]
     block: Callable[[int], Tensor]
     device: torch.device
     taps: int = 1
@@ -388,9 +388,9 @@ def max_singular_value(source: BlockSource, mode: str = "bnb", *, tol: float = B
             certified = max(certified, _gram_refine(gram, index, left, best, tol, stats))
         else:
             certified = max(certified, _certify(gram, gram_bound, left, index, best, tol, stats))
-    vector = _best_right_vector(source, best)
+    best_vector = _best_right_vector(source, best)
     stats = {k: v for k, v in stats.items() if v}
-    return BlockMax(max(certified, best.value) * (1 + margin), best.value, best.index, vector, stats, margin)
+    return BlockMax(max(certified, best.value) * (1 + margin), best.value, best.index, best_vector, stats, margin)
 
 
 def _frobenius_sqrt(gram: Tensor) -> Tensor:

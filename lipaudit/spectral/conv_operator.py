@@ -97,11 +97,11 @@ def conv_operator(
     crop = _torch_pad([-b for b in begins], [p - e for p, e in zip(extra, ends)])
     uncrop = _torch_pad(begins, [e - p for p, e in zip(extra, ends)])
 
-    def forward(x: Tensor) -> Tensor:
+    def transposed_forward(x: Tensor) -> Tensor:
         full = conv_t(x, weight, stride=strides, dilation=dilations, groups=groups)
         return F.pad(full, crop)
 
-    def adjoint(y: Tensor) -> Tensor:
+    def transposed_adjoint(y: Tensor) -> Tensor:
         # back onto the full result (outputs past it were zeros independent of x, so cropped)
         return conv(F.pad(y, uncrop), weight, stride=strides, dilation=dilations, groups=groups)
 
@@ -109,7 +109,7 @@ def conv_operator(
         s * (h - 1) + d * (k - 1) + 1 - b - e + p
         for h, b, e, p, k, s, d in zip(input_spatial, begins, ends, extra, weight.shape[2:], strides, dilations)
     )
-    return ConvOperator(forward, (weight.shape[0], *input_spatial), (channels_out, *out), adjoint)
+    return ConvOperator(transposed_forward, (weight.shape[0], *input_spatial), (channels_out, *out), transposed_adjoint)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,7 +139,8 @@ def batched_dense_norm(
     if method == "frobenius":
         return NormResult(frobenius, "frobenius", True, estimate=low, frobenius=frobenius, gap=_gap(frobenius, low))
     if method == "power":
-        return NormResult(low, "power", False, estimate=low, frobenius=frobenius)
+        power_value = low if low is not None else _power_estimate(w)
+        return NormResult(power_value, "power", False, estimate=power_value, frobenius=frobenius)
     bound = float(gram_iteration(w).max()) * ROUNDING_MARGIN
     return NormResult(bound, "gram", True, estimate=low, frobenius=frobenius, gap=_gap(bound, low))
 
@@ -154,8 +155,6 @@ def _gap(upper: float | None, lower: float | None) -> float | None:
 def _power_estimate(w: Tensor) -> float:
     """Largest power-iteration estimate over a batch of matrices (g, m, n)."""
     return max(
-        power_iteration(
-            lambda v, m=m: m @ v, (m.shape[1],), iterations=DENSE_POWER_ITERATIONS, device=m.device, dtype=m.dtype
-        )
+        power_iteration(m.matmul, (m.shape[1],), iterations=DENSE_POWER_ITERATIONS, device=m.device, dtype=m.dtype)
         for m in w
     )

@@ -84,7 +84,9 @@ def lanczos_operator(
     written out; otherwise autograd supplies it.
     """
     q = start / torch.linalg.vector_norm(start).clamp_min(1e-300)
-    basis, alpha, beta = [], [], []
+    basis: list[torch.Tensor] = []
+    alpha: list[float] = []
+    beta: list[float] = []
     previous_q, previous_theta = None, 0.0
     for j in range(max(1, steps)):
         basis.append(q)
