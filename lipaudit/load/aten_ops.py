@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .naming import PAD_OPS
 from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
 
 CONVERTERS: dict[str, Converter] = {}
@@ -749,17 +750,7 @@ def repeat(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-@converts(
-    "pad",
-    "constant_pad_nd",
-    "reflection_pad1d",
-    "reflection_pad2d",
-    "reflection_pad3d",
-    "replication_pad1d",
-    "replication_pad2d",
-    "replication_pad3d",
-    "_pad_circular",
-)
+@converts(*sorted(PAD_OPS))
 def pad(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x = a["self"]
     rank = x.tensor.dim()
