@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench bench-models bench-calibrate clean samples
+# What ruff lints and formats; mypy checks the package (its settings are in pyproject.toml).
+LINT_PATHS := lipaudit tests bench sample_models
+
+.PHONY: install lint test test-slow demo bench bench-models bench-calibrate clean samples
 
 install: $(STAMP)
 
@@ -14,7 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The same three commands as .pre-commit-config.yaml; each stops `make test` before the slow suite.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy lipaudit
+
+test: lint
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
@@ -38,4 +47,4 @@ bench-calibrate: $(STAMP)
 	$(PY) bench/calibrate_cost.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,8 +30,9 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or inplanes != planes * 4:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(planes * 4))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -69,12 +70,25 @@ def resnet50(seed: int = 0, calibration_batches: int = 2, batch: int = 2, size: 
     """A ResNet-50 in eval mode with Kaiming weights and realistic BatchNorm statistics."""
     torch.manual_seed(seed)
     # the last BN of a residual branch is small in trained ResNets
-    return initialise(ResNet50(), size, seed=seed, calibration_batches=calibration_batches, batch=batch,
-                      shrink=lambda name: name.endswith("bn3"))
+    return initialise(
+        ResNet50(),
+        size,
+        seed=seed,
+        calibration_batches=calibration_batches,
+        batch=batch,
+        shrink=lambda name: name.endswith("bn3"),
+    )
 
 
-def initialise(model: nn.Module, size: int, *, seed: int = 0, calibration_batches: int = 2, batch: int = 2,
-               shrink=lambda name: False) -> nn.Module:
+def initialise(
+    model: nn.Module,
+    size: int,
+    *,
+    seed: int = 0,
+    calibration_batches: int = 2,
+    batch: int = 2,
+    shrink=lambda name: False,
+) -> nn.Module:
     """Kaiming-normal convolutions, BatchNorm statistics calibrated on random images (train-mode
     passes with a cumulative average), then random affine parameters around 1 (× 0.3 where
     ``shrink(name)``), as a trained network has them.  Returns the model in eval mode."""
@@ -121,6 +135,7 @@ def folded_convs(model: nn.Module, size: int = 224) -> list[ConvLayer]:
         def hook(module, inputs, output):
             shapes[name] = tuple(inputs[0].shape[2:])
             produced[id(output)] = name
+
         return hook
 
     def bn_hook(module, inputs, output):

@@ -16,9 +16,8 @@ Random Kaiming weights and calibrated BatchNorm (``_models.initialise``), eval m
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from _models import initialise, resnet50
+from torch import nn
 
 
 class ConvBN(nn.Sequential):
@@ -45,8 +44,9 @@ class Residual(nn.Module):
 
 
 def basic_block(c_in: int, c_out: int, stride: int) -> Residual:
-    return Residual(nn.Sequential(ConvBN(c_in, c_out, 3, stride), ConvBN(c_out, c_out, 3, act=None)), c_in, c_out,
-                    stride)
+    return Residual(
+        nn.Sequential(ConvBN(c_in, c_out, 3, stride), ConvBN(c_out, c_out, 3, act=None)), c_in, c_out, stride
+    )
 
 
 class ResNet18(nn.Module):
@@ -81,8 +81,15 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, classes: int = 1000):
         super().__init__()
@@ -103,8 +110,11 @@ class MobileNetV2(nn.Module):
 
 
 def x_block(c_in: int, c_out: int, stride: int, group_width: int = 8) -> Residual:
-    branch = nn.Sequential(ConvBN(c_in, c_out, 1), ConvBN(c_out, c_out, 3, stride, groups=c_out // group_width),
-                           ConvBN(c_out, c_out, 1, act=None))
+    branch = nn.Sequential(
+        ConvBN(c_in, c_out, 1),
+        ConvBN(c_out, c_out, 3, stride, groups=c_out // group_width),
+        ConvBN(c_out, c_out, 1, act=None),
+    )
     return Residual(branch, c_in, c_out, stride)
 
 
@@ -129,8 +139,9 @@ class RegNetX200MF(nn.Module):
 class ConvNeXtBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
-        self.branch = nn.Sequential(ConvBN(dim, dim, 7, groups=dim, act=None), nn.Conv2d(dim, 4 * dim, 1), nn.GELU(),
-                                    nn.Conv2d(4 * dim, dim, 1))
+        self.branch = nn.Sequential(
+            ConvBN(dim, dim, 7, groups=dim, act=None), nn.Conv2d(dim, 4 * dim, 1), nn.GELU(), nn.Conv2d(4 * dim, dim, 1)
+        )
 
     def forward(self, x):
         return x + self.branch(x)
@@ -208,10 +219,12 @@ class YOLOv8n(nn.Module):
         self.h12, self.h15 = C2f(384, 128, 1, False), C2f(192, 64, 1, False)
         self.h16, self.h18 = silu_conv(64, 64, 3, 2), C2f(192, 128, 1, False)
         self.h19, self.h21 = silu_conv(128, 128, 3, 2), C2f(384, 256, 1, False)
-        self.box = nn.ModuleList(nn.Sequential(silu_conv(c, 64, 3), silu_conv(64, 64, 3), nn.Conv2d(64, 64, 1))
-                                 for c in (64, 128, 256))
-        self.cls = nn.ModuleList(nn.Sequential(silu_conv(c, 80, 3), silu_conv(80, 80, 3), nn.Conv2d(80, classes, 1))
-                                 for c in (64, 128, 256))
+        self.box = nn.ModuleList(
+            nn.Sequential(silu_conv(c, 64, 3), silu_conv(64, 64, 3), nn.Conv2d(64, 64, 1)) for c in (64, 128, 256)
+        )
+        self.cls = nn.ModuleList(
+            nn.Sequential(silu_conv(c, 80, 3), silu_conv(80, 80, 3), nn.Conv2d(80, classes, 1)) for c in (64, 128, 256)
+        )
 
     def forward(self, x):
         p3 = self.b4(self.b3(self.b2(self.b1(self.b0(x)))))
@@ -229,6 +242,7 @@ def _built(cls):
         torch.manual_seed(seed)
         # at small inputs the last stages see a few pixels: a larger batch keeps their statistics sane
         return initialise(cls(), size, seed=seed, batch=16 if size <= 64 else 2)
+
     return build
 
 

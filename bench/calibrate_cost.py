@@ -32,7 +32,6 @@ from lipaudit.spectral.conv import _Layer  # noqa: E402
 from lipaudit.spectral.conv_gram import ConvGram  # noqa: E402
 from lipaudit.spectral.cost import device_costs, embedding_seconds, materialized_seconds  # noqa: E402
 
-
 CLOCK = time.perf_counter
 
 
@@ -70,8 +69,9 @@ def primitives(device: torch.device) -> dict[str, float]:
     for c, h in ((64, 32), (256, 8)):
         w = torch.randn(c, c, 3, 3, device=device)
         x = torch.randn(1, c, h, h, device=device)
-        conv.append(best_of(lambda: F.conv_transpose2d(F.conv2d(x, w, padding=1), w, padding=1))
-                    / (2 * 2 * c * c * 9 * h * h))
+        conv.append(
+            best_of(lambda: F.conv_transpose2d(F.conv2d(x, w, padding=1), w, padding=1)) / (2 * 2 * c * c * 9 * h * h)
+        )
     rates["conv_s"] = max(conv)
     w = torch.randn(128, 128, 3, 3, **f64)
     gram = ConvGram.build(w, (8, 8), (1, 1, 1, 1), (1, 1), (1, 1), 1)
@@ -84,17 +84,34 @@ def primitives(device: torch.device) -> dict[str, float]:
 
 # (channels out, channels in per group, groups, kernel, input, stride)
 GRID = [
-    (16, 16, 1, 3, 32, 1), (64, 64, 1, 3, 16, 1), (64, 64, 1, 3, 8, 1), (64, 64, 1, 3, 4, 1),
-    (128, 128, 1, 3, 8, 1), (128, 128, 1, 3, 4, 1), (128, 128, 1, 3, 2, 1), (128, 64, 1, 3, 8, 2),
-    (256, 256, 1, 3, 4, 1), (256, 256, 1, 3, 2, 1), (256, 128, 1, 3, 4, 2), (512, 512, 1, 3, 2, 1),
-    (512, 512, 1, 3, 1, 1), (512, 256, 1, 3, 2, 2), (256, 256, 1, 1, 8, 1), (96, 1, 96, 3, 16, 2),
-    (192, 1, 192, 3, 8, 1), (384, 1, 384, 3, 4, 1), (320, 1, 320, 7, 8, 1), (64, 64, 1, 3, 32, 1),
+    (16, 16, 1, 3, 32, 1),
+    (64, 64, 1, 3, 16, 1),
+    (64, 64, 1, 3, 8, 1),
+    (64, 64, 1, 3, 4, 1),
+    (128, 128, 1, 3, 8, 1),
+    (128, 128, 1, 3, 4, 1),
+    (128, 128, 1, 3, 2, 1),
+    (128, 64, 1, 3, 8, 2),
+    (256, 256, 1, 3, 4, 1),
+    (256, 256, 1, 3, 2, 1),
+    (256, 128, 1, 3, 4, 2),
+    (512, 512, 1, 3, 2, 1),
+    (512, 512, 1, 3, 1, 1),
+    (512, 256, 1, 3, 2, 2),
+    (256, 256, 1, 1, 8, 1),
+    (96, 1, 96, 3, 16, 2),
+    (192, 1, 192, 3, 8, 1),
+    (384, 1, 384, 3, 4, 1),
+    (320, 1, 320, 7, 8, 1),
+    (64, 64, 1, 3, 32, 1),
 ]
 
 
 def grid(device: torch.device, costs) -> None:
-    header = (f"{'layer':>28} | {'emb pred':>8} {'emb s':>7} {'ratio':>6} | {'mat pred':>8} {'mat s':>7} "
-              f"{'ratio':>6} | {'auto':>14} {'auto s':>7}")
+    header = (
+        f"{'layer':>28} | {'emb pred':>8} {'emb s':>7} {'ratio':>6} | {'mat pred':>8} {'mat s':>7} "
+        f"{'ratio':>6} | {'auto':>14} {'auto s':>7}"
+    )
     print(header)
     print("-" * len(header))
     for c_out, c_in_g, groups, k, size, stride in GRID:
@@ -107,15 +124,19 @@ def grid(device: torch.device, costs) -> None:
         embedding = best_of(lambda: conv_norm(weight, (size, size), **kwargs, materialize_limit=0, costs=costs), 2)
         materialized = math.nan
         if predicted_materialized is not None and predicted_materialized < 20:
-            materialized = best_of(lambda: conv_norm(weight, (size, size), **kwargs, materialize_limit=10**9,
-                                                     costs=costs), 2)
+            materialized = best_of(
+                lambda: conv_norm(weight, (size, size), **kwargs, materialize_limit=10**9, costs=costs), 2
+            )
         auto = conv_norm(weight, (size, size), **kwargs, costs=costs)
         auto_s = best_of(lambda: conv_norm(weight, (size, size), **kwargs, costs=costs), 2)
         name = f"{c_out}x{c_in_g}x{k}x{k} g{groups} @{size} s{stride}"
         mp = f"{predicted_materialized:8.3f}" if predicted_materialized is not None else f"{'-':>8}"
         ratio = materialized / predicted_materialized if predicted_materialized else math.nan
-        print(f"{name:>28} | {predicted_embedding:8.3f} {embedding:7.3f} {embedding / predicted_embedding:6.2f} | "
-              f"{mp} {materialized:7.3f} {ratio:6.2f} | {auto.method:>14} {auto_s:7.3f}", flush=True)
+        print(
+            f"{name:>28} | {predicted_embedding:8.3f} {embedding:7.3f} {embedding / predicted_embedding:6.2f} | "
+            f"{mp} {materialized:7.3f} {ratio:6.2f} | {auto.method:>14} {auto_s:7.3f}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -123,9 +144,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-grid", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time with this process's CPU time instead of wall time (use with --threads 1 on a "
-                             "shared machine; divide the rates by the core count's speed-up for the table)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with this process's CPU time instead of wall time (use with --threads 1 on a "
+        "shared machine; divide the rates by the core count's speed-up for the table)",
+    )
     args = parser.parse_args()
     global CLOCK
     if args.threads:

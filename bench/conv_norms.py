@@ -47,7 +47,7 @@ def exact_fft(layer: ConvLayer) -> float:
     step = max(1, SVD_CHUNK_BYTES // (blocks[0].numel() * 8 * 4))
     best = 0.0
     for start in range(0, blocks.shape[0], step):
-        best = max(best, float(torch.linalg.svdvals(blocks[start:start + step].contiguous())[:, 0].max()))
+        best = max(best, float(torch.linalg.svdvals(blocks[start : start + step].contiguous())[:, 0].max()))
     return best
 
 
@@ -60,14 +60,18 @@ def power_100(layer: ConvLayer, iterations: int = 100) -> float:
     x = x / x.norm()
     for _ in range(iterations):
         y = F.conv2d(x, w, stride=layer.stride, padding=pad, dilation=layer.dilation, groups=layer.groups)
-        extra = [h - ((o - 1) * s - 2 * p + d * (k - 1) + 1) for h, o, s, p, d, k in
-                 zip(layer.spatial, y.shape[2:], layer.stride, pad, layer.dilation, w.shape[2:])]
-        x = F.conv_transpose2d(y, w, stride=layer.stride, padding=pad, output_padding=extra,
-                               dilation=layer.dilation, groups=layer.groups)
+        extra = [
+            h - ((o - 1) * s - 2 * p + d * (k - 1) + 1)
+            for h, o, s, p, d, k in zip(layer.spatial, y.shape[2:], layer.stride, pad, layer.dilation, w.shape[2:])
+        ]
+        x = F.conv_transpose2d(
+            y, w, stride=layer.stride, padding=pad, output_padding=extra, dilation=layer.dilation, groups=layer.groups
+        )
         x = x / x.norm()
     x = x.double() / x.double().norm()
-    y = F.conv2d(x, layer.weight.double(), stride=layer.stride, padding=pad, dilation=layer.dilation,
-                 groups=layer.groups)
+    y = F.conv2d(
+        x, layer.weight.double(), stride=layer.stride, padding=pad, dilation=layer.dilation, groups=layer.groups
+    )
     return float(y.norm())
 
 
@@ -86,35 +90,68 @@ def warm_up() -> None:
     layer = ConvLayer("warm-up", torch.randn(8, 8, 3, 3), (16, 16), (2, 2), (1, 1, 1, 1), (1, 1), 1)
     exact_fft(layer)
     power_100(layer, 2)
-    conv_norm(layer.weight, layer.spatial, strides=layer.stride, pads=layer.pads, dilations=layer.dilation,
-              materialize_limit=0)
+    conv_norm(
+        layer.weight,
+        layer.spatial,
+        strides=layer.stride,
+        pads=layer.pads,
+        dilations=layer.dilation,
+        materialize_limit=0,
+    )
 
 
 def conv_bench(layers: list[ConvLayer], skip_exact: bool) -> dict:
     warm_up()
     rows = []
-    header = (f"{'layer':24} {'kernel':>16} {'input':>8} {'s':>2} | {'exact':>8} {'t':>6} | {'power':>8} {'t':>6} | "
-              f"{'auto':>8} {'t':>6} {'method':>14} | {'/exact':>7} {'/power':>7} {'gap':>7}")
+    header = (
+        f"{'layer':24} {'kernel':>16} {'input':>8} {'s':>2} | {'exact':>8} {'t':>6} | {'power':>8} {'t':>6} | "
+        f"{'auto':>8} {'t':>6} {'method':>14} | {'/exact':>7} {'/power':>7} {'gap':>7}"
+    )
     print(header)
     print("-" * len(header))
     for layer in layers:
         exact, t_exact, c_exact = (None, 0.0, 0.0) if skip_exact else timed(exact_fft, layer)
         power, t_power, c_power = timed(power_100, layer)
-        ours, t_ours, c_ours = timed(conv_norm, layer.weight, layer.spatial, strides=layer.stride, pads=layer.pads,
-                             dilations=layer.dilation, groups=layer.groups, method="auto")
-        row = dict(name=layer.name, kernel=list(layer.weight.shape), input=list(layer.spatial),
-                   stride=list(layer.stride), exact=exact, t_exact=t_exact, power=power, t_power=t_power,
-                   auto=ours.value, t_auto=t_ours, method=ours.method, estimate=ours.estimate, gap=ours.gap,
-                   certified=ours.certified, notes=ours.notes,
-                   cpu_exact=c_exact, cpu_power=c_power, cpu_auto=c_ours)
+        ours, t_ours, c_ours = timed(
+            conv_norm,
+            layer.weight,
+            layer.spatial,
+            strides=layer.stride,
+            pads=layer.pads,
+            dilations=layer.dilation,
+            groups=layer.groups,
+            method="auto",
+        )
+        row = dict(
+            name=layer.name,
+            kernel=list(layer.weight.shape),
+            input=list(layer.spatial),
+            stride=list(layer.stride),
+            exact=exact,
+            t_exact=t_exact,
+            power=power,
+            t_power=t_power,
+            auto=ours.value,
+            t_auto=t_ours,
+            method=ours.method,
+            estimate=ours.estimate,
+            gap=ours.gap,
+            certified=ours.certified,
+            notes=ours.notes,
+            cpu_exact=c_exact,
+            cpu_power=c_power,
+            cpu_auto=c_ours,
+        )
         rows.append(row)
         kernel = "x".join(map(str, layer.weight.shape))
         ratio_exact = f"{ours.value / exact:7.4f}" if exact else "      -"
         exact_text = f"{exact:8.4f} {t_exact:6.2f}" if exact else f"{'-':>8} {'-':>6}"
-        print(f"{layer.name:24} {kernel:>16} {layer.spatial[0]:>4}x{layer.spatial[1]:<3} {layer.stride[0]:>2} | "
-              f"{exact_text} | {power:8.4f} {t_power:6.2f} | {ours.value:8.4f} {t_ours:6.2f} {ours.method:>14} | "
-              f"{ratio_exact} {ours.value / power:7.4f} {ours.gap if ours.gap is not None else float('nan'):7.4f}",
-              flush=True)
+        print(
+            f"{layer.name:24} {kernel:>16} {layer.spatial[0]:>4}x{layer.spatial[1]:<3} {layer.stride[0]:>2} | "
+            f"{exact_text} | {power:8.4f} {t_power:6.2f} | {ours.value:8.4f} {t_ours:6.2f} {ours.method:>14} | "
+            f"{ratio_exact} {ours.value / power:7.4f} {ours.gap if ours.gap is not None else float('nan'):7.4f}",
+            flush=True,
+        )
     return summarise_convs(rows, skip_exact)
 
 
@@ -125,50 +162,78 @@ def summarise_convs(rows: list[dict], skip_exact: bool) -> dict:
         layers=len(rows),
         certified=all(r["certified"] for r in rows),
         below_power=sum(1 for x in to_power if x < 1.0),
-        ratio_to_power=dict(min=min(to_power), median=statistics.median(to_power), max=max(to_power),
-                            above_1_02=sum(1 for x in to_power if x > 1.02),
-                            strided_max=max(strided) if strided else None),
-        time=dict(exact=sum(r["t_exact"] for r in rows) if not skip_exact else None,
-                  power=sum(r["t_power"] for r in rows), auto=sum(r["t_auto"] for r in rows)),
-        cpu=dict(exact=sum(r["cpu_exact"] for r in rows) if not skip_exact else None,
-                 power=sum(r["cpu_power"] for r in rows), auto=sum(r["cpu_auto"] for r in rows)),
+        ratio_to_power=dict(
+            min=min(to_power),
+            median=statistics.median(to_power),
+            max=max(to_power),
+            above_1_02=sum(1 for x in to_power if x > 1.02),
+            strided_max=max(strided) if strided else None,
+        ),
+        time=dict(
+            exact=sum(r["t_exact"] for r in rows) if not skip_exact else None,
+            power=sum(r["t_power"] for r in rows),
+            auto=sum(r["t_auto"] for r in rows),
+        ),
+        cpu=dict(
+            exact=sum(r["cpu_exact"] for r in rows) if not skip_exact else None,
+            power=sum(r["cpu_power"] for r in rows),
+            auto=sum(r["cpu_auto"] for r in rows),
+        ),
     )
     if not skip_exact:
         to_exact = [r["auto"] / r["exact"] for r in rows]
         power_to_exact = [r["power"] / r["exact"] for r in rows if max(r["stride"]) > 1]
-        summary["ratio_to_exact"] = dict(min=min(to_exact), median=statistics.median(to_exact), max=max(to_exact),
-                                         above_1_005=sum(1 for x in to_exact if x > 1.005))
-        summary["power_to_exact_strided"] = dict(min=min(power_to_exact), max=max(power_to_exact)) \
-            if power_to_exact else None
+        summary["ratio_to_exact"] = dict(
+            min=min(to_exact),
+            median=statistics.median(to_exact),
+            max=max(to_exact),
+            above_1_005=sum(1 for x in to_exact if x > 1.005),
+        )
+        summary["power_to_exact_strided"] = (
+            dict(min=min(power_to_exact), max=max(power_to_exact)) if power_to_exact else None
+        )
         summary["speedup_vs_exact"] = summary["time"]["exact"] / summary["time"]["auto"]
     summary["speedup_vs_power"] = summary["time"]["power"] / summary["time"]["auto"]
     print()
-    print(f"conv layers: {summary['layers']}, all certified: {summary['certified']}, "
-          f"auto below power (must be 0): {summary['below_power']}")
+    print(
+        f"conv layers: {summary['layers']}, all certified: {summary['certified']}, "
+        f"auto below power (must be 0): {summary['below_power']}"
+    )
     r = summary["ratio_to_power"]
-    print(f"auto / power-100: min {r['min']:.4f}  median {r['median']:.4f}  max {r['max']:.4f}  "
-          f"(strided max {r['strided_max']:.4f}; layers above 1.02: {r['above_1_02']})")
+    print(
+        f"auto / power-100: min {r['min']:.4f}  median {r['median']:.4f}  max {r['max']:.4f}  "
+        f"(strided max {r['strided_max']:.4f}; layers above 1.02: {r['above_1_02']})"
+    )
     if not skip_exact:
         r = summary["ratio_to_exact"]
-        print(f"auto / exact stride-1 FFT: min {r['min']:.4f}  median {r['median']:.4f}  max {r['max']:.4f}  "
-              f"(layers above 1.005: {r['above_1_005']})")
+        print(
+            f"auto / exact stride-1 FFT: min {r['min']:.4f}  median {r['median']:.4f}  max {r['max']:.4f}  "
+            f"(layers above 1.005: {r['above_1_005']})"
+        )
         if summary["power_to_exact_strided"]:
             p = summary["power_to_exact_strided"]
             print(f"power / exact FFT on strided layers: {p['min']:.3f} .. {p['max']:.3f}")
     for label, t in (("wall", summary["time"]), ("CPU", summary["cpu"])):
         exact_time = f"{t['exact']:.1f} s" if t["exact"] is not None else "skipped"
-        print(f"total {label} time: exact FFT+SVD {exact_time}, power-100 {t['power']:.1f} s, auto {t['auto']:.1f} s"
-              + (f"  (speed-up {t['exact'] / t['auto']:.1f}x vs exact, {t['power'] / t['auto']:.2f}x vs power)"
-                 if t["exact"] is not None else f"  (speed-up {t['power'] / t['auto']:.2f}x vs power)"))
+        print(
+            f"total {label} time: exact FFT+SVD {exact_time}, power-100 {t['power']:.1f} s, auto {t['auto']:.1f} s"
+            + (
+                f"  (speed-up {t['exact'] / t['auto']:.1f}x vs exact, {t['power'] / t['auto']:.2f}x vs power)"
+                if t["exact"] is not None
+                else f"  (speed-up {t['power'] / t['auto']:.2f}x vs power)"
+            )
+        )
     return dict(rows=rows, summary=summary)
 
 
 def dense_bench() -> dict:
     rows = []
     print()
-    header = (f"{'layer':8} {'shape':>11} | {'svd f32':>9} {'t':>6} | {'svd f64':>9} {'t':>6} | "
-              f"{'power':>9} {'t':>6} | "
-              f"{'auto':>9} {'t':>6} {'method':>16} | {'/svd64':>8}")
+    header = (
+        f"{'layer':8} {'shape':>11} | {'svd f32':>9} {'t':>6} | {'svd f64':>9} {'t':>6} | "
+        f"{'power':>9} {'t':>6} | "
+        f"{'auto':>9} {'t':>6} {'method':>16} | {'/svd64':>8}"
+    )
     print(header)
     print("-" * len(header))
     for name, weight in wide_mlp():
@@ -177,17 +242,34 @@ def dense_bench() -> dict:
         svd64, t64, _ = timed(lambda: float(torch.linalg.matrix_norm(w64, ord=2)))
         power, t_power, _ = timed(dense_norm, weight, "power")
         ours, t_ours, _ = timed(dense_norm, weight, "auto")
-        rows.append(dict(name=name, shape=list(weight.shape), svd32=svd32, t_svd32=t32, svd64=svd64, t_svd64=t64,
-                         power=power.value, t_power=t_power, auto=ours.value, t_auto=t_ours, method=ours.method,
-                         certified=ours.certified))
+        rows.append(
+            dict(
+                name=name,
+                shape=list(weight.shape),
+                svd32=svd32,
+                t_svd32=t32,
+                svd64=svd64,
+                t_svd64=t64,
+                power=power.value,
+                t_power=t_power,
+                auto=ours.value,
+                t_auto=t_ours,
+                method=ours.method,
+                certified=ours.certified,
+            )
+        )
         shape = "x".join(map(str, weight.shape))
-        print(f"{name:8} {shape:>11} | {svd32:9.5f} {t32:6.2f} | {svd64:9.5f} {t64:6.2f} | {power.value:9.5f} "
-              f"{t_power:6.2f} | {ours.value:9.5f} {t_ours:6.2f} {ours.method:>16} | {ours.value / svd64:8.6f}",
-              flush=True)
+        print(
+            f"{name:8} {shape:>11} | {svd32:9.5f} {t32:6.2f} | {svd64:9.5f} {t64:6.2f} | {power.value:9.5f} "
+            f"{t_power:6.2f} | {ours.value:9.5f} {t_ours:6.2f} {ours.method:>16} | {ours.value / svd64:8.6f}",
+            flush=True,
+        )
     totals = {k: sum(r[k] for r in rows) for k in ("t_svd32", "t_svd64", "t_power", "t_auto")}
-    print(f"total time: svd f32 {totals['t_svd32']:.1f} s, svd f64 {totals['t_svd64']:.1f} s, "
-          f"power-100 {totals['t_power']:.1f} s, auto {totals['t_auto']:.1f} s; auto certified: "
-          f"{all(r['certified'] for r in rows)}; max auto/svd64 {max(r['auto'] / r['svd64'] for r in rows):.7f}")
+    print(
+        f"total time: svd f32 {totals['t_svd32']:.1f} s, svd f64 {totals['t_svd64']:.1f} s, "
+        f"power-100 {totals['t_power']:.1f} s, auto {totals['t_auto']:.1f} s; auto certified: "
+        f"{all(r['certified'] for r in rows)}; max auto/svd64 {max(r['auto'] / r['svd64'] for r in rows):.7f}"
+    )
     return dict(rows=rows, totals=totals)
 
 

@@ -28,6 +28,7 @@ def block_graph(blocks: int, width: int = 8, seed: int = 0) -> Graph:
     nodes = []
     current = "x"
     for b in range(blocks):
+
         def const(name: str, array: np.ndarray) -> str:
             values[name] = Value(name, array.shape, array.astype(np.float32))
             return name
@@ -35,12 +36,14 @@ def block_graph(blocks: int, width: int = 8, seed: int = 0) -> Graph:
         w1, w2, w3 = (const(f"w{k}_{b}", rng.normal(size=(width, width)) / np.sqrt(width)) for k in range(3))
         bn = [const(f"{p}_{b}", rng.uniform(0.5, 1.5, size=width)) for p in ("scale", "bias", "mean", "var")]
         names = [f"{p}{b}" for p in ("g", "n", "s", "m", "h", "o")]
-        nodes += [Node(f"gemm{b}", "Gemm", (current, w1), (names[0],)),
-                  Node(f"bn{b}", "BatchNormalization", (names[0], *bn), (names[1],)),
-                  Node(f"sig{b}", "Sigmoid", (names[1],), (names[2],)),
-                  Node(f"mul{b}", "Mul", (names[1], names[2]), (names[3],)),
-                  Node(f"fc{b}a", "MatMul", (names[3], w2), (names[4],)),
-                  Node(f"fc{b}b", "MatMul", (names[4], w3), (names[5],))]
+        nodes += [
+            Node(f"gemm{b}", "Gemm", (current, w1), (names[0],)),
+            Node(f"bn{b}", "BatchNormalization", (names[0], *bn), (names[1],)),
+            Node(f"sig{b}", "Sigmoid", (names[1],), (names[2],)),
+            Node(f"mul{b}", "Mul", (names[1], names[2]), (names[3],)),
+            Node(f"fc{b}a", "MatMul", (names[3], w2), (names[4],)),
+            Node(f"fc{b}b", "MatMul", (names[4], w3), (names[5],)),
+        ]
         for name in names:
             values[name] = Value(name, (1, width))
         current = names[-1]
@@ -66,16 +69,20 @@ def main() -> None:
         blocks = max(1, size // NODES_PER_BLOCK)
         n = blocks * NODES_PER_BLOCK
         whole = timed(lambda g: rewrite_passes().run(g), block_graph(blocks))
-        per_pass = [timed(lambda g, p=p: p().run(g), block_graph(blocks))
-                    for p in (FuseActivations, FoldBatchNorm, MergeLinear)]
+        per_pass = [
+            timed(lambda g, p=p: p().run(g), block_graph(blocks)) for p in (FuseActivations, FoldBatchNorm, MergeLinear)
+        ]
         graph = block_graph(blocks)
         rewrite_passes().run(graph)
         # Per block, a Silu and one linear map are left: BatchNorm folded, the MatMul chain merged into
         # the next block's Gemm.
         assert len(graph.nodes) == 2 * blocks + 1, len(graph.nodes)
-        print(f"{n:>7}  {whole:>10.3f}  {1e6 * whole / n:>8.1f}  " +
-              "  ".join(f"{1e6 * t / n:>9.1f}" for t in per_pass[:2]) + f"  {1e6 * per_pass[2] / n:>10.1f}"
-              + f"   ({len(graph.nodes)} nodes left)")
+        print(
+            f"{n:>7}  {whole:>10.3f}  {1e6 * whole / n:>8.1f}  "
+            + "  ".join(f"{1e6 * t / n:>9.1f}" for t in per_pass[:2])
+            + f"  {1e6 * per_pass[2] / n:>10.1f}"
+            + f"   ({len(graph.nodes)} nodes left)"
+        )
 
 
 if __name__ == "__main__":

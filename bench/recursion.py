@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lipaudit.tight import network_bound, residual_branches  # noqa: E402
 from lipaudit.tight.from_torch import jacobian_lower_bound, network_from_module  # noqa: E402
 
-
 # ---------------------------------------------------------------------------------------------
 # Nets
 
@@ -46,8 +45,9 @@ class ResidualMLP(nn.Module):
     def __init__(self, width: int = 64, blocks: int = 4):
         super().__init__()
         self.stem = nn.Sequential(nn.Flatten(), nn.Linear(64, width))
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
-                                    for _ in range(blocks))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)) for _ in range(blocks)
+        )
         self.head = nn.Linear(width, 10)
 
     def forward(self, x):
@@ -58,9 +58,16 @@ class ResidualMLP(nn.Module):
 
 
 def cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
-                         nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(32 * 4 * 4, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 10),
+    )
 
 
 class ConvBlock(nn.Module):
@@ -99,6 +106,7 @@ SMOOTH = ("tanh", "GELU")
 
 def digits():
     from sklearn.datasets import load_digits
+
     data = load_digits()
     x = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0
     y = torch.tensor(data.target)
@@ -153,8 +161,11 @@ def measure(name: str, model: nn.Module, example: torch.Tensor, lower: float, wi
         found, seconds = cpu_seconds(lambda: network_bound(net, window=w))
         row["rec"][w], row["t_rec"][w] = found.bound, seconds + t_product
         row["product"] = found.product
-        print(f"  {name}: w={w} bound {found.bound:.4g} ({found.method}), {found.chain_norms} chain norms, "
-              f"{found.collapses} collapses, {seconds + t_product:.1f} s cpu", flush=True)
+        print(
+            f"  {name}: w={w} bound {found.bound:.4g} ({found.method}), {found.chain_norms} chain norms, "
+            f"{found.collapses} collapses, {seconds + t_product:.1f} s cpu",
+            flush=True,
+        )
     branches = residual_branches(net, window=default)
     row["branch"] = max((b.bound for b in branches), default=None)
     row["branches"] = len(branches)
@@ -183,19 +194,22 @@ def main() -> None:
         model, t_train = cpu_seconds(lambda: train(build(), x_train, y_train, epochs))
         accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
         lower = lower_bound_digits(model, x_test, any(s in name for s in SMOOTH))
-        print(f"{name}: trained in {t_train:.1f} s cpu, test accuracy {accuracy:.3f}, lower bound {lower:.4g}",
-              flush=True)
+        print(
+            f"{name}: trained in {t_train:.1f} s cpu, test accuracy {accuracy:.3f}, lower bound {lower:.4g}", flush=True
+        )
         row = measure(name, model, x_test[:1], lower, args.windows, args.default)
         row["accuracy"] = accuracy
         rows.append(row)
     if not args.skip_resnet:
         from _models import resnet50
+
         model = resnet50()
         example = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
         lower = max(power_lower_bound(model, example), power_lower_bound(model, example * 0.5 + 0.5))
         print(f"ResNet-50 at 224: lower bound {lower:.4g}", flush=True)
-        row = measure("ResNet-50 at 224 (random)", model, example, lower, [w for w in args.windows if w <= 3],
-                      args.default)
+        row = measure(
+            "ResNet-50 at 224 (random)", model, example, lower, [w for w in args.windows if w <= 3], args.default
+        )
         row["accuracy"] = None
         rows.append(row)
     report(rows, args.windows, args.default)
@@ -203,33 +217,45 @@ def main() -> None:
 
 def report(rows, windows, default: int) -> None:
     print()
-    head = "| net | product | " + " | ".join(f"w={w}" for w in windows) + \
-           f" | lower | product / rec (w={default}) | rec / lower | cpu product | cpu rec (w={default}) | " \
-           "max branch |"
+    head = (
+        "| net | product | "
+        + " | ".join(f"w={w}" for w in windows)
+        + f" | lower | product / rec (w={default}) | rec / lower | cpu product | cpu rec (w={default}) | "
+        "max branch |"
+    )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         rec = r["rec"].get(default)
         cells = [r["net"], f"{r['product']:.4g}"] + [f"{r['rec'][w]:.4g}" if w in r["rec"] else "–" for w in windows]
-        cells += [f"{r['lower']:.4g}", f"{r['product'] / rec:.3g}×" if rec else "–",
-                  f"{rec / r['lower']:.3g}×" if rec else "–", f"{r['t_product']:.1f} s",
-                  f"{r['t_rec'][default]:.1f} s ({r['t_rec'][default] / max(r['t_product'], 1e-9):.1f}×)"
-                  if default in r["t_rec"] else "–",
-                  f"{r['branch']:.3g} ({r['branches']})" if r["branch"] is not None else "–"]
+        cells += [
+            f"{r['lower']:.4g}",
+            f"{r['product'] / rec:.3g}×" if rec else "–",
+            f"{rec / r['lower']:.3g}×" if rec else "–",
+            f"{r['t_product']:.1f} s",
+            f"{r['t_rec'][default]:.1f} s ({r['t_rec'][default] / max(r['t_product'], 1e-9):.1f}×)"
+            if default in r["t_rec"]
+            else "–",
+            f"{r['branch']:.3g} ({r['branches']})" if r["branch"] is not None else "–",
+        ]
         print("| " + " | ".join(cells) + " |")
     trained = [r for r in rows if r["accuracy"] is not None and default in r["rec"]]
     gains = [r["product"] / r["rec"][default] for r in trained]
     residual = [r["product"] / r["rec"][default] for r in trained if "residual" in r["net"]]
     if gains:
-        print(f"\nmedian product / recursion (w={default}) on trained nets: {statistics.median(gains):.3g}× "
-              f"(target ≥ 2×); residual nets: {', '.join(f'{g:.3g}×' for g in residual)} (target ≥ 5×)")
+        print(
+            f"\nmedian product / recursion (w={default}) on trained nets: {statistics.median(gains):.3g}× "
+            f"(target ≥ 2×); residual nets: {', '.join(f'{g:.3g}×' for g in residual)} (target ≥ 5×)"
+        )
     sound = all(r["lower"] <= min(r["rec"].values()) and max(r["rec"].values()) <= r["product"] for r in rows)
     print(f"every bound between the lower bound and the product: {sound}")
     for w in windows:
         ratios = [r["product"] / r["rec"][w] for r in trained if w in r["rec"]]
         if ratios:
-            print(f"  w={w}: median gain {statistics.median(ratios):.3g}×, geometric mean "
-                  f"{math.exp(statistics.mean(math.log(g) for g in ratios)):.3g}×")
+            print(
+                f"  w={w}: median gain {statistics.median(ratios):.3g}×, geometric mean "
+                f"{math.exp(statistics.mean(math.log(g) for g in ratios)):.3g}×"
+            )
 
 
 if __name__ == "__main__":

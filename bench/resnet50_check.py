@@ -20,9 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -36,8 +35,15 @@ def export(directory: Path) -> Path:
     path = directory / "resnet50.onnx"
     model = resnet50()
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, on purpose
-    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"])
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 224, 224),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+    )
     return path
 
 
@@ -78,18 +84,24 @@ def main() -> None:
         report, wall, peak, _ = run_check(model, args.method)
     network = report.get("network", {})
     layers = report.get("layers", [])
-    print(f"lipaudit check -m {args.method}: {wall:.1f} s wall, peak RSS "
-          + (f"{peak:.0f} MiB" if peak is not None else "unknown"))
-    print(f"complete: {network.get('complete')}  certified: {network.get('certified')}  "
-          f"upper bound: {network.get('upper_bound')}")
+    print(
+        f"lipaudit check -m {args.method}: {wall:.1f} s wall, peak RSS "
+        + (f"{peak:.0f} MiB" if peak is not None else "unknown")
+    )
+    print(
+        f"complete: {network.get('complete')}  certified: {network.get('certified')}  "
+        f"upper bound: {network.get('upper_bound')}"
+    )
     methods: dict[str, int] = {}
     for layer in layers:
         methods[layer.get("method", "?")] = methods.get(layer.get("method", "?"), 0) + 1
     print("methods: " + ", ".join(f"{k} ×{v}" for k, v in sorted(methods.items(), key=lambda kv: -kv[1])))
     timings = report.get("timings") or {}
     if timings:
-        print("timings: " + ", ".join(f"{k} {v:.2f} s" if isinstance(v, (int, float)) else f"{k} {v}"
-                                      for k, v in timings.items()))
+        print(
+            "timings: "
+            + ", ".join(f"{k} {v:.2f} s" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in timings.items())
+        )
     ok = bool(network.get("complete")) and bool(network.get("certified")) and (peak is None or peak < 3 * 1024)
     print("targets (complete, certified, peak < 3 GiB): " + ("met" if ok else "MISSED"))
 

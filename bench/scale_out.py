@@ -46,6 +46,7 @@ GiB = 2**30
 
 # ------------------------------------------------------------------------------------ measuring
 
+
 @dataclass
 class Measured:
     wall_s: float
@@ -83,8 +84,9 @@ def _field_kib(pid: int, filename: str, key: str) -> int:
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **(env or {})})
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
     peak_pss, high_water, anonymous = 0, {}, {}
     stderr_lines: list[str] = []
     reader = threading.Thread(target=lambda: stderr_lines.extend(process.stderr), daemon=True)
@@ -102,8 +104,14 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
         time.sleep(0.02)
     wall = time.perf_counter() - started
     reader.join()
-    return Measured(wall, peak_pss, max(high_water.values(), default=0), max(anonymous.values(), default=0),
-                    process.returncode, "".join(stderr_lines))
+    return Measured(
+        wall,
+        peak_pss,
+        max(high_water.values(), default=0),
+        max(anonymous.values(), default=0),
+        process.returncode,
+        "".join(stderr_lines),
+    )
 
 
 def lipaudit(*args: str) -> list[str]:
@@ -129,6 +137,7 @@ def differing_layers(a: dict[str, dict], b: dict[str, dict]) -> int:
 
 # ------------------------------------------------------------------------------------ models
 
+
 class _Builder:
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -152,10 +161,13 @@ class _Builder:
         return self.node("Conv", [x, w], name, pads=[1, 1, 1, 1], strides=[stride, stride])
 
     def save(self, path: Path, input_shape: list[int], output: str, output_shape: list[int]) -> None:
-        graph = helper.make_graph(self.nodes, path.stem,
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
-                                  [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_shape)],
-                                  self.initializers)
+        graph = helper.make_graph(
+            self.nodes,
+            path.stem,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_shape)],
+            self.initializers,
+        )
         onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(path))
 
 
@@ -224,33 +236,47 @@ def make_large(folder: Path, gib: float, side: int, seed: int = 0) -> tuple[Path
     h = node("Flatten", [node("Relu", [h], "conv.relu")], "flatten")
     h = node("Gemm", [h, weight("fc0.w", (side, 8192), 8192)], "fc0", transB=1)
     for index in range(1, squares + 1):
-        h = node("Gemm", [node("Relu", [h], f"relu{index}"), weight(f"fc{index}.w", (side, side), side)],
-                 f"fc{index}", transB=1)
+        h = node(
+            "Gemm",
+            [node("Relu", [h], f"relu{index}"), weight(f"fc{index}.w", (side, side), side)],
+            f"fc{index}",
+            transB=1,
+        )
     h = node("Gemm", [node("Relu", [h], "relu_out"), weight("out.w", (10, side), side)], "out", transB=1)
     if handle is not None:
         handle.close()
-        graph = helper.make_graph(nodes, path.stem, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                    [1, 32, 16, 16])],
-                                  [helper.make_tensor_value_info(h, TensorProto.FLOAT, [1, 10])], initializers)
+        graph = helper.make_graph(
+            nodes,
+            path.stem,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 16, 16])],
+            [helper.make_tensor_value_info(h, TensorProto.FLOAT, [1, 10])],
+            initializers,
+        )
         onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(path))
     return path, offset, max(layer_bytes, first_bytes)
 
 
 # ------------------------------------------------------------------------------------ runs
 
+
 def _row(label: str, result: Measured, base: float | None) -> str:
     ratio = f"{base / result.wall_s:5.2f}×" if base else "   —  "
     ok = "" if result.returncode in (0, 3) else f"  (exit {result.returncode}: {result.stderr.strip()[-200:]})"
-    return (f"  {label:<26} {result.wall_s:7.1f} s  speed-up {ratio}  peak tree PSS "
-            f"{result.peak_tree_pss / MiB:6.0f} MiB  largest process: RSS {result.peak_process_rss / MiB:6.0f} MiB, "
-            f"anonymous {result.peak_process_anon / MiB:6.0f} MiB{ok}")
+    return (
+        f"  {label:<26} {result.wall_s:7.1f} s  speed-up {ratio}  peak tree PSS "
+        f"{result.peak_tree_pss / MiB:6.0f} MiB  largest process: RSS {result.peak_process_rss / MiB:6.0f} MiB, "
+        f"anonymous {result.peak_process_anon / MiB:6.0f} MiB{ok}"
+    )
 
 
 def zoo_part(folder: Path, count: int, workers: int, use_ray: bool) -> None:
     models = [str(p) for p in make_zoo(folder / "zoo", count)]
     print(f"zoo: {count} models in {folder / 'zoo'}")
-    runs = [("serial (plain)", []), ("--workers 1", ["--workers", "1"]), (f"--workers {workers}",
-                                                                        ["--workers", str(workers)])]
+    runs = [
+        ("serial (plain)", []),
+        ("--workers 1", ["--workers", "1"]),
+        (f"--workers {workers}", ["--workers", str(workers)]),
+    ]
     if use_ray:
         runs.append((f"--ray (local, {workers} CPUs)", ["--ray", "--workers", str(workers)]))
     reports = {}
@@ -277,14 +303,18 @@ def zoo_part(folder: Path, count: int, workers: int, use_ray: bool) -> None:
 def large_part(folder: Path, gib: float, side: int, method: str, workers: int, limit: str) -> None:
     started = time.perf_counter()
     path, weights, largest = make_large(folder / "large", gib, side)
-    print(f"large: {path} — {weights / GiB:.2f} GiB of external data, largest layer {largest / MiB:.0f} MiB "
-          f"(ready in {time.perf_counter() - started:.0f} s)")
+    print(
+        f"large: {path} — {weights / GiB:.2f} GiB of external data, largest layer {largest / MiB:.0f} MiB "
+        f"(ready in {time.perf_counter() - started:.0f} s)"
+    )
     tiny = folder / "large" / "tiny.onnx"
     b = _Builder(seed=0)
     b.save(tiny, [1, 16], b.gemm("x", "fc", 16, 16), [1, 16])
     baseline = measure(lipaudit(str(tiny), "-q", "--no-verify"))
-    print(f"  baseline: a lipaudit process checking a 1 KiB model peaks at RSS {baseline.peak_process_rss / MiB:.0f} "
-          f"MiB, anonymous {baseline.peak_process_anon / MiB:.0f} MiB")
+    print(
+        f"  baseline: a lipaudit process checking a 1 KiB model peaks at RSS {baseline.peak_process_rss / MiB:.0f} "
+        f"MiB, anonymous {baseline.peak_process_anon / MiB:.0f} MiB"
+    )
     reports = {}
     base = None
     runs = [("serial (plain)", []), (f"--workers {workers}", ["--workers", str(workers)])]
@@ -292,19 +322,38 @@ def large_part(folder: Path, gib: float, side: int, method: str, workers: int, l
         runs.append(("serial, read whole", ["--in-memory-limit", "64GiB"]))
     for label, flags in runs:
         out = folder / "reports" / f"large_{label.split()[0].strip('-,')}_{len(flags)}"
-        result = measure(lipaudit(str(path), "-q", "--method", method, "--in-memory-limit", limit, *flags,
-                                  "-o", f"json:{out}/{{model}}.json"))
+        result = measure(
+            lipaudit(
+                str(path),
+                "-q",
+                "--method",
+                method,
+                "--in-memory-limit",
+                limit,
+                *flags,
+                "-o",
+                f"json:{out}/{{model}}.json",
+            )
+        )
         base = base or result.wall_s
         print(_row(label, result, base))
         above = result.peak_process_anon - baseline.peak_process_anon
-        print(f"    anonymous memory above the baseline: {above / MiB:.0f} MiB = {above / largest:.1f}× the largest "
-              f"layer, {above / weights:.1%} of the model's weights")
+        print(
+            f"    anonymous memory above the baseline: {above / MiB:.0f} MiB = {above / largest:.1f}× the largest "
+            f"layer, {above / weights:.1%} of the model's weights"
+        )
         reports[label] = comparable_reports(out)
     labels = list(reports)
     same = reports[labels[0]] == reports[labels[1]]
-    print(f"  reports of the two memory-mapped runs identical: {'yes' if same else 'no'}"
-          + ("" if same else f" ({differing_layers(reports[labels[0]], reports[labels[1]])} layer entries differ: "
-                              "the plain run lets torch use every core, the workers one thread each)"))
+    print(
+        f"  reports of the two memory-mapped runs identical: {'yes' if same else 'no'}"
+        + (
+            ""
+            if same
+            else f" ({differing_layers(reports[labels[0]], reports[labels[1]])} layer entries differ: "
+            "the plain run lets torch use every core, the workers one thread each)"
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -318,18 +367,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-ray", action="store_true", help="leave out the --ray run")
     parser.add_argument("--skip-zoo", action="store_true")
     parser.add_argument("--skip-large", action="store_true")
-    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "lipaudit-bench-scale-out",
-                        help="where the models and reports go (the large model is reused from there)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "lipaudit-bench-scale-out",
+        help="where the models and reports go (the large model is reused from there)",
+    )
     args = parser.parse_args(argv)
     try:
         import ray  # noqa: F401
+
         use_ray = not args.no_ray
     except ImportError:
         use_ray = False
         print("(ray is not installed: no --ray run; pip install 'lipaudit[ray]')")
     load = os.getloadavg()
-    print(f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the start"
-          + ("  — other work is running: the times are not clean" if load[0] > 0.5 else ""))
+    print(
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the start"
+        + ("  — other work is running: the times are not clean" if load[0] > 0.5 else "")
+    )
     if not args.skip_zoo:
         zoo_part(args.dir, args.zoo, args.workers, use_ray)
     if not args.skip_large:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
 from .errors import UsageError
 from .report import Report
 

@@ -58,8 +58,9 @@ class Builder:
         x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_shape)
         y = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
         graph = helper.make_graph(self.nodes, name, [x], [y], self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="lipaudit-samples")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lipaudit-samples"
+        )
         model.ir_version = 8
         model = shape_inference.infer_shapes(model)  # the checker wants the output's shape
         del model.graph.value_info[:]
@@ -110,9 +111,17 @@ def cnn_torchscript() -> bytes:
     from torch import nn
 
     torch.manual_seed(4)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(16, 10)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    ).eval()
     with torch.no_grad():  # statistics like a trained net's
         model[1].running_mean.normal_(0, 0.2)
         model[1].running_var.uniform_(0.5, 2.0)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
@@ -17,9 +17,16 @@ def tensor(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def single_node_model(op_type: str, input_shape: Sequence[int], initializers: dict[str, np.ndarray] | None = None,
-                      *, inputs: Sequence[str] | None = None, opset: int = DEFAULT_OPSET,
-                      output_shape: Sequence[int] | None = None, **attrs) -> onnx.ModelProto:
+def single_node_model(
+    op_type: str,
+    input_shape: Sequence[int],
+    initializers: dict[str, np.ndarray] | None = None,
+    *,
+    inputs: Sequence[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    output_shape: Sequence[int] | None = None,
+    **attrs,
+) -> onnx.ModelProto:
     """A model computing ``op_type(x, *initializers)``; output shape left to inference unless given."""
     initializers = initializers or {}
     node_inputs = list(inputs) if inputs is not None else ["x", *initializers]
@@ -39,9 +46,16 @@ def _finish(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def graph_model(nodes: list[onnx.NodeProto], input_shape: Sequence[int], initializers: dict[str, np.ndarray],
-                *, opset: int = DEFAULT_OPSET, outputs: Sequence[str] = ("y",), input_name: str = "x",
-                dynamic_input: Sequence[int | str] | None = None) -> onnx.ModelProto:
+def graph_model(
+    nodes: list[onnx.NodeProto],
+    input_shape: Sequence[int],
+    initializers: dict[str, np.ndarray],
+    *,
+    opset: int = DEFAULT_OPSET,
+    outputs: Sequence[str] = ("y",),
+    input_name: str = "x",
+    dynamic_input: Sequence[int | str] | None = None,
+) -> onnx.ModelProto:
     x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(dynamic_input or input_shape))
     outs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs]
     graph = helper.make_graph(nodes, "net", [x], outs, [tensor(k, v) for k, v in initializers.items()])
@@ -80,8 +94,9 @@ def spectral_norm(matrix: np.ndarray) -> float:
     return float(np.linalg.svd(matrix, compute_uv=False)[0])
 
 
-def jacobian_norm_lower_bound(model: onnx.ModelProto, input_shape: Sequence[int], *, samples: int = 8,
-                              seed: int = 0, eps: float = 1e-3) -> float:
+def jacobian_norm_lower_bound(
+    model: onnx.ModelProto, input_shape: Sequence[int], *, samples: int = 8, seed: int = 0, eps: float = 1e-3
+) -> float:
     """max over random points and directions of ‖f(x+εv) − f(x)‖/‖εv‖: a true lower bound on L."""
     run = session(model)
     name = run.get_inputs()[0].name

@@ -62,7 +62,7 @@ def test_unknown_key_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_bad_value_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="bad value"):
-        load_settings(_project(tmp_path, "[tool.lipaudit]\nmax_lipschitz = \"high\"\n"))
+        load_settings(_project(tmp_path, '[tool.lipaudit]\nmax_lipschitz = "high"\n'))
 
 
 def test_pyproject_is_found_by_walking_up(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from tests.builders import graph_model, save, session, single_node_model
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
+from tests.builders import graph_model, save, session, single_node_model
 
 
 def _slope(model, x: np.ndarray, dx: np.ndarray) -> float:
@@ -33,8 +33,10 @@ def test_default_shrink_jumps_and_is_unbounded(tmp_path: Path) -> None:
 
 
 def test_cast_to_integers_is_unbounded(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT32),
-             helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT)]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT32),
+        helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT),
+    ]
     assert _bound(graph_model(nodes, [1, 4], {}), tmp_path, verify=False) is None
     same_type = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)]
     assert _bound(graph_model(same_type, [1, 4], {}), tmp_path, verify=False) == 1.0
@@ -42,10 +44,15 @@ def test_cast_to_integers_is_unbounded(tmp_path: Path) -> None:
 
 def test_batchnorm_with_a_variable_bias_counts_its_copies(tmp_path: Path) -> None:
     channels, size = 2, 4
-    nodes = [helper.make_node("ReduceMax", ["x"], ["mx"], axes=[0, 2, 3], keepdims=0),
-             helper.make_node("BatchNormalization", ["x", "scale", "mx", "mean", "var"], ["y"], epsilon=1e-5)]
-    inits = {"scale": np.ones(channels, np.float32), "mean": np.zeros(channels, np.float32),
-             "var": np.full(channels, 1 - 1e-5, np.float32)}
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["mx"], axes=[0, 2, 3], keepdims=0),
+        helper.make_node("BatchNormalization", ["x", "scale", "mx", "mean", "var"], ["y"], epsilon=1e-5),
+    ]
+    inits = {
+        "scale": np.ones(channels, np.float32),
+        "mean": np.zeros(channels, np.float32),
+        "var": np.full(channels, 1 - 1e-5, np.float32),
+    }
     model = graph_model(nodes, [1, channels, size, size], inits)
     x = np.random.default_rng(0).standard_normal((1, channels, size, size))
     dx = np.zeros_like(x)
@@ -56,8 +63,10 @@ def test_batchnorm_with_a_variable_bias_counts_its_copies(tmp_path: Path) -> Non
 
 
 def test_layernorm_with_a_variable_bias_counts_its_copies(tmp_path: Path) -> None:
-    nodes = [helper.make_node("ReduceMax", ["x"], ["mx"], axes=[0, 1], keepdims=0),
-             helper.make_node("LayerNormalization", ["x", "gamma", "mx"], ["y"], axis=-1)]
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["mx"], axes=[0, 1], keepdims=0),
+        helper.make_node("LayerNormalization", ["x", "gamma", "mx"], ["y"], axis=-1),
+    ]
     model = graph_model(nodes, [1, 8, 4], {"gamma": np.full(4, 1e-3, np.float32)})
     x = np.random.default_rng(1).standard_normal((1, 8, 4))
     dx = np.zeros_like(x)
@@ -70,15 +79,21 @@ def test_layernorm_with_a_variable_bias_counts_its_copies(tmp_path: Path) -> Non
 def test_a_broadcasting_constant_blocks_fusion(tmp_path: Path, pattern: str) -> None:
     """A constant of a larger shape copies x three times: the fused op alone would drop √3."""
     if pattern == "softsign":
-        nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Add", ["a", "c"], ["den"]),
-                 helper.make_node("Div", ["x", "den"], ["y"])]
+        nodes = [
+            helper.make_node("Abs", ["x"], ["a"]),
+            helper.make_node("Add", ["a", "c"], ["den"]),
+            helper.make_node("Div", ["x", "den"], ["y"]),
+        ]
         inits = {"c": np.ones((3, 4), np.float32)}
     else:
-        nodes = [helper.make_node("Mul", ["x", "c"], ["t"]), helper.make_node("Erf", ["t"], ["e"]),
-                 helper.make_node("Add", ["e", "one"], ["cdf"]), helper.make_node("Mul", ["x", "cdf"], ["m"]),
-                 helper.make_node("Mul", ["m", "half"], ["y"])]
-        inits = {"c": np.full((3, 4), 1 / np.sqrt(2), np.float32), "one": np.float32(1.0),
-                 "half": np.float32(0.5)}
+        nodes = [
+            helper.make_node("Mul", ["x", "c"], ["t"]),
+            helper.make_node("Erf", ["t"], ["e"]),
+            helper.make_node("Add", ["e", "one"], ["cdf"]),
+            helper.make_node("Mul", ["x", "cdf"], ["m"]),
+            helper.make_node("Mul", ["m", "half"], ["y"]),
+        ]
+        inits = {"c": np.full((3, 4), 1 / np.sqrt(2), np.float32), "one": np.float32(1.0), "half": np.float32(0.5)}
     report = audit(str(save(graph_model(nodes, [1, 4], inits), tmp_path)))
     assert pattern.capitalize() not in [layer.op for layer in report.layers]
     assert report.upper_bound is None  # left as a product/quotient of variables: reported, not guessed
@@ -86,9 +101,11 @@ def test_a_broadcasting_constant_blocks_fusion(tmp_path: Path, pattern: str) -> 
 
 def test_a_variable_side_input_is_reported_not_ignored(tmp_path: Path) -> None:
     """Dropout's ratio computed from the input: the identity rule only covers its data input."""
-    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
-             helper.make_node("Sigmoid", ["m"], ["ratio"]),
-             helper.make_node("Dropout", ["x", "ratio"], ["y"])]
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+        helper.make_node("Sigmoid", ["m"], ["ratio"]),
+        helper.make_node("Dropout", ["x", "ratio"], ["y"]),
+    ]
     report = audit(str(save(graph_model(nodes, [1, 4], {}), tmp_path)), verify=False)
     assert report.upper_bound is None
     assert [b.op for b in report.network.unsupported] == ["Dropout"]

@@ -9,13 +9,22 @@ import pytest
 import torch
 from torch import nn
 
-from tests.jacobians import max_jacobian_norm
 from lipaudit import audit
+from tests.jacobians import max_jacobian_norm
 
 ACTIVATIONS = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "silu": nn.SiLU,
-    "elu": nn.ELU, "leaky": lambda: nn.LeakyReLU(0.2), "softplus": nn.Softplus, "hardswish": nn.Hardswish,
-    "mish": nn.Mish, "selu": nn.SELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky": lambda: nn.LeakyReLU(0.2),
+    "softplus": nn.Softplus,
+    "hardswish": nn.Hardswish,
+    "mish": nn.Mish,
+    "selu": nn.SELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
 }
 
 
@@ -36,8 +45,9 @@ class SmallCNN(nn.Module):
     def __init__(self, act: str, pool: str, groups: int, transpose: bool) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), ACTIVATIONS[act]())
-        self.block = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=groups), nn.BatchNorm2d(4),
-                                   ACTIVATIONS[act](), nn.Conv2d(4, 4, 1))
+        self.block = nn.Sequential(
+            nn.Conv2d(4, 4, 3, padding=1, groups=groups), nn.BatchNorm2d(4), ACTIVATIONS[act](), nn.Conv2d(4, 4, 1)
+        )
         self.pool = nn.MaxPool2d(3, 2, 1) if pool == "max" else nn.AvgPool2d(2, 2)
         self.down = nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=1)
         self.up = nn.ConvTranspose2d(6, 3, 2, stride=2) if transpose else nn.Identity()
@@ -77,11 +87,16 @@ def test_residual_mlp_bound_is_above_every_jacobian(tmp_path: Path, act: str) ->
     assert report.upper_bound < lower * 1e3  # a bound, not a placeholder
 
 
-@pytest.mark.parametrize("act,pool,groups,transpose", [
-    ("relu", "max", 1, False), ("gelu", "avg", 2, True), ("silu", "max", 4, True), ("tanh", "avg", 1, False),
-])
-def test_cnn_bound_is_above_every_jacobian(tmp_path: Path, act: str, pool: str, groups: int,
-                                           transpose: bool) -> None:
+@pytest.mark.parametrize(
+    "act,pool,groups,transpose",
+    [
+        ("relu", "max", 1, False),
+        ("gelu", "avg", 2, True),
+        ("silu", "max", 4, True),
+        ("tanh", "avg", 1, False),
+    ],
+)
+def test_cnn_bound_is_above_every_jacobian(tmp_path: Path, act: str, pool: str, groups: int, transpose: bool) -> None:
     generator = torch.Generator().manual_seed(7)
     torch.manual_seed(3)
     model = SmallCNN(act, pool, groups, transpose).eval()
@@ -96,8 +111,15 @@ def test_cnn_bound_is_above_every_jacobian(tmp_path: Path, act: str, pool: str, 
 def test_fft_path_bound_is_above_the_jacobian(tmp_path: Path) -> None:
     """An input large enough that the convs are bounded by the circulant FFT, not materialised."""
     torch.manual_seed(5)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    ).eval()
     path = export(model, torch.randn(1, 3, 40, 40), tmp_path / "big.onnx")
     report = audit(str(path))
     assert {layer.method for layer in report.layers if layer.op == "Conv"} - {"materialized"}

@@ -20,8 +20,10 @@ def read_report(path: Path) -> Report:
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file", hint="pass two JSON reports from `lipaudit check -f json`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UsageError(f"{path} is not a JSON report ({type(error).__name__})",
-                         hint="write one with `lipaudit check MODEL -f json -o report.json`") from None
+        raise UsageError(
+            f"{path} is not a JSON report ({type(error).__name__})",
+            hint="write one with `lipaudit check MODEL -f json -o report.json`",
+        ) from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or "network" not in data:
         raise UsageError(f"{path} is not a lipaudit report of schema version {SCHEMA_VERSION}")
     try:
@@ -32,22 +34,32 @@ def read_report(path: Path) -> Report:
 
 def _change_line(sign: str, change: Change) -> str:
     ratio = f"  ×{change.ratio:.3f}" if change.ratio is not None else ""
-    return f"  {sign} {change.name} ({change.op}): {format_number(change.before)} → {format_number(change.after)}{ratio}"
+    return (
+        f"  {sign} {change.name} ({change.op}): {format_number(change.before)} → {format_number(change.after)}{ratio}"
+    )
 
 
 def describe(result: ReportDiff) -> list[str]:
     lines = []
     ratio = f" (×{result.network_ratio:.4f})" if result.network_ratio is not None else ""
-    lines.append(f"network bound: {format_number(result.network_before)} → "
-                 f"{format_number(result.network_after)}{ratio}")
-    for title, sign, changes in (("grew", "+", result.grew), ("shrank", "-", result.shrank),
-                                 ("appeared", ">", result.appeared), ("vanished", "<", result.vanished)):
+    lines.append(
+        f"network bound: {format_number(result.network_before)} → {format_number(result.network_after)}{ratio}"
+    )
+    for title, sign, changes in (
+        ("grew", "+", result.grew),
+        ("shrank", "-", result.shrank),
+        ("appeared", ">", result.appeared),
+        ("vanished", "<", result.vanished),
+    ):
         if changes:
             lines.append(f"{title} ({len(changes)}):")
             lines.extend(_change_line(sign, change) for change in changes)
     limit = f"{result.max_increase:.2%}"
-    lines.append(f"REGRESSED  the bound grew by more than {limit}" if result.regressed
-                 else f"OK  within the allowed increase of {limit}")
+    lines.append(
+        f"REGRESSED  the bound grew by more than {limit}"
+        if result.regressed
+        else f"OK  within the allowed increase of {limit}"
+    )
     return lines
 
 

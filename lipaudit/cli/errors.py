@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import typer
 
@@ -37,8 +38,10 @@ def report_errors(command: F) -> F:
         except Exception as error:  # a bug in lipaudit: still one line, the traceback on request
             if debug_enabled():
                 raise
-            print_error(f"internal error: {type(error).__name__}: {error}",
-                         "set LIPAUDIT_DEBUG=1 for the traceback, and please report it")
+            print_error(
+                f"internal error: {type(error).__name__}: {error}",
+                "set LIPAUDIT_DEBUG=1 for the traceback, and please report it",
+            )
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]

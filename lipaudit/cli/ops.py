@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..ops import all_ops
 from ..errors import UsageError
+from ..ops import all_ops
 from ..render.operators import operators_markdown, since_opset
 from .errors import report_errors
 
@@ -26,7 +26,12 @@ def ops(output_format: str = typer.Option("table", "--format", "-f", help="table
     for column in ("Op", "Domain", "In ONNX since", "Family", "Rule", "Certified"):
         table.add_column(column)
     for entry in all_ops(latest_only=True):
-        table.add_row(entry.op_type, entry.domain or "ai.onnx", since_opset(entry.op_type, entry.domain),
-                      entry.family, entry.summary,
-                      "✓" if entry.certified else "✗ (no finite bound)")
+        table.add_row(
+            entry.op_type,
+            entry.domain or "ai.onnx",
+            since_opset(entry.op_type, entry.domain),
+            entry.family,
+            entry.summary,
+            "✓" if entry.certified else "✗ (no finite bound)",
+        )
     Console(file=sys.stdout, width=160).print(table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Iterator, Union
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,7 +15,7 @@ from ..ir import Node
 SHOW_AFTER_S = 1.0
 
 
-def _describe(item: Union[Node, str]) -> str:
+def _describe(item: Node | str) -> str:
     return f"{item.op_type} {item.name}" if isinstance(item, Node) else str(item)
 
 
@@ -26,14 +26,19 @@ def node_progress(enabled: bool, label: str = "analysing") -> Iterator:
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
     progress = Progress(*columns, console=Console(stderr=True), transient=True)
     task = progress.add_task("", total=None)
     started = time.monotonic()
     shown = False
 
-    def on_node(index: int, total: int, node: Union[Node, str]) -> None:
+    def on_node(index: int, total: int, node: Node | str) -> None:
         nonlocal shown
         # Quick audits finish before the bar would appear: no flicker for them.
         if not shown and time.monotonic() - started >= SHOW_AFTER_S:

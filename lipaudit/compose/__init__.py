@@ -13,9 +13,10 @@ ahead (in parallel, elsewhere) and hand them in; the propagation stays serial an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
+from ..invariants import present
 from ..ir import Graph, Node
 from ..ops import Factor, RuleContext
 from ..report import Blocker
@@ -67,7 +68,10 @@ def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueB
         return ValueBound(math.nan, False, unknown | {node_name}, unbounded)
     if factor.status == "unbounded":
         return ValueBound(math.inf, False, unknown, unbounded | {node_name})
-    weights = factor.input_weights if factor.input_weights is not None else [factor.value] * len(inputs)
+    if factor.input_weights is not None:
+        weights = factor.input_weights
+    else:
+        weights = [present(factor.value, "the value of a bounded factor")] * len(inputs)
     if len(weights) != len(inputs):
         return ValueBound(math.nan, False, unknown | {node_name}, unbounded)
     terms = [w * b.value for w, b in zip(weights, inputs) if w != 0.0]
@@ -81,8 +85,12 @@ def _blocker_reason(node: Node, index: int, factor: Factor) -> str:
     return f"output {index} ('{node.outputs[index]}'): {factor.reason}"
 
 
-def compose(graph: Graph, ctx: RuleContext, on_node: Callable[[int, int, Node], None] | None = None,
-            precomputed: Mapping[Node, list[Factor]] | None = None) -> NetworkBound:
+def compose(
+    graph: Graph,
+    ctx: RuleContext,
+    on_node: Callable[[int, int, Node], None] | None = None,
+    precomputed: Mapping[Node, list[Factor]] | None = None,
+) -> NetworkBound:
     """The bound on every value and on the network. ``precomputed``: nodes' factors computed ahead,
     as ``node_factors(node, ctx)`` gives them (a node it lacks is computed here)."""
     precomputed = precomputed if precomputed is not None else {}
@@ -127,7 +135,7 @@ def compose(graph: Graph, ctx: RuleContext, on_node: Callable[[int, int, Node], 
         outputs[name] = bound.value if bound.finite else None
     complete = not any(b.unknown_nodes for b in output_bounds_list)
     finite = all(b.finite for b in output_bounds_list)
-    upper = math.sqrt(sum(b.value ** 2 for b in output_bounds_list)) if finite else None
+    upper = math.sqrt(sum(b.value**2 for b in output_bounds_list)) if finite else None
     certified = finite and all(b.certified for b in output_bounds_list)
     return NetworkBound(upper, certified, complete, outputs, layers, _unique(unsupported), _unique(unbounded))
 

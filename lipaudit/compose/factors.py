@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import replace
 
+from ..invariants import present
 from ..ir import Node
 from ..ops import Factor, Op, RuleContext, RuleInputError, resolve
 
@@ -61,14 +62,17 @@ def _checked(op: Op, node: Node, index: int, factor: Factor, ctx: RuleContext) -
     if factor.input_weights is None:
         for position in positions:
             if position >= len(node.inputs) or (op.data_inputs is not None and position not in op.data_inputs):
-                return Factor.unknown(f"input {position} ('{names[position]}') of {node.op_type} is computed from "
-                                      "the network input, and the rule only bounds its data input")
-        weights = [float(factor.value)] * len(positions)
+                return Factor.unknown(
+                    f"input {position} ('{names[position]}') of {node.op_type} is computed from "
+                    "the network input, and the rule only bounds its data input"
+                )
+        weights = [float(present(factor.value, "the value of a bounded factor"))] * len(positions)
     else:
         weights = list(factor.input_weights)
     if len(weights) != len(positions):
-        return Factor.unknown(f"the rule for {node.op_type} gives {len(weights)} input weights for "
-                              f"{len(positions)} variable inputs")
+        return Factor.unknown(
+            f"the rule for {node.op_type} gives {len(weights)} input weights for {len(positions)} variable inputs"
+        )
     try:
         weights = _with_copies(op, node, index, positions, weights, ctx)
     except (_Outgrown, RuleInputError) as why:
@@ -84,14 +88,14 @@ class _Outgrown(Exception):
     pass
 
 
-def _with_copies(op: Op, node: Node, index: int, positions: list[int], weights: list[float],
-                 ctx: RuleContext) -> list[float]:
+def _with_copies(
+    op: Op, node: Node, index: int, positions: list[int], weights: list[float], ctx: RuleContext
+) -> list[float]:
     if op.resizes:
         return weights
     out_name = node.outputs[index]
     out_shape = ctx.graph.shape(out_name)
-    known = out_shape is not None and all(d is not None and d >= 0 for d in out_shape)
-    if not known:
+    if out_shape is None or not all(d is not None and d >= 0 for d in out_shape):
         if op.elementwise:
             raise _Outgrown(f"the shape of output '{out_name}' of {node.op_type} '{node.name}' is unknown")
         return weights
@@ -105,7 +109,9 @@ def _with_copies(op: Op, node: Node, index: int, positions: list[int], weights: 
         elif op.elementwise:
             scaled.append(weight * math.sqrt(out_size / max(in_size, 1)))
         else:
-            raise _Outgrown(f"output '{out_name}' of {node.op_type} has {out_size} entries, more than the "
-                            f"{in_size} of its input '{names[position]}', and its rule does not account for "
-                            "the copies")
+            raise _Outgrown(
+                f"output '{out_name}' of {node.op_type} has {out_size} entries, more than the "
+                f"{in_size} of its input '{names[position]}', and its rule does not account for "
+                "the copies"
+            )
     return scaled

@@ -14,8 +14,9 @@ For the pipeline, after the rewrite passes and the verification (which may corre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .inputs import describe_domain, domain_settings, parse_input_ranges
 from .interval import Interval
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from ..ir import Graph
 
 
-def value_ranges(graph: "Graph", bounds: Mapping[str, tuple[float, float]], on_node=None) -> dict[str, Interval]:
+def value_ranges(graph: Graph, bounds: Mapping[str, tuple[float, float]], on_node=None) -> dict[str, Interval]:
     """Sound ranges of every value of ``graph`` when each input named in ``bounds`` lies in its box
     (an input not named is unbounded)."""
     from .propagate import value_ranges as propagate
@@ -42,7 +43,7 @@ class Domain:
     settings: dict[str, list[float]]  # the report's settings.domain
 
 
-def prepare_domain(graph: "Graph", input_range: Any, on_node=None) -> Domain | None:
+def prepare_domain(graph: Graph, input_range: Any, on_node=None) -> Domain | None:
     """The domain the user asked for (``--input-range`` strings, or the config's value), with the value
     ranges on it; None when no range is given. Raises UsageError for a malformed range."""
     bounds = parse_input_ranges(input_range, list(graph.inputs))
@@ -51,12 +52,21 @@ def prepare_domain(graph: "Graph", input_range: Any, on_node=None) -> Domain | N
     return Domain(bounds, value_ranges(graph, bounds, on_node), domain_settings(bounds))
 
 
-def box_lower_bound(graph: "Graph", bounds: Mapping[str, tuple[float, float]], **options):
+def box_lower_bound(graph: Graph, bounds: Mapping[str, tuple[float, float]], **options):
     """An empirical lower bound from pairs of inputs inside the box (see lipaudit.domain.lower)."""
     from .lower import box_lower_bound as search
 
     return search(graph, bounds, **options)
 
 
-__all__ = ["Domain", "Interval", "box_lower_bound", "describe_domain", "domain_settings", "input_ranges_context",
-           "parse_input_ranges", "prepare_domain", "value_ranges"]
+__all__ = [
+    "Domain",
+    "Interval",
+    "box_lower_bound",
+    "describe_domain",
+    "domain_settings",
+    "input_ranges_context",
+    "parse_input_ranges",
+    "prepare_domain",
+    "value_ranges",
+]

@@ -25,9 +25,11 @@ from .interval import Interval, from_center_radius
 from .norms import nonnegative_norm_bound
 from .softmax import softmax_range
 
-NOTE = ("on the input domain: product rule for attention, ‖ΔO‖ ≤ J·|c|·‖V‖₂(‖K‖₂‖ΔQ‖ + ‖Q‖₂‖ΔK‖) + ‖P‖₂‖ΔV‖ "
-        "with every norm and the softmax slope J bounded from the value ranges (Kim et al. 2021, local form); "
-        "assumes the mask is constant")
+NOTE = (
+    "on the input domain: product rule for attention, ‖ΔO‖ ≤ J·|c|·‖V‖₂(‖K‖₂‖ΔQ‖ + ‖Q‖₂‖ΔK‖) + ‖P‖₂‖ΔV‖ "
+    "with every norm and the softmax slope J bounded from the value ranges (Kim et al. 2021, local form); "
+    "assumes the mask is constant"
+)
 
 
 @dataclass
@@ -58,8 +60,16 @@ def _scores(q: Interval, k: Interval, scale: float) -> Interval:
     return from_center_radius(center.numpy(), radius.numpy(), magnitude.numpy())
 
 
-def attention_on_box(q: Interval, k: Interval, v: Interval, scale: float, *, mask: np.ndarray | None = None,
-                     causal: bool = False, softcap: float = 0.0) -> AttentionBound:
+def attention_on_box(
+    q: Interval,
+    k: Interval,
+    v: Interval,
+    scale: float,
+    *,
+    mask: np.ndarray | None = None,
+    causal: bool = False,
+    softcap: float = 0.0,
+) -> AttentionBound:
     """q (B, H, S, D), k (B, Hk, L, D), v (B, Hk, L, Dv) ranges; ``mask`` boolean (False: masked) or
     additive, broadcastable to (B, H, S, L)."""
     heads, group = q.shape[1], q.shape[1] // k.shape[1]

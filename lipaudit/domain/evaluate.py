@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .interval import HUGE, Interval, restore_infinities, from_center_radius
+from ..invariants import present
+from .interval import HUGE, Interval, from_center_radius, restore_infinities
 
 if TYPE_CHECKING:
     from ..ir import Node
@@ -25,8 +27,9 @@ if TYPE_CHECKING:
     from ..ops.registry import Op
 
 
-def env_of(ctx: "RuleContext", node: "Node"):
+def env_of(ctx: RuleContext, node: Node):
     from ..ops.runtime import Env
+
     return Env(ctx.opset(node), torch.float64, torch.device("cpu"))
 
 
@@ -40,10 +43,16 @@ def const_tensor(array: np.ndarray) -> Tensor:
     return torch.as_tensor(np.array(array, dtype=np.int64))
 
 
+def _const(ctx: RuleContext, name: str) -> np.ndarray:
+    const = ctx.graph.const(name)
+    if const is None:
+        raise KeyError(f"'{name}' is not a constant")
+    return const
+
+
 def bound_tensor(bound: np.ndarray, shape: tuple[int, ...]) -> Tensor:
     """One side of an interval as a float64 tensor of the value's shape, ±inf as ±HUGE."""
-    return torch.as_tensor(np.array(np.broadcast_to(np.clip(bound, -HUGE, HUGE), shape)),
-                           dtype=torch.float64)
+    return torch.as_tensor(np.array(np.broadcast_to(np.clip(bound, -HUGE, HUGE), shape)), dtype=torch.float64)
 
 
 def _outputs(result: Any) -> list[Tensor]:
@@ -58,7 +67,7 @@ def _as_array(t: Any) -> np.ndarray | None:
     return t.to(torch.float64).numpy() if t.is_floating_point() else t.numpy()
 
 
-def variable_shape(ctx: "RuleContext", name: str) -> tuple[int, ...] | None:
+def variable_shape(ctx: RuleContext, name: str) -> tuple[int, ...] | None:
     """The shape of a variable value: from its interval when that has one, else from the graph."""
     found = ctx.ranges.get(name) if ctx.ranges else None
     if found is not None and found.lo.ndim and found.lo.shape == found.hi.shape:
@@ -69,8 +78,12 @@ def variable_shape(ctx: "RuleContext", name: str) -> tuple[int, ...] | None:
     return tuple(int(d) for d in shape)
 
 
-def endpoint_args(ctx: "RuleContext", node: "Node", pick: Callable[[int, Interval], np.ndarray],
-                  positions: Sequence[int] | None = None) -> list[Tensor | None] | None:
+def endpoint_args(
+    ctx: RuleContext,
+    node: Node,
+    pick: Callable[[int, Interval], np.ndarray],
+    positions: Sequence[int] | None = None,
+) -> list[Tensor | None] | None:
     """The node's arguments with each variable input replaced by ``pick(position, interval)`` (None when a
     variable input's shape is unknown). ``positions``: the inputs allowed to vary."""
     args: list[Tensor | None] = []
@@ -91,15 +104,22 @@ def endpoint_args(ctx: "RuleContext", node: "Node", pick: Callable[[int, Interva
     return args
 
 
-def run_op(op: "Op", node: "Node", ctx: "RuleContext", args: list[Tensor | None]) -> list[np.ndarray | None]:
+def run_op(op: Op, node: Node, ctx: RuleContext, args: list[Tensor | None]) -> list[np.ndarray | None]:
     with torch.no_grad():
         return [_as_array(t) for t in _outputs(op.run(env_of(ctx, node), node, args))]
 
 
-def endpoint_outputs(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing: Sequence[int] = (),
-                     positions: Sequence[int] | None = None) -> tuple[list, list] | None:
+def endpoint_outputs(
+    op: Op,
+    node: Node,
+    ctx: RuleContext,
+    *,
+    decreasing: Sequence[int] = (),
+    positions: Sequence[int] | None = None,
+) -> tuple[list, list] | None:
     """f at the low corner and at the high corner of the box (inputs in ``decreasing`` swapped), as
     computed: None when a variable input's shape is unknown or not in ``positions``."""
+
     def low(position: int, interval: Interval) -> np.ndarray:
         return interval.hi if position in decreasing else interval.lo
 
@@ -113,8 +133,15 @@ def endpoint_outputs(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing: 
     return run_op(op, node, ctx, low_args), run_op(op, node, ctx, high_args)
 
 
-def monotone_interval(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing: Sequence[int] = (),
-                      sums: bool = False, positions: Sequence[int] | None = None) -> list[Interval | None]:
+def monotone_interval(
+    op: Op,
+    node: Node,
+    ctx: RuleContext,
+    *,
+    decreasing: Sequence[int] = (),
+    sums: bool = False,
+    positions: Sequence[int] | None = None,
+) -> list[Interval | None]:
     """[f(lo), f(hi)] for an op non-decreasing in each variable input (non-increasing in the inputs
     listed in ``decreasing``; an op of one input may be either). ``sums``: the op adds entries up, so
     cancellation may leave results far smaller than the terms; the margin then scales with f(|x|max).
@@ -126,7 +153,8 @@ def monotone_interval(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing:
     scales: list[np.ndarray | None] = [None] * len(lows)
     if sums:
         magnitude_args = endpoint_args(ctx, node, lambda position, interval: interval.magnitude, positions)
-        scales = run_op(op, node, ctx, magnitude_args)
+        # The ends were computed, so every varying input's shape is known.
+        scales = run_op(op, node, ctx, present(magnitude_args, "the magnitudes of the inputs"))
     results: list[Interval | None] = []
     for lo, hi, scale in zip(lows, highs, scales):
         if lo is None or hi is None or lo.shape != hi.shape:
@@ -136,12 +164,17 @@ def monotone_interval(op: "Op", node: "Node", ctx: "RuleContext", *, decreasing:
         if lo.dtype.kind in "biu":
             results.append(interval)
         else:
-            results.append(interval.widened(None if scale is None else
-                                            np.where(np.isfinite(scale), np.abs(scale), np.inf)))
+            results.append(
+                interval.widened(None if scale is None else np.where(np.isfinite(scale), np.abs(scale), np.inf))
+            )
     return results + [None] * (len(node.outputs) - len(results))
 
 
-def critical_point_interval(op: "Op", node: "Node", ctx: "RuleContext", points: Sequence[float]) -> Interval | None:
+def _constant_pick(point: float) -> Callable[[int, Interval], np.ndarray]:
+    return lambda position, interval: np.array(float(point))
+
+
+def critical_point_interval(op: Op, node: Node, ctx: RuleContext, points: Sequence[float]) -> Interval | None:
     """The range of an elementwise op of one variable input that is monotone between ``points``: the
     hull of f at both ends and at each point inside (f evaluated by the op itself)."""
     ends = endpoint_outputs(op, node, ctx, positions=(0,))
@@ -151,21 +184,22 @@ def critical_point_interval(op: "Op", node: "Node", ctx: "RuleContext", points: 
     low, high = np.minimum(ends[0][0], ends[1][0]), np.maximum(ends[0][0], ends[1][0])
     shape = low.shape
     for point in points:
-        at = endpoint_args(ctx, node, lambda position, interval: np.array(float(point)), (0,))
-        value = run_op(op, node, ctx, at)[0]
+        # The ends were computed, so the input's shape is known.
+        at = present(endpoint_args(ctx, node, _constant_pick(point), (0,)), "the input at a critical point")
+        value = present(run_op(op, node, ctx, at)[0], f"the output of {node.op_type} at a critical point")
         inside = np.broadcast_to((x.lo < point) & (x.hi > point), shape)
         low = np.where(inside, np.minimum(low, value), low)
         high = np.where(inside, np.maximum(high, value), high)
     return Interval(restore_infinities(low), restore_infinities(high)).widened()
 
 
-def exact_outputs(op: "Op", node: "Node", ctx: "RuleContext") -> list[Interval | None]:
+def exact_outputs(op: Op, node: Node, ctx: RuleContext) -> list[Interval | None]:
     """A node whose inputs are all constants: its outputs are points."""
-    args = [const_tensor(ctx.graph.const(name)) if name else None for name in node.inputs]
+    args = [const_tensor(_const(ctx, name)) if name else None for name in node.inputs]
     return [None if out is None else Interval.exact(out) for out in run_op(op, node, ctx, args)]
 
 
-def bilinear_interval(op: "Op", node: "Node", ctx: "RuleContext", first: int, second: int) -> Interval | None:
+def bilinear_interval(op: Op, node: Node, ctx: RuleContext, first: int, second: int) -> Interval | None:
     """Ranges of an op bilinear in inputs ``first`` and ``second`` plus terms linear in the others (a
     bias): y = B(a, b) + C(rest). Midpoint-radius arithmetic: with a = a_c ± a_r and b = b_c ± b_r,
     B(a, b) ∈ B(a_c, b_c) ± (|B|(|a_c|, b_r) + |B|(a_r, |b_c|) + |B|(a_r, b_r)), where |B|(·, ·) on
@@ -195,18 +229,21 @@ def bilinear_interval(op: "Op", node: "Node", ctx: "RuleContext", first: int, se
     def call(overrides: dict[int, np.ndarray], zero_others: bool) -> np.ndarray:
         args: list[Tensor | None] = []
         for index, name in enumerate(names):
-            if parts[index] is None:
-                args.append(None if not name else const_tensor(ctx.graph.const(name)))
+            part = parts[index]
+            if part is None:
+                args.append(None if not name else const_tensor(_const(ctx, name)))
             elif index in overrides:
                 args.append(torch.as_tensor(np.ascontiguousarray(overrides[index]), dtype=torch.float64))
             elif zero_others and index not in (first, second):
                 args.append(None)
             else:
-                args.append(torch.as_tensor(np.ascontiguousarray(parts[index][0]), dtype=torch.float64))
-        return run_op(op, node, ctx, args)[0]
+                args.append(torch.as_tensor(np.ascontiguousarray(part[0]), dtype=torch.float64))
+        return present(run_op(op, node, ctx, args)[0], f"the output of {node.op_type}")
 
-    a_center, a_radius, a_size = parts[first]
-    b_center, b_radius, b_size = parts[second]
+    a_center, a_radius, a_size = present(parts[first], f"float input {first} of {node.op_type}")
+    b_center, b_radius, b_size = present(parts[second], f"float input {second} of {node.op_type}")
+    first_shape = present(shapes[first], f"the shape of input {first}")
+    second_shape = present(shapes[second], f"the shape of input {second}")
     center = call({}, zero_others=False)
     radius = np.zeros_like(center)
     if np.any(b_radius):
@@ -216,14 +253,16 @@ def bilinear_interval(op: "Op", node: "Node", ctx: "RuleContext", first: int, se
         if np.any(b_radius):
             radius = radius + np.abs(call({first: a_radius, second: b_radius}, True))
     magnitude = np.abs(call({first: a_size, second: b_size}, True))
-    zeros = {first: np.zeros(shapes[first]), second: np.zeros(shapes[second])}
+    zeros = {first: np.zeros(first_shape), second: np.zeros(second_shape)}
     for index, part in enumerate(parts):
         if part is None or index in (first, second):
             continue
         # The linear terms alone: the bilinear part at zero, this input at |its radius| / |its size|.
         if np.any(part[1]):
-            radius = radius + np.abs(call({**zeros, index: part[1]}, False) - call({**zeros, index: 0 * part[1]},
-                                                                                   False))
-        magnitude = magnitude + np.abs(call({**zeros, index: part[2]}, False) - call({**zeros, index: 0 * part[2]},
-                                                                                    False))
+            radius = radius + np.abs(
+                call({**zeros, index: part[1]}, False) - call({**zeros, index: 0 * part[1]}, False)
+            )
+        magnitude = magnitude + np.abs(
+            call({**zeros, index: part[2]}, False) - call({**zeros, index: 0 * part[2]}, False)
+        )
     return from_center_radius(center, radius, magnitude)

@@ -7,7 +7,8 @@ The same strings come from ``[tool.lipaudit] input_range`` (one string or a list
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import UsageError
 
@@ -37,8 +38,8 @@ def _specs(given: Any) -> list[tuple[str | None, tuple[float, float], str]]:
         return []
     if isinstance(given, str):
         given = [given]
+    out: list[tuple[str | None, tuple[float, float], str]] = []
     if isinstance(given, Mapping):
-        out = []
         for name, bounds in given.items():
             if isinstance(bounds, str):
                 out.append((str(name), _parse_bounds(bounds, f"{name}={bounds}"), f"{name}={bounds}"))
@@ -48,7 +49,6 @@ def _specs(given: Any) -> list[tuple[str | None, tuple[float, float], str]]:
             else:
                 raise UsageError(f"cannot read the input range of '{name}': {bounds!r}", hint=_HINT)
         return out
-    out = []
     for spec in given:
         name, equals, text = str(spec).strip().rpartition("=")
         out.append((name.strip() if equals else None, _parse_bounds(text.strip(), str(spec)), str(spec)))
@@ -72,8 +72,10 @@ def parse_input_ranges(given: Any, input_names: Sequence[str]) -> dict[str, tupl
         if name is None:
             ranges = {input_name: bounds for input_name in input_names}
         elif name not in input_names:
-            raise UsageError(f"the input range '{spec}' names '{name}', which is not an input of the model",
-                             hint=f"the inputs are: {', '.join(input_names)}")
+            raise UsageError(
+                f"the input range '{spec}' names '{name}', which is not an input of the model",
+                hint=f"the inputs are: {', '.join(input_names)}",
+            )
         else:
             named[name] = bounds
     ranges.update(named)

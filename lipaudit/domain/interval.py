@@ -41,17 +41,17 @@ class Interval:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def exact(cls, value: np.ndarray) -> "Interval":
+    def exact(cls, value: np.ndarray) -> Interval:
         array = np.asarray(value, dtype=np.float64)
         return cls(array, array.copy())
 
     @classmethod
-    def full(cls, shape: tuple[int, ...] | None = None) -> "Interval":
+    def full(cls, shape: tuple[int, ...] | None = None) -> Interval:
         shape = () if shape is None else tuple(shape)
         return cls(np.full(shape, -np.inf), np.full(shape, np.inf))
 
     @classmethod
-    def box(cls, low: float, high: float, shape: tuple[int, ...]) -> "Interval":
+    def box(cls, low: float, high: float, shape: tuple[int, ...]) -> Interval:
         return cls(np.full(shape, float(low)), np.full(shape, float(high)))
 
     # ------------------------------------------------------------------ reading
@@ -95,16 +95,16 @@ class Interval:
         """lo, hi with ±inf replaced by ±HUGE, so that arithmetic never meets inf − inf or 0·inf."""
         return np.clip(self.lo, -HUGE, HUGE), np.clip(self.hi, -HUGE, HUGE)
 
-    def broadcast_to(self, shape: tuple[int, ...]) -> "Interval":
+    def broadcast_to(self, shape: tuple[int, ...]) -> Interval:
         return Interval(np.broadcast_to(self.lo, shape), np.broadcast_to(self.hi, shape))
 
-    def reshape(self, shape: tuple[int, ...]) -> "Interval":
+    def reshape(self, shape: tuple[int, ...]) -> Interval:
         full = self.broadcast_to(self.shape)
         return Interval(full.lo.reshape(shape), full.hi.reshape(shape))
 
     # ------------------------------------------------------------------ building
 
-    def widened(self, scale: np.ndarray | float | None = None) -> "Interval":
+    def widened(self, scale: np.ndarray | float | None = None) -> Interval:
         """Outwards by RANGE_MARGIN·(|bound| + scale): ``scale`` is the magnitude of the terms that were
         summed to make each entry (where cancellation may leave a result much smaller than them)."""
         extra = 0.0 if scale is None else np.asarray(scale, dtype=np.float64)
@@ -113,12 +113,14 @@ class Interval:
             hi = self.hi + RANGE_MARGIN * (np.abs(self.hi) + extra)
         return Interval(restore_infinities(lo), restore_infinities(hi))
 
-    def intersect(self, lo: np.ndarray | float, hi: np.ndarray | float) -> "Interval":
+    def intersect(self, lo: np.ndarray | float, hi: np.ndarray | float) -> Interval:
         return Interval(np.maximum(self.lo, lo), np.minimum(self.hi, hi))
 
     def __repr__(self) -> str:
-        return f"Interval(shape={self.shape}, lo∈[{np.min(self.lo, initial=np.inf):.4g}, …], " \
-               f"hi∈[…, {np.max(self.hi, initial=-np.inf):.4g}])"
+        return (
+            f"Interval(shape={self.shape}, lo∈[{np.min(self.lo, initial=np.inf):.4g}, …], "
+            f"hi∈[…, {np.max(self.hi, initial=-np.inf):.4g}])"
+        )
 
 
 def from_center_radius(center: np.ndarray, radius: np.ndarray, scale: np.ndarray | None = None) -> Interval:

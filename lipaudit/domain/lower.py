@@ -11,7 +11,7 @@ Several inputs are one concatenated input; several outputs one concatenated outp
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -25,6 +25,13 @@ _POWER_STEPS = 6
 _LEARNING_RATE = 0.02  # Adam's step, relative to the box's size
 
 
+def _input_shape(graph: Graph, name: str) -> tuple[int, ...]:
+    shape = graph.shape(name)
+    if shape is None:  # the loader resolves every input's shape
+        raise ValueError(f"the shape of input '{name}' is unknown")
+    return tuple(int(d) for d in shape)
+
+
 class _BoxFunction:
     """f on the concatenated flat inputs, with the box's flat lower and upper ends."""
 
@@ -32,7 +39,7 @@ class _BoxFunction:
         self.executor = Executor(graph, dtype=torch.float64, device=device)
         self.device = torch.device(device)
         self.names = list(graph.inputs)
-        self.shapes = [tuple(int(d) for d in graph.shape(name)) for name in self.names]
+        self.shapes = [_input_shape(graph, name) for name in self.names]
         self.sizes = [math.prod(shape) for shape in self.shapes]
         lows, highs = [], []
         for name, size in zip(self.names, self.sizes):
@@ -42,11 +49,17 @@ class _BoxFunction:
         self.lo, self.hi = torch.cat(lows), torch.cat(highs)
 
     def __call__(self, z: Tensor) -> Tensor:
-        feeds = {name: part.reshape(shape) for name, part, shape in
-                 zip(self.names, torch.split(z, self.sizes), self.shapes)}
+        feeds = {
+            name: part.reshape(shape) for name, part, shape in zip(self.names, torch.split(z, self.sizes), self.shapes)
+        }
         results = self.executor.run(feeds)
-        return torch.cat([results[name].reshape(-1).to(torch.float64) for name in self.executor.graph.outputs
-                          if results[name].is_floating_point()])
+        return torch.cat(
+            [
+                results[name].reshape(-1).to(torch.float64)
+                for name in self.executor.graph.outputs
+                if results[name].is_floating_point()
+            ]
+        )
 
     def sample(self, generator: torch.Generator) -> Tensor:
         u = torch.rand(self.lo.shape, dtype=torch.float64, generator=generator).to(self.device)
@@ -66,8 +79,8 @@ def _top_direction(f: _BoxFunction, x: Tensor, generator: torch.Generator) -> Te
     v = torch.randn(x.shape, dtype=torch.float64, generator=generator).to(x.device)
     for _ in range(_POWER_STEPS):
         v = v / v.norm().clamp_min(1e-300)
-        _, jv = torch.func.jvp(f, (x,), (v,))
-        _, pullback = torch.func.vjp(f, x)
+        jv = torch.func.jvp(f, (x,), (v,))[1]
+        pullback = torch.func.vjp(f, x)[1]
         v = pullback(jv)[0]
     return v / v.norm().clamp_min(1e-300)
 
@@ -76,9 +89,16 @@ def _ratio(f: _BoxFunction, x: Tensor, y: Tensor) -> Tensor:
     return (f(x) - f(y)).norm() / (x - y).norm()
 
 
-def box_lower_bound(graph: Graph, bounds: Mapping[str, tuple[float, float]], *, samples: int = 4, steps: int = 40,
-                    seed: int = 0, device: str | torch.device = "cpu",
-                    time_limit: float | None = DEFAULT_TIME_LIMIT) -> LowerBound:
+def box_lower_bound(
+    graph: Graph,
+    bounds: Mapping[str, tuple[float, float]],
+    *,
+    samples: int = 4,
+    steps: int = 40,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
+) -> LowerBound:
     """The largest ratio found (``value``), from ``samples`` random starts, each at every separation, with
     ``steps`` Adam steps: the same record as the global empirical lower bound, so the pipeline can
     report either."""

@@ -85,8 +85,9 @@ def _ratio(v_max: np.ndarray, epsilon: float) -> np.ndarray:
     return np.where(np.isnan(rho), 1.0, np.minimum(rho, 1.0))
 
 
-def normalized_range(lo: np.ndarray, hi: np.ndarray, epsilon: float, centered: bool = True) -> tuple[np.ndarray,
-                                                                                                       np.ndarray]:
+def normalized_range(
+    lo: np.ndarray, hi: np.ndarray, epsilon: float, centered: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Bounds on z = (x − μ)/√(σ² + ε) (``centered``) or x/√(mean x² + ε), entrywise, rows as groups.
 
     z_i − its deviation d_i bounded by interval arithmetic and divided by √(σ² + ε) ∈ [s_lo, s_hi];

@@ -7,7 +7,7 @@ whose inputs are all constants are evaluated exactly.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -18,17 +18,25 @@ from .evaluate import exact_outputs
 from .interval import Interval
 
 # A rule that trips over a malformed node says nothing about it: its outputs are unbounded.
-_RULE_ERRORS = (ValueError, KeyError, IndexError, TypeError, ArithmeticError, RuntimeError, NotImplementedError,
-                LipauditError)
+_RULE_ERRORS = (
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ArithmeticError,
+    RuntimeError,
+    NotImplementedError,
+    LipauditError,
+)
 
 
 def input_intervals(graph: Graph, bounds: Mapping[str, tuple[float, float]]) -> dict[str, Interval]:
     """Each network input's box [lo, hi] (every entry alike); an input not named is unbounded."""
     boxes = {}
     for name in graph.inputs:
-        shape = graph.shape(name)
-        known = shape is not None and all(d is not None and d >= 0 for d in shape)
-        shape = tuple(int(d) for d in shape) if known else ()
+        declared = graph.shape(name)
+        known = declared is not None and all(d is not None and d >= 0 for d in declared)
+        shape = tuple(int(d) for d in declared) if declared is not None and known else ()
         if name in bounds:
             lo, hi = (float(v) for v in bounds[name])
             boxes[name] = Interval.box(lo, hi, shape)
@@ -37,8 +45,9 @@ def input_intervals(graph: Graph, bounds: Mapping[str, tuple[float, float]]) -> 
     return boxes
 
 
-def value_ranges(graph: Graph, bounds: Mapping[str, tuple[float, float]],
-                 on_node: Callable[[int, int, Node], None] | None = None) -> dict[str, Interval]:
+def value_ranges(
+    graph: Graph, bounds: Mapping[str, tuple[float, float]], on_node: Callable[[int, int, Node], None] | None = None
+) -> dict[str, Interval]:
     """The range of every value the nodes compute (and of the inputs), on the box ``bounds``."""
     ranges: dict[str, Interval] = dict(input_intervals(graph, bounds))
     ctx = RuleContext(graph, ranges=ranges)

@@ -73,7 +73,7 @@ class _Stack:
     whole: float
 
     @classmethod
-    def of(cls, *matrices: np.ndarray) -> "_Stack":
+    def of(cls, *matrices: np.ndarray) -> _Stack:
         return cls([_spectral(m) for m in matrices], _spectral(np.concatenate(matrices, axis=0)))
 
     def weighed(self, *coefficients: np.ndarray) -> float:
@@ -105,8 +105,11 @@ class Unrolled:
         """(input, h0, c0) weights of the outputs whose coefficient rows are ``rows``."""
         k = np.stack(rows)
         steps = k.shape[1] - 2
-        return (float(nonnegative_norm_bound(k[:, :steps])), float(np.linalg.norm(k[:, steps]) * (1 + 1e-12)),
-                float(np.linalg.norm(k[:, steps + 1]) * (1 + 1e-12)))
+        return (
+            float(nonnegative_norm_bound(k[:, :steps])),
+            float(np.linalg.norm(k[:, steps]) * (1 + 1e-12)),
+            float(np.linalg.norm(k[:, steps + 1]) * (1 + 1e-12)),
+        )
 
 
 def _unit(size: int, index: int) -> np.ndarray:
@@ -115,8 +118,9 @@ def _unit(size: int, index: int) -> np.ndarray:
     return e
 
 
-def lstm_direction(xs: list[Interval], w: np.ndarray, r: np.ndarray, bias: np.ndarray, peephole: np.ndarray,
-                   h0: Interval, c0: Interval) -> Unrolled:
+def lstm_direction(
+    xs: list[Interval], w: np.ndarray, r: np.ndarray, bias: np.ndarray, peephole: np.ndarray, h0: Interval, c0: Interval
+) -> Unrolled:
     """``xs`` in processing order, each (batch, input); w (4H, I), r (4H, H) in ONNX's i, o, f, c order;
     ``bias`` Wb + Rb (4H); ``peephole`` (3H: i, o, f).
 
@@ -128,7 +132,7 @@ def lstm_direction(xs: list[Interval], w: np.ndarray, r: np.ndarray, bias: np.nd
     w_cell = _Stack.of(w[gates["i"]], w[gates["f"]], w[gates["c"]])
     r_cell = _Stack.of(r[gates["i"]], r[gates["f"]], r[gates["c"]])
     w_out, r_out = _spectral(w[gates["o"]]), _spectral(r[gates["o"]])
-    p = {q: np.abs(peephole[k * hidden:(k + 1) * hidden]) for k, q in enumerate("iof")}
+    p = {q: np.abs(peephole[k * hidden : (k + 1) * hidden]) for k, q in enumerate("iof")}
     sources = len(xs) + 2
     out = Unrolled()
     h, c = h0, c0
@@ -136,10 +140,10 @@ def lstm_direction(xs: list[Interval], w: np.ndarray, r: np.ndarray, bias: np.nd
     for t, x in enumerate(xs):
         z = {q: add(linear(x, w[s], bias[s]), linear(h, r[s])) for q, s in gates.items()}
         for q in "if":
-            z[q] = add(z[q], product(c, Interval.exact(peephole[{"i": 0, "f": 2}[q] * hidden:][:hidden])))
+            z[q] = add(z[q], product(c, Interval.exact(peephole[{"i": 0, "f": 2}[q] * hidden :][:hidden])))
         i, f, g = sigmoid_interval(z["i"]), sigmoid_interval(z["f"]), tanh_interval(z["c"])
         c_next = add(product(f, c), product(i, g))
-        z["o"] = add(z["o"], product(c_next, Interval.exact(peephole[hidden:2 * hidden])))
+        z["o"] = add(z["o"], product(c_next, Interval.exact(peephole[hidden : 2 * hidden])))
         o = sigmoid_interval(z["o"])
         squashed = tanh_interval(c_next)
         h_next = product(o, squashed)
@@ -148,8 +152,11 @@ def lstm_direction(xs: list[Interval], w: np.ndarray, r: np.ndarray, bias: np.nd
         alpha_f = _unit_size(c) * sigmoid_slope(z["f"])
         alpha_g = _unit_size(i) * tanh_slope(z["c"])
         carry = float(np.max(_unit_size(f) + alpha_i * p["i"] + alpha_f * p["f"], initial=0.0))
-        b_next = (w_cell.weighed(alpha_i, alpha_f, alpha_g) * ex + r_cell.weighed(alpha_i, alpha_f, alpha_g) * a_prev
-                  + carry * b_prev)
+        b_next = (
+            w_cell.weighed(alpha_i, alpha_f, alpha_g) * ex
+            + r_cell.weighed(alpha_i, alpha_f, alpha_g) * a_prev
+            + carry * b_prev
+        )
         beta_o = _unit_size(squashed) * sigmoid_slope(z["o"])
         through_cell = float(np.max(beta_o * p["o"] + _unit_size(o) * tanh_slope(c_next), initial=0.0))
         a_next = float(np.max(beta_o, initial=0.0)) * (w_out * ex + r_out * a_prev) + through_cell * b_next
@@ -161,8 +168,15 @@ def lstm_direction(xs: list[Interval], w: np.ndarray, r: np.ndarray, bias: np.nd
     return out
 
 
-def gru_direction(xs: list[Interval], w: np.ndarray, r: np.ndarray, w_bias: np.ndarray, r_bias: np.ndarray,
-                  h0: Interval, linear_before_reset: bool) -> Unrolled:
+def gru_direction(
+    xs: list[Interval],
+    w: np.ndarray,
+    r: np.ndarray,
+    w_bias: np.ndarray,
+    r_bias: np.ndarray,
+    h0: Interval,
+    linear_before_reset: bool,
+) -> Unrolled:
     """``xs`` in processing order; w (3H, I), r (3H, H) in ONNX's z, r, h order.
 
     Δh_t = (h_{t−1} − h̃)Δz + (1 − z)Δh̃ + zΔh_{t−1}; per unit the update, candidate and reset paths
@@ -195,16 +209,18 @@ def gru_direction(xs: list[Interval], w: np.ndarray, r: np.ndarray, w_bias: np.n
         ex = _unit(sources, t)
         if linear_before_reset:
             through_reset = beta_h * _unit_size(recurrent) * s_r
-            a_next = (w_all.weighed(beta_z, beta_h, through_reset) * ex
-                      + (r_all.weighed(beta_z, beta_h * _unit_size(reset), through_reset) + keep) * a_prev)
+            a_next = (
+                w_all.weighed(beta_z, beta_h, through_reset) * ex
+                + (r_all.weighed(beta_z, beta_h * _unit_size(reset), through_reset) + keep) * a_prev
+            )
         else:
             # Δh̃'s pre-activation: W_hΔx + R_h(h_{t−1}⊙Δr + r⊙Δh_{t−1}), with R_h on the left of the product.
             reset_size = float(np.max(_unit_size(h) * s_r, initial=0.0))
             top_h = float(np.max(beta_h, initial=0.0))
             top_z = float(np.max(beta_z, initial=0.0))
-            a_next = ((w_zh.weighed(beta_z, beta_h) + top_h * r_h * reset_size * w_r) * ex
-                      + (top_z * r_z + top_h * r_h * (reset_size * r_r + float(np.max(_unit_size(reset),
-                                                                                       initial=0.0))) + keep) * a_prev)
+            a_next = (w_zh.weighed(beta_z, beta_h) + top_h * r_h * reset_size * w_r) * ex + (
+                top_z * r_z + top_h * r_h * (reset_size * r_r + float(np.max(_unit_size(reset), initial=0.0))) + keep
+            ) * a_prev
         # h_t = (1 − z)·h̃ + z·h_{t−1} with z in [0, 1]: between the two, entry by entry.
         h_next = hull(candidate, h).widened()
         out.hidden.append(h_next)

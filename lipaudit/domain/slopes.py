@@ -11,8 +11,8 @@ value used there is the known extreme rounded outwards, so the result never fall
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -90,18 +90,34 @@ def _mish_slope(x: Tensor) -> Tensor:
 
 
 # Critical points found by Newton's method on f'' in float64; extremes rounded outwards at 1e-6.
-GELU = SmoothProfile(lambda x: torch.nn.functional.gelu(x), _gelu_slope,
-                     ((-1.4142135623730951, 0.128905), (1.4142135623730951, 1.128905)),
-                     -0.7517915246935644, -0.169972)
-GELU_TANH = SmoothProfile(lambda x: torch.nn.functional.gelu(x, approximate="tanh"), _gelu_tanh_slope,
-                          ((-1.4185040087908283, 0.128994), (1.4185040087908283, 1.128994)),
-                          -0.7524614220710162, -0.170041)
-SILU = SmoothProfile(torch.nn.functional.silu, _silu_slope,
-                     ((-2.399357280515468, 0.099840), (2.399357280515468, 1.099840)),
-                     -1.278464542761074, -0.278465)
-MISH = SmoothProfile(torch.nn.functional.mish, _mish_slope,
-                     ((-2.256376396360793, 0.112527), (1.4905711794854284, 1.088499)),
-                     -1.1924312145154954, -0.308844)
+GELU = SmoothProfile(
+    lambda x: torch.nn.functional.gelu(x),
+    _gelu_slope,
+    ((-1.4142135623730951, 0.128905), (1.4142135623730951, 1.128905)),
+    -0.7517915246935644,
+    -0.169972,
+)
+GELU_TANH = SmoothProfile(
+    lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    _gelu_tanh_slope,
+    ((-1.4185040087908283, 0.128994), (1.4185040087908283, 1.128994)),
+    -0.7524614220710162,
+    -0.170041,
+)
+SILU = SmoothProfile(
+    torch.nn.functional.silu,
+    _silu_slope,
+    ((-2.399357280515468, 0.099840), (2.399357280515468, 1.099840)),
+    -1.278464542761074,
+    -0.278465,
+)
+MISH = SmoothProfile(
+    torch.nn.functional.mish,
+    _mish_slope,
+    ((-2.256376396360793, 0.112527), (1.4905711794854284, 1.088499)),
+    -1.1924312145154954,
+    -0.308844,
+)
 
 
 def closest_to_zero(interval: Interval) -> np.ndarray:

@@ -22,15 +22,15 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..errors import ExecutionError
-from .executor import Executor
 from ..ir import Graph
+from .executor import Executor
 
 DEFAULT_SAMPLES = 16
 DEFAULT_STEPS = 20
@@ -60,8 +60,13 @@ class LowerBound:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "jacobian_norm": self.jacobian_norm, "samples": self.samples,
-                "steps": self.steps, "seed": self.seed}
+        return {
+            "value": self.value,
+            "jacobian_norm": self.jacobian_norm,
+            "samples": self.samples,
+            "steps": self.steps,
+            "seed": self.seed,
+        }
 
 
 class _FlatFunction:
@@ -107,7 +112,7 @@ class _Probe:
             except (NotImplementedError, RuntimeError):
                 self.vectorised = False  # an op without a batching rule: one product at a time
         if rows:
-            _, pull = torch.func.vjp(self.f, x)
+            pull = torch.func.vjp(self.f, x)[1]
             basis = torch.eye(self.m, dtype=x.dtype, device=x.device)
             return torch.stack([pull(e)[0].detach() for e in basis])
         basis = torch.eye(self.f.n, dtype=x.dtype, device=x.device)
@@ -139,12 +144,12 @@ class _Probe:
         return jv.detach()
 
     def vjp(self, x: Tensor, u: Tensor) -> Tensor:
-        _, pull = torch.func.vjp(self.f, x)
+        pull = torch.func.vjp(self.f, x)[1]
         return pull(u)[0].detach()
 
     def power(self, x: Tensor, v: Tensor, iters: int, tol: float = 0.0) -> tuple[float, Tensor, Tensor | None]:
         """(‖J v‖, v, J v / ‖J v‖) after ``iters`` power steps on JᵀJ from v (‖v‖ = 1)."""
-        _, pull = torch.func.vjp(self.f, x)
+        pull = torch.func.vjp(self.f, x)[1]
         sigma, u = 0.0, None
         for _ in range(max(1, iters)):
             jv = self.jvp(x, v)
@@ -193,9 +198,16 @@ class Deadline:
         return self.hit
 
 
-def empirical_lower_bound(graph: Graph, *, samples: int = DEFAULT_SAMPLES, steps: int = DEFAULT_STEPS, seed: int = 0,
-                          device: str | torch.device = "cpu", time_limit: float | None = DEFAULT_TIME_LIMIT,
-                          on_progress: Callable[[str], None] | None = None) -> LowerBound:
+def empirical_lower_bound(
+    graph: Graph,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    steps: int = DEFAULT_STEPS,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
+    on_progress: Callable[[str], None] | None = None,
+) -> LowerBound:
     """The largest ‖f(x) − f(y)‖/‖x − y‖ found (see the module docstring). Raises ExecutionError.
 
     ``time_limit``: seconds after which each stage stops and the search reports what it has found
@@ -213,8 +225,15 @@ def empirical_lower_bound(graph: Graph, *, samples: int = DEFAULT_SAMPLES, steps
             raise ExecutionError(f"the lower-bound search failed: {text}", node="", op="") from error
 
 
-def _search(graph: Graph, samples: int, steps: int, seed: int, device: torch.device,
-            on_progress: Callable[[str], None] | None, deadline: Deadline) -> LowerBound:
+def _search(
+    graph: Graph,
+    samples: int,
+    steps: int,
+    seed: int,
+    device: torch.device,
+    on_progress: Callable[[str], None] | None,
+    deadline: Deadline,
+) -> LowerBound:
     f = _FlatFunction(Executor(graph, device=device, dtype=torch.float64), graph)
     generator = torch.Generator().manual_seed(int(seed))
 
@@ -287,11 +306,20 @@ def _search(graph: Graph, samples: int, steps: int, seed: int, device: torch.dev
             break
         if on_progress:
             on_progress(f"lower bound: pairs {rank + 1}/{len(refined)}")
-        separation = _PAIR_SEPARATIONS[rank % len(_PAIR_SEPARATIONS)] * max(float(torch.linalg.vector_norm(x)),
-                                                                            0.1 * radius)
-        best_ratio = max(best_ratio, _pair_ascent(f, x, x + separation * v, pair_steps,
-                                                  _PAIR_LR * max(float(torch.linalg.vector_norm(x)) / radius, 1.0),
-                                                  deadline))
+        separation = _PAIR_SEPARATIONS[rank % len(_PAIR_SEPARATIONS)] * max(
+            float(torch.linalg.vector_norm(x)), 0.1 * radius
+        )
+        best_ratio = max(
+            best_ratio,
+            _pair_ascent(
+                f,
+                x,
+                x + separation * v,
+                pair_steps,
+                _PAIR_LR * max(float(torch.linalg.vector_norm(x)) / radius, 1.0),
+                deadline,
+            ),
+        )
     jacobian = max((s for s, _, _ in refined), default=best_sigma)
     notes = ["stopped at the time limit: the search was cut short"] if deadline.hit else []
     return LowerBound(best_ratio, jacobian, samples, steps, int(seed), notes)
@@ -322,6 +350,7 @@ def _pair_ascent(f: _FlatFunction, x: Tensor, y: Tensor, steps: int, lr: float, 
         if step == steps:
             break
         ratio.backward()
+        assert x.grad is not None and y.grad is not None  # both are leaves that require grad
         if not (torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()):
             break
         optimiser.step()

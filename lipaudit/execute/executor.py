@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,9 +14,13 @@ from ..ir import Graph, Node
 from ..ops import Env, Op, all_ops, resolve
 from ..spectral.device import exact_cuda_math
 
-
-_NUMPY_TO_TORCH = {np.dtype(np.bool_): torch.bool, np.dtype(np.uint8): torch.uint8, np.dtype(np.int8): torch.int8,
-                   np.dtype(np.int16): torch.int16, np.dtype(np.int32): torch.int32}
+_NUMPY_TO_TORCH = {
+    np.dtype(np.bool_): torch.bool,
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.int8): torch.int8,
+    np.dtype(np.int16): torch.int16,
+    np.dtype(np.int32): torch.int32,
+}
 
 
 def _const_tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -61,9 +66,12 @@ class Executor:
         for node in graph.nodes:
             op = _runnable(node, graph.opset_of(node))
             if op is None:
-                raise ExecutionError(f"cannot execute op {node.label} (node '{node.name}')",
-                                     hint="the faithfulness check and the lower bound need every op",
-                                     node=node.name, op=node.label)
+                raise ExecutionError(
+                    f"cannot execute op {node.label} (node '{node.name}')",
+                    hint="the faithfulness check and the lower bound need every op",
+                    node=node.name,
+                    op=node.label,
+                )
             self._ops.append(op)
         self._consts: dict[str, Tensor] = {}
         produced = {out for node in graph.nodes for out in node.outputs if out}
@@ -72,8 +80,7 @@ class Executor:
                 continue
             const = graph.const(name)
             if const is None:
-                raise ExecutionError(f"value '{name}' is neither computed, an input nor a constant",
-                                     node=name, op="")
+                raise ExecutionError(f"value '{name}' is neither computed, an input nor a constant", node=name, op="")
             self._consts[name] = _const_tensor(const, dtype, self.device)
         # The last node reading each value, so intermediates are freed as soon as they are used.
         self._last_use: dict[str, int] = {}
@@ -86,8 +93,13 @@ class Executor:
     def input_names(self) -> list[str]:
         return list(self.graph.inputs)
 
-    def run(self, feeds: Mapping[str, Tensor | np.ndarray], *, keep: Iterable[str] = (),
-            on_node: Callable[[Node, list[Any], list[Any]], None] | None = None) -> dict[str, Tensor]:
+    def run(
+        self,
+        feeds: Mapping[str, Tensor | np.ndarray],
+        *,
+        keep: Iterable[str] = (),
+        on_node: Callable[[Node, list[Any], list[Any]], None] | None = None,
+    ) -> dict[str, Tensor]:
         """Graph outputs and the values named in ``keep``, by name.
 
         ``on_node(node, args, outputs)`` sees every node's inputs and outputs as they are computed.
@@ -107,11 +119,19 @@ class Executor:
                     result = op.run(self._env, node, args)
                 except ExecutionError:
                     raise
-                except (RuntimeError, ValueError, TypeError, IndexError, KeyError, StopIteration,
-                        ArithmeticError) as error:
+                except (
+                    RuntimeError,
+                    ValueError,
+                    TypeError,
+                    IndexError,
+                    KeyError,
+                    StopIteration,
+                    ArithmeticError,
+                ) as error:
                     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    raise ExecutionError(f"executing {node.op_type} '{node.name}' failed: {first}",
-                                         node=node.name, op=node.op_type) from error
+                    raise ExecutionError(
+                        f"executing {node.op_type} '{node.name}' failed: {first}", node=node.name, op=node.op_type
+                    ) from error
                 outputs = result if isinstance(result, (list, tuple)) else [result]
                 if on_node is not None:
                     on_node(node, args, list(outputs))
@@ -131,7 +151,12 @@ class Executor:
         return [results[name] for name in self.graph.outputs]
 
 
-def execute(graph: Graph, feeds: Mapping[str, Tensor | np.ndarray], *, device: str | torch.device = "cpu",
-            dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+def execute(
+    graph: Graph,
+    feeds: Mapping[str, Tensor | np.ndarray],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Tensor]:
     """Run ``graph`` once on ``feeds``: its outputs by name."""
     return Executor(graph, device=device, dtype=dtype).run(feeds)

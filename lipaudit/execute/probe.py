@@ -24,12 +24,20 @@ from ..ir import Graph
 # skipped (with a notice) rather than risk the memory.
 PROBE_MAX_BYTES = 2 * 2**30
 
-_ONNX_NUMPY = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
-               onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
-               onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT16: np.int16, onnx.TensorProto.INT8: np.int8,
-               onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.UINT16: np.uint16,
-               onnx.TensorProto.UINT32: np.uint32, onnx.TensorProto.UINT64: np.uint64,
-               onnx.TensorProto.BOOL: np.bool_}
+_ONNX_NUMPY = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.INT16: np.int16,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.UINT16: np.uint16,
+    onnx.TensorProto.UINT32: np.uint32,
+    onnx.TensorProto.UINT64: np.uint64,
+    onnx.TensorProto.BOOL: np.bool_,
+}
 
 
 @dataclass
@@ -77,8 +85,11 @@ def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
             raise ProbeUnavailable(f"input '{name}' is not a numeric tensor")
         dtypes[name] = _ONNX_NUMPY[declared[name]]
     shapes = {name: tuple(graph.shape(name) or ()) for name in graph.inputs}
-    planned = sum(4 * math.prod(shape) for value in graph.values.values()
-                  if (shape := value.shape) is not None and all(d >= 0 for d in shape))
+    planned = sum(
+        4 * math.prod(shape)
+        for value in graph.values.values()
+        if (shape := value.shape) is not None and all(d >= 0 for d in shape)
+    )
     if planned > PROBE_MAX_BYTES:
         raise ProbeUnavailable(f"its intermediate values would take about {planned / 2**30:.1f} GiB at once")
     exposed = copy.deepcopy(model)
@@ -123,5 +134,4 @@ def apply_runtime_shapes(graph: Graph, probe: RuntimeProbe) -> list[str]:
     if not disagreements:
         return []
     shown = "; ".join(disagreements[:3]) + (f"; and {len(disagreements) - 3} more" if len(disagreements) > 3 else "")
-    return [f"shapes from {probe.reference} replace what the model declares for {len(disagreements)} value(s): "
-            f"{shown}"]
+    return [f"shapes from {probe.reference} replace what the model declares for {len(disagreements)} value(s): {shown}"]

@@ -46,8 +46,9 @@ def _scale(array: np.ndarray) -> float:
     return float(np.abs(finite).max()) if finite.size else 0.0
 
 
-def compare(got: torch.Tensor | np.ndarray, want: np.ndarray, *, input_scale: float = 0.0,
-            discrete_of_floats: bool = False) -> Comparison:
+def compare(
+    got: torch.Tensor | np.ndarray, want: np.ndarray, *, input_scale: float = 0.0, discrete_of_floats: bool = False
+) -> Comparison:
     """Entrywise, with a tolerance relative to the reference tensor's own largest entry."""
     have = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
     want = np.asarray(want)
@@ -58,11 +59,16 @@ def compare(got: torch.Tensor | np.ndarray, want: np.ndarray, *, input_scale: fl
     if want.dtype.kind in "biu" or have.dtype.kind in "biu":
         differ = int(np.count_nonzero(have.astype(np.float64) != want.astype(np.float64)))
         allowed = max(1, int(DISCRETE_FLIPS * want.size)) if discrete_of_floats else 0
-        return Comparison(float(differ), float(allowed), differ <= allowed, f"{differ} entries differ" if differ else "")
+        return Comparison(
+            float(differ), float(allowed), differ <= allowed, f"{differ} entries differ" if differ else ""
+        )
     a, b = have.astype(np.float64), want.astype(np.float64)
     finite = np.isfinite(b)
-    same_specials = np.array_equal(np.isfinite(a), finite) and np.array_equal(np.isnan(a), np.isnan(b)) and \
-        np.array_equal(a[np.isinf(b)], b[np.isinf(b)])
+    same_specials = (
+        np.array_equal(np.isfinite(a), finite)
+        and np.array_equal(np.isnan(a), np.isnan(b))
+        and np.array_equal(a[np.isinf(b)], b[np.isinf(b)])
+    )
     if not finite.any():
         return Comparison(0.0 if same_specials else float("inf"), 0.0, same_specials)
     diff = float(np.abs(a[finite] - b[finite]).max()) if np.isfinite(a[finite]).all() else float("inf")
@@ -103,17 +109,28 @@ class _Checker:
                 how = result.detail or f"by up to {result.max_abs_diff:.3g} (tolerance {result.tolerance:.3g})"
                 raise VerificationError(
                     f"the IR differs from {self.probe.reference} at node '{node.name}' ({node.op_type}): its output "
-                    f"'{name}' differs {how}", _HINT, node=node.name, op=node.op_type)
+                    f"'{name}' differs {how}",
+                    _HINT,
+                    node=node.name,
+                    op=node.op_type,
+                )
             if want.dtype.kind == "f":
                 self.worst = max(self.worst, result.max_abs_diff)
 
 
-_HINT = ("lipaudit's reading of the model does not compute what the model computes, so no bound is "
-         "reported; please report this model (--no-verify skips the check)")
+_HINT = (
+    "lipaudit's reading of the model does not compute what the model computes, so no bound is "
+    "reported; please report this model (--no-verify skips the check)"
+)
 
 
-def verify(graph: Graph, probe: RuntimeProbe | None, *, device: str | torch.device = "cpu",
-           unavailable: str = "no runtime probe") -> tuple[Verification, dict[str, tuple[int, ...]]]:
+def verify(
+    graph: Graph,
+    probe: RuntimeProbe | None,
+    *,
+    device: str | torch.device = "cpu",
+    unavailable: str = "no runtime probe",
+) -> tuple[Verification, dict[str, tuple[int, ...]]]:
     """Compare the IR with the probe; the verification, and the shape of every value the IR computed.
 
     Raises VerificationError on a mismatch, naming the first node whose output differs.
@@ -131,8 +148,9 @@ def verify(graph: Graph, probe: RuntimeProbe | None, *, device: str | torch.devi
         return skipped(_first_line(error)), checker.shapes
     if probe.outputs is not None:
         if len(probe.outputs) != len(graph.outputs):
-            return skipped(f"{probe.reference} returns {len(probe.outputs)} outputs; the IR has "
-                           f"{len(graph.outputs)}"), checker.shapes
+            return skipped(
+                f"{probe.reference} returns {len(probe.outputs)} outputs; the IR has {len(graph.outputs)}"
+            ), checker.shapes
         for name, want in zip(graph.outputs, probe.outputs):
             result = compare(outputs[name], want)
             checker.compared += 1
@@ -141,8 +159,9 @@ def verify(graph: Graph, probe: RuntimeProbe | None, *, device: str | torch.devi
                 raise VerificationError(f"the IR's output '{name}' differs from {probe.reference}'s {how}", _HINT)
     if checker.compared == 0:
         return skipped(f"{probe.reference} exposed none of the IR's values to compare"), checker.shapes
-    return Verification(True, max_abs_diff=checker.worst, inputs=1, reference=probe.reference,
-                        values=checker.compared), checker.shapes
+    return Verification(
+        True, max_abs_diff=checker.worst, inputs=1, reference=probe.reference, values=checker.compared
+    ), checker.shapes
 
 
 def apply_executed_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> list[str]:
@@ -157,8 +176,10 @@ def apply_executed_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> l
         value.shape = shape
     if not corrected:
         return []
-    return [f"shapes of {len(corrected)} value(s) the runtime did not expose were corrected from the verified "
-            f"executor: {'; '.join(corrected[:3])}"]
+    return [
+        f"shapes of {len(corrected)} value(s) the runtime did not expose were corrected from the verified "
+        f"executor: {'; '.join(corrected[:3])}"
+    ]
 
 
 __all__ = ["AUTO_MAX_PARAMETERS", "Comparison", "apply_executed_shapes", "compare", "verify"]

@@ -3,5 +3,12 @@
 from .attributes import decode_attribute, fill_default_attributes, schema_defaults, schema_since_version
 from .graph import Graph, Node, Value
 
-__all__ = ["Graph", "Node", "Value", "decode_attribute", "fill_default_attributes", "schema_defaults",
-           "schema_since_version"]
+__all__ = [
+    "Graph",
+    "Node",
+    "Value",
+    "decode_attribute",
+    "fill_default_attributes",
+    "schema_defaults",
+    "schema_since_version",
+]

@@ -9,8 +9,9 @@ float32 rounds them). Attributes the schema leaves without a default (Conv's ``s
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -36,7 +37,7 @@ def decode_attribute(attribute: onnx.AttributeProto) -> Any:
     return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_defaults(op_type: str, domain: str, opset: int) -> Mapping[str, Any]:
     """The attributes with a default in the schema of ``op_type`` at ``opset`` (empty when unknown)."""
     try:
@@ -50,7 +51,7 @@ def schema_defaults(op_type: str, domain: str, opset: int) -> Mapping[str, Any]:
     return defaults
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_since_version(op_type: str, domain: str, opset: int) -> int | None:
     """The opset that introduced the version of ``op_type`` in force at ``opset`` (None: no schema)."""
     try:
@@ -59,7 +60,7 @@ def schema_since_version(op_type: str, domain: str, opset: int) -> int | None:
         return None
 
 
-def fill_default_attributes(graph: "Graph") -> bool:
+def fill_default_attributes(graph: Graph) -> bool:
     """Give every node the schema defaults of the attributes it leaves out; returns whether any changed."""
     changed = False
     for node in graph.nodes:
@@ -122,7 +123,8 @@ class AttributeReader:
         if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
             value = value.ravel().tolist()
         if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+        ):
             raise self._bad(key, "a list of ints", value)
         return tuple(int(v) for v in value)
 
@@ -133,7 +135,8 @@ class AttributeReader:
         if isinstance(value, np.ndarray):
             value = value.ravel().tolist()
         if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (int, float, np.integer, np.floating)) for v in value):
+            isinstance(v, (int, float, np.integer, np.floating)) for v in value
+        ):
             raise self._bad(key, "a list of floats", value)
         return tuple(float(v) for v in value)
 
@@ -148,5 +151,4 @@ class AttributeReader:
     def _bad(self, key: str, expected: str, value: Any) -> AttributeValueError:
         shown = repr(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        return AttributeValueError(f"attribute '{key}' of {self.op_type} '{self.name}' must be {expected}, "
-                                   f"not {shown}")
+        return AttributeValueError(f"attribute '{key}' of {self.op_type} '{self.name}' must be {expected}, not {shown}")

@@ -7,8 +7,9 @@ value up never creates it; ``add_value`` and ``new_value`` do.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -66,9 +67,18 @@ class Node(AttributeReader):
 class Graph:
     """Nodes in topological order, with producer and consumer maps kept by the mutators."""
 
-    def __init__(self, nodes: Iterable[Node], values: dict[str, Value], inputs: list[str], outputs: list[str], *,
-                 opset: int = 0, format: str = "", metadata: dict[str, Any] | None = None,
-                 opset_imports: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        nodes: Iterable[Node],
+        values: dict[str, Value],
+        inputs: list[str],
+        outputs: list[str],
+        *,
+        opset: int = 0,
+        format: str = "",
+        metadata: dict[str, Any] | None = None,
+        opset_imports: dict[str, int] | None = None,
+    ) -> None:
         self.values = values
         self.inputs = list(inputs)
         self.outputs = list(outputs)
@@ -162,8 +172,13 @@ class Graph:
     def parameter_count(self) -> int:
         """Entries of the constants the nodes read (weights left behind by rewrites do not count)."""
         used = {name for node in self.nodes for name in node.all_inputs if name}
-        return int(sum(self.values[name].const.size for name in used
-                       if name in self.values and self.values[name].const is not None))
+        return int(
+            sum(
+                const.size
+                for const in (self.values[name].const for name in used if name in self.values)
+                if const is not None
+            )
+        )
 
     # ------------------------------------------------------------------ values
 
@@ -171,8 +186,7 @@ class Graph:
         self.values[value.name] = value
         return value
 
-    def new_value(self, hint: str, *, shape: tuple[int, ...] | None = None,
-                  const: np.ndarray | None = None) -> Value:
+    def new_value(self, hint: str, *, shape: tuple[int, ...] | None = None, const: np.ndarray | None = None) -> Value:
         """A value with a fresh name built from ``hint``."""
         name, k = hint, 0
         while name in self.values or name in self._producer:
@@ -230,8 +244,11 @@ class Graph:
     def replace_uses(self, old: str, new: str) -> None:
         """Every read of ``old`` (by nodes and as a graph output) reads ``new`` instead."""
         for node in list(self._consumers.get(old, {})):
-            self.set_inputs(node, [new if name == old else name for name in node.inputs],
-                            [new if name == old else name for name in node.implicit_inputs])
+            self.set_inputs(
+                node,
+                [new if name == old else name for name in node.inputs],
+                [new if name == old else name for name in node.implicit_inputs],
+            )
         self.outputs = [new if name == old else name for name in self.outputs]
 
     def remove_unused(self) -> bool:

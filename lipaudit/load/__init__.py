@@ -50,8 +50,14 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None, *, seed: int = 0,
-               probe: bool = True, map_external_data: bool = False) -> LoadedModel:
+def load_model(
+    path: str | Path,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    *,
+    seed: int = 0,
+    probe: bool = True,
+    map_external_data: bool = False,
+) -> LoadedModel:
     """Read a model into the IR: shapes from one run of its runtime (``probe``, fed seeded random
     inputs), then schema defaults filled in, constants folded and constant Ifs inlined.
 
@@ -96,14 +102,19 @@ def _read_model(path: Path, shapes: dict[str, tuple[int, ...]], seed: int, map_e
     if kind == "zip":
         return _load_torch_archive(data, path, digest, shapes, seed)
     if kind == "pickle":
-        raise ModelLoadError(f"{path} is a Python pickle (torch.save); lipaudit never unpickles files",
-                             hint="export a graph: torch.onnx.export, torch.jit.save or torch.export.save")
-    raise ModelLoadError(f"{path} is not a model file lipaudit recognises",
-                         hint="pass an ONNX model (.onnx), a TorchScript file (.pt) or a torch.export archive (.pt2)")
+        raise ModelLoadError(
+            f"{path} is a Python pickle (torch.save); lipaudit never unpickles files",
+            hint="export a graph: torch.onnx.export, torch.jit.save or torch.export.save",
+        )
+    raise ModelLoadError(
+        f"{path} is not a model file lipaudit recognises",
+        hint="pass an ONNX model (.onnx), a TorchScript file (.pt) or a torch.export archive (.pt2)",
+    )
 
 
-def _load_torch_archive(data: bytes, path: Path, digest: str, shapes: dict[str, tuple[int, ...]],
-                        seed: int) -> LoadedModel:
+def _load_torch_archive(
+    data: bytes, path: Path, digest: str, shapes: dict[str, tuple[int, ...]], seed: int
+) -> LoadedModel:
     """TorchScript and torch.export archives; torch.save zips are refused with what they hold."""
     from .torch_files import TORCH_EXPORT, TORCH_SAVE, TORCHSCRIPT, archive_kind, archive_members, refuse_torch_save
 
@@ -122,5 +133,7 @@ def _load_torch_archive(data: bytes, path: Path, digest: str, shapes: dict[str, 
         return LoadedModel(graph, path, "torch.export", digest, source=module, probe=probe)
     if kind == TORCH_SAVE:
         refuse_torch_save(data, path)
-    raise ModelLoadError(f"{path} is a zip archive, but not one written by torch.jit.save, torch.export.save "
-                         "or torch.save", hint="pass an ONNX, TorchScript or torch.export file")
+    raise ModelLoadError(
+        f"{path} is a zip archive, but not one written by torch.jit.save, torch.export.save or torch.save",
+        hint="pass an ONNX, TorchScript or torch.export file",
+    )

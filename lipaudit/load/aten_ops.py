@@ -11,16 +11,28 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from .naming import PAD_OPS
 from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
 
 CONVERTERS: dict[str, Converter] = {}
-_ONNX_TYPES = {torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6, torch.int64: 7,
-               torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.bfloat16: 16}
+_ONNX_TYPES = {
+    torch.float32: 1,
+    torch.uint8: 2,
+    torch.int8: 3,
+    torch.int16: 5,
+    torch.int32: 6,
+    torch.int64: 7,
+    torch.bool: 9,
+    torch.float16: 10,
+    torch.float64: 11,
+    torch.bfloat16: 16,
+}
 INT64_MAX = 2**63 - 1
 
 
@@ -55,7 +67,10 @@ def _axis(dim: int, rank: int) -> int:
 
 def _rank_in_name(op: str) -> int:
     """2 for max_pool2d, adaptive_avg_pool2d, …"""
-    return int(re.search(r"(\d)d", op).group(1))
+    found = re.search(r"(\d)d", op)
+    if found is None:
+        raise Unmappable(f"{op} names no spatial rank")
+    return int(found.group(1))
 
 
 def _spatial(x: Tracked, n: int) -> None:
@@ -64,6 +79,7 @@ def _spatial(x: Tracked, n: int) -> None:
 
 
 # --- linear maps ------------------------------------------------------------------------------
+
 
 def _conv(em: Emitter, a: dict[str, Any], out: Tracked, *, transposed: bool) -> None:
     x, w, b = a["input"], a["weight"], a.get("bias")
@@ -77,8 +93,9 @@ def _conv(em: Emitter, a: dict[str, Any], out: Tracked, *, transposed: bool) -> 
         pads = [t // 2 for t in totals] + [t - t // 2 for t in totals]
     else:
         pads = _ints(padding, n) * 2
-    attrs: dict[str, Any] = dict(kernel_shape=kernel, strides=_ints(a["stride"], n), pads=pads,
-                                 dilations=dilations, group=int(a["groups"]))
+    attrs: dict[str, Any] = dict(
+        kernel_shape=kernel, strides=_ints(a["stride"], n), pads=pads, dilations=dilations, group=int(a["groups"])
+    )
     if transposed:
         attrs["output_padding"] = _ints(a["output_padding"], n)
     inputs = [em.x(x), em.x(w)] + ([em.x(b)] if b is not None else [])
@@ -119,8 +136,13 @@ def linear(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("addmm")
 def addmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    em.node("Gemm", [em.x(a["mat1"]), em.x(a["mat2"]), em.x(a["self"], outs[0])], outs,
-            alpha=float(a["alpha"]), beta=float(a["beta"]))
+    em.node(
+        "Gemm",
+        [em.x(a["mat1"]), em.x(a["mat2"]), em.x(a["self"], outs[0])],
+        outs,
+        alpha=float(a["alpha"]),
+        beta=float(a["beta"]),
+    )
 
 
 @converts("matmul", "mm", "bmm")
@@ -130,6 +152,7 @@ def matmul(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 
 # --- normalisation ----------------------------------------------------------------------------
+
 
 def _eps(a: dict[str, Any]) -> float:
     """epsilon as the float32 that float32 kernels (and ONNX attributes) use: a shade below 1e-5."""
@@ -146,8 +169,13 @@ def _affine(em: Emitter, value: Any, shape: tuple[int, ...], fill: float, suffix
 def batch_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x = a["input"]
     channels = (x.shape[1],)
-    inputs = [em.x(x), _affine(em, a["weight"], channels, 1.0, "scale", x),
-              _affine(em, a["bias"], channels, 0.0, "bias", x), em.x(a["running_mean"]), em.x(a["running_var"])]
+    inputs = [
+        em.x(x),
+        _affine(em, a["weight"], channels, 1.0, "scale", x),
+        _affine(em, a["bias"], channels, 0.0, "bias", x),
+        em.x(a["running_mean"]),
+        em.x(a["running_var"]),
+    ]
     attrs: dict[str, Any] = {"epsilon": _eps(a)}
     if a.get("training") or a["running_mean"] is None:
         attrs["training_mode"] = 1  # batch statistics: the rule reports it as unbounded
@@ -161,37 +189,93 @@ def instance_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         return
     x = a["input"]
     channels = (x.shape[1],)
-    em.node("InstanceNormalization", [em.x(x), _affine(em, a["weight"], channels, 1.0, "scale", x),
-                                      _affine(em, a["bias"], channels, 0.0, "bias", x)], outs[:1],
-            epsilon=_eps(a))
+    em.node(
+        "InstanceNormalization",
+        [
+            em.x(x),
+            _affine(em, a["weight"], channels, 1.0, "scale", x),
+            _affine(em, a["bias"], channels, 0.0, "bias", x),
+        ],
+        outs[:1],
+        epsilon=_eps(a),
+    )
 
 
 @converts("layer_norm", "native_layer_norm")
 def layer_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x, shape = a["input"], tuple(int(d) for d in a["normalized_shape"])
-    em.node("LayerNormalization", [em.x(x), _affine(em, a["weight"], shape, 1.0, "scale", x),
-                                   _affine(em, a["bias"], shape, 0.0, "bias", x)], outs[:1],
-            axis=-len(shape), epsilon=_eps(a))
+    em.node(
+        "LayerNormalization",
+        [em.x(x), _affine(em, a["weight"], shape, 1.0, "scale", x), _affine(em, a["bias"], shape, 0.0, "bias", x)],
+        outs[:1],
+        axis=-len(shape),
+        epsilon=_eps(a),
+    )
 
 
 @converts("group_norm")
 def group_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x = a["input"]
     channels = (x.shape[1],)
-    em.node("GroupNormalization", [em.x(x), _affine(em, a["weight"], channels, 1.0, "scale", x),
-                                   _affine(em, a["bias"], channels, 0.0, "bias", x)], outs[:1],
-            num_groups=int(a["num_groups"]), epsilon=_eps(a))
+    em.node(
+        "GroupNormalization",
+        [
+            em.x(x),
+            _affine(em, a["weight"], channels, 1.0, "scale", x),
+            _affine(em, a["bias"], channels, 0.0, "bias", x),
+        ],
+        outs[:1],
+        num_groups=int(a["num_groups"]),
+        epsilon=_eps(a),
+    )
 
 
 # --- activations ------------------------------------------------------------------------------
 
-_UNARY = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "silu": "Silu", "mish": "Mish",
-          "hardswish": "HardSwish", "selu": "Selu", "abs": "Abs", "neg": "Neg", "exp": "Exp", "log": "Log",
-          "sqrt": "Sqrt", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos", "tan": "Tan", "atan": "Atan",
-          "asinh": "Asinh", "sinh": "Sinh", "cosh": "Cosh", "asin": "Asin", "acos": "Acos", "acosh": "Acosh",
-          "atanh": "Atanh", "erf": "Erf", "sign": "Sign", "floor": "Floor", "ceil": "Ceil"}
-_IDENTITY = {"contiguous", "clone", "detach", "alias", "lift_fresh_copy", "dropout", "feature_dropout",
-             "alpha_dropout", "feature_alpha_dropout", "_to_copy", "to", "type_as"}
+_UNARY = {
+    "relu": "Relu",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "silu": "Silu",
+    "mish": "Mish",
+    "hardswish": "HardSwish",
+    "selu": "Selu",
+    "abs": "Abs",
+    "neg": "Neg",
+    "exp": "Exp",
+    "log": "Log",
+    "sqrt": "Sqrt",
+    "reciprocal": "Reciprocal",
+    "sin": "Sin",
+    "cos": "Cos",
+    "tan": "Tan",
+    "atan": "Atan",
+    "asinh": "Asinh",
+    "sinh": "Sinh",
+    "cosh": "Cosh",
+    "asin": "Asin",
+    "acos": "Acos",
+    "acosh": "Acosh",
+    "atanh": "Atanh",
+    "erf": "Erf",
+    "sign": "Sign",
+    "floor": "Floor",
+    "ceil": "Ceil",
+}
+_IDENTITY = {
+    "contiguous",
+    "clone",
+    "detach",
+    "alias",
+    "lift_fresh_copy",
+    "dropout",
+    "feature_dropout",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "_to_copy",
+    "to",
+    "type_as",
+}
 
 
 def _unary(op_type: str) -> Converter:
@@ -207,7 +291,7 @@ for _name, _op_type in _UNARY.items():
 
 @converts(*_IDENTITY)
 def identity(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    x = a.get("self", a.get("input"))
+    x = a["self"] if "self" in a else a["input"]
     if a.get("train"):
         raise Unmappable("dropout in training mode is random")
     before, after = x.tensor.dtype, outs[0].tensor.dtype
@@ -269,8 +353,10 @@ def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         raise Unmappable(f"softplus with beta {beta:g} ≤ 0")
     jump = (math.log1p(math.exp(min(threshold, 700.0))) - threshold) / beta
     if jump > float(np.spacing(np.float32(abs(threshold / beta)))) / 2:
-        raise Unmappable(f"softplus with threshold {threshold:g} jumps by {jump:.3g} at x = {threshold / beta:g}, "
-                         "so it has no Lipschitz constant")
+        raise Unmappable(
+            f"softplus with threshold {threshold:g} jumps by {jump:.3g} at x = {threshold / beta:g}, "
+            "so it has no Lipschitz constant"
+        )
     if beta == 1.0:
         em.node("Softplus", [em.x(x)], outs)
         return
@@ -283,6 +369,8 @@ def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 @converts("hardtanh", "relu6", "clamp", "clip", "clamp_min", "clamp_max")
 def clip(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x, op = a["self"], a["__op__"]
+    low: float | None
+    high: float | None
     if op == "relu6":
         low, high = 0.0, 6.0
     elif op == "hardtanh":
@@ -312,6 +400,7 @@ def softmax(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 # --- elementwise arithmetic -------------------------------------------------------------------
 
+
 def _scaled(em: Emitter, value: Any, alpha: Any, like: Tracked) -> str:
     if alpha is None or float(alpha) == 1.0:
         return em.x(value, like)
@@ -335,9 +424,15 @@ def _binary(op_type: str, reverse: bool = False) -> Converter:
     return convert
 
 
-for _name, _fn in {"add": _binary("Add"), "sub": _binary("Sub"), "rsub": _binary("Sub", reverse=True),
-                   "mul": _binary("Mul"), "div": _binary("Div"), "maximum": _binary("Max"),
-                   "minimum": _binary("Min")}.items():
+for _name, _fn in {
+    "add": _binary("Add"),
+    "sub": _binary("Sub"),
+    "rsub": _binary("Sub", reverse=True),
+    "mul": _binary("Mul"),
+    "div": _binary("Div"),
+    "maximum": _binary("Max"),
+    "minimum": _binary("Min"),
+}.items():
     _add(_name, _fn)
 
 
@@ -348,6 +443,7 @@ def pow_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 # --- pooling ----------------------------------------------------------------------------------
 
+
 def _window(a: dict[str, Any], x: Tracked) -> tuple[int, list[int], list[int], list[int]]:
     n = _rank_in_name(a["__op__"])
     _spatial(x, n)
@@ -356,13 +452,27 @@ def _window(a: dict[str, Any], x: Tracked) -> tuple[int, list[int], list[int], l
     return n, kernel, stride, _ints(a["padding"], n) * 2
 
 
-@converts("max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
-          "max_pool3d_with_indices")
+@converts(
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool1d_with_indices",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+)
 def max_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x = a["self"]
     n, kernel, stride, pads = _window(a, x)
-    em.node("MaxPool", [em.x(x)], outs[:1], kernel_shape=kernel, strides=stride, pads=pads,
-            dilations=_ints(a["dilation"], n), ceil_mode=int(bool(a["ceil_mode"])))
+    em.node(
+        "MaxPool",
+        [em.x(x)],
+        outs[:1],
+        kernel_shape=kernel,
+        strides=stride,
+        pads=pads,
+        dilations=_ints(a["dilation"], n),
+        ceil_mode=int(bool(a["ceil_mode"])),
+    )
 
 
 @converts("avg_pool1d", "avg_pool2d", "avg_pool3d")
@@ -371,12 +481,28 @@ def avg_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     if a.get("divisor_override") is not None:
         raise Unmappable("divisor_override")
     _, kernel, stride, pads = _window(a, x)
-    em.node("AveragePool", [em.x(x)], outs, kernel_shape=kernel, strides=stride, pads=pads,
-            ceil_mode=int(bool(a["ceil_mode"])), count_include_pad=int(bool(a["count_include_pad"])))
+    em.node(
+        "AveragePool",
+        [em.x(x)],
+        outs,
+        kernel_shape=kernel,
+        strides=stride,
+        pads=pads,
+        ceil_mode=int(bool(a["ceil_mode"])),
+        count_include_pad=int(bool(a["count_include_pad"])),
+    )
 
 
-@converts("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d",
-          "_adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d")
+@converts(
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "_adaptive_avg_pool2d",
+    "_adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+)
 def adaptive_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x, out = a["self"], outs[0]
     _spatial(x, _rank_in_name(a["__op__"]))
@@ -388,8 +514,14 @@ def adaptive_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     if any(i % o for i, o in zip(sizes_in, sizes_out)):
         raise Unmappable(f"adaptive pooling from {list(sizes_in)} to {list(sizes_out)} has unequal windows")
     kernel = [i // o for i, o in zip(sizes_in, sizes_out)]
-    em.node("MaxPool" if is_max else "AveragePool", [em.x(x)], [out], kernel_shape=kernel, strides=kernel,
-            pads=[0] * (2 * len(kernel)))
+    em.node(
+        "MaxPool" if is_max else "AveragePool",
+        [em.x(x)],
+        [out],
+        kernel_shape=kernel,
+        strides=kernel,
+        pads=[0] * (2 * len(kernel)),
+    )
 
 
 @converts("square")
@@ -400,14 +532,21 @@ def square(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 # --- sorting ----------------------------------------------------------------------------------
 
+
 @converts("sort")
 def sort(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     """torch.sort as a TopK of every entry along the axis (values and int64 indices alike)."""
     x = a["self"]
     rank = x.tensor.dim()
     axis = _axis(a.get("dim", -1), rank) if rank else 0
-    em.node("TopK", [em.x(x), em.ints([x.shape[axis] if rank else 1], "k")], outs, axis=axis,
-            largest=int(bool(a.get("descending", False))), sorted=1)
+    em.node(
+        "TopK",
+        [em.x(x), em.ints([x.shape[axis] if rank else 1], "k")],
+        outs,
+        axis=axis,
+        largest=int(bool(a.get("descending", False))),
+        sorted=1,
+    )
 
 
 @converts("topk")
@@ -415,11 +554,18 @@ def topk(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x = a["self"]
     if not a.get("sorted", True):
         raise Unmappable("topk with sorted=False (torch's order of the values is unspecified)")
-    em.node("TopK", [em.x(x), em.ints([int(a["k"])], "k")], outs, axis=_axis(a.get("dim", -1), x.tensor.dim()),
-            largest=int(bool(a.get("largest", True))), sorted=1)
+    em.node(
+        "TopK",
+        [em.x(x), em.ints([int(a["k"])], "k")],
+        outs,
+        axis=_axis(a.get("dim", -1), x.tensor.dim()),
+        largest=int(bool(a.get("largest", True))),
+        sorted=1,
+    )
 
 
 # --- reductions -------------------------------------------------------------------------------
+
 
 def _reduce_axes(a: dict[str, Any], rank: int) -> list[int]:
     dims = a.get("dim")
@@ -441,8 +587,12 @@ def _reduce(op_type: str, axes_as_input: bool) -> Converter:
     return convert
 
 
-for _name, _fn in {"mean": _reduce("ReduceMean", False), "sum": _reduce("ReduceSum", True),
-                   "amax": _reduce("ReduceMax", False), "amin": _reduce("ReduceMin", False)}.items():
+for _name, _fn in {
+    "mean": _reduce("ReduceMean", False),
+    "sum": _reduce("ReduceSum", True),
+    "amax": _reduce("ReduceMax", False),
+    "amin": _reduce("ReduceMin", False),
+}.items():
     _add(_name, _fn)
 
 
@@ -455,6 +605,7 @@ def max_min(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 
 # --- moving entries ---------------------------------------------------------------------------
+
 
 @converts("view", "_unsafe_view", "reshape", "view_copy", "_reshape_alias", "unflatten", "view_as", "reshape_as")
 def reshape(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
@@ -551,8 +702,17 @@ def slice_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     axis = _axis(a.get("dim", 0), rank)
     start = 0 if a.get("start") is None else int(a["start"])
     end = INT64_MAX if a.get("end") is None else min(int(a["end"]), INT64_MAX)
-    em.node("Slice", [em.x(x), em.ints([start], "starts"), em.ints([end], "ends"), em.ints([axis], "axes"),
-                      em.ints([int(a.get("step", 1))], "steps")], outs)
+    em.node(
+        "Slice",
+        [
+            em.x(x),
+            em.ints([start], "starts"),
+            em.ints([end], "ends"),
+            em.ints([axis], "axes"),
+            em.ints([int(a.get("step", 1))], "steps"),
+        ],
+        outs,
+    )
 
 
 @converts("narrow")
@@ -590,17 +750,24 @@ def repeat(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-@converts("pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
-          "replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular")
+@converts(*sorted(PAD_OPS))
 def pad(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x = a["self"]
     rank = x.tensor.dim()
     op = a["__op__"]
-    mode = a.get("mode") or ("reflect" if op.startswith("reflection") else "replicate" if op.startswith(
-        "replication") else "circular" if op == "_pad_circular" else "constant")
+    mode = a.get("mode") or (
+        "reflect"
+        if op.startswith("reflection")
+        else "replicate"
+        if op.startswith("replication")
+        else "circular"
+        if op == "_pad_circular"
+        else "constant"
+    )
     if mode not in _PAD_MODES:
         raise Unmappable(f"pad mode {mode}")
-    torch_pads = [int(p) for p in a.get("pad", a.get("padding"))]  # (last begin, last end, 2nd-last begin, …)
+    # (last begin, last end, 2nd-last begin, …)
+    torch_pads = [int(p) for p in (a["pad"] if "pad" in a else a["padding"])]
     begins, ends = [0] * rank, [0] * rank
     for k in range(len(torch_pads) // 2):
         begins[rank - 1 - k], ends[rank - 1 - k] = torch_pads[2 * k], torch_pads[2 * k + 1]
@@ -636,13 +803,23 @@ def pixel_unshuffle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None
 
 
 # ONNX Resize settings that reproduce torch's upsampling (sizes taken from the real output shape).
-_UPSAMPLE = {"nearest": ("nearest", "asymmetric", "floor"),
-             "_nearest_exact": ("nearest", "tf_half_pixel_for_nn", "floor")}
+_UPSAMPLE = {
+    "nearest": ("nearest", "asymmetric", "floor"),
+    "_nearest_exact": ("nearest", "tf_half_pixel_for_nn", "floor"),
+}
 
 
-@converts("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
-          "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d", "upsample_bilinear2d",
-          "upsample_trilinear3d")
+@converts(
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_nearest3d",
+    "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d",
+    "upsample_linear1d",
+    "upsample_bilinear2d",
+    "upsample_trilinear3d",
+)
 def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x, op = a.get("input", a.get("self")), a["__op__"]
     if "linear" in op:
@@ -655,6 +832,7 @@ def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 
 # --- attention --------------------------------------------------------------------------------
+
 
 @converts("scaled_dot_product_attention")
 def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:

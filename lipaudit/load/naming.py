@@ -8,12 +8,37 @@ from __future__ import annotations
 import torch
 
 # torch.nn modules that run one op (plus padding), so the op can take the module's path as its name.
-MULTI_OP_MODULES = frozenset({"Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict",
-                              "Container", "MultiheadAttention", "Transformer", "TransformerEncoder",
-                              "TransformerDecoder", "TransformerEncoderLayer", "TransformerDecoderLayer"})
+MULTI_OP_MODULES = frozenset(
+    {
+        "Module",
+        "Sequential",
+        "ModuleList",
+        "ModuleDict",
+        "ParameterList",
+        "ParameterDict",
+        "Container",
+        "MultiheadAttention",
+        "Transformer",
+        "TransformerEncoder",
+        "TransformerDecoder",
+        "TransformerEncoderLayer",
+        "TransformerDecoderLayer",
+    }
+)
 LEAF_MODULES = frozenset(torch.nn.modules.__all__) - MULTI_OP_MODULES
-PAD_OPS = frozenset({"pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
-                     "replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular"})
+PAD_OPS = frozenset(
+    {
+        "pad",
+        "constant_pad_nd",
+        "reflection_pad1d",
+        "reflection_pad2d",
+        "reflection_pad3d",
+        "replication_pad1d",
+        "replication_pad2d",
+        "replication_pad3d",
+        "_pad_circular",
+    }
+)
 
 
 def layer_name(path: str, module_type: str, op: str) -> str:

@@ -23,6 +23,7 @@ MAX_OPSET = 23
 # nothing of it can be left on disk, so its external data is not looked for ahead of the load.
 MAX_GRAPH_FILE_BYTES = 256 * 2**20
 
+
 def external_data_bytes(path: Path) -> int:
     """How many bytes of external data an ONNX file's initializers refer to (0 for other files, and
     for files too large to be a graph alone); reads the graph, not the weights."""
@@ -52,36 +53,58 @@ def parse_model(data: bytes, path: Path, *, map_external_data: bool = False) -> 
     try:
         model = onnx.load_model_from_string(data)
     except Exception as error:  # protobuf raises its own DecodeError and friends
-        raise ModelLoadError(f"{path} is not a readable ONNX model ({type(error).__name__})",
-                             hint="the file may be truncated or corrupt; export it again") from error
+        raise ModelLoadError(
+            f"{path} is not a readable ONNX model ({type(error).__name__})",
+            hint="the file may be truncated or corrupt; export it again",
+        ) from error
     if not model.HasField("graph") or not model.opset_import:
-        raise ModelLoadError(f"{path} is not an ONNX model (no graph or opset)",
-                             hint="pass an .onnx file, a TorchScript .pt or a torch.export .pt2")
+        raise ModelLoadError(
+            f"{path} is not an ONNX model (no graph or opset)",
+            hint="pass an .onnx file, a TorchScript .pt or a torch.export .pt2",
+        )
     if not map_external_data:
         try:
             external_data_helper.load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError, onnx.checker.ValidationError) as error:
-            raise ModelLoadError(f"cannot read the external data of {path}: {str(error).splitlines()[0]}",
-                                 hint="keep the weight files next to the model, as they were exported") from error
+            raise ModelLoadError(
+                f"cannot read the external data of {path}: {str(error).splitlines()[0]}",
+                hint="keep the weight files next to the model, as they were exported",
+            ) from error
     opset = model_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ModelLoadError(f"{path} uses opset {opset}; lipaudit reads opsets {MIN_OPSET} to {MAX_OPSET}",
-                             hint="convert it with onnx.version_converter.convert_version(model, 17)")
+        raise ModelLoadError(
+            f"{path} uses opset {opset}; lipaudit reads opsets {MIN_OPSET} to {MAX_OPSET}",
+            hint="convert it with onnx.version_converter.convert_version(model, 17)",
+        )
     try:
         # With the weights left on disk, the checker reads the file: it then finds them next to it.
         onnx.checker.check_model(str(path) if map_external_data else model)
     except Exception as error:  # ValidationError, and UnicodeDecodeError on names that are not UTF-8
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{path} fails onnx.checker: {first_line}",
-                             hint="re-export the model, or repair it with onnx tools") from error
+        raise ModelLoadError(
+            f"{path} fails onnx.checker: {first_line}", hint="re-export the model, or repair it with onnx tools"
+        ) from error
     _check_attributes(model.graph, path)
     return model
 
 
 # Attribute values native shape inference trusts: far out of range they crash it, not fail it.
 _AXIS_LIKE = frozenset({"axis", "axes", "perm"})
-_SIZE_LIKE = frozenset({"kernel_shape", "strides", "dilations", "pads", "output_padding", "output_shape", "group",
-                        "num_groups", "blocksize", "num_outputs", "k"})
+_SIZE_LIKE = frozenset(
+    {
+        "kernel_shape",
+        "strides",
+        "dilations",
+        "pads",
+        "output_padding",
+        "output_shape",
+        "group",
+        "num_groups",
+        "blocksize",
+        "num_outputs",
+        "k",
+    }
+)
 _AXIS_LIMIT = 2**15
 _SIZE_LIMIT = 2**31 - 1
 
@@ -90,14 +113,22 @@ def _check_attributes(graph: onnx.GraphProto, path: Path) -> None:
     """Refuse attribute values no model can mean, before native shape inference sees them."""
     for node in graph.node:
         for attribute in node.attribute:
-            limit = _AXIS_LIMIT if attribute.name in _AXIS_LIKE else _SIZE_LIMIT if attribute.name in _SIZE_LIKE \
-                else None
-            values = list(attribute.ints) if attribute.type == onnx.AttributeProto.INTS else \
-                [attribute.i] if attribute.type == onnx.AttributeProto.INT else []
+            limit = (
+                _AXIS_LIMIT if attribute.name in _AXIS_LIKE else _SIZE_LIMIT if attribute.name in _SIZE_LIKE else None
+            )
+            values = (
+                list(attribute.ints)
+                if attribute.type == onnx.AttributeProto.INTS
+                else [attribute.i]
+                if attribute.type == onnx.AttributeProto.INT
+                else []
+            )
             if limit is not None and any(abs(v) > limit for v in values):
-                raise ModelLoadError(f"{path}: attribute '{attribute.name}' of {node.op_type} "
-                                     f"'{node.name or node.op_type}' is out of range ({values[:4]})",
-                                     hint="the model is malformed; export it again")
+                raise ModelLoadError(
+                    f"{path}: attribute '{attribute.name}' of {node.op_type} "
+                    f"'{node.name or node.op_type}' is out of range ({values[:4]})",
+                    hint="the model is malformed; export it again",
+                )
             if attribute.type == onnx.AttributeProto.GRAPH:
                 _check_attributes(attribute.g, path)
             elif attribute.type == onnx.AttributeProto.GRAPHS:
@@ -146,8 +177,10 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return shape_inference.infer_shapes(fresh, check_type=False, strict_mode=False, data_prop=True)
     except Exception as error:  # inference raises InferenceError or a RuntimeError from C++
-        raise ModelLoadError(f"ONNX shape inference failed: {str(error).strip().splitlines()[0]}",
-                             hint="check --input-shape against what the model expects") from error
+        raise ModelLoadError(
+            f"ONNX shape inference failed: {str(error).strip().splitlines()[0]}",
+            hint="check --input-shape against what the model expects",
+        ) from error
 
 
 def value_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
@@ -164,8 +197,9 @@ def value_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_onnx(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]], *,
-              map_external_data: bool = False) -> tuple[Graph, onnx.ModelProto]:
+def load_onnx(
+    data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]], *, map_external_data: bool = False
+) -> tuple[Graph, onnx.ModelProto]:
     """The IR, and the ModelProto (external data loaded, input shapes fixed) it was read from.
 
     Shapes here are ONNX inference's; the pipeline replaces them with the runtime's where it can.
@@ -178,8 +212,10 @@ def load_onnx(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]],
         check_size(name, shape)
     corrupt = non_finite_initializers(model.graph, external)
     if corrupt is not None:
-        raise ModelLoadError(f"initializer '{corrupt}' holds NaN or Inf values",
-                             hint="the weights are corrupt (a diverged training run or a damaged file)")
+        raise ModelLoadError(
+            f"initializer '{corrupt}' holds NaN or Inf values",
+            hint="the weights are corrupt (a diverged training run or a damaged file)",
+        )
     _set_input_shapes(model, shapes)
     inferred = _inferred(model)
 
@@ -189,7 +225,14 @@ def load_onnx(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]],
     for name, shape in shapes.items():
         values[name] = Value(name, shape)
     opsets = {("" if entry.domain == "ai.onnx" else entry.domain): int(entry.version) for entry in model.opset_import}
-    graph = Graph(nodes, values, list(shapes), [out.name for out in model.graph.output], opset=opset,
-                  format="onnx", metadata={"producer": model.producer_name, "ir_version": model.ir_version},
-                  opset_imports=opsets)
+    graph = Graph(
+        nodes,
+        values,
+        list(shapes),
+        [out.name for out in model.graph.output],
+        opset=opset,
+        format="onnx",
+        metadata={"producer": model.producer_name, "ir_version": model.ir_version},
+        opset_imports=opsets,
+    )
     return graph, model

@@ -75,9 +75,11 @@ def renamed_graph(graph: onnx.GraphProto, rename: dict[str, str]) -> onnx.GraphP
 def check_size(name: str, shape: tuple[int, ...] | list[int]) -> None:
     entries = math.prod(int(d) for d in shape) if shape else 1
     if entries > MAX_TENSOR_ENTRIES:
-        raise ModelLoadError(f"value '{name}' would hold {entries:.3g} entries (shape {list(shape)}), more than "
-                             f"lipaudit handles ({MAX_TENSOR_ENTRIES:.0e})",
-                             hint="check the model's shapes and --input-shape")
+        raise ModelLoadError(
+            f"value '{name}' would hold {entries:.3g} entries (shape {list(shape)}), more than "
+            f"lipaudit handles ({MAX_TENSOR_ENTRIES:.0e})",
+            hint="check the model's shapes and --input-shape",
+        )
 
 
 def uses_external_data(tensor: onnx.TensorProto) -> bool:
@@ -102,26 +104,35 @@ class ExternalData:
         if not location or Path(location).is_absolute() or self.base_dir not in target.parents:
             raise ModelLoadError(f"{what} '{tensor.name}' points outside the model's folder ('{location}')", hint=hint)
         if not target.is_file():
-            raise ModelLoadError(f"the external data file '{location}' of {what} '{tensor.name}' is missing",
-                                 hint=hint)
+            raise ModelLoadError(f"the external data file '{location}' of {what} '{tensor.name}' is missing", hint=hint)
         try:
             offset = int(entries.get("offset", 0))
             length = int(entries["length"]) if "length" in entries else None
             dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
         except (ValueError, KeyError, TypeError) as error:
-            raise ModelLoadError(f"{what} '{tensor.name}' has unreadable external data fields ({error})",
-                                 hint="the model is malformed; export it again") from error
+            raise ModelLoadError(
+                f"{what} '{tensor.name}' has unreadable external data fields ({error})",
+                hint="the model is malformed; export it again",
+            ) from error
         shape = tuple(int(d) for d in tensor.dims)
         entries_count = math.prod(shape)
         # 4-bit types pack two entries in a byte.
-        nbytes = (entries_count + 1) // 2 if dtype.name in ("int4", "uint4", "float4_e2m1") \
+        nbytes = (
+            (entries_count + 1) // 2
+            if dtype.name in ("int4", "uint4", "float4_e2m1")
             else entries_count * dtype.itemsize
+        )
         if length is not None and length != nbytes:
-            raise ModelLoadError(f"{what} '{tensor.name}' declares {length} bytes of external data, but its "
-                                 f"shape {list(shape)} takes {nbytes}", hint="the model is malformed; export it again")
+            raise ModelLoadError(
+                f"{what} '{tensor.name}' declares {length} bytes of external data, but its "
+                f"shape {list(shape)} takes {nbytes}",
+                hint="the model is malformed; export it again",
+            )
         if offset < 0 or offset + nbytes > target.stat().st_size:
-            raise ModelLoadError(f"the external data file '{location}' is too short for {what} '{tensor.name}'",
-                                 hint="the weight file may be truncated; export the model again")
+            raise ModelLoadError(
+                f"the external data file '{location}' is too short for {what} '{tensor.name}'",
+                hint="the weight file may be truncated; export the model again",
+            )
         return ExternalSlice(str(target), offset, dtype.name, shape), nbytes
 
     def array(self, tensor: onnx.TensorProto, what: str) -> np.ndarray:
@@ -154,9 +165,11 @@ def tensor_array(tensor: onnx.TensorProto, what: str, external: ExternalData | N
     try:
         array = numpy_helper.to_array(tensor)
     except Exception as error:  # numpy/protobuf raise ValueError, TypeError… on malformed data
-        raise ModelLoadError(f"{what} '{tensor.name}' cannot be read ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0] if str(error) else ''})",
-                             hint="the file may be truncated or corrupt; export it again") from error
+        raise ModelLoadError(
+            f"{what} '{tensor.name}' cannot be read ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})",
+            hint="the file may be truncated or corrupt; export it again",
+        ) from error
     return array
 
 
@@ -177,8 +190,10 @@ def sparse_array(sparse: onnx.SparseTensorProto) -> np.ndarray:
 def constant_node_value(node: onnx.NodeProto, external: ExternalData | None = None) -> np.ndarray:
     """The tensor a Constant node holds, in any of its attribute forms."""
     if len(node.attribute) != 1:
-        raise ModelLoadError(f"Constant node '{node.name}' must have exactly one attribute, not "
-                             f"{len(node.attribute)}", hint="the model is malformed; export it again")
+        raise ModelLoadError(
+            f"Constant node '{node.name}' must have exactly one attribute, not {len(node.attribute)}",
+            hint="the model is malformed; export it again",
+        )
     attr = node.attribute[0]
     if attr.name == "value":
         return tensor_array(attr.t, "constant", external)
@@ -186,15 +201,24 @@ def constant_node_value(node: onnx.NodeProto, external: ExternalData | None = No
         return sparse_array(attr.sparse_tensor)
     value = helper.get_attribute_value(attr)
     if attr.name in ("value_string", "value_strings"):
-        decoded = [v.decode("utf-8", "replace") for v in value] if isinstance(value, list) else \
-            value.decode("utf-8", "replace")
+        decoded = (
+            [v.decode("utf-8", "replace") for v in value]
+            if isinstance(value, list)
+            else value.decode("utf-8", "replace")
+        )
         return np.asarray(decoded, dtype=object)
     dtype = np.float32 if attr.name.startswith("value_float") else np.int64
     return np.asarray(value, dtype=dtype)
 
 
-def ir_nodes(graph: onnx.GraphProto, values: dict[str, Value], *, rename: dict[str, str] | None = None,
-             prefix: str = "", external: ExternalData | None = None) -> list[Node]:
+def ir_nodes(
+    graph: onnx.GraphProto,
+    values: dict[str, Value],
+    *,
+    rename: dict[str, str] | None = None,
+    prefix: str = "",
+    external: ExternalData | None = None,
+) -> list[Node]:
     """The nodes of ``graph`` as IR nodes; Constant nodes and initializers become constant values.
 
     ``rename`` maps names defined in this graph to the names they take in the IR (for an inlined
@@ -227,8 +251,17 @@ def ir_nodes(graph: onnx.GraphProto, values: dict[str, Value], *, rename: dict[s
                 elif isinstance(value, list) and value and isinstance(value[0], onnx.GraphProto):
                     attrs[key] = [renamed_graph(body, rename) for body in value]
         implicit = sorted({ir(n) for body in subgraphs(proto) for n in outer_scope_reads(body)})
-        nodes.append(Node(name, proto.op_type, tuple(ir(n) for n in proto.input),
-                          tuple(ir(n) for n in proto.output), attrs, proto.domain, implicit_inputs=tuple(implicit)))
+        nodes.append(
+            Node(
+                name,
+                proto.op_type,
+                tuple(ir(n) for n in proto.input),
+                tuple(ir(n) for n in proto.output),
+                attrs,
+                proto.domain,
+                implicit_inputs=tuple(implicit),
+            )
+        )
     return nodes
 
 
@@ -236,8 +269,12 @@ def non_finite_initializers(graph: onnx.GraphProto, external: ExternalData | Non
     """The name of the first float initializer holding NaN or Inf, if any (external data left on
     disk is read in chunks, never whole)."""
     for init in graph.initializer:
-        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-                              onnx.TensorProto.BFLOAT16):
+        if init.data_type in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.DOUBLE,
+            onnx.TensorProto.FLOAT16,
+            onnx.TensorProto.BFLOAT16,
+        ):
             if external is not None and uses_external_data(init):
                 check_size(init.name, list(init.dims))
                 if not external.all_finite(init, "initializer"):

@@ -20,17 +20,19 @@ from ..errors import ModelLoadError
 from ..execute.probe import RuntimeProbe
 from ..ir import Graph
 from ..shapes import resolve_input_shapes
-from .torch_files import quiet_torch
 from .aten_ops import CONVERTERS
 from .naming import layer_name
-from .torch_graph import Tracked, TorchGraphBuilder, first_line, flatten
+from .torch_files import quiet_torch
+from .torch_graph import TorchGraphBuilder, Tracked, first_line, flatten
 
 
 def _declared(node: torch.fx.Node) -> list[int | str | None]:
     value = node.meta.get("val")
     if not isinstance(value, torch.Tensor):
-        raise ModelLoadError(f"input '{node.name}' of the exported program is not a tensor",
-                             hint="export a wrapper whose forward takes tensors only")
+        raise ModelLoadError(
+            f"input '{node.name}' of the exported program is not a tensor",
+            hint="export a wrapper whose forward takes tensors only",
+        )
     return [int(d) if isinstance(d, int) else str(d) for d in value.shape]
 
 
@@ -44,16 +46,21 @@ def _load_program(data: bytes, path: Path) -> torch.export.ExportedProgram:
     try:
         return torch.export.load(io.BytesIO(data))
     except Exception as error:  # the archive reader raises RuntimeError, KeyError, ValueError…
-        raise ModelLoadError(f"{path} is not a readable torch.export archive ({first_line(error)})",
-                             hint="save it again with torch.export.save") from error
+        raise ModelLoadError(
+            f"{path} is not a readable torch.export archive ({first_line(error)})",
+            hint="save it again with torch.export.save",
+        ) from error
 
 
 def _lifted_tensors(program: torch.export.ExportedProgram) -> dict[str, tuple[str, torch.Tensor]]:
     """Placeholder name → (module path, tensor) for parameters, buffers and lifted constants."""
     signature = program.graph_signature
     tensors: dict[str, tuple[str, torch.Tensor]] = {}
-    for mapping in (signature.inputs_to_parameters, signature.inputs_to_buffers,
-                    signature.inputs_to_lifted_tensor_constants):
+    for mapping in (
+        signature.inputs_to_parameters,
+        signature.inputs_to_buffers,
+        signature.inputs_to_lifted_tensor_constants,
+    ):
         for placeholder, target in mapping.items():
             tensor = program.state_dict.get(target, program.constants.get(target))
             if not isinstance(tensor, torch.Tensor):
@@ -64,13 +71,15 @@ def _lifted_tensors(program: torch.export.ExportedProgram) -> dict[str, tuple[st
 
 def _call(builder: TorchGraphBuilder, node: torch.fx.Node, env: dict[torch.fx.Node, Any]) -> Any:
     target = node.target
-    args = torch.fx.node.map_arg(node.args, env.__getitem__)
+    args: Any = torch.fx.node.map_arg(node.args, env.__getitem__)  # fx arguments: any nesting of values
     kwargs = torch.fx.node.map_arg(node.kwargs, env.__getitem__)
     if target is operator.getitem:
         return args[0][args[1]]
     if not isinstance(target, torch._ops.OpOverload):
-        raise ModelLoadError(f"{target} in the exported program is not supported",
-                             hint="export a model without control-flow operators (torch.cond, while_loop)")
+        raise ModelLoadError(
+            f"{target} in the exported program is not supported",
+            hint="export a model without control-flow operators (torch.cond, while_loop)",
+        )
     short = target._opname
     mutates = short.endswith("_") and not short.startswith("_")
     op = target
@@ -78,17 +87,27 @@ def _call(builder: TorchGraphBuilder, node: torch.fx.Node, env: dict[torch.fx.No
         try:
             op = getattr(getattr(getattr(torch.ops, target.namespace), short[:-1]), target._overloadname)
         except (AttributeError, RuntimeError) as error:
-            raise ModelLoadError(f"in-place {target.name()} in the exported program has no out-of-place form",
-                                 hint="export the model without this in-place op") from error
-    result = builder.call(op, op._schema, list(args), dict(kwargs), node_name=_node_name(node, op._opname),
-                          value_names=[node.name], mutates=mutates)
+            raise ModelLoadError(
+                f"in-place {target.name()} in the exported program has no out-of-place form",
+                hint="export the model without this in-place op",
+            ) from error
+    result = builder.call(
+        op,
+        op._schema,
+        list(args),
+        dict(kwargs),
+        node_name=_node_name(node, op._opname),
+        value_names=[node.name],
+        mutates=mutates,
+    )
     if mutates and isinstance(node.args[0], torch.fx.Node) and isinstance(env[node.args[0]], Tracked):
         env[node.args[0]] = result
     return result
 
 
-def load_torch_export(data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]],
-                      seed: int = 0) -> tuple[Graph, Any, RuntimeProbe]:
+def load_torch_export(
+    data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]], seed: int = 0
+) -> tuple[Graph, Any, RuntimeProbe]:
     """The IR, and the program's module (``ExportedProgram.module()``) it was read from."""
     with quiet_torch():
         program = _load_program(data, path)
@@ -111,8 +130,11 @@ def load_torch_export(data: bytes, path: Path, input_shapes: dict[str, tuple[int
                 elif node.op == "output":
                     values = torch.fx.node.map_arg(node.args[0], env.__getitem__)
                     specs = program.graph_signature.output_specs
-                    outputs = [value for value, spec in zip(flatten(values), specs)
-                               if spec.kind == torch.export.graph_signature.OutputKind.USER_OUTPUT]
+                    outputs = [
+                        value
+                        for value, spec in zip(flatten(values), specs)
+                        if spec.kind == torch.export.graph_signature.OutputKind.USER_OUTPUT
+                    ]
                 else:
                     raise ModelLoadError(f"{node.op} node '{node.name}' in the exported program is not supported")
         graph = builder.finish(outputs, "torch.export", {"producer": f"torch {torch.__version__} (torch.export)"})

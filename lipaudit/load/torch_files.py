@@ -23,8 +23,10 @@ TORCHSCRIPT = "torchscript"
 TORCH_EXPORT = "torch.export"
 TORCH_SAVE = "torch.save"
 
-EXPORT_HINT = ("save a graph instead: torch.jit.save(torch.jit.trace(model, example), 'model.pt'), "
-               "torch.export.save(torch.export.export(model, (example,)), 'model.pt2') or torch.onnx.export")
+EXPORT_HINT = (
+    "save a graph instead: torch.jit.save(torch.jit.trace(model, example), 'model.pt'), "
+    "torch.export.save(torch.export.export(model, (example,)), 'model.pt2') or torch.onnx.export"
+)
 
 
 @contextlib.contextmanager
@@ -40,8 +42,10 @@ def archive_members(data: bytes, path: Path) -> list[str]:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return archive.namelist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:
-        raise ModelLoadError(f"{path} is a damaged zip archive ({error})",
-                             hint="the file may be truncated; save or export the model again") from error
+        raise ModelLoadError(
+            f"{path} is a damaged zip archive ({error})",
+            hint="the file may be truncated; save or export the model again",
+        ) from error
 
 
 def archive_kind(members: list[str]) -> str | None:
@@ -66,10 +70,15 @@ def refuse_torch_save(data: bytes, path: Path) -> None:
     except pickle.UnpicklingError as error:
         raise ModelLoadError(
             f"{path} is a pickled Python object from torch.save (such as a whole nn.Module); lipaudit never "
-            "unpickles arbitrary objects, and a pickle holds no graph", hint=EXPORT_HINT) from error
+            "unpickles arbitrary objects, and a pickle holds no graph",
+            hint=EXPORT_HINT,
+        ) from error
     except Exception as error:  # torch raises RuntimeError and friends for damaged archives
-        raise ModelLoadError(f"{path} is a damaged torch.save archive ({type(error).__name__})",
-                             hint="the file may be truncated; " + EXPORT_HINT) from error
+        raise ModelLoadError(
+            f"{path} is a damaged torch.save archive ({type(error).__name__})",
+            hint="the file may be truncated; " + EXPORT_HINT,
+        ) from error
     what = "a state_dict (weights only)" if isinstance(content, dict) else f"a {type(content).__name__}"
-    raise ModelLoadError(f"{path} is {what} from torch.save: it has no graph, so the network's "
-                         "structure is unknown", hint=EXPORT_HINT)
+    raise ModelLoadError(
+        f"{path} is {what} from torch.save: it has no graph, so the network's structure is unknown", hint=EXPORT_HINT
+    )

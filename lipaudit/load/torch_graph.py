@@ -12,8 +12,9 @@ would not be one fixed function of its input.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,16 +27,69 @@ OPSET = 17  # the IR follows ONNX opset 17 conventions (attributes vs inputs)
 PROBE_HINT = "check --input-shape against what the model expects"
 
 # Ops whose non-tensor result depends only on the input's shape, never its values.
-SHAPE_QUERIES = frozenset({"size", "sym_size", "dim", "numel", "sym_numel", "len", "is_floating_point",
-                           "is_complex", "stride", "sym_stride", "is_contiguous", "sym_storage_offset"})
+SHAPE_QUERIES = frozenset(
+    {
+        "size",
+        "sym_size",
+        "dim",
+        "numel",
+        "sym_numel",
+        "len",
+        "is_floating_point",
+        "is_complex",
+        "stride",
+        "sym_stride",
+        "is_contiguous",
+        "sym_storage_offset",
+    }
+)
 # Ops whose tensor result depends only on the input's shape (and dtype).
-SHAPE_ONLY = frozenset({"zeros_like", "ones_like", "empty_like", "full_like", "new_zeros", "new_ones",
-                        "new_empty", "new_full", "_shape_as_tensor"})
+SHAPE_ONLY = frozenset(
+    {
+        "zeros_like",
+        "ones_like",
+        "empty_like",
+        "full_like",
+        "new_zeros",
+        "new_ones",
+        "new_empty",
+        "new_full",
+        "_shape_as_tensor",
+    }
+)
 # Ops whose result shares memory with their first input: an in-place write to it changes the input.
-VIEW_OPS = frozenset({"view", "_unsafe_view", "reshape", "flatten", "unflatten", "select", "slice", "narrow",
-                      "transpose", "permute", "t", "squeeze", "unsqueeze", "expand", "expand_as", "as_strided",
-                      "diagonal", "split", "split_with_sizes", "chunk", "unbind", "detach", "alias", "view_as",
-                      "contiguous", "numpy_T"})
+VIEW_OPS = frozenset(
+    {
+        "view",
+        "_unsafe_view",
+        "reshape",
+        "flatten",
+        "unflatten",
+        "select",
+        "slice",
+        "narrow",
+        "transpose",
+        "permute",
+        "t",
+        "squeeze",
+        "unsqueeze",
+        "expand",
+        "expand_as",
+        "as_strided",
+        "diagonal",
+        "split",
+        "split_with_sizes",
+        "chunk",
+        "unbind",
+        "detach",
+        "alias",
+        "view_as",
+        "contiguous",
+        "numpy_T",
+    }
+)
+
+
 @dataclass(eq=False)
 class Tracked:
     """A tensor met while walking the graph: its IR name, its value at the probe input, and whether
@@ -160,8 +214,17 @@ class TorchGraphBuilder:
             self.values[tracked.name] = Value(tracked.name, tuple(array.shape), array)
         return tracked.name
 
-    def call(self, op: Callable, schema: torch._C.FunctionSchema, args: list, kwargs: dict[str, Any], *,
-             node_name: str, value_names: list[str], mutates: bool = False) -> Any:
+    def call(
+        self,
+        op: Callable,
+        schema: torch._C.FunctionSchema,
+        args: list,
+        kwargs: dict[str, Any],
+        *,
+        node_name: str,
+        value_names: list[str],
+        mutates: bool = False,
+    ) -> Any:
         """Run ``op`` on the probe values and emit IR for it; returns the result with tensors tracked.
 
         ``op`` is the functional form: for an in-place op the caller rebinds its first input to the result.
@@ -171,26 +234,31 @@ class TorchGraphBuilder:
         tracked_in = [t for t in flatten(list(bound.values())) if isinstance(t, Tracked)]
         for tracked in tracked_in:
             if _is_stale(tracked):
-                raise ModelLoadError(f"{schema.name} reads '{tracked.name}' after an in-place write changed it "
-                                     "through a view, which lipaudit cannot follow",
-                                     hint="replace the in-place op with its out-of-place form and save again")
+                raise ModelLoadError(
+                    f"{schema.name} reads '{tracked.name}' after an in-place write changed it "
+                    "through a view, which lipaudit cannot follow",
+                    hint="replace the in-place op with its out-of-place form and save again",
+                )
         variable = any(t.variable for t in tracked_in)
         owners = [t.owner for t in tracked_in if t.owner]
         node_name = owners[0] if owners else node_name  # the layer whose weights it reads
         try:
             result = op(*concrete(args), **concrete(kwargs))
         except Exception as error:  # any op may refuse a shape
-            raise ModelLoadError(f"{schema.name} failed on a probe input: {first_line(error)}",
-                                 hint=PROBE_HINT) from error
+            raise ModelLoadError(
+                f"{schema.name} failed on a probe input: {first_line(error)}", hint=PROBE_HINT
+            ) from error
         if mutates and tracked_in and tracked_in[0].variable:
             base = tracked_in[0].view_of
             while base is not None:
                 base.stale, base = True, base.view_of
         if not any(isinstance(leaf, torch.Tensor) for leaf in flatten(result)):
             if variable and short not in SHAPE_QUERIES and result is not None:  # None: an assertion
-                raise ModelLoadError(f"{schema.name} turns the input's values into a Python value, so the "
-                                     "graph depends on the input's values, not only its shape",
-                                     hint="lipaudit analyses graphs whose structure does not depend on the data")
+                raise ModelLoadError(
+                    f"{schema.name} turns the input's values into a Python value, so the "
+                    "graph depends on the input's values, not only its shape",
+                    hint="lipaudit analyses graphs whose structure does not depend on the data",
+                )
             return result
         names = iter(value_names)
         hint = value_names[0] if value_names else short
@@ -216,8 +284,15 @@ class TorchGraphBuilder:
             self._convert(namespace, short, bound, tracked_in, outs, node_name)
         return wrapped
 
-    def _convert(self, namespace: str, short: str, bound: dict[str, Any], tracked_in: list[Tracked],
-                 outs: list[Tracked], node_name: str) -> None:
+    def _convert(
+        self,
+        namespace: str,
+        short: str,
+        bound: dict[str, Any],
+        tracked_in: list[Tracked],
+        outs: list[Tracked],
+        node_name: str,
+    ) -> None:
         emitter = Emitter(self, node_name)
         converter = self.converters.get(short) if namespace == "aten" else None
         reason = ""
@@ -236,7 +311,7 @@ class TorchGraphBuilder:
         if missing:
             inputs = [self.ir_name(t) for t in tracked_in]
             notes = [reason] if reason else []
-            emitter.nodes.append(Node(node_name, f"{namespace}::{short}", inputs, missing, notes=notes))
+            emitter.nodes.append(Node(node_name, f"{namespace}::{short}", tuple(inputs), tuple(missing), notes=notes))
         for node in emitter.nodes:
             node.name = self.node_name(node.name)
             self.nodes.append(node)
@@ -245,13 +320,17 @@ class TorchGraphBuilder:
         tensors = [t for t in flatten(outputs) if isinstance(t, Tracked)]
         for tracked in tensors:
             if _is_stale(tracked):
-                raise ModelLoadError(f"output '{tracked.name}' was changed by an in-place write through a view, "
-                                     "which lipaudit cannot follow",
-                                     hint="replace the in-place op with its out-of-place form and save again")
+                raise ModelLoadError(
+                    f"output '{tracked.name}' was changed by an in-place write through a view, "
+                    "which lipaudit cannot follow",
+                    hint="replace the in-place op with its out-of-place form and save again",
+                )
         names = list(dict.fromkeys(t.name for t in tensors if t.variable))
         if not names:
-            raise ModelLoadError("no output of the model depends on its input",
-                                 hint="check that the saved module is the network you meant")
+            raise ModelLoadError(
+                "no output of the model depends on its input",
+                hint="check that the saved module is the network you meant",
+            )
         graph = Graph(self.nodes, self.values, self.inputs, names, opset=OPSET, format=fmt, metadata=metadata)
         graph.remove_unused()
         return graph
@@ -310,7 +389,7 @@ class Emitter:
         self.builder.values[name] = Value(name, tuple(shape))
         return name
 
-    def node(self, op_type: str, inputs: list[str], outputs: list[Tracked | str], **attrs: Any) -> None:
-        names = [out.name if isinstance(out, Tracked) else out for out in outputs]
+    def node(self, op_type: str, inputs: Sequence[str], outputs: Sequence[Tracked | str], **attrs: Any) -> None:
+        names = tuple(out.name if isinstance(out, Tracked) else out for out in outputs)
         name = self.name if not self.nodes else f"{self.name}/{op_type}"
-        self.nodes.append(Node(name, op_type, list(inputs), names, dict(attrs)))
+        self.nodes.append(Node(name, op_type, tuple(inputs), names, dict(attrs)))

@@ -15,7 +15,8 @@ for monotone ops, and at the critical points in between for the others.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,11 +26,12 @@ from torch import Tensor
 from ..domain.evaluate import critical_point_interval, endpoint_args, endpoint_outputs, monotone_interval, run_op
 from ..domain.interval import Interval, reciprocal
 from ..domain.slopes import GELU, GELU_TANH, MISH, SILU, SmoothProfile, hardswish_slope_sup
+from ..invariants import present
 from ..ir import Node
 from .context import DOMAIN_HINT, RuleContext, tighter_on_domain
 from .factor import Factor
 from .registry import Op, register
-from .runtime import Env
+from .runtime import Env, UnaryTensorFn
 
 FAMILY = "activation"
 
@@ -47,7 +49,7 @@ class Activation(Op):
     family = FAMILY
     elementwise = True
     slopes: ClassVar[tuple[float, float]] = (0.0, 1.0)
-    fn: ClassVar[Callable[[Tensor], Tensor]]
+    fn: ClassVar[UnaryTensorFn]
     still_unbounded: ClassVar[str] = "on the input domain its input's range still reaches where the slope is unbounded"
 
     def slope_range(self, node: Node) -> tuple[float, float]:
@@ -73,8 +75,13 @@ class Activation(Op):
             if factor.status == "bounded":
                 return factor
             return Factor.unbounded(f"{factor.reason}; {self.still_unbounded}")
-        return tighter_on_domain(factor, value, "sup of the slope over the input's range",
-                                 input_weights=factor.input_weights, combine=factor.combine)
+        return tighter_on_domain(
+            factor,
+            value,
+            "sup of the slope over the input's range",
+            input_weights=factor.input_weights,
+            combine=factor.combine,
+        )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return type(self).fn(args[0])
@@ -172,7 +179,7 @@ class Atan(SlopeWithinOne):
     fn = staticmethod(torch.atan)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return 1.0 / (1.0 + x.mignitude ** 2)
+        return 1.0 / (1.0 + x.mignitude**2)
 
 
 @register
@@ -181,7 +188,7 @@ class Asinh(SlopeWithinOne):
     fn = staticmethod(torch.asinh)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return 1.0 / np.sqrt(1.0 + x.mignitude ** 2)
+        return 1.0 / np.sqrt(1.0 + x.mignitude**2)
 
 
 @register
@@ -236,7 +243,7 @@ class Smooth(Activation):
     def profile(self, node: Node) -> SmoothProfile:
         raise NotImplementedError
 
-    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
+    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
         return self.profile(node).slope_sup(x.lo, x.hi)
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
@@ -323,7 +330,7 @@ class Erf(Activation):
     fn = staticmethod(torch.erf)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return ERF_SLOPE * np.exp(-x.mignitude ** 2)
+        return ERF_SLOPE * np.exp(-(x.mignitude**2))
 
 
 class PiecewiseAtZero(Activation):
@@ -335,7 +342,7 @@ class PiecewiseAtZero(Activation):
     def negative_slope_sup(self, node: Node, x: Interval) -> np.ndarray:
         raise NotImplementedError
 
-    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
+    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         positive = np.where(_on_positive_side(x), 1.0, 0.0)
         negative = np.where(_on_negative_side(x), self.negative_slope_sup(node, x), 0.0)
         return np.maximum(positive, negative)
@@ -408,7 +415,7 @@ class Selu(PiecewiseAtZero):
     def increasing(self, node: Node) -> bool:
         return node.attr_float("alpha") >= 0 and node.attr_float("gamma") >= 0
 
-    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
+    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         return abs(node.attr_float("gamma")) * (1 + 1e-7) * super().domain_slopes(node, ctx, x)
 
     def negative_slope_sup(self, node: Node, x: Interval) -> np.ndarray:
@@ -483,7 +490,7 @@ class PRelu(Activation):
         at_minus_one = endpoint_args(ctx, node, lambda position, interval: np.array(-1.0), (0,))
         if at_minus_one is None:
             return None
-        slopes = np.abs(run_op(self, node, ctx, at_minus_one)[0])
+        slopes = np.abs(present(run_op(self, node, ctx, at_minus_one)[0], "the output at −1"))
         positive = np.broadcast_to(_on_positive_side(x), slopes.shape)
         negative = np.broadcast_to(_on_negative_side(x), slopes.shape)
         return np.maximum(np.where(positive, 1.0, 0.0), np.where(negative, slopes, 0.0))
@@ -531,8 +538,13 @@ class Clip(Activation):
         positions = [i for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
         if positions == [0]:
             return Factor.constant(1.0, "closed-form")
-        return Factor.constant(1.0, "closed-form", combine="rss", input_weights=[1.0] * len(positions),
-                               note="a variable min/max moves every output it is broadcast to")
+        return Factor.constant(
+            1.0,
+            "closed-form",
+            combine="rss",
+            input_weights=[1.0] * len(positions),
+            note="a variable min/max moves every output it is broadcast to",
+        )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -642,7 +654,7 @@ class Reciprocal(SteepNearZero):
     fn = staticmethod(torch.reciprocal)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _where_finite(x.mignitude > 0, lambda: 1.0 / x.mignitude ** 2)
+        return _where_finite(x.mignitude > 0, lambda: 1.0 / x.mignitude**2)
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [reciprocal(ctx.range_of(node.inputs[0]))]
@@ -698,7 +710,7 @@ class InverseTrig(SteepOnDomain):
     """asin, acos: slope ±1/√(1 − x²), steepest at the largest |x|."""
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _where_finite(_within_unit(x), lambda: 1.0 / np.sqrt(1.0 - x.magnitude ** 2))
+        return _where_finite(_within_unit(x), lambda: 1.0 / np.sqrt(1.0 - x.magnitude**2))
 
 
 @register
@@ -716,7 +728,7 @@ class Acosh(SteepOnDomain):
     fn = staticmethod(torch.acosh)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _where_finite(x.lo > 1, lambda: 1.0 / np.sqrt(x.lo ** 2 - 1.0))
+        return _where_finite(x.lo > 1, lambda: 1.0 / np.sqrt(x.lo**2 - 1.0))
 
 
 @register
@@ -724,7 +736,7 @@ class Atanh(SteepOnDomain):
     fn = staticmethod(torch.atanh)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _where_finite(_within_unit(x), lambda: 1.0 / (1.0 - x.magnitude ** 2))
+        return _where_finite(_within_unit(x), lambda: 1.0 / (1.0 - x.magnitude**2))
 
 
 @register

@@ -11,7 +11,8 @@ u/v likewise with |Δ(1/v)| ≤ |Δv|/min|v|² on a range that keeps v away from
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from ..ir import Node
 from .context import DOMAIN_HINT, RuleContext, broadcast_gain, domain_factor
 from .factor import Factor
 from .registry import Op, register
-from .runtime import Env, same_kind
+from .runtime import BinaryTensorFn, Env, same_kind
 
 FAMILY = "arithmetic"
 
@@ -43,7 +44,7 @@ def _powers_of_two(coefficients: np.ndarray) -> bool:
 class Binary(Op):
     family = FAMILY
     elementwise = True
-    fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
+    fn: ClassVar[BinaryTensorFn]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return type(self).fn(*same_kind(args[0], args[1]))
@@ -91,14 +92,18 @@ def _sup_on_output(ctx: RuleContext, node: Node, values: np.ndarray) -> np.ndarr
 
 
 def _unbounded_range(node: Node, name: str, what: str) -> Factor:
-    return Factor.unbounded(f"{node.op_type} of two variable values: the range of '{name}' on the input domain "
-                            f"is {what}, so the product rule gives no finite bound")
+    return Factor.unbounded(
+        f"{node.op_type} of two variable values: the range of '{name}' on the input domain "
+        f"is {what}, so the product rule gives no finite bound"
+    )
 
 
 @register
 class Mul(Binary):
-    summary = ("max |c| for a constant c (with broadcasting); two variables: unbounded globally, "
-               "on a domain ‖v‖∞·L(u) + ‖u‖∞·L(v)")
+    summary = (
+        "max |c| for a constant c (with broadcasting); two variables: unbounded globally, "
+        "on a domain ‖v‖∞·L(u) + ‖u‖∞·L(v)"
+    )
     data_inputs = None
     elementwise = False
     resizes = True  # broadcast_gain counts the copies of x with their coefficients
@@ -110,7 +115,7 @@ class Mul(Binary):
             if ctx.on_domain:
                 return self.product_rule(node, ctx)
             return Factor.unbounded(f"Mul of two variable values is not globally Lipschitz; {DOMAIN_HINT}")
-        const = next(ctx.graph.const(name) for name in node.inputs if ctx.graph.is_const(name))
+        const = next(c for c in map(ctx.graph.const, node.inputs) if c is not None)
         gain = broadcast_gain(const, ctx.known_shape(node, variables[0]), ctx.output_shape(node))
         return Factor.constant(gain, "closed-form", exact=_powers_of_two(const))
 
@@ -123,10 +128,14 @@ class Mul(Binary):
             magnitude = ctx.range_of(other).magnitude
             if not np.all(np.isfinite(magnitude)):
                 return _unbounded_range(node, other, "unbounded")
-            weights.append(broadcast_gain(_sup_on_output(ctx, node, magnitude), ctx.known_shape(node, mine),
-                                          ctx.output_shape(node)))
-        return domain_factor(max(weights), "product rule ‖Δ(uv)‖ ≤ ‖v‖∞‖Δu‖ + ‖u‖∞‖Δv‖ with ‖·‖∞ over the "
-                             "ranges", input_weights=weights)
+            weights.append(
+                broadcast_gain(
+                    _sup_on_output(ctx, node, magnitude), ctx.known_shape(node, mine), ctx.output_shape(node)
+                )
+            )
+        return domain_factor(
+            max(weights), "product rule ‖Δ(uv)‖ ≤ ‖v‖∞‖Δu‖ + ‖u‖∞‖Δv‖ with ‖·‖∞ over the ranges", input_weights=weights
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         u, v = node.inputs[:2]
@@ -137,8 +146,9 @@ class Mul(Binary):
 
 @register
 class Div(Binary):
-    summary = ("x / c: 1 / min |c|; c / x or two variables: unbounded globally, on a domain away from 0 "
-               "the quotient rule")
+    summary = (
+        "x / c: 1 / min |c|; c / x or two variables: unbounded globally, on a domain away from 0 the quotient rule"
+    )
     elementwise = False
     resizes = True  # broadcast_gain counts the copies of x with their coefficients
 
@@ -166,14 +176,18 @@ class Div(Binary):
         numerator_size = ctx.range_of(numerator).magnitude
         if not np.all(np.isfinite(numerator_size)):
             return _unbounded_range(node, numerator, "unbounded")
-        denominator_weight = broadcast_gain(_sup_on_output(ctx, node, numerator_size / smallest**2),
-                                            ctx.known_shape(node, denominator), out_shape)
+        denominator_weight = broadcast_gain(
+            _sup_on_output(ctx, node, numerator_size / smallest**2), ctx.known_shape(node, denominator), out_shape
+        )
         weights = [denominator_weight]
         if not ctx.graph.is_const(numerator):
-            weights.insert(0, broadcast_gain(_sup_on_output(ctx, node, 1.0 / smallest),
-                                             ctx.known_shape(node, numerator), out_shape))
-        return domain_factor(max(weights), "quotient rule ‖Δ(u/v)‖ ≤ ‖1/v‖∞‖Δu‖ + ‖u/v²‖∞‖Δv‖ over the ranges",
-                             input_weights=weights)
+            weights.insert(
+                0,
+                broadcast_gain(_sup_on_output(ctx, node, 1.0 / smallest), ctx.known_shape(node, numerator), out_shape),
+            )
+        return domain_factor(
+            max(weights), "quotient rule ‖Δ(u/v)‖ ≤ ‖1/v‖∞‖Δu‖ + ‖u/v²‖∞‖Δv‖ over the ranges", input_weights=weights
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         numerator, denominator = node.inputs[:2]
@@ -190,8 +204,10 @@ class Div(Binary):
 
 @register
 class Pow(Binary):
-    summary = ("x^1: 1; x^p with p > 1 or a variable exponent: unbounded globally, on a domain the sup of "
-               "|p·x^(p−1)| (c^x: |ln c|·c^x) over the range")
+    summary = (
+        "x^1: 1; x^p with p > 1 or a variable exponent: unbounded globally, on a domain the sup of "
+        "|p·x^(p−1)| (c^x: |ln c|·c^x) over the range"
+    )
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         factor = self.global_factor(node, ctx)
@@ -206,8 +222,9 @@ class Pow(Binary):
         x = ctx.range_of(base).broadcast_to(p.shape)
         integral = p == np.round(p)
         if not np.all(integral | (x.lo >= 0)):
-            return Factor.unbounded("x^p with a non-integer p is not defined for the negative values the base takes "
-                                    "on the input domain")
+            return Factor.unbounded(
+                "x^p with a non-integer p is not defined for the negative values the base takes on the input domain"
+            )
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             slope = np.abs(p) * np.where(p >= 1, x.magnitude ** (p - 1), x.mignitude ** (p - 1))
         slope = np.where((p == 0), 0.0, np.where(p == 1, 1.0, slope))
@@ -225,8 +242,9 @@ class Pow(Binary):
             return Factor.constant(1.0, "closed-form")
         if np.all(exponent_value == 0):
             return Factor.constant(0.0, "closed-form")
-        return Factor.unbounded("x^p with p ≠ 0, 1 has unbounded slope (p > 1) or is not Lipschitz at 0 (p < 1); "
-                                f"{DOMAIN_HINT}")
+        return Factor.unbounded(
+            f"x^p with p ≠ 0, 1 has unbounded slope (p > 1) or is not Lipschitz at 0 (p < 1); {DOMAIN_HINT}"
+        )
 
     def _exponential_on_domain(self, node: Node, ctx: RuleContext) -> Factor:
         """c^x = exp(x·ln c): slope |ln c|·c^x, largest at an end of the range."""
@@ -235,7 +253,7 @@ class Pow(Binary):
             return Factor.unbounded("c^x with c ≤ 0 is not defined for every real x")
         x = ctx.range_of(node.inputs[1]).broadcast_to(c.shape)
         with np.errstate(over="ignore", invalid="ignore"):
-            slope = np.abs(np.log(c)) * np.maximum(c ** x.lo, c ** x.hi)
+            slope = np.abs(np.log(c)) * np.maximum(c**x.lo, c**x.hi)
         value = float(np.max(np.where(np.isnan(slope), np.inf, slope), initial=0.0))
         if not np.isfinite(value):
             return Factor.unbounded("c^x: the exponent's range on the input domain is unbounded")
@@ -275,7 +293,7 @@ class Extreme(Op):
     exact_in_float = True
     monotone = True
     data_inputs = None
-    fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
+    fn: ClassVar[BinaryTensorFn]
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         # |max(a,b) − max(a',b')| ≤ max(|Δa|, |Δb|), so ‖Δ‖² ≤ Σ ‖Δ input‖²; a constant clips like ReLU.

@@ -24,8 +24,10 @@ from .registry import Op, register
 from .runtime import Env, cannot_run
 
 FAMILY = "attention"
-REASON = ("dot-product attention is not globally Lipschitz (Kim et al. 2021): its scores multiply two variable values; "
-          + DOMAIN_HINT)
+REASON = (
+    "dot-product attention is not globally Lipschitz (Kim et al. 2021): its scores multiply two variable values; "
+    + DOMAIN_HINT
+)
 
 
 def _heads(interval: Interval, heads: int) -> Interval:
@@ -52,8 +54,9 @@ def _domain_factor(value: float, weights: list[float], note: str = NOTE) -> Fact
     return Factor("bounded", value, DOMAIN_METHOD, True, notes=[note], input_weights=weights)
 
 
-def _attention_core(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool, mask: Tensor | None = None,
-                    softcap: float = 0.0) -> Tensor:
+def _attention_core(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool, mask: Tensor | None = None, softcap: float = 0.0
+) -> Tensor:
     """q (B, H, S, D), k (B, H, L, D), v (B, H, L, Dv) → (B, H, S, Dv)."""
     scores = (q @ k.transpose(-1, -2)) * scale
     if mask is not None:
@@ -108,8 +111,10 @@ class DotProductAttention(Op):
             return Factor.unbounded(REASON)
         _, weights = found
         if not all(np.isfinite(weights)):
-            return Factor.unbounded("attention on the input domain: the ranges of its queries, keys or values are "
-                                    "unbounded, so the product rule gives no finite bound")
+            return Factor.unbounded(
+                "attention on the input domain: the ranges of its queries, keys or values are "
+                "unbounded, so the product rule gives no finite bound"
+            )
         return _domain_factor(max(weights, default=0.0), weights)
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
@@ -138,11 +143,21 @@ class Attention(DotProductAttention):
         if len(q.shape) == 3:
             q = _heads(q, node.attr_int("q_num_heads"))
             k, v = _heads(k, node.attr_int("kv_num_heads")), _heads(v, node.attr_int("kv_num_heads"))
-        result = attention_on_box(q, k, v, _scale(node, q.shape[-1]), mask=mask,
-                                  causal=bool(node.attr_int("is_causal", 0)), softcap=node.attr_float("softcap", 0.0))
+        result = attention_on_box(
+            q,
+            k,
+            v,
+            _scale(node, q.shape[-1]),
+            mask=mask,
+            causal=bool(node.attr_int("is_causal", 0)),
+            softcap=node.attr_float("softcap", 0.0),
+        )
         per_input = [result.query_weight, result.key_weight, result.value_weight]
-        weights = [per_input[i] if i < 3 else 0.0 for i, name in enumerate(node.inputs)
-                   if name and not ctx.graph.is_const(name)]
+        weights = [
+            per_input[i] if i < 3 else 0.0
+            for i, name in enumerate(node.inputs)
+            if name and not ctx.graph.is_const(name)
+        ]
         return result, weights
 
     def output_layout(self, node: Node, ctx: RuleContext, output: Interval) -> Interval:
@@ -164,8 +179,15 @@ class Attention(DotProductAttention):
             v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
         if mask is not None and mask.is_floating_point():
             mask = mask.to(q.dtype)
-        out = _attention_core(q, k, v, _scale(node, q.shape[-1]), bool(node.attr_int("is_causal", 0)), mask,
-                              node.attr_float("softcap", 0.0))
+        out = _attention_core(
+            q,
+            k,
+            v,
+            _scale(node, q.shape[-1]),
+            bool(node.attr_int("is_causal", 0)),
+            mask,
+            node.attr_float("softcap", 0.0),
+        )
         if three_d:
             out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
         return out
@@ -194,17 +216,18 @@ class MsAttention(DotProductAttention):
         sizes = list(node.attr_ints("qkv_hidden_sizes", ()) or [weight.shape[1] // 3] * 3)
         edges = np.cumsum([0] + sizes)
         heads = node.attr_int("num_heads")
-        q, k, v = (_heads(Interval(projected.lo[..., a:b], projected.hi[..., a:b]), heads)
-                   for a, b in zip(edges[:-1], edges[1:]))
+        q, k, v = (
+            _heads(Interval(projected.lo[..., a:b], projected.hi[..., a:b]), heads)
+            for a, b in zip(edges[:-1], edges[1:])
+        )
         result = attention_on_box(q, k, v, _scale(node, q.shape[-1]), causal=bool(node.attr_int("unidirectional", 0)))
         # ΔQ = ΔX·W_q (and so on), so x's weight sums each projection's norm times its weight.
         norms = [dense_norm(weight[:, a:b], "exact").value * (1 + 1e-9) for a, b in zip(edges[:-1], edges[1:])]
-        total = (result.query_weight * norms[0] + result.key_weight * norms[1] + result.value_weight * norms[2])
+        total = result.query_weight * norms[0] + result.key_weight * norms[1] + result.value_weight * norms[2]
         return result, [total]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
-        _no_extra(node, 1, {3: "a mask", 4: "a past state", 5: "an attention bias", 6: "past_sequence_length"},
-                  args)
+        _no_extra(node, 1, {3: "a mask", 4: "a past state", 5: "an attention bias", 6: "past_sequence_length"}, args)
         x, weight = args[0], args[1]
         bias = args[2] if len(args) > 2 else None
         heads = node.attr_int("num_heads")
@@ -212,8 +235,9 @@ class MsAttention(DotProductAttention):
         sizes = list(node.attr_ints("qkv_hidden_sizes", ()) or [weight.shape[1] // 3] * 3)
         q, k, v = torch.split(projected, sizes, dim=-1)
         q, k, v = _split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads)
-        return _merge_heads(_attention_core(q, k, v, _scale(node, q.shape[-1]),
-                                            bool(node.attr_int("unidirectional", 0))))
+        return _merge_heads(
+            _attention_core(q, k, v, _scale(node, q.shape[-1]), bool(node.attr_int("unidirectional", 0)))
+        )
 
 
 @register
@@ -234,8 +258,10 @@ class MsMultiHeadAttention(DotProductAttention):
             if bias is None:
                 return None
             edges = np.cumsum([0] + [r.shape[-1] for r in ranges])
-            ranges = [Interval(r.lo + bias[a:b], r.hi + bias[a:b]).widened(np.abs(bias[a:b]))
-                      for r, a, b in zip(ranges, edges[:-1], edges[1:])]
+            ranges = [
+                Interval(r.lo + bias[a:b], r.hi + bias[a:b]).widened(np.abs(bias[a:b]))
+                for r, a, b in zip(ranges, edges[:-1], edges[1:])
+            ]
         heads = node.attr_int("num_heads")
         q, k, v = (_heads(r, heads) for r in ranges)
         result = attention_on_box(q, k, v, _scale(node, q.shape[-1]), causal=bool(node.attr_int("unidirectional", 0)))
@@ -244,8 +270,7 @@ class MsMultiHeadAttention(DotProductAttention):
         return result, weights
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
-        _no_extra(node, 1, {4: "a key padding mask", 5: "an attention bias", 6: "a past key", 7: "a past value"},
-                  args)
+        _no_extra(node, 1, {4: "a key padding mask", 5: "an attention bias", 6: "a past key", 7: "a past value"}, args)
         q, k, v = args[:3]
         if k is None or v is None or k.dim() != 3 or v.dim() != 3:
             raise cannot_run(node, "with packed or 4-D key/value")
@@ -255,5 +280,6 @@ class MsMultiHeadAttention(DotProductAttention):
             q, k, v = q + bq, k + bk, v + bv
         heads = node.attr_int("num_heads")
         q, k, v = _split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads)
-        return _merge_heads(_attention_core(q, k, v, _scale(node, q.shape[-1]),
-                                            bool(node.attr_int("unidirectional", 0))))
+        return _merge_heads(
+            _attention_core(q, k, v, _scale(node, q.shape[-1]), bool(node.attr_int("unidirectional", 0)))
+        )

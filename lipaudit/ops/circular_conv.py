@@ -54,8 +54,10 @@ def periodic_conditions(spatial, kernel, strides, dilations, pads) -> str:
         span = d * (k - 1) + 1
         outputs = (h + begin + end - span) // s + 1 if h + begin + end >= span else 0
         if s < 1 or d < 1 or h % s or span > h or not 0 <= begin <= h or not 0 <= end <= h or outputs > h // s:
-            return (f"spatial axis {i}: size {h}, kernel span {span}, stride {s}, pads {begin}/{end} "
-                    f"({outputs} outputs) is not a slice of one period")
+            return (
+                f"spatial axis {i}: size {h}, kernel span {span}, stride {s}, pads {begin}/{end} "
+                f"({outputs} outputs) is not a slice of one period"
+            )
     return ""
 
 
@@ -77,13 +79,28 @@ class CircularConv(Op):
         if why:
             raise RuleInputError(f"CircularConv '{node.name}': {why}")
         w = torch.as_tensor(np.asarray(weight, dtype=np.float64), device=ctx.device)
-        found, blocks = circulant_norm(w, spatial, (0,) * (2 * len(spatial)), strides, dilations,
-                                       node.attr_int("group", 1), mode=_FIGURES.get(ctx.method, "bnb"),
-                                       periods=tuple(spatial))
-        note = (f"circulant of period {'x'.join(map(str, spatial))}: {blocks.count} block(s) of "
-                f"{blocks.block_shape[0]}x{blocks.block_shape[1]}; {found.summary()}")
-        return Factor("bounded", float(found.upper), f"circulant-{_FIGURES.get(ctx.method, 'bnb')}", True,
-                      estimate=float(found.lower), notes=[note])
+        found, blocks = circulant_norm(
+            w,
+            spatial,
+            (0,) * (2 * len(spatial)),
+            strides,
+            dilations,
+            node.attr_int("group", 1),
+            mode=_FIGURES.get(ctx.method, "bnb"),
+            periods=tuple(spatial),
+        )
+        note = (
+            f"circulant of period {'x'.join(map(str, spatial))}: {blocks.count} block(s) of "
+            f"{blocks.block_shape[0]}x{blocks.block_shape[1]}; {found.summary()}"
+        )
+        return Factor(
+            "bounded",
+            float(found.upper),
+            f"circulant-{_FIGURES.get(ctx.method, 'bnb')}",
+            True,
+            estimate=float(found.lower),
+            notes=[note],
+        )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, weight = args[0], args[1]
@@ -93,8 +110,9 @@ class CircularConv(Op):
         padded = F.pad(x, torch_pads(pads[:n], pads[n:]), mode="circular") if any(pads) else x
         strides = node.attr_ints("strides", (1,) * n) or (1,) * n
         dilations = node.attr_ints("dilations", (1,) * n) or (1,) * n
-        return spatial_fn("conv", n, node)(padded, weight, bias, stride=tuple(strides), dilation=tuple(dilations),
-                                           groups=node.attr_int("group", 1))
+        return spatial_fn("conv", n, node)(
+            padded, weight, bias, stride=tuple(strides), dilation=tuple(dilations), groups=node.attr_int("group", 1)
+        )
 
 
 __all__ = ["CircularConv", "periodic_conditions"]

@@ -39,8 +39,11 @@ DOMAIN_GAIN = 1e-3
 def tighter_on_domain(global_factor: Factor, value: float, note: str, **kwargs) -> Factor:
     """The domain factor when it beats the global one (or the op has no global constant); else the
     global factor unchanged, so that a domain run labels only what the domain changed."""
-    if (global_factor.status == "bounded" and global_factor.value is not None
-            and value >= global_factor.value * (1 - DOMAIN_GAIN)):
+    if (
+        global_factor.status == "bounded"
+        and global_factor.value is not None
+        and value >= global_factor.value * (1 - DOMAIN_GAIN)
+    ):
         return global_factor
     return domain_factor(value, note, **kwargs)
 
@@ -54,13 +57,13 @@ class RuleContext:
     graph: Graph
     method: str = "auto"
     device: torch.device = torch.device("cpu")
-    ranges: "dict[str, Interval] | None" = None
+    ranges: dict[str, Interval] | None = None
 
     @property
     def on_domain(self) -> bool:
         return self.ranges is not None
 
-    def range_of(self, name: str) -> "Interval":
+    def range_of(self, name: str) -> Interval:
         """The value's range on the domain: a point for a constant, the full line when unknown."""
         from ..domain.interval import Interval
 

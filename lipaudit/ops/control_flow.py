@@ -29,8 +29,10 @@ class ControlFlow(Op):
 @register
 class If(ControlFlow):
     summary = "unsupported unless the condition is constant (then the taken branch is inlined)"
-    why = ("If chooses a subgraph by a condition computed from the network input; only an If whose "
-           "condition is constant at the given input shapes is analysed (its branch is inlined)")
+    why = (
+        "If chooses a subgraph by a condition computed from the network input; only an If whose "
+        "condition is constant at the given input shapes is analysed (its branch is inlined)"
+    )
 
 
 @register

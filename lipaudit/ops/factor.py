@@ -35,13 +35,13 @@ class Factor:
     seconds: float | None = field(default=None, compare=False)  # how long the rule took (set by the composer)
 
     @classmethod
-    def constant(cls, value: float, method: str, *, note: str | None = None, **kwargs) -> "Factor":
+    def constant(cls, value: float, method: str, *, note: str | None = None, **kwargs) -> Factor:
         """A closed-form factor (activation constants, multiplicities): certified by derivation."""
         notes = [note] if note else []
         return cls("bounded", float(value), method, True, notes=notes, **kwargs)
 
     @classmethod
-    def from_norm(cls, norm: NormResult, *, scale: float = 1.0) -> "Factor":
+    def from_norm(cls, norm: NormResult, *, scale: float = 1.0) -> Factor:
         scale = abs(float(scale))
         return cls(
             "bounded",
@@ -54,9 +54,9 @@ class Factor:
         )
 
     @classmethod
-    def unbounded(cls, reason: str) -> "Factor":
+    def unbounded(cls, reason: str) -> Factor:
         return cls("unbounded", None, "unbounded", False, reason=reason)
 
     @classmethod
-    def unknown(cls, reason: str) -> "Factor":
+    def unknown(cls, reason: str) -> Factor:
         return cls("unknown", None, "unsupported", False, reason=reason)

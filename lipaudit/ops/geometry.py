@@ -7,8 +7,9 @@ read a node identically.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class WindowGeometry:
 
     @property
     def ends(self) -> tuple[int, ...]:
-        return self.pads[len(self.kernel):]
+        return self.pads[len(self.kernel) :]
 
     def multiplicity(self) -> int:
         """The most windows any one input position falls in."""
@@ -43,8 +44,9 @@ def kernel_shape(node: Node, weight_shape: Sequence[int] | None = None) -> tuple
     return tuple(int(k) for k in weight_shape[2:])
 
 
-def window_geometry(node: Node, kernel: tuple[int, ...], spatial_in: Sequence[int], *,
-                    transposed: bool = False) -> WindowGeometry:
+def window_geometry(
+    node: Node, kernel: tuple[int, ...], spatial_in: Sequence[int], *, transposed: bool = False
+) -> WindowGeometry:
     """Strides, dilations and explicit pads (auto_pad resolved) of a Conv or pooling node.
 
     ONNX leaves strides and dilations without a schema default: absent means 1 per axis, and
@@ -69,18 +71,22 @@ def window_geometry(node: Node, kernel: tuple[int, ...], spatial_in: Sequence[in
         pads = (0,) * (2 * n)
     geometry = WindowGeometry(tuple(int(k) for k in kernel), tuple(strides), tuple(dilations), tuple(pads))
     if len(geometry.strides) != n or len(geometry.dilations) != n or len(geometry.pads) != 2 * n:
-        raise ValueError(f"{node.op_type} '{node.name}': strides, dilations and pads do not match the "
-                         f"{n}-d kernel {list(kernel)}")
+        raise ValueError(
+            f"{node.op_type} '{node.name}': strides, dilations and pads do not match the {n}-d kernel {list(kernel)}"
+        )
     if min(geometry.kernel + geometry.strides + geometry.dilations, default=1) < 1:
         raise ValueError(f"{node.op_type} '{node.name}': kernel sizes, strides and dilations must be positive")
     if min(geometry.pads, default=0) < 0:
         raise ValueError(f"{node.op_type} '{node.name}': pads must not be negative, not {list(geometry.pads)}")
     if not transposed:
-        for size, k, d, begin, end in zip(spatial_in, geometry.kernel, geometry.dilations, geometry.begins,
-                                          geometry.ends):
+        for size, k, d, begin, end in zip(
+            spatial_in, geometry.kernel, geometry.dilations, geometry.begins, geometry.ends
+        ):
             if (k - 1) * d + 1 > size + begin + end:
-                raise ValueError(f"{node.op_type} '{node.name}': the window ({(k - 1) * d + 1}) is larger than the "
-                                 f"padded input ({size + begin + end})")
+                raise ValueError(
+                    f"{node.op_type} '{node.name}': the window ({(k - 1) * d + 1}) is larger than the "
+                    f"padded input ({size + begin + end})"
+                )
     return geometry
 
 
@@ -90,8 +96,9 @@ def pool_output_sizes(node: Node, geometry: WindowGeometry, spatial: Sequence[in
     auto_pad = node.attr_str("auto_pad")
     ceil_mode = bool(node.attr_int("ceil_mode", 0))
     outs = []
-    for size, k, s, d, begin, end in zip(spatial, geometry.kernel, geometry.strides, geometry.dilations,
-                                         geometry.begins, geometry.ends):
+    for size, k, s, d, begin, end in zip(
+        spatial, geometry.kernel, geometry.strides, geometry.dilations, geometry.begins, geometry.ends
+    ):
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             out = -(-size // s)
         else:
@@ -103,8 +110,14 @@ def pool_output_sizes(node: Node, geometry: WindowGeometry, spatial: Sequence[in
     return outs
 
 
-def conv_transpose_crop(node: Node, spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
-                        dilations: Sequence[int], output_padding: Sequence[int]) -> tuple[list[int], list[int]]:
+def conv_transpose_crop(
+    node: Node,
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    output_padding: Sequence[int],
+) -> tuple[list[int], list[int]]:
     """(begins, ends) cropped from a ConvTranspose's full output, from pads, output_shape or auto_pad.
 
     ONNX: with output_shape or SAME_*, total = s·(in−1) + output_padding + (k−1)·d + 1 − out; SAME_UPPER
@@ -147,8 +160,9 @@ def pad_source_index(length: int, begin: int, end: int, mode: str) -> np.ndarray
     """For each position of one padded (or, for negative amounts, cropped) axis, the source index it
     copies in reflect, edge or wrap mode."""
     source = np.arange(length)
-    source = source[max(-begin, 0): len(source) - max(-end, 0)]
-    numpy_mode = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode]
+    source = source[max(-begin, 0) : len(source) - max(-end, 0)]
+    numpy_modes: dict[str, Literal["reflect", "edge", "wrap"]] = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+    numpy_mode = numpy_modes[mode]
     if numpy_mode == "reflect" and len(source) == 1:
         numpy_mode = "edge"
     return np.pad(source, (max(begin, 0), max(end, 0)), mode=numpy_mode)

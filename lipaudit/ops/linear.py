@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..domain.evaluate import bilinear_interval
 from ..domain.interval import Interval
 from ..domain.norms import nonnegative_norm_bound
+from ..invariants import present
 from ..ir import Node
 from ..spectral.conv import conv_norm
 from ..spectral.dense import dense_norm
@@ -56,8 +57,10 @@ class Gemm(Op):
         weights: list[float] = []
         if a_const is None or b_const is None:
             # Transposing either side permutes entries, so ‖A'‖ = ‖A‖ and the flags do not change the norm.
-            factor = _dense(ctx, b_const if b_const is not None else a_const, scale=alpha)
-            weights = [factor.value]
+            # One of them is constant: both variable returned above.
+            const = present(b_const if b_const is not None else a_const, "the constant side of Gemm")
+            factor = _dense(ctx, const, scale=alpha)
+            weights = [present(factor.value, "the norm of the constant side")]
         if c and not ctx.graph.is_const(c):
             weights.append(beta * math.sqrt(broadcast_copies(ctx.input_shape(node, 2), ctx.output_shape(node))))
         if factor is None:
@@ -71,15 +74,17 @@ class Gemm(Op):
         for name in (b, a):
             size = ctx.range_of(name).broadcast_to(ctx.input_shape(node, node.inputs.index(name))).magnitude
             if not np.all(np.isfinite(size)):
-                return Factor.unbounded(f"Gemm of two variable matrices: the range of '{name}' on the input domain "
-                                        "is unbounded")
+                return Factor.unbounded(
+                    f"Gemm of two variable matrices: the range of '{name}' on the input domain is unbounded"
+                )
             norms.append(alpha * float(nonnegative_norm_bound(size)))
         weights = norms
         c = node.inputs[2] if len(node.inputs) > 2 else ""
         if c and not ctx.graph.is_const(c):
             weights = weights + [beta * math.sqrt(broadcast_copies(ctx.input_shape(node, 2), ctx.output_shape(node)))]
-        return domain_factor(max(norms), "product rule ‖Δ(AB)‖ ≤ ‖ΔA‖·sup‖B‖₂ + sup‖A‖₂·‖ΔB‖ over the ranges",
-                             input_weights=weights)
+        return domain_factor(
+            max(norms), "product rule ‖Δ(AB)‖ ≤ ‖ΔA‖·sup‖B‖₂ + sup‖A‖₂·‖ΔB‖ over the ranges", input_weights=weights
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [bilinear_interval(self, node, ctx, 0, 1)]
@@ -97,8 +102,9 @@ class Gemm(Op):
         return out
 
 
-def _stacked_weights(const: np.ndarray, var_batch: int, out_batch: tuple[int, ...],
-                     const_on_right: bool) -> tuple[np.ndarray, float]:
+def _stacked_weights(
+    const: np.ndarray, var_batch: int, out_batch: tuple[int, ...], const_on_right: bool
+) -> tuple[np.ndarray, float]:
     """The matrix whose norm bounds a batched product, and an extra scale when only a bound is cheap."""
     mats = np.broadcast_to(const, out_batch + const.shape[-2:]).reshape(-1, *const.shape[-2:])
     if len(mats) == 1:
@@ -124,12 +130,14 @@ class MatMul(Op):
         if left_const is None and right_const is None:
             if ctx.on_domain:
                 return self._product_rule(node, ctx)
-            return Factor.unbounded("MatMul of two variable values (e.g. attention scores) is not globally Lipschitz; "
-                                    + DOMAIN_HINT)
+            return Factor.unbounded(
+                "MatMul of two variable values (e.g. attention scores) is not globally Lipschitz; " + DOMAIN_HINT
+            )
         if left_const is not None and right_const is not None:
             return Factor.constant(0.0, "closed-form")
         const_on_right = right_const is not None
         const = right_const if const_on_right else left_const
+        const = present(const, "the constant side of MatMul")  # both variable returned above
         if const.ndim == 1:
             const = const.reshape(-1, 1) if const_on_right else const.reshape(1, -1)
         var_shape = ctx.input_shape(node, 0 if const_on_right else 1)
@@ -140,9 +148,10 @@ class MatMul(Op):
         if matrices.ndim == 2:
             factor = _dense(ctx, matrices)
         else:
-            factor = max((_dense(ctx, m) for m in matrices), key=lambda f: f.value)
+            # Norms of matrices are finite: every factor has its value.
+            factor = max((_dense(ctx, m) for m in matrices), key=lambda f: f.value or 0.0)
         if scale != 1.0:
-            factor.value *= scale
+            factor.value = present(factor.value, "the norm of the constant side") * scale
             factor.notes.append(f"×{scale:.4g} for a partly broadcast batch")
         return factor
 
@@ -158,16 +167,21 @@ class MatMul(Op):
             matrix_shape = _as_matrices(shape, index)
             size = ctx.range_of(name).broadcast_to(shape).magnitude.reshape(matrix_shape)
             if not np.all(np.isfinite(size)):
-                return Factor.unbounded(f"MatMul of two variable values: the range of '{name}' on the input domain is "
-                                        "unbounded")
+                return Factor.unbounded(
+                    f"MatMul of two variable values: the range of '{name}' on the input domain is unbounded"
+                )
             blocks[index] = (nonnegative_norm_bound(size), matrix_shape[:-2])
         weights = []
         for mine, other in ((0, 1), (1, 0)):
             other_norms, other_batch = blocks[other]
             coefficients = np.broadcast_to(other_norms.reshape(_padded(other_batch, len(out_batch))), out_batch)
             weights.append(broadcast_gain(coefficients, blocks[mine][1], out_batch))
-        return domain_factor(max(weights), "product rule ‖Δ(AB)‖_F ≤ ‖ΔA‖_F·sup‖B‖₂ + sup‖A‖₂·‖ΔB‖_F, norms "
-                             "bounded from the ranges (Collatz–Wielandt)", input_weights=weights)
+        return domain_factor(
+            max(weights),
+            "product rule ‖Δ(AB)‖_F ≤ ‖ΔA‖_F·sup‖B‖₂ + sup‖A‖₂·‖ΔB‖_F, norms "
+            "bounded from the ranges (Collatz–Wielandt)",
+            input_weights=weights,
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [bilinear_interval(self, node, ctx, 0, 1)]
@@ -208,21 +222,36 @@ class Convolution(Op):
         spatial = ctx.input_shape(node)[2:]
         output_padding = None
         if self.transposed:
-            kernel, strides, dilations, output_padding, begins, ends = conv_transpose_layout(node, weight.shape, spatial)
+            kernel, strides, dilations, output_padding, begins, ends = conv_transpose_layout(
+                node, weight.shape, spatial
+            )
             pads = tuple(begins + ends)
         else:
             geometry = window_geometry(node, kernel_shape(node, weight.shape), spatial)
             strides, dilations, pads = geometry.strides, geometry.dilations, geometry.pads
-        norm = conv_norm(weight, spatial, strides=strides, pads=pads, dilations=dilations,
-                         groups=node.attr_int("group"), transposed=self.transposed,
-                         output_padding=output_padding, method=ctx.method, device=ctx.device)
+        norm = conv_norm(
+            weight,
+            spatial,
+            strides=strides,
+            pads=pads,
+            dilations=dilations,
+            groups=node.attr_int("group"),
+            transposed=self.transposed,
+            output_padding=output_padding,
+            method=ctx.method,
+            device=ctx.device,
+        )
         factor = Factor.from_norm(norm)
         if len(node.inputs) > 2 and node.inputs[2] and not ctx.graph.is_const(node.inputs[2]):
             # A variable bias b[c] is added at every output position of channel c (in every batch item).
             out_shape = ctx.output_shape(node)
             positions = int(np.prod(out_shape)) // max(1, out_shape[1])
-            factor.input_weights = [factor.value if i == 0 else math.sqrt(positions)
-                                    for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
+            own_weight = present(factor.value, "the norm of the weight")
+            factor.input_weights = [
+                own_weight if i == 0 else math.sqrt(positions)
+                for i, name in enumerate(node.inputs)
+                if name and not ctx.graph.is_const(name)
+            ]
         return factor
 
 
@@ -239,8 +268,15 @@ class Conv(Convolution):
             padding = geometry.begins
         else:
             x, padding = F.pad(x, torch_pads(geometry.begins, geometry.ends)), (0,) * n
-        return spatial_fn("conv", n, node)(x, weight, bias, stride=geometry.strides, padding=tuple(padding),
-                                           dilation=geometry.dilations, groups=node.attr_int("group"))
+        return spatial_fn("conv", n, node)(
+            x,
+            weight,
+            bias,
+            stride=geometry.strides,
+            padding=tuple(padding),
+            dilation=geometry.dilations,
+            groups=node.attr_int("group"),
+        )
 
 
 @register
@@ -254,8 +290,16 @@ class ConvTranspose(Convolution):
         spatial = tuple(x.shape[2:])
         n = len(spatial)
         kernel, strides, dilations, output_padding, begins, ends = conv_transpose_layout(node, weight.shape, spatial)
-        full = spatial_fn("conv_transpose", n, node)(x, weight, None, stride=strides, padding=0, output_padding=0,
-                                                     groups=node.attr_int("group"), dilation=dilations)
+        full = spatial_fn("conv_transpose", n, node)(
+            x,
+            weight,
+            None,
+            stride=strides,
+            padding=0,
+            output_padding=0,
+            groups=node.attr_int("group"),
+            dilation=dilations,
+        )
         # The full output, extended by output_padding, then cropped by the pads (negative F.pad crops).
         out = F.pad(full, torch_pads([-b for b in begins], [p - e for p, e in zip(output_padding, ends)]))
         if bias is not None:

@@ -11,9 +11,11 @@ selection again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from ..domain.evaluate import monotone_interval
 from ..domain.interval import Interval, hull
@@ -45,14 +47,26 @@ class Comparison(Jumps):
 
 
 # (function, monotone, the inputs it decreases in): a > b rises with a and falls with b.
-for _name, (_fn, _monotone, _decreasing) in {
-        "Equal": (torch.eq, False, ()), "Greater": (torch.gt, True, (1,)), "Less": (torch.lt, True, (0,)),
-        "GreaterOrEqual": (torch.ge, True, (1,)), "LessOrEqual": (torch.le, True, (0,)),
-        "Not": (torch.logical_not, True, ()), "And": (torch.logical_and, True, ()),
-        "Or": (torch.logical_or, True, ()), "Xor": (torch.logical_xor, False, ()),
-        "IsNaN": (torch.isnan, False, ())}.items():
-    register(type(_name, (Comparison,), {"fn": staticmethod(_fn), "monotone": _monotone, "decreasing": _decreasing,
-                                         "__module__": __name__}))
+_COMPARISONS: dict[str, tuple[Callable[..., Tensor], bool, tuple[int, ...]]] = {
+    "Equal": (torch.eq, False, ()),
+    "Greater": (torch.gt, True, (1,)),
+    "Less": (torch.lt, True, (0,)),
+    "GreaterOrEqual": (torch.ge, True, (1,)),
+    "LessOrEqual": (torch.le, True, (0,)),
+    "Not": (torch.logical_not, True, ()),
+    "And": (torch.logical_and, True, ()),
+    "Or": (torch.logical_or, True, ()),
+    "Xor": (torch.logical_xor, False, ()),
+    "IsNaN": (torch.isnan, False, ()),
+}
+for _name, (_fn, _monotone, _decreasing) in _COMPARISONS.items():
+    register(
+        type(
+            _name,
+            (Comparison,),
+            {"fn": staticmethod(_fn), "monotone": _monotone, "decreasing": _decreasing, "__module__": __name__},
+        )
+    )
 
 
 @register
@@ -79,10 +93,13 @@ class Where(Op):
             condition = ctx.range_of(node.inputs[0])
             if ctx.on_domain and condition.is_point():
                 # The condition is the same all over the domain: a selection (its own weight is 0).
-                return domain_factor(1.0, "the condition is constant over the input's range", combine="rss",
-                                     input_weights=[0.0] + [1.0] * len(positions))
-            return Factor.unbounded("Where with a condition computed from the network input jumps between "
-                                    "its branches")
+                return domain_factor(
+                    1.0,
+                    "the condition is constant over the input's range",
+                    combine="rss",
+                    input_weights=[0.0] + [1.0] * len(positions),
+                )
+            return Factor.unbounded("Where with a condition computed from the network input jumps between its branches")
         return Factor.constant(1.0, "closed-form", combine="rss", input_weights=[1.0] * len(positions))
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:

@@ -21,8 +21,14 @@ import torch
 from torch import Tensor
 
 from ..domain.interval import Interval, product, quotient
-from ..domain.normalize import (grouped, mean_square_bounds, normalized_range, ungrouped, variance_lower_bound,
-                                variance_upper_bound)
+from ..domain.normalize import (
+    grouped,
+    mean_square_bounds,
+    normalized_range,
+    ungrouped,
+    variance_lower_bound,
+    variance_upper_bound,
+)
 from ..ir import Node
 from .context import DOMAIN_HINT, RuleContext, tighter_on_domain
 from .factor import Factor
@@ -57,8 +63,9 @@ class BatchNormalization(Op):
         with np.errstate(divide="ignore", invalid="ignore"):
             multiplier = batchnorm_scale(scale, var, node.attr_float("epsilon"))
         if not np.all(np.isfinite(multiplier)):
-            return Factor.unbounded("BatchNormalization divides by √(var + ε), which is 0 (or not a number) for "
-                                    "some channel")
+            return Factor.unbounded(
+                "BatchNormalization divides by √(var + ε), which is 0 (or not a number) for some channel"
+            )
         gain = float(np.abs(multiplier).max(initial=0.0)) * (1 + 1e-12)
         # A variable bias or mean is added at every position of its channel: √(positions) copies.
         out_shape = ctx.output_shape(node)
@@ -103,8 +110,9 @@ def _bias_copies(ctx: RuleContext, node: Node, name: str) -> float:
 class DataNormalization(Op):
     family = FAMILY
     resizes = True  # a variable bias weighs √(outputs per entry)
-    summary = ("max|γ|/√ε: a sound global bound, usually huge (reported with a warning); on a domain "
-               "max|γ|/√(σ²_min + ε)")
+    summary = (
+        "max|γ|/√ε: a sound global bound, usually huge (reported with a warning); on a domain max|γ|/√(σ²_min + ε)"
+    )
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         factor = self.global_factor(node, ctx)
@@ -117,10 +125,17 @@ class DataNormalization(Op):
         value = float(np.max(gains, initial=0.0)) * (1 + 1e-12)
         if not math.isfinite(value):
             return factor
-        weights = [value if i == 0 else _bias_copies(ctx, node, name)
-                   for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
-        return tighter_on_domain(factor, value, "max|γ|/√(σ²_min + ε), σ²_min the smallest variance of each "
-                                 "group over the input's range", input_weights=weights)
+        weights = [
+            value if i == 0 else _bias_copies(ctx, node, name)
+            for i, name in enumerate(node.inputs)
+            if name and not ctx.graph.is_const(name)
+        ]
+        return tighter_on_domain(
+            factor,
+            value,
+            "max|γ|/√(σ²_min + ε), σ²_min the smallest variance of each group over the input's range",
+            input_weights=weights,
+        )
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         # For centred z, f(z) = z/√(‖z‖²/n + ε) has Jacobian eigenvalues 1/s and ε/s³ with s ≥ √ε.
@@ -129,14 +144,23 @@ class DataNormalization(Op):
             return Factor.unbounded(f"{node.op_type} with a variable scale multiplies two variable values")
         epsilon = node.attr_float("epsilon")
         if not epsilon > 0:
-            return Factor.unbounded(f"{node.op_type} with ε = {epsilon:g} divides by a standard deviation that "
-                                    "can be 0: its slope is unbounded near a constant input")
+            return Factor.unbounded(
+                f"{node.op_type} with ε = {epsilon:g} divides by a standard deviation that "
+                "can be 0: its slope is unbounded near a constant input"
+            )
         value = float(np.abs(scale).max(initial=0.0)) / math.sqrt(epsilon) * (1 + 1e-12)
-        weights = [value if i == 0 else _bias_copies(ctx, node, name)
-                   for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
-        return Factor.constant(value, "closed-form", input_weights=weights,
-                               note=f"warning: {node.op_type} is only {value:.3g}-Lipschitz globally (max|γ|/√ε, "
-                                    f"ε={epsilon:g}); its local slope is far smaller")
+        weights = [
+            value if i == 0 else _bias_copies(ctx, node, name)
+            for i, name in enumerate(node.inputs)
+            if name and not ctx.graph.is_const(name)
+        ]
+        return Factor.constant(
+            value,
+            "closed-form",
+            input_weights=weights,
+            note=f"warning: {node.op_type} is only {value:.3g}-Lipschitz globally (max|γ|/√ε, "
+            f"ε={epsilon:g}); its local slope is far smaller",
+        )
 
     # How the op groups its input: the grouped view's shape and the axes normalised together; and
     # how |γ| (or γ) spreads over those groups.
@@ -175,8 +199,7 @@ class DataNormalization(Op):
         gamma = self.channel_values(node, np.asarray(scale, np.float64), shape)
         beta = self.channel_values(node, np.asarray(bias, np.float64), shape)
         scaled = product(z, Interval.exact(gamma))
-        return [Interval(scaled.lo + beta, scaled.hi + beta).widened(np.abs(beta))] + \
-            [None] * (len(node.outputs) - 1)
+        return [Interval(scaled.lo + beta, scaled.hi + beta).widened(np.abs(beta))] + [None] * (len(node.outputs) - 1)
 
 
 def _channel_array(values: np.ndarray, rank: int) -> np.ndarray:
@@ -220,12 +243,14 @@ class LayerNormalization(DataNormalization):
         kept = tuple(1 if a in axes else d for a, d in enumerate(shape))
         lo, hi = grouped(ctx.range_of(node.inputs[0]).broadcast_to(shape), shape, axes)
         mean = Interval(lo.mean(axis=1).reshape(kept), hi.mean(axis=1).reshape(kept)).widened(
-            np.maximum(np.abs(lo), np.abs(hi)).mean(axis=1).reshape(kept))
+            np.maximum(np.abs(lo), np.abs(hi)).mean(axis=1).reshape(kept)
+        )
         epsilon = node.attr_float("epsilon")
         with np.errstate(divide="ignore"):
-            inverse = Interval(1 / np.sqrt(variance_upper_bound(lo, hi) + epsilon),
-                               1 / np.sqrt(variance_lower_bound(lo, hi) + epsilon)).widened()
-        return [found[0], mean, Interval(inverse.lo.reshape(kept), inverse.hi.reshape(kept))][:len(node.outputs)]
+            inverse = Interval(
+                1 / np.sqrt(variance_upper_bound(lo, hi) + epsilon), 1 / np.sqrt(variance_lower_bound(lo, hi) + epsilon)
+            ).widened()
+        return [found[0], mean, Interval(inverse.lo.reshape(kept), inverse.hi.reshape(kept))][: len(node.outputs)]
 
     def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         """Y, then Mean (a mean of k entries: 1/√k) and InvStdDev = 1/√(var + ε) of each group.
@@ -236,14 +261,14 @@ class LayerNormalization(DataNormalization):
         factors = [self.bound(node, ctx)]
         if len(node.outputs) > 1:
             shape = ctx.input_shape(node)
-            k = math.prod(shape[positive_axis(node.attr_int("axis"), len(shape)):])
+            k = math.prod(shape[positive_axis(node.attr_int("axis"), len(shape)) :])
             factors.append(Factor.constant(1 / math.sqrt(k), "closed-form", note=f"mean of {k} entries"))
         if len(node.outputs) > 2:
             epsilon = node.attr_float("epsilon")
             if epsilon <= 0:
                 factors.append(Factor.unbounded("1/√var has unbounded slope when ε = 0"))
             else:
-                k = math.prod(shape[positive_axis(node.attr_int("axis"), len(shape)):])
+                k = math.prod(shape[positive_axis(node.attr_int("axis"), len(shape)) :])
                 factor = Factor.constant(2 / (3 * math.sqrt(3) * epsilon * math.sqrt(k)), "closed-form")
                 if ctx.on_domain:
                     factor = self._inverse_std_on_domain(node, ctx, factor, k)
@@ -308,8 +333,9 @@ class LpNormalization(Op):
                 n = self._group(node, ctx)[1]
                 # p = 2: J = (I − ẑẑᵀ)/‖x‖, norm 1/‖x‖. p = 1: J = (I − z·sign(x)ᵀ)/‖x‖₁, norm ≤ (1 + √n)/‖x‖₁.
                 value = 1 / smallest if node.attr_int("p") == 2 else (1 + math.sqrt(n)) / smallest
-                return tighter_on_domain(Factor.unbounded(""), value * (1 + 1e-9),
-                                         f"the input's range keeps ‖x‖ ≥ {smallest:.4g}")
+                return tighter_on_domain(
+                    Factor.unbounded(""), value * (1 + 1e-9), f"the input's range keeps ‖x‖ ≥ {smallest:.4g}"
+                )
         return Factor.unbounded(f"x/‖x‖ has unbounded slope near 0; {DOMAIN_HINT}")
 
     def _group(self, node: Node, ctx: RuleContext) -> tuple[tuple[int, ...], int]:
@@ -356,14 +382,15 @@ class Normalize(Op):
 
     domain = "lipaudit"
     family = FAMILY
-    summary = ("1/√ε globally (warning); on a domain 1/√(σ²_min + ε) (mean square for RMSNorm); "
-               "fused from ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div")
+    summary = (
+        "1/√ε globally (warning); on a domain 1/√(σ²_min + ε) (mean square for RMSNorm); "
+        "fused from ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div"
+    )
 
     def _axes(self, node: Node, rank: int) -> tuple[int, ...]:
         return tuple(sorted(positive_axis(a, rank) for a in node.attr_ints("axes")))
 
-    def _bounds(self, node: Node, ctx: RuleContext) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray,
-                                                              np.ndarray]:
+    def _bounds(self, node: Node, ctx: RuleContext) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray, np.ndarray]:
         shape = ctx.input_shape(node)
         axes = self._axes(node, len(shape))
         lo, hi = grouped(ctx.range_of(node.inputs[0]), shape, axes)
@@ -374,8 +401,11 @@ class Normalize(Op):
         kind = "LayerNorm" if node.attr_int("centered", 1) else "RMSNorm"
         if epsilon > 0:
             value = 1 / math.sqrt(epsilon) * (1 + 1e-12)
-            factor = Factor.constant(value, "closed-form", note=f"warning: the {kind} core is only "
-                                                                f"{value:.3g}-Lipschitz globally (1/√ε, ε={epsilon:g})")
+            factor = Factor.constant(
+                value,
+                "closed-form",
+                note=f"warning: the {kind} core is only {value:.3g}-Lipschitz globally (1/√ε, ε={epsilon:g})",
+            )
         else:
             factor = Factor.unbounded(f"{kind} with ε = 0 divides by a value that can be 0")
         if not ctx.on_domain:
@@ -390,8 +420,9 @@ class Normalize(Op):
         if not math.isfinite(value):
             return factor
         statistic = "variance" if node.attr_int("centered", 1) else "mean square"
-        return tighter_on_domain(factor, value, f"1/√(σ²_min + ε), σ²_min the smallest {statistic} of each group "
-                                 "over the input's range")
+        return tighter_on_domain(
+            factor, value, f"1/√(σ²_min + ε), σ²_min the smallest {statistic} of each group over the input's range"
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         shape, axes, lo, hi = self._bounds(node, ctx)

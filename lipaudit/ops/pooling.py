@@ -7,13 +7,15 @@ flat ``Indices`` output) are read here once, through ops.geometry, for the rule 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..invariants import present
 from ..ir import Node
 from ..spectral.conv import avgpool_norm
 from .context import RuleContext
@@ -33,12 +35,12 @@ def _layout(node: Node, spatial: Sequence[int]) -> tuple[WindowGeometry, list[in
 def _padded_input(x: Tensor, geometry: WindowGeometry, outs: Sequence[int], value: float) -> tuple[Tensor, list[int]]:
     """Pad by the explicit pads, plus what ceil_mode windows overhang, with ``value``."""
     extras = []
-    for size, k, s, d, begin, end, out in zip(x.shape[2:], geometry.kernel, geometry.strides, geometry.dilations,
-                                              geometry.begins, geometry.ends, outs):
+    for size, k, s, d, begin, end, out in zip(
+        x.shape[2:], geometry.kernel, geometry.strides, geometry.dilations, geometry.begins, geometry.ends, outs
+    ):
         needed = (out - 1) * s + (k - 1) * d + 1
         extras.append(max(0, needed - (size + begin + end)))
-    padded = F.pad(x, torch_pads(geometry.begins, [e + extra for e, extra in zip(geometry.ends, extras)]),
-                   value=value)
+    padded = F.pad(x, torch_pads(geometry.begins, [e + extra for e, extra in zip(geometry.ends, extras)]), value=value)
     return padded, extras
 
 
@@ -116,10 +118,18 @@ class AveragePool(Op):
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         shape = ctx.input_shape(node)
         geometry = window_geometry(node, kernel_shape(node), shape[2:])
-        norm = avgpool_norm(geometry.kernel, shape[2:], strides=geometry.strides, pads=geometry.pads,
-                            dilations=geometry.dilations,
-                            count_include_pad=bool(node.attr_int("count_include_pad", 0)), channels=shape[1],
-                            ceil_mode=bool(node.attr_int("ceil_mode", 0)), method=ctx.method, device=ctx.device)
+        norm = avgpool_norm(
+            geometry.kernel,
+            shape[2:],
+            strides=geometry.strides,
+            pads=geometry.pads,
+            dilations=geometry.dilations,
+            count_include_pad=bool(node.attr_int("count_include_pad", 0)),
+            channels=shape[1],
+            ceil_mode=bool(node.attr_int("ceil_mode", 0)),
+            method=ctx.method,
+            device=ctx.device,
+        )
         return Factor.from_norm(norm)
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
@@ -133,8 +143,7 @@ class AveragePool(Op):
             mask = F.pad(mask, torch_pads(geometry.begins, geometry.ends), value=1.0)
             mask = F.pad(mask, torch_pads([0] * len(extras), extras), value=0.0)
         else:
-            mask = F.pad(mask, torch_pads(geometry.begins, [e + x_ for e, x_ in zip(geometry.ends, extras)]),
-                         value=0.0)
+            mask = F.pad(mask, torch_pads(geometry.begins, [e + x_ for e, x_ in zip(geometry.ends, extras)]), value=0.0)
         total = _crop_to(_window_sum(padded, geometry, node), outs)
         count = _crop_to(_window_sum(mask, geometry, node), outs)
         return total / count
@@ -203,7 +212,7 @@ def _column_sums(forward, spatial: Sequence[int]) -> Tensor:
     divisors are exactly the ones the run applies."""
     x = torch.ones((1, 1, *spatial), dtype=torch.float64, requires_grad=True)
     forward(x).sum().backward()
-    return x.grad
+    return present(x.grad, "the gradient of the pooling map")
 
 
 def _worst_column(forward, spatial: Sequence[int], op: str) -> float:
@@ -285,13 +294,16 @@ class L2Pool(Op):
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         scale, bias = node.attr_float("scale"), node.attr_float("bias")
         if not (scale >= 0 and bias >= 0 and math.isfinite(scale) and math.isfinite(bias)):
-            return Factor.unbounded(f"sqrt({scale:g}·mean(x²) + {bias:g}) is not Lipschitz: it needs a scale ≥ 0 "
-                                    "and an offset ≥ 0 under the root")
+            return Factor.unbounded(
+                f"sqrt({scale:g}·mean(x²) + {bias:g}) is not Lipschitz: it needs a scale ≥ 0 "
+                "and an offset ≥ 0 under the root"
+            )
         shape = ctx.input_shape(node)
         env = Env(ctx.opset(node), torch.float64, torch.device("cpu"))
         weights = _worst_column(lambda x: AveragePool().run(env, node, [x]), shape[2:], node.op_type)
-        return Factor.constant(math.sqrt(scale * weights), "closed-form",
-                               note=f"sqrt({scale:g}·mean of squares + {bias:g}) per window")
+        return Factor.constant(
+            math.sqrt(scale * weights), "closed-form", note=f"sqrt({scale:g}·mean of squares + {bias:g}) per window"
+        )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]

@@ -58,8 +58,9 @@ class Recurrent(Op):
 
     def directions(self, node: Node) -> list[bool]:
         """Whether each direction runs backwards in time."""
-        return {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[node.attr_str("direction",
-                                                                                                   "forward")]
+        return {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[
+            node.attr_str("direction", "forward")
+        ]
 
     @staticmethod
     def _input(args: list[Any], index: int) -> Any:
@@ -97,8 +98,9 @@ class Recurrent(Op):
             results = [y.permute(2, 0, 1, 3)] + [r.transpose(0, 1) for r in results[1:]]
         return results[: max(1, len(node.outputs))]
 
-    def _state(self, node: Node, args: list[Any], index: int, direction: int, batch: int, hidden: int,
-               x: Tensor) -> Tensor:
+    def _state(
+        self, node: Node, args: list[Any], index: int, direction: int, batch: int, hidden: int, x: Tensor
+    ) -> Tensor:
         given = self._input(args, index)
         if given is None:
             return x.new_zeros(batch, hidden)
@@ -128,14 +130,20 @@ class Recurrent(Op):
         if layout:
             x = Interval(np.swapaxes(x.lo, 0, 1), np.swapaxes(x.hi, 0, 1))
         hidden = node.attr_int("hidden_size")
-        return [self.unroll_direction(node, ctx, d, [Interval(x.lo[t], x.hi[t]) for t in
-                                                     (range(steps - 1, -1, -1) if backwards else range(steps))],
-                                      [self._state_range(node, ctx, i, d, batch, hidden, ranges)
-                                       for i in self.state_inputs])
-                for d, backwards in enumerate(self.directions(node))]
+        return [
+            self.unroll_direction(
+                node,
+                ctx,
+                d,
+                [Interval(x.lo[t], x.hi[t]) for t in (range(steps - 1, -1, -1) if backwards else range(steps))],
+                [self._state_range(node, ctx, i, d, batch, hidden, ranges) for i in self.state_inputs],
+            )
+            for d, backwards in enumerate(self.directions(node))
+        ]
 
-    def _state_range(self, node: Node, ctx: RuleContext, index: int, direction: int, batch: int, hidden: int,
-                     ranges: bool) -> Interval:
+    def _state_range(
+        self, node: Node, ctx: RuleContext, index: int, direction: int, batch: int, hidden: int, ranges: bool
+    ) -> Interval:
         if len(node.inputs) <= index or not node.inputs[index]:
             return Interval.exact(np.zeros((batch, hidden)))
         name = node.inputs[index]
@@ -145,27 +153,29 @@ class Recurrent(Op):
         pick = (lambda a: np.swapaxes(a, 0, 1)[direction]) if node.attr_int("layout", 0) else (lambda a: a[direction])
         return Interval(pick(interval.lo), pick(interval.hi))
 
-    def unroll_direction(self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval],
-                         states: list[Interval]) -> Unrolled:
+    def unroll_direction(
+        self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval], states: list[Interval]
+    ) -> Unrolled:
         raise NotImplementedError
 
     def factors(self, node: Node, ctx: RuleContext, unrolled: list[Unrolled]) -> list[tuple[float, float, float]]:
         """(input, h0, c0) weights of each output: Y, Y_h, Y_c."""
-        per_direction = [[u.weights(u.a), u.weights(u.a[-1:]), u.weights(u.b[-1:] if u.b else u.a[-1:])]
-                         for u in unrolled]
+        per_direction = [
+            [u.weights(u.a), u.weights(u.a[-1:]), u.weights(u.b[-1:] if u.b else u.a[-1:])] for u in unrolled
+        ]
         combined = []
         for output in range(3):
             rows = [d[output] for d in per_direction]
             # Directions fill disjoint parts of each output; they share the input, each has its own states.
-            combined.append((math.sqrt(sum(r[0] ** 2 for r in rows)), max(r[1] for r in rows),
-                             max(r[2] for r in rows)))
+            combined.append((math.sqrt(sum(r[0] ** 2 for r in rows)), max(r[1] for r in rows), max(r[2] for r in rows)))
         return combined
 
     def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         constants = self.constants(node, ctx)
         if any(c is None for c in constants):
-            return [Factor.unbounded(f"{node.op_type} with variable weights multiplies two variable values")] * \
-                max(1, len(node.outputs))
+            return [Factor.unbounded(f"{node.op_type} with variable weights multiplies two variable values")] * max(
+                1, len(node.outputs)
+            )
         unrolled = self.unroll(node, ctx, ranges=ctx.on_domain)
         weights = self.factors(node, ctx, unrolled)
         variable = [i for i, name in enumerate(node.inputs) if name and not ctx.graph.is_const(name)]
@@ -178,8 +188,11 @@ class Recurrent(Op):
             if ctx.on_domain:
                 out.append(domain_factor(value, note, input_weights=per_position))
             else:
-                out.append(Factor.constant(value, "closed-form", note=note + " (gates in [0, 1] and [−1, 1])",
-                                           input_weights=per_position))
+                out.append(
+                    Factor.constant(
+                        value, "closed-form", note=note + " (gates in [0, 1] and [−1, 1])", input_weights=per_position
+                    )
+                )
         return out
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
@@ -195,7 +208,8 @@ class Recurrent(Op):
         if node.attr_int("layout", 0):
             y = Interval(np.transpose(y.lo, (2, 0, 1, 3)), np.transpose(y.hi, (2, 0, 1, 3)))
             finals = [Interval(np.swapaxes(f.lo, 0, 1), np.swapaxes(f.hi, 0, 1)) for f in finals]
-        return ([y] + finals)[: len(node.outputs)]
+        outputs: list[Interval | None] = [y, *finals]
+        return outputs[: len(node.outputs)]
 
 
 def _last(unrolled: list[Unrolled], state: str) -> Interval:
@@ -208,7 +222,7 @@ def _split_bias(bias: np.ndarray | None, gates: int, hidden: int, direction: int
     if bias is None:
         return np.zeros(gates * hidden), np.zeros(gates * hidden)
     row = np.asarray(bias, np.float64)[direction]
-    return row[: gates * hidden], row[gates * hidden:]
+    return row[: gates * hidden], row[gates * hidden :]
 
 
 @register
@@ -226,13 +240,15 @@ class LSTM(Recurrent):
             found.append(ctx.const_input(node, index) if given else default)
         return found
 
-    def unroll_direction(self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval],
-                         states: list[Interval]) -> Unrolled:
+    def unroll_direction(
+        self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval], states: list[Interval]
+    ) -> Unrolled:
         w, r, bias, peephole = (np.asarray(c, np.float64) for c in self.constants(node, ctx))
         hidden = node.attr_int("hidden_size")
         w_bias, r_bias = _split_bias(bias, 4, hidden, direction)
-        return lstm_direction(xs, w[direction], r[direction], w_bias + r_bias, peephole[direction], states[0],
-                              states[1])
+        return lstm_direction(
+            xs, w[direction], r[direction], w_bias + r_bias, peephole[direction], states[0], states[1]
+        )
 
     def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
         h, c = states
@@ -242,7 +258,7 @@ class LSTM(Recurrent):
         peephole = args[7][direction] if self._input(args, 7) is not None else x.new_zeros(3 * hidden)
         z = x @ w.T + h @ r.T
         if bias is not None:
-            z = z + bias[: 4 * hidden] + bias[4 * hidden:]
+            z = z + bias[: 4 * hidden] + bias[4 * hidden :]
         zi, zo, zf, zc = torch.split(z, hidden, dim=-1)
         pi, po, pf = torch.split(peephole, hidden)
         i = torch.sigmoid(zi + pi * c)
@@ -262,22 +278,27 @@ class GRU(Recurrent):
         hidden = node.attr_int("hidden_size")
         directions = len(self.directions(node))
         given = len(node.inputs) > 3 and bool(node.inputs[3])
-        return [ctx.const_input(node, 1), ctx.const_input(node, 2),
-                ctx.const_input(node, 3) if given else np.zeros((directions, 6 * hidden))]
+        return [
+            ctx.const_input(node, 1),
+            ctx.const_input(node, 2),
+            ctx.const_input(node, 3) if given else np.zeros((directions, 6 * hidden)),
+        ]
 
-    def unroll_direction(self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval],
-                         states: list[Interval]) -> Unrolled:
+    def unroll_direction(
+        self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval], states: list[Interval]
+    ) -> Unrolled:
         w, r, bias = (np.asarray(c, np.float64) for c in self.constants(node, ctx))
         w_bias, r_bias = _split_bias(bias, 3, node.attr_int("hidden_size"), direction)
-        return gru_direction(xs, w[direction], r[direction], w_bias, r_bias, states[0],
-                             bool(node.attr_int("linear_before_reset", 0)))
+        return gru_direction(
+            xs, w[direction], r[direction], w_bias, r_bias, states[0], bool(node.attr_int("linear_before_reset", 0))
+        )
 
     def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
         (h,) = states
         w, r = args[1][direction], args[2][direction]
         hidden = node.attr_int("hidden_size")
         bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(6 * hidden)
-        wb, rb = bias[: 3 * hidden], bias[3 * hidden:]
+        wb, rb = bias[: 3 * hidden], bias[3 * hidden :]
         wz, wr, wh = torch.split(w, hidden)
         rz, rr, rh = torch.split(r, hidden)
         wbz, wbr, wbh = torch.split(wb, hidden)

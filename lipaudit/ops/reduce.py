@@ -10,7 +10,7 @@ norms and the sum of squares are monotone in |x|, so they map [min|x|, max|x|].
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,11 +18,12 @@ from torch import Tensor
 
 from ..domain.evaluate import endpoint_args, monotone_interval, run_op
 from ..domain.interval import Interval
+from ..invariants import present
 from ..ir import Node
 from .context import DOMAIN_HINT, RuleContext, domain_factor
 from .factor import Factor
 from .registry import Op, register
-from .runtime import Env, input_or_attr, positive_axis
+from .runtime import Env, ReduceTensorFn, input_or_attr, positive_axis
 
 FAMILY = "reduce"
 
@@ -44,7 +45,7 @@ def reduced_count(node: Node, ctx: RuleContext) -> int:
 
 class Reduction(Op):
     family = FAMILY
-    fn: ClassVar[Callable[[Tensor, tuple[int, ...]], Tensor]]
+    fn: ClassVar[ReduceTensorFn]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -63,7 +64,9 @@ def magnitude_interval(op: Op, node: Node, ctx: RuleContext) -> list[Interval | 
     high = endpoint_args(ctx, node, lambda position, x: x.magnitude, (0,))
     if low is None or high is None:
         return [None]
-    return [Interval(run_op(op, node, ctx, low)[0], run_op(op, node, ctx, high)[0]).widened()]
+    smallest = present(run_op(op, node, ctx, low)[0], f"the output of {node.op_type}")
+    largest = present(run_op(op, node, ctx, high)[0], f"the output of {node.op_type}")
+    return [Interval(smallest, largest).widened()]
 
 
 @register
@@ -194,7 +197,8 @@ class ReduceLogSum(SteepReduction):
         low = endpoint_args(ctx, node, lambda position, x: x.lo, (0,))
         if low is None:
             return None
-        smallest_log = float(np.min(run_op(self, node, ctx, low)[0], initial=np.inf))  # log Σ lo
+        logs = present(run_op(self, node, ctx, low)[0], f"the output of {node.op_type}")
+        smallest_log = float(np.min(logs, initial=np.inf))  # log Σ lo
         if not math.isfinite(smallest_log):
             return None
         return math.sqrt(reduced_count(node, ctx)) / (math.exp(smallest_log) * (1 - 1e-9))

@@ -63,23 +63,24 @@ class Op:
     # With ``monotone``: adds entries up, so the rounding margin of its ranges scales with the terms.
     sums: ClassVar[bool] = False
 
-    def interval(self, node: Node, ctx: "RuleContext") -> "list[Interval | None]":
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         """Sound ranges of the outputs on the domain, from ``ctx.range_of`` of the inputs; one per
         output, None for an output the op says nothing about (it is then (−∞, ∞), never a guess)."""
         if self.monotone:
             from ..domain.evaluate import monotone_interval
 
-            return monotone_interval(self, node, ctx, decreasing=self.decreasing, sums=self.sums,
-                                     positions=self.data_inputs)
+            return monotone_interval(
+                self, node, ctx, decreasing=self.decreasing, sums=self.sums, positions=self.data_inputs
+            )
         return [None] * len(node.outputs)
 
-    def bound(self, node: Node, ctx: "RuleContext") -> Factor:
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
         """The factor of output 0. Raise ValueError (or RuleInputError) when the node cannot be read."""
         if self.identity:
             return Factor.constant(1.0, "identity")
         raise NotImplementedError
 
-    def bound_outputs(self, node: Node, ctx: "RuleContext") -> list[Factor]:
+    def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         """One factor per output. An output the op says nothing about is unknown: it never inherits
         the first output's factor."""
         factors = [self.bound(node, ctx)]
@@ -87,7 +88,7 @@ class Op:
             factors.append(Factor.unknown(f"output {index} ('{name}') of {node.op_type} has no rule"))
         return factors
 
-    def run(self, env: "Env", node: Node, args: list[Any]) -> Any:
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         """The node's outputs on torch tensors (one tensor, or a list for several outputs)."""
         raise NotImplementedError
 
@@ -149,5 +150,6 @@ def resolve(node: Node, opset: int) -> Op | None:
 def all_ops(*, latest_only: bool = False) -> list[Op]:
     """Every registered op version (or only the newest version of each op), by family and op type."""
     chosen = (entries[-1:] if latest_only else entries for entries in _OPS.values())
-    return sorted((op for entries in chosen for op in entries), key=lambda op: (op.family, op.op_type, op.domain,
-                                                                                 op.since))
+    return sorted(
+        (op for entries in chosen for op in entries), key=lambda op: (op.family, op.op_type, op.domain, op.since)
+    )

@@ -12,8 +12,9 @@ rounding attributes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,9 +97,11 @@ def nearest_copies(out_size: int, in_size: int, scale: float, coordinate_mode: s
     pick either: the output counts for every entry in between. Sound whichever way it rounds.
     """
     downsampling = bool(np.float32(scale) < 1)
-    variants = [source_coordinate(coordinate_mode, out_size, in_size, scale).astype(np.float64),
-                _exact_coordinate(coordinate_mode, out_size, in_size, float(np.float32(scale))),
-                _exact_coordinate(coordinate_mode, out_size, in_size, out_size / in_size)]
+    variants = [
+        source_coordinate(coordinate_mode, out_size, in_size, scale).astype(np.float64),
+        _exact_coordinate(coordinate_mode, out_size, in_size, float(np.float32(scale))),
+        _exact_coordinate(coordinate_mode, out_size, in_size, out_size / in_size),
+    ]
     picked = np.clip([nearest_index(x, nearest_mode, downsampling) for x in variants], 0, in_size - 1)
     counts = np.zeros(in_size + 1, np.int64)
     np.add.at(counts, picked.min(axis=0).astype(np.int64), 1)
@@ -106,8 +109,9 @@ def nearest_copies(out_size: int, in_size: int, scale: float, coordinate_mode: s
     return int(np.cumsum(counts)[:in_size].max(initial=0))
 
 
-def axis_matrix(out_size: int, in_size: int, scale: float, interpolation: str, coordinate_mode: str,
-                nearest_mode: str) -> np.ndarray:
+def axis_matrix(
+    out_size: int, in_size: int, scale: float, interpolation: str, coordinate_mode: str, nearest_mode: str
+) -> np.ndarray:
     """The (out_size, in_size) matrix a Resize applies along one axis.
 
     Nearest: one 1 per row. Linear: the two neighbours' weights, summing to 1 (clamped at the edges).
@@ -116,7 +120,7 @@ def axis_matrix(out_size: int, in_size: int, scale: float, interpolation: str, c
     matrix = np.zeros((out_size, in_size))
     rows = np.arange(out_size)
     if interpolation == "nearest":
-        index = np.clip(nearest_index(x, nearest_mode, np.float32(scale) < 1), 0, in_size - 1).astype(np.int64)
+        index = np.clip(nearest_index(x, nearest_mode, bool(np.float32(scale) < 1)), 0, in_size - 1).astype(np.int64)
         matrix[rows, index] = 1.0
         return matrix
     x = np.clip(x, 0, in_size - 1)
@@ -141,9 +145,8 @@ class Resizing(Op):
     # Nearest copies entries, linear mixes them with weights in [0, 1]: both monotone in the data.
     monotone = True
     sums = True
-    summary = ("product over axes of each axis's interpolation-matrix norm "
-               "(nearest: √(most copies); linear: exact SVD)")
-    scales_input = 1  # the input index of the scales (None: an attribute)
+    summary = "product over axes of each axis's interpolation-matrix norm (nearest: √(most copies); linear: exact SVD)"
+    scales_input: int | None = 1  # the input index of the scales (None: an attribute)
     sizes_input: int | None = None
     coordinates = "asymmetric"
     rounding = "simple"
@@ -180,8 +183,11 @@ class Resizing(Op):
             else:
                 matrix = axis_matrix(out_size, in_size, scale, mode.interpolation, mode.coordinates, mode.rounding)
                 factor *= dense_norm(matrix, "exact").value
-        return Factor.constant(factor * (1 + 1e-12), "closed-form" if mode.interpolation == "nearest" else "exact",
-                               note=f"{mode.interpolation} resize, {mode.coordinates}")
+        return Factor.constant(
+            factor * (1 + 1e-12),
+            "closed-form" if mode.interpolation == "nearest" else "exact",
+            note=f"{mode.interpolation} resize, {mode.coordinates}",
+        )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -193,9 +199,14 @@ class Resizing(Op):
         size_arg = args[self.sizes_input] if self.sizes_input is not None and len(args) > self.sizes_input else None
         sizes = ints(size_arg) if size_arg is not None and size_arg.numel() else None
         # onnxruntime multiplies in float32: 5 × 1.4f is 7, not 6.9999999.
-        out_shape = sizes or [int(np.floor(np.float32(i) * np.float32(s))) for i, s in zip(x.shape, scales)]
+        if sizes:
+            out_shape = sizes
+        elif scales is not None:
+            out_shape = [int(np.floor(np.float32(i) * np.float32(s))) for i, s in zip(x.shape, scales)]
+        else:
+            raise cannot_run(node, "without scales or sizes")
         for axis, (in_size, out_size) in enumerate(zip(list(x.shape), out_shape)):
-            scale = out_size / in_size if sizes else scales[axis]
+            scale = out_size / in_size if sizes or scales is None else scales[axis]
             if out_size == in_size and scale == 1.0:
                 continue
             matrix = axis_matrix(out_size, in_size, scale, mode.interpolation, mode.coordinates, mode.rounding)
@@ -234,8 +245,9 @@ class Resize_11(Resizing):
 
     def mode(self, node: Node) -> ResizeMode:
         base = super().mode(node)
-        return ResizeMode(base.interpolation, node.attr_str("coordinate_transformation_mode"),
-                          node.attr_str("nearest_mode"))
+        return ResizeMode(
+            base.interpolation, node.attr_str("coordinate_transformation_mode"), node.attr_str("nearest_mode")
+        )
 
     def unsupported(self, node: Node, mode: ResizeMode) -> str:
         if node.attr_int("antialias", 0) or node.has_attr("axes"):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Protocol, overload
 
 import numpy as np
 import torch
@@ -16,6 +17,20 @@ from ..ir import Node
 Args = list  # list[Tensor | None], one per node input ("" → None)
 
 
+# The torch function an op class keeps as ``fn = staticmethod(...)``. Protocols, not Callables: mypy
+# binds a Callable class attribute as a method (dropping its first parameter), a Protocol it does not.
+class UnaryTensorFn(Protocol):
+    def __call__(self, x: Tensor, /) -> Tensor: ...
+
+
+class BinaryTensorFn(Protocol):
+    def __call__(self, a: Tensor, b: Tensor, /) -> Tensor: ...
+
+
+class ReduceTensorFn(Protocol):
+    def __call__(self, x: Tensor, axes: tuple[int, ...], /) -> Tensor: ...
+
+
 @dataclass
 class Env:
     """Float values are computed in ``dtype`` (float32 to compare with a runtime, float64 for lower
@@ -26,6 +41,12 @@ class Env:
     device: torch.device
 
 
+@overload
+def ints(t: Tensor | np.ndarray | Sequence[int]) -> list[int]: ...
+@overload
+def ints(t: None) -> None: ...
+@overload
+def ints(t: Tensor | np.ndarray | Sequence[int] | None) -> list[int] | None: ...
 def ints(t: Tensor | np.ndarray | Sequence[int] | None) -> list[int] | None:
     if t is None:
         return None
@@ -36,6 +57,12 @@ def ints(t: Tensor | np.ndarray | Sequence[int] | None) -> list[int] | None:
     return [int(v) for v in np.asarray(t).reshape(-1)]
 
 
+@overload
+def floats(t: Tensor) -> list[float]: ...
+@overload
+def floats(t: None) -> None: ...
+@overload
+def floats(t: Tensor | None) -> list[float] | None: ...
 def floats(t: Tensor | None) -> list[float] | None:
     if t is None:
         return None
@@ -49,6 +76,14 @@ def input_or_attr(node: Node, args: Args, index: int, name: str) -> list[int] | 
     if not node.has_attr(name):
         return None
     return list(node.attr_ints(name))
+
+
+def required_input_or_attr(node: Node, args: Args, index: int, name: str) -> list[int]:
+    """``input_or_attr`` for what the op's schema requires (Reshape's shape, Slice's starts)."""
+    found = input_or_attr(node, args, index, name)
+    if found is None:
+        raise cannot_run(node, f"without its {name}")
+    return found
 
 
 def positive_axis(axis: int, rank: int) -> int:
@@ -67,10 +102,13 @@ def cannot_run(node: Node, why: str) -> ExecutionError:
     return ExecutionError(f"cannot execute {node.op_type} '{node.name}' {why}", node=node.name, op=node.op_type)
 
 
-def spatial_fn(family: str, rank: int, node: Node) -> Callable:
-    fns = {"conv": (F.conv1d, F.conv2d, F.conv3d),
-           "conv_transpose": (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d),
-           "max_pool": (F.max_pool1d, F.max_pool2d, F.max_pool3d)}[family]
+def spatial_fn(family: str, rank: int, node: Node) -> Callable[..., Tensor]:
+    by_family: dict[str, tuple[Callable[..., Tensor], Callable[..., Tensor], Callable[..., Tensor]]] = {
+        "conv": (F.conv1d, F.conv2d, F.conv3d),
+        "conv_transpose": (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d),
+        "max_pool": (F.max_pool1d, F.max_pool2d, F.max_pool3d),
+    }
+    fns = by_family[family]
     if not 1 <= rank <= 3:
         raise cannot_run(node, f"with {rank} spatial dimensions")
     return fns[rank - 1]

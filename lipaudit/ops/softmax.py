@@ -10,7 +10,8 @@ that stays spread out is much flatter than 1/2.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +40,9 @@ def _group_axes(node: Node, shape: tuple[int, ...], coerced: bool) -> tuple[int,
     return tuple(range(axis, len(shape))) if coerced else (axis,)
 
 
-def _rows(node: Node, ctx: RuleContext, coerced: bool) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray,
-                                                                np.ndarray]:
+def _rows(
+    node: Node, ctx: RuleContext, coerced: bool
+) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray, np.ndarray]:
     """The input's range as (groups, n) rows normalised together, with the shape and the axes."""
     shape = ctx.input_shape(node)
     axes = _group_axes(node, shape, coerced)
@@ -69,8 +71,9 @@ class Softmax(Op):
         p_lo, p_hi = softmax_range(lo, hi)
         nearest_half = np.clip(0.5, p_lo, p_hi)
         value = min(float(np.max(p_hi, initial=0.0)), float(np.max(2 * nearest_half * (1 - nearest_half), initial=0.0)))
-        return tighter_on_domain(factor, value * (1 + 1e-9), "‖diag(p) − ppᵀ‖ ≤ min(max p_i, max 2p_i(1 − p_i)) over "
-                                 "the ranges of p")
+        return tighter_on_domain(
+            factor, value * (1 + 1e-9), "‖diag(p) − ppᵀ‖ ≤ min(max p_i, max 2p_i(1 − p_i)) over the ranges of p"
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         shape, axes, lo, hi = _rows(node, ctx, self.coerced)
@@ -104,8 +107,9 @@ class LogSoftmax(Op):
         _, p_hi = softmax_range(lo, hi)
         # ‖1pᵀ‖ = √n·‖p‖₂, with ‖p‖₂ ≤ min(1, ‖p_hi‖₂) per group.
         largest = float(np.max(np.minimum(1.0, np.sqrt((p_hi**2).sum(axis=1))), initial=0.0))
-        return tighter_on_domain(factor, float(np.sqrt(n)) * largest * (1 + 1e-9),
-                                 "‖I − 1pᵀ‖ = √n·‖p‖₂ with ‖p‖₂ from the ranges of p")
+        return tighter_on_domain(
+            factor, float(np.sqrt(n)) * largest * (1 + 1e-9), "‖I − 1pᵀ‖ = √n·‖p‖₂ with ‖p‖₂ from the ranges of p"
+        )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         shape, axes, lo, hi = _rows(node, ctx, self.coerced)

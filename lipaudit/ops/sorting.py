@@ -88,8 +88,9 @@ class MaxMin(Op):
         copies = max(Counter(first + second).values())
         if copies == 1:
             return Factor.constant(1.0, "closed-form", note="disjoint pairs, each sorted")
-        return Factor.constant(math.sqrt(copies), "closed-form",
-                               note=f"the two selections overlap: an entry appears {copies} times")
+        return Factor.constant(
+            math.sqrt(copies), "closed-form", note=f"the two selections overlap: an entry appears {copies} times"
+        )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]

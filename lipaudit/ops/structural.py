@@ -21,7 +21,7 @@ from .context import RuleContext, RuleInputError, broadcast_copies, domain_facto
 from .factor import Factor
 from .geometry import pad_multiplicity, pad_source_index
 from .registry import Op, register
-from .runtime import Env, cannot_run, floats, input_or_attr, ints, positive_axis, torch_pads
+from .runtime import Env, cannot_run, floats, input_or_attr, ints, positive_axis, required_input_or_attr, torch_pads
 
 FAMILY = "structural"
 
@@ -52,7 +52,7 @@ class Identity(Permutation):
 class Reshape(Permutation):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
-        target = input_or_attr(node, args, 1, "shape")
+        target = required_input_or_attr(node, args, 1, "shape")
         if not node.attr_int("allowzero", 0):
             target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
         return x.reshape(target)
@@ -119,7 +119,9 @@ class Dropout(Permutation):
         if training is None:
             return "Dropout's training_mode is computed from the network input"
         ratio = ctx.const_input(node, 1) if len(node.inputs) > 1 and node.inputs[1] else np.float32(0.5)
-        if not bool(np.asarray(training).ravel()[0]) or (ratio is not None and float(np.asarray(ratio).ravel()[0]) == 0):
+        if not bool(np.asarray(training).ravel()[0]) or (
+            ratio is not None and float(np.asarray(ratio).ravel()[0]) == 0
+        ):
             return ""
         return "Dropout in training mode drops entries at random, so it is no fixed function"
 
@@ -170,16 +172,19 @@ def _slice_indices(size: int, start: int, end: int, step: int) -> range:
 class Slice(Selection):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
-        starts = input_or_attr(node, args, 1, "starts")
-        ends = input_or_attr(node, args, 2, "ends")
+        starts = required_input_or_attr(node, args, 1, "starts")
+        ends = required_input_or_attr(node, args, 2, "ends")
         axes = input_or_attr(node, args, 3, "axes") or list(range(len(starts)))
         steps = input_or_attr(node, args, 4, "steps") or [1] * len(starts)
         for start, end, axis, step in zip(starts, ends, axes, steps):
             axis = positive_axis(axis, x.dim())
             indices = _slice_indices(x.shape[axis], start, end, step)
             if step > 0:
-                x = x.narrow(axis, indices.start, len(indices)) if step == 1 else \
-                    x[(slice(None),) * axis + (slice(indices.start, indices.stop, step),)]
+                x = (
+                    x.narrow(axis, indices.start, len(indices))
+                    if step == 1
+                    else x[(slice(None),) * axis + (slice(indices.start, indices.stop, step),)]
+                )
             else:
                 x = x.index_select(axis, torch.tensor(list(indices), dtype=torch.long, device=x.device))
         return x
@@ -286,7 +291,7 @@ class Gather(Op):
         axis = positive_axis(node.attr_int("axis"), x.dim())
         indices = torch.where(indices < 0, indices + x.shape[axis], indices)
         picked = x.index_select(axis, indices.reshape(-1))
-        return picked.reshape(tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1:]))
+        return picked.reshape(tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1 :]))
 
 
 @register
@@ -300,7 +305,7 @@ class Pad(Op):
     exact_in_float = True
     monotone = True  # in the data and the fill value; the pads and axes must be constants
 
-    def interval(self, node: Node, ctx: RuleContext) -> "list[Interval | None]":
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return monotone_interval(self, node, ctx, positions=(0, 2))
 
     def amounts(self, node: Node, ctx: RuleContext, rank: int) -> tuple[list[int], list[int]]:
@@ -329,8 +334,12 @@ class Pad(Op):
             filled = int(np.prod(out)) - int(np.prod(kept))
             # By position: a fill value that is the data tensor itself still fills every padded entry.
             weights = [self._constant_mode_weight(node, i, filled) for i in positions]
-            return Factor.constant(1.0, "closed-form", input_weights=weights,
-                                   note=f"the variable fill value is copied into {filled} positions")
+            return Factor.constant(
+                1.0,
+                "closed-form",
+                input_weights=weights,
+                note=f"the variable fill value is copied into {filled} positions",
+            )
         copies = 1
         for i, axis in enumerate(axes):
             copies *= pad_multiplicity(shape[axis], pads[i], pads[i + half], mode)
@@ -339,8 +348,9 @@ class Pad(Op):
             raise RuleInputError(f"the pads or axes of Pad '{node.name}' are computed from the network input")
         # Only constant mode reads the fill value.
         weights = [factor if i == 0 else 0.0 for i in positions]
-        return Factor.constant(factor, "closed-form", input_weights=weights,
-                               note=f"{mode} padding copies an entry up to {copies}×")
+        return Factor.constant(
+            factor, "closed-form", input_weights=weights, note=f"{mode} padding copies an entry up to {copies}×"
+        )
 
     def _constant_mode_weight(self, node: Node, position: int, filled: int) -> float:
         if position == 0:
@@ -352,7 +362,7 @@ class Pad(Op):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         mode = node.attr_str("mode")
-        pads = input_or_attr(node, args, 1, "pads")
+        pads = required_input_or_attr(node, args, 1, "pads")
         axes = input_or_attr(node, args, 3, "axes")
         axes = [positive_axis(a, x.dim()) for a in axes] if axes else list(range(x.dim()))
         half = len(pads) // 2
@@ -361,8 +371,11 @@ class Pad(Op):
             begins[axis], ends[axis] = pads[i], pads[i + half]
         if mode == "constant":
             value_tensor = args[2] if len(args) > 2 else None
-            value = float(floats(value_tensor)[0]) if value_tensor is not None and value_tensor.numel() else \
-                node.attr_float("value", 0.0)
+            value = (
+                float(floats(value_tensor)[0])
+                if value_tensor is not None and value_tensor.numel()
+                else node.attr_float("value", 0.0)
+            )
             return F.pad(x, torch_pads(begins, ends), value=value if x.is_floating_point() else int(value))
         if mode not in ("reflect", "edge", "wrap"):
             raise cannot_run(node, f"in mode '{mode}'")
@@ -394,8 +407,17 @@ class Pad_11(Pad):
 _WIDE_FLOATS = {1: "float", 11: "double"}
 _BOOL = 9
 _WIDE_INTEGERS = {6, 7}  # int32, int64
-_ONNX_TO_TORCH = {2: torch.uint8, 3: torch.int8, 4: torch.int64, 5: torch.int16, 6: torch.int32, 7: torch.int64,
-                  9: torch.bool, 12: torch.int64, 13: torch.int64}
+_ONNX_TO_TORCH = {
+    2: torch.uint8,
+    3: torch.int8,
+    4: torch.int64,
+    5: torch.int16,
+    6: torch.int32,
+    7: torch.int64,
+    9: torch.bool,
+    12: torch.int64,
+    13: torch.int64,
+}
 _HALF = {10: torch.float16, 16: torch.bfloat16}
 
 
@@ -443,7 +465,7 @@ class Casting(Op):
             return True
         return target in _WIDE_INTEGERS and bool(np.all(np.abs(x.lo) < 2**31) and np.all(np.abs(x.hi) < 2**31))
 
-    def interval(self, node: Node, ctx: RuleContext) -> "list[Interval | None]":
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         if self.target(node, ctx) == _BOOL:
             x = ctx.range_of(node.inputs[0])
             nonzero = (x.lo > 0) | (x.hi < 0)

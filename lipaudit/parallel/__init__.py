@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 LOCAL_RAY = "local"  # the --ray setting that starts a cluster for the run
 
 
-def open_executor(workers: int | None = None, ray: str | None = None) -> "Executor | None":
+def open_executor(workers: int | None = None, ray: str | None = None) -> Executor | None:
     """The executor the settings ask for: Ray when ``ray`` is set ('local', 'auto' or an address;
     ``workers`` then sizes a local cluster), else ``workers`` processes here (1: this process,
     single-threaded), else None (the plain serial run)."""

@@ -18,8 +18,9 @@ jobs read it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 KERNEL_THREADS = 1
 ATTEMPTS = 2  # a failed job is tried once more
@@ -60,7 +61,7 @@ class Executor:
     def close(self) -> None:
         """Release workers (and a cluster this executor started)."""
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc_info) -> None:

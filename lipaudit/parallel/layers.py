@@ -13,8 +13,9 @@ itself, while it measures, so no process holds more than the layers it is measur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -48,8 +49,9 @@ class LayerTask:
 def measured_nodes(graph: Graph) -> list[Node]:
     """The nodes worth measuring in jobs, in graph order (nodes that read no variable input are not
     measured at all: compose treats them as constants)."""
-    return [node for node in graph.nodes
-            if node.op_type in MEASURED_OPS and not node.domain and graph.variable_inputs(node)]
+    return [
+        node for node in graph.nodes if node.op_type in MEASURED_OPS and not node.domain and graph.variable_inputs(node)
+    ]
 
 
 def layer_job(graph: Graph, ctx: RuleContext, node: Node, model_key: str, *, device: str | None = None) -> Job:
@@ -63,10 +65,23 @@ def layer_job(graph: Graph, ctx: RuleContext, node: Node, model_key: str, *, dev
             key = f"{model_key}/{name}"
             constants[name] = key
             shared[key] = slice_of(array) or array
-    task = LayerTask(node, shapes, constants, graph.variable_inputs(node), ctx.opset(node),
-                     dict(graph.opset_imports), ctx.method, device or str(ctx.device))
-    return Job(measure_layer, (task,), shared, label=f"{node.op_type} {node.name}",
-               gpu=torch.device(task.device).type == "cuda")
+    task = LayerTask(
+        node,
+        shapes,
+        constants,
+        graph.variable_inputs(node),
+        ctx.opset(node),
+        dict(graph.opset_imports),
+        ctx.method,
+        device or str(ctx.device),
+    )
+    return Job(
+        measure_layer,
+        (task,),
+        shared,
+        label=f"{node.op_type} {node.name}",
+        gpu=torch.device(task.device).type == "cuda",
+    )
 
 
 def _opened(value: Any) -> Any:
@@ -79,8 +94,14 @@ def measure_layer(shared: dict[str, Any], task: LayerTask) -> list[Factor]:
     for name, key in task.constants.items():
         const = _opened(shared[key])
         values[name] = Value(name, tuple(const.shape), const)
-    graph = Graph([task.node], values, task.inputs, [name for name in task.node.outputs if name],
-                  opset=task.opset, opset_imports=task.opset_imports)
+    graph = Graph(
+        [task.node],
+        values,
+        task.inputs,
+        [name for name in task.node.outputs if name],
+        opset=task.opset,
+        opset_imports=task.opset_imports,
+    )
     device = torch.device(task.device)
     with exact_cuda_math(device):
         return node_factors(task.node, RuleContext(graph, method=task.method, device=device))
@@ -92,8 +113,15 @@ def unmeasured(node: Node, failure: TaskFailure) -> list[Factor]:
     return [Factor.unknown(reason)] * max(1, len(node.outputs))
 
 
-def measure_layers(graph: Graph, ctx: RuleContext, executor: Executor, on_node: ProgressFn | None = None, *,
-                   model_key: str = "model", device: str | None = None) -> tuple[dict[Node, list[Factor]], list[str]]:
+def measure_layers(
+    graph: Graph,
+    ctx: RuleContext,
+    executor: Executor,
+    on_node: ProgressFn | None = None,
+    *,
+    model_key: str = "model",
+    device: str | None = None,
+) -> tuple[dict[Node, list[Factor]], list[str]]:
     """Every measured node's factors, by node, computed by ``executor``; and a notice per node whose
     job failed (its factors are then unknown, so the bound is incomplete)."""
     nodes = measured_nodes(graph)

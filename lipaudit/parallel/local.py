@@ -13,8 +13,9 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from collections import deque
-from multiprocessing.connection import Connection, wait
-from typing import Any, Sequence
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+from typing import Any
 
 from .jobs import ATTEMPTS, DoneFn, Executor, Job, TaskFailure
 
@@ -75,6 +76,7 @@ class ProcessExecutor(Executor):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
+        self._context: multiprocessing.context.BaseContext
         if "forkserver" in multiprocessing.get_all_start_methods():
             from multiprocessing import forkserver
 

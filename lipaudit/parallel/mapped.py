@@ -10,16 +10,28 @@ of having them copied to it, and let them go when it is done.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 # numpy reads these ONNX element types straight from the file's bytes (little-endian, as ONNX
 # writes them); others (bfloat16, float8, 4-bit) need a conversion and are read into memory.
-MAPPABLE_DTYPES = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16",
-                   "uint32", "uint64", "bool")
+MAPPABLE_DTYPES = (
+    "float32",
+    "float64",
+    "float16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,9 @@ class FileMappings:
         if count == 0:
             array = np.zeros(piece.shape, dtype=dtype)
         else:
-            array = np.frombuffer(self._map(piece.path), dtype=dtype, count=count,
-                                  offset=piece.offset).reshape(piece.shape)
+            array = np.frombuffer(self._map(piece.path), dtype=dtype, count=count, offset=piece.offset).reshape(
+                piece.shape
+            )
         tensor = array.view(MappedTensor)
         tensor.slice = piece
         return tensor
@@ -92,7 +105,7 @@ def slice_of(array: object) -> ExternalSlice | None:
 
 
 def _mapping_under(array: np.ndarray) -> mmap.mmap | None:
-    base = array
+    base: object = array
     while isinstance(base, np.ndarray):
         base = base.base
     if isinstance(base, memoryview):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import socket
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import UsageError
 from .jobs import ATTEMPTS, KERNEL_THREADS, DoneFn, Executor, Job, TaskFailure, first_line
@@ -59,10 +60,12 @@ class RayExecutor(Executor):
                     ray.init(num_cpus=workers, **options)
             except Exception as error:  # ConnectionError, RuntimeError, ValueError… from Ray
                 where = f"the Ray cluster at '{address}'" if address else "a local Ray cluster"
-                raise UsageError(f"cannot start or reach {where}: {first_line(error)}",
-                                 hint="start one with `ray start --head`, or leave out the address for a local one"
-                                 if address else "check that Ray works here: python -c 'import ray; ray.init()'") \
-                    from None
+                raise UsageError(
+                    f"cannot start or reach {where}: {first_line(error)}",
+                    hint="start one with `ray start --head`, or leave out the address for a local one"
+                    if address
+                    else "check that Ray works here: python -c 'import ray; ray.init()'",
+                ) from None
             self._started = True
         resources = ray.cluster_resources()
         self.workers = max(1, int(resources.get("CPU", 1)))
@@ -90,8 +93,9 @@ class RayExecutor(Executor):
     def run(self, jobs: Sequence[Job], on_done: DoneFn | None = None) -> list[Any]:
         ray = self._ray
         if any(job.gpu for job in jobs) and self.gpus == 0:
-            raise UsageError("the Ray cluster has no GPU for --device cuda",
-                             hint="use --device cpu, or a cluster with GPU nodes")
+            raise UsageError(
+                "the Ray cluster has no GPU for --device cuda", hint="use --device cpu, or a cluster with GPU nodes"
+            )
         results: list[Any] = [None] * len(jobs)
         readers = Counter(key for job in jobs for key in job.shared)
         stored: dict[str, Any] = {}
@@ -106,8 +110,9 @@ class RayExecutor(Executor):
                     for key in keys:
                         if key not in stored:
                             stored[key] = self._value(job.shared[key])
-                    task = self._remote.options(num_cpus=1, num_gpus=1 if job.gpu else 0,
-                                                max_retries=ATTEMPTS - 1, retry_exceptions=True)
+                    task = self._remote.options(
+                        num_cpus=1, num_gpus=1 if job.gpu else 0, max_retries=ATTEMPTS - 1, retry_exceptions=True
+                    )
                     in_flight[task.remote(job.function, job.args, keys, *(stored[k] for k in keys))] = next_job
                     next_job += 1
                 ready, _ = ray.wait(list(in_flight), num_returns=1)

@@ -9,8 +9,8 @@ from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
 from .fuse_circular_conv import FuseCircularConv
 from .fuse_l2_pool import FuseL2Pool
-from .fuse_sorting import FuseSorting
 from .fuse_normalization import FuseNormalization
+from .fuse_sorting import FuseSorting
 from .inline_if import InlineConstantIf
 from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear
@@ -24,8 +24,18 @@ def load_time_passes() -> PassManager:
 
 def rewrite_passes() -> PassManager:
     """Before analysis: fusions first (they expose folds and merges), then folds and merges."""
-    return PassManager([FuseActivations(), FuseNormalization(), FuseSorting(), FuseL2Pool(), FuseCircularConv(),
-                        FoldBatchNorm(), MergeLinear(), RemoveUnused()])
+    return PassManager(
+        [
+            FuseActivations(),
+            FuseNormalization(),
+            FuseSorting(),
+            FuseL2Pool(),
+            FuseCircularConv(),
+            FoldBatchNorm(),
+            MergeLinear(),
+            RemoveUnused(),
+        ]
+    )
 
 
 def run_passes(graph: Graph) -> Graph:
@@ -33,6 +43,22 @@ def run_passes(graph: Graph) -> Graph:
     return graph
 
 
-__all__ = ["FillDefaultAttributes", "FoldBatchNorm", "FoldConstants", "FuseActivations", "FuseCircularConv",
-           "FuseL2Pool", "FuseNormalization", "FuseSorting", "InlineConstantIf", "MergeLinear", "Pass", "PassManager",
-           "RemoveUnused", "load_time_passes", "merge_linear", "rewrite_passes", "run_passes"]
+__all__ = [
+    "FillDefaultAttributes",
+    "FoldBatchNorm",
+    "FoldConstants",
+    "FuseActivations",
+    "FuseCircularConv",
+    "FuseL2Pool",
+    "FuseNormalization",
+    "FuseSorting",
+    "InlineConstantIf",
+    "MergeLinear",
+    "Pass",
+    "PassManager",
+    "RemoveUnused",
+    "load_time_passes",
+    "merge_linear",
+    "rewrite_passes",
+    "run_passes",
+]

@@ -51,6 +51,7 @@ def _scaled_weight(producer: Node, graph: Graph, multiplier: np.ndarray) -> np.n
 def _output_channels(producer: Node, graph: Graph) -> int:
     """How many output channels (features) the producer's weight has."""
     weight = graph.const(producer.inputs[1])
+    assert weight is not None  # _foldable_producer checked it
     if producer.op_type == "Conv":
         return int(weight.shape[0])
     if producer.op_type == "ConvTranspose":
@@ -74,6 +75,7 @@ def _foldable_producer(graph: Graph, bn: Node) -> Node | None:
     if producer.op_type in ("Gemm", "MatMul") and (shape is None or len(shape) != 2):
         return None  # BatchNorm's channel axis is 1, the features axis only for 2-D outputs
     weight = graph.const(producer.inputs[1])
+    assert weight is not None  # checked above
     if (weight.ndim != 2) if producer.op_type in ("Gemm", "MatMul") else (weight.ndim < 3):
         return None  # a malformed weight: left to the producer's own rule, which says so
     return producer
@@ -106,8 +108,10 @@ class FoldBatchNorm(Pass):
             return False
         bias = np.asarray(old_bias, np.float64) * multiplier + offset
         new_weight = graph.new_value(f"{producer.name}::weight_bn_folded", const=weight)
-        new_bias = graph.new_value(f"{producer.name}::bias_bn_folded",
-                                   const=bias.reshape(multiplier.shape) if bias.size == multiplier.size else bias)
+        new_bias = graph.new_value(
+            f"{producer.name}::bias_bn_folded",
+            const=bias.reshape(multiplier.shape) if bias.size == multiplier.size else bias,
+        )
         if producer.op_type == "MatMul":
             producer.op_type = "Gemm"
             producer.attrs = {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}

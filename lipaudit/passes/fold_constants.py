@@ -14,8 +14,14 @@ from ..ir import Graph, Node, Value
 from .manager import Pass
 
 # Ops whose output is not a function of their inputs' values: never fold.
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                     "Bernoulli"}
+_NONDETERMINISTIC = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
 
 
 def _known_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
@@ -29,7 +35,7 @@ def _shape_of(node: Node, graph: Graph) -> np.ndarray | None:
     shape = _known_shape(graph, node.inputs[0])
     if shape is None:
         return None
-    return np.asarray(shape[node.attr_int("start", 0):node.attr("end", None)], dtype=np.int64)
+    return np.asarray(shape[node.attr_int("start", 0) : node.attr("end", None)], dtype=np.int64)
 
 
 def _attribute_value(value):
@@ -55,8 +61,8 @@ def _results(node: Node, graph: Graph) -> list[np.ndarray] | None:
         shape = _shape_of(node, graph)
         return None if shape is None else [shape]
     if node.op_type == "Size":
-        shape = _known_shape(graph, node.inputs[0])
-        return None if shape is None else [np.asarray(int(np.prod(shape)), dtype=np.int64)]
+        known = _known_shape(graph, node.inputs[0])
+        return None if known is None else [np.asarray(int(np.prod(known)), dtype=np.int64)]
     if node.op_type not in _NONDETERMINISTIC and all(graph.is_const(n) for n in node.all_inputs if n):
         return _evaluate(node, graph)
     return None

@@ -37,8 +37,9 @@ def _other_input(node: Node, name: str) -> str | None:
     return others[0] if len(others) == 1 else None
 
 
-def _replace(graph: Graph, last: Node, removed: list[Node], op_type: str, source: str, label: str,
-             **attrs: object) -> bool:
+def _replace(
+    graph: Graph, last: Node, removed: list[Node], op_type: str, source: str, label: str, **attrs: object
+) -> bool:
     """Make ``last`` compute op_type(source) and drop the pattern's other nodes.
 
     Refused when the pattern's output is not shaped like its input: a constant of a larger shape
@@ -69,8 +70,13 @@ def _fuse_gated(graph: Graph, mul: Node) -> bool:
             continue
         if gate.op_type == "Sigmoid" and gate.inputs[0] == x and _single_use(graph, [gate]):
             return _replace(graph, mul, [gate], "Silu", x, "x·Sigmoid(x)")
-        if (gate.op_type == "HardSigmoid" and gate.inputs[0] == x and _single_use(graph, [gate])
-                and _close(gate.attr_float("alpha"), 1 / 6) and _exactly(gate.attr_float("beta"), 0.5)):
+        if (
+            gate.op_type == "HardSigmoid"
+            and gate.inputs[0] == x
+            and _single_use(graph, [gate])
+            and _close(gate.attr_float("alpha"), 1 / 6)
+            and _exactly(gate.attr_float("beta"), 0.5)
+        ):
             return _replace(graph, mul, [gate], "HardSwish", x, "x·HardSigmoid(x)")
         softplus = _producer_of(graph, gate.inputs[0], "Softplus") if gate.op_type == "Tanh" else None
         if softplus is not None and softplus.inputs[0] == x and _single_use(graph, [gate, softplus]):
@@ -112,12 +118,12 @@ def _tanh_argument_source(graph: Graph, tanh: Node) -> tuple[str, list[Node]] | 
     """The x of tanh(√(2/π)·(x + 0.044715·x³)), with the nodes that compute the argument."""
     outer = _scaled_by(graph, tanh.inputs[0], math.sqrt(2 / math.pi))
     inner = _producer_of(graph, outer[0], "Add") if outer else None
-    if inner is None or len(inner.inputs) != 2:
+    if outer is None or inner is None or len(inner.inputs) != 2:
         return None
     for x, cubic_term in (inner.inputs, inner.inputs[::-1]):
         scaled = _scaled_by(graph, cubic_term, 0.044715)
         cube = _cube_nodes(graph, scaled[0], x) if scaled else None
-        if cube is not None:
+        if scaled is not None and cube is not None:
             return x, [outer[1], inner, scaled[1], *cube]
     return None
 
@@ -138,9 +144,10 @@ def _cube_nodes(graph: Graph, name: str, x: str) -> list[Node] | None:
 
 def _fuse_gelu(graph: Graph, squash: Node) -> bool:
     """0.5·x·(1 + erf(x/√2)) or 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), any association → Gelu."""
+    found: tuple[str, list[Node]] | None
     if squash.op_type == "Erf":
-        found = _erf_argument_source(graph, squash)
-        found = (found[0], [found[1]]) if found else None
+        erf_source = _erf_argument_source(graph, squash)
+        found = (erf_source[0], [erf_source[1]]) if erf_source else None
         label = "0.5·x·(1 + Erf(x/√2))"
     else:
         found = _tanh_argument_source(graph, squash)
@@ -150,8 +157,11 @@ def _fuse_gelu(graph: Graph, squash: Node) -> bool:
     approximate = "none" if squash.op_type == "Erf" else "tanh"
     x, argument_nodes = found
     add = graph.sole_consumer(squash.outputs[0])
-    if add is None or add.op_type != "Add" or not _exactly(graph.scalar(_other_input(add, squash.outputs[0]) or ""),
-                                                           1.0):
+    if (
+        add is None
+        or add.op_type != "Add"
+        or not _exactly(graph.scalar(_other_input(add, squash.outputs[0]) or ""), 1.0)
+    ):
         return False
     cdf = add.outputs[0]  # 1 + erf(…) or 1 + tanh(…); the three factors are x, cdf and 0.5
     first = graph.sole_consumer(cdf)
@@ -161,15 +171,19 @@ def _fuse_gelu(graph: Graph, squash: Node) -> bool:
     second = graph.sole_consumer(first.outputs[0])
     if partner == x and second is not None and second.op_type == "Mul" and _is_half(graph, second, first.outputs[0]):
         chain, last = [first], second  # (x·cdf)·0.5
-    elif (_is_half(graph, first, cdf) and second is not None and second.op_type == "Mul"
-          and _other_input(second, first.outputs[0]) == x):
+    elif (
+        _is_half(graph, first, cdf)
+        and second is not None
+        and second.op_type == "Mul"
+        and _other_input(second, first.outputs[0]) == x
+    ):
         chain, last = [first], second  # x·(0.5·cdf)
     else:
         half_x = graph.producer(partner) if partner else None
         if half_x is None or half_x.op_type != "Mul" or x not in half_x.inputs or not _is_half(graph, half_x, x):
             return False
         chain, last = [half_x], first  # (0.5·x)·cdf
-    chain = argument_nodes + [squash, add] + chain
+    chain = [*argument_nodes, squash, add, *chain]
     if not _single_use(graph, chain):
         return False
     return _replace(graph, last, chain, "Gelu", x, label, approximate=approximate)
@@ -183,9 +197,12 @@ def _fuse_softsign(graph: Graph, div: Node) -> bool:
         return False
     for abs_name in add.inputs:
         absolute = _producer_of(graph, abs_name, "Abs")
-        if (absolute is not None and absolute.inputs[0] == x
-                and _exactly(graph.scalar(_other_input(add, abs_name) or ""), 1.0)
-                and _single_use(graph, [absolute, add])):
+        if (
+            absolute is not None
+            and absolute.inputs[0] == x
+            and _exactly(graph.scalar(_other_input(add, abs_name) or ""), 1.0)
+            and _single_use(graph, [absolute, add])
+        ):
             return _replace(graph, div, [absolute, add], "Softsign", x, "x / (1 + |x|)")
     return False
 

@@ -18,7 +18,7 @@ from ..ir import Graph, Node
 from ..ops.circular_conv import periodic_conditions
 from ..ops.registry import FUSED_DOMAIN
 from .manager import Pass
-from .matching import axis_of, const_ints, copied_from, known_shape, producer_of, read_only_by, selection
+from .matching import axis_of, const_ints, copied_from, known_shape, read_only_by, selection
 
 
 def _wrap_concat(graph: Graph, concat: Node) -> tuple[str, int, int, int, list[Node]] | None:
@@ -34,11 +34,18 @@ def _wrap_concat(graph: Graph, concat: Node) -> tuple[str, int, int, int, list[N
         return None
     size = shape[axis]
     begin, end = len(head.indices), len(tail.indices)
-    if head.source != source or tail.source != source or head.axis != axis or tail.axis != axis \
-            or list(head.indices) != list(range(size - begin, size)) or list(tail.indices) != list(range(end)):
+    if (
+        head.source != source
+        or tail.source != source
+        or head.axis != axis
+        or tail.axis != axis
+        or list(head.indices) != list(range(size - begin, size))
+        or list(tail.indices) != list(range(end))
+    ):
         return None
-    slices = [graph.producer(concat.inputs[0]), graph.producer(concat.inputs[2])]
-    if not all(read_only_by(graph, s.outputs[0], [concat]) for s in slices):
+    found = [graph.producer(concat.inputs[0]), graph.producer(concat.inputs[2])]
+    slices = [s for s in found if s is not None]
+    if len(slices) != len(found) or not all(read_only_by(graph, s.outputs[0], [concat]) for s in slices):
         return None
     return concat.inputs[1], axis, begin, end, [concat, *slices]
 
@@ -68,7 +75,8 @@ def _fuse(graph: Graph, conv: Node) -> bool:
     rank, n = len(x_shape), len(x_shape) - 2
     if conv.attr_str("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or any(conv.attr_ints("pads", (0,) * 2 * n)):
         return False
-    value, pads, removed = conv.inputs[0], [0] * (2 * rank), []
+    value, pads = conv.inputs[0], [0] * (2 * rank)
+    removed: list[Node] = []
     readers: list[Node] = [conv]
     while read_only_by(graph, value, readers):  # the pad's output goes once we fuse
         producer = graph.producer(value)
@@ -83,27 +91,31 @@ def _fuse(graph: Graph, conv: Node) -> bool:
             value, readers = producer.inputs[0], [producer]
             removed.append(producer)
             continue
-        found = _wrap_concat(graph, producer) if producer.op_type == "Concat" else None
-        if found is None or pads[found[1]] or pads[rank + found[1]]:
+        wrapped = _wrap_concat(graph, producer) if producer.op_type == "Concat" else None
+        if wrapped is None or pads[wrapped[1]] or pads[rank + wrapped[1]]:
             break
-        value, axis, begin, end, readers = found
+        value, axis, begin, end, readers = wrapped
         pads[axis], pads[rank + axis] = begin, end
         removed += readers
-    if not removed or any(pads[:2]) or any(pads[rank:rank + 2]):
+    if not removed or any(pads[:2]) or any(pads[rank : rank + 2]):
         return False
     spatial = known_shape(graph, value)
     kernel = tuple(int(k) for k in np.shape(weight)[2:])
-    wrap_pads = pads[2:rank] + pads[rank + 2:]
+    wrap_pads = pads[2:rank] + pads[rank + 2 :]
     strides = conv.attr_ints("strides", (1,) * n) or (1,) * n
     dilations = conv.attr_ints("dilations", (1,) * n) or (1,) * n
-    if spatial is None or not any(wrap_pads) or periodic_conditions(spatial[2:], kernel, strides, dilations,
-                                                                     wrap_pads):
+    if spatial is None or not any(wrap_pads) or periodic_conditions(spatial[2:], kernel, strides, dilations, wrap_pads):
         return False
     for node in removed:
         graph.remove_node(node)
     conv.op_type, conv.domain = "CircularConv", FUSED_DOMAIN
-    conv.attrs = {"kernel_shape": list(kernel), "strides": list(strides), "dilations": list(dilations),
-                  "group": conv.attr_int("group", 1), "wrap_pads": list(wrap_pads)}
+    conv.attrs = {
+        "kernel_shape": list(kernel),
+        "strides": list(strides),
+        "dilations": list(dilations),
+        "group": conv.attr_int("group", 1),
+        "wrap_pads": list(wrap_pads),
+    }
     graph.set_inputs(conv, [value, *conv.inputs[1:]])
     conv.notes.append("fused from a circular pad and a Conv")
     return True

@@ -48,8 +48,12 @@ class _Affine:
             return self.non_negative()
         if node.op_type == "Clip":
             low = graph.scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
-            if node.inputs[0] != value or low is None or (len(node.inputs) > 2 and node.inputs[2]) \
-                    or not all(not name or graph.is_const(name) for name in node.inputs[1:]):
+            if (
+                node.inputs[0] != value
+                or low is None
+                or (len(node.inputs) > 2 and node.inputs[2])
+                or not all(not name or graph.is_const(name) for name in node.inputs[1:])
+            ):
                 return False
             self.floor = max(self.floor, low)
             return True
@@ -78,8 +82,12 @@ def _square_source(graph: Graph, name: str) -> tuple[str, Node] | None:
         return None
     if node.op_type == "Mul" and node.inputs[0] == node.inputs[1]:
         return node.inputs[0], node
-    if node.op_type == "Pow" and graph.is_const(node.inputs[1]) and graph.scalar(node.inputs[1]) == 2.0 \
-            and not graph.is_const(node.inputs[0]):
+    if (
+        node.op_type == "Pow"
+        and graph.is_const(node.inputs[1])
+        and graph.scalar(node.inputs[1]) == 2.0
+        and not graph.is_const(node.inputs[0])
+    ):
         return node.inputs[0], node
     return None
 
@@ -93,12 +101,24 @@ def _pool_attributes(graph: Graph, pool: Node, x: str) -> dict | None:
         return {key: pool.attrs[key] for key in _POOL_ATTRIBUTES if key in pool.attrs}
     if pool.op_type == "ReduceMean":
         axes = const_ints(graph, pool, 1, "axes")
-        if axes is None or sorted(axis_of(a, len(shape)) for a in axes) != list(range(2, len(shape))) \
-                or not pool.attr_int("keepdims", 1):
+        positives = [p for p in (axis_of(a, len(shape)) for a in axes or []) if p is not None]
+        if (
+            axes is None
+            or len(positives) != len(axes)
+            or sorted(positives) != list(range(2, len(shape)))
+            or not pool.attr_int("keepdims", 1)
+        ):
             return None
     n = len(shape) - 2
-    return {"kernel_shape": list(shape[2:]), "strides": [1] * n, "pads": [0] * (2 * n), "dilations": [1] * n,
-            "auto_pad": "NOTSET", "ceil_mode": 0, "count_include_pad": 0}
+    return {
+        "kernel_shape": list(shape[2:]),
+        "strides": [1] * n,
+        "pads": [0] * (2 * n),
+        "dilations": [1] * n,
+        "auto_pad": "NOTSET",
+        "ceil_mode": 0,
+        "count_include_pad": 0,
+    }
 
 
 def _is_root(graph: Graph, node: Node) -> bool:
@@ -106,8 +126,12 @@ def _is_root(graph: Graph, node: Node) -> bool:
         return False
     if node.op_type == "Sqrt":
         return True
-    return node.op_type == "Pow" and len(node.inputs) == 2 and graph.is_const(node.inputs[1]) \
+    return (
+        node.op_type == "Pow"
+        and len(node.inputs) == 2
+        and graph.is_const(node.inputs[1])
         and graph.scalar(node.inputs[1]) == 0.5
+    )
 
 
 def _sign_times_magnitude(graph: Graph, value: str) -> tuple[list[Node], str] | None:
@@ -122,9 +146,13 @@ def _sign_times_magnitude(graph: Graph, value: str) -> tuple[list[Node], str] | 
     if relu is None or relu.op_type != "Relu" or relu.domain:
         return None
     product = graph.sole_consumer(relu.outputs[0])
-    if product is None or product.op_type != "Mul" or product.domain \
-            or sorted(product.inputs) != sorted([sign.outputs[0], relu.outputs[0]]) \
-            or not read_only_by(graph, sign.outputs[0], [product]):
+    if (
+        product is None
+        or product.op_type != "Mul"
+        or product.domain
+        or sorted(product.inputs) != sorted([sign.outputs[0], relu.outputs[0]])
+        or not read_only_by(graph, sign.outputs[0], [product])
+    ):
         return None
     return [sign, absolute, relu, product], product.outputs[0]
 
@@ -178,7 +206,6 @@ class FuseL2Pool(Pass):
     def run(self, graph: Graph) -> bool:
         changed = False
         for node in graph.nodes:
-            if node in graph and not node.domain and node.op_type in ("AveragePool", "GlobalAveragePool",
-                                                                      "ReduceMean"):
+            if node in graph and not node.domain and node.op_type in ("AveragePool", "GlobalAveragePool", "ReduceMean"):
                 changed |= _fuse_from_pool(graph, node)
         return changed

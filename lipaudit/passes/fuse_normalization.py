@@ -115,10 +115,14 @@ def _fuse(graph: Graph, last: Node) -> bool:
     deviation = _producer(graph, numerator, "Sub")
     if deviation is not None and len(deviation.inputs) == 2:
         mean = _producer(graph, deviation.inputs[1], "ReduceMean")
-        if (mean is not None and mean.inputs[0] == deviation.inputs[0] and _reduced_axes(graph, mean) == axes
-                and _only_reader(graph, mean.outputs[0], deviation)
-                and {n for n in graph.consumers(numerator)} == {square[1], last}
-                and not graph.is_graph_output(numerator)):
+        if (
+            mean is not None
+            and mean.inputs[0] == deviation.inputs[0]
+            and _reduced_axes(graph, mean) == axes
+            and _only_reader(graph, mean.outputs[0], deviation)
+            and {n for n in graph.consumers(numerator)} == {square[1], last}
+            and not graph.is_graph_output(numerator)
+        ):
             pattern = [mean, deviation, *pattern]
             source, centered = deviation.inputs[0], 1
     if epsilon < 0:

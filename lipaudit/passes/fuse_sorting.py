@@ -25,8 +25,16 @@ from .manager import Pass
 from .matching import axis_of, const_ints, constant_operand, known_shape, producer_of, read_only_by, selection
 
 
-def _fuse(graph: Graph, concat: Node, removed: list[Node], op_type: str, source: str, expected: tuple[int, ...],
-          label: str, **attrs: object) -> bool:
+def _fuse(
+    graph: Graph,
+    concat: Node,
+    removed: list[Node],
+    op_type: str,
+    source: str,
+    expected: tuple[int, ...],
+    label: str,
+    **attrs: object,
+) -> bool:
     """Make ``concat`` compute op_type(source) and drop ``removed``; refused unless the fused op's
     output shape is the Concat's, as the runtime reported it."""
     if known_shape(graph, concat.outputs[0]) != tuple(expected):
@@ -41,8 +49,9 @@ def _fuse(graph: Graph, concat: Node, removed: list[Node], op_type: str, source:
 
 def _stacked_halves(graph: Graph, concat: Node, axis: int) -> tuple[list[str], list[Node]] | None:
     """The two values that Unsqueeze(·, axis) feeds the Concat (torch.stack), with the Unsqueezes."""
-    unsqueezes = [producer_of(graph, name, "Unsqueeze") for name in concat.inputs]
-    if any(u is None for u in unsqueezes) or len(set(concat.inputs)) != 2:
+    found = [producer_of(graph, name, "Unsqueeze") for name in concat.inputs]
+    unsqueezes = [u for u in found if u is not None]
+    if len(unsqueezes) != len(found) or len(set(concat.inputs)) != 2:
         return None
     halves = []
     for unsqueeze in unsqueezes:
@@ -62,13 +71,14 @@ def _fuse_max_min(graph: Graph, concat: Node) -> bool:
     concat_axis = axis_of(concat.attr_int("axis"), len(out_shape))
     if concat_axis is None:
         return False
-    candidates = [(list(concat.inputs), [], False)]
+    candidates: list[tuple[list[str], list[Node], bool]] = [(list(concat.inputs), [], False)]
     stacked = _stacked_halves(graph, concat, concat_axis)
     if stacked is not None:
         candidates.append((stacked[0], stacked[1], True))
     for halves, wrappers, stack in candidates:
-        ops = [graph.producer(name) for name in halves]
-        if any(op is None or op.domain for op in ops) or ops[0] is ops[1]:
+        found = [graph.producer(name) for name in halves]
+        ops = [op for op in found if op is not None and not op.domain]
+        if len(ops) != len(found) or ops[0] is ops[1]:
             continue
         kinds = [op.op_type for op in ops]
         if sorted(kinds) == ["Max", "Min"]:
@@ -82,34 +92,45 @@ def _fuse_max_min(graph: Graph, concat: Node) -> bool:
     return False
 
 
-def _pair_of_selections(graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node],
-                        stack: bool, concat_axis: int) -> bool:
+def _pair_of_selections(
+    graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node], stack: bool, concat_axis: int
+) -> bool:
     """Concat(Max(a, b), Min(a, b)) with a, b selections of one x along one axis, same shape."""
     if any(len(op.inputs) != 2 for op in ops) or set(ops[0].inputs) != set(ops[1].inputs):
         return False
     a, b = ops[0].inputs
-    picked = [selection(graph, a), selection(graph, b)]
-    if a == b or None in picked or known_shape(graph, a) != known_shape(graph, b):
+    first, second = selection(graph, a), selection(graph, b)
+    half_shape = known_shape(graph, a)
+    if a == b or first is None or second is None or half_shape is None or half_shape != known_shape(graph, b):
         return False
-    first, second = picked
     if first.source != second.source or first.axis != second.axis:
         return False
-    if not all(read_only_by(graph, name, [wrapper or concat]) for name, wrapper in
-               zip(halves, wrappers or [None, None])):
+    if not all(read_only_by(graph, name, [reader]) for name, reader in zip(halves, wrappers or [concat, concat])):
         return False
-    half_shape = known_shape(graph, a)
     if stack:
         expected = half_shape[:concat_axis] + (2,) + half_shape[concat_axis:]
     else:
-        expected = half_shape[:concat_axis] + (2 * half_shape[concat_axis],) + half_shape[concat_axis + 1:]
-    return _fuse(graph, concat, [*wrappers, *ops], "MaxMin", first.source, expected,
-                 " → ".join(["selections", "Max/Min", *(["Unsqueeze"] if stack else []), "Concat"]),
-                 axis=first.axis, first=list(first.indices), second=list(second.indices),
-                 max_first=int(ops[0].op_type == "Max"), concat_axis=concat_axis, stack=int(stack))
+        expected = half_shape[:concat_axis] + (2 * half_shape[concat_axis],) + half_shape[concat_axis + 1 :]
+    return _fuse(
+        graph,
+        concat,
+        [*wrappers, *ops],
+        "MaxMin",
+        first.source,
+        expected,
+        " → ".join(["selections", "Max/Min", *(["Unsqueeze"] if stack else []), "Concat"]),
+        axis=first.axis,
+        first=list(first.indices),
+        second=list(second.indices),
+        max_first=int(ops[0].op_type == "Max"),
+        concat_axis=concat_axis,
+        stack=int(stack),
+    )
 
 
-def _pair_along_axis(graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node],
-                     stack: bool, concat_axis: int) -> bool:
+def _pair_along_axis(
+    graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node], stack: bool, concat_axis: int
+) -> bool:
     """Concat(ReduceMin(t), ReduceMax(t)) over one axis of size 2 of t, the Concat along that axis."""
     t = ops[0].inputs[0]
     t_shape = known_shape(graph, t)
@@ -122,13 +143,23 @@ def _pair_along_axis(graph: Graph, concat: Node, ops: list[Node], halves: list[s
             return False
         if keep != (0 if stack else 1) or t_shape[concat_axis] != 2:
             return False
-    if not all(read_only_by(graph, name, [wrapper or concat]) for name, wrapper in
-               zip(halves, wrappers or [None, None])):
+    if not all(read_only_by(graph, name, [reader]) for name, reader in zip(halves, wrappers or [concat, concat])):
         return False
-    return _fuse(graph, concat, [*wrappers, *ops], "MaxMin", t, t_shape,
-                 " → ".join(["ReduceMin/ReduceMax", *(["Unsqueeze"] if stack else []), "Concat"]),
-                 axis=concat_axis, first=[0], second=[1], max_first=int(ops[0].op_type == "ReduceMax"),
-                 concat_axis=concat_axis, stack=0)
+    return _fuse(
+        graph,
+        concat,
+        [*wrappers, *ops],
+        "MaxMin",
+        t,
+        t_shape,
+        " → ".join(["ReduceMin/ReduceMax", *(["Unsqueeze"] if stack else []), "Concat"]),
+        axis=concat_axis,
+        first=[0],
+        second=[1],
+        max_first=int(ops[0].op_type == "ReduceMax"),
+        concat_axis=concat_axis,
+        stack=0,
+    )
 
 
 def _negated(graph: Graph, name: str) -> tuple[str, Node] | None:
@@ -146,8 +177,9 @@ def _fuse_crelu(graph: Graph, concat: Node) -> bool:
     out_shape = known_shape(graph, concat.outputs[0])
     if out_shape is None or len(concat.inputs) != 2 or concat.inputs[0] == concat.inputs[1]:
         return False
-    relus = [producer_of(graph, name, "Relu") for name in concat.inputs]
-    if None in relus:
+    found = [producer_of(graph, name, "Relu") for name in concat.inputs]
+    relus = [relu for relu in found if relu is not None]
+    if len(relus) != len(found):
         return False
     for negative_first in (0, 1):
         positive, negative = (relus[1], relus[0]) if negative_first else (relus[0], relus[1])
@@ -161,9 +193,18 @@ def _fuse_crelu(graph: Graph, concat: Node) -> bool:
             return False
         if not all(read_only_by(graph, relu.outputs[0], [concat]) for relu in relus):
             return False
-        expected = x_shape[:axis] + (2 * x_shape[axis],) + x_shape[axis + 1:]
-        return _fuse(graph, concat, [*relus, neg], "CRelu", x, expected, "Concat(Relu(x), Relu(−x))", axis=axis,
-                     negative_first=negative_first)
+        expected = x_shape[:axis] + (2 * x_shape[axis],) + x_shape[axis + 1 :]
+        return _fuse(
+            graph,
+            concat,
+            [*relus, neg],
+            "CRelu",
+            x,
+            expected,
+            "Concat(Relu(x), Relu(−x))",
+            axis=axis,
+            negative_first=negative_first,
+        )
     return False
 
 

@@ -52,8 +52,9 @@ class InlineConstantIf(Pass):
                 graph.add_value(value)
         for source, target in zip(branch.output, node.outputs):
             if target:
-                nodes.append(Node(f"{node.name}/output:{target}", "Identity", (rename.get(source.name, source.name),),
-                                  (target,)))
+                nodes.append(
+                    Node(f"{node.name}/output:{target}", "Identity", (rename.get(source.name, source.name),), (target,))
+                )
         graph.insert_nodes(node, nodes)
         graph.remove_node(node)
         return True

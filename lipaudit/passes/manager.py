@@ -28,7 +28,8 @@ class PassManager:
     def run(self, graph: Graph) -> bool:
         """Run every pass until a round changes nothing (at most ``max_rounds`` rounds)."""
         changed_any = False
-        for self.rounds in range(1, self.max_rounds + 1):
+        for rounds in range(1, self.max_rounds + 1):
+            self.rounds = rounds
             changed = False
             for one in self.passes:
                 changed |= one.run(graph)

@@ -101,7 +101,7 @@ def selection(graph: Graph, name: str) -> Selection | None:
         return None
     axis, indices = found
     # The runtime's shape must agree with our reading of the parameters, axis by axis.
-    expected = shape[:axis] + (len(indices),) + shape[axis + 1:]
+    expected = shape[:axis] + (len(indices),) + shape[axis + 1 :]
     if expected != out_shape:
         return None
     return Selection(copied_from(graph, source), axis, tuple(indices))
@@ -119,7 +119,9 @@ def copied_from(graph: Graph, name: str) -> str:
             name = node.inputs[0]
             continue
         shape = known_shape(graph, node.inputs[0])
-        ranges = _slice_ranges(graph, node, shape) if node.op_type == "Slice" and shape is not None else None
+        if node.op_type != "Slice" or shape is None:
+            return name
+        ranges = _slice_ranges(graph, node, shape)
         if ranges is None or any(indices != list(range(shape[axis])) for axis, indices in ranges):
             return name
         name = node.inputs[0]
@@ -127,6 +129,8 @@ def copied_from(graph: Graph, name: str) -> str:
 
 def _split_part(graph: Graph, node: Node, name: str, shape: tuple[int, ...]) -> tuple[int, list[int]] | None:
     axis = axis_of(node.attr_int("axis", 0), len(shape))
+    if axis is None:
+        return None
     sizes = []
     for output in node.outputs:
         out_shape = known_shape(graph, output) if output else None
@@ -152,7 +156,7 @@ def _slice_ranges(graph: Graph, node: Node, shape: tuple[int, ...]) -> list[tupl
     steps = [1] * len(starts) if steps is None else steps
     if len(axes) != len(starts) or len(steps) != len(starts) or 0 in steps:
         return None
-    ranges = []
+    ranges: list[tuple[int, list[int]]] = []
     for start, end, axis, step in zip(starts, ends, axes, steps):
         positive = axis_of(axis, len(shape))
         if positive is None or any(positive == seen for seen, _ in ranges):

@@ -97,7 +97,7 @@ def _merge_dense(graph: Graph, first: Node) -> Node | None:
     head_dims = _dense_dims(graph, first)
     second = graph.sole_consumer(first.outputs[0]) if head_dims is not None else None
     tail_dims = _dense_dims(graph, second)
-    if second is None or tail_dims is None or second.inputs[0] != first.outputs[0]:
+    if head_dims is None or second is None or tail_dims is None or second.inputs[0] != first.outputs[0]:
         return None
     (r1, c1), (r2, c2) = head_dims, tail_dims
     if c1 != r2 or r1 * c2 > DENSE_GROWTH_LIMIT * (r1 * c1 + r2 * c2):
@@ -168,8 +168,9 @@ def _merge_conv(graph: Graph, first: Node) -> Node | None:
     for t2 in np.ndindex(*k2):
         for t1 in np.ndindex(*k1):
             tau = tuple(a * dd * s + b * d for a, b, s, d, dd in zip(t2, t1, s1, d1, d2))
-            weight[(slice(None), slice(None), *tau)] += w2[(slice(None), slice(None), *t2)] @ \
-                w1[(slice(None), slice(None), *t1)]
+            weight[(slice(None), slice(None), *tau)] += (
+                w2[(slice(None), slice(None), *t2)] @ w1[(slice(None), slice(None), *t1)]
+            )
     bias = np.zeros(w2.shape[0])
     if len(first.inputs) > 2 and first.inputs[2]:
         bias += w2.sum(axis=tuple(range(2, 2 + n))) @ np.asarray(graph.const(first.inputs[2]), np.float64)
@@ -177,8 +178,14 @@ def _merge_conv(graph: Graph, first: Node) -> Node | None:
         bias += np.asarray(graph.const(second.inputs[2]), np.float64)
     weight_value = graph.new_value(f"{second.name}::weight_merged", const=weight)
     bias_value = graph.new_value(f"{second.name}::bias_merged", const=bias)
-    second.attrs = {"strides": list(s1), "dilations": [1] * n, "kernel_shape": list(span), "group": 1,
-                    "auto_pad": "NOTSET", "pads": list(_attr(first, "pads", 2 * n, 0))}
+    second.attrs = {
+        "strides": list(s1),
+        "dilations": [1] * n,
+        "kernel_shape": list(span),
+        "group": 1,
+        "auto_pad": "NOTSET",
+        "pads": list(_attr(first, "pads", 2 * n, 0)),
+    }
     graph.remove_node(first)
     graph.set_inputs(second, [first.inputs[0], weight_value.name, bias_value.name])
     second.notes.append(f"merged with '{first.name}' (Conv): measured as one convolution")

@@ -9,5 +9,12 @@ from .device import resolve_device
 from .power import power_iteration
 from .result import NormResult
 
-__all__ = ["NormResult", "avgpool_norm", "conv_norm", "dense_norm", "gram_iteration", "power_iteration",
-           "resolve_device"]
+__all__ = [
+    "NormResult",
+    "avgpool_norm",
+    "conv_norm",
+    "dense_norm",
+    "gram_iteration",
+    "power_iteration",
+    "resolve_device",
+]

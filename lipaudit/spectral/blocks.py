@@ -95,8 +95,16 @@ class PolyphaseKernel:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_conv(cls, weight: Tensor, input_spatial, pads, strides, dilations, groups: int,
-                  periods: tuple[int, ...] | None = None) -> "PolyphaseKernel":
+    def from_conv(
+        cls,
+        weight: Tensor,
+        input_spatial,
+        pads,
+        strides,
+        dilations,
+        groups: int,
+        periods: tuple[int, ...] | None = None,
+    ) -> PolyphaseKernel:
         """Blocks of the convolution at this input size (``weight`` float64, any device).
 
         ``periods`` overrides the embedding periods N (each must satisfy (1)–(3); tests use it).
@@ -104,8 +112,10 @@ class PolyphaseKernel:
         n = weight.ndim - 2
         kernel = tuple(weight.shape[2:])
         if periods is None:
-            periods = tuple(embedding_period(input_spatial[i], pads[i], pads[n + i], kernel[i], strides[i],
-                                             dilations[i]) for i in range(n))
+            periods = tuple(
+                embedding_period(input_spatial[i], pads[i], pads[n + i], kernel[i], strides[i], dilations[i])
+                for i in range(n)
+            )
         if any(p % s for p, s in zip(periods, strides)):
             raise ValueError(f"periods {periods} are not multiples of the strides {strides}")
         # Per axis: shift a and residue r of every kernel index t (d·t = a·s + r).
@@ -129,8 +139,15 @@ class PolyphaseKernel:
         c_out, c_in_g = weight.shape[:2]
         w = weight.reshape(groups, c_out // groups, c_in_g, len(taps))
         live = [i for i in range(n) if grid[i] > 1]
-        return cls(w, shifts.to(weight.device), phase.to(weight.device), tuple(distinct), grid, tuple(periods),
-                   live[-1] if live else None)
+        return cls(
+            w,
+            shifts.to(weight.device),
+            phase.to(weight.device),
+            tuple(distinct),
+            grid,
+            tuple(periods),
+            live[-1] if live else None,
+        )
 
     # ------------------------------------------------------------------ shape
 
@@ -210,8 +227,7 @@ class PolyphaseKernel:
             angle += residue.to(torch.float64) / size
         angle *= -2 * math.pi
         phasors = torch.polar(torch.ones_like(angle), angle)  # (F, taps)
-        blocks = torch.empty((omega.shape[0], g, c_out_g, self.phases, c_in_g), dtype=torch.complex128,
-                             device=device)
+        blocks = torch.empty((omega.shape[0], g, c_out_g, self.phases, c_in_g), dtype=torch.complex128, device=device)
         for p, (members, weights) in enumerate(self._phase_weights()):
             # (F, |T_p|) @ (|T_p|, g·C_out/g·C_in/g)
             blocks[:, :, :, p] = (phasors[:, members] @ weights).reshape(-1, g, c_out_g, c_in_g)
@@ -290,8 +306,7 @@ class PolyphaseKernel:
             if self.left:
                 return w[..., t] @ w[..., u].transpose(1, 2), slice(None), slice(None)
             rows, cols = phase[t] * c_in_g, phase[u] * c_in_g
-            return (w[..., t].transpose(1, 2) @ w[..., u], slice(rows, rows + c_in_g),
-                    slice(cols, cols + c_in_g))
+            return (w[..., t].transpose(1, 2) @ w[..., u], slice(rows, rows + c_in_g), slice(cols, cols + c_in_g))
 
         zero = tuple(0 for _ in deltas[0])
         for d, delta in enumerate(deltas):
@@ -318,8 +333,9 @@ class PolyphaseKernel:
         pairs = self._pairs()
         npairs = sum(len(v) for v in pairs.values())
         inner = self.weight.shape[2] if self.left else self.weight.shape[1]
-        through_pairs = self.groups * (npairs * 2 * side * side * inner
-                                       + self.frequencies * len(pairs) * 4 * side * side)
+        through_pairs = self.groups * (
+            npairs * 2 * side * side * inner + self.frequencies * len(pairs) * 4 * side * side
+        )
         per_block = (2 if self.is_real else 8) * side * side * long + 8 * self.taps * side * long
         return through_pairs, self.count * per_block
 
@@ -406,13 +422,12 @@ class PolyphaseKernel:
                 phasors = self._phasors(frequency, deltas)  # (F, Δ)
                 cos, sin = phasors.real, -phasors.imag
             values = (cos @ diagonal.reshape(count, -1)).reshape(-1, g, side)
-            gram = (torch.einsum("fd,gde,fe->fg", cos, inner, cos) + torch.einsum("fd,gde,fe->fg", sin, inner, sin))
+            gram = torch.einsum("fd,gde,fe->fg", cos, inner, cos) + torch.einsum("fd,gde,fe->fg", sin, inner, sin)
             rows = slice(start * g, (start + frequency.numel()) * g)
             squares_f[rows] = (values.sum(-1) + slack_trace).reshape(-1).cpu()
             squares_g[rows] = (gram + slack_gram).reshape(-1).cpu()
             squares_l[rows] = values.amax(-1).reshape(-1).cpu()
-        return squares_f.clamp_min(0.0).sqrt(), squares_g.clamp_min(0.0).sqrt().sqrt(), \
-            squares_l.clamp_min(0.0).sqrt()
+        return squares_f.clamp_min(0.0).sqrt(), squares_g.clamp_min(0.0).sqrt().sqrt(), squares_l.clamp_min(0.0).sqrt()
 
     def _profile_from_blocks(self) -> tuple[Tensor, Tensor]:
         frobenius = torch.empty(self.count, dtype=torch.float64)
@@ -453,8 +468,11 @@ class PolyphaseKernel:
         wave = torch.ones((1,) * n, dtype=torch.complex128, device=device)
         for i in range(n):
             q = torch.arange(self.periods[i] // strides[i], device=device, dtype=torch.float64)
-            factor = torch.exp(-2j * math.pi * omega[i] * q / self.periods[i] * strides[i]) if self.grid[i] > 1 \
+            factor = (
+                torch.exp(-2j * math.pi * omega[i] * q / self.periods[i] * strides[i])
+                if self.grid[i] > 1
                 else torch.ones_like(q, dtype=torch.complex128)
+            )
             shape = [1] * n
             shape[i] = -1
             wave = wave * factor.reshape(shape)
@@ -465,7 +483,7 @@ class PolyphaseKernel:
             z[target] = coefficients[p].reshape(-1, *([1] * n)) * wave
         crop = (slice(None), *(slice(pads[i], pads[i] + int(input_spatial[i])) for i in range(n)))
         x = torch.zeros((c_in_g * g, *input_spatial), dtype=torch.float64, device=device)
-        x[group * c_in_g:(group + 1) * c_in_g] = _real_part(z[crop])
+        x[group * c_in_g : (group + 1) * c_in_g] = _real_part(z[crop])
         return x
 
     def output_wave(self, block: int, vector: Tensor, output_spatial) -> Tensor:
@@ -483,14 +501,17 @@ class PolyphaseKernel:
         wave = torch.ones((1,) * n, dtype=torch.complex128, device=device)
         for i in range(n):
             m = torch.arange(int(output_spatial[i]), device=device, dtype=torch.float64)
-            factor = torch.exp(-2j * math.pi * omega[i] * m / self.grid[i]) if self.grid[i] > 1 \
+            factor = (
+                torch.exp(-2j * math.pi * omega[i] * m / self.grid[i])
+                if self.grid[i] > 1
                 else torch.ones_like(m, dtype=torch.complex128)
+            )
             shape = [1] * n
             shape[i] = -1
             wave = wave * factor.reshape(shape)
         y = torch.zeros((c_out_g * g, *output_spatial), dtype=torch.float64, device=device)
         coefficients = vector.to(torch.complex128).reshape(-1, *([1] * n))
-        y[group * c_out_g:(group + 1) * c_out_g] = _real_part(coefficients * wave)
+        y[group * c_out_g : (group + 1) * c_out_g] = _real_part(coefficients * wave)
         return y
 
 

@@ -39,8 +39,8 @@ below ~10⁴ rows it is far under the project-wide 1e-6, which is what we then a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -90,7 +90,7 @@ class BlockSource:
     shape: tuple[int, int]
     left: bool
     gram: Callable[[Tensor], Tensor]
-    profile: Callable[[], tuple[Tensor, Tensor]]
+    profile: Callable[[], tuple[Tensor, Tensor | None, Tensor]]
     block: Callable[[int], Tensor]
     device: torch.device
     taps: int = 1
@@ -388,9 +388,9 @@ def max_singular_value(source: BlockSource, mode: str = "bnb", *, tol: float = B
             certified = max(certified, _gram_refine(gram, index, left, best, tol, stats))
         else:
             certified = max(certified, _certify(gram, gram_bound, left, index, best, tol, stats))
-    vector = _best_right_vector(source, best)
+    best_vector = _best_right_vector(source, best)
     stats = {k: v for k, v in stats.items() if v}
-    return BlockMax(max(certified, best.value) * (1 + margin), best.value, best.index, vector, stats, margin)
+    return BlockMax(max(certified, best.value) * (1 + margin), best.value, best.index, best_vector, stats, margin)
 
 
 def _frobenius_sqrt(gram: Tensor) -> Tensor:
@@ -418,8 +418,9 @@ def _best_right_vector(source: BlockSource, best: _Best) -> Tensor | None:
     return vector / torch.linalg.vector_norm(vector).clamp_min(1e-300)
 
 
-def _certify(gram: Tensor, gram_bound: Tensor, left: bool, index: Tensor, best: _Best, tol: float,
-             stats: dict[str, int]) -> float:
+def _certify(
+    gram: Tensor, gram_bound: Tensor, left: bool, index: Tensor, best: _Best, tol: float, stats: dict[str, int]
+) -> float:
     """Steps 3–5 on one chunk; returns the largest certified figure among its blocks.
 
     Lanczos runs first on a few candidates only (the largest Gram bounds); a single-precision
@@ -438,8 +439,12 @@ def _certify(gram: Tensor, gram_bound: Tensor, left: bool, index: Tensor, best: 
     pending = torch.arange(index.numel(), device=gram.device)
     # The single-precision slack assumes a plain Cholesky; a GPU's blocked one runs through GEMMs
     # whose precision modes we do not control, so only the CPU screens in float32.
-    if (gram.device.type == "cpu" and gram.shape[-1] >= SCREEN_SIDE
-            and screen_slack(gram.shape[-1]) < SCREEN_MAX_SLACK and index.numel() > count):
+    if (
+        gram.device.type == "cpu"
+        and gram.shape[-1] >= SCREEN_SIDE
+        and screen_slack(gram.shape[-1]) < SCREEN_MAX_SLACK
+        and index.numel() > count
+    ):
         trace = gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).clamp_min(0.0)
         ok = screen_below(gram, mu, trace, (gram_bound**2).to(gram.device))
         if ok.any():
@@ -475,8 +480,16 @@ def _certify(gram: Tensor, gram_bound: Tensor, left: bool, index: Tensor, best: 
     return max(figure, float(top.max().sqrt()))
 
 
-def _gram_refine(gram: Tensor, index: Tensor, left: bool, best: _Best, tol: float, stats: dict[str, int],
-                 max_steps: int = 40, log_tol: float = 1e-8) -> float:
+def _gram_refine(
+    gram: Tensor,
+    index: Tensor,
+    left: bool,
+    best: _Best,
+    tol: float,
+    stats: dict[str, int],
+    max_steps: int = 40,
+    log_tol: float = 1e-8,
+) -> float:
     """Gram iteration continued from G = T₂ per block, a block leaving once its bound ≤ L·(1+tol).
 
     In log space as in dense.gram_iteration: the bound after t squarings of G is

@@ -51,11 +51,30 @@ from torch import Tensor
 from .blocks import PolyphaseKernel
 from .bnb import BNB_TOL, max_singular_value
 from .conv_gram import ConvGram
-from .conv_operator import (_CONV, ConvOperator, _torch_pad, adjoint_conv_geometry, block_source,
-                            circulant_norm, circulant_sizes, conv_operator, group_kernel_matrices,
-                            kmat_multiplicity_bound, window_multiplicity)
-from .cost import (OPERATOR_LANCZOS_STEPS, OPERATOR_LANCZOS_TOL, ConvShape, DeviceCosts, device_costs,
-                   format_seconds, operator_gram_seconds, plan, uses_eigensolver)
+from .conv_operator import (
+    _CONV,
+    ConvOperator,
+    _torch_pad,
+    adjoint_conv_geometry,
+    block_source,
+    circulant_norm,
+    circulant_sizes,
+    conv_operator,
+    group_kernel_matrices,
+    kmat_multiplicity_bound,
+    window_multiplicity,
+)
+from .cost import (
+    OPERATOR_LANCZOS_STEPS,
+    OPERATOR_LANCZOS_TOL,
+    ConvShape,
+    DeviceCosts,
+    device_costs,
+    format_seconds,
+    operator_gram_seconds,
+    plan,
+    uses_eigensolver,
+)
 from .dense import SVD_MARGIN, _gap, as_float64
 from .device import one_thread
 from .materialize import gram_norm, materialized_norm
@@ -63,8 +82,19 @@ from .power import forward_and_adjoint, lanczos_operator, power_iteration
 from .result import NormResult
 
 # Re-exported: callers and tests import them from here.
-__all__ = ["AUTO_TARGET", "CONV_METHODS", "ConvOperator", "adjoint_conv_geometry", "avgpool_norm", "circulant_norm",
-           "circulant_sizes", "conv_norm", "conv_operator", "kmat_multiplicity_bound", "window_multiplicity"]
+__all__ = [
+    "AUTO_TARGET",
+    "CONV_METHODS",
+    "ConvOperator",
+    "adjoint_conv_geometry",
+    "avgpool_norm",
+    "circulant_norm",
+    "circulant_sizes",
+    "conv_norm",
+    "conv_operator",
+    "kmat_multiplicity_bound",
+    "window_multiplicity",
+]
 
 CONV_METHODS = ("auto", "exact", "gram", "power", "frobenius")
 # 'auto' never settles for a figure more than this far above its lower estimate when a tighter
@@ -107,18 +137,28 @@ class _Layer:
         return self._operator(self.weight.to(torch.float32))
 
     def _operator(self, weight: Tensor) -> ConvOperator:
-        return conv_operator(weight, self.spatial, strides=self.strides, pads=self.pads, dilations=self.dilations,
-                             groups=self.groups)
+        return conv_operator(
+            weight, self.spatial, strides=self.strides, pads=self.pads, dilations=self.dilations, groups=self.groups
+        )
 
     @cached_property
     def shape(self) -> ConvShape:
-        return ConvShape(self.weight.shape[0], self.weight.shape[1], self.groups, tuple(self.weight.shape[2:]),
-                         self.spatial, self.pads, self.strides, self.dilations)
+        return ConvShape(
+            self.weight.shape[0],
+            self.weight.shape[1],
+            self.groups,
+            tuple(self.weight.shape[2:]),
+            self.spatial,
+            self.pads,
+            self.strides,
+            self.dilations,
+        )
 
     @cached_property
     def polyphase(self) -> PolyphaseKernel:
-        return PolyphaseKernel.from_conv(self.weight, self.spatial, self.pads, self.strides, self.dilations,
-                                         self.groups)
+        return PolyphaseKernel.from_conv(
+            self.weight, self.spatial, self.pads, self.strides, self.dilations, self.groups
+        )
 
     @property
     def smaller_side(self) -> int:
@@ -126,11 +166,24 @@ class _Layer:
         return min(math.prod(self.operator.input_shape), math.prod(self.operator.output_shape))
 
 
-def conv_norm(weight, input_spatial: tuple[int, ...], *, strides, pads, dilations, groups: int = 1,
-              transposed: bool = False, output_padding=None, method: str = "auto",
-              device: torch.device = torch.device("cpu"), materialize_limit: int | None = None,
-              power_iterations: int = POWER_ITERATIONS, tol: float = BNB_TOL, target: float = AUTO_TARGET,
-              costs: DeviceCosts | None = None) -> NormResult:
+def conv_norm(
+    weight,
+    input_spatial: tuple[int, ...],
+    *,
+    strides,
+    pads,
+    dilations,
+    groups: int = 1,
+    transposed: bool = False,
+    output_padding=None,
+    method: str = "auto",
+    device: torch.device = torch.device("cpu"),
+    materialize_limit: int | None = None,
+    power_iterations: int = POWER_ITERATIONS,
+    tol: float = BNB_TOL,
+    target: float = AUTO_TARGET,
+    costs: DeviceCosts | None = None,
+) -> NormResult:
     """ℓ2 operator norm of an N-d Conv / ConvTranspose at the given input size (N = 1, 2, 3).
 
     method 'auto': the cost model's choice (module docstring); certified, and within ``target``
@@ -153,16 +206,27 @@ def conv_norm(weight, input_spatial: tuple[int, ...], *, strides, pads, dilation
     device = torch.device(device)
     w = as_float64(weight, device)
     spatial, strides, pads, dilations, output_padding = _check_conv_arguments(
-        w, input_spatial, strides, pads, dilations, groups, transposed, output_padding)
+        w, input_spatial, strides, pads, dilations, groups, transposed, output_padding
+    )
     mult = window_multiplicity(w.shape[2:], strides, dilations)
-    frobenius = math.sqrt(mult) * float(
-        torch.linalg.matrix_norm(group_kernel_matrices(w, groups), ord="fro").max()) * SVD_MARGIN
+    frobenius = (
+        math.sqrt(mult)
+        * float(torch.linalg.matrix_norm(group_kernel_matrices(w, groups), ord="fro").max())
+        * SVD_MARGIN
+    )
     if transposed:
         geometry = adjoint_conv_geometry(spatial, pads, output_padding, w.shape[2:], strides, dilations)
         if geometry is None:
-            return NormResult(0.0, "materialized", True, estimate=0.0, frobenius=frobenius, gap=0.0,
-                              notes=["every output is output padding: the zero map"],
-                              seconds=time.perf_counter() - started)
+            return NormResult(
+                0.0,
+                "materialized",
+                True,
+                estimate=0.0,
+                frobenius=frobenius,
+                gap=0.0,
+                notes=["every output is output padding: the zero map"],
+                seconds=time.perf_counter() - started,
+            )
         spatial, pads = geometry
     layer = _Layer(w, spatial, strides, pads, dilations, groups)
     if method == "power":
@@ -170,15 +234,17 @@ def conv_norm(weight, input_spatial: tuple[int, ...], *, strides, pads, dilation
         result = NormResult(estimate, "power", False, estimate=estimate, frobenius=frobenius)
     else:
         with one_thread(small=False):  # one thread only if other processes share the cores
-            result = _certified(layer, method, costs or device_costs(device), materialize_limit,
-                                power_iterations, tol, target)
+            result = _certified(
+                layer, method, costs or device_costs(device), materialize_limit, power_iterations, tol, target
+            )
         result.frobenius = frobenius
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _certified(layer: _Layer, method: str, costs: DeviceCosts, limit: int | None, steps: int, tol: float,
-               target: float) -> NormResult:
+def _certified(
+    layer: _Layer, method: str, costs: DeviceCosts, limit: int | None, steps: int, tol: float, target: float
+) -> NormResult:
     """The certified methods: the cost model's plan, then the measurement (and the tightening)."""
     if method in ("gram", "frobenius"):
         return _embedding(layer, _FIGURES[method], tol, steps)[0]
@@ -204,6 +270,7 @@ def _certified(layer: _Layer, method: str, costs: DeviceCosts, limit: int | None
         # on 16×16 layers); a longer Lanczos run costs a few dozen passes, far less than the
         # materialised operator.
         estimate, refined = _lanczos_estimate(layer, vector, REFINE_STEPS, OPERATOR_LANCZOS_TOL)
+        assert result.estimate is not None  # the gap is measured against it
         if estimate > result.estimate:
             result.estimate, vector = estimate, refined
             result.gap = _gap(result.value, estimate)
@@ -212,17 +279,25 @@ def _certified(layer: _Layer, method: str, costs: DeviceCosts, limit: int | None
         return result
     looseness = f"the {result.method} figure is {result.gap:.2%} above its lower estimate (target {target:.2%})"
     if not chosen.may_tighten:
-        why = "over the memory allowance" if chosen.materialized_s is None else (
-            f"predicted {format_seconds(chosen.materialized_s)}, over the "
-            f"{format_seconds(costs.tighten_budget_s)} budget")
+        why = (
+            "over the memory allowance"
+            if chosen.materialized_s is None
+            else (
+                f"predicted {format_seconds(chosen.materialized_s)}, over the "
+                f"{format_seconds(costs.tighten_budget_s)} budget"
+            )
+        )
         result.notes.append(f"{looseness}; the materialised operator was not tried: {why}")
         return result
     tighter = _materialized(layer, tol, steps, vector)
     if tighter.value >= result.value:
         result.notes.append(f"{looseness}; the materialised operator was no tighter ({tighter.value:.6g})")
         return result
-    tighter.notes = [result.notes[0], f"{looseness} ({result.notes[1]}): measured the materialised operator",
-                     *tighter.notes]
+    tighter.notes = [
+        result.notes[0],
+        f"{looseness} ({result.notes[1]}): measured the materialised operator",
+        *tighter.notes,
+    ]
     return tighter
 
 
@@ -236,16 +311,19 @@ def _embedding(layer: _Layer, figure: str, tol: float, steps: int) -> tuple[Norm
     # with S a coordinate projection, so the norm is ≤ ‖W‖₂ (= as soon as one output pixel reads
     # the input).  Likewise for any kernel with stride ≥ its dilated span: disjoint windows.
     embedding = "kmat" if kernel.is_real else ("polyphase" if any(s > 1 for s in layer.strides) else "fft")
-    notes = [f"{embedding} embedding: period {'x'.join(map(str, kernel.periods))}, {kernel.count} block(s) of "
-             f"{kernel.block_shape[0]}x{kernel.block_shape[1]}; {found.summary()}"]
+    notes = [
+        f"{embedding} embedding: period {'x'.join(map(str, kernel.periods))}, {kernel.count} block(s) of "
+        f"{kernel.block_shape[0]}x{kernel.block_shape[1]}; {found.summary()}"
+    ]
     estimate, vector = None, None
     if steps > 0:
         start = None
         if found.argmax is not None and found.vector is not None:
             start = kernel.plane_wave(found.argmax, found.vector, layer.spatial, layer.pads, layer.strides)
         estimate, vector = _lanczos_estimate(layer, start, min(steps, WARM_STEPS))
-    return NormResult(found.upper, f"{embedding}-{figure}", True, estimate=estimate, notes=notes,
-                      gap=_gap(found.upper, estimate)), vector
+    return NormResult(
+        found.upper, f"{embedding}-{figure}", True, estimate=estimate, notes=notes, gap=_gap(found.upper, estimate)
+    ), vector
 
 
 def _materialized(layer: _Layer, tol: float, steps: int, start: Tensor | None) -> NormResult:
@@ -258,10 +336,14 @@ def _materialized(layer: _Layer, tol: float, steps: int, start: Tensor | None) -
         estimate, _ = _lanczos_estimate(layer, start, max(steps, OPERATOR_LANCZOS_STEPS), OPERATOR_LANCZOS_TOL)
     found = gram_norm(gram.source(), tol=tol, estimate=estimate)
     estimate = found.lower if estimate is None else max(estimate, found.lower)
-    notes = [f"materialized on the {side} side: {gram.groups} Gram matrix(es) of side {gram.side} from "
-             f"{gram.tap_pairs.shape[0]} tap pairs", *found.notes]
-    return NormResult(found.upper, "materialized", True, estimate=estimate, notes=notes,
-                      gap=_gap(found.upper, estimate))
+    notes = [
+        f"materialized on the {side} side: {gram.groups} Gram matrix(es) of side {gram.side} from "
+        f"{gram.tap_pairs.shape[0]} tap pairs",
+        *found.notes,
+    ]
+    return NormResult(
+        found.upper, "materialized", True, estimate=estimate, notes=notes, gap=_gap(found.upper, estimate)
+    )
 
 
 def _lanczos_estimate(layer: _Layer, start: Tensor | None, steps: int, tol: float = WARM_TOL) -> tuple[float, Tensor]:
@@ -276,19 +358,36 @@ def _lanczos_estimate(layer: _Layer, start: Tensor | None, steps: int, tol: floa
         generator = torch.Generator(device="cpu").manual_seed(0)
         start = torch.randn(operator.input_shape, generator=generator, dtype=torch.float64).to(layer.weight.device)
     with one_thread(layer.shape.conv_flops < SMALL_PASS_FLOPS):
-        v = lanczos_operator(fast.forward, start.to(torch.float32)[None], steps=steps, tol=tol,
-                             adjoint=fast.adjoint, check_every=1 if steps <= WARM_STEPS else 4)
+        v = lanczos_operator(
+            fast.forward,
+            start.to(torch.float32)[None],
+            steps=steps,
+            tol=tol,
+            adjoint=fast.adjoint,
+            check_every=1 if steps <= WARM_STEPS else 4,
+        )
     v = v.to(torch.float64)
     with torch.no_grad():
         estimate = float(torch.linalg.vector_norm(operator.forward(v)) / torch.linalg.vector_norm(v))
     return estimate, v[0]
 
 
-def avgpool_norm(kernel: tuple[int, ...], input_spatial, *, strides, pads, count_include_pad: bool,
-                 channels: int, ceil_mode: bool = False, method: str = "auto",
-                 device: torch.device = torch.device("cpu"), dilations=None,
-                 materialize_limit: int | None = None, power_iterations: int = POWER_ITERATIONS,
-                 costs: DeviceCosts | None = None) -> NormResult:
+def avgpool_norm(
+    kernel: tuple[int, ...],
+    input_spatial,
+    *,
+    strides,
+    pads,
+    count_include_pad: bool,
+    channels: int,
+    ceil_mode: bool = False,
+    method: str = "auto",
+    device: torch.device = torch.device("cpu"),
+    dilations=None,
+    materialize_limit: int | None = None,
+    power_iterations: int = POWER_ITERATIONS,
+    costs: DeviceCosts | None = None,
+) -> NormResult:
     """ℓ2 norm of AveragePool as a linear operator (ONNX attributes; torch's ceil_mode rule).
 
     Every channel is pooled the same way and independently, so the norm is that of one channel
@@ -311,38 +410,65 @@ def avgpool_norm(kernel: tuple[int, ...], input_spatial, *, strides, pads, count
     dilations = (1,) * n if dilations is None else tuple(int(d) for d in dilations)
     strides, pads = tuple(int(s) for s in strides), tuple(int(p) for p in pads)
     if len(spatial) != n or len(strides) != n or len(dilations) != n or len(pads) != 2 * n:
-        raise ValueError(f"AveragePool attributes disagree in rank: kernel {kernel}, input {spatial}, "
-                         f"strides {strides}, dilations {dilations}, pads {pads}")
-    operator, divisors = _avgpool_operator(kernel, spatial, strides, pads, dilations, count_include_pad,
-                                           ceil_mode, device)
+        raise ValueError(
+            f"AveragePool attributes disagree in rank: kernel {kernel}, input {spatial}, "
+            f"strides {strides}, dilations {dilations}, pads {pads}"
+        )
+    operator, divisors = _avgpool_operator(
+        kernel, spatial, strides, pads, dilations, count_include_pad, ceil_mode, device
+    )
     window = math.prod(kernel)
     if bool((divisors == window).all()):
         uniform = torch.full((1, 1, *kernel), 1.0 / window, dtype=torch.float64, device=device)
-        return conv_norm(uniform, spatial, strides=strides, pads=pads, dilations=dilations, method=method,
-                         device=device, materialize_limit=materialize_limit, power_iterations=power_iterations,
-                         costs=costs)
+        return conv_norm(
+            uniform,
+            spatial,
+            strides=strides,
+            pads=pads,
+            dilations=dilations,
+            method=method,
+            device=device,
+            materialize_limit=materialize_limit,
+            power_iterations=power_iterations,
+            costs=costs,
+        )
 
     notes = ["border windows average fewer cells, so the pool is not a plain convolution"]
     if method == "power":
-        estimate = _operator_power(operator, device, max(1, power_iterations))
-        return NormResult(estimate, "power", False, estimate=estimate, notes=notes,
-                          seconds=time.perf_counter() - started)
+        power_value = _operator_power(operator, device, max(1, power_iterations))
+        return NormResult(
+            power_value, "power", False, estimate=power_value, notes=notes, seconds=time.perf_counter() - started
+        )
     side = min(math.prod(operator.input_shape), math.prod(operator.output_shape))
     predicted = operator_gram_seconds(side, costs)
     budget = costs.exact_budget_s if method == "exact" else costs.tighten_budget_s
     small = side <= materialize_limit if materialize_limit is not None else predicted <= budget
     if method in ("auto", "exact") and small:
         found = materialized_norm(operator.forward, operator.input_shape, operator.output_shape, device=device)
-        return NormResult(found.upper, "materialized", True, estimate=found.lower, notes=notes + found.notes,
-                          gap=_gap(found.upper, found.lower), seconds=time.perf_counter() - started)
+        return NormResult(
+            found.upper,
+            "materialized",
+            True,
+            estimate=found.lower,
+            notes=notes + found.notes,
+            gap=_gap(found.upper, found.lower),
+            seconds=time.perf_counter() - started,
+        )
     estimate = _operator_power(operator, device, power_iterations) if power_iterations > 0 else None
     # All entries of the operator are ≥ 0, so A·1 and Aᵀ·1 are exactly the row and column sums of |A|.
     ones_in = torch.ones((1, *operator.input_shape), dtype=torch.float64, device=device)
     ones_out = torch.ones((1, *operator.output_shape), dtype=torch.float64, device=device)
     row_sums, column_sums = forward_and_adjoint(operator.forward, ones_in, ones_out)
     value = math.sqrt(float(row_sums.max()) * float(column_sums.max())) * SVD_MARGIN
-    return NormResult(value, "schur", True, estimate=estimate, notes=notes, gap=_gap(value, estimate),
-                      seconds=time.perf_counter() - started)
+    return NormResult(
+        value,
+        "schur",
+        True,
+        estimate=estimate,
+        notes=notes,
+        gap=_gap(value, estimate),
+        seconds=time.perf_counter() - started,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,8 +490,10 @@ def _avgpool_operator(kernel, spatial, strides, pads, dilations, count_include_p
         span = dilations[i] * (kernel[i] - 1) + 1
         room = spatial[i] + pads[i] + pads[n + i] - span
         if room < 0:
-            raise ValueError(f"AveragePool window {span} is larger than the padded input "
-                             f"{spatial[i] + pads[i] + pads[n + i]} along spatial axis {i}")
+            raise ValueError(
+                f"AveragePool window {span} is larger than the padded input "
+                f"{spatial[i] + pads[i] + pads[n + i]} along spatial axis {i}"
+            )
         out = room // strides[i] + 1
         if ceil_mode:
             out = -(-room // strides[i]) + 1
@@ -375,8 +503,9 @@ def _avgpool_operator(kernel, spatial, strides, pads, dilations, count_include_p
         extended_ends.append(max(pads[n + i], (out - 1) * strides[i] + span - spatial[i] - pads[i]))
     begins = pads[:n]
     padding = _torch_pad(begins, extended_ends)
-    counted = torch.zeros((1, 1, *(h + b + e for h, b, e in zip(spatial, begins, extended_ends))),
-                          dtype=torch.float64, device=device)
+    counted = torch.zeros(
+        (1, 1, *(h + b + e for h, b, e in zip(spatial, begins, extended_ends))), dtype=torch.float64, device=device
+    )
     region = [slice(None), slice(None)]
     for i in range(n):
         first = 0 if count_include_pad else begins[i]
@@ -408,11 +537,12 @@ def _check_conv_arguments(w, input_spatial, strides, pads, dilations, groups, tr
     strides, dilations = tuple(int(s) for s in strides), tuple(int(d) for d in dilations)
     pads = tuple(int(p) for p in pads)
     output_padding = (0,) * n if output_padding is None else tuple(int(p) for p in output_padding)
-    if len(spatial) != n or len(strides) != n or len(dilations) != n or len(pads) != 2 * n \
-            or len(output_padding) != n:
-        raise ValueError(f"{n}-d convolution needs {n} input sizes, strides, dilations and output paddings and "
-                         f"{2 * n} pads; got input {spatial}, strides {strides}, dilations {dilations}, "
-                         f"pads {pads}, output_padding {output_padding}")
+    if len(spatial) != n or len(strides) != n or len(dilations) != n or len(pads) != 2 * n or len(output_padding) != n:
+        raise ValueError(
+            f"{n}-d convolution needs {n} input sizes, strides, dilations and output paddings and "
+            f"{2 * n} pads; got input {spatial}, strides {strides}, dilations {dilations}, "
+            f"pads {pads}, output_padding {output_padding}"
+        )
     if min(strides + dilations) < 1 or min(spatial) < 1 or groups < 1:
         raise ValueError("input sizes, strides, dilations and groups must be positive")
     if w.shape[0] % groups:
@@ -424,8 +554,10 @@ def _check_conv_arguments(w, input_spatial, strides, pads, dilations, groups, tr
         else:
             size = (spatial[i] + pads[i] + pads[n + i] - span) // strides[i] + 1
         if size < 1:
-            raise ValueError(f"the convolution has no output along spatial axis {i} "
-                             f"(input {spatial[i]}, kernel span {span}, pads {pads[i]}/{pads[n + i]})")
+            raise ValueError(
+                f"the convolution has no output along spatial axis {i} "
+                f"(input {spatial[i]}, kernel span {span}, pads {pads[i]}/{pads[n + i]})"
+            )
     return spatial, strides, pads, dilations, output_padding
 
 

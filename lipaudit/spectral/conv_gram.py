@@ -37,8 +37,9 @@ PRODUCT_BYTES = 256 * 2**20
 
 def output_sizes(spatial, pads, kernel, strides, dilations) -> tuple[int, ...]:
     n = len(spatial)
-    return tuple((spatial[i] + pads[i] + pads[n + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1
-                 for i in range(n))
+    return tuple(
+        (spatial[i] + pads[i] + pads[n + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(n)
+    )
 
 
 def reads(kernel, spatial, pads, strides, dilations, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -114,7 +115,7 @@ class ConvGram:
         return self.a.numel()
 
     @classmethod
-    def build(cls, weight: Tensor, spatial, pads, strides, dilations, groups: int) -> "ConvGram":
+    def build(cls, weight: Tensor, spatial, pads, strides, dilations, groups: int) -> ConvGram:
         kernel = tuple(weight.shape[2:])
         device = weight.device
         c_out, c_in_g = weight.shape[:2]

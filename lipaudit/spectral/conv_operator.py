@@ -7,8 +7,8 @@ pads (begin_1..begin_N, end_1..end_N).  conv.py chooses among the norms built fr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +43,17 @@ def _torch_pad(begins, ends) -> list[int]:
     return order
 
 
-def conv_operator(weight: Tensor, input_spatial: tuple[int, ...], *, strides, pads, dilations,
-                  groups: int = 1, transposed: bool = False, output_padding=None) -> ConvOperator:
+def conv_operator(
+    weight: Tensor,
+    input_spatial: tuple[int, ...],
+    *,
+    strides,
+    pads,
+    dilations,
+    groups: int = 1,
+    transposed: bool = False,
+    output_padding=None,
+) -> ConvOperator:
     """Build the convolution (or ConvTranspose) at this input size as a forward function.
 
     ConvTranspose is the adjoint of the unpadded stride-s dilated convolution taken at the
@@ -62,12 +71,16 @@ def conv_operator(weight: Tensor, input_spatial: tuple[int, ...], *, strides, pa
     if not transposed:
         channels = weight.shape[1] * groups
         padding = _torch_pad(begins, ends)
-        out = tuple((h + b + e - d * (k - 1) - 1) // s + 1 for h, b, e, k, s, d in
-                    zip(input_spatial, begins, ends, weight.shape[2:], strides, dilations))
+        out = tuple(
+            (h + b + e - d * (k - 1) - 1) // s + 1
+            for h, b, e, k, s, d in zip(input_spatial, begins, ends, weight.shape[2:], strides, dilations)
+        )
         # conv_transpose maps back onto (H_out − 1)·s + d·(k − 1) + 1 positions; the padded input
         # has H + b + e, the difference (< s) is output_padding; then the pads are cropped.
-        extra = tuple(h + b + e - ((o - 1) * s + d * (k - 1) + 1) for h, b, e, o, k, s, d in
-                      zip(input_spatial, begins, ends, out, weight.shape[2:], strides, dilations))
+        extra = tuple(
+            h + b + e - ((o - 1) * s + d * (k - 1) + 1)
+            for h, b, e, o, k, s, d in zip(input_spatial, begins, ends, out, weight.shape[2:], strides, dilations)
+        )
         crop = _torch_pad([-b for b in begins], [-e for e in ends])
 
         def forward(x: Tensor) -> Tensor:
@@ -84,17 +97,19 @@ def conv_operator(weight: Tensor, input_spatial: tuple[int, ...], *, strides, pa
     crop = _torch_pad([-b for b in begins], [p - e for p, e in zip(extra, ends)])
     uncrop = _torch_pad(begins, [e - p for p, e in zip(extra, ends)])
 
-    def forward(x: Tensor) -> Tensor:
+    def transposed_forward(x: Tensor) -> Tensor:
         full = conv_t(x, weight, stride=strides, dilation=dilations, groups=groups)
         return F.pad(full, crop)
 
-    def adjoint(y: Tensor) -> Tensor:
+    def transposed_adjoint(y: Tensor) -> Tensor:
         # back onto the full result (outputs past it were zeros independent of x, so cropped)
         return conv(F.pad(y, uncrop), weight, stride=strides, dilation=dilations, groups=groups)
 
-    out = tuple(s * (h - 1) + d * (k - 1) + 1 - b - e + p for h, b, e, p, k, s, d in
-                zip(input_spatial, begins, ends, extra, weight.shape[2:], strides, dilations))
-    return ConvOperator(forward, (weight.shape[0], *input_spatial), (channels_out, *out), adjoint)
+    out = tuple(
+        s * (h - 1) + d * (k - 1) + 1 - b - e + p
+        for h, b, e, p, k, s, d in zip(input_spatial, begins, ends, extra, weight.shape[2:], strides, dilations)
+    )
+    return ConvOperator(transposed_forward, (weight.shape[0], *input_spatial), (channels_out, *out), transposed_adjoint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,14 +149,27 @@ def circulant_sizes(input_spatial, pads, kernel, strides, dilations, *, keep_str
     the subsampling (the classical bound, which the polyphase one never exceeds at equal N)."""
     n = len(input_spatial)
     if keep_stride:
-        return tuple(embedding_period(input_spatial[i], pads[i], pads[n + i], kernel[i], strides[i], dilations[i])
-                     for i in range(n))
-    return tuple(embedding_period(input_spatial[i] + pads[i] + pads[n + i], 0, 0, kernel[i], 1, dilations[i])
-                 for i in range(n))
+        return tuple(
+            embedding_period(input_spatial[i], pads[i], pads[n + i], kernel[i], strides[i], dilations[i])
+            for i in range(n)
+        )
+    return tuple(
+        embedding_period(input_spatial[i] + pads[i] + pads[n + i], 0, 0, kernel[i], 1, dilations[i]) for i in range(n)
+    )
 
 
-def circulant_norm(weight: Tensor, input_spatial, pads, strides, dilations, groups: int, *, mode: str = "bnb",
-                   periods: tuple[int, ...] | None = None, tol: float = BNB_TOL):
+def circulant_norm(
+    weight: Tensor,
+    input_spatial,
+    pads,
+    strides,
+    dilations,
+    groups: int,
+    *,
+    mode: str = "bnb",
+    periods: tuple[int, ...] | None = None,
+    tol: float = BNB_TOL,
+):
     """(BlockMax, PolyphaseKernel): the norm of the strided circulant embedding (margin applied).
 
     ``weight`` float64.  mode as in bnb.max_singular_value; ``periods`` overrides N.
@@ -151,8 +179,16 @@ def circulant_norm(weight: Tensor, input_spatial, pads, strides, dilations, grou
 
 
 def block_source(kernel: PolyphaseKernel) -> BlockSource:
-    return BlockSource(kernel.count, kernel.block_shape, kernel.left, kernel.gram, kernel.profile,
-                       lambda i: kernel.blocks(torch.tensor([i]))[0], kernel.weight.device, taps=kernel.taps)
+    return BlockSource(
+        kernel.count,
+        kernel.block_shape,
+        kernel.left,
+        kernel.gram,
+        kernel.profile,
+        lambda i: kernel.blocks(torch.tensor([i]))[0],
+        kernel.weight.device,
+        taps=kernel.taps,
+    )
 
 
 def adjoint_conv_geometry(spatial, pads, output_padding, kernel, strides, dilations):

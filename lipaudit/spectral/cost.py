@@ -63,6 +63,8 @@ EIGEN_WORK = 2**30
 
 def uses_eigensolver(count: int, side: int) -> bool:
     return side <= EIGEN_SIDE and count * side**3 <= EIGEN_WORK
+
+
 # Lanczos on the true operator before the Cholesky certificate of a large Gram matrix: at most
 # this many steps, fewer once the Ritz value moves by less than the tolerance (relative).  Stopping
 # at 1e-6 per step left estimates 3e-4 low on a 64-channel 8×8 layer (top gap 8e-4); 80 steps
@@ -101,16 +103,39 @@ class DeviceCosts:
 # channels at 8×8 (n = 8192, ResNet-18 at 64×64) takes ~3 s on 2 cores and turns a 2–4 % loose
 # embedding into the exact norm; every other layer of the benchmark models costs well under 2 s.
 CPU_COSTS = DeviceCosts(
-    name="cpu", calibrated=True, call_s=5e-3, gemm_s=1.2e-11, cholesky_s=2.3e-11, eigen_s=7.5e-11,
-    conv_s=6.7e-12, scatter_s=4.6e-9, pair_s=1e-4, block_s=1e-6, survivors=8, tighten_budget_s=5.0,
-    exact_budget_s=60.0, exact_floor_s=0.5, tie_s=0.01, gram_bytes=1024 * 2**20)
+    name="cpu",
+    calibrated=True,
+    call_s=5e-3,
+    gemm_s=1.2e-11,
+    cholesky_s=2.3e-11,
+    eigen_s=7.5e-11,
+    conv_s=6.7e-12,
+    scatter_s=4.6e-9,
+    pair_s=1e-4,
+    block_s=1e-6,
+    survivors=8,
+    tighten_budget_s=5.0,
+    exact_budget_s=60.0,
+    exact_floor_s=0.5,
+    tie_s=0.01,
+    gram_bytes=1024 * 2**20,
+)
 
 # Uncalibrated: an H100-class GPU taken as ~20× the 2-core CPU on dense float64 work, ~50× on
 # float32 convolutions, with a launch-bound floor per call, per tap pair and per block.
 CUDA_COSTS = replace(
-    CPU_COSTS, name="cuda", calibrated=False, call_s=1e-2, gemm_s=CPU_COSTS.gemm_s / 20,
-    cholesky_s=CPU_COSTS.cholesky_s / 10, eigen_s=CPU_COSTS.eigen_s / 5, conv_s=CPU_COSTS.conv_s / 50,
-    scatter_s=CPU_COSTS.scatter_s / 20, pair_s=5e-5, block_s=1e-6)
+    CPU_COSTS,
+    name="cuda",
+    calibrated=False,
+    call_s=1e-2,
+    gemm_s=CPU_COSTS.gemm_s / 20,
+    cholesky_s=CPU_COSTS.cholesky_s / 10,
+    eigen_s=CPU_COSTS.eigen_s / 5,
+    conv_s=CPU_COSTS.conv_s / 50,
+    scatter_s=CPU_COSTS.scatter_s / 20,
+    pair_s=5e-5,
+    block_s=1e-6,
+)
 
 
 def device_costs(device: torch.device) -> DeviceCosts:
@@ -137,8 +162,12 @@ class ConvShape:
     @property
     def outputs(self) -> tuple[int, ...]:
         n = len(self.spatial)
-        return tuple((self.spatial[i] + self.pads[i] + self.pads[n + i] - self.dilations[i] * (self.kernel[i] - 1)
-                      - 1) // self.strides[i] + 1 for i in range(n))
+        return tuple(
+            (self.spatial[i] + self.pads[i] + self.pads[n + i] - self.dilations[i] * (self.kernel[i] - 1) - 1)
+            // self.strides[i]
+            + 1
+            for i in range(n)
+        )
 
     @property
     def conv_flops(self) -> int:
@@ -191,8 +220,9 @@ def embedding_seconds(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCo
     profile = min(kernel.gram_flops())
     survivors = min(kernel.count, costs.survivors)
     candidates = min(kernel.count, _CANDIDATES)
-    certify = scale * (survivors * (side**3 / 3 + 2 * side * side * long)
-                       + candidates * _LANCZOS_STEPS * 2 * side * side)
+    certify = scale * (
+        survivors * (side**3 / 3 + 2 * side * side * long) + candidates * _LANCZOS_STEPS * 2 * side * side
+    )
     seconds = costs.call_s + (profile + certify) * costs.gemm_s + kernel.count * costs.block_s
     if estimate:
         seconds += _WARM_PASSES * shape.conv_flops * costs.conv_s
@@ -260,14 +290,26 @@ class Plan:
     may_tighten: bool  # materialise after the embedding if its measured gap is over the target
 
     def describe(self, costs: DeviceCosts) -> str:
-        materialized = f"~{format_seconds(self.materialized_s)}" if self.materialized_s is not None else \
-            "over the memory allowance"
-        return (f"cost model ({costs.name}{'' if costs.calibrated else ', uncalibrated'}): embedding "
-                f"~{format_seconds(self.embedding_s)} (forecast gap {self.gap:.1%}), materialized {materialized}")
+        materialized = (
+            f"~{format_seconds(self.materialized_s)}"
+            if self.materialized_s is not None
+            else "over the memory allowance"
+        )
+        return (
+            f"cost model ({costs.name}{'' if costs.calibrated else ', uncalibrated'}): embedding "
+            f"~{format_seconds(self.embedding_s)} (forecast gap {self.gap:.1%}), materialized {materialized}"
+        )
 
 
-def plan(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCosts, *, target: float, estimate: bool,
-         budget: float | None = None) -> Plan:
+def plan(
+    shape: ConvShape,
+    kernel: PolyphaseKernel,
+    costs: DeviceCosts,
+    *,
+    target: float,
+    estimate: bool,
+    budget: float | None = None,
+) -> Plan:
     """Materialise first when that is predicted no slower than the embedding (within ``tie_s``),
     cheap in absolute terms (``exact_floor_s``) while the embedding is not exact by construction
     (a forecast gap of 0: 1×1 kernels, disjoint windows), or when the embedding is forecast far
@@ -279,9 +321,11 @@ def plan(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCosts, *, targe
     gap = predicted_gap(shape)
     budget = costs.tighten_budget_s if budget is None else budget
     affordable = materialized_s is not None and materialized_s <= budget
-    first = materialized_s is not None and (materialized_s <= embedding_s + costs.tie_s
-                                            or (gap > 0 and materialized_s <= costs.exact_floor_s)
-                                            or (affordable and gap > FORECAST_MARGIN * target))
+    first = materialized_s is not None and (
+        materialized_s <= embedding_s + costs.tie_s
+        or (gap > 0 and materialized_s <= costs.exact_floor_s)
+        or (affordable and gap > FORECAST_MARGIN * target)
+    )
     return Plan(embedding_s, materialized_s, gap, first, affordable)
 
 

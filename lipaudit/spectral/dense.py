@@ -89,8 +89,9 @@ def gram_iteration(matrices: Tensor, steps: int = GRAM_MAX_STEPS, *, tol: float 
     return torch.exp(log_bound)
 
 
-def dense_norm(weight, method: str = "auto", *, device: torch.device = torch.device("cpu"),
-               tol: float = BNB_TOL) -> NormResult:
+def dense_norm(
+    weight, method: str = "auto", *, device: torch.device = torch.device("cpu"), tol: float = BNB_TOL
+) -> NormResult:
     """ℓ2 operator norm of a 2-D matrix, by one of DENSE_METHODS (see DESIGN.md §4).
 
     The result's ``method`` is the one actually used; ``frobenius`` is always ‖W‖_F and
@@ -106,8 +107,9 @@ def dense_norm(weight, method: str = "auto", *, device: torch.device = torch.dev
     return batched_dense_norm(w[None], method, tol=tol)
 
 
-def batched_dense_norm(matrices: Tensor, method: str = "auto", *, tol: float = BNB_TOL,
-                       estimate: bool = True) -> NormResult:
+def batched_dense_norm(
+    matrices: Tensor, method: str = "auto", *, tol: float = BNB_TOL, estimate: bool = True
+) -> NormResult:
     """The largest ℓ2 norm among a batch of real float64 matrices (g, m, n), e.g. a grouped 1×1
     convolution's per-group kernels.  Same methods and result fields as dense_norm."""
     w = matrices
@@ -120,18 +122,25 @@ def batched_dense_norm(matrices: Tensor, method: str = "auto", *, tol: float = B
 
     if method == "exact":
         sigma = float(torch.linalg.svdvals(w)[..., 0].max())
-        return NormResult(sigma * SVD_MARGIN, "exact", True, estimate=sigma, frobenius=frobenius,
-                          gap=SVD_MARGIN - 1)
+        return NormResult(sigma * SVD_MARGIN, "exact", True, estimate=sigma, frobenius=frobenius, gap=SVD_MARGIN - 1)
     if method == "lanczos-cholesky":
         source = matrix_source(w)
         found = max_singular_value(source, "bnb", tol=tol)
-        return NormResult(found.upper, "lanczos-cholesky", True, estimate=found.lower, frobenius=frobenius,
-                          gap=_gap(found.upper, found.lower), notes=[f"certificate: {found.summary()}"])
+        return NormResult(
+            found.upper,
+            "lanczos-cholesky",
+            True,
+            estimate=found.lower,
+            frobenius=frobenius,
+            gap=_gap(found.upper, found.lower),
+            notes=[f"certificate: {found.summary()}"],
+        )
     low = _power_estimate(w) if estimate else None
     if method == "frobenius":
         return NormResult(frobenius, "frobenius", True, estimate=low, frobenius=frobenius, gap=_gap(frobenius, low))
     if method == "power":
-        return NormResult(low, "power", False, estimate=low, frobenius=frobenius)
+        power_value = low if low is not None else _power_estimate(w)
+        return NormResult(power_value, "power", False, estimate=power_value, frobenius=frobenius)
     bound = float(gram_iteration(w).max()) * ROUNDING_MARGIN
     return NormResult(bound, "gram", True, estimate=low, frobenius=frobenius, gap=_gap(bound, low))
 
@@ -145,5 +154,7 @@ def _gap(upper: float | None, lower: float | None) -> float | None:
 
 def _power_estimate(w: Tensor) -> float:
     """Largest power-iteration estimate over a batch of matrices (g, m, n)."""
-    return max(power_iteration(lambda v, m=m: m @ v, (m.shape[1],), iterations=DENSE_POWER_ITERATIONS,
-                               device=m.device, dtype=m.dtype) for m in w)
+    return max(
+        power_iteration(m.matmul, (m.shape[1],), iterations=DENSE_POWER_ITERATIONS, device=m.device, dtype=m.dtype)
+        for m in w
+    )

@@ -17,8 +17,8 @@ convolutions) or from pushing chunks of basis vectors through the operator and i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -109,7 +109,7 @@ def _cholesky_norm(source: GramSource, estimate: float | None, tol: float) -> Gr
     figure = 0.0
     chunk = max(1, EIGEN_CHUNK_BYTES // (8 * side * side))
     for start in range(0, source.count, chunk):
-        index = order[start:start + chunk]
+        index = order[start : start + chunk]
         small = frobenius[index] <= best * (1 + tol)
         if small.any():
             figure = max(figure, float(frobenius[index[small]].max()))
@@ -134,8 +134,11 @@ def _cholesky_norm(source: GramSource, estimate: float | None, tol: float) -> Gr
             figure, best = max(figure, float(top.max())), max(best, float(top.max()))
             _count(notes, "exact: eigensolver", pending.numel())
     summary = ", ".join(f"{v} {k}" for k, v in notes.items())
-    return GramNorm(max(figure, best) * (1 + margin), best,
-                    [f"Lanczos + Cholesky on {source.count} Gram matrix(es) of side {side}: {summary}"])
+    return GramNorm(
+        max(figure, best) * (1 + margin),
+        best,
+        [f"Lanczos + Cholesky on {source.count} Gram matrix(es) of side {side}: {summary}"],
+    )
 
 
 def _count(counts: dict[str, int], key: str, amount: int) -> None:
@@ -150,7 +153,7 @@ def _eigen_norm(source: GramSource) -> GramNorm:
     chunk = max(1, EIGEN_CHUNK_BYTES // (24 * side * side))
     best, solved = float(lower.max()), 0
     for start in range(0, source.count, chunk):
-        index = order[start:start + chunk]
+        index = order[start : start + chunk]
         # σ_b ≤ ‖A_b‖_F: blocks whose Frobenius norm is below the best σ so far cannot win.
         index = index[frobenius[index] > best]
         if index.numel() == 0:
@@ -161,13 +164,19 @@ def _eigen_norm(source: GramSource) -> GramNorm:
             top = torch.linalg.eigvalsh(source.gram(index))[:, -1]
         best = max(best, math.sqrt(max(float(top.max()), 0.0)))
         solved += index.numel()
-    return GramNorm(best * (1 + margin), best, [f"eigensolver on {solved} of {source.count} Gram matrix(es) "
-                                                f"of side {side}"])
+    return GramNorm(
+        best * (1 + margin), best, [f"eigensolver on {solved} of {source.count} Gram matrix(es) of side {side}"]
+    )
 
 
-def operator_gram(forward: Callable[[Tensor], Tensor], input_shape: tuple[int, ...],
-                  output_shape: tuple[int, ...], *, device: torch.device,
-                  dtype: torch.dtype = torch.float64) -> Tensor:
+def operator_gram(
+    forward: Callable[[Tensor], Tensor],
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
     """Gram matrix of the smaller side of the linear map ``forward``, from chunks of basis vectors.
 
     ``forward`` takes a batch (B, *input_shape) to (B, *output_shape).  Only min(m, n)² numbers are
@@ -208,8 +217,14 @@ def matrix_gram_source(gram: Tensor, inner: int) -> GramSource:
     return GramSource(1, side, inner, lambda index: grams[index.to(gram.device)], profile)
 
 
-def materialized_norm(forward: Callable[[Tensor], Tensor], input_shape: tuple[int, ...],
-                      output_shape: tuple[int, ...], *, device: torch.device, tol: float = BNB_TOL) -> GramNorm:
+def materialized_norm(
+    forward: Callable[[Tensor], Tensor],
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+    *,
+    device: torch.device,
+    tol: float = BNB_TOL,
+) -> GramNorm:
     """σ_max of a small operator known only through ``forward``: certified upper and lower figures.
 
     When the Gram matrix is past the eigensolver, Lanczos on the operator itself (passes through
@@ -227,8 +242,7 @@ def materialized_norm(forward: Callable[[Tensor], Tensor], input_shape: tuple[in
     if not uses_eigensolver(1, source.side):
         generator = torch.Generator(device="cpu").manual_seed(0)
         start = torch.randn((1, *input_shape), generator=generator, dtype=torch.float64).to(device)
-        v = lanczos_operator(forward, start, steps=2 * OPERATOR_LANCZOS_STEPS, tol=OPERATOR_LANCZOS_TOL,
-                             check_every=4)
+        v = lanczos_operator(forward, start, steps=2 * OPERATOR_LANCZOS_STEPS, tol=OPERATOR_LANCZOS_TOL, check_every=4)
         with torch.no_grad():
             estimate = float(torch.linalg.vector_norm(forward(v)) / torch.linalg.vector_norm(v))
     return gram_norm(source, tol=tol, estimate=estimate)

@@ -8,14 +8,15 @@ transpose by hand.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 
-def forward_and_adjoint(forward: Callable[[Tensor], Tensor], x: Tensor,
-                        cotangent: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def forward_and_adjoint(
+    forward: Callable[[Tensor], Tensor], x: Tensor, cotangent: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Return (A x, Aᵀ c) where c defaults to A x, so the second item is AᵀA x."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -29,9 +30,16 @@ def forward_and_adjoint(forward: Callable[[Tensor], Tensor], x: Tensor,
     return y.detach(), adjoint.detach()
 
 
-def power_iteration(forward: Callable[[Tensor], Tensor], input_shape: tuple[int, ...], *,
-                    iterations: int = 50, tol: float = 1e-7, device: torch.device = torch.device("cpu"),
-                    dtype: torch.dtype = torch.float64, seed: int = 0) -> float:
+def power_iteration(
+    forward: Callable[[Tensor], Tensor],
+    input_shape: tuple[int, ...],
+    *,
+    iterations: int = 50,
+    tol: float = 1e-7,
+    device: torch.device = torch.device("cpu"),
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+) -> float:
     """Lower estimate of ‖A‖₂ for the linear map ``forward`` acting on tensors of ``input_shape``.
 
     Iterates v ← AᵀA v / ‖AᵀA v‖ and returns ‖A v‖ for the last unit vector v, which can never
@@ -56,9 +64,15 @@ def power_iteration(forward: Callable[[Tensor], Tensor], input_shape: tuple[int,
         return float(torch.linalg.vector_norm(forward(v)))
 
 
-def lanczos_operator(forward: Callable[[Tensor], Tensor], start: Tensor, *, steps: int = 12,
-                     tol: float = 1e-7, adjoint: Callable[[Tensor], Tensor] | None = None,
-                     check_every: int = 1) -> Tensor:
+def lanczos_operator(
+    forward: Callable[[Tensor], Tensor],
+    start: Tensor,
+    *,
+    steps: int = 12,
+    tol: float = 1e-7,
+    adjoint: Callable[[Tensor], Tensor] | None = None,
+    check_every: int = 1,
+) -> Tensor:
     """A unit vector close to the top right singular vector of the linear map ``forward``.
 
     Lanczos on AᵀA from ``start`` (one forward and one adjoint per step, the basis kept to form
@@ -70,7 +84,9 @@ def lanczos_operator(forward: Callable[[Tensor], Tensor], start: Tensor, *, step
     written out; otherwise autograd supplies it.
     """
     q = start / torch.linalg.vector_norm(start).clamp_min(1e-300)
-    basis, alpha, beta = [], [], []
+    basis: list[torch.Tensor] = []
+    alpha: list[float] = []
+    beta: list[float] = []
     previous_q, previous_theta = None, 0.0
     for j in range(max(1, steps)):
         basis.append(q)

@@ -4,7 +4,7 @@ projected gradient ascent (and descent) on single entries of intermediate values
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -18,8 +18,9 @@ class RangeChecker:
     def __init__(self, graph: Graph, ranges: Mapping[str, Interval], box: tuple[float, float]):
         self.graph, self.ranges, self.box = graph, ranges, box
         self.executor = Executor(graph, dtype=torch.float64)
-        self.names = [out for node in graph.nodes for out in node.outputs
-                      if out and out in ranges and graph.is_used(out)]
+        self.names = [
+            out for node in graph.nodes for out in node.outputs if out and out in ranges and graph.is_used(out)
+        ]
         self.shape = tuple(graph.shape(graph.inputs[0]))
         self.points = 0
         self.failures: list[str] = []
@@ -78,8 +79,16 @@ class RangeChecker:
             self.check(x.detach())
 
 
-def assert_ranges_contain_seen(graph: Graph, ranges: Mapping[str, Interval], box: tuple[float, float], *,
-                               samples: int = 16, targets: int = 10, steps: int = 15, seed: int = 0) -> RangeChecker:
+def assert_ranges_contain_seen(
+    graph: Graph,
+    ranges: Mapping[str, Interval],
+    box: tuple[float, float],
+    *,
+    samples: int = 16,
+    targets: int = 10,
+    steps: int = 15,
+    seed: int = 0,
+) -> RangeChecker:
     checker = RangeChecker(graph, ranges, box)
     generator = torch.Generator().manual_seed(seed)
     checker.sample(samples, generator)

@@ -73,14 +73,16 @@ class TinyViT(nn.Module):
         return self.head(t.mean(1))
 
 
-def export(module: nn.Module, shape: tuple[int, ...], directory: Path, name: str = "model.onnx",
-           opset: int = 17) -> Path:
+def export(
+    module: nn.Module, shape: tuple[int, ...], directory: Path, name: str = "model.onnx", opset: int = 17
+) -> Path:
     path = Path(directory) / name
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (torch.rand(shape),), str(path), dynamo=False, opset_version=opset,
-                          input_names=["x"])
+        torch.onnx.export(
+            module.eval(), (torch.rand(shape),), str(path), dynamo=False, opset_version=opset, input_names=["x"]
+        )
     return path
 
 

@@ -47,19 +47,24 @@ def test_gemm_of_two_variable_matrices(tmp_path):
 def test_the_onnx_attention_op_with_grouped_heads_and_a_mask(tmp_path, three_d):
     wq, wk, wv = _weights(5, (6, 8), (6, 4), (6, 4))
     mask = np.tril(np.ones((3, 3), dtype=bool))
-    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
-             helper.make_node("MatMul", ["x", "wv"], ["v"])]
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+    ]
     inits = {"wq": wq, "wk": wk, "wv": wv, "mask": mask}
     if three_d:
         nodes.append(helper.make_node("Attention", ["q", "k", "v", "mask"], ["y"], q_num_heads=4, kv_num_heads=2))
     else:
-        nodes += [helper.make_node("Reshape", ["q", "q_shape"], ["q4"]),
-                  helper.make_node("Reshape", ["k", "kv_shape"], ["k4"]),
-                  helper.make_node("Reshape", ["v", "kv_shape"], ["v4"]),
-                  helper.make_node("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
-                  helper.make_node("Transpose", ["k4"], ["kh"], perm=[0, 2, 1, 3]),
-                  helper.make_node("Transpose", ["v4"], ["vh"], perm=[0, 2, 1, 3]),
-                  helper.make_node("Attention", ["qh", "kh", "vh", "mask"], ["y"])]
+        nodes += [
+            helper.make_node("Reshape", ["q", "q_shape"], ["q4"]),
+            helper.make_node("Reshape", ["k", "kv_shape"], ["k4"]),
+            helper.make_node("Reshape", ["v", "kv_shape"], ["v4"]),
+            helper.make_node("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
+            helper.make_node("Transpose", ["k4"], ["kh"], perm=[0, 2, 1, 3]),
+            helper.make_node("Transpose", ["v4"], ["vh"], perm=[0, 2, 1, 3]),
+            helper.make_node("Attention", ["qh", "kh", "vh", "mask"], ["y"]),
+        ]
         inits.update(q_shape=np.array([1, 3, 4, 2]), kv_shape=np.array([1, 3, 2, 2]))
     _check(graph_model(nodes, [1, 3, 6], inits, opset=23), tmp_path)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lipaudit.execute.executor import execute
 from lipaudit.domain.lower import box_lower_bound
+from lipaudit.execute.executor import execute
 from tests.builders import session
 from tests.domain._models import analysed, domain_bound, export, global_bound
 
@@ -69,8 +69,9 @@ def test_a_box_away_from_constant_vectors_gives_a_smaller_layernorm_factor(tmp_p
 
     class Spread(nn.Module):
         def forward(self, x):
-            return nn.functional.layer_norm(x * torch.tensor([1.0, 1.0, 1.0, 1.0]) + torch.tensor([0.0, 3.0, 6.0, 9.0]),
-                                            (4,), eps=1e-5)
+            return nn.functional.layer_norm(
+                x * torch.tensor([1.0, 1.0, 1.0, 1.0]) + torch.tensor([0.0, 3.0, 6.0, 9.0]), (4,), eps=1e-5
+            )
 
     graph = analysed(export(Spread(), (1, 4), tmp_path, opset=14))
     ranges = value_ranges(graph, {"x": (0.0, 1.0)})

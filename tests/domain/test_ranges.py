@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from onnx import TensorProto, helper
 from torch import nn
 from torch.nn import functional as F
-
-from onnx import TensorProto, helper
 
 from lipaudit.domain import value_ranges
 from lipaudit.load import load_model
@@ -30,15 +29,45 @@ class Elementwise(nn.Module):
     def forward(self, x):
         u, v = self.affine(x), self.other(x)
         branches = [
-            torch.exp(u), torch.log(F.softplus(u) + 0.1), torch.sqrt(torch.sigmoid(v)), 1 / (1.5 + torch.tanh(u)),
-            u**3, u**2, u.abs(), F.silu(u), F.mish(v), F.elu(u), F.leaky_relu(u, 0.1), F.selu(v), F.hardswish(u),
-            torch.erf(u), torch.atan(v), torch.clamp(u, -0.2, 0.3), F.softsign(u), torch.sin(u), torch.cos(v),
-            torch.tan(0.5 * v), F.log_softmax(u, -1), u / (2 + torch.sigmoid(v)), torch.maximum(u, v),
+            torch.exp(u),
+            torch.log(F.softplus(u) + 0.1),
+            torch.sqrt(torch.sigmoid(v)),
+            1 / (1.5 + torch.tanh(u)),
+            u**3,
+            u**2,
+            u.abs(),
+            F.silu(u),
+            F.mish(v),
+            F.elu(u),
+            F.leaky_relu(u, 0.1),
+            F.selu(v),
+            F.hardswish(u),
+            torch.erf(u),
+            torch.atan(v),
+            torch.clamp(u, -0.2, 0.3),
+            F.softsign(u),
+            torch.sin(u),
+            torch.cos(v),
+            torch.tan(0.5 * v),
+            F.log_softmax(u, -1),
+            u / (2 + torch.sigmoid(v)),
+            torch.maximum(u, v),
             torch.minimum(u, v),
-            torch.where(v > 0, u, v), u * v, F.gelu(u), F.gelu(v, approximate="tanh"), F.hardsigmoid(u) * v,
-            F.softmax(u * 2, -1), F.relu(u - 5.0), torch.tanh(v) * torch.sigmoid(u), u - v, F.softplus(v),
-            torch.prod(u, -1, keepdim=True), torch.prod(torch.sigmoid(v), -1, keepdim=True),
-            torch.argmax(u, -1, keepdim=True).float(), (u > v).float(), torch.floor(2 * v),
+            torch.where(v > 0, u, v),
+            u * v,
+            F.gelu(u),
+            F.gelu(v, approximate="tanh"),
+            F.hardsigmoid(u) * v,
+            F.softmax(u * 2, -1),
+            F.relu(u - 5.0),
+            torch.tanh(v) * torch.sigmoid(u),
+            u - v,
+            F.softplus(v),
+            torch.prod(u, -1, keepdim=True),
+            torch.prod(torch.sigmoid(v), -1, keepdim=True),
+            torch.argmax(u, -1, keepdim=True).float(),
+            (u > v).float(),
+            torch.floor(2 * v),
         ]
         return torch.cat(branches, dim=-1)
 
@@ -62,8 +91,11 @@ class NormsAndPools(nn.Module):
         a = self.bn(h) + h  # h has a second reader, so the BatchNorm stays
         b = self.instance(h)
         c = self.group(F.pad(h, (1, 1, 1, 1), mode="reflect"))
-        pooled = [F.max_pool2d(a, 2), F.avg_pool2d(b, 2), F.interpolate(F.avg_pool2d(c, 3), scale_factor=2,
-                                                                           mode="bilinear")]
+        pooled = [
+            F.max_pool2d(a, 2),
+            F.avg_pool2d(b, 2),
+            F.interpolate(F.avg_pool2d(c, 3), scale_factor=2, mode="bilinear"),
+        ]
         return torch.cat([p.flatten(1) for p in pooled] + [F.adaptive_avg_pool2d(a, 1).flatten(1)], dim=1)
 
 
@@ -118,8 +150,10 @@ def test_an_op_without_a_rule_gives_the_full_line(tmp_path):
         node = helper.make_node("Mystery", ["x"], ["y"], domain="test.domain")
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
         y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
-        model = helper.make_model(helper.make_graph([node], "g", [x], [y]),
-                                  opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("test.domain", 1)])
+        model = helper.make_model(
+            helper.make_graph([node], "g", [x], [y]),
+            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("test.domain", 1)],
+        )
         model.ir_version = 8
         graph = load_model(save(model, tmp_path), probe=False).graph
         ranges = value_ranges(graph, {"x": (0.0, 1.0)})

@@ -42,9 +42,11 @@ def _onnx_cell(op: str, **attrs) -> onnx.ModelProto:
     rng = np.random.default_rng(8)
     gates = 4 if op == "LSTM" else 3
     directions = 2 if attrs.get("direction") == "bidirectional" else 1
-    inits = {"w": rng.normal(0, 0.6, (directions, gates * HIDDEN, FEATURES)).astype(np.float32),
-             "r": rng.normal(0, 0.6, (directions, gates * HIDDEN, HIDDEN)).astype(np.float32),
-             "b": rng.normal(0, 0.3, (directions, 2 * gates * HIDDEN)).astype(np.float32)}
+    inits = {
+        "w": rng.normal(0, 0.6, (directions, gates * HIDDEN, FEATURES)).astype(np.float32),
+        "r": rng.normal(0, 0.6, (directions, gates * HIDDEN, HIDDEN)).astype(np.float32),
+        "b": rng.normal(0, 0.3, (directions, 2 * gates * HIDDEN)).astype(np.float32),
+    }
     inputs = ["x", "w", "r", "b"]
     if op == "LSTM":
         inits["p"] = rng.normal(0, 0.5, (directions, 3 * HIDDEN)).astype(np.float32)
@@ -61,8 +63,9 @@ CASES = {
     "lstm-peepholes-reverse": lambda tmp: save(_onnx_cell("LSTM", direction="reverse"), tmp),
     "lstm-layout-1": lambda tmp: save(_onnx_cell("LSTM", layout=1, direction="bidirectional"), tmp),
     "gru-reset-after": lambda tmp: save(_onnx_cell("GRU", linear_before_reset=0), tmp),
-    "gru-reset-before-bidirectional": lambda tmp: save(_onnx_cell("GRU", linear_before_reset=1,
-                                                                   direction="bidirectional"), tmp),
+    "gru-reset-before-bidirectional": lambda tmp: save(
+        _onnx_cell("GRU", linear_before_reset=1, direction="bidirectional"), tmp
+    ),
 }
 
 
@@ -91,7 +94,7 @@ def test_recurrent_cells_run_range_and_bound_soundly(tmp_path, case):
     assert local.upper_bound >= box_lower_bound(graph, {"x": box}, samples=2, steps=20).value
     assert whole.upper_bound >= box_lower_bound(graph, {"x": (-8.0, 8.0)}, samples=2, steps=20).value
     cell = next(node for node in graph.nodes if node.op_type in ("LSTM", "GRU"))
-    for output, factor in zip(cell.outputs, node_factors(cell, RuleContext(graph, ranges=ranges))):
+    for _output, factor in zip(cell.outputs, node_factors(cell, RuleContext(graph, ranges=ranges))):
         assert factor.method == "domain" and math.isfinite(factor.value)
 
 

@@ -11,11 +11,11 @@ import torch
 from onnx import helper
 from typer.testing import CliRunner
 
-from tests.builders import graph_model, save
 from lipaudit import audit
 from lipaudit.cli.app import app
-from lipaudit.load import load_model
 from lipaudit.execute.empirical_lower_bound import empirical_lower_bound
+from lipaudit.load import load_model
+from tests.builders import graph_model, save
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 runner = CliRunner()
@@ -25,8 +25,9 @@ def spectral(matrix: np.ndarray) -> float:
     return float(np.linalg.svd(np.asarray(matrix, np.float64), compute_uv=False)[0])
 
 
-def chain(tmp_path: Path, weights: list[np.ndarray], biases: list[np.ndarray] | None = None,
-          activation: str | None = None) -> Path:
+def chain(
+    tmp_path: Path, weights: list[np.ndarray], biases: list[np.ndarray] | None = None, activation: str | None = None
+) -> Path:
     """x → W1 → [act] → W2 → … with Gemm layers (transB, weights stored as out × in)."""
     nodes, inits, h = [], {}, "x"
     for i, weight in enumerate(weights):
@@ -94,8 +95,9 @@ def test_lower_never_exceeds_the_certified_upper_bound(tmp_path: Path, activatio
     widths = [6, 10, 10, 4]
     weights = [rng.normal(size=(b, a)) for a, b in zip(widths, widths[1:])]
     biases = [rng.normal(size=b) for b in widths[1:]]
-    report = audit(str(chain(tmp_path, weights, biases, activation=activation)), lower_bound=True,
-                   samples=6, steps=4, seed=seed)
+    report = audit(
+        str(chain(tmp_path, weights, biases, activation=activation)), lower_bound=True, samples=6, steps=4, seed=seed
+    )
     low, up = report.network.lower_bound, report.upper_bound
     assert low is not None and up is not None
     assert 0 < low <= up
@@ -140,8 +142,24 @@ def test_cli_shows_both_ends_and_the_gap() -> None:
 
 
 def test_cli_json_carries_the_lower_bound(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["check", str(SAMPLES / "mlp.onnx"), "-s", "x=1x16", "--lower-bound", "--samples", "3",
-                                 "--steps", "2", "--seed", "5", "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "check",
+            str(SAMPLES / "mlp.onnx"),
+            "-s",
+            "x=1x16",
+            "--lower-bound",
+            "--samples",
+            "3",
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert 0 < report["network"]["lower_bound"] <= report["network"]["upper_bound"]
@@ -169,8 +187,15 @@ def test_the_lower_bound_runs_through_reshape_slice_expand_and_views(tmp_path: P
     module, example = _Views().eval(), torch.randn(1, 16)
     if kind == "onnx":
         path = tmp_path / "views.onnx"
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch"}})
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
         report = audit(str(path), input_shape=["x=1x16"], lower_bound=True, samples=2, steps=2)
     else:
         path = tmp_path / "views.pt"

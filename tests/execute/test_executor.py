@@ -10,13 +10,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from tests.builders import session, tensor
 from lipaudit.errors import ExecutionError
 from lipaudit.execute import Executor, can_execute, supported_ops
 from lipaudit.ir import Node
 from lipaudit.load.onnx import load_onnx
 from lipaudit.ops import all_ops
 from lipaudit.passes import load_time_passes, run_passes
+from tests.builders import session, tensor
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 rng = np.random.default_rng(0)
@@ -31,13 +31,23 @@ def i64(*values: int) -> np.ndarray:
     return np.asarray(values, np.int64)
 
 
-def build(nodes: list[onnx.NodeProto], inputs: dict[str, list[int]], initializers: dict[str, np.ndarray] | None = None,
-          *, opset: int = 17, outputs: tuple[str, ...] = ("y",), domains: tuple[str, ...] = ()) -> onnx.ModelProto:
+def build(
+    nodes: list[onnx.NodeProto],
+    inputs: dict[str, list[int]],
+    initializers: dict[str, np.ndarray] | None = None,
+    *,
+    opset: int = 17,
+    outputs: tuple[str, ...] = ("y",),
+    domains: tuple[str, ...] = (),
+) -> onnx.ModelProto:
     """A model whose output types come from shape inference (ArgMax gives int64, MaxPool indices too)."""
-    graph = helper.make_graph(nodes, "model", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-                                               for n, s in inputs.items()],
-                              [onnx.ValueInfoProto(name=name) for name in outputs],
-                              [tensor(k, v) for k, v in (initializers or {}).items()])
+    graph = helper.make_graph(
+        nodes,
+        "model",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [onnx.ValueInfoProto(name=name) for name in outputs],
+        [tensor(k, v) for k, v in (initializers or {}).items()],
+    )
     opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 10 if opset >= 21 else 8
@@ -54,8 +64,14 @@ def load(model: onnx.ModelProto, shapes: dict | None = None, passes: bool = Fals
     return (run_passes(graph) if passes else graph), proto
 
 
-def assert_matches_onnxruntime(model: onnx.ModelProto, *, shapes: dict | None = None, passes: bool = False,
-                               feeds: dict[str, np.ndarray] | None = None, rtol: float = 1e-5) -> None:
+def assert_matches_onnxruntime(
+    model: onnx.ModelProto,
+    *,
+    shapes: dict | None = None,
+    passes: bool = False,
+    feeds: dict[str, np.ndarray] | None = None,
+    rtol: float = 1e-5,
+) -> None:
     graph, proto = load(model, shapes, passes)
     if feeds is None:
         feeds = {name: rng.normal(size=graph.shape(name)).astype(np.float32) for name in graph.inputs}
@@ -116,8 +132,13 @@ CASES = {
     "gemm": ("Gemm", [3, 4], {"w": r(5, 4), "b": r(5)}, {"transB": 1, "alpha": 0.5, "beta": 2.0}, 17),
     "gemm_transA": ("Gemm", [4, 3], {"w": r(4, 5)}, {"transA": 1}, 17),
     "matmul_batched": ("MatMul", [2, 3, 4], {"w": r(4, 5)}, {}, 17),
-    "batchnorm": ("BatchNormalization", [2, 3, 4, 4], {"s": r(3), "b": r(3), "m": r(3), "v": r(3, low=0.5)},
-                  {"epsilon": 1e-3}, 17),
+    "batchnorm": (
+        "BatchNormalization",
+        [2, 3, 4, 4],
+        {"s": r(3), "b": r(3), "m": r(3), "v": r(3, low=0.5)},
+        {"epsilon": 1e-3},
+        17,
+    ),
     "instancenorm": ("InstanceNormalization", [2, 3, 5, 5], {"s": r(3), "b": r(3)}, {}, 17),
     "layernorm": ("LayerNormalization", [2, 3, 6], {"s": r(6), "b": r(6)}, {}, 17),
     "layernorm_axis": ("LayerNormalization", [2, 3, 6], {"s": r(3, 6), "b": r(3, 6)}, {"axis": 1}, 17),
@@ -129,42 +150,105 @@ CASES = {
     "conv_same_upper": ("Conv", [1, 2, 7, 8], {"w": r(3, 2, 4, 3)}, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, 17),
     "conv_same_lower": ("Conv", [1, 2, 7, 8], {"w": r(3, 2, 4, 4)}, {"auto_pad": "SAME_LOWER"}, 17),
     "conv_valid": ("Conv", [1, 2, 7, 8], {"w": r(3, 2, 3, 3)}, {"auto_pad": "VALID"}, 17),
-    "conv_dilated_groups": ("Conv", [1, 4, 9, 9], {"w": r(6, 2, 3, 3)}, {"dilations": [2, 1], "group": 2,
-                                                                            "pads": [2, 1, 2, 1]}, 17),
+    "conv_dilated_groups": (
+        "Conv",
+        [1, 4, 9, 9],
+        {"w": r(6, 2, 3, 3)},
+        {"dilations": [2, 1], "group": 2, "pads": [2, 1, 2, 1]},
+        17,
+    ),
     "conv1d": ("Conv", [1, 2, 10], {"w": r(3, 2, 3)}, {"strides": [2], "pads": [1, 0]}, 17),
     "conv3d": ("Conv", [1, 2, 4, 5, 5], {"w": r(2, 2, 2, 3, 3)}, {"pads": [0, 1, 1, 1, 0, 1]}, 17),
     "convT": ("ConvTranspose", [1, 3, 4, 4], {"w": r(3, 2, 3, 3), "b": r(2)}, {"strides": [2, 2]}, 17),
-    "convT_pads": ("ConvTranspose", [1, 3, 4, 5], {"w": r(3, 2, 3, 3)},
-                   {"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 0]}, 17),
-    "convT_groups_dilation": ("ConvTranspose", [1, 4, 4, 4], {"w": r(4, 1, 2, 2)},
-                              {"group": 2, "dilations": [2, 2], "strides": [1, 2]}, 17),
-    "convT_output_shape": ("ConvTranspose", [1, 2, 4, 4], {"w": r(2, 2, 3, 3)},
-                           {"strides": [2, 2], "output_shape": [8, 9]}, 17),
-    "convT_same_upper": ("ConvTranspose", [1, 2, 4, 5], {"w": r(2, 2, 4, 3)},
-                         {"strides": [2, 2], "auto_pad": "SAME_UPPER"}, 17),
-    "convT_same_lower": ("ConvTranspose", [1, 2, 4, 5], {"w": r(2, 2, 4, 3)},
-                         {"strides": [2, 2], "auto_pad": "SAME_LOWER"}, 17),
+    "convT_pads": (
+        "ConvTranspose",
+        [1, 3, 4, 5],
+        {"w": r(3, 2, 3, 3)},
+        {"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 0]},
+        17,
+    ),
+    "convT_groups_dilation": (
+        "ConvTranspose",
+        [1, 4, 4, 4],
+        {"w": r(4, 1, 2, 2)},
+        {"group": 2, "dilations": [2, 2], "strides": [1, 2]},
+        17,
+    ),
+    "convT_output_shape": (
+        "ConvTranspose",
+        [1, 2, 4, 4],
+        {"w": r(2, 2, 3, 3)},
+        {"strides": [2, 2], "output_shape": [8, 9]},
+        17,
+    ),
+    "convT_same_upper": (
+        "ConvTranspose",
+        [1, 2, 4, 5],
+        {"w": r(2, 2, 4, 3)},
+        {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
+        17,
+    ),
+    "convT_same_lower": (
+        "ConvTranspose",
+        [1, 2, 4, 5],
+        {"w": r(2, 2, 4, 3)},
+        {"strides": [2, 2], "auto_pad": "SAME_LOWER"},
+        17,
+    ),
     "convT1d": ("ConvTranspose", [1, 2, 6], {"w": r(2, 3, 3)}, {"strides": [3], "pads": [1, 2]}, 17),
     "maxpool": ("MaxPool", [1, 2, 7, 7], {}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 17),
-    "maxpool_ceil": ("MaxPool", [1, 2, 8, 7], {}, {"kernel_shape": [3, 2], "strides": [2, 2], "ceil_mode": 1,
-                                                   "pads": [0, 1, 1, 0]}, 17),
-    "maxpool_ceil_edge": ("MaxPool", [1, 1, 6, 6], {}, {"kernel_shape": [2, 2], "strides": [3, 3], "ceil_mode": 1,
-                                                        "pads": [1, 1, 1, 1]}, 17),
-    "maxpool_same": ("MaxPool", [1, 2, 7, 8], {}, {"kernel_shape": [3, 3], "strides": [2, 2],
-                                                   "auto_pad": "SAME_LOWER"}, 17),
+    "maxpool_ceil": (
+        "MaxPool",
+        [1, 2, 8, 7],
+        {},
+        {"kernel_shape": [3, 2], "strides": [2, 2], "ceil_mode": 1, "pads": [0, 1, 1, 0]},
+        17,
+    ),
+    "maxpool_ceil_edge": (
+        "MaxPool",
+        [1, 1, 6, 6],
+        {},
+        {"kernel_shape": [2, 2], "strides": [3, 3], "ceil_mode": 1, "pads": [1, 1, 1, 1]},
+        17,
+    ),
+    "maxpool_same": (
+        "MaxPool",
+        [1, 2, 7, 8],
+        {},
+        {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER"},
+        17,
+    ),
     "maxpool_dilated": ("MaxPool", [1, 2, 9, 9], {}, {"kernel_shape": [2, 2], "dilations": [2, 3]}, 17),
     "maxpool1d": ("MaxPool", [1, 2, 9], {}, {"kernel_shape": [3], "strides": [2]}, 17),
-    "avgpool": ("AveragePool", [1, 2, 7, 7], {}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
-                17),
-    "avgpool_include_pad": ("AveragePool", [1, 2, 7, 7], {}, {"kernel_shape": [3, 3], "strides": [2, 2],
-                                                              "pads": [1, 0, 0, 1], "count_include_pad": 1}, 17),
-    "avgpool_ceil": ("AveragePool", [1, 2, 8, 7], {}, {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1,
-                                                       "pads": [1, 1, 1, 1]}, 17),
-    "avgpool_ceil_include_pad": ("AveragePool", [1, 2, 8, 7], {}, {"kernel_shape": [3, 3], "strides": [2, 2],
-                                                                   "ceil_mode": 1, "pads": [1, 1, 1, 1],
-                                                                   "count_include_pad": 1}, 17),
-    "avgpool_same_upper": ("AveragePool", [1, 2, 7, 8], {}, {"kernel_shape": [2, 3], "strides": [2, 2],
-                                                             "auto_pad": "SAME_UPPER"}, 17),
+    "avgpool": ("AveragePool", [1, 2, 7, 7], {}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 17),
+    "avgpool_include_pad": (
+        "AveragePool",
+        [1, 2, 7, 7],
+        {},
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 0, 1], "count_include_pad": 1},
+        17,
+    ),
+    "avgpool_ceil": (
+        "AveragePool",
+        [1, 2, 8, 7],
+        {},
+        {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1, "pads": [1, 1, 1, 1]},
+        17,
+    ),
+    "avgpool_ceil_include_pad": (
+        "AveragePool",
+        [1, 2, 8, 7],
+        {},
+        {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1, "pads": [1, 1, 1, 1], "count_include_pad": 1},
+        17,
+    ),
+    "avgpool_same_upper": (
+        "AveragePool",
+        [1, 2, 7, 8],
+        {},
+        {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
+        17,
+    ),
     "avgpool_dilated": ("AveragePool", [1, 2, 9, 9], {}, {"kernel_shape": [2, 2], "dilations": [2, 2]}, 19),
     "gap": ("GlobalAveragePool", [1, 3, 4, 5], {}, {}, 17),
     "gmp": ("GlobalMaxPool", [1, 3, 4, 5], {}, {}, 17),
@@ -192,8 +276,13 @@ CASES = {
     "gather_scalar": ("Gather", [4, 5], {"i": np.asarray(2, np.int64)}, {}, 17),
     "pad_constant": ("Pad", [1, 2, 4, 4], {"p": i64(0, 0, 1, -1, 0, 0, 2, 1), "v": np.float32(0.5)}, {}, 17),
     "pad_reflect": ("Pad", [1, 2, 4, 4], {"p": i64(0, 0, 2, 1, 0, 0, 1, 3)}, {"mode": "reflect"}, 17),
-    "pad_edge_axes": ("Pad", [1, 2, 4, 4], {"p": i64(2, 1, 0, 3), "v": np.float32(0), "a": i64(-1, 2)},
-                      {"mode": "edge"}, 18),
+    "pad_edge_axes": (
+        "Pad",
+        [1, 2, 4, 4],
+        {"p": i64(2, 1, 0, 3), "v": np.float32(0), "a": i64(-1, 2)},
+        {"mode": "edge"},
+        18,
+    ),
     "pad_wrap": ("Pad", [1, 2, 4, 4], {"p": i64(0, 0, 1, 2, 0, 0, 3, 1)}, {"mode": "wrap"}, 19),
     "pad_attrs": ("Pad", [2, 4], {}, {"pads": [1, 0, 0, 2], "value": 1.5}, 10),
     "reduce_mean": ("ReduceMean", [2, 3, 4], {}, {"axes": [1, -1]}, 17),
@@ -213,18 +302,38 @@ CASES = {
 
 RESIZE_CASES = {
     "nearest_default": (["x", "", "s"], {"s": np.float32([1, 1, 2, 1.5])}, {}, 13),
-    "nearest_asymmetric_floor": (["x", "", "s"], {"s": np.float32([1, 1, 2, 3])},
-                                 {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}, 13),
+    "nearest_asymmetric_floor": (
+        ["x", "", "s"],
+        {"s": np.float32([1, 1, 2, 3])},
+        {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+        13,
+    ),
     "nearest_ceil_half_pixel": (["x", "", "s"], {"s": np.float32([1, 1, 0.6, 1.7])}, {"nearest_mode": "ceil"}, 13),
     "linear_half_pixel": (["x", "", "s"], {"s": np.float32([1, 1, 2, 2.5])}, {"mode": "linear"}, 13),
-    "linear_align_corners_sizes": (["x", "", "", "z"], {"z": np.int64([1, 2, 7, 4])},
-                                   {"mode": "linear", "coordinate_transformation_mode": "align_corners"}, 13),
-    "linear_pytorch_half_pixel_down": (["x", "", "s"], {"s": np.float32([1, 1, 0.5, 0.8])},
-                                       {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}, 13),
-    "linear_half_pixel_symmetric": (["x", "", "s"], {"s": np.float32([1, 1, 1.5, 2])},
-                                    {"mode": "linear", "coordinate_transformation_mode": "half_pixel_symmetric"}, 19),
-    "nearest_tf_half_pixel": (["x", "", "s"], {"s": np.float32([1, 1, 2, 2])},
-                              {"coordinate_transformation_mode": "tf_half_pixel_for_nn"}, 13),
+    "linear_align_corners_sizes": (
+        ["x", "", "", "z"],
+        {"z": np.int64([1, 2, 7, 4])},
+        {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+        13,
+    ),
+    "linear_pytorch_half_pixel_down": (
+        ["x", "", "s"],
+        {"s": np.float32([1, 1, 0.5, 0.8])},
+        {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
+        13,
+    ),
+    "linear_half_pixel_symmetric": (
+        ["x", "", "s"],
+        {"s": np.float32([1, 1, 1.5, 2])},
+        {"mode": "linear", "coordinate_transformation_mode": "half_pixel_symmetric"},
+        19,
+    ),
+    "nearest_tf_half_pixel": (
+        ["x", "", "s"],
+        {"s": np.float32([1, 1, 2, 2])},
+        {"coordinate_transformation_mode": "tf_half_pixel_for_nn"},
+        13,
+    ),
     "resize10": (["x", "s"], {"s": np.float32([1, 1, 2, 2])}, {"mode": "linear"}, 10),
     "upsample9_nearest": (["x", "s"], {"s": np.float32([1, 1, 2, 3])}, {}, 9),
     "upsample9_linear": (["x", "s"], {"s": np.float32([1, 1, 2, 2])}, {"mode": "linear"}, 9),
@@ -250,12 +359,17 @@ def test_single_op_matches_onnxruntime(case: str) -> None:
 
 
 def test_split_forms_match_onnxruntime() -> None:
-    for opset, inputs, attrs, count in [(17, ["x", "s"], {"axis": 1}, 2), (11, ["x"], {"axis": 1, "split": [1, 4]}, 2),
-                                        (18, ["x"], {"axis": 1, "num_outputs": 3}, 3), (17, ["x"], {"axis": -1}, 2)]:
+    for opset, inputs, attrs, count in [
+        (17, ["x", "s"], {"axis": 1}, 2),
+        (11, ["x"], {"axis": 1, "split": [1, 4]}, 2),
+        (18, ["x"], {"axis": 1, "num_outputs": 3}, 3),
+        (17, ["x"], {"axis": -1}, 2),
+    ]:
         outs = [f"y{i}" for i in range(count)]
         node = helper.make_node("Split", inputs, outs, **attrs)
-        model = build([node], {"x": [2, 5, 4]}, {"s": i64(2, 3)} if "s" in inputs else {}, opset=opset,
-                      outputs=tuple(outs))
+        model = build(
+            [node], {"x": [2, 5, 4]}, {"s": i64(2, 3)} if "s" in inputs else {}, opset=opset, outputs=tuple(outs)
+        )
         assert_matches_onnxruntime(model)
 
 
@@ -271,10 +385,12 @@ def test_maxpool_indices_match_onnxruntime() -> None:
 
 
 def test_cast_to_int_and_variable_gather_indices() -> None:
-    nodes = [helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
-             helper.make_node("Gather", ["w", "i"], ["g"]),
-             helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
-             helper.make_node("Add", ["g", "f"], ["y"])]
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
+        helper.make_node("Gather", ["w", "i"], ["g"]),
+        helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["g", "f"], ["y"]),
+    ]
     model = build(nodes, {"x": [3, 4]}, {"w": r(4)})
     assert_matches_onnxruntime(model)
 
@@ -307,11 +423,18 @@ def test_microsoft_multi_head_attention_matches_onnxruntime() -> None:
 
 def test_fused_activations_match_the_spelled_out_graph() -> None:
     """Passes rewrite x·Sigmoid(x), 0.5·x·(1+Erf(x/√2)), x/(1+|x|): the executor runs the fused ops."""
-    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["a"]),
-             helper.make_node("Div", ["a", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
-             helper.make_node("Add", ["e", "one"], ["p"]), helper.make_node("Mul", ["a", "p"], ["m"]),
-             helper.make_node("Mul", ["m", "half"], ["g"]), helper.make_node("Abs", ["g"], ["ab"]),
-             helper.make_node("Add", ["ab", "one"], ["den"]), helper.make_node("Div", ["g", "den"], ["y"])]
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Mul", ["x", "s"], ["a"]),
+        helper.make_node("Div", ["a", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["p"]),
+        helper.make_node("Mul", ["a", "p"], ["m"]),
+        helper.make_node("Mul", ["m", "half"], ["g"]),
+        helper.make_node("Abs", ["g"], ["ab"]),
+        helper.make_node("Add", ["ab", "one"], ["den"]),
+        helper.make_node("Div", ["g", "den"], ["y"]),
+    ]
     consts = {"sqrt2": np.float32(np.sqrt(2)), "one": np.float32(1), "half": np.float32(0.5)}
     model = build(nodes, {"x": [2, 6]}, consts)
     graph, _ = load(model, passes=True)

@@ -13,21 +13,22 @@ from onnx import helper
 from typer.testing import CliRunner
 
 import lipaudit.pipeline as pipeline
-from tests.builders import graph_model, save
 from lipaudit import audit
 from lipaudit.cli.app import app
 from lipaudit.errors import VerificationError
-from lipaudit.load import load_model
-from lipaudit.passes import run_passes
-from lipaudit.report import Report
 from lipaudit.execute.probe import probe_module
 from lipaudit.execute.verify import compare
 from lipaudit.execute.verify import verify as verify_against
+from lipaudit.load import load_model
+from lipaudit.passes import run_passes
+from lipaudit.report import Report
+from tests.builders import graph_model, save
 
 
 def verify(graph, probe):
     """The verification alone (the shapes it also returns are checked elsewhere)."""
     return verify_against(graph, probe)[0]
+
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 runner = CliRunner()
@@ -48,8 +49,10 @@ def test_every_sample_model_verifies(name: str, shape: list[str] | None) -> None
     assert 0 <= verification.max_abs_diff < 1e-4
 
 
-@pytest.mark.parametrize("name,shapes,corrupt", [("cnn.onnx", None, "block.conv2"), ("cnn.onnx", None, "stem.conv"),
-                                                 ("mlp.onnx", {"x": (1, 16)}, "fc2")])
+@pytest.mark.parametrize(
+    "name,shapes,corrupt",
+    [("cnn.onnx", None, "block.conv2"), ("cnn.onnx", None, "stem.conv"), ("mlp.onnx", {"x": (1, 16)}, "fc2")],
+)
 def test_a_corrupted_ir_fails_and_names_the_node(name: str, shapes, corrupt: str) -> None:
     loaded = load_model(SAMPLES / name, shapes)
     graph = run_passes(loaded.graph)
@@ -63,10 +66,12 @@ def test_a_corrupted_ir_fails_and_names_the_node(name: str, shapes, corrupt: str
 def test_the_first_diverging_node_is_named_not_a_later_one(tmp_path: Path) -> None:
     """In topological order a, b, relu(a), a + b: corrupting a must name a, not relu(a) just before the sum."""
     rng = np.random.default_rng(1)
-    nodes = [helper.make_node("Gemm", ["x", "wa"], ["a"], name="a"),
-             helper.make_node("Gemm", ["x", "wb"], ["b"], name="b"),
-             helper.make_node("Relu", ["a"], ["r"], name="relu"),
-             helper.make_node("Add", ["r", "b"], ["y"], name="sum")]
+    nodes = [
+        helper.make_node("Gemm", ["x", "wa"], ["a"], name="a"),
+        helper.make_node("Gemm", ["x", "wb"], ["b"], name="b"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Add", ["r", "b"], ["y"], name="sum"),
+    ]
     weights = {"wa": rng.normal(size=(4, 4)).astype(np.float32), "wb": rng.normal(size=(4, 4)).astype(np.float32)}
     loaded = load_model(save(graph_model(nodes, [1, 4], weights), tmp_path))
     graph = loaded.graph
@@ -93,15 +98,15 @@ def test_cli_mismatch_exits_two_with_one_line(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_no_verify_records_why() -> None:
-    skipped = runner.invoke(app, ["check", str(SAMPLES / "mlp.onnx"), "-s", "x=1x16", "--no-verify",
-                                  "--format", "json"])
+    skipped = runner.invoke(
+        app, ["check", str(SAMPLES / "mlp.onnx"), "-s", "x=1x16", "--no-verify", "--format", "json"]
+    )
     assert skipped.exit_code == 0
     assert json.loads(skipped.stdout)["verification"] == {"checked": False, "reason": "turned off (--no-verify)"}
 
 
 def test_ops_the_executor_cannot_run_skip_verification_with_a_reason(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Trilu", ["x"], ["a"], name="trilu"),
-             helper.make_node("Relu", ["a"], ["y"], name="relu")]
+    nodes = [helper.make_node("Trilu", ["x"], ["a"], name="trilu"), helper.make_node("Relu", ["a"], ["y"], name="relu")]
     path = save(graph_model(nodes, [1, 2, 8], {}), tmp_path)
     result = runner.invoke(app, ["check", str(path), "--format", "json"])
     assert result.exit_code == 3  # still reported as unsupported
@@ -128,8 +133,10 @@ def test_older_reports_without_verification_still_load() -> None:
 
 def test_a_torch_module_is_a_reference_too(tmp_path: Path) -> None:
     weight = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
-    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc", transB=1),
-             helper.make_node("Tanh", ["h"], ["y"], name="tanh")]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="fc", transB=1),
+        helper.make_node("Tanh", ["h"], ["y"], name="tanh"),
+    ]
     graph = load_model(save(graph_model(nodes, [2, 5], {"w": weight}), tmp_path)).graph
     module = torch.nn.Sequential(torch.nn.Linear(5, 3, bias=False), torch.nn.Tanh())
     with torch.no_grad():
@@ -152,8 +159,11 @@ def test_compare_tolerates_float32_noise_not_errors() -> None:
 
 
 def test_model_with_two_outputs_and_a_concat(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=-1), helper.make_node("Concat", ["x", "s"], ["c"], axis=1),
-             helper.make_node("Sigmoid", ["c"], ["y"])]
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["s"], axis=-1),
+        helper.make_node("Concat", ["x", "s"], ["c"], axis=1),
+        helper.make_node("Sigmoid", ["c"], ["y"]),
+    ]
     model = graph_model(nodes, [1, 6], {}, outputs=("y", "s"))
     report = audit(str(save(model, tmp_path)))
     assert report.verification.checked is True

@@ -12,9 +12,9 @@ import pytest
 import torch
 from onnx import helper
 
+from lipaudit import audit
 from tests.builders import graph_model, save
 from tests.passes._export import export
-from lipaudit import audit
 
 
 @pytest.mark.parametrize("kind", ["onnx", "torchscript"])

@@ -22,8 +22,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.passes._export import export
 from lipaudit import audit
+from tests.passes._export import export
 
 torchlip = pytest.importorskip("deel.torchlip")
 aoc = pytest.importorskip("orthogonium.layers.conv.AOC")
@@ -45,19 +45,33 @@ def _baked(module: nn.Module) -> nn.Module:
 
 def _torchlip_dense() -> tuple[nn.Module, tuple[int, ...]]:
     model = torchlip.Sequential(
-        torchlip.SpectralLinear(12, 16), torchlip.GroupSort2(), torchlip.SpectralLinear(16, 16),
-        torchlip.GroupSort(4), torchlip.SpectralLinear(16, 16), torchlip.FullSort(),
-        torchlip.SpectralLinear(16, 8), torchlip.MaxMin(), torchlip.SpectralLinear(16, 4))
+        torchlip.SpectralLinear(12, 16),
+        torchlip.GroupSort2(),
+        torchlip.SpectralLinear(16, 16),
+        torchlip.GroupSort(4),
+        torchlip.SpectralLinear(16, 16),
+        torchlip.FullSort(),
+        torchlip.SpectralLinear(16, 8),
+        torchlip.MaxMin(),
+        torchlip.SpectralLinear(16, 4),
+    )
     return model.vanilla_export(), (1, 12)
 
 
 def _torchlip_strided_cnn() -> tuple[nn.Module, tuple[int, ...]]:
     model = torchlip.Sequential(
-        torchlip.SpectralConv2d(3, 8, 3, padding=1), torchlip.GroupSort2(),
-        torchlip.SpectralConv2d(8, 16, 3, stride=2, padding=1), torchlip.MaxMin(),
-        torchlip.ScaledL2NormPool2d(2), torchlip.InvertibleDownSampling(2),
-        torchlip.SpectralConv2d(128, 16, 1), torchlip.GroupSort2(),
-        torchlip.ScaledAdaptativeL2NormPool2d((1, 1)), nn.Flatten(), torchlip.SpectralLinear(16, 10))
+        torchlip.SpectralConv2d(3, 8, 3, padding=1),
+        torchlip.GroupSort2(),
+        torchlip.SpectralConv2d(8, 16, 3, stride=2, padding=1),
+        torchlip.MaxMin(),
+        torchlip.ScaledL2NormPool2d(2),
+        torchlip.InvertibleDownSampling(2),
+        torchlip.SpectralConv2d(128, 16, 1),
+        torchlip.GroupSort2(),
+        torchlip.ScaledAdaptativeL2NormPool2d((1, 1)),
+        nn.Flatten(),
+        torchlip.SpectralLinear(16, 10),
+    )
     return model.vanilla_export(), (1, 3, 8, 8)
 
 
@@ -68,7 +82,11 @@ def _orthogonal_strided_cnn() -> tuple[nn.Module, tuple[int, ...]]:
         aoc.AdaptiveOrthoConv2d(8, 16, 3, stride=2, padding=1, padding_mode="zeros"),
         orthogonium_activations.MaxMin(),
         aoc.AdaptiveOrthoConv2d(16, 64, 2, stride=2, padding=0, padding_mode="zeros"),
-        nn.LPPool2d(2, 2), nn.Flatten(), orthogonium_linear.OrthoLinear(64, 32), orthogonium_activations.MaxMin())
+        nn.LPPool2d(2, 2),
+        nn.Flatten(),
+        orthogonium_linear.OrthoLinear(64, 32),
+        orthogonium_activations.MaxMin(),
+    )
     return model, (1, 4, 8, 8)
 
 
@@ -79,12 +97,19 @@ def _orthogonal_circular_cnn() -> tuple[nn.Module, tuple[int, ...]]:
         aoc.AdaptiveOrthoConv2d(4, 8, 3, stride=1, padding=1, padding_mode="circular"),
         orthogonium_activations.MaxMin(),
         aoc.AdaptiveOrthoConv2d(8, 16, 3, stride=2, padding=1, padding_mode="circular"),
-        nn.LPPool2d(2, 2), nn.Flatten(), orthogonium_linear.OrthoLinear(64, 64))
+        nn.LPPool2d(2, 2),
+        nn.Flatten(),
+        orthogonium_linear.OrthoLinear(64, 64),
+    )
     return model, (1, 4, 8, 8)
 
 
-NETWORKS = {"torchlip-dense": _torchlip_dense, "torchlip-strided-cnn": _torchlip_strided_cnn,
-            "orthogonal-strided-cnn": _orthogonal_strided_cnn, "orthogonal-circular-cnn": _orthogonal_circular_cnn}
+NETWORKS = {
+    "torchlip-dense": _torchlip_dense,
+    "torchlip-strided-cnn": _torchlip_strided_cnn,
+    "orthogonal-strided-cnn": _orthogonal_strided_cnn,
+    "orthogonal-circular-cnn": _orthogonal_circular_cnn,
+}
 
 
 def _autograd_lower_bound(model: nn.Module, shape: tuple[int, ...], samples: int = 6) -> float:
@@ -135,8 +160,9 @@ def test_bound_is_the_guarantee_and_above_what_the_network_does(tmp_path: Path, 
     path, shapes = export(model, shape, tmp_path, kind)
     report = audit(str(path), input_shape=shapes)
     assert report.verification.checked, report.verification.reason
-    assert report.network.certified and report.network.complete, [(b.op, b.reason) for b in
-                                                                   report.network.unbounded + report.network.unsupported]
+    assert report.network.certified and report.network.complete, [
+        (b.op, b.reason) for b in report.network.unbounded + report.network.unsupported
+    ]
     bound = report.network.upper_bound
     lower = _autograd_lower_bound(model, shape)
     assert lower <= bound, (lower, bound)

@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import helper, version_converter
 
-from tests.builders import graph_model, operator_matrix, save, spectral_norm, tensor
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
 from lipaudit.errors import InputShapeError, ModelLoadError
 from lipaudit.load import load_model, sniff_format
+from tests.builders import graph_model, operator_matrix, save, spectral_norm, tensor
 
 RNG = np.random.default_rng(0)
 W1 = RNG.normal(size=(6, 5)).astype(np.float32)
@@ -21,9 +21,11 @@ W2 = RNG.normal(size=(5, 3)).astype(np.float32)
 
 
 def _mlp_nodes() -> list[onnx.NodeProto]:
-    return [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
-            helper.make_node("Relu", ["h"], ["r"], name="relu"),
-            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    return [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+    ]
 
 
 def _expected() -> float:
@@ -41,24 +43,31 @@ def test_initializers_listed_as_graph_inputs(tmp_path: Path) -> None:
 
 
 def test_constant_nodes_carry_weights(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Constant", [], ["w1"], value=tensor("w1", W1)),
-             helper.make_node("Constant", [], ["w2"], value=tensor("w2", W2))] + _mlp_nodes()
+    nodes = [
+        helper.make_node("Constant", [], ["w1"], value=tensor("w1", W1)),
+        helper.make_node("Constant", [], ["w2"], value=tensor("w2", W2)),
+    ] + _mlp_nodes()
     report = audit(str(save(graph_model(nodes, [1, 6], {}), tmp_path)))
     assert report.network.product_bound == pytest.approx(_expected(), rel=1e-6)
 
 
 def test_external_data(tmp_path: Path) -> None:
     model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2})
-    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="ext.weights", size_threshold=0)
+    onnx.save(
+        model,
+        str(tmp_path / "ext.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.weights",
+        size_threshold=0,
+    )
     assert (tmp_path / "ext.weights").exists()
     assert audit(str(tmp_path / "ext.onnx")).network.product_bound == pytest.approx(_expected(), rel=1e-6)
 
 
 def test_missing_external_data_is_a_load_error(tmp_path: Path) -> None:
     model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2})
-    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.weights",
-              size_threshold=0)
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.weights", size_threshold=0)
     (tmp_path / "ext.weights").unlink()
     with pytest.raises(ModelLoadError):
         audit(str(tmp_path / "ext.onnx"))
@@ -88,15 +97,21 @@ def test_opset_six_gemm_with_broadcast(tmp_path: Path) -> None:
 
 def test_shape_arithmetic_is_folded_for_dynamic_batch(tmp_path: Path) -> None:
     """Exporters compute a Flatten as Reshape(x, Concat(Shape(x)[0], -1)); with the shape fixed it folds."""
-    nodes = [helper.make_node("Shape", ["x"], ["s"]),
-             helper.make_node("Gather", ["s", "zero"], ["batch"], axis=0),
-             helper.make_node("Unsqueeze", ["batch", "axes"], ["b1"]),
-             helper.make_node("Concat", ["b1", "minus_one"], ["target"], axis=0),
-             helper.make_node("Reshape", ["x", "target"], ["flat"], name="flatten"),
-             helper.make_node("MatMul", ["flat", "w"], ["y"], name="fc")]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["batch"], axis=0),
+        helper.make_node("Unsqueeze", ["batch", "axes"], ["b1"]),
+        helper.make_node("Concat", ["b1", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "w"], ["y"], name="fc"),
+    ]
     weights = RNG.normal(size=(12, 4)).astype(np.float32)
-    inits = {"zero": np.array(0, np.int64), "axes": np.array([0], np.int64),
-             "minus_one": np.array([-1], np.int64), "w": weights}
+    inits = {
+        "zero": np.array(0, np.int64),
+        "axes": np.array([0], np.int64),
+        "minus_one": np.array([-1], np.int64),
+        "w": weights,
+    }
     model = graph_model(nodes, [2, 3, 4], inits, dynamic_input=["N", 3, 4])
     path = save(model, tmp_path)
     with pytest.raises(InputShapeError, match="'x'.*N"):

@@ -20,8 +20,8 @@ from lipaudit import audit
 from lipaudit.cli.app import app
 from lipaudit.errors import InputShapeError, ModelLoadError
 from lipaudit.load import load_model
-from tests.load import torch_nets
 from tests.jacobians import max_jacobian_norm
+from tests.load import torch_nets
 from tests.load.torch_nets import NETWORKS, build, save_as
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

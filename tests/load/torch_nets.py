@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -116,7 +116,7 @@ class Zoo(nn.Module):
         self.head = nn.Linear(16, 3)
 
     def forward(self, x):
-        h = F.selu(self.same(self.line(x)))                       # (1, 4, 16)
+        h = F.selu(self.same(self.line(x)))  # (1, 4, 16)
         h = h.reshape(1, 4, 4, 4)
         h = self.shuffle(self.up(h)) + F.interpolate(h, scale_factor=2.0, mode="nearest")
         h = F.softshrink(h, 0.1) + F.interpolate(F.hardsigmoid(h), size=(8, 8), mode="bilinear")
@@ -156,8 +156,7 @@ def save_as(kind: str, model: nn.Module, shape: tuple[int, ...], path: Path) -> 
         if kind == "onnx":
             torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17)
         elif kind == "onnx-nofold":
-            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
-                              do_constant_folding=False)
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17, do_constant_folding=False)
         elif kind == "onnx-dynamo":
             torch.onnx.export(model, (example,), str(path), dynamo=True)
         elif kind == "traced":

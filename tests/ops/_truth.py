@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.builders import save, session
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
+from tests.builders import save, session
 
 RTOL = 1e-5  # the truth comes from float32 onnxruntime outputs
 CERT_SLACK = 1e-6  # a certified factor may sit below the float32 truth by rounding only
@@ -114,8 +114,9 @@ def assert_certified_bound(layer, truth: float) -> None:
     assert layer.factor >= truth * (1 - CERT_SLACK), (layer.method, layer.factor, truth)
 
 
-def check_all_methods(model, directory, truth: float, *, exact_methods=("materialized", "exact"),
-                      check_names: bool = True) -> dict:
+def check_all_methods(
+    model, directory, truth: float, *, exact_methods=("materialized", "exact"), check_names: bool = True
+) -> dict:
     """Every --method against the truth; returns {method: layer} for further checks."""
     layers = {}
     for method in METHODS:
@@ -142,7 +143,6 @@ def check_all_methods(model, directory, truth: float, *, exact_methods=("materia
 
 def rng_array(shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
     return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)
-
 
 
 def same_pads(spatial, kernel, strides, dilations, mode: str) -> list[int]:

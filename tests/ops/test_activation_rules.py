@@ -15,8 +15,8 @@ import pytest
 import torch
 from onnx import helper
 
-from tests.ops._truth import run_audit, with_margin
 from tests.builders import graph_model, session, single_node_model
+from tests.ops._truth import run_audit, with_margin
 
 GRID = torch.linspace(-30.0, 30.0, 1_200_001, dtype=torch.float64)  # step 5e-5
 CHECK_GRID = np.linspace(-12.0, 12.0, 4801, dtype=np.float32)
@@ -112,9 +112,11 @@ ACTIVATIONS = [
 ]
 
 
-@pytest.mark.parametrize("op,attrs,opset,reference,expected", ACTIVATIONS,
-                         ids=[f"{a[0]}{'-' + '-'.join(f'{k}{v}' for k, v in a[1].items()) if a[1] else ''}"
-                              for a in ACTIVATIONS])
+@pytest.mark.parametrize(
+    "op,attrs,opset,reference,expected",
+    ACTIVATIONS,
+    ids=[f"{a[0]}{'-' + '-'.join(f'{k}{v}' for k, v in a[1].items()) if a[1] else ''}" for a in ACTIVATIONS],
+)
 def test_activation_constant_is_sup_of_slope(tmp_path, op, attrs, opset, reference, expected):
     model = single_node_model(op, [CHECK_GRID.size], opset=opset, **attrs)
     # The reference is the op onnxruntime runs ...
@@ -138,9 +140,14 @@ def test_known_slope_maxima():
     assert sup_slope(mish) == pytest.approx(1.088498, abs=2e-6)
 
 
-@pytest.mark.parametrize("slope,expected", [(np.array([0.25], np.float32), 1.0),
-                                            (np.array([0.1, -3.0, 2.0], np.float32), 3.0),
-                                            (np.array([[0.5], [1.75]], np.float32), 1.75)])
+@pytest.mark.parametrize(
+    "slope,expected",
+    [
+        (np.array([0.25], np.float32), 1.0),
+        (np.array([0.1, -3.0, 2.0], np.float32), 3.0),
+        (np.array([[0.5], [1.75]], np.float32), 1.75),
+    ],
+)
 def test_prelu(tmp_path, slope, expected):
     shape = [2, 3] if slope.ndim == 1 else [2, 4]
     model = single_node_model("PRelu", shape, {"slope": slope})
@@ -173,9 +180,11 @@ def test_clip_with_a_variable_bound_counts_its_copies(tmp_path):
     At x = (−1, …, −1) every entry is clipped to lo = 16, so along v = (1, …, 1) the output
     moves by 16·‖Δx‖: the Lipschitz constant is at least n = 16, not 1 + √n.
     """
-    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
-             helper.make_node("Neg", ["total"], ["lo"]),
-             helper.make_node("Clip", ["x", "lo", ""], ["y"])]
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        helper.make_node("Neg", ["total"], ["lo"]),
+        helper.make_node("Clip", ["x", "lo", ""], ["y"]),
+    ]
     model = graph_model(nodes, [16], {})
     run = session(model)
     x = -np.ones(16, np.float32)
@@ -204,8 +213,9 @@ def test_softmax_is_one_half(tmp_path):
         return torch.softmax(x, dim=-1)
 
     rng = np.random.default_rng(0)
-    worst = max(jacobian_norm(fn, torch.tensor(rng.normal(scale=s, size=(2, 5)))) for s in (0.1, 1, 3, 10)
-                for _ in range(25))
+    worst = max(
+        jacobian_norm(fn, torch.tensor(rng.normal(scale=s, size=(2, 5)))) for s in (0.1, 1, 3, 10) for _ in range(25)
+    )
     assert worst <= 0.5 + 1e-12
     # Two equal entries far above the rest reach 1/2.
     peak = torch.tensor([[9.0, 9.0, -9.0, -9.0, -9.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
@@ -220,11 +230,14 @@ def test_log_softmax_bounds_its_jacobian(tmp_path, shape, axis, opset, n):
     assert layer.certified
     assert math.sqrt(n) <= layer.factor <= with_margin(math.sqrt(n)) * (1 + 1e-9)
     if opset >= 13:
+
         def fn(x):
             return torch.log_softmax(x, dim=axis)
     else:  # opset < 13: the input is coerced to 2-D at `axis`
+
         def fn(x):
             return torch.log_softmax(x.reshape(shape[0], -1), dim=1).reshape(shape)
+
     spike = torch.zeros(shape, dtype=torch.float64)
     spike[(0,) * len(shape)] = 40.0  # p → e₁ in the first group
     assert jacobian_norm(fn, spike) <= layer.factor
@@ -241,41 +254,65 @@ def _sigmoid_gate(x_first: bool):
 
 
 def _gelu_half_first():  # 0.5·x, then · (1 + erf(x/√2)): Keras / HF order
-    return [helper.make_node("Div", ["x", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
-            helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["x", "half"], ["h"]),
-            helper.make_node("Mul", ["h", "a"], ["y"])], {}
+    return [
+        helper.make_node("Div", ["x", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["a"]),
+        helper.make_node("Mul", ["x", "half"], ["h"]),
+        helper.make_node("Mul", ["h", "a"], ["y"]),
+    ], {}
 
 
 def _gelu_half_last():  # (x · (1 + erf(x·(1/√2)))) · 0.5: torch.onnx order, with Mul by 1/√2 and 1 + e
-    return [helper.make_node("Mul", ["x", "inv_sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
-            helper.make_node("Add", ["one", "e"], ["a"]), helper.make_node("Mul", ["a", "x"], ["m"]),
-            helper.make_node("Mul", ["half", "m"], ["y"])], {}
+    return [
+        helper.make_node("Mul", ["x", "inv_sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["one", "e"], ["a"]),
+        helper.make_node("Mul", ["a", "x"], ["m"]),
+        helper.make_node("Mul", ["half", "m"], ["y"]),
+    ], {}
 
 
 def _gelu_cdf_first():  # x · (0.5 · (1 + erf(x/√2))): "cdf = …; return x * cdf" (original BERT)
-    return [helper.make_node("Div", ["x", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
-            helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["a", "half"], ["cdf"]),
-            helper.make_node("Mul", ["x", "cdf"], ["y"])], {}
+    return [
+        helper.make_node("Div", ["x", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["a"]),
+        helper.make_node("Mul", ["a", "half"], ["cdf"]),
+        helper.make_node("Mul", ["x", "cdf"], ["y"]),
+    ], {}
 
 
 def _softsign(one_first: bool):
     add_inputs = ["one", "a"] if one_first else ["a", "one"]
-    return [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Add", add_inputs, ["d"]),
-            helper.make_node("Div", ["x", "d"], ["y"])], {}
+    return [
+        helper.make_node("Abs", ["x"], ["a"]),
+        helper.make_node("Add", add_inputs, ["d"]),
+        helper.make_node("Div", ["x", "d"], ["y"]),
+    ], {}
 
 
 def _mish():
-    return [helper.make_node("Softplus", ["x"], ["sp"]), helper.make_node("Tanh", ["sp"], ["t"]),
-            helper.make_node("Mul", ["x", "t"], ["y"])], {}
+    return [
+        helper.make_node("Softplus", ["x"], ["sp"]),
+        helper.make_node("Tanh", ["sp"], ["t"]),
+        helper.make_node("Mul", ["x", "t"], ["y"]),
+    ], {}
 
 
 def _hardswish():
-    return [helper.make_node("HardSigmoid", ["x"], ["g"], alpha=1 / 6, beta=0.5),
-            helper.make_node("Mul", ["g", "x"], ["y"])], {}
+    return [
+        helper.make_node("HardSigmoid", ["x"], ["g"], alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["g", "x"], ["y"]),
+    ], {}
 
 
-SCALARS = {"sqrt2": np.array(math.sqrt(2), np.float32), "inv_sqrt2": np.array(1 / math.sqrt(2), np.float32),
-           "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}
+SCALARS = {
+    "sqrt2": np.array(math.sqrt(2), np.float32),
+    "inv_sqrt2": np.array(1 / math.sqrt(2), np.float32),
+    "one": np.array(1.0, np.float32),
+    "half": np.array(0.5, np.float32),
+}
 
 # (name, build, fused op, reference)
 FUSED = [
@@ -291,8 +328,9 @@ FUSED = [
 ]
 
 
-@pytest.mark.parametrize("name,build,fused_op,reference",
-                         [f if hasattr(f, "marks") else pytest.param(*f, id=f[0]) for f in FUSED])
+@pytest.mark.parametrize(
+    "name,build,fused_op,reference", [f if hasattr(f, "marks") else pytest.param(*f, id=f[0]) for f in FUSED]
+)
 def test_spelled_out_activation_is_fused(tmp_path, name, build, fused_op, reference):
     nodes, _ = build()
     used = {i for node in nodes for i in node.input}
@@ -314,8 +352,11 @@ def test_spelled_out_activation_is_fused(tmp_path, name, build, fused_op, refere
 
 def test_gate_with_another_reader_is_not_fused(tmp_path):
     """If the Sigmoid output is used elsewhere, fusing would drop a reader: the Mul stays unbounded."""
-    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["m"]),
-             helper.make_node("Add", ["m", "s"], ["y"])]
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Mul", ["x", "s"], ["m"]),
+        helper.make_node("Add", ["m", "s"], ["y"]),
+    ]
     report = run_audit(graph_model(nodes, [4], {}), tmp_path)
     assert "Mul" in [b.op for b in report.network.unbounded]
     assert report.network.upper_bound is None

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.ops._truth import assert_equals_truth, rng_array, run_audit, top_singular_value
 from tests.builders import graph_model, jacobian_norm_lower_bound, operator_matrix, single_node_model
+from tests.ops._truth import assert_equals_truth, rng_array, run_audit, top_singular_value
 
 
 def truth_of(model, shape) -> float:
@@ -44,8 +44,10 @@ BROADCAST_CASES = [
 
 
 def _ids(cases):
-    return [f"{'x'.join(map(str, v)) or 's'}-{'x'.join(map(str, c)) or 'scalar'}{'-cfirst' if f else ''}"
-            for v, c, f in cases]
+    return [
+        f"{'x'.join(map(str, v)) or 's'}-{'x'.join(map(str, c)) or 'scalar'}{'-cfirst' if f else ''}"
+        for v, c, f in cases
+    ]
 
 
 @pytest.mark.parametrize("var_shape,const_shape,const_first", BROADCAST_CASES, ids=_ids(BROADCAST_CASES))
@@ -117,8 +119,10 @@ def test_add_sub_constant_equals_truth(tmp_path, op, var_shape, const_shape, con
 
 def test_residual_of_a_broadcast_branch(tmp_path):
     """x + mean(x) over an axis: L ≤ 1 + √3·(1/√3) = 2; the truth (a projection plus I) is 2 too."""
-    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),
-             helper.make_node("Add", ["x", "m"], ["y"])]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("Add", ["x", "m"], ["y"]),
+    ]
     model = graph_model(nodes, [2, 3], {}, opset=13)
     report, truth = network_check(model, [2, 3], tmp_path, exact=True)
     assert truth == pytest.approx(2.0, rel=1e-6)
@@ -167,8 +171,12 @@ def test_mul_of_x_with_itself_is_unbounded(tmp_path):
 
 
 def test_div_by_variable_is_unbounded(tmp_path):
-    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Add", ["a", "one"], ["d"]),
-             helper.make_node("Div", ["x", "d"], ["q"]), helper.make_node("Relu", ["q"], ["y"])]
+    nodes = [
+        helper.make_node("Abs", ["x"], ["a"]),
+        helper.make_node("Add", ["a", "one"], ["d"]),
+        helper.make_node("Div", ["x", "d"], ["q"]),
+        helper.make_node("Relu", ["q"], ["y"]),
+    ]
     # Not x / (1 + |x|) fed straight from x's Abs (that would be Softsign): here the quotient's
     # denominator is used twice, so it cannot be fused.
     nodes.append(helper.make_node("Add", ["y", "d"], ["z"]))
@@ -198,8 +206,11 @@ def test_unbounded_slope_ops(tmp_path, op):
 
 
 def test_unbounded_after_bounded_layers_still_blocks(tmp_path):
-    nodes = [helper.make_node("Mul", ["x", "half"], ["a"]), helper.make_node("Exp", ["a"], ["b"]),
-             helper.make_node("Relu", ["b"], ["y"])]
+    nodes = [
+        helper.make_node("Mul", ["x", "half"], ["a"]),
+        helper.make_node("Exp", ["a"], ["b"]),
+        helper.make_node("Relu", ["b"], ["y"]),
+    ]
     report = run_audit(graph_model(nodes, [3], {"half": np.array(0.5, np.float32)}), tmp_path)
     assert report.layers[0].factor == pytest.approx(0.5)
     assert report.layers[-1].status == "bounded"

@@ -14,9 +14,19 @@ import onnx
 import pytest
 from onnx import helper
 
-from tests.ops._truth import (CERT_SLACK, RTOL, assert_certified_bound, assert_equals_truth, batched_operator_matrix,
-                    check_all_methods, rng_array, run_audit, same_pads, top_singular_value)
 from tests.builders import graph_model, operator_matrix, single_node_model
+from tests.ops._truth import (
+    CERT_SLACK,
+    RTOL,
+    assert_certified_bound,
+    assert_equals_truth,
+    batched_operator_matrix,
+    check_all_methods,
+    rng_array,
+    run_audit,
+    same_pads,
+    top_singular_value,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Gemm
@@ -30,8 +40,7 @@ def test_gemm_constant_b_matches_operator_norm(tmp_path, alpha, trans_a, trans_b
     b = rng_array((n, k) if trans_b else (k, n), seed=1)
     c = rng_array((n,), seed=2)
     x_shape = [k, m] if trans_a else [m, k]
-    model = single_node_model("Gemm", x_shape, {"b": b, "c": c}, alpha=alpha, beta=0.3,
-                              transA=trans_a, transB=trans_b)
+    model = single_node_model("Gemm", x_shape, {"b": b, "c": c}, alpha=alpha, beta=0.3, transA=trans_a, transB=trans_b)
     truth = np.linalg.svd(operator_matrix(model, x_shape), compute_uv=False)[0]
     assert truth == pytest.approx(abs(alpha) * np.linalg.norm(b.astype(np.float64), 2), rel=RTOL)
     layers = check_all_methods(model, tmp_path, truth)
@@ -83,11 +92,19 @@ def test_gemm_variable_bias_adds_its_own_weight(tmp_path):
 def test_gemm_variable_bias_that_broadcasts(tmp_path):
     """β·c with c of shape (1, N) feeding M rows: √M·|β| for the bias path."""
     b = rng_array((5, 3), seed=8)
-    nodes = [helper.make_node("Slice", ["x", "zero", "one", "axis0"], ["row"]),  # (1, 5)
-             helper.make_node("Slice", ["row", "zero", "three", "axis1"], ["row3"]),  # (1, 3)
-             helper.make_node("Gemm", ["x", "b", "row3"], ["y"], beta=2.0)]  # (4, 3)
-    inits = {"b": b, "zero": np.array([0], np.int64), "one": np.array([1], np.int64),
-             "three": np.array([3], np.int64), "axis0": np.array([0], np.int64), "axis1": np.array([1], np.int64)}
+    nodes = [
+        helper.make_node("Slice", ["x", "zero", "one", "axis0"], ["row"]),  # (1, 5)
+        helper.make_node("Slice", ["row", "zero", "three", "axis1"], ["row3"]),  # (1, 3)
+        helper.make_node("Gemm", ["x", "b", "row3"], ["y"], beta=2.0),
+    ]  # (4, 3)
+    inits = {
+        "b": b,
+        "zero": np.array([0], np.int64),
+        "one": np.array([1], np.int64),
+        "three": np.array([3], np.int64),
+        "axis0": np.array([0], np.int64),
+        "axis1": np.array([1], np.int64),
+    }
     model = graph_model(nodes, [4, 5], inits)
     truth = np.linalg.svd(operator_matrix(model, [4, 5]), compute_uv=False)[0]
     report = run_audit(model, tmp_path)
@@ -131,8 +148,11 @@ MATMUL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("var_shape,const_shape,const_on_right", MATMUL_CASES,
-                         ids=[f"{v}{'@' if r else '<-'}{c}" for v, c, r in MATMUL_CASES])
+@pytest.mark.parametrize(
+    "var_shape,const_shape,const_on_right",
+    MATMUL_CASES,
+    ids=[f"{v}{'@' if r else '<-'}{c}" for v, c, r in MATMUL_CASES],
+)
 def test_matmul_constant_side(tmp_path, var_shape, const_shape, const_on_right):
     w = rng_array(const_shape, seed=sum(const_shape))
     inputs = ["x", "w"] if const_on_right else ["w", "x"]
@@ -142,8 +162,11 @@ def test_matmul_constant_side(tmp_path, var_shape, const_shape, const_on_right):
     report = run_audit(model, tmp_path)
     layer = report.layers[0]
     assert_certified_bound(layer, truth)
-    partly_broadcast = len(var_shape) > 2 and len(const_shape) > 2 and 1 < int(np.prod(var_shape[:-2])) < int(
-        np.prod(np.broadcast_shapes(var_shape[:-2], const_shape[:-2])))
+    partly_broadcast = (
+        len(var_shape) > 2
+        and len(const_shape) > 2
+        and 1 < int(np.prod(var_shape[:-2])) < int(np.prod(np.broadcast_shapes(var_shape[:-2], const_shape[:-2])))
+    )
     if not partly_broadcast:
         assert_equals_truth(layer.factor, truth)
         for method in ("gram", "frobenius"):
@@ -389,8 +412,10 @@ def test_conv_transpose_is_the_adjoint_of_conv(tmp_path):
 def test_variable_bias_is_weighed_by_the_positions_it_feeds(tmp_path, op, batch):
     """A bias computed from the input is added at every output position of its channel."""
     w = rng_array((2, 2, 3, 3), seed=15, scale=0.01)
-    nodes = [helper.make_node("ReduceMean", ["x"], ["b"], axes=[0, 2, 3], keepdims=0),
-             helper.make_node(op, ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["b"], axes=[0, 2, 3], keepdims=0),
+        helper.make_node(op, ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+    ]
     shape = [batch, 2, 5, 5]
     model = graph_model(nodes, shape, {"w": w}, opset=13)
     truth = top_singular_value(operator_matrix(model, shape))

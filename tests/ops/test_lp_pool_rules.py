@@ -55,8 +55,11 @@ GEOMETRIES = [
 ]
 
 
-@pytest.mark.parametrize("shape,attrs,opset,expected", GEOMETRIES,
-                         ids=[f"{len(g[0]) - 2}d-k{g[1]['kernel_shape']}-p{g[1]['p']}-o{g[2]}" for g in GEOMETRIES])
+@pytest.mark.parametrize(
+    "shape,attrs,opset,expected",
+    GEOMETRIES,
+    ids=[f"{len(g[0]) - 2}d-k{g[1]['kernel_shape']}-p{g[1]['p']}-o{g[2]}" for g in GEOMETRIES],
+)
 def test_lp_pool_factor_is_reached_by_the_runtime(tmp_path: Path, shape, attrs, opset, expected) -> None:
     model = single_node_model("LpPool", shape, opset=opset, **attrs)
     report = run_audit(model, tmp_path)

@@ -21,10 +21,12 @@ def _affine(channels: int) -> dict[str, np.ndarray]:
 
 
 def test_batchnorm_alone_is_its_operator_norm(tmp_path) -> None:
-    inits = {**_affine(3), "mean": RNG.normal(size=3).astype(np.float32),
-             "var": RNG.uniform(0.2, 2.0, size=3).astype(np.float32)}
-    model = single_node_model("BatchNormalization", [1, 3, 4, 4], inits,
-                              inputs=["x", "scale", "bias", "mean", "var"])
+    inits = {
+        **_affine(3),
+        "mean": RNG.normal(size=3).astype(np.float32),
+        "var": RNG.uniform(0.2, 2.0, size=3).astype(np.float32),
+    }
+    model = single_node_model("BatchNormalization", [1, 3, 4, 4], inits, inputs=["x", "scale", "bias", "mean", "var"])
     truth = spectral_norm(operator_matrix(model, [1, 3, 4, 4]))
     layer = run_audit(model, tmp_path).layers[0]
     assert layer.certified and truth <= layer.factor <= truth * (1 + 2 * FLOAT32_MARGIN + 1e-6)
@@ -42,27 +44,37 @@ def test_layernorm_bound_is_max_gamma_over_root_epsilon_and_holds(tmp_path, epsi
     for spread in (0.0, 1e-3, 1.0):
         x = torch.ones(6, dtype=torch.float64) + spread * torch.randn(6, dtype=torch.float64)
         jac = torch.autograd.functional.jacobian(
-            lambda v: torch.nn.functional.layer_norm(v, (6,), gamma, beta, eps=float(np.float32(epsilon))), x)
+            lambda v: torch.nn.functional.layer_norm(v, (6,), gamma, beta, eps=float(np.float32(epsilon))), x
+        )
         assert torch.linalg.matrix_norm(jac, ord=2).item() <= layer.factor
 
 
-@pytest.mark.parametrize("op,attrs", [("InstanceNormalization", {}),
-                                      ("GroupNormalization", {"num_groups": 3})])
+@pytest.mark.parametrize("op,attrs", [("InstanceNormalization", {}), ("GroupNormalization", {"num_groups": 3})])
 def test_instance_and_group_norm_are_bounded_by_gamma_over_root_epsilon(tmp_path, op, attrs) -> None:
     inits = _affine(3 if op == "InstanceNormalization" else 3)
-    model = single_node_model(op, [1, 3, 4], inits, inputs=["x", "scale", "bias"], opset=21 if attrs else 17,
-                              output_shape=[1, 3, 4], epsilon=1e-3, **attrs)
+    model = single_node_model(
+        op,
+        [1, 3, 4],
+        inits,
+        inputs=["x", "scale", "bias"],
+        opset=21 if attrs else 17,
+        output_shape=[1, 3, 4],
+        epsilon=1e-3,
+        **attrs,
+    )
     layer = run_audit(model, tmp_path).layers[0]
     assert layer.certified
-    assert layer.factor == pytest.approx(np.abs(inits["scale"]).max() / math.sqrt(np.float32(1e-3)) *
-                                         (1 + FLOAT32_MARGIN), rel=1e-6)
+    assert layer.factor == pytest.approx(
+        np.abs(inits["scale"]).max() / math.sqrt(np.float32(1e-3)) * (1 + FLOAT32_MARGIN), rel=1e-6
+    )
     assert "warning" in " ".join(layer.notes)
 
 
 @pytest.mark.parametrize("op", ["LayerNormalization", "InstanceNormalization"])
 def test_zero_epsilon_is_unbounded(tmp_path, op) -> None:
-    model = single_node_model(op, [1, 3, 4], _affine(3 if op == "InstanceNormalization" else 4),
-                              inputs=["x", "scale", "bias"], epsilon=0.0)
+    model = single_node_model(
+        op, [1, 3, 4], _affine(3 if op == "InstanceNormalization" else 4), inputs=["x", "scale", "bias"], epsilon=0.0
+    )
     report = run_audit(model, tmp_path)
     assert report.upper_bound is None and report.network.unbounded
     assert "ε = 0" in report.network.unbounded[0].reason
@@ -86,8 +98,10 @@ def test_layernorm_inverse_std_output_bounds_its_slope(tmp_path) -> None:
     for _ in range(200):
         direction = RNG.normal(size=k)
         direction -= direction.mean()
-        x = torch.tensor(direction / np.sqrt((direction ** 2).mean()) * math.sqrt(epsilon / 2) * RNG.uniform(0.5, 1.5),
-                         requires_grad=True)
+        x = torch.tensor(
+            direction / np.sqrt((direction**2).mean()) * math.sqrt(epsilon / 2) * RNG.uniform(0.5, 1.5),
+            requires_grad=True,
+        )
         inv = torch.rsqrt(((x - x.mean()) ** 2).mean() + epsilon)
         (grad,) = torch.autograd.grad(inv, x)
         best = max(best, grad.norm().item())

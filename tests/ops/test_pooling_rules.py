@@ -14,9 +14,18 @@ import math
 import numpy as np
 import pytest
 
-from tests.ops._truth import (with_margin, assert_certified_bound, assert_equals_truth, batched_operator_matrix,
-                    check_all_methods, rng_array, run_audit, same_pads, top_singular_value)
 from tests.builders import operator_matrix, session, single_node_model
+from tests.ops._truth import (
+    assert_certified_bound,
+    assert_equals_truth,
+    batched_operator_matrix,
+    check_all_methods,
+    rng_array,
+    run_audit,
+    same_pads,
+    top_singular_value,
+    with_margin,
+)
 
 # ---------------------------------------------------------------------------------------------
 # AveragePool
@@ -31,8 +40,7 @@ AVGPOOL_CASES = [
     ([1, 1, 10, 9], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 2, 0], count_include_pad=0), 17),
     ([1, 1, 8, 8], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), 17),
     ([1, 1, 9, 8], dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 1, 1], ceil_mode=1), 17),
-    ([1, 1, 9, 8], dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 1, 1], ceil_mode=1,
-                        count_include_pad=1), 17),
+    ([1, 1, 9, 8], dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 1, 1], ceil_mode=1, count_include_pad=1), 17),
     ([1, 1, 7, 7], dict(kernel_shape=[3, 3], strides=[3, 3], auto_pad="SAME_UPPER"), 17),
     ([1, 1, 8, 7], dict(kernel_shape=[4, 4], strides=[2, 2], auto_pad="SAME_LOWER"), 17),
     ([1, 1, 8, 7], dict(kernel_shape=[4, 4], strides=[2, 2], auto_pad="SAME_UPPER", count_include_pad=1), 17),
@@ -50,8 +58,15 @@ def _pool_id(case):
     shape, attrs, opset = case
     parts = ["x".join(map(str, shape[2:]))]
     for k, v in attrs.items():
-        short = {"kernel_shape": "k", "strides": "s", "pads": "p", "count_include_pad": "cip",
-                 "ceil_mode": "ceil", "auto_pad": "", "dilations": "d"}[k]
+        short = {
+            "kernel_shape": "k",
+            "strides": "s",
+            "pads": "p",
+            "count_include_pad": "cip",
+            "ceil_mode": "ceil",
+            "auto_pad": "",
+            "dilations": "d",
+        }[k]
         parts.append(short + ("-".join(map(str, v)) if isinstance(v, list) else str(v)))
     return "_".join(parts) + f"_op{opset}"
 
@@ -67,8 +82,9 @@ def test_average_pool_equals_operator_norm(tmp_path, case):
     assert_equals_truth(layer.factor, truth)
 
 
-@pytest.mark.parametrize("case", [AVGPOOL_CASES[i] for i in (1, 5, 8, 15)],
-                         ids=[_pool_id(AVGPOOL_CASES[i]) for i in (1, 5, 8, 15)])
+@pytest.mark.parametrize(
+    "case", [AVGPOOL_CASES[i] for i in (1, 5, 8, 15)], ids=[_pool_id(AVGPOOL_CASES[i]) for i in (1, 5, 8, 15)]
+)
 def test_average_pool_every_method(tmp_path, case):
     shape, attrs, opset = case
     model = single_node_model("AveragePool", shape, opset=opset, **attrs)
@@ -107,8 +123,9 @@ def test_average_pool_dilations(tmp_path):
 def test_average_pool_large_is_certified(tmp_path, count_include_pad):
     """A 4,900-side operator: a certified figure, whichever method the cost model takes."""
     shape = [1, 1, 70, 70]
-    model = single_node_model("AveragePool", shape, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                              count_include_pad=count_include_pad)
+    model = single_node_model(
+        "AveragePool", shape, kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=count_include_pad
+    )
     truth = top_singular_value(batched_operator_matrix(model, shape))
     layer = run_audit(model, tmp_path).layers[0]
     assert layer.method != "power"

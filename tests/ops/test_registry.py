@@ -21,15 +21,19 @@ runner = CliRunner()
 def test_registering_an_op_twice_raises() -> None:
     before = len(all_ops())
     with pytest.raises(DuplicateOpError, match="Relu"):
+
         @register
         class Relu(Op):  # noqa: F811 - the point is the clash
             family = "activation"
+
     with pytest.raises(DuplicateOpError, match="com.microsoft::Attention"):
+
         @register
         class MsAttentionAgain(Op):
             op_type = "Attention"
             domain = "com.microsoft"
             family = "attention"
+
     assert len(all_ops()) == before
 
 
@@ -64,8 +68,14 @@ def toy_op():
 
 
 def test_a_toy_op_is_seen_by_the_rules_the_executor_and_the_ops_listing(toy_op) -> None:
-    graph = Graph([Node("t", "Triple", ("x",), ("y",), domain="lipaudit.test")], {"x": Value("x", (1, 4))},
-                  ["x"], ["y"], opset=17, opset_imports={"": 17, "lipaudit.test": 1})
+    graph = Graph(
+        [Node("t", "Triple", ("x",), ("y",), domain="lipaudit.test")],
+        {"x": Value("x", (1, 4))},
+        ["x"],
+        ["y"],
+        opset=17,
+        opset_imports={"": 17, "lipaudit.test": 1},
+    )
     assert node_factors(graph.nodes[0], RuleContext(graph))[0].value == pytest.approx(3.0, rel=1e-5)
     assert can_execute(graph.nodes[0]) and ("lipaudit.test", "Triple") in supported_ops()
     (y,) = Executor(graph)(torch.ones(1, 4))

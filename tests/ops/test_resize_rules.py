@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.builders import operator_matrix, save, single_node_model, spectral_norm
 from lipaudit import audit
+from tests.builders import operator_matrix, save, single_node_model, spectral_norm
 
 CASES = [
     # (mode, coordinate mode, nearest mode, input shape, scales)
@@ -25,8 +25,16 @@ CASES = [
 @pytest.mark.parametrize("mode,coordinates,nearest,shape,scales", CASES)
 def test_resize_factor_matches_the_operator(tmp_path, mode, coordinates, nearest, shape, scales):
     inits = {"roi": np.zeros(0, np.float32), "scales": np.array(scales, np.float32)}
-    model = single_node_model("Resize", shape, inits, inputs=["x", "roi", "scales"], opset=13, mode=mode,
-                              coordinate_transformation_mode=coordinates, nearest_mode=nearest)
+    model = single_node_model(
+        "Resize",
+        shape,
+        inits,
+        inputs=["x", "roi", "scales"],
+        opset=13,
+        mode=mode,
+        coordinate_transformation_mode=coordinates,
+        nearest_mode=nearest,
+    )
     truth = spectral_norm(operator_matrix(model, shape))
     layer = audit(str(save(model, tmp_path))).layers[0]
     assert layer.status == "bounded" and layer.certified
@@ -36,8 +44,9 @@ def test_resize_factor_matches_the_operator(tmp_path, mode, coordinates, nearest
 
 def test_upsample_opset_nine(tmp_path):
     shape = [1, 2, 3, 3]
-    model = single_node_model("Upsample", shape, {"scales": np.array([1, 1, 2, 3], np.float32)}, opset=9,
-                              mode="nearest")
+    model = single_node_model(
+        "Upsample", shape, {"scales": np.array([1, 1, 2, 3], np.float32)}, opset=9, mode="nearest"
+    )
     truth = spectral_norm(operator_matrix(model, shape))
     assert audit(str(save(model, tmp_path))).layers[0].factor == pytest.approx(truth, rel=1e-6)
 

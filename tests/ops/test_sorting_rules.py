@@ -23,9 +23,15 @@ def _max_min(first, second, shape=(1, 4), **extra) -> tuple[Graph, Node]:
     return graph, node
 
 
-@pytest.mark.parametrize("first,second,expected", [([0, 1], [2, 3], 1.0), ([0, 2], [1, 3], 1.0),
-                                                   ([0, 1, 2], [1, 2, 3], math.sqrt(2)),
-                                                   ([0, 0], [0, 1], math.sqrt(3))])
+@pytest.mark.parametrize(
+    "first,second,expected",
+    [
+        ([0, 1], [2, 3], 1.0),
+        ([0, 2], [1, 3], 1.0),
+        ([0, 1, 2], [1, 2, 3], math.sqrt(2)),
+        ([0, 0], [0, 1], math.sqrt(3)),
+    ],
+)
 def test_max_min_counts_the_copies_of_each_entry(first, second, expected) -> None:
     graph, node = _max_min(first, second)
     (factor,) = node_factors(node, RuleContext(graph))

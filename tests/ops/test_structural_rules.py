@@ -13,9 +13,8 @@ import pytest
 from onnx import helper
 
 from lipaudit.compose import FLOAT32_MARGIN
-from tests.ops._truth import (assert_certified_bound, assert_equals_truth, is_closed_form, run_audit,
-                             top_singular_value)
 from tests.builders import graph_model, jacobian_norm_lower_bound, operator_matrix, single_node_model
+from tests.ops._truth import assert_certified_bound, assert_equals_truth, is_closed_form, run_audit, top_singular_value
 
 
 def i64(*values) -> np.ndarray:
@@ -57,9 +56,13 @@ PAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("shape,pads,mode,axes", PAD_CASES,
-                         ids=[f"{mode}_{'x'.join(map(str, s))}_{'-'.join(map(str, p))}{'_axes' if a else ''}"
-                              for s, p, mode, a in PAD_CASES])
+@pytest.mark.parametrize(
+    "shape,pads,mode,axes",
+    PAD_CASES,
+    ids=[
+        f"{mode}_{'x'.join(map(str, s))}_{'-'.join(map(str, p))}{'_axes' if a else ''}" for s, p, mode, a in PAD_CASES
+    ],
+)
 def test_pad_inputs_form(tmp_path, shape, pads, mode, axes):
     inits = {"pads": i64(*pads), "value": np.array(0.5, np.float32)}
     inputs = ["x", "pads", "value"]
@@ -86,8 +89,10 @@ def test_pad_wrap_mode(tmp_path, shape, pads):
 
 def test_pad_with_a_variable_constant_value(tmp_path):
     """The fill value is copied into every padded position: it weighs √(padded positions)."""
-    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=0),
-             helper.make_node("Pad", ["x", "pads", "mean"], ["y"], mode="constant")]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=0),
+        helper.make_node("Pad", ["x", "pads", "mean"], ["y"], mode="constant"),
+    ]
     model = graph_model(nodes, [1, 4], {"pads": i64(0, 0, 0, 12)})
     truth = truth_of(model, [1, 4])
     report = run_audit(model, tmp_path)
@@ -97,8 +102,7 @@ def test_pad_with_a_variable_constant_value(tmp_path):
 
 def test_pad_with_variable_pads_is_reported_not_crashing(tmp_path):
     """Pads computed at run time (not foldable): the rule cannot bound it and says so."""
-    nodes = [helper.make_node("Cast", ["x"], ["p"], to=7),
-             helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect")]
+    nodes = [helper.make_node("Cast", ["x"], ["p"], to=7), helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect")]
     report = run_audit(graph_model(nodes, [4], {}), tmp_path)
     pad = next(layer for layer in report.layers if layer.op == "Pad")
     assert pad.status in ("unknown", "unbounded")
@@ -120,13 +124,16 @@ def test_pad_attribute_form_before_opset_11(tmp_path, mode, opset):
 # Gather
 
 
-@pytest.mark.parametrize("indices,axis,shape", [
-    (i64(0, 2, 2, 1, 2), 0, [4, 3]),  # index 2 three times: √3
-    (i64(-1, 3, 3, 0), 1, [2, 4]),  # -1 and 3 are the same column: √3
-    (i64(1, 0), 0, [3, 2]),  # no repeats: ≤ 1 (a selection)
-    (np.array([[0, 1], [1, 1]], np.int64), 1, [2, 3, 2]),  # 2-D indices
-    (np.array(2, np.int64), 0, [3, 4]),  # scalar index
-])
+@pytest.mark.parametrize(
+    "indices,axis,shape",
+    [
+        (i64(0, 2, 2, 1, 2), 0, [4, 3]),  # index 2 three times: √3
+        (i64(-1, 3, 3, 0), 1, [2, 4]),  # -1 and 3 are the same column: √3
+        (i64(1, 0), 0, [3, 2]),  # no repeats: ≤ 1 (a selection)
+        (np.array([[0, 1], [1, 1]], np.int64), 1, [2, 3, 2]),  # 2-D indices
+        (np.array(2, np.int64), 0, [3, 4]),  # scalar index
+    ],
+)
 def test_gather_constant_indices(tmp_path, indices, axis, shape):
     model = single_node_model("Gather", shape, {"idx": indices}, axis=axis)
     axis_len = shape[axis]
@@ -217,8 +224,9 @@ def test_concat_of_differently_scaled_branches(tmp_path):
     assert truth == pytest.approx(math.sqrt(5), rel=1e-6)
 
 
-@pytest.mark.parametrize("shape,target", [([1, 3, 1], [2, 3, 4]), ([3, 1], [2, 1, 3, 5]), ([2, 3], [2, 3]),
-                                          ([4], [3, 4])])
+@pytest.mark.parametrize(
+    "shape,target", [([1, 3, 1], [2, 3, 4]), ([3, 1], [2, 1, 3, 5]), ([2, 3], [2, 3]), ([4], [3, 4])]
+)
 def test_expand_copies(tmp_path, shape, target):
     model = single_node_model("Expand", shape, {"shape": i64(*target)})
     copies = int(np.prod(np.broadcast_shapes(tuple(shape), tuple(target)))) // int(np.prod(shape))
@@ -236,19 +244,22 @@ def test_tile_copies(tmp_path, repeats):
 # Pure moves and selections
 
 
-@pytest.mark.parametrize("op,shape,inits,attrs", [
-    ("Transpose", [2, 3, 4], {}, dict(perm=[2, 0, 1])),
-    ("Reshape", [2, 3, 4], {"shape": i64(4, -1)}, {}),
-    ("Flatten", [2, 3, 4], {}, dict(axis=2)),
-    ("Squeeze", [2, 1, 4], {"axes": i64(1)}, {}),
-    ("Unsqueeze", [2, 4], {"axes": i64(0, 3)}, {}),
-    ("Identity", [3, 4], {}, {}),
-    ("Dropout", [3, 4], {}, {}),
-    ("DepthToSpace", [1, 8, 2, 3], {}, dict(blocksize=2)),
-    ("SpaceToDepth", [1, 2, 4, 6], {}, dict(blocksize=2)),
-    ("Slice", [4, 5], {"starts": i64(1, 0), "ends": i64(3, 5), "axes": i64(0, 1), "steps": i64(1, 2)}, {}),
-    ("Slice", [6], {"starts": i64(-1), "ends": i64(-7), "axes": i64(0), "steps": i64(-2)}, {}),
-])
+@pytest.mark.parametrize(
+    "op,shape,inits,attrs",
+    [
+        ("Transpose", [2, 3, 4], {}, dict(perm=[2, 0, 1])),
+        ("Reshape", [2, 3, 4], {"shape": i64(4, -1)}, {}),
+        ("Flatten", [2, 3, 4], {}, dict(axis=2)),
+        ("Squeeze", [2, 1, 4], {"axes": i64(1)}, {}),
+        ("Unsqueeze", [2, 4], {"axes": i64(0, 3)}, {}),
+        ("Identity", [3, 4], {}, {}),
+        ("Dropout", [3, 4], {}, {}),
+        ("DepthToSpace", [1, 8, 2, 3], {}, dict(blocksize=2)),
+        ("SpaceToDepth", [1, 2, 4, 6], {}, dict(blocksize=2)),
+        ("Slice", [4, 5], {"starts": i64(1, 0), "ends": i64(3, 5), "axes": i64(0, 1), "steps": i64(1, 2)}, {}),
+        ("Slice", [6], {"starts": i64(-1), "ends": i64(-7), "axes": i64(0), "steps": i64(-2)}, {}),
+    ],
+)
 def test_moves_and_selections_are_one(tmp_path, op, shape, inits, attrs):
     model = single_node_model(op, shape, inits, **attrs)
     check_exact(model, shape, tmp_path, expected=1.0)
@@ -278,8 +289,10 @@ def test_split_bounds_each_output(tmp_path, split_input):
 
 
 def test_slice_then_reduce_chain_multiplies(tmp_path):
-    nodes = [helper.make_node("Slice", ["x", "s", "e", "a"], ["part"]),
-             helper.make_node("ReduceSum", ["part", "axes"], ["y"], keepdims=0)]
+    nodes = [
+        helper.make_node("Slice", ["x", "s", "e", "a"], ["part"]),
+        helper.make_node("ReduceSum", ["part", "axes"], ["y"], keepdims=0),
+    ]
     inits = {"s": i64(0), "e": i64(4), "a": i64(1), "axes": i64(1)}
     model = graph_model(nodes, [3, 6], inits)
     truth = truth_of(model, [3, 6])
@@ -299,9 +312,11 @@ def _with_custom_domain(model):
 
 def test_two_unknown_ops_are_both_reported(tmp_path):
     """Trilu (no rule) and a custom-domain op, on two outputs: both listed at once."""
-    nodes = [helper.make_node("Trilu", ["x"], ["a"]),
-             helper.make_node("Relu", ["a"], ["y1"]),
-             helper.make_node("FancyScale", ["x"], ["y2"], domain="com.example")]
+    nodes = [
+        helper.make_node("Trilu", ["x"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y1"]),
+        helper.make_node("FancyScale", ["x"], ["y2"], domain="com.example"),
+    ]
     model = _with_custom_domain(graph_model(nodes, [1, 2, 4, 4], {}, outputs=("y1", "y2")))
     model.graph.output[1].CopyFrom(helper.make_tensor_value_info("y2", 1, [1, 2, 4, 4]))
     report = run_audit(model, tmp_path)
@@ -325,9 +340,11 @@ def test_two_unknown_ops_are_both_reported(tmp_path):
 
 def test_unknown_ops_in_series_and_a_known_branch(tmp_path):
     """x → Trilu → custom op → y1 and x → Relu → y2: both unknowns listed, y2 still bounded."""
-    nodes = [helper.make_node("Trilu", ["x"], ["a"]),
-             helper.make_node("FancyScale", ["a"], ["y1"], domain="com.example"),
-             helper.make_node("Relu", ["x"], ["y2"])]
+    nodes = [
+        helper.make_node("Trilu", ["x"], ["a"]),
+        helper.make_node("FancyScale", ["a"], ["y1"], domain="com.example"),
+        helper.make_node("Relu", ["x"], ["y2"]),
+    ]
     model = _with_custom_domain(graph_model(nodes, [1, 2, 3, 3], {}, outputs=("y1", "y2")))
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y1", 1, [1, 2, 3, 3]))
     report = run_audit(model, tmp_path)
@@ -341,8 +358,7 @@ def test_unknown_ops_in_series_and_a_known_branch(tmp_path):
 
 def test_unknown_op_feeding_an_add_is_not_one(tmp_path):
     """A residual around an unknown op: the sum must not treat the unknown branch as 1."""
-    nodes = [helper.make_node("Trilu", ["x"], ["a"]),
-             helper.make_node("Add", ["x", "a"], ["y"])]
+    nodes = [helper.make_node("Trilu", ["x"], ["a"]), helper.make_node("Add", ["x", "a"], ["y"])]
     report = run_audit(graph_model(nodes, [1, 2, 3, 3], {}), tmp_path)
     assert "Trilu" in [b.op for b in report.network.unsupported]
     assert report.network.upper_bound is None

@@ -52,6 +52,8 @@ class KillingExecutor(Executor):
         self.workers = inner.workers
 
     def run(self, jobs, on_done=None):
-        swapped = [Job(killed, job.args, job.shared, job.label) if job.label.endswith(f" {self.victim}") else job
-                   for job in jobs]
+        swapped = [
+            Job(killed, job.args, job.shared, job.label) if job.label.endswith(f" {self.victim}") else job
+            for job in jobs
+        ]
         return self.inner.run(swapped, on_done)

@@ -32,7 +32,7 @@ def comparable(report: Report) -> str:
     return json.dumps(without_timings(report.to_dict()), sort_keys=True, indent=1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def serial(name: str) -> str:
     return comparable(audit(str(SAMPLES / name), **MODELS[name]))
 

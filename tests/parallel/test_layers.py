@@ -22,8 +22,9 @@ def graph(tmp_path_factory):
     rng = np.random.default_rng(7)
     nodes = [
         helper.make_node("ConvTranspose", ["x", "wt"], ["ct"], name="deconv", strides=[2, 2]),
-        helper.make_node("AveragePool", ["ct"], ["ap"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                         count_include_pad=1),
+        helper.make_node(
+            "AveragePool", ["ct"], ["ap"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1
+        ),
         helper.make_node("Conv", ["ap", "wc"], ["c"], name="conv", strides=[2, 2], pads=[0, 0, 1, 1]),
         helper.make_node("MatMul", ["c", "batched"], ["mm"], name="matmul"),
         helper.make_node("Flatten", ["mm"], ["f"], name="flatten"),
@@ -31,9 +32,13 @@ def graph(tmp_path_factory):
         # A variable bias: the rule gives one weight per variable input.
         helper.make_node("Gemm", ["f", "w2", "g1"], ["y"], name="fc2", transB=1, beta=2.0),
     ]
-    weights = {"wt": rng.standard_normal((4, 3, 3, 3)), "wc": rng.standard_normal((5, 3, 3, 3)),
-               "batched": rng.standard_normal((5, 6, 4)), "w1": rng.standard_normal((6, 5 * 6 * 4)),
-               "w2": rng.standard_normal((6, 5 * 6 * 4))}
+    weights = {
+        "wt": rng.standard_normal((4, 3, 3, 3)),
+        "wc": rng.standard_normal((5, 3, 3, 3)),
+        "batched": rng.standard_normal((5, 6, 4)),
+        "w1": rng.standard_normal((6, 5 * 6 * 4)),
+        "w2": rng.standard_normal((6, 5 * 6 * 4)),
+    }
     model = graph_model(nodes, [1, 4, 6, 6], {k: v.astype(np.float32) for k, v in weights.items()})
     path = save(model, tmp_path_factory.mktemp("layers"))
     return run_passes(load_model(path).graph)

@@ -48,17 +48,27 @@ def _conv_mlp(seed: int = 0, nan_in: str | None = None) -> onnx.ModelProto:
         helper.make_node("Relu", ["h"], ["hr"], name="relu2"),
         helper.make_node("Gemm", ["hr", "fc2.w"], ["y"], name="fc2", transB=1),
     ]
-    graph = helper.make_graph(nodes, "conv_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-                              [numpy_helper.from_array(w, name) for name, w in weights.items()])
+    graph = helper.make_graph(
+        nodes,
+        "conv_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(w, name) for name, w in weights.items()],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _save_external(model: onnx.ModelProto, folder: Path, name: str = "model.onnx") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     return path
 
 
@@ -75,15 +85,17 @@ def test_external_data_is_mapped_and_reads_as_the_loaded_weights(on_disk: Path) 
     mapped, loaded = _mapped_load(on_disk), load_model(on_disk)
     weight = mapped.graph.const("fc1.w")
     assert isinstance(weight, MappedTensor) and not weight.flags.writeable
-    assert weight.slice == ExternalSlice(str((on_disk.parent / "weights.bin").resolve()), weight.slice.offset,
-                                         "float32", (256, 128))
+    assert weight.slice == ExternalSlice(
+        str((on_disk.parent / "weights.bin").resolve()), weight.slice.offset, "float32", (256, 128)
+    )
     for name in ("conv.w", "conv.b", "fc1.w", "fc1.b", "fc2.w"):
         np.testing.assert_array_equal(mapped.graph.const(name), loaded.graph.const(name))
         np.testing.assert_array_equal(mapped.graph.const(name).slice.open(), loaded.graph.const(name))
     # A view or a result computed from a mapped weight is not its file slice.
     assert (weight.T * 2).slice is None and weight[:3].slice is None
-    assert external_data_bytes(on_disk) == sum(loaded.graph.const(n).nbytes
-                                               for n in ("conv.w", "conv.b", "fc1.w", "fc1.b", "fc2.w"))
+    assert external_data_bytes(on_disk) == sum(
+        loaded.graph.const(n).nbytes for n in ("conv.w", "conv.b", "fc1.w", "fc1.b", "fc2.w")
+    )
 
 
 def test_layer_jobs_carry_file_slices_not_weights(on_disk: Path) -> None:
@@ -142,8 +154,9 @@ def test_element_types_numpy_cannot_map_are_read_into_memory(tmp_path: Path) -> 
     bfloat16_bytes = (values.view(np.uint32) >> 16).astype("<u2").tobytes()  # exact: these need no rounding
     tensor = helper.make_tensor("w", TensorProto.BFLOAT16, [4], bfloat16_bytes, raw=True)
     model = helper.make_model(helper.make_graph([], "g", [], [], [tensor]))
-    onnx.save_model(model, str(tmp_path / "bf16.onnx"), save_as_external_data=True, location="bf16.bin",
-                    size_threshold=0)
+    onnx.save_model(
+        model, str(tmp_path / "bf16.onnx"), save_as_external_data=True, location="bf16.bin", size_threshold=0
+    )
     stored = onnx.load(str(tmp_path / "bf16.onnx"), load_external_data=False).graph.initializer[0]
     array = ExternalData(tmp_path).array(stored, "initializer")
     assert not isinstance(array, MappedTensor)

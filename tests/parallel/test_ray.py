@@ -32,8 +32,13 @@ def executor():
     # The workers import this test package's job functions: they need the repository on their path.
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
     except Exception as error:  # no shared memory, no ports…: say why and skip
         pytest.skip(f"Ray cannot start a local cluster here: {type(error).__name__}: {error}")
     try:

@@ -35,8 +35,10 @@ def test_ray_without_the_package_is_one_line_with_the_install_hint(monkeypatch) 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     result = runner.invoke(app, ["check", str(SAMPLES / "mlp.onnx"), "-s", "1x16", "--ray"])
     assert result.exit_code == 2
-    assert result.stderr.splitlines() == ["lipaudit: error: --ray needs the 'ray' package, which is not installed",
-                                          "  hint: install it with: pip install 'lipaudit[ray]'"]
+    assert result.stderr.splitlines() == [
+        "lipaudit: error: --ray needs the 'ray' package, which is not installed",
+        "  hint: install it with: pip install 'lipaudit[ray]'",
+    ]
 
 
 def test_workers_must_be_at_least_one() -> None:
@@ -51,11 +53,11 @@ def test_run_settings_come_from_the_config(tmp_path: Path) -> None:
     assert (settings.workers, settings.ray, settings.in_memory_limit) == (3, "local", 512 * 2**20)
     config.write_text('[tool.lipaudit]\nray = "auto"\n')
     assert load_settings(config).ray == "auto"
-    config.write_text('[tool.lipaudit]\nray = false\n')
+    config.write_text("[tool.lipaudit]\nray = false\n")
     assert load_settings(config).ray is None
 
 
-@pytest.mark.parametrize("table", ['workers = 0', 'workers = "4"', 'ray = 3', 'in_memory_limit = "lots"'])
+@pytest.mark.parametrize("table", ["workers = 0", 'workers = "4"', "ray = 3", 'in_memory_limit = "lots"'])
 def test_bad_run_settings_are_refused(tmp_path: Path, table: str) -> None:
     config = tmp_path / "pyproject.toml"
     config.write_text(f"[tool.lipaudit]\n{table}\n")

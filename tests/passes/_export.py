@@ -4,8 +4,8 @@ and measure its Lipschitz constant from below with torch itself."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 

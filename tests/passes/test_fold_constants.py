@@ -65,8 +65,15 @@ def _export(module: nn.Module, shape: tuple[int, ...], path: Path) -> None:
     dynamic = {"x": {0: "batch", len(shape) - 2: "height", len(shape) - 1: "width"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (torch.randn(shape),), str(path), dynamo=False, opset_version=17,
-                          input_names=["x"], dynamic_axes=dynamic)
+        torch.onnx.export(
+            module.eval(),
+            (torch.randn(shape),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            dynamic_axes=dynamic,
+        )
 
 
 @pytest.mark.parametrize("net,shape", CASES, ids=[c[0].__name__ for c in CASES])

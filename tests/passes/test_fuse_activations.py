@@ -11,8 +11,8 @@ import pytest
 import torch
 from onnx import helper
 
-from tests.builders import graph_model, save
 from lipaudit import audit
+from tests.builders import graph_model, save
 
 
 def test_torch_tanh_gelu_export_fuses(tmp_path: Path) -> None:
@@ -27,13 +27,23 @@ def test_torch_tanh_gelu_export_fuses(tmp_path: Path) -> None:
 
 
 def _tanh_gelu(inner_scale: float, half: float) -> list:
-    consts = {"three": np.array(3.0, np.float32), "k": np.array(0.044715, np.float32),
-              "s": np.array(inner_scale, np.float32), "one": np.array(1.0, np.float32),
-              "half": np.array(half, np.float32)}
-    nodes = [helper.make_node("Pow", ["x", "three"], ["p"]), helper.make_node("Mul", ["p", "k"], ["a"]),
-             helper.make_node("Add", ["x", "a"], ["b"]), helper.make_node("Mul", ["b", "s"], ["c"]),
-             helper.make_node("Tanh", ["c"], ["t"]), helper.make_node("Add", ["t", "one"], ["d"]),
-             helper.make_node("Mul", ["x", "d"], ["e"]), helper.make_node("Mul", ["e", "half"], ["y"])]
+    consts = {
+        "three": np.array(3.0, np.float32),
+        "k": np.array(0.044715, np.float32),
+        "s": np.array(inner_scale, np.float32),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(half, np.float32),
+    }
+    nodes = [
+        helper.make_node("Pow", ["x", "three"], ["p"]),
+        helper.make_node("Mul", ["p", "k"], ["a"]),
+        helper.make_node("Add", ["x", "a"], ["b"]),
+        helper.make_node("Mul", ["b", "s"], ["c"]),
+        helper.make_node("Tanh", ["c"], ["t"]),
+        helper.make_node("Add", ["t", "one"], ["d"]),
+        helper.make_node("Mul", ["x", "d"], ["e"]),
+        helper.make_node("Mul", ["e", "half"], ["y"]),
+    ]
     return nodes, consts
 
 

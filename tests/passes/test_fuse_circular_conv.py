@@ -14,9 +14,9 @@ import pytest
 import torch
 from onnx import helper
 
+from lipaudit import audit
 from tests.builders import graph_model, save
 from tests.passes._export import export
-from lipaudit import audit
 
 
 def _truth(module: torch.nn.Module, shape: tuple[int, ...]) -> float:
@@ -70,8 +70,10 @@ def test_a_pad_wider_than_one_period_is_not_fused(tmp_path: Path) -> None:
 
 def test_opset_19_wrap_pad_fuses(tmp_path: Path) -> None:
     weight = np.random.default_rng(0).normal(size=(3, 2, 3, 3)).astype(np.float32)
-    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode="wrap"),
-             helper.make_node("Conv", ["p", "w"], ["y"], kernel_shape=[3, 3])]
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], mode="wrap"),
+        helper.make_node("Conv", ["p", "w"], ["y"], kernel_shape=[3, 3]),
+    ]
     consts = {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "w": weight}
     report = audit(str(save(graph_model(nodes, [1, 2, 6, 6], consts, opset=19), tmp_path)))
     assert [layer.op for layer in report.layers] == ["CircularConv"]

@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.passes._export import export, jacobian_norms, random_points
 from lipaudit import audit
 from lipaudit.compose import FLOAT32_MARGIN
 from lipaudit.ir import Graph, Node, Value
 from lipaudit.passes import FuseL2Pool
+from tests.passes._export import export, jacobian_norms, random_points
 
 SHAPE = (1, 2, 6, 6)
 
@@ -53,9 +53,15 @@ def clamped(x):
     return torch.sqrt(torch.clamp(F.avg_pool2d(x * x, 4, ceil_mode=True) * 4.0, min=1e-6))
 
 
-FORMS = {"lp_pool": lp_pool, "lp_pool-overlapping": lp_pool_overlapping, "epsilon": scaled_with_epsilon,
-         "rms-padded": rms_padded, "global": global_rms, "reduce-mean": global_mean_of_squares,
-         "clamped": clamped}
+FORMS = {
+    "lp_pool": lp_pool,
+    "lp_pool-overlapping": lp_pool_overlapping,
+    "epsilon": scaled_with_epsilon,
+    "rms-padded": rms_padded,
+    "global": global_rms,
+    "reduce-mean": global_mean_of_squares,
+    "clamped": clamped,
+}
 
 
 def _spikes() -> list[torch.Tensor]:
@@ -101,11 +107,15 @@ def test_border_windows_with_fewer_entries_weigh_more(tmp_path: Path) -> None:
     assert layer.factor == pytest.approx(expected, rel=2 * FLOAT32_MARGIN)
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x: torch.sqrt(F.avg_pool2d(x * x, 2) - 1e-3),  # a negative offset: the slope exceeds the norm's
-    lambda x: torch.sqrt(F.avg_pool2d(x.pow(3).abs(), 2)),  # not a square
-    lambda x: torch.sqrt(F.avg_pool2d(x.abs(), 2)),  # no square at all
-], ids=["negative-offset", "cube", "no-square"])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: torch.sqrt(F.avg_pool2d(x * x, 2) - 1e-3),  # a negative offset: the slope exceeds the norm's
+        lambda x: torch.sqrt(F.avg_pool2d(x.pow(3).abs(), 2)),  # not a square
+        lambda x: torch.sqrt(F.avg_pool2d(x.abs(), 2)),  # no square at all
+    ],
+    ids=["negative-offset", "cube", "no-square"],
+)
 def test_roots_of_other_pools_are_not_fused(tmp_path: Path, fn) -> None:
     path, _ = export(fn, SHAPE, tmp_path)
     report = audit(str(path))
@@ -114,11 +124,17 @@ def test_roots_of_other_pools_are_not_fused(tmp_path: Path, fn) -> None:
 
 
 def _pool_graph(outputs: list[str]) -> Graph:
-    nodes = [Node("square", "Mul", ["x", "x"], ["s"]),
-             Node("pool", "AveragePool", ["s"], ["m"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
-             Node("root", "Sqrt", ["m"], ["y"])]
-    values = {"x": Value("x", (1, 1, 4, 4)), "s": Value("s", (1, 1, 4, 4)), "m": Value("m", (1, 1, 2, 2)),
-              "y": Value("y", (1, 1, 2, 2))}
+    nodes = [
+        Node("square", "Mul", ["x", "x"], ["s"]),
+        Node("pool", "AveragePool", ["s"], ["m"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+        Node("root", "Sqrt", ["m"], ["y"]),
+    ]
+    values = {
+        "x": Value("x", (1, 1, 4, 4)),
+        "s": Value("s", (1, 1, 4, 4)),
+        "m": Value("m", (1, 1, 2, 2)),
+        "y": Value("y", (1, 1, 2, 2)),
+    }
     return Graph(nodes, values, ["x"], outputs, opset=17)
 
 

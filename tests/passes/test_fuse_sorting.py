@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from onnx import helper
 
-from tests.builders import graph_model, save
-from tests.passes._export import export, jacobian_norms, random_points
 from lipaudit import audit
 from lipaudit.ir import Graph, Node, Value
 from lipaudit.passes import FuseSorting
+from tests.builders import graph_model, save
+from tests.passes._export import export, jacobian_norms, random_points
 
 SHAPE = (2, 6, 3)
 
@@ -64,9 +64,14 @@ def concatenated_relu_negative_first(x):
     return torch.cat((F.relu(x * -1.0), F.relu(x)), 2)
 
 
-PAIR_SORTS = {"split": split_halves, "chunk": chunk_min_first, "slices": sliced_halves,
-              "interleaved-stack": interleaved_stack, "reduce": grouped_reduce,
-              "reduce-stack": grouped_reduce_stacked}
+PAIR_SORTS = {
+    "split": split_halves,
+    "chunk": chunk_min_first,
+    "slices": sliced_halves,
+    "interleaved-stack": interleaved_stack,
+    "reduce": grouped_reduce,
+    "reduce-stack": grouped_reduce_stacked,
+}
 CRELUS = {"crelu": concatenated_relu, "crelu-negative-first": concatenated_relu_negative_first}
 
 
@@ -87,17 +92,21 @@ def test_exported_pair_sorts_fuse_into_one_op_of_factor_one(tmp_path: Path, name
     assert report.network.upper_bound == 1.0  # selects and compares only: no float32 margin
 
 
-def _graph(nodes: list[Node], shapes: dict[str, tuple[int, ...]], consts: dict[str, np.ndarray],
-           outputs: list[str]) -> Graph:
+def _graph(
+    nodes: list[Node], shapes: dict[str, tuple[int, ...]], consts: dict[str, np.ndarray], outputs: list[str]
+) -> Graph:
     values = {name: Value(name, shape) for name, shape in shapes.items()}
     values.update({name: Value(name, array.shape, array) for name, array in consts.items()})
     return Graph(nodes, values, ["x"], outputs, opset=17)
 
 
 def _split_pair(*, second_min_input: str = "b", extra_output: str | None = None) -> Graph:
-    nodes = [Node("split", "Split", ["x", "sizes"], ["a", "b"], {"axis": 1}),
-             Node("max", "Max", ["a", "b"], ["hi"]), Node("min", "Min", ["a", second_min_input], ["lo"]),
-             Node("cat", "Concat", ["hi", "lo"], ["y"], {"axis": 1})]
+    nodes = [
+        Node("split", "Split", ["x", "sizes"], ["a", "b"], {"axis": 1}),
+        Node("max", "Max", ["a", "b"], ["hi"]),
+        Node("min", "Min", ["a", second_min_input], ["lo"]),
+        Node("cat", "Concat", ["hi", "lo"], ["y"], {"axis": 1}),
+    ]
     shapes = {"x": (1, 4, 2), "a": (1, 2, 2), "b": (1, 2, 2), "hi": (1, 2, 2), "lo": (1, 2, 2), "y": (1, 4, 2)}
     outputs = ["y"] + ([extra_output] if extra_output else [])
     return _graph(nodes, shapes, {"sizes": np.array([2, 2], np.int64)}, outputs)
@@ -126,6 +135,7 @@ def test_a_half_read_elsewhere_is_not_removed() -> None:
 def test_overlapping_selections_cost_the_square_root_of_their_overlap(tmp_path: Path) -> None:
     """a = x[:, 0:3], b = x[:, 1:4]: x₁ and x₂ each appear twice; the Jacobian at a point where
     x₁ wins both of its comparisons has a column of two ones, so the truth is √2."""
+
     def overlapping(x):
         a, b = x[:, 0:3], x[:, 1:4]
         return torch.cat([torch.max(a, b), torch.min(a, b)], 1)
@@ -141,6 +151,7 @@ def test_overlapping_selections_cost_the_square_root_of_their_overlap(tmp_path: 
 
 def test_a_scaled_negation_is_not_a_crelu(tmp_path: Path) -> None:
     """relu(x) beside relu(−2x) moves twice as fast as x: fusing it as CReLU would be unsound."""
+
     def steep(x):
         return torch.cat((F.relu(x), F.relu(x * -2.0)), 1)
 
@@ -154,9 +165,13 @@ def test_a_scaled_negation_is_not_a_crelu(tmp_path: Path) -> None:
 
 def test_relus_of_two_different_tensors_are_not_a_crelu(tmp_path: Path) -> None:
     consts = {"w": np.array([[2.0, 0.0], [0.0, 1.0]], np.float32)}
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["u"]), helper.make_node("Neg", ["x"], ["n"]),
-             helper.make_node("Relu", ["u"], ["r1"]), helper.make_node("Relu", ["n"], ["r2"]),
-             helper.make_node("Concat", ["r1", "r2"], ["y"], axis=1)]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["u"]),
+        helper.make_node("Neg", ["x"], ["n"]),
+        helper.make_node("Relu", ["u"], ["r1"]),
+        helper.make_node("Relu", ["n"], ["r2"]),
+        helper.make_node("Concat", ["r1", "r2"], ["y"], axis=1),
+    ]
     report = audit(str(save(graph_model(nodes, [1, 2], consts), tmp_path)))
     assert "CRelu" not in [layer.op for layer in report.layers]
 

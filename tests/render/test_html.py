@@ -13,11 +13,21 @@ from lipaudit import audit
 from lipaudit.render.html import render_html
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--enable-logging=stderr", "--v=0"]
+CHROMIUM = next(
+    (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +55,19 @@ def test_chromium_renders_it_without_console_errors(page: tuple[Path, int], tmp_
     profile = tmp_path / "profile"
     screenshot = tmp_path / "shot.png"
     common = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}"]
-    shot = subprocess.run([*common, f"--screenshot={screenshot}", "--window-size=1200,1600", path.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    shot = subprocess.run(
+        [*common, f"--screenshot={screenshot}", "--window-size=1200,1600", path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert screenshot.exists() and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
     dom = subprocess.run([*common, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
-    console_errors = [line for line in (shot.stderr + dom.stderr).splitlines()
-                      if "CONSOLE" in line and ("ERROR" in line or "Uncaught" in line)]
+    console_errors = [
+        line
+        for line in (shot.stderr + dom.stderr).splitlines()
+        if "CONSOLE" in line and ("ERROR" in line or "Uncaught" in line)
+    ]
     assert console_errors == []
     assert dom.stdout.count('class="bar"') == layers
     assert 'id="verdict"' in dom.stdout

@@ -74,10 +74,17 @@ def main() -> None:
             if request["kind"] == "check":
                 result = runner.invoke(app, request["args"], env={"LIPAUDIT_DEBUG": "0"})
                 error = result.exception
-                escaped = None if error is None or isinstance(error, SystemExit) else \
-                    f"{type(error).__name__}: {str(error)[:300]}"
-                reply = {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
-                         "exception": escaped}
+                escaped = (
+                    None
+                    if error is None or isinstance(error, SystemExit)
+                    else f"{type(error).__name__}: {str(error)[:300]}"
+                )
+                reply = {
+                    "exit_code": result.exit_code,
+                    "stdout": result.stdout,
+                    "stderr": result.stderr,
+                    "exception": escaped,
+                }
             else:
                 reply = {"slope": measured_slope(Path(request["path"]).read_bytes(), request["seed"])}
         except BaseException as error:  # noqa: BLE001 - the harness must answer whatever happens

@@ -17,9 +17,10 @@ Truths:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -41,19 +42,27 @@ def const(name: str, array) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def model(nodes: Sequence[onnx.NodeProto], inputs: Sequence[tuple], outputs: Sequence[tuple],
-          initializers: dict[str, np.ndarray] | None = None, *, opset: int = 17,
-          value_info: Sequence[onnx.ValueInfoProto] = ()) -> onnx.ModelProto:
+def model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[tuple],
+    outputs: Sequence[tuple],
+    initializers: dict[str, np.ndarray] | None = None,
+    *,
+    opset: int = 17,
+    value_info: Sequence[onnx.ValueInfoProto] = (),
+) -> onnx.ModelProto:
     """A model from (name, elem_type, shape) triples; shapes are written as given (no inference).
 
     onnx.checker wants every graph output to have a shape: give dim names where it is unknown.
     """
     graph = helper.make_graph(
-        list(nodes), "soundness",
+        list(nodes),
+        "soundness",
         [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
         [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
         [const(k, v) for k, v in (initializers or {}).items()],
-        value_info=list(value_info))
+        value_info=list(value_info),
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     proto.ir_version = 8 if opset <= 18 else 9
     return proto
@@ -127,8 +136,9 @@ def fd_jacobian_norm(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, eps: 
     return float(np.linalg.svd(np.stack(columns, axis=1), compute_uv=False)[0])
 
 
-def max_fd_jacobian_norm(f, shape: Sequence[int], *, samples: int = 6, seed: int = 0, scale: float = 2.0,
-                         eps: float = 1e-3) -> float:
+def max_fd_jacobian_norm(
+    f, shape: Sequence[int], *, samples: int = 6, seed: int = 0, scale: float = 2.0, eps: float = 1e-3
+) -> float:
     rng = np.random.default_rng(seed)
     return max(fd_jacobian_norm(f, rng.normal(size=shape) * scale, eps) for _ in range(samples))
 
@@ -157,9 +167,11 @@ class Outcome:
             return f"{type(self.error).__name__}: {self.error}"
         n = self.report["network"]
         layers = [(layer["op"], layer["factor"], layer["status"]) for layer in self.report["layers"]]
-        return (f"upper_bound={n['upper_bound']!r} certified={n['certified']} complete={n['complete']} "
-                f"unsupported={n['unsupported']} unbounded={n['unbounded']} layers={layers} "
-                f"verification={self.report['verification']}")
+        return (
+            f"upper_bound={n['upper_bound']!r} certified={n['certified']} complete={n['complete']} "
+            f"unsupported={n['unsupported']} unbounded={n['unbounded']} layers={layers} "
+            f"verification={self.report['verification']}"
+        )
 
 
 def run_audit(target: onnx.ModelProto | Path | str, directory: Path, **settings) -> Outcome:
@@ -195,13 +207,16 @@ def assert_sound(outcome: Outcome, truth: float, *, allow_error: bool = True, sl
         assert all(b.get("reason") for b in blockers), f"a blocker without a reason: {outcome.describe()}"
         assert not network["certified"], f"certified without a figure: {outcome.describe()}"
         return
-    assert math.isfinite(truth), (f"the function is not Lipschitz (truth = inf), yet lipaudit reports "
-                                  f"{upper!r}: {outcome.describe()}")
+    assert math.isfinite(truth), (
+        f"the function is not Lipschitz (truth = inf), yet lipaudit reports {upper!r}: {outcome.describe()}"
+    )
     if truth > 0:
         assert upper > 0, f"bound 0 for a function that moves (truth {truth:.6g}): {outcome.describe()}"
-    assert upper >= truth * (1 - slack), (f"upper bound {upper!r} below the truth {truth!r} "
-                                          f"(ratio {upper / truth if truth else float('nan'):.9f}): "
-                                          f"{outcome.describe()}")
+    assert upper >= truth * (1 - slack), (
+        f"upper bound {upper!r} below the truth {truth!r} "
+        f"(ratio {upper / truth if truth else float('nan'):.9f}): "
+        f"{outcome.describe()}"
+    )
 
 
 def assert_no_certified_figure(outcome: Outcome) -> None:
@@ -210,6 +225,5 @@ def assert_no_certified_figure(outcome: Outcome) -> None:
     if outcome.error is not None:
         return
     upper = outcome.network["upper_bound"]
-    assert upper is None, (f"a figure ({upper!r}) for a function that is undefined or random: "
-                           f"{outcome.describe()}")
+    assert upper is None, f"a figure ({upper!r}) for a function that is undefined or random: {outcome.describe()}"
     assert_sound(outcome, math.inf)

@@ -14,8 +14,16 @@ import pytest
 from onnx import helper
 from typer.testing import CliRunner
 
-from tests.soundness._oracle import (FLOAT, assert_no_certified_figure, assert_sound, model, operator_norm, run_audit, save)
 from lipaudit.cli.app import app
+from tests.soundness._oracle import (
+    FLOAT,
+    assert_no_certified_figure,
+    assert_sound,
+    model,
+    operator_norm,
+    run_audit,
+    save,
+)
 
 runner = CliRunner()
 
@@ -41,14 +49,20 @@ def _assert_clean_cli(result) -> None:
 
 def _normalisation(op: str, epsilon: float):
     if op == "LayerNormalization":
-        return model([helper.make_node(op, ["x", "g", "b"], ["y"], axis=-1, epsilon=epsilon)],
-                     [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])],
-                     {"g": np.ones(4, np.float32), "b": np.zeros(4, np.float32)})
+        return model(
+            [helper.make_node(op, ["x", "g", "b"], ["y"], axis=-1, epsilon=epsilon)],
+            [("x", FLOAT, [1, 4])],
+            [("y", FLOAT, [1, 4])],
+            {"g": np.ones(4, np.float32), "b": np.zeros(4, np.float32)},
+        )
     attrs = {"num_groups": 2} if op == "GroupNormalization" else {}
-    return model([helper.make_node(op, ["x", "g", "b"], ["y"], epsilon=epsilon, **attrs)],
-                 [("x", FLOAT, [1, 2, 4])], [("y", FLOAT, [1, 2, 4])],
-                 {"g": np.ones(2, np.float32), "b": np.zeros(2, np.float32)},
-                 opset=21 if op == "GroupNormalization" else 17)
+    return model(
+        [helper.make_node(op, ["x", "g", "b"], ["y"], epsilon=epsilon, **attrs)],
+        [("x", FLOAT, [1, 2, 4])],
+        [("y", FLOAT, [1, 2, 4])],
+        {"g": np.ones(2, np.float32), "b": np.zeros(2, np.float32)},
+        opset=21 if op == "GroupNormalization" else 17,
+    )
 
 
 @pytest.mark.parametrize("op", ["LayerNormalization", "InstanceNormalization", "GroupNormalization"])
@@ -61,10 +75,15 @@ def test_normalisation_with_epsilon_zero(tmp_path: Path, op: str) -> None:
 
 
 def _batchnorm(var: list[float], epsilon: float, conv: bool):
-    parameters = {"s": np.ones(2, np.float32), "b": np.zeros(2, np.float32), "mu": np.zeros(2, np.float32),
-                  "v": np.array(var, np.float32)}
-    nodes = [helper.make_node("BatchNormalization", ["h" if conv else "x", "s", "b", "mu", "v"], ["y"],
-                              epsilon=epsilon)]
+    parameters = {
+        "s": np.ones(2, np.float32),
+        "b": np.zeros(2, np.float32),
+        "mu": np.zeros(2, np.float32),
+        "v": np.array(var, np.float32),
+    }
+    nodes = [
+        helper.make_node("BatchNormalization", ["h" if conv else "x", "s", "b", "mu", "v"], ["y"], epsilon=epsilon)
+    ]
     if conv:
         nodes.insert(0, helper.make_node("Conv", ["x", "w"], ["h"]))
         parameters["w"] = np.random.default_rng(0).normal(size=(2, 2, 1, 1)).astype(np.float32)
@@ -99,8 +118,9 @@ def test_string_constants_beside_the_network(tmp_path: Path, attribute: str, val
 
 
 def test_sparse_constant_as_a_multiplier(tmp_path: Path) -> None:
-    sparse = helper.make_sparse_tensor(helper.make_tensor("values", FLOAT, [2], [3.0, 5.0]),
-                                       helper.make_tensor("indices", 7, [2], [0, 2]), [4])
+    sparse = helper.make_sparse_tensor(
+        helper.make_tensor("values", FLOAT, [2], [3.0, 5.0]), helper.make_tensor("indices", 7, [2], [0, 2]), [4]
+    )
     nodes = [helper.make_node("Constant", [], ["c"], sparse_value=sparse), helper.make_node("Mul", ["x", "c"], ["y"])]
     proto = model(nodes, [("x", FLOAT, [4])], [("y", FLOAT, [4])])
     truth = operator_norm(proto, [4])
@@ -125,25 +145,44 @@ def _corrupt(case: str, bad: float):
     if case == "matmul_weight":
         weight = rng.normal(size=(4, 4)).astype(np.float32)
         weight[1, 2] = bad
-        return model([helper.make_node("MatMul", ["x", "corrupt_tensor"], ["y"])], [("x", FLOAT, [1, 4])],
-                     [("y", FLOAT, [1, 4])], {"corrupt_tensor": weight})
+        return model(
+            [helper.make_node("MatMul", ["x", "corrupt_tensor"], ["y"])],
+            [("x", FLOAT, [1, 4])],
+            [("y", FLOAT, [1, 4])],
+            {"corrupt_tensor": weight},
+        )
     if case == "add_bias":
         bias = np.ones(4, np.float32)
         bias[3] = bad
-        return model([helper.make_node("Add", ["x", "corrupt_tensor"], ["y"])], [("x", FLOAT, [1, 4])],
-                     [("y", FLOAT, [1, 4])], {"corrupt_tensor": bias})
+        return model(
+            [helper.make_node("Add", ["x", "corrupt_tensor"], ["y"])],
+            [("x", FLOAT, [1, 4])],
+            [("y", FLOAT, [1, 4])],
+            {"corrupt_tensor": bias},
+        )
     if case == "conv_weight":
         weight = rng.normal(size=(2, 2, 3, 3)).astype(np.float32)
         weight[0, 1, 1, 1] = bad
-        return model([helper.make_node("Conv", ["x", "corrupt_tensor"], ["y"], pads=[1, 1, 1, 1])],
-                     [("x", FLOAT, [1, 2, 4, 4])], [("y", FLOAT, [1, 2, 4, 4])], {"corrupt_tensor": weight})
+        return model(
+            [helper.make_node("Conv", ["x", "corrupt_tensor"], ["y"], pads=[1, 1, 1, 1])],
+            [("x", FLOAT, [1, 2, 4, 4])],
+            [("y", FLOAT, [1, 2, 4, 4])],
+            {"corrupt_tensor": weight},
+        )
     if case == "batchnorm_var":
         var = np.ones(2, np.float32)
         var[0] = bad
-        return model([helper.make_node("BatchNormalization", ["x", "s", "b", "mu", "corrupt_tensor"], ["y"])],
-                     [("x", FLOAT, [1, 2, 3, 3])], [("y", FLOAT, [1, 2, 3, 3])],
-                     {"s": np.ones(2, np.float32), "b": np.zeros(2, np.float32), "mu": np.zeros(2, np.float32),
-                      "corrupt_tensor": var})
+        return model(
+            [helper.make_node("BatchNormalization", ["x", "s", "b", "mu", "corrupt_tensor"], ["y"])],
+            [("x", FLOAT, [1, 2, 3, 3])],
+            [("y", FLOAT, [1, 2, 3, 3])],
+            {
+                "s": np.ones(2, np.float32),
+                "b": np.zeros(2, np.float32),
+                "mu": np.zeros(2, np.float32),
+                "corrupt_tensor": var,
+            },
+        )
     raise AssertionError(case)
 
 
@@ -164,36 +203,63 @@ def test_non_finite_initializer_is_one_clean_line_naming_it(tmp_path: Path, case
 CONV_WEIGHT = np.random.default_rng(0).normal(size=(2, 1, 3, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("attrs", [
-    {"strides": [0, 0]}, {"strides": [-1, -1]}, {"kernel_shape": [0, 0]}, {"kernel_shape": [-3, -3]},
-    {"dilations": [0, 0]}, {"pads": [-1, -1, -1, -1]}, {"group": 0}, {"group": -1},
-    {"pads": [10 ** 9] * 4},
-], ids=lambda a: "-".join(f"{k}={v[0] if isinstance(v, list) else v}" for k, v in a.items()))
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"strides": [0, 0]},
+        {"strides": [-1, -1]},
+        {"kernel_shape": [0, 0]},
+        {"kernel_shape": [-3, -3]},
+        {"dilations": [0, 0]},
+        {"pads": [-1, -1, -1, -1]},
+        {"group": 0},
+        {"group": -1},
+        {"pads": [10**9] * 4},
+    ],
+    ids=lambda a: "-".join(f"{k}={v[0] if isinstance(v, list) else v}" for k, v in a.items()),
+)
 def test_conv_attribute_out_of_range(tmp_path: Path, attrs: dict) -> None:
-    proto = model([helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], [("x", FLOAT, [1, 1, 5, 5])],
-                  [("y", FLOAT, ["n", "c", "h", "w"])], {"w": CONV_WEIGHT})
+    proto = model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], **attrs)],
+        [("x", FLOAT, [1, 1, 5, 5])],
+        [("y", FLOAT, ["n", "c", "h", "w"])],
+        {"w": CONV_WEIGHT},
+    )
     for verify in (None, False):
         assert_no_certified_figure(run_audit(proto, tmp_path, verify=verify))
     _assert_clean_cli(_check_cli(save(proto, tmp_path, "cli.onnx")))
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "LpPool"])
-@pytest.mark.parametrize("attrs", [
-    {"kernel_shape": [2, 2], "strides": [0, 0]}, {"kernel_shape": [2, 2], "strides": [-1, -1]},
-    {"kernel_shape": [0, 0]}, {"kernel_shape": [-2, -2]}, {"kernel_shape": [10 ** 9, 10 ** 9]},
-    {"kernel_shape": [2, 2], "pads": [-1, -1, -1, -1]},
-], ids=lambda a: "-".join(f"{k}={v[0]}" for k, v in a.items()))
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"kernel_shape": [2, 2], "strides": [0, 0]},
+        {"kernel_shape": [2, 2], "strides": [-1, -1]},
+        {"kernel_shape": [0, 0]},
+        {"kernel_shape": [-2, -2]},
+        {"kernel_shape": [10**9, 10**9]},
+        {"kernel_shape": [2, 2], "pads": [-1, -1, -1, -1]},
+    ],
+    ids=lambda a: "-".join(f"{k}={v[0]}" for k, v in a.items()),
+)
 def test_pool_attribute_out_of_range(tmp_path: Path, op: str, attrs: dict) -> None:
-    proto = model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", FLOAT, [1, 1, 5, 5])],
-                  [("y", FLOAT, ["n", "c", "h", "w"])])
+    proto = model(
+        [helper.make_node(op, ["x"], ["y"], **attrs)],
+        [("x", FLOAT, [1, 1, 5, 5])],
+        [("y", FLOAT, ["n", "c", "h", "w"])],
+    )
     for verify in (None, False):
         assert_no_certified_figure(run_audit(proto, tmp_path, verify=verify))
     _assert_clean_cli(_check_cli(save(proto, tmp_path, "cli.onnx")))
 
 
 def test_maxpool_dilation_zero(tmp_path: Path) -> None:
-    proto = model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[0, 0])],
-                  [("x", FLOAT, [1, 1, 5, 5])], [("y", FLOAT, ["n", "c", "h", "w"])])
+    proto = model(
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[0, 0])],
+        [("x", FLOAT, [1, 1, 5, 5])],
+        [("y", FLOAT, ["n", "c", "h", "w"])],
+    )
     for verify in (None, False):
         assert_no_certified_figure(run_audit(proto, tmp_path, verify=verify))
 
@@ -207,8 +273,12 @@ def test_constant_node_without_a_value(tmp_path: Path) -> None:
 
 
 def test_initializer_whose_dims_disagree_with_its_data(tmp_path: Path) -> None:
-    proto = model([helper.make_node("Add", ["x", "bias"], ["y"])], [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])],
-                  {"bias": np.ones(4, np.float32)})
+    proto = model(
+        [helper.make_node("Add", ["x", "bias"], ["y"])],
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 4])],
+        {"bias": np.ones(4, np.float32)},
+    )
     proto.graph.initializer[0].dims[:] = [3]  # 4 values stored: onnx.checker only checks "too small"
     assert_no_certified_figure(run_audit(proto, tmp_path))
     _assert_clean_cli(_check_cli(save(proto, tmp_path, "cli.onnx")))
@@ -220,11 +290,18 @@ def test_layernorm_axis_out_of_range_does_not_crash_the_process(tmp_path: Path) 
     import subprocess
     import sys
 
-    proto = model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y", "mean"], axis=2 ** 31)],
-                  [("x", FLOAT, [2, 4])], [("mean", FLOAT, [2, 1])],
-                  {"g": np.ones(4, np.float32), "b": np.zeros(4, np.float32)})
+    proto = model(
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y", "mean"], axis=2**31)],
+        [("x", FLOAT, [2, 4])],
+        [("mean", FLOAT, [2, 1])],
+        {"g": np.ones(4, np.float32), "b": np.zeros(4, np.float32)},
+    )
     path = save(proto, tmp_path)
-    done = subprocess.run([sys.executable, "-m", "lipaudit", "check", str(path), "-f", "json"], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "lipaudit", "check", str(path), "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode in (0, 1, 2, 3), f"exit status {done.returncode}: {done.stderr[-500:]}"
     assert "internal error" not in done.stderr, done.stderr

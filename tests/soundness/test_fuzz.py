@@ -27,9 +27,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -66,46 +66,86 @@ def _fixed_dims(proto: onnx.ModelProto, dims: dict[int, int]) -> onnx.ModelProto
 def _built_models() -> dict[str, onnx.ModelProto]:
     """Small models from the soundness tests: each exercises a rule the samples do not."""
     rng = np.random.default_rng(0)
-    then_branch = helper.make_graph([helper.make_node("Mul", ["x", "three"], ["t"])], "then", [],
-                                    [helper.make_tensor_value_info("t", FLOAT, [1, 4])],
-                                    [const("three", np.full((1, 4), 3, np.float32))])
-    else_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
-                                    [helper.make_tensor_value_info("e", FLOAT, [1, 4])])
-    bn = {"s": rng.uniform(0.5, 2, 4).astype(np.float32), "b": rng.normal(size=4).astype(np.float32),
-          "mu": rng.normal(size=4).astype(np.float32), "v": rng.uniform(0.5, 2, 4).astype(np.float32)}
+    then_branch = helper.make_graph(
+        [helper.make_node("Mul", ["x", "three"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", FLOAT, [1, 4])],
+        [const("three", np.full((1, 4), 3, np.float32))],
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", FLOAT, [1, 4])]
+    )
+    bn = {
+        "s": rng.uniform(0.5, 2, 4).astype(np.float32),
+        "b": rng.normal(size=4).astype(np.float32),
+        "mu": rng.normal(size=4).astype(np.float32),
+        "v": rng.uniform(0.5, 2, 4).astype(np.float32),
+    }
     return {
         "pool_chain": model(
-            [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[1, 1]),
-             helper.make_node("BatchNormalization", ["c", "s", "b", "mu", "v"], ["n"], epsilon=1e-5),
-             helper.make_node("Relu", ["n"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1],
-                              ceil_mode=1),
-             helper.make_node("GlobalAveragePool", ["p"], ["g"]), helper.make_node("Flatten", ["g"], ["y"])],
-            [("x", FLOAT, [1, 2, 5, 5])], [("y", FLOAT, [1, 4])],
-            {"w": rng.normal(size=(4, 2, 3, 3)).astype(np.float32), **bn}),
+            [
+                helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[1, 1]),
+                helper.make_node("BatchNormalization", ["c", "s", "b", "mu", "v"], ["n"], epsilon=1e-5),
+                helper.make_node("Relu", ["n"], ["r"]),
+                helper.make_node(
+                    "MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1
+                ),
+                helper.make_node("GlobalAveragePool", ["p"], ["g"]),
+                helper.make_node("Flatten", ["g"], ["y"]),
+            ],
+            [("x", FLOAT, [1, 2, 5, 5])],
+            [("y", FLOAT, [1, 4])],
+            {"w": rng.normal(size=(4, 2, 3, 3)).astype(np.float32), **bn},
+        ),
         "layer_norm": model(
-            [helper.make_node("LayerNormalization", ["x", "g", "beta"], ["y", "mean", "inv"], axis=-1, epsilon=1e-3),
-             helper.make_node("Softmax", ["y"], ["z"], axis=-1)],
-            [("x", FLOAT, [2, 4])], [("z", FLOAT, [2, 4]), ("mean", FLOAT, [2, 1])],
-            {"g": np.ones(4, np.float32), "beta": np.zeros(4, np.float32)}),
+            [
+                helper.make_node("LayerNormalization", ["x", "g", "beta"], ["y", "mean", "inv"], axis=-1, epsilon=1e-3),
+                helper.make_node("Softmax", ["y"], ["z"], axis=-1),
+            ],
+            [("x", FLOAT, [2, 4])],
+            [("z", FLOAT, [2, 4]), ("mean", FLOAT, [2, 1])],
+            {"g": np.ones(4, np.float32), "beta": np.zeros(4, np.float32)},
+        ),
         "resize_pad": model(
-            [helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="linear"),
-             helper.make_node("Pad", ["r", "pads", "fill"], ["p"], mode="constant"),
-             helper.make_node("LeakyRelu", ["p"], ["y"], alpha=0.2)],
-            [("x", FLOAT, [1, 1, 3, 3])], [("y", FLOAT, [1, 1, 8, 8])],
-            {"scales": np.array([1, 1, 2, 2], np.float32), "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
-             "fill": np.array(0.5, np.float32)}),
+            [
+                helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="linear"),
+                helper.make_node("Pad", ["r", "pads", "fill"], ["p"], mode="constant"),
+                helper.make_node("LeakyRelu", ["p"], ["y"], alpha=0.2),
+            ],
+            [("x", FLOAT, [1, 1, 3, 3])],
+            [("y", FLOAT, [1, 1, 8, 8])],
+            {
+                "scales": np.array([1, 1, 2, 2], np.float32),
+                "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+                "fill": np.array(0.5, np.float32),
+            },
+        ),
         "subgraph_if": model(
-            [helper.make_node("Constant", [], ["cond"], value=const("v", np.array(True))),
-             helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch)],
-            [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])]),
+            [
+                helper.make_node("Constant", [], ["cond"], value=const("v", np.array(True))),
+                helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch),
+            ],
+            [("x", FLOAT, [1, 4])],
+            [("y", FLOAT, [1, 4])],
+        ),
         "residual_mlp": model(
-            [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), helper.make_node("Tanh", ["h"], ["t"]),
-             helper.make_node("Add", ["t", "x"], ["s"]), helper.make_node("MatMul", ["s", "w2"], ["m"]),
-             helper.make_node("Div", ["m", "d"], ["y"])],
-            [("x", FLOAT, [2, 4])], [("y", FLOAT, [2, 3])],
-            {"w1": rng.normal(size=(4, 4)).astype(np.float32), "b1": np.zeros(4, np.float32),
-             "w2": rng.normal(size=(4, 3)).astype(np.float32), "d": np.array(3.0, np.float32)}),
+            [
+                helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+                helper.make_node("Tanh", ["h"], ["t"]),
+                helper.make_node("Add", ["t", "x"], ["s"]),
+                helper.make_node("MatMul", ["s", "w2"], ["m"]),
+                helper.make_node("Div", ["m", "d"], ["y"]),
+            ],
+            [("x", FLOAT, [2, 4])],
+            [("y", FLOAT, [2, 3])],
+            {
+                "w1": rng.normal(size=(4, 4)).astype(np.float32),
+                "b1": np.zeros(4, np.float32),
+                "w2": rng.normal(size=(4, 3)).astype(np.float32),
+                "d": np.array(3.0, np.float32),
+            },
+        ),
     }
 
 
@@ -125,24 +165,140 @@ def _base_models() -> dict[str, bytes]:
 
 # ----------------------------------------------------------------------------- mutations
 
-INT_VALUES = [0, -1, 1, 2, 3, 5, 7, 64, -7, 10 ** 9, -(10 ** 9), 2 ** 31, 2 ** 62]
+INT_VALUES = [0, -1, 1, 2, 3, 5, 7, 64, -7, 10**9, -(10**9), 2**31, 2**62]
 FLOAT_VALUES = [0.0, -0.0, -1.0, 0.5, 3.0, 1e30, -1e30, 1e-30, 1e-45, math.nan, math.inf, -math.inf]
-STRING_VALUES = ["constant", "reflect", "edge", "wrap", "nearest", "linear", "cubic", "bilinear", "SAME_UPPER",
-                 "SAME_LOWER", "VALID", "NOTSET", "half_pixel", "asymmetric", "align_corners",
-                 "tf_crop_and_resize", "floor", "ceil", "round_prefer_ceil", "tanh", "none", "DCR", "CRD",
-                 "", "bogus", "ü\u00e9\u2603"]
-OP_TYPES = ["Relu", "Sigmoid", "Tanh", "Abs", "Exp", "Log", "Softmax", "LogSoftmax", "Identity", "Neg", "Sqrt",
-            "Floor", "Gelu", "Erf", "Celu", "Elu", "Selu", "LeakyRelu", "HardSigmoid", "HardSwish", "Softplus",
-            "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Flatten", "Transpose",
-            "Squeeze", "Unsqueeze", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "MatMul",
-            "Gemm", "Conv", "ConvTranspose", "BatchNormalization", "LayerNormalization", "InstanceNormalization",
-            "GroupNormalization", "Concat", "Reshape", "Pad", "Resize", "Upsample", "If", "Loop", "Scan", "TopK",
-            "Split", "Slice", "Where", "PRelu", "Clip", "Dropout", "Cast", "Shape", "Size", "Gather", "Expand",
-            "Tile", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "ReduceProd", "Einsum", "LRN", "NonZero",
-            "Unique", "RandomNormalLike", "Shrink", "ThresholdedRelu", "DepthToSpace", "SpaceToDepth",
-            "CumSum", "Range", "ConstantOfShape", "OneHot", "ArgMax", "Hardmax", "NoSuchOp"]
-ELEM_TYPES = [TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT64, TensorProto.INT32,
-              TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL, TensorProto.STRING, TensorProto.COMPLEX64, 0]
+STRING_VALUES = [
+    "constant",
+    "reflect",
+    "edge",
+    "wrap",
+    "nearest",
+    "linear",
+    "cubic",
+    "bilinear",
+    "SAME_UPPER",
+    "SAME_LOWER",
+    "VALID",
+    "NOTSET",
+    "half_pixel",
+    "asymmetric",
+    "align_corners",
+    "tf_crop_and_resize",
+    "floor",
+    "ceil",
+    "round_prefer_ceil",
+    "tanh",
+    "none",
+    "DCR",
+    "CRD",
+    "",
+    "bogus",
+    "ü\u00e9\u2603",
+]
+OP_TYPES = [
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Abs",
+    "Exp",
+    "Log",
+    "Softmax",
+    "LogSoftmax",
+    "Identity",
+    "Neg",
+    "Sqrt",
+    "Floor",
+    "Gelu",
+    "Erf",
+    "Celu",
+    "Elu",
+    "Selu",
+    "LeakyRelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LpPool",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "ConvTranspose",
+    "BatchNormalization",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "Concat",
+    "Reshape",
+    "Pad",
+    "Resize",
+    "Upsample",
+    "If",
+    "Loop",
+    "Scan",
+    "TopK",
+    "Split",
+    "Slice",
+    "Where",
+    "PRelu",
+    "Clip",
+    "Dropout",
+    "Cast",
+    "Shape",
+    "Size",
+    "Gather",
+    "Expand",
+    "Tile",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceL2",
+    "ReduceProd",
+    "Einsum",
+    "LRN",
+    "NonZero",
+    "Unique",
+    "RandomNormalLike",
+    "Shrink",
+    "ThresholdedRelu",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "CumSum",
+    "Range",
+    "ConstantOfShape",
+    "OneHot",
+    "ArgMax",
+    "Hardmax",
+    "NoSuchOp",
+]
+ELEM_TYPES = [
+    TensorProto.DOUBLE,
+    TensorProto.FLOAT16,
+    TensorProto.BFLOAT16,
+    TensorProto.INT64,
+    TensorProto.INT32,
+    TensorProto.INT8,
+    TensorProto.UINT8,
+    TensorProto.BOOL,
+    TensorProto.STRING,
+    TensorProto.COMPLEX64,
+    0,
+]
 # In-process dims stay small: shapes of 10⁹ elements are the subprocess guard's job.
 DIM_VALUES = [0, 1, 2, 3, 5, 9, 17, 64]
 OPSETS = [1, 5, 6, 7, 9, 11, 12, 13, 18, 21, 23, 24, 99]
@@ -173,12 +329,32 @@ def mutate_attribute(proto: onnx.ModelProto, rng: random.Random) -> str:
         return "no node"
     node = rng.choice(nodes)
     if not node.attribute or rng.random() < 0.25:
-        name = rng.choice(["ceil_mode", "auto_pad", "axis", "training_mode", "count_include_pad", "group",
-                           "epsilon", "alpha", "mode", "keepdims", "transB", "to", "strides", "pads"])
-        value = {"auto_pad": rng.choice(STRING_VALUES), "mode": rng.choice(STRING_VALUES),
-                 "epsilon": rng.choice(FLOAT_VALUES), "alpha": rng.choice(FLOAT_VALUES),
-                 "strides": [rng.choice(INT_VALUES[:8])] * 2, "pads": [rng.choice(INT_VALUES[:8])] * 4}.get(
-            name, rng.choice(INT_VALUES[:8]))
+        name = rng.choice(
+            [
+                "ceil_mode",
+                "auto_pad",
+                "axis",
+                "training_mode",
+                "count_include_pad",
+                "group",
+                "epsilon",
+                "alpha",
+                "mode",
+                "keepdims",
+                "transB",
+                "to",
+                "strides",
+                "pads",
+            ]
+        )
+        value = {
+            "auto_pad": rng.choice(STRING_VALUES),
+            "mode": rng.choice(STRING_VALUES),
+            "epsilon": rng.choice(FLOAT_VALUES),
+            "alpha": rng.choice(FLOAT_VALUES),
+            "strides": [rng.choice(INT_VALUES[:8])] * 2,
+            "pads": [rng.choice(INT_VALUES[:8])] * 4,
+        }.get(name, rng.choice(INT_VALUES[:8]))
         for existing in list(node.attribute):
             if existing.name == name:
                 node.attribute.remove(existing)
@@ -352,8 +528,16 @@ def mutate_structure(proto: onnx.ModelProto, rng: random.Random) -> str:
 
 
 PROTO_MUTATIONS: list[Callable[[onnx.ModelProto, random.Random], str]] = [
-    mutate_attribute, mutate_attribute, mutate_dims, mutate_dtype, mutate_op_type, mutate_inputs, mutate_inputs,
-    mutate_initializer, mutate_initializer, mutate_structure,
+    mutate_attribute,
+    mutate_attribute,
+    mutate_dims,
+    mutate_dtype,
+    mutate_op_type,
+    mutate_inputs,
+    mutate_inputs,
+    mutate_initializer,
+    mutate_initializer,
+    mutate_structure,
 ]
 
 
@@ -370,7 +554,7 @@ def mutate_bytes(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         return bytes(buffer), f"{count} bytes flipped"
     if roll < 0.9:
         start = rng.randrange(len(buffer))
-        buffer[start:start + 64] = bytes(len(buffer[start:start + 64]))
+        buffer[start : start + 64] = bytes(len(buffer[start : start + 64]))
         return bytes(buffer), "64 bytes zeroed"
     garbage = bytes(rng.randrange(256) for _ in range(rng.choice([1, 7, 100])))
     at = rng.randrange(len(buffer) + 1)
@@ -426,8 +610,17 @@ def make_mutants(count: int, seed: int) -> Iterator[Mutant]:
                 if keep_invalid or _passes_checker(proto):
                     break
             data = proto.SerializeToString()
-        flags = rng.choice([(), (), ("--no-verify",), ("--method", "gram"), ("--method", "frobenius"),
-                            ("--method", "exact"), ("--max-lipschitz", "1.5")])
+        flags = rng.choice(
+            [
+                (),
+                (),
+                ("--no-verify",),
+                ("--method", "gram"),
+                ("--method", "frobenius"),
+                ("--method", "exact"),
+                ("--max-lipschitz", "1.5"),
+            ]
+        )
         yield Mutant(f"#{index} {name}: {'; '.join(steps)}", data, flags=flags)
 
 
@@ -489,11 +682,20 @@ class Worker:
         self.restarts = 0
 
     def _start(self) -> None:
-        env = {**os.environ, "LIPAUDIT_DEBUG": "0", "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-        self.process = subprocess.Popen([sys.executable, "-u", str(WORKER)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                                        preexec_fn=_limit_worker)
+        env = {
+            **os.environ,
+            "LIPAUDIT_DEBUG": "0",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-u", str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_limit_worker,
+        )
         self.buffer = b""
         self._read_reply(WORKER_START_SECONDS)
 
@@ -523,7 +725,7 @@ class Worker:
                 line, self.buffer = self.buffer.split(b"\n", 1)
                 text = line.decode("utf-8", "replace")
                 if text.startswith(MARK):
-                    return json.loads(text[len(MARK):])
+                    return json.loads(text[len(MARK) :])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.close()
@@ -597,8 +799,9 @@ def _check(worker: Worker, mutant: Mutant, directory: Path, seconds: float) -> t
     return path, worker.ask({"kind": "check", "args": args}, seconds)
 
 
-def run_mutants(worker: Worker, mutants, directory: Path, *,
-                seconds: float = PER_MUTANT_SECONDS) -> tuple[list[str], int, float]:
+def run_mutants(
+    worker: Worker, mutants, directory: Path, *, seconds: float = PER_MUTANT_SECONDS
+) -> tuple[list[str], int, float]:
     failures: list[str] = []
     count = 0
     started = time.perf_counter()
@@ -636,8 +839,10 @@ def test_many_more_mutants(worker: Worker, tmp_path: Path) -> None:
     mutants = list(make_mutants(SLOW_MUTANTS, seed=1))
     mutants += list(torchscript_byte_mutants(40, seed=11))
     mutants += list(torchscript_byte_mutants(10, seed=12, data=(SAMPLES / "cnn_torchscript.pt").read_bytes()))
-    mutants += [Mutant("full-size cnn.onnx", (SAMPLES / "cnn.onnx").read_bytes()),
-                Mutant("full-size cnn_torchscript.pt", (SAMPLES / "cnn_torchscript.pt").read_bytes(), ".pt")]
+    mutants += [
+        Mutant("full-size cnn.onnx", (SAMPLES / "cnn.onnx").read_bytes()),
+        Mutant("full-size cnn_torchscript.pt", (SAMPLES / "cnn_torchscript.pt").read_bytes(), ".pt"),
+    ]
     failures, count, elapsed = run_mutants(worker, mutants, tmp_path, seconds=120)
     assert not failures, _summary(failures, count, elapsed)
 
@@ -691,7 +896,9 @@ def test_mutation_is_deterministic() -> None:
     first = [(m.label, m.data, m.flags) for m in make_mutants(30, seed=5)]
     second = [(m.label, m.data, m.flags) for m in make_mutants(30, seed=5)]
     assert first == second
-    assert [m.data for m in torchscript_byte_mutants(5, seed=3)] == [m.data for m in torchscript_byte_mutants(5, seed=3)]
+    assert [m.data for m in torchscript_byte_mutants(5, seed=3)] == [
+        m.data for m in torchscript_byte_mutants(5, seed=3)
+    ]
 
 
 # ----------------------------------------------------------------------------- the 10⁹-element guard
@@ -706,21 +913,32 @@ def _run_guarded(path: Path, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lipaudit", "check", str(path), "-f", "json", "--color", "never", *args]
     env = {**os.environ, "LIPAUDIT_DEBUG": "0", "OMP_NUM_THREADS": "1"}
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=SUBPROCESS_SECONDS,
-                              preexec_fn=_limit_child, env=env)
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=SUBPROCESS_SECONDS, preexec_fn=_limit_child, env=env
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"lipaudit check {path.name} {' '.join(args)} ran past {SUBPROCESS_SECONDS} s")
 
 
 def _huge_cases(directory: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
-    relu = model([helper.make_node("Relu", ["x"], ["y"])], [("x", FLOAT, [1, 1000, 1000, 1000])],
-                 [("y", FLOAT, [1, 1000, 1000, 1000])])
+    relu = model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [("x", FLOAT, [1, 1000, 1000, 1000])],
+        [("y", FLOAT, [1, 1000, 1000, 1000])],
+    )
     cnn = _fixed_dims(onnx.load(str(SAMPLES / "cnn.onnx")), {2: 31623, 3: 31623})
-    expand = model([helper.make_node("Expand", ["x", "shape"], ["y"])], [("x", FLOAT, [1, 1])],
-                   [("y", FLOAT, [1, 10 ** 9])], {"shape": np.array([1, 10 ** 9], np.int64)})
-    resize = model([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")],
-                   [("x", FLOAT, [1, 1, 4, 4])], [("y", FLOAT, ["n", "c", "h", "w"])],
-                   {"scales": np.array([1, 1, 10000, 10000], np.float32)})
+    expand = model(
+        [helper.make_node("Expand", ["x", "shape"], ["y"])],
+        [("x", FLOAT, [1, 1])],
+        [("y", FLOAT, [1, 10**9])],
+        {"shape": np.array([1, 10**9], np.int64)},
+    )
+    resize = model(
+        [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")],
+        [("x", FLOAT, [1, 1, 4, 4])],
+        [("y", FLOAT, ["n", "c", "h", "w"])],
+        {"scales": np.array([1, 1, 10000, 10000], np.float32)},
+    )
     return {
         "relu_1e9_input": (save(relu, directory, "relu.onnx"), ()),
         "cnn_3e9_input": (save(cnn, directory, "cnn.onnx"), ()),

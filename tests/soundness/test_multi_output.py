@@ -14,8 +14,18 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.soundness._oracle import (FLOAT, INT64, assert_no_certified_figure, assert_sound, fd_jacobian_norm, max_pair_ratio,
-                     model, operator_norm, run_audit, runtime_function)
+from tests.soundness._oracle import (
+    FLOAT,
+    INT64,
+    assert_no_certified_figure,
+    assert_sound,
+    fd_jacobian_norm,
+    max_pair_ratio,
+    model,
+    operator_norm,
+    run_audit,
+    runtime_function,
+)
 
 
 def _argmax_swap_pair(shape, delta=1e-3):
@@ -43,8 +53,10 @@ def test_maxpool_indices_are_a_step_function(tmp_path: Path, cast: bool) -> None
 
 
 def test_maxpool_values_and_indices_together(tmp_path: Path) -> None:
-    nodes = [helper.make_node("MaxPool", ["x"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Cast", ["idx"], ["i"], to=FLOAT)]
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Cast", ["idx"], ["i"], to=FLOAT),
+    ]
     proto = model(nodes, [("x", FLOAT, [1, 1, 4, 4])], [("p", FLOAT, [1, 1, 2, 2]), ("i", FLOAT, [1, 1, 2, 2])])
     assert max_pair_ratio(runtime_function(proto), [_argmax_swap_pair((1, 1, 4, 4))]) > 100
     assert_sound(run_audit(proto, tmp_path, verify=False), math.inf)
@@ -74,8 +86,12 @@ def test_torch_exported_maxpool_with_indices(tmp_path: Path) -> None:
 
 def _layer_norm(outputs: list[str], graph_outputs):
     node = helper.make_node("LayerNormalization", ["x", "gamma", "beta"], outputs, axis=-1, epsilon=1.0)
-    return model([node], [("x", FLOAT, [1, 4])], graph_outputs,
-                 {"gamma": np.full(4, 1e-3, np.float32), "beta": np.zeros(4, np.float32)})
+    return model(
+        [node],
+        [("x", FLOAT, [1, 4])],
+        graph_outputs,
+        {"gamma": np.full(4, 1e-3, np.float32), "beta": np.zeros(4, np.float32)},
+    )
 
 
 def test_layernorm_mean_output(tmp_path: Path) -> None:
@@ -92,16 +108,22 @@ def test_layernorm_inv_std_dev_output(tmp_path: Path) -> None:
     proto = _layer_norm(["normalised", "mean", "inv_std"], [("inv_std", FLOAT, [1, 1])])
     a = math.sqrt(0.5)
     truth = fd_jacobian_norm(runtime_function(proto), np.array([[a, -a, a, -a]]), eps=1e-3)
-    assert truth == pytest.approx(math.sqrt(0.5) / (2 * 1.5 ** 1.5), rel=1e-2)
+    assert truth == pytest.approx(math.sqrt(0.5) / (2 * 1.5**1.5), rel=1e-2)
     for verify in (None, False):
         assert_sound(run_audit(proto, tmp_path, verify=verify), truth, slack=1e-2)
 
 
 def test_dropout_mask_in_training_mode_is_random(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Dropout", ["x", "ratio", "training"], ["d", "mask"]),
-             helper.make_node("Cast", ["mask"], ["y"], to=FLOAT)]
-    proto = model(nodes, [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])],
-                  {"ratio": np.array(0.5, np.float32), "training": np.array(True)})
+    nodes = [
+        helper.make_node("Dropout", ["x", "ratio", "training"], ["d", "mask"]),
+        helper.make_node("Cast", ["mask"], ["y"], to=FLOAT),
+    ]
+    proto = model(
+        nodes,
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 4])],
+        {"ratio": np.array(0.5, np.float32), "training": np.array(True)},
+    )
     for verify in (None, False):
         assert_no_certified_figure(run_audit(proto, tmp_path, verify=verify))
 
@@ -116,16 +138,23 @@ def test_dropout_mask_in_inference_mode_is_constant(tmp_path: Path) -> None:
 
 
 def _batchnorm_parameters(channels: int = 2):
-    return {"scale": np.ones(channels, np.float32), "bias": np.zeros(channels, np.float32),
-            "mean": np.zeros(channels, np.float32), "var": np.ones(channels, np.float32)}
+    return {
+        "scale": np.ones(channels, np.float32),
+        "bias": np.zeros(channels, np.float32),
+        "mean": np.zeros(channels, np.float32),
+        "var": np.ones(channels, np.float32),
+    }
 
 
 def test_batchnorm_with_training_outputs_before_opset_14(tmp_path: Path) -> None:
     """Opsets 9–13 mark training by the extra outputs: Y is normalised by the batch's own statistics."""
-    node = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"],
-                            ["y", "running_mean", "running_var", "saved_mean", "saved_var"], epsilon=1e-5)
-    proto = model([node], [("x", FLOAT, [2, 2, 3, 3])], [("y", FLOAT, [2, 2, 3, 3])], _batchnorm_parameters(),
-                  opset=12)
+    node = helper.make_node(
+        "BatchNormalization",
+        ["x", "scale", "bias", "mean", "var"],
+        ["y", "running_mean", "running_var", "saved_mean", "saved_var"],
+        epsilon=1e-5,
+    )
+    proto = model([node], [("x", FLOAT, [2, 2, 3, 3])], [("y", FLOAT, [2, 2, 3, 3])], _batchnorm_parameters(), opset=12)
     point = np.random.default_rng(0).normal(size=(2, 2, 3, 3)) * 1e-2
     truth = fd_jacobian_norm(runtime_function(proto), point, eps=1e-4)
     assert truth > 10  # ≈ 1/σ_batch: the inference formula's 1/√(1 + ε) is far off
@@ -135,8 +164,13 @@ def test_batchnorm_with_training_outputs_before_opset_14(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("output", ["y", "running_mean"])
 def test_batchnorm_training_mode_outputs(tmp_path: Path, output: str) -> None:
-    node = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"],
-                            ["y", "running_mean", "running_var"], epsilon=1e-5, training_mode=1)
+    node = helper.make_node(
+        "BatchNormalization",
+        ["x", "scale", "bias", "mean", "var"],
+        ["y", "running_mean", "running_var"],
+        epsilon=1e-5,
+        training_mode=1,
+    )
     shape = {"y": [2, 2, 3, 3], "running_mean": [2]}[output]
     proto = model([node], [("x", FLOAT, [2, 2, 3, 3])], [(output, FLOAT, shape)], _batchnorm_parameters(), opset=15)
     point = np.random.default_rng(0).normal(size=(2, 2, 3, 3)) * 1e-2
@@ -147,16 +181,22 @@ def test_batchnorm_training_mode_outputs(tmp_path: Path, output: str) -> None:
 
 
 def test_topk_indices_are_a_step_function(tmp_path: Path) -> None:
-    nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"]),
-             helper.make_node("Cast", ["indices"], ["y"], to=FLOAT)]
+    nodes = [
+        helper.make_node("TopK", ["x", "k"], ["values", "indices"]),
+        helper.make_node("Cast", ["indices"], ["y"], to=FLOAT),
+    ]
     proto = model(nodes, [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 2])], {"k": np.array([1], np.int64)})
     assert max_pair_ratio(runtime_function(proto), [_argmax_swap_pair((1, 4))]) > 100
     assert_sound(run_audit(proto, tmp_path, verify=False), math.inf)
 
 
 def test_topk_values_are_one_lipschitz(tmp_path: Path) -> None:
-    proto = model([helper.make_node("TopK", ["x", "k"], ["y", "indices"])], [("x", FLOAT, [1, 4])],
-                  [("y", FLOAT, [1, 2])], {"k": np.array([2], np.int64)})
+    proto = model(
+        [helper.make_node("TopK", ["x", "k"], ["y", "indices"])],
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 2])],
+        {"k": np.array([2], np.int64)},
+    )
     truth = fd_jacobian_norm(runtime_function(proto), np.array([[3.0, -1.0, 2.0, 0.5]]), eps=1e-3)
     assert truth == pytest.approx(1.0, rel=1e-3)
     assert_sound(run_audit(proto, tmp_path, verify=False), truth, slack=1e-3)
@@ -164,8 +204,12 @@ def test_topk_values_are_one_lipschitz(tmp_path: Path) -> None:
 
 def test_split_outputs_each_keep_their_entries(tmp_path: Path) -> None:
     nodes = [helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1)]
-    proto = model(nodes, [("x", FLOAT, [1, 6])], [("a", FLOAT, [1, 1]), ("b", FLOAT, [1, 2]), ("c", FLOAT, [1, 3])],
-                  {"sizes": np.array([1, 2, 3], np.int64)})
+    proto = model(
+        nodes,
+        [("x", FLOAT, [1, 6])],
+        [("a", FLOAT, [1, 1]), ("b", FLOAT, [1, 2]), ("c", FLOAT, [1, 3])],
+        {"sizes": np.array([1, 2, 3], np.int64)},
+    )
     truth = operator_norm(proto, [1, 6])
     assert truth == pytest.approx(1.0)
     assert_sound(run_audit(proto, tmp_path), truth)

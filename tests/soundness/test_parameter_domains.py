@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.soundness._oracle import (FLOAT, assert_no_certified_figure, assert_sound, max_pair_ratio, model, run_audit,
-                     runtime_function)
+from tests.soundness._oracle import (
+    FLOAT,
+    assert_no_certified_figure,
+    assert_sound,
+    max_pair_ratio,
+    model,
+    run_audit,
+    runtime_function,
+)
 
 GRID = np.linspace(-30.0, 30.0, 6001)  # steps of 1e-2
 # Near a kink the runtime's float32 intermediates (α·x + β, exp(x) − 1) round on a scale the output does
@@ -23,8 +30,12 @@ SECANT_SLACK = 1e-5
 
 
 def _elementwise(op: str, opset: int = 17, **attrs):
-    return model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", FLOAT, [GRID.size])],
-                 [("y", FLOAT, [GRID.size])], opset=opset)
+    return model(
+        [helper.make_node(op, ["x"], ["y"], **attrs)],
+        [("x", FLOAT, [GRID.size])],
+        [("y", FLOAT, [GRID.size])],
+        opset=opset,
+    )
 
 
 def _largest_secant_slope(op: str, **attrs) -> float:
@@ -34,7 +45,7 @@ def _largest_secant_slope(op: str, **attrs) -> float:
     """
     x = GRID.astype(np.float32)
     y = runtime_function(_elementwise(op, **attrs))(x)
-    rounding = 4 * 2.0 ** -24 * (np.abs(y[1:]) + np.abs(y[:-1]))
+    rounding = 4 * 2.0**-24 * (np.abs(y[1:]) + np.abs(y[:-1]))
     with np.errstate(invalid="ignore"):
         slopes = (np.abs(np.diff(y)) - rounding) / np.diff(x.astype(np.float64))
     return float(np.nanmax(slopes)) if np.isfinite(slopes).any() else math.inf
@@ -60,34 +71,58 @@ def test_celu_with_alpha_zero_is_undefined(tmp_path: Path) -> None:
         assert_no_certified_figure(run_audit(_small("Celu", alpha=0.0), tmp_path, verify=verify))
 
 
-@pytest.mark.parametrize("op, attrs", [
-    ("Celu", {"alpha": 0.25}), ("Celu", {"alpha": 4.0}),
-    ("Elu", {"alpha": -2.0}), ("Elu", {"alpha": 50.0}), ("Elu", {"alpha": 0.0}),
-    ("LeakyRelu", {"alpha": -3.0}), ("LeakyRelu", {"alpha": 40.0}), ("LeakyRelu", {"alpha": -0.5}),
-    ("Selu", {"alpha": -2.0, "gamma": 3.0}), ("Selu", {"alpha": 2.0, "gamma": -3.0}),
-    ("Selu", {"alpha": 0.5, "gamma": 2.0}), ("Selu", {"alpha": 40.0, "gamma": 1.0}),
-    ("HardSigmoid", {"alpha": -7.0, "beta": 0.5}), ("HardSigmoid", {"alpha": 30.0, "beta": 0.0}),
-    ("ThresholdedRelu", {"alpha": -1.0}), ("Shrink", {"lambd": -1.0, "bias": -1.0}),
-])
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("Celu", {"alpha": 0.25}),
+        ("Celu", {"alpha": 4.0}),
+        ("Elu", {"alpha": -2.0}),
+        ("Elu", {"alpha": 50.0}),
+        ("Elu", {"alpha": 0.0}),
+        ("LeakyRelu", {"alpha": -3.0}),
+        ("LeakyRelu", {"alpha": 40.0}),
+        ("LeakyRelu", {"alpha": -0.5}),
+        ("Selu", {"alpha": -2.0, "gamma": 3.0}),
+        ("Selu", {"alpha": 2.0, "gamma": -3.0}),
+        ("Selu", {"alpha": 0.5, "gamma": 2.0}),
+        ("Selu", {"alpha": 40.0, "gamma": 1.0}),
+        ("HardSigmoid", {"alpha": -7.0, "beta": 0.5}),
+        ("HardSigmoid", {"alpha": 30.0, "beta": 0.0}),
+        ("ThresholdedRelu", {"alpha": -1.0}),
+        ("Shrink", {"lambd": -1.0, "bias": -1.0}),
+    ],
+)
 def test_activation_parameters_across_their_range(tmp_path: Path, op: str, attrs: dict) -> None:
     truth = _largest_secant_slope(op, **attrs)
     for verify in (None, False):
         assert_sound(run_audit(_small(op, **attrs), tmp_path, verify=verify), truth, slack=SECANT_SLACK)
 
 
-@pytest.mark.parametrize("opset, inputs, attrs, initializers", [
-    (13, ["x", "ratio", "training"], {}, {"ratio": np.array(0.5, np.float32), "training": np.array(True)}),
-    (12, ["x", "ratio", "training"], {}, {"ratio": np.array(0.1, np.float32), "training": np.array(True)}),
-    (6, ["x"], {"is_test": 0, "ratio": 0.5}, {}),
-])
+@pytest.mark.parametrize(
+    "opset, inputs, attrs, initializers",
+    [
+        (13, ["x", "ratio", "training"], {}, {"ratio": np.array(0.5, np.float32), "training": np.array(True)}),
+        (12, ["x", "ratio", "training"], {}, {"ratio": np.array(0.1, np.float32), "training": np.array(True)}),
+        (6, ["x"], {"is_test": 0, "ratio": 0.5}, {}),
+    ],
+)
 def test_dropout_in_training_mode_is_random(tmp_path: Path, opset, inputs, attrs, initializers) -> None:
-    proto = model([helper.make_node("Dropout", inputs, ["y"], **attrs)], [("x", FLOAT, [1, 4])],
-                  [("y", FLOAT, [1, 4])], initializers, opset=opset)
+    proto = model(
+        [helper.make_node("Dropout", inputs, ["y"], **attrs)],
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 4])],
+        initializers,
+        opset=opset,
+    )
     for verify in (None, False):
         assert_no_certified_figure(run_audit(proto, tmp_path, verify=verify))
 
 
 def test_dropout_in_training_mode_with_ratio_zero_is_the_identity(tmp_path: Path) -> None:
-    proto = model([helper.make_node("Dropout", ["x", "ratio", "training"], ["y"])], [("x", FLOAT, [1, 4])],
-                  [("y", FLOAT, [1, 4])], {"ratio": np.array(0.0, np.float32), "training": np.array(True)})
+    proto = model(
+        [helper.make_node("Dropout", ["x", "ratio", "training"], ["y"])],
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 4])],
+        {"ratio": np.array(0.0, np.float32), "training": np.array(True)},
+    )
     assert_sound(run_audit(proto, tmp_path), 1.0)

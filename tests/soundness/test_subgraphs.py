@@ -14,31 +14,47 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.soundness._oracle import (BOOL, FLOAT, INT64, assert_sound, const, max_pair_ratio, model, operator_norm,
-                     run_audit, runtime_function)
+from tests.soundness._oracle import (
+    BOOL,
+    FLOAT,
+    INT64,
+    assert_sound,
+    const,
+    max_pair_ratio,
+    model,
+    operator_norm,
+    run_audit,
+    runtime_function,
+)
 
 
 def _branch(name: str, nodes, out: str, shape, initializers=()):
-    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, FLOAT, shape)],
-                             list(initializers))
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, FLOAT, shape)], list(initializers))
 
 
 def _scale_branch(name: str, factor: float, shape=(1, 4)):
     """A branch computing factor·x, reading x from the outer scope."""
-    return _branch(name, [helper.make_node("Mul", ["x", f"{name}_c"], [f"{name}_out"])], f"{name}_out",
-                   list(shape), [const(f"{name}_c", np.full(shape, factor, np.float32))])
+    return _branch(
+        name,
+        [helper.make_node("Mul", ["x", f"{name}_c"], [f"{name}_out"])],
+        f"{name}_out",
+        list(shape),
+        [const(f"{name}_c", np.full(shape, factor, np.float32))],
+    )
 
 
 def _constant_if_model(condition: bool):
-    nodes = [helper.make_node("Constant", [], ["cond"], value=const("v", np.array(condition))),
-             helper.make_node("If", ["cond"], ["y"], then_branch=_scale_branch("then", 3.0),
-                              else_branch=_scale_branch("else", 0.5))]
+    nodes = [
+        helper.make_node("Constant", [], ["cond"], value=const("v", np.array(condition))),
+        helper.make_node(
+            "If", ["cond"], ["y"], then_branch=_scale_branch("then", 3.0), else_branch=_scale_branch("else", 0.5)
+        ),
+    ]
     return model(nodes, [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])])
 
 
 @pytest.mark.parametrize("condition, truth", [(True, 3.0), (False, 0.5)])
-def test_if_with_a_constant_condition_depends_on_the_outer_scope(tmp_path: Path, condition: bool,
-                                                                  truth: float) -> None:
+def test_if_with_a_constant_condition_depends_on_the_outer_scope(tmp_path: Path, condition: bool, truth: float) -> None:
     proto = _constant_if_model(condition)
     assert operator_norm(proto, [1, 4]) == pytest.approx(truth)
     for verify in (None, False):
@@ -54,12 +70,14 @@ def test_if_with_a_constant_condition_is_inlined(tmp_path: Path) -> None:
 
 
 def test_nested_if_reads_two_levels_up(tmp_path: Path) -> None:
-    inner = helper.make_node("If", ["cond"], ["inner_out"], then_branch=_scale_branch("deep", 3.0),
-                             else_branch=_scale_branch("shallow", 0.5))
+    inner = helper.make_node(
+        "If", ["cond"], ["inner_out"], then_branch=_scale_branch("deep", 3.0), else_branch=_scale_branch("shallow", 0.5)
+    )
     outer_then = _branch("outer_then", [inner], "inner_out", [1, 4])
-    nodes = [helper.make_node("Constant", [], ["cond"], value=const("v", np.array(True))),
-             helper.make_node("If", ["cond"], ["y"], then_branch=outer_then,
-                              else_branch=_scale_branch("outer_else", 0.5))]
+    nodes = [
+        helper.make_node("Constant", [], ["cond"], value=const("v", np.array(True))),
+        helper.make_node("If", ["cond"], ["y"], then_branch=outer_then, else_branch=_scale_branch("outer_else", 0.5)),
+    ]
     proto = model(nodes, [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])])
     truth = operator_norm(proto, [1, 4])
     assert truth == pytest.approx(3.0)
@@ -68,10 +86,13 @@ def test_nested_if_reads_two_levels_up(tmp_path: Path) -> None:
 
 def test_if_with_a_variable_condition_is_reported_not_guessed(tmp_path: Path) -> None:
     """y = 3x if Σx > 0 else 0.5x jumps where Σx crosses 0: no Lipschitz constant exists."""
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-             helper.make_node("Greater", ["s", "zero"], ["cond"]),
-             helper.make_node("If", ["cond"], ["y"], then_branch=_scale_branch("then", 3.0),
-                              else_branch=_scale_branch("else", 0.5))]
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node(
+            "If", ["cond"], ["y"], then_branch=_scale_branch("then", 3.0), else_branch=_scale_branch("else", 0.5)
+        ),
+    ]
     proto = model(nodes, [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])], {"zero": np.array(0, np.float32)})
     f = runtime_function(proto)
     jump = max_pair_ratio(f, [(np.full((1, 4), 1e-3), np.full((1, 4), -1e-3))])
@@ -82,19 +103,29 @@ def test_if_with_a_variable_condition_is_reported_not_guessed(tmp_path: Path) ->
 def _loop_body(extra_nodes=()):
     """v_out = v_in + x, with x read from the outer scope."""
     return helper.make_graph(
-        [helper.make_node("Add", ["v_in", "x"], ["v_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         *extra_nodes],
+        [
+            helper.make_node("Add", ["v_in", "x"], ["v_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            *extra_nodes,
+        ],
         "body",
-        [helper.make_tensor_value_info("i", INT64, []), helper.make_tensor_value_info("cond_in", BOOL, []),
-         helper.make_tensor_value_info("v_in", FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("cond_out", BOOL, []), helper.make_tensor_value_info("v_out", FLOAT, [1, 4])])
+        [
+            helper.make_tensor_value_info("i", INT64, []),
+            helper.make_tensor_value_info("cond_in", BOOL, []),
+            helper.make_tensor_value_info("v_in", FLOAT, [1, 4]),
+        ],
+        [helper.make_tensor_value_info("cond_out", BOOL, []), helper.make_tensor_value_info("v_out", FLOAT, [1, 4])],
+    )
 
 
 def test_loop_with_constant_inputs_reads_the_outer_scope(tmp_path: Path) -> None:
     """Three trips of v += x from v = 0: y = 3x, although every declared input of the Loop is constant."""
-    proto = model([helper.make_node("Loop", ["trips", "", "v0"], ["y"], body=_loop_body())],
-                  [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])],
-                  {"trips": np.array(3, np.int64), "v0": np.zeros((1, 4), np.float32)})
+    proto = model(
+        [helper.make_node("Loop", ["trips", "", "v0"], ["y"], body=_loop_body())],
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 4])],
+        {"trips": np.array(3, np.int64), "v0": np.zeros((1, 4), np.float32)},
+    )
     truth = operator_norm(proto, [1, 4])
     assert truth == pytest.approx(3.0)
     for verify in (None, False):
@@ -103,8 +134,12 @@ def test_loop_with_constant_inputs_reads_the_outer_scope(tmp_path: Path) -> None
 
 def test_loop_with_a_variable_state_and_an_outer_read(tmp_path: Path) -> None:
     """v = x, then two trips of v += x: y = 3x."""
-    proto = model([helper.make_node("Loop", ["trips", "", "x"], ["y"], body=_loop_body())],
-                  [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4])], {"trips": np.array(2, np.int64)})
+    proto = model(
+        [helper.make_node("Loop", ["trips", "", "x"], ["y"], body=_loop_body())],
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 4])],
+        {"trips": np.array(2, np.int64)},
+    )
     truth = operator_norm(proto, [1, 4])
     assert truth == pytest.approx(3.0)
     assert_sound(run_audit(proto, tmp_path, verify=False), truth)
@@ -113,14 +148,24 @@ def test_loop_with_a_variable_state_and_an_outer_read(tmp_path: Path) -> None:
 def test_scan_with_constant_inputs_reads_the_outer_scope(tmp_path: Path) -> None:
     """A scan over three constant rows whose body adds x from the outer scope: state = 3x."""
     body = helper.make_graph(
-        [helper.make_node("Add", ["s_in", "x"], ["s_sum"]), helper.make_node("Mul", ["s_sum", "row"], ["s_out"]),
-         helper.make_node("Identity", ["s_out"], ["scan_out"])],
+        [
+            helper.make_node("Add", ["s_in", "x"], ["s_sum"]),
+            helper.make_node("Mul", ["s_sum", "row"], ["s_out"]),
+            helper.make_node("Identity", ["s_out"], ["scan_out"]),
+        ],
         "scan_body",
         [helper.make_tensor_value_info("s_in", FLOAT, [1, 4]), helper.make_tensor_value_info("row", FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("s_out", FLOAT, [1, 4]), helper.make_tensor_value_info("scan_out", FLOAT, [1, 4])])
-    proto = model([helper.make_node("Scan", ["s0", "rows"], ["y", "trace"], body=body, num_scan_inputs=1)],
-                  [("x", FLOAT, [1, 4])], [("y", FLOAT, [1, 4]), ("trace", FLOAT, [3, 1, 4])],
-                  {"s0": np.zeros((1, 4), np.float32), "rows": np.ones((3, 1, 4), np.float32)})
+        [
+            helper.make_tensor_value_info("s_out", FLOAT, [1, 4]),
+            helper.make_tensor_value_info("scan_out", FLOAT, [1, 4]),
+        ],
+    )
+    proto = model(
+        [helper.make_node("Scan", ["s0", "rows"], ["y", "trace"], body=body, num_scan_inputs=1)],
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 4]), ("trace", FLOAT, [3, 1, 4])],
+        {"s0": np.zeros((1, 4), np.float32), "rows": np.ones((3, 1, 4), np.float32)},
+    )
     truth = operator_norm(proto, [1, 4])
     assert truth == pytest.approx(math.sqrt(9 + 1 + 4 + 9))  # y = 3x, trace = (x, 2x, 3x)
     for verify in (None, False):
@@ -149,8 +194,15 @@ def test_torch_export_of_a_scripted_shape_test(tmp_path: Path) -> None:
     path = tmp_path / "scripted_if.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(torch.jit.script(module), (torch.randn(1, 4),), str(path), dynamo=False,
-                          opset_version=17, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+        torch.onnx.export(
+            torch.jit.script(module),
+            (torch.randn(1, 4),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
     import onnx
 
     proto = onnx.load(str(path))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -24,7 +24,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 SHAPE = (1, 4)
-HALF_MIDPOINT = 1.0 + 2.0 ** -11  # halfway between 1 and the next float16
+HALF_MIDPOINT = 1.0 + 2.0**-11  # halfway between 1 and the next float16
 
 
 class Wrapper(nn.Module):
@@ -67,7 +67,7 @@ def _slope_on_a_grid(f: Callable[[np.ndarray], np.ndarray]) -> float:
     """Largest secant slope of an elementwise function over [-8, 8], four entries at a time (steps of 1e-2)."""
     grid = np.linspace(-8, 8, 1600).astype(np.float32)
     values = np.concatenate([f(chunk.reshape(SHAPE)) for chunk in grid.reshape(-1, 4)])
-    rounding = 4 * 2.0 ** -24 * (np.abs(values[1:]) + np.abs(values[:-1]))  # float32 outputs, a few ulps each
+    rounding = 4 * 2.0**-24 * (np.abs(values[1:]) + np.abs(values[:-1]))  # float32 outputs, a few ulps each
     return float(np.max((np.abs(np.diff(values)) - rounding) / np.diff(grid.astype(np.float64))))
 
 
@@ -80,6 +80,7 @@ def _check(fn: Callable, tmp_path: Path, kind: str, truth_of: Callable[[Callable
 
 def _jump_at(point: float, width: float = 1e-4) -> Callable[[Callable], float]:
     """Truth for a function with a jump at `point`: inf when the pair across it shows one, else the grid slope."""
+
     def truth_of(f: Callable) -> float:
         ratio = max_pair_ratio(f, [(np.full(SHAPE, point - width), np.full(SHAPE, point + width))])
         return math.inf if ratio > 100 else _slope_on_a_grid(f)
@@ -103,12 +104,15 @@ def test_softplus_with_beta(tmp_path: Path, kind: str) -> None:
 @pytest.mark.parametrize("kind", ["torchscript", "onnx"])
 @pytest.mark.parametrize("cast", ["half", "to_float16", "bfloat16"])
 def test_low_precision_round_trips_round(tmp_path: Path, kind: str, cast: str) -> None:
-    casts = {"half": lambda x: x.half().float(), "to_float16": lambda x: x.to(torch.float16).to(torch.float32),
-             "bfloat16": lambda x: x.to(torch.bfloat16).float()}
-    midpoint = HALF_MIDPOINT if cast != "bfloat16" else 1.0 + 2.0 ** -8
+    casts = {
+        "half": lambda x: x.half().float(),
+        "to_float16": lambda x: x.to(torch.float16).to(torch.float32),
+        "bfloat16": lambda x: x.to(torch.bfloat16).float(),
+    }
+    midpoint = HALF_MIDPOINT if cast != "bfloat16" else 1.0 + 2.0**-8
 
     def truth_of(f: Callable) -> float:
-        below, above = np.full(SHAPE, midpoint - 2.0 ** -22), np.full(SHAPE, midpoint + 2.0 ** -22)
+        below, above = np.full(SHAPE, midpoint - 2.0**-22), np.full(SHAPE, midpoint + 2.0**-22)
         assert max_pair_ratio(f, [(below, above)]) > 100
         return math.inf
 
@@ -124,8 +128,13 @@ def test_hardtanh_with_custom_bounds(tmp_path: Path, kind: str, low: float, high
 @pytest.mark.parametrize("alpha, scale, input_scale", [(1.0, 1.0, 3.0), (1.0, 4.0, 1.0), (2.0, 1.5, 2.0)])
 def test_elu_with_scale_and_input_scale(tmp_path: Path, alpha: float, scale: float, input_scale: float) -> None:
     """aten::elu(x, α, scale, input_scale): slope scale on x > 0, up to scale·α·input_scale below 0."""
-    _check(lambda x: torch.ops.aten.elu(x, alpha, scale, input_scale), tmp_path, "torchscript", _slope_on_a_grid,
-           slack=1e-3)
+    _check(
+        lambda x: torch.ops.aten.elu(x, alpha, scale, input_scale),
+        tmp_path,
+        "torchscript",
+        _slope_on_a_grid,
+        slack=1e-3,
+    )
 
 
 @pytest.mark.parametrize("kind", ["torchscript", "onnx"])

@@ -62,9 +62,10 @@ def reference_avgpool_matrix(kernel, spatial, strides, pads, count_include_pad, 
     matrix = np.zeros((*outs, *spatial))
     for j in itertools.product(*map(range, outs)):
         cells = [[j[i] * strides[i] + dilations[i] * t - pads[i] for t in range(kernel[i])] for i in range(n)]
-        counted = [sum(1 for p in cells[i]
-                       if (p < spatial[i] + pads[n + i] if count_include_pad else 0 <= p < spatial[i]))
-                   for i in range(n)]
+        counted = [
+            sum(1 for p in cells[i] if (p < spatial[i] + pads[n + i] if count_include_pad else 0 <= p < spatial[i]))
+            for i in range(n)
+        ]
         for p in itertools.product(*cells):
             if all(0 <= p[i] < spatial[i] for i in range(n)):
                 matrix[(*j, *p)] += 1.0 / math.prod(counted)
@@ -98,8 +99,14 @@ CASES = [
 def build(case, seed=0):
     name, shape, spatial, strides, pads, dilations, groups, transposed, output_padding = case
     weight = np.random.default_rng(seed).standard_normal(shape)
-    kwargs = dict(strides=strides, pads=pads, dilations=dilations, groups=groups, transposed=transposed,
-                  output_padding=output_padding)
+    kwargs = dict(
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        groups=groups,
+        transposed=transposed,
+        output_padding=output_padding,
+    )
     if transposed:
         truth = reference_conv_transpose_matrix(weight, spatial, strides, pads, dilations, groups, output_padding)
     else:

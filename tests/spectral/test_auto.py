@@ -32,8 +32,15 @@ def torch_matrix(weight, spatial, strides, pads, dilations, groups, transposed=F
     size = channels * math.prod(spatial)
     basis = torch.eye(size, dtype=torch.float64).reshape(size, channels, *spatial)
     if transposed:
-        out = _CONV_T[n](basis, w, stride=strides, padding=pads[:n], output_padding=output_padding or 0,
-                         dilation=dilations, groups=groups)
+        out = _CONV_T[n](
+            basis,
+            w,
+            stride=strides,
+            padding=pads[:n],
+            output_padding=output_padding or 0,
+            dilation=dilations,
+            groups=groups,
+        )
     else:
         order = []
         for begin, end in reversed(list(zip(pads[:n], pads[n:]))):
@@ -75,10 +82,19 @@ GEOMETRIES = [
 def test_auto_is_certified_and_within_the_target(geometry):
     name, shape, spatial, strides, pads, dilations, groups, transposed, output_padding = geometry
     weight = np.random.default_rng(len(name)).standard_normal(shape)
-    truth = top_singular_value(torch_matrix(weight, spatial, strides, pads, dilations, groups, transposed,
-                                            output_padding))
-    result = conv_norm(weight, spatial, strides=strides, pads=pads, dilations=dilations, groups=groups,
-                       transposed=transposed, output_padding=output_padding)
+    truth = top_singular_value(
+        torch_matrix(weight, spatial, strides, pads, dilations, groups, transposed, output_padding)
+    )
+    result = conv_norm(
+        weight,
+        spatial,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        groups=groups,
+        transposed=transposed,
+        output_padding=output_padding,
+    )
     assert result.certified, result.method
     assert truth * (1 - 1e-12) <= result.value <= truth * (1 + AUTO_TARGET), (result.method, result.notes)
     assert result.estimate <= truth * (1 + 1e-9)
@@ -145,8 +161,11 @@ def test_uniform_average_pool_goes_through_the_same_choice():
 # ------------------------------------------------------------------ the pieces
 
 
-@pytest.mark.parametrize("geometry", [g for g in GEOMETRIES if not g[7] and math.prod(g[2]) < 200],
-                         ids=[g[0] for g in GEOMETRIES if not g[7] and math.prod(g[2]) < 200])
+@pytest.mark.parametrize(
+    "geometry",
+    [g for g in GEOMETRIES if not g[7] and math.prod(g[2]) < 200],
+    ids=[g[0] for g in GEOMETRIES if not g[7] and math.prod(g[2]) < 200],
+)
 def test_tap_pair_gram_is_the_operator_gram(geometry):
     name, shape, spatial, strides, pads, dilations, groups, _, _ = geometry
     weight = torch.from_numpy(np.random.default_rng(7).standard_normal(shape))
@@ -187,8 +206,9 @@ def test_many_groups_share_one_estimate_and_take_a_cholesky_each():
     weight = np.random.default_rng(9).standard_normal((6, 1, 3, 3))
     kwargs = dict(strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), groups=6)
     assert not cost.uses_eigensolver(6, 576)
-    truth = max(top_singular_value(torch_matrix(weight[g:g + 1], (24, 24), (1, 1), (1, 1, 1, 1), (1, 1), 1))
-                for g in range(6))
+    truth = max(
+        top_singular_value(torch_matrix(weight[g : g + 1], (24, 24), (1, 1), (1, 1, 1, 1), (1, 1), 1)) for g in range(6)
+    )
     result = conv_norm(weight, (24, 24), **kwargs, method="exact")
     assert result.method == "materialized"
     assert any("Cholesky" in note for note in result.notes), result.notes

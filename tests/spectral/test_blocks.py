@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.spectral._reference import CASES, norm_of, reference_conv_matrix
 from lipaudit.spectral.blocks import PolyphaseKernel, embedding_period
+from tests.spectral._reference import CASES, norm_of, reference_conv_matrix
 
 # (name, weight shape, input spatial, strides, pads, dilations, groups) — forward convolutions
 GEOMETRIES = [c[:7] for c in CASES if not c[7]] + [
@@ -39,8 +39,10 @@ def circulant_matrix(weight, periods, strides, dilations, groups):
 def periods_of(geometry, extra=0):
     _, shape, spatial, strides, pads, dilations, _ = geometry
     n = len(spatial)
-    return tuple(embedding_period(spatial[i], pads[i], pads[n + i], shape[2 + i], strides[i], dilations[i])
-                 + extra * strides[i] for i in range(n))
+    return tuple(
+        embedding_period(spatial[i], pads[i], pads[n + i], shape[2 + i], strides[i], dilations[i]) + extra * strides[i]
+        for i in range(n)
+    )
 
 
 def kernel_of(geometry, seed=0, periods=None):
@@ -68,8 +70,9 @@ def test_the_padded_convolution_is_a_crop_of_the_strided_circulant(geometry):
     assert all(p % s == 0 for p, s in zip(periods, strides))
     circulant, outs = circulant_matrix(weight, periods, strides, dilations, groups)
     truth = reference_conv_matrix(weight, spatial, strides, pads, dilations, groups)
-    out_sizes = [(spatial[i] + pads[i] + pads[n + i] - dilations[i] * (shape[2 + i] - 1) - 1) // strides[i] + 1
-                 for i in range(n)]
+    out_sizes = [
+        (spatial[i] + pads[i] + pads[n + i] - dilations[i] * (shape[2 + i] - 1) - 1) // strides[i] + 1 for i in range(n)
+    ]
     assert all(o <= m for o, m in zip(out_sizes, outs))
     rows = (slice(None), *(slice(0, o) for o in out_sizes))
     cols = (slice(None), *(slice(pads[i], pads[i] + spatial[i]) for i in range(n)))
@@ -87,14 +90,19 @@ def test_polyphase_blocks_give_the_norm_of_the_strided_circulant_exactly(geometr
     truth = norm_of(circulant.reshape(weight.shape[0] * math.prod(p // s for p, s in zip(periods, strides)), -1))
     assert exact_max(kernel) == pytest.approx(truth, rel=1e-10)
     # and it never exceeds the stride-1 circulant bound at the same period (dropping outputs)
-    stride1 = PolyphaseKernel.from_conv(torch.from_numpy(weight), spatial, pads, (1,) * len(spatial), dilations,
-                                        groups, periods)
+    stride1 = PolyphaseKernel.from_conv(
+        torch.from_numpy(weight), spatial, pads, (1,) * len(spatial), dilations, groups, periods
+    )
     assert exact_max(kernel) <= exact_max(stride1) * (1 + 1e-12)
 
 
 def test_stride_one_blocks_are_the_rfftn_of_the_dilated_kernel():
-    for shape, sizes, dilations, groups in [((4, 3, 3, 2), (7, 6), (1, 2), 1), ((6, 1, 3, 3), (8, 5), (2, 1), 3),
-                                            ((4, 2, 2, 3, 2), (4, 7, 5), (1, 2, 2), 2), ((2, 3, 4), (11,), (3,), 1)]:
+    for shape, sizes, dilations, groups in [
+        ((4, 3, 3, 2), (7, 6), (1, 2), 1),
+        ((6, 1, 3, 3), (8, 5), (2, 1), 3),
+        ((4, 2, 2, 3, 2), (4, 7, 5), (1, 2, 2), 2),
+        ((2, 3, 4), (11,), (3,), 1),
+    ]:
         w = torch.from_numpy(np.random.default_rng(5).standard_normal(shape))
         n = len(sizes)
         dilated = torch.zeros((*shape[:2], *sizes), dtype=torch.float64)
@@ -107,14 +115,16 @@ def test_stride_one_blocks_are_the_rfftn_of_the_dilated_kernel():
         torch.testing.assert_close(blocks, spectrum, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("geometry", [g for g in GEOMETRIES if g[0] in ("2d-1x1-stride2", "2d-stride-ge-span",
-                                                                       "2d-stride3-dil2")], ids=str)
+@pytest.mark.parametrize(
+    "geometry", [g for g in GEOMETRIES if g[0] in ("2d-1x1-stride2", "2d-stride-ge-span", "2d-stride3-dil2")], ids=str
+)
 def test_axes_whose_phases_hold_one_shift_drop_out_to_a_single_real_block(geometry):
     weight, kernel = kernel_of(geometry, seed=3)
     assert kernel.is_real and kernel.count == kernel.groups
     periods = periods_of(geometry)
-    full = PolyphaseKernel.from_conv(torch.from_numpy(weight), geometry[2], geometry[4], geometry[3], geometry[5],
-                                     geometry[6], periods)
+    full = PolyphaseKernel.from_conv(
+        torch.from_numpy(weight), geometry[2], geometry[4], geometry[3], geometry[5], geometry[6], periods
+    )
     assert exact_max(kernel) == pytest.approx(exact_max(full), rel=1e-12)
     if geometry[0] == "2d-1x1-stride2":  # the 1×1 kernel: the block is W itself
         assert exact_max(kernel) == pytest.approx(norm_of(weight[:, :, 0, 0]), rel=1e-12)
@@ -128,8 +138,9 @@ def test_gram_matrices_from_the_autocorrelation_are_the_blocks_gram(geometry, mo
     index = torch.arange(kernel.count)
     for route in (True, False):
         monkeypatch.setattr(PolyphaseKernel, "_use_autocorrelation", lambda self, route=route: route)
-        fresh = PolyphaseKernel.from_conv(torch.from_numpy(weight), *geometry[2:3], geometry[4], geometry[3],
-                                          geometry[5], geometry[6])
+        fresh = PolyphaseKernel.from_conv(
+            torch.from_numpy(weight), *geometry[2:3], geometry[4], geometry[3], geometry[5], geometry[6]
+        )
         torch.testing.assert_close(fresh.gram(index), expected, rtol=0, atol=1e-11)
         frobenius, gram, lower = fresh.profile()
         sigma = torch.linalg.svdvals(blocks)[:, 0]

@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from lipaudit.spectral import bnb
-from lipaudit.spectral.bnb import (BNB_TOL, certify_below, lanczos_top, matrix_source, max_singular_value,
-                                   rounding_margin, screen_below)
+from lipaudit.spectral.bnb import (
+    BNB_TOL,
+    certify_below,
+    lanczos_top,
+    matrix_source,
+    max_singular_value,
+    rounding_margin,
+    screen_below,
+)
 
 
 def random_blocks(count, m, n, seed=0, complex_=True, decay=None):
@@ -84,8 +91,17 @@ def test_rounding_margin_is_at_least_the_project_margin_and_grows_with_size():
 # ------------------------------------------------------------------ the engine
 
 
-@pytest.mark.parametrize("shape, complex_", [((40, 24, 24), True), ((30, 48, 20), True), ((25, 20, 70), False),
-                                             ((12, 3, 5), True), ((60, 1, 9), True), ((9, 6, 1), False)])
+@pytest.mark.parametrize(
+    "shape, complex_",
+    [
+        ((40, 24, 24), True),
+        ((30, 48, 20), True),
+        ((25, 20, 70), False),
+        ((12, 3, 5), True),
+        ((60, 1, 9), True),
+        ((9, 6, 1), False),
+    ],
+)
 def test_every_mode_bounds_the_maximum_and_bnb_matches_exact_within_its_tolerance(shape, complex_):
     blocks = random_blocks(*shape, seed=sum(shape), complex_=complex_)
     truth = exact(blocks)
@@ -153,4 +169,3 @@ def test_engine_on_cuda_matches_the_cpu():
         on_gpu = max_singular_value(matrix_source(blocks.cuda()), mode).upper
         assert on_gpu == pytest.approx(on_cpu, rel=2 * BNB_TOL)
         assert on_gpu >= exact(blocks)
-

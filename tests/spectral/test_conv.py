@@ -5,10 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.spectral._reference import (CASES, build, jacobian, norm_of, reference_avgpool_matrix, reference_conv_matrix,
-                        reference_conv_transpose_matrix)
 from lipaudit.spectral import avgpool_norm, bnb, conv_norm
 from lipaudit.spectral.conv import circulant_norm, circulant_sizes, conv_operator, kmat_multiplicity_bound
+from tests.spectral._reference import (
+    CASES,
+    build,
+    jacobian,
+    norm_of,
+    reference_avgpool_matrix,
+    reference_conv_matrix,
+    reference_conv_transpose_matrix,
+)
 
 
 def embedding(case):
@@ -23,25 +30,36 @@ def embedding(case):
 def test_reference_matrices_match_torch(n, stride, pad, dilation, groups):
     rng = np.random.default_rng(n)
     spatial = (5, 4, 3)[:n]
-    conv, conv_t = [F.conv1d, F.conv2d, F.conv3d][n - 1], [F.conv_transpose1d, F.conv_transpose2d,
-                                                             F.conv_transpose3d][n - 1]
+    conv, conv_t = (
+        [F.conv1d, F.conv2d, F.conv3d][n - 1],
+        [F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d][n - 1],
+    )
     weight = rng.standard_normal((4, 2, *(3,) * n))
     w = torch.from_numpy(weight)
-    truth = jacobian(lambda x: conv(x, w, stride=stride, padding=pad, dilation=dilation, groups=groups),
-                     (2 * groups, *spatial))
+    truth = jacobian(
+        lambda x: conv(x, w, stride=stride, padding=pad, dilation=dilation, groups=groups), (2 * groups, *spatial)
+    )
     ours = reference_conv_matrix(weight, spatial, (stride,) * n, (pad,) * 2 * n, (dilation,) * n, groups)
     np.testing.assert_allclose(ours, truth, atol=1e-12)
     op = (1,) * n
-    truth = jacobian(lambda x: conv_t(x, w, stride=stride, padding=pad, output_padding=op, dilation=dilation,
-                                      groups=groups), (4, *spatial))
-    ours = reference_conv_transpose_matrix(weight, spatial, (stride,) * n, (pad,) * 2 * n, (dilation,) * n,
-                                           groups, op)
+    truth = jacobian(
+        lambda x: conv_t(x, w, stride=stride, padding=pad, output_padding=op, dilation=dilation, groups=groups),
+        (4, *spatial),
+    )
+    ours = reference_conv_transpose_matrix(weight, spatial, (stride,) * n, (pad,) * 2 * n, (dilation,) * n, groups, op)
     np.testing.assert_allclose(ours, truth, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel, spatial, stride, pad, include, ceil", [
-    ((3,), (7,), 2, 1, False, True), ((3,), (8,), 2, 1, True, True), ((2, 3), (5, 7), 2, 1, False, False),
-    ((3, 3), (6, 5), 2, 1, True, True), ((2,), (5,), 2, 1, False, True)])
+@pytest.mark.parametrize(
+    "kernel, spatial, stride, pad, include, ceil",
+    [
+        ((3,), (7,), 2, 1, False, True),
+        ((3,), (8,), 2, 1, True, True),
+        ((2, 3), (5, 7), 2, 1, False, False),
+        ((3, 3), (6, 5), 2, 1, True, True),
+        ((2,), (5,), 2, 1, False, True),
+    ],
+)
 def test_reference_avgpool_matches_torch(kernel, spatial, stride, pad, include, ceil):
     n = len(kernel)
     pool = [F.avg_pool1d, F.avg_pool2d, F.avg_pool3d][n - 1]
@@ -79,8 +97,10 @@ def test_every_method_brackets_the_true_norm(case):
     assert (exact.method, exact.certified) == ("materialized", True)
     assert truth * (1 - 1e-12) <= exact.value <= truth * (1 + 1e-6)
 
-    bounds = {method: conv_norm(weight, spatial, **kwargs, method=method, materialize_limit=0)
-              for method in ("auto", "exact", "gram", "frobenius")}
+    bounds = {
+        method: conv_norm(weight, spatial, **kwargs, method=method, materialize_limit=0)
+        for method in ("auto", "exact", "gram", "frobenius")
+    }
     figures = {"auto": "bnb", "exact": "exact", "gram": "gram", "frobenius": "frobenius"}
     for method, result in bounds.items():
         prefix, figure = result.method.rsplit("-", 1)
@@ -115,8 +135,9 @@ def test_strided_bound_keeps_the_stride_and_never_exceeds_the_stride_one_bound(c
     periods = circulant_sizes(spatial, pads, w.shape[2:], strides, dilations)
     strided, _ = circulant_norm(w, spatial, pads, strides, dilations, kwargs["groups"], mode="exact")
     # the classical bound at the same period: the stride-1 circulant (the stride thrown away)
-    classical, _ = circulant_norm(w, spatial, pads, (1,) * n, dilations, kwargs["groups"], mode="exact",
-                                  periods=periods)
+    classical, _ = circulant_norm(
+        w, spatial, pads, (1,) * n, dilations, kwargs["groups"], mode="exact", periods=periods
+    )
     assert strided.upper >= truth * (1 - 1e-12)
     assert strided.upper <= classical.upper * (1 + 1e-12)
     assert kmat_multiplicity_bound(w, kwargs["groups"], strides, dilations) >= truth * (1 - 1e-9)
@@ -133,10 +154,17 @@ def test_polyphase_is_much_tighter_than_the_stride_one_bound_on_a_strided_layer(
     assert ours.value < 0.95 * classical.upper
 
 
-@pytest.mark.parametrize("kernel, spatial, pads", [
-    ([1.0, -1.0], (9,), (1, 1)), ([1.0, -1.0], (9,), (0, 1)), ([1.0, -1.0], (7,), (1, 0)),
-    ([1.0, -1.0], (9,), (2, 2)), ([[1.0, -1.0], [-1.0, 1.0]], (7, 9), (1, 1, 1, 1)),
-    ([[1.0, -1.0], [-1.0, 1.0]], (7, 7), (0, 1, 1, 0))])
+@pytest.mark.parametrize(
+    "kernel, spatial, pads",
+    [
+        ([1.0, -1.0], (9,), (1, 1)),
+        ([1.0, -1.0], (9,), (0, 1)),
+        ([1.0, -1.0], (7,), (1, 0)),
+        ([1.0, -1.0], (9,), (2, 2)),
+        ([[1.0, -1.0], [-1.0, 1.0]], (7, 9), (1, 1, 1, 1)),
+        ([[1.0, -1.0], [-1.0, 1.0]], (7, 7), (0, 1, 1, 0)),
+    ],
+)
 def test_fft_period_leaves_room_for_the_padding(kernel, spatial, pads):
     # The difference kernel's symbol 2|sin(πω/N)| peaks between grid points for odd N, so a
     # period without room for the padding (N = H) falls below the true norm: these cases catch it.
@@ -151,8 +179,9 @@ def test_fft_period_leaves_room_for_the_padding(kernel, spatial, pads):
     assert circulant_norm(w, spatial, pads, ones, ones, 1, mode="exact", periods=spatial)[0].upper < truth
 
 
-@pytest.mark.parametrize("kernel, stride, dilation", [(3, 2, 2), (4, 2, 1), (3, 3, 2), (5, 2, 4), (3, 4, 2),
-                                                      (2, 3, 3), (6, 4, 2)])
+@pytest.mark.parametrize(
+    "kernel, stride, dilation", [(3, 2, 2), (4, 2, 1), (3, 3, 2), (5, 2, 4), (3, 4, 2), (2, 3, 3), (6, 4, 2)]
+)
 def test_multiplicity_bound_is_sound_and_tight_for_a_flat_kernel(kernel, stride, dilation):
     # With a flat kernel on a long input, an input value really does sit in (nearly) that many
     # windows at once, so a multiplicity that forgot gcd(s, d) would undercut the truth.
@@ -204,8 +233,10 @@ def test_fft_bound_approaches_the_norm_as_the_input_grows():
 @pytest.mark.parametrize("case", CASES[::3], ids=[c[0] for c in CASES[::3]])
 def test_chunked_equals_unchunked(case, monkeypatch):
     weight, spatial, kwargs, _ = build(case, seed=9)
-    whole = {m: conv_norm(weight, spatial, **kwargs, method=m, materialize_limit=0, power_iterations=0).value
-             for m in ("auto", "exact")}
+    whole = {
+        m: conv_norm(weight, spatial, **kwargs, method=m, materialize_limit=0, power_iterations=0).value
+        for m in ("auto", "exact")
+    }
     monkeypatch.setattr(bnb, "WORK_CHUNK_BYTES", 1)
     for method, value in whole.items():
         chunked = conv_norm(weight, spatial, **kwargs, method=method, materialize_limit=0, power_iterations=0)
@@ -229,8 +260,9 @@ def test_random_kernels_and_shapes_are_certified():
         span = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
         if transposed:
             weight = rng.standard_normal((c_in_g * groups, c_out // groups, *kernel))
-            outs = [s * (h - 1) + sp - pads[i] - pads[n + i]
-                    for i, (h, s, sp) in enumerate(zip(spatial, strides, span))]
+            outs = [
+                s * (h - 1) + sp - pads[i] - pads[n + i] for i, (h, s, sp) in enumerate(zip(spatial, strides, span))
+            ]
             if min(outs) < 1:
                 continue
             matrix = reference_conv_transpose_matrix(weight, spatial, strides, pads, dilations, groups, (0,) * n)
@@ -267,8 +299,9 @@ POOLS = [
 def test_avgpool_brackets_the_true_norm(pool):
     name, kernel, spatial, strides, pads, include, ceil, dilations = pool
     truth = norm_of(reference_avgpool_matrix(kernel, spatial, strides, pads, include, ceil, dilations))
-    kwargs = dict(strides=strides, pads=pads, count_include_pad=include, channels=3, ceil_mode=ceil,
-                  dilations=dilations)
+    kwargs = dict(
+        strides=strides, pads=pads, count_include_pad=include, channels=3, ceil_mode=ceil, dilations=dilations
+    )
     uniform = "uniform" in name
 
     exact = avgpool_norm(kernel, spatial, **kwargs)
@@ -290,8 +323,9 @@ def test_avgpool_brackets_the_true_norm(pool):
 
 
 def test_uniform_avgpool_with_stride_equal_to_kernel_is_one_over_root_window():
-    result = avgpool_norm((2, 2), (64, 64), strides=(2, 2), pads=(0,) * 4, count_include_pad=False, channels=8,
-                          materialize_limit=0)
+    result = avgpool_norm(
+        (2, 2), (64, 64), strides=(2, 2), pads=(0,) * 4, count_include_pad=False, channels=8, materialize_limit=0
+    )
     assert result.method == "kmat-bnb"
     assert 0.5 <= result.value <= 0.5 * (1 + 2e-6)
 
@@ -306,9 +340,13 @@ def run_onnx(op_type, x, weight=None, **attributes):
 
     inputs = ["x"] + (["w"] if weight is not None else [])
     initializers = [numpy_helper.from_array(weight.astype(np.float32), "w")] if weight is not None else []
-    graph = helper.make_graph([helper.make_node(op_type, inputs, ["y"], **attributes)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=initializers)
+    graph = helper.make_graph(
+        [helper.make_node(op_type, inputs, ["y"], **attributes)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {"x": x.astype(np.float32)})[0].astype(np.float64)
@@ -319,9 +357,16 @@ def test_conv_transpose_operator_matches_onnxruntime(case):
     weight, spatial, kwargs, _ = build(case)
     operator = conv_operator(torch.from_numpy(weight), spatial, **kwargs)
     x = np.random.default_rng(6).standard_normal((1, *operator.input_shape))
-    expected = run_onnx("ConvTranspose", x, weight, strides=kwargs["strides"], pads=kwargs["pads"],
-                        dilations=kwargs["dilations"], group=kwargs["groups"],
-                        output_padding=kwargs["output_padding"])
+    expected = run_onnx(
+        "ConvTranspose",
+        x,
+        weight,
+        strides=kwargs["strides"],
+        pads=kwargs["pads"],
+        dilations=kwargs["dilations"],
+        group=kwargs["groups"],
+        output_padding=kwargs["output_padding"],
+    )
     ours = operator.forward(torch.from_numpy(x)).numpy()
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, atol=1e-4)
@@ -331,8 +376,15 @@ def test_conv_transpose_operator_matches_onnxruntime(case):
 def test_avgpool_reference_matches_onnxruntime(pool):
     _, kernel, spatial, strides, pads, include, ceil, _ = pool
     x = np.random.default_rng(7).standard_normal((1, 1, *spatial))
-    expected = run_onnx("AveragePool", x, kernel_shape=kernel, strides=strides, pads=pads,
-                        count_include_pad=int(include), ceil_mode=int(ceil))
+    expected = run_onnx(
+        "AveragePool",
+        x,
+        kernel_shape=kernel,
+        strides=strides,
+        pads=pads,
+        count_include_pad=int(include),
+        ceil_mode=int(ceil),
+    )
     ours = reference_avgpool_matrix(kernel, spatial, strides, pads, include, ceil) @ x.ravel()
     np.testing.assert_allclose(ours, expected.ravel(), atol=1e-5)
 
@@ -340,12 +392,15 @@ def test_avgpool_reference_matches_onnxruntime(pool):
 # ------------------------------------------------------------------ arguments and devices
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(strides=(1,), pads=(0, 0, 0, 0), dilations=(1, 1)), "needs 2 input sizes"),
-    (dict(strides=(1, 1), pads=(0,) * 4, dilations=(1, 1), groups=2), "divisible by groups"),
-    (dict(strides=(1, 1), pads=(0,) * 4, dilations=(5, 1)), "no output"),
-    (dict(strides=(1, 1), pads=(0,) * 4, dilations=(1, 1), method="spectral"), "unknown method"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(strides=(1,), pads=(0, 0, 0, 0), dilations=(1, 1)), "needs 2 input sizes"),
+        (dict(strides=(1, 1), pads=(0,) * 4, dilations=(1, 1), groups=2), "divisible by groups"),
+        (dict(strides=(1, 1), pads=(0,) * 4, dilations=(5, 1)), "no output"),
+        (dict(strides=(1, 1), pads=(0,) * 4, dilations=(1, 1), method="spectral"), "unknown method"),
+    ],
+)
 def test_bad_conv_arguments_are_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         conv_norm(np.ones((3, 2, 3, 3)), (4, 4), **kwargs)
@@ -358,7 +413,8 @@ def test_conv_norm_on_cuda_matches_the_cpu(case):
     cuda = torch.device("cuda")
     for method, limit in (("auto", 4096), ("auto", 0), ("exact", 0), ("gram", 0), ("frobenius", 0)):
         on_cpu = conv_norm(weight, spatial, **kwargs, method=method, materialize_limit=limit)
-        on_gpu = conv_norm(torch.from_numpy(weight).to(cuda), spatial, **kwargs, method=method,
-                           materialize_limit=limit, device=cuda)
+        on_gpu = conv_norm(
+            torch.from_numpy(weight).to(cuda), spatial, **kwargs, method=method, materialize_limit=limit, device=cuda
+        )
         assert on_gpu.method == on_cpu.method
         assert on_gpu.value == pytest.approx(on_cpu.value, rel=2 * bnb.BNB_TOL)
