@@ -36,8 +36,21 @@ from .parallel import LOCAL_RAY
 from .report import BranchViolation, LayerReport, LayerViolation, ResidualBranch
 from .tight.graph_bound import BOUNDS
 
-KEYS = {"max_lipschitz", "method", "device", "input_shape", "allow_incomplete", "max_layer_factor",
-        "in_memory_limit", "workers", "ray", "input_range", "lower_bound_time", "bound", "max_branch_lipschitz"}
+KEYS = {
+    "max_lipschitz",
+    "method",
+    "device",
+    "input_shape",
+    "allow_incomplete",
+    "max_layer_factor",
+    "in_memory_limit",
+    "workers",
+    "ray",
+    "input_range",
+    "lower_bound_time",
+    "bound",
+    "max_branch_lipschitz",
+}
 # Keys about how the whole run is carried out, not about one model: no per-model override.
 RUN_KEYS = {"workers", "ray"}
 
@@ -100,8 +113,11 @@ class Settings:
 
     def layer_limit(self, layer_name: str) -> float | None:
         """The most specific matching glob wins: the one with the most literal characters."""
-        matches = [(sum(ch not in "*?[]" for ch in pattern), limit) for pattern, limit in self.max_layer_factor.items()
-                   if fnmatch.fnmatchcase(layer_name, pattern)]
+        matches = [
+            (sum(ch not in "*?[]" for ch in pattern), limit)
+            for pattern, limit in self.max_layer_factor.items()
+            if fnmatch.fnmatchcase(layer_name, pattern)
+        ]
         return max(matches, key=lambda match: match[0])[1] if matches else None
 
 
@@ -116,8 +132,10 @@ def find_pyproject(start: Path) -> Path | None:
 def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = sorted(set(table) - KEYS)
     if unknown:
-        raise UsageError(f"unknown key(s) {', '.join(unknown)} in {where}",
-                         hint=f"known keys: {', '.join(sorted(KEYS))}, and [tool.lipaudit.models.\"GLOB\"]")
+        raise UsageError(
+            f"unknown key(s) {', '.join(unknown)} in {where}",
+            hint=f'known keys: {", ".join(sorted(KEYS))}, and [tool.lipaudit.models."GLOB"]',
+        )
     values = dict(table)
     try:
         for key in ("max_lipschitz", "max_branch_lipschitz"):
@@ -144,8 +162,13 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
             if not isinstance(given, (str, list, dict)):
                 raise TypeError('input_range must be "LO:HI", a list of "NAME=LO:HI" or a table of ranges')
             check_input_ranges(given)
-            values["input_range"] = (given,) if isinstance(given, str) else \
-                tuple(str(spec) for spec in given) if isinstance(given, list) else dict(given)
+            values["input_range"] = (
+                (given,)
+                if isinstance(given, str)
+                else tuple(str(spec) for spec in given)
+                if isinstance(given, list)
+                else dict(given)
+            )
         if "workers" in values:
             if isinstance(values["workers"], bool) or not isinstance(values["workers"], int) or values["workers"] < 1:
                 raise TypeError("workers must be a whole number, at least 1")
@@ -156,8 +179,9 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
             values["ray"] = (LOCAL_RAY if ray is True else None) if isinstance(ray, bool) else ray.strip() or None
         if "max_layer_factor" in values:
             limits = values["max_layer_factor"]
-            values["max_layer_factor"] = ({"*": float(limits)} if not isinstance(limits, dict)
-                                          else {str(k): float(v) for k, v in limits.items()})
+            values["max_layer_factor"] = (
+                {"*": float(limits)} if not isinstance(limits, dict) else {str(k): float(v) for k, v in limits.items()}
+            )
     except (TypeError, ValueError) as error:
         raise UsageError(f"bad value in {where}: {error}") from None
     return values
@@ -182,8 +206,11 @@ def load_settings(config_path: Path | None, model_path: Path | None = None) -> S
         for pattern, override in overrides.items():
             run_wide = sorted(RUN_KEYS & set(override)) if isinstance(override, dict) else []
             if run_wide:
-                raise UsageError(f"{', '.join(run_wide)} in [tool.lipaudit.models.\"{pattern}\"] of {config_path}: "
-                                 "these settings are for the whole run", hint="set them in [tool.lipaudit]")
+                raise UsageError(
+                    f'{", ".join(run_wide)} in [tool.lipaudit.models."{pattern}"] of {config_path}: '
+                    "these settings are for the whole run",
+                    hint="set them in [tool.lipaudit]",
+                )
             if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(model_path.name, pattern):
                 where = f'[tool.lipaudit.models."{pattern}"] of {config_path}'
                 settings = replace(settings, **_normalise(dict(override), where))

@@ -12,16 +12,22 @@ slope-restricted recursion over the graph (lipaudit.tight), which also bounds ea
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .compose import NetworkBound, compose
 from .domain import Domain, box_lower_bound, prepare_domain
 from .errors import ExecutionError, UsageError
-from .execute.empirical_lower_bound import (DEFAULT_SAMPLES, DEFAULT_STEPS, DEFAULT_TIME_LIMIT, LowerBound,
-                                            empirical_lower_bound)
+from .execute.empirical_lower_bound import (
+    DEFAULT_SAMPLES,
+    DEFAULT_STEPS,
+    DEFAULT_TIME_LIMIT,
+    LowerBound,
+    empirical_lower_bound,
+)
 from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes
 from .execute.verify import verify as run_verification
 from .ir import Graph, Node
@@ -71,12 +77,25 @@ class _Clock:
         return {**self.timings, "total_s": round(time.perf_counter() - self.started, 4)}
 
 
-def audit(path: str, *, input_shape: list[str] | None = None, method: str = "auto", device: str = "auto",
-          max_lipschitz: float | None = None, on_node: ProgressFn | None = None, verify: bool | None = None,
-          lower_bound: bool = False, seed: int = 0, samples: int = DEFAULT_SAMPLES,
-          steps: int = DEFAULT_STEPS, lower_bound_time: float | None = DEFAULT_TIME_LIMIT,
-          input_range: Any = None, bound: str = "recursion", executor: "Executor | None" = None,
-          in_memory_limit: int = DEFAULT_IN_MEMORY_LIMIT) -> Report:
+def audit(
+    path: str,
+    *,
+    input_shape: list[str] | None = None,
+    method: str = "auto",
+    device: str = "auto",
+    max_lipschitz: float | None = None,
+    on_node: ProgressFn | None = None,
+    verify: bool | None = None,
+    lower_bound: bool = False,
+    seed: int = 0,
+    samples: int = DEFAULT_SAMPLES,
+    steps: int = DEFAULT_STEPS,
+    lower_bound_time: float | None = DEFAULT_TIME_LIMIT,
+    input_range: Any = None,
+    bound: str = "recursion",
+    executor: Executor | None = None,
+    in_memory_limit: int = DEFAULT_IN_MEMORY_LIMIT,
+) -> Report:
     """Audit one model file and return its report. Raises LipauditError for bad input.
 
     ``verify``: compare the IR with the model's own runtime first (None: only for models under
@@ -93,8 +112,9 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     if bound not in BOUNDS:
         raise UsageError(f"unknown bound '{bound}'", hint=f"choose one of: {', '.join(BOUNDS)}")
     if samples < 1 or steps < 0:
-        raise UsageError("--samples must be at least 1 and --steps at least 0",
-                         hint="for example --samples 16 --steps 20")
+        raise UsageError(
+            "--samples must be at least 1 and --steps at least 0", hint="for example --samples 16 --steps 20"
+        )
     if lower_bound_time is not None and not lower_bound_time > 0:
         raise UsageError("--lower-bound-time must be a positive number of seconds", hint="for example 60s")
     try:
@@ -106,8 +126,9 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     too_large = on_disk > in_memory_limit
     # The runtime is probed even with --no-verify: the rules need the shapes it really produces.
     # Not a model too large for memory: its runtime would load every weight at once.
-    loaded = load_model(path, parse_input_shapes(input_shape), seed=seed, probe=not too_large,
-                        map_external_data=too_large)
+    loaded = load_model(
+        path, parse_input_shapes(input_shape), seed=seed, probe=not too_large, map_external_data=too_large
+    )
     graph = run_passes(loaded.graph)
     if too_large:
         from .parallel.mapped import release_resident_pages
@@ -117,10 +138,14 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     notices = ([device_notice] if device_notice else []) + loaded.notices
     whole_model = ""
     if too_large:
-        whole_model = (f"needs the whole model in memory, and its weights ({_size(on_disk)}) are above the "
-                       f"in-memory limit ({_size(in_memory_limit)}); raise --in-memory-limit to run it")
-        notices.append(f"weights memory-mapped and read one layer at a time: {_size(on_disk)} of external data, "
-                       f"above the in-memory limit of {_size(in_memory_limit)}")
+        whole_model = (
+            f"needs the whole model in memory, and its weights ({_size(on_disk)}) are above the "
+            f"in-memory limit ({_size(in_memory_limit)}); raise --in-memory-limit to run it"
+        )
+        notices.append(
+            f"weights memory-mapped and read one layer at a time: {_size(on_disk)} of external data, "
+            f"above the in-memory limit of {_size(in_memory_limit)}"
+        )
         verification = skipped(f"verification {whole_model}")
     else:
         # raises VerificationError on a mismatch
@@ -146,8 +171,17 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
     if lower_bound and too_large:
         notices.append(f"no lower bound: the search {whole_model}")
     elif lower_bound:
-        lower = _lower_bound(graph, upper, domain, notices, samples=samples, steps=steps, seed=seed,
-                             device=torch_device, time_limit=lower_bound_time)
+        lower = _lower_bound(
+            graph,
+            upper,
+            domain,
+            notices,
+            samples=samples,
+            steps=steps,
+            seed=seed,
+            device=torch_device,
+            time_limit=lower_bound_time,
+        )
         clock.lap("lower_bound")
 
     settings: dict = {"norm": "l2", "method": method, "device": str(torch_device), "bound": bound}
@@ -155,26 +189,44 @@ def audit(path: str, *, input_shape: list[str] | None = None, method: str = "aut
         settings["domain"] = domain.settings
     if lower_bound:
         settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps, "time_limit_s": lower_bound_time}
-    return build_report(loaded=loaded, graph=graph, network=network, tight=tight, lower=lower, settings=settings,
-                        verification=verification, max_lipschitz=max_lipschitz, timings=clock.total(),
-                        notices=notices)
+    return build_report(
+        loaded=loaded,
+        graph=graph,
+        network=network,
+        tight=tight,
+        lower=lower,
+        settings=settings,
+        verification=verification,
+        max_lipschitz=max_lipschitz,
+        timings=clock.total(),
+        notices=notices,
+    )
 
 
-def _verify(graph: Graph, loaded: LoadedModel, requested: bool | None, device: torch.device,
-            notices: list[str]) -> Verification:
+def _verify(
+    graph: Graph, loaded: LoadedModel, requested: bool | None, device: torch.device, notices: list[str]
+) -> Verification:
     if requested is False:
         return skipped("turned off (--no-verify)")
     parameters = graph.parameter_count()
     if requested is None and parameters >= AUTO_MAX_PARAMETERS:
-        return skipped(f"not run by default for {parameters / 1e6:.0f}M parameters "
-                       f"(≥ {AUTO_MAX_PARAMETERS // 1_000_000}M); ask for it with --verify")
+        return skipped(
+            f"not run by default for {parameters / 1e6:.0f}M parameters "
+            f"(≥ {AUTO_MAX_PARAMETERS // 1_000_000}M); ask for it with --verify"
+        )
     verification, shapes = run_verification(graph, loaded.probe, device=device, unavailable=loaded.probe_missing)
     notices += apply_executed_shapes(graph, shapes)
     return verification
 
 
-def _analyse(graph: Graph, ctx: RuleContext, executor: "Executor | None", too_large: bool,
-             on_node: ProgressFn | None, notices: list[str]) -> NetworkBound:
+def _analyse(
+    graph: Graph,
+    ctx: RuleContext,
+    executor: Executor | None,
+    too_large: bool,
+    on_node: ProgressFn | None,
+    notices: list[str],
+) -> NetworkBound:
     """Every node's factors (measured ahead by the executor where there is one) composed into the bound."""
     precomputed = None
     if executor is not None or too_large:
@@ -189,8 +241,9 @@ def _analyse(graph: Graph, ctx: RuleContext, executor: "Executor | None", too_la
         return compose(graph, ctx, on_node if precomputed is None else None, precomputed)
 
 
-def _tighten(graph: Graph, network: NetworkBound, bound: str, seed: int, notices: list[str],
-             analysis_seconds: float) -> GraphBound | None:
+def _tighten(
+    graph: Graph, network: NetworkBound, bound: str, seed: int, notices: list[str], analysis_seconds: float
+) -> GraphBound | None:
     """The recursion's bound and the residual branches (None: the product stands, with a notice why).
 
     The recursion may take RECURSION_TIME_RATIO times what the layers' factors took (at least
@@ -205,13 +258,16 @@ def _tighten(graph: Graph, network: NetworkBound, bound: str, seed: int, notices
         notices.append(f"the network bound is the product: the recursion cannot describe the graph ({error})")
         return None
     if not tight.finished:
-        notices.append(f"the recursion stopped after its {limit:.0f} s ({RECURSION_TIME_RATIO:g}× the layers' time): "
-                       "the values it did not reach keep the product's figure")
+        notices.append(
+            f"the recursion stopped after its {limit:.0f} s ({RECURSION_TIME_RATIO:g}× the layers' time): "
+            "the values it did not reach keep the product's figure"
+        )
     return tight
 
 
-def _lower_bound(graph: Graph, upper: float | None, domain: Domain | None, notices: list[str],
-                 **search: Any) -> LowerBound | None:
+def _lower_bound(
+    graph: Graph, upper: float | None, domain: Domain | None, notices: list[str], **search: Any
+) -> LowerBound | None:
     """The empirical lower bound (inside the box in domain mode), with a notice when it cannot run or
     contradicts the upper bound."""
     try:
@@ -224,6 +280,8 @@ def _lower_bound(graph: Graph, upper: float | None, domain: Domain | None, notic
         return None
     notices += [f"lower bound: {note}" for note in lower.notes if "time limit" in note]
     if upper is not None and lower.value > upper:
-        notices.append(f"warning: the empirical lower bound {lower.value:.6g} exceeds the upper bound "
-                       f"{upper:.6g}: the upper bound is wrong; please report this model")
+        notices.append(
+            f"warning: the empirical lower bound {lower.value:.6g} exceeds the upper bound "
+            f"{upper:.6g}: the upper bound is wrong; please report this model"
+        )
     return lower

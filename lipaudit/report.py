@@ -16,9 +16,9 @@ from . import __version__
 if TYPE_CHECKING:
     from .compose import NetworkBound
     from .execute.empirical_lower_bound import LowerBound
-    from .tight.graph_bound import GraphBound
     from .ir import Graph
     from .load import LoadedModel
+    from .tight.graph_bound import GraphBound
 
 SCHEMA_VERSION = 1
 
@@ -43,7 +43,7 @@ class ToolInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ToolInfo":
+    def from_dict(cls, data: dict[str, Any]) -> ToolInfo:
         return cls(**data)
 
 
@@ -73,7 +73,7 @@ class ModelInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         fields = dict(data)
         fields["inputs"] = [TensorInfo(**item) for item in data.get("inputs", [])]
         fields["outputs"] = [OutputBound(**item) for item in data.get("outputs", [])]
@@ -131,7 +131,7 @@ class NetworkResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "NetworkResult":
+    def from_dict(cls, data: dict[str, Any]) -> NetworkResult:
         fields = dict(data)
         fields["unsupported"] = [Blocker(**item) for item in data.get("unsupported", [])]
         fields["unbounded"] = [Blocker(**item) for item in data.get("unbounded", [])]
@@ -173,12 +173,15 @@ class Threshold:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Threshold":
+    def from_dict(cls, data: dict[str, Any]) -> Threshold:
         layers, branches = data.get("layers"), data.get("branches")
-        return cls(data.get("max_lipschitz"), data.get("passed"),
-                   None if layers is None else [LayerViolation(**item) for item in layers],
-                   data.get("max_branch_lipschitz"),
-                   None if branches is None else [BranchViolation(**item) for item in branches])
+        return cls(
+            data.get("max_lipschitz"),
+            data.get("passed"),
+            None if layers is None else [LayerViolation(**item) for item in layers],
+            data.get("max_branch_lipschitz"),
+            None if branches is None else [BranchViolation(**item) for item in branches],
+        )
 
 
 @dataclass
@@ -195,11 +198,16 @@ class Verification:
     def to_dict(self) -> dict[str, Any]:
         if not self.checked:
             return {"checked": False, "reason": self.reason}
-        return {"checked": True, "reference": self.reference, "max_abs_diff": self.max_abs_diff,
-                "inputs": self.inputs, "values": self.values}
+        return {
+            "checked": True,
+            "reference": self.reference,
+            "max_abs_diff": self.max_abs_diff,
+            "inputs": self.inputs,
+            "values": self.values,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Verification":
+    def from_dict(cls, data: dict[str, Any]) -> Verification:
         return cls(**data)
 
 
@@ -227,7 +235,7 @@ class LayerReport:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LayerReport":
+    def from_dict(cls, data: dict[str, Any]) -> LayerReport:
         return cls(**data)
 
 
@@ -281,7 +289,7 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Report":
+    def from_dict(cls, data: dict[str, Any]) -> Report:
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unsupported report schema_version {data.get('schema_version')!r}")
         return cls(
@@ -297,7 +305,7 @@ class Report:
         )
 
 
-def network_scope(network: "NetworkBound") -> str:
+def network_scope(network: NetworkBound) -> str:
     """'domain' when any factor holds on the input domain only (method "domain"), else 'global'."""
     for result in network.layers:
         for factor in result.output_factors or [result.factor]:
@@ -312,22 +320,42 @@ def threshold_verdict(upper_bound: float | None, max_lipschitz: float | None) ->
     return Threshold(max_lipschitz, bool(upper_bound <= max_lipschitz))
 
 
-def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBound", tight: "GraphBound | None",
-                 lower: "LowerBound | None", settings: dict[str, Any], verification: Verification,
-                 max_lipschitz: float | None, timings: dict[str, float], notices: list[str]) -> Report:
+def build_report(
+    *,
+    loaded: LoadedModel,
+    graph: Graph,
+    network: NetworkBound,
+    tight: GraphBound | None,
+    lower: LowerBound | None,
+    settings: dict[str, Any],
+    verification: Verification,
+    max_lipschitz: float | None,
+    timings: dict[str, float],
+    notices: list[str],
+) -> Report:
     """The report of one audit, from the analysed graph and what each stage computed. ``tight``: the
     network bound beyond the product, where it was computed."""
     layers = []
     for result in network.layers:
         factor, node = result.factor, result.node
         shape = graph.shape(node.outputs[0])
-        layers.append(LayerReport(
-            name=node.name, op=node.op_type, output_shape=None if shape is None else [int(d) for d in shape],
-            factor=finite_or_none(factor.value), method=factor.method, certified=factor.certified,
-            estimate=finite_or_none(factor.estimate), frobenius=finite_or_none(factor.frobenius),
-            running_bound=finite_or_none(result.bound.value) if result.bound.finite else None,
-            status=factor.status, reason=factor.reason, notes=list(node.notes) + list(factor.notes),
-            seconds=None if factor.seconds is None else round(factor.seconds, 4)))
+        layers.append(
+            LayerReport(
+                name=node.name,
+                op=node.op_type,
+                output_shape=None if shape is None else [int(d) for d in shape],
+                factor=finite_or_none(factor.value),
+                method=factor.method,
+                certified=factor.certified,
+                estimate=finite_or_none(factor.estimate),
+                frobenius=finite_or_none(factor.frobenius),
+                running_bound=finite_or_none(result.bound.value) if result.bound.finite else None,
+                status=factor.status,
+                reason=factor.reason,
+                notes=list(node.notes) + list(factor.notes),
+                seconds=None if factor.seconds is None else round(factor.seconds, 4),
+            )
+        )
     product = finite_or_none(network.upper_bound)
     upper = finite_or_none(tight.upper_bound) if tight is not None else product
     output_bounds = dict(network.outputs)
@@ -338,21 +366,61 @@ def build_report(*, loaded: "LoadedModel", graph: "Graph", network: "NetworkBoun
         notices = notices + ["the input range tightened no factor: the bound is a global one"]
     lower_value = finite_or_none(lower.value) if lower is not None else None
     model = ModelInfo(
-        path=str(loaded.path), format=loaded.format, sha256=loaded.sha256, opset=graph.opset,
+        path=str(loaded.path),
+        format=loaded.format,
+        sha256=loaded.sha256,
+        opset=graph.opset,
         inputs=[TensorInfo(name, list(graph.shape(name) or [])) for name in graph.inputs],
         outputs=[OutputBound(name, finite_or_none(value)) for name, value in output_bounds.items()],
-        parameters=graph.parameter_count())
+        parameters=graph.parameter_count(),
+    )
     result = NetworkResult(
-        upper_bound=upper, certified=network.certified, complete=network.complete, lower_bound=lower_value,
+        upper_bound=upper,
+        certified=network.certified,
+        complete=network.complete,
+        lower_bound=lower_value,
         gap=upper / lower_value if upper is not None and lower_value else None,
-        unsupported=list(network.unsupported), unbounded=list(network.unbounded), verified=verification.checked,
-        scope=scope, method=tight.method if tight is not None else "product", product_bound=product,
-        branches=list(tight.branches) if tight is not None else [])
-    return Report(tool=ToolInfo(), model=model, settings=settings, layers=layers, network=result,
-                  threshold=threshold_verdict(upper, max_lipschitz), verification=verification, timings=timings,
-                  notices=notices)
+        unsupported=list(network.unsupported),
+        unbounded=list(network.unbounded),
+        verified=verification.checked,
+        scope=scope,
+        method=tight.method if tight is not None else "product",
+        product_bound=product,
+        branches=list(tight.branches) if tight is not None else [],
+    )
+    return Report(
+        tool=ToolInfo(),
+        model=model,
+        settings=settings,
+        layers=layers,
+        network=result,
+        threshold=threshold_verdict(upper, max_lipschitz),
+        verification=verification,
+        timings=timings,
+        notices=notices,
+    )
 
 
-__all__ = ["Blocker", "BranchViolation", "ResidualBranch", "EXIT_INCOMPLETE", "EXIT_PASSED", "EXIT_THRESHOLD_EXCEEDED", "EXIT_USAGE", "LayerReport",
-           "LayerViolation", "ModelInfo", "NetworkResult", "Report", "SCHEMA_VERSION", "Threshold", "ToolInfo",
-           "Verification", "build_report", "finite_or_none", "network_scope", "skipped", "threshold_verdict"]
+__all__ = [
+    "Blocker",
+    "BranchViolation",
+    "ResidualBranch",
+    "EXIT_INCOMPLETE",
+    "EXIT_PASSED",
+    "EXIT_THRESHOLD_EXCEEDED",
+    "EXIT_USAGE",
+    "LayerReport",
+    "LayerViolation",
+    "ModelInfo",
+    "NetworkResult",
+    "Report",
+    "SCHEMA_VERSION",
+    "Threshold",
+    "ToolInfo",
+    "Verification",
+    "build_report",
+    "finite_or_none",
+    "network_scope",
+    "skipped",
+    "threshold_verdict",
+]

@@ -8,17 +8,25 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
-from ..config import (Settings, branch_violations, find_pyproject, layer_violations, load_settings, merge_flags, parse_duration,
-                      parse_size)
-from ..domain.inputs import check_input_ranges
+from ..config import (
+    Settings,
+    branch_violations,
+    find_pyproject,
+    layer_violations,
+    load_settings,
+    merge_flags,
+    parse_duration,
+    parse_size,
+)
 from ..diff import diff_reports, parse_increase
+from ..domain.inputs import check_input_ranges
 from ..errors import LipauditError, UsageError
-from ..parallel import LOCAL_RAY, open_executor
 from ..execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS
+from ..parallel import LOCAL_RAY, open_executor
 from ..pipeline import audit
 from ..render import RENDERERS, SUFFIX_FORMATS, write_atomically
 from ..render.summary import render_summary
@@ -45,8 +53,10 @@ class OutputTarget:
         if "{model}" in self.path:
             return Path(self.path.replace("{model}", model.stem))
         if several:
-            raise UsageError(f"-o {self.path} would be overwritten by each model",
-                             hint="put {model} in the path, e.g. -o json:reports/{model}.json")
+            raise UsageError(
+                f"-o {self.path} would be overwritten by each model",
+                hint="put {model} in the path, e.g. -o json:reports/{model}.json",
+            )
         return Path(self.path)
 
 
@@ -76,15 +86,15 @@ def _console_width() -> int:
     return shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 120
 
 
-def _config_for(model: Path, config: Optional[Path]) -> Optional[Path]:
+def _config_for(model: Path, config: Path | None) -> Path | None:
     return config if config is not None else (find_pyproject(model.resolve().parent) or find_pyproject(Path.cwd()))
 
 
-def _settings_for(model: Path, config: Optional[Path], flags: dict) -> Settings:
+def _settings_for(model: Path, config: Path | None, flags: dict) -> Settings:
     return merge_flags(load_settings(_config_for(model, config), model), **flags)
 
 
-def _run_settings(models: list[Path], config: Optional[Path], flags: dict) -> Settings:
+def _run_settings(models: list[Path], config: Path | None, flags: dict) -> Settings:
     """The settings of the whole run (workers, ray): [tool.lipaudit] of the first model's config."""
     return merge_flags(load_settings(_config_for(models[0], config)), **flags)
 
@@ -95,8 +105,7 @@ def _render(report: Report, fmt: str, *, color: bool, verbose: bool) -> str:
     return RENDERERS[fmt](report)
 
 
-def split_ray_address(models: list[Path], ray: Optional[bool],
-                      address: Optional[str]) -> tuple[list[Path], Optional[str]]:
+def split_ray_address(models: list[Path], ray: bool | None, address: str | None) -> tuple[list[Path], str | None]:
     """The models, and the ray setting: None (as configured), "" (--no-ray), 'local' or an address.
 
     ``--ray`` takes an optional address (``--ray auto``); the parser sees the address as a model,
@@ -134,96 +143,155 @@ def _gate(report: Report, settings: Settings) -> None:
 
 @report_errors
 def check(
-    models: List[Path] = typer.Argument(
-        ..., help="ONNX, TorchScript (.pt) or torch.export (.pt2) model(s).", show_default=False),
-    input_shape: Optional[List[str]] = typer.Option(
-        None, "--input-shape", "-s", metavar="NAME=1x3x32x32",
+    models: list[Path] = typer.Argument(
+        ..., help="ONNX, TorchScript (.pt) or torch.export (.pt2) model(s).", show_default=False
+    ),
+    input_shape: list[str] | None = typer.Option(
+        None,
+        "--input-shape",
+        "-s",
+        metavar="NAME=1x3x32x32",
         help="Shape of an input with dynamic dimensions. Repeat for several inputs; the name may be "
-             "left out when the model has one input."),
-    max_lipschitz: Optional[float] = typer.Option(
-        None, "--max-lipschitz", metavar="X", help="Fail (exit 1) when the network's upper bound exceeds X."),
-    bound: Optional[str] = typer.Option(
-        None, "--bound", show_default=False,
+        "left out when the model has one input.",
+    ),
+    max_lipschitz: float | None = typer.Option(
+        None, "--max-lipschitz", metavar="X", help="Fail (exit 1) when the network's upper bound exceeds X."
+    ),
+    bound: str | None = typer.Option(
+        None,
+        "--bound",
+        show_default=False,
         help="How the layers' factors combine into the network bound: recursion (default: the slope-restricted "
-             "recursion over the graph, never above the product and often far below it on residual nets) or "
-             "product (each factor multiplied along the graph). The report keeps the product either way."),
-    max_branch_lipschitz: Optional[float] = typer.Option(
-        None, "--max-branch-lipschitz", metavar="X",
+        "recursion over the graph, never above the product and often far below it on residual nets) or "
+        "product (each factor multiplied along the graph). The report keeps the product either way.",
+    ),
+    max_branch_lipschitz: float | None = typer.Option(
+        None,
+        "--max-branch-lipschitz",
+        metavar="X",
         help="Fail (exit 1) unless every residual branch g of a block x + g(x) has a certified Lipschitz bound "
-             "below X (X = 1 gates invertibility, as in invertible ResNets)."),
-    method: Optional[str] = typer.Option(
-        None, "--method", "-m", show_default=False,
+        "below X (X = 1 gates invertibility, as in invertible ResNets).",
+    ),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        "-m",
+        show_default=False,
         help="How to measure linear layers: auto (default: the tightest certified method that is fast enough), "
-             "exact, gram, power (an estimate, not certified) or frobenius."),
-    device: Optional[str] = typer.Option(
-        None, "--device", show_default=False,
-        help="auto (default), cpu or cuda (falls back to the CPU with a notice)."),
+        "exact, gram, power (an estimate, not certified) or frobenius.",
+    ),
+    device: str | None = typer.Option(
+        None, "--device", show_default=False, help="auto (default), cpu or cuda (falls back to the CPU with a notice)."
+    ),
     output_format: str = typer.Option("table", "--format", "-f", help=f"Report on stdout: {', '.join(FORMATS)}."),
-    outputs: Optional[List[str]] = typer.Option(
-        None, "--output", "-o", metavar="[FORMAT:]FILE",
+    outputs: list[str] | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        metavar="[FORMAT:]FILE",
         help="Also write a report to FILE, atomically; repeatable: -o json:report.json -o html:report.html. "
-             "The format comes from FORMAT:, else the suffix, else --format. With several models, put "
-             "{model} in FILE."),
-    allow_incomplete: Optional[bool] = typer.Option(
-        None, "--allow-incomplete/--no-allow-incomplete", show_default=False,
-        help="Exit 0 instead of 3 when some op is unsupported or unbounded (the bound is still not reported)."),
-    baseline: Optional[Path] = typer.Option(
-        None, "--baseline", metavar="BASE.json", help="Compare with an earlier JSON report; exit 1 on a regression."),
+        "The format comes from FORMAT:, else the suffix, else --format. With several models, put "
+        "{model} in FILE.",
+    ),
+    allow_incomplete: bool | None = typer.Option(
+        None,
+        "--allow-incomplete/--no-allow-incomplete",
+        show_default=False,
+        help="Exit 0 instead of 3 when some op is unsupported or unbounded (the bound is still not reported).",
+    ),
+    baseline: Path | None = typer.Option(
+        None, "--baseline", metavar="BASE.json", help="Compare with an earlier JSON report; exit 1 on a regression."
+    ),
     max_increase: str = typer.Option("0%", "--max-increase", help="With --baseline: allowed growth, e.g. 5%."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", help="pyproject.toml to read \\[tool.lipaudit] from (default: the nearest one above "
-                               "the model, else above the current directory)."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="pyproject.toml to read \\[tool.lipaudit] from (default: the nearest one above "
+        "the model, else above the current directory).",
+    ),
     color: str = typer.Option("auto", "--color", help="auto, always or never (NO_COLOR is honoured)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict line."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Add per-layer notes and timings."),
-    verify: Optional[bool] = typer.Option(
-        None, "--verify/--no-verify", show_default=False,
+    verify: bool | None = typer.Option(
+        None,
+        "--verify/--no-verify",
+        show_default=False,
         help="Check first that lipaudit's reading of the model computes what the model's runtime computes "
-             "(onnxruntime or torch), on a few random inputs; a mismatch exits 2 naming the first node that "
-             "differs. Default: on for models under 50M parameters."),
+        "(onnxruntime or torch), on a few random inputs; a mismatch exits 2 naming the first node that "
+        "differs. Default: on for models under 50M parameters.",
+    ),
     lower_bound: bool = typer.Option(
-        False, "--lower-bound",
+        False,
+        "--lower-bound",
         help="Also search for an empirical lower bound (largest Jacobian norm, then a ratio "
-             "‖f(x)−f(y)‖/‖x−y‖ actually achieved) and show the interval from lower to upper, with the "
-             "gap upper/lower."),
-    lower_bound_time: Optional[str] = typer.Option(
-        None, "--lower-bound-time", metavar="DURATION", show_default=False,
+        "‖f(x)−f(y)‖/‖x−y‖ actually achieved) and show the interval from lower to upper, with the "
+        "gap upper/lower.",
+    ),
+    lower_bound_time: str | None = typer.Option(
+        None,
+        "--lower-bound-time",
+        metavar="DURATION",
+        show_default=False,
         help="--lower-bound: stop the search after this long (default 60s) and report what it found: still a "
-             "ratio two inputs achieved."),
-    input_range: Optional[List[str]] = typer.Option(
-        None, "--input-range", metavar="[NAME=]LO:HI", show_default=False,
+        "ratio two inputs achieved.",
+    ),
+    input_range: list[str] | None = typer.Option(
+        None,
+        "--input-range",
+        metavar="[NAME=]LO:HI",
+        show_default=False,
         help="Bound the network on this box of inputs only (e.g. 0:1 for images): the figure is then a LOCAL "
-             "Lipschitz bound on that domain, not a global one, and products of activations (gates, "
-             "normalisation, attention) get a finite bound. Repeat with NAME= for several inputs."),
+        "Lipschitz bound on that domain, not a global one, and products of activations (gates, "
+        "normalisation, attention) get a finite bound. Repeat with NAME= for several inputs.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for the random inputs of --verify and --lower-bound."),
-    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", min=1,
-                                help="--lower-bound: random inputs to start from (more: slower, tighter)."),
-    steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=0,
-                              help="--lower-bound: gradient-ascent steps from each of the best inputs."),
-    workers: Optional[int] = typer.Option(
-        None, "--workers", "-j", min=1, show_default=False,
+    samples: int = typer.Option(
+        DEFAULT_SAMPLES, "--samples", min=1, help="--lower-bound: random inputs to start from (more: slower, tighter)."
+    ),
+    steps: int = typer.Option(
+        DEFAULT_STEPS, "--steps", min=0, help="--lower-bound: gradient-ascent steps from each of the best inputs."
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        "-j",
+        min=1,
+        show_default=False,
         help="Run independent work in N single-threaded worker processes: the models of a multi-model check, "
-             "or the layers of one model. The report is the same for every N."),
-    ray: Optional[bool] = typer.Option(
-        None, "--ray/--no-ray", show_default=False,
+        "or the layers of one model. The report is the same for every N.",
+    ),
+    ray: bool | None = typer.Option(
+        None,
+        "--ray/--no-ray",
+        show_default=False,
         help="Run that work as Ray tasks (needs pip install 'lipaudit[ray]'): on a local cluster started for the "
-             "run (--workers CPUs), or on the cluster at --ray-address. '--ray auto' joins the cluster running on "
-             "this machine."),
-    ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", metavar="ADDRESS", show_default=False,
-        help="The Ray cluster for --ray: auto, ray://HOST:PORT or HOST:PORT (implies --ray)."),
-    in_memory_limit: Optional[str] = typer.Option(
-        None, "--in-memory-limit", metavar="SIZE", show_default=False,
+        "run (--workers CPUs), or on the cluster at --ray-address. '--ray auto' joins the cluster running on "
+        "this machine.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        metavar="ADDRESS",
+        show_default=False,
+        help="The Ray cluster for --ray: auto, ray://HOST:PORT or HOST:PORT (implies --ray).",
+    ),
+    in_memory_limit: str | None = typer.Option(
+        None,
+        "--in-memory-limit",
+        metavar="SIZE",
+        show_default=False,
         help="External data above this (default 2GiB) stays on disk, memory-mapped and read one layer at a time; "
-             "the runtime probe, verification and the lower bound, which need the whole model, are then skipped."),
+        "the runtime probe, verification and the lower bound, which need the whole model, are then skipped.",
+    ),
 ) -> None:
     """Compute a certified upper bound on each MODEL's Lipschitz constant (ℓ2 norm, flattened input and output).
 
     Settings come from the \\[tool.lipaudit] table of pyproject.toml, overridden by these flags.
 
     Exit codes: 0 passed (or no threshold), 1 the bound exceeds --max-lipschitz (or a layer its limit, a
-    residual branch --max-branch-lipschitz, or a --baseline regression), 2 usage or load error, 3 the bound is incomplete or unbounded (an op without a
-    rule, or one that is not Lipschitz). With several models, the worst code.
+    residual branch --max-branch-lipschitz, or a --baseline regression), 2 usage or load error, 3 the bound
+    is incomplete or unbounded (an op without a rule, or one that is not Lipschitz). With several models,
+    the worst code.
     """
     if output_format not in RENDERERS:
         raise UsageError(f"unknown format '{output_format}'", hint=f"choose one of: {', '.join(FORMATS)}")
@@ -242,11 +310,33 @@ def check(
         raise UsageError(f"--lower-bound-time: {error}", hint="for example --lower-bound-time 90s") from None
     if input_range:
         check_input_ranges(input_range)
-    flags = dict(max_lipschitz=max_lipschitz, bound=bound, max_branch_lipschitz=max_branch_lipschitz, method=method, device=device, input_shape=input_shape or None,
-                 allow_incomplete=allow_incomplete, in_memory_limit=limit, workers=workers, ray=ray_setting,
-                 input_range=tuple(input_range) if input_range else None, lower_bound_time=search_time)
-    run = Run(config, flags, targets, len(models) > 1, base, increase, output_format, colored, quiet, verbose,
-              dict(verify=verify, lower_bound=lower_bound, seed=seed, samples=samples, steps=steps))
+    flags = dict(
+        max_lipschitz=max_lipschitz,
+        bound=bound,
+        max_branch_lipschitz=max_branch_lipschitz,
+        method=method,
+        device=device,
+        input_shape=input_shape or None,
+        allow_incomplete=allow_incomplete,
+        in_memory_limit=limit,
+        workers=workers,
+        ray=ray_setting,
+        input_range=tuple(input_range) if input_range else None,
+        lower_bound_time=search_time,
+    )
+    run = Run(
+        config,
+        flags,
+        targets,
+        len(models) > 1,
+        base,
+        increase,
+        output_format,
+        colored,
+        quiet,
+        verbose,
+        dict(verify=verify, lower_bound=lower_bound, seed=seed, samples=samples, steps=steps),
+    )
     run_settings = _run_settings(models, config, flags)
     executor = open_executor(run_settings.workers, run_settings.ray)
     if executor is None:
@@ -272,11 +362,11 @@ def check(
 class Run:
     """What every model of one check shares."""
 
-    config: Optional[Path]
+    config: Path | None
     flags: dict
     targets: list[OutputTarget]
     several: bool
-    base: Optional[Report]
+    base: Report | None
     increase: float
     output_format: str
     colored: bool
@@ -285,7 +375,7 @@ class Run:
     extra: dict  # audit settings that come from flags only
 
 
-Outcome = tuple[int, Optional[Report], str]  # exit code, report, error message
+Outcome = tuple[int, Report | None, str]  # exit code, report, error message
 
 
 def _failed(model: Path, error: LipauditError, run: Run) -> Outcome:
@@ -296,8 +386,14 @@ def _failed(model: Path, error: LipauditError, run: Run) -> Outcome:
 
 
 def _audit_settings(settings: Settings, run: Run) -> dict[str, Any]:
-    chosen = dict(input_shape=list(settings.input_shape), method=settings.method, device=settings.device,
-                  max_lipschitz=settings.max_lipschitz, bound=settings.bound, **run.extra)
+    chosen = dict(
+        input_shape=list(settings.input_shape),
+        method=settings.method,
+        device=settings.device,
+        max_lipschitz=settings.max_lipschitz,
+        bound=settings.bound,
+        **run.extra,
+    )
     if settings.in_memory_limit is not None:
         chosen["in_memory_limit"] = settings.in_memory_limit
     if settings.lower_bound_time is not None:
@@ -347,8 +443,10 @@ def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
                 raise settings
             result = results[job_of[index]]
             if isinstance(result, TaskFailure):
-                raise LipauditError(f"the audit did not finish: {result.reason}",
-                                    hint="it may need more memory than a worker has; try fewer --workers")
+                raise LipauditError(
+                    f"the audit did not finish: {result.reason}",
+                    hint="it may need more memory than a worker has; try fewer --workers",
+                )
             if isinstance(result, AuditError):
                 raise result.error()
             outcomes.append(_finish_one(model, settings, result, run))
@@ -368,7 +466,9 @@ def _finish_one(model: Path, settings: Settings, report: Report, run: Run) -> Ou
         try:
             write_atomically(path, _render(report, target.format, color=False, verbose=verbose))
         except OSError as error:
-            raise UsageError(f"cannot write {path}: {error.strerror}", hint="check the folder and its permissions") from None
+            raise UsageError(
+                f"cannot write {path}: {error.strerror}", hint="check the folder and its permissions"
+            ) from None
         typer.echo(f"lipaudit: {target.format} report written to {path}", err=True)
     code = report.exit_code(settings.allow_incomplete)
     diff_lines: list[str] = []

@@ -7,9 +7,22 @@ from .markdown import render_markdown
 from .output import write_atomically
 from .table import render_table
 
-RENDERERS = {"table": render_table, "json": render_json, "markdown": render_markdown, "github": render_github,
-             "html": render_html}
+RENDERERS = {
+    "table": render_table,
+    "json": render_json,
+    "markdown": render_markdown,
+    "github": render_github,
+    "html": render_html,
+}
 SUFFIX_FORMATS = {".json": "json", ".md": "markdown", ".html": "html", ".htm": "html", ".txt": "table"}
 
-__all__ = ["RENDERERS", "SUFFIX_FORMATS", "render_github", "render_html", "render_json", "render_markdown",
-           "render_table", "write_atomically"]
+__all__ = [
+    "RENDERERS",
+    "SUFFIX_FORMATS",
+    "render_github",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_table",
+    "write_atomically",
+]

@@ -22,11 +22,9 @@ def render_github(report: Report, **_: object) -> str:
     path = report.model.path
     lines = []
     for blocker in report.network.unsupported:
-        lines.append(_command("error", path, f"unsupported op {blocker.op} at '{blocker.node}': "
-                                             f"{blocker.reason}"))
+        lines.append(_command("error", path, f"unsupported op {blocker.op} at '{blocker.node}': {blocker.reason}"))
     for blocker in report.network.unbounded:
-        lines.append(_command("error", path, f"unbounded op {blocker.op} at '{blocker.node}': "
-                                             f"{blocker.reason}"))
+        lines.append(_command("error", path, f"unbounded op {blocker.op} at '{blocker.node}': {blocker.reason}"))
     status, line = verdict(report)
     if status == "FAILED":
         lines.append(_command("error", path, line))

@@ -45,10 +45,12 @@ def chart_svg(report: Report) -> str:
         fraction = (math.log10(value) - low) / (high - low) if value > 0 else 0.0
         return MARGIN + plot_h * (1 - min(1.0, max(0.0, fraction)))
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" id="chart" width="{CHART_WIDTH}" height="{CHART_HEIGHT}" '
-             f'viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" aria-label="per-layer factors">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="chart" width="{CHART_WIDTH}" height="{CHART_HEIGHT}" '
+        f'viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" aria-label="per-layer factors">'
+    ]
     for exponent in range(int(low), int(high) + 1):
-        y = y_of(10.0 ** exponent)
+        y = y_of(10.0**exponent)
         parts.append(f'<line x1="{MARGIN}" x2="{CHART_WIDTH - MARGIN}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eaeef2"/>')
         parts.append(f'<text x="{MARGIN - 6}" y="{y + 4:.1f}" text-anchor="end">1e{exponent}</text>')
     baseline = y_of(1.0)
@@ -58,20 +60,28 @@ def chart_svg(report: Report) -> str:
         top = MARGIN if blocked else y_of(factor)
         y, height = (min(top, baseline), abs(baseline - top)) if not blocked else (MARGIN, plot_h)
         colour = "#cf222e" if blocked else ("#2da44e" if layer.certified else "#bf8700")
-        title = html.escape(f"{layer.name} ({layer.op}): {format_number(layer.factor) if not blocked else layer.status}")
-        parts.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" height="{max(height, 1):.1f}" '
-                     f'fill="{colour}" opacity="0.75"><title>{title}</title></rect>')
+        title = html.escape(
+            f"{layer.name} ({layer.op}): {format_number(layer.factor) if not blocked else layer.status}"
+        )
+        parts.append(
+            f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" height="{max(height, 1):.1f}" '
+            f'fill="{colour}" opacity="0.75"><title>{title}</title></rect>'
+        )
     points = [f"{MARGIN + (i + 0.5) * step:.1f},{y_of(r):.1f}" for i, r in enumerate(running) if r is not None]
     if points:
-        parts.append(f'<polyline class="running" points="{" ".join(points)}" fill="none" stroke="#0969da" '
-                     'stroke-width="2"/>')
+        parts.append(
+            f'<polyline class="running" points="{" ".join(points)}" fill="none" stroke="#0969da" stroke-width="2"/>'
+        )
     lower = report.network.lower_bound
     if lower:
         y = y_of(lower)
-        parts.append(f'<line class="lower" x1="{MARGIN}" x2="{CHART_WIDTH - MARGIN}" y1="{y:.1f}" y2="{y:.1f}" '
-                     'stroke="#8250df" stroke-dasharray="6 4"/>')
-    parts.append(f'<line x1="{MARGIN}" x2="{CHART_WIDTH - MARGIN}" y1="{baseline:.1f}" y2="{baseline:.1f}" '
-                 'stroke="#57606a"/>')
+        parts.append(
+            f'<line class="lower" x1="{MARGIN}" x2="{CHART_WIDTH - MARGIN}" y1="{y:.1f}" y2="{y:.1f}" '
+            'stroke="#8250df" stroke-dasharray="6 4"/>'
+        )
+    parts.append(
+        f'<line x1="{MARGIN}" x2="{CHART_WIDTH - MARGIN}" y1="{baseline:.1f}" y2="{baseline:.1f}" stroke="#57606a"/>'
+    )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -83,12 +93,21 @@ def _rows(report: Report) -> str:
         factor = format_number(layer.factor) if layer.status == "bounded" else layer.status
         cells = [str(index), html.escape(layer.name), html.escape(layer.op), shape]
         numbers = [factor]
-        tail = [html.escape(layer.method), "✓" if layer.certified else "✗", format_number(layer.estimate),
-                format_number(layer.running_bound), html.escape("; ".join(layer.notes + ([layer.reason] if layer.reason else [])))]
+        tail = [
+            html.escape(layer.method),
+            "✓" if layer.certified else "✗",
+            format_number(layer.estimate),
+            format_number(layer.running_bound),
+            html.escape("; ".join(layer.notes + ([layer.reason] if layer.reason else []))),
+        ]
         css = ' class="blocked"' if layer.status != "bounded" else ""
-        rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells)
-                    + "".join(f'<td class="num">{n}</td>' for n in numbers)
-                    + "".join(f"<td>{t}</td>" for t in tail[:-1]) + f'<td class="notes">{tail[-1]}</td></tr>')
+        rows.append(
+            f"<tr{css}>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + "".join(f'<td class="num">{n}</td>' for n in numbers)
+            + "".join(f"<td>{t}</td>" for t in tail[:-1])
+            + f'<td class="notes">{tail[-1]}</td></tr>'
+        )
     return "\n".join(rows)
 
 
@@ -97,10 +116,22 @@ def render_html(report: Report, **_: object) -> str:
     status, line = verdict(report)
     title = html.escape(f"lipaudit · {report.model.path}")
     lower = network.lower_bound
-    interval = (f"<p>Empirical lower bound: {format_number(lower)} — the true constant lies in "
-                f"[{format_number(lower)}, {format_number(network.upper_bound)}]</p>") if lower else ""
-    scope = (f'<p class="scope" id="scope"><strong>Scope: {html.escape(scope_text(report))}</strong>; it holds '
-             "only for inputs in that box.</p>") if is_local(report) else ""
+    interval = (
+        (
+            f"<p>Empirical lower bound: {format_number(lower)} — the true constant lies in "
+            f"[{format_number(lower)}, {format_number(network.upper_bound)}]</p>"
+        )
+        if lower
+        else ""
+    )
+    scope = (
+        (
+            f'<p class="scope" id="scope"><strong>Scope: {html.escape(scope_text(report))}</strong>; it holds '
+            "only for inputs in that box.</p>"
+        )
+        if is_local(report)
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
@@ -108,7 +139,7 @@ def render_html(report: Report, **_: object) -> str:
 <h1>{title}</h1>
 <p class="verdict {status}" id="verdict">{html.escape(line)}</p>
 <p>Upper bound: <strong>{format_number(network.upper_bound)}</strong>
-({'certified' if network.certified else 'not certified'}, {'complete' if network.complete else 'incomplete'};
+({"certified" if network.certified else "not certified"}, {"complete" if network.complete else "incomplete"};
 verified: {html.escape(verification_text(report))}) ·
 format {html.escape(str(report.model.format))} · opset {report.model.opset} ·
 lipaudit {html.escape(report.tool.version)}</p>
@@ -116,7 +147,7 @@ lipaudit {html.escape(report.tool.version)}</p>
 {interval}
 <p class="legend"><span style="color:#2da44e">■ certified factor</span><span style="color:#bf8700">■ estimate</span>
 <span style="color:#cf222e">■ unsupported / unbounded</span><span style="color:#0969da">— running bound</span>
-{'<span style="color:#8250df">- - lower bound</span>' if lower else ''}</p>
+{'<span style="color:#8250df">- - lower bound</span>' if lower else ""}</p>
 {chart_svg(report)}
 <table id="layers"><thead><tr><th>#</th><th>Layer</th><th>Op</th><th>Output</th><th>Factor</th><th>Method</th>
 <th>Certified</th><th>Estimate</th><th>Running bound</th><th>Notes</th></tr></thead>

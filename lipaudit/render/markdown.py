@@ -25,21 +25,39 @@ def render_markdown(report: Report, **_: object) -> str:
     lines = [f"### lipaudit · `{report.model.path}`", "", f"{icon} **{line}**", ""]
     bound = network.upper_bound
     kind = "certified" if network.certified else "not certified"
-    lines.append(f"Upper bound: **{format_number(bound)}** ({kind}, "
-                 f"{'complete' if network.complete else 'incomplete'}); verified against the runtime: "
-                 f"{verification_text(report)}")
+    lines.append(
+        f"Upper bound: **{format_number(bound)}** ({kind}, "
+        f"{'complete' if network.complete else 'incomplete'}); verified against the runtime: "
+        f"{verification_text(report)}"
+    )
     if is_local(report):
         lines.append(f"Scope: **{scope_text(report)}**; it holds only for inputs in that box.")
     if network.lower_bound is not None:
         lines.append(f"Empirical lower bound: {format_number(network.lower_bound)}")
-    lines += ["", "| # | Layer | Op | Output | Factor | Method | Certified | Estimate | Running bound |",
-              "|---:|---|---|---|---:|---|:---:|---:|---:|"]
+    lines += [
+        "",
+        "| # | Layer | Op | Output | Factor | Method | Certified | Estimate | Running bound |",
+        "|---:|---|---|---|---:|---|:---:|---:|---:|",
+    ]
     for index, layer in enumerate(report.layers, 1):
         shape = "×".join(map(str, layer.output_shape)) if layer.output_shape else "?"
-        lines.append("| " + " | ".join([
-            str(index), f"`{_cell(layer.name)}`", layer.op, shape, _factor(layer), layer.method,
-            "✓" if layer.certified else "✗", format_number(layer.estimate), format_number(layer.running_bound),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(index),
+                    f"`{_cell(layer.name)}`",
+                    layer.op,
+                    shape,
+                    _factor(layer),
+                    layer.method,
+                    "✓" if layer.certified else "✗",
+                    format_number(layer.estimate),
+                    format_number(layer.running_bound),
+                ]
+            )
+            + " |"
+        )
     blockers = [("unsupported", b) for b in network.unsupported] + [("unbounded", b) for b in network.unbounded]
     if blockers:
         lines += ["", "**Ops without a finite bound:**", ""]

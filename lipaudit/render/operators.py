@@ -42,9 +42,16 @@ def operators_markdown() -> str:
     for entry in all_ops(latest_only=True):
         if entry.family != family:
             family = entry.family
-            lines += ["", f"## {family.capitalize()}", "",
-                      "| Op | Domain | In ONNX since opset | Factor | Certified |", "|---|---|---:|---|:---:|"]
+            lines += [
+                "",
+                f"## {family.capitalize()}",
+                "",
+                "| Op | Domain | In ONNX since opset | Factor | Certified |",
+                "|---|---|---:|---|:---:|",
+            ]
         summary = entry.summary.replace("|", "\\|")
-        lines.append(f"| {entry.op_type} | {entry.domain or 'ai.onnx'} | {since_opset(entry.op_type, entry.domain)} | {summary} | "
-                     f"{'✓' if entry.certified else '✗'} |")
+        lines.append(
+            f"| {entry.op_type} | {entry.domain or 'ai.onnx'} | {since_opset(entry.op_type, entry.domain)} | "
+            f"{summary} | {'✓' if entry.certified else '✗'} |"
+        )
     return "\n".join(lines) + "\n"

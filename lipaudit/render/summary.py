@@ -14,8 +14,13 @@ from .verdict import format_number, is_local, verdict
 def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 120, color: bool = False) -> str:
     """``rows``: (model path, its report or None when it failed to load, error text)."""
     table = Table(title="lipaudit", title_justify="left", header_style="bold")
-    for column, justify in (("Model", "left"), ("Upper bound", "right"), ("Certified", "center"),
-                            ("Complete", "center"), ("Verdict", "left")):
+    for column, justify in (
+        ("Model", "left"),
+        ("Upper bound", "right"),
+        ("Certified", "center"),
+        ("Complete", "center"),
+        ("Verdict", "left"),
+    ):
         table.add_column(column, justify=justify)
     for path, report, error in rows:
         if report is None:
@@ -23,8 +28,9 @@ def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 1
             continue
         network = report.network
         bound = format_number(network.upper_bound) + (" (local)" if is_local(report) else "")
-        table.add_row(path, bound, "✓" if network.certified else "✗",
-                      "✓" if network.complete else "✗", verdict(report)[1])
+        table.add_row(
+            path, bound, "✓" if network.certified else "✗", "✓" if network.complete else "✗", verdict(report)[1]
+        )
     buffer = io.StringIO()
     Console(file=buffer, width=width, force_terminal=color, no_color=not color, highlight=False).print(table)
     return buffer.getvalue()

@@ -45,8 +45,17 @@ def layer_table(report: Report, verbose: bool = False) -> Table:
         table.add_column("Notes")
     for index, layer in enumerate(report.layers, 1):
         certified = Text("✓", style="green") if layer.certified else Text("✗", style="red")
-        cells = [str(index), layer.name, layer.op, _shape_text(layer.output_shape), _factor_cell(layer),
-                 layer.method, certified, format_number(layer.estimate), format_number(layer.running_bound)]
+        cells = [
+            str(index),
+            layer.name,
+            layer.op,
+            _shape_text(layer.output_shape),
+            _factor_cell(layer),
+            layer.method,
+            certified,
+            format_number(layer.estimate),
+            format_number(layer.running_bound),
+        ]
         if verbose:
             cells.append("—" if layer.seconds is None else f"{layer.seconds:.2f}s")
             cells.append("; ".join(layer.notes + ([layer.reason] if layer.reason else [])))
@@ -66,22 +75,38 @@ def summary_lines(report: Report) -> list[Text]:
             kind += f"; {network.method}, product {format_number(network.product_bound)}"
         lines.append(Text.assemble(("Lipschitz bound  ", "bold"), (format_number(bound), "bold cyan"), f"  ({kind})"))
         if is_local(report):
-            lines.append(Text(f"scope: {scope_text(report)}; it holds only for inputs in that box",
-                              style="bold yellow"))
+            lines.append(
+                Text(f"scope: {scope_text(report)}; it holds only for inputs in that box", style="bold yellow")
+            )
     else:
-        lines.append(Text.assemble(("Lipschitz bound  ", "bold"), ("none", "bold red"),
-                                   "  (the graph has ops without a finite bound)"))
+        lines.append(
+            Text.assemble(
+                ("Lipschitz bound  ", "bold"), ("none", "bold red"), "  (the graph has ops without a finite bound)"
+            )
+        )
     lower = network.lower_bound
     if lower is not None and bound is not None:
         gap = f"{bound / lower:.3g}×" if lower > 0 else "—"
         interval = f"[{format_number(lower)}, {format_number(bound)}]"
-        lines.append(Text.assemble(("Lipschitz interval  ", "bold"), interval,
-                                   f"  gap upper/lower {gap}  (lower: achieved by two inputs)"))
+        lines.append(
+            Text.assemble(
+                ("Lipschitz interval  ", "bold"), interval, f"  gap upper/lower {gap}  (lower: achieved by two inputs)"
+            )
+        )
     elif lower is not None:
-        lines.append(Text.assemble(("Empirical lower bound  ", "bold"), format_number(lower),
-                                   "  (achieved by two inputs; no finite upper bound)"))
-    lines.append(Text(f"complete: {'yes' if network.complete else 'no'}   "
-                      f"certified: {'yes' if network.certified else 'no'}   verified: {verification_text(report)}"))
+        lines.append(
+            Text.assemble(
+                ("Empirical lower bound  ", "bold"),
+                format_number(lower),
+                "  (achieved by two inputs; no finite upper bound)",
+            )
+        )
+    lines.append(
+        Text(
+            f"complete: {'yes' if network.complete else 'no'}   "
+            f"certified: {'yes' if network.certified else 'no'}   verified: {verification_text(report)}"
+        )
+    )
     if network.unsupported:
         lines.append(Text(f"unsupported ops ({len(network.unsupported)}):", style="red"))
         lines.extend(Text(f"  {b.node} ({b.op}): {b.reason}") for b in network.unsupported)
@@ -91,12 +116,21 @@ def summary_lines(report: Report) -> list[Text]:
     lines.extend(_branch_lines(report))
     warnings = [(layer.name, note) for layer in report.layers for note in layer.notes if note.startswith("warning")]
     lines.extend(Text(f"{name}: {note}", style="yellow") for name, note in warnings)
-    for violation in (report.threshold.layers or []):
-        lines.append(Text(f"layer {violation.name}: factor {format_number(violation.factor)} > limit "
-                          f"{format_number(violation.limit)}", style="red"))
-    for branch in (report.threshold.branches or []):
-        lines.append(Text(f"residual branch at {branch.add}: {format_number(branch.ratio)} ≥ limit "
-                          f"{format_number(branch.limit)}", style="red"))
+    for violation in report.threshold.layers or []:
+        lines.append(
+            Text(
+                f"layer {violation.name}: factor {format_number(violation.factor)} > limit "
+                f"{format_number(violation.limit)}",
+                style="red",
+            )
+        )
+    for branch in report.threshold.branches or []:
+        lines.append(
+            Text(
+                f"residual branch at {branch.add}: {format_number(branch.ratio)} ≥ limit {format_number(branch.limit)}",
+                style="red",
+            )
+        )
     status, line = verdict(report)
     if status != "DONE":
         lines.append(Text(line, style=VERDICT_STYLES.get(status, "bold")))
@@ -112,12 +146,14 @@ def _branch_lines(report: Report) -> list[Text]:
     if not branches:
         return []
     invertible = sum(branch.invertible for branch in branches)
-    lines = [Text(f"residual branches g of x + g(x): {len(branches)}, {invertible} certified invertible "
-                  "(Lip(g) < 1)")]
+    lines = [Text(f"residual branches g of x + g(x): {len(branches)}, {invertible} certified invertible (Lip(g) < 1)")]
     for branch in branches[:MAX_BRANCH_LINES]:
         mark = "  invertible" if branch.invertible else ""
-        lines.append(Text(f"  {branch.add} (from {branch.fork}): Lip(g) ≤ {format_number(branch.ratio)}  "
-                          f"[{branch.method}]{mark}"))
+        lines.append(
+            Text(
+                f"  {branch.add} (from {branch.fork}): Lip(g) ≤ {format_number(branch.ratio)}  [{branch.method}]{mark}"
+            )
+        )
     if len(branches) > MAX_BRANCH_LINES:
         lines.append(Text(f"  … and {len(branches) - MAX_BRANCH_LINES} more (all in the JSON report)"))
     return lines

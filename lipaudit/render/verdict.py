@@ -61,7 +61,7 @@ def _verdict(report: Report) -> tuple[str, str]:
     if bound is None:
         blockers = len(report.network.unsupported) + len(report.network.unbounded)
         return "INCOMPLETE", f"INCOMPLETE  no finite bound: {blockers} op(s) unsupported or unbounded"
-    over_layers = (report.threshold.layers or [])
+    over_layers = report.threshold.layers or []
     if limit is not None and bound > limit:
         shown_bound, shown_limit = distinguishing_pair(bound, limit)
         return "FAILED", f"FAILED  bound {shown_bound} > {shown_limit}"
@@ -69,11 +69,15 @@ def _verdict(report: Report) -> tuple[str, str]:
         return "FAILED", f"FAILED  {len(over_layers)} layer(s) over their max_layer_factor"
     over_branches = report.threshold.branches or []
     if over_branches:
-        return "FAILED", (f"FAILED  {len(over_branches)} residual branch(es) not below max_branch_lipschitz "
-                          f"{format_number(report.threshold.max_branch_lipschitz)}")
+        return "FAILED", (
+            f"FAILED  {len(over_branches)} residual branch(es) not below max_branch_lipschitz "
+            f"{format_number(report.threshold.max_branch_lipschitz)}"
+        )
     if limit is None and report.threshold.max_branch_lipschitz is not None:
-        return "PASSED", (f"PASSED  every residual branch below {format_number(report.threshold.max_branch_lipschitz)}"
-                          f"  (bound {format_number(bound)})")
+        return "PASSED", (
+            f"PASSED  every residual branch below {format_number(report.threshold.max_branch_lipschitz)}"
+            f"  (bound {format_number(bound)})"
+        )
     if limit is None:
         return "DONE", f"BOUND  {format_number(bound)}"
     shown_bound, shown_limit = distinguishing_pair(bound, limit)

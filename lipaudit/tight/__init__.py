@@ -9,5 +9,14 @@ from .branches import BranchBound, residual_branches
 from .network import Network, Node
 from .recursion import DEFAULT_WINDOW, TightBound, ValueBound, network_bound, product_bound
 
-__all__ = ["BranchBound", "DEFAULT_WINDOW", "Network", "Node", "TightBound", "ValueBound", "network_bound", "product_bound",
-           "residual_branches"]
+__all__ = [
+    "BranchBound",
+    "DEFAULT_WINDOW",
+    "Network",
+    "Node",
+    "TightBound",
+    "ValueBound",
+    "network_bound",
+    "product_bound",
+    "residual_branches",
+]

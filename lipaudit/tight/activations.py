@@ -17,8 +17,8 @@ tests/tight/test_activations.py checks every range against a fine grid of autogr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +39,20 @@ def slope_range(kind: str, alpha: float | None = None) -> tuple[float, float]:
     hardsigmoid(alpha): [0, alpha];  selu: [0, γ·max(1, α)] with the standard constants.
     """
     fixed = {
-        "relu": (0.0, 1.0), "tanh": (0.0, 1.0), "sigmoid": (0.0, 0.25), "softplus": (0.0, 1.0),
-        "softsign": (0.0, 1.0), "hardtanh": (0.0, 1.0), "relu6": (0.0, 1.0), "gelu": GELU_SLOPES,
-        "gelu_tanh": GELU_TANH_SLOPES, "silu": SILU_SLOPES, "mish": MISH_SLOPES, "hardswish": (-0.5, 1.5),
-        "identity": (1.0, 1.0), "abs": (-1.0, 1.0),
+        "relu": (0.0, 1.0),
+        "tanh": (0.0, 1.0),
+        "sigmoid": (0.0, 0.25),
+        "softplus": (0.0, 1.0),
+        "softsign": (0.0, 1.0),
+        "hardtanh": (0.0, 1.0),
+        "relu6": (0.0, 1.0),
+        "gelu": GELU_SLOPES,
+        "gelu_tanh": GELU_TANH_SLOPES,
+        "silu": SILU_SLOPES,
+        "mish": MISH_SLOPES,
+        "hardswish": (-0.5, 1.5),
+        "identity": (1.0, 1.0),
+        "abs": (-1.0, 1.0),
         "selu": (0.0, SELU_GAMMA * max(1.0, SELU_ALPHA) * (1 + 1e-12)),
     }
     if kind in fixed:
@@ -64,10 +74,21 @@ def slope_range(kind: str, alpha: float | None = None) -> tuple[float, float]:
 def evaluator(kind: str, alpha: float | None = None) -> Callable[[Tensor], Tensor] | None:
     """The activation as a torch function (for evaluating the network in tests), or None."""
     table: dict[str, Callable[[Tensor], Tensor]] = {
-        "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus,
-        "softsign": F.softsign, "hardtanh": F.hardtanh, "relu6": F.relu6, "gelu": F.gelu,
-        "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu, "mish": F.mish,
-        "hardswish": F.hardswish, "identity": lambda x: x, "abs": torch.abs, "selu": F.selu,
+        "relu": torch.relu,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "softplus": F.softplus,
+        "softsign": F.softsign,
+        "hardtanh": F.hardtanh,
+        "relu6": F.relu6,
+        "gelu": F.gelu,
+        "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+        "silu": F.silu,
+        "mish": F.mish,
+        "hardswish": F.hardswish,
+        "identity": lambda x: x,
+        "abs": torch.abs,
+        "selu": F.selu,
     }
     if kind in table:
         return table[kind]

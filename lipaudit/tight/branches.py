@@ -77,8 +77,16 @@ def branch_network(network: Network, fork: int, branch: list[int]) -> Network:
     ids = {fork: sub.input(network.shape(fork), name=network[fork].name)}
     for v in branch:
         node = network[v]
-        copy = Node(len(sub.nodes), node.kind, node.name, tuple(ids[i] for i in node.inputs), node.shape,
-                    node.params, node.given_norm, node._norm)
+        copy = Node(
+            len(sub.nodes),
+            node.kind,
+            node.name,
+            tuple(ids[i] for i in node.inputs),
+            node.shape,
+            node.params,
+            node.given_norm,
+            node._norm,
+        )
         sub.nodes.append(copy)
         ids[v] = copy.id
     sub.output(ids[branch[-1]])
@@ -91,6 +99,17 @@ def residual_branches(network: Network, *, window: int | None = DEFAULT_WINDOW, 
     results = []
     for node, fork, out, c_x, c_g, branch in residual_adds(network):
         bound = network_bound(branch_network(network, fork, branch), window=window, **settings)
-        results.append(BranchBound(node.name, network[fork].name, network[out].name, bound.bound, bound.product,
-                                   bound.method, c_x, c_g, len(branch)))
+        results.append(
+            BranchBound(
+                node.name,
+                network[fork].name,
+                network[out].name,
+                bound.bound,
+                bound.product,
+                bound.method,
+                c_x,
+                c_g,
+                len(branch),
+            )
+        )
     return results

@@ -32,7 +32,6 @@ import torch
 from torch import Tensor
 
 from ..spectral import dense_norm
-
 from .conv_maps import ConvMap, channel_factor, node_conv_kernel
 from .maps import DenseMap, LinearMap, ScalarMap, rounding_allowance
 from .network import Network, Node
@@ -107,8 +106,7 @@ class ChainBuilder:
         if isinstance(m, DenseMap):
             if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
                 return None
-            columns = self._remember(("then", id(m.columns), node.id), (m.columns,),
-                                     lambda: node.forward(m.columns))
+            columns = self._remember(("then", id(m.columns), node.id), (m.columns,), lambda: node.forward(m.columns))
             return DenseMap(columns, m.cheap * norm, ops, m.summed)
         if isinstance(m, ConvMap):
             if node.kind in ISOMETRIES and tuple(node.shape) == m.shape:
@@ -136,8 +134,9 @@ class ChainBuilder:
         if isinstance(x, ScalarMap) and isinstance(y, ScalarMap):
             return ScalarMap(x.cheap + y.cheap, max(x.ops, y.ops), True)
         if isinstance(x, DenseMap) and isinstance(y, DenseMap):
-            columns = self._remember(("plus", id(x.columns), id(y.columns)), (x.columns, y.columns),
-                                     lambda: x.columns + y.columns)
+            columns = self._remember(
+                ("plus", id(x.columns), id(y.columns)), (x.columns, y.columns), lambda: x.columns + y.columns
+            )
             return DenseMap(columns, x.cheap + y.cheap, max(x.ops, y.ops), True)
         if isinstance(x, ConvMap) and isinstance(y, ConvMap):
             return x.plus(y)
@@ -150,8 +149,9 @@ class ChainBuilder:
         measurement costs at most ``collapse_cost``)."""
         if not self.measure:
             return math.fsum(t.weight * t.map.cheap for t in terms)
-        return math.fsum(t.weight * (t.map.norm() if t.map.cost() <= self.collapse_cost else t.map.cheap)
-                         for t in terms)
+        return math.fsum(
+            t.weight * (t.map.norm() if t.map.cost() <= self.collapse_cost else t.map.cheap) for t in terms
+        )
 
     def propagate(self, source: int, target: int, inside: set[int]) -> list[Term]:
         """The terms of A_{target←source} within the window ``inside`` (region.py)."""
@@ -169,8 +169,12 @@ class ChainBuilder:
             a = node.split[0]
             return [Term(t.anchor, t.weight, self.times(t.map, a)) for t in inputs[0]]
         if node.kind == "add":
-            scaled = [Term(t.anchor, t.weight, self.times(t.map, c))
-                      for c, ts in zip(node.params["coefficients"], inputs) if ts is not None for t in ts]
+            scaled = [
+                Term(t.anchor, t.weight, self.times(t.map, c))
+                for c, ts in zip(node.params["coefficients"], inputs)
+                if ts is not None
+                for t in ts
+            ]
             return self._merge(scaled)
         if node.kind == "concat":
             return self._concat(node, inputs)
@@ -226,15 +230,16 @@ class ChainBuilder:
             return None
         kind = kinds.pop()
         ops = max(m.ops for m in present)
-        cheap = math.sqrt(sum(m.cheap ** 2 for m in present))
+        cheap = math.sqrt(sum(m.cheap**2 for m in present))
         if kind is ScalarMap:
             return ScalarMap(cheap, ops, True)
         if kind is DenseMap:
             n = present[0].columns.shape[0]
             if n * math.prod(node.shape) > self.dense_entries:
                 return None
-            blocks = [m.columns if m is not None else torch.zeros((n, *s), dtype=torch.float64)
-                      for m, s in zip(maps, shapes)]
+            blocks = [
+                m.columns if m is not None else torch.zeros((n, *s), dtype=torch.float64) for m, s in zip(maps, shapes)
+            ]
             return DenseMap(torch.cat(blocks, dim=node.params["axis"] + 1), cheap, ops, True)
         if node.params["axis"] != 1:
             return None
@@ -253,7 +258,7 @@ JOINT_STEPS = 4
 JOINT_TOL = 1e-3
 
 
-def joint_bound(items: list[tuple[float, "DenseMap"]], norms: list[float]) -> float:
+def joint_bound(items: list[tuple[float, DenseMap]], norms: list[float]) -> float:
     """A certified bound on sup ‖Σ_s A_s·Δ_s‖ over ‖Δ_s‖ ≤ c_s (explicit matrices A_s from the
     sources to one target): min over μ in the simplex of ‖[c_s·A_s/√μ_s]_s‖.
 
@@ -284,8 +289,10 @@ def _joint(mats: list[Tensor], items, norms: list[float]) -> float:
         return 0.0
     inner, side = sum(a.shape[0] for a in mats), mats[0].shape[1]
     if inner <= side:  # few source entries: work with the stacked matrix itself
+
         def stacked(mu: Tensor) -> Tensor:
             return torch.cat([a * (float(c) / math.sqrt(float(m))) for a, c, m in zip(mats, weights, mu)])
+
         mu = _keep_all(mu / mu.sum())
         for _ in range(JOINT_STEPS):
             s = stacked(mu)

@@ -35,7 +35,6 @@ from ..spectral import conv_norm
 from .maps import CHAIN_TOL, LinearMap, rounding_allowance
 from .network import _CONV, Node, _torch_pad
 
-
 # ---------------------------------------------------------------------------------------------
 # Convolutions with a composite kernel
 
@@ -88,7 +87,7 @@ class Part:
             kernel = torch.einsum("oc...,ci->oi...", kernel, self.right)
         return kernel
 
-    def times(self, a: float) -> "Part":
+    def times(self, a: float) -> Part:
         part = Part(self.core, self.scalar * a, self.channels, self.left, self.right, self.offset)
         part._box, part._box_known = self._box, self._box_known
         return part
@@ -183,19 +182,27 @@ class ConvMap(LinearMap):
     _planned: tuple | None = field(default=None, repr=False)
 
     @classmethod
-    def identity(cls, shape: tuple[int, ...], cache: dict | None = None) -> "ConvMap":
+    def identity(cls, shape: tuple[int, ...], cache: dict | None = None) -> ConvMap:
         d = len(shape) - 2
-        return cls([Part(None, 1.0, shape[1], None, None, (0,) * d)], (1,) * d, tuple(shape), tuple(shape), 1.0,
-                   cache=cache)
+        return cls(
+            [Part(None, 1.0, shape[1], None, None, (0,) * d)], (1,) * d, tuple(shape), tuple(shape), 1.0, cache=cache
+        )
 
     @property
     def dims(self) -> int:
         return len(self.stride)
 
-    def _with(self, parts, shape=None, stride=None, cheap=None, ops=None, summed=None) -> "ConvMap":
-        return ConvMap(parts, self.stride if stride is None else stride, self.anchor_shape,
-                       self.shape if shape is None else tuple(shape), self.cheap if cheap is None else cheap,
-                       self.ops if ops is None else ops, self.summed if summed is None else summed, self.cache)
+    def _with(self, parts, shape=None, stride=None, cheap=None, ops=None, summed=None) -> ConvMap:
+        return ConvMap(
+            parts,
+            self.stride if stride is None else stride,
+            self.anchor_shape,
+            self.shape if shape is None else tuple(shape),
+            self.cheap if cheap is None else cheap,
+            self.ops if ops is None else ops,
+            self.summed if summed is None else summed,
+            self.cache,
+        )
 
     # ------------------------------------------------------------------ composition
 
@@ -220,12 +227,17 @@ class ConvMap(LinearMap):
         kernel_b = _full_kernel(weight, groups, dilations)
         d = self.dims
         cheap, ops = self.cheap * factor_norm, self.ops + 1
-        pointwise = all(k == 1 for k in kernel_b.shape[2:]) and all(int(s) == 1 for s in strides) and \
-            not any(int(p) for p in pads)
+        pointwise = (
+            all(k == 1 for k in kernel_b.shape[2:])
+            and all(int(s) == 1 for s in strides)
+            and not any(int(p) for p in pads)
+        )
         if pointwise:  # a 1×1 channel map: it joins the left factors, no mask is involved
             w = kernel_b.reshape(kernel_b.shape[:2])
-            parts = [Part(p.core, p.scalar, p.channels, w if p.left is None else w @ p.left, p.right, p.offset)
-                     for p in self.parts]
+            parts = [
+                Part(p.core, p.scalar, p.channels, w if p.left is None else w @ p.left, p.right, p.offset)
+                for p in self.parts
+            ]
             return self._with(parts, out_shape, cheap=cheap, ops=ops)
         # keyed by the weight's id: node weights (and node_conv_kernel's pooling kernels) live as long
         # as the network, hence as long as the cache
@@ -238,8 +250,10 @@ class ConvMap(LinearMap):
         if box_b is not None:
             for axis in range(d):
                 lo, hi = box_b[axis]
-                reads_inside = lo + offset_b[axis] >= 0 and \
-                    int(strides[axis]) * (out_shape[2 + axis] - 1) + hi + offset_b[axis] <= self.shape[2 + axis] - 1
+                reads_inside = (
+                    lo + offset_b[axis] >= 0
+                    and int(strides[axis]) * (out_shape[2 + axis] - 1) + hi + offset_b[axis] <= self.shape[2 + axis] - 1
+                )
                 if not reads_inside and self.leaks(axis):
                     return None
         stride = tuple(a * int(b) for a, b in zip(self.stride, strides))
@@ -257,17 +271,17 @@ class ConvMap(LinearMap):
             parts.append(Part(core, 1.0, 0, None, p.right, offset))
         return self._with(parts, out_shape, stride=stride, cheap=cheap, ops=ops)
 
-    def scaled_channels(self, factor: Tensor, factor_norm: float) -> "ConvMap":
+    def scaled_channels(self, factor: Tensor, factor_norm: float) -> ConvMap:
         parts = []
         for p in self.parts:
             left = torch.diag(factor) if p.left is None else factor[:, None] * p.left
             parts.append(Part(p.core, p.scalar, p.channels, left, p.right, p.offset))
         return self._with(parts, cheap=self.cheap * factor_norm, ops=self.ops + 1)
 
-    def times(self, a: float) -> "ConvMap":
+    def times(self, a: float) -> ConvMap:
         return self._with([p.times(a) for p in self.parts], cheap=self.cheap * abs(a))
 
-    def plus(self, other: "ConvMap") -> "ConvMap | None":
+    def plus(self, other: ConvMap) -> ConvMap | None:
         """self + other (same anchor, same target), or None when the strides differ."""
         if other.stride != self.stride or other.shape != self.shape or other.anchor_shape != self.anchor_shape:
             return None
@@ -279,8 +293,10 @@ class ConvMap(LinearMap):
                         parts[i] = Part(None, p.scalar + q.scalar, p.channels, p.left, p.right, p.offset)
                         break
                     if p.core is not None and q.core is not None:
-                        core, offset = _aligned_sum([(p.core_kernel(self.dims), p.offset),
-                                                     (q.core_kernel(self.dims), q.offset)], p.core.shape[:2])
+                        core, offset = _aligned_sum(
+                            [(p.core_kernel(self.dims), p.offset), (q.core_kernel(self.dims), q.offset)],
+                            p.core.shape[:2],
+                        )
                         parts[i] = Part(core, 1.0, 0, p.left, p.right, offset)
                         break
             else:
@@ -289,12 +305,13 @@ class ConvMap(LinearMap):
 
     def full_kernel(self) -> tuple[Tensor, tuple[int, ...]]:
         """(kernel, offset) of the whole map as one convolution."""
-        kernel, offset = _aligned_sum([(p.full(self.dims), p.offset) for p in self.parts],
-                                      (self.shape[1], self.anchor_shape[1]))
+        kernel, offset = _aligned_sum(
+            [(p.full(self.dims), p.offset) for p in self.parts], (self.shape[1], self.anchor_shape[1])
+        )
         return _trim(kernel, offset)
 
     @staticmethod
-    def stack(parts: list["ConvMap | None"], shapes: list[tuple[int, ...]], out_shape, anchor_shape) -> "ConvMap | None":
+    def stack(parts: list[ConvMap | None], shapes: list[tuple[int, ...]], out_shape, anchor_shape) -> ConvMap | None:
         """Concat along channels of maps from one anchor (None: that input does not depend on it)."""
         present = [p for p in parts if p is not None]
         strides = {p.stride for p in present}
@@ -312,13 +329,24 @@ class ConvMap(LinearMap):
             block = torch.zeros((shape[1], c_in, *span), dtype=torch.float64)
             if found is not None:
                 kernel, o = found
-                index = (slice(None), slice(None),
-                         *(slice(o[i] - offset[i], o[i] - offset[i] + kernel.shape[2 + i]) for i in range(d)))
+                index = (
+                    slice(None),
+                    slice(None),
+                    *(slice(o[i] - offset[i], o[i] - offset[i] + kernel.shape[2 + i]) for i in range(d)),
+                )
                 block[index] = kernel
             blocks.append(block)
-        cheap = math.sqrt(sum(p.cheap ** 2 for p in present))
-        return ConvMap([Part(torch.cat(blocks, dim=0), 1.0, 0, None, None, offset)], stride, tuple(anchor_shape),
-                       tuple(out_shape), cheap, max(p.ops for p in present), True, present[0].cache)
+        cheap = math.sqrt(sum(p.cheap**2 for p in present))
+        return ConvMap(
+            [Part(torch.cat(blocks, dim=0), 1.0, 0, None, None, offset)],
+            stride,
+            tuple(anchor_shape),
+            tuple(out_shape),
+            cheap,
+            max(p.ops for p in present),
+            True,
+            present[0].cache,
+        )
 
     # ------------------------------------------------------------------ norm
 
@@ -348,19 +376,25 @@ class ConvMap(LinearMap):
             else:
                 self._exact = math.fsum(self._measure(p.reduced(self.dims), p.offset) for p in self.parts)
             width = max(self.shape[1], self.anchor_shape[1]) * max(
-                (math.prod(p.core.shape[2:]) for p in self.parts if p.core is not None), default=1)
+                (math.prod(p.core.shape[2:]) for p in self.parts if p.core is not None), default=1
+            )
             self._exact += rounding_allowance(self.ops + 2, width, self.cheap)
         return self._exact
 
     def _layout(self) -> tuple[str, int, int]:
         """How _merged reduces the channels: ('shortcut', q, q), or ('plain', rows, cols)."""
         same_grid = self.shape == self.anchor_shape and all(s == 1 for s in self.stride)
-        identity = [p for p in self.parts if p.core is None and p.left is None and p.right is None
-                    and not any(p.offset)]
+        identity = [
+            p for p in self.parts if p.core is None and p.left is None and p.right is None and not any(p.offset)
+        ]
         others = [p for p in self.parts if not any(p is q for q in identity)]
         channels, inputs = self.shape[1], self.anchor_shape[1]
-        if same_grid and len(identity) == 1 and others and all(p.left is not None and p.right is not None
-                                                                for p in others):
+        if (
+            same_grid
+            and len(identity) == 1
+            and others
+            and all(p.left is not None and p.right is not None for p in others)
+        ):
             q = sum(p.left.shape[1] + p.right.shape[0] for p in others)
             if q < channels:
                 return "shortcut", q, q
@@ -372,8 +406,9 @@ class ConvMap(LinearMap):
         _, rows, cols = self._layout()
         d = self.dims
         low = [min(p.offset[i] for p in self.parts) for i in range(d)]
-        high = [max(p.offset[i] + (p.core.shape[2 + i] if p.core is not None else 1) for p in self.parts)
-                for i in range(d)]
+        high = [
+            max(p.offset[i] + (p.core.shape[2 + i] if p.core is not None else 1) for p in self.parts) for i in range(d)
+        ]
         return (rows, cols, *(h - lo for h, lo in zip(high, low)))
 
     def _merged(self) -> tuple[Tensor, tuple[int, ...], float]:
@@ -390,15 +425,19 @@ class ConvMap(LinearMap):
         d = self.dims
         layout = self._layout()[0]
         if layout == "shortcut":
-            identity = next(p for p in self.parts if p.core is None and p.left is None and p.right is None
-                            and not any(p.offset))
+            identity = next(
+                p for p in self.parts if p.core is None and p.left is None and p.right is None and not any(p.offset)
+            )
             others = [p for p in self.parts if p is not identity]
             q = torch.linalg.qr(torch.cat([p.left for p in others] + [p.right.T for p in others], dim=1)).Q
             c = identity.scalar
-            pieces = [(c * torch.eye(q.shape[1], dtype=torch.float64).reshape(q.shape[1], q.shape[1], *(1,) * d),
-                       (0,) * d)]
-            pieces += [(Part(p.core, p.scalar, p.channels, q.T @ p.left, p.right @ q, p.offset).full(d), p.offset)
-                       for p in others]
+            pieces = [
+                (c * torch.eye(q.shape[1], dtype=torch.float64).reshape(q.shape[1], q.shape[1], *(1,) * d), (0,) * d)
+            ]
+            pieces += [
+                (Part(p.core, p.scalar, p.channels, q.T @ p.left, p.right @ q, p.offset).full(d), p.offset)
+                for p in others
+            ]
             kernel, offset = _aligned_sum(pieces, (q.shape[1], q.shape[1]))
             return kernel, offset, abs(c)
         channels = self.shape[1]
@@ -425,12 +464,24 @@ class ConvMap(LinearMap):
             return 0.0
         spatial, pads, first = found
         normalised = kernel / scale
-        key = (tuple(kernel.shape), self.stride, spatial, pads,
-               hashlib.sha1(normalised.contiguous().numpy().tobytes()).hexdigest())
+        key = (
+            tuple(kernel.shape),
+            self.stride,
+            spatial,
+            pads,
+            hashlib.sha1(normalised.contiguous().numpy().tobytes()).hexdigest(),
+        )
         cache = self.cache if self.cache is not None else {}
         if key not in cache:
-            cache[key] = conv_norm(normalised, spatial, strides=self.stride, pads=pads, dilations=(1,) * self.dims,
-                                   power_iterations=0, tol=CHAIN_TOL).value
+            cache[key] = conv_norm(
+                normalised,
+                spatial,
+                strides=self.stride,
+                pads=pads,
+                dilations=(1,) * self.dims,
+                power_iterations=0,
+                tol=CHAIN_TOL,
+            ).value
         # the QR reductions and the rescaling round at the 1e-15 level; conv_norm's margin is ≥ 1e-6
         return scale * cache[key] * (1.0 + 1e-12)
 
@@ -520,7 +571,7 @@ def _full_kernel(weight: Tensor, groups: int, dilations) -> Tensor:
         full = torch.zeros((c_out, c_in_g * groups, *k), dtype=torch.float64)
         step = c_out // groups
         for g in range(groups):
-            full[g * step:(g + 1) * step, g * c_in_g:(g + 1) * c_in_g] = weight[g * step:(g + 1) * step]
+            full[g * step : (g + 1) * step, g * c_in_g : (g + 1) * c_in_g] = weight[g * step : (g + 1) * step]
         weight = full
     if any(d > 1 for d in dilations):
         span = tuple(d * (kk - 1) + 1 for d, kk in zip(dilations, k))
@@ -536,8 +587,11 @@ def _aligned_sum(parts: list[tuple[Tensor, tuple[int, ...]]], channels) -> tuple
     span = tuple(max(o[i] + k.shape[2 + i] for k, o in parts) - offset[i] for i in range(d))
     total = torch.zeros((*channels, *span), dtype=torch.float64)
     for kernel, o in parts:
-        index = (slice(None), slice(None), *(slice(o[i] - offset[i], o[i] - offset[i] + kernel.shape[2 + i])
-                                             for i in range(d)))
+        index = (
+            slice(None),
+            slice(None),
+            *(slice(o[i] - offset[i], o[i] - offset[i] + kernel.shape[2 + i]) for i in range(d)),
+        )
         total[index] += kernel
     return total, offset
 
@@ -551,8 +605,9 @@ def node_conv_kernel(node: Node) -> tuple[Tensor, tuple, tuple, tuple, int] | No
     if node.kind == "avg_pool" and p["uniform"]:
         channels = node.shape[1]
         if "depthwise_kernel" not in p:  # kept with the node: ConvMap caches facts by the weight's id
-            p["depthwise_kernel"] = torch.full((channels, 1, *p["kernel"]), 1.0 / math.prod(p["kernel"]),
-                                               dtype=torch.float64)
+            p["depthwise_kernel"] = torch.full(
+                (channels, 1, *p["kernel"]), 1.0 / math.prod(p["kernel"]), dtype=torch.float64
+            )
         return p["depthwise_kernel"], p["strides"], p["pads"], (1,) * len(p["kernel"]), channels
     return None
 

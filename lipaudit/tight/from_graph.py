@@ -24,8 +24,9 @@ barrier with its factor.  So a gap in this module costs tightness, never soundne
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,8 +98,12 @@ def network_from_graph(graph: Graph, factors: dict[Node, list[Factor]], *, seed:
             continue
         result.barriers[node.name] = why
         for i in used:
-            ids[node.outputs[i]] = net.lipschitz(inputs, _joint_constant(node_factors[i], len(inputs)),
-                                                 shape=_shape(graph, node.outputs[i]), name=node.outputs[i])
+            ids[node.outputs[i]] = net.lipschitz(
+                inputs,
+                _joint_constant(node_factors[i], len(inputs)),
+                shape=_shape(graph, node.outputs[i]),
+                name=node.outputs[i],
+            )
     for name in graph.outputs:
         if name in ids:
             net.output(ids[name])
@@ -172,12 +177,32 @@ def _conv(graph: Graph, node: Node, norm: float) -> tuple[Build | None, str]:
     group = node.attr_int("group")
     if node.op_type == "ConvTranspose":
         _, strides, dilations, output_padding, begins, ends = conv_transpose_layout(node, weight.shape, spatial)
-        return (lambda net, xs, name: net.conv_transpose(
-            xs[0], weight, strides=strides, pads=tuple(begins) + tuple(ends), dilations=dilations, groups=group,
-            output_padding=output_padding, name=name, norm=norm)), ""
+        return (
+            lambda net, xs, name: net.conv_transpose(
+                xs[0],
+                weight,
+                strides=strides,
+                pads=tuple(begins) + tuple(ends),
+                dilations=dilations,
+                groups=group,
+                output_padding=output_padding,
+                name=name,
+                norm=norm,
+            )
+        ), ""
     geometry = window_geometry(node, kernel_shape(node, weight.shape), spatial)
-    return (lambda net, xs, name: net.conv(xs[0], weight, strides=geometry.strides, pads=geometry.pads,
-                                     dilations=geometry.dilations, groups=group, name=name, norm=norm)), ""
+    return (
+        lambda net, xs, name: net.conv(
+            xs[0],
+            weight,
+            strides=geometry.strides,
+            pads=geometry.pads,
+            dilations=geometry.dilations,
+            groups=group,
+            name=name,
+            norm=norm,
+        )
+    ), ""
 
 
 def _gemm(graph: Graph, node: Node, norm: float) -> tuple[Build | None, str]:
@@ -259,9 +284,18 @@ def _average_pool(graph: Graph, node: Node, norm: float) -> tuple[Build | None, 
     if any(d != 1 for d in geometry.dilations):
         return None, "a dilated AveragePool"
     include_pad, ceil_mode = bool(node.attr_int("count_include_pad", 0)), bool(node.attr_int("ceil_mode", 0))
-    return (lambda net, xs, name: net.avg_pool(xs[0], geometry.kernel, strides=geometry.strides, pads=geometry.pads,
-                                         count_include_pad=include_pad, ceil_mode=ceil_mode, name=name,
-                                         norm=norm)), ""
+    return (
+        lambda net, xs, name: net.avg_pool(
+            xs[0],
+            geometry.kernel,
+            strides=geometry.strides,
+            pads=geometry.pads,
+            count_include_pad=include_pad,
+            ceil_mode=ceil_mode,
+            name=name,
+            norm=norm,
+        )
+    ), ""
 
 
 def _mean(graph: Graph, node: Node, norm: float) -> tuple[Build | None, str]:
@@ -270,8 +304,7 @@ def _mean(graph: Graph, node: Node, norm: float) -> tuple[Build | None, str]:
         axes, keepdims = tuple(range(2, rank)), True
     else:
         axes_input = _const(graph, node, 1)
-        axes = tuple(int(a) for a in axes_input.reshape(-1)) if axes_input is not None else \
-            node.attr_ints("axes", ())
+        axes = tuple(int(a) for a in axes_input.reshape(-1)) if axes_input is not None else node.attr_ints("axes", ())
         keepdims = bool(node.attr_int("keepdims", 1))
         if not axes:
             if node.attr_int("noop_with_empty_axes", 0):
@@ -294,8 +327,12 @@ def _transpose(graph: Graph, node: Node, norm: float) -> tuple[Build | None, str
 
 def _pad(graph: Graph, node: Node, norm: float) -> tuple[Build | None, str]:
     pads = _const(graph, node, 1) if len(node.inputs) > 1 else np.asarray(node.attr_ints("pads", ()))
-    if pads is None or node.attr_str("mode") != "constant" or not _variable_at(graph, node, 0) or \
-            (len(node.inputs) > 3 and node.inputs[3]):
+    if (
+        pads is None
+        or node.attr_str("mode") != "constant"
+        or not _variable_at(graph, node, 0)
+        or (len(node.inputs) > 3 and node.inputs[3])
+    ):
         return None, "a Pad that is not a constant zero-or-offset pad of all axes"
     amounts = tuple(int(p) for p in np.asarray(pads).reshape(-1))
     return (lambda net, xs, name: net.pad(xs[0], amounts, name=name)), ""
@@ -321,12 +358,29 @@ def _slice(graph: Graph, node: Node, norm: float) -> tuple[Build | None, str]:
 
 
 _LINEAR: dict[tuple[str, str], Callable[[Graph, Node, Any], tuple[Build | None, str]]] = {
-    ("", "Conv"): _conv, ("", "ConvTranspose"): _conv, ("", "Gemm"): _gemm, ("", "MatMul"): _matmul,
-    ("", "Add"): _sum, ("", "Sub"): _sum, ("", "Sum"): _sum, ("", "Mul"): _scale, ("", "Div"): _scale,
-    ("", "Neg"): _scale, ("", "BatchNormalization"): _batch_norm, ("", "Concat"): _concat,
-    ("", "AveragePool"): _average_pool, ("", "GlobalAveragePool"): _mean, ("", "ReduceMean"): _mean,
-    ("", "Reshape"): _reshape, ("", "Flatten"): _identity, ("", "Squeeze"): _reshape, ("", "Unsqueeze"): _reshape,
-    ("", "Transpose"): _transpose, ("", "Pad"): _pad, ("", "Slice"): _slice, ("", "Identity"): _identity,
+    ("", "Conv"): _conv,
+    ("", "ConvTranspose"): _conv,
+    ("", "Gemm"): _gemm,
+    ("", "MatMul"): _matmul,
+    ("", "Add"): _sum,
+    ("", "Sub"): _sum,
+    ("", "Sum"): _sum,
+    ("", "Mul"): _scale,
+    ("", "Div"): _scale,
+    ("", "Neg"): _scale,
+    ("", "BatchNormalization"): _batch_norm,
+    ("", "Concat"): _concat,
+    ("", "AveragePool"): _average_pool,
+    ("", "GlobalAveragePool"): _mean,
+    ("", "ReduceMean"): _mean,
+    ("", "Reshape"): _reshape,
+    ("", "Flatten"): _identity,
+    ("", "Squeeze"): _reshape,
+    ("", "Unsqueeze"): _reshape,
+    ("", "Transpose"): _transpose,
+    ("", "Pad"): _pad,
+    ("", "Slice"): _slice,
+    ("", "Identity"): _identity,
     ("", "Dropout"): _identity,
 }
 
@@ -335,8 +389,14 @@ _LINEAR: dict[tuple[str, str], Callable[[Graph, Node, Any], tuple[Build | None, 
 # Checks against the op's own run
 
 
-def _check(graph: Graph, node: Node, build: Build, shapes: list[tuple[int, ...]], variables: list[str],
-           generator: torch.Generator) -> str:
+def _check(
+    graph: Graph,
+    node: Node,
+    build: Build,
+    shapes: list[tuple[int, ...]],
+    variables: list[str],
+    generator: torch.Generator,
+) -> str:
     """'' when the Network node does what the op's run does (module docstring), else why not."""
     scratch = Network()
     inputs = [scratch.input(shape) for shape in shapes]

@@ -21,11 +21,31 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .network import Network
 
-_ACTIVATION_MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SiLU: "silu", nn.Mish: "mish",
-                       nn.Softplus: "softplus", nn.Hardswish: "hardswish", nn.ReLU6: "relu6", nn.Softsign: "softsign"}
-_ACTIVATION_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", torch.tanh: "tanh", torch.sigmoid: "sigmoid",
-                         F.silu: "silu", F.gelu: "gelu", F.softplus: "softplus", F.mish: "mish", F.elu: "elu",
-                         F.leaky_relu: "leaky_relu", F.tanh: "tanh", F.sigmoid: "sigmoid"}
+_ACTIVATION_MODULES = {
+    nn.ReLU: "relu",
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.SiLU: "silu",
+    nn.Mish: "mish",
+    nn.Softplus: "softplus",
+    nn.Hardswish: "hardswish",
+    nn.ReLU6: "relu6",
+    nn.Softsign: "softsign",
+}
+_ACTIVATION_FUNCTIONS = {
+    F.relu: "relu",
+    torch.relu: "relu",
+    torch.tanh: "tanh",
+    torch.sigmoid: "sigmoid",
+    F.silu: "silu",
+    F.gelu: "gelu",
+    F.softplus: "softplus",
+    F.mish: "mish",
+    F.elu: "elu",
+    F.leaky_relu: "leaky_relu",
+    F.tanh: "tanh",
+    F.sigmoid: "sigmoid",
+}
 
 
 def maxpool_constant(kernel, stride, dilation) -> float:
@@ -53,8 +73,12 @@ def network_from_module(model: nn.Module, example: Tensor, *, fold_batchnorm: bo
         for n in traced.graph.nodes:
             if n.op == "call_module" and isinstance(modules[n.target], nn.modules.batchnorm._BatchNorm):
                 src = n.args[0]
-                if isinstance(src, torch.fx.Node) and src.op == "call_module" and users[src] == 1 and \
-                        isinstance(modules[src.target], (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+                if (
+                    isinstance(src, torch.fx.Node)
+                    and src.op == "call_module"
+                    and users[src] == 1
+                    and isinstance(modules[src.target], (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+                ):
                     pending_scale[src] = _bn_factor(modules[n.target])
                     folded[n] = src
 
@@ -87,7 +111,7 @@ def network_from_module(model: nn.Module, example: Tensor, *, fold_batchnorm: bo
 
 def _bn_factor(bn: nn.Module) -> Tensor:
     gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
-    return (gamma.double() / torch.sqrt(bn.running_var.double() + bn.eps))
+    return gamma.double() / torch.sqrt(bn.running_var.double() + bn.eps)
 
 
 def _module_node(net: Network, module: nn.Module, x: int, name: str, fold: Tensor | None, shape) -> int:
@@ -106,8 +130,15 @@ def _module_node(net: Network, module: nn.Module, x: int, name: str, fold: Tenso
         if isinstance(module.padding, str):
             raise ValueError(f"{name}: give explicit padding")
         pad = _tuple(module.padding, d)
-        return net.conv(x, weight, strides=_tuple(module.stride, d), pads=pad + pad,
-                        dilations=_tuple(module.dilation, d), groups=module.groups, name=name)
+        return net.conv(
+            x,
+            weight,
+            strides=_tuple(module.stride, d),
+            pads=pad + pad,
+            dilations=_tuple(module.dilation, d),
+            groups=module.groups,
+            name=name,
+        )
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         factor = _bn_factor(module)
         rank = len(net.shape(x))
@@ -132,13 +163,20 @@ def _module_node(net: Network, module: nn.Module, x: int, name: str, fold: Tenso
 
         def fn(t: Tensor, module=module) -> Tensor:
             return module(t.reshape(-1, *t.shape[2:])).reshape(t.shape[0], *shape)
+
         return net.lipschitz(x, constant, shape=shape, fn=fn, name=name)
     if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
         d = len(net.shape(x)) - 2
         pad = _tuple(module.padding, d)
-        return net.avg_pool(x, _tuple(module.kernel_size, d), strides=_tuple(module.stride or module.kernel_size, d),
-                            pads=pad + pad, count_include_pad=module.count_include_pad, ceil_mode=module.ceil_mode,
-                            name=name)
+        return net.avg_pool(
+            x,
+            _tuple(module.kernel_size, d),
+            strides=_tuple(module.stride or module.kernel_size, d),
+            pads=pad + pad,
+            count_include_pad=module.count_include_pad,
+            ceil_mode=module.ceil_mode,
+            name=name,
+        )
     if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
         rank = len(net.shape(x))
         if any(s != 1 for s in shape[2:]):
@@ -171,21 +209,23 @@ def _function_node(net: Network, n: torch.fx.Node, ids: dict, name: str, shape) 
 # Lower bound
 
 
-def jacobian_lower_bound(fn, inputs: Tensor, *, ascent_steps: int = 0, step_size: float = 0.05,
-                         chunk: int = 64) -> float:
+def jacobian_lower_bound(
+    fn, inputs: Tensor, *, ascent_steps: int = 0, step_size: float = 0.05, chunk: int = 64
+) -> float:
     """max over the rows of ``inputs`` (shape (B, *input shape without batch)) of σ_max of the
     Jacobian of ``fn`` (which maps (1, *shape) to any shape) — a lower bound on the Lipschitz
     constant, up to float rounding.  With ``ascent_steps``, the best quarter of the inputs are
     then moved by normalised gradient ascent on σ_max(J(x)) (useful for smooth activations)."""
+
     def sigma(x: Tensor) -> Tensor:
         jac = torch.func.jacrev(lambda v: fn(v[None]).reshape(-1))(x)
         return torch.linalg.matrix_norm(jac.reshape(jac.shape[0], -1), ord=2)
 
     batched = torch.func.vmap(sigma)
-    values = torch.cat([batched(inputs[i:i + chunk]).detach() for i in range(0, len(inputs), chunk)])
+    values = torch.cat([batched(inputs[i : i + chunk]).detach() for i in range(0, len(inputs), chunk)])
     best = float(values.max())
     if ascent_steps > 0:
-        top = values.argsort(descending=True)[:max(1, len(inputs) // 4)]
+        top = values.argsort(descending=True)[: max(1, len(inputs) // 4)]
         x = inputs[top].clone()
         for _ in range(ascent_steps):
             x.requires_grad_(True)

@@ -43,8 +43,15 @@ class GraphBound:
     finished: bool = True  # False: the time limit stopped some recursion; those figures are the product's
 
 
-def tighten(graph: Graph, composed: NetworkBound, *, bound: str = "recursion", window: int = DEFAULT_WINDOW,
-            seed: int = 0, time_limit: float | None = None) -> GraphBound:
+def tighten(
+    graph: Graph,
+    composed: NetworkBound,
+    *,
+    bound: str = "recursion",
+    window: int = DEFAULT_WINDOW,
+    seed: int = 0,
+    time_limit: float | None = None,
+) -> GraphBound:
     """The network bound by ``bound`` ('recursion' or 'product') and the residual-branch bounds.
 
     ``composed`` must be finite (every factor bounded). ``time_limit``: seconds for the recursion
@@ -74,7 +81,7 @@ def tighten(graph: Graph, composed: NetworkBound, *, bound: str = "recursion", w
         method = tight.method if upper < composed.upper_bound else "product"
     deadline = None if time_limit is None else start + (1 + BRANCH_SHARE) * time_limit
     branches = []
-    for add, fork, out, c_x, c_g, members in residual_adds(net):
+    for add, fork, _out, c_x, c_g, members in residual_adds(net):
         sub = branch_network(net, fork, members)
         figure = branch_product = product_bound(sub)[0]
         branch_method = "product"
@@ -88,9 +95,24 @@ def tighten(graph: Graph, composed: NetworkBound, *, bound: str = "recursion", w
                 if found.bound * margin < branch_product:
                     figure, branch_method = found.bound * margin, found.method
         producer, source = graph.producer(net[add.id].name), graph.producer(net[fork].name)
-        branches.append(ResidualBranch(
-            add=producer.name if producer else net[add.id].name, fork=source.name if source else net[fork].name,
-            bound=figure, product=branch_product, ratio=abs(c_g / c_x) * figure if c_x else math.inf,
-            method=branch_method, nodes=len(members)))
-    return GraphBound(upper, outputs, method, composed.upper_bound, branches, described.barriers,
-                      time.perf_counter() - start, finished)
+        branches.append(
+            ResidualBranch(
+                add=producer.name if producer else net[add.id].name,
+                fork=source.name if source else net[fork].name,
+                bound=figure,
+                product=branch_product,
+                ratio=abs(c_g / c_x) * figure if c_x else math.inf,
+                method=branch_method,
+                nodes=len(members),
+            )
+        )
+    return GraphBound(
+        upper,
+        outputs,
+        method,
+        composed.upper_bound,
+        branches,
+        described.barriers,
+        time.perf_counter() - start,
+        finished,
+    )

@@ -30,7 +30,6 @@ from torch import Tensor
 
 from ..spectral import dense_norm
 
-
 # Relative tolerance of the branch and bound for chain norms (conv_norm's and dense_norm's tol): the
 # figure is certified whatever the tolerance; a recursion needs no more than three digits of each.
 CHAIN_TOL = 1e-3
@@ -105,7 +104,7 @@ class DenseMap(LinearMap):
     _exact: float | None = field(default=None, repr=False)
 
     @classmethod
-    def identity(cls, shape: tuple[int, ...]) -> "DenseMap":
+    def identity(cls, shape: tuple[int, ...]) -> DenseMap:
         n = math.prod(shape)
         return cls(torch.eye(n, dtype=torch.float64).reshape(n, *shape), 1.0)
 

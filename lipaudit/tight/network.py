@@ -27,8 +27,8 @@ when one was passed (``norm=``), otherwise computed here with lipaudit.spectral.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,7 @@ from .activations import evaluator, slope_range, split
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
-LINEAR_KINDS = ("conv", "dense", "scale", "add", "concat", "avg_pool", "mean", "reshape", "transpose", "slice",
-                "pad")
+LINEAR_KINDS = ("conv", "dense", "scale", "add", "concat", "avg_pool", "mean", "reshape", "transpose", "slice", "pad")
 
 
 def _f64(array) -> Tensor:
@@ -103,18 +102,33 @@ class Node:
     def _compute_norm(self) -> float | None:
         p = self.params
         if self.kind == "conv":
-            result = conv_norm(p["weight"], p["spatial"], strides=p["strides"], pads=p["pads"],
-                               dilations=p["dilations"], groups=p["groups"], transposed=p["transposed"],
-                               output_padding=p.get("output_padding"), power_iterations=0)
+            result = conv_norm(
+                p["weight"],
+                p["spatial"],
+                strides=p["strides"],
+                pads=p["pads"],
+                dilations=p["dilations"],
+                groups=p["groups"],
+                transposed=p["transposed"],
+                output_padding=p.get("output_padding"),
+                power_iterations=0,
+            )
             return result.value
         if self.kind == "dense":
             return dense_norm(p["matrix"]).value
         if self.kind == "scale":
             return float(p["factor"].abs().max()) if p["factor"].numel() else 0.0
         if self.kind == "avg_pool":
-            return avgpool_norm(p["kernel"], p["spatial"], strides=p["strides"], pads=p["pads"],
-                                count_include_pad=p["count_include_pad"], channels=1, ceil_mode=p["ceil_mode"],
-                                power_iterations=0).value
+            return avgpool_norm(
+                p["kernel"],
+                p["spatial"],
+                strides=p["strides"],
+                pads=p["pads"],
+                count_include_pad=p["count_include_pad"],
+                channels=1,
+                ceil_mode=p["ceil_mode"],
+                power_iterations=0,
+            ).value
         if self.kind == "mean":
             return SVD_MARGIN / math.sqrt(p["count"])
         if self.kind in ("reshape", "transpose", "slice", "pad"):
@@ -168,8 +182,9 @@ def _conv_forward(x: Tensor, p: dict) -> Tensor:
     x = x.reshape(batch * n, *x.shape[2:])
     begins, ends = p["pads"][:d], p["pads"][d:]
     if not p["transposed"]:
-        y = _CONV[d](F.pad(x, _torch_pad(begins, ends)), w, stride=p["strides"], dilation=p["dilations"],
-                     groups=p["groups"])
+        y = _CONV[d](
+            F.pad(x, _torch_pad(begins, ends)), w, stride=p["strides"], dilation=p["dilations"], groups=p["groups"]
+        )
     else:
         full = _CONV_TRANSPOSE[d](x, w, stride=p["strides"], dilation=p["dilations"], groups=p["groups"])
         extra = p.get("output_padding") or (0,) * d
@@ -217,8 +232,12 @@ def _avg_pool_geometry(spatial, kernel, strides, pads, count_include_pad, ceil_m
     counted[tuple(region)] = 1.0
     sums = _CONV[d](counted, torch.ones((1, 1, *kernel), dtype=torch.float64), stride=tuple(strides))
     sums = sums[(slice(None), slice(None), *(slice(0, o) for o in outs))]
-    return {"out": tuple(outs), "ends_extended": tuple(ends), "divisors": sums.clamp(min=1.0)[0, 0],
-            "uniform": bool((sums == math.prod(kernel)).all())}
+    return {
+        "out": tuple(outs),
+        "ends_extended": tuple(ends),
+        "divisors": sums.clamp(min=1.0)[0, 0],
+        "uniform": bool((sums == math.prod(kernel)).all()),
+    }
 
 
 def _known_shape(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
@@ -232,12 +251,12 @@ def _known_shape(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...] |
         return tuple(1 if a in p["axes"] else n for a, n in enumerate(shapes[0]) if p["keepdims"] or a not in p["axes"])
     if kind == "concat":
         axis = p["axis"]
-        return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1:]
+        return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1 :]
     if kind == "transpose":
         return tuple(shapes[0][a] for a in p["perm"])
     if kind == "slice":
         axis = p["axis"]
-        return shapes[0][:axis] + (len(range(p["start"], p["stop"], p["step"])),) + shapes[0][axis + 1:]
+        return shapes[0][:axis] + (len(range(p["start"], p["stop"], p["step"])),) + shapes[0][axis + 1 :]
     if kind == "pad":
         return tuple(n + b + e for n, b, e in zip(shapes[0], p["begins"], p["ends"]))
     if kind == "dense":
@@ -294,16 +313,30 @@ class Network:
                 readers[i].append(node.id)
         return readers
 
-    def _add(self, kind: str, inputs: Sequence[int], params: dict, name: str | None, norm: float | None = None,
-             shape: tuple[int, ...] | None = None) -> int:
+    def _add(
+        self,
+        kind: str,
+        inputs: Sequence[int],
+        params: dict,
+        name: str | None,
+        norm: float | None = None,
+        shape: tuple[int, ...] | None = None,
+    ) -> int:
         inputs = tuple(int(i) for i in inputs)
         for i in inputs:
             if not 0 <= i < len(self.nodes):
                 raise ValueError(f"input {i} is not a value of this network (it has {len(self.nodes)})")
         if norm is not None and not (norm >= 0):
             raise ValueError(f"norm must be a non-negative number, got {norm}")
-        node = Node(len(self.nodes), kind, name or f"{kind}_{len(self.nodes)}", inputs, (), params,
-                    None if norm is None else float(norm))
+        node = Node(
+            len(self.nodes),
+            kind,
+            name or f"{kind}_{len(self.nodes)}",
+            inputs,
+            (),
+            params,
+            None if norm is None else float(norm),
+        )
         if shape is None:
             shape = _known_shape(node, [self.nodes[i].shape for i in inputs])
         if shape is None:
@@ -319,16 +352,34 @@ class Network:
     def input(self, shape: Sequence[int], *, name: str | None = None) -> int:
         return self._add("input", (), {}, name, shape=tuple(shape))
 
-    def conv(self, x: int, weight, *, strides: Sequence[int] | None = None, pads: Sequence[int] | None = None,
-             dilations: Sequence[int] | None = None, groups: int = 1, name: str | None = None,
-             norm: float | None = None) -> int:
+    def conv(
+        self,
+        x: int,
+        weight,
+        *,
+        strides: Sequence[int] | None = None,
+        pads: Sequence[int] | None = None,
+        dilations: Sequence[int] | None = None,
+        groups: int = 1,
+        name: str | None = None,
+        norm: float | None = None,
+    ) -> int:
         """ONNX Conv: weight (C_out, C_in/groups, *k); pads (begin_1.., end_1..); x is (N, C_in, *spatial)."""
         return self._conv(x, weight, strides, pads, dilations, groups, False, None, name, norm)
 
-    def conv_transpose(self, x: int, weight, *, strides: Sequence[int] | None = None,
-                       pads: Sequence[int] | None = None, dilations: Sequence[int] | None = None, groups: int = 1,
-                       output_padding: Sequence[int] | None = None, name: str | None = None,
-                       norm: float | None = None) -> int:
+    def conv_transpose(
+        self,
+        x: int,
+        weight,
+        *,
+        strides: Sequence[int] | None = None,
+        pads: Sequence[int] | None = None,
+        dilations: Sequence[int] | None = None,
+        groups: int = 1,
+        output_padding: Sequence[int] | None = None,
+        name: str | None = None,
+        norm: float | None = None,
+    ) -> int:
         """ONNX ConvTranspose: weight (C_in, C_out/groups, *k); explicit pads (no auto_pad)."""
         return self._conv(x, weight, strides, pads, dilations, groups, True, output_padding, name, norm)
 
@@ -340,11 +391,16 @@ class Network:
         in_shape = self.nodes[x].shape
         if len(in_shape) != d + 2:
             raise ValueError(f"convolution with a {d}-d kernel reads a value of shape {in_shape}")
-        params = {"weight": w, "strides": tuple(int(s) for s in (strides or (1,) * d)),
-                  "pads": tuple(int(p) for p in (pads or (0,) * (2 * d))),
-                  "dilations": tuple(int(s) for s in (dilations or (1,) * d)), "groups": int(groups),
-                  "transposed": transposed, "spatial": tuple(in_shape[2:]),
-                  "output_padding": tuple(int(p) for p in output_padding) if output_padding else None}
+        params = {
+            "weight": w,
+            "strides": tuple(int(s) for s in (strides or (1,) * d)),
+            "pads": tuple(int(p) for p in (pads or (0,) * (2 * d))),
+            "dilations": tuple(int(s) for s in (dilations or (1,) * d)),
+            "groups": int(groups),
+            "transposed": transposed,
+            "spatial": tuple(in_shape[2:]),
+            "output_padding": tuple(int(p) for p in output_padding) if output_padding else None,
+        }
         return self._add("conv", (x,), params, name, norm)
 
     def dense(self, x: int, matrix, *, name: str | None = None, norm: float | None = None) -> int:
@@ -363,8 +419,9 @@ class Network:
             raise ValueError(f"scale factor of shape {tuple(f.shape)} would broadcast {shape} to a larger shape")
         return self._add("scale", (x,), {"factor": f}, name, norm)
 
-    def add(self, inputs: Sequence[int], coefficients: Sequence[float] | None = None, *,
-            name: str | None = None) -> int:
+    def add(
+        self, inputs: Sequence[int], coefficients: Sequence[float] | None = None, *, name: str | None = None
+    ) -> int:
         """y = Σ c_i·x_i over values of one shape (Add: c = 1, 1; Sub: 1, −1)."""
         coefficients = tuple(float(c) for c in (coefficients or (1.0,) * len(inputs)))
         if len(coefficients) != len(inputs) or not inputs:
@@ -378,18 +435,33 @@ class Network:
         rank = len(self.nodes[inputs[0]].shape)
         return self._add("concat", inputs, {"axis": axis % rank}, name)
 
-    def avg_pool(self, x: int, kernel: Sequence[int], *, strides: Sequence[int] | None = None,
-                 pads: Sequence[int] | None = None, count_include_pad: bool = False, ceil_mode: bool = False,
-                 name: str | None = None, norm: float | None = None) -> int:
+    def avg_pool(
+        self,
+        x: int,
+        kernel: Sequence[int],
+        *,
+        strides: Sequence[int] | None = None,
+        pads: Sequence[int] | None = None,
+        count_include_pad: bool = False,
+        ceil_mode: bool = False,
+        name: str | None = None,
+        norm: float | None = None,
+    ) -> int:
         """ONNX AveragePool on an (N, C, *spatial) value (no dilation)."""
         kernel = tuple(int(k) for k in kernel)
         d = len(kernel)
         spatial = self.nodes[x].shape[2:]
-        params = {"kernel": kernel, "strides": tuple(int(s) for s in (strides or (1,) * d)),
-                  "pads": tuple(int(p) for p in (pads or (0,) * (2 * d))), "count_include_pad": bool(count_include_pad),
-                  "ceil_mode": bool(ceil_mode), "spatial": tuple(spatial)}
-        params.update(_avg_pool_geometry(spatial, kernel, params["strides"], params["pads"], count_include_pad,
-                                         ceil_mode))
+        params = {
+            "kernel": kernel,
+            "strides": tuple(int(s) for s in (strides or (1,) * d)),
+            "pads": tuple(int(p) for p in (pads or (0,) * (2 * d))),
+            "count_include_pad": bool(count_include_pad),
+            "ceil_mode": bool(ceil_mode),
+            "spatial": tuple(spatial),
+        }
+        params.update(
+            _avg_pool_geometry(spatial, kernel, params["strides"], params["pads"], count_include_pad, ceil_mode)
+        )
         return self._add("avg_pool", (x,), params, name, norm)
 
     def mean(self, x: int, axes: Sequence[int], *, keepdims: bool = True, name: str | None = None) -> int:
@@ -422,9 +494,16 @@ class Network:
             raise ValueError(f"pad needs {2 * rank} non-negative amounts, got {pads}")
         return self._add("pad", (x,), {"begins": pads[:rank], "ends": pads[rank:]}, name)
 
-    def activation(self, x: int, kind: str = "relu", *, slopes: tuple[float, float] | None = None,
-                   alpha: float | None = None, fn: Callable[[Tensor], Tensor] | None = None,
-                   name: str | None = None) -> int:
+    def activation(
+        self,
+        x: int,
+        kind: str = "relu",
+        *,
+        slopes: tuple[float, float] | None = None,
+        alpha: float | None = None,
+        fn: Callable[[Tensor], Tensor] | None = None,
+        name: str | None = None,
+    ) -> int:
         """Elementwise activation: a preset ``kind`` (activations.slope_range) or explicit ``slopes``
         (then ``fn`` evaluates it, for tests).  Per-element slopes (PReLU): pass their overall range."""
         if slopes is None:
@@ -434,8 +513,15 @@ class Network:
         params = {"slopes": slopes, "activation": kind, "fn": fn or evaluator(kind, alpha)}
         return self._add("activation", (x,), params, name)
 
-    def lipschitz(self, inputs: int | Sequence[int], constant: float, *, shape: Sequence[int] | None = None,
-                  fn: Callable[..., Tensor] | None = None, name: str | None = None) -> int:
+    def lipschitz(
+        self,
+        inputs: int | Sequence[int],
+        constant: float,
+        *,
+        shape: Sequence[int] | None = None,
+        fn: Callable[..., Tensor] | None = None,
+        name: str | None = None,
+    ) -> int:
         """A node the bounds only know by its certified Lipschitz constant w.r.t. all of its inputs
         together (math.inf when unbounded).  ``shape`` defaults to the first input's; ``fn`` takes
         the inputs with their batch axis (B, *shape) and is only used by ``evaluate``."""
@@ -443,8 +529,9 @@ class Network:
         if not (constant >= 0):
             raise ValueError(f"Lipschitz constant must be non-negative, got {constant}")
         params = {"constant": float(constant), "fn": fn}
-        return self._add("lipschitz", inputs, params, name,
-                         shape=tuple(shape) if shape is not None else self.nodes[inputs[0]].shape)
+        return self._add(
+            "lipschitz", inputs, params, name, shape=tuple(shape) if shape is not None else self.nodes[inputs[0]].shape
+        )
 
     def output(self, *values: int) -> None:
         for v in values:

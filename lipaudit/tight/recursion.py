@@ -159,10 +159,17 @@ def product_bound(network: Network) -> tuple[float, list[float]]:
     return _combine_outputs(network, bounds), bounds
 
 
-def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budget: float | None = DEFAULT_BUDGET,
-                  refine_tol: float = REFINE_TOL, dense_limit: int = DENSE_LIMIT,
-                  dense_entries: int = DENSE_ENTRIES, joint: bool = True,
-                  time_limit: float | None = None) -> TightBound:
+def network_bound(
+    network: Network,
+    *,
+    window: int | None = DEFAULT_WINDOW,
+    budget: float | None = DEFAULT_BUDGET,
+    refine_tol: float = REFINE_TOL,
+    dense_limit: int = DENSE_LIMIT,
+    dense_entries: int = DENSE_ENTRIES,
+    joint: bool = True,
+    time_limit: float | None = None,
+) -> TightBound:
     """min(recursion, product): a certified upper bound on the Lipschitz constant of ``network``.
 
     ``window``: activations unrolled behind each target (None: all).
@@ -191,8 +198,18 @@ def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budg
     selected = None
     if budget is not None:
         reuse: dict = {}
-        dry = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, joint, plan="collect",
-                     reuse=reuse, deadline=None if time_limit is None else start + DRY_RUN_SHARE * time_limit)
+        dry = _Sweep(
+            network,
+            chosen,
+            window,
+            refine_tol,
+            dense_limit,
+            dense_entries,
+            joint,
+            plan="collect",
+            reuse=reuse,
+            deadline=None if time_limit is None else start + DRY_RUN_SHARE * time_limit,
+        )
         dry_best = dry.run()
         chosen = dry.visited  # the dry run's plan covers what it reached, nothing beyond
         allowance = max(budget * sum(node_cost(n) for n in network.nodes), BUDGET_FLOOR)
@@ -200,18 +217,35 @@ def network_bound(network: Network, *, window: int | None = DEFAULT_WINDOW, budg
         selected = _select(candidates, allowance)
         if len(selected) == len(candidates):
             selected = None  # everything fits: measure as without a budget (collapses included)
-    sweep = _Sweep(network, chosen, window, refine_tol, dense_limit, dense_entries, joint, plan=selected,
-                   reuse=reuse if budget is not None else None,
-                   deadline=None if time_limit is None else start + time_limit)
+    sweep = _Sweep(
+        network,
+        chosen,
+        window,
+        refine_tol,
+        dense_limit,
+        dense_entries,
+        joint,
+        plan=selected,
+        reuse=reuse if budget is not None else None,
+        deadline=None if time_limit is None else start + time_limit,
+    )
     best = sweep.run()
     bound = _combine_outputs(network, best)
     method = "product" if not bound < product else (f"recursion-w{window}" if window is not None else "recursion-full")
     seconds = {"node_norms": node_seconds, "recursion": time.perf_counter() - start - node_seconds}
-    return TightBound(min(bound, product), product, method, window,
-                      {network[o].name: best[o] for o in network.outputs},
-                      {network[o].name: products[o] for o in network.outputs},
-                      sweep.values, sweep.measured, sweep.builder.collapses, seconds,
-                      finished=not (sweep.out_of_time or (budget is not None and dry.out_of_time)))
+    return TightBound(
+        min(bound, product),
+        product,
+        method,
+        window,
+        {network[o].name: best[o] for o in network.outputs},
+        {network[o].name: products[o] for o in network.outputs},
+        sweep.values,
+        sweep.measured,
+        sweep.builder.collapses,
+        seconds,
+        finished=not (sweep.out_of_time or (budget is not None and dry.out_of_time)),
+    )
 
 
 @dataclass
@@ -319,8 +353,12 @@ class _Sweep:
             return self.reuse.pop(key)
         collapses = self.builder.collapses
         terms = self.builder.propagate(source, target, inside)
-        if self.plan == "collect" and self.reuse is not None and self.builder.collapses == collapses and \
-                all(isinstance(t.map, (ConvMap, ScalarMap, DenseMap)) for t in terms):
+        if (
+            self.plan == "collect"
+            and self.reuse is not None
+            and self.builder.collapses == collapses
+            and all(isinstance(t.map, (ConvMap, ScalarMap, DenseMap)) for t in terms)
+        ):
             self.reuse[key] = terms
         return terms
 
@@ -332,8 +370,10 @@ class _Sweep:
         if self.plan == "collect":
             return total
         order = sorted(range(len(weighted)), key=lambda i: -figures[i])
-        allowed = [weighted[i][1].map.improvable and (self.plan is None or weighted[i][2] in self.plan)
-                   for i in range(len(weighted))]
+        allowed = [
+            weighted[i][1].map.improvable and (self.plan is None or weighted[i][2] in self.plan)
+            for i in range(len(weighted))
+        ]
         remaining = math.fsum(figures[i] for i in order if allowed[i])
         for i in order:
             if not allowed[i]:
@@ -348,7 +388,9 @@ class _Sweep:
         if self.joint and len(dense) >= 2:
             rows = sum(weighted[i][1].map.columns.shape[0] for i in dense)
             width = weighted[dense[0]][1].map.columns[0].numel()
-            if rows * width <= self.dense_entries and (self.plan is None or rows * width * min(rows, width) <= FREE_COST):
+            if rows * width <= self.dense_entries and (
+                self.plan is None or rows * width * min(rows, width) <= FREE_COST
+            ):
                 items = [(weighted[i][0], weighted[i][1].map) for i in dense]
                 joint = joint_bound(items, [figures[i] / weighted[i][0] for i in dense])
                 rest = math.fsum(figures[i] for i in range(len(weighted)) if i not in dense)
@@ -377,7 +419,7 @@ def _select(candidates, allowance: float) -> set[tuple[int, int, int]]:
     """The chain norms to measure: all below FREE_COST, then the best gain per cost while the
     total cost stays within ``allowance``."""
     chosen, spent = set(), 0.0
-    for key, gain, cost in sorted(candidates, key=lambda c: -c[1] / max(c[2], 1.0)):
+    for key, _gain, cost in sorted(candidates, key=lambda c: -c[1] / max(c[2], 1.0)):
         if cost <= FREE_COST or spent + cost <= allowance:
             chosen.add(key)
             spent += cost if cost > FREE_COST else 0.0

@@ -69,8 +69,21 @@ def test_the_config_gates_branches_and_picks_the_bound(invertible_resnet: Path, 
     assert report["network"]["upper_bound"] == report["network"]["product_bound"]
     assert [violation["limit"] for violation in report["threshold"]["branches"]] == [0.1, 0.1]
 
-    overridden = runner.invoke(app, ["check", str(invertible_resnet), "--config", str(config),
-                                     "--max-branch-lipschitz", "1", "--bound", "recursion", "-f", "json"])
+    overridden = runner.invoke(
+        app,
+        [
+            "check",
+            str(invertible_resnet),
+            "--config",
+            str(config),
+            "--max-branch-lipschitz",
+            "1",
+            "--bound",
+            "recursion",
+            "-f",
+            "json",
+        ],
+    )
     assert overridden.exit_code == 0
     network = _json(overridden)["network"]
     assert network["upper_bound"] <= network["product_bound"]

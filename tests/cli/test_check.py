@@ -11,8 +11,8 @@ import pytest
 from onnx import helper
 from typer.testing import CliRunner
 
-from tests.builders import graph_model, save, single_node_model
 from lipaudit.cli.app import app
+from tests.builders import graph_model, save, single_node_model
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 runner = CliRunner()
@@ -59,8 +59,10 @@ def test_allow_incomplete_turns_exit_three_into_a_warning() -> None:
 
 
 def test_unknown_ops_are_all_listed_and_exit_three(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Trilu", ["x"], ["a"], name="trilu"),
-             helper.make_node("Frobnicate", ["a"], ["y"], name="custom", domain="acme.ops")]
+    nodes = [
+        helper.make_node("Trilu", ["x"], ["a"], name="trilu"),
+        helper.make_node("Frobnicate", ["a"], ["y"], name="custom", domain="acme.ops"),
+    ]
     model = graph_model(nodes, [1, 2, 8], {})
     model.opset_import.append(helper.make_opsetid("acme.ops", 1))
     # A custom op's output shape cannot be inferred, so declare it as an exporter would.

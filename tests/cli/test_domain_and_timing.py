@@ -30,7 +30,7 @@ def test_an_input_range_gives_a_labelled_local_bound_where_the_global_one_is_unb
 
 
 def test_the_config_can_set_the_range(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text('[tool.lipaudit]\ninput_range = {x = [0, 1]}\n', encoding="utf-8")
+    (tmp_path / "pyproject.toml").write_text("[tool.lipaudit]\ninput_range = {x = [0, 1]}\n", encoding="utf-8")
     result = runner.invoke(app, ["check", str(UNBOUNDED), "-f", "json", "--config", str(tmp_path / "pyproject.toml")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["network"]["scope"] == "domain"
@@ -51,8 +51,9 @@ def test_durations_read_as_seconds() -> None:
 
 
 def test_the_lower_bound_stops_at_its_time_limit_and_says_so() -> None:
-    report = audit(str(ROOT / "sample_models" / "cnn.onnx"), lower_bound=True, samples=64, steps=200,
-                   lower_bound_time=0.5)
+    report = audit(
+        str(ROOT / "sample_models" / "cnn.onnx"), lower_bound=True, samples=64, steps=200, lower_bound_time=0.5
+    )
     assert report.lower_bound is not None and report.lower_bound <= report.upper_bound
     assert any("time limit" in notice for notice in report.notices)
     assert report.settings["lower_bound"]["time_limit_s"] == 0.5

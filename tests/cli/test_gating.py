@@ -29,14 +29,14 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "pyproject.toml").write_text(
         '[tool.lipaudit]\nmax_lipschitz = 150\ninput_shape = "1x16"\n\n'
         '[tool.lipaudit.models."models/cnn.onnx"]\ninput_shape = []\n'
-        '[tool.lipaudit.models."models/unbounded.onnx"]\ninput_shape = []\n')
+        '[tool.lipaudit.models."models/unbounded.onnx"]\ninput_shape = []\n'
+    )
     return tmp_path
 
 
 def test_several_outputs_in_one_run(tmp_path: Path) -> None:
     json_path, html_path, md_path = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "r.md"
-    result = invoke("check", SAMPLES / "cnn.onnx", "-o", f"json:{json_path}", "-o", f"html:{html_path}",
-                    "-o", md_path)
+    result = invoke("check", SAMPLES / "cnn.onnx", "-o", f"json:{json_path}", "-o", f"html:{html_path}", "-o", md_path)
     assert result.exit_code == 0, result.output
     assert json.loads(json_path.read_text())["network"]["certified"] is True
     assert html_path.read_text().startswith("<!DOCTYPE html>")
@@ -60,8 +60,7 @@ def test_unknown_config_key_exits_two(project: Path, monkeypatch: pytest.MonkeyP
     assert result.exit_code == 2 and "max_lipshitz" in result.stderr
 
 
-def test_several_models_print_a_summary_and_exit_with_the_worst(project: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_several_models_print_a_summary_and_exit_with_the_worst(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project)
     result = invoke("check", "models/cnn.onnx", "models/mlp.onnx", "models/unbounded.onnx")
     assert result.exit_code == 3, result.output
@@ -84,8 +83,9 @@ def test_a_load_error_among_several_models_exits_two(project: Path, monkeypatch:
 
 
 def test_layer_limits_from_config_fail_the_gate(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (project / "pyproject.toml").write_text('[tool.lipaudit]\ninput_shape = "1x16"\n'
-                                            'max_layer_factor = { "fc2" = 2.0 }\n')
+    (project / "pyproject.toml").write_text(
+        '[tool.lipaudit]\ninput_shape = "1x16"\nmax_layer_factor = { "fc2" = 2.0 }\n'
+    )
     monkeypatch.chdir(project)
     result = invoke("check", "models/mlp.onnx")
     assert result.exit_code == 1

@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from lipaudit.domain import domain_settings, value_ranges
 from lipaudit.compose import compose
+from lipaudit.domain import domain_settings, value_ranges
 from lipaudit.load import load_model
 from lipaudit.ops import RuleContext
 from lipaudit.passes import run_passes
@@ -25,8 +25,18 @@ def _report(path, box):
     settings = {"norm": "l2", "method": "gram", "device": "cpu"}
     if box:
         settings["domain"] = domain_settings(box)
-    return build_report(loaded=loaded, graph=graph, network=network, tight=None, lower=None, settings=settings,
-                        verification=skipped("test"), max_lipschitz=None, timings={}, notices=[])
+    return build_report(
+        loaded=loaded,
+        graph=graph,
+        network=network,
+        tight=None,
+        lower=None,
+        settings=settings,
+        verification=skipped("test"),
+        max_lipschitz=None,
+        timings={},
+        notices=[],
+    )
 
 
 def test_a_domain_report_is_labelled_local_everywhere(tmp_path):
@@ -42,8 +52,10 @@ def test_a_domain_report_is_labelled_local_everywhere(tmp_path):
     for text in (render_table(report, width=200), render_markdown(report), render_html(report), render_github(report)):
         assert local in text
     assert "(local)" in render_summary([(str(path), report, "")], width=200)
-    assert any(layer.method == "domain" and any(n.startswith("on the input domain") for n in layer.notes)
-               for layer in report.layers)
+    assert any(
+        layer.method == "domain" and any(n.startswith("on the input domain") for n in layer.notes)
+        for layer in report.layers
+    )
 
 
 def test_a_global_report_says_nothing_of_a_domain_and_old_reports_read_as_global(tmp_path):

@@ -78,8 +78,7 @@ def lower_bound(net: Network, samples: int = 64, seed: int = 0, scale: float = 2
     best = 0.0
     for _ in range(samples):
         x = torch.randn(shape, generator=generator, dtype=torch.float64) * scale
-        jac = torch.autograd.functional.jacobian(lambda v: torch.cat([o.reshape(-1) for o in net.evaluate(v[None])]),
-                                                 x)
+        jac = torch.autograd.functional.jacobian(lambda v: torch.cat([o.reshape(-1) for o in net.evaluate(v[None])]), x)
         best = max(best, sigma(jac.reshape(jac.shape[0], -1)))
     return best
 

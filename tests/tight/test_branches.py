@@ -6,7 +6,6 @@ import torch
 
 from lipaudit.tight import Network, residual_branches
 from lipaudit.tight.branches import branch_network, residual_adds
-
 from tests.tight._tight_helpers import lower_bound, reference_bound, residual_mlp
 
 

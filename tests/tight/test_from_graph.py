@@ -13,15 +13,14 @@ import pytest
 import torch
 from torch import nn
 
+from lipaudit.compose import compose
+from lipaudit.load import load_model
+from lipaudit.ops import RuleContext
+from lipaudit.passes import run_passes
 from lipaudit.pipeline import audit
+from lipaudit.shapes import parse_input_shapes
 from lipaudit.tight import from_graph
 from lipaudit.tight.from_graph import _LINEAR, network_from_graph
-
-from lipaudit.load import load_model
-from lipaudit.passes import run_passes
-from lipaudit.ops import RuleContext
-from lipaudit.compose import compose
-from lipaudit.shapes import parse_input_shapes
 
 
 class Residual(nn.Module):
@@ -45,24 +44,46 @@ class DenseJoin(nn.Module):
 
 
 def residual_mlp(width: int = 24, blocks: int = 3) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(16, width),
-                         *[Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)))
-                           for _ in range(blocks)], nn.ReLU(), nn.Linear(width, 10))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(16, width),
+        *[Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))) for _ in range(blocks)],
+        nn.ReLU(),
+        nn.Linear(width, 10),
+    )
 
 
 def residual_cnn() -> nn.Module:
     def block(c: int, act: nn.Module) -> nn.Module:
-        return Residual(nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), act,
-                                      nn.Conv2d(c, c, 3, padding=1)))
-    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.LeakyReLU(0.1), block(6, nn.ReLU()),
-                         block(6, nn.GELU()), nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.Tanh(),
-                         nn.AvgPool2d(2), DenseJoin(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+        return Residual(
+            nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), act, nn.Conv2d(c, c, 3, padding=1)
+            )
+        )
+
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.LeakyReLU(0.1),
+        block(6, nn.ReLU()),
+        block(6, nn.GELU()),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        DenseJoin(8),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+    )
 
 
 def transposed_net() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
-                         nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1), nn.SiLU(),
-                         nn.Conv2d(2, 1, 1))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
+        nn.SiLU(),
+        nn.Conv2d(2, 1, 1),
+    )
 
 
 MODELS = {
@@ -144,9 +165,11 @@ def test_a_wrong_description_becomes_a_barrier(tmp_path, monkeypatch):
         def wrong(net, xs, name):
             index = build(net, xs, name)
             params = net[index].params
-            params["pads"] = tuple(p + 1 for p in params["pads"][: len(params["pads"]) // 2]) + \
-                tuple(max(0, p - 1) for p in params["pads"][len(params["pads"]) // 2:])
+            params["pads"] = tuple(p + 1 for p in params["pads"][: len(params["pads"]) // 2]) + tuple(
+                max(0, p - 1) for p in params["pads"][len(params["pads"]) // 2 :]
+            )
             return index
+
         return wrong, why
 
     monkeypatch.setitem(_LINEAR, ("", "Conv"), shifted)
@@ -170,8 +193,9 @@ def test_a_wrong_slope_range_becomes_a_barrier(tmp_path, monkeypatch):
 def test_an_unmapped_op_is_a_barrier_with_its_factor(tmp_path):
     """MaxPool is no linear map: a barrier, and the bound stays sound around it."""
     torch.manual_seed(0)
-    module = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                           nn.Linear(48, 4)).eval()
+    module = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(48, 4)
+    ).eval()
     path = tmp_path / "pool.onnx"
     torch.onnx.export(module, (torch.randn(1, 1, 8, 8),), str(path), dynamo=False, opset_version=17)
     graph, _, factors = _described(path)

@@ -7,15 +7,18 @@ from torch import nn
 
 from lipaudit.tight import network_bound, residual_branches
 from lipaudit.tight.from_torch import jacobian_lower_bound, network_from_module
-
 from tests.tight._tight_helpers import module_lower_bound
 
 
 class Block(nn.Module):
     def __init__(self, c, act):
         super().__init__()
-        self.conv1, self.bn, self.conv2, self.act = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), \
-            nn.Conv2d(c, c, 1), act
+        self.conv1, self.bn, self.conv2, self.act = (
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.BatchNorm2d(c),
+            nn.Conv2d(c, c, 1),
+            act,
+        )
 
     def forward(self, x):
         return x + self.conv2(self.act(self.bn(self.conv1(x))))
@@ -70,14 +73,17 @@ def test_trained_nets_between_lower_bound_and_product(kind):
     inputs = torch.randn(128, 1, 8, 8)
     labels = (inputs[:, 0, :4].sum((1, 2)) > 0).long() + (inputs[:, 0, 4:].sum((1, 2)) > 0).long()
     if kind == "mlp":
-        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.ReLU(),
-                              nn.Linear(32, 3))
+        model = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3)
+        )
     else:
         model = SmallResNet(nn.ReLU())
         model.train()
     model = _train(model, inputs, labels)
     net = network_from_module(model, inputs[:1])
     found = network_bound(net, window=2)
-    lower = max(module_lower_bound(model, (1, 1, 8, 8), samples=16),
-                jacobian_lower_bound(model.float(), inputs[:32], ascent_steps=0))
+    lower = max(
+        module_lower_bound(model, (1, 1, 8, 8), samples=16),
+        jacobian_lower_bound(model.float(), inputs[:32], ascent_steps=0),
+    )
     assert lower <= found.bound <= found.product

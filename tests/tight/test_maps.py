@@ -11,7 +11,6 @@ from lipaudit.tight.conv_maps import ConvMap, Part
 from lipaudit.tight.maps import DenseMap
 from lipaudit.tight.recursion import targets
 from lipaudit.tight.region import window_region
-
 from tests.tight._tight_helpers import sigma, window_jacobians
 
 

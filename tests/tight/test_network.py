@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from lipaudit.tight import Network
-
 from tests.tight._tight_helpers import sigma
 
 
@@ -29,18 +28,36 @@ G = torch.Generator().manual_seed(0)
 W = lambda *s: torch.randn(*s, generator=G, dtype=torch.float64)  # noqa: E731
 
 
-@pytest.mark.parametrize("build, shape, reference", [
-    (lambda n, x: n.conv(x, W(3, 2, 3, 2), strides=(2, 1), pads=(1, 0, 2, 1), dilations=(1, 2)), (1, 2, 7, 6),
-     lambda t, w: F.conv2d(F.pad(t, (0, 1, 1, 2)), w, stride=(2, 1), dilation=(1, 2))),
-    (lambda n, x: n.conv(x, W(4, 1, 3), groups=2, pads=(1, 1)), (1, 2, 5),
-     lambda t, w: F.conv1d(t, w, padding=1, groups=2)),
-    (lambda n, x: n.conv_transpose(x, W(2, 3, 3, 3), strides=(2, 2), pads=(1, 1, 1, 1), output_padding=(1, 1)),
-     (1, 2, 4, 4), lambda t, w: F.conv_transpose2d(t, w, stride=2, padding=1, output_padding=1)),
-    (lambda n, x: n.avg_pool(x, (3, 3), strides=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True), (1, 2, 6, 6),
-     lambda t, w: F.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False)),
-    (lambda n, x: n.avg_pool(x, (2, 2), strides=(2, 2), count_include_pad=True), (1, 2, 4, 4),
-     lambda t, w: F.avg_pool2d(t, 2, 2)),
-])
+@pytest.mark.parametrize(
+    "build, shape, reference",
+    [
+        (
+            lambda n, x: n.conv(x, W(3, 2, 3, 2), strides=(2, 1), pads=(1, 0, 2, 1), dilations=(1, 2)),
+            (1, 2, 7, 6),
+            lambda t, w: F.conv2d(F.pad(t, (0, 1, 1, 2)), w, stride=(2, 1), dilation=(1, 2)),
+        ),
+        (
+            lambda n, x: n.conv(x, W(4, 1, 3), groups=2, pads=(1, 1)),
+            (1, 2, 5),
+            lambda t, w: F.conv1d(t, w, padding=1, groups=2),
+        ),
+        (
+            lambda n, x: n.conv_transpose(x, W(2, 3, 3, 3), strides=(2, 2), pads=(1, 1, 1, 1), output_padding=(1, 1)),
+            (1, 2, 4, 4),
+            lambda t, w: F.conv_transpose2d(t, w, stride=2, padding=1, output_padding=1),
+        ),
+        (
+            lambda n, x: n.avg_pool(x, (3, 3), strides=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True),
+            (1, 2, 6, 6),
+            lambda t, w: F.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+        ),
+        (
+            lambda n, x: n.avg_pool(x, (2, 2), strides=(2, 2), count_include_pad=True),
+            (1, 2, 4, 4),
+            lambda t, w: F.avg_pool2d(t, 2, 2),
+        ),
+    ],
+)
 def test_linear_forward_and_norm(build, shape, reference):
     net, node = _single(build, shape)
     x = torch.randn(3, *shape, dtype=torch.float64)
@@ -81,21 +98,28 @@ def test_given_norms_are_used():
         net.dense(x, torch.eye(4))
 
 
-@pytest.mark.parametrize("build, shape", [
-    (lambda n, x: n.conv(x, W(4, 3, 3, 3), strides=(2, 3), pads=(0, 1, 2, 1), dilations=(2, 1)), (1, 3, 9, 10)),
-    (lambda n, x: n.conv(x, W(6, 1, 5), strides=(2,), pads=(2, 0), groups=2), (1, 2, 11)),
-    (lambda n, x: n.conv(x, W(2, 2, 1, 3, 3), pads=(0, 1, 1, 0, 1, 1)), (1, 2, 3, 4, 5)),
-    (lambda n, x: n.conv_transpose(x, W(4, 3, 3, 2), strides=(3, 2), pads=(1, 0, 0, 1), dilations=(1, 2),
-                                   groups=2, output_padding=(2, 1)), (1, 4, 3, 5)),
-    (lambda n, x: n.avg_pool(x, (3,), strides=(2,), pads=(1, 1), ceil_mode=True), (1, 2, 8)),
-    (lambda n, x: n.mean(x, (1, 3), keepdims=False), (1, 2, 3, 4)),
-    (lambda n, x: n.mean(x, (2,), keepdims=True), (1, 2, 3, 4)),
-    (lambda n, x: n.slice(x, 2, 1, 9, 3), (1, 2, 10)),
-    (lambda n, x: n.pad(x, (0, 1, 2, 0, 3, 1)), (1, 2, 3)),
-    (lambda n, x: n.transpose(x, (2, 0, 1)), (1, 2, 3)),
-    (lambda n, x: n.concat([x, x], 1), (1, 2, 3)),
-    (lambda n, x: n.dense(x, W(3, 5)), (1, 4, 3)),
-])
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (lambda n, x: n.conv(x, W(4, 3, 3, 3), strides=(2, 3), pads=(0, 1, 2, 1), dilations=(2, 1)), (1, 3, 9, 10)),
+        (lambda n, x: n.conv(x, W(6, 1, 5), strides=(2,), pads=(2, 0), groups=2), (1, 2, 11)),
+        (lambda n, x: n.conv(x, W(2, 2, 1, 3, 3), pads=(0, 1, 1, 0, 1, 1)), (1, 2, 3, 4, 5)),
+        (
+            lambda n, x: n.conv_transpose(
+                x, W(4, 3, 3, 2), strides=(3, 2), pads=(1, 0, 0, 1), dilations=(1, 2), groups=2, output_padding=(2, 1)
+            ),
+            (1, 4, 3, 5),
+        ),
+        (lambda n, x: n.avg_pool(x, (3,), strides=(2,), pads=(1, 1), ceil_mode=True), (1, 2, 8)),
+        (lambda n, x: n.mean(x, (1, 3), keepdims=False), (1, 2, 3, 4)),
+        (lambda n, x: n.mean(x, (2,), keepdims=True), (1, 2, 3, 4)),
+        (lambda n, x: n.slice(x, 2, 1, 9, 3), (1, 2, 10)),
+        (lambda n, x: n.pad(x, (0, 1, 2, 0, 3, 1)), (1, 2, 3)),
+        (lambda n, x: n.transpose(x, (2, 0, 1)), (1, 2, 3)),
+        (lambda n, x: n.concat([x, x], 1), (1, 2, 3)),
+        (lambda n, x: n.dense(x, W(3, 5)), (1, 4, 3)),
+    ],
+)
 def test_shapes_by_arithmetic_match_the_forward(build, shape):
     """Shapes are worked out without running anything (meta tensors would import torch's compiler
     stack); they must be what the forward makes."""

@@ -9,7 +9,6 @@ import torch
 
 from lipaudit.tight import Network, network_bound, product_bound
 from lipaudit.tight.region import window_region
-
 from tests.tight._tight_helpers import cnn, lower_bound, mlp, reference_bound, residual_mlp
 
 REL = 1e-5  # the certified figures carry margins ≤ 1e-6 each
@@ -22,11 +21,13 @@ def test_chain_matches_combettes_pesquet_sum():
     a = b = 0.5
     m = {}
     for k in range(1, len(weights) + 1):
-        def chain(j):  # W_k ⋯ W_{j+1}
+
+        def chain(j, k=k):  # W_k ⋯ W_{j+1}
             out = weights[j]
             for i in range(j + 1, k):
                 out = weights[i] @ out
             return np.linalg.norm(out, 2)
+
         m[k] = a ** (k - 1) * chain(0) + sum(b * a ** (k - 1 - j) * chain(j) * m[j] for j in range(1, k))
     found = network_bound(net, window=None, refine_tol=0, joint=False)
     assert found.bound == pytest.approx(min(m[len(weights)], found.product), rel=REL)
@@ -47,24 +48,33 @@ def test_chain_window_matches_liplt(window):
         for i in range(j + 1, k):
             out = weights[i] @ out
         return norm(out)
+
     m = {0: 1.0}
     for k in range(1, len(weights) + 1):
         first = max(1, k - window)
         cut = first - 1  # the activation output cut at (or the input)
-        total = (abs(a) ** (k - first) * chain(k, cut) * (lip * m[cut] if cut else 1.0)
-                 + sum(b * abs(a) ** (k - 1 - j) * chain(k, j) * m[j] for j in range(first, k)))
+        total = abs(a) ** (k - first) * chain(k, cut) * (lip * m[cut] if cut else 1.0) + sum(
+            b * abs(a) ** (k - 1 - j) * chain(k, j) * m[j] for j in range(first, k)
+        )
         product = norm(weights[k - 1]) * (lip * m[k - 1] if k > 1 else 1.0)
         m[k] = min(total, product)
     found = network_bound(net, window=window, refine_tol=0, joint=False)
     assert found.bound == pytest.approx(m[len(weights)], rel=REL)
 
 
-@pytest.mark.parametrize("builder, window", [
-    (lambda: residual_mlp(seed=1), None), (lambda: residual_mlp(seed=2), 1), (lambda: residual_mlp(seed=2), 2),
-    (lambda: residual_mlp(activation="tanh", seed=5), 1),
-    (lambda: cnn(seed=1), 1), (lambda: cnn(seed=2, residual=True), 2), (lambda: cnn(seed=3, residual=True), None),
-    (lambda: cnn(seed=4, residual=True, activation="gelu"), 1),
-])
+@pytest.mark.parametrize(
+    "builder, window",
+    [
+        (lambda: residual_mlp(seed=1), None),
+        (lambda: residual_mlp(seed=2), 1),
+        (lambda: residual_mlp(seed=2), 2),
+        (lambda: residual_mlp(activation="tanh", seed=5), 1),
+        (lambda: cnn(seed=1), 1),
+        (lambda: cnn(seed=2, residual=True), 2),
+        (lambda: cnn(seed=3, residual=True), None),
+        (lambda: cnn(seed=4, residual=True, activation="gelu"), 1),
+    ],
+)
 def test_dag_matches_definition(builder, window):
     """Every chain norm through autograd Jacobians of the linearised window and an exact SVD."""
     net = builder()
@@ -83,13 +93,20 @@ def test_product_is_the_product_of_exact_norms():
     assert value == pytest.approx(expected, rel=1e-8) and value >= expected
 
 
-@pytest.mark.parametrize("builder", [
-    lambda: mlp([8, 16, 16, 4], seed=11), lambda: mlp([8, 16, 16, 16, 4], activation="gelu", seed=12),
-    lambda: mlp([8, 12, 12, 4], activation="leaky_relu", alpha=0.1, seed=13),
-    lambda: mlp([8, 12, 12, 4], activation="sigmoid", seed=14),
-    lambda: residual_mlp(seed=15), lambda: residual_mlp(activation="tanh", seed=16),
-    lambda: cnn(seed=17), lambda: cnn(seed=18, residual=True), lambda: cnn(seed=19, residual=True, activation="tanh"),
-])
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: mlp([8, 16, 16, 4], seed=11),
+        lambda: mlp([8, 16, 16, 16, 4], activation="gelu", seed=12),
+        lambda: mlp([8, 12, 12, 4], activation="leaky_relu", alpha=0.1, seed=13),
+        lambda: mlp([8, 12, 12, 4], activation="sigmoid", seed=14),
+        lambda: residual_mlp(seed=15),
+        lambda: residual_mlp(activation="tanh", seed=16),
+        lambda: cnn(seed=17),
+        lambda: cnn(seed=18, residual=True),
+        lambda: cnn(seed=19, residual=True, activation="tanh"),
+    ],
+)
 @pytest.mark.parametrize("window", [1, 2, None])
 def test_sound_and_never_above_the_product(builder, window):
     net = builder()
@@ -106,8 +123,9 @@ def test_barriers_and_multiple_outputs():
     h = net.conv(x, torch.randn(3, 1, 3, 3) / 3, pads=(1, 1, 1, 1))
     h = net.activation(h, "relu")
     pool = torch.nn.MaxPool2d(2)
-    p = net.lipschitz(h, 1.0, shape=(1, 3, 2, 2),
-                      fn=lambda t: pool(t.reshape(-1, 3, 4, 4)).reshape(t.shape[0], 1, 3, 2, 2))
+    p = net.lipschitz(
+        h, 1.0, shape=(1, 3, 2, 2), fn=lambda t: pool(t.reshape(-1, 3, 4, 4)).reshape(t.shape[0], 1, 3, 2, 2)
+    )
     f = net.reshape(p, (1, 12))
     out1 = net.dense(f, torch.randn(12, 3) / 3)
     g = net.activation(out1, "tanh")
@@ -119,7 +137,7 @@ def test_barriers_and_multiple_outputs():
     expected, _ = reference_bound(net, None)
     assert found.bound == pytest.approx(expected, rel=REL)
     assert found.bound >= lower_bound(net, samples=16)
-    assert math.isclose(found.bound, math.sqrt(sum(v ** 2 for v in found.outputs.values())), rel_tol=1e-9)
+    assert math.isclose(found.bound, math.sqrt(sum(v**2 for v in found.outputs.values())), rel_tol=1e-9)
 
 
 def test_residual_gain_is_large():
@@ -129,8 +147,14 @@ def test_residual_gain_is_large():
     assert found.product / found.bound > 1.5
 
 
-@pytest.mark.parametrize("builder", [lambda: residual_mlp(width=10, blocks=4, seed=22), lambda: cnn(seed=23, residual=True),
-                                     lambda: mlp([6, 10, 10, 10, 3], activation="gelu", seed=24)])
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: residual_mlp(width=10, blocks=4, seed=22),
+        lambda: cnn(seed=23, residual=True),
+        lambda: mlp([6, 10, 10, 10, 3], activation="gelu", seed=24),
+    ],
+)
 def test_joint_bound_never_loses_and_stays_sound(builder):
     net = builder()
     separate = network_bound(net, window=None, joint=False)
