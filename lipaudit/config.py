@@ -15,6 +15,7 @@ input_range = "0:1"                # a local bound on this box of inputs; or ["x
 lower_bound_time = 60              # seconds for --lower-bound's search (or "2min")
 bound = "recursion"                # or "product": how the layers' factors combine into the network bound
 max_branch_lipschitz = 0.9         # every residual branch g of x + g(x) under this: the net is invertible
+recursion_time = "2min"            # how long the recursion may work (default: the layers' time, at least 5 s)
 
 [tool.lipaudit.models."models/critic_*.onnx"]
 max_lipschitz = 1.0
@@ -48,6 +49,7 @@ KEYS = {
     "ray",
     "input_range",
     "lower_bound_time",
+    "recursion_time",
     "bound",
     "max_branch_lipschitz",
 }
@@ -108,6 +110,7 @@ class Settings:
     ray: str | None = None  # None: not on Ray; "local" or an address
     input_range: Any = None  # --input-range strings, or the config's string, list or table
     lower_bound_time: float | None = None  # seconds; None: the pipeline's default
+    recursion_time: float | None = None  # seconds; None: the pipeline's default
     bound: str = "recursion"
     max_branch_lipschitz: float | None = None
 
@@ -155,8 +158,9 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
                 raise TypeError(f"{key} must be a string")
         if "in_memory_limit" in values:
             values["in_memory_limit"] = parse_size(values["in_memory_limit"])
-        if "lower_bound_time" in values:
-            values["lower_bound_time"] = parse_duration(values["lower_bound_time"])
+        for key in ("lower_bound_time", "recursion_time"):
+            if key in values:
+                values[key] = parse_duration(values[key])
         if "input_range" in values:
             given = values["input_range"]
             if not isinstance(given, (str, list, dict)):

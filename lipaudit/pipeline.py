@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[int, int, Node], None]
 # The recursion's time limit: this many times the layers' analysis, and at least this many seconds.
-RECURSION_TIME_RATIO = 2.0
-RECURSION_MIN_SECONDS = 10.0
+RECURSION_TIME_RATIO = 1.0
+RECURSION_MIN_SECONDS = 5.0
 # Weights (external data) above this are memory-mapped rather than loaded, and the model is not run whole.
 DEFAULT_IN_MEMORY_LIMIT = 2 * 2**30
 
@@ -93,6 +93,7 @@ def audit(
     lower_bound_time: float | None = DEFAULT_TIME_LIMIT,
     input_range: Any = None,
     bound: str = "recursion",
+    recursion_time: float | None = None,
     executor: Executor | None = None,
     in_memory_limit: int = DEFAULT_IN_MEMORY_LIMIT,
 ) -> Report:
@@ -115,6 +116,8 @@ def audit(
         raise UsageError(
             "--samples must be at least 1 and --steps at least 0", hint="for example --samples 16 --steps 20"
         )
+    if recursion_time is not None and not recursion_time > 0:
+        raise UsageError("--recursion-time must be a positive number of seconds", hint="for example 2min")
     if lower_bound_time is not None and not lower_bound_time > 0:
         raise UsageError("--lower-bound-time must be a positive number of seconds", hint="for example 60s")
     try:
@@ -163,7 +166,8 @@ def audit(
     if too_large:
         notices.append(f"the network bound is the product: the recursion {whole_model}")
     else:
-        tight = _tighten(graph, network, bound, seed, notices, clock.timings["analyze_s"])
+        limit = recursion_time or max(RECURSION_MIN_SECONDS, RECURSION_TIME_RATIO * clock.timings["analyze_s"])
+        tight = _tighten(graph, network, bound, seed, notices, limit)
         clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
 
@@ -242,15 +246,12 @@ def _analyse(
 
 
 def _tighten(
-    graph: Graph, network: NetworkBound, bound: str, seed: int, notices: list[str], analysis_seconds: float
+    graph: Graph, network: NetworkBound, bound: str, seed: int, notices: list[str], limit: float
 ) -> GraphBound | None:
-    """The recursion's bound and the residual branches (None: the product stands, with a notice why).
-
-    The recursion may take RECURSION_TIME_RATIO times what the layers' factors took (at least
-    RECURSION_MIN_SECONDS), so the default bound never costs much more than the product's."""
+    """The recursion's bound and the residual branches (None: the product stands, with a notice why),
+    within ``limit`` seconds."""
     if network.upper_bound is None:
         return None
-    limit = max(RECURSION_MIN_SECONDS, RECURSION_TIME_RATIO * analysis_seconds)
     try:
         with torch.no_grad():
             tight = tighten(graph, network, bound=bound, seed=seed, time_limit=limit)
@@ -259,8 +260,8 @@ def _tighten(
         return None
     if not tight.finished:
         notices.append(
-            f"the recursion stopped after its {limit:.0f} s ({RECURSION_TIME_RATIO:g}× the layers' time): "
-            "the values it did not reach keep the product's figure"
+            f"the recursion stopped after {limit:.3g} s: the values it did not reach keep the product's figure "
+            "(--recursion-time gives it longer)"
         )
     return tight
 

@@ -235,6 +235,15 @@ def check(
         help="--lower-bound: stop the search after this long (default 60s) and report what it found: still a "
         "ratio two inputs achieved.",
     ),
+    recursion_time: str | None = typer.Option(
+        None,
+        "--recursion-time",
+        metavar="DURATION",
+        show_default=False,
+        help="--bound recursion: how long the recursion may work (default: as long as the layers' factors took, "
+        "at least 5s). Past it, the values it has not reached keep the product's figure: still certified, "
+        "less tight.",
+    ),
     input_range: list[str] | None = typer.Option(
         None,
         "--input-range",
@@ -308,6 +317,10 @@ def check(
         search_time = None if lower_bound_time is None else parse_duration(lower_bound_time)
     except ValueError as error:
         raise UsageError(f"--lower-bound-time: {error}", hint="for example --lower-bound-time 90s") from None
+    try:
+        tighten_time = None if recursion_time is None else parse_duration(recursion_time)
+    except ValueError as error:
+        raise UsageError(f"--recursion-time: {error}", hint="for example --recursion-time 2min") from None
     if input_range:
         check_input_ranges(input_range)
     flags = dict(
@@ -323,6 +336,7 @@ def check(
         ray=ray_setting,
         input_range=tuple(input_range) if input_range else None,
         lower_bound_time=search_time,
+        recursion_time=tighten_time,
     )
     run = Run(
         config,
@@ -398,6 +412,8 @@ def _audit_settings(settings: Settings, run: Run) -> dict[str, Any]:
         chosen["in_memory_limit"] = settings.in_memory_limit
     if settings.lower_bound_time is not None:
         chosen["lower_bound_time"] = settings.lower_bound_time
+    if settings.recursion_time is not None:
+        chosen["recursion_time"] = settings.recursion_time
     if settings.input_range is not None:
         chosen["input_range"] = settings.input_range
     return chosen

@@ -25,8 +25,8 @@ from .from_graph import NotMappable, network_from_graph
 from .recursion import DEFAULT_WINDOW, network_bound, product_bound
 
 BOUNDS = ("recursion", "product")
-# The residual branches' recursions may take this share of the time limit on top of the network's.
-BRANCH_SHARE = 0.5
+# Of the time limit, the network's recursion may take this share; the branches' take what is left.
+NETWORK_SHARE = 2 / 3
 
 __all__ = ["BOUNDS", "GraphBound", "NotMappable", "tighten"]
 
@@ -54,9 +54,9 @@ def tighten(
 ) -> GraphBound:
     """The network bound by ``bound`` ('recursion' or 'product') and the residual-branch bounds.
 
-    ``composed`` must be finite (every factor bounded). ``time_limit``: seconds for the recursion
-    (the network's, then the branches' with what is left of BRANCH_SHARE more); past it, figures
-    keep the product's (``finished`` False). Raises NotMappable when the graph cannot be described
+    ``composed`` must be finite (every factor bounded). ``time_limit``: seconds for the recursions
+    (the network's, NETWORK_SHARE of it; then the branches', what is left); past it, figures keep
+    the product's (``finished`` False). Raises NotMappable when the graph cannot be described
     as a Network (an unknown shape)."""
     if bound not in BOUNDS:
         raise ValueError(f"unknown bound '{bound}': choose one of {', '.join(BOUNDS)}")
@@ -70,7 +70,7 @@ def tighten(
     outputs = {name: product for name, product in composed.outputs.items() if product is not None}
     upper, method, finished = composed.upper_bound, "product", True
     if recursion:
-        left = None if time_limit is None else max(0.0, start + time_limit - time.perf_counter())
+        left = None if time_limit is None else max(0.0, start + NETWORK_SHARE * time_limit - time.perf_counter())
         tight = network_bound(net, window=window, time_limit=left)
         finished = tight.finished
         for name in outputs:
@@ -79,7 +79,7 @@ def tighten(
                 outputs[name] = min(outputs[name], found * margin)
         upper = min(upper, math.sqrt(math.fsum(v * v for v in outputs.values())) * (1 + 1e-12))
         method = tight.method if upper < composed.upper_bound else "product"
-    deadline = None if time_limit is None else start + (1 + BRANCH_SHARE) * time_limit
+    deadline = None if time_limit is None else start + time_limit
     branches = []
     for add, fork, _out, c_x, c_g, members in residual_adds(net):
         sub = branch_network(net, fork, members)

@@ -89,7 +89,7 @@ def test_the_config_gates_branches_and_picks_the_bound(invertible_resnet: Path, 
     assert network["upper_bound"] <= network["product_bound"]
 
 
-@pytest.mark.parametrize("bad", ['bound = "fast"', 'max_branch_lipschitz = "low"'])
+@pytest.mark.parametrize("bad", ['bound = "fast"', 'max_branch_lipschitz = "low"', 'recursion_time = "soon"'])
 def test_bad_settings_are_one_line_errors(invertible_resnet: Path, tmp_path: Path, bad: str) -> None:
     config = tmp_path / "pyproject.toml"
     config.write_text(f"[tool.lipaudit]\n{bad}\n")
@@ -102,3 +102,14 @@ def test_unknown_bound_flag_is_a_usage_error(invertible_resnet: Path) -> None:
     result = runner.invoke(app, ["check", str(invertible_resnet), "--bound", "fast"])
     assert result.exit_code == 2
     assert "unknown bound 'fast'" in result.output
+
+
+def test_a_recursion_out_of_time_keeps_a_certified_figure(invertible_resnet: Path) -> None:
+    """With no time at all, every figure is the product's, and a notice says why."""
+    result = runner.invoke(app, ["check", str(invertible_resnet), "--recursion-time", "1us", "-f", "json"])
+    assert result.exit_code == 2  # not a duration lipaudit reads
+    result = runner.invoke(app, ["check", str(invertible_resnet), "--recursion-time", "0.000001", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    report = _json(result)
+    assert report["network"]["upper_bound"] == report["network"]["product_bound"]
+    assert any("recursion stopped" in notice for notice in report["notices"])
