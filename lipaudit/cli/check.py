@@ -241,7 +241,7 @@ def check(
         metavar="DURATION",
         show_default=False,
         help="--bound recursion: how long the recursion may work (default: as long as the layers' factors took, "
-        "at least 5s). Past it, the values it has not reached keep the product's figure: still certified, "
+        "at least 10s). Past it, the values it has not reached keep the product's figure: still certified, "
         "less tight.",
     ),
     input_range: list[str] | None = typer.Option(
