@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # What ruff lints and formats; mypy checks the package (its settings are in pyproject.toml).
 LINT_PATHS := lipaudit tests bench sample_models
 
-.PHONY: install lint test test-slow demo bench bench-models bench-calibrate clean samples
+.PHONY: install lint test test-slow demo bench bench-models bench-calibrate bench-recursion clean samples
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ bench-models: $(STAMP)
 # The convolution cost model's constants on this machine (see lipaudit/spectral/cost.py).
 bench-calibrate: $(STAMP)
 	$(PY) bench/calibrate_cost.py
+
+# The network bound: product against the recursion at windows 1-4, on nets trained on the digits.
+bench-recursion: $(STAMP)
+	$(PY) bench/recursion.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
