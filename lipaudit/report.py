@@ -374,7 +374,7 @@ def build_report(
         outputs=[OutputBound(name, finite_or_none(value)) for name, value in output_bounds.items()],
         parameters=graph.parameter_count(),
     )
-    result = NetworkResult(
+    network_result = NetworkResult(
         upper_bound=upper,
         certified=network.certified,
         complete=network.complete,
@@ -393,7 +393,7 @@ def build_report(
         model=model,
         settings=settings,
         layers=layers,
-        network=result,
+        network=network_result,
         threshold=threshold_verdict(upper, max_lipschitz),
         verification=verification,
         timings=timings,

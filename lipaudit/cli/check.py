@@ -364,8 +364,8 @@ def check(
             outcomes = _by_model(models, run, executor) if run.several else _serial(models, run, executor)
     worst = EXIT_PASSED
     rows: list[tuple[str, Report | None, str]] = []
-    for model, (code, report, error) in zip(models, outcomes):
-        rows.append((str(model), report, error))
+    for model, (code, report, message) in zip(models, outcomes):
+        rows.append((str(model), report, message))
         worst = max(worst, code, key=SEVERITY.__getitem__)
     if run.several and not quiet:
         sys.stdout.write(render_summary(rows, width=_console_width(), color=colored))
@@ -435,11 +435,12 @@ def _serial(models: list[Path], run: Run, executor=None) -> list[Outcome]:
 
 def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
     """Each model audited by a job of its own; the reports are then handled in the models' order."""
-    from ..parallel.jobs import TaskFailure
+    from ..parallel.jobs import Job, TaskFailure
     from ..parallel.models import AuditError, model_job
 
     prepared: list[Settings | LipauditError] = []
-    jobs, job_of = [], {}
+    jobs: list[Job] = []
+    job_of: dict[int, int] = {}
     for index, model in enumerate(models):
         try:
             settings = _settings_for(model, run.config, run.flags)
@@ -453,10 +454,10 @@ def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
         done = None if on_model is None else (lambda finished, total, job: on_model(finished, total, job.label))
         results = executor.run(jobs, done)
     outcomes = []
-    for index, (model, settings) in enumerate(zip(models, prepared)):
+    for index, (model, ready) in enumerate(zip(models, prepared)):
         try:
-            if isinstance(settings, LipauditError):
-                raise settings
+            if isinstance(ready, LipauditError):
+                raise ready
             result = results[job_of[index]]
             if isinstance(result, TaskFailure):
                 raise LipauditError(
@@ -465,7 +466,7 @@ def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
                 )
             if isinstance(result, AuditError):
                 raise result.error()
-            outcomes.append(_finish_one(model, settings, result, run))
+            outcomes.append(_finish_one(model, ready, result, run))
         except LipauditError as error:
             outcomes.append(_failed(model, error, run))
     return outcomes

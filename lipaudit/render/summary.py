@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from ..report import Report
@@ -14,13 +14,14 @@ from .verdict import format_number, is_local, verdict
 def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 120, color: bool = False) -> str:
     """``rows``: (model path, its report or None when it failed to load, error text)."""
     table = Table(title="lipaudit", title_justify="left", header_style="bold")
-    for column, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("Model", "left"),
         ("Upper bound", "right"),
         ("Certified", "center"),
         ("Complete", "center"),
         ("Verdict", "left"),
-    ):
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for path, report, error in rows:
         if report is None:

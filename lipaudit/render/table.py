@@ -45,7 +45,7 @@ def layer_table(report: Report, verbose: bool = False) -> Table:
         table.add_column("Notes")
     for index, layer in enumerate(report.layers, 1):
         certified = Text("✓", style="green") if layer.certified else Text("✗", style="red")
-        cells = [
+        cells: list[str | Text] = [
             str(index),
             layer.name,
             layer.op,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..invariants import present
 from ..spectral import dense_norm
 from .conv_maps import ConvMap, channel_factor, node_conv_kernel
 from .maps import DenseMap, LinearMap, ScalarMap, rounding_allowance
@@ -65,7 +66,7 @@ class ChainBuilder:
         # (operation, id of the input columns, ...) -> (the inputs, kept alive so ids stay unique; the result)
         self._memo: OrderedDict[tuple, tuple[tuple[Tensor, ...], Tensor]] = OrderedDict()
         self._memo_bytes = 0
-        self._identities: dict[int, LinearMap] = {}
+        self._identities: dict[int, DenseMap] = {}
 
     def _remember(self, key: tuple, inputs: tuple[Tensor, ...], compute) -> Tensor:
         """compute(), or the result of the same operation on the same tensors earlier."""
@@ -102,22 +103,22 @@ class ChainBuilder:
         norm = node.norm()
         ops = m.ops + (0 if node.kind in ISOMETRIES else 1)
         if isinstance(m, ScalarMap):
-            return ScalarMap(m.cheap * norm, ops)
+            return ScalarMap(m.cheap * _linear_norm(node, norm), ops)
         if isinstance(m, DenseMap):
             if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
                 return None
             columns = self._remember(("then", id(m.columns), node.id), (m.columns,), lambda: node.forward(m.columns))
-            return DenseMap(columns, m.cheap * norm, ops, m.summed)
+            return DenseMap(columns, m.cheap * _linear_norm(node, norm), ops, m.summed)
         if isinstance(m, ConvMap):
             if node.kind in ISOMETRIES and tuple(node.shape) == m.shape:
                 return m
             conv = node_conv_kernel(node)
             if conv is not None:
                 weight, strides, pads, dilations, groups = conv
-                return m.then_conv(weight, strides, pads, dilations, groups, node.shape, norm)
+                return m.then_conv(weight, strides, pads, dilations, groups, node.shape, _linear_norm(node, norm))
             if node.kind == "scale":
                 factor = channel_factor(node)
-                return None if factor is None else m.scaled_channels(factor, norm)
+                return None if factor is None else m.scaled_channels(factor, _linear_norm(node, norm))
         return None
 
     def times(self, m: LinearMap, a: float) -> LinearMap:
@@ -128,7 +129,9 @@ class ChainBuilder:
                 return m
             columns = self._remember(("times", id(m.columns), a), (m.columns,), lambda: m.columns * a)
             return DenseMap(columns, m.cheap * abs(a), m.ops, m.summed)
-        return m.times(a)
+        if isinstance(m, ConvMap):
+            return m.times(a)
+        raise TypeError(f"{type(m).__name__} cannot be scaled")
 
     def plus(self, x: LinearMap, y: LinearMap) -> LinearMap | None:
         if isinstance(x, ScalarMap) and isinstance(y, ScalarMap):
@@ -167,7 +170,7 @@ class ChainBuilder:
     def apply(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
         if node.kind == "activation":  # expanded (or linear): its linear part a·Id
             a = node.split[0]
-            return [Term(t.anchor, t.weight, self.times(t.map, a)) for t in inputs[0]]
+            return [Term(t.anchor, t.weight, self.times(t.map, a)) for t in _unary_terms(node, inputs)]
         if node.kind == "add":
             scaled = [
                 Term(t.anchor, t.weight, self.times(t.map, c))
@@ -178,19 +181,20 @@ class ChainBuilder:
             return self._merge(scaled)
         if node.kind == "concat":
             return self._concat(node, inputs)
-        return self._unary(node, inputs[0])
+        return self._unary(node, _unary_terms(node, inputs))
 
     def _unary(self, node: Node, terms: list[Term]) -> list[Term]:
         mapped = [self.then(t.map, node) for t in terms]
-        if all(m is not None for m in mapped):
-            return [Term(t.anchor, t.weight, m) for t, m in zip(terms, mapped)]
+        exact = [m for m in mapped if m is not None]
+        if len(exact) == len(mapped):
+            return [Term(t.anchor, t.weight, m) for t, m in zip(terms, exact)]
         self.collapses += 1
         x = node.inputs[0]
         bound_x = self.bound(terms)
         fresh = self.then(self.identity(x), node)
         if fresh is not None:
             return [Term(x, bound_x, fresh)]
-        return [Term(node.id, bound_x * node.norm(), self.identity(node.id))]
+        return [Term(node.id, bound_x * _linear_norm(node, node.norm()), self.identity(node.id))]
 
     def _merge(self, terms: list[Term]) -> list[Term]:
         merged: list[Term] = []
@@ -224,31 +228,44 @@ class ChainBuilder:
         return out
 
     def _stack(self, node: Node, maps: list[LinearMap | None], shapes) -> LinearMap | None:
-        present = [m for m in maps if m is not None]
-        kinds = {type(m) for m in present}
+        given = [m for m in maps if m is not None]
+        kinds = {type(m) for m in given}
         if len(kinds) != 1:
             return None
         kind = kinds.pop()
-        ops = max(m.ops for m in present)
-        cheap = math.sqrt(sum(m.cheap**2 for m in present))
+        ops = max(m.ops for m in given)
+        cheap = math.sqrt(sum(m.cheap**2 for m in given))
         if kind is ScalarMap:
             return ScalarMap(cheap, ops, True)
         if kind is DenseMap:
-            n = present[0].columns.shape[0]
+            columns = [m.columns if isinstance(m, DenseMap) else None for m in maps]
+            n = next(c for c in columns if c is not None).shape[0]
             if n * math.prod(node.shape) > self.dense_entries:
                 return None
             blocks = [
-                m.columns if m is not None else torch.zeros((n, *s), dtype=torch.float64) for m, s in zip(maps, shapes)
+                c if c is not None else torch.zeros((n, *s), dtype=torch.float64) for c, s in zip(columns, shapes)
             ]
             return DenseMap(torch.cat(blocks, dim=node.params["axis"] + 1), cheap, ops, True)
-        if node.params["axis"] != 1:
+        if kind is not ConvMap or node.params["axis"] != 1:
             return None
-        return ConvMap.stack(maps, shapes, node.shape, present[0].anchor_shape)
+        convs = [m if isinstance(m, ConvMap) else None for m in maps]
+        anchor_shape = next(m for m in convs if m is not None).anchor_shape
+        return ConvMap.stack(convs, shapes, node.shape, anchor_shape)
 
     def _collapse_concat(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
         self.collapses += 1
         bound = math.sqrt(sum(self.bound(ts) ** 2 for ts in inputs if ts is not None))
         return [Term(node.id, bound, self.identity(node.id))]
+
+
+def _unary_terms(node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+    """The terms of a unary node's input (propagate applies a node only when some input has terms)."""
+    return present(inputs[0], f"the terms of the input of '{node.name}'")
+
+
+def _linear_norm(node: Node, norm: float | None) -> float:
+    """``node.norm()`` of a linear node, which always has one."""
+    return present(norm, f"the norm of linear node '{node.name}'")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +323,7 @@ def _joint(mats: list[Tensor], items, norms: list[float]) -> float:
     grams = [a.T @ a for a in mats]  # A_s A_sᵀ, (d, d)
 
     def combined(mu: Tensor) -> Tensor:
-        return sum(g * (float(c) ** 2 / float(m)) for g, c, m in zip(grams, weights, mu))
+        return sum((g * (float(c) ** 2 / float(m)) for g, c, m in zip(grams, weights, mu)), torch.zeros_like(grams[0]))
 
     mu = _keep_all(mu / mu.sum())
     for _ in range(JOINT_STEPS):

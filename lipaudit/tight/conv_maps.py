@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..invariants import present
 from ..spectral import conv_norm
 from .maps import CHAIN_TOL, LinearMap, rounding_allowance
 from .network import _CONV, Node, _torch_pad
@@ -146,7 +147,8 @@ def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ..
     span = tuple(s * (kb - 1) + ke for s, kb, ke in zip(stride_e, k_b, k_e))
     kernel = torch.zeros((kernel_b.shape[0], kernel_e.shape[1], *span), dtype=torch.float64)
     for tap in itertools.product(*(range(k) for k in k_b)):
-        tap_matrix = kernel_b[(slice(None), slice(None), *tap)]
+        tap_index: tuple[slice | int, ...] = (slice(None), slice(None), *tap)
+        tap_matrix = kernel_b[tap_index]
         if not bool((tap_matrix != 0).any()):
             continue
         start = tuple(s * t for s, t in zip(stride_e, tap))
@@ -313,8 +315,8 @@ class ConvMap(LinearMap):
     @staticmethod
     def stack(parts: list[ConvMap | None], shapes: list[tuple[int, ...]], out_shape, anchor_shape) -> ConvMap | None:
         """Concat along channels of maps from one anchor (None: that input does not depend on it)."""
-        present = [p for p in parts if p is not None]
-        strides = {p.stride for p in present}
+        given = [p for p in parts if p is not None]
+        strides = {p.stride for p in given}
         if len(strides) != 1:
             return None
         stride = strides.pop()
@@ -336,16 +338,16 @@ class ConvMap(LinearMap):
                 )
                 block[index] = kernel
             blocks.append(block)
-        cheap = math.sqrt(sum(p.cheap**2 for p in present))
+        cheap = math.sqrt(sum(p.cheap**2 for p in given))
         return ConvMap(
             [Part(torch.cat(blocks, dim=0), 1.0, 0, None, None, offset)],
             stride,
             tuple(anchor_shape),
             tuple(out_shape),
             cheap,
-            max(p.ops for p in present),
+            max(p.ops for p in given),
             True,
-            present[0].cache,
+            given[0].cache,
         )
 
     # ------------------------------------------------------------------ norm
@@ -389,17 +391,16 @@ class ConvMap(LinearMap):
         ]
         others = [p for p in self.parts if not any(p is q for q in identity)]
         channels, inputs = self.shape[1], self.anchor_shape[1]
-        if (
-            same_grid
-            and len(identity) == 1
-            and others
-            and all(p.left is not None and p.right is not None for p in others)
-        ):
-            q = sum(p.left.shape[1] + p.right.shape[0] for p in others)
+        other_lefts = [p.left for p in others if p.left is not None]
+        other_rights = [p.right for p in others if p.right is not None]
+        if same_grid and len(identity) == 1 and others and len(other_lefts) == len(other_rights) == len(others):
+            q = sum(left.shape[1] for left in other_lefts) + sum(right.shape[0] for right in other_rights)
             if q < channels:
                 return "shortcut", q, q
-        rows = sum(p.left.shape[1] for p in self.parts) if all(p.left is not None for p in self.parts) else channels
-        cols = sum(p.right.shape[0] for p in self.parts) if all(p.right is not None for p in self.parts) else inputs
+        lefts = [p.left for p in self.parts if p.left is not None]
+        rights = [p.right for p in self.parts if p.right is not None]
+        rows = sum(left.shape[1] for left in lefts) if len(lefts) == len(self.parts) else channels
+        cols = sum(right.shape[0] for right in rights) if len(rights) == len(self.parts) else inputs
         return "plain", min(rows, channels), min(cols, inputs)
 
     def _merged_shape(self) -> tuple[int, ...]:
@@ -429,14 +430,17 @@ class ConvMap(LinearMap):
                 p for p in self.parts if p.core is None and p.left is None and p.right is None and not any(p.offset)
             )
             others = [p for p in self.parts if p is not identity]
-            q = torch.linalg.qr(torch.cat([p.left for p in others] + [p.right.T for p in others], dim=1)).Q
+            # the 'shortcut' layout: every other part has both factors
+            lefts = [present(p.left, "the left factor of a shortcut's branch") for p in others]
+            rights = [present(p.right, "the right factor of a shortcut's branch") for p in others]
+            q = torch.linalg.qr(torch.cat(lefts + [right.T for right in rights], dim=1)).Q
             c = identity.scalar
             pieces = [
                 (c * torch.eye(q.shape[1], dtype=torch.float64).reshape(q.shape[1], q.shape[1], *(1,) * d), (0,) * d)
             ]
             pieces += [
-                (Part(p.core, p.scalar, p.channels, q.T @ p.left, p.right @ q, p.offset).full(d), p.offset)
-                for p in others
+                (Part(p.core, p.scalar, p.channels, q.T @ left, right @ q, p.offset).full(d), p.offset)
+                for p, left, right in zip(others, lefts, rights)
             ]
             kernel, offset = _aligned_sum(pieces, (q.shape[1], q.shape[1]))
             return kernel, offset, abs(c)
@@ -445,8 +449,9 @@ class ConvMap(LinearMap):
         q_in = _basis([None if p.right is None else p.right.T for p in self.parts], self.anchor_shape[1])
         pieces = []
         for p in self.parts:
-            left = p.left if q_out is None else q_out.T @ p.left
-            right = p.right if q_in is None else p.right @ q_in
+            # a basis exists only when every part has that factor (_basis)
+            left = p.left if q_out is None else q_out.T @ present(p.left, "a left factor under a basis")
+            right = p.right if q_in is None else present(p.right, "a right factor under a basis") @ q_in
             pieces.append((Part(p.core, p.scalar, p.channels, left, right, p.offset).full(d), p.offset))
         rows = q_out.shape[1] if q_out is not None else channels
         cols = q_in.shape[1] if q_in is not None else self.anchor_shape[1]
@@ -528,9 +533,10 @@ def node_cost(node: Node) -> float:
 def _basis(factors: list[Tensor | None], channels: int) -> Tensor | None:
     """Orthonormal basis of the span of the factors' columns, or None (no reduction) when some
     factor is missing (the identity) or the span is not smaller than the channels."""
-    if any(f is None for f in factors):
+    given = [f for f in factors if f is not None]
+    if len(given) < len(factors):
         return None
-    stacked = torch.cat(factors, dim=1)
+    stacked = torch.cat(given, dim=1)
     if stacked.shape[1] >= channels:
         return None
     return torch.linalg.qr(stacked).Q

@@ -342,12 +342,13 @@ def _slice(graph: Graph, node: Node, norm: float) -> tuple[Build | None, str]:
     """A slice along one axis with a positive step (the others: a barrier of factor 1)."""
     in_shape, out_shape = _shape(graph, node.inputs[0]), _shape(graph, node.outputs[0])
     changed = [a for a, (i, o) in enumerate(zip(in_shape, out_shape)) if i != o]
-    parts = [_const(graph, node, i) for i in range(1, len(node.inputs))]
-    if len(changed) != 1 or not _variable_at(graph, node, 0) or any(p is None for p in parts) or len(parts) < 2:
+    constants = [_const(graph, node, i) for i in range(1, len(node.inputs))]
+    parts = [p for p in constants if p is not None]
+    if len(changed) != 1 or not _variable_at(graph, node, 0) or len(parts) < len(constants) or len(parts) < 2:
         return None, "a Slice of several axes or with variable bounds"
     starts, ends = parts[0].reshape(-1), parts[1].reshape(-1)
-    axes = parts[2].reshape(-1) if len(parts) > 2 and parts[2] is not None else np.arange(len(starts))
-    steps = parts[3].reshape(-1) if len(parts) > 3 and parts[3] is not None else np.ones(len(starts), np.int64)
+    axes = parts[2].reshape(-1) if len(parts) > 2 else np.arange(len(starts))
+    steps = parts[3].reshape(-1) if len(parts) > 3 else np.ones(len(starts), np.int64)
     axis = changed[0]
     where = [k for k, a in enumerate(axes) if int(a) % len(in_shape) == axis]
     if len(where) != 1 or int(steps[where[0]]) < 1:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx
@@ -32,7 +34,7 @@ _ACTIVATION_MODULES = {
     nn.ReLU6: "relu6",
     nn.Softsign: "softsign",
 }
-_ACTIVATION_FUNCTIONS = {
+_ACTIVATION_FUNCTIONS: dict[Callable[..., Any], str] = {
     F.relu: "relu",
     torch.relu: "relu",
     torch.tanh: "tanh",
@@ -71,7 +73,10 @@ def network_from_module(model: nn.Module, example: Tensor, *, fold_batchnorm: bo
 
     if fold_batchnorm:
         for n in traced.graph.nodes:
-            if n.op == "call_module" and isinstance(modules[n.target], nn.modules.batchnorm._BatchNorm):
+            if n.op != "call_module":
+                continue
+            bn = modules[n.target]
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
                 src = n.args[0]
                 if (
                     isinstance(src, torch.fx.Node)
@@ -79,7 +84,7 @@ def network_from_module(model: nn.Module, example: Tensor, *, fold_batchnorm: bo
                     and users[src] == 1
                     and isinstance(modules[src.target], (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
                 ):
-                    pending_scale[src] = _bn_factor(modules[n.target])
+                    pending_scale[src] = _bn_factor(bn)
                     folded[n] = src
 
     def shape_of(n: torch.fx.Node) -> tuple[int, ...]:
@@ -109,7 +114,10 @@ def network_from_module(model: nn.Module, example: Tensor, *, fold_batchnorm: bo
     return net
 
 
-def _bn_factor(bn: nn.Module) -> Tensor:
+def _bn_factor(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
+    if bn.running_var is None:
+        # without running statistics it normalises by each batch's own: not a fixed linear map
+        raise ValueError(f"{type(bn).__name__} without running statistics cannot be folded")
     gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
     return gamma.double() / torch.sqrt(bn.running_var.double() + bn.eps)
 
@@ -195,10 +203,13 @@ def _function_node(net: Network, n: torch.fx.Node, ids: dict, name: str, shape) 
     if target in (torch.flatten, "flatten", "view", "reshape"):
         return net.reshape(ids[variables[0]], shape, name=name)
     if target in _ACTIVATION_FUNCTIONS or target in ("relu", "tanh", "sigmoid"):
-        kind = _ACTIVATION_FUNCTIONS.get(target, target)
+        kind = target if isinstance(target, str) else _ACTIVATION_FUNCTIONS[target]
         alpha = None
         if kind == "leaky_relu":
-            alpha = n.kwargs.get("negative_slope", n.args[1] if len(n.args) > 1 else 0.01)
+            slope = n.kwargs.get("negative_slope", n.args[1] if len(n.args) > 1 else 0.01)
+            if not isinstance(slope, (int, float)):
+                raise ValueError(f"{name}: leaky_relu with a negative_slope that is not a number ({slope})")
+            alpha = float(slope)
         if kind == "gelu" and n.kwargs.get("approximate") == "tanh":
             kind = "gelu_tanh"
         return net.activation(ids[variables[0]], kind, alpha=alpha, name=name)

@@ -90,10 +90,10 @@ def tighten(
             if left is not None and left <= 0:
                 finished = False
             else:
-                found = network_bound(sub, window=window, time_limit=left)
-                finished = finished and found.finished
-                if found.bound * margin < branch_product:
-                    figure, branch_method = found.bound * margin, found.method
+                branch_bound = network_bound(sub, window=window, time_limit=left)
+                finished = finished and branch_bound.finished
+                if branch_bound.bound * margin < branch_product:
+                    figure, branch_method = branch_bound.bound * margin, branch_bound.method
         producer, source = graph.producer(net[add.id].name), graph.producer(net[fork].name)
         branches.append(
             ResidualBranch(

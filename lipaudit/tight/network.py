@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..invariants import present
 from ..spectral import avgpool_norm, conv_norm, dense_norm
 from ..spectral.dense import SVD_MARGIN
 from .activations import evaluator, slope_range, split
@@ -138,14 +139,7 @@ class Node:
     # ------------------------------------------------------------------ evaluation
 
     def forward(self, *xs: Tensor) -> Tensor:
-        p, x = self.params, xs[0] if xs else None
-        kind = self.kind
-        if kind == "conv":
-            return _conv_forward(x, p)
-        if kind == "dense":
-            return x @ p["matrix"].to(dtype=x.dtype, device=x.device)
-        if kind == "scale":
-            return x * p["factor"].to(dtype=x.dtype, device=x.device)
+        p, kind = self.params, self.kind
         if kind == "add":
             out = xs[0] * p["coefficients"][0]
             for c, other in zip(p["coefficients"][1:], xs[1:]):
@@ -153,6 +147,21 @@ class Node:
             return out
         if kind == "concat":
             return torch.cat(xs, dim=p["axis"] + 1)
+        if kind in ("activation", "lipschitz"):
+            fn = p.get("fn")
+            if fn is None:
+                raise ValueError(f"{kind} node '{self.name}' has no function to evaluate")
+            return fn(*xs)
+        if kind not in LINEAR_KINDS:
+            raise ValueError(f"node '{self.name}' of kind {kind} has no forward")
+        # the remaining kinds are unary: they read one value
+        x = present(xs[0] if xs else None, f"the input of {kind} node '{self.name}'")
+        if kind == "conv":
+            return _conv_forward(x, p)
+        if kind == "dense":
+            return x @ p["matrix"].to(dtype=x.dtype, device=x.device)
+        if kind == "scale":
+            return x * p["factor"].to(dtype=x.dtype, device=x.device)
         if kind == "avg_pool":
             return _avg_pool_forward(x, p)
         if kind == "mean":
@@ -167,11 +176,6 @@ class Node:
             return x[tuple(index)]
         if kind == "pad":
             return F.pad(x, _torch_pad((0, *p["begins"]), (0, *p["ends"])))
-        if kind in ("activation", "lipschitz"):
-            fn = p.get("fn")
-            if fn is None:
-                raise ValueError(f"{kind} node '{self.name}' has no function to evaluate")
-            return fn(*xs)
         raise ValueError(f"node '{self.name}' of kind {kind} has no forward")
 
 

@@ -68,7 +68,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
+from ..invariants import present
 from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
 from .conv_maps import MERGE_ALWAYS_COST, ConvMap, node_cost
 from .maps import DenseMap, ScalarMap
@@ -137,7 +139,12 @@ def product_rule(node: Node, bounds: list[float]) -> float:
     if kind == "lipschitz":
         c = node.params["constant"]
         return c * math.sqrt(math.fsum(b * b for b in ins)) * SUM_MARGIN if c else 0.0
-    return node.norm() * ins[0]
+    return _linear_norm(node) * ins[0]
+
+
+def _linear_norm(node: Node) -> float:
+    """The norm of a unary linear node (every kind the rules above leave), which always has one."""
+    return present(node.norm(), f"the norm of linear node '{node.name}'")
 
 
 def targets(network: Network) -> set[int]:
@@ -263,7 +270,7 @@ class _Sweep:
     dense_limit: int
     dense_entries: int
     joint: bool = True
-    plan: object = None
+    plan: Literal["collect"] | set[tuple[int, int, int]] | None = None
     reuse: dict | None = None
     deadline: float | None = None  # perf_counter() after which targets keep the product rule's figure
     visited: set[int] = field(default_factory=set)
@@ -412,7 +419,7 @@ def _rule_slopes(node: Node, best: list[float]) -> list[float]:
         return [node.split[2]]
     if kind == "input":
         return []
-    return [node.norm()]
+    return [_linear_norm(node)]
 
 
 def _select(candidates, allowance: float) -> set[tuple[int, int, int]]:
