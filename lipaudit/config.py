@@ -15,7 +15,7 @@ input_range = "0:1"                # a local bound on this box of inputs; or ["x
 lower_bound_time = 60              # seconds for --lower-bound's search (or "2min")
 bound = "recursion"                # or "product": how the layers' factors combine into the network bound
 max_branch_lipschitz = 0.9         # every residual branch g of x + g(x) under this: the net is invertible
-recursion_time = "2min"            # how long the recursion may work (default: the layers' time, at least 10 s)
+recursion_time = "2min"            # how long the recursion may work (default: 2x the layers' time, >= 10 s)
 
 [tool.lipaudit.models."models/critic_*.onnx"]
 max_lipschitz = 1.0

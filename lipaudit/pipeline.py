@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[int, int, Node], None]
 # The recursion's time limit: this many times the layers' analysis, and at least this many seconds.
-RECURSION_TIME_RATIO = 1.0
+RECURSION_TIME_RATIO = 2.0
 RECURSION_MIN_SECONDS = 10.0
 # Weights (external data) above this are memory-mapped rather than loaded, and the model is not run whole.
 DEFAULT_IN_MEMORY_LIMIT = 2 * 2**30

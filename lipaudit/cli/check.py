@@ -240,7 +240,7 @@ def check(
         "--recursion-time",
         metavar="DURATION",
         show_default=False,
-        help="--bound recursion: how long the recursion may work (default: as long as the layers' factors took, "
+        help="--bound recursion: how long the recursion may work (default: twice what the layers' factors took, "
         "at least 10s). Past it, the values it has not reached keep the product's figure: still certified, "
         "less tight.",
     ),
