@@ -475,8 +475,9 @@ def avgpool_norm(
 # Helpers
 
 
-def _avgpool_operator(kernel, spatial, strides, pads, dilations, count_include_pad, ceil_mode, device):
-    """One channel of AveragePool as (operator, divisor per output).
+def avgpool_layout(kernel, spatial, strides, pads, dilations, count_include_pad, ceil_mode, device="cpu"):
+    """AveragePool's geometry on one channel: (output sizes, end paddings extended to the last
+    window, cells counted by each output window).
 
     Output count per dimension follows torch (and onnxruntime): floor, or with ceil_mode one more
     partial window unless it would start past the input and the begin padding.  Each output is
@@ -502,7 +503,6 @@ def _avgpool_operator(kernel, spatial, strides, pads, dilations, count_include_p
         outs.append(out)
         extended_ends.append(max(pads[n + i], (out - 1) * strides[i] + span - spatial[i] - pads[i]))
     begins = pads[:n]
-    padding = _torch_pad(begins, extended_ends)
     counted = torch.zeros(
         (1, 1, *(h + b + e for h, b, e in zip(spatial, begins, extended_ends))), dtype=torch.float64, device=device
     )
@@ -513,13 +513,24 @@ def _avgpool_operator(kernel, spatial, strides, pads, dilations, count_include_p
         region.append(slice(first, last))
     counted[tuple(region)] = 1.0
     ones = torch.ones((1, 1, *kernel), dtype=torch.float64, device=device)
+    divisors = _CONV[n](counted, ones, stride=strides, dilation=dilations)
+    return tuple(outs), tuple(extended_ends), divisors[(slice(None), slice(None), *(slice(0, o) for o in outs))]
+
+
+def _avgpool_operator(kernel, spatial, strides, pads, dilations, count_include_pad, ceil_mode, device):
+    """One channel of AveragePool as (operator, divisor per output): avgpool_layout's geometry."""
+    n = len(kernel)
+    outs, extended_ends, divisors = avgpool_layout(
+        kernel, spatial, strides, pads, dilations, count_include_pad, ceil_mode, device
+    )
+    padding = _torch_pad(pads[:n], extended_ends)
+    ones = torch.ones((1, 1, *kernel), dtype=torch.float64, device=device)
     conv = _CONV[n]
 
     def window_sums(padded: Tensor) -> Tensor:
         sums = conv(padded, ones, stride=strides, dilation=dilations)
         return sums[(slice(None), slice(None), *(slice(0, o) for o in outs))]
 
-    divisors = window_sums(counted)
     # A window with nothing counted sums only padding zeros; dividing by 1 keeps that output 0.
     safe = divisors.clamp(min=1.0)
 

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..invariants import present
 from ..spectral import avgpool_norm, conv_norm, dense_norm
+from ..spectral.conv import avgpool_layout
 from ..spectral.dense import SVD_MARGIN
 from .activations import evaluator, slope_range, split
 
@@ -214,31 +215,10 @@ def _avg_pool_forward(x: Tensor, p: dict) -> Tensor:
 
 
 def _avg_pool_geometry(spatial, kernel, strides, pads, count_include_pad, ceil_mode) -> dict:
-    d = len(kernel)
-    outs, ends = [], []
-    for i in range(d):
-        room = spatial[i] + pads[i] + pads[d + i] - kernel[i]
-        if room < 0:
-            raise ValueError("AveragePool window larger than the padded input")
-        out = room // strides[i] + 1
-        if ceil_mode:
-            out = -(-room // strides[i]) + 1
-            if (out - 1) * strides[i] >= spatial[i] + pads[i]:
-                out -= 1
-        outs.append(out)
-        ends.append(max(pads[d + i], (out - 1) * strides[i] + kernel[i] - spatial[i] - pads[i]))
-    counted = torch.zeros((1, 1, *(h + pads[i] + ends[i] for i, h in enumerate(spatial))), dtype=torch.float64)
-    region = [slice(None), slice(None)]
-    for i in range(d):
-        first = 0 if count_include_pad else pads[i]
-        last = spatial[i] + pads[i] + (pads[d + i] if count_include_pad else 0)
-        region.append(slice(first, last))
-    counted[tuple(region)] = 1.0
-    sums = _CONV[d](counted, torch.ones((1, 1, *kernel), dtype=torch.float64), stride=tuple(strides))
-    sums = sums[(slice(None), slice(None), *(slice(0, o) for o in outs))]
+    outs, ends, sums = avgpool_layout(kernel, spatial, strides, pads, (1,) * len(kernel), count_include_pad, ceil_mode)
     return {
-        "out": tuple(outs),
-        "ends_extended": tuple(ends),
+        "out": outs,
+        "ends_extended": ends,
         "divisors": sums.clamp(min=1.0)[0, 0],
         "uniform": bool((sums == math.prod(kernel)).all()),
     }
