@@ -258,6 +258,11 @@ def _tighten(
     except NotMappable as error:
         notices.append(f"the network bound is the product: the recursion cannot describe the graph ({error})")
         return None
+    except (ArithmeticError, LookupError, RuntimeError, TypeError, ValueError) as error:
+        # The product is already certified: a graph the recursion trips on costs tightness, not the run.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        notices.append(f"the network bound is the product: the recursion failed on this graph ({first})")
+        return None
     if not tight.finished:
         notices.append(
             f"the recursion stopped after {limit:.3g} s: the values it did not reach keep the product's figure "

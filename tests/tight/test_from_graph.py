@@ -204,3 +204,18 @@ def test_an_unmapped_op_is_a_barrier_with_its_factor(tmp_path):
     assert [graph.nodes[i].op_type for i, n in enumerate(graph.nodes) if n.name in described.barriers] == ["MaxPool"]
     network = audit(str(path)).network
     assert jacobian_lower_bound(module, (1, 1, 8, 8)) <= network.upper_bound <= network.product_bound
+
+
+def test_a_recursion_that_fails_leaves_the_product(tmp_path, monkeypatch):
+    """A graph the recursion trips on is still audited: the product, certified, and a notice."""
+    import lipaudit.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an op the description did not expect")
+
+    monkeypatch.setattr(pipeline, "tighten", broken)
+    path, _, _ = _export("residual_mlp", tmp_path)
+    report = audit(str(path))
+    assert report.network.method == "product" and report.network.upper_bound == report.network.product_bound
+    assert report.network.certified
+    assert any("recursion failed on this graph (an op the description" in notice for notice in report.notices)
