@@ -34,7 +34,7 @@ from torch import Tensor
 from ..invariants import present
 from ..spectral import dense_norm
 from .conv_maps import ConvMap, channel_factor, node_conv_kernel
-from .maps import DenseMap, LinearMap, ScalarMap, rounding_allowance
+from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
 from .network import Network, Node
 
 # Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
@@ -62,6 +62,8 @@ class ChainBuilder:
         self.collapses = 0
         self.measure = True  # off: collapses take the product figure (a dry run for the work budget)
         self.collapse_cost = math.inf  # under a work budget, collapses measure only what is cheap
+        # on: explicit matrices are shape-only (ShapeOnlyDense), for terms that will not be measured
+        self.shape_only = False
         self.norm_cache: dict = {}  # composite kernels measured so far (maps.ConvMap._measure)
         # (operation, id of the input columns, ...) -> (the inputs, kept alive so ids stay unique; the result)
         self._memo: OrderedDict[tuple, tuple[tuple[Tensor, ...], Tensor]] = OrderedDict()
@@ -90,6 +92,8 @@ class ChainBuilder:
         shape = self.network.shape(value)
         size = math.prod(shape)
         if size <= self.dense_limit:
+            if self.shape_only:
+                return ShapeOnlyDense(size, size, 1.0)
             if value not in self._identities:  # one object per value, so the memo recognises it
                 self._identities[value] = DenseMap.identity(shape)
             found = self._identities[value]
@@ -104,6 +108,11 @@ class ChainBuilder:
         ops = m.ops + (0 if node.kind in ISOMETRIES else 1)
         if isinstance(m, ScalarMap):
             return ScalarMap(m.cheap * _linear_norm(node, norm), ops)
+        if isinstance(m, ShapeOnlyDense):
+            size = math.prod(node.shape)
+            if m.rows * size > self.dense_entries:
+                return None
+            return ShapeOnlyDense(m.rows, size, m.cheap * _linear_norm(node, norm), ops, m.summed)
         if isinstance(m, DenseMap):
             if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
                 return None
@@ -124,6 +133,8 @@ class ChainBuilder:
     def times(self, m: LinearMap, a: float) -> LinearMap:
         if isinstance(m, ScalarMap):
             return ScalarMap(m.cheap * abs(a), m.ops, m.summed)
+        if isinstance(m, ShapeOnlyDense):
+            return ShapeOnlyDense(m.rows, m.size, m.cheap * abs(a), m.ops, m.summed)
         if isinstance(m, DenseMap):
             if a == 1.0:
                 return m
@@ -136,6 +147,8 @@ class ChainBuilder:
     def plus(self, x: LinearMap, y: LinearMap) -> LinearMap | None:
         if isinstance(x, ScalarMap) and isinstance(y, ScalarMap):
             return ScalarMap(x.cheap + y.cheap, max(x.ops, y.ops), True)
+        if isinstance(x, ShapeOnlyDense) and isinstance(y, ShapeOnlyDense):
+            return ShapeOnlyDense(x.rows, x.size, x.cheap + y.cheap, max(x.ops, y.ops), True)
         if isinstance(x, DenseMap) and isinstance(y, DenseMap):
             columns = self._remember(
                 ("plus", id(x.columns), id(y.columns)), (x.columns, y.columns), lambda: x.columns + y.columns
@@ -237,6 +250,10 @@ class ChainBuilder:
         cheap = math.sqrt(sum(m.cheap**2 for m in given))
         if kind is ScalarMap:
             return ScalarMap(cheap, ops, True)
+        if kind is ShapeOnlyDense:
+            rows = next(m.rows for m in given if isinstance(m, ShapeOnlyDense))
+            size = math.prod(node.shape)
+            return None if rows * size > self.dense_entries else ShapeOnlyDense(rows, size, cheap, ops, True)
         if kind is DenseMap:
             columns = [m.columns if isinstance(m, DenseMap) else None for m in maps]
             n = next(c for c in columns if c is not None).shape[0]

@@ -94,6 +94,27 @@ class ScalarMap(LinearMap):
 
 
 @dataclass
+class ShapeOnlyDense(LinearMap):
+    """A DenseMap whose columns were never computed: only their count and size, and the product
+    figure.  What a dry run and a term nobody will measure need; it is never measured."""
+
+    rows: int
+    size: int
+    cheap: float
+    ops: int = 0
+    summed: bool = False
+
+    def exact_norm(self) -> float:
+        raise RuntimeError("a shape-only map has no columns to measure")
+
+    def cost(self) -> float:
+        return float(self.rows) * self.size * min(self.rows, self.size)
+
+    def norm(self) -> float:
+        return self.cheap
+
+
+@dataclass
 class DenseMap(LinearMap):
     """Column i of the matrix is ``columns[i]``: the image of the anchor's i-th basis vector."""
 

@@ -282,6 +282,10 @@ class _Sweep:
     def __post_init__(self) -> None:
         self.builder = ChainBuilder(self.network, self.dense_limit, self.dense_entries)
         self.builder.measure = self.plan != "collect"
+        # A dry run needs no explicit matrix, only its size and product figure; nor does a
+        # (target, source) pair with no term the plan measures.
+        self.builder.shape_only = self.plan == "collect"
+        self._planned_pairs = {key[:2] for key in self.plan} if isinstance(self.plan, set) else None
         if self.plan is not None:
             self.builder.collapse_cost = FREE_COST
 
@@ -359,6 +363,8 @@ class _Sweep:
         if self.reuse is not None and key in self.reuse and self.plan != "collect":
             return self.reuse.pop(key)
         collapses = self.builder.collapses
+        unplanned = self._planned_pairs is not None and key not in self._planned_pairs
+        self.builder.shape_only = self.plan == "collect" or unplanned
         terms = self.builder.propagate(source, target, inside)
         if (
             self.plan == "collect"
