@@ -144,7 +144,7 @@ def _gate(report: Report, settings: Settings) -> None:
 @report_errors
 def check(
     models: list[Path] = typer.Argument(
-        ..., help="ONNX, TorchScript (.pt) or torch.export (.pt2) model(s).", show_default=False
+        ..., metavar="MODEL...", help="ONNX, TorchScript (.pt) or torch.export (.pt2) model(s).", show_default=False
     ),
     input_shape: list[str] | None = typer.Option(
         None,
@@ -160,6 +160,7 @@ def check(
     bound: str | None = typer.Option(
         None,
         "--bound",
+        metavar="recursion|product",
         show_default=False,
         help="How the layers' factors combine into the network bound: recursion (default: the slope-restricted "
         "recursion over the graph, never above the product and often far below it on residual nets) or "
@@ -176,14 +177,21 @@ def check(
         None,
         "--method",
         "-m",
+        metavar="auto|exact|gram|power|frobenius",
         show_default=False,
         help="How to measure linear layers: auto (default: the tightest certified method that is fast enough), "
         "exact, gram, power (an estimate, not certified) or frobenius.",
     ),
     device: str | None = typer.Option(
-        None, "--device", show_default=False, help="auto (default), cpu or cuda (falls back to the CPU with a notice)."
+        None,
+        "--device",
+        metavar="auto|cpu|cuda",
+        show_default=False,
+        help="auto (default), cpu or cuda (falls back to the CPU with a notice).",
     ),
-    output_format: str = typer.Option("table", "--format", "-f", help=f"Report on stdout: {', '.join(FORMATS)}."),
+    output_format: str = typer.Option(
+        "table", "--format", "-f", metavar="FORMAT", help=f"Report on stdout: {', '.join(FORMATS)}."
+    ),
     outputs: list[str] | None = typer.Option(
         None,
         "--output",
@@ -202,14 +210,18 @@ def check(
     baseline: Path | None = typer.Option(
         None, "--baseline", metavar="BASE.json", help="Compare with an earlier JSON report; exit 1 on a regression."
     ),
-    max_increase: str = typer.Option("0%", "--max-increase", help="With --baseline: allowed growth, e.g. 5%."),
+    max_increase: str = typer.Option(
+        "0%", "--max-increase", metavar="PERCENT", help="With --baseline: allowed growth, e.g. 5%."
+    ),
     config: Path | None = typer.Option(
         None,
         "--config",
         help="pyproject.toml to read \\[tool.lipaudit] from (default: the nearest one above "
         "the model, else above the current directory).",
     ),
-    color: str = typer.Option("auto", "--color", help="auto, always or never (NO_COLOR is honoured)."),
+    color: str = typer.Option(
+        "auto", "--color", metavar="auto|always|never", help="auto, always or never (NO_COLOR is honoured)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict line."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Add per-layer notes and timings."),
     verify: bool | None = typer.Option(
@@ -297,10 +309,10 @@ def check(
 
     Settings come from the \\[tool.lipaudit] table of pyproject.toml, overridden by these flags.
 
-    Exit codes: 0 passed (or no threshold), 1 the bound exceeds --max-lipschitz (or a layer its limit, a
-    residual branch --max-branch-lipschitz, or a --baseline regression), 2 usage or load error, 3 the bound
-    is incomplete or unbounded (an op without a rule, or one that is not Lipschitz). With several models,
-    the worst code.
+    Exit codes: 0 passed (or no threshold); 1 the bound exceeds --max-lipschitz, a layer its limit, a
+    residual branch --max-branch-lipschitz, or a --baseline comparison regressed; 2 usage or load error;
+    3 the bound is incomplete or unbounded (an op without a rule, or one that is not Lipschitz).
+    With several models, the worst code.
     """
     if output_format not in RENDERERS:
         raise UsageError(f"unknown format '{output_format}'", hint=f"choose one of: {', '.join(FORMATS)}")
