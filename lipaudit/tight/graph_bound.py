@@ -22,7 +22,7 @@ from ..ir import Graph
 from ..report import ResidualBranch
 from .branches import branch_network, residual_adds
 from .from_graph import NotMappable, network_from_graph
-from .recursion import DEFAULT_WINDOW, network_bound, product_bound
+from .recursion import DEFAULT_WINDOW, TIME_LIMIT_RATE, network_bound, product_bound
 
 BOUNDS = ("recursion", "product")
 # Of the time limit, the network's recursion may take this share; the branches' take what is left.
@@ -75,13 +75,13 @@ def tighten(
     upper, method, finished = composed.upper_bound, "product", True
     if recursion:
         network_deadline = None if time_limit is None else start + NETWORK_SHARE * time_limit
-        windows = [window]
-        while windows:
-            used = windows.pop()
+        runs = [(window, TIME_LIMIT_RATE)]
+        while runs:
+            used, rate = runs.pop()
             began = time.perf_counter()
             left = None if network_deadline is None else max(0.0, network_deadline - began)
-            tight = network_bound(net, window=used, time_limit=left)
-            if used == window:  # the wider window's figures only ever replace higher ones
+            tight = network_bound(net, window=used, time_limit=left, work_rate=rate)
+            if used == window and rate == TIME_LIMIT_RATE:  # later runs' figures only replace higher ones
                 finished = tight.finished
             improved = False
             for name in outputs:
@@ -93,8 +93,13 @@ def tighten(
                 method = tight.method if upper < composed.upper_bound else "product"
             # Cheap at this window: the wider one usually gains a few percent more (bench/recursion.py).
             spent = time.perf_counter() - began
-            if used == window and tight.finished and (left is None or spent * WIDER_WINDOW_COST < left):
-                windows.append(window + WIDER_WINDOW_STEP)
+            first = used == window and rate == TIME_LIMIT_RATE
+            if first and tight.finished and (left is None or spent * WIDER_WINDOW_COST < left):
+                runs.append((window + WIDER_WINDOW_STEP, rate))
+            elif first and tight.finished and left is not None and spent * WIDER_WINDOW_COST < 2 * left:
+                # Done in well under its time, but the rate capped its work: again with the rate
+                # this machine showed, for the time that is left.
+                runs.append((window, rate * max(1.0, (left - spent) / max(spent, 1e-3))))
     deadline = None if time_limit is None else start + time_limit
     branches = []
     for add, fork, _out, c_x, c_g, members in residual_adds(net):

@@ -180,6 +180,7 @@ def network_bound(
     dense_entries: int = DENSE_ENTRIES,
     joint: bool = True,
     time_limit: float | None = None,
+    work_rate: float = TIME_LIMIT_RATE,
 ) -> TightBound:
     """min(recursion, product): a certified upper bound on the Lipschitz constant of ``network``.
 
@@ -194,7 +195,8 @@ def network_bound(
     this many entries (chain.py).  ``joint``: where several sources of a target have explicit
     matrices, also bound them together (chain.joint_bound) and keep the lower figure.
     ``time_limit``: seconds; once spent (half of it for the dry run), the remaining targets keep
-    the product rule's figure (``TightBound.finished`` is then False).  Still certified.
+    the product rule's figure (``TightBound.finished`` is then False).  Still certified.  The work
+    budget is then at most ``work_rate`` operations per second of it.
     """
     if not network.outputs:
         raise ValueError("the network has no outputs")
@@ -227,7 +229,7 @@ def network_bound(
         if time_limit is not None:
             # Under a time limit, the best gains per cost that fit in it (rather than the first
             # targets in graph order and then nothing).
-            allowance = min(allowance, TIME_LIMIT_RATE * time_limit)
+            allowance = min(allowance, work_rate * time_limit)
         candidates = dry.candidates(dry_best)
         selected = _select(candidates, allowance)
         if len(selected) == len(candidates):
