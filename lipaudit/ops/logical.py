@@ -20,7 +20,7 @@ from torch import Tensor
 from ..domain.evaluate import monotone_interval
 from ..domain.interval import Interval, hull
 from ..ir import Node
-from .activation import Jumps
+from .activation_steep import Jumps
 from .context import RuleContext, domain_factor
 from .factor import Factor
 from .registry import Op, register

@@ -21,7 +21,7 @@ from ..domain.interval import Interval
 from ..domain.normalize import grouped, ungrouped
 from ..domain.softmax import log_softmax_range, softmax_range
 from ..ir import Node
-from .activation import Jumps
+from .activation_steep import Jumps
 from .context import RuleContext, tighter_on_domain
 from .factor import Factor
 from .registry import Op, register
