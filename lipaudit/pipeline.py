@@ -250,7 +250,7 @@ def _tighten(
 ) -> GraphBound | None:
     """The recursion's bound and the residual branches (None: the product stands, with a notice why),
     within ``limit`` seconds."""
-    if network.upper_bound is None:
+    if not network.upper_bound:  # none, or 0: a model whose outputs do not move has nothing to tighten
         return None
     try:
         with torch.no_grad():
