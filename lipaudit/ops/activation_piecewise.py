@@ -70,6 +70,13 @@ def _exponential_linear(x: Tensor, alpha: float) -> Tensor:
     return torch.where(x > 0, x, alpha * torch.expm1(torch.clamp(x, max=0)))
 
 
+def _exponential_linear_slopes(gamma: float, alpha: float) -> tuple[float, float]:
+    """Slopes of gamma·x (x > 0) and gamma·alpha·(e^x − 1) (x ≤ 0): gamma, and gamma·alpha·e^x,
+    which sweeps (0, gamma·alpha]."""
+    ends = (gamma, 0.0, gamma * alpha)
+    return min(ends), max(ends)
+
+
 def _exp_below_zero(x: Interval) -> np.ndarray:
     """sup of exp over the negative part of each interval."""
     return np.exp(np.minimum(x.hi, 0.0))
@@ -79,6 +86,9 @@ def _exp_below_zero(x: Interval) -> np.ndarray:
 class Elu(PiecewiseAtZero):
     summary = "max(1, |alpha|), alpha default 1"
     monotone = True
+
+    def slope_range(self, node: Node) -> tuple[float, float]:
+        return _exponential_linear_slopes(1.0, node.attr_float("alpha"))
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         return Factor.constant(max(1.0, abs(node.attr_float("alpha"))), "closed-form")
@@ -97,6 +107,10 @@ class Elu(PiecewiseAtZero):
 class Selu(PiecewiseAtZero):
     summary = "gamma·max(1, alpha) ≈ 1.7581"
     monotone = True
+
+    def slope_range(self, node: Node) -> tuple[float, float]:
+        lo, hi = _exponential_linear_slopes(node.attr_float("gamma"), node.attr_float("alpha"))
+        return lo * (1 + 1e-7) if lo < 0 else lo, hi * (1 + 1e-7)
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         alpha, gamma = abs(node.attr_float("alpha")), abs(node.attr_float("gamma"))
@@ -119,6 +133,10 @@ class Selu(PiecewiseAtZero):
 class HardSigmoid(Activation):
     summary = "|alpha| (default 0.2)"
     monotone = True  # increasing or decreasing with the sign of alpha
+
+    def slope_range(self, node: Node) -> tuple[float, float]:
+        alpha = node.attr_float("alpha")  # slope alpha inside the linear zone, 0 where clipped
+        return min(0.0, alpha), max(0.0, alpha)
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         return Factor.constant(abs(node.attr_float("alpha")), "closed-form")

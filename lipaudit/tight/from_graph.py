@@ -42,8 +42,15 @@ from .network import Network
 # A node's map may differ from its op's run by float32 rounding only: far below this, relative to
 # the output's scale.  A wrong geometry (pads, strides, a transposed matrix) differs by O(1).
 LINEAR_CHECK_TOLERANCE = 1e-4
-# The slope check's grid: where every activation we know has its slope extremes.
-_GRID = torch.linspace(-12.0, 12.0, 24001, dtype=torch.float64)
+# The slope check's grid: fine where every activation we know has its slope extremes, then out to
+# ±1e6 (a HardSigmoid's linear zone can sit anywhere its beta puts it).
+_FAR = torch.logspace(1.1, 6.0, 4000, dtype=torch.float64)
+_GRID = torch.cat([-_FAR.flip(0), torch.linspace(-12.0, 12.0, 24001, dtype=torch.float64), _FAR])
+# A declared slope range whose largest |slope| is below the op's own factor by more than this
+# (relative) cannot be its slope range: the node stays a barrier.
+SLOPE_SLACK = 1e-5
+# Ops whose slope range comes from their constant inputs here, not from a declaration.
+_SLOPES_FROM_DATA = {("", "PRelu")}
 
 Build = Callable[[Network, list[int], str], int]  # (network, input ids, value name) -> id
 
@@ -71,6 +78,7 @@ def network_from_graph(graph: Graph, factors: dict[Node, list[Factor]], *, seed:
     result = GraphNetwork(net)
     ids = result.ids
     generator = torch.Generator().manual_seed(seed)
+    slopes_seen: dict[tuple, str] = {}  # slope checks of this graph, by op, attributes and constant inputs
     for name in graph.inputs:
         ids[name] = net.input(_shape(graph, name), name=name)
     for node in graph.nodes:
@@ -88,7 +96,7 @@ def network_from_graph(graph: Graph, factors: dict[Node, list[Factor]], *, seed:
         inputs = [ids[name] for name in variables]
         build, why = (None, "it has several outputs") if used != [0] else _builder(graph, node, node_factors[0])
         if build is not None:
-            why = _check(graph, node, build, [net.shape(i) for i in inputs], variables, generator)
+            why = _check(graph, node, build, [net.shape(i) for i in inputs], variables, generator, slopes_seen)
         if build is not None and not why:
             ids[node.outputs[0]] = build(net, inputs, node.outputs[0])
             if net[ids[node.outputs[0]]].kind == "activation":
@@ -138,7 +146,7 @@ def _builder(graph: Graph, node: Node, factor: Factor) -> tuple[Build | None, st
         return None, "it reads a subgraph"
     op = resolve(node, graph.opset_of(node))
     if isinstance(op, Activation):
-        return _activation(graph, node, op)
+        return _activation(graph, node, op, factor)
     maker = _LINEAR.get((node.domain, node.op_type))
     if maker is None:
         return None, f"{node.op_type} is not a linear map the recursion looks through"
@@ -148,12 +156,20 @@ def _builder(graph: Graph, node: Node, factor: Factor) -> tuple[Build | None, st
         return None, f"its attributes could not be read ({error})"
 
 
-def _activation(graph: Graph, node: Node, op: Activation) -> tuple[Build | None, str]:
+def _activation(graph: Graph, node: Node, op: Activation, factor: Factor) -> tuple[Build | None, str]:
     if graph.variable_inputs(node) != [node.inputs[0]]:
         return None, "an activation with a variable parameter"
-    slopes = tuple(float(s) for s in op.slope_range(node))
+    if (node.domain, node.op_type) in _SLOPES_FROM_DATA:
+        # PRelu: slope 1 for x ≥ 0 and each slope value below; every quotient lies between them
+        slope = np.asarray(_const(graph, node, 1), dtype=np.float64)
+        slopes = (min(1.0, float(slope.min(initial=1.0))), max(1.0, float(slope.max(initial=1.0))))
+    else:
+        lo, hi = op.slope_range(node)
+        slopes = (float(lo), float(hi))
     if not all(math.isfinite(s) for s in slopes) or slopes[0] > slopes[1]:
         return None, "its slopes are not bounded"
+    if factor.value is not None and max(abs(slopes[0]), abs(slopes[1])) * (1 + SLOPE_SLACK) < factor.value:
+        return None, f"its declared slopes {slopes} are below its own factor {factor.value:.6g}"
     return (lambda net, xs, name: net.activation(xs[0], node.op_type.lower(), slopes=slopes, name=name)), ""
 
 
@@ -397,6 +413,7 @@ def _check(
     shapes: list[tuple[int, ...]],
     variables: list[str],
     generator: torch.Generator,
+    slopes_seen: dict[tuple, str],
 ) -> str:
     """'' when the Network node does what the op's run does (module docstring), else why not."""
     scratch = Network()
@@ -409,7 +426,11 @@ def _check(
         # e.g. a PReLU whose slope broadcasts the data into copies
         return f"it makes a {built.shape} value where the op makes {_shape(graph, node.outputs[0])}"
     if built.kind == "activation":
-        return _check_slopes(graph, node, built.slopes)
+        return (
+            ""
+            if (node.domain, node.op_type) in _SLOPES_FROM_DATA
+            else _check_slopes(graph, node, built.slopes, slopes_seen)
+        )
     op = resolve(node, graph.opset_of(node))
     env = Env(graph.opset_of(node), torch.float32, torch.device("cpu"))
     xs = {name: torch.randn(shape, generator=generator, dtype=torch.float64) for name, shape in zip(variables, shapes)}
@@ -417,7 +438,7 @@ def _check(
         with torch.no_grad():
             moved = _run(graph, node, op, env, xs)
             still = _run(graph, node, op, env, {name: torch.zeros_like(x) for name, x in xs.items()})
-            mine = built.forward(*(x.unsqueeze(0) for x in xs.values()))[0]
+            mine = built.forward(*(xs[name].unsqueeze(0) for name in variables))[0]  # one per position
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         return f"its map could not be checked ({error})"
     expected = moved.double() - still.double()
@@ -448,13 +469,12 @@ def _run(graph: Graph, node: Node, op: Any, env: Env, variables: dict[str, Tenso
     return result[0] if isinstance(result, (list, tuple)) else result
 
 
-_SLOPES_SEEN: dict[tuple, str] = {}
-
-
-def _check_slopes(graph: Graph, node: Node, slopes: tuple[float, float]) -> str:
-    """'' when every difference quotient of the op on a fine grid lies in ``slopes``."""
-    key = (node.domain, node.op_type, tuple(sorted((k, repr(v)) for k, v in node.attrs.items())), slopes)
-    if key not in _SLOPES_SEEN:
+def _check_slopes(graph: Graph, node: Node, slopes: tuple[float, float], seen: dict[tuple, str]) -> str:
+    """'' when every difference quotient of the op on a fine grid lies in ``slopes``; ``seen``
+    keeps the verdicts of this graph (the same op, attributes and constant inputs)."""
+    constants = tuple(np.asarray(graph.const(name)).tobytes() for name in node.inputs[1:] if name)
+    key = (node.domain, node.op_type, tuple(sorted((k, repr(v)) for k, v in node.attrs.items())), constants, slopes)
+    if key not in seen:
         op = resolve(node, graph.opset_of(node))
         env = Env(graph.opset_of(node), torch.float64, torch.device("cpu"))
         try:
@@ -462,13 +482,13 @@ def _check_slopes(graph: Graph, node: Node, slopes: tuple[float, float]) -> str:
         except (RuntimeError, ValueError, TypeError, IndexError):
             values = None
         if values is None or values.shape != _GRID.shape:
-            _SLOPES_SEEN[key] = "its slopes could not be checked"
+            seen[key] = "its slopes could not be checked"
         else:
             quotients = torch.diff(values) / torch.diff(_GRID)
             slack = 1e-6 * max(1.0, abs(slopes[0]), abs(slopes[1]))
             inside = bool(((quotients >= slopes[0] - slack) & (quotients <= slopes[1] + slack)).all())
-            _SLOPES_SEEN[key] = "" if inside else f"its declared slopes {slopes} miss some of its difference quotients"
-    return _SLOPES_SEEN[key]
+            seen[key] = "" if inside else f"its declared slopes {slopes} miss some of its difference quotients"
+    return seen[key]
 
 
 def _scalar_params(graph: Graph, node: Node) -> bool:

@@ -19,7 +19,6 @@ from lipaudit.ops import RuleContext
 from lipaudit.passes import run_passes
 from lipaudit.pipeline import audit
 from lipaudit.shapes import parse_input_shapes
-from lipaudit.tight import from_graph
 from lipaudit.tight.from_graph import _LINEAR, network_from_graph
 
 
@@ -185,7 +184,6 @@ def test_a_wrong_slope_range_becomes_a_barrier(tmp_path, monkeypatch):
     from lipaudit.ops.activation import Relu
 
     monkeypatch.setattr(Relu, "slope_range", lambda self, node: (0.0, 0.5))
-    monkeypatch.setattr(from_graph, "_SLOPES_SEEN", {})
     described = network_from_graph(graph, factors)
     relus = [node.name for node in graph.nodes if node.op_type == "Relu"]
     assert relus and all("slopes" in described.barriers[name] for name in relus)

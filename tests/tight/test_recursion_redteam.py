@@ -30,7 +30,6 @@ from lipaudit.load import load_model
 from lipaudit.ops import RuleContext
 from lipaudit.passes import run_passes
 from lipaudit.pipeline import audit
-from lipaudit.tight import from_graph
 from lipaudit.tight.from_graph import network_from_graph
 from tests.builders import save, session
 
@@ -870,15 +869,9 @@ def onnx_lower_bound(model: onnx.ModelProto, points: int = 4, seed: int = 1, h: 
 # The checks
 
 
-@pytest.fixture(autouse=True)
-def fresh_slope_checks(monkeypatch):
-    """from_graph caches slope checks process-wide, keyed without PRelu's slope (see the xfail tests
-    below): each test starts from an empty cache, so no other test's PRelu vouches for its own."""
-    monkeypatch.setattr(from_graph, "_SLOPES_SEEN", {})
-
-
-# Bugs found by this file (each has its own xfail test below): not in the parametrized runs.
-KNOWN_UNSOUND = {"prelu_two_slopes", "hard_sigmoid_zone_far_out"}
+# Models that once made the recursion unsound (a PReLU slope check that vouched for another, a
+# HardSigmoid zone outside the check's grid): each has its own test below, not in the parametrized runs.
+WITH_OWN_TESTS = {"prelu_two_slopes", "hard_sigmoid_zone_far_out"}
 
 
 @pytest.mark.parametrize("name", sorted(TORCH_MODELS))
@@ -889,7 +882,7 @@ def test_torch_models_are_sound(tmp_path, name):
     _check_sound(report, product, module_lower_bound(module, shapes))
 
 
-@pytest.mark.parametrize("name", sorted(set(ONNX_MODELS) - KNOWN_UNSOUND))
+@pytest.mark.parametrize("name", sorted(set(ONNX_MODELS) - WITH_OWN_TESTS))
 def test_onnx_models_are_sound(tmp_path, name):
     model = ONNX_MODELS[name]()
     report, product = _audit_both(save(model, tmp_path, f"{name}.onnx"))
@@ -945,38 +938,37 @@ def test_describable_ops_are_looked_through(tmp_path, kind, name):
 # Ops that stay barriers today, though each is linear (or an activation with a known slope range)
 # and could be looked through: a loss of tightness only, listed so a fix shows up here.
 MISSED_LOOK_THROUGHS = [
-    ("torch", "same_value_twice", {"Add", "Concat"}),  # the check feeds one tensor per distinct name
-    ("onnx", "sums_and_differences", {"Sum", "Add"}),  # Sum(a, b, a), Add(w, w): the same
+    # Linear ops that could be looked through but are barriers (tightness only).
     ("onnx", "gemm_transa_alpha", {"Gemm"}),  # transA = 1 on a (n, 1) input
     ("onnx", "matmul_batched_and_left", {"MatMul"}),  # constant on the left, 3-d constant
     ("onnx", "slices", {"Slice"}),  # several axes, negative steps
     ("onnx", "concat_with_constant", {"Concat"}),  # a constant part is a zero pad of the variables
     ("onnx", "splits", {"Split"}),  # several outputs: each is a Slice
     ("onnx", "pad_axes_input", {"Pad"}),  # the axes input (opset 18)
-    ("onnx", "elu_large_alpha", {"Elu"}),  # slope_range is the class default (0, 1)
-    ("onnx", "selu_custom", {"Selu"}),  # the same
-    ("onnx", "hard_sigmoid_steep", {"HardSigmoid"}),  # the same
-    ("onnx", "prelu_negative_vector", {"PRelu"}),  # the same, and no check for a vector slope
-    ("torch", "prelu_scalar_and_channel", {"PRelu"}),  # the slope (1, 1, 1) broadcasts the 1-d grid
+    # Once barriers, now looked through: the same value at several positions, and the activations
+    # whose slope ranges follow their attributes (Elu, Selu, HardSigmoid) or their slope input (PRelu).
+    ("torch", "same_value_twice", set()),
+    ("onnx", "sums_and_differences", set()),
+    ("onnx", "elu_large_alpha", set()),
+    ("onnx", "selu_custom", set()),
+    ("onnx", "hard_sigmoid_steep", set()),
+    ("onnx", "prelu_negative_vector", set()),
+    ("torch", "prelu_scalar_and_channel", set()),
 ]
 
 
 @pytest.mark.parametrize(("kind", "name", "ops"), MISSED_LOOK_THROUGHS)
-def test_barriers_that_could_be_looked_through(tmp_path, kind, name, ops):
+def test_barriers_left_and_lifted(tmp_path, kind, name, ops):
     barriers = _barriers(_saved(tmp_path, kind, name))
     assert {why.split(":")[0] for why in barriers.values()} == ops, barriers
 
 
-@pytest.mark.xfail(
-    strict=True, reason="from_graph._SLOPES_SEEN keys omit PRelu's slope input: one check vouches for all"
-)
 def test_a_prelu_slope_check_does_not_vouch_for_another(tmp_path):
     model = ONNX_MODELS["prelu_two_slopes"]()
     report, product = _audit_both(save(model, tmp_path, "prelu.onnx"))
     _check_sound(report, product, onnx_lower_bound(model))
 
 
-@pytest.mark.xfail(strict=True, reason="from_graph._SLOPES_SEEN is process-wide: an earlier model's PRelu vouches")
 def test_a_prelu_checked_in_an_earlier_model_does_not_vouch(tmp_path):
     gentle = _activation_chain("PRelu", extra={"slope": np.asarray([0.3], np.float32)})
     audit(str(save(gentle, tmp_path, "gentle.onnx")))
@@ -985,7 +977,6 @@ def test_a_prelu_checked_in_an_earlier_model_does_not_vouch(tmp_path):
     _check_sound(report, product, onnx_lower_bound(steep))
 
 
-@pytest.mark.xfail(strict=True, reason="HardSigmoid declares slopes (0, 1); the grid [-12, 12] misses its zone")
 def test_a_hard_sigmoid_sloped_outside_the_grid(tmp_path):
     model = ONNX_MODELS["hard_sigmoid_zone_far_out"]()
     report, product = _audit_both(save(model, tmp_path, "hs.onnx"))
