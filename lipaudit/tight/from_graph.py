@@ -34,7 +34,9 @@ from torch import Tensor
 
 from ..ir import Graph, Node
 from ..ops import Env, Factor, resolve
+from ..ops.activation import FAMILY as ACTIVATION_FAMILY
 from ..ops.activation import Activation
+from ..ops.activation_steep import NotLipschitz
 from ..ops.geometry import conv_transpose_layout, kernel_shape, window_geometry
 from ..ops.normalization import batchnorm_scale
 from .network import Network
@@ -145,7 +147,8 @@ def _builder(graph: Graph, node: Node, factor: Factor) -> tuple[Build | None, st
     if node.implicit_inputs:
         return None, "it reads a subgraph"
     op = resolve(node, graph.opset_of(node))
-    if isinstance(op, Activation):
+    if isinstance(op, Activation) and op.family == ACTIVATION_FAMILY and not isinstance(op, NotLipschitz):
+        # (comparisons, arg-extremes and steps share the class but have no slope range to split)
         return _activation(graph, node, op, factor)
     maker = _LINEAR.get((node.domain, node.op_type))
     if maker is None:
