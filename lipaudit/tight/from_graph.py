@@ -96,7 +96,16 @@ def network_from_graph(graph: Graph, factors: dict[Node, list[Factor]], *, seed:
             if factor is None or factor.status != "bounded" or factor.value is None or not math.isfinite(factor.value):
                 raise NotMappable(f"output {i} of node '{node.name}' has no finite bound")
         inputs = [ids[name] for name in variables]
-        build, why = (None, "it has several outputs") if used != [0] else _builder(graph, node, node_factors[0])
+        if (node.domain, node.op_type) == ("", "Split") and variables == [node.inputs[0]]:
+            parts, why = _split_parts(graph, node, used, generator)
+            if parts is not None:
+                for i, (axis, start, stop) in parts.items():
+                    ids[node.outputs[i]] = net.slice(inputs[0], axis, start, stop, 1, name=node.outputs[i])
+                result.linear += 1
+                continue
+            build = None
+        else:
+            build, why = (None, "it has several outputs") if used != [0] else _builder(graph, node, node_factors[0])
         if build is not None:
             why = _check(graph, node, build, [net.shape(i) for i in inputs], variables, generator, slopes_seen)
         if build is not None and not why:
@@ -453,11 +462,47 @@ def _check(
     return ""
 
 
+def _split_parts(
+    graph: Graph, node: Node, used: list[int], generator: torch.Generator
+) -> tuple[dict[int, tuple[int, int, int]] | None, str]:
+    """Each used output of a Split as (axis, start, stop) of its input, checked against the op's run."""
+    in_shape = _shape(graph, node.inputs[0])
+    axis = node.attr_int("axis") % len(in_shape)
+    try:
+        shapes = [_shape(graph, out) for out in node.outputs]
+    except NotMappable as error:
+        return None, str(error)
+    rest = in_shape[:axis] + in_shape[axis + 1 :]
+    if sum(s[axis] for s in shapes) != in_shape[axis] or any(s[:axis] + s[axis + 1 :] != rest for s in shapes):
+        return None, "its parts do not tile its input"
+    starts = [sum(s[axis] for s in shapes[:i]) for i in range(len(shapes))]
+    parts = {i: (axis, starts[i], starts[i] + shapes[i][axis]) for i in used}
+    op = resolve(node, graph.opset_of(node))
+    env = Env(graph.opset_of(node), torch.float32, torch.device("cpu"))
+    x = torch.randn(in_shape, generator=generator, dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            outputs = _run_all(graph, node, op, env, {node.inputs[0]: x})
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        return None, f"its parts could not be checked ({error})"
+    for i, (_, start, stop) in parts.items():
+        part = x.narrow(axis, start, stop - start)
+        if i >= len(outputs) or tuple(outputs[i].shape) != tuple(part.shape):
+            return None, f"its output {i} is not the part of its input its shape says"
+        if _largest(outputs[i].double() - part) > LINEAR_CHECK_TOLERANCE * (_largest(part) + 1e-30):
+            return None, f"its output {i} differs from the part of its input its shape says"
+    return parts, ""
+
+
 def _largest(t: Tensor) -> float:
     return float(t.abs().max()) if t.numel() else 0.0
 
 
 def _run(graph: Graph, node: Node, op: Any, env: Env, variables: dict[str, Tensor]) -> Tensor:
+    return _run_all(graph, node, op, env, variables)[0]
+
+
+def _run_all(graph: Graph, node: Node, op: Any, env: Env, variables: dict[str, Tensor]) -> list[Tensor]:
     args: list[Any] = []
     for name in node.inputs:
         if not name:
@@ -469,7 +514,7 @@ def _run(graph: Graph, node: Node, op: Any, env: Env, variables: dict[str, Tenso
             tensor = torch.as_tensor(np.array(const))
             args.append(tensor.to(env.dtype) if tensor.is_floating_point() else tensor)
     result = op.run(env, node, args)
-    return result[0] if isinstance(result, (list, tuple)) else result
+    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 def _check_slopes(graph: Graph, node: Node, slopes: tuple[float, float], seen: dict[tuple, str]) -> str:

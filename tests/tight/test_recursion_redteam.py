@@ -943,7 +943,6 @@ MISSED_LOOK_THROUGHS = [
     ("onnx", "matmul_batched_and_left", {"MatMul"}),  # constant on the left, 3-d constant
     ("onnx", "slices", {"Slice"}),  # several axes, negative steps
     ("onnx", "concat_with_constant", {"Concat"}),  # a constant part is a zero pad of the variables
-    ("onnx", "splits", {"Split"}),  # several outputs: each is a Slice
     ("onnx", "pad_axes_input", {"Pad"}),  # the axes input (opset 18)
     # Once barriers, now looked through: the same value at several positions, and the activations
     # whose slope ranges follow their attributes (Elu, Selu, HardSigmoid) or their slope input (PRelu).
@@ -954,6 +953,7 @@ MISSED_LOOK_THROUGHS = [
     ("onnx", "hard_sigmoid_steep", set()),
     ("onnx", "prelu_negative_vector", set()),
     ("torch", "prelu_scalar_and_channel", set()),
+    ("onnx", "splits", set()),  # each used output is a slice of the input
 ]
 
 
