@@ -12,6 +12,7 @@ reported.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .network import Network, Node
@@ -32,6 +33,7 @@ class BranchBound:
     shortcut_coefficient: float
     branch_coefficient: float
     nodes: int
+    finished: bool = True  # False: the time limit stopped its recursion (bound is then the product's)
 
     @property
     def ratio(self) -> float:
@@ -93,12 +95,17 @@ def branch_network(network: Network, fork: int, branch: list[int]) -> Network:
     return sub
 
 
-def residual_branches(network: Network, *, window: int | None = DEFAULT_WINDOW, **settings) -> list[BranchBound]:
+def residual_branches(
+    network: Network, *, window: int | None = DEFAULT_WINDOW, time_limit: float | None = None, **settings
+) -> list[BranchBound]:
     """A certified bound on every residual branch (module docstring); ``settings`` go to
-    network_bound."""
+    network_bound.  ``time_limit``: seconds for all the branches together, each taking what the
+    ones before it left (0: every branch keeps its product)."""
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
     results = []
     for node, fork, out, c_x, c_g, branch in residual_adds(network):
-        bound = network_bound(branch_network(network, fork, branch), window=window, **settings)
+        left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+        bound = network_bound(branch_network(network, fork, branch), window=window, time_limit=left, **settings)
         results.append(
             BranchBound(
                 node.name,
@@ -110,6 +117,7 @@ def residual_branches(network: Network, *, window: int | None = DEFAULT_WINDOW, 
                 c_x,
                 c_g,
                 len(branch),
+                bound.finished,
             )
         )
     return results

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from ..compose import FLOAT32_MARGIN, NetworkBound
 from ..ir import Graph
 from ..report import ResidualBranch
-from .branches import branch_network, residual_adds
+from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
-from .recursion import DEFAULT_WINDOW, TIME_LIMIT_RATE, network_bound, product_bound
+from .recursion import DEFAULT_WINDOW, TIME_LIMIT_RATE, network_bound
 
 BOUNDS = ("recursion", "product")
 # Of the time limit, the network's recursion may take this share; the branches' take what is left.
@@ -81,7 +81,8 @@ def tighten(
             began = time.perf_counter()
             left = None if network_deadline is None else max(0.0, network_deadline - began)
             tight = network_bound(net, window=used, time_limit=left, work_rate=rate)
-            if used == window and rate == TIME_LIMIT_RATE:  # later runs' figures only replace higher ones
+            first = used == window and rate == TIME_LIMIT_RATE
+            if first:  # later runs' figures only replace higher ones
                 finished = tight.finished
             improved = False
             for name in outputs:
@@ -93,38 +94,30 @@ def tighten(
                 method = tight.method if upper < composed.upper_bound else "product"
             # Cheap at this window: the wider one usually gains a few percent more (bench/recursion.py).
             spent = time.perf_counter() - began
-            first = used == window and rate == TIME_LIMIT_RATE
             if first and tight.finished and (left is None or spent * WIDER_WINDOW_COST < left):
                 runs.append((window + WIDER_WINDOW_STEP, rate))
             elif first and tight.finished and left is not None and spent * WIDER_WINDOW_COST < 2 * left:
                 # Done in well under its time, but the rate capped its work: again with the rate
                 # this machine showed, for the time that is left.
                 runs.append((window, rate * max(1.0, (left - spent) / max(spent, 1e-3))))
-    deadline = None if time_limit is None else start + time_limit
+    # The branches take what the network's recursion left of the limit; in product mode, nothing.
+    branch_time = 0.0 if not recursion else None if time_limit is None else start + time_limit - time.perf_counter()
     branches = []
-    for add, fork, _out, c_x, c_g, members in residual_adds(net):
-        sub = branch_network(net, fork, members)
-        figure = branch_product = product_bound(sub)[0]
-        branch_method = "product"
-        if recursion:
-            left = None if deadline is None else deadline - time.perf_counter()
-            if left is not None and left <= 0:
-                finished = False
-            else:
-                branch_bound = network_bound(sub, window=window, time_limit=left)
-                finished = finished and branch_bound.finished
-                if branch_bound.bound * margin < branch_product:
-                    figure, branch_method = branch_bound.bound * margin, branch_bound.method
-        producer, source = graph.producer(net[add.id].name), graph.producer(net[fork].name)
+    for branch in residual_branches(net, window=window, time_limit=branch_time):
+        finished = finished and (branch.finished or not recursion)
+        figure = min(branch.product, branch.bound * margin)
+        producer, source = graph.producer(branch.add), graph.producer(branch.fork)
         branches.append(
             ResidualBranch(
-                add=producer.name if producer else net[add.id].name,
-                fork=source.name if source else net[fork].name,
+                add=producer.name if producer else branch.add,
+                fork=source.name if source else branch.fork,
                 bound=figure,
-                product=branch_product,
-                ratio=abs(c_g / c_x) * figure if c_x else math.inf,
-                method=branch_method,
-                nodes=len(members),
+                product=branch.product,
+                ratio=abs(branch.branch_coefficient / branch.shortcut_coefficient) * figure
+                if branch.shortcut_coefficient
+                else math.inf,
+                method=branch.method if figure < branch.product else "product",
+                nodes=branch.nodes,
             )
         )
     return GraphBound(
