@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..invariants import present
 from ..ir import Graph, Node
 from ..ops import Env, Factor, resolve
 from ..ops.activation import FAMILY as ACTIVATION_FAMILY
@@ -443,13 +444,11 @@ def _check(
             if (node.domain, node.op_type) in _SLOPES_FROM_DATA
             else _check_slopes(graph, node, built.slopes, slopes_seen)
         )
-    op = resolve(node, graph.opset_of(node))
-    env = Env(graph.opset_of(node), torch.float32, torch.device("cpu"))
     xs = {name: torch.randn(shape, generator=generator, dtype=torch.float64) for name, shape in zip(variables, shapes)}
     try:
         with torch.no_grad():
-            moved = _run(graph, node, op, env, xs)
-            still = _run(graph, node, op, env, {name: torch.zeros_like(x) for name, x in xs.items()})
+            moved = _run(graph, node, xs)[0]
+            still = _run(graph, node, {name: torch.zeros_like(x) for name, x in xs.items()})[0]
             mine = built.forward(*(xs[name].unsqueeze(0) for name in variables))[0]  # one per position
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         return f"its map could not be checked ({error})"
@@ -477,12 +476,10 @@ def _split_parts(
         return None, "its parts do not tile its input"
     starts = [sum(s[axis] for s in shapes[:i]) for i in range(len(shapes))]
     parts = {i: (axis, starts[i], starts[i] + shapes[i][axis]) for i in used}
-    op = resolve(node, graph.opset_of(node))
-    env = Env(graph.opset_of(node), torch.float32, torch.device("cpu"))
     x = torch.randn(in_shape, generator=generator, dtype=torch.float64)
     try:
         with torch.no_grad():
-            outputs = _run_all(graph, node, op, env, {node.inputs[0]: x})
+            outputs = _run(graph, node, {node.inputs[0]: x})
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         return None, f"its parts could not be checked ({error})"
     for i, (_, start, stop) in parts.items():
@@ -498,11 +495,10 @@ def _largest(t: Tensor) -> float:
     return float(t.abs().max()) if t.numel() else 0.0
 
 
-def _run(graph: Graph, node: Node, op: Any, env: Env, variables: dict[str, Tensor]) -> Tensor:
-    return _run_all(graph, node, op, env, variables)[0]
-
-
-def _run_all(graph: Graph, node: Node, op: Any, env: Env, variables: dict[str, Tensor]) -> list[Tensor]:
+def _run(graph: Graph, node: Node, variables: dict[str, Tensor], dtype: torch.dtype = torch.float32) -> list[Tensor]:
+    """The node's outputs from its op's own run, the variables given and the constants its own."""
+    op = present(resolve(node, graph.opset_of(node)), f"the op of {node.op_type}")
+    env = Env(graph.opset_of(node), dtype, torch.device("cpu"))
     args: list[Any] = []
     for name in node.inputs:
         if not name:
@@ -523,10 +519,10 @@ def _check_slopes(graph: Graph, node: Node, slopes: tuple[float, float], seen: d
     constants = tuple(np.asarray(graph.const(name)).tobytes() for name in node.inputs[1:] if name)
     key = (node.domain, node.op_type, tuple(sorted((k, repr(v)) for k, v in node.attrs.items())), constants, slopes)
     if key not in seen:
-        op = resolve(node, graph.opset_of(node))
-        env = Env(graph.opset_of(node), torch.float64, torch.device("cpu"))
         try:
-            values = _run(graph, node, op, env, {node.inputs[0]: _GRID}) if _scalar_params(graph, node) else None
+            values = (
+                _run(graph, node, {node.inputs[0]: _GRID}, torch.float64)[0] if _scalar_params(graph, node) else None
+            )
         except (RuntimeError, ValueError, TypeError, IndexError):
             values = None
         if values is None or values.shape != _GRID.shape:
