@@ -293,8 +293,7 @@ class _Sweep:
         self.builder = ChainBuilder(self.network, self.dense_limit, self.dense_entries)
         self.builder.measure = self.plan != "collect"
         # A dry run needs no explicit matrix, only its size and product figure; nor does a
-        # (target, source) pair with no term the plan measures.
-        self.builder.shape_only = self.plan == "collect"
+        # (target, source) pair with no term the plan measures (_terms sets builder.shape_only).
         self._planned_pairs = {key[:2] for key in self.plan} if isinstance(self.plan, set) else None
         if self.plan is not None:
             self.builder.collapse_cost = FREE_COST
