@@ -16,6 +16,7 @@ lower_bound_time = 60              # seconds for --lower-bound's search (or "2mi
 bound = "recursion"                # or "product": how the layers' factors combine into the network bound
 max_branch_lipschitz = 0.9         # every residual branch g of x + g(x) under this: the net is invertible
 recursion_time = "2min"            # how long the recursion may work (default: 2x the layers' time, >= 10 s)
+rtol = 1e-5                        # the gate passes a bound up to max_lipschitz·(1 + rtol) (default 0)
 
 [tool.lipaudit.models."models/critic_*.onnx"]
 max_lipschitz = 1.0
@@ -25,6 +26,7 @@ max_lipschitz = 1.0
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -34,7 +36,7 @@ from typing import Any
 from .domain.inputs import check_input_ranges
 from .errors import UsageError
 from .parallel import LOCAL_RAY
-from .report import BranchViolation, LayerReport, LayerViolation, ResidualBranch
+from .report import BranchViolation, LayerReport, LayerViolation, ResidualBranch, within
 from .tight.graph_bound import BOUNDS
 
 KEYS = {
@@ -52,6 +54,7 @@ KEYS = {
     "recursion_time",
     "bound",
     "max_branch_lipschitz",
+    "rtol",
 }
 # Keys about how the whole run is carried out, not about one model: no per-model override.
 RUN_KEYS = {"workers", "ray"}
@@ -78,6 +81,15 @@ def parse_duration(text: str | int | float) -> float:
     if not seconds > 0:
         raise ValueError(f"a duration must be positive, not {text!r}")
     return seconds
+
+
+def check_rtol(value: Any) -> float:
+    """The gate's relative tolerance: a finite number ≥ 0. ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"rtol must be a number, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"rtol must be a finite number at least 0, not {value!r}")
+    return float(value)
 
 
 def parse_size(text: str | int | float) -> int:
@@ -113,6 +125,7 @@ class Settings:
     recursion_time: float | None = None  # seconds; None: the pipeline's default
     bound: str = "recursion"
     max_branch_lipschitz: float | None = None
+    rtol: float = 0.0  # the gate's relative tolerance: a bound passes up to limit·(1 + rtol)
 
     def layer_limit(self, layer_name: str) -> float | None:
         """The most specific matching glob wins: the one with the most literal characters."""
@@ -146,6 +159,10 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
                 if isinstance(values[key], bool):
                     raise TypeError(f"{key} must be a number")
                 values[key] = float(values[key])
+                if math.isnan(values[key]):
+                    raise ValueError(f"{key} must be a number, not nan")
+        if "rtol" in values:
+            values["rtol"] = check_rtol(values["rtol"])
         if "bound" in values and values["bound"] not in BOUNDS:
             raise ValueError(f"bound must be one of {', '.join(BOUNDS)}, not {values['bound']!r}")
         if "input_shape" in values:
@@ -243,7 +260,7 @@ def layer_violations(layers: list[LayerReport], settings: Settings) -> list[Laye
         limit = settings.layer_limit(layer.name)
         if limit is None:
             continue
-        if layer.factor is None or layer.factor > limit:
+        if layer.factor is None or not within(layer.factor, limit, settings.rtol):
             violations.append(LayerViolation(layer.name, layer.op, layer.factor, limit))
     return violations
 
@@ -253,4 +270,8 @@ def branch_violations(branches: list[ResidualBranch], settings: Settings) -> lis
     limit = settings.max_branch_lipschitz
     if limit is None:
         return []
-    return [BranchViolation(branch.add, branch.ratio, limit) for branch in branches if not branch.ratio < limit]
+    return [
+        BranchViolation(branch.add, branch.ratio, limit)
+        for branch in branches
+        if branch.ratio is None or not branch.ratio < limit
+    ]

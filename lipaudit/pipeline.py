@@ -85,6 +85,7 @@ def audit(
     device: str = "auto",
     max_lipschitz: float | None = None,
     on_node: ProgressFn | None = None,
+    on_stage: Callable[[str], None] | None = None,
     verify: bool | None = None,
     lower_bound: bool = False,
     seed: int = 0,
@@ -106,8 +107,10 @@ def audit(
     config's value): the bound is then local to that box. ``bound``: 'recursion' tightens the
     product of the factors (never above it), 'product' keeps it. ``executor``: measures the layers
     (lipaudit.parallel); ``on_node`` then follows its jobs. ``in_memory_limit``: bytes of external
-    data above which the weights stay on disk.
+    data above which the weights stay on disk. ``on_stage``: told the name of each stage as it starts
+    (load, verify, layers, recursion, lower_bound), for progress displays.
     """
+    stage = on_stage or (lambda name: None)
     if method not in METHODS:
         raise UsageError(f"unknown method '{method}'", hint=f"choose one of: {', '.join(METHODS)}")
     if bound not in BOUNDS:
@@ -125,6 +128,7 @@ def audit(
     except ValueError as error:
         raise UsageError(str(error), hint="use --device auto, cpu or cuda") from error
     clock = _Clock()
+    stage("load")
     on_disk = external_data_bytes(Path(path))
     too_large = on_disk > in_memory_limit
     # The runtime is probed even with --no-verify: the rules need the shapes it really produces.
@@ -151,6 +155,7 @@ def audit(
         )
         verification = skipped(f"verification {whole_model}")
     else:
+        stage("verify")
         # raises VerificationError on a mismatch
         verification = _verify(graph, loaded, verify, torch_device, notices)
     loaded.probe = None  # the runtime's values are no longer needed: free them before the analysis
@@ -160,6 +165,7 @@ def audit(
 
     domain = prepare_domain(graph, input_range)
     ctx = RuleContext(graph, method=method, device=torch_device, ranges=domain.ranges if domain else None)
+    stage("layers")
     network = _analyse(graph, ctx, executor, too_large, on_node, notices)
     clock.lap("analyze")
     tight = None
@@ -167,6 +173,7 @@ def audit(
         notices.append(f"the network bound is the product: the recursion {whole_model}")
     else:
         limit = recursion_time or max(RECURSION_MIN_SECONDS, RECURSION_TIME_RATIO * clock.timings["analyze_s"])
+        stage("recursion")
         tight = _tighten(graph, network, bound, seed, notices, limit)
         clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
@@ -175,6 +182,7 @@ def audit(
     if lower_bound and too_large:
         notices.append(f"no lower bound: the search {whole_model}")
     elif lower_bound:
+        stage("lower_bound")
         lower = _lower_bound(
             graph,
             upper,

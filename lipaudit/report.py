@@ -12,6 +12,21 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .report_types import (
+    EXIT_INCOMPLETE,
+    EXIT_PASSED,
+    EXIT_THRESHOLD_EXCEEDED,
+    EXIT_USAGE,
+    Blocker,
+    BranchViolation,
+    LayerViolation,
+    OutputBound,
+    ResidualBranch,
+    TensorInfo,
+    Verification,
+    finite_or_none,
+    skipped,
+)
 
 if TYPE_CHECKING:
     from .compose import NetworkBound
@@ -22,16 +37,20 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 
-EXIT_PASSED = 0
-EXIT_THRESHOLD_EXCEEDED = 1
-EXIT_USAGE = 2
-EXIT_INCOMPLETE = 3
 
-
-def finite_or_none(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
+def json_safe(data: Any, where: str, replaced: list[dict[str, str]]) -> Any:
+    """``data`` with every infinite or NaN float replaced by None, each replacement recorded in
+    ``replaced`` with its field and why: JSON has no Infinity or NaN, and strict parsers reject them."""
+    if isinstance(data, float) and not math.isfinite(data):
+        value = "nan" if math.isnan(data) else ("+inf" if data > 0 else "-inf")
+        reason = f"the figure is {value}, which JSON cannot hold: written as null"
+        replaced.append({"field": where, "value": value, "reason": reason})
         return None
-    return float(value)
+    if isinstance(data, dict):
+        return {key: json_safe(item, f"{where}.{key}" if where else str(key), replaced) for key, item in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(item, f"{where}[{index}]", replaced) for index, item in enumerate(data)]
+    return data
 
 
 @dataclass
@@ -45,18 +64,6 @@ class ToolInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolInfo:
         return cls(**data)
-
-
-@dataclass
-class TensorInfo:
-    name: str
-    shape: list[int]
-
-
-@dataclass
-class OutputBound:
-    name: str
-    upper_bound: float | None
 
 
 @dataclass
@@ -78,33 +85,6 @@ class ModelInfo:
         fields["inputs"] = [TensorInfo(**item) for item in data.get("inputs", [])]
         fields["outputs"] = [OutputBound(**item) for item in data.get("outputs", [])]
         return cls(**fields)
-
-
-@dataclass
-class Blocker:
-    """An op that keeps the network bound from being finite: unsupported (no rule) or unbounded."""
-
-    node: str
-    op: str
-    reason: str
-
-
-@dataclass
-class ResidualBranch:
-    """A residual branch g of y = c_x·x + c_g·g(x): ``bound`` ≥ Lip(g) (certified when the network's
-    figure is). The layer is invertible (i-ResNet) when ``ratio`` = |c_g/c_x|·bound < 1."""
-
-    add: str  # the Add node joining the branch and the shortcut
-    fork: str  # the node (or input) whose value x both read
-    bound: float
-    product: float  # the product of the branch's factors, for comparison
-    ratio: float
-    method: str
-    nodes: int
-
-    @property
-    def invertible(self) -> bool:
-        return self.ratio < 1.0
 
 
 @dataclass
@@ -140,30 +120,18 @@ class NetworkResult:
 
 
 @dataclass
-class LayerViolation:
-    name: str
-    op: str
-    factor: float | None
-    limit: float
-
-
-@dataclass
-class BranchViolation:
-    add: str
-    ratio: float
-    limit: float
-
-
-@dataclass
 class Threshold:
     max_lipschitz: float | None = None
     passed: bool | None = None
     layers: list[LayerViolation] | None = None  # layers over their max_layer_factor, when any
     max_branch_lipschitz: float | None = None
     branches: list[BranchViolation] | None = None  # residual branches over max_branch_lipschitz, when any
+    # The gate passes a bound up to max_lipschitz·(1 + rtol) (and a layer up to its limit·(1 + rtol)):
+    # a 1-Lipschitz net measured in float32 can then pass a limit of 1 honestly.
+    rtol: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"max_lipschitz": self.max_lipschitz, "passed": self.passed}
+        data: dict[str, Any] = {"max_lipschitz": self.max_lipschitz, "passed": self.passed, "rtol": self.rtol}
         if self.layers is not None:
             data["layers"] = [asdict(layer) for layer in self.layers]
         if self.max_branch_lipschitz is not None:
@@ -181,38 +149,8 @@ class Threshold:
             None if layers is None else [LayerViolation(**item) for item in layers],
             data.get("max_branch_lipschitz"),
             None if branches is None else [BranchViolation(**item) for item in branches],
+            float(data.get("rtol", 0.0)),
         )
-
-
-@dataclass
-class Verification:
-    """The faithfulness check: did the IR compute what the model's runtime computes?"""
-
-    checked: bool
-    reason: str = ""
-    max_abs_diff: float | None = None
-    inputs: int = 0
-    reference: str = ""
-    values: int = 0  # intermediate and output values compared with the runtime
-
-    def to_dict(self) -> dict[str, Any]:
-        if not self.checked:
-            return {"checked": False, "reason": self.reason}
-        return {
-            "checked": True,
-            "reference": self.reference,
-            "max_abs_diff": self.max_abs_diff,
-            "inputs": self.inputs,
-            "values": self.values,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Verification:
-        return cls(**data)
-
-
-def skipped(reason: str) -> Verification:
-    return Verification(False, reason=reason)
 
 
 @dataclass
@@ -272,6 +210,13 @@ class Report:
         return EXIT_PASSED
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form: every figure that is not finite is null, and ``non_finite`` says which and why."""
+        replaced: list[dict[str, str]] = []
+        data = json_safe(self._fields(), "", replaced)
+        data["non_finite"] = replaced
+        return data
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
             "tool": self.tool.to_dict(),
@@ -286,7 +231,7 @@ class Report:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
@@ -314,10 +259,15 @@ def network_scope(network: NetworkBound) -> str:
     return "global"
 
 
-def threshold_verdict(upper_bound: float | None, max_lipschitz: float | None) -> Threshold:
+def within(value: float, limit: float, rtol: float = 0.0) -> bool:
+    """The gate's comparison: ``value`` ≤ ``limit``·(1 + ``rtol``)."""
+    return bool(value <= limit * (1.0 + rtol)) if limit >= 0 else bool(value <= limit)
+
+
+def threshold_verdict(upper_bound: float | None, max_lipschitz: float | None, rtol: float = 0.0) -> Threshold:
     if max_lipschitz is None or upper_bound is None:
-        return Threshold(max_lipschitz, None)
-    return Threshold(max_lipschitz, bool(upper_bound <= max_lipschitz))
+        return Threshold(max_lipschitz, None, rtol=rtol)
+    return Threshold(max_lipschitz, within(upper_bound, max_lipschitz, rtol), rtol=rtol)
 
 
 def build_report(
@@ -423,4 +373,8 @@ __all__ = [
     "network_scope",
     "skipped",
     "threshold_verdict",
+    "within",
+    "json_safe",
+    "OutputBound",
+    "TensorInfo",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import typer
 from ..config import (
     Settings,
     branch_violations,
+    check_rtol,
     find_pyproject,
     layer_violations,
     load_settings,
@@ -28,13 +30,15 @@ from ..errors import LipauditError, UsageError
 from ..execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS
 from ..parallel import LOCAL_RAY, open_executor
 from ..pipeline import audit
-from ..render import RENDERERS, SUFFIX_FORMATS, write_atomically
+from ..render import RENDERERS, ModelRun, render_collection, write_atomically
+from ..render.output import append_text
 from ..render.summary import render_summary
-from ..render.verdict import verdict
-from ..report import EXIT_PASSED, EXIT_THRESHOLD_EXCEEDED, EXIT_USAGE, Report
-from .diff import describe, read_report
+from ..render.verdict import timings_line, verdict
+from ..report import EXIT_PASSED, EXIT_THRESHOLD_EXCEEDED, EXIT_USAGE, Report, within
+from .diff import Baselines, describe, read_baselines
 from .errors import debug_enabled, print_error, report_errors
-from .progress import node_progress
+from .outputs import OutputTarget, parse_outputs, plan_outputs
+from .progress import audit_progress, node_progress
 
 FORMATS = tuple(RENDERERS)
 # The worst exit code wins when several models are checked: an error, then an incomplete bound, then a failure.
@@ -42,34 +46,6 @@ SEVERITY = {0: 0, 1: 1, 3: 2, 2: 3}
 # After --ray, a "model" that is no file but reads as a cluster address is the address.
 # (As a Path, ray://HOST:PORT has lost a slash.)
 RAY_ADDRESS = re.compile(r"auto|ray:/+(\S+)|[\w.-]+:\d+")
-
-
-@dataclass
-class OutputTarget:
-    format: str
-    path: str
-
-    def path_for(self, model: Path, several: bool) -> Path:
-        if "{model}" in self.path:
-            return Path(self.path.replace("{model}", model.stem))
-        if several:
-            raise UsageError(
-                f"-o {self.path} would be overwritten by each model",
-                hint="put {model} in the path, e.g. -o json:reports/{model}.json",
-            )
-        return Path(self.path)
-
-
-def parse_outputs(specs: list[str] | None, default_format: str) -> list[OutputTarget]:
-    """``json:report.json``, or ``report.json`` (format from the suffix, else --format)."""
-    targets = []
-    for spec in specs or []:
-        head, sep, tail = spec.partition(":")
-        if sep and head in RENDERERS:
-            targets.append(OutputTarget(head, tail))
-        else:
-            targets.append(OutputTarget(SUFFIX_FORMATS.get(Path(spec).suffix.lower(), default_format), spec))
-    return targets
 
 
 def use_color(choice: str) -> bool:
@@ -127,6 +103,9 @@ def split_ray_address(models: list[Path], ray: bool | None, address: str | None)
 
 
 def _gate(report: Report, settings: Settings) -> None:
+    report.threshold.rtol = settings.rtol
+    if report.threshold.max_lipschitz is not None and report.upper_bound is not None:
+        report.threshold.passed = within(report.upper_bound, report.threshold.max_lipschitz, settings.rtol)
     violations = layer_violations(report.layers, settings)
     if violations:
         report.threshold.layers = violations
@@ -156,6 +135,14 @@ def check(
     ),
     max_lipschitz: float | None = typer.Option(
         None, "--max-lipschitz", metavar="X", help="Fail (exit 1) when the network's upper bound exceeds X."
+    ),
+    rtol: float | None = typer.Option(
+        None,
+        "--rtol",
+        metavar="R",
+        show_default=False,
+        help="Relative tolerance of the gate (default 0): a bound passes up to X·(1 + R), and a layer up to its "
+        "max_layer_factor·(1 + R); e.g. 1e-5 lets a 1-Lipschitz net measured in float32 pass --max-lipschitz 1.",
     ),
     bound: str | None = typer.Option(
         None,
@@ -198,8 +185,10 @@ def check(
         "-o",
         metavar="[FORMAT:]FILE",
         help="Also write a report to FILE, atomically; repeatable: -o json:report.json -o html:report.html. "
-        "The format comes from FORMAT:, else the suffix, else --format. With several models, put "
-        "{model} in FILE.",
+        "The format comes from FORMAT:, else the suffix (.json .md .html .txt .xml=junit .sarif), else --format. "
+        "{model} in FILE is the model's path relative to the working directory, less its suffix: one file per "
+        "model. Without it, one file holds every model (one section each in Markdown, appended to "
+        "$GITHUB_STEP_SUMMARY); an HTML report needs {model} when there are several.",
     ),
     allow_incomplete: bool | None = typer.Option(
         None,
@@ -317,10 +306,19 @@ def check(
     if output_format not in RENDERERS:
         raise UsageError(f"unknown format '{output_format}'", hint=f"choose one of: {', '.join(FORMATS)}")
     models, ray_setting = split_ray_address(list(models), ray, ray_address)
+    for name, value in (("--max-lipschitz", max_lipschitz), ("--max-branch-lipschitz", max_branch_lipschitz)):
+        if value is not None and math.isnan(value):
+            raise UsageError(f"{name} must be a number, not nan", hint=f"for example {name} 10")
+    if rtol is not None:
+        try:
+            rtol = check_rtol(rtol)
+        except ValueError as error:
+            raise UsageError(f"--rtol: {error}", hint="for example --rtol 1e-5") from None
     targets = parse_outputs(outputs, output_format)
+    plan_outputs(targets, models)
     colored = use_color(color)
     increase = parse_increase(max_increase)
-    base = read_report(baseline) if baseline is not None else None
+    base = read_baselines(baseline) if baseline is not None else None
     try:
         limit = None if in_memory_limit is None else parse_size(in_memory_limit)
     except ValueError as error:
@@ -349,6 +347,7 @@ def check(
         input_range=tuple(input_range) if input_range else None,
         lower_bound_time=search_time,
         recursion_time=tighten_time,
+        rtol=rtol,
     )
     run = Run(
         config,
@@ -375,13 +374,50 @@ def check(
         with executor, torch_threads(KERNEL_THREADS):
             outcomes = _by_model(models, run, executor) if run.several else _serial(models, run, executor)
     worst = EXIT_PASSED
-    rows: list[tuple[str, Report | None, str]] = []
-    for model, (code, report, message) in zip(models, outcomes):
-        rows.append((str(model), report, message))
-        worst = max(worst, code, key=SEVERITY.__getitem__)
-    if run.several and not quiet:
-        sys.stdout.write(render_summary(rows, width=_console_width(), color=colored))
+    runs = [ModelRun(str(model), report, message, code) for model, (code, report, message) in zip(models, outcomes)]
+    for one in runs:
+        worst = max(worst, one.exit_code, key=SEVERITY.__getitem__)
+    _write_shared(targets, runs, verbose)
+    _print_outcome(run, runs)
     raise typer.Exit(worst)
+
+
+def _write_shared(targets: list[OutputTarget], runs: list[ModelRun], verbose: bool) -> None:
+    """The -o files that hold every model, written once all are done (appended to the job summary)."""
+    for target in targets:
+        if target.per_model:
+            continue
+        text = render_collection(target.format, runs, width=_console_width(), color=False, verbose=verbose)
+        _write(Path(target.path), text, append=target.appends)
+        typer.echo(f"lipaudit: {target.format} report written to {target.path}", err=True)
+
+
+def _write(path: Path, text: str, append: bool = False) -> None:
+    try:
+        append_text(path, text) if append else write_atomically(path, text)
+    except OSError as error:
+        raise UsageError(
+            f"cannot write {path}: {error.strerror}", hint="check the folder and its permissions"
+        ) from None
+
+
+def _print_outcome(run: Run, runs: list[ModelRun]) -> None:
+    """stdout once every model is done: GitHub annotations always; a machine format when no -o took it;
+    the summary table of a multi-model run (on stderr beside a machine format, so stdout still parses)."""
+    fmt = run.output_format
+    rows = [(one.path, one.report, one.error) for one in runs]
+    if run.quiet:
+        return
+    if fmt == "github":
+        sys.stdout.write(render_collection("github", runs))
+    elif fmt not in ("table", "html") and not run.targets:
+        sys.stdout.write(render_collection(fmt, runs))
+    elif fmt == "html" and not run.targets and not run.several and runs[0].report is not None:
+        sys.stdout.write(render_collection(fmt, runs))
+    if run.several:
+        summary = render_summary(rows, width=_console_width(), color=run.colored)
+        machine = fmt not in ("table", "html") and not (fmt != "github" and run.targets)
+        typer.echo(summary, nl=False, err=machine)
 
 
 @dataclass
@@ -392,7 +428,7 @@ class Run:
     flags: dict
     targets: list[OutputTarget]
     several: bool
-    base: Report | None
+    base: Baselines | None
     increase: float
     output_format: str
     colored: bool
@@ -437,8 +473,14 @@ def _serial(models: list[Path], run: Run, executor=None) -> list[Outcome]:
     for model in models:
         try:
             settings = _settings_for(model, run.config, run.flags)
-            with node_progress(enabled=not run.quiet) as on_node:
-                report = audit(str(model), on_node=on_node, executor=executor, **_audit_settings(settings, run))
+            with audit_progress(enabled=not run.quiet, color=run.colored) as tracker:
+                report = audit(
+                    str(model),
+                    on_node=tracker.on_node,
+                    on_stage=tracker.on_stage,
+                    executor=executor,
+                    **_audit_settings(settings, run),
+                )
             outcomes.append(_finish_one(model, settings, report, run))
         except LipauditError as error:
             outcomes.append(_failed(model, error, run))
@@ -462,7 +504,7 @@ def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
         prepared.append(settings)
         job_of[index] = len(jobs)
         jobs.append(model_job(model, _audit_settings(settings, run)))
-    with node_progress(enabled=not run.quiet, label="auditing") as on_model:
+    with node_progress(enabled=not run.quiet, label="auditing", color=run.colored) as on_model:
         done = None if on_model is None else (lambda finished, total, job: on_model(finished, total, job.label))
         results = executor.run(jobs, done)
     outcomes = []
@@ -485,36 +527,32 @@ def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
 
 
 def _finish_one(model: Path, settings: Settings, report: Report, run: Run) -> Outcome:
-    targets, several, base, increase = run.targets, run.several, run.base, run.increase
-    output_format, colored, quiet, verbose = run.output_format, run.colored, run.quiet, run.verbose
     _gate(report, settings)
     for notice in report.notices:
         typer.echo(f"lipaudit: {notice}", err=True)
-    for target in targets:
-        path = target.path_for(model, several)
-        try:
-            write_atomically(path, _render(report, target.format, color=False, verbose=verbose))
-        except OSError as error:
-            raise UsageError(
-                f"cannot write {path}: {error.strerror}", hint="check the folder and its permissions"
-            ) from None
-        typer.echo(f"lipaudit: {target.format} report written to {path}", err=True)
+    for target in run.targets:
+        if target.per_model:
+            path = target.path_for(model)
+            _write(path, _render(report, target.format, color=False, verbose=run.verbose))
+            typer.echo(f"lipaudit: {target.format} report written to {path}", err=True)
     code = report.exit_code(settings.allow_incomplete)
     diff_lines: list[str] = []
+    base = run.base.for_model(model, report) if run.base is not None else None
+    if run.base is not None and base is None:
+        diff_lines = ["", f"no baseline for {model} in {run.base.path}: not compared"]
     if base is not None:
-        result = diff_reports(base, report, increase)
+        result = diff_reports(base, report, run.increase)
         diff_lines = ["", "compared with the baseline:", *describe(result)]
         if result.regressed:
             code = max(code, EXIT_THRESHOLD_EXCEEDED, key=SEVERITY.__getitem__)
-    if quiet:
+    if run.quiet:
         typer.echo(verdict(report)[1])
-    elif (not several or verbose) and (not targets or output_format == "table"):
-        # With -o, a machine format goes to its file only; the table still shows in the log.
-        sys.stdout.write(_render(report, output_format, color=colored, verbose=verbose))
-        if verbose:
-            typer.echo(f"lipaudit: timings {report.timings}", err=True)
+    elif run.output_format == "table" and (not run.several or run.verbose):
+        sys.stdout.write(_render(report, "table", color=run.colored, verbose=run.verbose))
+    if run.verbose and not run.quiet:
+        typer.echo(f"lipaudit: timings: {timings_line(report)}", err=True)
     if diff_lines:
-        typer.echo("\n".join(diff_lines), err=output_format != "table" or quiet)
+        typer.echo("\n".join(diff_lines), err=run.output_format != "table" or run.quiet)
     if settings.allow_incomplete and not report.bounded_and_complete:
         typer.echo("lipaudit: warning: the bound is incomplete or unbounded (allowed by allow_incomplete)", err=True)
     return code, report, ""

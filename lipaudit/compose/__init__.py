@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..invariants import present
 from ..ir import Graph, Node
 from ..ops import Factor, RuleContext
-from ..report import Blocker
+from ..report_types import Blocker
 from .factors import FLOAT32_MARGIN, node_factors
 
 __all__ = ["FLOAT32_MARGIN", "LayerResult", "NetworkBound", "ValueBound", "compose", "node_factors"]

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ExecutionError, VerificationError
 from ..ir import Graph, Node
-from ..report import Verification, skipped
+from ..report_types import Verification, skipped
 from .executor import Executor
 from .probe import RuntimeProbe
 

@@ -1,9 +1,12 @@
-"""GitHub Actions workflow commands: annotations that show on the pull request."""
+"""GitHub Actions workflow commands: annotations that show on the pull request.
+
+Each model gets one annotation for its verdict, one per op without a finite bound, one per layer
+over its limit and one per residual branch over its limit, all at the model's file."""
 
 from __future__ import annotations
 
 from ..report import Report
-from .verdict import verdict
+from .verdict import comparison, format_number, verdict
 
 
 def _escape_data(text: str) -> str:
@@ -18,6 +21,11 @@ def _command(level: str, path: str, message: str) -> str:
     return f"::{level} file={_escape_property(path)},title=lipaudit::{_escape_data(message)}"
 
 
+def error_annotation(path: str, message: str) -> str:
+    """The annotation of a model that could not be audited."""
+    return _command("error", path, f"ERROR  {message}") + "\n"
+
+
 def render_github(report: Report, **_: object) -> str:
     path = report.model.path
     lines = []
@@ -25,10 +33,21 @@ def render_github(report: Report, **_: object) -> str:
         lines.append(_command("error", path, f"unsupported op {blocker.op} at '{blocker.node}': {blocker.reason}"))
     for blocker in report.network.unbounded:
         lines.append(_command("error", path, f"unbounded op {blocker.op} at '{blocker.node}': {blocker.reason}"))
+    for violation in report.threshold.layers or []:
+        text = f"layer {violation.name} ({violation.op}): factor {comparison(violation.factor, '>', violation.limit)}"
+        lines.append(_command("error", path, text))
+    for branch in report.threshold.branches or []:
+        lines.append(
+            _command(
+                "error",
+                path,
+                f"residual branch at {branch.add}: {format_number(branch.ratio)} ≥ limit {format_number(branch.limit)}",
+            )
+        )
     status, line = verdict(report)
-    if status == "FAILED":
+    if status in ("FAILED", "INCOMPLETE", "UNBOUNDED"):
         lines.append(_command("error", path, line))
-    elif status in ("PASSED", "DONE"):
+    else:
         lines.append(_command("notice", path, line))
     for layer in report.layers:
         for note in layer.notes:

@@ -6,14 +6,15 @@ import html
 import math
 
 from ..report import Report
-from .verdict import format_number, is_local, scope_text, verdict, verification_text
+from .verdict import branch_rows, format_number, is_local, method_text, scope_text, verdict, verification_text
 
 CHART_WIDTH, CHART_HEIGHT, MARGIN = 900, 320, 48
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1f2328;background:#fff}
 h1{font-size:1.3rem} .verdict{font-size:1.1rem;font-weight:600;padding:.5rem .8rem;border-radius:6px;
-display:inline-block} .PASSED{background:#dafbe1} .FAILED,.INCOMPLETE{background:#ffebe9} .DONE{background:#ddf4ff}
+display:inline-block} .PASSED{background:#dafbe1} .FAILED,.INCOMPLETE,.UNBOUNDED{background:#ffebe9}
+.DONE{background:#ddf4ff}
 table{border-collapse:collapse;margin-top:1rem;font-size:.9rem} th,td{border:1px solid #d0d7de;padding:.25rem .5rem}
 td.num{text-align:right;font-variant-numeric:tabular-nums} tr.blocked td{background:#ffebe9}
 .legend span{margin-right:1.2rem} svg text{font-size:11px;fill:#57606a}
@@ -37,7 +38,10 @@ def chart_svg(report: Report) -> str:
     layers = report.layers
     factors = [layer.factor if layer.factor is not None else 0.0 for layer in layers]
     running = [layer.running_bound for layer in layers]
-    low, high = _log_scale(factors + [r for r in running if r is not None] + [1.0])
+    lower = report.network.lower_bound
+    # The lower bound is in the scale too: outside it, its line would be clamped to the chart's edge.
+    extra = [lower] if lower else []
+    low, high = _log_scale(factors + [r for r in running if r is not None] + [1.0] + extra)
     plot_w, plot_h = CHART_WIDTH - 2 * MARGIN, CHART_HEIGHT - 2 * MARGIN
     step = plot_w / max(1, len(layers))
 
@@ -72,7 +76,6 @@ def chart_svg(report: Report) -> str:
         parts.append(
             f'<polyline class="running" points="{" ".join(points)}" fill="none" stroke="#0969da" stroke-width="2"/>'
         )
-    lower = report.network.lower_bound
     if lower:
         y = y_of(lower)
         parts.append(
@@ -111,6 +114,19 @@ def _rows(report: Report) -> str:
     return "\n".join(rows)
 
 
+def _branches(report: Report) -> str:
+    rows = branch_rows(report)
+    if not rows:
+        return ""
+    invertible = sum(row[5] == "yes" for row in rows)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return (
+        f'<h2 id="branches">Residual branches g of x + g(x): {len(rows)}, {invertible} certified invertible</h2>\n'
+        "<table><thead><tr><th>Add</th><th>From</th><th>Lip(g) ≤</th><th>Product</th><th>Method</th>"
+        f"<th>Invertible</th></tr></thead><tbody>\n{body}\n</tbody></table>"
+    )
+
+
 def render_html(report: Report, **_: object) -> str:
     network = report.network
     status, line = verdict(report)
@@ -143,12 +159,14 @@ def render_html(report: Report, **_: object) -> str:
 verified: {html.escape(verification_text(report))}) ·
 format {html.escape(str(report.model.format))} · opset {report.model.opset} ·
 lipaudit {html.escape(report.tool.version)}</p>
+<p id="method">Network bound: {html.escape(method_text(report))}</p>
 {scope}
 {interval}
 <p class="legend"><span style="color:#2da44e">■ certified factor</span><span style="color:#bf8700">■ estimate</span>
 <span style="color:#cf222e">■ unsupported / unbounded</span><span style="color:#0969da">— running bound</span>
 {'<span style="color:#8250df">- - lower bound</span>' if lower else ""}</p>
 {chart_svg(report)}
+{_branches(report)}
 <table id="layers"><thead><tr><th>#</th><th>Layer</th><th>Op</th><th>Output</th><th>Factor</th><th>Method</th>
 <th>Certified</th><th>Estimate</th><th>Running bound</th><th>Notes</th></tr></thead>
 <tbody>

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..report import LayerReport, Report
-from .verdict import format_number, is_local, scope_text, verdict, verification_text
+from .verdict import branch_rows, format_number, is_local, method_text, scope_text, verdict, verification_text
 
 
 def _cell(text: str) -> str:
@@ -21,7 +21,7 @@ def _factor(layer: LayerReport) -> str:
 def render_markdown(report: Report, **_: object) -> str:
     network = report.network
     status, line = verdict(report)
-    icon = {"PASSED": "✅", "FAILED": "❌", "INCOMPLETE": "⚠️"}.get(status, "ℹ️")
+    icon = {"PASSED": "✅", "FAILED": "❌", "INCOMPLETE": "⚠️", "UNBOUNDED": "⚠️"}.get(status, "ℹ️")
     lines = [f"### lipaudit · `{report.model.path}`", "", f"{icon} **{line}**", ""]
     bound = network.upper_bound
     kind = "certified" if network.certified else "not certified"
@@ -30,6 +30,8 @@ def render_markdown(report: Report, **_: object) -> str:
         f"{'complete' if network.complete else 'incomplete'}); verified against the runtime: "
         f"{verification_text(report)}"
     )
+    if bound is not None:
+        lines += ["", f"Network bound: {method_text(report)}"]
     if is_local(report):
         lines.append(f"Scope: **{scope_text(report)}**; it holds only for inputs in that box.")
     if network.lower_bound is not None:
@@ -58,6 +60,20 @@ def render_markdown(report: Report, **_: object) -> str:
             )
             + " |"
         )
+    branches = branch_rows(report)
+    if branches:
+        invertible = sum(row[5] == "yes" for row in branches)
+        lines += [
+            "",
+            f"**Residual branches g of x + g(x):** {len(branches)}, {invertible} certified invertible (Lip(g) < 1)",
+            "",
+            "| Add | From | Lip(g) ≤ | Product | Method | Invertible |",
+            "|---|---|---:|---:|---|:---:|",
+        ]
+        lines += [
+            f"| `{_cell(add)}` | `{_cell(fork)}` | {ratio} | {product} | {method} | {inv} |"
+            for add, fork, ratio, product, method, inv in branches
+        ]
     blockers = [("unsupported", b) for b in network.unsupported] + [("unbounded", b) for b in network.unbounded]
     if blockers:
         lines += ["", "**Ops without a finite bound:**", ""]

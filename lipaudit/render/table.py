@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import io
+import textwrap
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..report import LayerReport, Report
-from .verdict import format_number, is_local, scope_text, verdict, verification_text
+from .verdict import comparison, format_number, is_local, scope_text, verdict, verification_text
 
-VERDICT_STYLES = {"PASSED": "bold green", "FAILED": "bold red", "INCOMPLETE": "bold red"}
+VERDICT_STYLES = {"PASSED": "bold green", "FAILED": "bold red", "INCOMPLETE": "bold red", "UNBOUNDED": "bold red"}
 
 
 def _factor_cell(layer: LayerReport) -> Text:
@@ -42,7 +43,6 @@ def layer_table(report: Report, verbose: bool = False) -> Table:
     table.add_column("Running bound", justify="right")
     if verbose:
         table.add_column("Time", justify="right")
-        table.add_column("Notes")
     for index, layer in enumerate(report.layers, 1):
         certified = Text("✓", style="green") if layer.certified else Text("✗", style="red")
         cells: list[str | Text] = [
@@ -58,7 +58,6 @@ def layer_table(report: Report, verbose: bool = False) -> Table:
         ]
         if verbose:
             cells.append("—" if layer.seconds is None else f"{layer.seconds:.2f}s")
-            cells.append("; ".join(layer.notes + ([layer.reason] if layer.reason else [])))
         table.add_row(*cells)
     return table
 
@@ -119,8 +118,7 @@ def summary_lines(report: Report) -> list[Text]:
     for violation in report.threshold.layers or []:
         lines.append(
             Text(
-                f"layer {violation.name}: factor {format_number(violation.factor)} > limit "
-                f"{format_number(violation.limit)}",
+                f"layer {violation.name}: factor {comparison(violation.factor, '>', violation.limit)} (its limit)",
                 style="red",
             )
         )
@@ -159,10 +157,32 @@ def _branch_lines(report: Report) -> list[Text]:
     return lines
 
 
+NOTE_INDENT = "    "
+
+
+def note_lines(report: Report, width: int) -> list[str]:
+    """Each layer's notes below the table, one note a paragraph wrapped at ``width`` (a column in
+    the table would wrap them one word per line)."""
+    lines = []
+    for index, layer in enumerate(report.layers, 1):
+        notes = layer.notes + ([layer.reason] if layer.reason else [])
+        if not notes:
+            continue
+        lines.append(f"  {index} {layer.name}:")
+        for note in notes:
+            lines += textwrap.wrap(
+                note, width=max(40, width - 2), initial_indent=NOTE_INDENT, subsequent_indent=NOTE_INDENT + "  "
+            )
+    return (["notes:", *lines]) if lines else []
+
+
 def render_table(report: Report, *, width: int = 120, color: bool = False, verbose: bool = False) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, no_color=not color, highlight=False)
     console.print(layer_table(report, verbose))
-    for line in summary_lines(report):
-        console.print(line)
+    if verbose:
+        for line in note_lines(report, width):
+            console.print(Text(line), soft_wrap=True)
+    for summary in summary_lines(report):
+        console.print(summary)
     return buffer.getvalue()

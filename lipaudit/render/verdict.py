@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..domain.inputs import describe_domain
-from ..report import Report
+from ..report import Report, within
 
 
 def format_number(value: float | None, digits: int = 4) -> str:
@@ -25,6 +25,44 @@ def distinguishing_pair(bound: float, limit: float) -> tuple[str, str]:
         if (bound == limit) == (shown[0] == shown[1]):
             return shown
     return repr(bound), repr(limit)
+
+
+STAGE_NAMES = {"load_s": "load", "verify_s": "verify", "analyze_s": "layers", "tighten_s": "recursion"}
+
+
+def timings_line(report: Report) -> str:
+    """'load 0.21 s · verify 0.10 s · layers 1.30 s · recursion 0.40 s · total 2.01 s'."""
+    parts = []
+    for key, seconds in report.timings.items():
+        name = STAGE_NAMES.get(key, key.removesuffix("_s").replace("_", " "))
+        parts.append(f"{name} {seconds:.2f} s" if isinstance(seconds, (int, float)) else f"{name} {seconds}")
+    return " · ".join(parts)
+
+
+def method_text(report: Report) -> str:
+    """How the network figure was reached, and the product it is compared with."""
+    network = report.network
+    if network.method == "product":
+        return "the product of the layers' factors"
+    product = format_number(network.product_bound)
+    if network.product_bound and network.upper_bound is not None:
+        product += f", {network.upper_bound / network.product_bound:.3g}× of it"
+    return f"{network.method} (the slope-restricted recursion over the graph); the product of the factors: {product}"
+
+
+def branch_rows(report: Report) -> list[tuple[str, str, str, str, str, str]]:
+    """(add, fork, Lip(g) bound, product of the branch's factors, method, 'yes'/'no' invertible) per branch."""
+    return [
+        (
+            branch.add,
+            branch.fork,
+            format_number(branch.ratio),
+            format_number(branch.product),
+            branch.method,
+            "yes" if branch.invertible else "no",
+        )
+        for branch in report.network.branches
+    ]
 
 
 def verification_text(report: Report) -> str:
@@ -55,30 +93,47 @@ def verdict(report: Report) -> tuple[str, str]:
 
 
 def _verdict(report: Report) -> tuple[str, str]:
-    """(status, line): status is PASSED, FAILED, INCOMPLETE or DONE (no threshold)."""
+    """(status, line): status is PASSED, FAILED, INCOMPLETE (an op without a rule), UNBOUNDED (an op
+    that is not Lipschitz) or DONE (no threshold)."""
     bound = report.network.upper_bound
-    limit = report.threshold.max_lipschitz
+    threshold = report.threshold
+    limit = threshold.max_lipschitz
     if bound is None:
-        blockers = len(report.network.unsupported) + len(report.network.unbounded)
-        return "INCOMPLETE", f"INCOMPLETE  no finite bound: {blockers} op(s) unsupported or unbounded"
-    over_layers = report.threshold.layers or []
-    if limit is not None and bound > limit:
-        shown_bound, shown_limit = distinguishing_pair(bound, limit)
-        return "FAILED", f"FAILED  bound {shown_bound} > {shown_limit}"
+        network = report.network
+        if network.unsupported or not network.complete:
+            blockers = len(network.unsupported) + len(network.unbounded)
+            return "INCOMPLETE", f"INCOMPLETE  no finite bound: {blockers} op(s) unsupported or unbounded"
+        return "UNBOUNDED", f"UNBOUNDED  no finite bound: {len(network.unbounded)} op(s) not Lipschitz"
+    over_layers = threshold.layers or []
+    if limit is not None and not within(bound, limit, threshold.rtol):
+        return "FAILED", f"FAILED  bound {comparison(bound, '>', limit, threshold.rtol)}"
     if over_layers:
         return "FAILED", f"FAILED  {len(over_layers)} layer(s) over their max_layer_factor"
-    over_branches = report.threshold.branches or []
+    over_branches = threshold.branches or []
     if over_branches:
         return "FAILED", (
             f"FAILED  {len(over_branches)} residual branch(es) not below max_branch_lipschitz "
-            f"{format_number(report.threshold.max_branch_lipschitz)}"
+            f"{format_number(threshold.max_branch_lipschitz)}"
         )
-    if limit is None and report.threshold.max_branch_lipschitz is not None:
+    if limit is None and threshold.max_branch_lipschitz is not None:
         return "PASSED", (
-            f"PASSED  every residual branch below {format_number(report.threshold.max_branch_lipschitz)}"
+            f"PASSED  every residual branch below {format_number(threshold.max_branch_lipschitz)}"
             f"  (bound {format_number(bound)})"
         )
     if limit is None:
         return "DONE", f"BOUND  {format_number(bound)}"
-    shown_bound, shown_limit = distinguishing_pair(bound, limit)
-    return "PASSED", f"PASSED  bound {shown_bound} ≤ {shown_limit}"
+    return "PASSED", f"PASSED  bound {comparison(bound, '≤', limit, threshold.rtol)}"
+
+
+def comparison(value: float | None, sign: str, limit: float, rtol: float = 0.0) -> str:
+    """'1.000004 > 1.0000', with enough digits that the two figures differ where they do, and the
+    tolerance where one was allowed: '1.000004 ≤ 1.0000 (within rtol 1e-05)'."""
+    if value is None:
+        return f"— {sign} {format_number(limit)}"
+    shown_value, shown_limit = distinguishing_pair(value, limit)
+    text = f"{shown_value} {sign} {shown_limit}"
+    if rtol and value > limit and sign == "≤":
+        text += f" (within rtol {rtol:g})"
+    elif rtol and sign == ">":
+        text += f" (beyond rtol {rtol:g})"
+    return text

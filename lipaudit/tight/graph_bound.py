@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..compose import FLOAT32_MARGIN, NetworkBound
 from ..ir import Graph
-from ..report import ResidualBranch
+from ..report_types import ResidualBranch
 from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
 from .recursion import DEFAULT_WINDOW, TIME_LIMIT_RATE, network_bound

@@ -92,7 +92,7 @@ def test_json_report_has_the_documented_fields(tmp_path: Path) -> None:
     assert report["network"]["method"] in ("product", "recursion-w2")
     assert report["network"]["upper_bound"] <= report["network"]["product_bound"]
     assert [b["add"] for b in report["network"]["branches"]] == ["block.add"]
-    assert report["threshold"] == {"max_lipschitz": 1000.0, "passed": True}
+    assert report["threshold"] == {"max_lipschitz": 1000.0, "passed": True, "rtol": 0.0}
     conv = next(layer for layer in report["layers"] if layer["op"] == "Conv")
     for key in ("name", "output_shape", "factor", "method", "certified", "estimate", "frobenius", "notes"):
         assert key in conv

@@ -63,7 +63,7 @@ def test_a_layer_whose_worker_dies_is_unknown_and_the_model_incomplete(pool: Pro
 
 def _reports(folder: Path) -> dict[str, dict]:
     found = {}
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(folder.rglob("*.json")):  # {model} keeps the model's folders
         found[path.name] = without_timings(json.loads(path.read_text()))
     return found
 

@@ -62,7 +62,8 @@ def test_a_multi_model_check_on_ray_matches_the_serial_check(executor: RayExecut
     assert ray_run.exit_code == serial_run.exit_code == 3, ray_run.output
     assert ray_run.stdout == serial_run.stdout
     for name in ("mlp", "cnn_torchscript", "unbounded"):
-        reports = [json.loads((tmp_path / run / f"{name}.json").read_text()) for run in ("serial", "ray")]
+        # {model} is the model's path relative to the working directory: find the file under each folder
+        reports = [json.loads(next((tmp_path / run).rglob(f"{name}.json")).read_text()) for run in ("serial", "ray")]
         for report in reports:
             without_timings(report)
         assert reports[0] == reports[1]
