@@ -1,13 +1,31 @@
-"""lipaudit: certified upper bounds on the Lipschitz constant of trained networks."""
+"""lipaudit: certified upper bounds on the Lipschitz constant of trained networks.
+
+``lipaudit.audit(model, ...) -> Report`` audits a model file, an ``onnx.ModelProto`` or a
+``torch.nn.Module`` (see ``lipaudit.api``); ``lipaudit.testing.assert_lipschitz`` is its pytest
+helper. Both load on first use, so that ``import lipaudit`` (and ``lipaudit --version``) stays quick.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-
-def audit(path, **settings):
-    """Audit a model file: ``audit("model.onnx", input_shape=["x=1x3x32x32"]) -> Report``."""
-    from .pipeline import audit as run_audit
-
-    return run_audit(path, **settings)
+if TYPE_CHECKING:
+    from .api import audit
+    from .report import Report
 
 
-__all__ = ["__version__", "audit"]
+def __getattr__(name: str) -> Any:
+    if name == "audit":
+        from .api import audit
+
+        return audit
+    if name == "Report":
+        from .report import Report
+
+        return Report
+    raise AttributeError(f"module 'lipaudit' has no attribute {name!r}")
+
+
+__all__ = ["Report", "__version__", "audit"]

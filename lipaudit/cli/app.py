@@ -1,40 +1,27 @@
-"""The `lipaudit` command. Each subcommand lives in a module of its own."""
+"""The `lipaudit` entry point. ``--version`` answers without importing the commands (and so torch,
+which takes seconds to import); everything else runs the Typer application of ``commands``."""
 
 from __future__ import annotations
 
-import typer
+import sys
+from typing import Any
 
 from .. import __version__
-from .check import check
-from .diff import diff
-from .ops import ops
-
-app = typer.Typer(
-    name="lipaudit",
-    help="Audit the Lipschitz constant of trained neural networks (ONNX, TorchScript, torch.export).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.command(name="check")(check)
-app.command(name="ops")(ops)
-app.command(name="diff")(diff)
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"lipaudit {__version__}")
-        raise typer.Exit(0)
+def __getattr__(name: str) -> Any:
+    # ``from lipaudit.cli.app import app`` still gives the Typer application, loaded on first use.
+    if name == "app":
+        from .commands import app
 
-
-@app.callback()
-def root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-    ),
-) -> None:
-    """Certified upper bounds on the Lipschitz constant of a network, from the file you ship."""
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        print(f"lipaudit {__version__}")
+        return
+    from .commands import app
+
     app()

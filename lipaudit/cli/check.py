@@ -13,12 +13,11 @@ from typing import Any
 
 import typer
 
+from ..api import apply_gate, audit_settings
 from ..config import (
     Settings,
-    branch_violations,
     check_rtol,
     find_pyproject,
-    layer_violations,
     load_settings,
     merge_flags,
     parse_duration,
@@ -34,7 +33,7 @@ from ..render import RENDERERS, ModelRun, render_collection, write_atomically
 from ..render.output import append_text
 from ..render.summary import render_summary
 from ..render.verdict import timings_line, verdict
-from ..report import EXIT_PASSED, EXIT_THRESHOLD_EXCEEDED, EXIT_USAGE, Report, within
+from ..report import EXIT_PASSED, EXIT_THRESHOLD_EXCEEDED, EXIT_USAGE, Report
 from .diff import Baselines, describe, read_baselines
 from .errors import debug_enabled, print_error, report_errors
 from .outputs import OutputTarget, parse_outputs, plan_outputs
@@ -103,21 +102,7 @@ def split_ray_address(models: list[Path], ray: bool | None, address: str | None)
 
 
 def _gate(report: Report, settings: Settings) -> None:
-    report.threshold.rtol = settings.rtol
-    if report.threshold.max_lipschitz is not None and report.upper_bound is not None:
-        report.threshold.passed = within(report.upper_bound, report.threshold.max_lipschitz, settings.rtol)
-    violations = layer_violations(report.layers, settings)
-    if violations:
-        report.threshold.layers = violations
-        report.threshold.passed = False
-    if settings.max_branch_lipschitz is not None:
-        report.threshold.max_branch_lipschitz = settings.max_branch_lipschitz
-        branches = branch_violations(report.network.branches, settings)
-        if branches:
-            report.threshold.branches = branches
-            report.threshold.passed = False
-        elif report.threshold.passed is None and report.upper_bound is not None:
-            report.threshold.passed = True
+    apply_gate(report, settings)
 
 
 @report_errors
@@ -448,23 +433,7 @@ def _failed(model: Path, error: LipauditError, run: Run) -> Outcome:
 
 
 def _audit_settings(settings: Settings, run: Run) -> dict[str, Any]:
-    chosen = dict(
-        input_shape=list(settings.input_shape),
-        method=settings.method,
-        device=settings.device,
-        max_lipschitz=settings.max_lipschitz,
-        bound=settings.bound,
-        **run.extra,
-    )
-    if settings.in_memory_limit is not None:
-        chosen["in_memory_limit"] = settings.in_memory_limit
-    if settings.lower_bound_time is not None:
-        chosen["lower_bound_time"] = settings.lower_bound_time
-    if settings.recursion_time is not None:
-        chosen["recursion_time"] = settings.recursion_time
-    if settings.input_range is not None:
-        chosen["input_range"] = settings.input_range
-    return chosen
+    return audit_settings(settings, **run.extra)
 
 
 def _serial(models: list[Path], run: Run, executor=None) -> list[Outcome]:
