@@ -6,7 +6,16 @@ import html
 import math
 
 from ..report import Report
-from .verdict import branch_rows, format_number, is_local, method_text, scope_text, verdict, verification_text
+from .verdict import (
+    bound_text,
+    branch_rows,
+    format_number,
+    is_local,
+    method_text,
+    scope_text,
+    verdict,
+    verification_text,
+)
 
 CHART_WIDTH, CHART_HEIGHT, MARGIN = 900, 320, 48
 
@@ -154,7 +163,7 @@ def render_html(report: Report, **_: object) -> str:
 <body>
 <h1>{title}</h1>
 <p class="verdict {status}" id="verdict">{html.escape(line)}</p>
-<p>Upper bound: <strong>{format_number(network.upper_bound)}</strong>
+<p>Upper bound: <strong>{bound_text(report)}</strong>
 ({"certified" if network.certified else "not certified"}, {"complete" if network.complete else "incomplete"};
 verified: {html.escape(verification_text(report))}) ·
 format {html.escape(str(report.model.format))} · opset {report.model.opset} ·

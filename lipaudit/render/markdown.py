@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ..report import LayerReport, Report
-from .verdict import branch_rows, format_number, is_local, method_text, scope_text, verdict, verification_text
+from .verdict import (
+    bound_text,
+    branch_rows,
+    format_number,
+    is_local,
+    method_text,
+    scope_text,
+    verdict,
+    verification_text,
+)
 
 
 def _cell(text: str) -> str:
@@ -26,7 +35,7 @@ def render_markdown(report: Report, **_: object) -> str:
     bound = network.upper_bound
     kind = "certified" if network.certified else "not certified"
     lines.append(
-        f"Upper bound: **{format_number(bound)}** ({kind}, "
+        f"Upper bound: **{bound_text(report)}** ({kind}, "
         f"{'complete' if network.complete else 'incomplete'}); verified against the runtime: "
         f"{verification_text(report)}"
     )

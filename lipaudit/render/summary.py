@@ -8,7 +8,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from ..report import Report
-from .verdict import format_number, is_local, verdict
+from .verdict import bound_text, is_local, verdict
 
 
 def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 120, color: bool = False) -> str:
@@ -28,7 +28,7 @@ def render_summary(rows: list[tuple[str, Report | None, str]], *, width: int = 1
             table.add_row(path, "—", "—", "—", f"ERROR  {error}")
             continue
         network = report.network
-        bound = format_number(network.upper_bound) + (" (local)" if is_local(report) else "")
+        bound = bound_text(report) + (" (local)" if is_local(report) else "")
         table.add_row(
             path, bound, "✓" if network.certified else "✗", "✓" if network.complete else "✗", verdict(report)[1]
         )

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import LayerReport, Report
-from .verdict import comparison, format_number, is_local, scope_text, verdict, verification_text
+from .verdict import bound_text, comparison, format_number, is_local, scope_text, verdict, verification_text
 
 VERDICT_STYLES = {"PASSED": "bold green", "FAILED": "bold red", "INCOMPLETE": "bold red", "UNBOUNDED": "bold red"}
 
@@ -72,7 +72,7 @@ def summary_lines(report: Report) -> list[Text]:
     if bound is not None:
         if network.method != "product" and network.product_bound is not None:
             kind += f"; {network.method}, product {format_number(network.product_bound)}"
-        lines.append(Text.assemble(("Lipschitz bound  ", "bold"), (format_number(bound), "bold cyan"), f"  ({kind})"))
+        lines.append(Text.assemble(("Lipschitz bound  ", "bold"), (bound_text(report), "bold cyan"), f"  ({kind})"))
         if is_local(report):
             lines.append(
                 Text(f"scope: {scope_text(report)}; it holds only for inputs in that box", style="bold yellow")

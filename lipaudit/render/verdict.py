@@ -14,6 +14,14 @@ def format_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits - 1}e}"
 
 
+def bound_text(report: Report) -> str:
+    """The network bound, with as many digits as its comparison with --max-lipschitz needs."""
+    bound, limit = report.network.upper_bound, report.threshold.max_lipschitz
+    if bound is None or limit is None:
+        return format_number(bound)
+    return distinguishing_pair(bound, limit)[0]
+
+
 def distinguishing_pair(bound: float, limit: float) -> tuple[str, str]:
     """Both numbers with enough digits that the comparison is visible in the text.
 
