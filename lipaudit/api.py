@@ -70,6 +70,7 @@ def audit(
     verify: bool | None = None,
     lower_bound: bool = False,
     lower_bound_time: float | str | None = None,
+    recursion_budget: float | str | None = None,
     recursion_time: float | str | None = None,
     input_range: str | Sequence[str] | Mapping[str, Any] | None = None,
     seed: int = 0,
@@ -88,11 +89,13 @@ def audit(
     ``report.threshold``). ``bound``: "recursion" (default) or "product". ``method``: auto, exact, gram,
     power or frobenius. ``device``: auto, cpu or cuda. ``verify``: compare with the model's runtime
     first (None: under 50M parameters). ``lower_bound``: also search an empirical lower bound
-    (``samples``, ``steps``, ``seed``, ``lower_bound_time``). ``recursion_time``: the recursion's time
-    limit. ``input_range``: a local bound on that box ("0:1"). ``workers``/``ray``: measure the layers
-    in N worker processes or on Ray. ``in_memory_limit``: external data above it stays on disk
-    ("2GiB"). ``config``: a pyproject.toml whose [tool.lipaudit] table gives defaults that these
-    keywords override. The command's ``--allow-incomplete`` is ``report.exit_code(allow_incomplete=True)``.
+    (``samples``, ``steps``, ``seed``, ``lower_bound_time``). ``recursion_budget``: the recursion's
+    work in multiples of the layers' norms' work ("inf": no limit). ``recursion_time``: an opt-in time
+    limit for the recursion (the report then says the figure is not reproducible).
+    ``input_range``: a local bound on that box ("0:1"). ``workers``/``ray``: measure the layers in N
+    worker processes or on Ray. ``in_memory_limit``: external data above it stays on disk ("2GiB").
+    ``config``: a pyproject.toml whose [tool.lipaudit] table gives defaults that these keywords
+    override. The command's ``--allow-incomplete`` is ``report.exit_code(allow_incomplete=True)``.
     """
     given = {
         "input_shape": [input_shape] if isinstance(input_shape, str) else input_shape,
@@ -104,6 +107,7 @@ def audit(
         "method": method,
         "device": device,
         "lower_bound_time": lower_bound_time,
+        "recursion_budget": recursion_budget,
         "recursion_time": recursion_time,
         "input_range": input_range,
         "workers": workers,
@@ -135,6 +139,8 @@ def audit_settings(settings: Settings, **extra: Any) -> dict[str, Any]:
     for key in ("in_memory_limit", "lower_bound_time", "recursion_time", "input_range"):
         if getattr(settings, key) is not None:
             chosen[key] = getattr(settings, key)
+    if settings.recursion_budget is not None:
+        chosen["recursion_budget"] = None if settings.recursion_budget == "inf" else settings.recursion_budget
     return chosen
 
 

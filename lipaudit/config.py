@@ -12,11 +12,13 @@ in_memory_limit = "2GiB"           # external data above this stays on disk, rea
 workers = 4                        # for the whole run: worker processes (or CPUs of a local Ray cluster)
 ray = "auto"                       # for the whole run: true (a local cluster), "auto" or an address
 input_range = "0:1"                # a local bound on this box of inputs; or ["x=0:1"], or {x = [0, 1]}
-lower_bound_time = 60              # seconds for --lower-bound's search (or "2min")
+lower_bound_time = 60              # stop --lower-bound's search after this (or "2min"); default: no time limit
 bound = "recursion"                # or "product": how the layers' factors combine into the network bound
 max_branch_lipschitz = 0.9         # every residual branch g of x + g(x) under this: the net is invertible
-recursion_time = "2min"            # how long the recursion may work (default: 2x the layers' time, >= 10 s)
 rtol = 1e-5                        # the gate passes a bound up to max_lipschitz·(1 + rtol) (default 0)
+recursion_budget = 4               # the recursion's work, in multiples of the layers' norms (default 1.5; "inf": all)
+recursion_time = "2min"            # also stop the recursion after this (default: no time limit; makes the
+                                   # figure depend on the machine: the report says reproducible: false)
 
 [tool.lipaudit.models."models/critic_*.onnx"]
 max_lipschitz = 1.0
@@ -51,6 +53,7 @@ KEYS = {
     "ray",
     "input_range",
     "lower_bound_time",
+    "recursion_budget",
     "recursion_time",
     "bound",
     "max_branch_lipschitz",
@@ -92,6 +95,22 @@ def check_rtol(value: Any) -> float:
     return float(value)
 
 
+def parse_budget(text: str | int | float) -> float | None:
+    """A recursion budget: a number >= 0 (multiples of the layers' norms' work), or 'inf' / 'all' for
+    no limit (None). ValueError for anything else."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a budget: {text!r}")
+    if isinstance(text, str) and text.strip().lower() in ("inf", "all", "unlimited"):
+        return None
+    try:
+        budget = float(text)
+    except ValueError:
+        raise ValueError(f"not a budget: {text!r} (write a number such as 4, or inf)") from None
+    if math.isnan(budget) or budget < 0:
+        raise ValueError(f"a budget must be a number >= 0, not {text!r}")
+    return None if math.isinf(budget) else budget
+
+
 def parse_size(text: str | int | float) -> int:
     """Bytes from '2GiB', '512MiB', '1.5GB', '3e9' or a plain number: KiB/MiB/GiB are powers of 1024,
     KB/MB/GB (or K/M/G) of 1000. ValueError for anything else."""
@@ -122,7 +141,8 @@ class Settings:
     ray: str | None = None  # None: not on Ray; "local" or an address
     input_range: Any = None  # --input-range strings, or the config's string, list or table
     lower_bound_time: float | None = None  # seconds; None: the pipeline's default
-    recursion_time: float | None = None  # seconds; None: the pipeline's default
+    recursion_time: float | None = None  # seconds; None: no time limit
+    recursion_budget: float | str | None = None  # None: the pipeline's default; "inf": no limit
     bound: str = "recursion"
     max_branch_lipschitz: float | None = None
     rtol: float = 0.0  # the gate's relative tolerance: a bound passes up to limit·(1 + rtol)
@@ -178,6 +198,9 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
         for key in ("lower_bound_time", "recursion_time"):
             if key in values:
                 values[key] = parse_duration(values[key])
+        if "recursion_budget" in values:
+            budget = parse_budget(values["recursion_budget"])
+            values["recursion_budget"] = "inf" if budget is None else budget
         if "input_range" in values:
             given = values["input_range"]
             if not isinstance(given, (str, list, dict)):

@@ -43,3 +43,13 @@ class VerificationError(LipauditError):
         super().__init__(message, hint)
         self.node = node
         self.op = op
+
+
+class ContradictionError(LipauditError):
+    """lipaudit's own empirical lower bound exceeds its certified upper bound: the upper bound is
+    wrong for this model, so no certified figure may be reported."""
+
+    def __init__(self, message: str, hint: str = "", *, upper: float, lower: float) -> None:
+        super().__init__(message, hint)
+        self.upper = upper
+        self.lower = lower

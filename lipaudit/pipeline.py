@@ -7,6 +7,11 @@ model in memory (the runtime probe, verification, the lower bound) is skipped wi
 With ``input_range`` the figure is a local bound on that box of inputs, and the report says so.
 With ``bound="recursion"`` (the default) the product of the factors is then tightened by the
 slope-restricted recursion over the graph (lipaudit.tight), which also bounds each residual branch.
+
+Every figure is a function of the file, the settings and the version: the recursion spends a budget
+of work counted in its cost model's operations, the lower-bound search a fixed number of samples
+and steps.  A wall-clock limit (``recursion_time``, ``lower_bound_time``) is used only on request;
+the report then says ``reproducible: false`` and why.
 """
 
 from __future__ import annotations
@@ -20,14 +25,8 @@ import torch
 
 from .compose import NetworkBound, compose
 from .domain import Domain, box_lower_bound, prepare_domain
-from .errors import ExecutionError, UsageError
-from .execute.empirical_lower_bound import (
-    DEFAULT_SAMPLES,
-    DEFAULT_STEPS,
-    DEFAULT_TIME_LIMIT,
-    LowerBound,
-    empirical_lower_bound,
-)
+from .errors import ContradictionError, ExecutionError, UsageError
+from .execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS, LowerBound, empirical_lower_bound
 from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes
 from .execute.verify import verify as run_verification
 from .ir import Graph, Node
@@ -39,6 +38,7 @@ from .report import Report, Verification, build_report, skipped
 from .shapes import parse_input_shapes
 from .spectral.device import exact_cuda_math, resolve_device
 from .tight.graph_bound import BOUNDS, GraphBound, NotMappable, tighten
+from .tight.recursion import DEFAULT_BUDGET
 
 METHODS = ("auto", "exact", "gram", "power", "frobenius")
 DEVICES = ("auto", "cpu", "cuda")
@@ -47,9 +47,12 @@ if TYPE_CHECKING:
     from .parallel.jobs import Executor
 
 ProgressFn = Callable[[int, int, Node], None]
-# The recursion's time limit: this many times the layers' analysis, and at least this many seconds.
-RECURSION_TIME_RATIO = 2.0
-RECURSION_MIN_SECONDS = 10.0
+# A lower bound above the upper bound by more than this (relative) is a contradiction: the lower
+# bound is a ratio evaluated in float64 at separations far above rounding, so its own error is
+# orders of magnitude below this.
+CONTRADICTION_SLACK = 1e-9
+# The recursion's work: this many times the operations of the layers' norms (tight/recursion.py).
+DEFAULT_RECURSION_BUDGET = DEFAULT_BUDGET
 # Weights (external data) above this are memory-mapped rather than loaded, and the model is not run whole.
 DEFAULT_IN_MEMORY_LIMIT = 2 * 2**30
 
@@ -91,9 +94,10 @@ def audit(
     seed: int = 0,
     samples: int = DEFAULT_SAMPLES,
     steps: int = DEFAULT_STEPS,
-    lower_bound_time: float | None = DEFAULT_TIME_LIMIT,
+    lower_bound_time: float | None = None,
     input_range: Any = None,
     bound: str = "recursion",
+    recursion_budget: float | None = DEFAULT_RECURSION_BUDGET,
     recursion_time: float | None = None,
     executor: Executor | None = None,
     in_memory_limit: int = DEFAULT_IN_MEMORY_LIMIT,
@@ -102,10 +106,13 @@ def audit(
 
     ``verify``: compare the IR with the model's own runtime first (None: only for models under
     50M parameters); a mismatch raises VerificationError. ``lower_bound``: also search for an
-    empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by ``seed``,
-    stopped after ``lower_bound_time`` seconds). ``input_range``: ``--input-range`` strings (or the
-    config's value): the bound is then local to that box. ``bound``: 'recursion' tightens the
-    product of the factors (never above it), 'product' keeps it. ``executor``: measures the layers
+    empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by ``seed``;
+    with ``lower_bound_time``, stopped after that many seconds). ``input_range``: ``--input-range``
+    strings (or the config's value): the bound is then local to that box. ``bound``: 'recursion'
+    tightens the product of the factors (never above it), 'product' keeps it.
+    ``recursion_budget``: the recursion's work, in multiples of the layers' norms' operations
+    (None: no limit); ``recursion_time``: also stop it after that many seconds (only on request:
+    the figure then depends on the machine, and the report says so). ``executor``: measures the layers
     (lipaudit.parallel); ``on_node`` then follows its jobs. ``in_memory_limit``: bytes of external
     data above which the weights stay on disk. ``on_stage``: told the name of each stage as it starts
     (load, verify, layers, recursion, lower_bound), for progress displays.
@@ -119,6 +126,8 @@ def audit(
         raise UsageError(
             "--samples must be at least 1 and --steps at least 0", hint="for example --samples 16 --steps 20"
         )
+    if recursion_budget is not None and not recursion_budget >= 0:
+        raise UsageError("--recursion-budget must be a number >= 0", hint="for example --recursion-budget 4")
     if recursion_time is not None and not recursion_time > 0:
         raise UsageError("--recursion-time must be a positive number of seconds", hint="for example 2min")
     if lower_bound_time is not None and not lower_bound_time > 0:
@@ -172,9 +181,8 @@ def audit(
     if too_large:
         notices.append(f"the network bound is the product: the recursion {whole_model}")
     else:
-        limit = recursion_time or max(RECURSION_MIN_SECONDS, RECURSION_TIME_RATIO * clock.timings["analyze_s"])
         stage("recursion")
-        tight = _tighten(graph, network, bound, seed, notices, limit)
+        tight = _tighten(graph, network, bound, seed, notices, recursion_budget, recursion_time)
         clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
 
@@ -197,10 +205,13 @@ def audit(
         clock.lap("lower_bound")
 
     settings: dict = {"norm": "l2", "method": method, "device": str(torch_device), "bound": bound}
+    if bound == "recursion":
+        settings["recursion"] = {"budget": recursion_budget, "time_limit_s": recursion_time}
     if domain is not None:
         settings["domain"] = domain.settings
     if lower_bound:
         settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps, "time_limit_s": lower_bound_time}
+    irreproducible = _time_dependence(tight, recursion_time, lower)
     return build_report(
         loaded=loaded,
         graph=graph,
@@ -212,7 +223,19 @@ def audit(
         max_lipschitz=max_lipschitz,
         timings=clock.total(),
         notices=notices,
+        irreproducible=irreproducible,
     )
+
+
+def _time_dependence(tight: GraphBound | None, recursion_time: float | None, lower: LowerBound | None) -> str | None:
+    """Why the report's figures depend on the machine (a wall-clock limit the user asked for), or None."""
+    reasons = []
+    if tight is not None and recursion_time is not None:
+        cut = "it cut the work short" if not tight.finished else "it did not cut the work this time"
+        reasons.append(f"the recursion ran under a time limit of {recursion_time:.3g} s (--recursion-time; {cut})")
+    if lower is not None and lower.cut_short:
+        reasons.append("the lower-bound search stopped at its time limit (--lower-bound-time)")
+    return "; ".join(reasons) or None
 
 
 def _verify(
@@ -254,15 +277,21 @@ def _analyse(
 
 
 def _tighten(
-    graph: Graph, network: NetworkBound, bound: str, seed: int, notices: list[str], limit: float
+    graph: Graph,
+    network: NetworkBound,
+    bound: str,
+    seed: int,
+    notices: list[str],
+    budget: float | None,
+    time_limit: float | None,
 ) -> GraphBound | None:
     """The recursion's bound and the residual branches (None: the product stands, with a notice why),
-    within ``limit`` seconds."""
+    within ``budget`` (work) and, on request, ``time_limit`` seconds."""
     if not network.upper_bound:  # none, or 0: a model whose outputs do not move has nothing to tighten
         return None
     try:
         with torch.no_grad():
-            tight = tighten(graph, network, bound=bound, seed=seed, time_limit=limit)
+            tight = tighten(graph, network, bound=bound, seed=seed, budget=budget, time_limit=time_limit)
     except NotMappable as error:
         notices.append(f"the network bound is the product: the recursion cannot describe the graph ({error})")
         return None
@@ -273,8 +302,8 @@ def _tighten(
         return None
     if not tight.finished:
         notices.append(
-            f"the recursion stopped after {limit:.3g} s: the values it did not reach keep the product's figure "
-            "(--recursion-time gives it longer)"
+            f"the recursion stopped at its time limit ({time_limit:.3g} s): the values it did not reach keep the "
+            "product's figure (without --recursion-time it spends its work budget, whatever the machine)"
         )
     return tight
 
@@ -282,8 +311,8 @@ def _tighten(
 def _lower_bound(
     graph: Graph, upper: float | None, domain: Domain | None, notices: list[str], **search: Any
 ) -> LowerBound | None:
-    """The empirical lower bound (inside the box in domain mode), with a notice when it cannot run or
-    contradicts the upper bound."""
+    """The empirical lower bound (inside the box in domain mode), with a notice when it cannot run.
+    Raises ContradictionError when it exceeds the upper bound."""
     try:
         if domain is not None:
             lower = box_lower_bound(graph, domain.bounds, **search)
@@ -293,9 +322,12 @@ def _lower_bound(
         notices.append(f"no lower bound: {error}")
         return None
     notices += [f"lower bound: {note}" for note in lower.notes if "time limit" in note]
-    if upper is not None and lower.value > upper:
-        notices.append(
-            f"warning: the empirical lower bound {lower.value:.6g} exceeds the upper bound "
-            f"{upper:.6g}: the upper bound is wrong; please report this model"
+    if upper is not None and lower.value > upper * (1.0 + CONTRADICTION_SLACK):
+        raise ContradictionError(
+            f"contradiction: lipaudit's own lower bound {lower.value:.17g} exceeds its upper bound {upper:.17g}, "
+            "so the upper bound is wrong for this model and no certified figure is reported",
+            hint="please report this model; do not rely on its upper bound",
+            upper=upper,
+            lower=lower.value,
         )
     return lower

@@ -106,6 +106,11 @@ class NetworkResult:
     method: str = "product"
     product_bound: float | None = None
     branches: list[ResidualBranch] = field(default_factory=list)
+    # Whether the figures are a function of the file, the settings and the version alone; false only
+    # when the user asked for a wall-clock limit (--recursion-time, or --lower-bound-time that cut the
+    # search), and then ``reproducible_reason`` says which.
+    reproducible: bool = True
+    reproducible_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -282,9 +287,11 @@ def build_report(
     max_lipschitz: float | None,
     timings: dict[str, float],
     notices: list[str],
+    irreproducible: str | None = None,
 ) -> Report:
     """The report of one audit, from the analysed graph and what each stage computed. ``tight``: the
-    network bound beyond the product, where it was computed."""
+    network bound beyond the product, where it was computed. ``irreproducible``: why the figures
+    depend on the machine (a time limit the user asked for), None when they do not."""
     layers = []
     for result in network.layers:
         factor, node = result.factor, result.node
@@ -337,6 +344,8 @@ def build_report(
         method=tight.method if tight is not None else "product",
         product_bound=product,
         branches=list(tight.branches) if tight is not None else [],
+        reproducible=irreproducible is None,
+        reproducible_reason=irreproducible,
     )
     return Report(
         tool=ToolInfo(),

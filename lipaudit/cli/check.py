@@ -20,6 +20,7 @@ from ..config import (
     find_pyproject,
     load_settings,
     merge_flags,
+    parse_budget,
     parse_duration,
     parse_size,
 )
@@ -218,17 +219,27 @@ def check(
         "--lower-bound-time",
         metavar="DURATION",
         show_default=False,
-        help="--lower-bound: stop the search after this long (default 60s) and report what it found: still a "
-        "ratio two inputs achieved.",
+        help="--lower-bound: stop the search after this long and report what it found: still a ratio two "
+        "inputs achieved. Default: no time limit (the --samples and --steps are done, so the figure does not "
+        "depend on the machine); a limit that cuts the search makes the report say reproducible: false.",
+    ),
+    recursion_budget: str | None = typer.Option(
+        None,
+        "--recursion-budget",
+        metavar="X",
+        show_default=False,
+        help="--bound recursion: the recursion's work, in multiples of the operations the layers' norms take "
+        "(default 1.5; inf: measure every chain norm). Counted in operations, never seconds, so the figure "
+        "is the same on any machine; a larger budget never gives a larger figure.",
     ),
     recursion_time: str | None = typer.Option(
         None,
         "--recursion-time",
         metavar="DURATION",
         show_default=False,
-        help="--bound recursion: how long the recursion may work (default: twice what the layers' factors took, "
-        "at least 10s). Past it, the values it has not reached keep the product's figure: still certified, "
-        "less tight.",
+        help="--bound recursion: also stop the recursion after this long (default: no time limit). Past it, "
+        "the values it has not reached keep the product's figure: still certified, less tight, and dependent "
+        "on the machine, so the report says reproducible: false.",
     ),
     input_range: list[str] | None = typer.Option(
         None,
@@ -316,6 +327,10 @@ def check(
         tighten_time = None if recursion_time is None else parse_duration(recursion_time)
     except ValueError as error:
         raise UsageError(f"--recursion-time: {error}", hint="for example --recursion-time 2min") from None
+    try:
+        tighten_budget = None if recursion_budget is None else parse_budget(recursion_budget)
+    except ValueError as error:
+        raise UsageError(f"--recursion-budget: {error}", hint="for example --recursion-budget 4") from None
     if input_range:
         check_input_ranges(input_range)
     flags = dict(
@@ -333,6 +348,8 @@ def check(
         lower_bound_time=search_time,
         recursion_time=tighten_time,
         rtol=rtol,
+        # "inf" (no limit) apart from None (not given: the config's or the default)
+        recursion_budget=None if recursion_budget is None else "inf" if tighten_budget is None else tighten_budget,
     )
     run = Run(
         config,

@@ -137,4 +137,4 @@ def box_lower_bound(
     notes = ["pairs of inputs inside the input box"]
     if deadline.hit:
         notes.append("stopped at the time limit: the search was cut short")
-    return LowerBound(best, best, samples, steps, seed, notes=notes)
+    return LowerBound(best, best, samples, steps, seed, notes=notes, cut_short=deadline.hit)

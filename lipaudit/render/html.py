@@ -170,6 +170,7 @@ format {html.escape(str(report.model.format))} · opset {report.model.opset} ·
 lipaudit {html.escape(report.tool.version)}</p>
 <p id="method">Network bound: {html.escape(method_text(report))}</p>
 {scope}
+{_reproducible(report)}
 {interval}
 <p class="legend"><span style="color:#2da44e">■ certified factor</span><span style="color:#bf8700">■ estimate</span>
 <span style="color:#cf222e">■ unsupported / unbounded</span><span style="color:#0969da">— running bound</span>
@@ -183,3 +184,10 @@ lipaudit {html.escape(report.tool.version)}</p>
 </tbody></table>
 </body></html>
 """
+
+
+def _reproducible(report: Report) -> str:
+    """A line only when the figures depend on the machine (a time limit the user asked for)."""
+    if report.network.reproducible:
+        return ""
+    return f'<p id="reproducible">Reproducible: no ({html.escape(str(report.network.reproducible_reason))})</p>'

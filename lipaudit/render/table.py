@@ -106,6 +106,8 @@ def summary_lines(report: Report) -> list[Text]:
             f"certified: {'yes' if network.certified else 'no'}   verified: {verification_text(report)}"
         )
     )
+    if not network.reproducible:
+        lines.append(Text(f"reproducible: no ({network.reproducible_reason})", style="yellow"))
     if network.unsupported:
         lines.append(Text(f"unsupported ops ({len(network.unsupported)}):", style="red"))
         lines.extend(Text(f"  {b.node} ({b.op}): {b.reason}") for b in network.unsupported)

@@ -33,7 +33,8 @@ class BranchBound:
     shortcut_coefficient: float
     branch_coefficient: float
     nodes: int
-    finished: bool = True  # False: the time limit stopped its recursion (bound is then the product's)
+    finished: bool = True  # False: the requested time limit stopped its recursion (bound is then the product's)
+    work_spent: float = 0.0  # operations of the cost model its recursion measured
 
     @property
     def ratio(self) -> float:
@@ -96,16 +97,29 @@ def branch_network(network: Network, fork: int, branch: list[int]) -> Network:
 
 
 def residual_branches(
-    network: Network, *, window: int | None = DEFAULT_WINDOW, time_limit: float | None = None, **settings
+    network: Network,
+    *,
+    window: int | None = DEFAULT_WINDOW,
+    time_limit: float | None = None,
+    work: float | None = None,
+    **settings,
 ) -> list[BranchBound]:
     """A certified bound on every residual branch (module docstring); ``settings`` go to
-    network_bound.  ``time_limit``: seconds for all the branches together, each taking what the
-    ones before it left (0: every branch keeps its product)."""
+    network_bound.  ``work``: operations of the cost model for all the branches together, shared
+    equally, what one leaves going to those after it (None: each branch its own budget, as
+    network_bound's ``budget`` gives it).  ``time_limit``: seconds for all the branches together,
+    only on request, each taking what the ones before it left (0: every branch keeps its product)."""
     deadline = None if time_limit is None else time.perf_counter() + time_limit
+    found = residual_adds(network)
     results = []
-    for node, fork, out, c_x, c_g, branch in residual_adds(network):
+    for index, (node, fork, out, c_x, c_g, branch) in enumerate(found):
         left = None if deadline is None else max(0.0, deadline - time.perf_counter())
-        bound = network_bound(branch_network(network, fork, branch), window=window, time_limit=left, **settings)
+        share = None if work is None else max(0.0, work) / (len(found) - index)
+        bound = network_bound(
+            branch_network(network, fork, branch), window=window, time_limit=left, work=share, **settings
+        )
+        if work is not None:
+            work -= bound.work_spent
         results.append(
             BranchBound(
                 node.name,
@@ -118,6 +132,7 @@ def residual_branches(
                 c_g,
                 len(branch),
                 bound.finished,
+                bound.work_spent,
             )
         )
     return results

@@ -6,6 +6,16 @@ bounds (branches.py) on it.  Each figure is the lower of the recursion and the p
 never above the product; it is certified exactly when the product is (the factors it reuses are
 the product's).
 
+The work is a budget of the cost model's operations (recursion.py), never seconds: the figure is a
+function of the graph and the settings.  The network's recursion runs at the default window with
+the whole allowance; when the chain norms it wanted cost under 1/WIDER_WINDOW_COST of the
+allowance, a window WIDER_WINDOW_STEP wider runs too, with what is left, and each output keeps the
+lower figure.  The residual branches share what the network left, equally.  A wall-clock limit is
+used only when the caller asks for one.
+
+The network figure covers every position of ``graph.output``: a name listed twice counts twice
+(the root sum of squares of the positions), as in the product (compose).
+
 The recursion's chain norms are those of the exact operators, in float64; the model runs in
 float32.  As the composer does for each factor, every Network node adds FLOAT32_MARGIN (relative)
 for that rounding.
@@ -22,13 +32,13 @@ from ..ir import Graph
 from ..report_types import ResidualBranch
 from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
-from .recursion import DEFAULT_WINDOW, TIME_LIMIT_RATE, network_bound
+from .recursion import DEFAULT_BUDGET, DEFAULT_WINDOW, network_bound, work_allowance
 
 BOUNDS = ("recursion", "product")
 # Of the time limit, the network's recursion may take this share; the branches' take what is left.
 NETWORK_SHARE = 2 / 3
-# When the default window finished in under 1/WIDER_WINDOW_COST of its time, a window this much
-# wider runs too, and each output keeps the lower of the two certified figures.
+# When the default window's chain norms cost under 1/WIDER_WINDOW_COST of the allowance (operations
+# of the cost model), a window this much wider runs too, and each output keeps the lower figure.
 WIDER_WINDOW_STEP = 2
 WIDER_WINDOW_COST = 4.0
 
@@ -44,7 +54,9 @@ class GraphBound:
     branches: list[ResidualBranch] = field(default_factory=list)
     barriers: dict[str, str] = field(default_factory=dict)  # node -> why the recursion does not look through it
     seconds: float = 0.0
-    finished: bool = True  # False: the time limit stopped some recursion; those figures are the product's
+    finished: bool = True  # False: the requested time limit stopped some recursion; those figures are the product's
+    work_allowed: float = 0.0  # operations of the cost model the recursion could spend
+    work_spent: float = 0.0  # and those its plans measured
 
 
 def tighten(
@@ -54,16 +66,20 @@ def tighten(
     bound: str = "recursion",
     window: int = DEFAULT_WINDOW,
     seed: int = 0,
+    budget: float | None = DEFAULT_BUDGET,
     time_limit: float | None = None,
 ) -> GraphBound:
     """The network bound by ``bound`` ('recursion' or 'product') and the residual-branch bounds.
 
-    ``composed`` must be finite (every factor bounded). ``time_limit``: seconds for the recursions
-    (the network's, NETWORK_SHARE of it; then the branches', what is left); past it, figures keep
-    the product's (``finished`` False). Raises NotMappable when the graph cannot be described
-    as a Network (an unknown shape)."""
+    ``composed`` must be finite (every factor bounded).  ``budget``: the recursion's work, in
+    multiples of the node norms' operations (recursion.work_allowance; None: measure every
+    chain norm).  ``time_limit``: seconds, only on request (the network's recursion NETWORK_SHARE
+    of it, the branches what is left); past it, figures keep the product's (``finished`` False).
+    Raises NotMappable when the graph cannot be described as a Network (an unknown shape)."""
     if bound not in BOUNDS:
         raise ValueError(f"unknown bound '{bound}': choose one of {', '.join(BOUNDS)}")
+    if budget is not None and not budget >= 0:
+        raise ValueError(f"the recursion budget must be >= 0, got {budget}")
     if composed.upper_bound is None:
         raise NotMappable("the product bound is not finite")
     start = time.perf_counter()
@@ -73,15 +89,18 @@ def tighten(
     recursion = bound == "recursion"
     outputs = {name: product for name, product in composed.outputs.items() if product is not None}
     upper, method, finished = composed.upper_bound, "product", True
+    allowance = None if budget is None else work_allowance(net, budget)
+    spent = 0.0
     if recursion:
         network_deadline = None if time_limit is None else start + NETWORK_SHARE * time_limit
-        runs = [(window, TIME_LIMIT_RATE)]
+        runs = [window]
         while runs:
-            used, rate = runs.pop()
-            began = time.perf_counter()
-            left = None if network_deadline is None else max(0.0, network_deadline - began)
-            tight = network_bound(net, window=used, time_limit=left, work_rate=rate)
-            first = used == window and rate == TIME_LIMIT_RATE
+            used = runs.pop()
+            left = None if network_deadline is None else max(0.0, network_deadline - time.perf_counter())
+            work = None if allowance is None else max(0.0, allowance - spent)
+            tight = network_bound(net, window=used, budget=None, work=work, time_limit=left)
+            spent += tight.work_spent
+            first = used == window
             if first:  # later runs' figures only replace higher ones
                 finished = tight.finished
             improved = False
@@ -90,21 +109,20 @@ def tighten(
                 if found is not None and found * margin < outputs[name]:
                     outputs[name], improved = found * margin, True
             if improved:
-                upper = min(upper, math.sqrt(math.fsum(v * v for v in outputs.values())) * (1 + 1e-12))
+                upper = min(upper, _by_position(graph, outputs))
                 method = tight.method if upper < composed.upper_bound else "product"
             # Cheap at this window: the wider one usually gains a few percent more (bench/recursion.py).
-            spent = time.perf_counter() - began
-            if first and tight.finished and (left is None or spent * WIDER_WINDOW_COST < left):
-                runs.append((window + WIDER_WINDOW_STEP, rate))
-            elif first and tight.finished and left is not None and spent * WIDER_WINDOW_COST < 2 * left:
-                # Done in well under its time, but the rate capped its work: again with the rate
-                # this machine showed, for the time that is left.
-                runs.append((window, rate * max(1.0, (left - spent) / max(spent, 1e-3))))
-    # The branches take what the network's recursion left of the limit; in product mode, nothing.
+            cheap = allowance is None or tight.work_wanted * WIDER_WINDOW_COST <= allowance
+            if first and tight.finished and cheap:
+                runs.append(window + WIDER_WINDOW_STEP)
+    # The branches share what the network's recursion left (of the work, and of a time limit); in
+    # product mode, nothing.
     branch_time = 0.0 if not recursion else None if time_limit is None else start + time_limit - time.perf_counter()
+    branch_work = 0.0 if not recursion else None if allowance is None else max(0.0, allowance - spent)
     branches = []
-    for branch in residual_branches(net, window=window, time_limit=branch_time):
+    for branch in residual_branches(net, window=window, time_limit=branch_time, work=branch_work):
         finished = finished and (branch.finished or not recursion)
+        spent += branch.work_spent
         figure = min(branch.product, branch.bound * margin)
         producer, source = graph.producer(branch.add), graph.producer(branch.fork)
         branches.append(
@@ -129,4 +147,12 @@ def tighten(
         described.barriers,
         time.perf_counter() - start,
         finished,
+        math.inf if allowance is None else allowance,
+        spent,
     )
+
+
+def _by_position(graph: Graph, outputs: dict[str, float]) -> float:
+    """The network figure from each output's: the root sum of squares over every position of
+    ``graph.outputs`` (a name listed twice counts twice; a constant output, absent, counts 0)."""
+    return math.sqrt(math.fsum(outputs.get(name, 0.0) ** 2 for name in graph.outputs)) * (1 + 1e-12)

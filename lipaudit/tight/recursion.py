@@ -57,10 +57,16 @@ then the largest are measured exactly until what is left unmeasured weighs less 
 ``refine_tol`` of the total; the result is within (1 + refine_tol) of measuring them all.  With a
 ``budget``, a dry run (no measurement) first lists every candidate with its cost (conv_maps.py's
 operation counts) and its first-order gain, the derivative of the network's bound with respect to
-the target's figure times the term's figure (a reverse sweep over the dry run's bounds), and only
-the best gain per cost are measured, within budget × the cost of the node norms (the product's own
-work).  A term not measured keeps its product figure, so the budget changes how tight the bound
-is, never whether it is certified.
+the target's figure times the term's figure (a reverse sweep over the dry run's bounds), and the
+best gains per cost are measured, in that order, while their operations fit the allowance (budget
+× the operations of the node norms, the product's own work, or ``work`` operations when given).
+A term not measured keeps its product figure, so the budget changes how tight the bound is, never
+whether it is certified.  The allowance is counted in the cost model's operations, never in
+seconds, so the figure depends on the network and the settings alone: not on the machine, its
+load or its thread count.  A larger allowance measures a superset of the terms (the ranked list is
+taken as a prefix), so the figure never grows with the budget.  A wall-clock ``time_limit`` exists
+only on request, and makes the figure depend on the machine (``TightBound.finished`` says whether
+it cut the work).
 """
 
 from __future__ import annotations
@@ -78,16 +84,14 @@ from .network import Network, Node
 from .region import role, window_region
 
 DEFAULT_WINDOW = 2
+# The default work budget: the measured chain norms may cost this many times the node norms.
 DEFAULT_BUDGET = 1.5
-# Under a time limit the dry run (which ranks the chain norms for the work budget) gets this share.
+# Under a time limit (only on request) the dry run, which ranks the chain norms, gets this share.
 DRY_RUN_SHARE = 0.5
-# Operations of the cost model (maps.py, conv_maps.py) per second that a time limit buys.  The model
-# leaves out building explicit matrices, so this is well under a 2-core CPU's rate: measured under
-# a 7 s limit, 2e9 suited ResNet-18 at 32x32 (explicit matrices), 5e9 ResNet-50 (composite kernels).
-TIME_LIMIT_RATE = 3e9
-# The budget never goes below this many operations (about ten seconds of work): small networks get
-# every chain norm measured.
-BUDGET_FLOOR = 3e10
+# The unit of the budget is the node norms' operations, but never less than this many (a small
+# network's node norms take almost none): the default budget then allows 3e10 operations, a few
+# seconds of work on a 2-core CPU, and small networks get every chain norm measured.
+WORK_UNIT_FLOOR = 2e10
 FREE_COST = MERGE_ALWAYS_COST
 REFINE_TOL = 1e-3
 # Sums and products of a few hundred positive floats: relative rounding far below this.
@@ -125,7 +129,10 @@ class TightBound:
     chain_norms: int = 0
     collapses: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
-    finished: bool = True  # False: the time limit stopped the recursion before the last target
+    finished: bool = True  # False: the (requested) time limit stopped the recursion before the last target
+    # Operations of the cost model: of the chain norms the plan measured, and of all it could have.
+    work_spent: float = 0.0
+    work_wanted: float = 0.0
 
 
 def product_rule(node: Node, bounds: list[float]) -> float:
@@ -175,28 +182,29 @@ def network_bound(
     *,
     window: int | None = DEFAULT_WINDOW,
     budget: float | None = DEFAULT_BUDGET,
+    work: float | None = None,
     refine_tol: float = REFINE_TOL,
     dense_limit: int = DENSE_LIMIT,
     dense_entries: int = DENSE_ENTRIES,
     joint: bool = True,
     time_limit: float | None = None,
-    work_rate: float = TIME_LIMIT_RATE,
 ) -> TightBound:
     """min(recursion, product): a certified upper bound on the Lipschitz constant of ``network``.
 
     ``window``: activations unrolled behind each target (None: all).
     ``budget``: the chain norms measured exactly may cost at most this many times the node norms
-    (the product's own work, by the cost model of maps.py), or BUDGET_FLOOR operations, whichever
-    is more; the rest keep the product of their node norms (still certified).  A dry run with
-    every chain norm at that figure ranks the candidates by share of their target's bound per unit
-    of cost.  None: measure all.
+    (the product's own work, by the cost model of maps.py, counted as at least WORK_UNIT_FLOOR
+    operations: see work_allowance); ``work``: that many operations instead (the caller's share of a larger allowance).
+    The rest keep the product of their node norms (still certified).  A dry run with every chain
+    norm at that figure ranks the candidates by gain per unit of cost.  ``budget`` None (and no
+    ``work``): measure all.
     ``refine_tol``: within a target, stop measuring once the unmeasured remainder weighs less than
     this fraction of it.  ``dense_limit`` / ``dense_entries``: explicit matrices for sources up to
     this many entries (chain.py).  ``joint``: where several sources of a target have explicit
     matrices, also bound them together (chain.joint_bound) and keep the lower figure.
-    ``time_limit``: seconds; once spent (half of it for the dry run), the remaining targets keep
-    the product rule's figure (``TightBound.finished`` is then False).  Still certified.  The work
-    budget is then at most ``work_rate`` operations per second of it.
+    ``time_limit``: seconds, only when the caller asks for a wall clock; once spent (half of it for
+    the dry run), the remaining targets keep the product rule's figure (``TightBound.finished`` is
+    then False).  Still certified, but no longer a function of the network alone.
     """
     if not network.outputs:
         raise ValueError("the network has no outputs")
@@ -209,7 +217,9 @@ def network_bound(
     product, products = product_bound(network)
     chosen = targets(network)
     selected = None
-    if budget is not None:
+    planned = budget is not None or work is not None
+    spent = wanted = 0.0
+    if planned:
         reuse: dict = {}
         dry = _Sweep(
             network,
@@ -225,13 +235,13 @@ def network_bound(
         )
         dry_best = dry.run()
         chosen = dry.visited  # the dry run's plan covers what it reached, nothing beyond
-        allowance = max(budget * sum(node_cost(n) for n in network.nodes), BUDGET_FLOOR)
-        if time_limit is not None:
-            # Under a time limit, the best gains per cost that fit in it (rather than the first
-            # targets in graph order and then nothing).
-            allowance = min(allowance, work_rate * time_limit)
+        if work is not None:
+            allowance = work
+        else:
+            allowance = work_allowance(network, present(budget, "the budget"))
         candidates = dry.candidates(dry_best)
-        selected = _select(candidates, allowance)
+        selected, spent = _select(candidates, allowance)
+        wanted = math.fsum(cost for _, _, cost in candidates if cost > FREE_COST)
         if len(selected) == len(candidates):
             selected = None  # everything fits: measure as without a budget (collapses included)
     sweep = _Sweep(
@@ -243,7 +253,7 @@ def network_bound(
         dense_entries,
         joint,
         plan=selected,
-        reuse=reuse if budget is not None else None,
+        reuse=reuse if planned else None,
         deadline=None if time_limit is None else start + time_limit,
     )
     best = sweep.run()
@@ -261,8 +271,21 @@ def network_bound(
         sweep.measured,
         sweep.builder.collapses,
         seconds,
-        finished=not (sweep.out_of_time or (budget is not None and dry.out_of_time)),
+        finished=not (sweep.out_of_time or (planned and dry.out_of_time)),
+        work_spent=spent,
+        work_wanted=wanted,
     )
+
+
+def product_work(network: Network) -> float:
+    """Operations of the cost model that the node norms take."""
+    return math.fsum(node_cost(n) for n in network.nodes)
+
+
+def work_allowance(network: Network, budget: float) -> float:
+    """The operations ``budget`` buys: that many times the node norms' (at least WORK_UNIT_FLOOR).
+    Proportional to the budget, so 0 measures only what is free and a larger budget never less."""
+    return budget * max(product_work(network), WORK_UNIT_FLOOR)
 
 
 @dataclass
@@ -282,7 +305,7 @@ class _Sweep:
     joint: bool = True
     plan: Literal["collect"] | set[tuple[int, int, int]] | None = None
     reuse: dict | None = None
-    deadline: float | None = None  # perf_counter() after which targets keep the product rule's figure
+    deadline: float | None = None  # perf_counter() from which targets keep the product rule's figure (on request only)
     visited: set[int] = field(default_factory=set)
     out_of_time: bool = False
     values: list[ValueBound] = field(default_factory=list)
@@ -305,7 +328,7 @@ class _Sweep:
             best.append(product_rule(node, best))
             if node.id not in self.chosen or not math.isfinite(best[-1]) or best[-1] == 0.0:
                 continue
-            if self.deadline is not None and time.perf_counter() > self.deadline:
+            if self.deadline is not None and time.perf_counter() >= self.deadline:
                 self.out_of_time = True
                 continue
             self.visited.add(node.id)
@@ -437,15 +460,26 @@ def _rule_slopes(node: Node, best: list[float]) -> list[float]:
     return [_linear_norm(node)]
 
 
-def _select(candidates, allowance: float) -> set[tuple[int, int, int]]:
-    """The chain norms to measure: all below FREE_COST, then the best gain per cost while the
-    total cost stays within ``allowance``."""
+def _select(candidates, allowance: float) -> tuple[set[tuple[int, int, int]], float]:
+    """(the chain norms to measure, their operations): all below FREE_COST, then the others by
+    gain per cost, best first, as long as their total cost stays within ``allowance``.
+
+    The ranked list is taken as a prefix (the first that does not fit ends it), so a larger
+    allowance selects a superset.  Gains per cost are compared at 9 significant digits and ties
+    broken by key: rounding noise (a different thread count in a BLAS reduction) cannot reorder
+    them."""
     chosen, spent = set(), 0.0
-    for key, _gain, cost in sorted(candidates, key=lambda c: -c[1] / max(c[2], 1.0)):
-        if cost <= FREE_COST or spent + cost <= allowance:
+    ranked = sorted(candidates, key=lambda c: (-float(f"{c[1] / max(c[2], 1.0):.9g}"), c[0]))
+    full = False
+    for key, _gain, cost in ranked:
+        if cost <= FREE_COST:
             chosen.add(key)
-            spent += cost if cost > FREE_COST else 0.0
-    return chosen
+        elif not full and spent + cost <= allowance:
+            chosen.add(key)
+            spent += cost
+        else:
+            full = True
+    return chosen, spent
 
 
 def _combine_outputs(network: Network, bounds: list[float]) -> float:

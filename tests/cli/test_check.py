@@ -87,7 +87,14 @@ def test_json_report_has_the_documented_fields(tmp_path: Path) -> None:
     assert report["model"]["format"] == "onnx" and report["model"]["opset"] == 17
     assert report["model"]["inputs"] == [{"name": "x", "shape": [1, 3, 32, 32]}]
     assert len(report["model"]["sha256"]) == 64
-    assert report["settings"] == {"norm": "l2", "method": "auto", "device": "cpu", "bound": "recursion"}
+    assert report["settings"] == {
+        "norm": "l2",
+        "method": "auto",
+        "device": "cpu",
+        "bound": "recursion",
+        "recursion": {"budget": 1.5, "time_limit_s": None},
+    }
+    assert report["network"]["reproducible"] is True and report["network"]["reproducible_reason"] is None
     assert report["network"]["certified"] is True and report["network"]["complete"] is True
     assert report["network"]["method"] in ("product", "recursion-w2")
     assert report["network"]["upper_bound"] <= report["network"]["product_bound"]
