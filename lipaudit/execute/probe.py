@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..ir import Graph
+from ..ir import Graph, Value
 
 # onnxruntime keeps every exposed value alive at once: past this many bytes in all, the probe is
 # skipped (with a notice) rather than risk the memory.
@@ -125,6 +125,9 @@ def apply_runtime_shapes(graph: Graph, probe: RuntimeProbe) -> list[str]:
     disagreements = []
     for name, array in probe.values.items():
         value = graph.get(name)
+        if value is None and graph.producer(name) is not None:
+            # Shape inference left it out (a Reshape to a computed target): the runtime's is the shape.
+            value = graph.add_value(Value(name))
         if value is None or value.is_const:
             continue
         shape = tuple(int(d) for d in array.shape)

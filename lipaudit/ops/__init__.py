@@ -12,6 +12,7 @@ from . import (  # noqa: F401 (imported to register their ops)
     attention,
     circular_conv,
     control_flow,
+    data_shape,
     linear,
     logical,
     normalization,

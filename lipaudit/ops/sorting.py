@@ -21,7 +21,7 @@ from ..ir import Node
 from .context import RuleContext, RuleInputError
 from .factor import Factor
 from .registry import FUSED_DOMAIN, Op, register
-from .runtime import Env, ints, positive_axis
+from .runtime import Env, cannot_run, ints, positive_axis
 
 FAMILY = "sorting"
 # Ops that only lipaudit's fusion passes create: a domain of their own, so no model's op is taken for one.
@@ -30,21 +30,39 @@ FAMILY = "sorting"
 @register
 class TopK(Op):
     family = FAMILY
-    summary = "values: 1 (sorting is 1-Lipschitz); indices: unbounded (they jump)"
+    summary = (
+        "values: 1 (sorting is 1-Lipschitz, largest or smallest first, along any axis); with sorted=0 and "
+        "k > 1 unbounded (the runtime picks the order); indices: unbounded (they jump)"
+    )
     exact_in_float = True
 
     def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         if ctx.is_variable(node, 1):
             raise RuleInputError(f"the k of TopK '{node.name}' is computed from the network input")
         indices = Factor.unbounded("TopK's indices are a step function of the input (they jump)")
-        return [Factor.constant(1.0, "closed-form"), indices][: max(1, len(node.outputs))]
+        values = Factor.constant(1.0, "closed-form")
+        if not node.attr_int("sorted", 1) and _k(node, ctx.const_input(node, 1)) > 1:
+            # The spec leaves the order of the k values to the runtime: onnxruntime returns them in heap
+            # order, so an entry that enters the k largest lands in another place than the one leaving.
+            values = Factor.unbounded(
+                "TopK with sorted=0 returns its values in an order the runtime chooses: it jumps as entries "
+                "enter and leave the k selected"
+            )
+        return [values, indices][: max(1, len(node.outputs))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
-        k = ints(args[1])[0] if len(args) > 1 and args[1] is not None else node.attr_int("k")
+        k = _k(node, args[1] if len(args) > 1 else None)
+        if not node.attr_int("sorted", 1) and k > 1:
+            raise cannot_run(node, "with sorted=0: the order of its values is the runtime's choice")
         axis = positive_axis(node.attr_int("axis"), x.dim())
         values, indices = torch.topk(x, k, dim=axis, largest=bool(node.attr_int("largest", 1)), sorted=True)
         return [values, indices]
+
+
+def _k(node: Node, k_input: Any) -> int:
+    """TopK's k: its second input from opset 10, an attribute before."""
+    return ints(k_input)[0] if k_input is not None else node.attr_int("k")
 
 
 def _joined(parts: list[torch.Tensor], node: Node) -> torch.Tensor:

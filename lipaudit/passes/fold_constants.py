@@ -1,7 +1,9 @@
 """Evaluate nodes whose inputs are all known, so rules see constants instead of shape arithmetic.
 
 Exporters compute reshape targets with Shape → Gather → Concat chains; once the input shapes are
-fixed those are constants.
+fixed those are constants. ``Shape`` and ``Size`` are folded only where a static argument proves the
+shape depends on the input shapes and constants alone (lipaudit.passes.data_shapes), never because
+a run saw it: the shape of NonZero's output is a count of data.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from ..ir import Graph, Node, Value
+from .data_shapes import data_shape_reason
 from .manager import Pass
 
 # Ops whose output is not a function of their inputs' values: never fold.
@@ -54,8 +57,10 @@ def _evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
         return None
 
 
-def _results(node: Node, graph: Graph) -> list[np.ndarray] | None:
+def _results(node: Node, graph: Graph, data_shaped: dict[str, str]) -> list[np.ndarray] | None:
     if node.domain:
+        return None
+    if node.op_type in ("Shape", "Size") and node.inputs and node.inputs[0] in data_shaped:
         return None
     if node.op_type == "Shape":
         shape = _shape_of(node, graph)
@@ -73,9 +78,13 @@ class FoldConstants(Pass):
 
     def run(self, graph: Graph) -> bool:
         changed = False
+        data_shaped: dict[str, str] = {}  # filled in graph order, as the folds above make constants
         for node in list(graph.nodes):
-            results = _results(node, graph)
+            results = _results(node, graph, data_shaped)
             if results is None:
+                reason = data_shape_reason(node, graph, data_shaped)
+                if reason is not None:
+                    data_shaped.update((name, reason) for name in node.outputs if name)
                 continue
             for name, array in zip(node.outputs, results):
                 if name:
