@@ -413,21 +413,28 @@ def _scaled(em: Emitter, value: Any, alpha: Any, like: Tracked) -> str:
     return scaled
 
 
-def _binary(op_type: str, reverse: bool = False) -> Converter:
+def _binary(op_type: str) -> Converter:
+    """self ∘ alpha·other (add, sub: alpha scales ``other``)."""
+
     def convert(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         if a.get("rounding_mode") is not None:
             raise Unmappable(f"division with rounding_mode={a['rounding_mode']}")
         out = outs[0]
-        left, right = em.x(a["self"], out), _scaled(em, a["other"], a.get("alpha"), out)
-        em.node(op_type, [right, left] if reverse else [left, right], outs)
+        em.node(op_type, [em.x(a["self"], out), _scaled(em, a["other"], a.get("alpha"), out)], outs)
 
     return convert
+
+
+@converts("rsub")
+def rsub(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """rsub(self, other, alpha) = other − alpha·self: alpha scales ``self``, not ``other``."""
+    out = outs[0]
+    em.node("Sub", [em.x(a["other"], out), _scaled(em, a["self"], a.get("alpha"), out)], outs)
 
 
 for _name, _fn in {
     "add": _binary("Add"),
     "sub": _binary("Sub"),
-    "rsub": _binary("Sub", reverse=True),
     "mul": _binary("Mul"),
     "div": _binary("Div"),
     "maximum": _binary("Max"),
@@ -802,11 +809,29 @@ def pixel_unshuffle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None
     em.node("Reshape", [moved, em.ints(outs[0].shape, "shape")], outs)
 
 
-# ONNX Resize settings that reproduce torch's upsampling (sizes taken from the real output shape).
+# ONNX Resize settings that reproduce torch's upsampling.
 _UPSAMPLE = {
     "nearest": ("nearest", "asymmetric", "floor"),
     "_nearest_exact": ("nearest", "tf_half_pixel_for_nn", "floor"),
 }
+
+
+def _upsample_scales(a: dict[str, Any], spatial: int) -> list[float] | None:
+    """The scale factors the caller gave (torch then samples at them, not at out/in), or None."""
+    if a.get("scale_factors") is not None:
+        return [float(s) for s in _ints_or_floats(a["scale_factors"], spatial)]
+    names = ["scales"] if spatial == 1 else [f"scales_{axis}" for axis in ("d", "h", "w")[3 - spatial :]]
+    given = [a.get(name) for name in names]
+    if given and all(s is not None for s in given):
+        return [float(s) for s in given]
+    if any(s is not None for s in given):
+        raise Unmappable("upsampling with a scale factor for some axes only")
+    return None
+
+
+def _ints_or_floats(value: Any, n: int) -> list[float]:
+    values = [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+    return values * n if len(values) == 1 else values
 
 
 @converts(
@@ -821,14 +846,38 @@ _UPSAMPLE = {
     "upsample_trilinear3d",
 )
 def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    x, op = a.get("input", a.get("self")), a["__op__"]
+    """torch samples output index i of an axis at (i + ½)/s − ½ (linear), ⌊i/s⌋ (nearest) or
+    ⌊(i + ½)/s⌋ (nearest-exact), with s the caller's scale factor when one is given, else out/in;
+    align_corners samples at i·(in − 1)/(out − 1) whatever the factor. ONNX Resize computes the same
+    coordinates from its ``scales`` input, and from out/in with ``sizes``."""
+    x, op, out = a.get("input", a.get("self")), a["__op__"], outs[0]
+    spatial = x.tensor.dim() - 2
+    if spatial < 1:
+        raise Unmappable(f"upsampling of a rank-{x.tensor.dim()} input")
+    align_corners = "linear" in op and bool(a.get("align_corners"))
     if "linear" in op:
-        corners = "align_corners" if a.get("align_corners") else "pytorch_half_pixel"
-        attrs = dict(mode="linear", coordinate_transformation_mode=corners)
+        corners = "align_corners" if align_corners else "pytorch_half_pixel"
+        attrs: dict[str, Any] = dict(mode="linear", coordinate_transformation_mode=corners)
     else:
         mode, corners, rounding = _UPSAMPLE["_nearest_exact" if "exact" in op else "nearest"]
         attrs = dict(mode=mode, coordinate_transformation_mode=corners, nearest_mode=rounding)
-    em.node("Resize", [em.x(x), "", "", em.ints(outs[0].shape, "sizes")], outs, **attrs)
+    scales = None if align_corners else _upsample_scales(a, spatial)
+    if scales is None:
+        if corners == "pytorch_half_pixel" and any(o == 1 < i for i, o in zip(x.shape[2:], out.shape[2:])):
+            # ONNX samples a length-1 output at 0, torch at (in − 1)/2.
+            raise Unmappable("linear upsampling to a length of 1 without align_corners")
+        em.node("Resize", [em.x(x), "", "", em.ints(out.shape, "sizes")], outs, **attrs)
+        return
+    if any(not s > 0 for s in scales):
+        raise Unmappable(f"upsampling with scale factors {scales}")
+    # Resize derives its output length as ⌊in·s⌋ in float32; it must be the length torch made.
+    lengths = [int(np.floor(np.float32(i) * np.float32(s))) for i, s in zip(x.shape[2:], scales)]
+    if lengths != list(out.shape[2:]):
+        raise Unmappable(f"upsampling by {scales}: ONNX Resize would make {lengths}, torch made {list(out.shape[2:])}")
+    if corners == "pytorch_half_pixel" and 1 in lengths and any(i > 1 for i in x.shape[2:]):
+        raise Unmappable("linear upsampling to a length of 1 without align_corners")
+    all_scales = np.asarray([1.0, 1.0, *scales], dtype=np.float32)
+    em.node("Resize", [em.x(x), "", em.const(all_scales, "scales")], outs, **attrs)
 
 
 # --- attention --------------------------------------------------------------------------------
@@ -836,7 +885,142 @@ def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("scaled_dot_product_attention")
 def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    em.node("Attention", [em.x(a["query"]), em.x(a["key"]), em.x(a["value"])], outs[:1])
+    """ONNX Attention (opset 23) on 4-D (batch, heads, tokens, dim) inputs: the same mask convention
+    (a boolean mask keeps True entries, a float one is added), causal mask and scale."""
+    q, k, v = a["query"], a["key"], a["value"]
+    if float(a.get("dropout_p") or 0.0):
+        raise Unmappable("attention with dropout_p > 0 is random")
+    if any(t.tensor.dim() != 4 for t in (q, k, v)):
+        raise Unmappable("attention on inputs of rank other than 4")
+    causal = bool(a.get("is_causal"))
+    if causal and q.shape[-2] != k.shape[-2]:
+        raise Unmappable("causal attention with unequal query and key lengths (torch aligns its mask top-left)")
+    attrs: dict[str, Any] = {"is_causal": int(causal)}
+    scale = a.get("scale")
+    if scale is not None:
+        if not float(scale):
+            raise Unmappable("attention with scale 0")
+        attrs["scale"] = float(scale)
+    mask = a.get("attn_mask")
+    inputs = [em.x(q), em.x(k), em.x(v)] + ([em.x(mask)] if mask is not None else [])
+    em.node("Attention", inputs, outs[:1], **attrs)
+
+
+@converts("rms_norm")
+def rms_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """x/√(mean x² + ε)·γ over the trailing ``normalized_shape``: the Normalize core (centered = 0)
+    that FuseNormalization makes of a decomposed RMSNorm, times γ. ε defaults to the dtype's epsilon."""
+    x, shape = a["input"], tuple(int(d) for d in a["normalized_shape"])
+    rank = x.tensor.dim()
+    eps = a.get("eps")
+    epsilon = float(torch.finfo(x.tensor.dtype).eps) if eps is None else float(np.float32(eps))
+    axes = list(range(rank - len(shape), rank))
+    if a.get("weight") is None:
+        em.node("Normalize", [em.x(x)], outs[:1], domain="lipaudit", axes=axes, epsilon=epsilon, centered=0)
+        return
+    core = em.temp(x.shape, "normalized")
+    em.node("Normalize", [em.x(x)], [core], domain="lipaudit", axes=axes, epsilon=epsilon, centered=0)
+    em.node("Mul", [core, em.x(a["weight"])], outs[:1])
+
+
+# --- recurrent layers -------------------------------------------------------------------------
+
+# Torch stacks the gates as (i, f, g, o) for LSTM and (r, z, n) for GRU; ONNX as (i, o, f, c) and (z, r, h).
+_GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
+
+
+def _gates(weight: Tracked | torch.Tensor, op: str) -> np.ndarray:
+    """A weight or bias with its gates in ONNX's order (scripted code may hand over plain tensors)."""
+    if isinstance(weight, Tracked):
+        if weight.variable:
+            raise Unmappable("a recurrent layer with weights computed from the input")
+        weight = weight.tensor
+    blocks = np.split(to_numpy(weight), len(_GATE_ORDER[op]), axis=0)
+    return np.concatenate([blocks[i] for i in _GATE_ORDER[op]], axis=0)
+
+
+def _state_rows(em: Emitter, state: Tracked | torch.Tensor | None, rows: slice, suffix: str) -> str:
+    """Rows ``rows`` of an initial state (layers·directions, batch, hidden)."""
+    if state is None:
+        return ""
+    if isinstance(state, torch.Tensor):
+        return em.const(to_numpy(state)[rows], suffix)
+    if not state.variable:
+        return em.const(to_numpy(state.tensor)[rows], suffix)
+    part = em.temp((rows.stop - rows.start,) + state.shape[1:], suffix)
+    em.node(
+        "Slice",
+        [
+            em.x(state),
+            em.ints([rows.start], f"{suffix}_starts"),
+            em.ints([rows.stop], f"{suffix}_ends"),
+            em.ints([0], f"{suffix}_axes"),
+        ],
+        [part],
+    )
+    return part
+
+
+@converts("lstm", "gru")
+def recurrent(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """nn.LSTM / nn.GRU (aten::lstm.input, aten::gru.input) as one ONNX LSTM or GRU per layer,
+    time-major (layout 0) as torch's ONNX export writes them, GRU with linear_before_reset = 1."""
+    op, x = a["__op__"], a.get("input")
+    if x is None:
+        raise Unmappable(f"{op} on a packed sequence")
+    layers, bidirectional = int(a["num_layers"]), bool(a["bidirectional"])
+    if a["train"] and float(a["dropout"]) and layers > 1:
+        raise Unmappable(f"{op} with dropout between layers in training mode is random")
+    directions = 2 if bidirectional else 1
+    per_direction = 4 if a["has_biases"] else 2
+    params = list(a["params"])
+    if len(params) != layers * directions * per_direction:
+        raise Unmappable(f"{op} with projections (proj_size)")
+    hidden = int(params[1].shape[1])
+    gates = len(_GATE_ORDER[op])
+    states = list(a["hx"]) if op == "lstm" else [a["hx"]]
+    batch_first = bool(a["batch_first"])
+    steps, batch = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+    current = em.x(x)
+    if batch_first:
+        current = em.temp((steps, batch, x.shape[2]), "time_major")
+        em.node("Transpose", [em.x(x)], [current], perm=[1, 0, 2])
+    finals: list[list[str]] = [[] for _ in states]
+    for layer in range(layers):
+        chunk = params[layer * directions * per_direction : (layer + 1) * directions * per_direction]
+        weights = [chunk[d * per_direction : (d + 1) * per_direction] for d in range(directions)]
+        w = np.stack([_gates(p[0], op) for p in weights])
+        r = np.stack([_gates(p[1], op) for p in weights])
+        if per_direction == 4:
+            b = np.stack([np.concatenate([_gates(p[2], op), _gates(p[3], op)]) for p in weights])
+        else:
+            b = np.zeros((directions, 2 * gates * hidden), dtype=w.dtype)
+        rows = slice(layer * directions, (layer + 1) * directions)
+        initial = [_state_rows(em, state, rows, f"l{layer}_state{k}") for k, state in enumerate(states)]
+        y = em.temp((steps, directions, batch, hidden), f"l{layer}_y")
+        last = [em.temp((directions, batch, hidden), f"l{layer}_final{k}") for k in range(len(states))]
+        inputs = [current, em.const(w, f"l{layer}_W"), em.const(r, f"l{layer}_R"), em.const(b, f"l{layer}_B"), ""]
+        attrs: dict[str, Any] = dict(
+            hidden_size=hidden, direction="bidirectional" if bidirectional else "forward", layout=0
+        )
+        if op == "gru":
+            attrs["linear_before_reset"] = 1
+        em.node(op.upper(), inputs + initial, [y] + last, **attrs)
+        for k, name in enumerate(last):
+            finals[k].append(name)
+        moved = em.temp((steps, batch, directions, hidden), f"l{layer}_moved")
+        em.node("Transpose", [y], [moved], perm=[0, 2, 1, 3])
+        final_layer = layer == layers - 1
+        current = (
+            outs[0].name
+            if final_layer and not batch_first
+            else em.temp((steps, batch, directions * hidden), f"l{layer}_out")
+        )
+        em.node("Reshape", [moved, em.ints([steps, batch, directions * hidden], f"l{layer}_shape")], [current])
+    if batch_first:
+        em.node("Transpose", [current], outs[:1], perm=[1, 0, 2])
+    for out, parts in zip(outs[1:], finals):
+        em.node("Concat", parts, [out], axis=0)
 
 
 @converts("embedding")

@@ -170,6 +170,8 @@ class TorchGraphBuilder:
         self._value_names: set[str] = set()
         self._node_names: set[str] = set()
         self._params: dict[int, Tracked] = {}
+        # Ops that turned the input's values into Python values (a branch, a size): (op, inputs read).
+        self.data_reads: list[tuple[str, list[str]]] = []
 
     @staticmethod
     def _unique(hint: str, taken: set[str]) -> str:
@@ -254,11 +256,9 @@ class TorchGraphBuilder:
                 base.stale, base = True, base.view_of
         if not any(isinstance(leaf, torch.Tensor) for leaf in flatten(result)):
             if variable and short not in SHAPE_QUERIES and result is not None:  # None: an assertion
-                raise ModelLoadError(
-                    f"{schema.name} turns the input's values into a Python value, so the "
-                    "graph depends on the input's values, not only its shape",
-                    hint="lipaudit analyses graphs whose structure does not depend on the data",
-                )
+                # The walk goes on along the probe's branch; finish() marks every output as
+                # depending on this read, so the report says why there is no figure.
+                self.data_reads.append((schema.name, [t.name for t in tracked_in if t.variable]))
             return result
         names = iter(value_names)
         hint = value_names[0] if value_names else short
@@ -331,9 +331,26 @@ class TorchGraphBuilder:
                 "no output of the model depends on its input",
                 hint="check that the saved module is the network you meant",
             )
+        if self.data_reads:
+            names = [self._data_dependent(name) for name in names]
         graph = Graph(self.nodes, self.values, self.inputs, names, opset=OPSET, format=fmt, metadata=metadata)
         graph.remove_unused()
         return graph
+
+    def _data_dependent(self, output: str) -> str:
+        """``output`` through an unsupported node that reads what the first value-to-Python op read:
+        the graph walked is the probe's branch only, so it stands for the model on no other input."""
+        op, read = self.data_reads[0]
+        reason = (
+            f"{op} turns the input's values into a Python value (a branch or a size chosen by the data), "
+            "so the network is not one fixed graph of its input; export it without data-dependent control flow"
+        )
+        name = self.reserve(f"{output}_data_dependent")
+        self.values[name] = Value(name, self.values[output].shape)
+        self.recorded[name] = self.recorded[output]
+        inputs = (output, *[r for r in read if r != output])
+        self.nodes.append(Node(self.node_name("data_dependent"), op, inputs, (name,), notes=[reason]))
+        return name
 
     def probe(self, module: Callable[..., Any]) -> RuntimeProbe:
         """What the aten ops computed on the probe input, and what ``module`` itself returns on it."""
@@ -389,7 +406,9 @@ class Emitter:
         self.builder.values[name] = Value(name, tuple(shape))
         return name
 
-    def node(self, op_type: str, inputs: Sequence[str], outputs: Sequence[Tracked | str], **attrs: Any) -> None:
+    def node(
+        self, op_type: str, inputs: Sequence[str], outputs: Sequence[Tracked | str], *, domain: str = "", **attrs: Any
+    ) -> None:
         names = tuple(out.name if isinstance(out, Tracked) else out for out in outputs)
         name = self.name if not self.nodes else f"{self.name}/{op_type}"
-        self.nodes.append(Node(name, op_type, tuple(inputs), names, dict(attrs)))
+        self.nodes.append(Node(name, op_type, tuple(inputs), names, dict(attrs), domain=domain))

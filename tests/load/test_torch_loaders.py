@@ -182,10 +182,13 @@ def test_in_place_write_through_a_view_is_refused(tmp_path: Path, kind: str) -> 
         audit(str(path), input_shape=["1x4"] if kind == "scripted" else None)
 
 
-def test_control_flow_on_input_values_is_refused(tmp_path: Path) -> None:
+def test_control_flow_on_input_values_is_unsupported_with_the_reason(tmp_path: Path) -> None:
+    """As for the ONNX export of the same module (an If on a computed condition): exit 3, with why."""
     path = save_as("scripted", _ValueBranch(), (1, 3), tmp_path / "m.pt")
-    with pytest.raises(ModelLoadError, match="values"):
-        audit(str(path), input_shape=["1x3"])
+    report = audit(str(path), input_shape=["1x3"])
+    assert report.exit_code() == 3 and report.upper_bound is None
+    notes = [note for layer in report.layers for note in layer.notes]
+    assert any("turns the input's values into a Python value" in note for note in notes)
 
 
 def test_torch_jit_warnings_stay_quiet(tmp_path: Path) -> None:
