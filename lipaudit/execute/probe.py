@@ -74,10 +74,11 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
-    """Run ``model`` (input shapes fixed) in onnxruntime once, keeping every node output of the main graph."""
-    import onnxruntime as ort
-
+def _probe_feeds(
+    model: onnx.ModelProto, graph: Graph, seed: int, *, weights_in_memory: bool = True
+) -> dict[str, np.ndarray]:
+    """The seeded inputs of a probe, once it is known that they and every value (the weights too,
+    when they are in memory) fit in memory."""
     declared = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
     dtypes = {}
     for name in graph.inputs:
@@ -88,25 +89,84 @@ def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
     planned = sum(
         4 * math.prod(shape)
         for value in graph.values.values()
-        if (shape := value.shape) is not None and all(d >= 0 for d in shape)
+        if (weights_in_memory or not value.is_const)
+        and (shape := value.shape) is not None
+        and all(d >= 0 for d in shape)
     )
     if planned > PROBE_MAX_BYTES:
         raise ProbeUnavailable(f"its intermediate values would take about {planned / 2**30:.1f} GiB at once")
+    return input_feeds(shapes, dtypes, seed)
+
+
+def _session(model: onnx.ModelProto) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
+    """Run ``model`` (input shapes fixed) in onnxruntime once, keeping every node output of the main graph."""
+    feeds = _probe_feeds(model, graph, seed)
     exposed = copy.deepcopy(model)
     present = {out.name for out in exposed.graph.output}
     names = [name for node in exposed.graph.node for name in node.output if name and name not in present]
     exposed.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    feeds = input_feeds(shapes, dtypes, seed)
     try:
-        session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = _session(exposed)
         wanted = [out.name for out in session.get_outputs()]
         results = session.run(wanted, {name: feeds[name] for name in graph.inputs})
     except Exception as error:  # onnxruntime's own errors: an op or opset it lacks, a custom domain
         raise ProbeUnavailable(f"onnxruntime cannot run the model: {_first_line(error)}") from error
     return RuntimeProbe("onnxruntime", feeds, {name: np.asarray(value) for name, value in zip(wanted, results)})
+
+
+def probe_onnx_by_node(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
+    """The same probe, one node at a time: for a model whose weights stay on disk (memory-mapped).
+
+    Each node of the main graph runs alone in onnxruntime, fed the values computed before it, with
+    only its own weights read from the mapping (the IR's constants) and let go after it. The values
+    it computes are the ones one run of the whole model computes, so the shapes and the
+    verification are the same as for a model loaded whole.
+    """
+    from ..load.onnx_graph import outer_scope_reads, subgraphs
+
+    values = dict(_probe_feeds(model, graph, seed, weights_in_memory=False))
+    feeds = dict(values)
+    for index, node in enumerate(model.graph.node):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            const = graph.const(node.output[0])
+            if const is None:
+                raise ProbeUnavailable(f"constant '{node.output[0]}' was not read")
+            values[node.output[0]] = np.asarray(const)
+            continue
+        reads = [name for name in node.input if name]
+        reads += sorted({name for body in subgraphs(node) for name in outer_scope_reads(body)})
+        inputs, weights = [], []
+        for name in dict.fromkeys(reads):
+            if name in values:
+                array = values[name]
+                element = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+                inputs.append(onnx.helper.make_tensor_value_info(name, element, list(array.shape)))
+            elif (const := graph.const(name)) is not None:
+                weights.append(onnx.numpy_helper.from_array(np.asarray(const), name))
+            else:
+                raise ProbeUnavailable(f"node '{node.name or node.op_type}' reads '{name}', which nothing computed")
+        alone = onnx.helper.make_graph(
+            [node], f"node_{index}", inputs, [onnx.ValueInfoProto(name=name) for name in node.output if name], weights
+        )
+        single = onnx.helper.make_model(alone, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+        single.functions.extend(model.functions)
+        try:
+            results = _session(single).run(None, {vi.name: values[vi.name] for vi in inputs})
+        except Exception as error:  # onnxruntime's own errors, as for the whole model
+            raise ProbeUnavailable(f"onnxruntime cannot run the model: {_first_line(error)}") from error
+        del single, alone, weights  # this layer's weights, read from the mapping: let them go
+        values.update((name, np.asarray(result)) for name, result in zip([n for n in node.output if n], results))
+    computed = {name: array for name, array in values.items() if name not in feeds}
+    return RuntimeProbe("onnxruntime", feeds, computed)
 
 
 def probe_module(module: Any, graph: Graph, seed: int) -> RuntimeProbe:
