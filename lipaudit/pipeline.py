@@ -2,8 +2,9 @@
 
 The layers' factors may be measured ahead of compose by an executor (``--workers``, ``--ray``):
 compose then only propagates them, and the report is the same. A model whose external data is
-larger than ``in_memory_limit`` is read memory-mapped, one layer at a time; what needs the whole
-model in memory (the runtime probe, verification, the lower bound) is skipped with a notice.
+larger than ``in_memory_limit`` is read memory-mapped: its layers are measured one at a time, and
+its runtime probe runs one node at a time; it then gets the same checks (runtime shapes,
+verification, recursion, lower bound) as a model read whole, so the figure never depends on the limit.
 With ``input_range`` the figure is a local bound on that box of inputs, and the report says so.
 With ``bound="recursion"`` (the default) the product of the factors is then tightened by the
 slope-restricted recursion over the graph (lipaudit.tight), which also bounds each residual branch.
@@ -141,10 +142,8 @@ def audit(
     on_disk = external_data_bytes(Path(path))
     too_large = on_disk > in_memory_limit
     # The runtime is probed even with --no-verify: the rules need the shapes it really produces.
-    # Not a model too large for memory: its runtime would load every weight at once.
-    loaded = load_model(
-        path, parse_input_shapes(input_shape), seed=seed, probe=not too_large, map_external_data=too_large
-    )
+    # A model too large for memory is probed one node at a time, each reading its own weights only.
+    loaded = load_model(path, parse_input_shapes(input_shape), seed=seed, map_external_data=too_large)
     graph = run_passes(loaded.graph)
     if too_large:
         from .parallel.mapped import release_resident_pages
@@ -152,21 +151,14 @@ def audit(
         release_resident_pages(value.const for value in graph.values.values())
     clock.lap("load")
     notices = ([device_notice] if device_notice else []) + loaded.notices
-    whole_model = ""
     if too_large:
-        whole_model = (
-            f"needs the whole model in memory, and its weights ({_size(on_disk)}) are above the "
-            f"in-memory limit ({_size(in_memory_limit)}); raise --in-memory-limit to run it"
-        )
         notices.append(
             f"weights memory-mapped and read one layer at a time: {_size(on_disk)} of external data, "
             f"above the in-memory limit of {_size(in_memory_limit)}"
         )
-        verification = skipped(f"verification {whole_model}")
-    else:
-        stage("verify")
-        # raises VerificationError on a mismatch
-        verification = _verify(graph, loaded, verify, torch_device, notices)
+    stage("verify")
+    # raises VerificationError on a mismatch
+    verification = _verify(graph, loaded, verify, torch_device, notices)
     loaded.probe = None  # the runtime's values are no longer needed: free them before the analysis
     clock.lap("verify")
     if not verification.checked and verify is not False:
@@ -177,19 +169,13 @@ def audit(
     stage("layers")
     network = _analyse(graph, ctx, executor, too_large, on_node, notices)
     clock.lap("analyze")
-    tight = None
-    if too_large:
-        notices.append(f"the network bound is the product: the recursion {whole_model}")
-    else:
-        stage("recursion")
-        tight = _tighten(graph, network, bound, seed, notices, recursion_budget, recursion_time)
-        clock.lap("tighten")
+    stage("recursion")
+    tight = _tighten(graph, network, bound, seed, notices, recursion_budget, recursion_time)
+    clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
 
     lower = None
-    if lower_bound and too_large:
-        notices.append(f"no lower bound: the search {whole_model}")
-    elif lower_bound:
+    if lower_bound:
         stage("lower_bound")
         lower = _lower_bound(
             graph,

@@ -20,6 +20,7 @@ from ..invariants import present
 from ..ir import Graph, Node
 from ..ops import Factor, RuleContext
 from ..report_types import Blocker
+from ..spectral.scaling import root_sum_squares
 from .factors import FLOAT32_MARGIN, node_factors
 
 __all__ = ["FLOAT32_MARGIN", "LayerResult", "NetworkBound", "ValueBound", "compose", "node_factors"]
@@ -75,7 +76,7 @@ def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueB
     if len(weights) != len(inputs):
         return ValueBound(math.nan, False, unknown | {node_name}, unbounded)
     terms = [w * b.value for w, b in zip(weights, inputs) if w != 0.0]
-    value = math.sqrt(sum(t * t for t in terms)) if factor.combine == "rss" else sum(terms)
+    value = root_sum_squares(terms) if factor.combine == "rss" else sum(terms)
     return ValueBound(value, certified and factor.certified, unknown, unbounded)
 
 
@@ -135,7 +136,7 @@ def compose(
         outputs[name] = bound.value if bound.finite else None
     complete = not any(b.unknown_nodes for b in output_bounds_list)
     finite = all(b.finite for b in output_bounds_list)
-    upper = math.sqrt(sum(b.value**2 for b in output_bounds_list)) if finite else None
+    upper = root_sum_squares(b.value for b in output_bounds_list) if finite else None
     certified = finite and all(b.certified for b in output_bounds_list)
     return NetworkBound(upper, certified, complete, outputs, layers, _unique(unsupported), _unique(unbounded))
 

@@ -50,6 +50,10 @@ class RuntimeProbe:
     # The outputs of the model's own entry point (the torch module's forward), when they are not
     # among ``values``: compared with the IR's outputs in order.
     outputs: list[np.ndarray] | None = None
+    # Runs at other inputs, each on the other side of a threshold the model compares its data with
+    # (``ReduceSum(x) > c``): the IR is verified there too, so a branch the first run happened to
+    # take is never taken for the model.
+    crossings: list[RuntimeProbe] = field(default_factory=list)
 
 
 class ProbeUnavailable(Exception):
@@ -74,10 +78,11 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
-    """Run ``model`` (input shapes fixed) in onnxruntime once, keeping every node output of the main graph."""
-    import onnxruntime as ort
-
+def _probe_feeds(
+    model: onnx.ModelProto, graph: Graph, seed: int, *, weights_in_memory: bool = True
+) -> dict[str, np.ndarray]:
+    """The seeded inputs of a probe, once it is known that they and every value (the weights too,
+    when they are in memory) fit in memory."""
     declared = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
     dtypes = {}
     for name in graph.inputs:
@@ -88,25 +93,175 @@ def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
     planned = sum(
         4 * math.prod(shape)
         for value in graph.values.values()
-        if (shape := value.shape) is not None and all(d >= 0 for d in shape)
+        if (weights_in_memory or not value.is_const)
+        and (shape := value.shape) is not None
+        and all(d >= 0 for d in shape)
     )
     if planned > PROBE_MAX_BYTES:
         raise ProbeUnavailable(f"its intermediate values would take about {planned / 2**30:.1f} GiB at once")
+    return input_feeds(shapes, dtypes, seed)
+
+
+def _session(model: onnx.ModelProto) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
+    """Run ``model`` (input shapes fixed) in onnxruntime once, keeping every node output of the main graph."""
+    feeds = _probe_feeds(model, graph, seed)
     exposed = copy.deepcopy(model)
     present = {out.name for out in exposed.graph.output}
     names = [name for node in exposed.graph.node for name in node.output if name and name not in present]
     exposed.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    feeds = input_feeds(shapes, dtypes, seed)
     try:
-        session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = _session(exposed)
         wanted = [out.name for out in session.get_outputs()]
-        results = session.run(wanted, {name: feeds[name] for name in graph.inputs})
     except Exception as error:  # onnxruntime's own errors: an op or opset it lacks, a custom domain
         raise ProbeUnavailable(f"onnxruntime cannot run the model: {_first_line(error)}") from error
-    return RuntimeProbe("onnxruntime", feeds, {name: np.asarray(value) for name, value in zip(wanted, results)})
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            results = session.run(wanted, {name: inputs[name] for name in graph.inputs})
+        except Exception as error:  # as above, or an input the model refuses
+            raise ProbeUnavailable(f"onnxruntime cannot run the model: {_first_line(error)}") from error
+        return {name: np.asarray(value) for name, value in zip(wanted, results)}
+
+    probe = RuntimeProbe("onnxruntime", feeds, run(feeds))
+    probe.crossings = threshold_crossings(graph, probe, run)
+    return probe
+
+
+def probe_onnx_by_node(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
+    """The same probe, one node at a time: for a model whose weights stay on disk (memory-mapped).
+
+    Each node of the main graph runs alone in onnxruntime, fed the values computed before it, with
+    only its own weights read from the mapping (the IR's constants) and let go after it. The values
+    it computes are the ones one run of the whole model computes, so the shapes and the
+    verification are the same as for a model loaded whole.
+    """
+    feeds = _probe_feeds(model, graph, seed, weights_in_memory=False)
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _run_by_node(model, graph, inputs)
+
+    probe = RuntimeProbe("onnxruntime", feeds, run(feeds))
+    probe.crossings = threshold_crossings(graph, probe, run)
+    return probe
+
+
+def _run_by_node(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from ..load.onnx_graph import outer_scope_reads, subgraphs
+
+    values = dict(feeds)
+    for index, node in enumerate(model.graph.node):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            const = graph.const(node.output[0])
+            if const is None:
+                raise ProbeUnavailable(f"constant '{node.output[0]}' was not read")
+            values[node.output[0]] = np.asarray(const)
+            continue
+        reads = [name for name in node.input if name]
+        reads += sorted({name for body in subgraphs(node) for name in outer_scope_reads(body)})
+        inputs, weights = [], []
+        for name in dict.fromkeys(reads):
+            if name in values:
+                array = values[name]
+                element = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+                inputs.append(onnx.helper.make_tensor_value_info(name, element, list(array.shape)))
+            elif (const := graph.const(name)) is not None:
+                weights.append(onnx.numpy_helper.from_array(np.asarray(const), name))
+            else:
+                raise ProbeUnavailable(f"node '{node.name or node.op_type}' reads '{name}', which nothing computed")
+        alone = onnx.helper.make_graph(
+            [node], f"node_{index}", inputs, [onnx.ValueInfoProto(name=name) for name in node.output if name], weights
+        )
+        single = onnx.helper.make_model(alone, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+        single.functions.extend(model.functions)
+        try:
+            results = _session(single).run(None, {vi.name: values[vi.name] for vi in inputs})
+        except Exception as error:  # onnxruntime's own errors, as for the whole model
+            raise ProbeUnavailable(f"onnxruntime cannot run the model: {_first_line(error)}") from error
+        del single, alone, weights  # this layer's weights, read from the mapping: let them go
+        values.update((name, np.asarray(result)) for name, result in zip([n for n in node.output if n], results))
+    return {name: array for name, array in values.items() if name not in feeds}
+
+
+# Comparisons of data with a constant: a threshold the model branches or steps on.
+_COMPARISONS = frozenset({"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal"})
+# The inputs tried for the other side of each threshold: the first run's inputs scaled by t, then
+# shifted by s (a sum or a mean of the data crosses its threshold on one of them).
+CROSSING_SCALES = (-1.0, 0.0, 0.25, 4.0, -4.0, 16.0, -16.0, 0.01)
+CROSSING_SHIFTS = (-1.0, 1.0, -4.0, 4.0, -16.0, 16.0)
+
+
+def data_thresholds(graph: Graph) -> list[str]:
+    """The outputs of comparisons of a value computed from the network input's *values* with a constant
+    (``ReduceSum(x) > c``; not a comparison of static shapes), in a graph not yet folded."""
+    from ..passes.data_shapes import data_shape_reason
+
+    dependent = set(graph.inputs)
+    data_shaped: dict[str, str] = {}
+
+    class _Values:  # the graph, where "constant" means "not computed from the input's values"
+        @staticmethod
+        def is_const(name: str) -> bool:
+            return name not in dependent
+
+    found = []
+    for node in graph.nodes:
+        reads = [name for name in node.all_inputs if name]
+        if node.op_type in ("Shape", "Size") and not node.domain:
+            moves = bool(reads) and reads[0] in data_shaped  # a count of data, not a static shape
+        else:
+            moves = any(name in dependent for name in reads)
+        reason = data_shape_reason(node, _Values(), data_shaped)  # type: ignore[arg-type]
+        if reason is not None:
+            data_shaped.update((name, reason) for name in node.outputs if name)
+        if not moves:
+            continue
+        dependent.update(name for name in node.outputs if name)
+        operands = [name for name in node.inputs if name]
+        if node.op_type in _COMPARISONS and not node.domain and len(operands) == 2:
+            if any(graph.is_const(name) for name in operands):
+                found.append(node.outputs[0])
+    return found
+
+
+def threshold_crossings(
+    graph: Graph, probe: RuntimeProbe, run: Any, *, limit: int = len(CROSSING_SCALES) + len(CROSSING_SHIFTS)
+) -> list[RuntimeProbe]:
+    """Runs at inputs on the other side of each data threshold of the graph from ``probe``'s (one run
+    per threshold crossed, the first candidate that crosses it), at most ``limit`` runs tried."""
+    thresholds = [name for name in data_thresholds(graph) if name in probe.values]
+    if not thresholds:
+        return []
+    floats = [name for name, array in probe.feeds.items() if array.dtype.kind == "f"]
+    candidates = [
+        {name: (array * t).astype(array.dtype) if name in floats else array for name, array in probe.feeds.items()}
+        for t in CROSSING_SCALES
+    ] + [
+        {name: (array + s).astype(array.dtype) if name in floats else array for name, array in probe.feeds.items()}
+        for s in CROSSING_SHIFTS
+    ]
+    crossings: list[RuntimeProbe] = []
+    left = set(thresholds)
+    for feeds in candidates[:limit] if floats else []:
+        try:
+            values = run(feeds)
+        except ProbeUnavailable:  # an input the model refuses (a log of a negative...): not a crossing
+            continue
+        crossed = {name for name in left if name in values and not np.array_equal(values[name], probe.values[name])}
+        if crossed:
+            crossings.append(RuntimeProbe(probe.reference, feeds, values))
+            left -= crossed
+        if not left:
+            break
+    return crossings
 
 
 def probe_module(module: Any, graph: Graph, seed: int) -> RuntimeProbe:

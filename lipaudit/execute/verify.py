@@ -146,6 +146,16 @@ def verify(
         outputs = executor.run(probe.feeds, on_node=checker)
     except ExecutionError as error:
         return skipped(_first_line(error)), checker.shapes
+    # The other side of each threshold the model compares its data with: a branch, a count or a
+    # step the first run saw one side of must compute the same there.
+    for crossing in probe.crossings:
+        other = _Checker(graph, crossing)
+        try:
+            executor.run(crossing.feeds, on_node=other)
+        except ExecutionError:
+            continue  # it ran on the first inputs; an op refusing these is no mismatch
+        checker.compared += other.compared
+        checker.worst = max(checker.worst, other.worst)
     if probe.outputs is not None:
         if len(probe.outputs) != len(graph.outputs):
             return skipped(
@@ -160,7 +170,11 @@ def verify(
     if checker.compared == 0:
         return skipped(f"{probe.reference} exposed none of the IR's values to compare"), checker.shapes
     return Verification(
-        True, max_abs_diff=checker.worst, inputs=1, reference=probe.reference, values=checker.compared
+        True,
+        max_abs_diff=checker.worst,
+        inputs=1 + len(probe.crossings),
+        reference=probe.reference,
+        values=checker.compared,
     ), checker.shapes
 
 

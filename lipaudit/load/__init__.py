@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError
-from ..execute.probe import ProbeUnavailable, RuntimeProbe, apply_runtime_shapes, probe_onnx
+from ..execute.probe import ProbeUnavailable, RuntimeProbe, apply_runtime_shapes, probe_onnx, probe_onnx_by_node
 from ..ir import Graph
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -62,7 +62,7 @@ def load_model(
     inputs), then schema defaults filled in, constants folded and constant Ifs inlined.
 
     ``map_external_data``: leave an ONNX model's external data on disk, memory-mapped (a model
-    larger than memory; it cannot be probed then).
+    larger than memory); it is then probed one node at a time.
     """
     from ..passes import load_time_passes
 
@@ -71,7 +71,9 @@ def load_model(
         try:
             if not probe:
                 raise ProbeUnavailable("the model was not run")
-            loaded.probe = probe_onnx(loaded.source, loaded.graph, seed)
+            # Weights left on disk are read one node at a time: the runtime never holds them all.
+            run = probe_onnx_by_node if map_external_data else probe_onnx
+            loaded.probe = run(loaded.source, loaded.graph, seed)
         except ProbeUnavailable as why:
             loaded.probe_missing = str(why)
             loaded.notices.append(f"shapes are ONNX inference's, not confirmed by a runtime: {why}")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..ir import Graph, Node
+from ..spectral.scaling import scale_of
 from .factor import Factor
 
 if TYPE_CHECKING:
@@ -110,7 +111,11 @@ def broadcast_copies(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
 
 def broadcast_gain(coefficients: np.ndarray, var_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> float:
     """Operator norm of x -> c ⊙ broadcast(x): sqrt(max over entries of x of Σ c² over its copies)."""
-    squared = np.broadcast_to(np.asarray(coefficients, dtype=np.float64) ** 2, out_shape)
+    coefficients = np.asarray(coefficients, dtype=np.float64)
+    scale = scale_of(coefficients)  # squares of 1e-170 or 1e200 leave float64's range
+    if scale != 1.0:
+        return scale * broadcast_gain(coefficients / scale, var_shape, out_shape)
+    squared = np.broadcast_to(coefficients**2, out_shape)
     padded = (1,) * (len(out_shape) - len(var_shape)) + tuple(var_shape)
     axes = tuple(i for i, (dim, out_dim) in enumerate(zip(padded, out_shape)) if dim == 1 and out_dim != 1)
     summed = squared.sum(axis=axes) if axes else squared

@@ -23,6 +23,7 @@ from torch import Tensor
 from ..domain.interval import Interval
 from ..domain.recurrent import Unrolled, gru_direction, lstm_direction
 from ..ir import Node
+from ..spectral.scaling import root_sum_squares
 from .context import RuleContext, RuleInputError, domain_factor
 from .factor import Factor
 from .registry import Op, register
@@ -167,7 +168,7 @@ class Recurrent(Op):
         for output in range(3):
             rows = [d[output] for d in per_direction]
             # Directions fill disjoint parts of each output; they share the input, each has its own states.
-            combined.append((math.sqrt(sum(r[0] ** 2 for r in rows)), max(r[1] for r in rows), max(r[2] for r in rows)))
+            combined.append((root_sum_squares(r[0] for r in rows), max(r[1] for r in rows), max(r[2] for r in rows)))
         return combined
 
     def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:

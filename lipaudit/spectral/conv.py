@@ -80,6 +80,7 @@ from .device import one_thread
 from .materialize import gram_norm, materialized_norm
 from .power import forward_and_adjoint, lanczos_operator, power_iteration
 from .result import NormResult
+from .scaling import rescaled, scale_of
 
 # Re-exported: callers and tests import them from here.
 __all__ = [
@@ -166,7 +167,18 @@ class _Layer:
         return min(math.prod(self.operator.input_shape), math.prod(self.operator.output_shape))
 
 
-def conv_norm(
+def conv_norm(weight, input_spatial: tuple[int, ...], **settings) -> NormResult:
+    """ℓ2 operator norm of an N-d Conv / ConvTranspose at the given input size: see _unit_conv_norm.
+
+    Measured on the kernel divided by a power of two near its largest entry (exact), and scaled
+    back: the squares of a kernel of 1e-160 or 1e200 would leave float64's range."""
+    scale = scale_of(weight)
+    if scale == 1.0:
+        return _unit_conv_norm(weight, input_spatial, **settings)
+    return rescaled(_unit_conv_norm(weight / scale, input_spatial, **settings), scale)
+
+
+def _unit_conv_norm(
     weight,
     input_spatial: tuple[int, ...],
     *,

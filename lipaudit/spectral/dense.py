@@ -21,6 +21,7 @@ from torch import Tensor
 from .bnb import BNB_TOL, matrix_source, max_singular_value
 from .power import power_iteration
 from .result import NormResult
+from .scaling import rescaled, scale_of
 
 # A singular value computed in float64 is backward stable: its relative error is a small multiple
 # of n·2⁻⁵³ (about 1e-12 for n in the thousands).  Multiplying by these factors turns the computed
@@ -112,7 +113,11 @@ def batched_dense_norm(
 ) -> NormResult:
     """The largest ℓ2 norm among a batch of real float64 matrices (g, m, n), e.g. a grouped 1×1
     convolution's per-group kernels.  Same methods and result fields as dense_norm."""
-    w = matrices
+    scale = scale_of(matrices)  # measured at unit scale: squares of 1e-160 or 1e200 leave float64's range
+    return rescaled(_unit_dense_norm(matrices / scale, method, tol=tol, estimate=estimate), scale)
+
+
+def _unit_dense_norm(w: Tensor, method: str, *, tol: float, estimate: bool) -> NormResult:
     frobenius = float(torch.linalg.matrix_norm(w, ord="fro").max()) * SVD_MARGIN if w.numel() else 0.0
     if w.numel() == 0 or frobenius == 0.0:
         return NormResult(0.0, "exact", True, estimate=0.0, frobenius=0.0, gap=0.0)

@@ -125,3 +125,53 @@ def test_values_downstream_of_a_data_dependent_shape_are_data_paths() -> None:
     found = data_shaped_values(graph)
     assert set(found) == {"where", "y"}, found  # Shape's own output has a fixed shape; Tile a constant repeat
     assert "NonZero" in found["where"]
+
+
+def _if_on_a_sum():
+    """y = x if Σx > 0.5 else 2x: an If on a comparison of data with a constant the graph names."""
+    then_branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["t"])], "then", [], [helper.make_tensor_value_info("t", FLOAT, SHAPE)]
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["e"])], "else", [], [helper.make_tensor_value_info("e", FLOAT, SHAPE)]
+    )
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "threshold"], ["above"]),
+        helper.make_node("If", ["above"], ["y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    constants = {"threshold": np.float32(0.5), "two": np.float32(2)}
+    return model(nodes, [("x", FLOAT, SHAPE)], [("y", FLOAT, SHAPE)], constants)
+
+
+def test_the_probe_also_runs_on_the_other_side_of_each_threshold(tmp_path: Path) -> None:
+    from lipaudit.load import load_model
+    from tests.soundness._oracle import save
+
+    loaded = load_model(save(_if_on_a_sum(), tmp_path))
+    assert loaded.probe is not None and loaded.probe.crossings
+    first = float(loaded.probe.values["total"])
+    others = [float(crossing.values["total"]) for crossing in loaded.probe.crossings]
+    assert any((other > 0.5) != (first > 0.5) for other in others), (first, others)
+
+
+@pytest.mark.parametrize("case", ["if-on-compress-count", "nonzero-count"])
+def test_verification_on_both_sides_of_a_threshold_catches_a_wrongly_folded_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """The safety net: were a count of data folded to the first run's value (the old bug), the runs on
+    the other side of the thresholds the graph names would show the IR computing something else."""
+    from lipaudit.errors import VerificationError
+    from lipaudit.passes import fold_constants
+
+    monkeypatch.setattr(fold_constants, "data_shape_reason", lambda *args: None)
+    monkeypatch.setattr(fold_constants, "_results", _fold_every_shape(fold_constants._results))
+    outcome = run_audit(CASES[case][0](), tmp_path)
+    assert isinstance(outcome.error, VerificationError), outcome.describe()
+
+
+def _fold_every_shape(results):
+    def folding(node, graph, data_shaped):
+        return results(node, graph, {})  # as before: a shape seen in one run is taken as fixed
+
+    return folding

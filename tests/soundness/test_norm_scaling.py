@@ -1,0 +1,105 @@
+"""Norms never underflow or overflow to a wrong figure (issue 18).
+
+A float64 weight of 1e-170 squares to 0, one of 1e200 to infinity: a Frobenius norm taken as it is
+certified an exact 0 for a map that moves, or crashed. Every figure here is checked against the
+map's own operator, materialised independently (onnxruntime in float64 for dense ops, torch's
+float64 convolution for Conv and ConvTranspose, which onnxruntime lacks in float64), its σ_max
+taken after dividing by its largest entry.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+from lipaudit.spectral.scaling import root_sum_squares, unit_scale
+from tests.soundness._oracle import session
+
+RNG = np.random.default_rng(0)
+# (op, input shape, unit weight, attributes)
+OPS = {
+    "MatMul": ([2, 6], RNG.standard_normal((6, 5)), {}),
+    "Gemm": ([2, 6], RNG.standard_normal((5, 6)), {"transB": 1}),
+    "Mul": ([2, 6], RNG.standard_normal((1, 6)), {}),
+    "Conv": ([1, 2, 5, 5], RNG.standard_normal((3, 2, 3, 3)), {"pads": [1, 1, 1, 1]}),
+    "ConvTranspose": ([1, 2, 3, 3], RNG.standard_normal((2, 3, 3, 3)), {"strides": [2, 2]}),
+}
+FLOAT64_SCALES = (1e-170, 1e-160, 1e150, 1e200)
+FLOAT32_SCALES = (1e-30, 1e30)
+CERTIFIED_RTOL = 1e-12  # a certified figure may sit below the materialised σ_max by its rounding only
+
+
+def _model(op: str, shape: list[int], weight: np.ndarray, attrs: dict, dtype) -> onnx.ModelProto:
+    element = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x", "W"], ["y"], **attrs)],
+        "scaled",
+        [helper.make_tensor_value_info("x", element, shape)],
+        [helper.make_tensor_value_info("y", element, None)],
+        [numpy_helper.from_array(weight.astype(dtype), "W")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return onnx.shape_inference.infer_shapes(proto)
+
+
+def _operator_norm(proto: onnx.ModelProto, op: str, shape: list[int], weight: np.ndarray, attrs: dict) -> float:
+    n = math.prod(shape)
+    columns = []
+    if op in ("Conv", "ConvTranspose"):
+        kernel = torch.from_numpy(weight.astype(np.float64))
+        for i in range(n):
+            basis = torch.zeros(n, dtype=torch.float64)
+            basis[i] = 1.0
+            x = basis.reshape(shape)
+            y = F.conv2d(x, kernel, padding=1) if op == "Conv" else F.conv_transpose2d(x, kernel, stride=2)
+            columns.append(y.numpy().ravel())
+    else:
+        run = session(proto)
+        dtype = np.float64 if proto.graph.input[0].type.tensor_type.elem_type == TensorProto.DOUBLE else np.float32
+        for i in range(n):
+            basis = np.zeros(n, dtype)
+            basis[i] = 1.0
+            columns.append(run.run(None, {"x": basis.reshape(shape)})[0].astype(np.float64).ravel())
+    matrix = np.stack(columns, axis=1)
+    largest = float(np.abs(matrix).max())
+    return float(np.linalg.svd(matrix / largest, compute_uv=False)[0]) * largest
+
+
+CASES = [(op, scale, np.float64) for op in OPS for scale in FLOAT64_SCALES] + [
+    (op, scale, np.float32) for op in OPS for scale in FLOAT32_SCALES
+]
+
+
+@pytest.mark.parametrize("op, scale, dtype", CASES, ids=[f"{o}-{s:g}-{d.__name__}" for o, s, d in CASES])
+def test_tiny_and_huge_weights_get_their_true_figure(tmp_path: Path, op: str, scale: float, dtype) -> None:
+    from lipaudit import audit
+
+    shape, unit, attrs = OPS[op]
+    weight = (unit * scale).astype(dtype)
+    proto = _model(op, shape, weight, attrs, dtype)
+    truth = _operator_norm(proto, op, shape, weight.astype(np.float64), attrs)
+    assert truth > 0 and math.isfinite(truth)
+    path = tmp_path / "model.onnx"
+    onnx.save(proto, str(path))
+    for method, bound in (("auto", "recursion"), ("gram", "product"), ("frobenius", "product")):
+        network = audit(str(path), method=method, bound=bound, verify=False).to_dict()["network"]
+        upper = network["upper_bound"]
+        assert network["certified"], (method, bound, network)
+        assert upper is not None and upper >= truth * (1 - CERTIFIED_RTOL), (method, bound, upper, truth)
+        assert upper <= truth * 10, (method, bound, upper, truth)  # and not an overflowed or useless figure
+
+
+def test_a_norm_is_zero_only_for_the_zero_matrix() -> None:
+    assert root_sum_squares([1e-170, 1e-170]) == pytest.approx(math.sqrt(2) * 1e-170, rel=1e-15)
+    assert root_sum_squares([1e200, 1e200]) == pytest.approx(math.sqrt(2) * 1e200, rel=1e-15)
+    assert root_sum_squares([0.0, 0.0]) == 0.0
+    assert unit_scale(1e-170) > 1e-170 and unit_scale(1e-170) <= 2e-170
+    assert unit_scale(0.0) == 1.0
