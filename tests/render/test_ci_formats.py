@@ -149,3 +149,16 @@ def test_reports_are_written_with_the_ordinary_mode(project: Path) -> None:
         assert stat.S_IMODE(Path("r.json").stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_a_multi_model_baseline_is_matched_by_model_path(project: Path) -> None:
+    assert check("a/model.onnx", "b/model.onnx", "-o", "base.json").exit_code == 0
+    again = check("b/model.onnx", "a/model.onnx", "--baseline", "base.json")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count("OK  within the allowed increase of 0.00%") == 2
+    assert "b/model.onnx compared with the baseline:" in again.stdout and "a/model.onnx compared" in again.stdout
+    assert "different model files" not in again.output
+    Path("one.json").write_text(check("a/model.onnx", "-f", "json").stdout)
+    partial = check("a/model.onnx", "b/model.onnx", "--baseline", "one.json")
+    assert partial.exit_code == 0
+    assert "no baseline for b/model.onnx in one.json" in partial.stdout and "OK  within" in partial.stdout
