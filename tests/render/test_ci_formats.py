@@ -162,3 +162,19 @@ def test_a_multi_model_baseline_is_matched_by_model_path(project: Path) -> None:
     partial = check("a/model.onnx", "b/model.onnx", "--baseline", "one.json")
     assert partial.exit_code == 0
     assert "no baseline for b/model.onnx in one.json" in partial.stdout and "OK  within" in partial.stdout
+
+
+def test_every_format_says_how_the_figure_was_reached(project: Path) -> None:
+    """The recursion against the product (mlp: recursion-w2 below the product) in GitHub, SARIF and JUnit."""
+    github = check("b/model.onnx", "-f", "github").stdout
+    assert "(recursion-w2, product 20.9583)" in github
+    sarif = strict_loads(check("b/model.onnx", "-f", "sarif").stdout)
+    bound = sarif["runs"][0]["results"][0]
+    assert bound["properties"]["method"] == "recursion-w2" and bound["properties"]["productBound"] > 20
+    assert "product 20.9583" in bound["message"]["text"]
+    junit = xmlschema.XMLSchema(str(SCHEMAS / "junit.xsd")).to_dict(
+        check("a/model.onnx", "b/model.onnx", "-f", "junit").stdout
+    )
+    properties = {p["@name"]: p["@value"] for p in junit["testsuite"][0]["properties"]["property"]}
+    assert properties["b/model.onnx"] == "recursion-w2, product 20.9583"
+    assert "residual branches: 1, 0 invertible" in properties["a/model.onnx"]
