@@ -523,12 +523,13 @@ def _finish_one(model: Path, settings: Settings, report: Report, run: Run) -> Ou
             typer.echo(f"lipaudit: {target.format} report written to {path}", err=True)
     code = report.exit_code(settings.allow_incomplete)
     diff_lines: list[str] = []
-    base = run.base.for_model(model, report) if run.base is not None else None
+    base = run.base.for_model(model, report, run.several) if run.base is not None else None
     if run.base is not None and base is None:
         diff_lines = ["", f"no baseline for {model} in {run.base.path}: not compared"]
     if base is not None:
         result = diff_reports(base, report, run.increase)
-        diff_lines = ["", "compared with the baseline:", *describe(result)]
+        diff_lines = ["", f"{model} compared with the baseline:" if run.several else "compared with the baseline:"]
+        diff_lines += describe(result)
         if result.regressed:
             code = max(code, EXIT_THRESHOLD_EXCEEDED, key=SEVERITY.__getitem__)
     if run.quiet:

@@ -101,12 +101,15 @@ class Baselines:
     reports: dict[str, Report] = field(default_factory=dict)
     single: Report | None = None
 
-    def for_model(self, model: Path, report: Report) -> Report | None:
-        if self.single is not None:
+    def for_model(self, model: Path, report: Report, several: bool = False) -> Report | None:
+        """The baseline of ``model``: the one report when one model is checked; else the report
+        of the same model path (None when the baseline has none)."""
+        if self.single is not None and not several:
             return self.single
+        reports = self.reports or ({self.single.model.path: self.single} if self.single is not None else {})
         for key in (str(model), os.path.normpath(model), report.model.path):
-            if key in self.reports:
-                return self.reports[key]
+            if key in reports:
+                return reports[key]
         return None
 
 

@@ -6,7 +6,7 @@ over its limit and one per residual branch over its limit, all at the model's fi
 from __future__ import annotations
 
 from ..report import Report
-from .verdict import comparison, format_number, verdict
+from .verdict import bound_summary, comparison, format_number, verdict
 
 
 def _escape_data(text: str) -> str:
@@ -45,6 +45,8 @@ def render_github(report: Report, **_: object) -> str:
             )
         )
     status, line = verdict(report)
+    how = bound_summary(report)
+    line += f"  ({how})" if how else ""
     if status in ("FAILED", "INCOMPLETE", "UNBOUNDED"):
         lines.append(_command("error", path, line))
     else:

@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 
 from .. import __version__
 from ..report import Report
-from .verdict import verdict
+from .verdict import bound_summary, verdict
 
 # What a model's exit code means, as a JUnit outcome.
 FAILURE_TYPES = {1: "threshold", 3: "incomplete"}
@@ -23,6 +23,8 @@ def _seconds(report: Report | None) -> float:
 
 def _details(report: Report) -> str:
     lines = [verdict(report)[1]]
+    if bound_summary(report):
+        lines.append(f"bound by {bound_summary(report)}")
     for blocker in report.network.unsupported + report.network.unbounded:
         lines.append(f"{blocker.op} at '{blocker.node}': {blocker.reason}")
     for layer in report.threshold.layers or []:
@@ -57,6 +59,9 @@ def render_junit_runs(runs: list) -> str:
     )
     properties = ElementTree.SubElement(suite, "properties")
     ElementTree.SubElement(properties, "property", {"name": "lipaudit.version", "value": __version__})
+    for run in runs:  # how each figure was reached: the recursion against the product, the residual branches
+        if run.report is not None and bound_summary(run.report):
+            ElementTree.SubElement(properties, "property", {"name": run.path, "value": bound_summary(run.report)})
     for run in runs:
         case = ElementTree.SubElement(
             suite,

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from .. import __version__
 from ..report import Report
-from .verdict import comparison, format_number, verdict
+from .verdict import bound_summary, comparison, format_number, verdict
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 RULES = {
@@ -44,7 +44,18 @@ def _result(rule: str, level: str, text: str, path: str) -> dict:
 def _results(path: str, report: Report, exit_code: int) -> list[dict]:
     status, line = verdict(report)
     level = "error" if exit_code in (1, 3) or status in ("FAILED", "INCOMPLETE", "UNBOUNDED") else "note"
-    results = [_result("lipaudit/bound", level, line, path)]
+    how = bound_summary(report)
+    verdict_result = _result("lipaudit/bound", level, f"{line}  ({how})" if how else line, path)
+    network = report.network
+    verdict_result["properties"] = {
+        "upperBound": network.upper_bound,
+        "method": network.method,
+        "productBound": network.product_bound,
+        "certified": network.certified,
+        "residualBranches": len(network.branches),
+        "invertibleBranches": sum(branch.invertible for branch in network.branches),
+    }
+    results = [verdict_result]
     for blocker in report.network.unsupported:
         results.append(
             _result("lipaudit/unsupported-op", "error", f"{blocker.op} at '{blocker.node}': {blocker.reason}", path)

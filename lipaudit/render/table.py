@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import textwrap
 
 from rich.console import Console
@@ -160,11 +161,12 @@ def _branch_lines(report: Report) -> list[Text]:
 
 
 NOTE_INDENT = "    "
+SENTENCE_END = re.compile(r"(?<=[.;])\s+(?=[A-Z(])")
 
 
 def note_lines(report: Report, width: int) -> list[str]:
-    """Each layer's notes below the table, one note a paragraph wrapped at ``width`` (a column in
-    the table would wrap them one word per line)."""
+    """Each layer's notes below the table, a line per sentence, wrapped at ``width`` with a hanging
+    indent (a column in the table would wrap them one word per line)."""
     lines = []
     for index, layer in enumerate(report.layers, 1):
         notes = layer.notes + ([layer.reason] if layer.reason else [])
@@ -172,9 +174,13 @@ def note_lines(report: Report, width: int) -> list[str]:
             continue
         lines.append(f"  {index} {layer.name}:")
         for note in notes:
-            lines += textwrap.wrap(
-                note, width=max(40, width - 2), initial_indent=NOTE_INDENT, subsequent_indent=NOTE_INDENT + "  "
-            )
+            for sentence in SENTENCE_END.split(note):
+                lines += textwrap.wrap(
+                    sentence,
+                    width=max(40, width - 2),
+                    initial_indent=NOTE_INDENT,
+                    subsequent_indent=NOTE_INDENT + "  ",
+                )
     return (["notes:", *lines]) if lines else []
 
 

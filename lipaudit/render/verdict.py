@@ -58,6 +58,21 @@ def method_text(report: Report) -> str:
     return f"{network.method} (the slope-restricted recursion over the graph); the product of the factors: {product}"
 
 
+def bound_summary(report: Report) -> str:
+    """One line on how the figure was reached: 'recursion-w2, product 20.9583; residual branches: 1,
+    0 invertible' ('' when there is no finite bound)."""
+    network = report.network
+    if network.upper_bound is None:
+        return ""
+    text = network.method
+    if network.method != "product":
+        text += f", product {format_number(network.product_bound)}"
+    if network.branches:
+        invertible = sum(branch.invertible for branch in network.branches)
+        text += f"; residual branches: {len(network.branches)}, {invertible} invertible"
+    return text
+
+
 def branch_rows(report: Report) -> list[tuple[str, str, str, str, str, str]]:
     """(add, fork, Lip(g) bound, product of the branch's factors, method, 'yes'/'no' invertible) per branch."""
     return [

@@ -149,3 +149,32 @@ def test_reports_are_written_with_the_ordinary_mode(project: Path) -> None:
         assert stat.S_IMODE(Path("r.json").stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_a_multi_model_baseline_is_matched_by_model_path(project: Path) -> None:
+    assert check("a/model.onnx", "b/model.onnx", "-o", "base.json").exit_code == 0
+    again = check("b/model.onnx", "a/model.onnx", "--baseline", "base.json")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count("OK  within the allowed increase of 0.00%") == 2
+    assert "b/model.onnx compared with the baseline:" in again.stdout and "a/model.onnx compared" in again.stdout
+    assert "different model files" not in again.output
+    Path("one.json").write_text(check("a/model.onnx", "-f", "json").stdout)
+    partial = check("a/model.onnx", "b/model.onnx", "--baseline", "one.json")
+    assert partial.exit_code == 0
+    assert "no baseline for b/model.onnx in one.json" in partial.stdout and "OK  within" in partial.stdout
+
+
+def test_every_format_says_how_the_figure_was_reached(project: Path) -> None:
+    """The recursion against the product (mlp: recursion-w2 below the product) in GitHub, SARIF and JUnit."""
+    github = check("b/model.onnx", "-f", "github").stdout
+    assert "(recursion-w2, product 20.9583)" in github
+    sarif = strict_loads(check("b/model.onnx", "-f", "sarif").stdout)
+    bound = sarif["runs"][0]["results"][0]
+    assert bound["properties"]["method"] == "recursion-w2" and bound["properties"]["productBound"] > 20
+    assert "product 20.9583" in bound["message"]["text"]
+    junit = xmlschema.XMLSchema(str(SCHEMAS / "junit.xsd")).to_dict(
+        check("a/model.onnx", "b/model.onnx", "-f", "junit").stdout
+    )
+    properties = {p["@name"]: p["@value"] for p in junit["testsuite"][0]["properties"]["property"]}
+    assert properties["b/model.onnx"] == "recursion-w2, product 20.9583"
+    assert "residual branches: 1, 0 invertible" in properties["a/model.onnx"]
