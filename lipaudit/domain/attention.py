@@ -146,10 +146,24 @@ def attention_on_box(
     out_shape = q.shape[:-1] + (v.shape[-1],)
     low = np.broadcast_to(v_full.lo.min(axis=-2, keepdims=True), out_shape)
     high = np.broadcast_to(v_full.hi.max(axis=-2, keepdims=True), out_shape)
+    product_lo, product_hi = _weighted_values(p_lo.reshape(lo.shape), p_hi.reshape(lo.shape), v_full)
+    low, high = np.fmax(low, product_lo), np.fmin(high, product_hi)
     if not softcap:
         near_lo, near_hi = _around_centre(q, k_full, v_full, scale, mid)
         low, high = np.fmax(low, near_lo), np.fmin(high, near_hi)  # fmax: a NaN (unbounded) end keeps the hull
     return AttentionBound(Interval(low, high).widened(np.maximum(np.abs(low), np.abs(high))), query, key, value)
+
+
+def _weighted_values(p_lo: np.ndarray, p_hi: np.ndarray, v: Interval) -> tuple[np.ndarray, np.ndarray]:
+    """P·V by midpoint-radius arithmetic on the ranges of P (from the softmax) and of V: narrow
+    where both are, as interval arithmetic through a decomposed MatMul/Softmax/MatMul is."""
+    pc, pr = _t((p_lo + p_hi) / 2), _t((p_hi - p_lo) / 2)
+    vc, vr, vm = _t(v.center), _t(v.radius), _t(v.magnitude)
+    centre = pc @ vc
+    radius = pc.abs() @ vr + pr @ vc.abs() + pr @ vr
+    slack = 1e-12 * (_t(p_hi) @ vm) + 1e-300
+    centre, reach = centre.numpy(), (radius * (1 + 1e-12) + slack).numpy()
+    return centre - reach, centre + reach
 
 
 def _around_centre(
