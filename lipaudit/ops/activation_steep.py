@@ -38,6 +38,9 @@ class NotLipschitz(Activation):
 
     domain_helps: ClassVar[bool] = True  # on a bounded range the slope is bounded
 
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float] | None:  # type: ignore[override]
+        return None  # no bounded slope: not split by the recursion
+
 
 def _where_finite(condition: np.ndarray, values: Callable[[], np.ndarray]) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

@@ -70,12 +70,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..invariants import present
+from ..linear_maps import SUM_MARGIN
 from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
 from .conv_maps import MERGE_ALWAYS_COST, ConvMap, node_cost
 from .maps import DenseMap, ScalarMap
-from .network import Network, Node
-from .region import role, window_region
+from .network import Activation, Network, Node, Opaque
+from .region import Role, role, window_region
 
 DEFAULT_WINDOW = 2
 DEFAULT_BUDGET = 1.5
@@ -90,8 +90,6 @@ TIME_LIMIT_RATE = 3e9
 BUDGET_FLOOR = 3e10
 FREE_COST = MERGE_ALWAYS_COST
 REFINE_TOL = 1e-3
-# Sums and products of a few hundred positive floats: relative rounding far below this.
-SUM_MARGIN = 1.0 + 1e-12
 
 
 @dataclass
@@ -130,25 +128,7 @@ class TightBound:
 
 def product_rule(node: Node, bounds: list[float]) -> float:
     """The product bound's rule at one node, from the bounds of its inputs."""
-    ins = [bounds[i] for i in node.inputs]
-    kind = node.kind
-    if kind == "input":
-        return 1.0
-    if kind == "add":
-        return math.fsum(abs(c) * b for c, b in zip(node.params["coefficients"], ins)) * SUM_MARGIN
-    if kind == "concat":
-        return math.sqrt(math.fsum(b * b for b in ins)) * SUM_MARGIN
-    if kind == "activation":
-        return node.split[2] * ins[0]
-    if kind == "lipschitz":
-        c = node.params["constant"]
-        return c * math.sqrt(math.fsum(b * b for b in ins)) * SUM_MARGIN if c else 0.0
-    return _linear_norm(node) * ins[0]
-
-
-def _linear_norm(node: Node) -> float:
-    """The norm of a unary linear node (every kind the rules above leave), which always has one."""
-    return present(node.norm(), f"the norm of linear node '{node.name}'")
+    return node.rule(bounds)
 
 
 def targets(network: Network) -> set[int]:
@@ -156,10 +136,12 @@ def targets(network: Network) -> set[int]:
     chosen: set[int] = set(network.outputs)
     readers = network.consumers()
     for node in network.nodes:
-        if node.kind == "lipschitz" or (node.kind == "activation" and role(network, node.id) != "linear"):
+        if isinstance(node.op, Opaque) or (
+            isinstance(node.op, Activation) and role(network, node.id) is not Role.LINEAR
+        ):
             chosen.update(node.inputs)
     chosen.update(v for v, r in enumerate(readers) if len(set(r)) >= 2)
-    return {v for v in chosen if role(network, v) == "linear"}
+    return {v for v in chosen if role(network, v) is Role.LINEAR}
 
 
 def product_bound(network: Network) -> tuple[float, list[float]]:
@@ -356,7 +338,7 @@ class _Sweep:
                     if best[dep] > 0:
                         adjoint[dep] += adjoint[y] * figure / best[dep]
                 continue
-            for i, slope in zip(node.inputs, _rule_slopes(node, best)):
+            for i, slope in zip(node.inputs, node.rule_slopes(best)):
                 adjoint[i] += adjoint[y] * slope
         found = []
         for target, terms in self.steps.items():
@@ -418,23 +400,6 @@ class _Sweep:
                 rest = math.fsum(figures[i] for i in range(len(weighted)) if i not in dense)
                 total = min(total, joint + rest)
         return total
-
-
-def _rule_slopes(node: Node, best: list[float]) -> list[float]:
-    """∂ product_rule / ∂ L(input) for each input."""
-    ins = [best[i] for i in node.inputs]
-    kind = node.kind
-    if kind == "add":
-        return [abs(c) for c in node.params["coefficients"]]
-    if kind in ("concat", "lipschitz"):
-        total = math.sqrt(math.fsum(b * b for b in ins))
-        scale = node.params["constant"] if kind == "lipschitz" else 1.0
-        return [scale * b / total if total > 0 else 0.0 for b in ins]
-    if kind == "activation":
-        return [node.split[2]]
-    if kind == "input":
-        return []
-    return [_linear_norm(node)]
 
 
 def _select(candidates, allowance: float) -> set[tuple[int, int, int]]:

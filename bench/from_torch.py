@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .network import Network
+from lipaudit.tight import Network
 
 _ACTIVATION_MODULES = {
     nn.ReLU: "relu",
