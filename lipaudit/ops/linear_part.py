@@ -20,11 +20,10 @@ from torch import Tensor
 from ..invariants import present
 from ..ir import Graph, Node
 from ..linear_maps import Barrier, Linear, Permutation, Reshape
-from .runtime import Env
+from .runtime import Env, Runs
 
 if TYPE_CHECKING:
     from .context import RuleContext
-    from .registry import Op
 
 # Moving entries of a value larger than this is described as a barrier (its index alone would
 # take 8 bytes per entry).
@@ -40,7 +39,7 @@ def variable_at(ctx: RuleContext, node: Node, *positions: int) -> bool:
     return ctx.graph.variable_inputs(node) == [node.inputs[p] for p in positions]
 
 
-def run_node(graph: Graph, op: Op, node: Node, variables: dict[str, Tensor], dtype: torch.dtype) -> list[Tensor]:
+def run_node(graph: Graph, op: Runs, node: Node, variables: dict[str, Tensor], dtype: torch.dtype) -> list[Tensor]:
     """The node's outputs from ``op.run``, the variables given and the constants the graph's."""
     env = Env(graph.opset_of(node), dtype, torch.device("cpu"))
     args: list[Any] = []
@@ -56,7 +55,7 @@ def run_node(graph: Graph, op: Op, node: Node, variables: dict[str, Tensor], dty
     return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
-def entry_map(op: Op, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
+def entry_map(op: Runs, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
     """Each output as a Permutation (or Reshape) of the node's one variable input (module docstring)."""
     if not variable_at(ctx, node, 0):
         return Barrier("it moves entries of a variable and something else computed from the input")

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from ..linear_maps import Sum
-from .network import Network, Node
+from .network import Network, NetworkNode
 from .recursion import DEFAULT_WINDOW, network_bound
 
 
@@ -47,7 +47,7 @@ class BranchBound:
         return self.ratio < 1.0
 
 
-def residual_adds(network: Network) -> list[tuple[Node, int, int, float, float, list[int]]]:
+def residual_adds(network: Network) -> list[tuple[NetworkNode, int, int, float, float, list[int]]]:
     """(add node, fork, branch output, c_x, c_g, branch values in topological order) of every
     residual Add."""
     ancestors: list[set[int]] = []
@@ -80,7 +80,7 @@ def branch_network(network: Network, fork: int, branch: list[int]) -> Network:
     ids = {fork: sub.input(network.shape(fork), name=network[fork].name)}
     for v in branch:
         node = network[v]
-        copy = Node(
+        copy = NetworkNode(
             len(sub.nodes),
             node.name,
             tuple(ids[i] for i in node.inputs),

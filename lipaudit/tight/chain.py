@@ -36,7 +36,7 @@ from ..linear_maps import Concat, Linear, Permutation, Reshape, Sum
 from ..spectral import dense_norm
 from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
-from .network import Activation, Network, Node
+from .network import Activation, Network, NetworkNode
 
 # Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
 # most DENSE_ENTRIES numbers (128 MiB in float64).
@@ -108,7 +108,7 @@ class ChainBuilder:
             return ConvMap.identity(shape, self.norm_cache)
         return ScalarMap(1.0)
 
-    def then(self, m: LinearMap, node: Node) -> LinearMap | None:
+    def then(self, m: LinearMap, node: NetworkNode) -> LinearMap | None:
         """node∘m in an exact form, or None."""
         op = node.linear
         norm = _linear_norm(node, node.norm())
@@ -129,7 +129,7 @@ class ChainBuilder:
             return self._then_conv(m, node, op, norm)
         return None
 
-    def _then_conv(self, m: ConvMap, node: Node, op: Linear, norm: float) -> ConvMap | None:
+    def _then_conv(self, m: ConvMap, node: NetworkNode, op: Linear, norm: float) -> ConvMap | None:
         """node∘m as one composite convolution, checked against node.forward∘m (docs/design.md,
         "Checks"): a reshape to the same shape is the identity; a permutation only when it is one."""
         same = tuple(node.shape) == m.shape
@@ -217,7 +217,7 @@ class ChainBuilder:
             terms[value] = self.apply(node, inputs)
         return terms.get(target, [])
 
-    def apply(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+    def apply(self, node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:
         op = node.op
         if isinstance(op, Activation):  # expanded (or linear): its linear part a·Id
             a = op.split[0]
@@ -234,7 +234,7 @@ class ChainBuilder:
             return self._concat(node, op, inputs)
         return self._unary(node, _unary_terms(node, inputs))
 
-    def _unary(self, node: Node, terms: list[Term]) -> list[Term]:
+    def _unary(self, node: NetworkNode, terms: list[Term]) -> list[Term]:
         mapped = [self.then(t.map, node) for t in terms]
         exact = [m for m in mapped if m is not None]
         if len(exact) == len(mapped):
@@ -260,7 +260,7 @@ class ChainBuilder:
                 merged.append(term)
         return merged
 
-    def _concat(self, node: Node, op: Concat, inputs: list[list[Term] | None]) -> list[Term]:
+    def _concat(self, node: NetworkNode, op: Concat, inputs: list[list[Term] | None]) -> list[Term]:
         anchors = sorted({t.anchor for ts in inputs if ts is not None for t in ts})
         shapes = [self.network.shape(i) for i in node.inputs]
         out: list[Term] = []
@@ -278,7 +278,7 @@ class ChainBuilder:
             out.append(Term(anchor, weight, stacked))
         return out
 
-    def _stack(self, node: Node, axis: int, maps: list[LinearMap | None], shapes) -> LinearMap | None:
+    def _stack(self, node: NetworkNode, axis: int, maps: list[LinearMap | None], shapes) -> LinearMap | None:
         given = [m for m in maps if m is not None]
         kinds = {type(m) for m in given}
         if len(kinds) != 1:
@@ -313,7 +313,7 @@ class ChainBuilder:
         images = [c.apply(probe) if c is not None else z for c, z in zip(convs, zeros)]
         return self._checked(made, probe, torch.cat(images, dim=2))
 
-    def _collapse_concat(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+    def _collapse_concat(self, node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:
         self.collapses += 1
         bound = math.sqrt(sum(self.bound(ts) ** 2 for ts in inputs if ts is not None))
         return [Term(node.id, bound, self.identity(node.id))]
@@ -323,12 +323,12 @@ def _largest(t: Tensor) -> float:
     return float(t.abs().max()) if t.numel() else 0.0
 
 
-def _unary_terms(node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+def _unary_terms(node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:
     """The terms of a unary node's input (propagate applies a node only when some input has terms)."""
     return present(inputs[0], f"the terms of the input of '{node.name}'")
 
 
-def _linear_norm(node: Node, norm: float | None) -> float:
+def _linear_norm(node: NetworkNode, norm: float | None) -> float:
     """``node.norm()`` of a linear node, which always has one."""
     return present(norm, f"the norm of linear node '{node.name}'")
 

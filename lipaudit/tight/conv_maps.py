@@ -37,7 +37,7 @@ from ..linear_maps.base import torch_pad
 from ..linear_maps.convolution import CONV, conv_cost
 from ..spectral import conv_norm
 from .maps import CHAIN_TOL, LinearMap, rounding_allowance
-from .network import Node
+from .network import NetworkNode
 
 # ---------------------------------------------------------------------------------------------
 # Convolutions with a composite kernel
@@ -529,7 +529,7 @@ class ConvMap(LinearMap):
         return total.reshape(batch, *self.shape)
 
 
-def node_cost(node: Node) -> float:
+def node_cost(node: NetworkNode) -> float:
     """The work of a node's own norm (the product's work), by the same cost model."""
     return node.op.cost() if isinstance(node.op, Linear) else 0.0
 

@@ -72,7 +72,7 @@ NodeOp = Input | Activation | Opaque | Linear
 
 
 @dataclass
-class Node:
+class NetworkNode:
     """One value of the network and the operation that makes it."""
 
     id: int
@@ -147,13 +147,13 @@ class Network:
     """A DAG of Nodes in topological order; see the module docstring for the node ops."""
 
     def __init__(self) -> None:
-        self.nodes: list[Node] = []
+        self.nodes: list[NetworkNode] = []
         self.outputs: list[int] = []
 
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def __getitem__(self, value: int) -> Node:
+    def __getitem__(self, value: int) -> NetworkNode:
         return self.nodes[value]
 
     def shape(self, value: int) -> tuple[int, ...]:
@@ -189,7 +189,9 @@ class Network:
             shapes = [self.nodes[i].shape for i in inputs]
             shape = op.out_shape(shapes) if isinstance(op, Linear) else shapes[0]
         label = type(op).__name__.lower()
-        node = Node(len(self.nodes), name or f"{label}_{len(self.nodes)}", inputs, tuple(int(s) for s in shape), op)
+        node = NetworkNode(
+            len(self.nodes), name or f"{label}_{len(self.nodes)}", inputs, tuple(int(s) for s in shape), op
+        )
         node.given_norm = None if norm is None else float(norm)
         self.nodes.append(node)
         return node.id

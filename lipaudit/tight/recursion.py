@@ -2,7 +2,7 @@
 
 Setting.  Every value y of the Network is a function y(x) of the input.  L(y) denotes a certified
 upper bound on Lip(x ↦ y(x)) in ℓ2.  The *product bound* P(y) is the classical propagation
-(DESIGN.md §3): P(input) = 1, P(N(x)) = ‖N‖·P(x) for a unary linear node, Σ|c_i|·P(x_i) for an
+(docs/design.md, "Product bound"): P(input) = 1, P(N(x)) = ‖N‖·P(x) for a unary linear node, Σ|c_i|·P(x_i) for an
 Add, √(Σ P(x_i)²) for a Concat, Lip(φ)·P(x) for an activation, c·√(Σ P(x_i)²) for a lipschitz
 node.
 
@@ -74,7 +74,7 @@ from ..linear_maps import SUM_MARGIN
 from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
 from .conv_maps import MERGE_ALWAYS_COST, ConvMap, node_cost
 from .maps import DenseMap, ScalarMap
-from .network import Activation, Network, Node, Opaque
+from .network import Activation, Network, NetworkNode, Opaque
 from .region import Role, role, window_region
 
 DEFAULT_WINDOW = 2
@@ -93,7 +93,7 @@ REFINE_TOL = 1e-3
 
 
 @dataclass
-class ValueBound:
+class TargetBound:
     """The bounds on one target value: the product figure and the best one (recursion or product)."""
 
     value: int
@@ -119,14 +119,14 @@ class TightBound:
     window: int | None
     outputs: dict[str, float]
     product_outputs: dict[str, float]
-    values: list[ValueBound] = field(default_factory=list)
+    values: list[TargetBound] = field(default_factory=list)
     chain_norms: int = 0
     collapses: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     finished: bool = True  # False: the time limit stopped the recursion before the last target
 
 
-def product_rule(node: Node, bounds: list[float]) -> float:
+def product_rule(node: NetworkNode, bounds: list[float]) -> float:
     """The product bound's rule at one node, from the bounds of its inputs."""
     return node.rule(bounds)
 
@@ -267,7 +267,7 @@ class _Sweep:
     deadline: float | None = None  # perf_counter() after which targets keep the product rule's figure
     visited: set[int] = field(default_factory=set)
     out_of_time: bool = False
-    values: list[ValueBound] = field(default_factory=list)
+    values: list[TargetBound] = field(default_factory=list)
     steps: dict = field(default_factory=dict)  # collect: target -> [(figure, dependency, key, map)]
     measured: int = 0
 
@@ -294,7 +294,7 @@ class _Sweep:
             found, sources = self._one_step(node.id, best)
             if found is not None and found < best[-1]:
                 best[-1] = found
-            self.values.append(ValueBound(node.id, node.name, products[node.id], best[-1], found, sources))
+            self.values.append(TargetBound(node.id, node.name, products[node.id], best[-1], found, sources))
         return best
 
     def _one_step(self, target: int, best: list[float]) -> tuple[float | None, int]:
