@@ -21,18 +21,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..domain.evaluate import critical_point_interval
-from ..domain.interval import Interval
-from ..domain.slopes import GELU, GELU_TANH, MISH, SILU, SmoothProfile, hardswish_slope_sup
+from ..intervals.interval import Interval
+from ..intervals.slopes import GELU, GELU_TANH, MISH, SILU, SmoothProfile, hardswish_slope_sup
 from ..ir import Node
 from .context import RuleContext, tighter_on_domain
 from .factor import Factor
+from .interval_rules import critical_point_interval
 from .registry import Op, register
 from .runtime import Env, UnaryTensorFn
 
 FAMILY = "activation"
 
-# The smooth activations' slope ranges are their profiles' (domain/slopes.py), written once there.
+# The smooth activations' slope ranges are their profiles. (intervals/slopes.py), written once there.
 ERF_SLOPE = 1.12838  # 2/√π = 1.1283791…
 HARDSWISH_SLOPE = 1.5  # (2x+3)/6 at x = 3
 

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.evaluate import critical_point_interval, endpoint_args, monotone_interval, run_op
-from ..domain.interval import Interval
+from ..intervals.interval import Interval
 from ..invariants import present
 from ..ir import Node
 from .activation import Activation, _on_negative_side, _on_positive_side
 from .context import RuleContext
 from .factor import Factor
+from .interval_rules import critical_point_interval, endpoint_args, monotone_interval, run_op
 from .registry import register
 from .runtime import Env
 

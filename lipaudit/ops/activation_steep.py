@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..domain.evaluate import endpoint_outputs, monotone_interval
-from ..domain.interval import Interval, reciprocal
+from ..intervals.interval import Interval, reciprocal
 from ..ir import Node
 from .activation import Activation
 from .context import DOMAIN_HINT, RuleContext
 from .factor import Factor
+from .interval_rules import endpoint_outputs, monotone_interval
 from .registry import register
 from .runtime import Env
 

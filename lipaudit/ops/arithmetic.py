@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 
 from .. import linear_maps as maps
-from ..domain.evaluate import monotone_interval
-from ..domain.interval import Interval, product, quotient, square
+from ..intervals.interval import Interval, product, quotient, square
 from ..ir import Node
 from ..linear_maps import Barrier, Linear, Reshape, Scale
 from .context import DOMAIN_HINT, RuleContext, broadcast_gain, domain_factor
 from .factor import Factor
+from .interval_rules import monotone_interval
 from .linear_part import const
 from .registry import Op, register
 from .runtime import BinaryTensorFn, Env, same_kind

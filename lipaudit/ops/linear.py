@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import linear_maps as maps
-from ..domain.evaluate import bilinear_interval
-from ..domain.interval import Interval
-from ..domain.norms import nonnegative_norm_bound
+from ..intervals.interval import Interval
+from ..intervals.norms import nonnegative_norm_bound
 from ..invariants import present
 from ..ir import Node
 from ..linear_maps import Barrier, Dense, Linear
@@ -29,6 +28,7 @@ from ..spectral.dense import dense_norm
 from .context import DOMAIN_HINT, RuleContext, broadcast_copies, broadcast_gain, domain_factor
 from .factor import Factor
 from .geometry import conv_transpose_layout, kernel_shape, window_geometry
+from .interval_rules import bilinear_interval
 from .linear_part import const, variable_at
 from .registry import Op, register
 from .runtime import Env, same_kind, spatial_fn, torch_pads

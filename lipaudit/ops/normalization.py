@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.interval import Interval, product, quotient
 from ..domain.normalize import (
     grouped,
     mean_square_bounds,
@@ -29,6 +28,7 @@ from ..domain.normalize import (
     variance_lower_bound,
     variance_upper_bound,
 )
+from ..intervals.interval import Interval, product, quotient
 from ..ir import Node
 from ..linear_maps import Barrier, Linear, Scale
 from .context import DOMAIN_HINT, RuleContext, tighter_on_domain

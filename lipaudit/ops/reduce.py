@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.evaluate import endpoint_args, monotone_interval, run_op
-from ..domain.interval import Interval
+from ..intervals.interval import Interval
 from ..invariants import present
 from ..ir import Node
 from ..linear_maps import Barrier, Linear, Mean, Reshape
 from .context import DOMAIN_HINT, RuleContext, domain_factor
 from .factor import Factor
+from .interval_rules import endpoint_args, monotone_interval, run_op
 from .linear_part import const
 from .registry import Op, register
 from .runtime import Env, ReduceTensorFn, input_or_attr, positive_axis

@@ -17,7 +17,7 @@ from ..ir import Node, schema_since_version
 from .factor import Factor
 
 if TYPE_CHECKING:
-    from ..domain.interval import Interval
+    from ..intervals.interval import Interval
     from ..linear_maps import Barrier, Linear
     from .context import RuleContext
     from .runtime import Env
@@ -68,7 +68,7 @@ class Op:
         """Sound ranges of the outputs on the domain, from ``ctx.range_of`` of the inputs; one per
         output, None for an output the op says nothing about (it is then (−∞, ∞), never a guess)."""
         if self.monotone:
-            from ..domain.evaluate import monotone_interval
+            from .interval_rules import monotone_interval
 
             return monotone_interval(
                 self, node, ctx, decreasing=self.decreasing, sums=self.sums, positions=self.data_inputs

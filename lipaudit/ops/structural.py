@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..domain.evaluate import endpoint_outputs, monotone_interval
-from ..domain.interval import Interval
+from ..intervals.interval import Interval
 from ..ir import Node
 from ..linear_maps import Barrier, Linear
 from ..linear_maps import Concat as ConcatMap
 from .context import RuleContext, RuleInputError, broadcast_copies, domain_factor
 from .factor import Factor
 from .geometry import pad_multiplicity, pad_source_index
+from .interval_rules import endpoint_outputs, monotone_interval
 from .linear_part import entry_map
 from .registry import Op, register
 from .runtime import Env, cannot_run, floats, input_or_attr, ints, positive_axis, required_input_or_attr, torch_pads

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from lipaudit.domain.interval import Interval
 from lipaudit.execute.executor import GraphInterpreter
+from lipaudit.intervals.interval import Interval
 from lipaudit.ir import Graph
 
 

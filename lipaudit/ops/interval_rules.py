@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..intervals.interval import HUGE, Interval, from_center_radius, restore_infinities
 from ..invariants import present
-from .interval import HUGE, Interval, from_center_radius, restore_infinities
 
 if TYPE_CHECKING:
     from ..ir import Node
-    from ..ops.context import RuleContext
-    from ..ops.runtime import Runs
+    from .context import RuleContext
+    from .runtime import Runs
 
 
 def env_of(ctx: RuleContext, node: Node):
-    from ..ops.runtime import Env
+    from .runtime import Env
 
     return Env(ctx.opset(node), torch.float64, torch.device("cpu"))
 
