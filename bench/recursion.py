@@ -26,8 +26,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from from_torch import jacobian_lower_bound, network_from_module  # noqa: E402
+
 from lipaudit.tight import network_bound, residual_branches  # noqa: E402
-from lipaudit.tight.from_torch import jacobian_lower_bound, network_from_module  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Nets

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..intervals.interval import Interval
 from .inputs import describe_domain, domain_settings, parse_input_ranges
-from .interval import Interval
 
 if TYPE_CHECKING:
     from ..ir import Graph

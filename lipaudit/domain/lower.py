@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..execute.empirical_lower_bound import DEFAULT_TIME_LIMIT, Deadline, LowerBound
-from ..execute.executor import Executor
+from ..execute.executor import GraphInterpreter
 from ..ir import Graph
 
 _SEPARATIONS = (1e-3, 3e-2, 0.3)  # starting |y − x| relative to the box's size
@@ -36,7 +36,7 @@ class _BoxFunction:
     """f on the concatenated flat inputs, with the box's flat lower and upper ends."""
 
     def __init__(self, graph: Graph, bounds: Mapping[str, tuple[float, float]], device: torch.device):
-        self.executor = Executor(graph, dtype=torch.float64, device=device)
+        self.executor = GraphInterpreter(graph, dtype=torch.float64, device=device)
         self.device = torch.device(device)
         self.names = list(graph.inputs)
         self.shapes = [_input_shape(graph, name) for name in self.names]

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..errors import LipauditError
+from ..intervals.interval import Interval
 from ..ir import Graph, Node
 from ..ops import RuleContext, resolve
-from .evaluate import exact_outputs
-from .interval import Interval
+from ..ops.interval_rules import exact_outputs
 
 # A rule that trips over a malformed node says nothing about it: its outputs are unbounded.
 _RULE_ERRORS = (

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import ExecutionError
 from ..ir import Graph
-from .executor import Executor
+from .executor import GraphInterpreter
 
 DEFAULT_SAMPLES = 16
 DEFAULT_STEPS = 20
@@ -75,7 +75,7 @@ class LowerBound:
 class _FlatFunction:
     """f: R^n → R^m, the network on its concatenated flattened inputs and float outputs."""
 
-    def __init__(self, executor: Executor, graph: Graph) -> None:
+    def __init__(self, executor: GraphInterpreter, graph: Graph) -> None:
         self.executor = executor
         self.names = list(graph.inputs)
         self.shapes = []
@@ -238,7 +238,7 @@ def _search(
     on_progress: Callable[[str], None] | None,
     deadline: Deadline,
 ) -> LowerBound:
-    f = _FlatFunction(Executor(graph, device=device, dtype=torch.float64), graph)
+    f = _FlatFunction(GraphInterpreter(graph, device=device, dtype=torch.float64), graph)
     generator = torch.Generator().manual_seed(int(seed))
 
     def randn(*shape: int) -> Tensor:

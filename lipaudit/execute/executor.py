@@ -48,8 +48,8 @@ def supported_ops() -> list[tuple[str, str]]:
     return sorted({(op.domain, op.op_type) for op in all_ops() if op.executable()})
 
 
-class Executor:
-    """Runs a Graph. ``Executor(graph)(x)`` returns the graph outputs, in order.
+class GraphInterpreter:
+    """Runs a Graph. ``GraphInterpreter(graph)(x)`` returns the graph outputs, in order.
 
     Raises ExecutionError at construction when some node's op cannot be run (naming the first),
     and at run time when a node fails.
@@ -159,4 +159,4 @@ def execute(
     dtype: torch.dtype = torch.float32,
 ) -> dict[str, Tensor]:
     """Run ``graph`` once on ``feeds``: its outputs by name."""
-    return Executor(graph, device=device, dtype=dtype).run(feeds)
+    return GraphInterpreter(graph, device=device, dtype=dtype).run(feeds)

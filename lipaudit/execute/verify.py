@@ -19,7 +19,7 @@ import torch
 from ..errors import ExecutionError, VerificationError
 from ..ir import Graph, Node
 from ..report_types import Verification, skipped
-from .executor import Executor
+from .executor import GraphInterpreter
 from .probe import RuntimeProbe
 
 AUTO_MAX_PARAMETERS = 50_000_000  # verification is on by default below this
@@ -138,7 +138,7 @@ def verify(
     if probe is None:
         return skipped(unavailable), {}
     try:
-        executor = Executor(graph, device=device, dtype=torch.float32)
+        executor = GraphInterpreter(graph, device=device, dtype=torch.float32)
     except ExecutionError as error:
         return skipped(_first_line(error)), {}
     checker = _Checker(graph, probe)

@@ -1,7 +1,7 @@
 """Node attributes: defaults from the ONNX schema, filled in once at load time, and typed accessors.
 
 Rules, executors and passes read attributes only through the accessors, so no ONNX default is
-ever typed by hand: ``fill_default_attributes`` copies each schema's defaults (as onnx-ir's
+ever typed by hand: ``graph.fill_default_attributes`` copies each schema's defaults (as onnx-ir's
 default-attributes pass does), in the exact values the runtime uses (float32 constants stay as
 float32 rounds them). Attributes the schema leaves without a default (Conv's ``strides``,
 ``pads``…) stay absent; the op family that owns them knows their documented fallback.
@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import defs, helper
 
 from ..errors import AttributeValueError
-
-if TYPE_CHECKING:
-    from .graph import Graph
 
 _MISSING: Any = object()
 
@@ -58,17 +55,6 @@ def schema_since_version(op_type: str, domain: str, opset: int) -> int | None:
         return int(defs.get_schema(op_type, opset, domain).since_version)
     except defs.SchemaError:
         return None
-
-
-def fill_default_attributes(graph: Graph) -> bool:
-    """Give every node the schema defaults of the attributes it leaves out; returns whether any changed."""
-    changed = False
-    for node in graph.nodes:
-        for name, value in schema_defaults(node.op_type, node.domain, graph.opset_of(node)).items():
-            if name not in node.attrs:
-                node.attrs[name] = list(value) if isinstance(value, list) else value
-                changed = True
-    return changed
 
 
 class AttributeReader:

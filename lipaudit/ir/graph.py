@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .attributes import AttributeReader
+from .attributes import AttributeReader, schema_defaults
 
 
 @dataclass
@@ -302,3 +302,14 @@ class Graph:
                 readers.pop(node, None)
                 if not readers:
                     del self._consumers[name]
+
+
+def fill_default_attributes(graph: Graph) -> bool:
+    """Give every node the schema defaults of the attributes it leaves out; returns whether any changed."""
+    changed = False
+    for node in graph.nodes:
+        for name, value in schema_defaults(node.op_type, node.domain, graph.opset_of(node)).items():
+            if name not in node.attrs:
+                node.attrs[name] = list(value) if isinstance(value, list) else value
+                changed = True
+    return changed

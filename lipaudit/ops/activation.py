@@ -21,21 +21,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..domain.evaluate import critical_point_interval
-from ..domain.interval import Interval
-from ..domain.slopes import GELU, GELU_TANH, MISH, SILU, SmoothProfile, hardswish_slope_sup
+from ..intervals.interval import Interval
+from ..intervals.slopes import GELU, GELU_TANH, MISH, SILU, SmoothProfile, hardswish_slope_sup
 from ..ir import Node
 from .context import RuleContext, tighter_on_domain
 from .factor import Factor
+from .interval_rules import critical_point_interval
 from .registry import Op, register
 from .runtime import Env, UnaryTensorFn
 
 FAMILY = "activation"
 
-# Slope ranges, rounded outwards: GELU erf form [−0.128904…, 1.128904…], tanh form [−0.128993…, 1.128993…]
-GELU_SLOPE = 1.1290
-SILU_SLOPE = 1.0999  # 1.099839… at x ≈ 2.3994 (and −0.099839… at x ≈ −2.3994)
-MISH_SLOPE = 1.0885  # 1.088498… at x ≈ 1.4906 (and −0.112526… at x ≈ −2.2564)
+# The smooth activations' slope ranges are their profiles. (intervals/slopes.py), written once there.
 ERF_SLOPE = 1.12838  # 2/√π = 1.1283791…
 HARDSWISH_SLOPE = 1.5  # (2x+3)/6 at x = 3
 
@@ -49,7 +46,7 @@ class Activation(Op):
     fn: ClassVar[UnaryTensorFn]
     still_unbounded: ClassVar[str] = "on the input domain its input's range still reaches where the slope is unbounded"
 
-    def slope_range(self, node: Node) -> tuple[float, float]:
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float]:
         return self.slopes
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
@@ -240,6 +237,9 @@ class Smooth(Activation):
     def profile(self, node: Node) -> SmoothProfile:
         raise NotImplementedError
 
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float]:
+        return self.profile(node).slope_range
+
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
         return self.profile(node).slope_sup(x.lo, x.hi)
 
@@ -249,8 +249,7 @@ class Smooth(Activation):
 
 @register
 class Gelu(Smooth):
-    summary = f"{GELU_SLOPE} (sup of GELU's slope, erf or tanh form)"
-    slopes = (-0.1290, GELU_SLOPE)
+    summary = f"{GELU_TANH.slope_range[1]} (sup of GELU's slope, erf or tanh form)"
 
     def profile(self, node: Node) -> SmoothProfile:
         return GELU_TANH if node.attr_str("approximate", "none") == "tanh" else GELU
@@ -261,8 +260,7 @@ class Gelu(Smooth):
 
 @register
 class Silu(Smooth):
-    summary = f"{SILU_SLOPE} (sup of x·sigmoid(x)'s slope)"
-    slopes = (-0.0999, SILU_SLOPE)
+    summary = f"{SILU.slope_range[1]} (sup of x·sigmoid(x)'s slope)"
     fn = staticmethod(F.silu)
 
     def profile(self, node: Node) -> SmoothProfile:
@@ -298,8 +296,7 @@ class Swish(Silu):
 
 @register
 class Mish(Smooth):
-    summary = f"{MISH_SLOPE} (sup of Mish's slope)"
-    slopes = (-0.1126, MISH_SLOPE)
+    summary = f"{MISH.slope_range[1]} (sup of Mish's slope)"
     fn = staticmethod(F.mish)
 
     def profile(self, node: Node) -> SmoothProfile:

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.evaluate import critical_point_interval, endpoint_args, monotone_interval, run_op
-from ..domain.interval import Interval
+from ..intervals.interval import Interval
 from ..invariants import present
 from ..ir import Node
 from .activation import Activation, _on_negative_side, _on_positive_side
 from .context import RuleContext
 from .factor import Factor
+from .interval_rules import critical_point_interval, endpoint_args, monotone_interval, run_op
 from .registry import register
 from .runtime import Env
 
@@ -48,7 +48,7 @@ class LeakyRelu(PiecewiseAtZero):
     summary = "max(1, |alpha|), alpha default 0.01"
     monotone = True
 
-    def slope_range(self, node: Node) -> tuple[float, float]:
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float]:
         alpha = node.attr_float("alpha")
         return min(alpha, 1.0), max(alpha, 1.0)
 
@@ -87,7 +87,7 @@ class Elu(PiecewiseAtZero):
     summary = "max(1, |alpha|), alpha default 1"
     monotone = True
 
-    def slope_range(self, node: Node) -> tuple[float, float]:
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float]:
         return _exponential_linear_slopes(1.0, node.attr_float("alpha"))
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
@@ -108,7 +108,7 @@ class Selu(PiecewiseAtZero):
     summary = "gamma·max(1, alpha) ≈ 1.7581"
     monotone = True
 
-    def slope_range(self, node: Node) -> tuple[float, float]:
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float]:
         lo, hi = _exponential_linear_slopes(node.attr_float("gamma"), node.attr_float("alpha"))
         return lo * (1 + 1e-7) if lo < 0 else lo, hi * (1 + 1e-7)
 
@@ -134,7 +134,7 @@ class HardSigmoid(Activation):
     summary = "|alpha| (default 0.2)"
     monotone = True  # increasing or decreasing with the sign of alpha
 
-    def slope_range(self, node: Node) -> tuple[float, float]:
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float]:
         alpha = node.attr_float("alpha")  # slope alpha inside the linear zone, 0 where clipped
         return min(0.0, alpha), max(0.0, alpha)
 
@@ -184,6 +184,14 @@ class Shrink(Activation):
 @register
 class PRelu(Activation):
     summary = "max(1, max |slope|)"
+
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float]:
+        """Slope 1 for x ≥ 0 and each constant slope value below: every quotient lies between them."""
+        slope = None if ctx is None else ctx.const_input(node, 1)
+        if slope is None:
+            raise ValueError("PRelu's slope range comes from its constant slope input")
+        slope = np.asarray(slope, dtype=np.float64)
+        return min(1.0, float(slope.min(initial=1.0))), max(1.0, float(slope.max(initial=1.0)))
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         slope = ctx.const_input(node, 1)

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..domain.evaluate import endpoint_outputs, monotone_interval
-from ..domain.interval import Interval, reciprocal
+from ..intervals.interval import Interval, reciprocal
 from ..ir import Node
 from .activation import Activation
 from .context import DOMAIN_HINT, RuleContext
 from .factor import Factor
+from .interval_rules import endpoint_outputs, monotone_interval
 from .registry import register
 from .runtime import Env
 
@@ -37,6 +37,9 @@ class NotLipschitz(Activation):
         return Factor.unbounded(f"{self.why}; {DOMAIN_HINT}" if self.domain_helps else self.why)
 
     domain_helps: ClassVar[bool] = True  # on a bounded range the slope is bounded
+
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float] | None:  # type: ignore[override]
+        return None  # no bounded slope: not split by the recursion
 
 
 def _where_finite(condition: np.ndarray, values: Callable[[], np.ndarray]) -> np.ndarray:

@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.evaluate import monotone_interval
-from ..domain.interval import Interval, product, quotient, square
+from .. import linear_maps as maps
+from ..intervals.interval import Interval, product, quotient, square
 from ..ir import Node
+from ..linear_maps import Barrier, Linear, Reshape, Scale
 from .context import DOMAIN_HINT, RuleContext, broadcast_gain, domain_factor
 from .factor import Factor
+from .interval_rules import monotone_interval
+from .linear_part import const
 from .registry import Op, register
 from .runtime import BinaryTensorFn, Env, same_kind
 
@@ -59,6 +62,21 @@ class Summing(Binary):
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         """L(out) ≤ Σ √copies_i · L(x_i); constants only shift the output."""
         return Factor.constant(1.0, "closed-form", input_weights=_unit_weights(node, ctx))
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        """Of variables of the output's shape (a residual join), or a variable and a constant that
+        does not broadcast it (a bias)."""
+        variables = ctx.graph.variable_inputs(node)
+        out_shape = ctx.output_shape(node)
+        if any(ctx.graph.shape(name) != out_shape for name in variables):
+            return Barrier("it broadcasts a variable input")
+        if len(variables) == len(node.inputs):
+            return maps.Sum((1.0, -1.0) if node.op_type == "Sub" else (1.0,) * len(variables))
+        if len(variables) != 1:
+            return Barrier("a sum of several variables and a constant")
+        if node.op_type == "Sub" and variables[0] == node.inputs[1]:
+            return Scale.of(-1.0)
+        return Reshape(out_shape)
 
 
 @register
@@ -143,6 +161,9 @@ class Mul(Binary):
             return [square(ctx.range_of(u))]
         return [product(ctx.range_of(u), ctx.range_of(v))]
 
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        return scaling(node, ctx)
+
 
 @register
 class Div(Binary):
@@ -200,6 +221,9 @@ class Div(Binary):
         if a.is_floating_point():
             return a / b
         return torch.div(a, b, rounding_mode="trunc")
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        return scaling(node, ctx)
 
 
 @register
@@ -311,3 +335,20 @@ class Max(Extreme):
 @register
 class Min(Extreme):
     fn = staticmethod(torch.minimum)
+
+
+def scaling(node: Node, ctx: RuleContext) -> Linear | Barrier:
+    """Mul or Div of one variable by a constant that does not broadcast it: a Scale."""
+    variables = ctx.graph.variable_inputs(node)
+    if len(variables) != 1 or ctx.graph.shape(variables[0]) != ctx.output_shape(node):
+        return Barrier("a product of variables, or one that broadcasts its input")
+    index = node.inputs.index(variables[0])
+    if node.op_type == "Div" and index != 0:
+        return Barrier("a division by a variable")
+    constant = np.asarray(const(ctx, node, 1 - index), dtype=np.float64)
+    if node.op_type == "Div":
+        with np.errstate(divide="ignore"):
+            constant = 1.0 / constant
+    if not np.all(np.isfinite(constant)):
+        return Barrier("a division by zero")
+    return Scale.of(constant)

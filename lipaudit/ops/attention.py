@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..domain.attention import NOTE, AttentionBound, attention_on_box
-from ..domain.interval import Interval, from_center_radius
+from ..intervals.interval import Interval, from_center_radius
 from ..ir import Node
 from ..spectral.dense import dense_norm
 from .context import DOMAIN_HINT, DOMAIN_METHOD, RuleContext

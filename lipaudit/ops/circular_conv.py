@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..ir import Node
 from ..spectral.conv import circulant_norm
+from ..spectral.geometry import window_count
 from .context import RuleContext, RuleInputError
 from .factor import Factor
 from .registry import FUSED_DOMAIN, Op, register
@@ -52,7 +53,7 @@ def periodic_conditions(spatial, kernel, strides, dilations, pads) -> str:
     for i, (h, k, s, d) in enumerate(zip(spatial, kernel, strides, dilations)):
         begin, end = pads[i], pads[n + i]
         span = d * (k - 1) + 1
-        outputs = (h + begin + end - span) // s + 1 if h + begin + end >= span else 0
+        outputs = window_count(h, begin, end, k, s, d) if s >= 1 else 0
         if s < 1 or d < 1 or h % s or span > h or not 0 <= begin <= h or not 0 <= end <= h or outputs > h // s:
             return (
                 f"spatial axis {i}: size {h}, kernel span {span}, stride {s}, pads {begin}/{end} "

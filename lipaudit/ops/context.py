@@ -19,7 +19,7 @@ from ..spectral.scaling import scale_of
 from .factor import Factor
 
 if TYPE_CHECKING:
-    from ..domain.interval import Interval
+    from ..intervals.interval import Interval
 
 
 DOMAIN_METHOD = "domain"
@@ -66,7 +66,7 @@ class RuleContext:
 
     def range_of(self, name: str) -> Interval:
         """The value's range on the domain: a point for a constant, the full line when unknown."""
-        from ..domain.interval import Interval
+        from ..intervals.interval import Interval
 
         const = self.graph.const(name)
         if const is not None:

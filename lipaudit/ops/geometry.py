@@ -15,6 +15,7 @@ import numpy as np
 
 from ..ir import Node
 from ..spectral.conv import window_multiplicity
+from ..spectral.geometry import window_count
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,7 @@ def pool_output_sizes(node: Node, geometry: WindowGeometry, spatial: Sequence[in
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             out = -(-size // s)
         else:
-            room = size + begin + end - ((k - 1) * d + 1)
-            out = (-(-room // s) if ceil_mode else room // s) + 1
-            if ceil_mode and (out - 1) * s >= size + begin:
-                out -= 1  # a window may not start in the right padding
+            out = window_count(size, begin, end, k, s, d, ceil_mode)
         outs.append(max(out, 0))
     return outs
 

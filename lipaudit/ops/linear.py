@@ -17,16 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..domain.evaluate import bilinear_interval
-from ..domain.interval import Interval
-from ..domain.norms import nonnegative_norm_bound
+from .. import linear_maps as maps
+from ..intervals.interval import Interval
+from ..intervals.norms import nonnegative_norm_bound
 from ..invariants import present
 from ..ir import Node
+from ..linear_maps import Barrier, Dense, Linear
 from ..spectral.conv import conv_norm
 from ..spectral.dense import dense_norm
 from .context import DOMAIN_HINT, RuleContext, broadcast_copies, broadcast_gain, domain_factor
 from .factor import Factor
 from .geometry import conv_transpose_layout, kernel_shape, window_geometry
+from .interval_rules import bilinear_interval
+from .linear_part import const, variable_at
 from .registry import Op, register
 from .runtime import Env, same_kind, spatial_fn, torch_pads
 
@@ -100,6 +103,12 @@ class Gemm(Op):
         if c is not None:
             out = out + node.attr_float("beta") * c
         return out
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        matrix = const(ctx, node, 1)
+        if matrix is None or not variable_at(ctx, node, 0) or node.attr_int("transA"):
+            return Barrier("a Gemm that is not x·B with a constant B")
+        return Dense.of(node.attr_float("alpha") * (matrix.T if node.attr_int("transB") else matrix))
 
 
 def _stacked_weights(
@@ -189,6 +198,12 @@ class MatMul(Op):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return torch.matmul(*same_kind(args[0], args[1]))
 
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        matrix = const(ctx, node, 1)
+        if matrix is None or matrix.ndim != 2 or not variable_at(ctx, node, 0):
+            return Barrier("a MatMul that is not x·B with a constant matrix B")
+        return Dense.of(matrix)
+
 
 def _as_matrices(shape: tuple[int, ...], side: int) -> tuple[int, ...]:
     """numpy matmul's view of an operand: a 1-D left operand is a row, a 1-D right one a column."""
@@ -253,6 +268,19 @@ class Convolution(Op):
                 if name and not ctx.graph.is_const(name)
             ]
         return factor
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        weight = const(ctx, node, 1)
+        if weight is None or not variable_at(ctx, node, 0):
+            return Barrier("a convolution whose kernel or bias is variable")
+        spatial = ctx.input_shape(node)[2:]
+        group = node.attr_int("group")
+        if node.op_type == "ConvTranspose":
+            _, strides, dilations, output_padding, begins, ends = conv_transpose_layout(node, weight.shape, spatial)
+            pads = tuple(begins) + tuple(ends)
+            return maps.Conv.of(weight, spatial, strides, pads, dilations, group, True, output_padding)
+        geometry = window_geometry(node, kernel_shape(node, weight.shape), spatial)
+        return maps.Conv.of(weight, spatial, geometry.strides, geometry.pads, geometry.dilations, group)
 
 
 @register

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..domain.evaluate import monotone_interval
-from ..domain.interval import Interval, hull
+from ..intervals.interval import Interval, hull
 from ..ir import Node
 from .activation_steep import Jumps
 from .context import RuleContext, domain_factor
 from .factor import Factor
+from .interval_rules import monotone_interval
 from .registry import Op, register
 from .runtime import Env, same_kind
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.interval import Interval, product, quotient
 from ..domain.normalize import (
     grouped,
     mean_square_bounds,
@@ -29,9 +28,12 @@ from ..domain.normalize import (
     variance_lower_bound,
     variance_upper_bound,
 )
+from ..intervals.interval import Interval, product, quotient
 from ..ir import Node
+from ..linear_maps import Barrier, Linear, Scale
 from .context import DOMAIN_HINT, RuleContext, tighter_on_domain
 from .factor import Factor
+from .linear_part import const, variable_at
 from .registry import Op, register
 from .runtime import Env, cannot_run, positive_axis
 
@@ -99,6 +101,13 @@ class BatchNormalization(Op):
         rank = x.dim()
         multiplier = _channel_view(scale, rank) / torch.sqrt(_channel_view(var, rank) + node.attr_float("epsilon"))
         return (x - _channel_view(mean, rank)) * multiplier + _channel_view(bias, rank)
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        scale, var = const(ctx, node, 1), const(ctx, node, 4)
+        if scale is None or var is None or not variable_at(ctx, node, 0) or node.attr_int("training_mode", 0):
+            return Barrier("BatchNormalization with variable statistics")
+        rank = len(ctx.input_shape(node))
+        return Scale.of(batchnorm_scale(scale, var, node.attr_float("epsilon")).reshape((-1,) + (1,) * (rank - 2)))
 
 
 def _bias_copies(ctx: RuleContext, node: Node, name: str) -> float:

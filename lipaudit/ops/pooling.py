@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..invariants import present
 from ..ir import Node
+from ..linear_maps import AvgPool, Barrier, Linear, Mean
 from ..spectral.conv import avgpool_norm
 from .context import RuleContext
 from .factor import Factor
@@ -148,6 +149,14 @@ class AveragePool(Op):
         count = _crop_to(_window_sum(mask, geometry, node), outs)
         return total / count
 
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        spatial = ctx.input_shape(node)[2:]
+        geometry = window_geometry(node, kernel_shape(node), spatial)
+        if any(d != 1 for d in geometry.dilations):
+            return Barrier("a dilated AveragePool")
+        include_pad, ceil_mode = bool(node.attr_int("count_include_pad", 0)), bool(node.attr_int("ceil_mode", 0))
+        return AvgPool.of(geometry.kernel, spatial, geometry.strides, geometry.pads, include_pad, ceil_mode)
+
 
 @register
 class GlobalAveragePool(Op):
@@ -163,6 +172,10 @@ class GlobalAveragePool(Op):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        shape = ctx.input_shape(node)
+        return Mean(tuple(range(2, len(shape))), True, math.prod(shape[2:]))
 
 
 @register

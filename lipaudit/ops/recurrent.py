@@ -1,7 +1,7 @@
 """Recurrent layers: LSTM and GRU over a fixed sequence length, unrolled.
 
 Their gates multiply variable values, but the gates are bounded (sigmoid in [0, 1], tanh in
-[−1, 1]), so an unrolled cell is Lipschitz even globally; the rule (lipaudit.domain.recurrent)
+[−1, 1]), so an unrolled cell is Lipschitz even globally; the rule (lipaudit.intervals.recurrent)
 bounds it step by step by the product rule, with the ranges of the gates and states. On a domain
 those ranges come from the input box and the figure is local (labelled so); without one they come
 from the activations alone and the figure is global.
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.interval import Interval
-from ..domain.recurrent import Unrolled, gru_direction, lstm_direction
+from ..intervals.cells import TorchAlgebra, gru_step, lstm_step
+from ..intervals.interval import Interval
+from ..intervals.recurrent import Unrolled, gru_direction, lstm_direction
 from ..ir import Node
 from ..spectral.scaling import root_sum_squares
 from .context import RuleContext, RuleInputError, domain_factor
@@ -226,6 +227,9 @@ def _split_bias(bias: np.ndarray | None, gates: int, hidden: int, direction: int
     return row[: gates * hidden], row[gates * hidden :]
 
 
+_RUN = TorchAlgebra()
+
+
 @register
 class LSTM(Recurrent):
     summary = "unrolled product rule on the gates (gates bounded: finite globally; tighter on a domain)"
@@ -255,18 +259,10 @@ class LSTM(Recurrent):
         h, c = states
         w, r = args[1][direction], args[2][direction]
         hidden = node.attr_int("hidden_size")
-        bias = args[3][direction] if self._input(args, 3) is not None else None
+        bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(8 * hidden)
         peephole = args[7][direction] if self._input(args, 7) is not None else x.new_zeros(3 * hidden)
-        z = x @ w.T + h @ r.T
-        if bias is not None:
-            z = z + bias[: 4 * hidden] + bias[4 * hidden :]
-        zi, zo, zf, zc = torch.split(z, hidden, dim=-1)
-        pi, po, pf = torch.split(peephole, hidden)
-        i = torch.sigmoid(zi + pi * c)
-        f = torch.sigmoid(zf + pf * c)
-        c = f * c + i * torch.tanh(zc)
-        o = torch.sigmoid(zo + po * c)
-        return [o * torch.tanh(c), c]
+        step = lstm_step(_RUN, x, h, c, w, r, bias[: 4 * hidden] + bias[4 * hidden :], peephole, hidden)
+        return [step.hidden, step.cell]
 
 
 @register
@@ -299,15 +295,5 @@ class GRU(Recurrent):
         w, r = args[1][direction], args[2][direction]
         hidden = node.attr_int("hidden_size")
         bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(6 * hidden)
-        wb, rb = bias[: 3 * hidden], bias[3 * hidden :]
-        wz, wr, wh = torch.split(w, hidden)
-        rz, rr, rh = torch.split(r, hidden)
-        wbz, wbr, wbh = torch.split(wb, hidden)
-        rbz, rbr, rbh = torch.split(rb, hidden)
-        z = torch.sigmoid(x @ wz.T + h @ rz.T + wbz + rbz)
-        reset = torch.sigmoid(x @ wr.T + h @ rr.T + wbr + rbr)
-        if node.attr_int("linear_before_reset", 0):
-            candidate = torch.tanh(x @ wh.T + reset * (h @ rh.T + rbh) + wbh)
-        else:
-            candidate = torch.tanh(x @ wh.T + (reset * h) @ rh.T + rbh + wbh)
-        return [(1 - z) * candidate + z * h]
+        lbr = bool(node.attr_int("linear_before_reset", 0))
+        return [gru_step(_RUN, x, h, w, r, bias[: 3 * hidden], bias[3 * hidden :], hidden, lbr).hidden]

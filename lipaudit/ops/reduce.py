@@ -16,12 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.evaluate import endpoint_args, monotone_interval, run_op
-from ..domain.interval import Interval
+from ..intervals.interval import Interval
 from ..invariants import present
 from ..ir import Node
+from ..linear_maps import Barrier, Linear, Mean, Reshape
 from .context import DOMAIN_HINT, RuleContext, domain_factor
 from .factor import Factor
+from .interval_rules import endpoint_args, monotone_interval, run_op
+from .linear_part import const
 from .registry import Op, register
 from .runtime import Env, ReduceTensorFn, input_or_attr, positive_axis
 
@@ -79,6 +81,15 @@ class ReduceMean(Reduction):
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         k = reduced_count(node, ctx)
         return Factor.constant(1.0 / math.sqrt(k), "closed-form", note=f"mean of {k} entries")
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        shape = ctx.input_shape(node)
+        axes_input = const(ctx, node, 1)
+        axes = tuple(int(a) for a in axes_input.reshape(-1)) if axes_input is not None else node.attr_ints("axes", ())
+        if not axes and node.attr_int("noop_with_empty_axes", 0):
+            return Reshape(ctx.output_shape(node))
+        axes = tuple(sorted({a % len(shape) for a in axes})) or tuple(range(len(shape)))
+        return Mean(axes, bool(node.attr_int("keepdims", 1)), math.prod(shape[a] for a in axes))
 
 
 class Summation(Reduction):

@@ -17,7 +17,8 @@ from ..ir import Node, schema_since_version
 from .factor import Factor
 
 if TYPE_CHECKING:
-    from ..domain.interval import Interval
+    from ..intervals.interval import Interval
+    from ..linear_maps import Barrier, Linear
     from .context import RuleContext
     from .runtime import Env
 
@@ -67,7 +68,7 @@ class Op:
         """Sound ranges of the outputs on the domain, from ``ctx.range_of`` of the inputs; one per
         output, None for an output the op says nothing about (it is then (−∞, ∞), never a guess)."""
         if self.monotone:
-            from ..domain.evaluate import monotone_interval
+            from .interval_rules import monotone_interval
 
             return monotone_interval(
                 self, node, ctx, decreasing=self.decreasing, sums=self.sums, positions=self.data_inputs
@@ -91,6 +92,25 @@ class Op:
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         """The node's outputs on torch tensors (one tensor, or a list for several outputs)."""
         raise NotImplementedError
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | tuple[Linear | None, ...] | Barrier:
+        """The op's action on its variable inputs (in graph order) as a typed linear map, offsets
+        left out — one map per output where it has several (None: that output is no such map) — or
+        a Barrier with the reason (docs/design.md, "Linear parts").  The recursion looks through
+        the maps, after checking each against ``run``.  An op that moves entries (``identity``)
+        describes itself by where its run sends each entry."""
+        from ..linear_maps import Barrier
+        from .linear_part import entry_map
+
+        if self.identity:
+            return entry_map(self, node, ctx)
+        return Barrier(f"{node.op_type} is not a linear map the recursion looks through")
+
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float] | None:
+        """[α, β] containing every difference quotient of an elementwise op of one variable input
+        (docs/design.md, "Slope split"), or None when the op is no such activation.  The one source
+        of slopes: the factor and the recursion both read it."""
+        return None
 
     @classmethod
     def executable(cls) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 import torch
@@ -25,6 +25,13 @@ class UnaryTensorFn(Protocol):
 
 class BinaryTensorFn(Protocol):
     def __call__(self, a: Tensor, b: Tensor, /) -> Tensor: ...
+
+
+class Runs(Protocol):
+    """Anything with an op's ``run``: what the helpers that evaluate an op need of it (so they need
+    not import the registry that imports them)."""
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any: ...
 
 
 class ReduceTensorFn(Protocol):

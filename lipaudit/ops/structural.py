@@ -14,12 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..domain.evaluate import endpoint_outputs, monotone_interval
-from ..domain.interval import Interval
+from ..intervals.interval import Interval
 from ..ir import Node
+from ..linear_maps import Barrier, Linear
+from ..linear_maps import Concat as ConcatMap
 from .context import RuleContext, RuleInputError, broadcast_copies, domain_factor
 from .factor import Factor
 from .geometry import pad_multiplicity, pad_source_index
+from .interval_rules import endpoint_outputs, monotone_interval
+from .linear_part import entry_map
 from .registry import Op, register
 from .runtime import Env, cannot_run, floats, input_or_attr, ints, positive_axis, required_input_or_attr, torch_pads
 
@@ -230,6 +233,11 @@ class Concat(Op):
             present = [a.to(env.dtype) if not a.is_floating_point() else a for a in present]
         return torch.cat(present, dim=axis)
 
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        if len(ctx.graph.variable_inputs(node)) != len(node.inputs):
+            return Barrier("a Concat with a constant part")
+        return ConcatMap(node.attr_int("axis") % len(ctx.output_shape(node)))
+
 
 class Copying(Op):
     family = FAMILY
@@ -292,6 +300,9 @@ class Gather(Op):
         indices = torch.where(indices < 0, indices + x.shape[axis], indices)
         picked = x.index_select(axis, indices.reshape(-1))
         return picked.reshape(tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1 :]))
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
+        return entry_map(self, node, ctx)
 
 
 @register
@@ -384,6 +395,9 @@ class Pad(Op):
                 index = pad_source_index(x.shape[axis], begins[axis], ends[axis], mode)
                 x = x.index_select(axis, torch.as_tensor(index, dtype=torch.long, device=x.device))
         return x
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
+        return entry_map(self, node, ctx)
 
 
 @register

@@ -1,4 +1,4 @@
-"""Merge chains of linear layers with nothing in between into one layer (DESIGN.md §3, tightening).
+"""Merge chains of linear layers with nothing in between into one layer (docs/design.md, "Product bound").
 
 The norm of a product is never larger than the product of the norms, and often well below it, so
 a chain measured as one operator gives a tighter bound.  Only rewrites that keep the function

@@ -1,4 +1,4 @@
-"""A convolution's circulant embedding and its polyphase frequency blocks (DESIGN.md §4).
+"""A convolution's circulant embedding and its polyphase frequency blocks (docs/design.md, "Convolutions").
 
 Everything here is about one *forward* convolution (ONNX Conv semantics): weight (C_out, C_in/g, *k),
 input size H, pads (begin, end), stride s, dilation d, groups g.  A ConvTranspose is bounded through
@@ -60,6 +60,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .geometry import window_count
+
 # Work memory for one chunk of blocks while they are computed (the kernel's DFT as real matrix
 # products over the taps).
 BLOCK_CHUNK_BYTES = 128 * 2**20
@@ -68,7 +70,7 @@ BLOCK_CHUNK_BYTES = 128 * 2**20
 def embedding_period(size: int, begin: int, end: int, kernel: int, stride: int, dilation: int) -> int:
     """Smallest period N satisfying (1)–(3) of the module docstring, for one spatial dimension."""
     span = dilation * (kernel - 1) + 1
-    out = (size + begin + end - span) // stride + 1
+    out = window_count(size, begin, end, kernel, stride, dilation)
     need = max(size + begin, (out - 1) * stride + span, 1)
     return -(-need // stride) * stride
 

@@ -1,7 +1,7 @@
 """ℓ2 operator norms of N-d convolutions, transposed convolutions and average pooling.
 
 A convolution's norm depends on the input size, padding, stride, dilation and groups, so every
-figure here is for the operator at a given input size (DESIGN.md §4).  Layouts follow ONNX:
+figure here is for the operator at a given input size (docs/design.md, "Convolutions").  Layouts follow ONNX:
 Conv weight (C_out, C_in/g, *k), ConvTranspose weight (C_in, C_out/g, *k), pads
 (begin_1..begin_N, end_1..end_N).  Bias is an affine offset and never matters.  A ConvTranspose
 is measured as the Conv it is the adjoint of (``adjoint_conv_geometry``: same norm, exactly).
@@ -77,6 +77,7 @@ from .cost import (
 )
 from .dense import SVD_MARGIN, _gap, as_float64
 from .device import one_thread
+from .geometry import transposed_size, window_count
 from .materialize import gram_norm, materialized_norm
 from .power import forward_and_adjoint, lanczos_operator, power_iteration
 from .result import NormResult
@@ -507,11 +508,7 @@ def avgpool_layout(kernel, spatial, strides, pads, dilations, count_include_pad,
                 f"AveragePool window {span} is larger than the padded input "
                 f"{spatial[i] + pads[i] + pads[n + i]} along spatial axis {i}"
             )
-        out = room // strides[i] + 1
-        if ceil_mode:
-            out = -(-room // strides[i]) + 1
-            if (out - 1) * strides[i] >= spatial[i] + pads[i]:
-                out -= 1
+        out = window_count(spatial[i], pads[i], pads[n + i], kernel[i], strides[i], dilations[i], ceil_mode)
         outs.append(out)
         extended_ends.append(max(pads[n + i], (out - 1) * strides[i] + span - spatial[i] - pads[i]))
     begins = pads[:n]
@@ -572,10 +569,11 @@ def _check_conv_arguments(w, input_spatial, strides, pads, dilations, groups, tr
         raise ValueError(f"weight dimension 0 ({w.shape[0]}) is not divisible by groups={groups}")
     for i in range(n):
         span = dilations[i] * (w.shape[2 + i] - 1) + 1
+        k = w.shape[2 + i]
         if transposed:
-            size = strides[i] * (spatial[i] - 1) + span - pads[i] - pads[n + i] + output_padding[i]
+            size = transposed_size(spatial[i], pads[i], pads[n + i], k, strides[i], dilations[i], output_padding[i])
         else:
-            size = (spatial[i] + pads[i] + pads[n + i] - span) // strides[i] + 1
+            size = window_count(spatial[i], pads[i], pads[n + i], k, strides[i], dilations[i])
         if size < 1:
             raise ValueError(
                 f"the convolution has no output along spatial axis {i} "

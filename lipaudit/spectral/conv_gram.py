@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .device import one_thread
+from .geometry import window_count
 from .materialize import GramSource
 
 # Up to this size, all tap-pair products come from one product of the reshaped kernel.
@@ -37,9 +38,7 @@ PRODUCT_BYTES = 256 * 2**20
 
 def output_sizes(spatial, pads, kernel, strides, dilations) -> tuple[int, ...]:
     n = len(spatial)
-    return tuple(
-        (spatial[i] + pads[i] + pads[n + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(n)
-    )
+    return tuple(window_count(spatial[i], pads[i], pads[n + i], kernel[i], strides[i], dilations[i]) for i in range(n))
 
 
 def reads(kernel, spatial, pads, strides, dilations, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

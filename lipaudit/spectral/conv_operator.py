@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .blocks import PolyphaseKernel, embedding_period
 from .bnb import BNB_TOL, BlockSource, max_singular_value
+from .geometry import window_count
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -72,7 +73,7 @@ def conv_operator(
         channels = weight.shape[1] * groups
         padding = _torch_pad(begins, ends)
         out = tuple(
-            (h + b + e - d * (k - 1) - 1) // s + 1
+            window_count(h, b, e, k, s, d)
             for h, b, e, k, s, d in zip(input_spatial, begins, ends, weight.shape[2:], strides, dilations)
         )
         # conv_transpose maps back onto (H_out − 1)·s + d·(k − 1) + 1 positions; the padded input

@@ -93,7 +93,7 @@ def gram_iteration(matrices: Tensor, steps: int = GRAM_MAX_STEPS, *, tol: float 
 def dense_norm(
     weight, method: str = "auto", *, device: torch.device = torch.device("cpu"), tol: float = BNB_TOL
 ) -> NormResult:
-    """ℓ2 operator norm of a 2-D matrix, by one of DENSE_METHODS (see DESIGN.md §4).
+    """ℓ2 operator norm of a 2-D matrix, by one of DENSE_METHODS (docs/design.md, "Per-op factors").
 
     The result's ``method`` is the one actually used; ``frobenius`` is always ‖W‖_F and
     ``estimate`` a lower estimate (power iteration, or for 'exact' and 'lanczos-cholesky' the

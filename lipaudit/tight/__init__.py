@@ -6,16 +6,16 @@ and ``residual_branches`` (branches.py: a bound on every residual branch g of x 
 """
 
 from .branches import BranchBound, residual_branches
-from .network import Network, Node
-from .recursion import DEFAULT_WINDOW, TightBound, ValueBound, network_bound, product_bound
+from .network import Network, NetworkNode
+from .recursion import DEFAULT_WINDOW, TargetBound, TightBound, network_bound, product_bound
 
 __all__ = [
     "BranchBound",
     "DEFAULT_WINDOW",
     "Network",
-    "Node",
+    "NetworkNode",
     "TightBound",
-    "ValueBound",
+    "TargetBound",
     "network_bound",
     "product_bound",
     "residual_branches",

@@ -1,17 +1,12 @@
-"""Slope ranges of elementwise activations, for the split φ = a·Id + b·ψ (DESIGN.md §6).
+"""Activations for the recursion: the split φ = a·Id + b·ψ (docs/design.md, "Slope split"), and
+the preset names a hand-built Network may use.
 
-An activation whose derivative lies in [α, β] everywhere (for a piecewise-smooth one: whose
-difference quotients (φ(s) − φ(t))/(s − t) all lie in [α, β]) is φ = a·Id + b·ψ with
-a = (α + β)/2, b = (β − α)/2 and ψ = (φ − a·Id)/b 1-Lipschitz, since ψ's quotients lie in [−1, 1].
+An activation whose difference quotients (φ(s) − φ(t))/(s − t) all lie in [α, β] is
+φ = a·Id + b·ψ with a = (α + β)/2, b = (β − α)/2 and ψ = (φ − a·Id)/b 1-Lipschitz, since ψ's
+quotients lie in [−1, 1].
 
-The smooth ones' extremes are computed, not guessed, and rounded *outward* in the 5th decimal:
-  GELU (erf)    GELU′ = Φ(x) + x·φ(x), GELU″ = φ(x)·(2 − x²): extremes at ±√2,
-                β = Φ(√2) + e⁻¹/√π = 1.1289041452, and GELU(x) − GELU(−x) = x gives α = 1 − β;
-  GELU (tanh)   odd-symmetric the same way, extremes ≈ ±1.4185: [−0.1289931, 1.1289931];
-  SiLU          x·σ(x) − (−x)·σ(−x) = x, extremes ≈ ±2.39936: [−0.0998393, 1.0998393];
-  Mish          [−0.1125261 at ≈ −2.2564, 1.0884982 at ≈ 1.4906];
-  HardSwish     slopes (2x + 3)/6 on [−3, 3], 0 and 1 outside: [−½, 3/2].
-tests/tight/test_activations.py checks every range against a fine grid of autograd derivatives.
+The slopes themselves come from one place only: the op's ``slope_range`` (lipaudit.ops).  A preset
+name is nothing but the op (and attributes) it stands for.
 """
 
 from __future__ import annotations
@@ -19,87 +14,66 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-GELU_SLOPES = (-0.12891, 1.12891)
-GELU_TANH_SLOPES = (-0.12900, 1.12900)
-SILU_SLOPES = (-0.09985, 1.09985)
-MISH_SLOPES = (-0.11253, 1.08850)
-SELU_ALPHA = 1.6732632423543772
-SELU_GAMMA = 1.0507009873554805
+from ..ir import Node
+from ..ir.attributes import schema_defaults
+from ..ops import activation as smooth
+from ..ops import activation_piecewise as piecewise
+from ..ops.activation import Activation as ActivationOp
+from ..ops.runtime import Env
+
+# name -> (op class, attributes given the preset's alpha)
+_PRESETS: dict[str, tuple[type[ActivationOp], Callable[[float | None], dict[str, Any]]]] = {
+    "relu": (smooth.Relu, lambda alpha: {}),
+    "tanh": (smooth.Tanh, lambda alpha: {}),
+    "sigmoid": (smooth.Sigmoid, lambda alpha: {}),
+    "softplus": (smooth.Softplus, lambda alpha: {}),
+    "softsign": (smooth.Softsign, lambda alpha: {}),
+    "abs": (smooth.Abs, lambda alpha: {}),
+    "gelu": (smooth.Gelu, lambda alpha: {"approximate": "none"}),
+    "gelu_tanh": (smooth.Gelu, lambda alpha: {"approximate": "tanh"}),
+    "silu": (smooth.Silu, lambda alpha: {}),
+    "mish": (smooth.Mish, lambda alpha: {}),
+    "hardswish": (smooth.HardSwish, lambda alpha: {}),
+    "selu": (piecewise.Selu, lambda alpha: {}),
+    "leaky_relu": (piecewise.LeakyRelu, lambda alpha: {"alpha": 0.01 if alpha is None else float(alpha)}),
+    "elu": (piecewise.Elu, lambda alpha: {"alpha": 1.0 if alpha is None else float(alpha)}),
+    "hardsigmoid": (piecewise.HardSigmoid, lambda alpha: {"alpha": 0.2 if alpha is None else float(alpha)}),
+}
+_OPSET = 21
 
 
-def slope_range(kind: str, alpha: float | None = None) -> tuple[float, float]:
-    """[α, β] for an activation by name; ``alpha`` is its parameter where it has one.
-
-    leaky_relu(alpha=s): [min(s, 1), max(s, 1)];  elu(alpha): [0, max(1, alpha)] (alpha ≥ 0);
-    hardsigmoid(alpha): [0, alpha];  selu: [0, γ·max(1, α)] with the standard constants.
-    """
-    fixed = {
-        "relu": (0.0, 1.0),
-        "tanh": (0.0, 1.0),
-        "sigmoid": (0.0, 0.25),
-        "softplus": (0.0, 1.0),
-        "softsign": (0.0, 1.0),
-        "hardtanh": (0.0, 1.0),
-        "relu6": (0.0, 1.0),
-        "gelu": GELU_SLOPES,
-        "gelu_tanh": GELU_TANH_SLOPES,
-        "silu": SILU_SLOPES,
-        "mish": MISH_SLOPES,
-        "hardswish": (-0.5, 1.5),
-        "identity": (1.0, 1.0),
-        "abs": (-1.0, 1.0),
-        "selu": (0.0, SELU_GAMMA * max(1.0, SELU_ALPHA) * (1 + 1e-12)),
-    }
-    if kind in fixed:
-        return fixed[kind]
-    if kind == "leaky_relu":
-        s = 0.01 if alpha is None else float(alpha)
-        return (min(s, 1.0), max(s, 1.0))
-    if kind == "elu":
-        s = 1.0 if alpha is None else float(alpha)
-        if s < 0:
-            raise ValueError(f"elu with a negative alpha ({s}) is not monotone; give its slopes explicitly")
-        return (0.0, max(1.0, s))
-    if kind == "hardsigmoid":
-        s = 0.2 if alpha is None else float(alpha)
-        return (min(0.0, s), max(0.0, s))
-    raise ValueError(f"unknown activation {kind!r}; give its slope range with slopes=(alpha, beta)")
+def preset_node(name: str, alpha: float | None = None) -> tuple[ActivationOp, Node]:
+    """The op a preset name stands for and a node of it (schema defaults filled in)."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown activation {name!r}; give its slope range with slopes=(alpha, beta)")
+    op_class, attributes = _PRESETS[name]
+    op = op_class()
+    attrs = dict(schema_defaults(op.op_type, op.domain, _OPSET))
+    attrs.update(attributes(alpha))
+    return op, Node(name, op.op_type, ("x",), ("y",), attrs, op.domain)
 
 
-def evaluator(kind: str, alpha: float | None = None) -> Callable[[Tensor], Tensor] | None:
-    """The activation as a torch function (for evaluating the network in tests), or None."""
-    table: dict[str, Callable[[Tensor], Tensor]] = {
-        "relu": torch.relu,
-        "tanh": torch.tanh,
-        "sigmoid": torch.sigmoid,
-        "softplus": F.softplus,
-        "softsign": F.softsign,
-        "hardtanh": F.hardtanh,
-        "relu6": F.relu6,
-        "gelu": F.gelu,
-        "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-        "silu": F.silu,
-        "mish": F.mish,
-        "hardswish": F.hardswish,
-        "identity": lambda x: x,
-        "abs": torch.abs,
-        "selu": F.selu,
-    }
-    if kind in table:
-        return table[kind]
-    if kind == "leaky_relu":
-        return lambda x: F.leaky_relu(x, 0.01 if alpha is None else float(alpha))
-    if kind == "elu":
-        return lambda x: F.elu(x, 1.0 if alpha is None else float(alpha))
-    if kind == "hardsigmoid":
-        s = 0.2 if alpha is None else float(alpha)
-        return lambda x: torch.clamp(s * x + 0.5, 0.0, 1.0)
-    return None
+def preset(name: str, alpha: float | None = None) -> tuple[tuple[float, float], Callable[[Tensor], Tensor]]:
+    """([α, β] from the op's slope_range, the op's run as a torch function) for a preset name."""
+    op, node = preset_node(name, alpha)
+    lo, hi = op.slope_range(node)
+
+    def run(x: Tensor) -> Tensor:
+        return op.run(Env(_OPSET, x.dtype, x.device), node, [x])
+
+    return (float(lo), float(hi)), run
+
+
+def slope_range(name: str, alpha: float | None = None) -> tuple[float, float]:
+    return preset(name, alpha)[0]
+
+
+def evaluator(name: str, alpha: float | None = None) -> Callable[[Tensor], Tensor]:
+    return preset(name, alpha)[1]
 
 
 def split(slopes: tuple[float, float]) -> tuple[float, float, float]:

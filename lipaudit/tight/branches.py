@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .network import Network, Node
+from ..linear_maps import Sum
+from .network import Network, NetworkNode
 from .recursion import DEFAULT_WINDOW, network_bound
 
 
@@ -47,7 +48,7 @@ class BranchBound:
         return self.ratio < 1.0
 
 
-def residual_adds(network: Network) -> list[tuple[Node, int, int, float, float, list[int]]]:
+def residual_adds(network: Network) -> list[tuple[NetworkNode, int, int, float, float, list[int]]]:
     """(add node, fork, branch output, c_x, c_g, branch values in topological order) of every
     residual Add."""
     ancestors: list[set[int]] = []
@@ -58,7 +59,7 @@ def residual_adds(network: Network) -> list[tuple[Node, int, int, float, float, 
         ancestors.append(seen)
     found = []
     for node in network.nodes:
-        if node.kind != "add" or len(node.inputs) != 2:
+        if not isinstance(node.op, Sum) or len(node.inputs) != 2:
             continue
         for k in (0, 1):
             fork, out = node.inputs[k], node.inputs[1 - k]
@@ -67,7 +68,7 @@ def residual_adds(network: Network) -> list[tuple[Node, int, int, float, float, 
             branch = sorted(v for v in ancestors[out] | {out} if v != fork and fork in ancestors[v])
             members = set(branch) | {fork}
             if all(i in members for v in branch for i in network[v].inputs):
-                coefficients = node.params["coefficients"]
+                coefficients = node.op.coefficients
                 found.append((node, fork, out, coefficients[k], coefficients[1 - k], branch))
                 break
     return found
@@ -80,13 +81,12 @@ def branch_network(network: Network, fork: int, branch: list[int]) -> Network:
     ids = {fork: sub.input(network.shape(fork), name=network[fork].name)}
     for v in branch:
         node = network[v]
-        copy = Node(
+        copy = NetworkNode(
             len(sub.nodes),
-            node.kind,
             node.name,
             tuple(ids[i] for i in node.inputs),
             node.shape,
-            node.params,
+            node.op,
             node.given_norm,
             node._norm,
         )

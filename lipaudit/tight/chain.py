@@ -32,10 +32,11 @@ import torch
 from torch import Tensor
 
 from ..invariants import present
+from ..linear_maps import Concat, Linear, Permutation, Reshape, Sum
 from ..spectral import dense_norm
-from .conv_maps import ConvMap, channel_factor, node_conv_kernel
+from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
-from .network import Network, Node
+from .network import Activation, Network, NetworkNode
 
 # Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
 # most DENSE_ENTRIES numbers (128 MiB in float64).
@@ -44,7 +45,10 @@ DENSE_ENTRIES = 2**24
 # Explicit matrices already pushed through a node, kept for the next target whose window starts
 # at the same source (each one-step bound propagates from its sources anew): up to this many bytes.
 MEMO_BYTES = 2 * 2**30
-ISOMETRIES = ("reshape", "transpose")
+# A composite convolution must agree with the composition it stands for on a random input (both in
+# float64) to this relative accuracy; a wrong composition (a permutation taken for the identity, a
+# kernel merged from two different maps) is off by O(1).
+COMPOSITION_CHECK_TOLERANCE = 1e-9
 
 
 @dataclass
@@ -69,6 +73,8 @@ class ChainBuilder:
         self._memo: OrderedDict[tuple, tuple[tuple[Tensor, ...], Tensor]] = OrderedDict()
         self._memo_bytes = 0
         self._identities: dict[int, DenseMap] = {}
+        self._probes: dict[tuple[int, ...], Tensor] = {}  # a random anchor value per anchor shape
+        self.refused = 0  # composite convolutions that failed their check (and were not used)
 
     def _remember(self, key: tuple, inputs: tuple[Tensor, ...], compute) -> Tensor:
         """compute(), or the result of the same operation on the same tensors earlier."""
@@ -102,33 +108,60 @@ class ChainBuilder:
             return ConvMap.identity(shape, self.norm_cache)
         return ScalarMap(1.0)
 
-    def then(self, m: LinearMap, node: Node) -> LinearMap | None:
+    def then(self, m: LinearMap, node: NetworkNode) -> LinearMap | None:
         """node∘m in an exact form, or None."""
-        norm = node.norm()
-        ops = m.ops + (0 if node.kind in ISOMETRIES else 1)
+        op = node.linear
+        norm = _linear_norm(node, node.norm())
+        ops = m.ops + (0 if op is not None and op.isometry else 1)
         if isinstance(m, ScalarMap):
-            return ScalarMap(m.cheap * _linear_norm(node, norm), ops)
+            return ScalarMap(m.cheap * norm, ops)
         if isinstance(m, ShapeOnlyDense):
             size = math.prod(node.shape)
             if m.rows * size > self.dense_entries:
                 return None
-            return ShapeOnlyDense(m.rows, size, m.cheap * _linear_norm(node, norm), ops, m.summed)
+            return ShapeOnlyDense(m.rows, size, m.cheap * norm, ops, m.summed)
         if isinstance(m, DenseMap):
             if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
                 return None
             columns = self._remember(("then", id(m.columns), node.id), (m.columns,), lambda: node.forward(m.columns))
-            return DenseMap(columns, m.cheap * _linear_norm(node, norm), ops, m.summed)
-        if isinstance(m, ConvMap):
-            if node.kind in ISOMETRIES and tuple(node.shape) == m.shape:
-                return m
-            conv = node_conv_kernel(node)
-            if conv is not None:
-                weight, strides, pads, dilations, groups = conv
-                return m.then_conv(weight, strides, pads, dilations, groups, node.shape, _linear_norm(node, norm))
-            if node.kind == "scale":
-                factor = channel_factor(node)
-                return None if factor is None else m.scaled_channels(factor, _linear_norm(node, norm))
+            return DenseMap(columns, m.cheap * norm, ops, m.summed)
+        if isinstance(m, ConvMap) and op is not None:
+            return self._then_conv(m, node, op, norm)
         return None
+
+    def _then_conv(self, m: ConvMap, node: NetworkNode, op: Linear, norm: float) -> ConvMap | None:
+        """node∘m as one composite convolution, checked against node.forward∘m (docs/design.md,
+        "Checks"): a reshape to the same shape is the identity; a permutation only when it is one."""
+        same = tuple(node.shape) == m.shape
+        if same and (isinstance(op, Reshape) or (isinstance(op, Permutation) and op.is_identity)):
+            return m
+        conv = op.conv_form(node.shape)
+        if conv is not None:
+            weight, strides, pads, dilations, groups = conv
+            made = m.then_conv(weight, strides, pads, dilations, groups, node.shape, norm)
+        else:
+            factor = op.channel_factor(node.shape)
+            made = None if factor is None else m.scaled_channels(factor, norm)
+        if made is None:
+            return None
+        probe = self._probe(m.anchor_shape)
+        return self._checked(made, probe, node.forward(m.apply(probe)))
+
+    def _probe(self, shape: tuple[int, ...]) -> Tensor:
+        if shape not in self._probes:
+            generator = torch.Generator().manual_seed(len(self._probes))
+            self._probes[shape] = torch.randn((1, *shape), generator=generator, dtype=torch.float64)
+        return self._probes[shape]
+
+    def _checked(self, made: ConvMap, probe: Tensor, expected: Tensor) -> ConvMap | None:
+        """``made`` when it maps ``probe`` to ``expected`` (the whole output, entry by entry)."""
+        found = made.apply(probe)
+        if found.shape != expected.shape or _largest(found - expected) > COMPOSITION_CHECK_TOLERANCE * _largest(
+            expected
+        ):
+            self.refused += 1
+            return None
+        return made
 
     def times(self, m: LinearMap, a: float) -> LinearMap:
         if isinstance(m, ScalarMap):
@@ -155,7 +188,11 @@ class ChainBuilder:
             )
             return DenseMap(columns, x.cheap + y.cheap, max(x.ops, y.ops), True)
         if isinstance(x, ConvMap) and isinstance(y, ConvMap):
-            return x.plus(y)
+            made = x.plus(y)
+            if made is None:
+                return None
+            probe = self._probe(x.anchor_shape)
+            return self._checked(made, probe, x.apply(probe) + y.apply(probe))
         return None
 
     # ------------------------------------------------------------------ propagation
@@ -180,23 +217,24 @@ class ChainBuilder:
             terms[value] = self.apply(node, inputs)
         return terms.get(target, [])
 
-    def apply(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
-        if node.kind == "activation":  # expanded (or linear): its linear part a·Id
-            a = node.split[0]
+    def apply(self, node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:
+        op = node.op
+        if isinstance(op, Activation):  # expanded (or linear): its linear part a·Id
+            a = op.split[0]
             return [Term(t.anchor, t.weight, self.times(t.map, a)) for t in _unary_terms(node, inputs)]
-        if node.kind == "add":
+        if isinstance(op, Sum):
             scaled = [
                 Term(t.anchor, t.weight, self.times(t.map, c))
-                for c, ts in zip(node.params["coefficients"], inputs)
+                for c, ts in zip(op.coefficients, inputs)
                 if ts is not None
                 for t in ts
             ]
             return self._merge(scaled)
-        if node.kind == "concat":
-            return self._concat(node, inputs)
+        if isinstance(op, Concat):
+            return self._concat(node, op, inputs)
         return self._unary(node, _unary_terms(node, inputs))
 
-    def _unary(self, node: Node, terms: list[Term]) -> list[Term]:
+    def _unary(self, node: NetworkNode, terms: list[Term]) -> list[Term]:
         mapped = [self.then(t.map, node) for t in terms]
         exact = [m for m in mapped if m is not None]
         if len(exact) == len(mapped):
@@ -222,7 +260,7 @@ class ChainBuilder:
                 merged.append(term)
         return merged
 
-    def _concat(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+    def _concat(self, node: NetworkNode, op: Concat, inputs: list[list[Term] | None]) -> list[Term]:
         anchors = sorted({t.anchor for ts in inputs if ts is not None for t in ts})
         shapes = [self.network.shape(i) for i in node.inputs]
         out: list[Term] = []
@@ -233,14 +271,14 @@ class ChainBuilder:
                 if len(mine) > 1:
                     return self._collapse_concat(node, inputs)
                 parts.append(mine[0] if mine else None)
-            stacked = self._stack(node, [p.map if p else None for p in parts], shapes)
+            stacked = self._stack(node, op.axis, [p.map if p else None for p in parts], shapes)
             if stacked is None:
                 return self._collapse_concat(node, inputs)
             weight = next(p.weight for p in parts if p is not None)
             out.append(Term(anchor, weight, stacked))
         return out
 
-    def _stack(self, node: Node, maps: list[LinearMap | None], shapes) -> LinearMap | None:
+    def _stack(self, node: NetworkNode, axis: int, maps: list[LinearMap | None], shapes) -> LinearMap | None:
         given = [m for m in maps if m is not None]
         kinds = {type(m) for m in given}
         if len(kinds) != 1:
@@ -262,25 +300,35 @@ class ChainBuilder:
             blocks = [
                 c if c is not None else torch.zeros((n, *s), dtype=torch.float64) for c, s in zip(columns, shapes)
             ]
-            return DenseMap(torch.cat(blocks, dim=node.params["axis"] + 1), cheap, ops, True)
-        if kind is not ConvMap or node.params["axis"] != 1:
+            return DenseMap(torch.cat(blocks, dim=axis + 1), cheap, ops, True)
+        if kind is not ConvMap or axis != 1:
             return None
         convs = [m if isinstance(m, ConvMap) else None for m in maps]
         anchor_shape = next(m for m in convs if m is not None).anchor_shape
-        return ConvMap.stack(convs, shapes, node.shape, anchor_shape)
+        made = ConvMap.stack(convs, shapes, node.shape, anchor_shape)
+        if made is None:
+            return None
+        probe = self._probe(anchor_shape)
+        zeros = [torch.zeros((1, *s), dtype=torch.float64) for s in shapes]
+        images = [c.apply(probe) if c is not None else z for c, z in zip(convs, zeros)]
+        return self._checked(made, probe, torch.cat(images, dim=2))
 
-    def _collapse_concat(self, node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+    def _collapse_concat(self, node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:
         self.collapses += 1
         bound = math.sqrt(sum(self.bound(ts) ** 2 for ts in inputs if ts is not None))
         return [Term(node.id, bound, self.identity(node.id))]
 
 
-def _unary_terms(node: Node, inputs: list[list[Term] | None]) -> list[Term]:
+def _largest(t: Tensor) -> float:
+    return float(t.abs().max()) if t.numel() else 0.0
+
+
+def _unary_terms(node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:
     """The terms of a unary node's input (propagate applies a node only when some input has terms)."""
     return present(inputs[0], f"the terms of the input of '{node.name}'")
 
 
-def _linear_norm(node: Node, norm: float | None) -> float:
+def _linear_norm(node: NetworkNode, norm: float | None) -> float:
     """``node.norm()`` of a linear node, which always has one."""
     return present(norm, f"the norm of linear node '{node.name}'")
 

@@ -32,9 +32,12 @@ import torch
 from torch import Tensor
 
 from ..invariants import present
+from ..linear_maps import Linear
+from ..linear_maps.base import torch_pad
+from ..linear_maps.convolution import CONV, conv_cost
 from ..spectral import conv_norm
 from .maps import CHAIN_TOL, LinearMap, rounding_allowance
-from .network import _CONV, Node, _torch_pad
+from .network import NetworkNode
 
 # ---------------------------------------------------------------------------------------------
 # Convolutions with a composite kernel
@@ -501,33 +504,34 @@ class ConvMap(LinearMap):
         d = self.dims
         basis = torch.eye(n, dtype=torch.float64).reshape(n * self.anchor_shape[0], *self.anchor_shape[1:])
         basis = basis[(slice(None), slice(None), *(slice(f, f + s) for f, s in zip(first, spatial)))]
-        padded = torch.nn.functional.pad(basis, _torch_pad(pads[:d], pads[d:]))
-        out = _CONV[d](padded, kernel, stride=self.stride)
+        padded = torch.nn.functional.pad(basis, torch_pad(pads[:d], pads[d:]))
+        out = CONV[d](padded, kernel, stride=self.stride)
         return out.reshape(n, *self.shape)
 
+    def apply(self, x: Tensor) -> Tensor:
+        """The map on a batch of anchor values (B, *anchor_shape), part by part: the 1×1 factors as
+        channel products, each core as its own convolution (no kernel is written out whole)."""
+        batch, d = x.shape[0], self.dims
+        flat = x.reshape(batch * self.anchor_shape[0], *self.anchor_shape[1:]).to(torch.float64)
+        total = torch.zeros((batch * self.shape[0], *self.shape[1:]), dtype=torch.float64)
+        for p in self.parts:
+            core = p.core_kernel(d)
+            found = padded_conv(core.shape[2:], self.stride, p.offset, self.anchor_shape[2:], self.shape[2:])
+            if found is None or p.scalar == 0:
+                continue
+            spatial, pads, first = found
+            z = flat if p.right is None else torch.einsum("oc,bc...->bo...", p.right, flat)
+            z = z[(slice(None), slice(None), *(slice(f, f + s) for f, s in zip(first, spatial)))]
+            z = CONV[d](torch.nn.functional.pad(z, torch_pad(pads[:d], pads[d:])), core, stride=self.stride)
+            if p.left is not None:
+                z = torch.einsum("oc,bc...->bo...", p.left, z)
+            total = total + z
+        return total.reshape(batch, *self.shape)
 
-def conv_cost(kernel_shape, stride, spatial) -> float:
-    """Rough work of a certified convolution norm: frequency blocks × the Gram side² × the long
-    side (a 1×1 kernel, or a stride past the kernel, is one block)."""
-    blocks = 1
-    for k, s, size in zip(kernel_shape[2:], stride, spatial):
-        if k > s:
-            blocks *= max(1, size // s)
-    rows, cols = kernel_shape[0], kernel_shape[1] * math.prod(stride)
-    return float(blocks) * rows * cols * min(rows, cols)
 
-
-def node_cost(node: Node) -> float:
-    """The same figure for a node's own norm (the product's work)."""
-    if node.kind == "conv":
-        p = node.params
-        shape, groups = tuple(p["weight"].shape), p["groups"]
-        per_group = (shape[0] // groups, *shape[1:])
-        return groups * conv_cost(per_group, p["strides"], p["spatial"])
-    if node.kind == "dense":
-        n, m = node.params["matrix"].shape
-        return float(n) * m * min(n, m)
-    return 0.0
+def node_cost(node: NetworkNode) -> float:
+    """The work of a node's own norm (the product's work), by the same cost model."""
+    return node.op.cost() if isinstance(node.op, Linear) else 0.0
 
 
 def _basis(factors: list[Tensor | None], channels: int) -> Tensor | None:
@@ -600,33 +604,3 @@ def _aligned_sum(parts: list[tuple[Tensor, tuple[int, ...]]], channels) -> tuple
         )
         total[index] += kernel
     return total, offset
-
-
-def node_conv_kernel(node: Node) -> tuple[Tensor, tuple, tuple, tuple, int] | None:
-    """(weight, strides, pads, dilations, groups) of a node that is a forward convolution in the
-    ConvMap sense: Conv, or AveragePool whose every window has the full divisor."""
-    p = node.params
-    if node.kind == "conv" and not p["transposed"]:
-        return p["weight"], p["strides"], p["pads"], p["dilations"], p["groups"]
-    if node.kind == "avg_pool" and p["uniform"]:
-        channels = node.shape[1]
-        if "depthwise_kernel" not in p:  # kept with the node: ConvMap caches facts by the weight's id
-            p["depthwise_kernel"] = torch.full(
-                (channels, 1, *p["kernel"]), 1.0 / math.prod(p["kernel"]), dtype=torch.float64
-            )
-        return p["depthwise_kernel"], p["strides"], p["pads"], (1,) * len(p["kernel"]), channels
-    return None
-
-
-def channel_factor(node: Node) -> Tensor | None:
-    """The per-channel factor of a scale node on an (N, C, *S) value, or None if it varies along
-    the batch or spatial axes."""
-    shape = node.shape
-    if len(shape) < 3:
-        return None
-    f = node.params["factor"]
-    full = f.reshape((1,) * (len(shape) - f.ndim) + tuple(f.shape))
-    for axis, size in enumerate(full.shape):
-        if axis != 1 and size != 1:
-            return None
-    return full.reshape(-1).expand(shape[1]).clone() if full.shape[1] == 1 else full.reshape(-1)

@@ -2,7 +2,7 @@
 
 Setting.  Every value y of the Network is a function y(x) of the input.  L(y) denotes a certified
 upper bound on Lip(x ↦ y(x)) in ℓ2.  The *product bound* P(y) is the classical propagation
-(DESIGN.md §3): P(input) = 1, P(N(x)) = ‖N‖·P(x) for a unary linear node, Σ|c_i|·P(x_i) for an
+(docs/design.md, "Product bound"): P(input) = 1, P(N(x)) = ‖N‖·P(x) for a unary linear node, Σ|c_i|·P(x_i) for an
 Add, √(Σ P(x_i)²) for a Concat, Lip(φ)·P(x) for an activation, c·√(Σ P(x_i)²) for a lipschitz
 node.
 
@@ -77,11 +77,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..invariants import present
+from ..linear_maps import SUM_MARGIN
 from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
 from .conv_maps import MERGE_ALWAYS_COST, ConvMap, node_cost
 from .maps import DenseMap, ScalarMap
-from .network import Network, Node
-from .region import role, window_region
+from .network import Activation, Network, NetworkNode, Opaque
+from .region import Role, role, window_region
 
 DEFAULT_WINDOW = 2
 # The default work budget: the measured chain norms may cost this many times the node norms.
@@ -94,12 +95,10 @@ DRY_RUN_SHARE = 0.5
 WORK_UNIT_FLOOR = 2e10
 FREE_COST = MERGE_ALWAYS_COST
 REFINE_TOL = 1e-3
-# Sums and products of a few hundred positive floats: relative rounding far below this.
-SUM_MARGIN = 1.0 + 1e-12
 
 
 @dataclass
-class ValueBound:
+class TargetBound:
     """The bounds on one target value: the product figure and the best one (recursion or product)."""
 
     value: int
@@ -125,7 +124,7 @@ class TightBound:
     window: int | None
     outputs: dict[str, float]
     product_outputs: dict[str, float]
-    values: list[ValueBound] = field(default_factory=list)
+    values: list[TargetBound] = field(default_factory=list)
     chain_norms: int = 0
     collapses: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -135,27 +134,9 @@ class TightBound:
     work_wanted: float = 0.0
 
 
-def product_rule(node: Node, bounds: list[float]) -> float:
+def product_rule(node: NetworkNode, bounds: list[float]) -> float:
     """The product bound's rule at one node, from the bounds of its inputs."""
-    ins = [bounds[i] for i in node.inputs]
-    kind = node.kind
-    if kind == "input":
-        return 1.0
-    if kind == "add":
-        return math.fsum(abs(c) * b for c, b in zip(node.params["coefficients"], ins)) * SUM_MARGIN
-    if kind == "concat":
-        return math.sqrt(math.fsum(b * b for b in ins)) * SUM_MARGIN
-    if kind == "activation":
-        return node.split[2] * ins[0]
-    if kind == "lipschitz":
-        c = node.params["constant"]
-        return c * math.sqrt(math.fsum(b * b for b in ins)) * SUM_MARGIN if c else 0.0
-    return _linear_norm(node) * ins[0]
-
-
-def _linear_norm(node: Node) -> float:
-    """The norm of a unary linear node (every kind the rules above leave), which always has one."""
-    return present(node.norm(), f"the norm of linear node '{node.name}'")
+    return node.rule(bounds)
 
 
 def targets(network: Network) -> set[int]:
@@ -163,10 +144,12 @@ def targets(network: Network) -> set[int]:
     chosen: set[int] = set(network.outputs)
     readers = network.consumers()
     for node in network.nodes:
-        if node.kind == "lipschitz" or (node.kind == "activation" and role(network, node.id) != "linear"):
+        if isinstance(node.op, Opaque) or (
+            isinstance(node.op, Activation) and role(network, node.id) is not Role.LINEAR
+        ):
             chosen.update(node.inputs)
     chosen.update(v for v, r in enumerate(readers) if len(set(r)) >= 2)
-    return {v for v in chosen if role(network, v) == "linear"}
+    return {v for v in chosen if role(network, v) is Role.LINEAR}
 
 
 def product_bound(network: Network) -> tuple[float, list[float]]:
@@ -308,7 +291,7 @@ class _Sweep:
     deadline: float | None = None  # perf_counter() from which targets keep the product rule's figure (on request only)
     visited: set[int] = field(default_factory=set)
     out_of_time: bool = False
-    values: list[ValueBound] = field(default_factory=list)
+    values: list[TargetBound] = field(default_factory=list)
     steps: dict = field(default_factory=dict)  # collect: target -> [(figure, dependency, key, map)]
     measured: int = 0
 
@@ -335,7 +318,7 @@ class _Sweep:
             found, sources = self._one_step(node.id, best)
             if found is not None and found < best[-1]:
                 best[-1] = found
-            self.values.append(ValueBound(node.id, node.name, products[node.id], best[-1], found, sources))
+            self.values.append(TargetBound(node.id, node.name, products[node.id], best[-1], found, sources))
         return best
 
     def _one_step(self, target: int, best: list[float]) -> tuple[float | None, int]:
@@ -379,7 +362,7 @@ class _Sweep:
                     if best[dep] > 0:
                         adjoint[dep] += adjoint[y] * figure / best[dep]
                 continue
-            for i, slope in zip(node.inputs, _rule_slopes(node, best)):
+            for i, slope in zip(node.inputs, node.rule_slopes(best)):
                 adjoint[i] += adjoint[y] * slope
         found = []
         for target, terms in self.steps.items():
@@ -441,23 +424,6 @@ class _Sweep:
                 rest = math.fsum(figures[i] for i in range(len(weighted)) if i not in dense)
                 total = min(total, joint + rest)
         return total
-
-
-def _rule_slopes(node: Node, best: list[float]) -> list[float]:
-    """∂ product_rule / ∂ L(input) for each input."""
-    ins = [best[i] for i in node.inputs]
-    kind = node.kind
-    if kind == "add":
-        return [abs(c) for c in node.params["coefficients"]]
-    if kind in ("concat", "lipschitz"):
-        total = math.sqrt(math.fsum(b * b for b in ins))
-        scale = node.params["constant"] if kind == "lipschitz" else 1.0
-        return [scale * b / total if total > 0 else 0.0 for b in ins]
-    if kind == "activation":
-        return [node.split[2]]
-    if kind == "input":
-        return []
-    return [_linear_norm(node)]
 
 
 def _select(candidates, allowance: float) -> tuple[set[tuple[int, int, int]], float]:

@@ -21,8 +21,9 @@ everything (the published recursion, the input as the only cut on a chain).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
-from .network import Network
+from .network import Activation, Input, Network, Opaque
 
 
 @dataclass
@@ -38,19 +39,25 @@ class Region:
         return sorted(self.cuts | set(self.injections))
 
 
-def role(network: Network, value: int) -> str:
-    """'input', 'linear', 'expandable' (activation with a ≠ 0 and b > 0), or 'barrier'."""
-    node = network[value]
-    if node.kind == "input":
-        return "input"
-    if node.kind == "lipschitz":
-        return "barrier"
-    if node.kind == "activation":
-        a, b, _ = node.split
+class Role(Enum):
+    INPUT = "input"
+    LINEAR = "linear"
+    EXPANDABLE = "expandable"  # an activation with a ≠ 0 and b > 0
+    BARRIER = "barrier"
+
+
+def role(network: Network, value: int) -> Role:
+    op = network[value].op
+    if isinstance(op, Input):
+        return Role.INPUT
+    if isinstance(op, Opaque):
+        return Role.BARRIER
+    if isinstance(op, Activation):
+        a, b, _ = op.split
         if b == 0:
-            return "linear"
-        return "expandable" if a != 0 else "barrier"
-    return "linear"
+            return Role.LINEAR
+        return Role.EXPANDABLE if a != 0 else Role.BARRIER
+    return Role.LINEAR
 
 
 def window_region(network: Network, target: int, window: int | None) -> Region:
@@ -62,12 +69,12 @@ def window_region(network: Network, target: int, window: int | None) -> Region:
         if value not in depth:
             continue
         d = depth[value]
-        kind = role(network, value)
+        found = role(network, value)
         node = network[value]
-        if d > limit or kind in ("input", "barrier"):
+        if d > limit or found in (Role.INPUT, Role.BARRIER):
             region.cuts.add(value)
             continue
-        if kind == "expandable":
+        if found is Role.EXPANDABLE:
             if d + 1 > limit:
                 region.cuts.add(value)
                 continue

@@ -9,15 +9,15 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from lipaudit.domain.interval import Interval
-from lipaudit.execute.executor import Executor
+from lipaudit.execute.executor import GraphInterpreter
+from lipaudit.intervals.interval import Interval
 from lipaudit.ir import Graph
 
 
 class RangeChecker:
     def __init__(self, graph: Graph, ranges: Mapping[str, Interval], box: tuple[float, float]):
         self.graph, self.ranges, self.box = graph, ranges, box
-        self.executor = Executor(graph, dtype=torch.float64)
+        self.executor = GraphInterpreter(graph, dtype=torch.float64)
         self.names = [
             out for node in graph.nodes for out in node.outputs if out and out in ranges and graph.is_used(out)
         ]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from lipaudit.domain.interval import Interval, product, quotient, reciprocal, square
 from lipaudit.domain.normalize import normalized_range, variance_lower_bound, variance_upper_bound
-from lipaudit.domain.norms import nonnegative_norm_bound
-from lipaudit.domain.slopes import GELU, GELU_TANH, MISH, SILU, hardswish_slope_sup
 from lipaudit.domain.softmax import log_softmax_range, softmax_range
+from lipaudit.intervals.interval import Interval, product, quotient, reciprocal, square
+from lipaudit.intervals.norms import nonnegative_norm_bound
+from lipaudit.intervals.slopes import GELU, GELU_TANH, MISH, SILU, hardswish_slope_sup
 
 RNG = np.random.default_rng(0)
 

@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 from lipaudit.errors import ExecutionError
-from lipaudit.execute import Executor, can_execute, supported_ops
+from lipaudit.execute import GraphInterpreter, can_execute, supported_ops
 from lipaudit.ir import Node
 from lipaudit.load.onnx import load_onnx
 from lipaudit.ops import all_ops
@@ -76,7 +76,7 @@ def assert_matches_onnxruntime(
     if feeds is None:
         feeds = {name: rng.normal(size=graph.shape(name)).astype(np.float32) for name in graph.inputs}
     expected = session(proto).run(None, feeds)
-    got = Executor(graph)(*[torch.from_numpy(feeds[name]) for name in graph.inputs])
+    got = GraphInterpreter(graph)(*[torch.from_numpy(feeds[name]) for name in graph.inputs])
     for name, want, have in zip(graph.outputs, expected, got):
         have = have.detach().numpy()
         assert have.shape == want.shape, (name, have.shape, want.shape)
@@ -379,7 +379,7 @@ def test_maxpool_indices_match_onnxruntime() -> None:
     graph, proto = load(model)
     x = r(2, 3, 7, 6)
     want_values, want_indices = session(proto).run(None, {"x": x})
-    values, indices = Executor(graph)(torch.from_numpy(x))
+    values, indices = GraphInterpreter(graph)(torch.from_numpy(x))
     np.testing.assert_allclose(values.numpy(), want_values, rtol=1e-6)
     np.testing.assert_array_equal(indices.numpy(), want_indices)
 
@@ -451,7 +451,7 @@ def test_sample_models_match_onnxruntime(name: str, shapes: dict) -> None:
 def test_float64_and_gradients() -> None:
     model = onnx.load(str(SAMPLES / "cnn.onnx"))
     graph, _ = load(model, passes=True)
-    executor = Executor(graph, dtype=torch.float64)
+    executor = GraphInterpreter(graph, dtype=torch.float64)
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64, requires_grad=True)
     (y,) = executor(x)
     assert y.dtype == torch.float64 and y.shape == (1, 10)
@@ -471,4 +471,4 @@ def test_unknown_op_is_named() -> None:
     graph, _ = load(model)
     assert not can_execute(Node("n", "Trilu", ["x"], ["y"]))
     with pytest.raises(ExecutionError, match="Trilu"):
-        Executor(graph)
+        GraphInterpreter(graph)

@@ -3,7 +3,7 @@
 For each op, the reference function is written out below in torch (float64) from the ONNX
 definition, checked against onnxruntime on a grid (so the reference is the op lipaudit reads),
 and differentiated with autograd on a fine grid.  The factor must be at least the largest slope
-found, and within 1e-3 of it: the constants in DESIGN.md §4 are sup |f′| rounded up.
+found, and within 1e-3 of it: the constants in docs/design.md are sup |f′| rounded up.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def test_activation_constant_is_sup_of_slope(tmp_path, op, attrs, opset, referen
 
 
 def test_known_slope_maxima():
-    """Guards the grid: the sups quoted in DESIGN.md §4."""
+    """Guards the grid: the sups quoted in docs/design.md."""
     assert sup_slope(gelu_erf) == pytest.approx(1.128904, abs=2e-6)
     assert sup_slope(gelu_tanh) == pytest.approx(1.128993, abs=2e-5)
     assert sup_slope(silu) == pytest.approx(1.099839, abs=2e-6)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from lipaudit.cli.app import app
 from lipaudit.compose import node_factors
-from lipaudit.execute import Executor, can_execute, supported_ops
+from lipaudit.execute import GraphInterpreter, can_execute, supported_ops
 from lipaudit.ir import Graph, Node, Value
 from lipaudit.ops import DuplicateOpError, Factor, Op, RuleContext, all_ops, lookup, register, unregister
 
@@ -78,7 +78,7 @@ def test_a_toy_op_is_seen_by_the_rules_the_executor_and_the_ops_listing(toy_op) 
     )
     assert node_factors(graph.nodes[0], RuleContext(graph))[0].value == pytest.approx(3.0, rel=1e-5)
     assert can_execute(graph.nodes[0]) and ("lipaudit.test", "Triple") in supported_ops()
-    (y,) = Executor(graph)(torch.ones(1, 4))
+    (y,) = GraphInterpreter(graph)(torch.ones(1, 4))
     np.testing.assert_array_equal(y.numpy(), np.full((1, 4), 3.0, np.float32))
     listing = runner.invoke(app, ["ops", "--format", "markdown"])
     assert "| Triple | lipaudit.test |" in listing.stdout and "3 (the toy op of a test)" in listing.stdout

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lipaudit.compose import node_factors
-from lipaudit.execute.executor import Executor
+from lipaudit.execute.executor import GraphInterpreter
 from lipaudit.ir import Graph, Node, Value
 from lipaudit.ops import RuleContext
 
@@ -48,10 +48,10 @@ def test_max_min_with_selections_it_cannot_pair_is_unknown(first, second) -> Non
 def test_max_min_and_crelu_runs() -> None:
     x = torch.tensor([[3.0, -1.0, 2.0, 5.0]])
     graph, _ = _max_min([0, 1], [2, 3])
-    assert Executor(graph).run({"x": x})["y"].tolist() == [[3.0, 5.0, 2.0, -1.0]]
+    assert GraphInterpreter(graph).run({"x": x})["y"].tolist() == [[3.0, 5.0, 2.0, -1.0]]
     crelu = Node("c", "CRelu", ["x"], ["y"], {"axis": 1, "negative_first": 1}, domain="lipaudit")
     graph = Graph([crelu], {"x": Value("x", (1, 4)), "y": Value("y", (1, 8))}, ["x"], ["y"], opset=17)
-    got = Executor(graph).run({"x": x})["y"]
+    got = GraphInterpreter(graph).run({"x": x})["y"]
     assert np.array_equal(got.numpy(), [[0, 1, 0, 0, 3, 0, 2, 5]])
     (factor,) = node_factors(crelu, RuleContext(graph))
     assert factor.value == 1.0

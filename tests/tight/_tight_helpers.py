@@ -31,7 +31,7 @@ def window_jacobians(net: Network, target: int, window: int | None) -> tuple[dic
             if v in values:
                 continue
             node = net[v]
-            if node.kind == "activation":  # linear activation (b = 0)
+            if node.activation is not None:  # linear activation (b = 0)
                 values[v] = node.split[0] * values[node.inputs[0]]
             else:
                 values[v] = node.forward(*(values[i][None] for i in node.inputs))[0]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from lipaudit.linear_maps import Dense
 from lipaudit.tight import Network, residual_branches
 from lipaudit.tight.branches import branch_network, residual_adds
 from tests.tight._tight_helpers import lower_bound, reference_bound, residual_mlp
@@ -18,7 +19,7 @@ def test_every_block_of_a_residual_mlp():
         expected, _ = reference_bound(sub, None)
         assert branch.bound == pytest.approx(expected, rel=1e-5)
         assert branch.bound >= lower_bound(sub, samples=16)
-        w1, w2 = (sub[v].params["matrix"].numpy() for v in range(len(sub.nodes)) if sub[v].kind == "dense")
+        w1, w2 = (sub[v].op.matrix.numpy() for v in range(len(sub.nodes)) if isinstance(sub[v].op, Dense))
         assert branch.bound <= np.linalg.norm(w1, 2) * np.linalg.norm(w2, 2) * (1 + 1e-9)
         assert branch.invertible == (branch.ratio < 1)
 

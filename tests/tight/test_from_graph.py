@@ -16,10 +16,11 @@ from torch import nn
 from lipaudit.compose import compose
 from lipaudit.load import load_model
 from lipaudit.ops import RuleContext
+from lipaudit.ops.linear import Convolution
 from lipaudit.passes import run_passes
 from lipaudit.pipeline import audit
 from lipaudit.shapes import parse_input_shapes
-from lipaudit.tight.from_graph import _LINEAR, network_from_graph
+from lipaudit.tight.from_graph import network_from_graph
 
 
 class Residual(nn.Module):
@@ -157,22 +158,15 @@ def test_a_wrong_description_becomes_a_barrier(tmp_path, monkeypatch):
     """A Conv described with the wrong padding does not match the op's run: it is not looked through."""
     path, _, _ = _export("residual_cnn", tmp_path)
     graph, _, factors = _described(path)
-    honest = _LINEAR[("", "Conv")]
+    honest = Convolution.linear_part
 
-    def shifted(graph, node, norm):
-        build, why = honest(graph, node, norm)
+    def shifted(self, node, ctx):
+        conv = honest(self, node, ctx)
+        half = len(conv.pads) // 2
+        conv.pads = tuple(p + 1 for p in conv.pads[:half]) + tuple(max(0, p - 1) for p in conv.pads[half:])
+        return conv
 
-        def wrong(net, xs, name):
-            index = build(net, xs, name)
-            params = net[index].params
-            params["pads"] = tuple(p + 1 for p in params["pads"][: len(params["pads"]) // 2]) + tuple(
-                max(0, p - 1) for p in params["pads"][len(params["pads"]) // 2 :]
-            )
-            return index
-
-        return wrong, why
-
-    monkeypatch.setitem(_LINEAR, ("", "Conv"), shifted)
+    monkeypatch.setattr(Convolution, "linear_part", shifted)
     described = network_from_graph(graph, factors)
     convs = [node.name for node in graph.nodes if node.op_type == "Conv"]
     assert convs and all("differs" in described.barriers.get(name, "") for name in convs), described.barriers
@@ -183,7 +177,7 @@ def test_a_wrong_slope_range_becomes_a_barrier(tmp_path, monkeypatch):
     graph, _, factors = _described(path)
     from lipaudit.ops.activation import Relu
 
-    monkeypatch.setattr(Relu, "slope_range", lambda self, node: (0.0, 0.5))
+    monkeypatch.setattr(Relu, "slope_range", lambda self, node, ctx=None: (0.0, 0.5))
     described = network_from_graph(graph, factors)
     relus = [node.name for node in graph.nodes if node.op_type == "Relu"]
     assert relus and all("slopes" in described.barriers[name] for name in relus)

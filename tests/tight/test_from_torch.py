@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from bench.from_torch import jacobian_lower_bound, network_from_module
 from lipaudit.tight import network_bound, residual_branches
-from lipaudit.tight.from_torch import jacobian_lower_bound, network_from_module
 from tests.tight._tight_helpers import module_lower_bound
 
 

@@ -61,7 +61,7 @@ W = lambda *s: torch.randn(*s, generator=G, dtype=torch.float64)  # noqa: E731
 def test_linear_forward_and_norm(build, shape, reference):
     net, node = _single(build, shape)
     x = torch.randn(3, *shape, dtype=torch.float64)
-    expected = torch.stack([reference(v, node.params.get("weight")) for v in x])
+    expected = torch.stack([reference(v, getattr(node.op, "weight", None)) for v in x])
     assert node.shape == tuple(expected.shape[1:])
     assert torch.allclose(node.forward(x), expected, atol=1e-12)
     truth = sigma(_matrix(node, shape))

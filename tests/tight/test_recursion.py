@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lipaudit.linear_maps import Dense
 from lipaudit.tight import Network, network_bound, product_bound
 from lipaudit.tight.region import window_region
 from tests.tight._tight_helpers import cnn, lower_bound, mlp, reference_bound, residual_mlp
@@ -17,7 +18,7 @@ REL = 1e-5  # the certified figures carry margins ≤ 1e-6 each
 def test_chain_matches_combettes_pesquet_sum():
     """w = None on a chain is m_k = a^{k−1}‖W_k⋯W_1‖ + Σ_j b·a^{k−1−j}‖W_k⋯W_{j+1}‖·m_j, by numpy."""
     net = mlp([7, 9, 8, 9, 6], seed=3)
-    weights = [net[v].params["matrix"].numpy().T for v in range(len(net.nodes)) if net[v].kind == "dense"]
+    weights = [net[v].op.matrix.numpy().T for v in range(len(net.nodes)) if isinstance(net[v].op, Dense)]
     a = b = 0.5
     m = {}
     for k in range(1, len(weights) + 1):
@@ -39,7 +40,7 @@ def test_chain_window_matches_liplt(window):
     """m_k ≤ |a|^w‖W_k⋯W_{k−w}‖·Lip·m_{k−w−1} + Σ_{j=k−w}^{k−1} b|a|^{k−1−j}‖W_k⋯W_{j+1}‖ m_j, with
     m_0 = 1 for the input, each m the min with the product rule."""
     net = mlp([6, 8, 8, 8, 8, 5], activation="leaky_relu", alpha=0.2, seed=4)
-    weights = [net[v].params["matrix"].numpy().T for v in range(len(net.nodes)) if net[v].kind == "dense"]
+    weights = [net[v].op.matrix.numpy().T for v in range(len(net.nodes)) if isinstance(net[v].op, Dense)]
     a, b, lip = 0.6, 0.4, 1.0
     norm = lambda x: np.linalg.norm(x, 2)  # noqa: E731
 
@@ -87,8 +88,8 @@ def test_product_is_the_product_of_exact_norms():
     net = mlp([5, 7, 6, 4], activation="tanh", seed=7)
     expected = 1.0
     for node in net.nodes:
-        if node.kind == "dense":
-            expected *= np.linalg.norm(node.params["matrix"].numpy(), 2)
+        if isinstance(node.op, Dense):
+            expected *= np.linalg.norm(node.op.matrix.numpy(), 2)
     value, _ = product_bound(net)
     assert value == pytest.approx(expected, rel=1e-8) and value >= expected
 

@@ -941,9 +941,7 @@ MISSED_LOOK_THROUGHS = [
     # Linear ops that could be looked through but are barriers (tightness only).
     ("onnx", "gemm_transa_alpha", {"Gemm"}),  # transA = 1 on a (n, 1) input
     ("onnx", "matmul_batched_and_left", {"MatMul"}),  # constant on the left, 3-d constant
-    ("onnx", "slices", {"Slice"}),  # several axes, negative steps
     ("onnx", "concat_with_constant", {"Concat"}),  # a constant part is a zero pad of the variables
-    ("onnx", "pad_axes_input", {"Pad"}),  # the axes input (opset 18)
     # Once barriers, now looked through: the same value at several positions, and the activations
     # whose slope ranges follow their attributes (Elu, Selu, HardSigmoid) or their slope input (PRelu).
     ("torch", "same_value_twice", set()),
@@ -954,6 +952,9 @@ MISSED_LOOK_THROUGHS = [
     ("onnx", "prelu_negative_vector", set()),
     ("torch", "prelu_scalar_and_channel", set()),
     ("onnx", "splits", set()),  # each used output is a slice of the input
+    # Entry-moving ops described by where their run sends each entry: permutations (issue 18).
+    ("onnx", "slices", set()),  # several axes, negative steps
+    ("onnx", "pad_axes_input", set()),  # the axes input (opset 18)
 ]
 
 

@@ -43,6 +43,18 @@ class SmoothProfile:
     slope_extremes: tuple[tuple[float, float], ...]
     minimum_at: float
     minimum: float
+    slope_limits: tuple[float, float] = (0.0, 1.0)  # f' at −∞ and +∞
+
+    @property
+    def slope_range(self) -> tuple[float, float]:
+        """[inf f', sup f'] over the line, quoted to 5 decimals rounded outwards: f' is monotone
+        between its critical points, so its extremes are there (signed, from the rounded |f'|) or
+        its limits at ±∞.  The one source of these activations' slope ranges and factors."""
+        signed = [
+            math.copysign(bound, float(self.slope(torch.tensor(at, dtype=torch.float64))))
+            for at, bound in self.slope_extremes
+        ]
+        return _outward(min(*signed, *self.slope_limits), -1), _outward(max(*signed, *self.slope_limits), 1)
 
     def slope_sup(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
@@ -64,6 +76,15 @@ class SmoothProfile:
         # scales with |x|, the size of what is multiplied.
         scale = np.minimum(np.maximum(np.abs(lo), np.abs(hi)), 1e300)
         return Interval(low, np.maximum(f_lo, f_hi)).widened(scale)
+
+
+def _outward(value: float, direction: int, digits: int = 5) -> float:
+    """``value`` rounded to ``digits`` decimals away from it in ``direction`` (never past it)."""
+    step = 10.0**-digits
+    rounded = (math.ceil if direction > 0 else math.floor)(value / step) * step
+    while (rounded < value) if direction > 0 else (rounded > value):
+        rounded += direction * step
+    return round(rounded, digits) if (round(rounded, digits) - value) * direction >= 0 else rounded
 
 
 def _gelu_slope(x: Tensor) -> Tensor:

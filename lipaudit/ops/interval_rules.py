@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..intervals.interval import HUGE, Interval, from_center_radius, restore_infinities
 from ..invariants import present
-from .interval import HUGE, Interval, from_center_radius, restore_infinities
 
 if TYPE_CHECKING:
     from ..ir import Node
-    from ..ops.context import RuleContext
-    from ..ops.registry import Op
+    from .context import RuleContext
+    from .runtime import Runs
 
 
 def env_of(ctx: RuleContext, node: Node):
-    from ..ops.runtime import Env
+    from .runtime import Env
 
     return Env(ctx.opset(node), torch.float64, torch.device("cpu"))
 
@@ -104,13 +104,13 @@ def endpoint_args(
     return args
 
 
-def run_op(op: Op, node: Node, ctx: RuleContext, args: list[Tensor | None]) -> list[np.ndarray | None]:
+def run_op(op: Runs, node: Node, ctx: RuleContext, args: list[Tensor | None]) -> list[np.ndarray | None]:
     with torch.no_grad():
         return [_as_array(t) for t in _outputs(op.run(env_of(ctx, node), node, args))]
 
 
 def endpoint_outputs(
-    op: Op,
+    op: Runs,
     node: Node,
     ctx: RuleContext,
     *,
@@ -134,7 +134,7 @@ def endpoint_outputs(
 
 
 def monotone_interval(
-    op: Op,
+    op: Runs,
     node: Node,
     ctx: RuleContext,
     *,
@@ -174,7 +174,7 @@ def _constant_pick(point: float) -> Callable[[int, Interval], np.ndarray]:
     return lambda position, interval: np.array(float(point))
 
 
-def critical_point_interval(op: Op, node: Node, ctx: RuleContext, points: Sequence[float]) -> Interval | None:
+def critical_point_interval(op: Runs, node: Node, ctx: RuleContext, points: Sequence[float]) -> Interval | None:
     """The range of an elementwise op of one variable input that is monotone between ``points``: the
     hull of f at both ends and at each point inside (f evaluated by the op itself)."""
     ends = endpoint_outputs(op, node, ctx, positions=(0,))
@@ -193,13 +193,13 @@ def critical_point_interval(op: Op, node: Node, ctx: RuleContext, points: Sequen
     return Interval(restore_infinities(low), restore_infinities(high)).widened()
 
 
-def exact_outputs(op: Op, node: Node, ctx: RuleContext) -> list[Interval | None]:
+def exact_outputs(op: Runs, node: Node, ctx: RuleContext) -> list[Interval | None]:
     """A node whose inputs are all constants: its outputs are points."""
     args = [const_tensor(_const(ctx, name)) if name else None for name in node.inputs]
     return [None if out is None else Interval.exact(out) for out in run_op(op, node, ctx, args)]
 
 
-def bilinear_interval(op: Op, node: Node, ctx: RuleContext, first: int, second: int) -> Interval | None:
+def bilinear_interval(op: Runs, node: Node, ctx: RuleContext, first: int, second: int) -> Interval | None:
     """Ranges of an op bilinear in inputs ``first`` and ``second`` plus terms linear in the others (a
     bias): y = B(a, b) + C(rest). Midpoint-radius arithmetic: with a = a_c ± a_r and b = b_c ± b_r,
     B(a, b) ∈ B(a_c, b_c) ± (|B|(|a_c|, b_r) + |B|(a_r, |b_c|) + |B|(a_r, b_r)), where |B|(·, ·) on

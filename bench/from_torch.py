@@ -3,7 +3,7 @@
 For tests and benchmarks: the integrated tool builds its Network from lipaudit's IR instead.
 Supported: Linear, Conv1d/2d/3d (zero padding), BatchNorm (folded into the conv or linear before
 it when that is its only reader, else a per-channel scale), the common activations (modules and
-functions), MaxPool (a lipschitz node with DESIGN.md §4's constant), AvgPool, AdaptiveAvgPool to 1,
+functions), MaxPool (a lipschitz node with docs/design.md's constant), AvgPool, AdaptiveAvgPool to 1,
 Flatten / flatten / view / reshape, Identity, Dropout, and +, − between values.  Biases are
 dropped (they never change a Lipschitz constant).  Anything else raises ValueError.
 """
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .network import Network
+from lipaudit.tight import Network
 
 _ACTIVATION_MODULES = {
     nn.ReLU: "relu",
@@ -51,7 +51,7 @@ _ACTIVATION_FUNCTIONS: dict[Callable[..., Any], str] = {
 
 
 def maxpool_constant(kernel, stride, dilation) -> float:
-    """DESIGN.md §4: √(Π ⌈k / s'⌉) with s' = s / gcd(s, d)."""
+    """docs/design.md, "Per-op factors": √(Π ⌈k / s'⌉) with s' = s / gcd(s, d)."""
     return math.sqrt(math.prod(math.ceil(k / (s // math.gcd(s, d))) for k, s, d in zip(kernel, stride, dilation)))
 
 

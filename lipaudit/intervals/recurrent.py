@@ -21,22 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .interval import Interval, add, from_center_radius, hull, product
+from .cells import IntervalAlgebra, _sigmoid, gru_step, lstm_step
+from .interval import Interval, add
 from .norms import nonnegative_norm_bound
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        small = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
-
-
-def sigmoid_interval(z: Interval) -> Interval:
-    return Interval(_sigmoid(z.lo), _sigmoid(z.hi)).widened()
-
-
-def tanh_interval(z: Interval) -> Interval:
-    return Interval(np.tanh(z.lo), np.tanh(z.hi)).widened()
 
 
 def sigmoid_slope(z: Interval) -> np.ndarray:
@@ -83,14 +70,6 @@ class _Stack:
         return min(_stacked(*coefficients) * self.whole, separate)
 
 
-def linear(x: Interval, weight: np.ndarray, bias: np.ndarray | float = 0.0) -> Interval:
-    """x·Wᵀ + b on rows of x, by center ± |W|·radius."""
-    wt = np.asarray(weight, np.float64).T
-    with np.errstate(over="ignore", invalid="ignore"):
-        center = x.center @ wt + bias
-        return from_center_radius(center, x.radius @ np.abs(wt), x.magnitude @ np.abs(wt) + np.abs(bias))
-
-
 @dataclass
 class Unrolled:
     """One direction: the states' ranges per processed step, and the sensitivity coefficients of
@@ -110,6 +89,9 @@ class Unrolled:
             float(np.linalg.norm(k[:, steps]) * (1 + 1e-12)),
             float(np.linalg.norm(k[:, steps + 1]) * (1 + 1e-12)),
         )
+
+
+_RANGES = IntervalAlgebra()
 
 
 def _unit(size: int, index: int) -> np.ndarray:
@@ -138,15 +120,17 @@ def lstm_direction(
     h, c = h0, c0
     a_prev, b_prev = _unit(sources, len(xs)), _unit(sources, len(xs) + 1)
     for t, x in enumerate(xs):
-        z = {q: add(linear(x, w[s], bias[s]), linear(h, r[s])) for q, s in gates.items()}
-        for q in "if":
-            z[q] = add(z[q], product(c, Interval.exact(peephole[{"i": 0, "f": 2}[q] * hidden :][:hidden])))
-        i, f, g = sigmoid_interval(z["i"]), sigmoid_interval(z["f"]), tanh_interval(z["c"])
-        c_next = add(product(f, c), product(i, g))
-        z["o"] = add(z["o"], product(c_next, Interval.exact(peephole[hidden : 2 * hidden])))
-        o = sigmoid_interval(z["o"])
-        squashed = tanh_interval(c_next)
-        h_next = product(o, squashed)
+        step = lstm_step(_RANGES, x, h, c, w, r, bias, peephole, hidden)
+        z, i, f, g, o, c_next, squashed, h_next = (
+            step.pre,
+            step.i,
+            step.f,
+            step.g,
+            step.o,
+            step.cell,
+            step.squashed,
+            step.hidden,
+        )
         ex = _unit(sources, t)
         alpha_i = _unit_size(g) * sigmoid_slope(z["i"])
         alpha_f = _unit_size(c) * sigmoid_slope(z["f"])
@@ -193,21 +177,15 @@ def gru_direction(
         w_zh = _Stack.of(w[gz], w[gh])
         w_r, r_z, r_r, r_h = _spectral(w[gr]), _spectral(r[gz]), _spectral(r[gr]), _spectral(r[gh])
     for t, x in enumerate(xs):
-        z_pre = add(linear(x, w[gz], w_bias[gz]), linear(h, r[gz], r_bias[gz]))
-        r_pre = add(linear(x, w[gr], w_bias[gr]), linear(h, r[gr], r_bias[gr]))
-        z, reset = sigmoid_interval(z_pre), sigmoid_interval(r_pre)
-        if linear_before_reset:
-            recurrent = linear(h, r[gh], r_bias[gh])
-            h_pre = add(linear(x, w[gh], w_bias[gh]), product(reset, recurrent))
-        else:
-            h_pre = add(linear(x, w[gh], w_bias[gh] + r_bias[gh]), linear(product(reset, h), r[gh]))
-        candidate = tanh_interval(h_pre)
+        step = gru_step(_RANGES, x, h, w, r, w_bias, r_bias, hidden, linear_before_reset)
+        z_pre, r_pre, z, reset = step.update_pre, step.reset_pre, step.update, step.reset
+        h_pre, candidate, recurrent = step.candidate_pre, step.candidate, step.recurrent
         beta_z = _unit_size(add(h, candidate, -1.0)) * sigmoid_slope(z_pre)
         beta_h = _per_unit(1.0 - z.lo) * tanh_slope(h_pre)  # |1 − z| ≤ 1 − z_lo, z ≥ 0
         keep = float(np.max(_unit_size(z), initial=0.0))
         s_r = sigmoid_slope(r_pre)
         ex = _unit(sources, t)
-        if linear_before_reset:
+        if recurrent is not None:
             through_reset = beta_h * _unit_size(recurrent) * s_r
             a_next = (
                 w_all.weighed(beta_z, beta_h, through_reset) * ex
@@ -221,8 +199,7 @@ def gru_direction(
             a_next = (w_zh.weighed(beta_z, beta_h) + top_h * r_h * reset_size * w_r) * ex + (
                 top_z * r_z + top_h * r_h * (reset_size * r_r + float(np.max(_unit_size(reset), initial=0.0))) + keep
             ) * a_prev
-        # h_t = (1 − z)·h̃ + z·h_{t−1} with z in [0, 1]: between the two, entry by entry.
-        h_next = hull(candidate, h).widened()
+        h_next = step.hidden
         out.hidden.append(h_next)
         out.a.append(a_next)
         h, a_prev = h_next, a_next

@@ -1,0 +1,87 @@
+"""Helpers for ``Op.linear_part``: reading a node's constants, and the map of an op that moves entries.
+
+An op that moves entries (Transpose, Reshape, Slice of any steps, Gather with constant indices,
+DepthToSpace, Pad with a constant, …) is described by what its own ``run`` does to the numbers
+1, 2, …, n at the value's real shape, in float64 (exact for these integers): each output entry
+is one of them (a source index) or the offset (a structural zero).  Distinct sources give a
+Permutation; the order 1, …, n unchanged a Reshape; anything else (a copy, a sum) is no such map.
+The recursion still checks the map against ``run`` on random inputs (docs/design.md, "Checks").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..invariants import present
+from ..ir import Graph, Node
+from ..linear_maps import Barrier, Linear, Permutation, Reshape
+from .runtime import Env, Runs
+
+if TYPE_CHECKING:
+    from .context import RuleContext
+
+# Moving entries of a value larger than this is described as a barrier (its index alone would
+# take 8 bytes per entry).
+ENTRY_MAP_LIMIT = 2**24
+
+
+def const(ctx: RuleContext, node: Node, index: int) -> np.ndarray | None:
+    return ctx.graph.const(node.inputs[index]) if index < len(node.inputs) and node.inputs[index] else None
+
+
+def variable_at(ctx: RuleContext, node: Node, *positions: int) -> bool:
+    """Whether exactly the inputs at ``positions`` are variable."""
+    return ctx.graph.variable_inputs(node) == [node.inputs[p] for p in positions]
+
+
+def run_node(graph: Graph, op: Runs, node: Node, variables: dict[str, Tensor], dtype: torch.dtype) -> list[Tensor]:
+    """The node's outputs from ``op.run``, the variables given and the constants the graph's."""
+    env = Env(graph.opset_of(node), dtype, torch.device("cpu"))
+    args: list[Any] = []
+    for name in node.inputs:
+        if not name:
+            args.append(None)
+        elif name in variables:
+            args.append(variables[name].to(env.dtype))
+        else:
+            tensor = torch.as_tensor(np.array(present(graph.const(name), f"the constant '{name}'")))
+            args.append(tensor.to(env.dtype) if tensor.is_floating_point() else tensor)
+    result = op.run(env, node, args)
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def entry_map(op: Runs, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
+    """Each output as a Permutation (or Reshape) of the node's one variable input (module docstring)."""
+    if not variable_at(ctx, node, 0):
+        return Barrier("it moves entries of a variable and something else computed from the input")
+    shape = ctx.input_shape(node)
+    n = math.prod(shape)
+    if n > ENTRY_MAP_LIMIT:
+        return Barrier(f"it moves the entries of a value of {n} entries (more than {ENTRY_MAP_LIMIT})")
+    numbers = torch.arange(1, n + 1, dtype=torch.float64).reshape(shape)
+    with torch.no_grad():
+        moved = run_node(ctx.graph, op, node, {node.inputs[0]: numbers}, torch.float64)
+        still = run_node(ctx.graph, op, node, {node.inputs[0]: torch.zeros(shape, dtype=torch.float64)}, torch.float64)
+    maps: list[Linear | None] = []
+    for out, offset in zip(moved, still):
+        maps.append(_as_permutation(out, offset, n) if isinstance(out, Tensor) and out.is_floating_point() else None)
+    return tuple(maps)
+
+
+def _as_permutation(out: Tensor, offset: Tensor, n: int) -> Linear | None:
+    if out.shape != offset.shape:
+        return None
+    found = (out - offset).reshape(-1)
+    index = torch.round(found)
+    if not bool(torch.equal(index, found)) or (index.numel() and (float(index.min()) < 0 or float(index.max()) > n)):
+        return None
+    try:
+        permutation = Permutation.of(index.to(torch.int64) - 1, tuple(out.shape), n)
+    except ValueError:
+        return None
+    return Reshape(tuple(out.shape)) if permutation.is_identity else permutation
