@@ -37,8 +37,7 @@ from .passes import run_passes
 from .report import Report, Verification, build_report, skipped
 from .shapes import parse_input_shapes
 from .spectral.device import exact_cuda_math, resolve_device
-from .tight.graph_bound import BOUNDS, GraphBound, NotMappable, tighten
-from .tight.recursion import DEFAULT_BUDGET
+from .tight.graph_bound import BOUNDS, DEFAULT_RECURSION_BUDGET, GraphBound, NotMappable, tighten
 
 METHODS = ("auto", "exact", "gram", "power", "frobenius")
 DEVICES = ("auto", "cpu", "cuda")
@@ -51,8 +50,6 @@ ProgressFn = Callable[[int, int, Node], None]
 # bound is a ratio evaluated in float64 at separations far above rounding, so its own error is
 # orders of magnitude below this.
 CONTRADICTION_SLACK = 1e-9
-# The recursion's work: this many times the operations of the layers' norms (tight/recursion.py).
-DEFAULT_RECURSION_BUDGET = DEFAULT_BUDGET
 # Weights (external data) above this are memory-mapped rather than loaded, and the model is not run whole.
 DEFAULT_IN_MEMORY_LIMIT = 2 * 2**30
 
@@ -203,7 +200,7 @@ def audit(
         settings["domain"] = domain.settings
     if lower_bound:
         settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps, "time_limit_s": lower_bound_time}
-    irreproducible = _time_dependence(tight, recursion_time, lower)
+    irreproducible = _time_dependence(tight, recursion_time if bound == "recursion" else None, lower)
     return build_report(
         loaded=loaded,
         graph=graph,
