@@ -6,7 +6,7 @@ each backbone (bench/_zoo.py, random weights, at the README's sizes) is exported
 audited end to end with ``lipaudit.audit`` three ways in one run:
 
   product   ``bound='product'``: load, verify, the layers' factors (the product's time);
-  default   the default recursion budget (tight/recursion.py DEFAULT_BUDGET);
+  default   the default recursion budget (tight/graph_bound.py DEFAULT_RECURSION_BUDGET);
   again     the default once more, under a busy thread and one torch thread: the figure must be
             bit-for-bit the same (``--skip-repeat`` leaves it out).
 
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from _zoo import MODELS  # noqa: E402
 
 import lipaudit  # noqa: E402
-from lipaudit.tight.recursion import DEFAULT_BUDGET  # noqa: E402
+from lipaudit.tight.graph_bound import DEFAULT_RECURSION_BUDGET  # noqa: E402
 
 RUNS = [
     "resnet18@32",
@@ -130,7 +130,7 @@ def table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=RUNS, help="NAME@SIZE (default: the README's)")
-    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET)
+    parser.add_argument("--budget", type=float, default=DEFAULT_RECURSION_BUDGET)
     parser.add_argument("--skip-repeat", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -38,8 +38,7 @@ from .passes import run_passes
 from .report import Report, Verification, build_report, skipped
 from .shapes import parse_input_shapes
 from .spectral.device import exact_cuda_math, resolve_device
-from .tight.graph_bound import BOUNDS, GraphBound, NotMappable, tighten
-from .tight.recursion import DEFAULT_BUDGET
+from .tight.graph_bound import BOUNDS, DEFAULT_RECURSION_BUDGET, GraphBound, NotMappable, tighten
 
 METHODS = ("auto", "exact", "gram", "power", "frobenius")
 DEVICES = ("auto", "cpu", "cuda")
@@ -52,8 +51,6 @@ ProgressFn = Callable[[int, int, Node], None]
 # bound is a ratio evaluated in float64 at separations far above rounding, so its own error is
 # orders of magnitude below this.
 CONTRADICTION_SLACK = 1e-9
-# The recursion's work: this many times the operations of the layers' norms (tight/recursion.py).
-DEFAULT_RECURSION_BUDGET = DEFAULT_BUDGET
 # Weights (external data) above this are memory-mapped rather than loaded, and the model is not run whole.
 DEFAULT_IN_MEMORY_LIMIT = 2 * 2**30
 
@@ -180,6 +177,7 @@ def audit(
         lower = _lower_bound(
             graph,
             upper,
+            network.certified,
             domain,
             notices,
             samples=samples,
@@ -197,7 +195,7 @@ def audit(
         settings["domain"] = domain.settings
     if lower_bound:
         settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps, "time_limit_s": lower_bound_time}
-    irreproducible = _time_dependence(tight, recursion_time, lower)
+    irreproducible = _time_dependence(tight, recursion_time if bound == "recursion" else None, lower)
     return build_report(
         loaded=loaded,
         graph=graph,
@@ -295,10 +293,11 @@ def _tighten(
 
 
 def _lower_bound(
-    graph: Graph, upper: float | None, domain: Domain | None, notices: list[str], **search: Any
+    graph: Graph, upper: float | None, certified: bool, domain: Domain | None, notices: list[str], **search: Any
 ) -> LowerBound | None:
     """The empirical lower bound (inside the box in domain mode), with a notice when it cannot run.
-    Raises ContradictionError when it exceeds the upper bound."""
+    Raises ContradictionError when it exceeds the upper bound and that is ``certified``; an estimate
+    (--method power) may lie below the truth, and then a notice says so."""
     try:
         if domain is not None:
             lower = box_lower_bound(graph, domain.bounds, **search)
@@ -308,7 +307,12 @@ def _lower_bound(
         notices.append(f"no lower bound: {error}")
         return None
     notices += [f"lower bound: {note}" for note in lower.notes if "time limit" in note]
-    if upper is not None and lower.value > upper * (1.0 + CONTRADICTION_SLACK):
+    if upper is not None and lower.value > upper * (1.0 + CONTRADICTION_SLACK) and not certified:
+        notices.append(
+            f"the empirical lower bound {lower.value:.6g} exceeds the upper estimate {upper:.6g}: the estimate "
+            "(not certified) is below the true constant"
+        )
+    elif upper is not None and lower.value > upper * (1.0 + CONTRADICTION_SLACK):
         raise ContradictionError(
             f"contradiction: lipaudit's own lower bound {lower.value:.17g} exceeds its upper bound {upper:.17g}, "
             "so the upper bound is wrong for this model and no certified figure is reported",

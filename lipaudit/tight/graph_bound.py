@@ -32,7 +32,7 @@ from ..ir import Graph
 from ..report_types import ResidualBranch
 from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
-from .recursion import DEFAULT_BUDGET, DEFAULT_WINDOW, network_bound, work_allowance
+from .recursion import DEFAULT_WINDOW, network_bound, work_allowance
 
 BOUNDS = ("recursion", "product")
 # Of the time limit, the network's recursion may take this share; the branches' take what is left.
@@ -40,9 +40,14 @@ NETWORK_SHARE = 2 / 3
 # When the default window's chain norms cost under 1/WIDER_WINDOW_COST of the allowance (operations
 # of the cost model), a window this much wider runs too, and each output keeps the lower figure.
 WIDER_WINDOW_STEP = 2
+# The pipeline's work budget, in multiples of the node norms' operations (recursion.work_allowance):
+# 0.15 buys 3e9 operations of the cost model on a small or mid-sized network.  Measured with
+# bench/recursion_budget.py: on ResNet-18 at 32x32 the budget 0.05 took 1.7x the product's time,
+# 0.2 took 3.5x and 1.5 (every chain norm: the full recursion) 7x, on this project's 2-core machine.
+DEFAULT_RECURSION_BUDGET = 0.15
 WIDER_WINDOW_COST = 4.0
 
-__all__ = ["BOUNDS", "GraphBound", "NotMappable", "tighten"]
+__all__ = ["BOUNDS", "DEFAULT_RECURSION_BUDGET", "GraphBound", "NotMappable", "tighten"]
 
 
 @dataclass
@@ -66,7 +71,7 @@ def tighten(
     bound: str = "recursion",
     window: int = DEFAULT_WINDOW,
     seed: int = 0,
-    budget: float | None = DEFAULT_BUDGET,
+    budget: float | None = DEFAULT_RECURSION_BUDGET,
     time_limit: float | None = None,
 ) -> GraphBound:
     """The network bound by ``bound`` ('recursion' or 'product') and the residual-branch bounds.

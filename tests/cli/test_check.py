@@ -12,6 +12,7 @@ from onnx import helper
 from typer.testing import CliRunner
 
 from lipaudit.cli.app import app
+from lipaudit.tight.graph_bound import DEFAULT_RECURSION_BUDGET
 from tests.builders import graph_model, save, single_node_model
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
@@ -92,7 +93,7 @@ def test_json_report_has_the_documented_fields(tmp_path: Path) -> None:
         "method": "auto",
         "device": "cpu",
         "bound": "recursion",
-        "recursion": {"budget": 1.5, "time_limit_s": None},
+        "recursion": {"budget": DEFAULT_RECURSION_BUDGET, "time_limit_s": None},
     }
     assert report["network"]["reproducible"] is True and report["network"]["reproducible_reason"] is None
     assert report["network"]["certified"] is True and report["network"]["complete"] is True

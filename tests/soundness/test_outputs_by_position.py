@@ -85,3 +85,17 @@ def test_a_lower_bound_above_the_upper_bound_exits_2_with_both_figures(tmp_path:
     upper = json.loads(CliRunner().invoke(app, ["check", str(path), "-f", "json"]).stdout)["network"]["upper_bound"]
     assert f"{upper:.6g}"[:5] in result.output
     assert '"certified"' not in result.stdout  # no report at all, so no certified figure
+
+
+def test_a_lower_bound_above_an_estimate_is_a_notice_not_an_error(tmp_path: Path, monkeypatch) -> None:
+    path = save(_model(["y"]), tmp_path)
+
+    def above(graph, **search) -> LowerBound:
+        return LowerBound(1e6, 1e6, search["samples"], search["steps"], search["seed"])
+
+    monkeypatch.setattr("lipaudit.pipeline.empirical_lower_bound", above)
+    result = CliRunner().invoke(app, ["check", str(path), "--lower-bound", "--method", "power", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["network"]["certified"] is False
+    assert any("not certified" in notice for notice in report["notices"])

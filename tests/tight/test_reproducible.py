@@ -23,6 +23,7 @@ from lipaudit.parallel.local import ProcessExecutor
 from lipaudit.pipeline import audit
 from lipaudit.tight import network_bound
 from lipaudit.tight.from_torch import network_from_module
+from lipaudit.tight.graph_bound import DEFAULT_RECURSION_BUDGET
 from tests.load.torch_nets import save_as
 
 runner = CliRunner()
@@ -160,7 +161,7 @@ def test_a_larger_budget_never_gives_a_larger_figure_and_each_is_repeatable() ->
 
 def test_the_budget_flag_is_monotone_and_in_the_settings(wide: Path, tmp_path: Path) -> None:
     path = str(wide)
-    small, default, full = (audit(path, recursion_budget=b) for b in (0.0, 1.5, None))
+    small, default, full = (audit(path, recursion_budget=b) for b in (0.0, DEFAULT_RECURSION_BUDGET, None))
     assert full.upper_bound <= default.upper_bound <= small.upper_bound <= small.network.product_bound
     assert full.upper_bound < small.upper_bound
     assert small.settings["recursion"] == {"budget": 0.0, "time_limit_s": None}
