@@ -171,6 +171,8 @@ def _run_by_node(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndarr
         for name in dict.fromkeys(reads):
             if name in values:
                 array = values[name]
+                if array.dtype.kind not in "biuf":
+                    raise ProbeUnavailable(f"'{name}' holds {array.dtype} values, which a node alone cannot be fed")
                 element = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
                 inputs.append(onnx.helper.make_tensor_value_info(name, element, list(array.shape)))
             elif (const := graph.const(name)) is not None:
