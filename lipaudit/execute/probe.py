@@ -171,6 +171,8 @@ def _run_by_node(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndarr
         for name in dict.fromkeys(reads):
             if name in values:
                 array = values[name]
+                if array.dtype.kind not in "biuf":
+                    raise ProbeUnavailable(f"'{name}' holds {array.dtype} values, which a node alone cannot be fed")
                 element = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
                 inputs.append(onnx.helper.make_tensor_value_info(name, element, list(array.shape)))
             elif (const := graph.const(name)) is not None:
@@ -195,7 +197,7 @@ def _run_by_node(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndarr
 _COMPARISONS = frozenset({"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal"})
 # The inputs tried for the other side of each threshold: the first run's inputs scaled by t, then
 # shifted by s (a sum or a mean of the data crosses its threshold on one of them).
-CROSSING_SCALES = (-1.0, 0.0, 0.25, 4.0, -4.0, 16.0, -16.0, 0.01)
+CROSSING_SCALES = (-1.0, 0.25, -0.25, 4.0, -4.0, 16.0, -16.0, 0.01)  # never 0: every entry a tie
 CROSSING_SHIFTS = (-1.0, 1.0, -4.0, 4.0, -16.0, 16.0)
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..ir import Node
 from ..spectral.conv import circulant_norm
 from ..spectral.geometry import window_count
+from ..spectral.scaling import scale_of
 from .context import RuleContext, RuleInputError
 from .factor import Factor
 from .registry import FUSED_DOMAIN, Op, register
@@ -79,7 +80,8 @@ class CircularConv(Op):
         why = periodic_conditions(spatial, kernel, strides, dilations, pads)
         if why:
             raise RuleInputError(f"CircularConv '{node.name}': {why}")
-        w = torch.as_tensor(np.asarray(weight, dtype=np.float64), device=ctx.device)
+        scale = scale_of(weight)  # at unit scale: squares of 1e-170 or 1e200 leave float64's range
+        w = torch.as_tensor(np.asarray(weight, dtype=np.float64) / scale, device=ctx.device)
         found, blocks = circulant_norm(
             w,
             spatial,
@@ -96,10 +98,10 @@ class CircularConv(Op):
         )
         return Factor(
             "bounded",
-            float(found.upper),
+            float(found.upper) * scale,
             f"circulant-{_FIGURES.get(ctx.method, 'bnb')}",
             True,
-            estimate=float(found.lower),
+            estimate=float(found.lower) * scale,
             notes=[note],
         )
 

@@ -38,7 +38,8 @@ class TopK(Op):
 
     def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         if ctx.is_variable(node, 1):
-            raise RuleInputError(f"the k of TopK '{node.name}' is computed from the network input")
+            jumps = Factor.unbounded("TopK's k is computed from the network input: its output size jumps")
+            return [jumps] * max(1, len(node.outputs))
         indices = Factor.unbounded("TopK's indices are a step function of the input (they jump)")
         values = Factor.constant(1.0, "closed-form")
         if not node.attr_int("sorted", 1) and _k(node, ctx.const_input(node, 1)) > 1:

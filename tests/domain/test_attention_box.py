@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lipaudit.domain.attention import attention_on_box
-from lipaudit.domain.interval import Interval
+from lipaudit.intervals.interval import Interval
 
 
 def _attention(q, k, v, scale, mask=None, causal=False):

@@ -22,7 +22,7 @@ from lipaudit.cli.app import app
 from lipaudit.parallel.local import ProcessExecutor
 from lipaudit.pipeline import audit
 from lipaudit.tight import network_bound
-from lipaudit.tight.from_torch import network_from_module
+from bench.from_torch import network_from_module
 from lipaudit.tight.graph_bound import DEFAULT_RECURSION_BUDGET
 from tests.load.torch_nets import save_as
 
