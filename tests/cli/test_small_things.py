@@ -255,4 +255,4 @@ def test_reports_rendered_by_the_suite_go_through_the_schema_check() -> None:
 
     before = CHECKED["reports"]
     assert invoke("check", SAMPLES / "cnn.onnx", "-f", "json").exit_code == 0
-    assert CHECKED["reports"] == before + 1  # tests/conftest.py validated it as it was rendered
+    assert CHECKED["reports"] > before  # tests/conftest.py validated it as it was rendered
