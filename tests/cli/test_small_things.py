@@ -248,3 +248,11 @@ def test_ops_speaks_json() -> None:
     conv = next(entry for entry in entries if entry["op"] == "Conv")
     assert conv["certified"] is True and conv["domain"] == "ai.onnx" and conv["since_opset"] == "1"
     assert {"op", "domain", "since_opset", "family", "rule", "certified"} == set(conv)
+
+
+def test_reports_rendered_by_the_suite_go_through_the_schema_check() -> None:
+    from tests.report_schema import CHECKED
+
+    before = CHECKED["reports"]
+    assert invoke("check", SAMPLES / "cnn.onnx", "-f", "json").exit_code == 0
+    assert CHECKED["reports"] > before  # tests/conftest.py validated it as it was rendered
