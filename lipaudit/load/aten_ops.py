@@ -906,6 +906,53 @@ def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Attention", inputs, outs[:1], **attrs)
 
 
+def _projected_heads(em: Emitter, x: Tracked, weight: np.ndarray, bias: np.ndarray, heads: int, tag: str) -> str:
+    """x (B, L, E) ↦ (x·Wᵀ + b) split into heads, (B, heads, L, E/heads)."""
+    b, length, _ = x.shape
+    out_dim = weight.shape[0]
+    flat, with_bias = em.temp((b, length, out_dim), f"{tag}_matmul"), em.temp((b, length, out_dim), f"{tag}_proj")
+    em.node("MatMul", [em.x(x), em.const(weight.T.copy(), f"{tag}_weight_t")], [flat])
+    em.node("Add", [flat, em.const(bias, f"{tag}_bias")], [with_bias])
+    split = em.temp((b, length, heads, out_dim // heads), f"{tag}_split")
+    em.node("Reshape", [with_bias, em.ints([b, length, heads, out_dim // heads], f"{tag}_shape")], [split])
+    moved = em.temp((b, heads, length, out_dim // heads), f"{tag}_heads")
+    em.node("Transpose", [split], [moved], perm=[0, 2, 1, 3])
+    return moved
+
+
+@converts("_native_multi_head_attention")
+def native_multi_head_attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """nn.MultiheadAttention's inference fast path (batch first, no mask): the in-projections, one
+    ONNX Attention over the heads, the out-projection; as its op-by-op path computes it."""
+    if a.get("mask") is not None:
+        raise Unmappable("the fast multi-head attention path with a mask")
+    if a.get("need_weights") and len(outs) > 1 and outs[1].tensor.numel():
+        raise Unmappable("multi-head attention that also returns its weights")
+    tensors = [a["query"], a["key"], a["value"]]
+    if any(t.tensor.dim() != 3 for t in tensors):
+        raise Unmappable("multi-head attention on inputs of rank other than 3")
+    params = [a["qkv_weight"], a["qkv_bias"], a["proj_weight"], a["proj_bias"]]
+    if any(p is None or p.variable for p in params):
+        raise Unmappable("multi-head attention with weights computed from the input")
+    qkv_weight, qkv_bias, proj_weight, proj_bias = (to_numpy(p.tensor) for p in params)
+    heads, embed = int(a["num_head"]), int(a["embed_dim"])
+    parts = [
+        _projected_heads(
+            em, t, qkv_weight[k * embed : (k + 1) * embed], qkv_bias[k * embed : (k + 1) * embed], heads, n
+        )
+        for k, (t, n) in enumerate(zip(tensors, ("q", "k", "v")))
+    ]
+    b, length, _ = tensors[0].shape
+    attended = em.temp((b, heads, length, embed // heads), "attended")
+    em.node("Attention", parts, [attended])
+    merged, joined = em.temp((b, length, heads, embed // heads), "merged"), em.temp((b, length, embed), "joined")
+    em.node("Transpose", [attended], [merged], perm=[0, 2, 1, 3])
+    em.node("Reshape", [merged, em.ints([b, length, embed], "joined_shape")], [joined])
+    product = em.temp((b, length, proj_weight.shape[0]), "out_matmul")
+    em.node("MatMul", [joined, em.const(proj_weight.T.copy(), "out_weight_t")], [product])
+    em.node("Add", [product, em.const(proj_bias, "out_bias")], outs[:1])
+
+
 @converts("rms_norm")
 def rms_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     """x/√(mean x² + ε)·γ over the trailing ``normalized_shape``: the Normalize core (centered = 0)
