@@ -821,12 +821,10 @@ def _upsample_scales(a: dict[str, Any], spatial: int) -> list[float] | None:
     if a.get("scale_factors") is not None:
         return [float(s) for s in _ints_or_floats(a["scale_factors"], spatial)]
     names = ["scales"] if spatial == 1 else [f"scales_{axis}" for axis in ("d", "h", "w")[3 - spatial :]]
-    given = [a.get(name) for name in names]
-    if given and all(s is not None for s in given):
-        return [float(s) for s in given]
-    if any(s is not None for s in given):
+    given = [float(a[name]) for name in names if a.get(name) is not None]
+    if given and len(given) < len(names):
         raise Unmappable("upsampling with a scale factor for some axes only")
-    return None
+    return given or None
 
 
 def _ints_or_floats(value: Any, n: int) -> list[float]:
@@ -850,7 +848,8 @@ def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     ⌊(i + ½)/s⌋ (nearest-exact), with s the caller's scale factor when one is given, else out/in;
     align_corners samples at i·(in − 1)/(out − 1) whatever the factor. ONNX Resize computes the same
     coordinates from its ``scales`` input, and from out/in with ``sizes``."""
-    x, op, out = a.get("input", a.get("self")), a["__op__"], outs[0]
+    x: Tracked = a["input"] if "input" in a else a["self"]
+    op, out = a["__op__"], outs[0]
     spatial = x.tensor.dim() - 2
     if spatial < 1:
         raise Unmappable(f"upsampling of a rank-{x.tensor.dim()} input")
