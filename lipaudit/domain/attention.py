@@ -159,10 +159,9 @@ def _weighted_values(p_lo: np.ndarray, p_hi: np.ndarray, v: Interval) -> tuple[n
     where both are, as interval arithmetic through a decomposed MatMul/Softmax/MatMul is."""
     pc, pr = _t((p_lo + p_hi) / 2), _t((p_hi - p_lo) / 2)
     vc, vr, vm = _t(v.center), _t(v.radius), _t(v.magnitude)
-    centre = pc @ vc
     radius = pc.abs() @ vr + pr @ vc.abs() + pr @ vr
     slack = 1e-12 * (_t(p_hi) @ vm) + 1e-300
-    centre, reach = centre.numpy(), (radius * (1 + 1e-12) + slack).numpy()
+    centre, reach = (pc @ vc).numpy(), (radius * (1 + 1e-12) + slack).numpy()
     return centre - reach, centre + reach
 
 

@@ -821,12 +821,10 @@ def _upsample_scales(a: dict[str, Any], spatial: int) -> list[float] | None:
     if a.get("scale_factors") is not None:
         return [float(s) for s in _ints_or_floats(a["scale_factors"], spatial)]
     names = ["scales"] if spatial == 1 else [f"scales_{axis}" for axis in ("d", "h", "w")[3 - spatial :]]
-    given = [a.get(name) for name in names]
-    if given and all(s is not None for s in given):
-        return [float(s) for s in given]
-    if any(s is not None for s in given):
+    given = [float(a[name]) for name in names if a.get(name) is not None]
+    if given and len(given) < len(names):
         raise Unmappable("upsampling with a scale factor for some axes only")
-    return None
+    return given or None
 
 
 def _ints_or_floats(value: Any, n: int) -> list[float]:
@@ -850,7 +848,8 @@ def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     ⌊(i + ½)/s⌋ (nearest-exact), with s the caller's scale factor when one is given, else out/in;
     align_corners samples at i·(in − 1)/(out − 1) whatever the factor. ONNX Resize computes the same
     coordinates from its ``scales`` input, and from out/in with ``sizes``."""
-    x, op, out = a.get("input", a.get("self")), a["__op__"], outs[0]
+    x: Tracked = a["input"] if "input" in a else a["self"]
+    op, out = a["__op__"], outs[0]
     spatial = x.tensor.dim() - 2
     if spatial < 1:
         raise Unmappable(f"upsampling of a rank-{x.tensor.dim()} input")
@@ -904,6 +903,53 @@ def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     mask = a.get("attn_mask")
     inputs = [em.x(q), em.x(k), em.x(v)] + ([em.x(mask)] if mask is not None else [])
     em.node("Attention", inputs, outs[:1], **attrs)
+
+
+def _projected_heads(em: Emitter, x: Tracked, weight: np.ndarray, bias: np.ndarray, heads: int, tag: str) -> str:
+    """x (B, L, E) ↦ (x·Wᵀ + b) split into heads, (B, heads, L, E/heads)."""
+    b, length, _ = x.shape
+    out_dim = weight.shape[0]
+    flat, with_bias = em.temp((b, length, out_dim), f"{tag}_matmul"), em.temp((b, length, out_dim), f"{tag}_proj")
+    em.node("MatMul", [em.x(x), em.const(weight.T.copy(), f"{tag}_weight_t")], [flat])
+    em.node("Add", [flat, em.const(bias, f"{tag}_bias")], [with_bias])
+    split = em.temp((b, length, heads, out_dim // heads), f"{tag}_split")
+    em.node("Reshape", [with_bias, em.ints([b, length, heads, out_dim // heads], f"{tag}_shape")], [split])
+    moved = em.temp((b, heads, length, out_dim // heads), f"{tag}_heads")
+    em.node("Transpose", [split], [moved], perm=[0, 2, 1, 3])
+    return moved
+
+
+@converts("_native_multi_head_attention")
+def native_multi_head_attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """nn.MultiheadAttention's inference fast path (batch first, no mask): the in-projections, one
+    ONNX Attention over the heads, the out-projection; as its op-by-op path computes it."""
+    if a.get("mask") is not None:
+        raise Unmappable("the fast multi-head attention path with a mask")
+    if a.get("need_weights") and len(outs) > 1 and outs[1].tensor.numel():
+        raise Unmappable("multi-head attention that also returns its weights")
+    tensors = [a["query"], a["key"], a["value"]]
+    if any(t.tensor.dim() != 3 for t in tensors):
+        raise Unmappable("multi-head attention on inputs of rank other than 3")
+    params = [a["qkv_weight"], a["qkv_bias"], a["proj_weight"], a["proj_bias"]]
+    if any(p is None or p.variable for p in params):
+        raise Unmappable("multi-head attention with weights computed from the input")
+    qkv_weight, qkv_bias, proj_weight, proj_bias = (to_numpy(p.tensor) for p in params)
+    heads, embed = int(a["num_head"]), int(a["embed_dim"])
+    parts = [
+        _projected_heads(
+            em, t, qkv_weight[k * embed : (k + 1) * embed], qkv_bias[k * embed : (k + 1) * embed], heads, n
+        )
+        for k, (t, n) in enumerate(zip(tensors, ("q", "k", "v")))
+    ]
+    b, length, _ = tensors[0].shape
+    attended = em.temp((b, heads, length, embed // heads), "attended")
+    em.node("Attention", parts, [attended])
+    merged, joined = em.temp((b, length, heads, embed // heads), "merged"), em.temp((b, length, embed), "joined")
+    em.node("Transpose", [attended], [merged], perm=[0, 2, 1, 3])
+    em.node("Reshape", [merged, em.ints([b, length, embed], "joined_shape")], [joined])
+    product = em.temp((b, length, proj_weight.shape[0]), "out_matmul")
+    em.node("MatMul", [joined, em.const(proj_weight.T.copy(), "out_weight_t")], [product])
+    em.node("Add", [product, em.const(proj_bias, "out_bias")], outs[:1])
 
 
 @converts("rms_norm")

@@ -148,3 +148,25 @@ def test_rsub_alpha_figure_without_verification(tmp_path: Path) -> None:
     model, shape = CASES["rsub_alpha_scalar"]
     report = audit(str(_save("traced", model, shape, tmp_path / "m.pt")), verify=False)
     assert report.upper_bound == pytest.approx(3.0, rel=1e-5)
+
+
+def test_multi_head_attention_fast_path_traced_without_grad(tmp_path: Path) -> None:
+    """Traced under no_grad, nn.MultiheadAttention records aten::_native_multi_head_attention."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    model = Lambda(lambda x: mha(x, x, x, need_weights=False)[0])
+    model.mha = mha
+    example = torch.randn(1, 5, 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example, check_trace=False)
+    assert "_native_multi_head_attention" in str(traced.inlined_graph)
+    torch.jit.save(traced, str(tmp_path / "m.pt"))
+    graph = load_model(tmp_path / "m.pt").graph
+    assert not [node.op_type for node in graph.nodes if "::" in node.op_type]
+    x = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = model(x)
+    np.testing.assert_allclose(
+        execute(graph, {graph.inputs[0]: x.numpy()})[graph.outputs[0]].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5
+    )
