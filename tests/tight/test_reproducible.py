@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from bench.from_torch import network_from_module
 from lipaudit.cli.app import app
 from lipaudit.parallel.local import ProcessExecutor
 from lipaudit.pipeline import audit
 from lipaudit.tight import network_bound
-from bench.from_torch import network_from_module
 from lipaudit.tight.graph_bound import DEFAULT_RECURSION_BUDGET
 from tests.load.torch_nets import save_as
 
