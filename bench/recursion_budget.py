@@ -8,7 +8,8 @@ audited end to end with ``lipaudit.audit`` three ways in one run:
   product   ``bound='product'``: load, verify, the layers' factors (the product's time);
   default   the default recursion budget (tight/graph_bound.py DEFAULT_RECURSION_BUDGET);
   again     the default once more, under a busy thread and one torch thread: the figure must be
-            bit-for-bit the same (``--skip-repeat`` leaves it out).
+            the same to 1e-9 relative (``--skip-repeat`` leaves it out; the thread count moves the
+            last bits of BLAS reductions, about 1e-16).
 
 Times are CPU seconds of this process (process_time: other load on the machine does not count) and
 wall seconds.  The table: figures, the ratio default/product of CPU seconds (the target: at most
@@ -98,7 +99,7 @@ def run(name: str, size: int, directory: Path, budget: float, repeat: bool) -> d
                 again = lipaudit.audit(str(path), input_shape=shape, recursion_budget=budget)
         finally:
             torch.set_num_threads(threads)
-        same = again.upper_bound == default.upper_bound
+        same = abs(again.upper_bound - default.upper_bound) <= 1e-9 * abs(default.upper_bound)
     return dict(
         model=f"{name} @ {size}×{size}",
         product=product.upper_bound,
