@@ -87,60 +87,6 @@ def _outward(value: float, direction: int, digits: int = 5) -> float:
     return round(rounded, digits) if (round(rounded, digits) - value) * direction >= 0 else rounded
 
 
-def _gelu_slope(x: Tensor) -> Tensor:
-    return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
-
-
-_K = math.sqrt(2 / math.pi)
-
-
-def _gelu_tanh_slope(x: Tensor) -> Tensor:
-    t = torch.tanh(_K * (x + 0.044715 * x**3))
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _K * (1 + 3 * 0.044715 * x * x)
-
-
-def _silu_slope(x: Tensor) -> Tensor:
-    s = torch.sigmoid(x)
-    return s * (1 + x * (1 - s))
-
-
-def _mish_slope(x: Tensor) -> Tensor:
-    sp = torch.nn.functional.softplus(x)
-    t = torch.tanh(sp)
-    return t + x * (1 - t * t) * torch.sigmoid(x)
-
-
-# Critical points found by Newton's method on f'' in float64; extremes rounded outwards at 1e-6.
-GELU = SmoothProfile(
-    lambda x: torch.nn.functional.gelu(x),
-    _gelu_slope,
-    ((-1.4142135623730951, 0.128905), (1.4142135623730951, 1.128905)),
-    -0.7517915246935644,
-    -0.169972,
-)
-GELU_TANH = SmoothProfile(
-    lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
-    _gelu_tanh_slope,
-    ((-1.4185040087908283, 0.128994), (1.4185040087908283, 1.128994)),
-    -0.7524614220710162,
-    -0.170041,
-)
-SILU = SmoothProfile(
-    torch.nn.functional.silu,
-    _silu_slope,
-    ((-2.399357280515468, 0.099840), (2.399357280515468, 1.099840)),
-    -1.278464542761074,
-    -0.278465,
-)
-MISH = SmoothProfile(
-    torch.nn.functional.mish,
-    _mish_slope,
-    ((-2.256376396360793, 0.112527), (1.4905711794854284, 1.088499)),
-    -1.1924312145154954,
-    -0.308844,
-)
-
-
 def closest_to_zero(interval: Interval) -> np.ndarray:
     """|x| at the point of each entry's interval nearest 0 (where an even, bell-shaped slope peaks)."""
     return interval.mignitude

@@ -10,7 +10,8 @@ from lipaudit.domain.normalize import normalized_range, variance_lower_bound, va
 from lipaudit.domain.softmax import log_softmax_range, softmax_range
 from lipaudit.intervals.interval import Interval, product, quotient, reciprocal, square
 from lipaudit.intervals.norms import nonnegative_norm_bound
-from lipaudit.intervals.slopes import GELU, GELU_TANH, MISH, SILU, hardswish_slope_sup
+from lipaudit.intervals.slopes import hardswish_slope_sup
+from lipaudit.ops.activation import GELU, GELU_TANH, MISH, SILU
 
 RNG = np.random.default_rng(0)
 
