@@ -443,6 +443,42 @@ for _name, _fn in {
     _add(_name, _fn)
 
 
+# Comparisons and selections: step functions of the data, which the rules report as such.
+_COMPARE = {"gt": "Greater", "lt": "Less", "ge": "GreaterOrEqual", "le": "LessOrEqual", "eq": "Equal"}
+
+
+@converts(*_COMPARE, "ne")
+def compare(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    left, right = em.x(a["self"]), em.x(a["other"], a["self"])
+    if a["__op__"] != "ne":
+        em.node(_COMPARE[a["__op__"]], [left, right], outs)
+        return
+    equal = em.temp(outs[0].shape, "equal")
+    em.node("Equal", [left, right], [equal])
+    em.node("Not", [equal], outs)
+
+
+@converts("logical_not")
+def logical_not(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Not", [em.x(a["self"])], outs)
+
+
+@converts("where")
+def where(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """where(condition, self, other): self where the condition holds (ONNX Where's order)."""
+    if "self" not in a:
+        raise Unmappable("where(condition) returns indices")
+    out = outs[0]
+    em.node("Where", [em.x(a["condition"]), em.x(a["self"], out), em.x(a["other"], out)], outs)
+
+
+@converts("masked_fill")
+def masked_fill(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """masked_fill(self, mask, value): value where the mask holds, self elsewhere."""
+    out = outs[0]
+    em.node("Where", [em.x(a["mask"]), em.x(a["value"], out), em.x(a["self"], out)], outs)
+
+
 @converts("pow")
 def pow_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Pow", [em.x(a["self"], outs[0]), em.x(a["exponent"], outs[0])], outs)

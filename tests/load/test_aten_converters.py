@@ -70,6 +70,16 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
         Lambda(lambda x: F.scaled_dot_product_attention(x, x, x, attn_mask=torch.linspace(-2, 2, 25).reshape(5, 5))),
         (1, 2, 5, 4),
     ),
+    "where_gt": (Lambda(lambda x: torch.where(x > 0.1, x, 0.2 * x)), (1, 3, 4)),
+    "where_comparisons": (
+        Lambda(lambda x: torch.where(x <= 0.5, x, -x) + (x >= -0.3).float() + torch.where(x != 0.25, x, 1.0)),
+        (1, 3, 4),
+    ),
+    "masked_fill_constant_mask": (
+        Lambda(lambda x: x.masked_fill(torch.tensor([True, False, True, False]), 0.5)),
+        (1, 3, 4),
+    ),
+    "masked_fill_data_mask": (Lambda(lambda x: x.masked_fill(x < 0, -1.5)), (1, 3, 4)),
     "rms_norm": (nn.RMSNorm(6, eps=1e-3), (1, 3, 6)),
     "rms_norm_default_eps": (nn.RMSNorm([3, 6], elementwise_affine=False), (1, 3, 6)),
 }
