@@ -180,3 +180,26 @@ def test_multi_head_attention_fast_path_traced_without_grad(tmp_path: Path) -> N
     np.testing.assert_allclose(
         execute(graph, {graph.inputs[0]: x.numpy()})[graph.outputs[0]].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_encoder_fast_path_traced_without_grad(tmp_path: Path, norm_first: bool, activation: str) -> None:
+    """Traced under no_grad, nn.TransformerEncoderLayer records aten::_transformer_encoder_layer_fwd."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(
+        8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first, activation=activation
+    ).eval()
+    example = torch.randn(1, 5, 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(layer, example, check_trace=False)
+    assert "_transformer_encoder_layer_fwd" in str(traced.inlined_graph)
+    torch.jit.save(traced, str(tmp_path / "m.pt"))
+    graph = load_model(tmp_path / "m.pt").graph
+    assert not [node.op_type for node in graph.nodes if "::" in node.op_type]
+    x = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = layer(x)
+    outputs = execute(graph, {graph.inputs[0]: x.numpy()})
+    np.testing.assert_allclose(outputs[graph.outputs[0]].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
