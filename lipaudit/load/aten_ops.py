@@ -979,10 +979,15 @@ def _self_attention(
 
 
 def _constants(a: dict[str, Any], names: list[str], what: str) -> list[np.ndarray]:
-    values = [a.get(name) for name in names]
-    if any(v is None or (isinstance(v, Tracked) and v.variable) for v in values):
-        raise Unmappable(f"{what} with weights computed from the input, or missing")
-    return [to_numpy(v.tensor if isinstance(v, Tracked) else v) for v in values]
+    arrays = []
+    for name in names:
+        value = a.get(name)
+        if isinstance(value, Tracked) and not value.variable:
+            value = value.tensor
+        if not isinstance(value, torch.Tensor):
+            raise Unmappable(f"{what} with weights computed from the input, or missing")
+        arrays.append(to_numpy(value))
+    return arrays
 
 
 @converts("_native_multi_head_attention")
