@@ -443,6 +443,42 @@ for _name, _fn in {
     _add(_name, _fn)
 
 
+# Comparisons and selections: step functions of the data, which the rules report as such.
+_COMPARE = {"gt": "Greater", "lt": "Less", "ge": "GreaterOrEqual", "le": "LessOrEqual", "eq": "Equal"}
+
+
+@converts(*_COMPARE, "ne")
+def compare(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    left, right = em.x(a["self"]), em.x(a["other"], a["self"])
+    if a["__op__"] != "ne":
+        em.node(_COMPARE[a["__op__"]], [left, right], outs)
+        return
+    equal = em.temp(outs[0].shape, "equal")
+    em.node("Equal", [left, right], [equal])
+    em.node("Not", [equal], outs)
+
+
+@converts("logical_not")
+def logical_not(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Not", [em.x(a["self"])], outs)
+
+
+@converts("where")
+def where(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """where(condition, self, other): self where the condition holds (ONNX Where's order)."""
+    if "self" not in a:
+        raise Unmappable("where(condition) returns indices")
+    out = outs[0]
+    em.node("Where", [em.x(a["condition"]), em.x(a["self"], out), em.x(a["other"], out)], outs)
+
+
+@converts("masked_fill")
+def masked_fill(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """masked_fill(self, mask, value): value where the mask holds, self elsewhere."""
+    out = outs[0]
+    em.node("Where", [em.x(a["mask"]), em.x(a["value"], out), em.x(a["self"], out)], outs)
+
+
 @converts("pow")
 def pow_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Pow", [em.x(a["self"], outs[0]), em.x(a["exponent"], outs[0])], outs)
@@ -905,51 +941,123 @@ def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Attention", inputs, outs[:1], **attrs)
 
 
-def _projected_heads(em: Emitter, x: Tracked, weight: np.ndarray, bias: np.ndarray, heads: int, tag: str) -> str:
-    """x (B, L, E) ↦ (x·Wᵀ + b) split into heads, (B, heads, L, E/heads)."""
-    b, length, _ = x.shape
-    out_dim = weight.shape[0]
-    flat, with_bias = em.temp((b, length, out_dim), f"{tag}_matmul"), em.temp((b, length, out_dim), f"{tag}_proj")
-    em.node("MatMul", [em.x(x), em.const(weight.T.copy(), f"{tag}_weight_t")], [flat])
-    em.node("Add", [flat, em.const(bias, f"{tag}_bias")], [with_bias])
-    split = em.temp((b, length, heads, out_dim // heads), f"{tag}_split")
-    em.node("Reshape", [with_bias, em.ints([b, length, heads, out_dim // heads], f"{tag}_shape")], [split])
-    moved = em.temp((b, heads, length, out_dim // heads), f"{tag}_heads")
-    em.node("Transpose", [split], [moved], perm=[0, 2, 1, 3])
-    return moved
+def _dense(
+    em: Emitter, x: str, shape: tuple[int, ...], weight: np.ndarray, bias: np.ndarray, tag: str, out: str = ""
+) -> str:
+    """x·Wᵀ + b on the last axis (nn.Linear's weight layout); ``out`` names the result."""
+    result_shape = shape[:-1] + (weight.shape[0],)
+    product = em.temp(result_shape, f"{tag}_matmul")
+    em.node("MatMul", [x, em.const(weight.T.copy(), f"{tag}_weight_t")], [product])
+    out = out or em.temp(result_shape, tag)
+    em.node("Add", [product, em.const(bias, f"{tag}_bias")], [out])
+    return out
+
+
+def _self_attention(
+    em: Emitter, inputs: list[str], shape: tuple[int, ...], heads: int, weights: list[np.ndarray], out: str = ""
+) -> str:
+    """Multi-head attention as nn.MultiheadAttention computes it on (B, L, E) inputs (query, key,
+    value): in-projections (one packed weight and bias), one Attention over the heads, the
+    out-projection. ``weights``: qkv weight, qkv bias, out weight, out bias."""
+    qkv_weight, qkv_bias, proj_weight, proj_bias = weights
+    b, length, embed = shape
+    d = embed // heads
+    parts = []
+    for k, (name, tag) in enumerate(zip(inputs, ("q", "k", "v"))):
+        rows = slice(k * embed, (k + 1) * embed)
+        projected = _dense(em, name, shape, qkv_weight[rows], qkv_bias[rows], f"{tag}_proj")
+        split, moved = em.temp((b, length, heads, d), f"{tag}_split"), em.temp((b, heads, length, d), f"{tag}_heads")
+        em.node("Reshape", [projected, em.ints([b, length, heads, d], f"{tag}_shape")], [split])
+        em.node("Transpose", [split], [moved], perm=[0, 2, 1, 3])
+        parts.append(moved)
+    attended = em.temp((b, heads, length, d), "attended")
+    em.node("Attention", parts, [attended])
+    merged, joined = em.temp((b, length, heads, d), "merged"), em.temp(shape, "joined")
+    em.node("Transpose", [attended], [merged], perm=[0, 2, 1, 3])
+    em.node("Reshape", [merged, em.ints(list(shape), "joined_shape")], [joined])
+    return _dense(em, joined, shape, proj_weight, proj_bias, "out_proj", out)
+
+
+def _constants(a: dict[str, Any], names: list[str], what: str) -> list[np.ndarray]:
+    arrays = []
+    for name in names:
+        value = a.get(name)
+        if isinstance(value, Tracked) and not value.variable:
+            value = value.tensor
+        if not isinstance(value, torch.Tensor):
+            raise Unmappable(f"{what} with weights computed from the input, or missing")
+        arrays.append(to_numpy(value))
+    return arrays
 
 
 @converts("_native_multi_head_attention")
 def native_multi_head_attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """nn.MultiheadAttention's inference fast path (batch first, no mask): the in-projections, one
-    ONNX Attention over the heads, the out-projection; as its op-by-op path computes it."""
+    """nn.MultiheadAttention's inference fast path (batch first, no mask), as its op-by-op path."""
     if a.get("mask") is not None:
         raise Unmappable("the fast multi-head attention path with a mask")
     if a.get("need_weights") and len(outs) > 1 and outs[1].tensor.numel():
         raise Unmappable("multi-head attention that also returns its weights")
     tensors = [a["query"], a["key"], a["value"]]
-    if any(t.tensor.dim() != 3 for t in tensors):
-        raise Unmappable("multi-head attention on inputs of rank other than 3")
-    params = [a["qkv_weight"], a["qkv_bias"], a["proj_weight"], a["proj_bias"]]
-    if any(p is None or p.variable for p in params):
-        raise Unmappable("multi-head attention with weights computed from the input")
-    qkv_weight, qkv_bias, proj_weight, proj_bias = (to_numpy(p.tensor) for p in params)
-    heads, embed = int(a["num_head"]), int(a["embed_dim"])
-    parts = [
-        _projected_heads(
-            em, t, qkv_weight[k * embed : (k + 1) * embed], qkv_bias[k * embed : (k + 1) * embed], heads, n
+    if any(t.tensor.dim() != 3 for t in tensors) or len({t.shape for t in tensors}) != 1:
+        raise Unmappable("multi-head attention on inputs of rank other than 3 or of unequal lengths")
+    weights = _constants(a, ["qkv_weight", "qkv_bias", "proj_weight", "proj_bias"], "multi-head attention")
+    heads = int(a["num_head"])
+    _self_attention(em, [em.x(t) for t in tensors], tensors[0].shape, heads, weights, outs[0].name)
+
+
+@converts("_transformer_encoder_layer_fwd")
+def transformer_encoder_layer(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """nn.TransformerEncoderLayer's inference fast path (no mask): x + MHA(LN₁ x), then + FFN(LN₂ ·)
+    with norm_first; LN₁(x + MHA(x)), then LN₂(· + FFN(·)) without. FFN = W₂·act(W₁·x + b₁) + b₂,
+    act GELU (exact) or ReLU."""
+    if a.get("mask") is not None:
+        raise Unmappable("the fast transformer encoder path with a mask")
+    src = a["src"]
+    if src.tensor.dim() != 3:
+        raise Unmappable("a transformer encoder layer on an input of rank other than 3")
+    shape = src.shape
+    attention_weights = _constants(a, ["qkv_weight", "qkv_bias", "proj_weight", "proj_bias"], "transformer layer")
+    norm1_w, norm1_b, norm2_w, norm2_b = _constants(
+        a, ["norm_weight_1", "norm_bias_1", "norm_weight_2", "norm_bias_2"], "transformer layer"
+    )
+    ffn1_w, ffn1_b, ffn2_w, ffn2_b = _constants(
+        a, ["ffn_weight_1", "ffn_bias_1", "ffn_weight_2", "ffn_bias_2"], "transformer layer"
+    )
+    epsilon, heads = float(np.float32(a["eps"])), int(a["num_heads"])
+
+    def norm(x: str, weight: np.ndarray, bias: np.ndarray, tag: str, out: str = "") -> str:
+        out = out or em.temp(shape, tag)
+        inputs = [x, em.const(weight, f"{tag}_scale"), em.const(bias, f"{tag}_bias")]
+        em.node("LayerNormalization", inputs, [out], axis=-1, epsilon=epsilon)
+        return out
+
+    def feed_forward(x: str) -> str:
+        hidden = _dense(em, x, shape, ffn1_w, ffn1_b, "ffn1")
+        active = em.temp(shape[:-1] + (ffn1_w.shape[0],), "ffn_act")
+        if a["use_gelu"]:
+            em.node("Gelu", [hidden], [active], approximate="none")
+        else:
+            em.node("Relu", [hidden], [active])
+        return _dense(em, active, shape, ffn2_w, ffn2_b, "ffn2")
+
+    def add(x: str, y: str, tag: str, out: str = "") -> str:
+        out = out or em.temp(shape, tag)
+        em.node("Add", [x, y], [out])
+        return out
+
+    x = em.x(src)
+    if a["norm_first"]:
+        normed = norm(x, norm1_w, norm1_b, "norm1")
+        x = add(x, _self_attention(em, [normed] * 3, shape, heads, attention_weights), "residual1")
+        add(x, feed_forward(norm(x, norm2_w, norm2_b, "norm2")), "residual2", outs[0].name)
+    else:
+        x = norm(
+            add(x, _self_attention(em, [x] * 3, shape, heads, attention_weights), "residual1"),
+            norm1_w,
+            norm1_b,
+            "norm1",
         )
-        for k, (t, n) in enumerate(zip(tensors, ("q", "k", "v")))
-    ]
-    b, length, _ = tensors[0].shape
-    attended = em.temp((b, heads, length, embed // heads), "attended")
-    em.node("Attention", parts, [attended])
-    merged, joined = em.temp((b, length, heads, embed // heads), "merged"), em.temp((b, length, embed), "joined")
-    em.node("Transpose", [attended], [merged], perm=[0, 2, 1, 3])
-    em.node("Reshape", [merged, em.ints([b, length, embed], "joined_shape")], [joined])
-    product = em.temp((b, length, proj_weight.shape[0]), "out_matmul")
-    em.node("MatMul", [joined, em.const(proj_weight.T.copy(), "out_weight_t")], [product])
-    em.node("Add", [product, em.const(proj_bias, "out_bias")], outs[:1])
+        norm(add(x, feed_forward(x), "residual2"), norm2_w, norm2_b, "norm2", outs[0].name)
 
 
 @converts("rms_norm")

@@ -70,6 +70,59 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
         Lambda(lambda x: F.scaled_dot_product_attention(x, x, x, attn_mask=torch.linspace(-2, 2, 25).reshape(5, 5))),
         (1, 2, 5, 4),
     ),
+    "where_gt": (Lambda(lambda x: torch.where(x > 0.1, x, 0.2 * x)), (1, 3, 4)),
+    "where_comparisons": (
+        Lambda(lambda x: torch.where(x <= 0.5, x, -x) + (x >= -0.3).float() + torch.where(x != 0.25, x, 1.0)),
+        (1, 3, 4),
+    ),
+    "masked_fill_constant_mask": (
+        Lambda(lambda x: x.masked_fill(torch.tensor([True, False, True, False]), 0.5)),
+        (1, 3, 4),
+    ),
+    "masked_fill_data_mask": (Lambda(lambda x: x.masked_fill(x < 0, -1.5)), (1, 3, 4)),
+    "conv1d_same_dilated": (nn.Conv1d(2, 4, 3, padding="same", dilation=2), (1, 2, 9)),
+    "conv2d_grouped_strided": (nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (1, 4, 7, 7)),
+    "conv2d_reflect": (nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), (1, 2, 5, 5)),
+    "conv2d_circular": (nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), (1, 2, 5, 5)),
+    "conv_transpose_output_padding": (nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1), (1, 2, 4, 4)),
+    "max_pool_ceil_dilated": (nn.MaxPool2d(3, stride=2, padding=1, dilation=2, ceil_mode=True), (1, 2, 9, 9)),
+    "avg_pool_exclude_pad_ceil": (
+        nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+        (1, 2, 6, 6),
+    ),
+    "adaptive_avg_pool": (nn.AdaptiveAvgPool2d(2), (1, 2, 6, 4)),
+    "adaptive_max_pool": (nn.AdaptiveMaxPool1d(3), (1, 2, 9)),
+    "pad_constant": (Lambda(lambda x: F.pad(x, (1, 2, 0, 1), value=0.5)), (1, 2, 3, 4)),
+    "pad_replicate": (Lambda(lambda x: F.pad(x, (2, 1, 1, 0), mode="replicate")), (1, 2, 3, 4)),
+    "pixel_shuffle": (nn.PixelShuffle(2), (1, 8, 2, 3)),
+    "pixel_unshuffle": (nn.PixelUnshuffle(2), (1, 2, 4, 6)),
+    "softplus_beta": (nn.Softplus(beta=2.0, threshold=20.0), (1, 3, 4)),
+    "elu_celu_selu": (Lambda(lambda x: F.elu(x, 0.7) + F.celu(x, 1.3) + F.selu(x)), (1, 3, 4)),
+    "clamps": (Lambda(lambda x: F.hardtanh(x, -0.5, 0.7) + x.clamp(min=-0.2) + F.relu6(3 * x)), (1, 3, 4)),
+    "leaky_gelu_tanh": (Lambda(lambda x: F.leaky_relu(x, 0.3) + F.gelu(x, approximate="tanh")), (1, 3, 4)),
+    "prelu": (nn.PReLU(3, init=0.2), (1, 3, 4)),
+    "sort_descending": (Lambda(lambda x: torch.sort(x, dim=1, descending=True).values), (1, 3, 4)),
+    "topk_smallest": (Lambda(lambda x: torch.topk(x, 2, dim=-1, largest=False).values), (1, 3, 4)),
+    "reductions": (
+        Lambda(lambda x: x.mean(dim=(1, 2), keepdim=True) + x.sum(-1, keepdim=True) + x.amax(1, keepdim=True)),
+        (1, 3, 4),
+    ),
+    "log_softmax": (nn.LogSoftmax(dim=1), (1, 3, 4)),
+    "moving_entries": (
+        Lambda(
+            lambda x: torch.cat(
+                [
+                    x[:, :, ::2],
+                    x.narrow(2, 1, 2),
+                    torch.stack(x.unbind(1), dim=1)[..., :2],
+                    x.transpose(1, 2).reshape(1, 3, 4),
+                ],
+                dim=2,
+            )
+        ),
+        (1, 3, 4),
+    ),
+    "expand_repeat": (Lambda(lambda x: x[:, :1].expand(1, 3, 4) + x.repeat(1, 1, 2)[..., :4]), (1, 3, 4)),
     "rms_norm": (nn.RMSNorm(6, eps=1e-3), (1, 3, 6)),
     "rms_norm_default_eps": (nn.RMSNorm([3, 6], elementwise_affine=False), (1, 3, 6)),
 }
@@ -170,3 +223,26 @@ def test_multi_head_attention_fast_path_traced_without_grad(tmp_path: Path) -> N
     np.testing.assert_allclose(
         execute(graph, {graph.inputs[0]: x.numpy()})[graph.outputs[0]].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_encoder_fast_path_traced_without_grad(tmp_path: Path, norm_first: bool, activation: str) -> None:
+    """Traced under no_grad, nn.TransformerEncoderLayer records aten::_transformer_encoder_layer_fwd."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(
+        8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first, activation=activation
+    ).eval()
+    example = torch.randn(1, 5, 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(layer, example, check_trace=False)
+    assert "_transformer_encoder_layer_fwd" in str(traced.inlined_graph)
+    torch.jit.save(traced, str(tmp_path / "m.pt"))
+    graph = load_model(tmp_path / "m.pt").graph
+    assert not [node.op_type for node in graph.nodes if "::" in node.op_type]
+    x = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = layer(x)
+    outputs = execute(graph, {graph.inputs[0]: x.numpy()})
+    np.testing.assert_allclose(outputs[graph.outputs[0]].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)

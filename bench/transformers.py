@@ -1,0 +1,161 @@
+"""Transformers on a box around real inputs: interval arithmetic vs the attention and normalisation
+rules vs an empirical lower bound, in one run (issue 22).
+
+Not a test.  Trains a tiny ViT (8 row-tokens of scikit-learn's bundled 8×8 digits, 2 pre-norm
+blocks, 2 heads) for 300 Adam steps (a few seconds), then, for a box of half-width ``--radius`` around one real
+input, audits:
+
+* the legacy ONNX export, where scaled_dot_product_attention becomes MatMul/Softmax/MatMul and the
+  local bound comes from interval arithmetic through them ("interval");
+* the ``torch.export`` archive, where it stays one Attention op bounded per head by the
+  covariance form, with LayerNorm from the smallest standard deviation on the box ("per-head");
+* the empirical lower bound: the largest Jacobian norm found inside the box (``--lower-bound``).
+
+The box is centred by baking the real input into the exported module (x ↦ f(x₀ + x), x in
+[−r, r]): the same function of x, so the same Lipschitz constant. Each block is audited alone on
+the box around the activations that reach it, then the whole network.
+
+Usage:  python bench/transformers.py [--radius 0.002] [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lipaudit import audit  # noqa: E402
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        b, n, d = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, n, d)
+        x = x + self.proj(attended)
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    def __init__(self, dim: int = 16, depth: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, dim)
+        self.position = nn.Parameter(torch.randn(1, 8, dim) * 0.1)
+        self.blocks = nn.ModuleList(Block(dim) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def tokens(self, x):
+        return self.embed(x) + self.position
+
+    def forward(self, x):
+        h = self.tokens(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.norm(h).mean(dim=1))
+
+
+class Centred(nn.Module):
+    """x ↦ inner(centre + x): the box [−r, r] around ``centre``."""
+
+    def __init__(self, inner: nn.Module, centre: torch.Tensor) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("centre", centre.detach().clone())
+
+    def forward(self, x):
+        return self.inner(self.centre + x)
+
+
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.tensor(data.images / 16.0, dtype=torch.float32)  # (N, 8, 8): 8 row-tokens of 8 pixels
+    return images, torch.tensor(data.target)
+
+
+def train(model: nn.Module, images, labels, steps: int) -> float:
+    """A fixed number of Adam steps (not seconds), so that every run trains the same network."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        batch = torch.randint(0, len(images), (128,), generator=generator)
+        loss = F.cross_entropy(model(images[batch]), labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        return float((model(images).argmax(1) == labels).float().mean())
+
+
+def figures(module: nn.Module, centre: torch.Tensor, radius: float, folder: Path, name: str) -> dict[str, float]:
+    wrapped = Centred(module, centre).eval()
+    example = torch.zeros_like(centre)
+    onnx_path, pt2_path = folder / f"{name}.onnx", folder / f"{name}.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, (example,), str(onnx_path), dynamo=False, opset_version=17)
+        torch.export.save(torch.export.export(wrapped, (example,)), str(pt2_path))
+    box = [f"{-radius}:{radius}"]
+    interval = audit(str(onnx_path), input_range=box)
+    per_head = audit(str(pt2_path), input_range=box, lower_bound=True, samples=64, steps=40)
+    return {
+        "interval": interval.upper_bound if interval.upper_bound is not None else math.inf,
+        "per_head": per_head.upper_bound if per_head.upper_bound is not None else math.inf,
+        "lower": per_head.lower_bound or 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--radius", type=float, default=0.002)
+    parser.add_argument("--steps", type=int, default=300, help="Adam steps of training (a few seconds)")
+    parser.add_argument("--sample", type=int, default=0, help="which digit image is the box's centre")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    images, labels = digits()
+    model = TinyViT()
+    accuracy = train(model, images, labels, args.steps)
+    print(f"tiny ViT on digits: train accuracy {accuracy:.3f}, box ±{args.radius} around image {args.sample}")
+    x0 = images[args.sample : args.sample + 1]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        h = model.tokens(x0).detach()
+        for k, block in enumerate(model.blocks):
+            rows.append((f"block {k + 1}", figures(block, h, args.radius, folder, f"block{k}")))
+            h = block(h).detach()
+        rows.append(("network", figures(model, x0, args.radius, folder, "network")))
+    print()
+    print("| part | interval (ONNX, decomposed) | per-head + LayerNorm (.pt2) | lower bound | per-head / lower |")
+    print("|---|---|---|---|---|")
+    for name, f in rows:
+        ratio = f["per_head"] / f["lower"] if f["lower"] > 0 else math.inf
+        print(f"| {name} | {f['interval']:.4g} | {f['per_head']:.4g} | {f['lower']:.4g} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()
