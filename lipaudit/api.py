@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Settings, _normalise, branch_violations, layer_violations, load_settings
 from .errors import LipauditError, ModelLoadError, UsageError
-from .execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS
+from .options import DEFAULT_SAMPLES, DEFAULT_STEPS
 from .report import Report, within
 
 if TYPE_CHECKING:
@@ -126,38 +126,19 @@ def audit(
     return report
 
 
-def audit_settings(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """The keyword arguments of ``pipeline.audit`` for ``settings`` (those left unset keep its defaults)."""
-    chosen: dict[str, Any] = dict(
-        input_shape=list(settings.input_shape),
-        method=settings.method,
-        device=settings.device,
-        max_lipschitz=settings.max_lipschitz,
-        bound=settings.bound,
-        **extra,
-    )
-    for key in ("in_memory_limit", "lower_bound_time", "recursion_time", "input_range"):
-        if getattr(settings, key) is not None:
-            chosen[key] = getattr(settings, key)
-    if settings.recursion_budget is not None:
-        chosen["recursion_budget"] = None if settings.recursion_budget == "inf" else settings.recursion_budget
-    return chosen
-
-
-def _run(path: str, settings: Settings, **extra: Any) -> Report:
+def _run(path: str, settings: Settings, **given_only_by_keywords: Any) -> Report:
     from .parallel import open_executor
     from .pipeline import audit as run_audit
 
-    if extra["samples"] < 1 or extra["steps"] < 0:
-        raise UsageError("samples must be at least 1 and steps at least 0", hint="for example samples=16, steps=20")
+    options = settings.audit_options(**given_only_by_keywords)
     executor = open_executor(settings.workers, settings.ray)
     if executor is None:
-        return run_audit(path, **audit_settings(settings, **extra))
+        return run_audit(path, options)
     from .parallel.jobs import KERNEL_THREADS, torch_threads
 
     # Single-threaded torch here too, as in the workers (and as `check --workers` runs).
     with executor, torch_threads(KERNEL_THREADS):
-        return run_audit(path, executor=executor, **audit_settings(settings, **extra))
+        return run_audit(path, options, executor=executor)
 
 
 @contextlib.contextmanager
@@ -247,4 +228,4 @@ def _first(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-__all__ = ["LipauditError", "Report", "apply_gate", "audit", "audit_settings"]
+__all__ = ["LipauditError", "Report", "apply_gate", "audit"]

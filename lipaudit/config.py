@@ -37,9 +37,9 @@ from typing import Any
 
 from .domain.inputs import check_input_ranges
 from .errors import UsageError
+from .options import AuditOptions, InputRange, check_choice
 from .parallel import LOCAL_RAY
 from .report import BranchViolation, LayerReport, LayerViolation, ResidualBranch, within
-from .tight.graph_bound import BOUNDS
 
 KEYS = {
     "max_lipschitz",
@@ -139,7 +139,7 @@ class Settings:
     in_memory_limit: int | None = None  # bytes; None: the pipeline's default
     workers: int | None = None  # None: no worker, the plain serial run
     ray: str | None = None  # None: not on Ray; "local" or an address
-    input_range: Any = None  # --input-range strings, or the config's string, list or table
+    input_range: InputRange | None = None  # --input-range strings, or the config's string, list or table
     lower_bound_time: float | None = None  # seconds; None: the pipeline's default
     recursion_time: float | None = None  # seconds; None: no time limit
     recursion_budget: float | str | None = None  # None: the pipeline's default; "inf": no limit
@@ -155,6 +155,20 @@ class Settings:
             if fnmatch.fnmatchcase(layer_name, pattern)
         ]
         return max(matches, key=lambda match: match[0])[1] if matches else None
+
+    def audit_options(self, **given_only_by_flags: Any) -> AuditOptions:
+        """The options of one model's audit: these settings (those unset keep AuditOptions' defaults),
+        with the ones only flags or keywords give (verify, lower_bound, seed, samples, steps)."""
+        chosen: dict[str, Any] = dict(
+            input_shape=self.input_shape, method=self.method, device=self.device, bound=self.bound
+        )
+        chosen["max_lipschitz"] = self.max_lipschitz
+        for key in ("in_memory_limit", "lower_bound_time", "recursion_time", "input_range"):
+            if getattr(self, key) is not None:
+                chosen[key] = getattr(self, key)
+        if self.recursion_budget is not None:
+            chosen["recursion_budget"] = None if self.recursion_budget == "inf" else self.recursion_budget
+        return AuditOptions(**chosen, **given_only_by_flags)
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -183,8 +197,8 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
                     raise ValueError(f"{key} must be a number, not nan")
         if "rtol" in values:
             values["rtol"] = check_rtol(values["rtol"])
-        if "bound" in values and values["bound"] not in BOUNDS:
-            raise ValueError(f"bound must be one of {', '.join(BOUNDS)}, not {values['bound']!r}")
+        if "bound" in values:
+            check_choice("bound", values["bound"])
         if "input_shape" in values:
             shapes = values["input_shape"]
             values["input_shape"] = (shapes,) if isinstance(shapes, str) else tuple(str(s) for s in shapes)
@@ -228,6 +242,8 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
             )
     except (TypeError, ValueError) as error:
         raise UsageError(f"bad value in {where}: {error}") from None
+    except UsageError as error:
+        raise UsageError(f"bad value in {where}: {error}", hint=error.hint) from None
     return values
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,21 +28,19 @@ import torch
 from .compose import NetworkBound, compose
 from .domain import Domain, box_lower_bound, prepare_domain
 from .errors import ContradictionError, ExecutionError, UsageError
-from .execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS, LowerBound, empirical_lower_bound
+from .execute.empirical_lower_bound import LowerBound, empirical_lower_bound
 from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes
 from .execute.verify import verify as run_verification
 from .ir import Graph, Node
 from .load import LoadedModel, load_model
 from .load.onnx import external_data_bytes
 from .ops import RuleContext
+from .options import AuditOptions
 from .passes import run_passes
 from .report import Report, Verification, build_report, skipped
 from .shapes import parse_input_shapes
 from .spectral.device import exact_cuda_math, resolve_device
-from .tight.graph_bound import BOUNDS, DEFAULT_RECURSION_BUDGET, GraphBound, NotMappable, tighten
-
-METHODS = ("auto", "exact", "gram", "power", "frobenius")
-DEVICES = ("auto", "cpu", "cuda")
+from .tight.graph_bound import GraphBound, NotMappable, tighten
 
 if TYPE_CHECKING:
     from .parallel.jobs import Executor
@@ -51,8 +50,6 @@ ProgressFn = Callable[[int, int, Node], None]
 # bound is a ratio evaluated in float64 at separations far above rounding, so its own error is
 # orders of magnitude below this.
 CONTRADICTION_SLACK = 1e-9
-# Weights (external data) above this are memory-mapped rather than loaded, and the model is not run whole.
-DEFAULT_IN_MEMORY_LIMIT = 2 * 2**30
 
 
 def _size(size: int) -> str:
@@ -80,67 +77,43 @@ class _Clock:
 
 def audit(
     path: str,
+    options: AuditOptions | None = None,
     *,
-    input_shape: list[str] | None = None,
-    method: str = "auto",
-    device: str = "auto",
-    max_lipschitz: float | None = None,
     on_node: ProgressFn | None = None,
     on_stage: Callable[[str], None] | None = None,
-    verify: bool | None = None,
-    lower_bound: bool = False,
-    seed: int = 0,
-    samples: int = DEFAULT_SAMPLES,
-    steps: int = DEFAULT_STEPS,
-    lower_bound_time: float | None = None,
-    input_range: Any = None,
-    bound: str = "recursion",
-    recursion_budget: float | None = DEFAULT_RECURSION_BUDGET,
-    recursion_time: float | None = None,
     executor: Executor | None = None,
-    in_memory_limit: int = DEFAULT_IN_MEMORY_LIMIT,
+    **fields: Any,
 ) -> Report:
-    """Audit one model file and return its report. Raises LipauditError for bad input.
+    """Audit one model file with ``options`` and return its report. Raises LipauditError for bad input.
 
-    ``verify``: compare the IR with the model's own runtime first (None: only for models under
-    50M parameters); a mismatch raises VerificationError. ``lower_bound``: also search for an
-    empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by ``seed``;
-    with ``lower_bound_time``, stopped after that many seconds). ``input_range``: ``--input-range``
-    strings (or the config's value): the bound is then local to that box. ``bound``: 'recursion'
-    tightens the product of the factors (never above it), 'product' keeps it.
-    ``recursion_budget``: the recursion's work, in multiples of the layers' norms' operations
-    (None: no limit); ``recursion_time``: also stop it after that many seconds (only on request:
-    the figure then depends on the machine, and the report says so). ``executor``: measures the layers
-    (lipaudit.parallel); ``on_node`` then follows its jobs. ``in_memory_limit``: bytes of external
-    data above which the weights stay on disk. ``on_stage``: told the name of each stage as it starts
-    (load, verify, layers, recursion, lower_bound), for progress displays.
+    ``fields``: fields of AuditOptions by keyword (``audit(path, bound="product")``), over
+    ``options``; they are checked as the options are. ``executor``: measures the layers
+    (lipaudit.parallel); ``on_node`` then follows its jobs. ``on_stage``: told the name of each stage
+    as it starts (load, verify, layers, recursion, lower_bound), for progress displays.
+
+    The options: ``verify``: compare the IR with the model's own runtime first (None: only for
+    models under 50M parameters); a mismatch raises VerificationError. ``lower_bound``: also search
+    for an empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by
+    ``seed``; with ``lower_bound_time``, stopped after that many seconds). ``input_range``: the bound
+    is then local to that box. ``bound``: 'recursion' tightens the product of the factors (never
+    above it), 'product' keeps it. ``recursion_budget``: the recursion's work, in multiples of the
+    layers' norms' operations (None: no limit); ``recursion_time``: also stop it after that many
+    seconds (only on request: the figure then depends on the machine, and the report says so).
+    ``in_memory_limit``: bytes of external data above which the weights stay on disk.
     """
+    options = replace(options or AuditOptions(), **fields)
     stage = on_stage or (lambda name: None)
-    if method not in METHODS:
-        raise UsageError(f"unknown method '{method}'", hint=f"choose one of: {', '.join(METHODS)}")
-    if bound not in BOUNDS:
-        raise UsageError(f"unknown bound '{bound}'", hint=f"choose one of: {', '.join(BOUNDS)}")
-    if samples < 1 or steps < 0:
-        raise UsageError(
-            "--samples must be at least 1 and --steps at least 0", hint="for example --samples 16 --steps 20"
-        )
-    if recursion_budget is not None and not recursion_budget >= 0:
-        raise UsageError("--recursion-budget must be a number >= 0", hint="for example --recursion-budget 4")
-    if recursion_time is not None and not recursion_time > 0:
-        raise UsageError("--recursion-time must be a positive number of seconds", hint="for example 2min")
-    if lower_bound_time is not None and not lower_bound_time > 0:
-        raise UsageError("--lower-bound-time must be a positive number of seconds", hint="for example 60s")
     try:
-        torch_device, device_notice = resolve_device(device)
+        torch_device, device_notice = resolve_device(options.device)
     except ValueError as error:
         raise UsageError(str(error), hint="use --device auto, cpu or cuda") from error
     clock = _Clock()
     stage("load")
     on_disk = external_data_bytes(Path(path))
-    too_large = on_disk > in_memory_limit
+    too_large = on_disk > options.in_memory_limit
     # The runtime is probed even with --no-verify: the rules need the shapes it really produces.
     # A model too large for memory is probed one node at a time, each reading its own weights only.
-    loaded = load_model(path, parse_input_shapes(input_shape), seed=seed, map_external_data=too_large)
+    loaded = load_model(path, parse_input_shapes(options.input_shape), seed=options.seed, map_external_data=too_large)
     graph = run_passes(loaded.graph)
     if too_large:
         from .parallel.mapped import release_resident_pages
@@ -151,28 +124,30 @@ def audit(
     if too_large:
         notices.append(
             f"weights memory-mapped and read one layer at a time: {_size(on_disk)} of external data, "
-            f"above the in-memory limit of {_size(in_memory_limit)}"
+            f"above the in-memory limit of {_size(options.in_memory_limit)}"
         )
     stage("verify")
     # raises VerificationError on a mismatch
-    verification = _verify(graph, loaded, verify, torch_device, notices)
+    verification = _verify(graph, loaded, options.verify, torch_device, notices)
     loaded.probe = None  # the runtime's values are no longer needed: free them before the analysis
     clock.lap("verify")
-    if not verification.checked and verify is not False:
+    if not verification.checked and options.verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
 
-    domain = prepare_domain(graph, input_range)
-    ctx = RuleContext(graph, method=method, device=torch_device, ranges=domain.ranges if domain else None)
+    domain = prepare_domain(graph, options.input_range)
+    ctx = RuleContext(graph, method=options.method, device=torch_device, ranges=domain.ranges if domain else None)
     stage("layers")
     network = _analyse(graph, ctx, executor, too_large, on_node, notices)
     clock.lap("analyze")
     stage("recursion")
-    tight = _tighten(graph, network, bound, seed, notices, recursion_budget, recursion_time)
+    tight = _tighten(
+        graph, network, options.bound, options.seed, notices, options.recursion_budget, options.recursion_time
+    )
     clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
 
     lower = None
-    if lower_bound:
+    if options.lower_bound:
         stage("lower_bound")
         lower = _lower_bound(
             graph,
@@ -180,22 +155,27 @@ def audit(
             network.certified,
             domain,
             notices,
-            samples=samples,
-            steps=steps,
-            seed=seed,
+            samples=options.samples,
+            steps=options.steps,
+            seed=options.seed,
             device=torch_device,
-            time_limit=lower_bound_time,
+            time_limit=options.lower_bound_time,
         )
         clock.lap("lower_bound")
 
-    settings: dict = {"norm": "l2", "method": method, "device": str(torch_device), "bound": bound}
-    if bound == "recursion":
-        settings["recursion"] = {"budget": recursion_budget, "time_limit_s": recursion_time}
+    settings: dict = {"norm": "l2", "method": options.method, "device": str(torch_device), "bound": options.bound}
+    if options.bound == "recursion":
+        settings["recursion"] = {"budget": options.recursion_budget, "time_limit_s": options.recursion_time}
     if domain is not None:
         settings["domain"] = domain.settings
-    if lower_bound:
-        settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps, "time_limit_s": lower_bound_time}
-    irreproducible = _time_dependence(tight, recursion_time if bound == "recursion" else None, lower)
+    if options.lower_bound:
+        settings["lower_bound"] = {
+            "seed": options.seed,
+            "samples": options.samples,
+            "steps": options.steps,
+            "time_limit_s": options.lower_bound_time,
+        }
+    irreproducible = _time_dependence(tight, options.recursion_time if options.bound == "recursion" else None, lower)
     return build_report(
         loaded=loaded,
         graph=graph,
@@ -204,7 +184,7 @@ def audit(
         lower=lower,
         settings=settings,
         verification=verification,
-        max_lipschitz=max_lipschitz,
+        max_lipschitz=options.max_lipschitz,
         timings=clock.total(),
         notices=notices,
         irreproducible=irreproducible,

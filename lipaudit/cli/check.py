@@ -9,11 +9,10 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from ..api import apply_gate, audit_settings
+from ..api import apply_gate
 from ..config import (
     Settings,
     check_rtol,
@@ -25,9 +24,8 @@ from ..config import (
     parse_size,
 )
 from ..diff import diff_reports, parse_increase
-from ..domain.inputs import check_input_ranges
 from ..errors import LipauditError, UsageError
-from ..execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS
+from ..options import DEFAULT_SAMPLES, DEFAULT_STEPS, AuditOptions
 from ..parallel import LOCAL_RAY, open_executor
 from ..pipeline import audit
 from ..render import RENDERERS, ModelRun, render_collection, write_atomically
@@ -331,8 +329,6 @@ def check(
         tighten_budget = None if recursion_budget is None else parse_budget(recursion_budget)
     except ValueError as error:
         raise UsageError(f"--recursion-budget: {error}", hint="for example --recursion-budget 4") from None
-    if input_range:
-        check_input_ranges(input_range)
     flags = dict(
         max_lipschitz=max_lipschitz,
         bound=bound,
@@ -449,8 +445,8 @@ def _failed(model: Path, error: LipauditError, run: Run) -> Outcome:
     return EXIT_USAGE, None, str(error)
 
 
-def _audit_settings(settings: Settings, run: Run) -> dict[str, Any]:
-    return audit_settings(settings, **run.extra)
+def _audit_options(settings: Settings, run: Run) -> AuditOptions:
+    return settings.audit_options(**run.extra)
 
 
 def _serial(models: list[Path], run: Run, executor=None) -> list[Outcome]:
@@ -462,10 +458,10 @@ def _serial(models: list[Path], run: Run, executor=None) -> list[Outcome]:
             with audit_progress(enabled=not run.quiet, color=run.colored) as tracker:
                 report = audit(
                     str(model),
+                    _audit_options(settings, run),
                     on_node=tracker.on_node,
                     on_stage=tracker.on_stage,
                     executor=executor,
-                    **_audit_settings(settings, run),
                 )
             outcomes.append(_finish_one(model, settings, report, run))
         except LipauditError as error:
@@ -489,7 +485,7 @@ def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
             continue
         prepared.append(settings)
         job_of[index] = len(jobs)
-        jobs.append(model_job(model, _audit_settings(settings, run)))
+        jobs.append(model_job(model, _audit_options(settings, run)))
     with node_progress(enabled=not run.quiet, label="auditing", color=run.colored) as on_model:
         done = None if on_model is None else (lambda finished, total, job: on_model(finished, total, job.label))
         results = executor.run(jobs, done)

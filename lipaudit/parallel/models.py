@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LipauditError
+from ..options import AuditOptions
 from ..report import Report
 from .jobs import Job
 
@@ -26,15 +27,15 @@ class AuditError:
         return LipauditError(self.message, self.hint)
 
 
-def audit_model(shared: dict[str, Any], path: str, settings: dict[str, Any]) -> Report | AuditError:
-    """``lipaudit.audit(path, **settings)``, with a user-facing error returned rather than raised."""
+def audit_model(shared: dict[str, Any], path: str, options: AuditOptions) -> Report | AuditError:
+    """``pipeline.audit(path, options)``, with a user-facing error returned rather than raised."""
     from ..pipeline import audit
 
     try:
-        return audit(path, **settings)
+        return audit(path, options)
     except LipauditError as error:
         return AuditError(str(error), error.hint)
 
 
-def model_job(path: Path, settings: dict[str, Any]) -> Job:
-    return Job(audit_model, (str(path), settings), label=path.name)
+def model_job(path: Path, options: AuditOptions) -> Job:
+    return Job(audit_model, (str(path), options), label=path.name)

@@ -75,7 +75,7 @@ from .cost import (
     plan,
     uses_eigensolver,
 )
-from .dense import SVD_MARGIN, _gap, as_float64
+from .dense import DENSE_METHODS, SVD_MARGIN, _gap, as_float64
 from .device import one_thread
 from .geometry import transposed_size, window_count
 from .materialize import gram_norm, materialized_norm
@@ -98,7 +98,7 @@ __all__ = [
     "window_multiplicity",
 ]
 
-CONV_METHODS = ("auto", "exact", "gram", "power", "frobenius")
+CONV_METHODS = DENSE_METHODS  # the same names as for dense layers
 # 'auto' never settles for a figure more than this far above its lower estimate when a tighter
 # certified method fits the tightening budget.
 AUTO_TARGET = 0.005
