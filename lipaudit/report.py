@@ -11,7 +11,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
 from .report_types import (
     EXIT_INCOMPLETE,
     EXIT_PASSED,
@@ -27,6 +26,7 @@ from .report_types import (
     finite_or_none,
     skipped,
 )
+from .version import __version__
 
 if TYPE_CHECKING:
     from .compose import NetworkBound

@@ -8,19 +8,10 @@ hold any number of models; HTML holds one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
-from .. import __version__
-from ..report import SCHEMA_VERSION, Report, json_safe
-
-
-@dataclass
-class ModelRun:
-    path: str
-    report: Report | None
-    error: str = ""
-    exit_code: int = 0
-
+from ..report import SCHEMA_VERSION, json_safe
+from ..version import __version__
+from .runs import ModelRun
 
 COLLECTION_KIND = "lipaudit-reports"
 
@@ -63,7 +54,7 @@ def render_collection(
     fmt: str, runs: list[ModelRun], *, width: int = 120, color: bool = False, verbose: bool = False
 ) -> str:
     """``runs`` in format ``fmt``: one document (json, junit, sarif) or one section per model."""
-    from . import RENDERERS
+    from .formats import RENDERERS
     from .github import error_annotation
     from .junit import render_junit_runs
     from .sarif import render_sarif_runs

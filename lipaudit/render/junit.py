@@ -7,8 +7,9 @@ import datetime
 import socket
 from xml.etree import ElementTree
 
-from .. import __version__
 from ..report import Report
+from ..version import __version__
+from .runs import ModelRun
 from .verdict import bound_summary, verdict
 
 # What a model's exit code means, as a JUnit outcome.
@@ -85,6 +86,4 @@ def render_junit_runs(runs: list) -> str:
 
 
 def render_junit(report: Report, **_: object) -> str:
-    from .collection import ModelRun
-
     return render_junit_runs([ModelRun(report.model.path, report, exit_code=report.exit_code())])

@@ -11,8 +11,9 @@ import json
 from pathlib import PurePath
 from urllib.parse import quote
 
-from .. import __version__
 from ..report import Report
+from ..version import __version__
+from .runs import ModelRun
 from .verdict import bound_summary, comparison, format_number, verdict
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -102,6 +103,4 @@ def render_sarif_runs(runs: list) -> str:
 
 
 def render_sarif(report: Report, **_: object) -> str:
-    from .collection import ModelRun
-
     return render_sarif_runs([ModelRun(report.model.path, report, exit_code=report.exit_code())])
