@@ -116,7 +116,7 @@ def audit(
     loaded = load_model(path, parse_input_shapes(options.input_shape), seed=options.seed, map_external_data=too_large)
     graph = run_passes(loaded.graph)
     if too_large:
-        from .parallel.mapped import release_resident_pages
+        from .load.mapped import release_resident_pages
 
         release_resident_pages(value.const for value in graph.values.values())
     clock.lap("load")

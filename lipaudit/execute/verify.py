@@ -18,9 +18,9 @@ import torch
 
 from ..errors import ExecutionError, VerificationError
 from ..ir import Graph, Node
+from ..load.probe import RuntimeProbe
 from ..report_types import Verification, skipped
 from .executor import GraphInterpreter
-from .probe import RuntimeProbe
 
 AUTO_MAX_PARAMETERS = 50_000_000  # verification is on by default below this
 RTOL = 1e-3  # relative to the value's own largest entry: float32 noise is far below

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError
-from ..execute.probe import ProbeUnavailable, RuntimeProbe, apply_runtime_shapes, probe_onnx, probe_onnx_by_node
 from ..ir import Graph
+from .probe import ProbeUnavailable, RuntimeProbe, apply_runtime_shapes, probe_onnx, probe_onnx_by_node
 
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL_MARK = 0x80

@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelLoadError
 from ..ir import Node, Value, decode_attribute
-from ..parallel.mapped import MAPPABLE_DTYPES, ExternalSlice, FileMappings, all_finite
+from .mapped import MAPPABLE_DTYPES, ExternalSlice, FileMappings, all_finite
 
 # A single tensor with more entries than this is refused up front rather than exhausting memory
 # (about 1.6 GB in float32, 3.2 GB in float64 for the lower bound).

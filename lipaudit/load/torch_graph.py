@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
-from ..execute.probe import RuntimeProbe
 from ..ir import Graph, Node, Value
+from .probe import RuntimeProbe
 
 OPSET = 17  # the IR follows ONNX opset 17 conventions (attributes vs inputs)
 PROBE_HINT = "check --input-shape against what the model expects"

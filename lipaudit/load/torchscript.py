@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from ..errors import InputShapeError, ModelLoadError
-from ..execute.probe import RuntimeProbe
 from ..ir import Graph
 from ..shapes import UNNAMED, resolve_input_shapes
 from .aten_ops import CONVERTERS
 from .naming import layer_name
+from .probe import RuntimeProbe
 from .torch_files import quiet_torch
 from .torch_graph import TorchGraphBuilder, Tracked, first_line
 

@@ -25,7 +25,7 @@ FAMILY = "data-dependent shape"
 
 
 def _why_data_shaped(node: Node, ctx: RuleContext) -> str:
-    from ..passes.data_shapes import data_shaped_values
+    from ..ir.data_shapes import data_shaped_values
 
     reason = data_shaped_values(ctx.graph).get(node.inputs[0]) if node.inputs else None
     return reason or f"the shape of '{node.inputs[0]}' is not fixed by the input shapes and constants"

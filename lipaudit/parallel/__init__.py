@@ -1,15 +1,14 @@
-"""Scaling out: layers and models as independent jobs, run here, in worker processes, or on Ray;
-and weights left on disk for models larger than memory.
+"""Scaling out: layers and models as independent jobs, run here, in worker processes, or on Ray.
 
 * ``jobs``: the Job / Executor contract (outcomes in order, one retry, TaskFailure) and the
   in-process executor;
 * ``local``: worker processes on this machine (--workers N);
 * ``ray_executor``: Ray tasks (--ray), Ray imported only there;
-* ``layers``: one model's layer factors as jobs, handed to compose;
-* ``models``: whole models as jobs, for a multi-model check;
-* ``mapped``: memory-mapped weights that know their slice of the file.
+* ``layers``: one model's layer factors as jobs, handed to compose.
 
-This module imports nothing heavy: the ONNX loader reads ``mapped`` through it.
+Whole models as jobs (a multi-model check) are ``lipaudit.model_jobs``, above the pipeline they
+run; memory-mapped weights are ``lipaudit.load.mapped``, which the loader reads. This module
+imports nothing heavy.
 """
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ import torch
 
 from ..compose import node_factors
 from ..ir import Graph, Node, Value
+from ..load.mapped import ExternalSlice, slice_of
 from ..ops import Factor, RuleContext
 from ..spectral.device import exact_cuda_math
 from .jobs import Executor, Job, TaskFailure
-from .mapped import ExternalSlice, slice_of
 
 # Ops whose factor is an operator norm of their weights: the work worth a job of its own.
 MEASURED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool"})

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import UsageError
+from ..load.mapped import ExternalSlice
 from .jobs import ATTEMPTS, KERNEL_THREADS, DoneFn, Executor, Job, TaskFailure, first_line
-from .mapped import ExternalSlice
 
 INSTALL_HINT = "install it with: pip install 'lipaudit[ray]'"
 TASKS_PER_CPU_IN_FLIGHT = 2

@@ -2,7 +2,7 @@
 
 Exporters compute reshape targets with Shape → Gather → Concat chains; once the input shapes are
 fixed those are constants. ``Shape`` and ``Size`` are folded only where a static argument proves the
-shape depends on the input shapes and constants alone (lipaudit.passes.data_shapes), never because
+shape depends on the input shapes and constants alone (lipaudit.ir.data_shapes), never because
 a run saw it: the shape of NonZero's output is a count of data.
 """
 
@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from ..ir import Graph, Node, Value
-from .data_shapes import data_shape_reason
+from ..ir.data_shapes import data_shape_reason
 from .manager import Pass
 
 # Ops whose output is not a function of their inputs' values: never fold.

@@ -16,10 +16,10 @@ import lipaudit.pipeline as pipeline
 from lipaudit import audit
 from lipaudit.cli.app import app
 from lipaudit.errors import VerificationError
-from lipaudit.execute.probe import probe_module
 from lipaudit.execute.verify import compare
 from lipaudit.execute.verify import verify as verify_against
 from lipaudit.load import load_model
+from lipaudit.load.probe import probe_module
 from lipaudit.passes import run_passes
 from lipaudit.report import Report
 from tests.builders import graph_model, save

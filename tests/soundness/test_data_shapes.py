@@ -20,7 +20,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from lipaudit.ir import Graph, Node, Value
-from lipaudit.passes.data_shapes import data_shaped_values
+from lipaudit.ir.data_shapes import data_shaped_values
 from tests.soundness._oracle import FLOAT, assert_sound, model, pair_ratio, run_audit, runtime_function
 
 SHAPE = [1, 4]

@@ -16,7 +16,7 @@ are not known here: their outputs count as data paths.
 
 from __future__ import annotations
 
-from ..ir import Graph, Node
+from .graph import Graph, Node
 
 _REDUCTIONS = (
     "ReduceSum",

@@ -155,7 +155,7 @@ def probe_onnx_by_node(model: onnx.ModelProto, graph: Graph, seed: int) -> Runti
 
 
 def _run_by_node(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from ..load.onnx_graph import outer_scope_reads, subgraphs
+    from .onnx_graph import outer_scope_reads, subgraphs
 
     values = dict(feeds)
     for index, node in enumerate(model.graph.node):
@@ -204,7 +204,7 @@ CROSSING_SHIFTS = (-1.0, 1.0, -4.0, 4.0, -16.0, 16.0)
 def data_thresholds(graph: Graph) -> list[str]:
     """The outputs of comparisons of a value computed from the network input's *values* with a constant
     (``ReduceSum(x) > c``; not a comparison of static shapes), in a graph not yet folded."""
-    from ..passes.data_shapes import data_shape_reason
+    from ..ir.data_shapes import data_shape_reason
 
     dependent = set(graph.inputs)
     data_shaped: dict[str, str] = {}
