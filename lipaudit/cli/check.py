@@ -471,8 +471,8 @@ def _serial(models: list[Path], run: Run, executor=None) -> list[Outcome]:
 
 def _by_model(models: list[Path], run: Run, executor) -> list[Outcome]:
     """Each model audited by a job of its own; the reports are then handled in the models' order."""
+    from ..model_jobs import AuditError, model_job
     from ..parallel.jobs import Job, TaskFailure
-    from ..parallel.models import AuditError, model_job
 
     prepared: list[Settings | LipauditError] = []
     jobs: list[Job] = []

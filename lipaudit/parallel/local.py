@@ -81,7 +81,8 @@ class ProcessExecutor(Executor):
             from multiprocessing import forkserver
 
             self._context = multiprocessing.get_context("forkserver")
-            self._context.set_forkserver_preload(["lipaudit.parallel.worker"])
+            # The pipeline too (by name: the executors sit beneath it), for the jobs that audit whole models.
+            self._context.set_forkserver_preload(["lipaudit.parallel.worker", "lipaudit.pipeline"])
             # Start it now: it imports torch and the rules while this process loads the model.
             forkserver.ensure_running()
         else:  # Windows: each worker imports everything itself, a few seconds once per worker

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 import lipaudit.compose  # noqa: F401  (registers the op rules before workers are forked)
-import lipaudit.pipeline  # noqa: F401
 
 from .jobs import KERNEL_THREADS, Job, first_line
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LipauditError
-from ..options import AuditOptions
-from ..report import Report
-from .jobs import Job
+from .errors import LipauditError
+from .options import AuditOptions
+from .parallel.jobs import Job
+from .report import Report
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class AuditError:
 
 def audit_model(shared: dict[str, Any], path: str, options: AuditOptions) -> Report | AuditError:
     """``pipeline.audit(path, options)``, with a user-facing error returned rather than raised."""
-    from ..pipeline import audit
+    from .pipeline import audit
 
     try:
         return audit(path, options)
