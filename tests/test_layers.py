@@ -20,8 +20,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lipaudit"
 LAYERS: list[set[str]] = [
     {"errors", "invariants", "report_types", "shapes", "version"},
     {"ir", "intervals", "spectral", "linear_maps"},
-    {"ops", "load"},
-    {"passes", "execute", "domain", "compose", "tight"},
+    {"ops"},
+    {"passes"},
+    {"load"},
+    {"execute", "domain", "compose", "tight"},
     {"options", "report"},
     {"parallel"},
     {"pipeline"},

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError
 from ..ir import Graph
 from .probe import ProbeUnavailable, RuntimeProbe, apply_runtime_shapes, probe_onnx, probe_onnx_by_node
+from .sniff import sniff_format
 
-ZIP_MAGIC = b"PK\x03\x04"
-PICKLE_PROTOCOL_MARK = 0x80
+if TYPE_CHECKING:
+    from ..passes import PassManager
 
 
 @dataclass
@@ -35,19 +36,14 @@ class LoadedModel:
     notices: list[str] = field(default_factory=list)
 
 
-def sniff_format(data: bytes) -> str:
-    """'onnx', 'zip' (TorchScript / torch.export archive), 'pickle', 'empty' or 'unknown'."""
-    if not data:
-        return "empty"
-    if data.startswith(ZIP_MAGIC):
-        return "zip"
-    if data[0] == PICKLE_PROTOCOL_MARK and len(data) > 1 and data[1] <= 5:
-        return "pickle"
-    # An ONNX ModelProto starts with a protobuf tag: ir_version (field 1, varint) in practice,
-    # or another field tag of ModelProto with a varint or length-delimited wire type.
-    if data[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42):
-        return "onnx"
-    return "unknown"
+def load_time_passes() -> PassManager:
+    """What every loader's graph goes through: schema defaults, constants folded away, and the
+    taken branch of each If whose condition became a constant inlined (which may fold further;
+    inlining decodes the branch's ONNX, so that pass lives here, with the ONNX reader)."""
+    from ..passes import FillDefaultAttributes, FoldConstants, PassManager, RemoveUnused
+    from .inline_if import InlineConstantIf
+
+    return PassManager([FillDefaultAttributes(), FoldConstants(), InlineConstantIf(), RemoveUnused()])
 
 
 def load_model(
@@ -64,8 +60,6 @@ def load_model(
     ``map_external_data``: leave an ONNX model's external data on disk, memory-mapped (a model
     larger than memory); it is then probed one node at a time.
     """
-    from ..passes import load_time_passes
-
     loaded = _read_model(Path(path), input_shapes or {}, seed, map_external_data)
     if loaded.format == "onnx":
         try:

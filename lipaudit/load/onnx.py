@@ -16,6 +16,7 @@ from ..errors import ModelLoadError
 from ..ir import Graph, Value
 from ..shapes import resolve_input_shapes
 from .onnx_graph import ExternalData, check_size, ir_nodes, non_finite_initializers, uses_external_data
+from .sniff import sniff_format
 
 MIN_OPSET = 6
 MAX_OPSET = 23
@@ -30,8 +31,6 @@ def external_data_bytes(path: Path) -> int:
     try:
         if not path.is_file() or path.stat().st_size > MAX_GRAPH_FILE_BYTES:
             return 0
-        from . import sniff_format
-
         with path.open("rb") as handle:
             if sniff_format(handle.read(2)) != "onnx":
                 return 0

@@ -11,15 +11,8 @@ from .fuse_circular_conv import FuseCircularConv
 from .fuse_l2_pool import FuseL2Pool
 from .fuse_normalization import FuseNormalization
 from .fuse_sorting import FuseSorting
-from .inline_if import InlineConstantIf
 from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear
-
-
-def load_time_passes() -> PassManager:
-    """What every loader's graph goes through: schema defaults, constants folded away, and the
-    taken branch of each If whose condition became a constant inlined (which may fold further)."""
-    return PassManager([FillDefaultAttributes(), FoldConstants(), InlineConstantIf(), RemoveUnused()])
 
 
 def rewrite_passes() -> PassManager:
@@ -52,12 +45,10 @@ __all__ = [
     "FuseL2Pool",
     "FuseNormalization",
     "FuseSorting",
-    "InlineConstantIf",
     "MergeLinear",
     "Pass",
     "PassManager",
     "RemoveUnused",
-    "load_time_passes",
     "merge_linear",
     "rewrite_passes",
     "run_passes",

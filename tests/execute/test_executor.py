@@ -13,9 +13,10 @@ from onnx import TensorProto, helper
 from lipaudit.errors import ExecutionError
 from lipaudit.execute import GraphInterpreter, can_execute, supported_ops
 from lipaudit.ir import Node
+from lipaudit.load import load_time_passes
 from lipaudit.load.onnx import load_onnx
 from lipaudit.ops import all_ops
-from lipaudit.passes import load_time_passes, run_passes
+from lipaudit.passes import run_passes
 from tests.builders import session, tensor
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"

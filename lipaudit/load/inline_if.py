@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node, Value
-from ..load.onnx import value_shapes
-from ..load.onnx_graph import ir_nodes
-from .manager import Pass
+from ..passes.manager import Pass
+from .onnx import value_shapes
+from .onnx_graph import ir_nodes
 
 
 def _defined(branch) -> list[str]:
