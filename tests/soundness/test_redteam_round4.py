@@ -307,6 +307,7 @@ def test_two_paths_are_merged_only_when_they_are_the_same_map(tmp_path: Path, ki
 
 # ----------------------------------------------------------------------------- residual branches
 
+
 BRANCH_MOVES = {
     "transpose": (_transpose((0, 1, 3, 2)), 2.0),
     "slice-flip": (_flip_slice((3,), (-1,)), 2.0),
@@ -902,3 +903,26 @@ def test_the_work_budget_bounds_the_recursion_on_two_slices(tmp_path: Path) -> N
     assert_sound(recursion, math.sqrt(2), allow_error=False)
     assert_sound(product, math.sqrt(2), allow_error=False)
     assert recursion_seconds <= 3 * product_seconds + 5.0, (recursion_seconds, product_seconds)
+
+
+@pytest.mark.parametrize("moved", ["transpose", "slice-flip"])
+@pytest.mark.parametrize("mix", ["conv-1x1", "reduce-sum"])
+def test_a_permutation_stacked_on_channels_then_mixed(tmp_path: Path, moved: str, mix: str) -> None:
+    """Concat([x, P x], channels) then a channel map with weights (1, −1): x − P x through the stack."""
+    moves, constants = BRANCH_MOVES[moved][0]
+    if mix == "conv-1x1":
+        tail = [helper.make_node("Conv", ["c", "W"], ["y"])]
+        constants = {**constants, "W": np.array([1, -1], np.float32).reshape(1, 2, 1, 1)}
+        stacked = ["x", "p"]
+    else:
+        tail = [helper.make_node("ReduceSum", ["c", "channel"], ["y"], keepdims=1)]
+        moves = [*moves, helper.make_node("Mul", ["p", "minus_one"], ["q"])]
+        constants = {**constants, "minus_one": np.float32(-1), "channel": _ints(1)}
+        stacked = ["x", "q"]
+    nodes = [*moves, helper.make_node("Concat", stacked, ["c"], axis=1), *tail]
+    proto = model(nodes, [("x", FLOAT, SQUARE)], [("y", FLOAT, SQUARE)], constants)
+    x = np.random.default_rng(8).normal(size=SQUARE)
+    x = x - (np.swapaxes(x, -1, -2) if moved == "transpose" else x[..., ::-1])  # P x = −x
+    truth = pair_ratio(runtime_function(proto), x, np.zeros(SQUARE))
+    assert truth == pytest.approx(2.0, rel=1e-5)
+    assert_sound(run_audit(proto, tmp_path), truth, allow_error=False)
