@@ -2,7 +2,7 @@
 
 Runs: ONNX Attention (opset 23) and the com.microsoft Attention / MultiHeadAttention, no KV cache.
 On a domain, the product rule on the ranges of the queries, keys and values bounds it
-(lipaudit.domain.attention), with its assumptions in the factor's notes.
+(lipaudit.intervals.attention), with its assumptions in the factor's notes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.attention import NOTE, AttentionBound, attention_on_box
+from ..intervals.attention import NOTE, AttentionBound, attention_on_box
 from ..intervals.interval import Interval, from_center_radius
 from ..ir import Node
 from ..spectral.dense import dense_norm

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.normalize import (
+from ..intervals.interval import Interval, product, quotient
+from ..intervals.normalize import (
     grouped,
     mean_square_bounds,
     normalized_range,
@@ -28,7 +29,6 @@ from ..domain.normalize import (
     variance_lower_bound,
     variance_upper_bound,
 )
-from ..intervals.interval import Interval, product, quotient
 from ..ir import Node
 from ..linear_maps import Barrier, Linear, Scale
 from .context import DOMAIN_HINT, RuleContext, tighter_on_domain

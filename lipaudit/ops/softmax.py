@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..domain.normalize import grouped, ungrouped
-from ..domain.softmax import log_softmax_range, softmax_range
 from ..intervals.interval import Interval
+from ..intervals.normalize import grouped, ungrouped
+from ..intervals.softmax import log_softmax_range, softmax_range
 from ..ir import Node
 from .activation_steep import Jumps
 from .context import RuleContext, tighter_on_domain

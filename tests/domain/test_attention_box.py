@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipaudit.domain.attention import attention_on_box
+from lipaudit.intervals.attention import attention_on_box
 from lipaudit.intervals.interval import Interval
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from lipaudit.domain.normalize import normalized_range, variance_lower_bound, variance_upper_bound
-from lipaudit.domain.softmax import log_softmax_range, softmax_range
 from lipaudit.intervals.interval import Interval, product, quotient, reciprocal, square
+from lipaudit.intervals.normalize import normalized_range, variance_lower_bound, variance_upper_bound
 from lipaudit.intervals.norms import nonnegative_norm_bound
 from lipaudit.intervals.slopes import hardswish_slope_sup
+from lipaudit.intervals.softmax import log_softmax_range, softmax_range
 from lipaudit.ops.activation import GELU, GELU_TANH, MISH, SILU
 
 RNG = np.random.default_rng(0)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..intervals.interval import HUGE, Interval, from_center_radius
-from ..intervals.norms import nonnegative_norm_bound
+from .interval import HUGE, Interval, from_center_radius
+from .norms import nonnegative_norm_bound
 from .softmax import softmax_range
 
 NOTE = (

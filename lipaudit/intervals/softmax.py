@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..intervals.interval import HUGE, RANGE_MARGIN
+from .interval import HUGE, RANGE_MARGIN
 
 
 def _others_sum(exponents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

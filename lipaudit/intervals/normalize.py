@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..intervals.interval import HUGE, RANGE_MARGIN, Interval
+from .interval import HUGE, RANGE_MARGIN, Interval
 
 _BISECTIONS = 60
 
