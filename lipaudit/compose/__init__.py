@@ -77,7 +77,7 @@ def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueB
         return ValueBound(math.nan, False, unknown | {node_name}, unbounded)
     terms = [w * b.value for w, b in zip(weights, inputs) if w != 0.0]
     value = root_sum_squares(terms) if factor.combine == "rss" else sum(terms)
-    if not math.isfinite(value):
+    if not math.isfinite(value) and all(math.isfinite(b.value) for b in inputs):
         # Finite factors whose product leaves float64: no figure, and this node says why.
         return ValueBound(math.inf, False, unknown, unbounded | {node_name})
     return ValueBound(value, certified and factor.certified, unknown, unbounded)
