@@ -13,7 +13,7 @@ from lipaudit.sdp.matrix import Blocks
 from lipaudit.sdp.network import SdpNetwork
 
 
-def cvxpy_lipsdp(network: SdpNetwork, solver: str = "SCS") -> float:
+def cvxpy_lipsdp(network: SdpNetwork, solver: str = "SCS", eps: float = 1e-6) -> float:
     """√ρ* of min ρ s.t. M(ρ, λ) ⪯ 0, λ ≥ 0 (docs/design_sdp.md), by cvxpy."""
     import cvxpy as cp
 
@@ -43,7 +43,7 @@ def cvxpy_lipsdp(network: SdpNetwork, solver: str = "SCS") -> float:
     problem = cp.Problem(cp.Minimize(rho), [(m + m.T) / 2 << 0])
     # SCS (first-order, sparse) is the one that handles a few hundred neurons in seconds here; Clarabel
     # (interior point) takes a minute at a hundred.  Tolerances well under the 1% the comparison needs.
-    options = {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iters": 200_000} if solver == "SCS" else {}
+    options = {"eps_abs": eps, "eps_rel": eps, "max_iters": 200_000} if solver == "SCS" else {}
     problem.solve(solver=solver, **options)
     if rho.value is None:
         raise RuntimeError(f"cvxpy/{solver} found no solution: {problem.status}")
