@@ -4,9 +4,11 @@ The optimiser's multipliers are only floating-point numbers; this module turns t
 certificate or refuses.  Three steps, each with an a-priori rounding bound:
 
 1. Ã = fl(−M(ρ', λ)) is computed from the network's float64 matrices (float32 weights are exact in
-   float64, nothing else is rounded beforehand).  Every entry of −M is a sum of products evaluated
-   along at most K = N + m + 16 rounded operations (N neurons, m outputs), so
-   |Ã − (−M)| ≤ γ_K·G entrywise, with G the same expression on absolute values and
+   float64).  Every entry of −M is a sum of products evaluated along at most K = N + m + 16 + r
+   rounded operations (N neurons, m outputs, r those behind a matrix of the network that was itself
+   computed, such as the products of an eliminated residual stream: network.Connection), so
+   |Ã − (−M)| ≤ γ_K·G entrywise, with G the same expression on absolute values (with the
+   connections' magnitudes in place of |A|, |B|) and
    γ_k = k·u/(1 − k·u), u = 2⁻⁵³ (Higham, *Accuracy and Stability*, §3.1).  Hence
    ‖Ã − (−M)‖₂ ≤ e := γ_K (1 + γ_K)(1 + γ_n)·max_i Σ_j Ĝ_ij (a symmetric matrix's 2-norm is at
    most its ∞-norm; Ĝ, the computed G, is within a factor 1 + γ_K of G; the row sum within 1 + γ_n).
@@ -74,10 +76,10 @@ def negated_matrix(blocks: Blocks, rho: float, lam: np.ndarray) -> tuple[np.ndar
     half = p.T @ (lam[:, None] * q)
     value = (half + half.T) / 2 - out.T @ out
     value[np.diag_indices(n0)] += rho
-    p_abs = select + np.abs(blocks.alpha)[:, None] * np.abs(pre)
-    q_abs = select + np.abs(blocks.beta)[:, None] * np.abs(pre)
+    p_abs = select + np.abs(blocks.alpha)[:, None] * blocks.pre_bound
+    q_abs = select + np.abs(blocks.beta)[:, None] * blocks.pre_bound
     half_abs = p_abs.T @ (lam[:, None] * q_abs)
-    bound = (half_abs + half_abs.T) / 2 + np.abs(out).T @ np.abs(out)
+    bound = (half_abs + half_abs.T) / 2 + blocks.out_bound.T @ blocks.out_bound
     bound[np.diag_indices(n0)] += rho
     # Exactly symmetric: one triangle, mirrored (whichever triangle dpotrf reads, it is this matrix).
     upper = np.triu(value)
@@ -95,7 +97,7 @@ def certify(blocks: Blocks, rho: float, lam: np.ndarray) -> Certificate | None:
     n = matrix.shape[0]
     if 4 * (n + 2) * UNIT >= 1 or not (np.all(np.isfinite(matrix)) and np.all(np.isfinite(bound))):
         return None
-    depth = blocks.neurons + out_rows(blocks) + 16
+    depth = blocks.neurons + out_rows(blocks) + 16 + blocks.rounding
     error = gamma(depth) * (1 + gamma(depth)) * (1 + gamma(n)) * SAFETY * float(np.max(bound.sum(axis=1)))
     diagonal = np.nextafter(np.diagonal(matrix) - error, -np.inf)
     if not np.all(diagonal >= 0):

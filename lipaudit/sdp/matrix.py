@@ -38,12 +38,18 @@ class Blocks:
     out_v: np.ndarray  # B_v: m × N
     alpha: np.ndarray
     beta: np.ndarray
+    pre_bound: np.ndarray  # Â ≥ |A| (the exact A lies within γ_rounding·Â of the one here)
+    out_bound: np.ndarray  # B̂ ≥ |B|, likewise
+    rounding: int
 
     @classmethod
     def of(cls, network: SdpNetwork) -> Blocks:
         pre, out, alpha, beta = network.stacked()
+        pre_bound, out_bound = network.magnitudes()
         n0 = network.input_dim
-        return cls(pre[:, :n0], pre[:, n0:], out[:, :n0], out[:, n0:], alpha, beta)
+        return cls(
+            pre[:, :n0], pre[:, n0:], out[:, :n0], out[:, n0:], alpha, beta, pre_bound, out_bound, network.rounding()
+        )
 
     @property
     def input_dim(self) -> int:

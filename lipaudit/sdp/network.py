@@ -31,10 +31,22 @@ INPUT = -1  # the source index of the network input in a connection
 
 @dataclass(frozen=True)
 class Connection:
-    """``matrix`` (out × in) applied to the input (source = INPUT) or to group ``source``'s output."""
+    """``matrix`` (out × in) applied to the input (source = INPUT) or to group ``source``'s output.
+
+    Where ``matrix`` was computed in floating point (a product of the network's matrices), the exact
+    map lies within γ_rounding·magnitude of it entrywise (γ_k = k·2⁻⁵³/(1 − k·2⁻⁵³)): ``rounding``
+    counts the rounded operations per entry and ``magnitude`` (≥ |matrix|) is the same expression in
+    absolute values.  The certificate widens its error bound by both (certify.py), so the figure
+    holds for the exact network, not only for the rounded matrices.
+    """
 
     source: int
     matrix: np.ndarray
+    rounding: int = 0
+    magnitude: np.ndarray | None = None
+
+    def bound(self) -> np.ndarray:
+        return np.abs(self.matrix) if self.magnitude is None else self.magnitude
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,24 @@ class SdpNetwork:
         for group in self.groups[:-1]:
             starts.append(starts[-1] + group.size)
         return starts
+
+    def rounding(self) -> int:
+        """Rounded operations behind any entry of A or B (connections' own, plus summing connections)."""
+        connections = [c for g in self.groups for c in g.inputs] + list(self.output)
+        return max((c.rounding for c in connections), default=0) + len(connections)
+
+    def magnitudes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Entrywise bounds |A| ≤ Â, |B| ≤ B̂ on the exact stacked matrices' absolute-value expressions."""
+        bound = SdpNetwork(
+            self.input_dim,
+            tuple(
+                NeuronGroup(g.alpha, g.beta, tuple(Connection(c.source, c.bound()) for c in g.inputs), g.name)
+                for g in self.groups
+            ),
+            tuple(Connection(c.source, c.bound()) for c in self.output),
+        )
+        pre, out, _, _ = bound.stacked()
+        return pre, out
 
     def stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(A, B, alpha, beta): u = A·z for all neurons stacked, y = B·z, z = [x; v]."""
@@ -179,8 +209,10 @@ def from_residual_mlp(
     stem_m = np.eye(width) if stem_m is None else stem_m
 
     def through(matrix: np.ndarray, stream: list[Connection]) -> tuple[Connection, ...]:
-        """``matrix`` applied to the stream h = Σ stream terms, as connections."""
-        return tuple(Connection(c.source, matrix @ c.matrix) for c in stream)
+        """``matrix`` applied to the stream h = Σ stream terms, as connections (rounded products)."""
+        return tuple(
+            Connection(c.source, matrix @ c.matrix, matrix.shape[1], np.abs(matrix) @ np.abs(c.matrix)) for c in stream
+        )
 
     stream = [Connection(INPUT, stem_m)]  # h as a sum of connections
     groups: list[NeuronGroup] = []
@@ -201,8 +233,11 @@ def from_residual_mlp(
 
 
 def _merge(connections: Sequence[Connection]) -> tuple[Connection, ...]:
-    """One connection per source (sums of matrices from the same source)."""
-    merged: dict[int, np.ndarray] = {}
+    """One connection per source (sums of matrices from the same source, one more rounding each)."""
+    merged: dict[int, Connection] = {}
     for c in connections:
-        merged[c.source] = merged[c.source] + c.matrix if c.source in merged else c.matrix
-    return tuple(Connection(s, m) for s, m in merged.items())
+        if c.source in merged:
+            m = merged[c.source]
+            c = Connection(c.source, m.matrix + c.matrix, max(m.rounding, c.rounding) + 1, m.bound() + c.bound())
+        merged[c.source] = c
+    return tuple(merged.values())

@@ -96,6 +96,10 @@ def test_residual_mlp_figure_between_jacobians_and_product():
     assert found.certified and found.figure is not None
     assert jacobian_lower_bound(f, 3) <= found.figure <= product_figure(net) * (1 + 1e-9)
     assert cut_sources(net) == {}  # the eliminated stream reads every block: no windows
+    # The stream's products are rounded: the certificate widens its error bound by their magnitudes.
+    pre, out, _, _ = net.stacked()
+    pre_bound, out_bound = net.magnitudes()
+    assert net.rounding() >= 4 and np.all(pre_bound >= np.abs(pre)) and np.all(out_bound >= np.abs(out))
 
 
 def test_certificate_rejects_multipliers_below_the_truth():
