@@ -120,7 +120,7 @@ def lower_bound(model: nn.Module, inputs: torch.Tensor, steps: int = 30) -> floa
     for _ in range(steps):
         optimiser.zero_grad()
         values = norms(points)
-        best = max(best, float(values.max()))
+        best = max(best, float(values.detach().max()))
         (-values.sum()).backward()
         optimiser.step()
     model.float()
