@@ -2,7 +2,7 @@
 
 Not a test.  Trains MLPs for a few seconds each on scikit-learn's bundled digits (8×8, 10 classes):
 64-32-32-10, 64-64-64-10, 64-128-128-10, 64-300-300-300-10 (203k parameters) and two residual MLPs
-(stem 64→w, 3 blocks w→2w→w with ReLU, ReLU, head; w = 32 and 16).  For each: the product of
+(stem 64→w, 3 blocks w→h→w with ReLU, ReLU, head; (w, h) = (32, 64) and (16, 16)).  For each: the product of
 spectral norms (lipaudit.sdp's product figure: for an MLP, ∏‖W_k‖); the certified LipSDP-Neuron
 figure and its CPU seconds (process time, one torch thread, so other load on the machine does not
 count); cvxpy's optimum of the same program with an open solver (the `bench` extra; SCS at
@@ -12,7 +12,7 @@ empirical lower bound (the largest ‖J(x)‖₂ over the test set, uniform nois
 gradient ascent on ‖J(x)‖₂ from the best points — for ReLU nets the ascent moves little, J being
 piecewise constant).
 
-Usage:  python bench/sdp.py [--budget 1e11] [--cvxpy-neurons 130] [--solver SCS] [--eps 1e-5] [--skip-large]
+Usage:  python bench/sdp.py [--budget 1e11] [--cvxpy-neurons 64] [--solver SCS] [--eps 1e-5] [--skip-large]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ NETS = {  # name: (builder, epochs)
     "MLP 64-128-128-10": (lambda: mlp([64, 128, 128, 10]), 20),
     "MLP 64-300-300-300-10": (lambda: mlp([64, 300, 300, 300, 10]), 10),
     "residual MLP (3 blocks)": (ResidualMLP, 20),
-    "residual MLP (3 blocks, width 16)": (lambda: ResidualMLP(16, 32), 20),
+    "residual MLP (3 blocks, width 16)": (lambda: ResidualMLP(16, 16), 20),
 }
 LARGE = ("MLP 64-300-300-300-10",)
 
@@ -136,7 +136,7 @@ def seconds(fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET)
-    parser.add_argument("--cvxpy-neurons", type=int, default=130, help="run cvxpy on nets up to this many neurons")
+    parser.add_argument("--cvxpy-neurons", type=int, default=64, help="run cvxpy on nets up to this many neurons")
     parser.add_argument("--solver", default="SCS")
     parser.add_argument("--eps", type=float, default=1e-5, help="SCS's tolerance")
     parser.add_argument("--skip-large", action="store_true")
