@@ -140,12 +140,13 @@ def main() -> None:
     parser.add_argument("--solver", default="SCS")
     parser.add_argument("--eps", type=float, default=1e-5, help="SCS's tolerance")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, help="run only the nets whose names contain one of these")
     args = parser.parse_args()
     torch.set_num_threads(1)
     x_train, y_train, x_test, y_test = digits()
     rows = []
     for name, (build, epochs) in NETS.items():
-        if args.skip_large and name in LARGE:
+        if (args.skip_large and name in LARGE) or (args.only and not any(o in name for o in args.only)):
             continue
         torch.manual_seed(0)
         model, t_train = seconds(lambda: train(build(), x_train, y_train, epochs))
