@@ -14,7 +14,7 @@ from lipaudit.sdp.network import SdpNetwork
 
 
 def cvxpy_lipsdp(network: SdpNetwork, solver: str = "SCS", eps: float = 1e-6) -> float:
-    """√ρ* of min ρ s.t. M(ρ, λ) ⪯ 0, λ ≥ 0 (docs/design_sdp.md), by cvxpy."""
+    """√ρ* of min ρ s.t. M(ρ, λ) ⪯ 0, λ ≥ 0 (docs/design.md ('Semidefinite bound')), by cvxpy."""
     import cvxpy as cp
 
     blocks = Blocks.of(network)

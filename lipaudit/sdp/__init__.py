@@ -1,4 +1,4 @@
-"""A certified semidefinite network bound (LipSDP-Neuron, Fazlyab et al. 2019), docs/design_sdp.md.
+"""A certified semidefinite network bound (LipSDP-Neuron, Fazlyab et al. 2019), docs/design.md ('Semidefinite bound').
 
 ``sdp_bound(network, warm_start=..., budget=...)`` on an ``SdpNetwork`` (network.py: neuron groups
 with per-neuron slope ranges, joined by dense linear maps and skip connections) returns an

@@ -1,4 +1,4 @@
-"""A rigorous proof, in float64, that M(ρ', λ) ⪯ 0 for given multipliers (docs/design_sdp.md §5).
+"""A rigorous proof, in float64, that M(ρ', λ) ⪯ 0 for given multipliers (docs/design.md ('Semidefinite bound') §5).
 
 The optimiser's multipliers are only floating-point numbers; this module turns them into a
 certificate or refuses.  Three steps, each with an a-priori rounding bound:

@@ -1,4 +1,4 @@
-"""The LipSDP-Neuron matrix M(ρ, λ) and its reduction to the input block (docs/design_sdp.md §2–§3).
+"""The LipSDP-Neuron matrix M(ρ, λ) and its reduction to the input block (docs/design.md ('Semidefinite bound') §2–§3).
 
 Over z = [x; v] (input, then every neuron's output) with pre-activations u = A z and output y = B z,
 neuron i's slope range [α_i, β_i] gives, for any two inputs and their differences Δu, Δv,
@@ -134,7 +134,7 @@ class SchurObjective:
         """(f_t(λ), λ_max(S(λ)), ∇_λ f_t) with f_t the log-sum-exp of S's eigenvalues at temperature t
         (optimise.py), or None where −C_vv(λ) is not positive definite.
 
-        The gradient is written out (docs/design_sdp.md §4) rather than taken by autograd, whose
+        The gradient is written out (docs/design.md ('Semidefinite bound') §4) rather than taken by autograd, whose
         Cholesky backward costs three times the factorisation: with G = ∂f/∂S = V diag(softmax) Vᵀ,
         Y = (−C_vv)⁻¹C_vx and R = A_x + A_v·Y (row i: the neuron's pre-activation seen through S),
 

@@ -15,7 +15,7 @@ float64, so nothing is rounded.  Biases never change a Lipschitz constant and ar
 Plain MLPs are the chain case (``from_mlp``); residual blocks x + W₂σ(W₁x) are expressed with the
 stream eliminated (``from_residual_mlp``): every pre-activation reads the input and all earlier
 groups through the products of the linear maps between them, so the semidefinite program sees the
-skip connections exactly.  The stacked matrices (``stacked``) are what docs/design_sdp.md calls
+skip connections exactly.  The stacked matrices (``stacked``) are what docs/design.md ('Semidefinite bound') calls
 A (pre-activations) and B (output) over z = [x; v].
 """
 

@@ -1,4 +1,4 @@
-"""The multipliers λ by a first-order method (docs/design_sdp.md §4): no solver, torch float64 only.
+"""The multipliers λ by a first-order method (docs/design.md ('Semidefinite bound') §4): no solver, torch float64 only.
 
 For fixed λ the smallest feasible ρ is ρ*(λ) = λ_max(S(λ)) (matrix.py), a convex function of λ on
 the convex set where −C_vv(λ) ≻ 0 (it is the partial minimum of a jointly convex program).  We
