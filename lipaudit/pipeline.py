@@ -284,6 +284,8 @@ def _tighten(
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         notices.append(f"the network bound is the product: the recursion failed on this graph ({first})")
         return None
+    if tight.proof:
+        notices.append(f"the network bound is LipSDP-Neuron's, certified: {tight.proof}")
     if not tight.finished:
         notices.append(
             f"the recursion stopped at its time limit ({time_limit:.3g} s): the values it did not reach keep the "

@@ -33,6 +33,7 @@ from ..report_types import ResidualBranch
 from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
 from .recursion import DEFAULT_WINDOW, network_bound, work_allowance
+from .semidefinite import semidefinite_bound
 
 BOUNDS = ("recursion", "product")
 # Of the time limit, the network's recursion may take this share; the branches' take what is left.
@@ -46,6 +47,9 @@ WIDER_WINDOW_STEP = 2
 # 0.2 took 3.5x and 1.5 (every chain norm: the full recursion) 7x, on this project's 2-core machine.
 DEFAULT_RECURSION_BUDGET = 0.15
 WIDER_WINDOW_COST = 4.0
+# Operations of the semidefinite program's cost model (lipaudit.sdp) on a plain chain: a fixed
+# number, so the figure is the same on any machine; about a second of one core on a 64-128-128-10 MLP.
+SDP_BUDGET = 3e10
 
 __all__ = ["BOUNDS", "DEFAULT_RECURSION_BUDGET", "GraphBound", "NotMappable", "tighten"]
 
@@ -62,6 +66,7 @@ class GraphBound:
     finished: bool = True  # False: the requested time limit stopped some recursion; those figures are the product's
     work_allowed: float = 0.0  # operations of the cost model the recursion could spend
     work_spent: float = 0.0  # and those its plans measured
+    proof: str | None = None  # how the semidefinite figure was proved, where it is the network's
 
 
 def tighten(
@@ -120,6 +125,14 @@ def tighten(
             cheap = allowance is None or tight.work_wanted * WIDER_WINDOW_COST <= allowance
             if first and tight.finished and cheap:
                 runs.append(window + WIDER_WINDOW_STEP)
+    proof = None
+    if recursion and len(outputs) == 1:
+        (name,) = outputs
+        sdp = semidefinite_bound(net, warm_start=outputs[name] / margin, budget=SDP_BUDGET)
+        if sdp is not None and sdp.certified and sdp.figure is not None and sdp.figure * margin < outputs[name]:
+            outputs[name] = sdp.figure * margin
+            upper = min(upper, _by_position(graph, outputs))
+            method, proof = sdp.method, sdp.proof
     # The branches share what the network's recursion left (of the work, and of a time limit); in
     # product mode, nothing.
     branch_time = 0.0 if not recursion else None if time_limit is None else start + time_limit - time.perf_counter()
@@ -154,6 +167,7 @@ def tighten(
         finished,
         math.inf if allowance is None else allowance,
         spent,
+        proof if method == "LipSDP-Neuron" else None,
     )
 
 
