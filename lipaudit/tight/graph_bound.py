@@ -28,10 +28,12 @@ import time
 from dataclasses import dataclass, field
 
 from ..compose import FLOAT32_MARGIN, NetworkBound
+from ..intervals.interval import Interval
 from ..ir import Graph
 from ..report_types import ResidualBranch
 from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
+from .neuron_slopes import neuron_slope_ranges
 from .recursion import DEFAULT_WINDOW, network_bound, work_allowance
 
 BOUNDS = ("recursion", "product")
@@ -62,6 +64,7 @@ class GraphBound:
     finished: bool = True  # False: the requested time limit stopped some recursion; those figures are the product's
     work_allowed: float = 0.0  # operations of the cost model the recursion could spend
     work_spent: float = 0.0  # and those its plans measured
+    local: bool = False  # per-neuron slopes on a bounded domain: the figure holds there only
 
 
 def tighten(
@@ -73,6 +76,7 @@ def tighten(
     seed: int = 0,
     budget: float | None = DEFAULT_RECURSION_BUDGET,
     time_limit: float | None = None,
+    ranges: dict[str, Interval] | None = None,
 ) -> GraphBound:
     """The network bound by ``bound`` ('recursion' or 'product') and the residual-branch bounds.
 
@@ -80,6 +84,8 @@ def tighten(
     multiples of the node norms' operations (recursion.work_allowance; None: measure every
     chain norm).  ``time_limit``: seconds, only on request (the network's recursion NETWORK_SHARE
     of it, the branches what is left); past it, figures keep the product's (``finished`` False).
+    ``ranges``: on a bounded domain, every value's range there; the activations then get per-neuron
+    slopes (neuron_slopes.py) and the figure holds on that domain only.
     Raises NotMappable when the graph cannot be described as a Network (an unknown shape)."""
     if bound not in BOUNDS:
         raise ValueError(f"unknown bound '{bound}': choose one of {', '.join(BOUNDS)}")
@@ -88,7 +94,9 @@ def tighten(
     if composed.upper_bound is None:
         raise NotMappable("the product bound is not finite")
     start = time.perf_counter()
-    described = network_from_graph(graph, {layer.node: layer.output_factors for layer in composed.layers}, seed=seed)
+    local = neuron_slope_ranges(graph, ranges) if ranges is not None else None
+    factors = {layer.node: layer.output_factors for layer in composed.layers}
+    described = network_from_graph(graph, factors, seed=seed, neuron_slopes=local)
     net = described.network
     margin = (1.0 + FLOAT32_MARGIN) ** len(net)
     recursion = bound == "recursion"
@@ -154,6 +162,7 @@ def tighten(
         finished,
         math.inf if allowance is None else allowance,
         spent,
+        bool(local) and upper < composed.upper_bound,
     )
 
 
