@@ -35,6 +35,7 @@ from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
 from .neuron_slopes import neuron_slope_ranges
 from .recursion import DEFAULT_WINDOW, network_bound, work_allowance
+from .vertices import piecewise_bound
 
 BOUNDS = ("recursion", "product")
 # Of the time limit, the network's recursion may take this share; the branches' take what is left.
@@ -128,6 +129,17 @@ def tighten(
             cheap = allowance is None or tight.work_wanted * WIDER_WINDOW_COST <= allowance
             if first and tight.finished and cheap:
                 runs.append(window + WIDER_WINDOW_STEP)
+    if recursion and local:
+        # A few entries that may switch on the box: the largest norm of the linear pieces (vertices.py).
+        work = None if allowance is None else max(0.0, allowance - spent)
+        pieces = piecewise_bound(graph, factors, local, seed=seed, window=window, work=work)
+        if pieces is not None:
+            for name, found in pieces[0].items():
+                if name in outputs and found * margin < outputs[name]:
+                    outputs[name] = found * margin
+            piecewise = _by_position(graph, outputs)
+            if piecewise < upper:
+                upper, method = piecewise, f"linear-pieces-{pieces[1]}"
     # The branches share what the network's recursion left (of the work, and of a time limit); in
     # product mode, nothing.
     branch_time = 0.0 if not recursion else None if time_limit is None else start + time_limit - time.perf_counter()
