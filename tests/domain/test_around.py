@@ -136,3 +136,27 @@ def test_around_errors_are_usage_errors(tmp_path) -> None:
         lipaudit.audit(net, example_inputs=x, around=x.numpy())
     with pytest.raises(UsageError, match="both --input-range and --around"):
         lipaudit.audit(net, example_inputs=x, around=x.numpy(), radius=1e-3, input_range="0:1")
+
+
+class _Residual(torch.nn.Module):
+    def __init__(self, activation: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = torch.nn.Sequential(torch.nn.Linear(12, 12), activation, torch.nn.Linear(12, 12))
+        self.head = torch.nn.Sequential(torch.nn.Linear(12, 12), activation, torch.nn.Linear(12, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x + self.inner(x))
+
+
+@pytest.mark.parametrize("activation", [torch.nn.Tanh(), torch.nn.GELU(), torch.nn.ReLU(), torch.nn.Sigmoid()])
+@pytest.mark.parametrize("radius", [0.02, 0.5])
+def test_local_figures_bound_sampled_jacobians_on_residual_nets(activation, radius: float) -> None:
+    torch.manual_seed(5)
+    net = _Residual(activation).eval()
+    x = torch.randn(1, 12, generator=torch.Generator().manual_seed(6))
+    local = lipaudit.audit(net, example_inputs=x, around=x.numpy(), radius=radius).network.upper_bound
+    whole = lipaudit.audit(net, example_inputs=x).network.upper_bound
+    generator = torch.Generator().manual_seed(7)
+    corners = [x + radius * torch.sign(torch.randn(1, 12, generator=generator)) for _ in range(20)]
+    inside = [x + radius * (2 * torch.rand(1, 12, generator=generator) - 1) for _ in range(20)]
+    assert max(_jacobian_norm(net, point) for point in corners + inside) <= local <= whole * (1 + 1e-9)
