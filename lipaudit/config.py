@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .domain.around import check_around, check_radius
+from .domain.around import anchor_centres, check_around, check_radius
 from .domain.inputs import check_input_ranges
 from .errors import UsageError
 from .parallel import LOCAL_RAY
@@ -272,7 +272,7 @@ def load_settings(config_path: Path | None, model_path: Path | None = None) -> S
             if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(model_path.name, pattern):
                 where = f'[tool.lipaudit.models."{pattern}"] of {config_path}'
                 settings = replace(settings, **_normalise(dict(override), where))
-    return settings
+    return replace(settings, around=anchor_centres(settings.around, config_path.parent))
 
 
 def _relative_to(path: Path, root: Path) -> str:

@@ -69,6 +69,18 @@ def _specs(given: Any) -> list[tuple[str | None, Any]]:
     return out
 
 
+def anchor_centres(given: Any, base: os.PathLike[str] | str) -> Any:
+    """The config's ``around`` with relative file names read from ``base`` (the config's folder)."""
+    if given is None:
+        return None
+    anchored = []
+    for name, value in _specs(given):
+        if isinstance(value, str) and not os.path.isabs(value):
+            value = os.path.join(os.fspath(base), value)
+        anchored.append(value if name is None or not isinstance(value, str) else f"{name}={value}")
+    return tuple(anchored) if all(isinstance(v, str) for v in anchored) else given
+
+
 def check_around(given: Any, radius: Any) -> None:
     """Raise UsageError when ``around``/``radius`` cannot be read (files and names are checked later)."""
     if given is None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from ..intervals.interval import Interval
 from ..ir import Graph, Node
@@ -38,7 +39,11 @@ from ..ops.activation import Activation as ActivationOp
 # Relative and absolute slack on a slope evaluated in float64 (as intervals/slopes.py does).
 _EVAL_MARGIN = 1e-9
 _EVAL_FLOOR = 1e-12
+# The bell-shaped ops' domain_slopes may use a constant rounded up at the 6th digit (Erf's 2/√π):
+# read as the lower end of a range, it needs a wider relative margin.
+_ROUNDED_CONSTANT_MARGIN = 1e-5
 _BELL_SHAPED = (smooth.Tanh, smooth.Sigmoid, smooth.Erf, smooth.Atan, smooth.Asinh, smooth.Softsign)
+_PROFILED = (smooth.Gelu, smooth.Silu, smooth.Mish)
 
 SlopeArrays = tuple[np.ndarray, np.ndarray]
 
@@ -87,26 +92,32 @@ def entry_slopes(op: ActivationOp, node: Node, ctx: RuleContext, x: Interval) ->
         return None
     sup = np.broadcast_to(np.asarray(sup, dtype=np.float64), lo.shape)
     floor = -sup  # every quotient is ≥ −sup |f'|
-    if isinstance(op, _BELL_SHAPED):
+    if type(op) in _BELL_SHAPED:
         far = x.magnitude
-        floor = np.maximum(floor, _down(op.domain_slopes(node, ctx, Interval(far, far))))
+        floor = np.maximum(floor, _down(_slope_at(op, node, ctx, far), _ROUNDED_CONSTANT_MARGIN))
     elif type(op) is smooth.Softplus:
-        floor = np.maximum(floor, _down(op.domain_slopes(node, ctx, Interval(lo, lo))))
-    elif isinstance(op, smooth.Smooth):
+        floor = np.maximum(floor, _down(_slope_at(op, node, ctx, lo)))
+    elif type(op) in _PROFILED:  # not Swish: its profile is SiLU's at alpha·x
         floor = np.maximum(floor, _profile_floor(op, node, lo, hi))
     return _clipped(floor, sup, low, high)
 
 
-def _down(values: np.ndarray) -> np.ndarray:
+def _slope_at(op: ActivationOp, node: Node, ctx: RuleContext, points: np.ndarray) -> np.ndarray:
+    """|f'| at ``points`` (the op's sup over a one-point interval); −∞ where it says nothing."""
+    found = op.domain_slopes(node, ctx, Interval(points, points))
+    return np.full(np.shape(points), -np.inf) if found is None else np.asarray(found, dtype=np.float64)
+
+
+def _down(values: np.ndarray, margin: float = _EVAL_MARGIN) -> np.ndarray:
+    """``values`` rounded down by a relative ``margin`` and an absolute _EVAL_FLOOR."""
     values = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(values), values - np.abs(values) * _EVAL_MARGIN - _EVAL_FLOOR, -np.inf)
+    return np.where(np.isfinite(values), values - np.abs(values) * margin - _EVAL_FLOOR, -np.inf)
 
 
-def _profile_floor(op: smooth.Smooth, node: Node, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _profile_floor(op: ActivationOp, node: Node, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """min f' over [lo, hi] rounded down: f' is monotone between its critical points, so the minimum
     is at an end or at a critical point inside (one that comes near counts, which only lowers it)."""
-    import torch
-
+    assert isinstance(op, smooth.Smooth)
     profile = op.profile(node)
 
     def slope(values: np.ndarray) -> np.ndarray:

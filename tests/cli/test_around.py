@@ -52,3 +52,11 @@ def test_around_mistakes_are_one_line_and_exit_two(tmp_path: Path, extra: list[s
     centre = str(_centre(tmp_path))
     result = runner.invoke(app, ["check", str(UNBOUNDED), *[a.replace("CENTRE", centre) for a in extra]])
     assert result.exit_code == 2 and result.stderr.startswith("lipaudit: error: "), result.output
+
+
+def test_the_config_reads_around_relative_to_itself(tmp_path: Path) -> None:
+    _centre(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[tool.lipaudit]\naround = "x=x.npy"\nradius = 0.01\n', encoding="utf-8")
+    result = runner.invoke(app, ["check", str(UNBOUNDED), "-f", "json", "--config", str(tmp_path / "pyproject.toml")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["settings"]["around"]["radius"] == 0.01
