@@ -47,6 +47,7 @@ def piecewise_bound(
         return None
     best: dict[str, float] = {}
     pieces = 0
+    share = None if work is None else work / 2 ** len(switching)  # the pieces share the work equally
     for ends in itertools.product((0, 1), repeat=len(switching)):
         fixed = {
             name: np.array(np.broadcast_to(lo, np.broadcast_shapes(lo.shape, hi.shape)))
@@ -59,7 +60,7 @@ def piecewise_bound(
         net = described.network
         if not all(_linear(node.op) for node in net.nodes):
             return None
-        tight = network_bound(net, window=window, budget=None, work=work)
+        tight = network_bound(net, window=window, budget=None, work=share)
         pieces += 1
         for name in graph.outputs:
             found = tight.outputs.get(net[described.ids[name]].name) if name in described.ids else None
