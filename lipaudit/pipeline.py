@@ -26,6 +26,7 @@ import torch
 
 from .compose import NetworkBound, compose
 from .domain import Domain, box_lower_bound, prepare_domain
+from .domain.around import check_around
 from .errors import ContradictionError, ExecutionError, UsageError
 from .execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS, LowerBound, empirical_lower_bound
 from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes
@@ -94,6 +95,8 @@ def audit(
     steps: int = DEFAULT_STEPS,
     lower_bound_time: float | None = None,
     input_range: Any = None,
+    around: Any = None,
+    radius: float | None = None,
     bound: str = "recursion",
     recursion_budget: float | None = DEFAULT_RECURSION_BUDGET,
     recursion_time: float | None = None,
@@ -106,7 +109,8 @@ def audit(
     50M parameters); a mismatch raises VerificationError. ``lower_bound``: also search for an
     empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by ``seed``;
     with ``lower_bound_time``, stopped after that many seconds). ``input_range``: ``--input-range``
-    strings (or the config's value): the bound is then local to that box. ``bound``: 'recursion'
+    strings (or the config's value): the bound is then local to that box; so it is with ``around``
+    (``--around`` centres: files or arrays) and ``radius`` (the ℓ∞ box around them). ``bound``: 'recursion'
     tightens the product of the factors (never above it), 'product' keeps it.
     ``recursion_budget``: the recursion's work, in multiples of the layers' norms' operations
     (None: no limit); ``recursion_time``: also stop it after that many seconds (only on request:
@@ -116,6 +120,7 @@ def audit(
     (load, verify, layers, recursion, lower_bound), for progress displays.
     """
     stage = on_stage or (lambda name: None)
+    check_around(around, radius)
     if method not in METHODS:
         raise UsageError(f"unknown method '{method}'", hint=f"choose one of: {', '.join(METHODS)}")
     if bound not in BOUNDS:
@@ -161,13 +166,13 @@ def audit(
     if not verification.checked and verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
 
-    domain = prepare_domain(graph, input_range)
+    domain = prepare_domain(graph, input_range, around=around, radius=radius)
     ctx = RuleContext(graph, method=method, device=torch_device, ranges=domain.ranges if domain else None)
     stage("layers")
     network = _analyse(graph, ctx, executor, too_large, on_node, notices)
     clock.lap("analyze")
     stage("recursion")
-    tight = _tighten(graph, network, bound, seed, notices, recursion_budget, recursion_time)
+    tight = _tighten(graph, network, bound, seed, notices, recursion_budget, recursion_time, domain)
     clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
 
@@ -193,6 +198,8 @@ def audit(
         settings["recursion"] = {"budget": recursion_budget, "time_limit_s": recursion_time}
     if domain is not None:
         settings["domain"] = domain.settings
+        if domain.around is not None:
+            settings["around"] = domain.around
     if lower_bound:
         settings["lower_bound"] = {"seed": seed, "samples": samples, "steps": steps, "time_limit_s": lower_bound_time}
     irreproducible = _time_dependence(tight, recursion_time if bound == "recursion" else None, lower)
@@ -268,6 +275,7 @@ def _tighten(
     notices: list[str],
     budget: float | None,
     time_limit: float | None,
+    domain: Domain | None = None,
 ) -> GraphBound | None:
     """The recursion's bound and the residual branches (None: the product stands, with a notice why),
     within ``budget`` (work) and, on request, ``time_limit`` seconds."""
@@ -275,7 +283,8 @@ def _tighten(
         return None
     try:
         with torch.no_grad():
-            tight = tighten(graph, network, bound=bound, seed=seed, budget=budget, time_limit=time_limit)
+            ranges = domain.ranges if domain is not None else None
+            tight = tighten(graph, network, bound=bound, seed=seed, budget=budget, time_limit=time_limit, ranges=ranges)
     except NotMappable as error:
         notices.append(f"the network bound is the product: the recursion cannot describe the graph ({error})")
         return None

@@ -25,6 +25,7 @@ from ..config import (
     parse_size,
 )
 from ..diff import diff_reports, parse_increase
+from ..domain.around import check_around
 from ..domain.inputs import check_input_ranges
 from ..errors import LipauditError, UsageError
 from ..execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS
@@ -250,6 +251,18 @@ def check(
         "Lipschitz bound on that domain, not a global one, and products of activations (gates, "
         "normalisation, attention) get a finite bound. Repeat with NAME= for several inputs.",
     ),
+    around: list[str] | None = typer.Option(
+        None,
+        "--around",
+        metavar="[NAME=]FILE.npy",
+        show_default=False,
+        help="Bound the network on the box of l-inf radius --radius around this input (a .npy array of the "
+        "input's shape): a LOCAL bound, reported with the input's sha256. NAME= may be left out for a model "
+        "with one input; repeat for several inputs.",
+    ),
+    radius: float | None = typer.Option(
+        None, "--radius", metavar="R", show_default=False, help="--around: the l-inf radius of the box (e.g. 1e-3)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for the random inputs of --verify and --lower-bound."),
     samples: int = typer.Option(
         DEFAULT_SAMPLES, "--samples", min=1, help="--lower-bound: random inputs to start from (more: slower, tighter)."
@@ -333,6 +346,7 @@ def check(
         raise UsageError(f"--recursion-budget: {error}", hint="for example --recursion-budget 4") from None
     if input_range:
         check_input_ranges(input_range)
+    check_around(around or None, radius)
     flags = dict(
         max_lipschitz=max_lipschitz,
         bound=bound,
@@ -345,6 +359,8 @@ def check(
         workers=workers,
         ray=ray_setting,
         input_range=tuple(input_range) if input_range else None,
+        around=tuple(around) if around else None,
+        radius=radius,
         lower_bound_time=search_time,
         recursion_time=tighten_time,
         rtol=rtol,
