@@ -73,6 +73,8 @@ def audit(
     recursion_budget: float | str | None = None,
     recursion_time: float | str | None = None,
     input_range: str | Sequence[str] | Mapping[str, Any] | None = None,
+    around: Any = None,
+    radius: float | None = None,
     seed: int = 0,
     samples: int = DEFAULT_SAMPLES,
     steps: int = DEFAULT_STEPS,
@@ -92,7 +94,9 @@ def audit(
     (``samples``, ``steps``, ``seed``, ``lower_bound_time``). ``recursion_budget``: the recursion's
     work in multiples of the layers' norms' work ("inf": no limit). ``recursion_time``: an opt-in time
     limit for the recursion (the report then says the figure is not reproducible).
-    ``input_range``: a local bound on that box ("0:1"). ``workers``/``ray``: measure the layers in N
+    ``input_range``: a local bound on that box ("0:1"). ``around`` and ``radius``: a local bound on the
+    ℓ∞ box of that radius around an input (a .npy path, "NAME=FILE.npy", an array, or a dict of them by
+    input name). ``workers``/``ray``: measure the layers in N
     worker processes or on Ray. ``in_memory_limit``: external data above it stays on disk ("2GiB").
     ``config``: a pyproject.toml whose [tool.lipaudit] table gives defaults that these keywords
     override. The command's ``--allow-incomplete`` is ``report.exit_code(allow_incomplete=True)``.
@@ -110,6 +114,8 @@ def audit(
         "recursion_budget": recursion_budget,
         "recursion_time": recursion_time,
         "input_range": input_range,
+        "around": around,
+        "radius": radius,
         "workers": workers,
         "ray": ray,
         "in_memory_limit": in_memory_limit,

@@ -12,6 +12,8 @@ in_memory_limit = "2GiB"           # external data above this stays on disk, rea
 workers = 4                        # for the whole run: worker processes (or CPUs of a local Ray cluster)
 ray = "auto"                       # for the whole run: true (a local cluster), "auto" or an address
 input_range = "0:1"                # a local bound on this box of inputs; or ["x=0:1"], or {x = [0, 1]}
+around = "x=centre.npy"            # or: a local bound on the box of ℓ∞ radius `radius` around this input
+radius = 1e-3
 lower_bound_time = 60              # stop --lower-bound's search after this (or "2min"); default: no time limit
 bound = "recursion"                # or "product": how the layers' factors combine into the network bound
 max_branch_lipschitz = 0.9         # every residual branch g of x + g(x) under this: the net is invertible
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .domain.around import anchor_centres, check_around, check_radius
 from .domain.inputs import check_input_ranges
 from .errors import UsageError
 from .options import AuditOptions, InputRange, check_choice
@@ -52,6 +55,8 @@ KEYS = {
     "workers",
     "ray",
     "input_range",
+    "around",
+    "radius",
     "lower_bound_time",
     "recursion_budget",
     "recursion_time",
@@ -140,6 +145,8 @@ class Settings:
     workers: int | None = None  # None: no worker, the plain serial run
     ray: str | None = None  # None: not on Ray; "local" or an address
     input_range: InputRange | None = None  # --input-range strings, or the config's string, list or table
+    around: Any = None  # --around [NAME=]FILE.npy strings, the config's string, list or table (API: arrays too)
+    radius: float | None = None  # --radius: the ℓ∞ radius of the box around each --around centre
     lower_bound_time: float | None = None  # seconds; None: the pipeline's default
     recursion_time: float | None = None  # seconds; None: no time limit
     recursion_budget: float | str | None = None  # None: the pipeline's default; "inf": no limit
@@ -163,7 +170,7 @@ class Settings:
             input_shape=self.input_shape, method=self.method, device=self.device, bound=self.bound
         )
         chosen["max_lipschitz"] = self.max_lipschitz
-        for key in ("in_memory_limit", "lower_bound_time", "recursion_time", "input_range"):
+        for key in ("in_memory_limit", "lower_bound_time", "recursion_time", "input_range", "around", "radius"):
             if getattr(self, key) is not None:
                 chosen[key] = getattr(self, key)
         if self.recursion_budget is not None:
@@ -227,6 +234,13 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
                 if isinstance(given, list)
                 else dict(given)
             )
+        if "around" in values or "radius" in values:
+            check_around(values.get("around"), values.get("radius"))
+            if "radius" in values:
+                values["radius"] = check_radius(values["radius"])
+            if isinstance(values.get("around"), (str, list)):
+                given = values["around"]
+                values["around"] = (given,) if isinstance(given, str) else tuple(given)
         if "workers" in values:
             if isinstance(values["workers"], bool) or not isinstance(values["workers"], int) or values["workers"] < 1:
                 raise TypeError("workers must be a whole number, at least 1")
@@ -274,7 +288,7 @@ def load_settings(config_path: Path | None, model_path: Path | None = None) -> S
             if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(model_path.name, pattern):
                 where = f'[tool.lipaudit.models."{pattern}"] of {config_path}'
                 settings = replace(settings, **_normalise(dict(override), where))
-    return settings
+    return replace(settings, around=anchor_centres(settings.around, config_path.parent))
 
 
 def _relative_to(path: Path, root: Path) -> str:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from .domain.around import check_around
 from .domain.inputs import check_input_ranges
 from .errors import UsageError
 from .execute.empirical_lower_bound import DEFAULT_SAMPLES, DEFAULT_STEPS
@@ -51,6 +53,10 @@ class AuditOptions:
     steps: int = DEFAULT_STEPS
     lower_bound_time: float | None = None  # seconds; None: no time limit
     input_range: InputRange | None = None
+    # --around: centres (.npy paths, "NAME=FILE.npy", arrays, or a table of them by input name) of the
+    # ℓ∞ box of this radius: a local bound there.
+    around: Any = None
+    radius: float | None = None
     recursion_budget: float | None = DEFAULT_RECURSION_BUDGET  # None: no limit
     recursion_time: float | None = None  # seconds; None: no time limit
     in_memory_limit: int = DEFAULT_IN_MEMORY_LIMIT  # bytes
@@ -70,6 +76,7 @@ class AuditOptions:
             raise UsageError("--lower-bound-time must be a positive number of seconds", hint="for example 60s")
         if self.input_range is not None:
             check_input_ranges(self.input_range)
+        check_around(self.around, self.radius)
 
 
 __all__ = [

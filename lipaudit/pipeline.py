@@ -95,7 +95,8 @@ def audit(
     models under 50M parameters); a mismatch raises VerificationError. ``lower_bound``: also search
     for an empirical lower bound (``samples`` random inputs, ``steps`` ascent steps, seeded by
     ``seed``; with ``lower_bound_time``, stopped after that many seconds). ``input_range``: the bound
-    is then local to that box. ``bound``: 'recursion' tightens the product of the factors (never
+    is then local to that box; so it is with ``around`` (``--around`` centres: files or arrays) and
+    ``radius`` (the ℓ∞ box around them). ``bound``: 'recursion' tightens the product of the factors (never
     above it), 'product' keeps it. ``recursion_budget``: the recursion's work, in multiples of the
     layers' norms' operations (None: no limit); ``recursion_time``: also stop it after that many
     seconds (only on request: the figure then depends on the machine, and the report says so).
@@ -134,14 +135,14 @@ def audit(
     if not verification.checked and options.verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
 
-    domain = prepare_domain(graph, options.input_range)
+    domain = prepare_domain(graph, options.input_range, around=options.around, radius=options.radius)
     ctx = RuleContext(graph, method=options.method, device=torch_device, ranges=domain.ranges if domain else None)
     stage("layers")
     network = _analyse(graph, ctx, executor, too_large, on_node, notices)
     clock.lap("analyze")
     stage("recursion")
     tight = _tighten(
-        graph, network, options.bound, options.seed, notices, options.recursion_budget, options.recursion_time
+        graph, network, options.bound, options.seed, notices, options.recursion_budget, options.recursion_time, domain
     )
     clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
@@ -168,6 +169,8 @@ def audit(
         settings["recursion"] = {"budget": options.recursion_budget, "time_limit_s": options.recursion_time}
     if domain is not None:
         settings["domain"] = domain.settings
+        if domain.around is not None:
+            settings["around"] = domain.around
     if options.lower_bound:
         settings["lower_bound"] = {
             "seed": options.seed,
@@ -248,6 +251,7 @@ def _tighten(
     notices: list[str],
     budget: float | None,
     time_limit: float | None,
+    domain: Domain | None = None,
 ) -> GraphBound | None:
     """The recursion's bound and the residual branches (None: the product stands, with a notice why),
     within ``budget`` (work) and, on request, ``time_limit`` seconds."""
@@ -255,7 +259,8 @@ def _tighten(
         return None
     try:
         with torch.no_grad():
-            tight = tighten(graph, network, bound=bound, seed=seed, budget=budget, time_limit=time_limit)
+            ranges = domain.ranges if domain is not None else None
+            tight = tighten(graph, network, bound=bound, seed=seed, budget=budget, time_limit=time_limit, ranges=ranges)
     except NotMappable as error:
         notices.append(f"the network bound is the product: the recursion cannot describe the graph ({error})")
         return None
@@ -264,6 +269,8 @@ def _tighten(
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         notices.append(f"the network bound is the product: the recursion failed on this graph ({first})")
         return None
+    if tight.proof:
+        notices.append(f"the network bound is LipSDP-Neuron's, certified: {tight.proof}")
     if not tight.finished:
         notices.append(
             f"the recursion stopped at its time limit ({time_limit:.3g} s): the values it did not reach keep the "

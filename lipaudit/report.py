@@ -319,6 +319,8 @@ def build_report(
     if tight is not None:
         output_bounds.update(tight.outputs)
     scope = network_scope(network)
+    if tight is not None and tight.local:  # per-neuron slopes on the domain gave the figure
+        scope = "domain"
     if settings.get("domain") and scope == "global":
         notices = notices + ["the input range tightened no factor: the bound is a global one"]
     lower_value = finite_or_none(lower.value) if lower is not None else None

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lipaudit"
 # Layer of each top-level module or package, from the bottom. An import may stay in its layer or go down.
 LAYERS: list[set[str]] = [
     {"errors", "invariants", "report_types", "shapes", "version"},
-    {"ir", "intervals", "spectral", "linear_maps"},
+    {"ir", "intervals", "spectral", "linear_maps", "sdp"},
     {"ops"},
     {"passes"},
     {"load"},

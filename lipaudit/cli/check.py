@@ -248,6 +248,18 @@ def check(
         "Lipschitz bound on that domain, not a global one, and products of activations (gates, "
         "normalisation, attention) get a finite bound. Repeat with NAME= for several inputs.",
     ),
+    around: list[str] | None = typer.Option(
+        None,
+        "--around",
+        metavar="[NAME=]FILE.npy",
+        show_default=False,
+        help="Bound the network on the box of l-inf radius --radius around this input (a .npy array of the "
+        "input's shape): a LOCAL bound, reported with the input's sha256. NAME= may be left out for a model "
+        "with one input; repeat for several inputs.",
+    ),
+    radius: float | None = typer.Option(
+        None, "--radius", metavar="R", show_default=False, help="--around: the l-inf radius of the box (e.g. 1e-3)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for the random inputs of --verify and --lower-bound."),
     samples: int = typer.Option(
         DEFAULT_SAMPLES, "--samples", min=1, help="--lower-bound: random inputs to start from (more: slower, tighter)."
@@ -341,6 +353,8 @@ def check(
         workers=workers,
         ray=ray_setting,
         input_range=tuple(input_range) if input_range else None,
+        around=tuple(around) if around else None,
+        radius=radius,
         lower_bound_time=search_time,
         recursion_time=tighten_time,
         rtol=rtol,

@@ -77,7 +77,13 @@ def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueB
         return ValueBound(math.nan, False, unknown | {node_name}, unbounded)
     terms = [w * b.value for w, b in zip(weights, inputs) if w != 0.0]
     value = root_sum_squares(terms) if factor.combine == "rss" else sum(terms)
+    if not math.isfinite(value) and all(math.isfinite(b.value) for b in inputs):
+        # Finite factors whose product leaves float64: no figure, and this node says why.
+        return ValueBound(math.inf, False, unknown, unbounded | {node_name})
     return ValueBound(value, certified and factor.certified, unknown, unbounded)
+
+
+OVERFLOW_REASON = "the bound overflows float64 here: the product of the finite factors exceeds 1.8e308"
 
 
 def _blocker_reason(node: Node, index: int, factor: Factor) -> str:
@@ -125,6 +131,8 @@ def compose(
                 unsupported.append(Blocker(node.name, node.op_type, _blocker_reason(node, i, factor)))
             elif factor.status == "unbounded":
                 unbounded.append(Blocker(node.name, node.op_type, _blocker_reason(node, i, factor)))
+            elif node.name in output_bounds[i].unbounded_nodes:
+                unbounded.append(Blocker(node.name, node.op_type, OVERFLOW_REASON))
         main_factor = factors[main] if main < len(factors) else factors[0]
         layers.append(LayerResult(node, main_factor, output_bounds[main], factors))
 
@@ -137,6 +145,9 @@ def compose(
     complete = not any(b.unknown_nodes for b in output_bounds_list)
     finite = all(b.finite for b in output_bounds_list)
     upper = root_sum_squares(b.value for b in output_bounds_list) if finite else None
+    if upper is not None and not math.isfinite(upper):
+        unbounded.append(Blocker(graph.outputs[0], "output", OVERFLOW_REASON))
+        upper, finite = None, False
     certified = finite and all(b.certified for b in output_bounds_list)
     return NetworkBound(upper, certified, complete, outputs, layers, _unique(unsupported), _unique(unbounded))
 

@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..errors import UsageError
 
 _HINT = "write --input-range LO:HI (every input) or --input-range NAME=LO:HI, e.g. --input-range 0:1"
@@ -82,9 +84,10 @@ def parse_input_ranges(given: Any, input_names: Sequence[str]) -> dict[str, tupl
     return ranges
 
 
-def domain_settings(ranges: Mapping[str, tuple[float, float]]) -> dict[str, list[float]]:
-    """What the report's ``settings.domain`` holds: each bounded input's [lo, hi]."""
-    return {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}
+def domain_settings(ranges: Mapping[str, tuple[Any, Any]]) -> dict[str, list[float]]:
+    """What the report's ``settings.domain`` holds: each bounded input's [lo, hi] (for a box given
+    entry by entry, --around, the lowest and highest of its ends)."""
+    return {name: [float(np.min(lo)), float(np.max(hi))] for name, (lo, hi) in ranges.items()}
 
 
 def describe_domain(domain: Mapping[str, Sequence[float]] | None) -> str:

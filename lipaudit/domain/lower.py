@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,11 +42,16 @@ class _BoxFunction:
         self.names = list(graph.inputs)
         self.shapes = [_input_shape(graph, name) for name in self.names]
         self.sizes = [math.prod(shape) for shape in self.shapes]
-        lows, highs = [], []
+        lows: list[Tensor] = []
+        highs: list[Tensor] = []
         for name, size in zip(self.names, self.sizes):
             lo, hi = bounds.get(name, (-math.inf, math.inf))
-            lows.append(torch.full((size,), float(lo), dtype=torch.float64, device=self.device))
-            highs.append(torch.full((size,), float(hi), dtype=torch.float64, device=self.device))
+            # numbers (every entry alike) or arrays of the input's shape (--around)
+            for ends, end in ((lows, lo), (highs, hi)):
+                flat = np.broadcast_to(
+                    np.asarray(end, dtype=np.float64), (size,) if np.ndim(end) == 0 else np.shape(end)
+                )
+                ends.append(torch.as_tensor(flat.reshape(-1).copy(), dtype=torch.float64, device=self.device))
         self.lo, self.hi = torch.cat(lows), torch.cat(highs)
 
     def __call__(self, z: Tensor) -> Tensor:

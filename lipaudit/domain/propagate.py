@@ -30,16 +30,17 @@ _RULE_ERRORS = (
 )
 
 
-def input_intervals(graph: Graph, bounds: Mapping[str, tuple[float, float]]) -> dict[str, Interval]:
-    """Each network input's box [lo, hi] (every entry alike); an input not named is unbounded."""
+def input_intervals(graph: Graph, bounds: Mapping[str, tuple]) -> dict[str, Interval]:
+    """Each network input's box [lo, hi] (numbers: every entry alike; arrays: entry by entry); an
+    input not named is unbounded."""
     boxes = {}
     for name in graph.inputs:
         declared = graph.shape(name)
         known = declared is not None and all(d is not None and d >= 0 for d in declared)
         shape = tuple(int(d) for d in declared) if declared is not None and known else ()
         if name in bounds:
-            lo, hi = (float(v) for v in bounds[name])
-            boxes[name] = Interval.box(lo, hi, shape)
+            lo, hi = (np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for v in bounds[name])
+            boxes[name] = Interval(lo.copy(), hi.copy())
         else:
             boxes[name] = Interval.full(shape)
     return boxes

@@ -138,7 +138,9 @@ def verify(
     if probe is None:
         return skipped(unavailable), {}
     try:
-        executor = GraphInterpreter(graph, device=device, dtype=torch.float32)
+        # A float64 model runs in float64: its weights may lie outside float32's range.
+        wide = any(np.asarray(feed).dtype == np.float64 for feed in probe.feeds.values())
+        executor = GraphInterpreter(graph, device=device, dtype=torch.float64 if wide else torch.float32)
     except ExecutionError as error:
         return skipped(_first_line(error)), {}
     checker = _Checker(graph, probe)

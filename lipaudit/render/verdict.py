@@ -104,7 +104,12 @@ def scope_text(report: Report) -> str:
     """'' for a global figure; for a local one, what it is local to."""
     if not is_local(report):
         return ""
-    where = describe_domain(report.settings.get("domain")) or "the stated input domain"
+    around = report.settings.get("around")
+    if around:
+        centres = ", ".join(f"{name} (sha256 {c['sha256'][:12]}…)" for name, c in around["centres"].items())
+        where = f"the ℓ∞ box of radius {around['radius']:g} around {centres}"
+    else:
+        where = describe_domain(report.settings.get("domain")) or "the stated input domain"
     return f"LOCAL bound on {where}, not a global Lipschitz constant"
 
 

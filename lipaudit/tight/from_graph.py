@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..invariants import present
 from ..ir import Graph, Node
-from ..linear_maps import AvgPool, Barrier, Conv, Dense, Linear
+from ..linear_maps import AvgPool, Barrier, Conv, Dense, Linear, Scale
 from ..ops import Factor, Op, RuleContext, resolve
 from ..ops.linear_part import run_node
 from .network import Activation, Network, NodeOp
@@ -67,8 +67,18 @@ class GraphNetwork:
     activations: int = 0
 
 
-def network_from_graph(graph: Graph, factors: dict[Node, list[Factor]], *, seed: int = 0) -> GraphNetwork:
+def network_from_graph(
+    graph: Graph,
+    factors: dict[Node, list[Factor]],
+    *,
+    seed: int = 0,
+    neuron_slopes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> GraphNetwork:
     """The Network of ``graph``; ``factors``: every node's per-output factors, as composed.
+
+    ``neuron_slopes``: on a bounded domain, each activation node's per-entry slope ranges (α, β)
+    (neuron_slopes.py); an activation found there is split per neuron (``_per_neuron``) once its
+    global slopes passed the checks.
 
     Raises NotMappable when a value's shape is unknown or a factor is not a finite bound."""
     net = Network()
@@ -100,7 +110,12 @@ def network_from_graph(graph: Graph, factors: dict[Node, list[Factor]], *, seed:
             why = _check(graph, node, parts, used, [net.shape(i) for i in inputs], variables, generator, slopes_seen)
             why = why or _check_factor(node, parts, node_factors)
         if parts is not None and not why:
+            local = (neuron_slopes or {}).get(node.name)
             for i in used:
+                part = parts[i]
+                if local is not None and isinstance(part, Activation):
+                    ids[node.outputs[i]] = _per_neuron(net, inputs[0], part, local, node.outputs[i])
+                    continue
                 ids[node.outputs[i]] = _adder(parts[i], node_factors[i])(net, inputs, node.outputs[i])
             if isinstance(parts[used[0]], Activation):
                 result.activations += 1
@@ -184,6 +199,39 @@ def _adder(op: NodeOp, factor: Factor) -> Build:
     if isinstance(op, Linear) and op.arity == 1 and factor.value is not None:
         norm = factor.value if isinstance(op, (Conv, Dense, AvgPool)) else min(factor.value, op.norm())
     return lambda net, xs, name: net.append(op, xs, name=name, norm=norm)
+
+
+def _per_neuron(net: Network, x: int, activation: Activation, slopes: tuple[np.ndarray, np.ndarray], name: str) -> int:
+    """The activation with per-entry slopes [α_i, β_i]: φ = diag(m)·Id + diag(r)·ψ, m = (α+β)/2,
+    r = (β−α)/2, ψ entrywise 1-Lipschitz (slopes in [−1, 1]; docs/design.md, "Slope split", per entry).
+
+    As Network nodes: Sum(Scale(m)·x, Scale(r)·ψ(u·x)), u_i = [r_i > 0], ψ of slopes [−1, 1] (a = 0:
+    the recursion cuts there, and its term ‖A·diag(r)‖·L(x) carries the per-entry r exactly).  Entries
+    with α_i = β_i are linear; when every entry is, the node is Scale(m) alone, so a network of stable
+    ReLUs is one linear map and its chain norm is exact.  Entries sharing one range throughout: one
+    Activation with those slopes."""
+    shape = net.shape(x)
+    alpha = np.broadcast_to(np.asarray(slopes[0], dtype=np.float64), shape)
+    beta = np.broadcast_to(np.asarray(slopes[1], dtype=np.float64), shape)
+    if not (np.all(alpha <= beta) and np.all(np.isfinite(alpha)) and np.all(np.isfinite(beta))):
+        return net.append(activation, (x,), name=name)
+    if alpha.size and np.all(alpha == alpha.flat[0]) and np.all(beta == beta.flat[0]):
+        return net.append(Activation((float(alpha.flat[0]), float(beta.flat[0])), activation.label), (x,), name=name)
+    middle = alpha / 2 + beta / 2
+    reach = np.maximum(beta - middle, middle - alpha)
+    # |slope − m_i| ≤ r_i for every slope in [α_i, β_i] despite the rounding of m and r: widen r.
+    reach = np.where(reach > 0, reach * (1.0 + 1e-12) + 1e-300, 0.0)
+    linear = torch.from_numpy(np.ascontiguousarray(middle))
+    if not np.any(reach):
+        return net.append(Scale.of(linear), (x,), name=name)
+    kept = net.append(Scale.of(linear), (x,), name=f"{name}/linear")
+    # ψ reads only the entries it acts on (r_i > 0): the recursion then bounds ‖Δ(those entries)‖,
+    # often a few rows of a layer, not ‖Δx‖ (ψ_i depends on x_i alone, and r_i = 0 drops the others).
+    unstable = torch.from_numpy(np.ascontiguousarray((reach > 0).astype(np.float64)))
+    kept_in = net.append(Scale.of(unstable), (x,), name=f"{name}/unstable")
+    rest = net.append(Activation((-1.0, 1.0), f"{activation.label}/nonlinear"), (kept_in,), name=f"{name}/nonlinear")
+    injected = net.append(Scale.of(torch.from_numpy(np.ascontiguousarray(reach))), (rest,), name=f"{name}/injected")
+    return net.add([kept, injected], name=name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,11 +28,15 @@ import time
 from dataclasses import dataclass, field
 
 from ..compose import FLOAT32_MARGIN, NetworkBound
+from ..intervals.interval import Interval
 from ..ir import Graph
 from ..report_types import ResidualBranch
 from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
+from .neuron_slopes import neuron_slope_ranges
 from .recursion import DEFAULT_WINDOW, network_bound, work_allowance
+from .semidefinite import semidefinite_bound
+from .vertices import piecewise_bound
 
 BOUNDS = ("recursion", "product")
 # Of the time limit, the network's recursion may take this share; the branches' take what is left.
@@ -46,6 +50,9 @@ WIDER_WINDOW_STEP = 2
 # 0.2 took 3.5x and 1.5 (every chain norm: the full recursion) 7x, on this project's 2-core machine.
 DEFAULT_RECURSION_BUDGET = 0.15
 WIDER_WINDOW_COST = 4.0
+# Operations of the semidefinite program's cost model (lipaudit.sdp) on a plain chain: a fixed
+# number, so the figure is the same on any machine; about a second of one core on a 64-128-128-10 MLP.
+SDP_BUDGET = 3e10
 
 __all__ = ["BOUNDS", "DEFAULT_RECURSION_BUDGET", "GraphBound", "NotMappable", "tighten"]
 
@@ -62,6 +69,8 @@ class GraphBound:
     finished: bool = True  # False: the requested time limit stopped some recursion; those figures are the product's
     work_allowed: float = 0.0  # operations of the cost model the recursion could spend
     work_spent: float = 0.0  # and those its plans measured
+    proof: str | None = None  # how the semidefinite figure was proved, where it is the network's
+    local: bool = False  # per-neuron slopes on a bounded domain: the figure holds there only
 
 
 def tighten(
@@ -73,6 +82,7 @@ def tighten(
     seed: int = 0,
     budget: float | None = DEFAULT_RECURSION_BUDGET,
     time_limit: float | None = None,
+    ranges: dict[str, Interval] | None = None,
 ) -> GraphBound:
     """The network bound by ``bound`` ('recursion' or 'product') and the residual-branch bounds.
 
@@ -80,6 +90,8 @@ def tighten(
     multiples of the node norms' operations (recursion.work_allowance; None: measure every
     chain norm).  ``time_limit``: seconds, only on request (the network's recursion NETWORK_SHARE
     of it, the branches what is left); past it, figures keep the product's (``finished`` False).
+    ``ranges``: on a bounded domain, every value's range there; the activations then get per-neuron
+    slopes (neuron_slopes.py) and the figure holds on that domain only.
     Raises NotMappable when the graph cannot be described as a Network (an unknown shape)."""
     if bound not in BOUNDS:
         raise ValueError(f"unknown bound '{bound}': choose one of {', '.join(BOUNDS)}")
@@ -88,7 +100,9 @@ def tighten(
     if composed.upper_bound is None:
         raise NotMappable("the product bound is not finite")
     start = time.perf_counter()
-    described = network_from_graph(graph, {layer.node: layer.output_factors for layer in composed.layers}, seed=seed)
+    local = neuron_slope_ranges(graph, ranges) if ranges is not None else None
+    factors = {layer.node: layer.output_factors for layer in composed.layers}
+    described = network_from_graph(graph, factors, seed=seed, neuron_slopes=local)
     net = described.network
     margin = (1.0 + FLOAT32_MARGIN) ** len(net)
     recursion = bound == "recursion"
@@ -120,6 +134,25 @@ def tighten(
             cheap = allowance is None or tight.work_wanted * WIDER_WINDOW_COST <= allowance
             if first and tight.finished and cheap:
                 runs.append(window + WIDER_WINDOW_STEP)
+    if recursion and local:
+        # A few entries that may switch on the box: the largest norm of the linear pieces (vertices.py).
+        work = None if allowance is None else max(0.0, allowance - spent)
+        pieces = piecewise_bound(graph, factors, local, seed=seed, window=window, work=work)
+        if pieces is not None:
+            for name, found in pieces[0].items():
+                if name in outputs and found * margin < outputs[name]:
+                    outputs[name] = found * margin
+            piecewise = _by_position(graph, outputs)
+            if piecewise < upper:
+                upper, method = piecewise, f"linear-pieces-{pieces[1]}"
+    proof = None
+    if recursion and len(outputs) == 1:
+        (name,) = outputs
+        sdp = semidefinite_bound(net, warm_start=outputs[name] / margin, budget=SDP_BUDGET)
+        if sdp is not None and sdp.certified and sdp.figure is not None and sdp.figure * margin < outputs[name]:
+            outputs[name] = sdp.figure * margin
+            upper = min(upper, _by_position(graph, outputs))
+            method, proof = sdp.method, sdp.proof
     # The branches share what the network's recursion left (of the work, and of a time limit); in
     # product mode, nothing.
     branch_time = 0.0 if not recursion else None if time_limit is None else start + time_limit - time.perf_counter()
@@ -154,6 +187,8 @@ def tighten(
         finished,
         math.inf if allowance is None else allowance,
         spent,
+        proof=proof if method == "LipSDP-Neuron" else None,
+        local=bool(local) and upper < composed.upper_bound,
     )
 
 

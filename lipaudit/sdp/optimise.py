@@ -1,0 +1,160 @@
+"""The multipliers λ by a first-order method (docs/design.md ('Semidefinite bound') §4): no solver, torch float64 only.
+
+For fixed λ the smallest feasible ρ is ρ*(λ) = λ_max(S(λ)) (matrix.py), a convex function of λ on
+the convex set where −C_vv(λ) ≻ 0 (it is the partial minimum of a jointly convex program).  We
+minimise a smooth upper approximation of it, the log-sum-exp of S's eigenvalues at temperature t,
+
+    f_t(λ) = μ_max + (1/t)·log Σ_k exp(t(μ_k − μ_max)),     μ = eig S(λ),   μ_max ≤ f_t ≤ μ_max + log(n₀)/t,
+
+over θ = log λ (which keeps λ > 0) with L-BFGS and a backtracking (Armijo) line search; a step that
+leaves the feasible set (the Cholesky factorisation of −C_vv fails) counts as no decrease.  t grows
+over a few stages (the memory is reset between them).  The figure kept is the true λ_max at the best
+iterate, so the smoothing only costs optimality, never soundness — and the certificate re-proves
+the final λ anyway.
+
+Everything is deterministic: the iteration counts come from a work budget in floating-point
+operations (a cost model of one evaluation), never from a clock; nothing is random.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .matrix import Blocks, SchurObjective
+from .network import SdpNetwork
+
+MEMORY = 12  # L-BFGS pairs kept
+ARMIJO = 1e-4
+# The temperatures, relative to the figure at the start of each stage (1/t in units of ρ).
+STAGES = (3e2, 3e3, 3e4, 3e5)
+MIN_EVALUATIONS = 30
+MAX_EVALUATIONS = 3000
+BACKTRACKS = 12
+# A stage ends when its smoothed value has improved by less than this (relative) over STALL steps.
+STALL, STALL_TOL = 10, 1e-7
+
+
+@dataclass
+class Optimum:
+    lam: np.ndarray  # the multipliers, in the network's own scale
+    rho: float  # λ_max(S(λ)) in floating point (not certified)
+    evaluations: int
+    iterations: int
+
+
+def evaluation_cost(blocks: Blocks) -> float:
+    """Floating-point operations of one evaluation with its gradient (about 3× the forward pass)."""
+    n0, neurons = blocks.input_dim, blocks.neurons
+    curved = int(np.count_nonzero(blocks.alpha * blocks.beta))
+    forward = neurons**3 / 3 + neurons**2 * n0 + neurons * n0**2 + 10 * n0**3 + 4 * neurons**2
+    forward += 2 * curved * (neurons + n0) ** 2
+    return 3.0 * forward
+
+
+def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tensor:
+    """λ = 2·D_g² on every neuron of group g, D_g the product-style gain from group g to the output
+    (D_g = ‖B_g‖ + Σ_{h>g} D_h·max|slope_h|·‖A_{h,g}‖), then doubled until −C_vv is positive definite.
+    Any feasible start works; on a chain this one is the product bound's certificate, up to factors."""
+    groups = network.groups
+    gain = [0.0] * len(groups)
+    for c in network.output:
+        if c.source >= 0:
+            gain[c.source] += float(np.linalg.norm(c.matrix, 2))
+    for h in range(len(groups) - 1, -1, -1):
+        slope = float(np.max(np.maximum(np.abs(groups[h].alpha), np.abs(groups[h].beta)), initial=0.0))
+        for c in groups[h].inputs:
+            if c.source >= 0:
+                gain[c.source] += gain[h] * slope * float(np.linalg.norm(c.matrix, 2))
+    top = max(gain, default=0.0) or 1.0
+    per_neuron = np.concatenate([np.full(g.size, max(d, 1e-3 * top)) for g, d in zip(groups, gain)])
+    lam = torch.from_numpy(2.0 * per_neuron**2 / objective.output_scale**2)
+    for _ in range(200):
+        if objective.eigenvalues(lam) is not None:
+            return lam
+        lam = lam * 2.0
+    raise ArithmeticError("no feasible starting multipliers")
+
+
+def minimise(network: SdpNetwork, *, warm_start: float, budget: float) -> Optimum:
+    """λ ≥ 0 that make ρ*(λ) small, with about ``budget`` floating-point operations of work."""
+    blocks = Blocks.of(network)
+    scale = warm_start if warm_start > 0 and math.isfinite(warm_start) else 1.0
+    objective = SchurObjective(blocks, scale=scale)
+    theta = torch.log(initial_multipliers(network, objective))
+    allowed = int(min(MAX_EVALUATIONS, max(MIN_EVALUATIONS, budget / evaluation_cost(blocks))))
+    evaluations = 0
+
+    def value(th: Tensor, temperature: float) -> tuple[float, float, Tensor | None]:
+        """(smoothed value, true λ_max, gradient in θ) at θ; inf where infeasible."""
+        nonlocal evaluations
+        evaluations += 1
+        lam = torch.exp(th)
+        found = objective.smoothed(lam, temperature)
+        if found is None or not math.isfinite(found[0]):
+            return math.inf, math.inf, None
+        smooth, top, grad = found
+        return smooth, top, grad * lam
+
+    best_theta, best_rho = theta.clone(), value(theta, 1.0)[1]
+    iterations = 0
+    for index, relative in enumerate(STAGES):
+        # Each stage may use an equal share of what is left of the evaluations.
+        stage_end = evaluations + (allowed - evaluations) // (len(STAGES) - index)
+        temperature = relative / max(best_rho, 1e-300)
+        f, top, grad = value(best_theta, temperature)
+        theta = best_theta.clone()
+        if grad is None:
+            break
+        history: list[tuple[Tensor, Tensor, float]] = []
+        recent = [f]
+        while evaluations < stage_end:
+            iterations += 1
+            direction = -_two_loop(grad, history)
+            slope = float(direction @ grad)
+            if slope >= 0:  # not a descent direction: restart from steepest descent
+                history.clear()
+                direction, slope = -grad, -float(grad @ grad)
+            step = 1.0 if history else min(1.0, 0.5 / max(float(grad.abs().max()), 1e-300))
+            for _ in range(BACKTRACKS):
+                candidate = theta + step * direction
+                f_new, top_new, grad_new = value(candidate, temperature)
+                if grad_new is not None and f_new <= f + ARMIJO * step * slope:
+                    break
+                step *= 0.5
+            else:
+                break
+            assert grad_new is not None
+            s, y = candidate - theta, grad_new - grad
+            if float(s @ y) > 1e-12 * float(s @ s) ** 0.5 * float(y @ y) ** 0.5:
+                history.append((s, y, 1.0 / float(s @ y)))
+                del history[:-MEMORY]
+            theta, f, grad = candidate, f_new, grad_new
+            if top_new < best_rho:
+                best_rho, best_theta = top_new, theta.clone()
+            recent.append(f)
+            if len(recent) > STALL and recent[-STALL - 1] - f <= STALL_TOL * abs(f):
+                break
+    lam = torch.exp(best_theta).numpy() * scale**2
+    return Optimum(lam=lam, rho=best_rho * scale**2, evaluations=evaluations, iterations=iterations)
+
+
+def _two_loop(grad: Tensor, history: list[tuple[Tensor, Tensor, float]]) -> Tensor:
+    """H·grad for the L-BFGS inverse-Hessian estimate H (identity-scaled without history)."""
+    q = grad.clone()
+    alphas = []
+    for s, y, r in reversed(history):
+        a = r * float(s @ q)
+        alphas.append(a)
+        q -= a * y
+    if history:
+        s, y, _ = history[-1]
+        q *= float(s @ y) / float(y @ y)
+    for (s, y, r), a in zip(history, reversed(alphas)):
+        b = r * float(y @ q)
+        q += (a - b) * s
+    return q
