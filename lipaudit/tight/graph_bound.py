@@ -146,7 +146,8 @@ def tighten(
             if piecewise < upper:
                 upper, method = piecewise, f"linear-pieces-{pieces[1]}"
     proof = None
-    if recursion and len(outputs) == 1:
+    out_of_time = time_limit is not None and (not finished or time.perf_counter() > start + time_limit)
+    if recursion and len(outputs) == 1 and not out_of_time:
         (name,) = outputs
         sdp = semidefinite_bound(net, warm_start=outputs[name] / margin, budget=SDP_BUDGET)
         if sdp is not None and sdp.certified and sdp.figure is not None and sdp.figure * margin < outputs[name]:
