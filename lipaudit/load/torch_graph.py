@@ -368,6 +368,11 @@ class TorchGraphBuilder:
             f"{op} turns the input's values into a Python value (a branch or a size chosen by the data), "
             "so the network is not one fixed graph of its input; export it without data-dependent control flow"
         )
+        if op.partition("::")[2] in SHAPE_QUERIES:
+            reason = (
+                f"{op} reads the size of a value whose shape the input's values choose (nonzero, masked "
+                "indexing, unique): a count of data is a step function of the input, not Lipschitz"
+            )
         name = self.reserve(f"{output}_data_dependent")
         self.values[name] = Value(name, self.values[output].shape)
         self.recorded[name] = self.recorded[output]
