@@ -78,6 +78,7 @@ from typing import Literal
 
 from ..invariants import present
 from ..linear_maps import SUM_MARGIN
+from ..spectral.scaling import root_sum_squares
 from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
 from .conv_maps import MERGE_ALWAYS_COST, ConvMap, node_cost
 from .maps import DenseMap, ScalarMap
@@ -451,4 +452,4 @@ def _select(candidates, allowance: float) -> tuple[set[tuple[int, int, int]], fl
 def _combine_outputs(network: Network, bounds: list[float]) -> float:
     if len(network.outputs) == 1:
         return bounds[network.outputs[0]]
-    return math.sqrt(math.fsum(bounds[o] ** 2 for o in network.outputs)) * SUM_MARGIN
+    return root_sum_squares(bounds[o] for o in network.outputs) * SUM_MARGIN
