@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..spectral import dense_norm
 from ..spectral.dense import SVD_MARGIN
+from ..spectral.scaling import root_sum_squares
 from .base import SUM_MARGIN, Linear, Shape, f64
 
 
@@ -125,10 +126,10 @@ class Concat(Linear):
 
     def rule(self, bounds: Sequence[float], norm: float | None = None) -> float:
         """‖(Δx_i)_i‖ = √(Σ ‖Δx_i‖²)."""
-        return math.sqrt(math.fsum(b * b for b in bounds)) * SUM_MARGIN
+        return root_sum_squares(bounds) * SUM_MARGIN
 
     def rule_slopes(self, bounds: Sequence[float], norm: float | None = None) -> list[float]:
-        total = math.sqrt(math.fsum(b * b for b in bounds))
+        total = root_sum_squares(bounds)
         return [b / total if total > 0 else 0.0 for b in bounds]
 
 

@@ -75,6 +75,14 @@ def _call(builder: TorchGraphBuilder, node: torch.fx.Node, env: dict[torch.fx.No
     kwargs = torch.fx.node.map_arg(node.kwargs, env.__getitem__)
     if target is operator.getitem:
         return args[0][args[1]]
+    if (
+        callable(target)
+        and _is_scalar_arithmetic(target)
+        and not any(isinstance(a, Tracked) for a in flatten([args, kwargs]))
+    ):
+        # size arithmetic and the range checks export adds (u0 >= 0): Python numbers only; a number
+        # read from the data was already recorded where it was read (TorchGraphBuilder.data_reads)
+        return target(*args, **kwargs)
     if not isinstance(target, torch._ops.OpOverload):
         raise ModelLoadError(
             f"{target} in the exported program is not supported",
@@ -103,6 +111,16 @@ def _call(builder: TorchGraphBuilder, node: torch.fx.Node, env: dict[torch.fx.No
     if mutates and isinstance(node.args[0], torch.fx.Node) and isinstance(env[node.args[0]], Tracked):
         env[node.args[0]] = result
     return result
+
+
+def _is_scalar_arithmetic(target: Any) -> bool:
+    """operator.ge, operator.mul, math.ceil, torch.sym_max, …: functions of Python numbers."""
+    module = getattr(target, "__module__", None) or ""
+    return (
+        target in vars(operator).values()
+        or module in ("math", "_operator")
+        or (getattr(target, "__name__", "").startswith("sym_") and module.startswith("torch"))
+    )
 
 
 def load_torch_export(

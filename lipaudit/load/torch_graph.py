@@ -57,6 +57,25 @@ SHAPE_ONLY = frozenset(
         "_shape_as_tensor",
     }
 )
+# Ops whose output's shape depends on their input's values (the ONNX side's NonZero, Compress,
+# Unique): a size read from it, or from anything computed from it, is a count of data, never a
+# constant (passes/data_shapes.py decides the same for ONNX graphs).
+DATA_SHAPED = frozenset(
+    {
+        "nonzero",
+        "nonzero_numpy",
+        "argwhere",
+        "masked_select",
+        "unique",
+        "_unique",
+        "_unique2",
+        "unique_consecutive",
+        "unique_dim",
+        "unique_dim_consecutive",
+        "repeat_interleave",
+        "where",  # its one-argument form is nonzero
+    }
+)
 # Ops whose result shares memory with their first input: an in-place write to it changes the input.
 VIEW_OPS = frozenset(
     {
@@ -101,6 +120,7 @@ class Tracked:
     view_of: Tracked | None = None
     stale: bool = False  # an in-place write through a view changed it after it was read
     owner: str | None = None  # for a parameter or buffer: the path of the module holding it
+    data_shaped: bool = False  # its shape depends on the input's values (DATA_SHAPED upstream)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -254,8 +274,11 @@ class TorchGraphBuilder:
             base = tracked_in[0].view_of
             while base is not None:
                 base.stale, base = True, base.view_of
+        data_shaped = any(t.data_shaped for t in tracked_in) or (variable and _shapes_data(short, bound))
         if not any(isinstance(leaf, torch.Tensor) for leaf in flatten(result)):
-            if variable and short not in SHAPE_QUERIES and result is not None:  # None: an assertion
+            # a size of a data-shaped value is a count of data, not a fact of the input's shape
+            reads_data = short not in SHAPE_QUERIES or data_shaped
+            if variable and reads_data and result is not None:  # None: an assertion
                 # The walk goes on along the probe's branch; finish() marks every output as
                 # depending on this read, so the report says why there is no figure.
                 self.data_reads.append((schema.name, [t.name for t in tracked_in if t.variable]))
@@ -268,8 +291,8 @@ class TorchGraphBuilder:
         def wrap(value: Any) -> Any:
             if isinstance(value, torch.Tensor):
                 name = self.reserve(next(names, f"{hint}_{len(outs)}"))
-                keep = variable and short not in SHAPE_ONLY
-                tracked = Tracked(name, value, keep, view_of if keep else None)
+                keep = variable and (short not in SHAPE_ONLY or data_shaped)
+                tracked = Tracked(name, value, keep, view_of if keep else None, data_shaped=keep and data_shaped)
                 if keep:
                     self.values[name] = Value(name, tracked.shape)
                     self.recorded[name] = value.detach()
@@ -345,6 +368,11 @@ class TorchGraphBuilder:
             f"{op} turns the input's values into a Python value (a branch or a size chosen by the data), "
             "so the network is not one fixed graph of its input; export it without data-dependent control flow"
         )
+        if op.partition("::")[2] in SHAPE_QUERIES:
+            reason = (
+                f"{op} reads the size of a value whose shape the input's values choose (nonzero, masked "
+                "indexing, unique): a count of data is a step function of the input, not Lipschitz"
+            )
         name = self.reserve(f"{output}_data_dependent")
         self.values[name] = Value(name, self.values[output].shape)
         self.recorded[name] = self.recorded[output]
@@ -359,6 +387,21 @@ class TorchGraphBuilder:
             result = module(*[torch.from_numpy(self.feeds[name]) for name in self.inputs])
         outputs = [to_numpy(t) for t in flatten(result) if isinstance(t, torch.Tensor)]
         return RuntimeProbe("torch", dict(self.feeds), values, outputs)
+
+
+def _shapes_data(short: str, bound: dict[str, Any]) -> bool:
+    """Whether this op on a variable input gives an output whose shape its values choose: a
+    DATA_SHAPED op, or indexing by a variable boolean mask (x[x > 0])."""
+    if short == "where":
+        return len([v for v in bound.values() if v is not None]) == 1
+    if short == "repeat_interleave":  # by counts read from the data
+        return any(isinstance(t, Tracked) and t.variable for t in (bound.get("repeats"),))
+    if short in DATA_SHAPED:
+        return True
+    if short == "index":
+        masks = [t for t in flatten(bound.get("indices", [])) if isinstance(t, Tracked)]
+        return any(t.variable and t.tensor.dtype in (torch.bool, torch.uint8) for t in masks)
+    return False
 
 
 def _is_stale(tracked: Tracked) -> bool:

@@ -53,6 +53,18 @@ def rescaled(result: NormResult, scale: float) -> NormResult:
     )
 
 
+# Figures the recursion may take as they are: inside this range its products of norms, sums of
+# squares and Gram matrices neither underflow (a map that moves certified 0) nor overflow.  Outside
+# it a figure keeps the product rule's, whose every factor was measured at unit scale.
+SAFE_LOW = 2.0**-900
+SAFE_HIGH = 2.0**900
+
+
+def in_safe_range(figure: float) -> bool:
+    """Whether a recursion figure lies where float64 products of its parts kept their digits."""
+    return SAFE_LOW <= figure <= SAFE_HIGH
+
+
 def root_sum_squares(values: Iterable[float]) -> float:
     """√(Σ v²) without squaring small or large values out of range."""
     listed = [abs(float(v)) for v in values]

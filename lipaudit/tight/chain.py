@@ -34,6 +34,7 @@ from torch import Tensor
 from ..invariants import present
 from ..linear_maps import Concat, Linear, Permutation, Reshape, Sum
 from ..spectral import dense_norm
+from ..spectral.scaling import root_sum_squares
 from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
 from .network import Activation, Network, NetworkNode
@@ -285,7 +286,7 @@ class ChainBuilder:
             return None
         kind = kinds.pop()
         ops = max(m.ops for m in given)
-        cheap = math.sqrt(sum(m.cheap**2 for m in given))
+        cheap = root_sum_squares(m.cheap for m in given)
         if kind is ScalarMap:
             return ScalarMap(cheap, ops, True)
         if kind is ShapeOnlyDense:
@@ -315,7 +316,7 @@ class ChainBuilder:
 
     def _collapse_concat(self, node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:
         self.collapses += 1
-        bound = math.sqrt(sum(self.bound(ts) ** 2 for ts in inputs if ts is not None))
+        bound = root_sum_squares(self.bound(ts) for ts in inputs if ts is not None)
         return [Term(node.id, bound, self.identity(node.id))]
 
 

@@ -36,6 +36,7 @@ from ..linear_maps import Linear
 from ..linear_maps.base import torch_pad
 from ..linear_maps.convolution import CONV, conv_cost
 from ..spectral import conv_norm
+from ..spectral.scaling import root_sum_squares
 from .maps import CHAIN_TOL, LinearMap, rounding_allowance
 from .network import NetworkNode
 
@@ -341,7 +342,7 @@ class ConvMap(LinearMap):
                 )
                 block[index] = kernel
             blocks.append(block)
-        cheap = math.sqrt(sum(p.cheap**2 for p in given))
+        cheap = root_sum_squares(p.cheap for p in given)
         return ConvMap(
             [Part(torch.cat(blocks, dim=0), 1.0, 0, None, None, offset)],
             stride,

@@ -31,6 +31,7 @@ from ..compose import FLOAT32_MARGIN, NetworkBound
 from ..intervals.interval import Interval
 from ..ir import Graph
 from ..report_types import ResidualBranch
+from ..spectral.scaling import in_safe_range, root_sum_squares
 from .branches import residual_branches
 from .from_graph import NotMappable, network_from_graph
 from .neuron_slopes import neuron_slope_ranges
@@ -125,7 +126,8 @@ def tighten(
             improved = False
             for name in outputs:
                 found = tight.outputs.get(net[described.ids[name]].name) if name in described.ids else None
-                if found is not None and found * margin < outputs[name]:
+                # outside the safe range a chain's products may have underflowed: the product's figure
+                if found is not None and in_safe_range(found) and found * margin < outputs[name]:
                     outputs[name], improved = found * margin, True
             if improved:
                 upper = min(upper, _by_position(graph, outputs))
@@ -146,7 +148,8 @@ def tighten(
             if piecewise < upper:
                 upper, method = piecewise, f"linear-pieces-{pieces[1]}"
     proof = None
-    if recursion and len(outputs) == 1:
+    out_of_time = time_limit is not None and (not finished or time.perf_counter() > start + time_limit)
+    if recursion and len(outputs) == 1 and not out_of_time:
         (name,) = outputs
         sdp = semidefinite_bound(net, warm_start=outputs[name] / margin, budget=SDP_BUDGET)
         if sdp is not None and sdp.certified and sdp.figure is not None and sdp.figure * margin < outputs[name]:
@@ -161,7 +164,7 @@ def tighten(
     for branch in residual_branches(net, window=window, time_limit=branch_time, work=branch_work):
         finished = finished and (branch.finished or not recursion)
         spent += branch.work_spent
-        figure = min(branch.product, branch.bound * margin)
+        figure = min(branch.product, branch.bound * margin) if in_safe_range(branch.bound) else branch.product
         producer, source = graph.producer(branch.add), graph.producer(branch.fork)
         branches.append(
             ResidualBranch(
@@ -195,4 +198,4 @@ def tighten(
 def _by_position(graph: Graph, outputs: dict[str, float]) -> float:
     """The network figure from each output's: the root sum of squares over every position of
     ``graph.outputs`` (a name listed twice counts twice; a constant output, absent, counts 0)."""
-    return math.sqrt(math.fsum(outputs.get(name, 0.0) ** 2 for name in graph.outputs)) * (1 + 1e-12)
+    return root_sum_squares(outputs.get(name, 0.0) for name in graph.outputs) * (1 + 1e-12)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..linear_maps import AvgPool, Concat, Conv, Dense, Linear, Mean, Pad, Permutation, Reshape, Scale, Slice, Sum
 from ..linear_maps.base import SUM_MARGIN
+from ..spectral.scaling import root_sum_squares
 from .activations import preset, split
 
 
@@ -65,7 +66,7 @@ class Opaque:
 
     def rule(self, bounds: Sequence[float]) -> float:
         c = self.constant
-        return c * math.sqrt(math.fsum(b * b for b in bounds)) * SUM_MARGIN if c else 0.0
+        return c * root_sum_squares(bounds) * SUM_MARGIN if c else 0.0
 
 
 NodeOp = Input | Activation | Opaque | Linear
@@ -125,7 +126,7 @@ class NetworkNode:
         if isinstance(op, Activation):
             return [op.split[2]]
         if isinstance(op, Opaque):
-            total = math.sqrt(math.fsum(b * b for b in ins))
+            total = root_sum_squares(ins)
             return [op.constant * b / total if total > 0 else 0.0 for b in ins]
         return []
 

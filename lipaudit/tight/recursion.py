@@ -78,6 +78,7 @@ from typing import Literal
 
 from ..invariants import present
 from ..linear_maps import SUM_MARGIN
+from ..spectral.scaling import root_sum_squares
 from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
 from .conv_maps import MERGE_ALWAYS_COST, ConvMap, node_cost
 from .maps import DenseMap, ScalarMap
@@ -95,6 +96,9 @@ DRY_RUN_SHARE = 0.5
 WORK_UNIT_FLOOR = 2e10
 FREE_COST = MERGE_ALWAYS_COST
 REFINE_TOL = 1e-3
+# A joint bound's eigenproblem costs about rows·width·min(rows, width) operations, which no plan
+# counts: above this (a few seconds) the chain norms' sum stands, so the run time stays bounded.
+JOINT_MAX_COST = 2e9
 
 
 @dataclass
@@ -416,9 +420,8 @@ class _Sweep:
         if self.joint and len(dense) >= 2:
             rows = sum(weighted[i][1].map.columns.shape[0] for i in dense)
             width = weighted[dense[0]][1].map.columns[0].numel()
-            if rows * width <= self.dense_entries and (
-                self.plan is None or rows * width * min(rows, width) <= FREE_COST
-            ):
+            cost = rows * width * min(rows, width)
+            if rows * width <= self.dense_entries and cost <= (JOINT_MAX_COST if self.plan is None else FREE_COST):
                 items = [(weighted[i][0], weighted[i][1].map) for i in dense]
                 joint = joint_bound(items, [figures[i] / weighted[i][0] for i in dense])
                 rest = math.fsum(figures[i] for i in range(len(weighted)) if i not in dense)
@@ -451,4 +454,4 @@ def _select(candidates, allowance: float) -> tuple[set[tuple[int, int, int]], fl
 def _combine_outputs(network: Network, bounds: list[float]) -> float:
     if len(network.outputs) == 1:
         return bounds[network.outputs[0]]
-    return math.sqrt(math.fsum(bounds[o] ** 2 for o in network.outputs)) * SUM_MARGIN
+    return root_sum_squares(bounds[o] for o in network.outputs) * SUM_MARGIN

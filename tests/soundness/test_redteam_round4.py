@@ -871,12 +871,6 @@ def test_the_figure_is_the_same_for_threads_workers_and_formats(tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="x[..., :32] − x[..., 32:] on a 64×64 input: the product takes 0.26 s, the default recursion 63-86 s "
-    "(and ends with the product's figure, 2.0): lipaudit/tight/recursion.py _refine calls chain.joint_bound, whose "
-    "dense_norm → spectral/bnb.py max_singular_value runs two 4096×4096 eigh that the work budget never counts",
-)
 def test_the_work_budget_bounds_the_recursion_on_two_slices(tmp_path: Path) -> None:
     import time
 

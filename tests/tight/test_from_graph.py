@@ -140,8 +140,9 @@ def test_recursion_is_sound_and_never_above_the_product(tmp_path, name):
 def test_residual_nets_gain_from_the_recursion(tmp_path):
     path, module, shape = _export("residual_mlp", tmp_path, seed=3)
     network = audit(str(path)).network
-    # w = 2 is quick on a net this small, so the wider window runs too and goes lower
-    assert network.method == "recursion-w4"
+    # w = 2 is quick on a net this small, so the wider window runs too and goes lower; on a net of
+    # dense layers and activations the semidefinite bound may go lower still
+    assert network.method in ("recursion-w4", "LipSDP-Neuron")
     assert network.upper_bound < network.product_bound / 2, (network.upper_bound, network.product_bound)
 
 

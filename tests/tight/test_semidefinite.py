@@ -11,7 +11,7 @@ from torch import nn
 
 from lipaudit.pipeline import audit
 from lipaudit.tight.from_graph import network_from_graph
-from lipaudit.tight.semidefinite import chain_program
+from lipaudit.tight.semidefinite import program_of
 
 
 def _export(module: nn.Module, path: Path, width: int) -> str:
@@ -45,38 +45,50 @@ def test_a_plain_chain_gets_the_certified_semidefinite_figure(tmp_path: Path, ac
     assert audit(path).network.upper_bound == network.upper_bound  # a fixed budget: the same figure
 
 
-def test_a_residual_net_is_no_plain_chain(tmp_path: Path) -> None:
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
-            self.head = nn.Linear(8, 2)
+class _Residual(nn.Module):
+    def __init__(self, width: int, blocks: int) -> None:
+        super().__init__()
+        self.stem = nn.Linear(8, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)) for _ in range(blocks)
+        )
+        self.head = nn.Linear(width, 2)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(x + self.inner(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
 
+
+def test_a_residual_net_gets_the_semidefinite_figure_with_its_skips(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    module = Residual()
+    module = _Residual(12, 3)
     path = _export(module, tmp_path / "residual.onnx", 8)
-    report = audit(path)
-    assert report.network.method != "LipSDP-Neuron"
-    assert report.network.upper_bound >= _jacobian_lower_bound(module, 8)
+    product = audit(path, bound="product").network.upper_bound
+    network = audit(path).network
+    assert network.method == "LipSDP-Neuron" and network.certified
+    assert _jacobian_lower_bound(module, 8) <= network.upper_bound < product
 
 
-def test_two_matrices_in_a_row_get_no_program(tmp_path: Path) -> None:
-    """Their product would be rounded: the program takes the network's matrices as they are only."""
+def test_two_matrices_in_a_row_carry_their_rounding(tmp_path: Path) -> None:
+    """Their product is rounded in float64: the connection says by how much, so the proof covers it."""
     from lipaudit.compose import compose
     from lipaudit.load import load_model
     from lipaudit.ops import RuleContext
     from lipaudit.passes import run_passes
 
     torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8, bias=False), nn.ReLU(), nn.Linear(8, 2))
+    mlp = nn.Sequential(
+        nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8, bias=False), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)
+    )
     path = _export(mlp, tmp_path / "two.onnx", 8)
     graph = run_passes(load_model(path, {}).graph)
     composed = compose(graph, RuleContext(graph))
     described = network_from_graph(graph, {layer.node: layer.output_factors for layer in composed.layers})
-    program = chain_program(described.network)
-    # The merge pass may fold the two matrices into one Gemm; then the chain is plain again.
+    program = program_of(described.network)
+    assert program is not None and len(program.groups) == 2
     dense_nodes = [node for node in graph.nodes if node.op_type in ("Gemm", "MatMul")]
-    assert (program is None) == (len(dense_nodes) == 3)
+    if len(dense_nodes) == 4:  # not merged by the passes: the middle connection is a rounded product
+        assert program.groups[1].inputs[0].rounding > 0
+    assert audit(path).network.upper_bound >= _jacobian_lower_bound(mlp, 8)
