@@ -93,7 +93,7 @@ def test_json_with_several_models_is_one_document(project: Path) -> None:
     document = check_report_text(result.stdout)  # stdout is the document alone: the summary went to stderr
     assert document["kind"] == "lipaudit-reports"
     assert [(m["path"], m["exit_code"]) for m in document["models"]] == [(MODELS[0], 0), (MODELS[1], 0), (MODELS[2], 3)]
-    assert document["models"][1]["report"]["network"]["upper_bound"] == pytest.approx(11.5893, rel=1e-4)
+    assert document["models"][1]["report"]["network"]["upper_bound"] == pytest.approx(8.1584, rel=1e-4)
     assert "Upper bound" in result.stderr
 
 
@@ -165,16 +165,16 @@ def test_a_multi_model_baseline_is_matched_by_model_path(project: Path) -> None:
 
 
 def test_every_format_says_how_the_figure_was_reached(project: Path) -> None:
-    """The recursion against the product (mlp: recursion-w2 below the product) in GitHub, SARIF and JUnit."""
+    """The method against the product (mlp: LipSDP-Neuron below the product) in GitHub, SARIF and JUnit."""
     github = check("b/model.onnx", "-f", "github").stdout
-    assert "(recursion-w2, product 20.9583)" in github
+    assert "(LipSDP-Neuron, product 20.9583)" in github
     sarif = strict_loads(check("b/model.onnx", "-f", "sarif").stdout)
     bound = sarif["runs"][0]["results"][0]
-    assert bound["properties"]["method"] == "recursion-w2" and bound["properties"]["productBound"] > 20
+    assert bound["properties"]["method"] == "LipSDP-Neuron" and bound["properties"]["productBound"] > 20
     assert "product 20.9583" in bound["message"]["text"]
     junit = xmlschema.XMLSchema(str(SCHEMAS / "junit.xsd")).to_dict(
         check("a/model.onnx", "b/model.onnx", "-f", "junit").stdout
     )
     properties = {p["@name"]: p["@value"] for p in junit["testsuite"][0]["properties"]["property"]}
-    assert properties["b/model.onnx"] == "recursion-w2, product 20.9583"
+    assert properties["b/model.onnx"] == "LipSDP-Neuron, product 20.9583"
     assert "residual branches: 1, 0 invertible" in properties["a/model.onnx"]
