@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .matrix import Blocks
+from .matrix import Blocks, constraint_matrix
 
 UNIT = 2.0**-53  # unit roundoff of binary64, round to nearest
 ETA = 2.0**-1074  # smallest positive subnormal
@@ -67,15 +67,11 @@ class Certificate:
 
 def negated_matrix(blocks: Blocks, rho: float, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fl(−M(ρ, λ)), Ĝ): the matrix as computed, and the absolute-value expression bounding its error."""
-    pre, out = blocks.full()
-    n0, n = blocks.input_dim, pre.shape[1]
+    # Negation is exact: this is the computed M's negative, entry for entry.
+    value = -constraint_matrix(blocks, rho, lam)
+    n0, n = blocks.input_dim, value.shape[0]
     select = np.zeros((blocks.neurons, n))
     select[:, n0:] = np.eye(blocks.neurons)
-    p = select - blocks.alpha[:, None] * pre
-    q = select - blocks.beta[:, None] * pre
-    half = p.T @ (lam[:, None] * q)
-    value = (half + half.T) / 2 - out.T @ out
-    value[np.diag_indices(n0)] += rho
     p_abs = select + np.abs(blocks.alpha)[:, None] * blocks.pre_bound
     q_abs = select + np.abs(blocks.beta)[:, None] * blocks.pre_bound
     half_abs = p_abs.T @ (lam[:, None] * q_abs)
