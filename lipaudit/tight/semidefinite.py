@@ -45,7 +45,7 @@ def program_of(net: Network) -> SdpNetwork | None:
     if len(net.outputs) != 1 or sum(isinstance(node.op, Input) for node in net.nodes) != 1:
         return None
     needed = _ancestors(net, net.outputs[0])
-    sizes = [math.prod(node.shape) for node in net.nodes if node.id in needed and _is_group(node)]
+    sizes = [math.prod(node.shape) for node in net.nodes if node.id in needed and isinstance(node.op, Activation)]
     inputs = [node for node in net.nodes if isinstance(node.op, Input)]
     variables = math.prod(inputs[0].shape) + sum(sizes)
     if not sizes or variables > MAX_VARIABLES:
@@ -58,9 +58,8 @@ def program_of(net: Network) -> SdpNetwork | None:
             continue
         if isinstance(node.op, Input):
             values[node.id] = _basis(0, node.shape, variables)
-        elif _is_group(node):
+        elif isinstance(node.op, Activation):
             activation = node.op
-            assert isinstance(activation, Activation)
             pre = values[node.inputs[0]]
             start = math.prod(inputs[0].shape) + sum(group.size for group in groups)
             size = math.prod(node.shape)
@@ -98,10 +97,6 @@ def semidefinite_bound(net: Network, *, warm_start: float, budget: float) -> Sdp
         return sdp_bound(program, warm_start=warm_start, budget=int(budget))
     finally:
         torch.set_num_threads(threads)
-
-
-def _is_group(node: NetworkNode) -> bool:
-    return isinstance(node.op, Activation)
 
 
 def _ancestors(net: Network, output: int) -> set[int]:
