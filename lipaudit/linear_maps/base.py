@@ -56,6 +56,17 @@ class Linear:
         """Rough number of operations ``norm`` takes (the product's own work, for a work budget)."""
         return 0.0
 
+    def absolute(self) -> Linear:
+        """The map |A| whose coefficients are the absolute values of this one's: |A·x| ≤ |A|·|x|
+        entrywise, which carries error and radius bounds through the map.  Maps that only move,
+        select or average entries are their own."""
+        return self
+
+    def terms(self) -> int:
+        """The most products summed into one output entry (a count of rounded operations per entry:
+        forward in floating point is within γ_terms·|A|·|x| of the exact map)."""
+        return 1
+
     def conv_form(self, shape: Shape) -> tuple[Tensor, tuple, tuple, tuple, int] | None:
         """(weight, strides, pads, dilations, groups) when the map, making a value of ``shape``, is
         a forward convolution with zero padding, else None (the recursion's convolution form

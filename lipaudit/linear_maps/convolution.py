@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,13 @@ class Conv(Linear):
             return None
         return self.weight, self.strides, self.pads, self.dilations, self.groups
 
+    def absolute(self) -> Conv:
+        return dataclasses.replace(self, weight=self.weight.abs())
+
+    def terms(self) -> int:
+        per_output = self.weight.shape[0] // self.groups if self.transposed else self.weight.shape[1]
+        return int(per_output) * math.prod(int(k) for k in self.weight.shape[2:])
+
 
 @dataclass(eq=False)
 class AvgPool(Linear):
@@ -191,6 +199,9 @@ class AvgPool(Linear):
             ceil_mode=self.ceil_mode,
             power_iterations=0,
         ).value
+
+    def terms(self) -> int:
+        return math.prod(self.kernel) + 1  # the window's sum, then the division
 
     def conv_form(self, shape: Shape):
         if not self.uniform:

@@ -44,6 +44,12 @@ class Dense(Linear):
         n, m = self.matrix.shape
         return float(n) * m * min(n, m)
 
+    def absolute(self) -> Dense:
+        return Dense(self.matrix.abs())
+
+    def terms(self) -> int:
+        return int(self.matrix.shape[0])
+
 
 @dataclass(eq=False)
 class Scale(Linear):
@@ -68,6 +74,9 @@ class Scale(Linear):
 
     def norm(self) -> float:
         return float(self.factor.abs().max()) if self.factor.numel() else 0.0
+
+    def absolute(self) -> Scale:
+        return Scale(self.factor.abs())
 
     def channel_factor(self, shape: Shape) -> Tensor | None:
         if len(shape) < 3:
@@ -107,6 +116,12 @@ class Sum(Linear):
 
     def rule_slopes(self, bounds: Sequence[float], norm: float | None = None) -> list[float]:
         return [abs(c) for c in self.coefficients]
+
+    def absolute(self) -> Sum:
+        return Sum(tuple(abs(c) for c in self.coefficients))
+
+    def terms(self) -> int:
+        return len(self.coefficients)
 
 
 @dataclass(eq=False)
@@ -150,3 +165,6 @@ class Mean(Linear):
 
     def norm(self) -> float:
         return SVD_MARGIN / math.sqrt(self.count)
+
+    def terms(self) -> int:
+        return self.count + 1  # the sum, then the division
