@@ -878,9 +878,10 @@ def _ints_or_floats(value: Any, n: int) -> list[float]:
     "upsample_linear1d",
     "upsample_bilinear2d",
     "upsample_trilinear3d",
+    "upsample_bicubic2d",
 )
 def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """torch samples output index i of an axis at (i + ½)/s − ½ (linear), ⌊i/s⌋ (nearest) or
+    """torch samples output index i of an axis at (i + ½)/s − ½ (linear, cubic), ⌊i/s⌋ (nearest) or
     ⌊(i + ½)/s⌋ (nearest-exact), with s the caller's scale factor when one is given, else out/in;
     align_corners samples at i·(in − 1)/(out − 1) whatever the factor. ONNX Resize computes the same
     coordinates from its ``scales`` input, and from out/in with ``sizes``."""
@@ -889,10 +890,14 @@ def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     spatial = x.tensor.dim() - 2
     if spatial < 1:
         raise Unmappable(f"upsampling of a rank-{x.tensor.dim()} input")
-    align_corners = "linear" in op and bool(a.get("align_corners"))
-    if "linear" in op:
+    mixes = "linear" in op or "cubic" in op
+    align_corners = mixes and bool(a.get("align_corners"))
+    if mixes:
         corners = "align_corners" if align_corners else "pytorch_half_pixel"
-        attrs: dict[str, Any] = dict(mode="linear", coordinate_transformation_mode=corners)
+        interpolation = "cubic" if "cubic" in op else "linear"
+        attrs: dict[str, Any] = dict(mode=interpolation, coordinate_transformation_mode=corners)
+        if "cubic" in op:  # torch's bicubic: Keys' kernel with a = −0.75, indices past an edge read the edge
+            attrs.update(cubic_coeff_a=-0.75, exclude_outside=0)
     else:
         mode, corners, rounding = _UPSAMPLE["_nearest_exact" if "exact" in op else "nearest"]
         attrs = dict(mode=mode, coordinate_transformation_mode=corners, nearest_mode=rounding)
@@ -900,7 +905,7 @@ def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     if scales is None:
         if corners == "pytorch_half_pixel" and any(o == 1 < i for i, o in zip(x.shape[2:], out.shape[2:])):
             # ONNX samples a length-1 output at 0, torch at (in − 1)/2.
-            raise Unmappable("linear upsampling to a length of 1 without align_corners")
+            raise Unmappable("linear or cubic upsampling to a length of 1 without align_corners")
         em.node("Resize", [em.x(x), "", "", em.ints(out.shape, "sizes")], outs, **attrs)
         return
     if any(not s > 0 for s in scales):
@@ -910,7 +915,7 @@ def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     if lengths != list(out.shape[2:]):
         raise Unmappable(f"upsampling by {scales}: ONNX Resize would make {lengths}, torch made {list(out.shape[2:])}")
     if corners == "pytorch_half_pixel" and 1 in lengths and any(i > 1 for i in x.shape[2:]):
-        raise Unmappable("linear upsampling to a length of 1 without align_corners")
+        raise Unmappable("linear or cubic upsampling to a length of 1 without align_corners")
     all_scales = np.asarray([1.0, 1.0, *scales], dtype=np.float32)
     em.node("Resize", [em.x(x), "", em.const(all_scales, "scales")], outs, **attrs)
 

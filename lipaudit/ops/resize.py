@@ -1,4 +1,4 @@
-"""Resize / Upsample: nearest copies entries, linear mixes them; both act on each axis separately.
+"""Resize / Upsample: nearest copies entries, linear and cubic mix them; all act on each axis separately.
 
 A separable resize is a Kronecker product of one matrix per axis, and ‖A ⊗ B‖ = ‖A‖·‖B‖, so the
 factor is the product of the per-axis norms: exact, from small matrices. The executor applies the
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..intervals.interval import Interval, from_center_radius
 from ..ir import Node
 from ..spectral.dense import dense_norm
 from .context import RuleContext, RuleInputError
@@ -109,12 +110,29 @@ def nearest_copies(out_size: int, in_size: int, scale: float, coordinate_mode: s
     return int(np.cumsum(counts)[:in_size].max(initial=0))
 
 
+def keys_kernel(distance: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution kernel W(s) at |s| = ``distance`` < 2 (ONNX cubic_coeff_a = a)."""
+    s = np.abs(distance)
+    near = ((a + 2) * s - (a + 3)) * s * s + 1
+    far = ((a * s - 5 * a) * s + 8 * a) * s - 4 * a
+    return np.where(s <= 1, near, far)
+
+
 def axis_matrix(
-    out_size: int, in_size: int, scale: float, interpolation: str, coordinate_mode: str, nearest_mode: str
+    out_size: int,
+    in_size: int,
+    scale: float,
+    interpolation: str,
+    coordinate_mode: str,
+    nearest_mode: str,
+    cubic_a: float = -0.75,
+    exclude_outside: bool = False,
 ) -> np.ndarray:
     """The (out_size, in_size) matrix a Resize applies along one axis.
 
     Nearest: one 1 per row. Linear: the two neighbours' weights, summing to 1 (clamped at the edges).
+    Cubic: the four neighbours' Keys weights (some negative), an index past an edge reading the edge
+    entry, or with ``exclude_outside`` weighing 0 and the row renormalised.
     """
     x = source_coordinate(coordinate_mode, out_size, in_size, scale).astype(np.float64)
     matrix = np.zeros((out_size, in_size))
@@ -122,6 +140,21 @@ def axis_matrix(
     if interpolation == "nearest":
         index = np.clip(nearest_index(x, nearest_mode, bool(np.float32(scale) < 1)), 0, in_size - 1).astype(np.int64)
         matrix[rows, index] = 1.0
+        return matrix
+    if interpolation == "cubic":
+        base = np.floor(x)
+        t = x - base
+        for offset, distance in ((-1, t + 1), (0, t), (1, 1 - t), (2, 2 - t)):
+            index = base.astype(np.int64) + offset
+            weight = keys_kernel(distance, cubic_a)
+            if exclude_outside:
+                weight = np.where((index < 0) | (index >= in_size), 0.0, weight)
+            np.add.at(matrix, (rows, np.clip(index, 0, in_size - 1)), weight)
+        if exclude_outside:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                matrix /= matrix.sum(axis=1, keepdims=True)
+        if not np.all(np.isfinite(matrix)):
+            raise RuleInputError(f"cubic weights with cubic_coeff_a={cubic_a} are not finite along an axis")
         return matrix
     x = np.clip(x, 0, in_size - 1)
     low = np.floor(x).astype(np.int64)
@@ -134,18 +167,33 @@ def axis_matrix(
 
 @dataclass(frozen=True)
 class ResizeMode:
-    interpolation: str  # nearest | linear
+    interpolation: str  # nearest | linear | cubic
     coordinates: str
     rounding: str
+    cubic_a: float = -0.75
+    exclude_outside: bool = False
+
+    def axis_matrix(self, out_size: int, in_size: int, scale: float) -> np.ndarray:
+        return axis_matrix(
+            out_size,
+            in_size,
+            scale,
+            self.interpolation,
+            self.coordinates,
+            self.rounding,
+            self.cubic_a,
+            self.exclude_outside,
+        )
 
 
 class Resizing(Op):
     family = FAMILY
     resizes = True
-    # Nearest copies entries, linear mixes them with weights in [0, 1]: both monotone in the data.
+    # Nearest copies entries, linear mixes them with weights in [0, 1]: both monotone in the data (cubic
+    # is not: its own interval rule below).
     monotone = True
     sums = True
-    summary = "product over axes of each axis's interpolation-matrix norm (nearest: √(most copies); linear: exact SVD)"
+    summary = "product over axes of each axis's interpolation-matrix norm (nearest: √(most copies); else exact SVD)"
     scales_input: int | None = 1  # the input index of the scales (None: an attribute)
     sizes_input: int | None = None
     coordinates = "asymmetric"
@@ -164,30 +212,50 @@ class Resizing(Op):
     def given_scales(self, node: Node, scales: Sequence[float] | None) -> list[float] | None:
         return list(scales) if scales is not None else None
 
+    def resized_axes(self, node: Node, ctx: RuleContext) -> list[tuple[int, int, int, float]]:
+        """(axis, out size, in size, scale) of every axis the node changes, from its constant scales
+        or else from its shapes."""
+        scale_const = ctx.const_input(node, self.scales_input) if self.scales_input is not None else None
+        scales = self.given_scales(node, None if scale_const is None else [float(s) for s in scale_const.ravel()])
+        in_shape, out_shape = ctx.input_shape(node), ctx.output_shape(node)
+        if scales is None or len(scales) != len(in_shape):
+            scales = [o / i for o, i in zip(out_shape, in_shape)]
+        axes = enumerate(zip(out_shape, in_shape, scales))
+        return [(axis, o, i, s) for axis, (o, i, s) in axes if not (o == i and s == 1.0)]
+
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         mode = self.mode(node)
         why = self.unsupported(node, mode)
         if why:
             return Factor.unknown(why)
-        scale_const = ctx.const_input(node, self.scales_input) if self.scales_input is not None else None
-        scales = self.given_scales(node, None if scale_const is None else [float(s) for s in scale_const.ravel()])
         factor = 1.0
-        in_shape, out_shape = ctx.input_shape(node), ctx.output_shape(node)
-        if scales is None or len(scales) != len(in_shape):
-            scales = [o / i for o, i in zip(out_shape, in_shape)]
-        for out_size, in_size, scale in zip(out_shape, in_shape, scales):
-            if out_size == in_size and scale == 1.0:
-                continue
+        for _, out_size, in_size, scale in self.resized_axes(node, ctx):
             if mode.interpolation == "nearest":
                 factor *= math.sqrt(nearest_copies(out_size, in_size, scale, mode.coordinates, mode.rounding))
             else:
-                matrix = axis_matrix(out_size, in_size, scale, mode.interpolation, mode.coordinates, mode.rounding)
-                factor *= dense_norm(matrix, "exact").value
+                factor *= dense_norm(mode.axis_matrix(out_size, in_size, scale), "exact").value
         return Factor.constant(
             factor * (1 + 1e-12),
             "closed-form" if mode.interpolation == "nearest" else "exact",
             note=f"{mode.interpolation} resize, {mode.coordinates}",
         )
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        """Nearest and linear are monotone (weights ≥ 0); cubic weighs some neighbours negatively, so its
+        range is centre·W ± radius·|W|, axis by axis."""
+        mode = self.mode(node)
+        if mode.interpolation != "cubic":
+            return super().interval(node, ctx)
+        x = ctx.range_of(node.inputs[0]).broadcast_to(ctx.input_shape(node))
+        if self.unsupported(node, mode) or not x.is_finite():
+            return [None]
+        center, radius, magnitude = x.center, x.radius, x.magnitude
+        for axis, out_size, in_size, scale in self.resized_axes(node, ctx):
+            matrix = mode.axis_matrix(out_size, in_size, scale)
+            center = _along(center, matrix, axis)
+            radius = _along(radius, np.abs(matrix), axis)
+            magnitude = _along(magnitude, np.abs(matrix), axis)
+        return [from_center_radius(center, radius, scale=4 * magnitude)]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -209,7 +277,7 @@ class Resizing(Op):
             scale = out_size / in_size if sizes or scales is None else scales[axis]
             if out_size == in_size and scale == 1.0:
                 continue
-            matrix = axis_matrix(out_size, in_size, scale, mode.interpolation, mode.coordinates, mode.rounding)
+            matrix = mode.axis_matrix(out_size, in_size, scale)
             if mode.interpolation == "nearest":
                 # One 1 per row: picking those entries is the product, exact for any dtype and for ±inf.
                 x = x.index_select(axis, torch.as_tensor(matrix.argmax(axis=1), device=x.device))
@@ -246,7 +314,11 @@ class Resize_11(Resizing):
     def mode(self, node: Node) -> ResizeMode:
         base = super().mode(node)
         return ResizeMode(
-            base.interpolation, node.attr_str("coordinate_transformation_mode"), node.attr_str("nearest_mode")
+            base.interpolation,
+            node.attr_str("coordinate_transformation_mode"),
+            node.attr_str("nearest_mode"),
+            node.attr_float("cubic_coeff_a"),
+            bool(node.attr_int("exclude_outside")),
         )
 
     def unsupported(self, node: Node, mode: ResizeMode) -> str:
@@ -256,4 +328,12 @@ class Resize_11(Resizing):
             return "Resize with tf_crop_and_resize has no rule yet"
         if node.attr_str("keep_aspect_ratio_policy", "stretch") != "stretch":
             return f"{node.op_type} with keep_aspect_ratio_policy has no rule yet"
+        if mode.interpolation == "cubic":  # from opset 11 (earlier: nearest and linear only)
+            return "" if math.isfinite(mode.cubic_a) else f"Resize with cubic_coeff_a={mode.cubic_a}"
         return super().unsupported(node, mode)
+
+
+def _along(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+    """``matrix`` (out, in) applied along ``axis`` of ``x``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.moveaxis(np.moveaxis(x, axis, -1) @ matrix.T, -1, axis)

@@ -53,6 +53,9 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
     "linear_1d_scale": (Lambda(_interpolate(scale_factor=2.5, mode="linear")), (1, 2, 6)),
     "nearest_1d_scale": (Lambda(_interpolate(scale_factor=1.5, mode="nearest")), (1, 2, 6)),
     "trilinear_scale": (Lambda(_interpolate(scale_factor=1.5, mode="trilinear")), (1, 1, 3, 4, 5)),
+    "bicubic_scale": (Lambda(_interpolate(scale_factor=1.7, mode="bicubic")), (1, 2, 5, 6)),
+    "bicubic_size": (Lambda(_interpolate(size=(3, 11), mode="bicubic")), (1, 2, 5, 6)),
+    "bicubic_corners": (Lambda(_interpolate(scale_factor=2, mode="bicubic", align_corners=True)), (1, 2, 5, 6)),
     "sdpa": (Lambda(lambda x: F.scaled_dot_product_attention(x, x * 0.5, torch.tanh(x))), (1, 2, 5, 4)),
     "sdpa_causal_scale": (
         Lambda(lambda x: F.scaled_dot_product_attention(x, -x, x, is_causal=True, scale=0.3)),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime
 import pytest
 
 from lipaudit import audit
+from lipaudit.domain import prepare_domain
+from lipaudit.load import load_model
 from tests.builders import operator_matrix, save, single_node_model, spectral_norm
 
 CASES = [
@@ -19,6 +22,10 @@ CASES = [
     ("linear", "align_corners", "round_prefer_floor", [1, 1, 4, 3], [1, 1, 1.75, 2.5]),
     ("linear", "asymmetric", "round_prefer_floor", [1, 1, 5, 4], [1, 1, 0.6, 1.5]),
     ("linear", "pytorch_half_pixel", "round_prefer_floor", [1, 1, 3, 6], [1, 1, 3, 0.5]),
+    ("cubic", "half_pixel", "round_prefer_floor", [1, 2, 4, 5], [1, 1, 2, 2]),
+    ("cubic", "pytorch_half_pixel", "round_prefer_floor", [1, 1, 5, 4], [1, 1, 1.7, 0.6]),
+    ("cubic", "align_corners", "round_prefer_floor", [1, 1, 4, 3], [1, 1, 1.75, 2.5]),
+    ("cubic", "asymmetric", "round_prefer_floor", [1, 1, 6, 3], [1, 1, 0.5, 3]),
 ]
 
 
@@ -51,8 +58,39 @@ def test_upsample_opset_nine(tmp_path):
     assert audit(str(save(model, tmp_path))).layers[0].factor == pytest.approx(truth, rel=1e-6)
 
 
-def test_cubic_is_reported_unsupported(tmp_path):
+@pytest.mark.parametrize("cubic_a,exclude_outside", [(-0.5, 0), (-0.75, 1), (-1.0, 1)])
+def test_cubic_coefficient_and_exclude_outside(tmp_path, cubic_a, exclude_outside):
+    shape = [1, 1, 5, 4]
+    inits = {"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 1.6, 2.5], np.float32)}
+    model = single_node_model(
+        "Resize",
+        shape,
+        inits,
+        inputs=["x", "roi", "scales"],
+        opset=13,
+        mode="cubic",
+        cubic_coeff_a=cubic_a,
+        exclude_outside=exclude_outside,
+    )
+    truth = spectral_norm(operator_matrix(model, shape))
+    layer = audit(str(save(model, tmp_path)), verify=False).layers[0]
+    assert layer.status == "bounded" and layer.certified
+    assert layer.factor == pytest.approx(truth, rel=1e-5) and layer.factor >= truth * (1 - 1e-6)
+
+
+def test_cubic_range_on_a_box_holds_its_outputs(tmp_path):
+    """Cubic weighs neighbours negatively: its range on a box is not [f(lo), f(hi)]."""
+    shape = [1, 1, 4, 4]
     inits = {"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 2, 2], np.float32)}
-    model = single_node_model("Resize", [1, 1, 4, 4], inits, inputs=["x", "roi", "scales"], opset=13, mode="cubic")
-    report = audit(str(save(model, tmp_path)))
-    assert report.network.unsupported and report.upper_bound is None
+    model = single_node_model("Resize", shape, inits, inputs=["x", "roi", "scales"], opset=13, mode="cubic")
+    graph = load_model(save(model, tmp_path)).graph
+    domain = prepare_domain(graph, ["0:1"])
+    assert domain is not None
+    output = domain.ranges[graph.outputs[0]]
+    rng = np.random.default_rng(0)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    corners = rng.integers(0, 2, size=(64, *shape)).astype(np.float32)  # vertices reach the extremes
+    for x in corners:
+        (y,) = session.run(None, {"x": x})
+        assert output.contains(y, tolerance=1e-6)
+    assert float(output.hi.max()) > 1.0  # overshoot that a monotone rule would have missed
