@@ -1,8 +1,9 @@
 """Every family of the zoo through every export path a user takes gives the same verdict (exit
 code) and, where the graphs are the same after the passes, the same figure (issue 22).
 
-Figures are compared with ``bound="product"``: the recursion's default time limit makes its figure
-depend on the machine's load (issue 18), the product does not. The one stated difference: both
+Figures are compared with ``bound="product"``, which is quicker; the recursion's twins are compared
+in tests/tight/test_reproducible.py (its work budget makes it as deterministic). The one stated
+difference: both
 ONNX exporters write scaled_dot_product_attention as MatMul/Softmax/MatMul, the torch loaders keep
 it as one Attention op (bounded per head); so on attention models the torch paths agree with each
 other, the ONNX paths with each other, and both give a finite local figure on a box.
