@@ -29,24 +29,23 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("mode,coordinates,nearest,shape,scales", CASES)
-def test_resize_factor_matches_the_operator(tmp_path, mode, coordinates, nearest, shape, scales):
+def resize(shape, scales, **attrs):
     inits = {"roi": np.zeros(0, np.float32), "scales": np.array(scales, np.float32)}
-    model = single_node_model(
-        "Resize",
-        shape,
-        inits,
-        inputs=["x", "roi", "scales"],
-        opset=13,
-        mode=mode,
-        coordinate_transformation_mode=coordinates,
-        nearest_mode=nearest,
-    )
+    return single_node_model("Resize", shape, inits, inputs=["x", "roi", "scales"], opset=13, **attrs)
+
+
+def assert_exact_factor(model, shape, tmp_path, **options):
     truth = spectral_norm(operator_matrix(model, shape))
-    layer = audit(str(save(model, tmp_path))).layers[0]
+    layer = audit(str(save(model, tmp_path)), **options).layers[0]
     assert layer.status == "bounded" and layer.certified
     assert layer.factor >= truth * (1 - 1e-6)
     assert layer.factor == pytest.approx(truth, rel=1e-5)
+
+
+@pytest.mark.parametrize("mode,coordinates,nearest,shape,scales", CASES)
+def test_resize_factor_matches_the_operator(tmp_path, mode, coordinates, nearest, shape, scales):
+    model = resize(shape, scales, mode=mode, coordinate_transformation_mode=coordinates, nearest_mode=nearest)
+    assert_exact_factor(model, shape, tmp_path)
 
 
 def test_upsample_opset_nine(tmp_path):
@@ -61,28 +60,14 @@ def test_upsample_opset_nine(tmp_path):
 @pytest.mark.parametrize("cubic_a,exclude_outside", [(-0.5, 0), (-0.75, 1), (-1.0, 1)])
 def test_cubic_coefficient_and_exclude_outside(tmp_path, cubic_a, exclude_outside):
     shape = [1, 1, 5, 4]
-    inits = {"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 1.6, 2.5], np.float32)}
-    model = single_node_model(
-        "Resize",
-        shape,
-        inits,
-        inputs=["x", "roi", "scales"],
-        opset=13,
-        mode="cubic",
-        cubic_coeff_a=cubic_a,
-        exclude_outside=exclude_outside,
-    )
-    truth = spectral_norm(operator_matrix(model, shape))
-    layer = audit(str(save(model, tmp_path)), verify=False).layers[0]
-    assert layer.status == "bounded" and layer.certified
-    assert layer.factor == pytest.approx(truth, rel=1e-5) and layer.factor >= truth * (1 - 1e-6)
+    model = resize(shape, [1, 1, 1.6, 2.5], mode="cubic", cubic_coeff_a=cubic_a, exclude_outside=exclude_outside)
+    assert_exact_factor(model, shape, tmp_path, verify=False)
 
 
 def test_cubic_range_on_a_box_holds_its_outputs(tmp_path):
     """Cubic weighs neighbours negatively: its range on a box is not [f(lo), f(hi)]."""
     shape = [1, 1, 4, 4]
-    inits = {"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 2, 2], np.float32)}
-    model = single_node_model("Resize", shape, inits, inputs=["x", "roi", "scales"], opset=13, mode="cubic")
+    model = resize(shape, [1, 1, 2, 2], mode="cubic")
     graph = load_model(save(model, tmp_path)).graph
     domain = prepare_domain(graph, ["0:1"])
     assert domain is not None
