@@ -25,6 +25,7 @@ along the window's paths (``cheap``).
 from __future__ import annotations
 
 import math
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -146,13 +147,23 @@ class ChainBuilder:
         if made is None:
             return None
         probe = self._probe(m.anchor_shape)
-        return self._checked(made, probe, node.forward(m.apply(probe)))
+        return self._checked(made, probe, node.forward(self._image(m, probe)))
 
     def _probe(self, shape: tuple[int, ...]) -> Tensor:
+        """The random anchor value of this shape: seeded by the shape alone, so that the images
+        kept on the maps (``_image``) stay valid whichever builder made them."""
         if shape not in self._probes:
-            generator = torch.Generator().manual_seed(len(self._probes))
+            seed = zlib.crc32(repr(tuple(shape)).encode())
+            generator = torch.Generator().manual_seed(seed)
             self._probes[shape] = torch.randn((1, *shape), generator=generator, dtype=torch.float64)
         return self._probes[shape]
+
+    def _image(self, m: ConvMap, probe: Tensor) -> Tensor:
+        """m.apply(probe), kept on the map: the check of the map made from m needs it, and the
+        map's own check computed it already."""
+        if m.probe_image is None:
+            m.probe_image = m.apply(probe)
+        return m.probe_image
 
     def _checked(self, made: ConvMap, probe: Tensor, expected: Tensor) -> ConvMap | None:
         """``made`` when it maps ``probe`` to ``expected`` (the whole output, entry by entry)."""
@@ -162,6 +173,7 @@ class ChainBuilder:
         ):
             self.refused += 1
             return None
+        made.probe_image = found
         return made
 
     def times(self, m: LinearMap, a: float) -> LinearMap:
@@ -193,7 +205,7 @@ class ChainBuilder:
             if made is None:
                 return None
             probe = self._probe(x.anchor_shape)
-            return self._checked(made, probe, x.apply(probe) + y.apply(probe))
+            return self._checked(made, probe, self._image(x, probe) + self._image(y, probe))
         return None
 
     # ------------------------------------------------------------------ propagation
@@ -311,7 +323,7 @@ class ChainBuilder:
             return None
         probe = self._probe(anchor_shape)
         zeros = [torch.zeros((1, *s), dtype=torch.float64) for s in shapes]
-        images = [c.apply(probe) if c is not None else z for c, z in zip(convs, zeros)]
+        images = [self._image(c, probe) if c is not None else z for c, z in zip(convs, zeros)]
         return self._checked(made, probe, torch.cat(images, dim=2))
 
     def _collapse_concat(self, node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:

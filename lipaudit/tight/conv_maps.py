@@ -186,6 +186,8 @@ class ConvMap(LinearMap):
     cache: dict | None = field(default=None, repr=False)
     _exact: float | None = field(default=None, repr=False)
     _planned: tuple | None = field(default=None, repr=False)
+    # apply() of the chain builder's probe of anchor_shape (chain.ChainBuilder._image), once known
+    probe_image: Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def identity(cls, shape: tuple[int, ...], cache: dict | None = None) -> ConvMap:
@@ -285,7 +287,10 @@ class ConvMap(LinearMap):
         return self._with(parts, cheap=self.cheap * factor_norm, ops=self.ops + 1)
 
     def times(self, a: float) -> ConvMap:
-        return self._with([p.times(a) for p in self.parts], cheap=self.cheap * abs(a))
+        made = self._with([p.times(a) for p in self.parts], cheap=self.cheap * abs(a))
+        if self.probe_image is not None:  # the check's tolerance covers the rounding of the order
+            made.probe_image = self.probe_image * a
+        return made
 
     def plus(self, other: ConvMap) -> ConvMap | None:
         """self + other (same anchor, same target), or None when the strides differ."""
