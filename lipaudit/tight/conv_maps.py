@@ -145,19 +145,31 @@ def _trim(kernel: Tensor, offset: tuple[int, ...]) -> tuple[Tensor, tuple[int, .
     return kernel[index], tuple(o + lo for o, (lo, _) in zip(offset, box))
 
 
-def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ...]) -> Tensor:
-    """K[τ] = Σ_{σ_E·t_B + t_E = τ} K_B[t_B]·K_E[t_E] (module docstring)."""
+def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ...], groups: int = 1) -> Tensor:
+    """K[τ] = Σ_{σ_E·t_B + t_E = τ} K_B[t_B]·K_E[t_E] (module docstring).
+
+    ``kernel_b`` is grouped (C_out, C_mid/groups, *k), as a Conv node holds it: each tap's matrix
+    is block diagonal, and only its blocks are multiplied (the dense product would add only exact
+    zeros to the same products)."""
     k_e, k_b = kernel_e.shape[2:], kernel_b.shape[2:]
+    c_out, c_mid_g = kernel_b.shape[:2]
+    inputs = kernel_e.shape[1]
     span = tuple(s * (kb - 1) + ke for s, kb, ke in zip(stride_e, k_b, k_e))
-    kernel = torch.zeros((kernel_b.shape[0], kernel_e.shape[1], *span), dtype=torch.float64)
-    for tap in itertools.product(*(range(k) for k in k_b)):
-        tap_index: tuple[slice | int, ...] = (slice(None), slice(None), *tap)
-        tap_matrix = kernel_b[tap_index]
-        if not bool((tap_matrix != 0).any()):
+    kernel = torch.zeros((c_out, inputs, *span), dtype=torch.float64)
+    # (groups, C_mid/groups, inputs·taps of E): group g's rows of E, which only group g's outputs read
+    rows_e = kernel_e.reshape(groups, c_mid_g, -1)
+    taps_b = kernel_b.reshape(groups, c_out // groups, c_mid_g, -1)
+    live = taps_b.ne(0).flatten(0, 2).any(dim=0).tolist()
+    for flat, tap in enumerate(itertools.product(*(range(k) for k in k_b))):
+        if not live[flat]:
             continue
         start = tuple(s * t for s, t in zip(stride_e, tap))
         index = (slice(None), slice(None), *(slice(a, a + k) for a, k in zip(start, k_e)))
-        kernel[index] += torch.einsum("oc,ci...->oi...", tap_matrix, kernel_e)
+        if c_mid_g == 1:  # depthwise: one product per entry, no sum
+            product = taps_b[:, :, 0, flat, None] * rows_e[:, 0, None, :]
+        else:
+            product = torch.bmm(taps_b[..., flat], rows_e)
+        kernel[index] += product.reshape(c_out, inputs, *k_e)
     return kernel
 
 
@@ -275,7 +287,8 @@ class ConvMap(LinearMap):
                 core, offset = _trim(kernel_b * p.scalar, offset)
                 parts.append(Part(core, 1.0, 0, None, right, offset))
                 continue
-            core, offset = _trim(_compose_kernels(kernel_b, p.left_core(d), self.stride), offset)
+            composed = _compose_kernels(_dilated(weight, dilations), p.left_core(d), self.stride, groups)
+            core, offset = _trim(composed, offset)
             parts.append(Part(core, 1.0, 0, None, p.right, offset))
         return self._with(parts, out_shape, stride=stride, cheap=cheap, ops=ops)
 
@@ -576,6 +589,17 @@ def padded_conv(kernel_size, stride, offset, anchor_spatial, out_spatial):
         ends.append(end)
         firsts.append(first)
     return tuple(spatial), tuple(begins + ends), tuple(firsts)
+
+
+def _dilated(weight: Tensor, dilations) -> Tensor:
+    """A dilated kernel as an undilated one (zeros between the taps), still grouped, float64."""
+    weight = weight.to(torch.float64)
+    if not any(d > 1 for d in dilations):
+        return weight
+    span = tuple(d * (kk - 1) + 1 for d, kk in zip(dilations, weight.shape[2:]))
+    stuffed = torch.zeros((*weight.shape[:2], *span), dtype=torch.float64)
+    stuffed[(slice(None), slice(None), *(slice(None, None, d) for d in dilations))] = weight
+    return stuffed
 
 
 def _full_kernel(weight: Tensor, groups: int, dilations) -> Tensor:
