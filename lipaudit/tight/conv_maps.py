@@ -126,7 +126,7 @@ def _box(kernel: Tensor) -> list[tuple[int, int]] | None:
     """Per spatial axis, the first and last tap holding a nonzero; None if the kernel is zero."""
     if kernel.numel() == 0:
         return None
-    taps = kernel.abs().amax(dim=(0, 1)) != 0  # one pass over the channels, then the small tap grid
+    taps = kernel.ne(0).any(dim=0).any(dim=0)  # one pass over the channels, then the small tap grid
     if not bool(taps.any()):
         return None
     box = []
