@@ -23,6 +23,7 @@ P_yᵀ T P_s, so the sum is P_yᵀ (T₁ + T₂) P_s, the kernels aligned on the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -36,6 +37,8 @@ from ..linear_maps import Linear
 from ..linear_maps.base import torch_pad
 from ..linear_maps.convolution import CONV, conv_cost
 from ..spectral import conv_norm
+from ..spectral.conv import predicted_seconds
+from ..spectral.cost import CPU_COSTS
 from ..spectral.scaling import root_sum_squares
 from .maps import CHAIN_TOL, LinearMap, rounding_allowance
 from .network import NetworkNode
@@ -173,6 +176,10 @@ def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ..
     return kernel
 
 
+# The work budget counts operations (about flops of float64 matrix products); the norms' planner
+# (spectral/cost.py) predicts seconds of its CPU table: this many operations per predicted second.
+OPERATIONS_PER_SECOND = 1.0 / CPU_COSTS.gemm_s
+
 # Grouped kernels are written out as block-diagonal dense ones up to this many entries.
 GROUPED_LIMIT = 2**22
 
@@ -198,6 +205,7 @@ class ConvMap(LinearMap):
     cache: dict | None = field(default=None, repr=False)
     _exact: float | None = field(default=None, repr=False)
     _planned: tuple | None = field(default=None, repr=False)
+    _work: float | None = field(default=None, repr=False)
     # apply() of the chain builder's probe of anchor_shape (chain.ChainBuilder._image), once known
     probe_image: Tensor | None = field(default=None, repr=False)
 
@@ -390,7 +398,27 @@ class ConvMap(LinearMap):
         return self._planned
 
     def cost(self) -> float:
-        return self._plan()[1]
+        """Operations of the norm: the frequency blocks' count (_plan), or more where conv_norm's
+        planner predicts more for the method 'auto' takes at the kernels' size (the materialised
+        operator of a small grid, whose Gram matrix has a side of channels × positions, can cost a
+        hundred times its blocks).  _plan's choice between merged and split stays on the blocks."""
+        if self._work is None:
+            d = self.dims
+            if self._plan()[0] == "merged":
+                low = tuple(min(p.offset[i] for p in self.parts) for i in range(d))
+                kernels = [(self._merged_shape(), low)]
+            else:
+                kernels = [(p.reduced_shape(d), p.offset) for p in self.parts]
+            predicted = math.fsum(self._predicted(shape, offset) for shape, offset in kernels)
+            self._work = max(self._plan()[1], predicted)
+        return self._work
+
+    def _predicted(self, kernel_shape: tuple[int, ...], offset: tuple[int, ...]) -> float:
+        found = padded_conv(kernel_shape[2:], self.stride, offset, self.anchor_shape[2:], self.shape[2:])
+        if found is None:
+            return 0.0
+        spatial, pads, _ = found
+        return _predicted_operations(tuple(kernel_shape), spatial, self.stride, pads)
 
     def exact_norm(self) -> float:
         if self._exact is None:
@@ -551,6 +579,12 @@ class ConvMap(LinearMap):
 def node_cost(node: NetworkNode) -> float:
     """The work of a node's own norm (the product's work), by the same cost model."""
     return node.op.cost() if isinstance(node.op, Linear) else 0.0
+
+
+@functools.lru_cache(maxsize=4096)
+def _predicted_operations(kernel_shape, spatial, strides, pads) -> float:
+    """spectral.conv.predicted_seconds in operations (a pure function of the shapes: cached)."""
+    return predicted_seconds(kernel_shape, tuple(spatial), tuple(strides), tuple(pads)) * OPERATIONS_PER_SECOND
 
 
 def _basis(factors: list[Tensor | None], channels: int) -> Tensor | None:
