@@ -239,7 +239,8 @@ class ChainBuilder:
             columns = self._remember(("times", id(m.columns), a), (m.columns,), lambda: m.columns * a)
             return DenseMap(columns, m.cheap * abs(a), m.ops, m.summed)
         if isinstance(m, ConvMap):
-            return self.shared.remember(("times", id(m), a), (m,), lambda: m.times(a))
+            scaled = self.shared.remember(("times", id(m), a), (m,), lambda: m.times(a))
+            return present(scaled, "a scaled convolution")  # m.times never refuses
         raise TypeError(f"{type(m).__name__} cannot be scaled")
 
     def plus(self, x: LinearMap, y: LinearMap) -> LinearMap | None:
