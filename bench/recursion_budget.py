@@ -12,10 +12,13 @@ audited end to end with ``lipaudit.audit`` three ways in one run:
             last bits of BLAS reductions, about 1e-16).
 
 Times are CPU seconds of this process (process_time: other load on the machine does not count) and
-wall seconds.  The table: figures, the ratio default/product of CPU seconds (the target: at most
+wall seconds.  ``--threads N`` sets torch's thread count first: on a machine shared with other
+jobs, torch's idle threads spin and their CPU seconds count too, so one thread measures the work.
+The table: figures, the ratio default/product of CPU seconds (the target: at most
 3×), and whether the repeat gave the same figure.
 
-Usage:  python bench/recursion_budget.py [--models NAME@SIZE ...] [--budget X] [--skip-repeat] [--json FILE]
+Usage:  python bench/recursion_budget.py [--models NAME@SIZE ...] [--budget X|inf] [--threads N] [--skip-repeat]
+                                         [--json FILE]
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ class Busy:
         self.thread.join()
 
 
-def run(name: str, size: int, directory: Path, budget: float, repeat: bool) -> dict:
+def run(name: str, size: int, directory: Path, budget: float | str, repeat: bool) -> dict:
     model = MODELS[name](size)
     path = directory / f"{name}_{size}.onnx"
     with warnings.catch_warnings():
@@ -131,16 +134,22 @@ def table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=RUNS, help="NAME@SIZE (default: the README's)")
-    parser.add_argument("--budget", type=float, default=DEFAULT_RECURSION_BUDGET)
+    parser.add_argument(
+        "--budget", type=float, default=DEFAULT_RECURSION_BUDGET, help="a number, or inf (every chain norm)"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--skip-repeat", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, budget {args.budget}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for spec in args.models:
             name, size = spec.split("@")
-            rows.append(run(name, int(size), Path(directory), args.budget, not args.skip_repeat))
+            budget = "inf" if args.budget == float("inf") else args.budget
+            rows.append(run(name, int(size), Path(directory), budget, not args.skip_repeat))
             r = rows[-1]
             print(
                 f"{r['model']}: product {r['product']:.4g} in {r['product_cpu']:.1f} s cpu "

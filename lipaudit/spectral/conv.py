@@ -65,6 +65,7 @@ from .conv_operator import (
     window_multiplicity,
 )
 from .cost import (
+    CPU_COSTS,
     OPERATOR_LANCZOS_STEPS,
     OPERATOR_LANCZOS_TOL,
     ConvShape,
@@ -95,6 +96,7 @@ __all__ = [
     "conv_norm",
     "conv_operator",
     "kmat_multiplicity_bound",
+    "predicted_seconds",
     "window_multiplicity",
 ]
 
@@ -166,6 +168,31 @@ class _Layer:
     def smaller_side(self) -> int:
         """min(input dimension, output dimension) over all channels (the old materialisation test)."""
         return min(math.prod(self.operator.input_shape), math.prod(self.operator.output_shape))
+
+
+def predicted_seconds(
+    weight_shape: tuple[int, ...],
+    spatial: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[int, ...],
+    groups: int = 1,
+    *,
+    target: float = AUTO_TARGET,
+    steps: int = 0,
+) -> float:
+    """What conv_norm's 'auto' is predicted to spend on a forward convolution (no dilation) of this
+    shape, by the CPU table of the cost model (cost.py) whatever the device, so that a work budget
+    counted in it selects the same work everywhere: the plan's first method.  From the shapes
+    alone (the kernel's values do not enter the plan).  A tightening after the embedding depends on
+    the gap it measures, which no shape forecasts: it is not counted."""
+    d = len(spatial)
+    layer = _Layer(
+        torch.zeros(weight_shape, dtype=torch.float64), tuple(spatial), tuple(strides), tuple(pads), (1,) * d, groups
+    )
+    chosen = plan(layer.shape, layer.polyphase, CPU_COSTS, target=target, estimate=steps > 0)
+    if chosen.materialize_first and chosen.materialized_s is not None:
+        return chosen.materialized_s
+    return chosen.embedding_s
 
 
 def conv_norm(weight, input_spatial: tuple[int, ...], **settings) -> NormResult:

@@ -78,6 +78,7 @@ def branch_network(network: Network, fork: int, branch: list[int]) -> Network:
     """The branch as a Network: input shaped like the fork, the branch's nodes (their norms kept),
     its last value as the output."""
     sub = Network()
+    sub.shared = network.shared  # the same ops: composite maps and their norms carry over
     ids = {fork: sub.input(network.shape(fork), name=network[fork].name)}
     for v in branch:
         node = network[v]

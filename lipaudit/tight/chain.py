@@ -25,6 +25,7 @@ along the window's paths (``cheap``).
 from __future__ import annotations
 
 import math
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -52,6 +53,55 @@ MEMO_BYTES = 2 * 2**30
 COMPOSITION_CHECK_TOLERANCE = 1e-9
 
 
+# Composite convolutions (with their probe images) kept for the next chain that passes the same
+# map through the same node: up to this many bytes.
+CONV_MEMO_BYTES = 2**30
+
+
+class ChainCache:
+    """What every chain builder of one network (and of its residual branches) shares: the
+    composite convolutions made so far, keyed by the identity of the map and of the node's op (a
+    map pushed through the same op is the same map, so one made for one target serves the next
+    target whose window starts at the same source), and the norms of the composite kernels
+    measured so far (conv_maps.ConvMap._measure, keyed by the kernel's bytes).  Every entry is a
+    pure function of its key, so a figure does not depend on what was cached."""
+
+    def __init__(self) -> None:
+        self.norms: dict = {}
+        self.identities: dict[tuple[int, ...], ConvMap] = {}
+        # key -> (the maps and ops the key names, kept alive so their ids stay unique; the result)
+        self._maps: OrderedDict[tuple, tuple[tuple, ConvMap | None]] = OrderedDict()
+        self._bytes = 0
+
+    def identity(self, shape: tuple[int, ...]) -> ConvMap:
+        if shape not in self.identities:
+            self.identities[shape] = ConvMap.identity(shape, self.norms)
+        return self.identities[shape]
+
+    def remember(self, key: tuple, keep: tuple, compute) -> ConvMap | None:
+        if key in self._maps:
+            self._maps.move_to_end(key)
+            return self._maps[key][1]
+        made = compute()
+        size = _conv_bytes(made)
+        if size <= CONV_MEMO_BYTES:
+            self._maps[key] = (keep, made)
+            self._bytes += size
+            while self._bytes > CONV_MEMO_BYTES:
+                _, (_, dropped) = self._maps.popitem(last=False)
+                self._bytes -= _conv_bytes(dropped)
+        return made
+
+
+def _conv_bytes(m: ConvMap | None) -> int:
+    if m is None:
+        return 0
+    tensors = [t for p in m.parts for t in (p.core, p.left, p.right) if t is not None]
+    if m.probe_image is not None:
+        tensors.append(m.probe_image)
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 @dataclass
 class Term:
     anchor: int
@@ -69,7 +119,8 @@ class ChainBuilder:
         self.collapse_cost = math.inf  # under a work budget, collapses measure only what is cheap
         # on: explicit matrices are shape-only (ShapeOnlyDense), for terms that will not be measured
         self.shape_only = False
-        self.norm_cache: dict = {}  # composite kernels measured so far (maps.ConvMap._measure)
+        self.shared: ChainCache = network.shared.setdefault("chain", ChainCache())
+        self.norm_cache = self.shared.norms  # composite kernels measured so far (maps.ConvMap._measure)
         # (operation, id of the input columns, ...) -> (the inputs, kept alive so ids stay unique; the result)
         self._memo: OrderedDict[tuple, tuple[tuple[Tensor, ...], Tensor]] = OrderedDict()
         self._memo_bytes = 0
@@ -106,7 +157,7 @@ class ChainBuilder:
             found = self._identities[value]
             return DenseMap(found.columns, 1.0)
         if len(shape) >= 3:
-            return ConvMap.identity(shape, self.norm_cache)
+            return self.shared.identity(tuple(shape))
         return ScalarMap(1.0)
 
     def then(self, m: LinearMap, node: NetworkNode) -> LinearMap | None:
@@ -127,7 +178,9 @@ class ChainBuilder:
             columns = self._remember(("then", id(m.columns), node.id), (m.columns,), lambda: node.forward(m.columns))
             return DenseMap(columns, m.cheap * norm, ops, m.summed)
         if isinstance(m, ConvMap) and op is not None:
-            return self._then_conv(m, node, op, norm)
+            return self.shared.remember(
+                ("then", id(m), id(op), tuple(node.shape), norm), (m, op), lambda: self._then_conv(m, node, op, norm)
+            )
         return None
 
     def _then_conv(self, m: ConvMap, node: NetworkNode, op: Linear, norm: float) -> ConvMap | None:
@@ -146,13 +199,23 @@ class ChainBuilder:
         if made is None:
             return None
         probe = self._probe(m.anchor_shape)
-        return self._checked(made, probe, node.forward(m.apply(probe)))
+        return self._checked(made, probe, node.forward(self._image(m, probe)))
 
     def _probe(self, shape: tuple[int, ...]) -> Tensor:
+        """The random anchor value of this shape: seeded by the shape alone, so that the images
+        kept on the maps (``_image``) stay valid whichever builder made them."""
         if shape not in self._probes:
-            generator = torch.Generator().manual_seed(len(self._probes))
+            seed = zlib.crc32(repr(tuple(shape)).encode())
+            generator = torch.Generator().manual_seed(seed)
             self._probes[shape] = torch.randn((1, *shape), generator=generator, dtype=torch.float64)
         return self._probes[shape]
+
+    def _image(self, m: ConvMap, probe: Tensor) -> Tensor:
+        """m.apply(probe), kept on the map: the check of the map made from m needs it, and the
+        map's own check computed it already."""
+        if m.probe_image is None:
+            m.probe_image = m.apply(probe)
+        return m.probe_image
 
     def _checked(self, made: ConvMap, probe: Tensor, expected: Tensor) -> ConvMap | None:
         """``made`` when it maps ``probe`` to ``expected`` (the whole output, entry by entry)."""
@@ -162,6 +225,7 @@ class ChainBuilder:
         ):
             self.refused += 1
             return None
+        made.probe_image = found
         return made
 
     def times(self, m: LinearMap, a: float) -> LinearMap:
@@ -175,7 +239,8 @@ class ChainBuilder:
             columns = self._remember(("times", id(m.columns), a), (m.columns,), lambda: m.columns * a)
             return DenseMap(columns, m.cheap * abs(a), m.ops, m.summed)
         if isinstance(m, ConvMap):
-            return m.times(a)
+            scaled = self.shared.remember(("times", id(m), a), (m,), lambda: m.times(a))
+            return present(scaled, "a scaled convolution")  # m.times never refuses
         raise TypeError(f"{type(m).__name__} cannot be scaled")
 
     def plus(self, x: LinearMap, y: LinearMap) -> LinearMap | None:
@@ -189,12 +254,15 @@ class ChainBuilder:
             )
             return DenseMap(columns, x.cheap + y.cheap, max(x.ops, y.ops), True)
         if isinstance(x, ConvMap) and isinstance(y, ConvMap):
-            made = x.plus(y)
-            if made is None:
-                return None
-            probe = self._probe(x.anchor_shape)
-            return self._checked(made, probe, x.apply(probe) + y.apply(probe))
+            return self.shared.remember(("plus", id(x), id(y)), (x, y), lambda: self._plus_conv(x, y))
         return None
+
+    def _plus_conv(self, x: ConvMap, y: ConvMap) -> ConvMap | None:
+        made = x.plus(y)
+        if made is None:
+            return None
+        probe = self._probe(x.anchor_shape)
+        return self._checked(made, probe, self._image(x, probe) + self._image(y, probe))
 
     # ------------------------------------------------------------------ propagation
 
@@ -305,13 +373,22 @@ class ChainBuilder:
         if kind is not ConvMap or axis != 1:
             return None
         convs = [m if isinstance(m, ConvMap) else None for m in maps]
+        key = (
+            "stack",
+            tuple(None if m is None else id(m) for m in convs),
+            tuple(map(tuple, shapes)),
+            tuple(node.shape),
+        )
+        return self.shared.remember(key, tuple(convs), lambda: self._stack_convs(node, convs, shapes))
+
+    def _stack_convs(self, node: NetworkNode, convs: list[ConvMap | None], shapes) -> ConvMap | None:
         anchor_shape = next(m for m in convs if m is not None).anchor_shape
         made = ConvMap.stack(convs, shapes, node.shape, anchor_shape)
         if made is None:
             return None
         probe = self._probe(anchor_shape)
         zeros = [torch.zeros((1, *s), dtype=torch.float64) for s in shapes]
-        images = [c.apply(probe) if c is not None else z for c, z in zip(convs, zeros)]
+        images = [self._image(c, probe) if c is not None else z for c, z in zip(convs, zeros)]
         return self._checked(made, probe, torch.cat(images, dim=2))
 
     def _collapse_concat(self, node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:

@@ -23,6 +23,7 @@ P_yᵀ T P_s, so the sum is P_yᵀ (T₁ + T₂) P_s, the kernels aligned on the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -36,6 +37,8 @@ from ..linear_maps import Linear
 from ..linear_maps.base import torch_pad
 from ..linear_maps.convolution import CONV, conv_cost
 from ..spectral import conv_norm
+from ..spectral.conv import predicted_seconds
+from ..spectral.cost import CPU_COSTS
 from ..spectral.scaling import root_sum_squares
 from .maps import CHAIN_TOL, LinearMap, rounding_allowance
 from .network import NetworkNode
@@ -126,7 +129,7 @@ def _box(kernel: Tensor) -> list[tuple[int, int]] | None:
     """Per spatial axis, the first and last tap holding a nonzero; None if the kernel is zero."""
     if kernel.numel() == 0:
         return None
-    taps = kernel.abs().amax(dim=(0, 1)) != 0  # one pass over the channels, then the small tap grid
+    taps = kernel.ne(0).any(dim=0).any(dim=0)  # one pass over the channels, then the small tap grid
     if not bool(taps.any()):
         return None
     box = []
@@ -145,21 +148,37 @@ def _trim(kernel: Tensor, offset: tuple[int, ...]) -> tuple[Tensor, tuple[int, .
     return kernel[index], tuple(o + lo for o, (lo, _) in zip(offset, box))
 
 
-def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ...]) -> Tensor:
-    """K[τ] = Σ_{σ_E·t_B + t_E = τ} K_B[t_B]·K_E[t_E] (module docstring)."""
+def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ...], groups: int = 1) -> Tensor:
+    """K[τ] = Σ_{σ_E·t_B + t_E = τ} K_B[t_B]·K_E[t_E] (module docstring).
+
+    ``kernel_b`` is grouped (C_out, C_mid/groups, *k), as a Conv node holds it: each tap's matrix
+    is block diagonal, and only its blocks are multiplied (the dense product would add only exact
+    zeros to the same products)."""
     k_e, k_b = kernel_e.shape[2:], kernel_b.shape[2:]
+    c_out, c_mid_g = kernel_b.shape[:2]
+    inputs = kernel_e.shape[1]
     span = tuple(s * (kb - 1) + ke for s, kb, ke in zip(stride_e, k_b, k_e))
-    kernel = torch.zeros((kernel_b.shape[0], kernel_e.shape[1], *span), dtype=torch.float64)
-    for tap in itertools.product(*(range(k) for k in k_b)):
-        tap_index: tuple[slice | int, ...] = (slice(None), slice(None), *tap)
-        tap_matrix = kernel_b[tap_index]
-        if not bool((tap_matrix != 0).any()):
+    kernel = torch.zeros((c_out, inputs, *span), dtype=torch.float64)
+    # (groups, C_mid/groups, inputs·taps of E): group g's rows of E, which only group g's outputs read
+    rows_e = kernel_e.reshape(groups, c_mid_g, -1)
+    taps_b = kernel_b.reshape(groups, c_out // groups, c_mid_g, -1)
+    live = taps_b.ne(0).flatten(0, 2).any(dim=0).tolist()
+    for flat, tap in enumerate(itertools.product(*(range(k) for k in k_b))):
+        if not live[flat]:
             continue
         start = tuple(s * t for s, t in zip(stride_e, tap))
         index = (slice(None), slice(None), *(slice(a, a + k) for a, k in zip(start, k_e)))
-        kernel[index] += torch.einsum("oc,ci...->oi...", tap_matrix, kernel_e)
+        if c_mid_g == 1:  # depthwise: one product per entry, no sum
+            product = taps_b[:, :, 0, flat, None] * rows_e[:, 0, None, :]
+        else:
+            product = torch.bmm(taps_b[..., flat], rows_e)
+        kernel[index] += product.reshape(c_out, inputs, *k_e)
     return kernel
 
+
+# The work budget counts operations (about flops of float64 matrix products); the norms' planner
+# (spectral/cost.py) predicts seconds of its CPU table: this many operations per predicted second.
+OPERATIONS_PER_SECOND = 1.0 / CPU_COSTS.gemm_s
 
 # Grouped kernels are written out as block-diagonal dense ones up to this many entries.
 GROUPED_LIMIT = 2**22
@@ -186,6 +205,9 @@ class ConvMap(LinearMap):
     cache: dict | None = field(default=None, repr=False)
     _exact: float | None = field(default=None, repr=False)
     _planned: tuple | None = field(default=None, repr=False)
+    _work: float | None = field(default=None, repr=False)
+    # apply() of the chain builder's probe of anchor_shape (chain.ChainBuilder._image), once known
+    probe_image: Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def identity(cls, shape: tuple[int, ...], cache: dict | None = None) -> ConvMap:
@@ -273,7 +295,8 @@ class ConvMap(LinearMap):
                 core, offset = _trim(kernel_b * p.scalar, offset)
                 parts.append(Part(core, 1.0, 0, None, right, offset))
                 continue
-            core, offset = _trim(_compose_kernels(kernel_b, p.left_core(d), self.stride), offset)
+            composed = _compose_kernels(_dilated(weight, dilations), p.left_core(d), self.stride, groups)
+            core, offset = _trim(composed, offset)
             parts.append(Part(core, 1.0, 0, None, p.right, offset))
         return self._with(parts, out_shape, stride=stride, cheap=cheap, ops=ops)
 
@@ -285,7 +308,10 @@ class ConvMap(LinearMap):
         return self._with(parts, cheap=self.cheap * factor_norm, ops=self.ops + 1)
 
     def times(self, a: float) -> ConvMap:
-        return self._with([p.times(a) for p in self.parts], cheap=self.cheap * abs(a))
+        made = self._with([p.times(a) for p in self.parts], cheap=self.cheap * abs(a))
+        if self.probe_image is not None:  # the check's tolerance covers the rounding of the order
+            made.probe_image = self.probe_image * a
+        return made
 
     def plus(self, other: ConvMap) -> ConvMap | None:
         """self + other (same anchor, same target), or None when the strides differ."""
@@ -372,7 +398,27 @@ class ConvMap(LinearMap):
         return self._planned
 
     def cost(self) -> float:
-        return self._plan()[1]
+        """Operations of the norm: the frequency blocks' count (_plan), or more where conv_norm's
+        planner predicts more for the method 'auto' takes at the kernels' size (the materialised
+        operator of a small grid, whose Gram matrix has a side of channels × positions, can cost a
+        hundred times its blocks).  _plan's choice between merged and split stays on the blocks."""
+        if self._work is None:
+            d = self.dims
+            if self._plan()[0] == "merged":
+                low = tuple(min(p.offset[i] for p in self.parts) for i in range(d))
+                kernels = [(self._merged_shape(), low)]
+            else:
+                kernels = [(p.reduced_shape(d), p.offset) for p in self.parts]
+            predicted = math.fsum(self._predicted(shape, offset) for shape, offset in kernels)
+            self._work = max(self._plan()[1], predicted)
+        return self._work
+
+    def _predicted(self, kernel_shape: tuple[int, ...], offset: tuple[int, ...]) -> float:
+        found = padded_conv(kernel_shape[2:], self.stride, offset, self.anchor_shape[2:], self.shape[2:])
+        if found is None:
+            return 0.0
+        spatial, pads, _ = found
+        return _predicted_operations(tuple(kernel_shape), spatial, self.stride, pads)
 
     def exact_norm(self) -> float:
         if self._exact is None:
@@ -535,6 +581,12 @@ def node_cost(node: NetworkNode) -> float:
     return node.op.cost() if isinstance(node.op, Linear) else 0.0
 
 
+@functools.lru_cache(maxsize=4096)
+def _predicted_operations(kernel_shape, spatial, strides, pads) -> float:
+    """spectral.conv.predicted_seconds in operations (a pure function of the shapes: cached)."""
+    return predicted_seconds(kernel_shape, tuple(spatial), tuple(strides), tuple(pads)) * OPERATIONS_PER_SECOND
+
+
 def _basis(factors: list[Tensor | None], channels: int) -> Tensor | None:
     """Orthonormal basis of the span of the factors' columns, or None (no reduction) when some
     factor is missing (the identity) or the span is not smaller than the channels."""
@@ -571,6 +623,17 @@ def padded_conv(kernel_size, stride, offset, anchor_spatial, out_spatial):
         ends.append(end)
         firsts.append(first)
     return tuple(spatial), tuple(begins + ends), tuple(firsts)
+
+
+def _dilated(weight: Tensor, dilations) -> Tensor:
+    """A dilated kernel as an undilated one (zeros between the taps), still grouped, float64."""
+    weight = weight.to(torch.float64)
+    if not any(d > 1 for d in dilations):
+        return weight
+    span = tuple(d * (kk - 1) + 1 for d, kk in zip(dilations, weight.shape[2:]))
+    stuffed = torch.zeros((*weight.shape[:2], *span), dtype=torch.float64)
+    stuffed[(slice(None), slice(None), *(slice(None, None, d) for d in dilations))] = weight
+    return stuffed
 
 
 def _full_kernel(weight: Tensor, groups: int, dilations) -> Tensor:

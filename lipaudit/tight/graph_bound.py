@@ -45,11 +45,13 @@ NETWORK_SHARE = 2 / 3
 # When the default window's chain norms cost under 1/WIDER_WINDOW_COST of the allowance (operations
 # of the cost model), a window this much wider runs too, and each output keeps the lower figure.
 WIDER_WINDOW_STEP = 2
-# The pipeline's work budget, in multiples of the node norms' operations (recursion.work_allowance):
-# 0.15 buys 3e9 operations of the cost model on a small or mid-sized network.  Measured with
-# bench/recursion_budget.py: on ResNet-18 at 32x32 the budget 0.05 took 1.7x the product's time,
-# 0.2 took 3.5x and 1.5 (every chain norm: the full recursion) 7x, on this project's 2-core machine.
-DEFAULT_RECURSION_BUDGET = 0.15
+# The pipeline's work budget, in multiples of the node norms' operations (recursion.work_allowance;
+# a composite kernel costs what conv_norm's planner predicts for it, conv_maps.ConvMap.cost).
+# Measured with bench/recursion_budget.py --threads 1 (CPU seconds, default / product) on this
+# project's 2-core machine: 0.5 took 4.2x on RegNetX-200MF@32, 2.5x on MobileNetV2@32 and 3.4x on
+# ResNet-18@32; 1.0 took 6.2x and 3.7x.  0.3 keeps near 3x on these; the dry run that ranks the
+# chain norms and the explicit matrices are not counted, so no budget gets ConvNeXt-atto near it.
+DEFAULT_RECURSION_BUDGET = 0.3
 WIDER_WINDOW_COST = 4.0
 # Operations of the semidefinite program's cost model (lipaudit.sdp) on a plain chain: a fixed
 # number, so the figure is the same on any machine; about a second of one core on a 64-128-128-10 MLP.

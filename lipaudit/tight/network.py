@@ -150,6 +150,10 @@ class Network:
     def __init__(self) -> None:
         self.nodes: list[NetworkNode] = []
         self.outputs: list[int] = []
+        # Work the bounds of this network may share (chain.ChainCache: composite maps and their
+        # measured norms, pure functions of the ops they read); a residual branch's network
+        # (branches.py) shares its parent's, as it shares its ops.
+        self.shared: dict = {}
 
     def __len__(self) -> int:
         return len(self.nodes)
