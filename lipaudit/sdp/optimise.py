@@ -49,8 +49,16 @@ class Optimum:
 
 def evaluation_cost(blocks: Blocks) -> float:
     """Floating-point operations of one evaluation with its gradient (about 3× the forward pass)."""
-    n0, neurons = blocks.input_dim, blocks.neurons
-    curved = int(np.count_nonzero(blocks.alpha * blocks.beta))
+    return cost_of(blocks.input_dim, blocks.neurons, int(np.count_nonzero(blocks.alpha * blocks.beta)))
+
+
+def least_cost(network: SdpNetwork) -> float:
+    """The operations the optimiser spends at the least (MIN_EVALUATIONS evaluations), whatever its budget."""
+    curved = sum(int(np.count_nonzero(g.alpha * g.beta)) for g in network.groups)
+    return MIN_EVALUATIONS * cost_of(network.input_dim, network.neurons, curved)
+
+
+def cost_of(n0: int, neurons: int, curved: int) -> float:
     forward = neurons**3 / 3 + neurons**2 * n0 + neurons * n0**2 + 10 * n0**3 + 4 * neurons**2
     forward += 2 * curved * (neurons + n0) ** 2
     return 3.0 * forward
