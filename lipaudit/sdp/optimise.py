@@ -55,7 +55,12 @@ def evaluation_cost(blocks: Blocks) -> float:
 def least_cost(network: SdpNetwork) -> float:
     """The operations the optimiser spends at the least (MIN_EVALUATIONS evaluations), whatever its budget."""
     curved = sum(int(np.count_nonzero(g.alpha * g.beta)) for g in network.groups)
-    return MIN_EVALUATIONS * cost_of(network.input_dim, network.neurons, curved)
+    return least_cost_of(network.input_dim, network.neurons, curved)
+
+
+def least_cost_of(n0: int, neurons: int, curved: int) -> float:
+    """``least_cost`` from the sizes alone (n0 inputs, neurons, those with α·β ≠ 0)."""
+    return MIN_EVALUATIONS * cost_of(n0, neurons, curved)
 
 
 def cost_of(n0: int, neurons: int, curved: int) -> float:

@@ -25,7 +25,7 @@ from ..linear_maps import Linear
 from ..sdp import SdpResult
 from ..sdp.optimise import least_cost
 from .network import Activation, Input, Network
-from .semidefinite import AFFORDABLE, MAX_VARIABLES, program_of, solve
+from .semidefinite import AFFORDABLE, MAX_VARIABLES, program_of, solve, worth_reading
 
 __all__ = ["cuts", "segment", "segmented_bound"]
 
@@ -116,7 +116,10 @@ def segmented_bound(net: Network, *, budget: float, max_variables: int = MAX_VAR
     ]
     segments = _merge(net, pieces, max_variables)
     parts = [segment(net, a, b) for a, b in segments]
-    programs = [program_of(part, max_variables) if _has_activation(part) else None for part in parts]
+    programs = [
+        program_of(part, max_variables) if _has_activation(part) and worth_reading(part, budget) else None
+        for part in parts
+    ]
     # The budget goes by the optimiser's least work; the cheapest programs first, while they fit.
     sizes = [least_cost(p) if p is not None and p.groups else 0.0 for p in programs]
     spent = 0.0

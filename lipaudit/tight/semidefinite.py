@@ -25,10 +25,10 @@ from torch import Tensor
 
 from ..linear_maps import Linear
 from ..sdp import INPUT, Connection, NeuronGroup, SdpNetwork, SdpResult, sdp_bound
-from ..sdp.optimise import least_cost
+from ..sdp.optimise import least_cost, least_cost_of
 from .network import Activation, Input, Network
 
-__all__ = ["MAX_VARIABLES", "affordable", "program_of", "semidefinite_bound", "solve", "variables_of"]
+__all__ = ["MAX_VARIABLES", "affordable", "program_of", "semidefinite_bound", "solve", "variables_of", "worth_reading"]
 
 # At most this many variables (input entries plus neurons) in one program: the basis blocks and the
 # dense matrices of lipaudit.sdp grow with its square, its Cholesky factorisations with its cube.
@@ -36,6 +36,9 @@ MAX_VARIABLES = 4096
 # A program is solved only when the optimiser's least work (lipaudit.sdp.optimise.MIN_EVALUATIONS
 # evaluations) is within this multiple of the budget: past it the figure would cost more than asked.
 AFFORDABLE = 2.0
+# Before reading a program: its least work from the activations' sizes (constant neurons, left out
+# later, included) may exceed the affordable work by this factor and still be read.
+ESTIMATE_SLACK = 8.0
 
 
 @dataclass
@@ -48,14 +51,30 @@ class _Affine:
 
 
 def variables_of(net: Network) -> int | None:
-    """Input entries plus neurons of ``net``'s program (what its basis spans), or None where the
-    network has no single input and output."""
+    """Input entries plus neurons of ``net``'s program (what its basis spans, at most), or None
+    where the network has no single input and output."""
+    sizes = _sizes(net)
+    return None if sizes is None else sizes[0] + sizes[1]
+
+
+def _sizes(net: Network) -> tuple[int, int, int] | None:
+    """(input entries, neurons, neurons with α·β ≠ 0) of ``net``'s program, at most."""
     inputs = [node for node in net.nodes if isinstance(node.op, Input)]
     if len(net.outputs) != 1 or len(inputs) != 1:
         return None
     needed = _ancestors(net, net.outputs[0])
-    neurons = sum(math.prod(net[i].shape) for i in needed if isinstance(net[i].op, Activation))
-    return math.prod(inputs[0].shape) + neurons
+    activations = [(net[i].op, math.prod(net[i].shape)) for i in needed if isinstance(net[i].op, Activation)]
+    neurons = sum(size for _, size in activations)
+    curved = sum(size for op, size in activations if isinstance(op, Activation) and op.slopes[0] * op.slopes[1] != 0)
+    return math.prod(inputs[0].shape), neurons, curved
+
+
+def worth_reading(net: Network, budget: float) -> bool:
+    """Whether ``net``'s program may be affordable: its least work from the sizes before constant
+    neurons are left out (which only lowers it) is within ESTIMATE_SLACK × AFFORDABLE × ``budget``.
+    Saves materialising programs that could never be solved."""
+    sizes = _sizes(net)
+    return sizes is not None and least_cost_of(*sizes) <= ESTIMATE_SLACK * AFFORDABLE * budget
 
 
 def program_of(net: Network, max_variables: int = MAX_VARIABLES) -> SdpNetwork | None:
@@ -109,7 +128,7 @@ def semidefinite_bound(net: Network, *, warm_start: float, budget: float) -> Sdp
     (segments.py)."""
     if budget <= 0:
         return None
-    program = program_of(net)
+    program = program_of(net) if worth_reading(net, budget) else None
     if program is not None and affordable(program, budget):
         return solve(program, warm_start=warm_start, budget=budget)
     from .segments import segmented_bound  # segments.py builds on this module
