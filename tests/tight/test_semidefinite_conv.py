@@ -187,3 +187,14 @@ def test_segments_compose_to_the_network_and_bound_it() -> None:
     assert "per segment (4)" in composed.method and composed.proof.count("LipSDP-Neuron (") >= 3
     assert _jacobian_lower_bound(net) <= whole.figure <= composed.figure * (1 + 1e-6)
     assert composed.figure <= product_of(net)
+
+
+def test_the_budget_decides_whether_a_program_runs() -> None:
+    """No work, no program; the semidefinite work follows the recursion budget (None: no limit)."""
+    from lipaudit.tight.graph_bound import DEFAULT_RECURSION_BUDGET, SDP_BUDGET, SDP_UNLIMITED, sdp_budget
+
+    net = conv_net()
+    assert semidefinite_bound(net, warm_start=1.0, budget=0.0) is None
+    assert semidefinite_bound(net, warm_start=1.0, budget=1e3) is None  # its least work is far above
+    assert sdp_budget(0.0) == 0.0 and sdp_budget(DEFAULT_RECURSION_BUDGET) == SDP_BUDGET
+    assert sdp_budget(None) == SDP_BUDGET * SDP_UNLIMITED
