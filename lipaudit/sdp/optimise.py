@@ -86,7 +86,9 @@ def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tenso
     top = max(gain, default=0.0) or 1.0
     per_neuron = np.concatenate([np.full(g.size, max(d, 1e-3 * top)) for g, d in zip(groups, gain)])
     lam = torch.from_numpy(2.0 * per_neuron**2 / objective.output_scale**2)
-    for _ in range(200):
+    # Doubling λ only outgrows BᵀB's block (the other terms scale with λ): 60 doublings (10¹⁸) do
+    # that or nothing will, and each try costs a Cholesky factorisation of the whole program.
+    for _ in range(60):
         if objective.eigenvalues(lam) is not None:
             return lam
         lam = lam * 2.0

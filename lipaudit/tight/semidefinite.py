@@ -147,6 +147,10 @@ def solve(program: SdpNetwork, *, warm_start: float, budget: float) -> SdpResult
     torch.set_num_threads(1)
     try:
         return sdp_bound(program, warm_start=warm_start, budget=int(budget))
+    except (ArithmeticError, RuntimeError, np.linalg.LinAlgError) as error:
+        # No feasible start, a factorisation torch refuses: no figure, and the caller keeps its own
+        # (raised further, it would cost the recursion's figure too).
+        return SdpResult(None, False, "LipSDP-Neuron", f"the optimiser stopped: {error}", 0)
     finally:
         torch.set_num_threads(threads)
 

@@ -198,3 +198,17 @@ def test_the_budget_decides_whether_a_program_runs() -> None:
     assert semidefinite_bound(net, warm_start=1.0, budget=1e3) is None  # its least work is far above
     assert sdp_budget(0.0) == 0.0 and sdp_budget(DEFAULT_RECURSION_BUDGET) == SDP_BUDGET
     assert sdp_budget(None) == SDP_BUDGET * SDP_UNLIMITED
+
+
+def test_an_optimiser_failure_leaves_no_figure_and_raises_nothing(monkeypatch) -> None:
+    """The pipeline would drop the recursion's figure on an exception: the SDP must fail quietly."""
+    import lipaudit.tight.semidefinite as semidefinite
+
+    def refuse(*args, **kwargs):
+        raise ArithmeticError("no feasible starting multipliers")
+
+    monkeypatch.setattr(semidefinite, "sdp_bound", refuse)
+    program = program_of(conv_net())
+    assert program is not None
+    found = solve(program, warm_start=1.0, budget=BUDGET)
+    assert found.figure is None and not found.certified and "no feasible" in found.proof
