@@ -71,7 +71,8 @@ def cost_of(n0: int, neurons: int, curved: int) -> float:
 
 def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tensor:
     """λ = 2·D_g² on every neuron of group g, D_g the product-style gain from group g to the output
-    (D_g = ‖B_g‖ + Σ_{h>g} D_h·max|slope_h|·‖A_{h,g}‖), then doubled until −C_vv is positive definite.
+    (D_g = ‖B_g‖ + Σ_{h>g} D_h·max|slope_h|·‖A_{h,g}‖), then doubled until −C_vv is positive definite
+    (with earlier groups weighed more where that fails).
     Any feasible start works; on a chain this one is the product bound's certificate, up to factors."""
     groups = network.groups
     gain = [0.0] * len(groups)
@@ -85,13 +86,17 @@ def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tenso
                 gain[c.source] += gain[h] * slope * float(np.linalg.norm(c.matrix, 2))
     top = max(gain, default=0.0) or 1.0
     per_neuron = np.concatenate([np.full(g.size, max(d, 1e-3 * top)) for g, d in zip(groups, gain)])
-    lam = torch.from_numpy(2.0 * per_neuron**2 / objective.output_scale**2)
-    # Doubling λ only outgrows BᵀB's block (the other terms scale with λ): 60 doublings (10¹⁸) do
-    # that or nothing will, and each try costs a Cholesky factorisation of the whole program.
-    for _ in range(60):
-        if objective.eigenvalues(lam) is not None:
-            return lam
-        lam = lam * 2.0
+    # Doubling λ only outgrows BᵀB's block (the other terms scale with λ): 30 doublings (10⁹ over
+    # the gains' 10⁻⁶ floor) do that or nothing will, and each try costs a factorisation of the whole
+    # program.  Where the groups' cross terms win (deep residual programs read every earlier group),
+    # earlier groups weigh more: λ_g times STEEPER^(G−1−g), doubled a few times.
+    for steeper, doublings in ((1.0, 30), (4.0, 8), (16.0, 8)):
+        depth = np.concatenate([np.full(g.size, steeper ** (len(groups) - 1 - k)) for k, g in enumerate(groups)])
+        lam = torch.from_numpy(2.0 * per_neuron**2 * depth / objective.output_scale**2)
+        for _ in range(doublings):
+            if objective.eigenvalues(lam) is not None:
+                return lam
+            lam = lam * 2.0
     raise ArithmeticError("no feasible starting multipliers")
 
 
