@@ -1,18 +1,27 @@
 """The certified semidefinite bound (lipaudit.sdp, issue 21) against the product, cvxpy and a lower bound.
 
-Not a test.  Trains MLPs for a few seconds each on scikit-learn's bundled digits (8×8, 10 classes):
-64-32-32-10, 64-64-64-10, 64-128-128-10, 64-300-300-300-10 (203k parameters) and two residual MLPs
-(stem 64→w, 3 blocks w→h→w with ReLU, ReLU, head; (w, h) = (32, 64) and (16, 16)).  For each: the product of
-spectral norms (lipaudit.sdp's product figure: for an MLP, ∏‖W_k‖); the certified LipSDP-Neuron
-figure and its CPU seconds (process time, one torch thread, so other load on the machine does not
-count); cvxpy's optimum of the same program with an open solver (the `bench` extra; SCS at
-tolerance 1e-5 by default, only on nets up to --cvxpy-neurons neurons: on trained nets SCS needs
-over a minute at 64 neurons and over ten at 128, Clarabel's dense KKT system far longer); and an
-empirical lower bound (the largest ‖J(x)‖₂ over the test set, uniform noise and mixtures, then
-gradient ascent on ‖J(x)‖₂ from the best points — for ReLU nets the ascent moves little, J being
-piecewise constant).
+Not a test.  Trains nets for a few seconds each on scikit-learn's bundled digits (8×8, 10 classes).
+
+MLPs, on lipaudit.sdp directly: 64-32-32-10, 64-64-64-10, 64-128-128-10, 64-300-300-300-10 (203k
+parameters) and two residual MLPs (stem 64→w, 3 blocks w→h→w with ReLU, ReLU, head; (w, h) = (32, 64)
+and (16, 16)).  For each: the product of spectral norms (lipaudit.sdp's product figure: for an MLP,
+∏‖W_k‖); the certified LipSDP-Neuron figure and its CPU seconds (process time, one torch thread, so
+other load on the machine does not count); cvxpy's optimum of the same program with an open solver
+(the `bench` extra; SCS at tolerance 1e-5 by default, only on nets up to --cvxpy-neurons neurons: on
+trained nets SCS needs over a minute at 64 neurons and over ten at 128, Clarabel's dense KKT system
+far longer); and an empirical lower bound (the largest ‖J(x)‖₂ over the test set, uniform noise and
+mixtures, then gradient ascent on ‖J(x)‖₂ from the best points — for ReLU nets the ascent moves
+little, J being piecewise constant).
+
+CNNs and residual nets, through ``lipaudit.audit`` on an exported ONNX model (--audit-nets): a plain
+CNN (1→8→8 channels of 3×3 convolutions, 2×2 average pooling, dense head), residual CNNs of 4 and 6
+blocks h + conv(ReLU(conv h)) on an 8×8×8 stream, and a 6-block GELU residual MLP.  For each: the
+product (``bound='product'``), the recursion alone (the semidefinite budget set to 0), the default
+run, and a run with --sdp-scale times the semidefinite budget (figure, method, CPU seconds), beside
+the same lower bound.
 
 Usage:  python bench/sdp.py [--budget 1e11] [--cvxpy-neurons 64] [--solver SCS] [--eps 1e-5] [--skip-large]
+                            [--skip-mlps] [--skip-audit] [--sdp-scale 30]
 """
 
 from __future__ import annotations
@@ -53,6 +62,59 @@ class ResidualMLP(nn.Module):
         for block in self.blocks:
             h = h + block(h)
         return self.head(torch.relu(h))
+
+
+def cnn(channels: int = 8) -> nn.Module:
+    """Digits CNN: 1→c→c channels of 3×3 convolutions at 8×8, average pooling, a dense head."""
+    return nn.Sequential(
+        nn.Conv2d(1, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(channels, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(channels * 16, 10),
+    )
+
+
+class ResidualCNN(nn.Module):
+    """A stem convolution, then blocks h + conv(σ(conv(h))) on an 8×8 stream of c channels, then
+    σ, average pooling and a dense head."""
+
+    def __init__(self, channels: int = 8, blocks: int = 4, act=nn.ReLU):
+        super().__init__()
+        self.stem = nn.Conv2d(1, channels, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=1), act(), nn.Conv2d(channels, channels, 3, padding=1)
+            )
+            for _ in range(blocks)
+        )
+        self.head = nn.Sequential(act(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(channels * 16, 10))
+
+    def forward(self, x):
+        h = self.stem(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
+
+
+class GeluResidualMLP(nn.Module):
+    """A stem 64→w, blocks h + W₂·GELU(W₁h) (w→h→w), then GELU and a dense head."""
+
+    def __init__(self, width: int = 32, hidden: int = 64, blocks: int = 6):
+        super().__init__()
+        self.stem = nn.Linear(64, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width)) for _ in range(blocks)
+        )
+        self.head = nn.Sequential(nn.GELU(), nn.Linear(width, 10))
+
+    def forward(self, x):
+        h = self.stem(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
 
 
 def to_sdp(model: nn.Module):
@@ -141,9 +203,19 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=1e-5, help="SCS's tolerance")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--only", nargs="*", default=None, help="run only the nets whose names contain one of these")
+    parser.add_argument("--skip-mlps", action="store_true", help="only the nets run through lipaudit.audit")
+    parser.add_argument("--skip-audit", action="store_true", help="only the MLPs on lipaudit.sdp")
+    parser.add_argument("--sdp-scale", type=float, default=30.0, help="the larger run's semidefinite budget")
     args = parser.parse_args()
     torch.set_num_threads(1)
     x_train, y_train, x_test, y_test = digits()
+    if not args.skip_mlps:
+        mlp_rows(args, x_train, y_train, x_test, y_test)
+    if not args.skip_audit:
+        audit_rows(args, x_train, y_train, x_test, y_test)
+
+
+def mlp_rows(args, x_train, y_train, x_test, y_test) -> None:
     rows = []
     for name, (build, epochs) in NETS.items():
         if (args.skip_large and name in LARGE) or (args.only and not any(o in name for o in args.only)):
@@ -182,6 +254,83 @@ def main() -> None:
         rows.append(row)
         print(f"{name}: trained in {t_train:.1f} s, accuracy {accuracy:.3f}, {row}", flush=True)
     report(rows, args.solver)
+
+
+AUDIT_NETS = {  # name: (builder, takes images, epochs)
+    "CNN 1→8→8, pool, dense": (cnn, True, 15),
+    "residual CNN, 4 blocks of 8 channels": (lambda: ResidualCNN(8, 4), True, 15),
+    "residual CNN, 6 blocks of 8 channels": (lambda: ResidualCNN(8, 6), True, 15),
+    "GELU residual MLP, 6 blocks 32→64→32": (GeluResidualMLP, False, 30),
+}
+
+
+def audit_rows(args, x_train, y_train, x_test, y_test) -> None:
+    """The conv and residual nets through lipaudit.audit on their ONNX export."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from from_torch import jacobian_lower_bound
+
+    import lipaudit.tight.graph_bound as graph_bound
+    from lipaudit import audit
+
+    default_budget = graph_bound.SDP_BUDGET
+    rows = []
+    for name, (build, images, epochs) in AUDIT_NETS.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        shaped = (lambda x: x.reshape(-1, 1, 8, 8)) if images else (lambda x: x)
+        torch.manual_seed(0)
+        model = train(build(), shaped(x_train), y_train, epochs)
+        accuracy = float((model(shaped(x_test)).argmax(1) == y_test).float().mean())
+        noise = torch.rand(shaped(x_test[:200]).shape, generator=torch.Generator().manual_seed(2))
+        candidates = torch.cat([shaped(x_test), noise, (shaped(x_test[:200]) + noise) / 2]).double()
+        lower = jacobian_lower_bound(model.double(), candidates, ascent_steps=30, step_size=0.02)
+        model.float()
+        with tempfile.TemporaryDirectory() as folder:
+            path = str(Path(folder) / "net.onnx")
+            torch.onnx.export(model, (shaped(x_test[:1]),), path, dynamo=False)
+            row = dict(net=name, accuracy=accuracy, lower=lower)
+            runs = (("product", "product", 1.0), ("recursion", "recursion", 0.0), ("default", "recursion", 1.0))
+            runs += (("larger", "recursion", args.sdp_scale),)
+            for label, bound, scale in runs:
+                graph_bound.SDP_BUDGET = default_budget * scale
+                try:
+                    found, spent = seconds(lambda: audit(path, bound=bound).network)
+                finally:
+                    graph_bound.SDP_BUDGET = default_budget
+                row[label] = (found.upper_bound, found.method, spent)
+        rows.append(row)
+        print(f"{name}: accuracy {accuracy:.3f}, {row}", flush=True)
+    audit_report(rows, args.sdp_scale)
+
+
+def audit_report(rows, scale: float) -> None:
+    print()
+    head = (
+        "| net | product | recursion | default (method) | cpu product / recursion / default | "
+        f"SDP budget ×{scale:g} (method) | cpu | lower | gap recursion | gap default | gap ×{scale:g} |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        lower = r["lower"]
+        cells = [
+            r["net"],
+            f"{r['product'][0]:.4g}",
+            f"{r['recursion'][0]:.4g}",
+            f"{r['default'][0]:.4g} ({r['default'][1]})",
+            f"{r['product'][2]:.1f} / {r['recursion'][2]:.1f} / {r['default'][2]:.1f} s",
+            f"{r['larger'][0]:.4g} ({r['larger'][1]})",
+            f"{r['larger'][2]:.0f} s",
+            f"{lower:.4g}",
+            f"{r['recursion'][0] / lower:.3g}×",
+            f"{r['default'][0] / lower:.3g}×",
+            f"{r['larger'][0] / lower:.3g}×",
+        ]
+        print("| " + " | ".join(cells) + " |")
+    sound = all(r["lower"] <= r[k][0] <= r["product"][0] * (1 + 1e-9) for r in rows for k in ("recursion", "default"))
+    print(f"\nevery figure between the lower bound and the product: {sound}")
 
 
 def report(rows, solver: str) -> None:

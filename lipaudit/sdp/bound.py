@@ -24,7 +24,7 @@ from .optimise import evaluation_cost, minimise
 from .windows import split
 
 DEFAULT_BUDGET = 10**11  # floating-point operations of the cost model (about 5 s of one core for 900 neurons)
-MAX_NEURONS = 2000  # one program up to this many neurons (the dense Cholesky's N³/3 per step)
+MAX_NEURONS = 4096  # one program up to this many neurons (the dense Cholesky's N³/3 per step)
 # ρ' = ρ·(1 + δ) for the first δ whose proof succeeds.
 INFLATIONS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
 

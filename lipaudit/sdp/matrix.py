@@ -103,8 +103,12 @@ class SchurObjective:
         weighted = lam * self.mid
         c_xx = self.gram_xx
         c_vx = self.gram_vx + weighted[:, None] * self.pre_x
-        c_vv = self.gram_vv - torch.diag(lam) + weighted[:, None] * self.pre_v
-        c_vv = c_vv + (weighted[:, None] * self.pre_v).T
+        # gram_vv − diag(λ) + H + Hᵀ, H = diag(w)·A_v, in that order (the same floats as written out),
+        # with one N × N temporary besides the result: this is memory-bound and runs every evaluation.
+        half = weighted[:, None] * self.pre_v
+        c_vv = self.gram_vv.clone()
+        c_vv.diagonal().sub_(lam)
+        c_vv = c_vv.add_(half).add_(half.T)
         if len(self.curved):
             w = (lam[self.curved] * self.ab)[:, None]
             c_xx = c_xx - self.pre_x_c.T @ (w * self.pre_x_c)

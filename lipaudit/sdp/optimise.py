@@ -49,8 +49,21 @@ class Optimum:
 
 def evaluation_cost(blocks: Blocks) -> float:
     """Floating-point operations of one evaluation with its gradient (about 3× the forward pass)."""
-    n0, neurons = blocks.input_dim, blocks.neurons
-    curved = int(np.count_nonzero(blocks.alpha * blocks.beta))
+    return cost_of(blocks.input_dim, blocks.neurons, int(np.count_nonzero(blocks.alpha * blocks.beta)))
+
+
+def least_cost(network: SdpNetwork) -> float:
+    """The operations the optimiser spends at the least (MIN_EVALUATIONS evaluations), whatever its budget."""
+    curved = sum(int(np.count_nonzero(g.alpha * g.beta)) for g in network.groups)
+    return least_cost_of(network.input_dim, network.neurons, curved)
+
+
+def least_cost_of(n0: int, neurons: int, curved: int) -> float:
+    """``least_cost`` from the sizes alone (n0 inputs, neurons, those with α·β ≠ 0)."""
+    return MIN_EVALUATIONS * cost_of(n0, neurons, curved)
+
+
+def cost_of(n0: int, neurons: int, curved: int) -> float:
     forward = neurons**3 / 3 + neurons**2 * n0 + neurons * n0**2 + 10 * n0**3 + 4 * neurons**2
     forward += 2 * curved * (neurons + n0) ** 2
     return 3.0 * forward
@@ -58,7 +71,8 @@ def evaluation_cost(blocks: Blocks) -> float:
 
 def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tensor:
     """λ = 2·D_g² on every neuron of group g, D_g the product-style gain from group g to the output
-    (D_g = ‖B_g‖ + Σ_{h>g} D_h·max|slope_h|·‖A_{h,g}‖), then doubled until −C_vv is positive definite.
+    (D_g = ‖B_g‖ + Σ_{h>g} D_h·max|slope_h|·‖A_{h,g}‖), then doubled until −C_vv is positive definite
+    (with earlier groups weighed more where that fails).
     Any feasible start works; on a chain this one is the product bound's certificate, up to factors."""
     groups = network.groups
     gain = [0.0] * len(groups)
@@ -72,11 +86,17 @@ def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tenso
                 gain[c.source] += gain[h] * slope * float(np.linalg.norm(c.matrix, 2))
     top = max(gain, default=0.0) or 1.0
     per_neuron = np.concatenate([np.full(g.size, max(d, 1e-3 * top)) for g, d in zip(groups, gain)])
-    lam = torch.from_numpy(2.0 * per_neuron**2 / objective.output_scale**2)
-    for _ in range(200):
-        if objective.eigenvalues(lam) is not None:
-            return lam
-        lam = lam * 2.0
+    # Doubling λ only outgrows BᵀB's block (the other terms scale with λ): 30 doublings (10⁹ over
+    # the gains' 10⁻⁶ floor) do that or nothing will, and each try costs a factorisation of the whole
+    # program.  Where the groups' cross terms win (deep residual programs read every earlier group),
+    # earlier groups weigh more: λ_g times STEEPER^(G−1−g), doubled a few times.
+    for steeper, doublings in ((1.0, 30), (4.0, 8), (16.0, 8)):
+        depth = np.concatenate([np.full(g.size, steeper ** (len(groups) - 1 - k)) for k, g in enumerate(groups)])
+        lam = torch.from_numpy(2.0 * per_neuron**2 * depth / objective.output_scale**2)
+        for _ in range(doublings):
+            if objective.eigenvalues(lam) is not None:
+                return lam
+            lam = lam * 2.0
     raise ArithmeticError("no feasible starting multipliers")
 
 

@@ -53,9 +53,12 @@ WIDER_WINDOW_STEP = 2
 # chain norms and the explicit matrices are not counted, so no budget gets ConvNeXt-atto near it.
 DEFAULT_RECURSION_BUDGET = 0.3
 WIDER_WINDOW_COST = 4.0
-# Operations of the semidefinite program's cost model (lipaudit.sdp) on a plain chain: a fixed
-# number, so the figure is the same on any machine; about a second of one core on a 64-128-128-10 MLP.
+# Operations of the semidefinite program's cost model (lipaudit.sdp) at the default recursion
+# budget: a fixed number, so the figure is the same on any machine; about a second of one core on a
+# 64-128-128-10 MLP.  It scales with the recursion budget (work_allowance's multiple), and is
+# SDP_UNLIMITED times this with no limit.
 SDP_BUDGET = 3e10
+SDP_UNLIMITED = 30.0
 
 __all__ = ["BOUNDS", "DEFAULT_RECURSION_BUDGET", "GraphBound", "NotMappable", "tighten"]
 
@@ -153,7 +156,7 @@ def tighten(
     out_of_time = time_limit is not None and (not finished or time.perf_counter() > start + time_limit)
     if recursion and len(outputs) == 1 and not out_of_time:
         (name,) = outputs
-        sdp = semidefinite_bound(net, warm_start=outputs[name] / margin, budget=SDP_BUDGET)
+        sdp = semidefinite_bound(net, warm_start=outputs[name] / margin, budget=sdp_budget(budget))
         if sdp is not None and sdp.certified and sdp.figure is not None and sdp.figure * margin < outputs[name]:
             outputs[name] = sdp.figure * margin
             upper = min(upper, _by_position(graph, outputs))
@@ -192,9 +195,16 @@ def tighten(
         finished,
         math.inf if allowance is None else allowance,
         spent,
-        proof=proof if method == "LipSDP-Neuron" else None,
+        proof=proof if method.startswith("LipSDP-Neuron") else None,
         local=bool(local) and upper < composed.upper_bound,
     )
+
+
+def sdp_budget(budget: float | None) -> float:
+    """The semidefinite program's operations for the recursion's ``budget`` (None: no limit)."""
+    if budget is None:
+        return SDP_BUDGET * SDP_UNLIMITED
+    return SDP_BUDGET * budget / DEFAULT_RECURSION_BUDGET if DEFAULT_RECURSION_BUDGET > 0 else SDP_BUDGET
 
 
 def _by_position(graph: Graph, outputs: dict[str, float]) -> float:
