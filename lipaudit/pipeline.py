@@ -144,6 +144,8 @@ def audit(
     tight = _tighten(
         graph, network, options.bound, options.seed, notices, options.recursion_budget, options.recursion_time, domain
     )
+    if domain is not None and options.bound == "recursion":
+        tight = _with_interval_jacobian(graph, network, tight, domain, notices)
     clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
 
@@ -277,6 +279,31 @@ def _tighten(
             "product's figure (without --recursion-time it spends its work budget, whatever the machine)"
         )
     return tight
+
+
+def _with_interval_jacobian(
+    graph: Graph, network: NetworkBound, tight: GraphBound | None, domain: Domain, notices: list[str]
+) -> GraphBound | None:
+    """The lower of the domain figure so far and the interval-Jacobian bound on the box (both
+    certified; lipaudit.domain.jacobian), with a notice when the latter gives the figure."""
+    from .domain.jacobian import METHOD, local_jacobian_bound
+
+    upper = tight.upper_bound if tight is not None else network.upper_bound
+    if upper is None or not network.certified:
+        return tight
+    found, _ = local_jacobian_bound(graph, domain.bounds, domain.ranges)
+    if found is None or not found.upper_bound < upper:
+        return tight
+    outputs = dict(tight.outputs) if tight is not None else {k: v for k, v in network.outputs.items() if v is not None}
+    for name, value in found.outputs.items():
+        if name in outputs:
+            outputs[name] = min(outputs[name], value)
+    notices.append(
+        f"the network bound is the interval-Jacobian bound: sup of ‖J‖₂ over the box ({found.upper_bound:.6g}, "
+        f"below {upper:.6g}), from enclosures of every value's Jacobian along the {found.directions} input directions"
+    )
+    base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
+    return replace(base, upper_bound=found.upper_bound, outputs=outputs, method=METHOD, local=True)
 
 
 def _lower_bound(
