@@ -88,7 +88,13 @@ def frobenius(t: Tensor) -> float:
 
 def settled(centre: Tensor, radius: Tensor, deviation: float) -> Jac:
     """A Jacobian whose deviation is also at most ‖R‖₂ (every J − C in [−R, R] has ‖J − C‖ ≤ ‖R‖)."""
-    return Jac(centre, radius, min(deviation, nonnegative_norm(radius)))
+    bound = nonnegative_norm(radius)
+    return Jac(centre, radius, deviation if deviation < bound else bound)  # NaN: the radius's bound
+
+
+def amplified(gain: float, deviation: float) -> float:
+    """gain·deviation, 0 for a map that is 0 (whatever the deviation, even unbounded)."""
+    return 0.0 if gain == 0 else gain * deviation
 
 
 def rounded(centre: Tensor, radius: Tensor, deviation: float) -> Jac:
@@ -128,7 +134,7 @@ def times(jac: Jac, factor: Interval) -> Jac:
     m, w = mid_rad(factor, jac.shape)
     birth = w * jac.magnitude()
     largest = float(m.abs().max()) if m.numel() else 0.0
-    deviation = largest * jac.deviation + nonnegative_norm(birth)
+    deviation = amplified(largest, jac.deviation) + nonnegative_norm(birth)
     return rounded(m * jac.centre, m.abs() * jac.radius + birth, deviation)
 
 
@@ -148,11 +154,11 @@ def summed(jac: Jac, dim: int, keepdim: bool = True) -> Jac:
     centre = jac.centre.sum(dim=dim + 1, keepdim=keepdim)
     radius = jac.radius.sum(dim=dim + 1, keepdim=keepdim)
     extra = (k + 2) * UNIT * jac.magnitude().sum(dim=dim + 1, keepdim=keepdim)
-    return settled(centre, radius + extra, math.sqrt(k) * jac.deviation + frobenius(extra))
+    return settled(centre, radius + extra, amplified(math.sqrt(k), jac.deviation) + frobenius(extra))
 
 
 def scaled(jac: Jac, factor: float) -> Jac:
-    return rounded(jac.centre * factor, jac.radius * abs(factor), jac.deviation * abs(factor))
+    return rounded(jac.centre * factor, jac.radius * abs(factor), amplified(abs(factor), jac.deviation))
 
 
 def through_map(linear: Linear, jacs: Sequence[Jac], out_shape: Sequence[int]) -> Jac:
@@ -173,14 +179,12 @@ def through_map(linear: Linear, jacs: Sequence[Jac], out_shape: Sequence[int]) -
     return rounded(centre.reshape(full), radius.reshape(full) + extra, deviation + frobenius(extra))
 
 
-def _blocks_norm(matrices: Tensor, shared: bool) -> float:
-    """‖X ↦ X·B‖ (or B·X) over a batch of blocks B_b: the largest block's norm when each block of X
-    meets one B_b, else √(Σ_b ‖B_b‖²) (one X block meets several)."""
+def _largest_block_norm(matrices: Tensor) -> float:
+    """The largest ‖B_b‖₂ over a batch of blocks (…, k, p)."""
     if matrices.numel() == 0:
         return 0.0
     norms = torch.linalg.matrix_norm(matrices.reshape((-1,) + tuple(matrices.shape[-2:])), ord=2)
-    value = float(norms.max()) if not shared else float(torch.sqrt((norms**2).sum()))
-    return value * (1 + 1e-9)
+    return float(norms.max()) * (1 + 1e-9)
 
 
 def matmul(
@@ -208,10 +212,12 @@ def matmul(
             centre, birth, radius = m @ c, w @ magnitude, m.abs() @ r
             k, scale = m.shape[-1], size @ magnitude
         extra = (k + 2) * UNIT * scale
-        shared = tuple(padded[1:-2]) != tuple(out_shape[:-2])
-        deviation = _blocks_norm(m, shared) * mine.deviation + nonnegative_norm(birth) + frobenius(extra)
-        if shared and deviation < math.inf:
-            deviation *= math.sqrt(math.prod(out_shape[:-2]))  # safe for any broadcast of the blocks
+        # X ↦ X·B blockwise: the largest block's norm when each X block meets one B block; √(the
+        # number of output blocks) times it when X broadcasts (any one X block meets at most that many).
+        gain = _largest_block_norm(m)
+        if tuple(padded[1:-2]) != tuple(out_shape[:-2]):
+            gain *= math.sqrt(math.prod(out_shape[:-2]))
+        deviation = amplified(gain, mine.deviation) + nonnegative_norm(birth) + frobenius(extra)
         term = settled(centre, radius + birth + extra, deviation)
         terms.append(expand(term, out_shape))
     return combine(terms)
@@ -234,8 +240,10 @@ def softmax(z: Jac, p: Interval, axis: int) -> Jac:
     gershgorin = float((m * (1 - m).abs() + m * (total - m)).max()) if m.numel() else 0.0
     a = z.magnitude()
     birth = w * (a + ((m + w) * a).sum(dim=along, keepdim=True)) + m * (w * a).sum(dim=along, keepdim=True)
-    deviation = gershgorin * z.deviation + nonnegative_norm(birth) + frobenius(STEP_ROUNDING * result.magnitude())
-    return Jac(result.centre, result.radius, min(result.deviation, deviation))
+    deviation = (
+        amplified(gershgorin, z.deviation) + nonnegative_norm(birth) + frobenius(STEP_ROUNDING * result.magnitude())
+    )
+    return Jac(result.centre, result.radius, deviation if deviation < result.deviation else result.deviation)
 
 
 @dataclass
@@ -275,7 +283,7 @@ class JacobianContext:
         r = self.half_widths.reshape((-1,) + (1,) * len(jac.shape))
         central = (jac.centre.abs() * r).sum(dim=0)
         # Σ_i |E_ij| r_i ≤ ‖E_:j‖₂‖r‖₂ ≤ deviation·‖r‖₂ for E = J − C
-        spread = torch.clamp((jac.radius * r).sum(dim=0), max=jac.deviation * frobenius(self.half_widths))
+        spread = torch.clamp((jac.radius * r).sum(dim=0), max=amplified(frobenius(self.half_widths), jac.deviation))
         n0 = jac.directions
         return ((central + spread) * (1 + (n0 + 4) * UNIT)).numpy()
 
