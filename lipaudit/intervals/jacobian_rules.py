@@ -189,8 +189,15 @@ def attention(
     dk_t = dk.map(lambda t: t.transpose(-1, -2)) if dk is not None else None
     k_t_box, k_t_point = _transposed(k_box), _transposed(k_point)
     scores_shape = tuple(q_box.shape[:-1]) + (k_box.shape[-2],)
-    ds = matmul(dq, q_box, dk_t, k_t_box, scores_shape)
-    ds = scaled(ds, scale)
+    # Softmax ignores a constant added to a row of scores, so ∂Q·Kᵀ may use the keys less their
+    # mean (their spread, not their distance from 0); and the rows of the true ∂P sum to 0, so
+    # ∂P·V may use the values less theirs.
+    terms = []
+    if dq is not None:
+        terms.append(matmul(dq, q_box, None, _transposed(_less_mean(k_box)), scores_shape))
+    if dk_t is not None:
+        terms.append(matmul(None, q_box, dk_t, k_t_box, scores_shape))
+    ds = scaled(combine(terms), scale)
     s_box = _scaled(_interval_matmul(q_box, k_t_box), scale)
     s_point = _scaled(_interval_matmul(q_point, k_t_point), scale)
     s_box = jctx.tighten(s_point, s_box, ds)
@@ -198,7 +205,16 @@ def attention(
     dp = softmax(ds, p_box, len(scores_shape) - 1)
     p_box = jctx.tighten(p_point, p_box, dp).intersect(0.0, 1.0)
     out_shape = tuple(scores_shape[:-1]) + (v_box.shape[-1],)
-    return matmul(dp, p_box, dv, v_box, out_shape)
+    outputs = [matmul(dp, p_box, None, _less_mean(v_box), out_shape)]
+    if dv is not None:
+        outputs.append(matmul(None, p_box, dv, v_box, out_shape))
+    return combine(outputs)
+
+
+def _less_mean(x: Interval) -> Interval:
+    """x − c with c the mean over axis −2 of x's midpoints (a constant), rounded outwards."""
+    centre = x.center.mean(axis=-2, keepdims=True)
+    return Interval(x.lo - centre, x.hi - centre).widened(np.abs(centre))
 
 
 def _transposed(x: Interval) -> Interval:
