@@ -7,7 +7,8 @@ its runtime probe runs one node at a time; it then gets the same checks (runtime
 verification, recursion, lower bound) as a model read whole, so the figure never depends on the limit.
 With ``input_range`` the figure is a local bound on that box of inputs, and the report says so.
 With ``bound="recursion"`` (the default) the product of the factors is then tightened by the
-slope-restricted recursion over the graph (lipaudit.tight), which also bounds each residual branch.
+slope-restricted recursion over the graph (lipaudit.tight), which also bounds each residual branch;
+on a domain, the figure is then the lower of that and the interval-Jacobian bound (lipaudit.domain.jacobian).
 
 Every figure is a function of the file, the settings and the version: the recursion spends a budget
 of work counted in its cost model's operations, the lower-bound search a fixed number of samples
