@@ -288,13 +288,14 @@ def _with_interval_jacobian(
     """The lower of the domain figure so far and the interval-Jacobian bound on the box (both
     certified; lipaudit.domain.jacobian), with a notice when the latter gives the figure."""
     from .domain.jacobian import METHOD, local_jacobian_bound
+    from .ops.context import DOMAIN_GAIN
 
     upper = tight.upper_bound if tight is not None else network.upper_bound
     if upper is None or not network.certified:
         return tight
     found, _ = local_jacobian_bound(graph, domain.bounds, domain.ranges)
-    if found is None or not found.upper_bound < upper:
-        return tight
+    if found is None or not found.upper_bound < upper * (1 - DOMAIN_GAIN):
+        return tight  # the recursion's figure in all but the last digits keeps its name
     outputs = dict(tight.outputs) if tight is not None else {k: v for k, v in network.outputs.items() if v is not None}
     for name, value in found.outputs.items():
         if name in outputs:
