@@ -1,5 +1,5 @@
 """Transformers on a box around real inputs: interval arithmetic vs the attention and normalisation
-rules vs an empirical lower bound, in one run (issue 22).
+rules vs the interval-Jacobian bound vs an empirical lower bound, in one run (issue 22).
 
 Not a test.  Trains a tiny ViT (8 row-tokens of scikit-learn's bundled 8×8 digits, 2 pre-norm
 blocks, 2 heads) for 300 Adam steps (a few seconds), then, for a box of half-width ``--radius`` around one real
@@ -9,7 +9,13 @@ input, audits:
   local bound comes from interval arithmetic through them ("interval");
 * the ``torch.export`` archive, where it stays one Attention op bounded per head by the
   covariance form, with LayerNorm from the smallest standard deviation on the box ("per-head");
+* the interval-Jacobian bound on the same ``.pt2`` graph (lipaudit.domain.jacobian): sup of ‖J‖₂ over
+  the box from enclosures of every value's Jacobian, ranges tightened by the centred form;
+* what ``lipaudit check`` reports now: the lower of the two ``.pt2`` figures;
 * the empirical lower bound: the largest Jacobian norm found inside the box (``--lower-bound``).
+
+The first two columns are the figures without the interval-Jacobian bound (it is switched off for
+them), as they were before it.
 
 The box is centred by baking the real input into the exported module (x ↦ f(x₀ + x), x in
 [−r, r]): the same function of x, so the same Lipschitz constant. Each block is audited alone on
@@ -21,6 +27,7 @@ Usage:  python bench/transformers.py [--radius 0.002] [--steps 300]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import tempfile
@@ -34,7 +41,11 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import lipaudit.domain.jacobian as interval_jacobian  # noqa: E402
 from lipaudit import audit  # noqa: E402
+from lipaudit.domain import prepare_domain  # noqa: E402
+from lipaudit.load import load_model  # noqa: E402
+from lipaudit.passes import run_passes  # noqa: E402
 
 
 class Block(nn.Module):
@@ -119,13 +130,36 @@ def figures(module: nn.Module, centre: torch.Tensor, radius: float, folder: Path
         torch.onnx.export(wrapped, (example,), str(onnx_path), dynamo=False, opset_version=17)
         torch.export.save(torch.export.export(wrapped, (example,)), str(pt2_path))
     box = [f"{-radius}:{radius}"]
-    interval = audit(str(onnx_path), input_range=box)
-    per_head = audit(str(pt2_path), input_range=box, lower_bound=True, samples=64, steps=40)
+    with without_interval_jacobian():
+        interval = audit(str(onnx_path), input_range=box)
+        per_head = audit(str(pt2_path), input_range=box)
+    now = audit(str(pt2_path), input_range=box, lower_bound=True, samples=64, steps=40)
+    graph = run_passes(load_model(str(pt2_path)).graph)
+    domain = prepare_domain(graph, box)
+    found, _ = interval_jacobian.local_jacobian_bound(graph, domain.bounds, domain.ranges)
     return {
-        "interval": interval.upper_bound if interval.upper_bound is not None else math.inf,
-        "per_head": per_head.upper_bound if per_head.upper_bound is not None else math.inf,
-        "lower": per_head.lower_bound or 0.0,
+        "interval": _figure(interval.upper_bound),
+        "per_head": _figure(per_head.upper_bound),
+        "jacobian": found.upper_bound if found is not None else math.inf,
+        "now": _figure(now.upper_bound),
+        "method": now.network.method,
+        "lower": now.lower_bound or 0.0,
     }
+
+
+def _figure(value: float | None) -> float:
+    return value if value is not None else math.inf
+
+
+@contextlib.contextmanager
+def without_interval_jacobian():
+    """The audit as it was before the interval-Jacobian bound: the pipeline finds none."""
+    original = interval_jacobian.local_jacobian_bound
+    interval_jacobian.local_jacobian_bound = lambda *args: (None, "switched off for the comparison")
+    try:
+        yield
+    finally:
+        interval_jacobian.local_jacobian_bound = original
 
 
 def main() -> None:
@@ -149,11 +183,17 @@ def main() -> None:
             h = block(h).detach()
         rows.append(("network", figures(model, x0, args.radius, folder, "network")))
     print()
-    print("| part | interval (ONNX, decomposed) | per-head + LayerNorm (.pt2) | lower bound | per-head / lower |")
-    print("|---|---|---|---|---|")
+    print(
+        "| part | interval (ONNX, decomposed) | per-head + LayerNorm (.pt2) | interval-Jacobian (.pt2) "
+        "| reported now (method) | lower bound | now / lower |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, f in rows:
-        ratio = f["per_head"] / f["lower"] if f["lower"] > 0 else math.inf
-        print(f"| {name} | {f['interval']:.4g} | {f['per_head']:.4g} | {f['lower']:.4g} | {ratio:.2f} |")
+        ratio = f["now"] / f["lower"] if f["lower"] > 0 else math.inf
+        print(
+            f"| {name} | {f['interval']:.4g} | {f['per_head']:.4g} | {f['jacobian']:.4g} "
+            f"| {f['now']:.4g} ({f['method']}) | {f['lower']:.4g} | {ratio:.3g} |"
+        )
 
 
 if __name__ == "__main__":

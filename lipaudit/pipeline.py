@@ -7,7 +7,8 @@ its runtime probe runs one node at a time; it then gets the same checks (runtime
 verification, recursion, lower bound) as a model read whole, so the figure never depends on the limit.
 With ``input_range`` the figure is a local bound on that box of inputs, and the report says so.
 With ``bound="recursion"`` (the default) the product of the factors is then tightened by the
-slope-restricted recursion over the graph (lipaudit.tight), which also bounds each residual branch.
+slope-restricted recursion over the graph (lipaudit.tight), which also bounds each residual branch;
+on a domain, the figure is then the lower of that and the interval-Jacobian bound (lipaudit.domain.jacobian).
 
 Every figure is a function of the file, the settings and the version: the recursion spends a budget
 of work counted in its cost model's operations, the lower-bound search a fixed number of samples
@@ -144,6 +145,8 @@ def audit(
     tight = _tighten(
         graph, network, options.bound, options.seed, notices, options.recursion_budget, options.recursion_time, domain
     )
+    if domain is not None and options.bound == "recursion":
+        tight = _with_interval_jacobian(graph, network, tight, domain, notices)
     clock.lap("tighten")
     upper = tight.upper_bound if tight is not None else network.upper_bound
 
@@ -277,6 +280,32 @@ def _tighten(
             "product's figure (without --recursion-time it spends its work budget, whatever the machine)"
         )
     return tight
+
+
+def _with_interval_jacobian(
+    graph: Graph, network: NetworkBound, tight: GraphBound | None, domain: Domain, notices: list[str]
+) -> GraphBound | None:
+    """The lower of the domain figure so far and the interval-Jacobian bound on the box (both
+    certified; lipaudit.domain.jacobian), with a notice when the latter gives the figure."""
+    from .domain.jacobian import METHOD, local_jacobian_bound
+    from .ops.context import DOMAIN_GAIN
+
+    upper = tight.upper_bound if tight is not None else network.upper_bound
+    if upper is None or not network.certified:
+        return tight
+    found, _ = local_jacobian_bound(graph, domain.bounds, domain.ranges)
+    if found is None or not found.upper_bound < upper * (1 - DOMAIN_GAIN):
+        return tight  # the recursion's figure in all but the last digits keeps its name
+    outputs = dict(tight.outputs) if tight is not None else {k: v for k, v in network.outputs.items() if v is not None}
+    for name, value in found.outputs.items():
+        if name in outputs:
+            outputs[name] = min(outputs[name], value)
+    notices.append(
+        f"the network bound is the interval-Jacobian bound: sup of ‖J‖₂ over the box ({found.upper_bound:.6g}, "
+        f"below {upper:.6g}), from enclosures of every value's Jacobian along the {found.directions} input directions"
+    )
+    base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
+    return replace(base, upper_bound=found.upper_bound, outputs=outputs, method=METHOD, local=True)
 
 
 def _lower_bound(

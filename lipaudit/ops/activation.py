@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..intervals.interval import Interval
+from ..intervals.jacobian import Jac, JacobianContext, times
+from ..intervals.jacobian_rules import monotone_in_magnitude, profile_slope_range
 from ..intervals.slopes import SmoothProfile, hardswish_slope_sup
 from ..ir import Node
 from .context import RuleContext, tighter_on_domain
@@ -57,6 +59,28 @@ class Activation(Op):
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
         """sup |f'| over each entry's interval (None: nothing better than the global constant)."""
         return None
+
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval | None:
+        """[inf f', sup f'] over each entry's interval (Clarke derivatives at kinks included), or None.
+        By default the global slope range, cut to ±sup|f'| on the interval (``domain_slopes``)."""
+        slopes = self.slope_range(node, ctx)
+        if slopes is None:
+            return None
+        low, high = np.full(x.shape, float(slopes[0])), np.full(x.shape, float(slopes[1]))
+        local = self.domain_slopes(node, ctx, x)
+        if local is not None:
+            low, high = np.maximum(low, -local), np.minimum(high, local)
+        return Interval(low, high)
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂f(x) = f'(x)·∂x with f' in its range over the input's range (on the box, tightened)."""
+        if jctx.rules.graph.variable_inputs(node) != [node.inputs[0]]:
+            return None
+        x = jctx.jac(node.inputs[0])
+        slopes = self.derivative_range(node, jctx.rules, jctx.box(node.inputs[0]))
+        if x is None or slopes is None:
+            return None
+        return [times(x, slopes)] + [None] * (len(node.outputs) - 1)
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         factor = self.global_factor(node, ctx)
@@ -103,6 +127,10 @@ class Relu(SlopeWithinOne):
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         return _on_positive_side(x).astype(np.float64)  # always off: 0
 
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
+        """1 where always on, 0 where always off, [0, 1] (the Clarke derivative at 0) where it may switch."""
+        return Interval((x.lo > 0).astype(np.float64), (x.hi > 0).astype(np.float64))
+
 
 @register
 class Tanh(SlopeWithinOne):
@@ -112,6 +140,9 @@ class Tanh(SlopeWithinOne):
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         with np.errstate(over="ignore"):
             return 1.0 / np.cosh(x.mignitude) ** 2  # 1 − tanh², without cancellation
+
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
+        return monotone_in_magnitude(x, lambda a: 1.0 / np.cosh(a) ** 2)
 
 
 @register
@@ -231,6 +262,9 @@ class Sigmoid(Activation):
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         return _sigmoid(x.mignitude) * _sigmoid(-x.mignitude)  # σ(1 − σ), without cancellation
 
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
+        return monotone_in_magnitude(x, lambda a: _sigmoid(a) * _sigmoid(-a))
+
 
 def _gelu_slope(x: Tensor) -> Tensor:
     return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
@@ -299,6 +333,9 @@ class Smooth(Activation):
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
         return self.profile(node).slope_sup(x.lo, x.hi)
 
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval | None:
+        return profile_slope_range(self.profile(node), x)
+
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [self.profile(node).value_range(ctx.range_of(node.inputs[0]))]
 
@@ -337,6 +374,12 @@ class Swish(Silu):
         if alpha == 0:
             return None
         return SILU.slope_sup(scaled.lo, scaled.hi)
+
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval | None:
+        alpha, scaled = self._scaled(node, x)
+        if alpha == 0:
+            return Interval.exact(np.full(x.shape, 0.5))
+        return profile_slope_range(SILU, scaled)
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         alpha, scaled = self._scaled(node, ctx.range_of(node.inputs[0]))
@@ -381,3 +424,6 @@ class Erf(Activation):
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         return ERF_SLOPE * np.exp(-(x.mignitude**2))
+
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
+        return monotone_in_magnitude(x, lambda a: 2 / math.sqrt(math.pi) * np.exp(-(a**2)))

@@ -89,6 +89,10 @@ class Exp(NotLipschitz):
         with np.errstate(over="ignore"):
             return np.exp(x.hi)
 
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
+        with np.errstate(over="ignore"):
+            return Interval(np.exp(x.lo), np.exp(x.hi)).widened()
+
 
 for _name, _fn in [("Sign", torch.sign), ("Floor", torch.floor), ("Ceil", torch.ceil), ("Round", torch.round)]:
     register(type(_name, (Jumps,), {"fn": staticmethod(_fn), "monotone": True, "__module__": __name__}))
@@ -109,6 +113,11 @@ class Sqrt(SteepNearZero):
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         return _where_finite(x.lo > 0, lambda: 0.5 / np.sqrt(x.lo))
 
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval | None:
+        if not np.all(x.lo > 0):
+            return None
+        return Interval(0.5 / np.sqrt(x.hi), 0.5 / np.sqrt(x.lo)).widened()
+
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         x = ctx.range_of(node.inputs[0])
         with np.errstate(invalid="ignore"):
@@ -121,6 +130,12 @@ class Reciprocal(SteepNearZero):
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         return _where_finite(x.mignitude > 0, lambda: 1.0 / x.mignitude**2)
+
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval | None:
+        if not np.all(x.mignitude > 0):
+            return None
+        with np.errstate(over="ignore"):
+            return Interval(-1.0 / x.mignitude**2, -1.0 / x.magnitude**2).widened()
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [reciprocal(ctx.range_of(node.inputs[0]))]

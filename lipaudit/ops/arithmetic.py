@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from .. import linear_maps as maps
-from ..intervals.interval import Interval, product, quotient, square
+from ..intervals.interval import Interval, product, quotient, reciprocal, square
+from ..intervals.jacobian import Jac, JacobianContext, combine, expand, times
 from ..ir import Node
 from ..linear_maps import Barrier, Linear, Reshape, Scale
 from .context import DOMAIN_HINT, RuleContext, broadcast_gain, domain_factor
@@ -30,6 +31,25 @@ from .registry import Op, register
 from .runtime import BinaryTensorFn, Env, same_kind
 
 FAMILY = "arithmetic"
+
+
+def _weighted_jacobian(node: Node, jctx: JacobianContext, coefficients: dict[int, Interval | None]) -> Jac | None:
+    """Σ_i a_i ⊙ ∂x_i over the variable inputs at the positions given, each broadcast to the output,
+    a_i in its range on the box (None: exactly 1). None when another input varies."""
+    out_shape = jctx.rules.output_shape(node)
+    terms = []
+    for position, name in enumerate(node.inputs):
+        jac = jctx.jac(name) if name else None
+        if jac is None:
+            continue
+        if position not in coefficients:
+            return None
+        wide = expand(jac, out_shape)
+        coefficient = coefficients[position]
+        terms.append(wide if coefficient is None else times(wide, coefficient))
+    if not terms:
+        return None
+    return combine(terms)
 
 
 def _unit_weights(node: Node, ctx: RuleContext) -> list[float]:
@@ -77,6 +97,12 @@ class Summing(Binary):
         if node.op_type == "Sub" and variables[0] == node.inputs[1]:
             return Scale.of(-1.0)
         return Reshape(out_shape)
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂(Σ ±x_i) = Σ ±∂x_i, each broadcast to the output."""
+        minus = Interval.exact(np.array(-1.0))
+        signs = {i: (minus if node.op_type == "Sub" and i == 1 else None) for i in range(len(node.inputs))}
+        return [_weighted_jacobian(node, jctx, signs)]
 
 
 @register
@@ -164,6 +190,11 @@ class Mul(Binary):
     def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
         return scaling(node, ctx)
 
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂(uv) = v ∂u + u ∂v, each factor in its range on the box (a constant: exactly)."""
+        u, v = node.inputs[:2]
+        return [_weighted_jacobian(node, jctx, {0: jctx.box(v), 1: jctx.box(u)})]
+
 
 @register
 class Div(Binary):
@@ -225,6 +256,17 @@ class Div(Binary):
     def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
         return scaling(node, ctx)
 
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂(u/v) = ∂u/v − (u/v)(1/v) ∂v, with 1/v and u/v in their ranges on the box."""
+        numerator, denominator = node.inputs[:2]
+        fixed = jctx.rules.graph.const(denominator)
+        if fixed is not None and np.asarray(fixed).dtype.kind != "f":
+            return None  # integer division truncates
+        inverse = reciprocal(jctx.box(denominator))
+        ratio = quotient(jctx.box(numerator), jctx.box(denominator))
+        negated = product(ratio, inverse)
+        return [_weighted_jacobian(node, jctx, {0: inverse, 1: Interval(-negated.hi, -negated.lo)})]
+
 
 @register
 class Pow(Binary):
@@ -283,6 +325,18 @@ class Pow(Binary):
             return Factor.unbounded("c^x: the exponent's range on the input domain is unbounded")
         return domain_factor(value, "sup of |ln c|·c^x over the exponent's range", input_weights=[value])
 
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂(x^p) = p·x^(p−1)·∂x for a constant exponent p, x^(p−1) in its range on the box."""
+        base, exponent = node.inputs[:2]
+        p = jctx.rules.graph.const(exponent)
+        if p is None or jctx.jac(base) is None:
+            return None
+        p = np.asarray(p, np.float64)
+        powers = _power_range(jctx.box(base), p - 1)
+        slope = product(powers, Interval.exact(p))
+        slope = Interval(np.where(p == 0, 0.0, slope.lo), np.where(p == 0, 0.0, slope.hi))
+        return [_weighted_jacobian(node, jctx, {0: slope})]
+
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         base, exponent = node.inputs[:2]
         if ctx.is_variable(node, 1):
@@ -290,18 +344,7 @@ class Pow(Binary):
                 return [None]
             return monotone_interval(self, node, ctx, positions=(1,))  # c^x with c > 0 is monotone
         p = np.asarray(ctx.graph.const(exponent), np.float64)
-        x = ctx.range_of(base)
-        # x^p is monotone on each side of 0 (undefined for negative x unless p is an integer).
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            ends = np.stack(np.broadcast_arrays(np.power(x.lo, p), np.power(x.hi, p)))
-            at_zero = np.broadcast_to(np.power(0.0, p), ends.shape[1:])
-        straddles = np.broadcast_to((x.lo < 0) & (x.hi > 0), ends.shape[1:])
-        low = np.where(straddles, np.minimum(ends.min(axis=0), at_zero), ends.min(axis=0))
-        high = np.where(straddles, np.maximum(ends.max(axis=0), at_zero), ends.max(axis=0))
-        # A negative power blows up at 0, towards −inf or +inf by the side: no bound there.
-        touches_zero = np.broadcast_to((p < 0) & (x.lo <= 0) & (x.hi >= 0), ends.shape[1:])
-        nan = np.isnan(ends).any(axis=0) | (straddles & np.isnan(at_zero)) | touches_zero
-        return [Interval(np.where(nan, -np.inf, low), np.where(nan, np.inf, high)).widened()]
+        return [_power_range(ctx.range_of(base), p)]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         base, exponent = args[0], args[1]
@@ -352,3 +395,18 @@ def scaling(node: Node, ctx: RuleContext) -> Linear | Barrier:
     if not np.all(np.isfinite(constant)):
         return Barrier("a division by zero")
     return Scale.of(constant)
+
+
+def _power_range(x: Interval, p: np.ndarray) -> Interval:
+    """{x^p} over each entry's interval (full where it is not defined or blows up)."""
+    # x^p is monotone on each side of 0 (undefined for negative x unless p is an integer).
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        ends = np.stack(np.broadcast_arrays(np.power(x.lo, p), np.power(x.hi, p)))
+        at_zero = np.broadcast_to(np.power(0.0, p), ends.shape[1:])
+    straddles = np.broadcast_to((x.lo < 0) & (x.hi > 0), ends.shape[1:])
+    low = np.where(straddles, np.minimum(ends.min(axis=0), at_zero), ends.min(axis=0))
+    high = np.where(straddles, np.maximum(ends.max(axis=0), at_zero), ends.max(axis=0))
+    # A negative power blows up at 0, towards −inf or +inf by the side: no bound there.
+    touches_zero = np.broadcast_to((p < 0) & (x.lo <= 0) & (x.hi >= 0), ends.shape[1:])
+    nan = np.isnan(ends).any(axis=0) | (straddles & np.isnan(at_zero)) | touches_zero
+    return Interval(np.where(nan, -np.inf, low), np.where(nan, np.inf, high)).widened()

@@ -16,6 +16,8 @@ from torch import Tensor
 
 from ..intervals.attention import NOTE, AttentionBound, attention_on_box
 from ..intervals.interval import Interval, from_center_radius
+from ..intervals.jacobian import Jac, JacobianContext
+from ..intervals.jacobian_rules import attention as attention_jacobian
 from ..ir import Node
 from ..spectral.dense import dense_norm
 from .context import DOMAIN_HINT, DOMAIN_METHOD, RuleContext
@@ -38,6 +40,10 @@ def _heads(interval: Interval, heads: int) -> Interval:
         return np.broadcast_to(a, (b, s, hidden)).reshape(b, s, heads, hidden // heads).transpose(0, 2, 1, 3)
 
     return Interval(split(interval.lo), split(interval.hi))
+
+
+def _repeat_heads(interval: Interval, repeats: int) -> Interval:
+    return Interval(np.repeat(interval.lo, repeats, axis=1), np.repeat(interval.hi, repeats, axis=1))
 
 
 def _merged(interval: Interval) -> Interval:
@@ -162,6 +168,45 @@ class Attention(DotProductAttention):
 
     def output_layout(self, node: Node, ctx: RuleContext, output: Interval) -> Interval:
         return _merged(output) if len(ctx.input_shape(node, 0)) == 3 else output
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂ of softmax(scale·QKᵀ)V from the primitives (lipaudit.intervals.jacobian_rules.attention);
+        no rule with a mask, a cache, causal attention or a softcap."""
+        if any(len(node.inputs) > i and node.inputs[i] for i in (3, 4, 5, 6)) or any(node.outputs[1:]):
+            return None
+        if node.attr_int("is_causal", 0) or node.attr_float("softcap", 0.0):
+            return None
+        ctx = jctx.rules
+        three_d = len(ctx.input_shape(node, 0)) == 3
+        jacs: list[Jac | None] = []
+        boxes: list[Interval] = []
+        points: list[Interval] = []
+        for index, name in enumerate(node.inputs[:3]):
+            shape = ctx.input_shape(node, index)
+            jac = jctx.jac(name)
+            box, point = jctx.box(name).broadcast_to(shape), jctx.point(name).broadcast_to(shape)
+            if three_d:
+                heads = node.attr_int("q_num_heads" if index == 0 else "kv_num_heads")
+                box, point = _heads(box, heads), _heads(point, heads)
+                if jac is not None:
+                    jac = jac.map(lambda t, h=heads: t.reshape(t.shape[:3] + (h, -1)).transpose(2, 3))
+            jacs.append(jac)
+            boxes.append(box)
+            points.append(point)
+        for index in (1, 2):
+            repeats = boxes[0].shape[1] // boxes[index].shape[1]
+            if repeats == 1:
+                continue
+            # grouped-query attention: each key/value head serves several query heads
+            boxes[index], points[index] = _repeat_heads(boxes[index], repeats), _repeat_heads(points[index], repeats)
+            found = jacs[index]
+            if found is not None:
+                jacs[index] = found.map(lambda t, r=repeats: t.repeat_interleave(r, dim=2), math.sqrt(repeats))
+        q, k, v = ((jacs[i], boxes[i], points[i]) for i in range(3))
+        out = attention_jacobian(jctx, q, k, v, _scale(node, boxes[0].shape[-1]))
+        if three_d:
+            out = out.map(lambda t: t.transpose(2, 3).reshape(t.shape[0], t.shape[1], t.shape[3], -1))
+        return [out]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         _no_extra(node, 1, {4: "a past key", 5: "a past value", 6: "nonpad_kv_seqlen"}, args)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .. import linear_maps as maps
 from ..intervals.interval import Interval
+from ..intervals.jacobian import Jac, JacobianContext, matmul
 from ..intervals.norms import nonnegative_norm_bound
 from ..invariants import present
 from ..ir import Node
@@ -194,6 +195,15 @@ class MatMul(Op):
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [bilinear_interval(self, node, ctx, 0, 1)]
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂(AB) = ∂A·B + A·∂B, each operand in its range on the box (a constant: exactly)."""
+        left, right = node.inputs[:2]
+        shapes = [jctx.rules.input_shape(node, i) for i in (0, 1)]
+        if min(len(s) for s in shapes) < 2:
+            return super().jacobian(node, jctx)
+        boxes = [jctx.box(name).broadcast_to(shape) for name, shape in zip((left, right), shapes)]
+        return [matmul(jctx.jac(left), boxes[0], jctx.jac(right), boxes[1], jctx.rules.output_shape(node))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return torch.matmul(*same_kind(args[0], args[1]))

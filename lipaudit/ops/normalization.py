@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 from ..intervals.interval import Interval, product, quotient
+from ..intervals.jacobian import Jac, JacobianContext, times
+from ..intervals.jacobian_rules import normalized
 from ..intervals.normalize import (
     grouped,
     mean_square_bounds,
@@ -171,6 +173,19 @@ class DataNormalization(Op):
             f"ε={epsilon:g}); its local slope is far smaller",
         )
 
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂y = γ ⊙ ∂z, z the normalised input (lipaudit.intervals.jacobian_rules.normalized)."""
+        scale = jctx.rules.const_input(node, 1)
+        if scale is None or not jctx.rules.graph.variable_inputs(node) == [node.inputs[0]]:
+            return None
+        shape = jctx.rules.input_shape(node)
+        view, axes = self.grouping(node, shape)
+        z = _normalised_jacobian(node, jctx, view, axes, centred=True)
+        if z is None:
+            return None
+        gamma = np.broadcast_to(self.channel_values(node, np.asarray(scale, np.float64), shape), shape)
+        return [times(z, Interval.exact(gamma))] + [None] * (len(node.outputs) - 1)
+
     # How the op groups its input: the grouped view's shape and the axes normalised together; and
     # how |γ| (or γ) spreads over those groups.
     def grouping(self, node: Node, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -209,6 +224,15 @@ class DataNormalization(Op):
         beta = self.channel_values(node, np.asarray(bias, np.float64), shape)
         scaled = product(z, Interval.exact(gamma))
         return [Interval(scaled.lo + beta, scaled.hi + beta).widened(np.abs(beta))] + [None] * (len(node.outputs) - 1)
+
+
+def _normalised_jacobian(
+    node: Node, jctx: JacobianContext, view: tuple[int, ...], axes: tuple[int, ...], centred: bool
+) -> Jac | None:
+    """∂z of the normalised input (z = (x − μ)/σ, or x/rms), in the input's shape."""
+    shape = jctx.rules.input_shape(node)
+    z = normalized(jctx, node.inputs[0], shape, view, axes, node.attr_float("epsilon"), centred)
+    return None if z is None else z.map(lambda t: t.reshape((t.shape[0],) + shape))
 
 
 def _channel_array(values: np.ndarray, rank: int) -> np.ndarray:
@@ -437,6 +461,11 @@ class Normalize(Op):
         shape, axes, lo, hi = self._bounds(node, ctx)
         z_lo, z_hi = normalized_range(lo, hi, node.attr_float("epsilon"), bool(node.attr_int("centered", 1)))
         return [Interval(ungrouped(z_lo, shape, axes), ungrouped(z_hi, shape, axes)).widened()]
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        shape = jctx.rules.input_shape(node)
+        z = _normalised_jacobian(node, jctx, shape, self._axes(node, len(shape)), bool(node.attr_int("centered", 1)))
+        return None if z is None else [z]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]

@@ -18,6 +18,7 @@ from .factor import Factor
 
 if TYPE_CHECKING:
     from ..intervals.interval import Interval
+    from ..intervals.jacobian import Jac, JacobianContext
     from ..linear_maps import Barrier, Linear
     from .context import RuleContext
     from .runtime import Env
@@ -105,6 +106,14 @@ class Op:
         if self.identity:
             return entry_map(self, node, ctx)
         return Barrier(f"{node.op_type} is not a linear map the recursion looks through")
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """Enclosures of the outputs' Jacobians over the box, from the inputs' (``jctx.jac``) and
+        their ranges (lipaudit.intervals.jacobian); None when the op has no such rule.  By default
+        through the op's ``linear_part``: C' = A C, R' = |A| R."""
+        from ..intervals.jacobian_rules import through_linear
+
+        return through_linear(self, node, jctx)
 
     def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float] | None:
         """[α, β] containing every difference quotient of an elementwise op of one variable input

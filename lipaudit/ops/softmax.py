@@ -18,6 +18,9 @@ import torch
 from torch import Tensor
 
 from ..intervals.interval import Interval
+from ..intervals.jacobian import Jac, JacobianContext
+from ..intervals.jacobian import softmax as softmax_jacobian
+from ..intervals.jacobian_rules import grouped_jac
 from ..intervals.normalize import grouped, ungrouped
 from ..intervals.softmax import log_softmax_range, softmax_range
 from ..ir import Node
@@ -79,6 +82,16 @@ class Softmax(Op):
         shape, axes, lo, hi = _rows(node, ctx, self.coerced)
         p_lo, p_hi = softmax_range(lo, hi)
         return [Interval(ungrouped(p_lo, shape, axes), ungrouped(p_hi, shape, axes))]
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂p = p ⊙ (∂z − ⟨p, ∂z⟩) per group, p in its range on the box."""
+        z = jctx.jac(node.inputs[0])
+        if z is None:
+            return None
+        shape, axes, lo, hi = _rows(node, jctx.rules, self.coerced)
+        rows, back = grouped_jac(z, shape, axes)
+        p_lo, p_hi = softmax_range(lo, hi)
+        return [back(softmax_jacobian(rows, Interval(p_lo, p_hi), 1))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, axis = _grouped(node, args[0], self.coerced)
