@@ -66,14 +66,17 @@ from .conv_operator import (
 )
 from .cost import (
     CPU_COSTS,
+    FORECAST_MARGIN,
     OPERATOR_LANCZOS_STEPS,
     OPERATOR_LANCZOS_TOL,
     ConvShape,
     DeviceCosts,
     device_costs,
     format_seconds,
+    materialized_seconds,
     operator_gram_seconds,
     plan,
+    predicted_gap,
     uses_eigensolver,
 )
 from .dense import DENSE_METHODS, SVD_MARGIN, _gap, as_float64
@@ -178,21 +181,35 @@ def predicted_seconds(
     groups: int = 1,
     *,
     target: float = AUTO_TARGET,
-    steps: int = 0,
 ) -> float:
-    """What conv_norm's 'auto' is predicted to spend on a forward convolution (no dilation) of this
-    shape, by the CPU table of the cost model (cost.py) whatever the device, so that a work budget
-    counted in it selects the same work everywhere: the plan's first method.  From the shapes
-    alone (the kernel's values do not enter the plan).  A tightening after the embedding depends on
-    the gap it measures, which no shape forecasts: it is not counted."""
+    """The seconds conv_norm's 'auto' is predicted to spend on the materialised operator of a
+    forward convolution (no dilation) of this shape, where the plan takes it first because the
+    embedding is forecast too loose or because it is cheap in absolute terms; 0 where the plan
+    starts with the embedding (whose cost needs the kernel's block structure, too dear to build for
+    every candidate).  The CPU table of the cost model (cost.py) whatever the device, so that a
+    work budget counted in it selects the same work everywhere; from the shapes alone.  A
+    tightening after the embedding depends on the gap it measures, which no shape forecasts: it
+    is not counted."""
     d = len(spatial)
-    layer = _Layer(
-        torch.zeros(weight_shape, dtype=torch.float64), tuple(spatial), tuple(strides), tuple(pads), (1,) * d, groups
+    shape = ConvShape(
+        weight_shape[0],
+        weight_shape[1],
+        groups,
+        tuple(weight_shape[2:]),
+        tuple(spatial),
+        tuple(pads),
+        tuple(strides),
+        (1,) * d,
     )
-    chosen = plan(layer.shape, layer.polyphase, CPU_COSTS, target=target, estimate=steps > 0)
-    if chosen.materialize_first and chosen.materialized_s is not None:
-        return chosen.materialized_s
-    return chosen.embedding_s
+    costs = CPU_COSTS
+    materialized = materialized_seconds(shape, costs)
+    if materialized is None:
+        return 0.0
+    gap = predicted_gap(shape)
+    first = (gap > 0 and materialized <= costs.exact_floor_s) or (
+        materialized <= costs.tighten_budget_s and gap > FORECAST_MARGIN * target
+    )
+    return materialized if first else 0.0
 
 
 def conv_norm(weight, input_spatial: tuple[int, ...], **settings) -> NormResult:

@@ -48,9 +48,10 @@ WIDER_WINDOW_STEP = 2
 # The pipeline's work budget, in multiples of the node norms' operations (recursion.work_allowance;
 # a composite kernel costs what conv_norm's planner predicts for it, conv_maps.ConvMap.cost).
 # Measured with bench/recursion_budget.py --threads 1 (CPU seconds, default / product) on this
-# project's 2-core machine: 0.5 took 4.2x on RegNetX-200MF@32, 2.5x on MobileNetV2@32 and 3.4x on
-# ResNet-18@32; 1.0 took 6.2x and 3.7x.  0.3 keeps near 3x on these; the dry run that ranks the
-# chain norms and the explicit matrices are not counted, so no budget gets ConvNeXt-atto near it.
+# project's 2-core machine at 32x32: 0.3 took 2.6x on ResNet-18, 2.1x on MobileNetV2, 3.7x on
+# RegNetX-200MF and 33x on ConvNeXt-atto, whose time is mostly the uncounted dry run (building and
+# checking every composite kernel).  1.0 took 3.7x on MobileNetV2 (a figure 5x tighter) and 6x on
+# RegNetX, measured with the previous variant of the count (which also counted the embedding).
 DEFAULT_RECURSION_BUDGET = 0.3
 WIDER_WINDOW_COST = 4.0
 # Operations of the semidefinite program's cost model (lipaudit.sdp) at the default recursion
