@@ -18,7 +18,7 @@ lower_bound_time = 60              # stop --lower-bound's search after this (or 
 bound = "recursion"                # or "product": how the layers' factors combine into the network bound
 max_branch_lipschitz = 0.9         # every residual branch g of x + g(x) under this: the net is invertible
 rtol = 1e-5                        # the gate passes a bound up to max_lipschitz·(1 + rtol) (default 0)
-recursion_budget = 0.5             # the recursion's work, in multiples of the layers' norms (default 0.15; "inf": all)
+recursion_budget = 0.5             # the recursion's work, in multiples of the layers' norms (default 0.3; "inf": all)
 recursion_time = "2min"            # also stop the recursion after this (default: no time limit; makes the
                                    # figure depend on the machine: the report says reproducible: false)
 

@@ -227,7 +227,7 @@ def check(
         metavar="X",
         show_default=False,
         help="--bound recursion: the recursion's work, in multiples of the operations the layers' norms take "
-        "(default 0.15; inf: measure every chain norm). Counted in operations, never seconds, so the figure "
+        "(default 0.3; inf: measure every chain norm). Counted in operations, never seconds, so the figure "
         "is the same on any machine; a larger budget never gives a larger figure.",
     ),
     recursion_time: str | None = typer.Option(
