@@ -45,6 +45,9 @@ class Optimum:
     rho: float  # λ_max(S(λ)) in floating point (not certified)
     evaluations: int
     iterations: int
+    # The best (λ, ρ) at the end of each earlier stage, latest first: further from the boundary of
+    # feasibility than the final point, so a proof that fails at the end may still succeed there.
+    earlier: tuple[tuple[np.ndarray, float], ...] = ()
 
 
 def evaluation_cost(blocks: Blocks) -> float:
@@ -122,7 +125,10 @@ def minimise(network: SdpNetwork, *, warm_start: float, budget: float) -> Optimu
 
     best_theta, best_rho = theta.clone(), value(theta, 1.0)[1]
     iterations = 0
+    checkpoints: list[tuple[Tensor, float]] = []
     for index, relative in enumerate(STAGES):
+        if math.isfinite(best_rho) and (not checkpoints or best_rho < checkpoints[-1][1]):
+            checkpoints.append((best_theta.clone(), best_rho))
         # Each stage may use an equal share of what is left of the evaluations.
         stage_end = evaluations + (allowed - evaluations) // (len(STAGES) - index)
         temperature = relative / max(best_rho, 1e-300)
@@ -160,7 +166,10 @@ def minimise(network: SdpNetwork, *, warm_start: float, budget: float) -> Optimu
             if len(recent) > STALL and recent[-STALL - 1] - f <= STALL_TOL * abs(f):
                 break
     lam = torch.exp(best_theta).numpy() * scale**2
-    return Optimum(lam=lam, rho=best_rho * scale**2, evaluations=evaluations, iterations=iterations)
+    earlier = tuple(
+        (torch.exp(th).numpy() * scale**2, rho * scale**2) for th, rho in reversed(checkpoints) if rho > best_rho
+    )
+    return Optimum(lam=lam, rho=best_rho * scale**2, evaluations=evaluations, iterations=iterations, earlier=earlier)
 
 
 def _two_loop(grad: Tensor, history: list[tuple[Tensor, Tensor, float]]) -> Tensor:

@@ -163,3 +163,26 @@ def test_gradient_matches_autograd():
     top = mu.max()
     (reference,) = torch.autograd.grad(top + torch.log(torch.exp(5.0 * (mu - top)).sum()) / 5.0, leaf)
     assert torch.allclose(grad, reference, rtol=1e-9, atol=1e-12 * float(reference.abs().max()))
+
+
+def test_a_final_point_that_cannot_be_proved_falls_back_to_an_earlier_stage(monkeypatch):
+    """A long run may end on the boundary of feasibility, where no inflation proves it; the best point
+    of an earlier stage still gives a certified figure, so more work never costs the figure."""
+    import dataclasses
+
+    from lipaudit.sdp import bound as sdp_bound_module
+
+    w = weights([3, 6, 2], 7)
+    net = from_mlp(w, [(0.0, 1.0)])
+    reached = minimise(net, warm_start=product_figure(net), budget=BUDGET)
+    unprovable = dataclasses.replace(reached, rho=reached.rho * 0.5, earlier=((reached.lam, reached.rho),))
+    monkeypatch.setattr(sdp_bound_module, "minimise", lambda *args, **kwargs: unprovable)
+    result = sdp_bound(net, budget=BUDGET)
+    truth = relu_truth_one_hidden(*w)
+    assert result.certified and result.figure is not None
+    assert truth * (1 - 1e-9) <= result.figure <= reached.rho**0.5 * 1.001
+    assert "stage(s) before the end" in result.proof
+    monkeypatch.setattr(
+        sdp_bound_module, "minimise", lambda *args, **kwargs: dataclasses.replace(unprovable, earlier=())
+    )
+    assert sdp_bound(net, budget=BUDGET).figure is None
