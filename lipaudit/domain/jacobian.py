@@ -29,28 +29,16 @@ import numpy as np
 import torch
 
 from ..compose import FLOAT32_MARGIN
-from ..errors import LipauditError
 from ..intervals.interval import Interval
 from ..intervals.jacobian import Jac, JacobianContext
 from ..ir import Graph
 from ..ops import RuleContext, resolve
 from ..spectral.dense import dense_norm
-from .propagate import value_ranges
+from .propagate import RULE_ERRORS, value_ranges
 
 METHOD = "interval-jacobian"
 # n0 × the entries of one value: above this (128 MiB per float64 tensor) the method is skipped.
 JACOBIAN_ENTRY_LIMIT = 2**24
-
-_RULE_ERRORS = (
-    ValueError,
-    KeyError,
-    IndexError,
-    TypeError,
-    ArithmeticError,
-    RuntimeError,
-    NotImplementedError,
-    LipauditError,
-)
 
 
 class JacobianUnavailable(Exception):
@@ -92,7 +80,7 @@ def interval_jacobian_bound(
             raise JacobianUnavailable(f"{node.op_type} '{node.name}' has no rule")
         try:
             found = op.jacobian(node, jctx)
-        except _RULE_ERRORS as error:
+        except RULE_ERRORS as error:
             raise JacobianUnavailable(f"the rule for {node.op_type} '{node.name}' failed ({error})") from None
         if found is None:
             raise JacobianUnavailable(f"{node.op_type} '{node.name}' has no interval-Jacobian rule")
@@ -178,7 +166,7 @@ def _store(graph, node, op, found, jctx: JacobianContext, ranges, remaining) -> 
     input ranges ∩ the first pass's range ∩ the centred form."""
     try:
         improved = op.interval(node, jctx.rules)
-    except _RULE_ERRORS:
+    except RULE_ERRORS:
         improved = [None] * len(node.outputs)
     for index, name in enumerate(node.outputs):
         if not name:

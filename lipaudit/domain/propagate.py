@@ -18,7 +18,7 @@ from ..ops import RuleContext, resolve
 from ..ops.interval_rules import exact_outputs
 
 # A rule that trips over a malformed node says nothing about it: its outputs are unbounded.
-_RULE_ERRORS = (
+RULE_ERRORS = (
     ValueError,
     KeyError,
     IndexError,
@@ -70,7 +70,7 @@ def _node_ranges(node: Node, ctx: RuleContext) -> list[Interval | None]:
         if not ctx.graph.variable_inputs(node) and op.executable():
             return exact_outputs(op, node, ctx)
         found = op.interval(node, ctx)
-    except _RULE_ERRORS:
+    except RULE_ERRORS:
         return [None] * len(node.outputs)
     return [_checked(interval) for interval in found]
 

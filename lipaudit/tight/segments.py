@@ -25,7 +25,7 @@ from ..linear_maps import Linear
 from ..sdp import SdpResult
 from ..sdp.optimise import least_cost
 from .network import Activation, Input, Network
-from .semidefinite import AFFORDABLE, MAX_VARIABLES, program_of, solve, worth_reading
+from .semidefinite import AFFORDABLE, MAX_VARIABLES, ancestors_of, program_of, solve, worth_reading
 
 __all__ = ["cuts", "segment", "segmented_bound"]
 
@@ -35,12 +35,7 @@ def _relevant(net: Network, output: int) -> list[int] | None:
     inputs = [node.id for node in net.nodes if isinstance(node.op, Input)]
     if len(inputs) != 1:
         return None
-    ancestors, stack = set(), [output]
-    while stack:
-        value = stack.pop()
-        if value not in ancestors:
-            ancestors.add(value)
-            stack.extend(net[value].inputs)
+    ancestors = ancestors_of(net, output)
     reached = {inputs[0]}
     for node in net.nodes:
         if node.id in ancestors and any(i in reached for i in node.inputs):

@@ -62,7 +62,7 @@ def _sizes(net: Network) -> tuple[int, int, int] | None:
     inputs = [node for node in net.nodes if isinstance(node.op, Input)]
     if len(net.outputs) != 1 or len(inputs) != 1:
         return None
-    needed = _ancestors(net, net.outputs[0])
+    needed = ancestors_of(net, net.outputs[0])
     activations = [(net[i].op, math.prod(net[i].shape)) for i in needed if isinstance(net[i].op, Activation)]
     neurons = sum(size for _, size in activations)
     curved = sum(size for op, size in activations if isinstance(op, Activation) and op.slopes[0] * op.slopes[1] != 0)
@@ -83,7 +83,7 @@ def program_of(net: Network, max_variables: int = MAX_VARIABLES) -> SdpNetwork |
     if variables is None or variables > max_variables:
         return None
     output = net.outputs[0]
-    needed = _ancestors(net, output)
+    needed = ancestors_of(net, output)
     last_read = {}
     for node in net.nodes:
         for i in node.inputs:
@@ -160,7 +160,8 @@ def _input_width(net: Network) -> int:
     return math.prod(node.shape)
 
 
-def _ancestors(net: Network, output: int) -> set[int]:
+def ancestors_of(net: Network, output: int) -> set[int]:
+    """``output`` and every node it reads, directly or not."""
     seen, stack = set(), [output]
     while stack:
         value = stack.pop()
