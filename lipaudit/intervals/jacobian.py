@@ -228,10 +228,38 @@ def matmul(
     return combine(terms)
 
 
-def softmax(z: Jac, p: Interval, axis: int) -> Jac:
-    """∂p = p ⊙ (∂z − Σ_j p_j ∂z_j) along ``axis`` (a value axis), p in its range.  Deviation: the map
-    at the midpoints pm (norm ≤ Gershgorin's bound of diag(pm) − pm pmᵀ) on J − C, plus
-    pw ⊙ |∂z − ⟨p, ∂z⟩| + pm ⊙ ⟨pw, |C| + R⟩ for the spread of p."""
+def hull(lows: Tensor, highs: Tensor) -> Jac:
+    """The enclosure [lows, highs] (entrywise, (n0, …)) as centre ± radius: where an output follows
+    one of several candidates (a max, a min), its Clarke Jacobian lies in the hull of theirs."""
+    centre = lows / 2 + highs / 2
+    radius = torch.maximum(highs - centre, centre - lows).clamp_min(0.0) * (1 + 4 * UNIT)
+    return rounded(centre, radius, math.inf)
+
+
+def selected(jacs: Sequence[Jac], candidates: Sequence[Tensor]) -> Jac:
+    """The Jacobian of an output that equals one of ``jacs`` (each of the output's shape) wherever
+    the value is taken, ``candidates[k]`` (a bool tensor of the value shape) saying where input k
+    can be the one taken on the box.  Where one candidate is left, its enclosure; else the hull."""
+    lows = highs = None
+    for jac, may in zip(jacs, candidates):
+        may = may.reshape((1,) + tuple(jac.shape))
+        low = torch.where(may, jac.centre - jac.radius, torch.full_like(jac.centre, math.inf))
+        high = torch.where(may, jac.centre + jac.radius, torch.full_like(jac.centre, -math.inf))
+        lows = low if lows is None else torch.minimum(lows, low)
+        highs = high if highs is None else torch.maximum(highs, high)
+    if lows is None or highs is None or not bool(torch.isfinite(lows).all() and torch.isfinite(highs).all()):
+        raise ValueError("an output with no candidate input on the box")
+    return hull(lows, highs)
+
+
+def log_softmax(z: Jac, p: Interval, axis: int) -> Jac:
+    """∂ log p = ∂z − ⟨p, ∂z⟩ along ``axis`` (a value axis), p in its range."""
+    shifted = _centred_by(z, p, axis)
+    return rounded(shifted.centre, shifted.radius, math.inf)
+
+
+def _centred_by(z: Jac, p: Interval, axis: int) -> Jac:
+    """∂z − ⟨p, ∂z⟩ along ``axis``, with p in its range (no deviation carried)."""
     m, w = mid_rad(p, z.shape)
     m = m.clamp_min(0.0)
     along = axis + 1
@@ -239,7 +267,17 @@ def softmax(z: Jac, p: Interval, axis: int) -> Jac:
     weighted_radius = (m.abs() * z.radius + w * z.magnitude()).sum(dim=along, keepdim=True)
     k = z.shape[axis]
     weighted_radius = weighted_radius * (1 + (k + 2) * UNIT) + STEP_ROUNDING * weighted_centre.abs()
-    shifted = Jac(z.centre - weighted_centre, z.radius + weighted_radius)
+    return Jac(z.centre - weighted_centre, z.radius + weighted_radius)
+
+
+def softmax(z: Jac, p: Interval, axis: int) -> Jac:
+    """∂p = p ⊙ (∂z − Σ_j p_j ∂z_j) along ``axis`` (a value axis), p in its range.  Deviation: the map
+    at the midpoints pm (norm ≤ Gershgorin's bound of diag(pm) − pm pmᵀ) on J − C, plus
+    pw ⊙ |∂z − ⟨p, ∂z⟩| + pm ⊙ ⟨pw, |C| + R⟩ for the spread of p."""
+    shifted = _centred_by(z, p, axis)
+    m, w = mid_rad(p, z.shape)
+    m = m.clamp_min(0.0)
+    along = axis + 1
     result = times(shifted, p)
     total = m.sum(dim=axis, keepdim=True)
     gershgorin = float((m * (1 - m).abs() + m * (total - m)).max()) if m.numel() else 0.0

@@ -21,9 +21,11 @@ from .jacobian import (
     JacobianContext,
     combine,
     expand,
+    hull,
     matmul,
     rounded,
     scaled,
+    selected,
     softmax,
     summed,
     through_map,
@@ -239,3 +241,49 @@ def _softmax_range(s: Interval) -> Interval:
     shape = s.shape
     lo, hi = softmax_range(s.lo.reshape(-1, shape[-1]), s.hi.reshape(-1, shape[-1]))
     return Interval(lo.reshape(shape), hi.reshape(shape))
+
+
+def _zero(jctx: JacobianContext, shape: tuple[int, ...]) -> Jac:
+    zeros = torch.zeros((jctx.directions,) + shape, dtype=torch.float64)
+    return Jac(zeros, zeros.clone(), 0.0)
+
+
+def extreme(node: Node, jctx: JacobianContext, largest: bool) -> list[Jac | None]:
+    """Elementwise max (or min) of inputs that broadcast: where an input's range lies wholly below
+    another's lowest value (above its highest, for min) it is never the one taken; the output's
+    Jacobian is in the hull of the rest's."""
+    shape = tuple(jctx.rules.output_shape(node, 0))
+    ranges = [jctx.box(name).broadcast_to(shape) for name in node.inputs if name]
+    jacs = []
+    for name in node.inputs:
+        if name:
+            found = jctx.jac(name)
+            jacs.append(expand(found, shape) if found is not None else _zero(jctx, shape))
+    if largest:
+        threshold = np.maximum.reduce([r.lo for r in ranges])
+        candidates = [torch.as_tensor(np.asarray(r.hi >= threshold)) for r in ranges]
+    else:
+        threshold = np.minimum.reduce([r.hi for r in ranges])
+        candidates = [torch.as_tensor(np.asarray(r.lo <= threshold)) for r in ranges]
+    return [selected(jacs, candidates)]
+
+
+def reduced_extreme(jac: Jac, box: Interval, axes: tuple[int, ...], keepdims: bool, largest: bool) -> Jac:
+    """max (or min) over ``axes`` (value axes) of each group: the hull of the Jacobians of the group's
+    entries that can be the one taken (those whose range reaches the group's largest lowest value)."""
+    full = box.broadcast_to(jac.shape)
+    if largest:
+        threshold = np.max(full.lo, axis=axes, keepdims=True)
+        may = torch.as_tensor(np.asarray(full.hi >= threshold))
+    else:
+        threshold = np.min(full.hi, axis=axes, keepdims=True)
+        may = torch.as_tensor(np.asarray(full.lo <= threshold))
+    may = may.reshape((1,) + jac.shape)
+    dims = tuple(a + 1 for a in axes)
+    low = torch.where(may, jac.centre - jac.radius, torch.full_like(jac.centre, math.inf)).amin(dim=dims, keepdim=True)
+    high = torch.where(may, jac.centre + jac.radius, torch.full_like(jac.centre, -math.inf)).amax(
+        dim=dims, keepdim=True
+    )
+    if not keepdims:
+        low, high = low.squeeze(dims), high.squeeze(dims)
+    return hull(low, high)

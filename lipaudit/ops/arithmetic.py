@@ -369,6 +369,14 @@ class Extreme(Op):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return _fold(type(self).fn, args)
 
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        return Barrier(f"{node.op_type} takes one input or another depending on their values")
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        from ..intervals.jacobian_rules import extreme
+
+        return extreme(node, jctx, largest=type(self).fn is torch.maximum)
+
 
 @register
 class Max(Extreme):

@@ -66,10 +66,20 @@ def entry_map(op: Runs, node: Node, ctx: RuleContext) -> tuple[Linear | None, ..
     numbers = torch.arange(1, n + 1, dtype=torch.float64).reshape(shape)
     with torch.no_grad():
         moved = run_node(ctx.graph, op, node, {node.inputs[0]: numbers}, torch.float64)
+        # An op that picks entries by value (a max, a sort) sends 1, …, n somewhere too: the
+        # reversed numbers must land where the same move sends them.
+        reversed_moved = run_node(
+            ctx.graph, op, node, {node.inputs[0]: numbers.flip(tuple(range(len(shape))))}, torch.float64
+        )
         still = run_node(ctx.graph, op, node, {node.inputs[0]: torch.zeros(shape, dtype=torch.float64)}, torch.float64)
     maps: list[Linear | None] = []
-    for out, offset in zip(moved, still):
-        maps.append(_as_permutation(out, offset, n) if isinstance(out, Tensor) and out.is_floating_point() else None)
+    for out, out_reversed, offset in zip(moved, reversed_moved, still):
+        found = _as_permutation(out, offset, n) if isinstance(out, Tensor) and out.is_floating_point() else None
+        if found is not None:
+            flipped = numbers.flip(tuple(range(len(shape)))).unsqueeze(0)
+            if not bool(torch.equal(found.forward(flipped)[0] + offset, out_reversed)):
+                found = None
+        maps.append(found)
     return tuple(maps)
 
 

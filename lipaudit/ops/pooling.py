@@ -6,6 +6,7 @@ flat ``Indices`` output) are read here once, through ops.geometry, for the rule 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..intervals.jacobian import Jac, JacobianContext, hull
 from ..invariants import present
 from ..ir import Node
 from ..linear_maps import AvgPool, Barrier, Linear, Mean
@@ -49,6 +51,19 @@ def _crop_to(t: Tensor, outs: Sequence[int]) -> Tensor:
     return t[(slice(None), slice(None)) + tuple(slice(0, o) for o in outs)]
 
 
+def _windows(x: Tensor, geometry: WindowGeometry, outs: Sequence[int], fill: float) -> list[Tensor]:
+    """For each offset in the kernel, the entry at that offset of every output's window (N, C, *outs),
+    ``fill`` where the window reads padding."""
+    padded, _ = _padded_input(x, geometry, outs, fill)
+    views = []
+    for offset in itertools.product(*(range(k) for k in geometry.kernel)):
+        index = [slice(None), slice(None)]
+        for o, d, s, out in zip(offset, geometry.dilations, geometry.strides, outs):
+            index.append(slice(o * d, o * d + (out - 1) * s + 1, s))
+        views.append(padded[tuple(index)])
+    return views
+
+
 @register
 class MaxPool(Op):
     family = FAMILY
@@ -69,6 +84,33 @@ class MaxPool(Op):
     def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         indices = Factor.unbounded("MaxPool's Indices output is a step function of the input (it jumps)")
         return [self.bound(node, ctx), indices][: max(1, len(node.outputs))]
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """Each output entry takes one entry of its window: the hull of the Jacobians of the entries
+        whose range reaches the window's largest lowest value (the pads, −∞, never do)."""
+        jac = jctx.jac(node.inputs[0])
+        if jac is None:
+            return None
+        shape = jac.shape
+        geometry, outs = _layout(node, shape[2:])
+        box = jctx.box(node.inputs[0]).broadcast_to(shape)
+        lo = _windows(torch.as_tensor(np.asarray(box.lo, dtype=np.float64)), geometry, outs, -math.inf)
+        hi = _windows(torch.as_tensor(np.asarray(box.hi, dtype=np.float64)), geometry, outs, -math.inf)
+        threshold = torch.stack(lo).amax(dim=0)
+        folded = (jac.directions * shape[0],) + shape[1:]
+        lows = _windows((jac.centre - jac.radius).reshape(folded), geometry, outs, math.inf)
+        highs = _windows((jac.centre + jac.radius).reshape(folded), geometry, outs, -math.inf)
+        low = high = None
+        for window_hi, window_low, window_high in zip(hi, lows, highs):
+            may = (window_hi >= threshold).repeat((jac.directions,) + (1,) * (len(shape) - 1))
+            below = torch.where(may, window_low, torch.full_like(window_low, math.inf))
+            above = torch.where(may, window_high, torch.full_like(window_high, -math.inf))
+            low = below if low is None else torch.minimum(low, below)
+            high = above if high is None else torch.maximum(high, above)
+        if low is None or high is None:
+            return None
+        out_shape = (jac.directions,) + tuple(jctx.rules.output_shape(node, 0))
+        return [hull(low.reshape(out_shape), high.reshape(out_shape))] + [None] * (len(node.outputs) - 1)
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
@@ -182,9 +224,21 @@ class GlobalAveragePool(Op):
 class GlobalMaxPool(Op):
     family = FAMILY
     exact_in_float = True
-    identity = True
+    identity = True  # the factor 1; not an entry move: the max picks its entry by value
     monotone = True
     summary = "1 (max over all positions of a channel)"
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        return Barrier("GlobalMaxPool is not linear")
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        from ..intervals.jacobian_rules import reduced_extreme
+
+        jac = jctx.jac(node.inputs[0])
+        if jac is None:
+            return None
+        axes = tuple(range(2, len(jac.shape)))
+        return [reduced_extreme(jac, jctx.box(node.inputs[0]), axes, True, largest=True)]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..intervals.interval import Interval
+from ..intervals.jacobian import Jac, JacobianContext
 from ..invariants import present
 from ..ir import Node
 from ..linear_maps import Barrier, Linear, Mean, Reshape
@@ -38,6 +39,17 @@ def _reduce_axes(node: Node, args: list[Any], x: Tensor) -> tuple[int, ...] | No
             return None
         return tuple(range(x.dim()))
     return tuple(sorted({positive_axis(a, x.dim()) for a in axes}))
+
+
+def static_axes(node: Node, ctx: RuleContext) -> tuple[int, ...] | None:
+    """The reduced axes from the attribute or a constant input, or None for a no-op (empty axes with
+    noop_with_empty_axes)."""
+    shape = ctx.input_shape(node)
+    axes_input = const(ctx, node, 1)
+    axes = tuple(int(a) for a in axes_input.reshape(-1)) if axes_input is not None else node.attr_ints("axes", ())
+    if not axes and node.attr_int("noop_with_empty_axes", 0):
+        return None
+    return tuple(sorted({a % len(shape) for a in axes})) or tuple(range(len(shape)))
 
 
 def reduced_count(node: Node, ctx: RuleContext) -> int:
@@ -84,11 +96,9 @@ class ReduceMean(Reduction):
 
     def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
         shape = ctx.input_shape(node)
-        axes_input = const(ctx, node, 1)
-        axes = tuple(int(a) for a in axes_input.reshape(-1)) if axes_input is not None else node.attr_ints("axes", ())
-        if not axes and node.attr_int("noop_with_empty_axes", 0):
+        axes = static_axes(node, ctx)
+        if axes is None:
             return Reshape(ctx.output_shape(node))
-        axes = tuple(sorted({a % len(shape) for a in axes})) or tuple(range(len(shape)))
         return Mean(axes, bool(node.attr_int("keepdims", 1)), math.prod(shape[a] for a in axes))
 
 
@@ -116,21 +126,40 @@ class ReduceL1(Summation):
 
 
 class GroupwiseOneLipschitz(Reduction):
-    identity = True
+    identity = True  # the factor 1; not an entry move: a max picks its entry by value
     summary = "1 (a 1-Lipschitz function of each disjoint group)"
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        return Barrier(f"{node.op_type} is not linear")
+
+
+class GroupExtreme(GroupwiseOneLipschitz):
+    exact_in_float = True
+    monotone = True
+    largest: ClassVar[bool]
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        from ..intervals.jacobian_rules import reduced_extreme
+
+        jac = jctx.jac(node.inputs[0])
+        if jac is None:
+            return None
+        axes = static_axes(node, jctx.rules)
+        if axes is None:
+            return [jac]
+        keepdims = bool(node.attr_int("keepdims", 1))
+        return [reduced_extreme(jac, jctx.box(node.inputs[0]), axes, keepdims, type(self).largest)]
 
 
 @register
-class ReduceMax(GroupwiseOneLipschitz):
-    exact_in_float = True
-    monotone = True
+class ReduceMax(GroupExtreme):
+    largest = True
     fn = staticmethod(lambda x, a: x.amax(dim=a))
 
 
 @register
-class ReduceMin(GroupwiseOneLipschitz):
-    exact_in_float = True
-    monotone = True
+class ReduceMin(GroupExtreme):
+    largest = False
     fn = staticmethod(lambda x, a: x.amin(dim=a))
 
 

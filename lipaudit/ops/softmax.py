@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..intervals.interval import Interval
 from ..intervals.jacobian import Jac, JacobianContext
+from ..intervals.jacobian import log_softmax as log_softmax_jacobian
 from ..intervals.jacobian import softmax as softmax_jacobian
 from ..intervals.jacobian_rules import grouped_jac
 from ..intervals.normalize import grouped, ungrouped
@@ -128,6 +129,16 @@ class LogSoftmax(Op):
         shape, axes, lo, hi = _rows(node, ctx, self.coerced)
         low, high = log_softmax_range(lo, hi)
         return [Interval(ungrouped(low, shape, axes), ungrouped(high, shape, axes))]
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂ log p = ∂z − ⟨p, ∂z⟩ per group, p in its range on the box."""
+        z = jctx.jac(node.inputs[0])
+        if z is None:
+            return None
+        shape, axes, lo, hi = _rows(node, jctx.rules, self.coerced)
+        rows, back = grouped_jac(z, shape, axes)
+        p_lo, p_hi = softmax_range(lo, hi)
+        return [back(log_softmax_jacobian(rows, Interval(p_lo, p_hi), 1))]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, axis = _grouped(node, args[0], self.coerced)

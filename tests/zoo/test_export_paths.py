@@ -27,9 +27,6 @@ TORCH_PATHS = ("traced", "scripted", "export")
 ATTENTION = {"encoder", "mha", "vit"}
 NEEDS_DOMAIN = ATTENTION | {"squeeze_excite"}  # not globally Lipschitz: exit 3 without a box, finite on one
 BOX = ["-1:1"]
-# The legacy exporter leaves shape-only Gather/Reshape chains in nn.MultiheadAttention (being folded
-# by fold_constants); until then its ONNX export of these families is incomplete.
-LEGACY_SHAPE_CHAINS = {"encoder", "mha"}
 
 
 def save(kind: str, model: torch.nn.Module, shape: tuple[int, ...], folder: Path) -> Path:
@@ -73,8 +70,6 @@ def test_torch_paths_and_the_legacy_onnx_export_agree(family: str, tmp_path: Pat
     assert _same([r.upper_bound for r in torch_reports]), [r.upper_bound for r in torch_reports]
     if family in NEEDS_DOMAIN:  # without the box: unbounded, with the reason, on every path
         assert _audit(family, "export", tmp_path).exit_code() == 3
-    if family in LEGACY_SHAPE_CHAINS:
-        pytest.xfail("legacy ONNX export: shape-only Gather/Reshape chains are folded by another change")
     onnx_report = _audit(family, "onnx", tmp_path, box)
     assert onnx_report.exit_code() == 0, onnx_report.network.unsupported
     if family not in ATTENTION:
