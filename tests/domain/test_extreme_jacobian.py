@@ -134,3 +134,29 @@ def test_the_audit_on_a_box_stays_above_two_inputs_quotient(tmp_path: Path) -> N
     rng = np.random.default_rng(0)
     seen = max(_jacobian_norm(module, rng.uniform(-1, 1, size=shape)) for _ in range(200))
     assert report.upper_bound is not None and report.upper_bound >= seen
+
+
+class _Transposed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(9, 2)
+
+    def forward(self, x):
+        return self.head(x.transpose(1, 2).reshape(1, 9))
+
+
+def test_a_description_that_differs_from_the_run_gives_no_figure(tmp_path: Path, monkeypatch) -> None:
+    """A Transpose that keeps the shape, described as the identity: the engine checks each map
+    against the op's run and refuses it, rather than certify the wrong Jacobian."""
+    from lipaudit.domain.jacobian import JacobianUnavailable
+    from lipaudit.linear_maps import Reshape
+    from lipaudit.ops.structural import Transpose
+
+    torch.manual_seed(0)
+    graph = analysed(export(_Transposed().eval(), (1, 3, 3), tmp_path))
+    assert any(n.op_type == "Transpose" for n in graph.nodes)
+    centre = np.random.default_rng(0).normal(size=(1, 3, 3))
+    _bound(graph, centre, 0.1)  # described rightly: a figure
+    monkeypatch.setattr(Transpose, "linear_part", lambda self, node, ctx: Reshape(ctx.output_shape(node)))
+    with pytest.raises(JacobianUnavailable):
+        _bound(graph, centre, 0.1)
