@@ -454,4 +454,15 @@ class Emitter:
     ) -> None:
         names = tuple(out.name if isinstance(out, Tracked) else out for out in outputs)
         name = self.name if not self.nodes else f"{self.name}/{op_type}"
-        self.nodes.append(Node(name, op_type, tuple(inputs), names, dict(attrs), domain=domain))
+        stored = {key: _as_stored(value) for key, value in attrs.items()}
+        self.nodes.append(Node(name, op_type, tuple(inputs), names, stored, domain=domain))
+
+
+def _as_stored(value: Any) -> Any:
+    """An attribute as an ONNX file stores it: floats in float32 (AttributeProto.f), so that the torch
+    and ONNX forms of one model read the same numbers (a LeakyReLU slope 0.2 is 0.2000000030 in both)."""
+    if isinstance(value, float):
+        return float(np.float32(value))
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
+        return [float(np.float32(v)) for v in value]
+    return value

@@ -7,6 +7,7 @@ from ..ir import Graph
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
+from .fuse_attention import FuseAttention
 from .fuse_circular_conv import FuseCircularConv
 from .fuse_l2_pool import FuseL2Pool
 from .fuse_normalization import FuseNormalization
@@ -21,6 +22,7 @@ def rewrite_passes() -> PassManager:
         [
             FuseActivations(),
             FuseNormalization(),
+            FuseAttention(),
             FuseSorting(),
             FuseL2Pool(),
             FuseCircularConv(),
@@ -40,6 +42,7 @@ __all__ = [
     "FillDefaultAttributes",
     "FoldBatchNorm",
     "FoldConstants",
+    "FuseAttention",
     "FuseActivations",
     "FuseCircularConv",
     "FuseL2Pool",

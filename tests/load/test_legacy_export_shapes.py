@@ -64,7 +64,7 @@ def test_the_legacy_export_of_an_encoder_layer_leaves_nothing_unsupported(tmp_pa
     torch.manual_seed(0)
     report = audit(str(_export(EncoderLayer().eval(), tmp_path / "legacy.onnx", dynamo=False))).to_dict()
     assert report["network"]["unsupported"] == [], report["network"]["unsupported"]
-    assert sorted(b["op"] for b in report["network"]["unbounded"]) == ["MatMul", "MatMul"]  # q·kᵀ, p·v
+    assert sorted(b["op"] for b in report["network"]["unbounded"]) == ["Attention"]  # fused from q·kᵀ, softmax, p·v
     assert report["verification"]["checked"]
 
 

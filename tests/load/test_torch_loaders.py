@@ -262,3 +262,14 @@ def test_torchscript_sample_is_complete_and_certified() -> None:
     assert report.model.format == "torchscript"
     assert report.model.to_dict()["inputs"] == [{"name": "input", "shape": [1, 3, 32, 32]}]  # nn.Sequential's argument
     assert report.network.complete and report.network.certified
+
+
+def test_float_attributes_are_read_as_an_onnx_file_stores_them(tmp_path: Path) -> None:
+    """ONNX keeps attribute floats in float32: the torch loaders do too, so a LeakyReLU's slope 0.2 is
+    the same number on every path and the twins' graphs (and figures) are the same."""
+    model, shape = build("mlp")
+    slopes = {}
+    for kind, suffix in (("onnx", ".onnx"), ("export", ".pt2"), ("traced", ".pt")):
+        graph = load_model(save_as(kind, model, shape, tmp_path / f"m{suffix}")).graph
+        slopes[kind] = [node.attrs["alpha"] for node in graph.nodes if node.op_type == "LeakyRelu"]
+    assert slopes["onnx"] == slopes["export"] == slopes["traced"] == [float(np.float32(0.2))]

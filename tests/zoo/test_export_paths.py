@@ -2,11 +2,10 @@
 code) and, where the graphs are the same after the passes, the same figure (issue 22).
 
 Figures are compared with ``bound="product"``, which is quicker; the recursion's twins are compared
-in tests/tight/test_reproducible.py (its work budget makes it as deterministic). The one stated
-difference: both
-ONNX exporters write scaled_dot_product_attention as MatMul/Softmax/MatMul, the torch loaders keep
-it as one Attention op (bounded per head); so on attention models the torch paths agree with each
-other, the ONNX paths with each other, and both give a finite local figure on a box.
+in tests/tight/test_reproducible.py (its work budget makes it as deterministic). Attention is one op
+on every path: the torch loaders keep scaled_dot_product_attention whole, and the passes fuse the
+MatMul/Softmax/MatMul both ONNX exporters write (lipaudit/passes/fuse_attention.py), so the
+attention families' figures on a box agree too.
 """
 
 from __future__ import annotations
@@ -24,8 +23,12 @@ from tests.zoo.models import FAMILIES, build
 
 HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
 TORCH_PATHS = ("traced", "scripted", "export")
-ATTENTION = {"encoder", "mha", "vit"}
-NEEDS_DOMAIN = ATTENTION | {"squeeze_excite"}  # not globally Lipschitz: exit 3 without a box, finite on one
+NEEDS_DOMAIN = {
+    "encoder",
+    "mha",
+    "vit",
+    "squeeze_excite",
+}  # not globally Lipschitz: exit 3 without a box, finite on one
 BOX = ["-1:1"]
 
 
@@ -72,8 +75,7 @@ def test_torch_paths_and_the_legacy_onnx_export_agree(family: str, tmp_path: Pat
         assert _audit(family, "export", tmp_path).exit_code() == 3
     onnx_report = _audit(family, "onnx", tmp_path, box)
     assert onnx_report.exit_code() == 0, onnx_report.network.unsupported
-    if family not in ATTENTION:
-        assert _same([onnx_report.upper_bound, torch_reports[0].upper_bound])
+    assert _same([onnx_report.upper_bound, torch_reports[0].upper_bound])
 
 
 @pytest.mark.slow
@@ -84,5 +86,4 @@ def test_dynamo_onnx_export_agrees(family: str, tmp_path: Path) -> None:
     dynamo = _audit(family, "onnx-dynamo", tmp_path, box)
     exported = _audit(family, "export", tmp_path, box)
     assert dynamo.exit_code() == exported.exit_code() == 0
-    if family not in ATTENTION:
-        assert _same([dynamo.upper_bound, exported.upper_bound])
+    assert _same([dynamo.upper_bound, exported.upper_bound])

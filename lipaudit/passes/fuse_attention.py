@@ -1,0 +1,152 @@
+"""Recognise dot-product attention that the ONNX exporters spell out as MatMul, Softmax, MatMul.
+
+Both torch.onnx exporters write ``scaled_dot_product_attention`` in pieces (the scale split as
+√scale on the queries and on the transposed keys), where the torch loaders keep one Attention op.
+As one op it is bounded per head on a box (lipaudit.intervals.attention), which the pieces (a
+product of two variables, then a softmax) are not; so the ONNX and torch forms of one model get the
+same op and the same figure. The form matched, on 4-D (batch, heads, tokens, dim) values:
+
+    MatMul(a·Q, b·Kᵀ) → (·c, + M)… → Softmax(last axis) → MatMul(·, V)
+
+with a, b, c scalar constants (Mul, or Div by the constant), M constant masks added, and Kᵀ a
+Transpose of the last two axes of K (or any value, whose transpose is then inserted). The scores
+are then s·(Q·Kᵀ) + M' for s = a·b·Π c > 0 and M' the masks, each times the scales applied after
+it: Attention(Q, K, V, M') with that scale. Every value in between must be read by the pattern alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Node
+from .manager import Pass
+from .matching import axis_of, constant_operand, known_shape, read_only_by
+
+
+def _scaled(graph: Graph, name: str, reader: Node) -> tuple[str, float, list[Node]]:
+    """Walk back from ``name`` through Mul/Div by scalar constants read by the chain alone: (the
+    value scaled, the product of the scales, the nodes walked through)."""
+    factor, walked = 1.0, list[Node]()
+    while True:
+        node = graph.producer(name)
+        if node is None or node.domain or node.op_type not in ("Mul", "Div"):
+            return name, factor, walked
+        found = constant_operand(graph, node)
+        if found is None or not read_only_by(graph, name, [reader]):
+            return name, factor, walked
+        source, value = found
+        if node.op_type == "Div":
+            if node.inputs[0] != source or value == 0:
+                return name, factor, walked
+            value = 1.0 / value
+        factor *= value
+        walked.append(node)
+        name, reader = source, node
+
+
+def _scores(graph: Graph, softmax: Node) -> tuple[Node, float, np.ndarray | None, list[Node]] | None:
+    """The MatMul that makes the raw scores, α and β with softmax's input = α·raw + β, and the
+    nodes in between."""
+    name, reader = softmax.inputs[0], softmax
+    alpha: float = 1.0
+    beta: np.ndarray | None = None
+    walked: list[Node] = []
+    while True:
+        node = graph.producer(name)
+        if node is None or node.domain or not read_only_by(graph, name, [reader]):
+            return None
+        if node.op_type == "MatMul":
+            return node, alpha, beta, walked
+        if node.op_type in ("Mul", "Div"):
+            found = constant_operand(graph, node)
+            if found is None or (node.op_type == "Div" and node.inputs[0] != found[0]) or found[1] == 0:
+                return None
+            alpha *= found[1] if node.op_type == "Mul" else 1.0 / found[1]
+            name = found[0]
+        elif node.op_type == "Add":
+            constants = [graph.const(n) for n in node.inputs if n and graph.is_const(n)]
+            variables = [n for n in node.inputs if n and not graph.is_const(n)]
+            if (
+                len(constants) != 1
+                or len(variables) != 1
+                or known_shape(graph, variables[0]) != known_shape(graph, node.outputs[0])
+            ):
+                return None
+            mask = alpha * np.asarray(constants[0], dtype=np.float64)
+            beta = mask if beta is None else beta + mask
+            name = variables[0]
+        else:
+            return None
+        walked.append(node)
+        reader = node
+
+
+def _keys(graph: Graph, name: str, reader: Node) -> tuple[str, list[Node]]:
+    """K from Kᵀ: the input of a Transpose of the last two axes read by the chain alone (that
+    Transpose then goes), else None for the caller to insert one."""
+    node = graph.producer(name)
+    shape = known_shape(graph, name)
+    if node is None or node.domain or node.op_type != "Transpose" or shape is None:
+        return "", []
+    rank = len(shape)
+    swap = list(range(rank - 2)) + [rank - 1, rank - 2]
+    if list(node.attr_ints("perm", ())) != swap or not read_only_by(graph, name, [reader]):
+        return "", []
+    return node.inputs[0], [node]
+
+
+def _fuse(graph: Graph, softmax: Node) -> bool:
+    shape = known_shape(graph, softmax.outputs[0])
+    if shape is None or len(shape) != 4 or axis_of(softmax.attr_int("axis", -1), 4) != 3:
+        return False
+    readers = graph.consumers(softmax.outputs[0])
+    if len(readers) != 1 or graph.is_graph_output(softmax.outputs[0]):
+        return False
+    (combine,) = readers
+    if combine.domain or combine.op_type != "MatMul" or combine.inputs[0] != softmax.outputs[0]:
+        return False
+    found = _scores(graph, softmax)
+    if found is None:
+        return False
+    scores, alpha, mask, between = found
+    if any(not name or graph.is_const(name) for name in (*scores.inputs, combine.inputs[1])):
+        return False
+    query, query_scale, query_walk = _scaled(graph, scores.inputs[0], scores)
+    keys_t, keys_scale, keys_walk = _scaled(graph, scores.inputs[1], scores)
+    keys, transposed = _keys(graph, keys_t, keys_walk[-1] if keys_walk else scores)
+    value = combine.inputs[1]
+    q, kt, v = known_shape(graph, query), known_shape(graph, keys_t), known_shape(graph, value)
+    if q is None or kt is None or v is None or len(q) != 4 or len(kt) != 4 or len(v) != 4:
+        return False
+    if not (q[:2] == kt[:2] == v[:2] and q[3] == kt[2] and kt[3] == v[2]):
+        return False
+    scale = alpha * query_scale * keys_scale
+    if not (np.isfinite(scale) and scale > 0):
+        return False
+    inserted: list[Node] = []
+    if not keys:
+        keys = graph.new_value(f"{keys_t}_keys", shape=(kt[0], kt[1], kt[3], kt[2])).name
+        inserted.append(Node(f"{combine.name}_keys", "Transpose", (keys_t,), (keys,), {"perm": [0, 1, 3, 2]}))
+    inputs = [query, keys, value]
+    if mask is not None:
+        masked = np.ascontiguousarray(np.broadcast_to(mask, shape), np.float32)
+        inputs.append(graph.new_value(f"{combine.name}_mask", const=masked).name)
+    for node in (scores, softmax, *between, *query_walk, *keys_walk, *transposed):
+        graph.remove_node(node)
+    if inserted:
+        graph.insert_nodes(combine, inserted)
+    combine.op_type, combine.attrs = "Attention", {"scale": float(scale)}
+    graph.set_inputs(combine, inputs)
+    combine.notes.append("fused from MatMul, Softmax, MatMul (dot-product attention)")
+    return True
+
+
+class FuseAttention(Pass):
+    name = "fuse-attention"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node in graph.nodes:
+            if node in graph and node.op_type == "Softmax" and not node.domain:
+                changed |= _fuse(graph, node)
+        return changed
