@@ -86,17 +86,24 @@ class Softmax(Op):
 
     def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
         """∂p = p ⊙ (∂z − ⟨p, ∂z⟩) per group, p in its range on the box."""
-        z = jctx.jac(node.inputs[0])
-        if z is None:
-            return None
-        shape, axes, lo, hi = _rows(node, jctx.rules, self.coerced)
-        rows, back = grouped_jac(z, shape, axes)
-        p_lo, p_hi = softmax_range(lo, hi)
-        return [back(softmax_jacobian(rows, Interval(p_lo, p_hi), 1))]
+        return _per_group(node, jctx, self.coerced, softmax_jacobian)
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, axis = _grouped(node, args[0], self.coerced)
         return torch.softmax(x, dim=axis).reshape(args[0].shape)
+
+
+def _per_group(
+    node: Node, jctx: JacobianContext, coerced: bool, rule: Callable[[Jac, Interval, int], Jac]
+) -> list[Jac | None] | None:
+    """``rule`` on each group normalised together, with p's range on the box."""
+    z = jctx.jac(node.inputs[0])
+    if z is None:
+        return None
+    shape, axes, lo, hi = _rows(node, jctx.rules, coerced)
+    rows, back = grouped_jac(z, shape, axes)
+    p_lo, p_hi = softmax_range(lo, hi)
+    return [back(rule(rows, Interval(p_lo, p_hi), 1))]
 
 
 @register
@@ -132,13 +139,7 @@ class LogSoftmax(Op):
 
     def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
         """∂ log p = ∂z − ⟨p, ∂z⟩ per group, p in its range on the box."""
-        z = jctx.jac(node.inputs[0])
-        if z is None:
-            return None
-        shape, axes, lo, hi = _rows(node, jctx.rules, self.coerced)
-        rows, back = grouped_jac(z, shape, axes)
-        p_lo, p_hi = softmax_range(lo, hi)
-        return [back(log_softmax_jacobian(rows, Interval(p_lo, p_hi), 1))]
+        return _per_group(node, jctx, self.coerced, log_softmax_jacobian)
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, axis = _grouped(node, args[0], self.coerced)
