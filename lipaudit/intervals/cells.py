@@ -1,7 +1,7 @@
-"""The LSTM and GRU cell equations, written once over an algebra: torch tensors for the op's run,
+"""The LSTM, GRU and RNN cell equations, written once over an algebra: torch tensors for the op's run,
 intervals for its ranges on a box (the same equations, so the ranges cover what ``run`` computes).
 
-ONNX gate orders: LSTM i, o, f, c (peepholes i, o, f); GRU z, r, h.
+ONNX gate orders: LSTM i, o, f, c (peepholes i, o, f); GRU z, r, h; RNN one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Algebra(Protocol[V]):
     def scale(self, a: V, constant: Any) -> V: ...  # entrywise by a constant vector
     def sigmoid(self, a: V) -> V: ...
     def tanh(self, a: V) -> V: ...
+    def relu(self, a: V) -> V: ...
     def blend(self, z: V, a: V, b: V) -> V: ...  # (1 − z)·a + z·b with z in [0, 1]
 
 
@@ -45,6 +46,9 @@ class TorchAlgebra:
 
     def tanh(self, a):
         return torch.tanh(a)
+
+    def relu(self, a):
+        return torch.relu(a)
 
     def blend(self, z, a, b):
         return (1 - z) * a + z * b
@@ -74,6 +78,9 @@ class IntervalAlgebra:
 
     def tanh(self, a: Interval) -> Interval:
         return Interval(np.tanh(a.lo), np.tanh(a.hi)).widened()
+
+    def relu(self, a: Interval) -> Interval:
+        return Interval(np.maximum(a.lo, 0.0), np.maximum(a.hi, 0.0))
 
     def blend(self, z: Interval, a: Interval, b: Interval) -> Interval:
         return hull(a, b).widened()  # a convex combination lies between its ends, entry by entry
@@ -143,3 +150,15 @@ def gru_step(alg: Algebra[V], x: V, h: V, w, r, w_bias, r_bias, hidden: int, lin
     return GruStep(
         update_pre, reset_pre, update, reset, recurrent, candidate_pre, candidate, alg.blend(update, candidate, h)
     )
+
+
+@dataclass
+class RnnStep(Generic[V]):
+    pre: V
+    hidden: V
+
+
+def rnn_step(alg: Algebra[V], x: V, h: V, w, r, bias, relu: bool) -> RnnStep[V]:
+    """h' = f(W·x + R·h + (Wb + Rb)), f = tanh or ReLU; ``bias`` is Wb + Rb (H)."""
+    pre = alg.add(alg.affine(x, w, bias), alg.affine(h, r, 0.0))
+    return RnnStep(pre, alg.relu(pre) if relu else alg.tanh(pre))

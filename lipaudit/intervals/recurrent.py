@@ -1,4 +1,4 @@
-"""LSTM and GRU cells unrolled over a fixed sequence: ranges of their states, and a Lipschitz bound
+"""LSTM, GRU and RNN cells unrolled over a fixed sequence: ranges of their states, and a Lipschitz bound
 from those ranges by the product rule, step by step.
 
 Per step t the gates are elementwise functions of z = W·x_t + R·h_{t−1} + b, and the states are
@@ -8,6 +8,7 @@ products of gates. With ‖·‖ the ℓ2 norm over a batch item, a_t = ‖Δh_t
           b_t ≤ max|c_{t−1}|‖Δf‖ + max|f|b_{t−1} + max|g|‖Δi‖ + max|i|‖Δg‖
           a_t ≤ max|tanh c_t|‖Δo‖ + max|o|·s_tanh(c_t)·b_t
     GRU   a_t ≤ max|h_{t−1} − h̃|‖Δz‖ + max|1 − z|‖Δh̃‖ + max|z|a_{t−1}
+    RNN   a_t ≤ ‖diag(s)W‖‖Δx_t‖ + ‖diag(s)R‖a_{t−1},   s the slope sup of tanh (or ReLU) per unit
 
 with every max and every slope sup s over the ranges at step t (the whole batch). Unrolled, a_t
 and b_t are bounded by non-negative combinations Σ_s K_ts‖Δx_s‖ (+ terms in the initial states),
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cells import IntervalAlgebra, _sigmoid, gru_step, lstm_step
+from .cells import IntervalAlgebra, _sigmoid, gru_step, lstm_step, rnn_step
 from .interval import Interval, add
 from .norms import nonnegative_norm_bound
 
@@ -203,6 +204,32 @@ def gru_direction(
         out.hidden.append(h_next)
         out.a.append(a_next)
         h, a_prev = h_next, a_next
+    return out
+
+
+def relu_slope(z: Interval) -> np.ndarray:
+    """1 for a unit whose pre-activation can be positive on its range (anywhere in the batch), else 0."""
+    return _per_unit((np.asarray(z.hi) > 0).astype(np.float64))
+
+
+def rnn_direction(
+    xs: list[Interval], w: np.ndarray, r: np.ndarray, bias: np.ndarray, h0: Interval, relu: bool
+) -> Unrolled:
+    """``xs`` in processing order; w (H, I), r (H, H), ``bias`` Wb + Rb (H).
+
+    Δh_t = D_t(WΔx_t + RΔh_{t−1}) with |D_t| ≤ diag(s_t) entrywise (the activation's slope on each
+    unit's range), so ‖D_tWv‖ ≤ ‖diag(s_t)Wv‖ ≤ ‖diag(s_t)W‖‖v‖."""
+    sources = len(xs) + 2
+    out = Unrolled()
+    h = h0
+    a_prev = _unit(sources, len(xs))
+    for t, x in enumerate(xs):
+        step = rnn_step(_RANGES, x, h, w, r, bias, relu)
+        slope = relu_slope(step.pre) if relu else tanh_slope(step.pre)
+        a_next = _spectral(slope[:, None] * w) * _unit(sources, t) + _spectral(slope[:, None] * r) * a_prev
+        out.hidden.append(step.hidden)
+        out.a.append(a_next)
+        h, a_prev = step.hidden, a_next
     return out
 
 

@@ -1085,7 +1085,7 @@ def rms_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 # --- recurrent layers -------------------------------------------------------------------------
 
 # Torch stacks the gates as (i, f, g, o) for LSTM and (r, z, n) for GRU; ONNX as (i, o, f, c) and (z, r, h).
-_GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
+_GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn_tanh": [0], "rnn_relu": [0]}
 
 
 def _gates(weight: Tracked | torch.Tensor, op: str) -> np.ndarray:
@@ -1120,10 +1120,11 @@ def _state_rows(em: Emitter, state: Tracked | torch.Tensor | None, rows: slice, 
     return part
 
 
-@converts("lstm", "gru")
+@converts("lstm", "gru", "rnn_tanh", "rnn_relu")
 def recurrent(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """nn.LSTM / nn.GRU (aten::lstm.input, aten::gru.input) as one ONNX LSTM or GRU per layer,
-    time-major (layout 0) as torch's ONNX export writes them, GRU with linear_before_reset = 1."""
+    """nn.LSTM / nn.GRU / nn.RNN (aten::lstm.input, gru.input, rnn_tanh.input, rnn_relu.input) as one
+    ONNX LSTM, GRU or RNN per layer, time-major (layout 0) as torch's ONNX export writes them, GRU
+    with linear_before_reset = 1."""
     op, x = a["__op__"], a.get("input")
     if x is None:
         raise Unmappable(f"{op} on a packed sequence")
@@ -1164,7 +1165,9 @@ def recurrent(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         )
         if op == "gru":
             attrs["linear_before_reset"] = 1
-        em.node(op.upper(), inputs + initial, [y] + last, **attrs)
+        if op.startswith("rnn"):
+            attrs["activations"] = [op.removeprefix("rnn_").capitalize()] * directions
+        em.node("RNN" if op.startswith("rnn") else op.upper(), inputs + initial, [y] + last, **attrs)
         for k, name in enumerate(last):
             finals[k].append(name)
         moved = em.temp((steps, batch, directions, hidden), f"l{layer}_moved")

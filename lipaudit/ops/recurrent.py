@@ -1,4 +1,4 @@
-"""Recurrent layers: LSTM and GRU over a fixed sequence length, unrolled.
+"""Recurrent layers: LSTM, GRU and RNN over a fixed sequence length, unrolled.
 
 Their gates multiply variable values, but the gates are bounded (sigmoid in [0, 1], tanh in
 [−1, 1]), so an unrolled cell is Lipschitz even globally; the rule (lipaudit.intervals.recurrent)
@@ -6,7 +6,7 @@ bounds it step by step by the product rule, with the ranges of the gates and sta
 those ranges come from the input box and the figure is local (labelled so); without one they come
 from the activations alone and the figure is global.
 
-Supported forms: the default activations (Sigmoid, Tanh, Tanh), no clip, input_forget = 0,
+Supported forms: the default activations (Sigmoid, Tanh, Tanh; an RNN's Tanh or Relu), no clip, input_forget = 0,
 sequence_lens absent or equal to the sequence length, layout 0 or 1, any direction, peepholes.
 Weights, biases and peepholes must be constants; the initial states may be computed.
 """
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..intervals.cells import TorchAlgebra, gru_step, lstm_step
+from ..intervals.cells import TorchAlgebra, gru_step, lstm_step, rnn_step
 from ..intervals.interval import Interval
-from ..intervals.recurrent import Unrolled, gru_direction, lstm_direction
+from ..intervals.recurrent import Unrolled, gru_direction, lstm_direction, rnn_direction
 from ..ir import Node
 from ..spectral.scaling import root_sum_squares
 from .context import RuleContext, RuleInputError, domain_factor
@@ -43,12 +43,18 @@ class Recurrent(Op):
 
     # ------------------------------------------------------------------ reading the node
 
+    def activations(self, node: Node) -> list[str]:
+        given = node.attrs.get("activations") or []
+        return [(a.decode() if isinstance(a, bytes) else str(a)).lower() for a in given]
+
+    def supported_activations(self, node: Node, activations: list[str]) -> bool:
+        directions = 2 if node.attr_str("direction", "forward") == "bidirectional" else 1
+        return not activations or activations == _DEFAULT_ACTIVATIONS[node.op_type] * directions
+
     def unsupported(self, node: Node) -> str:
         """Why this form has no rule or run ("" when it has both)."""
-        given = node.attrs.get("activations") or []
-        activations = [(a.decode() if isinstance(a, bytes) else str(a)).lower() for a in given]
-        directions = 2 if node.attr_str("direction", "forward") == "bidirectional" else 1
-        if activations and activations != _DEFAULT_ACTIVATIONS[node.op_type] * directions:
+        activations = self.activations(node)
+        if not self.supported_activations(node, activations):
             return f"{node.op_type} with activations {activations} has no rule yet"
         if node.has_attr("clip"):
             return f"{node.op_type} with clip has no rule yet"
@@ -297,3 +303,43 @@ class GRU(Recurrent):
         bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(6 * hidden)
         lbr = bool(node.attr_int("linear_before_reset", 0))
         return [gru_step(_RUN, x, h, w, r, bias[: 3 * hidden], bias[3 * hidden :], hidden, lbr).hidden]
+
+
+@register
+class RNN(Recurrent):
+    summary = "unrolled: the slope of tanh (or ReLU) on each unit's range times the weights"
+    gates = 1
+    state_inputs = (5,)
+
+    def supported_activations(self, node: Node, activations: list[str]) -> bool:
+        # The schema's default lists Tanh twice: a forward RNN reads the first entry only.
+        directions = 2 if node.attr_str("direction", "forward") == "bidirectional" else 1
+        used = activations[:directions]
+        return not used or used in (["tanh"] * directions, ["relu"] * directions)
+
+    def relu(self, node: Node) -> bool:
+        return self.activations(node)[:1] == ["relu"]
+
+    def constants(self, node: Node, ctx: RuleContext) -> list[np.ndarray | None]:
+        hidden = node.attr_int("hidden_size")
+        directions = len(self.directions(node))
+        given = len(node.inputs) > 3 and bool(node.inputs[3])
+        return [
+            ctx.const_input(node, 1),
+            ctx.const_input(node, 2),
+            ctx.const_input(node, 3) if given else np.zeros((directions, 2 * hidden)),
+        ]
+
+    def unroll_direction(
+        self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval], states: list[Interval]
+    ) -> Unrolled:
+        w, r, bias = (np.asarray(c, np.float64) for c in self.constants(node, ctx))
+        w_bias, r_bias = _split_bias(bias, 1, node.attr_int("hidden_size"), direction)
+        return rnn_direction(xs, w[direction], r[direction], w_bias + r_bias, states[0], self.relu(node))
+
+    def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
+        (h,) = states
+        w, r = args[1][direction], args[2][direction]
+        hidden = node.attr_int("hidden_size")
+        bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(2 * hidden)
+        return [rnn_step(_RUN, x, h, w, r, bias[:hidden] + bias[hidden:], self.relu(node)).hidden]

@@ -1,4 +1,4 @@
-"""LSTM and GRU, unrolled: they run as onnxruntime runs them, their ranges contain what they compute,
+"""LSTM, GRU and RNN, unrolled: they run as onnxruntime runs them, their ranges contain what they compute,
 and their bounds (global, and local on a box) are never below what ascent finds."""
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ class TorchRecurrent(torch.nn.Module):
         torch.manual_seed(7)
         if kind == "lstm":
             self.cell = torch.nn.LSTM(FEATURES, HIDDEN, bidirectional=True)
-        else:
+        elif kind == "gru":
             self.cell = torch.nn.GRU(FEATURES, HIDDEN)
+        else:
+            self.cell = torch.nn.RNN(FEATURES, HIDDEN, nonlinearity=kind, bidirectional=kind == "relu")
 
     def forward(self, x):
         return self.cell(x)[0]
@@ -40,7 +42,7 @@ class TorchRecurrent(torch.nn.Module):
 
 def _onnx_cell(op: str, **attrs) -> onnx.ModelProto:
     rng = np.random.default_rng(8)
-    gates = 4 if op == "LSTM" else 3
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     directions = 2 if attrs.get("direction") == "bidirectional" else 1
     inits = {
         "w": rng.normal(0, 0.6, (directions, gates * HIDDEN, FEATURES)).astype(np.float32),
@@ -66,6 +68,10 @@ CASES = {
     "gru-reset-before-bidirectional": lambda tmp: save(
         _onnx_cell("GRU", linear_before_reset=1, direction="bidirectional"), tmp
     ),
+    "torch-rnn-tanh": lambda tmp: export(TorchRecurrent("tanh"), (STEPS, BATCH, FEATURES), tmp),
+    "torch-rnn-relu-bidirectional": lambda tmp: export(TorchRecurrent("relu"), (STEPS, BATCH, FEATURES), tmp),
+    "rnn-tanh-reverse": lambda tmp: save(_onnx_cell("RNN", direction="reverse"), tmp),
+    "rnn-relu": lambda tmp: save(_onnx_cell("RNN", activations=["Relu"]), tmp),
 }
 
 
@@ -93,7 +99,7 @@ def test_recurrent_cells_run_range_and_bound_soundly(tmp_path, case):
     assert local.upper_bound <= whole.upper_bound
     assert local.upper_bound >= box_lower_bound(graph, {"x": box}, samples=2, steps=20).value
     assert whole.upper_bound >= box_lower_bound(graph, {"x": (-8.0, 8.0)}, samples=2, steps=20).value
-    cell = next(node for node in graph.nodes if node.op_type in ("LSTM", "GRU"))
+    cell = next(node for node in graph.nodes if node.op_type in ("LSTM", "GRU", "RNN"))
     for _output, factor in zip(cell.outputs, node_factors(cell, RuleContext(graph, ranges=ranges))):
         assert factor.method == "domain" and math.isfinite(factor.value)
 
