@@ -23,9 +23,9 @@ certificate or refuses.  Three steps, each with an a-priori rounding bound:
 
    if floating-point Cholesky of Ã_c (A with each diagonal entry replaced by a float ≤ a_ii − c)
    runs to completion with a positive diagonal, then A is positive definite.  LAPACK's dpotrf (via
-   numpy.linalg.cholesky) is such a Cholesky: a conventional (non-Strassen) algorithm in IEEE binary64 with
-   round-to-nearest, for which the backward-error bound behind the criterion holds whatever the
-   summation order and with or without fused multiply-adds.
+   torch.linalg.cholesky_ex on the CPU, float64) is such a Cholesky: a conventional (non-Strassen)
+   algorithm in IEEE binary64 with round-to-nearest, for which the backward-error bound behind the
+   criterion holds whatever the summation order and with or without fused multiply-adds.
 
 The figure returned is √ρ' rounded up.  Only the λ ≥ 0 and ρ' > 0 given here matter: how they were
 found (optimise.py) plays no part in the proof.
@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .matrix import Blocks, constraint_matrix
 
@@ -102,11 +103,8 @@ def certify(blocks: Blocks, rho: float, lam: np.ndarray) -> Certificate | None:
     shift = SAFETY * (0.5 * gamma(2 * (n + 1)) * trace + 4 * ETA * n * (2 * (n + 1) + float(diagonal.max())))
     shifted = matrix.copy()
     shifted[np.diag_indices(n)] = np.nextafter(diagonal - shift, -np.inf)
-    try:
-        factor = np.linalg.cholesky(shifted)
-    except np.linalg.LinAlgError:
-        return None
-    if not (np.all(np.isfinite(factor)) and np.all(np.diagonal(factor) > 0)):
+    factor, info = torch.linalg.cholesky_ex(torch.from_numpy(shifted))
+    if int(info) != 0 or not (bool(torch.isfinite(factor).all()) and bool((torch.diagonal(factor) > 0).all())):
         return None
     figure = float(np.nextafter(math.sqrt(rho), math.inf))
     return Certificate(figure=figure, rho=rho, shift=shift + error, size=n)

@@ -72,21 +72,49 @@ def cost_of(n0: int, neurons: int, curved: int) -> float:
     return 3.0 * forward
 
 
+def two_norm(matrix: np.ndarray) -> float:
+    """‖A‖₂ from the eigenvalues of the smaller Gram matrix (a few times cheaper than an SVD; within
+    k·ε·‖A‖ of it, k the Gram's side)."""
+    a = torch.as_tensor(np.asarray(matrix, np.float64))
+    if a.numel() == 0:
+        return 0.0
+    gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
+    return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
+
+
+def path_gains(network: SdpNetwork) -> dict[int, float]:
+    """D_g for each group g and for the input (INPUT): Σ over the paths to the output of the norms of
+    their matrices times the largest |slope| of each group on the way (the product-style bound from g)."""
+    from .network import INPUT
+
+    norms: dict[int, float] = {}
+
+    def norm(matrix: np.ndarray) -> float:
+        key = id(matrix)
+        if key not in norms:
+            norms[key] = two_norm(matrix)
+        return norms[key]
+
+    gain = {g: 0.0 for g in range(len(network.groups))}
+    gain[INPUT] = 0.0
+    for c in network.output:
+        gain[c.source] += norm(c.matrix)
+    for h in range(len(network.groups) - 1, -1, -1):
+        group = network.groups[h]
+        slope = float(np.max(np.maximum(np.abs(group.alpha), np.abs(group.beta)), initial=0.0))
+        for c in group.inputs:
+            gain[c.source] += gain[h] * slope * norm(c.matrix)
+    return gain
+
+
 def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tensor:
     """λ = 2·D_g² on every neuron of group g, D_g the product-style gain from group g to the output
     (D_g = ‖B_g‖ + Σ_{h>g} D_h·max|slope_h|·‖A_{h,g}‖), then doubled until −C_vv is positive definite
     (with earlier groups weighed more where that fails).
     Any feasible start works; on a chain this one is the product bound's certificate, up to factors."""
     groups = network.groups
-    gain = [0.0] * len(groups)
-    for c in network.output:
-        if c.source >= 0:
-            gain[c.source] += float(np.linalg.norm(c.matrix, 2))
-    for h in range(len(groups) - 1, -1, -1):
-        slope = float(np.max(np.maximum(np.abs(groups[h].alpha), np.abs(groups[h].beta)), initial=0.0))
-        for c in groups[h].inputs:
-            if c.source >= 0:
-                gain[c.source] += gain[h] * slope * float(np.linalg.norm(c.matrix, 2))
+    found = path_gains(network)
+    gain = [found[g] for g in range(len(groups))]
     top = max(gain, default=0.0) or 1.0
     per_neuron = np.concatenate([np.full(g.size, max(d, 1e-3 * top)) for g, d in zip(groups, gain)])
     # Doubling λ only outgrows BᵀB's block (the other terms scale with λ): 30 doublings (10⁹ over
