@@ -123,15 +123,22 @@ def _fuse(graph: Graph, softmax: Node) -> bool:
     scale = alpha * query_scale * keys_scale
     if not (np.isfinite(scale) and scale > 0):
         return False
+    # One node may sit on both walks (Q and Kᵀ the same scaled value): removed once. No operand may
+    # come out of a node that goes (V the softmax itself, Q the Transpose that makes Kᵀ).
+    removed = list(dict.fromkeys((scores, softmax, *between, *query_walk, *keys_walk, *transposed)))
+    made = {name for node in removed for name in node.outputs}
+    if {query, keys, value, keys_t if not keys else ""} & made:
+        return False
     inserted: list[Node] = []
     if not keys:
         keys = graph.new_value(f"{keys_t}_keys", shape=(kt[0], kt[1], kt[3], kt[2])).name
         inserted.append(Node(f"{combine.name}_keys", "Transpose", (keys_t,), (keys,), {"perm": [0, 1, 3, 2]}))
     inputs = [query, keys, value]
     if mask is not None:
-        masked = np.ascontiguousarray(np.broadcast_to(mask, shape), np.float32)
+        # float64: a mask added before a scale is that scale times the mask, which float32 would round
+        masked = np.ascontiguousarray(np.broadcast_to(mask, shape), np.float64)
         inputs.append(graph.new_value(f"{combine.name}_mask", const=masked).name)
-    for node in (scores, softmax, *between, *query_walk, *keys_walk, *transposed):
+    for node in removed:
         graph.remove_node(node)
     if inserted:
         graph.insert_nodes(combine, inserted)

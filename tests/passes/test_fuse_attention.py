@@ -61,8 +61,38 @@ def scores_read_twice(x):
     return torch.softmax(scores, dim=-1) @ v + scores[..., :4]
 
 
-FUSED = [scaled, causal, additive_mask, keys_given_transposed]
-KEPT = [softmax_over_queries, scores_read_twice]
+def large_mask_before_the_scale(x):
+    """(q·kᵀ + M)/3 with |M| ≈ 10⁴: the fused mask M/3 must not be rounded to float32."""
+    q, k, v = _qkv(x)
+    bias = 1e4 + torch.linspace(0.0, 0.75, 25).reshape(5, 5)
+    return torch.softmax((q @ k.transpose(-1, -2) + bias) / 3.0, dim=-1) @ v
+
+
+def one_scaled_value_on_both_sides(x):  # the red team's crash: one Mul on the query and key walks
+    y = x[..., :5] * 0.7
+    return torch.softmax(y @ y, dim=-1) @ x[..., 5:9]
+
+
+def softmax_as_its_own_values(x):  # P·P: V is the softmax the fusion would remove
+    q, k, _ = _qkv(x)
+    p = torch.softmax(q @ k.transpose(-1, -2), dim=-1)
+    return p @ p
+
+
+def one_transpose_on_both_sides(x):  # Q = Kᵀ = one Transpose, which the fusion would remove
+    t = x[..., :5].transpose(-1, -2)
+    return torch.softmax(t @ t, dim=-1) @ x[..., 5:9]
+
+
+FUSED = [
+    scaled,
+    causal,
+    additive_mask,
+    keys_given_transposed,
+    large_mask_before_the_scale,
+    one_scaled_value_on_both_sides,
+]
+KEPT = [softmax_over_queries, scores_read_twice, softmax_as_its_own_values, one_transpose_on_both_sides]
 
 
 def _analysed(fn, tmp_path: Path):
@@ -70,20 +100,30 @@ def _analysed(fn, tmp_path: Path):
     return path, run_passes(load_model(path).graph)
 
 
-@pytest.mark.parametrize("fn", FUSED, ids=lambda f: f.__name__)
-def test_the_fused_op_computes_what_torch_computes(fn, tmp_path: Path) -> None:
-    _, graph = _analysed(fn, tmp_path)
-    ops = [node.op_type for node in graph.nodes]
-    assert "Attention" in ops and "Softmax" not in ops, ops
+def _runs_as_torch(path: Path, graph, fn) -> None:
+    """The rewritten graph computes what torch computes (to the file's float32 constants), and what
+    the graph as loaded computes, to float64 rounding."""
     x = torch.randn(SHAPE[:-1] + (12,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     found = GraphInterpreter(graph, dtype=torch.float64).run({graph.inputs[0]: x})[graph.outputs[0]]
+    loaded = load_model(path).graph
+    before = GraphInterpreter(loaded, dtype=torch.float64).run({loaded.inputs[0]: x})[loaded.outputs[0]]
     assert torch.allclose(found, fn(x), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(found, before, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fn", FUSED, ids=lambda f: f.__name__)
+def test_the_fused_op_computes_what_torch_computes(fn, tmp_path: Path) -> None:
+    path, graph = _analysed(fn, tmp_path)
+    ops = [node.op_type for node in graph.nodes]
+    assert "Attention" in ops and "Softmax" not in ops, ops
+    _runs_as_torch(path, graph, fn)
 
 
 @pytest.mark.parametrize("fn", KEPT, ids=lambda f: f.__name__)
 def test_look_alikes_are_left_alone(fn, tmp_path: Path) -> None:
-    _, graph = _analysed(fn, tmp_path)
+    path, graph = _analysed(fn, tmp_path)
     assert "Attention" not in [node.op_type for node in graph.nodes]
+    _runs_as_torch(path, graph, fn)
 
 
 @pytest.mark.parametrize("fn", FUSED, ids=lambda f: f.__name__)
