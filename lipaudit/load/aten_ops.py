@@ -758,6 +758,25 @@ def slice_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     )
 
 
+@converts("flip")
+def flip(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """torch.flip as one Slice of step −1 on each axis (a permutation, as ONNX writes a reversal)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    axes = sorted({_axis(int(d), rank) for d in a["dims"]})
+    em.node(
+        "Slice",
+        [
+            em.x(x),
+            em.ints([-1] * len(axes), "starts"),
+            em.ints([-INT64_MAX - 1] * len(axes), "ends"),
+            em.ints(axes, "axes"),
+            em.ints([-1] * len(axes), "steps"),
+        ],
+        outs,
+    )
+
+
 @converts("narrow")
 def narrow(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     start = int(a["start"])

@@ -34,6 +34,7 @@ def _interpolate(**kwargs):
 _CONST = torch.linspace(-1, 1, 12).reshape(1, 3, 4)
 
 CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
+    "flip": (Lambda(lambda x: torch.flip(x, [1, -1]) - x), (1, 3, 4)),
     "rsub_alpha_tensor": (Lambda(lambda x: torch.rsub(x, _CONST, alpha=2.5)), (1, 3, 4)),
     "rsub_alpha_scalar": (Lambda(lambda x: torch.rsub(x, 0.75, alpha=-3.0)), (1, 3, 4)),
     "sub_alpha": (Lambda(lambda x: torch.sub(x, x * x, alpha=0.5)), (1, 3, 4)),
@@ -154,6 +155,11 @@ RECURRENT = {
     "lstm_no_bias": (_recurrent(nn.LSTM, bias=False), (3, 1, 4)),
     "gru": (_recurrent(nn.GRU, batch_first=True), (2, 3, 4)),
     "gru_bidirectional_2_layers": (_recurrent(nn.GRU, bidirectional=True, num_layers=2), (3, 2, 4)),
+    "rnn_tanh": (_recurrent(nn.RNN), (3, 2, 4)),
+    "rnn_relu_batch_first_bidirectional_2_layers": (
+        _recurrent(nn.RNN, nonlinearity="relu", batch_first=True, bidirectional=True, num_layers=2),
+        (2, 3, 4),
+    ),
 }
 
 
