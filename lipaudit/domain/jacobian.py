@@ -63,6 +63,7 @@ def interval_jacobian_bound(
     ranges: Mapping[str, Interval],
     entry_limit: int = JACOBIAN_ENTRY_LIMIT,
     at_centre: Mapping[str, Interval] | None = None,
+    hooks: Forward | None = None,
 ) -> JacobianBound:
     """sup over the box ``bounds`` of ‖J‖₂, for the graph whose value ranges on that box are
     ``ranges`` (lipaudit.domain.value_ranges); ``at_centre``: enclosures of values at the box's
@@ -77,7 +78,7 @@ def interval_jacobian_bound(
         from .affine import intersected
 
         points = intersected(points, at_centre)
-    jctx = forward(graph, ranges, points, _input_jacobians(graph, centres, n0), half_widths.to(torch.float64))
+    jctx = forward(graph, ranges, points, _input_jacobians(graph, centres, n0), half_widths.to(torch.float64), hooks)
     return _figure(graph, jctx, n0, start)
 
 
@@ -150,6 +151,7 @@ def tightest_jacobian_bound(
     (lipaudit.domain.segments), each segment bounded the same way on the range of its input.
     Raises JacobianUnavailable with the reason there is no whole-network figure."""
     from .affine import affine_ranges, intersected
+    from .deviation import OpFactorDeviation
     from .segments import segmented_bound
 
     start = time.perf_counter()
@@ -159,7 +161,7 @@ def tightest_jacobian_bound(
         ranges, at_centre = intersected(ranges, affine.ranges), affine.at_centre
     except JacobianUnavailable:
         pass  # without affine forms: the whole pass below says what it meets, if anything
-    whole = interval_jacobian_bound(graph, bounds, ranges, entry_limit, at_centre)
+    whole = interval_jacobian_bound(graph, bounds, ranges, entry_limit, at_centre, OpFactorDeviation())
     if not segments:
         return whole
 
