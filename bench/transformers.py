@@ -10,7 +10,10 @@ input, audits:
 * the ``torch.export`` archive, where it stays one Attention op bounded per head by the
   covariance form, with LayerNorm from the smallest standard deviation on the box ("per-head");
 * the interval-Jacobian bound on the same ``.pt2`` graph (lipaudit.domain.jacobian): sup of ‖J‖₂ over
-  the box from enclosures of every value's Jacobian, ranges tightened by the centred form;
+  the box from enclosures of every value's Jacobian, ranges tightened by the centred form; then
+  with ranges tightened by affine forms (lipaudit.domain.affine), then the lower of that and the
+  best product over segments cut at the residual stream (lipaudit.domain.segments), with its CPU
+  seconds (one torch thread);
 * what ``lipaudit check`` reports now: the lower of the two ``.pt2`` figures;
 * the empirical lower bound: the largest Jacobian norm found inside the box (``--lower-bound``).
 
@@ -21,18 +24,25 @@ The box is centred by baking the real input into the exported module (x ↦ f(x�
 [−r, r]): the same function of x, so the same Lipschitz constant. Each block is audited alone on
 the box around the activations that reach it, then the whole network.
 
-Usage:  python bench/transformers.py [--radius 0.002] [--steps 300]
+With ``--quick`` only the interval-Jacobian columns are computed (the audits, with their recursion
+and their search for a lower bound, take many minutes on the network): "reported now" is then the
+last of them, and the lower bound is ‖J(x0)‖₂ at the box's centre (autograd, float64).
+
+Usage:  python bench/transformers.py [--radius 0.002] [--steps 300] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import math
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,7 +131,9 @@ def train(model: nn.Module, images, labels, steps: int) -> float:
         return float((model(images).argmax(1) == labels).float().mean())
 
 
-def figures(module: nn.Module, centre: torch.Tensor, radius: float, folder: Path, name: str) -> dict[str, float]:
+def figures(
+    module: nn.Module, centre: torch.Tensor, radius: float, folder: Path, name: str, quick: bool = False
+) -> dict[str, Any]:
     wrapped = Centred(module, centre).eval()
     example = torch.zeros_like(centre)
     onnx_path, pt2_path = folder / f"{name}.onnx", folder / f"{name}.pt2"
@@ -130,21 +142,62 @@ def figures(module: nn.Module, centre: torch.Tensor, radius: float, folder: Path
         torch.onnx.export(wrapped, (example,), str(onnx_path), dynamo=False, opset_version=17)
         torch.export.save(torch.export.export(wrapped, (example,)), str(pt2_path))
     box = [f"{-radius}:{radius}"]
+    if quick:  # the interval-Jacobian figures only (no audit: no recursion, no search)
+        graph = run_passes(load_model(str(pt2_path)).graph)
+        domain = prepare_domain(graph, box)
+        found = jacobian_figures(graph, domain)
+        # ‖J‖₂ at the box's centre (an interior point): a lower bound on the constant on the box
+        jacobian = torch.autograd.functional.jacobian(copy.deepcopy(wrapped).double(), example.double())
+        lower = float(torch.linalg.matrix_norm(jacobian.reshape(-1, example.numel()), ord=2))
+        nan = math.nan
+        return {
+            "interval": nan,
+            "per_head": nan,
+            **found,
+            "now": found["segments"],
+            "method": "-",
+            "lower": lower,
+        }
     with without_interval_jacobian():
         interval = audit(str(onnx_path), input_range=box)
         per_head = audit(str(pt2_path), input_range=box)
     now = audit(str(pt2_path), input_range=box, lower_bound=True, samples=64, steps=40)
     graph = run_passes(load_model(str(pt2_path)).graph)
     domain = prepare_domain(graph, box)
-    found, _ = interval_jacobian.local_jacobian_bound(graph, domain.bounds, domain.ranges)
     return {
         "interval": _figure(interval.upper_bound),
         "per_head": _figure(per_head.upper_bound),
-        "jacobian": found.upper_bound if found is not None else math.inf,
+        **jacobian_figures(graph, domain),
         "now": _figure(now.upper_bound),
         "method": now.network.method,
         "lower": now.lower_bound or 0.0,
     }
+
+
+def jacobian_figures(graph, domain) -> dict[str, float]:
+    """The interval-Jacobian bound three ways: on interval arithmetic's ranges (as it was), on ranges
+    tightened by affine forms, and the lower of that and the best product over segments (what the
+    audit uses); with the CPU seconds of the last (one torch thread)."""
+    figures: dict[str, float] = {}
+    for key, run in (
+        ("jacobian", lambda: interval_jacobian.interval_jacobian_bound(graph, domain.bounds, domain.ranges)),
+        (
+            "affine",
+            lambda: interval_jacobian.tightest_jacobian_bound(graph, domain.bounds, domain.ranges, segments=False),
+        ),
+        ("segments", lambda: interval_jacobian.tightest_jacobian_bound(graph, domain.bounds, domain.ranges)),
+    ):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        start = time.process_time()
+        try:
+            figures[key] = run().upper_bound
+        except interval_jacobian.JacobianUnavailable:
+            figures[key] = math.inf
+        finally:
+            figures[f"{key}_s"] = time.process_time() - start
+            torch.set_num_threads(threads)
+    return figures
 
 
 def _figure(value: float | None) -> float:
@@ -167,6 +220,9 @@ def main() -> None:
     parser.add_argument("--radius", type=float, default=0.002)
     parser.add_argument("--steps", type=int, default=300, help="Adam steps of training (a few seconds)")
     parser.add_argument("--sample", type=int, default=0, help="which digit image is the box's centre")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the interval-Jacobian figures and the lower bound (no audits)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     images, labels = digits()
@@ -179,20 +235,21 @@ def main() -> None:
         folder = Path(tmp)
         h = model.tokens(x0).detach()
         for k, block in enumerate(model.blocks):
-            rows.append((f"block {k + 1}", figures(block, h, args.radius, folder, f"block{k}")))
+            rows.append((f"block {k + 1}", figures(block, h, args.radius, folder, f"block{k}", args.quick)))
             h = block(h).detach()
-        rows.append(("network", figures(model, x0, args.radius, folder, "network")))
+        rows.append(("network", figures(model, x0, args.radius, folder, "network", args.quick)))
     print()
     print(
         "| part | interval (ONNX, decomposed) | per-head + LayerNorm (.pt2) | interval-Jacobian (.pt2) "
-        "| reported now (method) | lower bound | now / lower |"
+        "| + affine-form ranges | + segments (CPU s) | reported now (method) | lower bound | now / lower |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, f in rows:
         ratio = f["now"] / f["lower"] if f["lower"] > 0 else math.inf
         print(
-            f"| {name} | {f['interval']:.4g} | {f['per_head']:.4g} | {f['jacobian']:.4g} "
-            f"| {f['now']:.4g} ({f['method']}) | {f['lower']:.4g} | {ratio:.3g} |"
+            f"| {name} | {f['interval']:.4g} | {f['per_head']:.4g} | {f['jacobian']:.4g} | {f['affine']:.4g} "
+            f"| {f['segments']:.4g} ({f['segments_s']:.2g}) | {f['now']:.4g} ({f['method']}) | {f['lower']:.4g} "
+            f"| {ratio:.3g} |"
         )
 
 

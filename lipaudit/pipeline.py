@@ -293,16 +293,25 @@ def _with_interval_jacobian(
     upper = tight.upper_bound if tight is not None else network.upper_bound
     if upper is None or not network.certified:
         return tight
-    found, _ = local_jacobian_bound(graph, domain.bounds, domain.ranges)
-    if found is None or not found.upper_bound < upper * (1 - DOMAIN_GAIN):
+    found, why = local_jacobian_bound(graph, domain.bounds, domain.ranges)
+    if found is None:
+        notices.append(f"no interval-Jacobian bound on the box: {why}")
+        return tight
+    if not found.upper_bound < upper * (1 - DOMAIN_GAIN):
         return tight  # the recursion's figure in all but the last digits keeps its name
     outputs = dict(tight.outputs) if tight is not None else {k: v for k, v in network.outputs.items() if v is not None}
     for name, value in found.outputs.items():
         if name in outputs:
             outputs[name] = min(outputs[name], value)
+    how = f"from enclosures of every value's Jacobian along the {found.directions} input directions"
+    if found.segments:
+        factors = " × ".join(f"{figure:.4g}" for _, _, figure in found.segments)
+        cut = ", ".join(end for _, end, _ in found.segments[:-1])
+        each = how.replace("input", "its input")
+        how = f"a product over {len(found.segments)} segments cut at {cut} ({factors}), each {each}"
     notices.append(
         f"the network bound is the interval-Jacobian bound: sup of ‖J‖₂ over the box ({found.upper_bound:.6g}, "
-        f"below {upper:.6g}), from enclosures of every value's Jacobian along the {found.directions} input directions"
+        f"below {upper:.6g}), {how}"
     )
     base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
     return replace(base, upper_bound=found.upper_bound, outputs=outputs, method=METHOD, local=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,9 @@ class JacobianBound:
     directions: int  # n0: the number of input entries
     seconds: float
     enclosures: dict[str, Jac]  # graph output -> its Jacobian's enclosure (n0 first, input entries in order)
+    ranges: dict[str, Interval] = field(default_factory=dict)  # every value's range, as tightened on the way
+    # where the figure is a product over segments (lipaudit.domain.segments): (input cut, output cut, figure)
+    segments: list[tuple[str, str, float]] = field(default_factory=list)
 
 
 def interval_jacobian_bound(
@@ -59,17 +62,51 @@ def interval_jacobian_bound(
     bounds: Mapping[str, tuple],
     ranges: Mapping[str, Interval],
     entry_limit: int = JACOBIAN_ENTRY_LIMIT,
+    at_centre: Mapping[str, Interval] | None = None,
+    hooks: Forward | None = None,
 ) -> JacobianBound:
     """sup over the box ``bounds`` of ‖J‖₂, for the graph whose value ranges on that box are
-    ``ranges`` (lipaudit.domain.value_ranges). Raises JacobianUnavailable with the reason."""
+    ``ranges`` (lipaudit.domain.value_ranges); ``at_centre``: enclosures of values at the box's
+    centre, narrower than interval arithmetic's (lipaudit.domain.affine). Raises
+    JacobianUnavailable with the reason."""
     start = time.perf_counter()
     centres, half_widths = _box(graph, bounds)
     n0 = int(half_widths.numel())
     _check_sizes(graph, n0, entry_limit)
     points = _centre_values(graph, centres)
+    if at_centre:
+        from .affine import intersected
+
+        points = intersected(points, at_centre)
+    jctx = forward(graph, ranges, points, _input_jacobians(graph, centres, n0), half_widths.to(torch.float64), hooks)
+    return _figure(graph, jctx, n0, start)
+
+
+class Forward:
+    """What a pass may do around each node (the affine-form pass adds symbols, lipaudit.domain.affine)."""
+
+    def before(self, node, jctx: JacobianContext) -> None:
+        pass
+
+    def after(self, node, jctx: JacobianContext) -> None:
+        pass
+
+
+def forward(
+    graph: Graph,
+    ranges: Mapping[str, Interval],
+    points: dict[str, Interval],
+    inputs: dict[str, Jac],
+    half_widths: torch.Tensor,
+    hooks: Forward | None = None,
+) -> JacobianContext:
+    """Every value's Jacobian enclosure along the directions of ``inputs`` (the input values'
+    Jacobians, over a box of ``half_widths`` in those directions), and its range tightened
+    (``jctx.rules.ranges``). Raises JacobianUnavailable with the reason."""
+    hooks = hooks or Forward()
     tight: dict[str, Interval] = dict(ranges)
     rules = RuleContext(graph, ranges=tight)
-    jctx = JacobianContext(rules, points, _input_jacobians(graph, centres, n0), half_widths.to(torch.float64))
+    jctx = JacobianContext(rules, points, dict(inputs), half_widths)
     remaining = _uses(graph)
     for node in graph.nodes:
         if not graph.variable_inputs(node):
@@ -78,6 +115,7 @@ def interval_jacobian_bound(
         op = resolve(node, graph.opset_of(node))
         if op is None:
             raise JacobianUnavailable(f"{node.op_type} '{node.name}' has no rule")
+        hooks.before(node, jctx)
         try:
             found = op.jacobian(node, jctx)
         except RULE_ERRORS as error:
@@ -85,19 +123,57 @@ def interval_jacobian_bound(
         if found is None:
             raise JacobianUnavailable(f"{node.op_type} '{node.name}' has no interval-Jacobian rule")
         _store(graph, node, op, found, jctx, ranges, remaining)
+        hooks.after(node, jctx)
         for name in set(graph.variable_inputs(node)):
             remaining[name] -= 1
             if remaining[name] <= 0 and name not in graph.outputs:
                 jctx.jacobians.pop(name, None)
-    return _figure(graph, jctx, n0, start)
+    return jctx
 
 
 def local_jacobian_bound(graph: Graph, bounds: Mapping[str, tuple], ranges: Mapping[str, Interval]):
-    """(the interval-Jacobian bound, None), or (None, why there is none)."""
+    """(the tightest interval-Jacobian bound, None), or (None, why there is none)."""
     try:
-        return interval_jacobian_bound(graph, bounds, ranges), None
+        return tightest_jacobian_bound(graph, bounds, ranges), None
     except JacobianUnavailable as why:
         return None, str(why)
+
+
+def tightest_jacobian_bound(
+    graph: Graph,
+    bounds: Mapping[str, tuple],
+    ranges: Mapping[str, Interval],
+    entry_limit: int = JACOBIAN_ENTRY_LIMIT,
+    segments: bool = True,
+) -> JacobianBound:
+    """The interval-Jacobian bound on ranges tightened by affine forms (lipaudit.domain.affine), and
+    with ``segments`` the lower of it and the best product over the network's segments
+    (lipaudit.domain.segments), each segment bounded the same way on the range of its input.
+    Raises JacobianUnavailable with the reason there is no whole-network figure."""
+    from .affine import affine_ranges, intersected
+    from .deviation import OpFactorDeviation
+    from .segments import segmented_bound
+
+    start = time.perf_counter()
+    at_centre = None
+    try:
+        affine = affine_ranges(graph, bounds, ranges, entry_limit)
+        ranges, at_centre = intersected(ranges, affine.ranges), affine.at_centre
+    except JacobianUnavailable:
+        pass  # without affine forms: the whole pass below says what it meets, if anything
+    whole = interval_jacobian_bound(graph, bounds, ranges, entry_limit, at_centre, OpFactorDeviation())
+    if not segments:
+        return whole
+
+    def segment_bound(part: Graph, box: Mapping[str, tuple], _: object) -> JacobianBound:
+        return tightest_jacobian_bound(part, box, value_ranges(part, box), entry_limit, segments=False)
+
+    product = segmented_bound(graph, bounds, whole.ranges, segment_bound, whole.upper_bound)
+    seconds = time.perf_counter() - start
+    if product is None:
+        return replace(whole, seconds=seconds)
+    outputs = {name: min(value, product.upper_bound) for name, value in whole.outputs.items()}
+    return replace(whole, upper_bound=product.upper_bound, outputs=outputs, seconds=seconds, segments=product.segments)
 
 
 def _box(graph: Graph, bounds: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], torch.Tensor]:
@@ -216,7 +292,7 @@ def _figure(graph: Graph, jctx: JacobianContext, n0: int, start: float) -> Jacob
     joint = math.sqrt(sum(d * d for d in deviations))
     network = _norm_bound(torch.cat(centres, dim=1), torch.cat(radii, dim=1), joint) * margin
     kept = {name: jac for name in graph.outputs if (jac := jctx.jac(name)) is not None}
-    return JacobianBound(network, outputs, n0, time.perf_counter() - start, kept)
+    return JacobianBound(network, outputs, n0, time.perf_counter() - start, kept, dict(jctx.rules.ranges or {}))
 
 
 def _norm_bound(centre: torch.Tensor, radius: torch.Tensor, deviation: float) -> float:
