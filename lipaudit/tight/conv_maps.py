@@ -148,6 +148,24 @@ def _trim(kernel: Tensor, offset: tuple[int, ...]) -> tuple[Tensor, tuple[int, .
     return kernel[index], tuple(o + lo for o, (lo, _) in zip(offset, box))
 
 
+def _reachable(kernel: Tensor, offset, stride, read_spatial, out_spatial) -> tuple[Tensor, tuple[int, ...]]:
+    """The taps of a map y[j] = Σ_t K_t·s̃[σ·j + t + offset] (j on a grid of ``out_spatial``, s̃ a
+    grid of ``read_spatial`` extended by zeros) that read the grid from some j: per axis
+    −σ·(S_out − 1) ≤ t + offset ≤ S_read − 1.  Any other tap reads only zeros, for every j, so
+    the cropped kernel (with its offset moved to the first kept tap) is the same map.  An axis
+    with no tap left keeps its taps (the map is zero; nothing is gained)."""
+    index, moved = [slice(None), slice(None)], []
+    for k, s, o, n_read, n_out in zip(kernel.shape[2:], stride, offset, read_spatial, out_spatial):
+        lo, hi = max(0, -s * (n_out - 1) - o), min(k - 1, n_read - 1 - o)
+        if lo > hi:
+            lo, hi = 0, k - 1
+        index.append(slice(lo, hi + 1))
+        moved.append(o + lo)
+    if all(sl.start == 0 and sl.stop == k for sl, k in zip(index[2:], kernel.shape[2:])):
+        return kernel, tuple(offset)
+    return kernel[tuple(index)], tuple(moved)
+
+
 def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ...], groups: int = 1) -> Tensor:
     """K[τ] = Σ_{σ_E·t_B + t_E = τ} K_B[t_B]·K_E[t_E] (module docstring).
 
@@ -249,42 +267,69 @@ class ConvMap(LinearMap):
         return False
 
     def then_conv(self, weight: Tensor, strides, pads, dilations, groups: int, out_shape, factor_norm: float):
-        """B∘self for a padded Conv node B, or None when a mask of self's grid is in the way."""
-        if groups > 1 and weight.shape[0] * weight.shape[1] * groups * math.prod(weight.shape[2:]) > GROUPED_LIMIT:
-            return None  # a wide grouped (depthwise) kernel written out densely: not worth its memory
-        kernel_b = _full_kernel(weight, groups, dilations)
+        """B∘self for a padded Conv node B, or None when a mask of self's grid is in the way.
+
+        Only the taps of B that read y's grid from some position of u's grid are kept, and of the
+        composite kernel only those that read the anchor's grid from u's grid (_reachable): the
+        others meet only the zeros around a grid, so the map is the same (module docstring,
+        "Reachable taps")."""
         d = self.dims
+        strides = tuple(int(s) for s in strides)
+        offset_b = tuple(-int(p) for p in pads[:d])
+        # keyed by the weight's id: node weights (and node_conv_kernel's pooling kernels) live as long
+        # as the network, hence as long as the cache
+        key = ("reach", id(weight), tuple(weight.shape), groups, tuple(dilations), strides, offset_b)
+        key += (tuple(out_shape[2:]), self.shape[2:])
+        cache = self.cache if self.cache is not None else {}
+        if key not in cache:
+            grouped, offset_b = _reachable(
+                _dilated(weight, dilations), offset_b, strides, self.shape[2:], tuple(out_shape[2:])
+            )
+            cache[key] = (grouped, offset_b, _box(grouped))
+        grouped, offset_b, box_b = cache[key]
+        if groups > 1 and grouped.shape[0] * grouped.shape[1] * groups * math.prod(grouped.shape[2:]) > GROUPED_LIMIT:
+            return None  # a wide grouped (depthwise) kernel written out densely: not worth its memory
         cheap, ops = self.cheap * factor_norm, self.ops + 1
         pointwise = (
-            all(k == 1 for k in kernel_b.shape[2:])
-            and all(int(s) == 1 for s in strides)
-            and not any(int(p) for p in pads)
+            all(k == 1 for k in grouped.shape[2:])
+            and all(s == 1 for s in strides)
+            and not any(offset_b)
+            and tuple(out_shape[2:]) == self.shape[2:]
         )
         if pointwise:  # a 1×1 channel map: it joins the left factors, no mask is involved
-            w = kernel_b.reshape(kernel_b.shape[:2])
+            if groups > 1 and grouped.shape[1] == 1 and grouped.shape[0] == groups:
+                # depthwise: a diagonal, applied as a scaling of the rows
+                scale = grouped.reshape(groups)
+                parts = [
+                    Part(
+                        p.core,
+                        p.scalar,
+                        p.channels,
+                        torch.diag(scale) if p.left is None else scale[:, None] * p.left,
+                        p.right,
+                        p.offset,
+                    )
+                    for p in self.parts
+                ]
+                return self._with(parts, out_shape, cheap=cheap, ops=ops)
+            w = _full_kernel(grouped, groups, (1,) * d)
+            w = w.reshape(w.shape[:2])
             parts = [
                 Part(p.core, p.scalar, p.channels, w if p.left is None else w @ p.left, p.right, p.offset)
                 for p in self.parts
             ]
             return self._with(parts, out_shape, cheap=cheap, ops=ops)
-        # keyed by the weight's id: node weights (and node_conv_kernel's pooling kernels) live as long
-        # as the network, hence as long as the cache
-        key = ("box", id(weight), tuple(weight.shape), groups, tuple(dilations))
-        cache = self.cache if self.cache is not None else {}
-        if key not in cache:
-            cache[key] = _box(kernel_b)
-        box_b = cache[key]
-        offset_b = tuple(-int(p) for p in pads[:d])
         if box_b is not None:
             for axis in range(d):
                 lo, hi = box_b[axis]
                 reads_inside = (
                     lo + offset_b[axis] >= 0
-                    and int(strides[axis]) * (out_shape[2 + axis] - 1) + hi + offset_b[axis] <= self.shape[2 + axis] - 1
+                    and strides[axis] * (out_shape[2 + axis] - 1) + hi + offset_b[axis] <= self.shape[2 + axis] - 1
                 )
                 if not reads_inside and self.leaks(axis):
                     return None
-        stride = tuple(a * int(b) for a, b in zip(self.stride, strides))
+        stride = tuple(a * b for a, b in zip(self.stride, strides))
+        anchor, out = self.anchor_shape[2:], tuple(out_shape[2:])
         parts = []
         for p in self.parts:
             offset = tuple(s * ob + oe for s, ob, oe in zip(self.stride, offset_b, p.offset))
@@ -292,11 +337,12 @@ class ConvMap(LinearMap):
                 # B∘(c·left·right) = (c·B)∘(left·right): the 1×1 factors stay on the right, where
                 # the norm can drop them (Part.reduced), instead of widening the core.
                 right = p.left if p.right is None else (p.right if p.left is None else p.left @ p.right)
-                core, offset = _trim(kernel_b * p.scalar, offset)
+                kernel_b = _full_kernel(grouped, groups, (1,) * d)
+                core, offset = _trim(*_reachable(kernel_b * p.scalar, offset, stride, anchor, out))
                 parts.append(Part(core, 1.0, 0, None, right, offset))
                 continue
-            composed = _compose_kernels(_dilated(weight, dilations), p.left_core(d), self.stride, groups)
-            core, offset = _trim(composed, offset)
+            composed = _compose_kernels(grouped, p.left_core(d), self.stride, groups)
+            core, offset = _trim(*_reachable(composed, offset, stride, anchor, out))
             parts.append(Part(core, 1.0, 0, None, p.right, offset))
         return self._with(parts, out_shape, stride=stride, cheap=cheap, ops=ops)
 
