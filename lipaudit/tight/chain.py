@@ -39,6 +39,7 @@ from ..spectral.scaling import root_sum_squares
 from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
 from .network import Activation, Network, NetworkNode
+from .operators import conv_operator
 
 # Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
 # most DENSE_ENTRIES numbers (128 MiB in float64).
@@ -56,6 +57,8 @@ COMPOSITION_CHECK_TOLERANCE = 1e-9
 # Composite convolutions (with their probe images) kept for the next chain that passes the same
 # map through the same node: up to this many bytes.
 CONV_MEMO_BYTES = 2**30
+# Convolution nodes' explicit matrices (operators.py) kept: up to this many bytes.
+OPERATOR_MEMO_BYTES = 2**30
 
 
 class ChainCache:
@@ -72,6 +75,21 @@ class ChainCache:
         # key -> (the maps and ops the key names, kept alive so their ids stay unique; the result)
         self._maps: OrderedDict[tuple, tuple[tuple, ConvMap | None]] = OrderedDict()
         self._bytes = 0
+        # convolution nodes' explicit matrices (operators.py), keyed by the op (kept alive) and shapes
+        self._operators: dict[tuple, tuple[object, Tensor | None]] = {}
+        self._operator_bytes = 0
+
+    def operator(self, node: NetworkNode, in_shape: tuple[int, ...]) -> Tensor | None:
+        """operators.conv_operator, kept while they take at most OPERATOR_MEMO_BYTES."""
+        key = (id(node.op), tuple(in_shape), tuple(node.shape))
+        if key in self._operators:
+            return self._operators[key][1]
+        made = conv_operator(node, tuple(in_shape))
+        size = 0 if made is None else made.numel() * made.element_size()
+        if self._operator_bytes + size <= OPERATOR_MEMO_BYTES:
+            self._operators[key] = (node.op, made)
+            self._operator_bytes += size
+        return made
 
     def identity(self, shape: tuple[int, ...], skeleton: bool = False) -> ConvMap:
         if (shape, skeleton) not in self.identities:
@@ -179,13 +197,26 @@ class ChainBuilder:
         if isinstance(m, DenseMap):
             if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
                 return None
-            columns = self._remember(("then", id(m.columns), node.id), (m.columns,), lambda: node.forward(m.columns))
+            columns = self._remember(
+                ("then", id(m.columns), node.id), (m.columns,), lambda: self._push(m.columns, node)
+            )
             return DenseMap(columns, m.cheap * norm, ops, m.summed)
         if isinstance(m, ConvMap) and op is not None:
             return self.shared.remember(
                 ("then", id(m), id(op), tuple(node.shape), norm), (m, op), lambda: self._then_conv(m, node, op, norm)
             )
         return None
+
+    def _push(self, columns: Tensor, node: NetworkNode) -> Tensor:
+        """node.forward(columns): by the node's explicit matrix where that costs less
+        (operators.py); an identity's image is that matrix itself."""
+        operator = self.shared.operator(node, self.network.shape(node.inputs[0]))
+        if operator is None:
+            return node.forward(columns)
+        rows = columns.shape[0]
+        if any(columns is found.columns for found in self._identities.values()):
+            return operator.T.reshape(rows, *node.shape)
+        return (columns.reshape(rows, -1) @ operator.T).reshape(rows, *node.shape)
 
     def _then_conv(self, m: ConvMap, node: NetworkNode, op: Linear, norm: float) -> ConvMap | None:
         """node∘m as one composite convolution, checked against node.forward∘m (docs/design.md,
