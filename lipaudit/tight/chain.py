@@ -39,7 +39,7 @@ from ..spectral.scaling import root_sum_squares
 from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
 from .network import Activation, Network, NetworkNode
-from .operators import conv_operator
+from .operators import conv_operator, cropped_forward
 
 # Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
 # most DENSE_ENTRIES numbers (128 MiB in float64).
@@ -210,9 +210,11 @@ class ChainBuilder:
     def _push(self, columns: Tensor, node: NetworkNode) -> Tensor:
         """node.forward(columns): by the node's explicit matrix where that costs less
         (operators.py); an identity's image is that matrix itself."""
-        operator = self.shared.operator(node, self.network.shape(node.inputs[0]))
+        in_shape = self.network.shape(node.inputs[0])
+        operator = self.shared.operator(node, in_shape)
         if operator is None:
-            return node.forward(columns)
+            cropped = cropped_forward(node, columns, tuple(in_shape))
+            return node.forward(columns) if cropped is None else cropped
         rows = columns.shape[0]
         if any(columns is found.columns for found in self._identities.values()):
             return operator.T.reshape(rows, *node.shape)
