@@ -19,6 +19,18 @@ B∘E = P_uᵀ (T_B T_E) P_s, and T_B T_E is the convolution with stride σ_E·�
 dropped the composition is refused (None) and the caller splits the product there.
 Two ConvMaps from the same anchor to the same value with the same stride add exactly: both are
 P_yᵀ T P_s, so the sum is P_yᵀ (T₁ + T₂) P_s, the kernels aligned on their offsets.
+
+Reachable taps.  P_yᵀ T P_s reads tap t (offset o, stride σ) at anchor position σ·j + t + o for j
+on y's grid only, so a tap with t + o outside [−σ·(S_y − 1), S_s − 1] (per axis) reads only the
+zeros around the anchor's grid, for every j: the kernel cropped to the other taps is the same map
+(_crop).  B's kernel is cropped the same way against y's grid (the taps that read y's grid from
+u's); this keeps the derivation above, as P_uᵀ T_B M_y = P_uᵀ T_B' M_y (a dropped tap of B meets
+only zeros of M_y), and (E) or (B) holding for T_B holds for its subset T_B'.
+
+Boxes.  The taps a part may hold nonzero (Part.box) follow the structure, not the values: a node's
+kernel's nonzero taps, composed as σ_E·box_B + box_E, then cropped; a sum or stack spans its
+parts'.  Every decision of then_conv reads shapes, B's values and boxes, so a skeleton (Blank
+tensors, blank.py) composes, crops and refuses exactly as the map it stands for.
 """
 
 from __future__ import annotations
