@@ -131,3 +131,42 @@ def test_budgets_stay_monotone_and_sound_on_small_grids(monkeypatch):
         x = torch.randn(1, *net.shape(0), generator=g, dtype=torch.float64)
         jac = torch.autograd.functional.jacobian(lambda v: net.evaluate(v)[0], x)
         assert sigma(jac.reshape(math.prod(net.shape(net.outputs[0])), -1)) <= figures[-1]
+
+
+def _refused_net(seed: int) -> Network:
+    """1×1 → 3×3 (pad 1) → 3×3 (pad 1): the second 3×3 cannot compose (a mask in the way), so the
+    chain collapses there over a composite map of two factors, which a collapse may measure."""
+    g = torch.Generator().manual_seed(seed)
+    net = Network()
+    x = net.input((1, 3, 5, 5))
+    a = net.conv(x, torch.randn(4, 3, 1, 1, generator=g, dtype=torch.float64))
+    a = net.conv(a, torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64), pads=(1, 1, 1, 1))
+    a = net.conv(a, torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64), pads=(1, 1, 1, 1))
+    a = net.activation(a, "relu")
+    net.output(net.conv(a, torch.randn(2, 4, 3, 3, generator=g, dtype=torch.float64)))
+    return net
+
+
+@pytest.mark.parametrize("make", [_conv_net, _small_grid_net, _refused_net])
+def test_unplanned_chains_on_skeletons_give_the_figures_of_chains_with_values(make, monkeypatch):
+    """A sweep whose plan measures nothing builds every chain as a skeleton, rebuilt with values
+    where a collapse measures what is cheap (here everything is): its figures are those of the same
+    sweep with every chain built with values, and below those of collapses that measure nothing."""
+    monkeypatch.setattr(recursion, "FREE_COST", 1e12)
+    net = make(0)
+    chosen = recursion.targets(net)
+
+    def sweep(all_with_values: bool, measure_collapses: bool = True) -> list[float]:
+        run = recursion._Sweep(net, chosen, 2, recursion.REFINE_TOL, 0, 2**24, plan=set())
+        if all_with_values:
+            run._planned_pairs = None  # no pair is unplanned: each is built with values
+        if not measure_collapses:
+            run.builder.collapse_cost = 0.0
+        return run.run()
+
+    found = sweep(False)
+    assert found == pytest.approx(sweep(True), rel=1e-12)
+    unmeasured = sweep(False, measure_collapses=False)
+    assert all(f <= u * (1 + 1e-12) for f, u in zip(found, unmeasured))
+    if make is _refused_net:
+        assert found[-1] < unmeasured[-1] * (1 - 1e-3)
