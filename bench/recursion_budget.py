@@ -9,7 +9,9 @@ audited end to end with ``lipaudit.audit`` three ways in one run:
   default   the default recursion budget (tight/graph_bound.py DEFAULT_RECURSION_BUDGET);
   again     the default once more, under a busy thread and one torch thread: the figure must be
             the same to 1e-9 relative (``--skip-repeat`` leaves it out; the thread count moves the
-            last bits of BLAS reductions, about 1e-16).
+            last bits of BLAS reductions, about 1e-16);
+  full      with ``--full``: every chain norm measured (``recursion_budget='inf'``), the figure the
+            default approaches, and its time.
 
 Times are CPU seconds of this process (process_time: other load on the machine does not count) and
 wall seconds.  ``--threads N`` sets torch's thread count first: on a machine shared with other
@@ -18,7 +20,7 @@ The table: figures, the ratio default/product of CPU seconds (the target: at mos
 3×), and whether the repeat gave the same figure.
 
 Usage:  python bench/recursion_budget.py [--models NAME@SIZE ...] [--budget X|inf] [--threads N] [--skip-repeat]
-                                         [--json FILE]
+                                         [--full] [--json FILE]
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class Busy:
         self.thread.join()
 
 
-def run(name: str, size: int, directory: Path, budget: float | str, repeat: bool) -> dict:
+def run(name: str, size: int, directory: Path, budget: float | str, repeat: bool, full: bool = False) -> dict:
     model = MODELS[name](size)
     path = directory / f"{name}_{size}.onnx"
     with warnings.catch_warnings():
@@ -93,6 +95,9 @@ def run(name: str, size: int, directory: Path, budget: float | str, repeat: bool
     shape = [f"input=1x3x{size}x{size}"]
     product, product_cpu, product_wall = timed(lipaudit.audit, str(path), input_shape=shape, bound="product")
     default, default_cpu, default_wall = timed(lipaudit.audit, str(path), input_shape=shape, recursion_budget=budget)
+    every, every_cpu = None, None
+    if full:
+        every, every_cpu, _ = timed(lipaudit.audit, str(path), input_shape=shape, recursion_budget="inf")
     same = None
     if repeat:
         threads = torch.get_num_threads()
@@ -114,20 +119,28 @@ def run(name: str, size: int, directory: Path, budget: float | str, repeat: bool
         default_wall=default_wall,
         tighten_s=default.timings.get("tighten_s"),
         same=same,
+        full=None if every is None else every.upper_bound,
+        full_cpu=every_cpu,
     )
 
 
 def table(rows: list[dict]) -> None:
+    full = any(r.get("full") is not None for r in rows)
     print(
         "| model @ input | product | bound | product / bound | cpu product | cpu default | cpu default / product "
-        "| same figure loaded, 1 thread |"
+        "| same figure loaded, 1 thread |" + (" every chain norm | its cpu / product |" if full else "")
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|" if full else ""))
     for r in rows:
+        extra = ""
+        if full:
+            extra = (
+                " – | – |" if r.get("full") is None else f" {r['full']:.3g} | {r['full_cpu'] / r['product_cpu']:.1f}× |"
+            )
         print(
             f"| {r['model']} | {r['product']:.3g} | {r['bound']:.3g} | {r['product'] / r['bound']:,.3g}× "
             f"| {r['product_cpu']:.1f} s | {r['default_cpu']:.1f} s | {r['default_cpu'] / r['product_cpu']:.2f}× "
-            f"| {'–' if r['same'] is None else 'yes' if r['same'] else 'NO'} |"
+            f"| {'–' if r['same'] is None else 'yes' if r['same'] else 'NO'} |" + extra
         )
 
 
@@ -139,6 +152,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--skip-repeat", action="store_true")
+    parser.add_argument("--full", action="store_true", help="also measure every chain norm (budget inf)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -149,13 +163,14 @@ def main() -> None:
         for spec in args.models:
             name, size = spec.split("@")
             budget = "inf" if args.budget == float("inf") else args.budget
-            rows.append(run(name, int(size), Path(directory), budget, not args.skip_repeat))
+            rows.append(run(name, int(size), Path(directory), budget, not args.skip_repeat, args.full))
             r = rows[-1]
             print(
                 f"{r['model']}: product {r['product']:.4g} in {r['product_cpu']:.1f} s cpu "
                 f"({r['product_wall']:.1f} s wall); default {r['bound']:.4g} ({r['method']}) in "
                 f"{r['default_cpu']:.1f} s cpu ({r['default_wall']:.1f} s wall, recursion {r['tighten_s']} s); "
-                f"same figure again: {r['same']}",
+                f"same figure again: {r['same']}"
+                + ("" if r["full"] is None else f"; every chain norm {r['full']:.4g} in {r['full_cpu']:.1f} s cpu"),
                 flush=True,
             )
     print()

@@ -276,12 +276,16 @@ class PolyphaseKernel:
             return cached
         shifts, phase = self.shifts.tolist(), self.phase.tolist()
         pairs: dict[tuple[int, ...], list[tuple[int, int]]] = {}
-        for t in range(self.taps):
-            for u in range(self.taps):
-                if self.left and phase[t] != phase[u]:
+        left, taps = self.left, self.taps
+        for t in range(taps):
+            for u in range(taps):
+                if left and phase[t] != phase[u]:
                     continue
                 # left: δ = a_t − a_u for W_t W_uᵀ; right: δ = a_u − a_t for W_tᵀ W_u
-                delta = tuple((a - b) if self.left else (b - a) for a, b in zip(shifts[t], shifts[u]))
+                if left:
+                    delta = tuple(a - b for a, b in zip(shifts[t], shifts[u]))
+                else:
+                    delta = tuple(b - a for a, b in zip(shifts[t], shifts[u]))
                 pairs.setdefault(delta, []).append((t, u))
         object.__setattr__(self, "_pairs_cache", pairs)
         return pairs

@@ -39,6 +39,7 @@ from ..spectral.scaling import root_sum_squares
 from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
 from .network import Activation, Network, NetworkNode
+from .operators import conv_operator, cropped_forward
 
 # Build explicit matrices for anchors of at most this many entries, and while the matrix holds at
 # most DENSE_ENTRIES numbers (128 MiB in float64).
@@ -56,6 +57,8 @@ COMPOSITION_CHECK_TOLERANCE = 1e-9
 # Composite convolutions (with their probe images) kept for the next chain that passes the same
 # map through the same node: up to this many bytes.
 CONV_MEMO_BYTES = 2**30
+# Convolution nodes' explicit matrices (operators.py) kept: up to this many bytes.
+OPERATOR_MEMO_BYTES = 2**30
 
 
 class ChainCache:
@@ -68,15 +71,30 @@ class ChainCache:
 
     def __init__(self) -> None:
         self.norms: dict = {}
-        self.identities: dict[tuple[int, ...], ConvMap] = {}
+        self.identities: dict[tuple[tuple[int, ...], bool], ConvMap] = {}
         # key -> (the maps and ops the key names, kept alive so their ids stay unique; the result)
         self._maps: OrderedDict[tuple, tuple[tuple, ConvMap | None]] = OrderedDict()
         self._bytes = 0
+        # convolution nodes' explicit matrices (operators.py), keyed by the op (kept alive) and shapes
+        self._operators: dict[tuple, tuple[object, Tensor | None]] = {}
+        self._operator_bytes = 0
 
-    def identity(self, shape: tuple[int, ...]) -> ConvMap:
-        if shape not in self.identities:
-            self.identities[shape] = ConvMap.identity(shape, self.norms)
-        return self.identities[shape]
+    def operator(self, node: NetworkNode, in_shape: tuple[int, ...]) -> Tensor | None:
+        """operators.conv_operator, kept while they take at most OPERATOR_MEMO_BYTES."""
+        key = (id(node.op), tuple(in_shape), tuple(node.shape))
+        if key in self._operators:
+            return self._operators[key][1]
+        made = conv_operator(node, tuple(in_shape))
+        size = 0 if made is None else made.numel() * made.element_size()
+        if self._operator_bytes + size <= OPERATOR_MEMO_BYTES:
+            self._operators[key] = (node.op, made)
+            self._operator_bytes += size
+        return made
+
+    def identity(self, shape: tuple[int, ...], skeleton: bool = False) -> ConvMap:
+        if (shape, skeleton) not in self.identities:
+            self.identities[shape, skeleton] = ConvMap.identity(shape, self.norms, skeleton)
+        return self.identities[shape, skeleton]
 
     def remember(self, key: tuple, keep: tuple, compute) -> ConvMap | None:
         if key in self._maps:
@@ -117,7 +135,8 @@ class ChainBuilder:
         self.collapses = 0
         self.measure = True  # off: collapses take the product figure (a dry run for the work budget)
         self.collapse_cost = math.inf  # under a work budget, collapses measure only what is cheap
-        # on: explicit matrices are shape-only (ShapeOnlyDense), for terms that will not be measured
+        # on: explicit matrices are shape-only (ShapeOnlyDense) and composite convolutions skeletons
+        # (conv_maps.ConvMap.skeleton), for terms that will not be measured
         self.shape_only = False
         self.shared: ChainCache = network.shared.setdefault("chain", ChainCache())
         self.norm_cache = self.shared.norms  # composite kernels measured so far (maps.ConvMap._measure)
@@ -127,6 +146,9 @@ class ChainBuilder:
         self._identities: dict[int, DenseMap] = {}
         self._probes: dict[tuple[int, ...], Tensor] = {}  # a random anchor value per anchor shape
         self.refused = 0  # composite convolutions that failed their check (and were not used)
+        # set when a collapse would have measured a skeleton (cheap enough, but it has no values):
+        # the caller builds that chain again with values (recursion._Sweep._terms)
+        self.wanted_values = False
 
     def _remember(self, key: tuple, inputs: tuple[Tensor, ...], compute) -> Tensor:
         """compute(), or the result of the same operation on the same tensors earlier."""
@@ -157,7 +179,7 @@ class ChainBuilder:
             found = self._identities[value]
             return DenseMap(found.columns, 1.0)
         if len(shape) >= 3:
-            return self.shared.identity(tuple(shape))
+            return self.shared.identity(tuple(shape), self.shape_only)
         return ScalarMap(1.0)
 
     def then(self, m: LinearMap, node: NetworkNode) -> LinearMap | None:
@@ -175,13 +197,28 @@ class ChainBuilder:
         if isinstance(m, DenseMap):
             if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
                 return None
-            columns = self._remember(("then", id(m.columns), node.id), (m.columns,), lambda: node.forward(m.columns))
+            columns = self._remember(
+                ("then", id(m.columns), node.id), (m.columns,), lambda: self._push(m.columns, node)
+            )
             return DenseMap(columns, m.cheap * norm, ops, m.summed)
         if isinstance(m, ConvMap) and op is not None:
             return self.shared.remember(
                 ("then", id(m), id(op), tuple(node.shape), norm), (m, op), lambda: self._then_conv(m, node, op, norm)
             )
         return None
+
+    def _push(self, columns: Tensor, node: NetworkNode) -> Tensor:
+        """node.forward(columns): by the node's explicit matrix where that costs less
+        (operators.py); an identity's image is that matrix itself."""
+        in_shape = self.network.shape(node.inputs[0])
+        operator = self.shared.operator(node, in_shape)
+        if operator is None:
+            cropped = cropped_forward(node, columns, tuple(in_shape))
+            return node.forward(columns) if cropped is None else cropped
+        rows = columns.shape[0]
+        if any(columns is found.columns for found in self._identities.values()):
+            return operator.T.reshape(rows, *node.shape)
+        return (columns.reshape(rows, -1) @ operator.T).reshape(rows, *node.shape)
 
     def _then_conv(self, m: ConvMap, node: NetworkNode, op: Linear, norm: float) -> ConvMap | None:
         """node∘m as one composite convolution, checked against node.forward∘m (docs/design.md,
@@ -196,8 +233,8 @@ class ChainBuilder:
         else:
             factor = op.channel_factor(node.shape)
             made = None if factor is None else m.scaled_channels(factor, norm)
-        if made is None:
-            return None
+        if made is None or made.skeleton:  # a skeleton has no values to check (made as the map is)
+            return made
         probe = self._probe(m.anchor_shape)
         return self._checked(made, probe, node.forward(self._image(m, probe)))
 
@@ -259,8 +296,8 @@ class ChainBuilder:
 
     def _plus_conv(self, x: ConvMap, y: ConvMap) -> ConvMap | None:
         made = x.plus(y)
-        if made is None:
-            return None
+        if made is None or made.skeleton:
+            return made
         probe = self._probe(x.anchor_shape)
         return self._checked(made, probe, self._image(x, probe) + self._image(y, probe))
 
@@ -271,6 +308,11 @@ class ChainBuilder:
         measurement costs at most ``collapse_cost``)."""
         if not self.measure:
             return math.fsum(t.weight * t.map.cheap for t in terms)
+        if any(
+            isinstance(t.map, ConvMap) and t.map.skeleton and t.map.improvable and t.map.cost() <= self.collapse_cost
+            for t in terms
+        ):
+            self.wanted_values = True
         return math.fsum(
             t.weight * (t.map.norm() if t.map.cost() <= self.collapse_cost else t.map.cheap) for t in terms
         )
@@ -384,8 +426,8 @@ class ChainBuilder:
     def _stack_convs(self, node: NetworkNode, convs: list[ConvMap | None], shapes) -> ConvMap | None:
         anchor_shape = next(m for m in convs if m is not None).anchor_shape
         made = ConvMap.stack(convs, shapes, node.shape, anchor_shape)
-        if made is None:
-            return None
+        if made is None or made.skeleton:
+            return made
         probe = self._probe(anchor_shape)
         zeros = [torch.zeros((1, *s), dtype=torch.float64) for s in shapes]
         images = [self._image(c, probe) if c is not None else z for c, z in zip(convs, zeros)]

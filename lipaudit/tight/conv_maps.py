@@ -19,6 +19,18 @@ B∘E = P_uᵀ (T_B T_E) P_s, and T_B T_E is the convolution with stride σ_E·�
 dropped the composition is refused (None) and the caller splits the product there.
 Two ConvMaps from the same anchor to the same value with the same stride add exactly: both are
 P_yᵀ T P_s, so the sum is P_yᵀ (T₁ + T₂) P_s, the kernels aligned on their offsets.
+
+Reachable taps.  P_yᵀ T P_s reads tap t (offset o, stride σ) at anchor position σ·j + t + o for j
+on y's grid only, so a tap with t + o outside [−σ·(S_y − 1), S_s − 1] (per axis) reads only the
+zeros around the anchor's grid, for every j: the kernel cropped to the other taps is the same map
+(_crop).  B's kernel is cropped the same way against y's grid (the taps that read y's grid from
+u's); this keeps the derivation above, as P_uᵀ T_B M_y = P_uᵀ T_B' M_y (a dropped tap of B meets
+only zeros of M_y), and (E) or (B) holding for T_B holds for its subset T_B'.
+
+Boxes.  The taps a part may hold nonzero (Part.box) follow the structure, not the values: a node's
+kernel's nonzero taps, composed as σ_E·box_B + box_E, then cropped; a sum or stack spans its
+parts'.  Every decision of then_conv reads shapes, B's values and boxes, so a skeleton (Blank
+tensors, blank.py) composes, crops and refuses exactly as the map it stands for.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from ..spectral import conv_norm
 from ..spectral.conv import predicted_seconds
 from ..spectral.cost import CPU_COSTS
 from ..spectral.scaling import root_sum_squares
+from . import blank as blanks
 from .maps import CHAIN_TOL, LinearMap, rounding_allowance
 from .network import NetworkNode
 
@@ -64,15 +77,31 @@ class Part:
     _box: list | None = field(default=None, repr=False)
     _box_known: bool = field(default=False, repr=False)
 
-    def core_kernel(self, dims: int) -> Tensor:
+    @classmethod
+    def spanning(cls, core: Tensor, left: Tensor | None, right: Tensor | None, offset, zero: bool = False) -> Part:
+        """A part whose core's taps may all be nonzero (its box is the whole core), or, ``zero``,
+        the zero map.  The box is then known from the shapes: a skeleton (ConvMap.skeleton) has
+        the same as the map it stands for."""
+        part = cls(core, 1.0, 0, left, right, tuple(offset))
+        part._box = None if zero else [(0, k - 1) for k in core.shape[2:]]
+        part._box_known = True
+        return part
+
+    def with_factors(self, left: Tensor | None, right: Tensor | None) -> Part:
+        part = Part(self.core, self.scalar, self.channels, left, right, self.offset)
+        part._box, part._box_known = self._box, self._box_known
+        return part
+
+    def core_kernel(self, dims: int, blank: bool = False) -> Tensor:
         """scalar·core, written out."""
         if self.core is not None:
             return self.core * self.scalar if self.scalar != 1.0 else self.core
-        eye = torch.eye(self.channels, dtype=torch.float64) * self.scalar
+        eye = blanks.eye(self.channels, blank) * self.scalar
         return eye.reshape(self.channels, self.channels, *(1,) * dims)
 
     def box(self, dims: int) -> list[tuple[int, int]] | None:
-        """The nonzero taps of the core (cached: parts never change)."""
+        """The taps of the core that may be nonzero: the whole core for the parts the maps make
+        (``spanning``), the nonzero ones for a part given from outside (cached: parts never change)."""
         if self.scalar == 0:
             return None
         if self.core is None:
@@ -81,18 +110,18 @@ class Part:
             self._box, self._box_known = _box(self.core), True
         return self._box
 
-    def left_core(self, dims: int) -> Tensor:
+    def left_core(self, dims: int, blank: bool = False) -> Tensor:
         """scalar·left·core (C_y × r_i × k)."""
         if self.left is None:
-            return self.core_kernel(dims)
+            return self.core_kernel(dims, blank)
         if self.core is None:
             return (self.left * self.scalar).reshape(*self.left.shape, *(1,) * dims)
-        return torch.einsum("oc,ci...->oi...", self.left * self.scalar, self.core)
+        return blanks.left_times(self.left * self.scalar, self.core)
 
     def full(self, dims: int) -> Tensor:
         kernel = self.left_core(dims)
         if self.right is not None:
-            kernel = torch.einsum("oc...,ci->oi...", kernel, self.right)
+            kernel = blanks.times_right(kernel, self.right)
         return kernel
 
     def times(self, a: float) -> Part:
@@ -148,6 +177,27 @@ def _trim(kernel: Tensor, offset: tuple[int, ...]) -> tuple[Tensor, tuple[int, .
     return kernel[index], tuple(o + lo for o, (lo, _) in zip(offset, box))
 
 
+def _crop(kernel: Tensor, offset, box, stride, read_spatial, out_spatial) -> tuple[Tensor, tuple[int, ...], bool]:
+    """(core, offset, zero): the taps of ``box`` (those that may be nonzero; None: none) of a map
+    y[j] = Σ_t K_t·s̃[σ·j + t + offset] (j on a grid of ``out_spatial``, s̃ a grid of
+    ``read_spatial`` extended by zeros) that read the grid from some j: per axis
+    −σ·(S_out − 1) ≤ t + offset ≤ S_read − 1.  Any other tap is zero or reads only zeros, for
+    every j, so the cropped kernel (its offset moved to the first kept tap) is the same map.  With
+    none left, the map is zero: a single zero tap, ``zero`` True.  Only shapes and ``box`` decide
+    the crop, so a skeleton (meta tensors) is cropped as the map it stands for."""
+    kept = []
+    if box is not None:
+        for (lo, hi), s, o, n_read, n_out in zip(box, stride, offset, read_spatial, out_spatial):
+            lo, hi = max(lo, -s * (n_out - 1) - o), min(hi, n_read - 1 - o)
+            if lo > hi:
+                break
+            kept.append((lo, hi))
+    if len(kept) < kernel.ndim - 2:
+        return kernel[(slice(None), slice(None), *(slice(0, 1),) * (kernel.ndim - 2))] * 0, tuple(offset), True
+    index = (slice(None), slice(None), *(slice(lo, hi + 1) for lo, hi in kept))
+    return kernel[index], tuple(o + lo for o, (lo, _) in zip(offset, kept)), False
+
+
 def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ...], groups: int = 1) -> Tensor:
     """K[τ] = Σ_{σ_E·t_B + t_E = τ} K_B[t_B]·K_E[t_E] (module docstring).
 
@@ -158,11 +208,13 @@ def _compose_kernels(kernel_b: Tensor, kernel_e: Tensor, stride_e: tuple[int, ..
     c_out, c_mid_g = kernel_b.shape[:2]
     inputs = kernel_e.shape[1]
     span = tuple(s * (kb - 1) + ke for s, kb, ke in zip(stride_e, k_b, k_e))
+    if blanks.is_blank(kernel_e):
+        return blanks.blank(c_out, inputs, *span)
     kernel = torch.zeros((c_out, inputs, *span), dtype=torch.float64)
     # (groups, C_mid/groups, inputs·taps of E): group g's rows of E, which only group g's outputs read
     rows_e = kernel_e.reshape(groups, c_mid_g, -1)
     taps_b = kernel_b.reshape(groups, c_out // groups, c_mid_g, -1)
-    live = taps_b.ne(0).flatten(0, 2).any(dim=0).tolist()
+    live = taps_b.ne(0).flatten(0, 2).any(dim=0).tolist()  # B is a node's: its values are known
     for flat, tap in enumerate(itertools.product(*(range(k) for k in k_b))):
         if not live[flat]:
             continue
@@ -208,17 +260,35 @@ class ConvMap(LinearMap):
     _work: float | None = field(default=None, repr=False)
     # apply() of the chain builder's probe of anchor_shape (chain.ChainBuilder._image), once known
     probe_image: Tensor | None = field(default=None, repr=False)
+    # A skeleton: its kernels and factors are Blanks (blank.py: shapes, no values).  Made the same way
+    # as the map it stands for, it has the same parts, shapes, boxes and cost, hence the same
+    # refusals; what a dry run needs (chain.py), for almost none of the work.  It is never
+    # measured: its norm is ``cheap``.
+    skeleton: bool = False
 
     @classmethod
-    def identity(cls, shape: tuple[int, ...], cache: dict | None = None) -> ConvMap:
+    def identity(cls, shape: tuple[int, ...], cache: dict | None = None, skeleton: bool = False) -> ConvMap:
         d = len(shape) - 2
         return cls(
-            [Part(None, 1.0, shape[1], None, None, (0,) * d)], (1,) * d, tuple(shape), tuple(shape), 1.0, cache=cache
+            [Part(None, 1.0, shape[1], None, None, (0,) * d)],
+            (1,) * d,
+            tuple(shape),
+            tuple(shape),
+            1.0,
+            cache=cache,
+            skeleton=skeleton,
         )
 
     @property
     def dims(self) -> int:
         return len(self.stride)
+
+    def _lift(self, t: Tensor) -> Tensor:
+        """A tensor made from a node's values, as this map holds it (a Blank in a skeleton)."""
+        return blanks.blank_like(t) if self.skeleton else t
+
+    def norm(self) -> float:
+        return self.cheap if self.skeleton else super().norm()
 
     def _with(self, parts, shape=None, stride=None, cheap=None, ops=None, summed=None) -> ConvMap:
         return ConvMap(
@@ -230,6 +300,7 @@ class ConvMap(LinearMap):
             self.ops if ops is None else ops,
             self.summed if summed is None else summed,
             self.cache,
+            skeleton=self.skeleton,
         )
 
     # ------------------------------------------------------------------ composition
@@ -249,62 +320,100 @@ class ConvMap(LinearMap):
         return False
 
     def then_conv(self, weight: Tensor, strides, pads, dilations, groups: int, out_shape, factor_norm: float):
-        """B∘self for a padded Conv node B, or None when a mask of self's grid is in the way."""
-        if groups > 1 and weight.shape[0] * weight.shape[1] * groups * math.prod(weight.shape[2:]) > GROUPED_LIMIT:
-            return None  # a wide grouped (depthwise) kernel written out densely: not worth its memory
-        kernel_b = _full_kernel(weight, groups, dilations)
+        """B∘self for a padded Conv node B, or None when a mask of self's grid is in the way.
+
+        Only the taps of B that read y's grid from some position of u's grid are kept, and of the
+        composite kernel only those that read the anchor's grid from u's grid (_crop): the others
+        meet only the zeros around a grid, so the map is the same (module docstring, "Reachable
+        taps").  Every decision reads shapes, B's values and the parts' boxes, never self's
+        values, so a skeleton composes as the map it stands for."""
         d = self.dims
-        cheap, ops = self.cheap * factor_norm, self.ops + 1
-        pointwise = (
-            all(k == 1 for k in kernel_b.shape[2:])
-            and all(int(s) == 1 for s in strides)
-            and not any(int(p) for p in pads)
-        )
-        if pointwise:  # a 1×1 channel map: it joins the left factors, no mask is involved
-            w = kernel_b.reshape(kernel_b.shape[:2])
-            parts = [
-                Part(p.core, p.scalar, p.channels, w if p.left is None else w @ p.left, p.right, p.offset)
-                for p in self.parts
-            ]
-            return self._with(parts, out_shape, cheap=cheap, ops=ops)
+        strides = tuple(int(s) for s in strides)
+        offset_b = tuple(-int(p) for p in pads[:d])
+        out = tuple(out_shape[2:])
         # keyed by the weight's id: node weights (and node_conv_kernel's pooling kernels) live as long
         # as the network, hence as long as the cache
-        key = ("box", id(weight), tuple(weight.shape), groups, tuple(dilations))
+        key = (
+            "reach",
+            id(weight),
+            tuple(weight.shape),
+            groups,
+            tuple(dilations),
+            strides,
+            offset_b,
+            out,
+            self.shape[2:],
+        )
         cache = self.cache if self.cache is not None else {}
         if key not in cache:
-            cache[key] = _box(kernel_b)
-        box_b = cache[key]
-        offset_b = tuple(-int(p) for p in pads[:d])
+            dilated = _dilated(weight, dilations)
+            grouped, moved, zero = _crop(dilated, offset_b, _box(dilated), strides, self.shape[2:], out)
+            cache[key] = (grouped, moved, None if zero else [(0, k - 1) for k in grouped.shape[2:]])
+        grouped, offset_b, box_b = cache[key]
+        if groups > 1 and grouped.shape[0] * grouped.shape[1] * groups * math.prod(grouped.shape[2:]) > GROUPED_LIMIT:
+            return None  # a wide grouped (depthwise) kernel written out densely: not worth its memory
+        cheap, ops = self.cheap * factor_norm, self.ops + 1
+        pointwise = (
+            all(k == 1 for k in grouped.shape[2:])
+            and all(s == 1 for s in strides)
+            and not any(offset_b)
+            and out == self.shape[2:]
+        )
+        if pointwise:  # a 1×1 channel map: it joins the left factors, no mask is involved
+            if groups > 1 and grouped.shape[1] == 1 and grouped.shape[0] == groups:
+                # depthwise: a diagonal, applied as a scaling of the rows
+                scale = self._lift(grouped.reshape(groups))
+                parts = [
+                    p.with_factors(
+                        blanks.diag(scale, self.skeleton) if p.left is None else blanks.scale_rows(scale, p.left),
+                        p.right,
+                    )
+                    for p in self.parts
+                ]
+                return self._with(parts, out_shape, cheap=cheap, ops=ops)
+            w = self._lift(_full_kernel(grouped, groups, (1,) * d).reshape(grouped.shape[0], -1))
+            parts = [p.with_factors(w if p.left is None else blanks.matmul(w, p.left), p.right) for p in self.parts]
+            return self._with(parts, out_shape, cheap=cheap, ops=ops)
         if box_b is not None:
             for axis in range(d):
                 lo, hi = box_b[axis]
                 reads_inside = (
                     lo + offset_b[axis] >= 0
-                    and int(strides[axis]) * (out_shape[2 + axis] - 1) + hi + offset_b[axis] <= self.shape[2 + axis] - 1
+                    and strides[axis] * (out[axis] - 1) + hi + offset_b[axis] <= self.shape[2 + axis] - 1
                 )
                 if not reads_inside and self.leaks(axis):
                     return None
-        stride = tuple(a * int(b) for a, b in zip(self.stride, strides))
+        stride = tuple(a * b for a, b in zip(self.stride, strides))
+        anchor = self.anchor_shape[2:]
         parts = []
         for p in self.parts:
             offset = tuple(s * ob + oe for s, ob, oe in zip(self.stride, offset_b, p.offset))
+            box_e = p.box(d)
             if p.core is None and all(s == 1 for s in self.stride):
                 # B∘(c·left·right) = (c·B)∘(left·right): the 1×1 factors stay on the right, where
                 # the norm can drop them (Part.reduced), instead of widening the core.
-                right = p.left if p.right is None else (p.right if p.left is None else p.left @ p.right)
-                core, offset = _trim(kernel_b * p.scalar, offset)
-                parts.append(Part(core, 1.0, 0, None, right, offset))
+                right = p.left if p.right is None else (p.right if p.left is None else blanks.matmul(p.left, p.right))
+                kernel_b = _full_kernel(grouped, groups, (1,) * d) * p.scalar
+                box = None if box_e is None else box_b
+                core, moved, zero = _crop(kernel_b, offset, box, stride, anchor, out)
+                parts.append(Part.spanning(self._lift(core), None, right, moved, zero))
                 continue
-            composed = _compose_kernels(_dilated(weight, dilations), p.left_core(d), self.stride, groups)
-            core, offset = _trim(composed, offset)
-            parts.append(Part(core, 1.0, 0, None, p.right, offset))
+            composed = _compose_kernels(grouped, p.left_core(d, self.skeleton), self.stride, groups)
+            box = (
+                None
+                if box_b is None or box_e is None
+                else [(s * lb + le, s * hb + he) for s, (lb, hb), (le, he) in zip(self.stride, box_b, box_e)]
+            )
+            core, moved, zero = _crop(composed, offset, box, stride, anchor, out)
+            parts.append(Part.spanning(core, None, p.right, moved, zero))
         return self._with(parts, out_shape, stride=stride, cheap=cheap, ops=ops)
 
     def scaled_channels(self, factor: Tensor, factor_norm: float) -> ConvMap:
         parts = []
+        factor = self._lift(factor)
         for p in self.parts:
-            left = torch.diag(factor) if p.left is None else factor[:, None] * p.left
-            parts.append(Part(p.core, p.scalar, p.channels, left, p.right, p.offset))
+            left = blanks.diag(factor, self.skeleton) if p.left is None else blanks.scale_rows(factor, p.left)
+            parts.append(p.with_factors(left, p.right))
         return self._with(parts, cheap=self.cheap * factor_norm, ops=self.ops + 1)
 
     def times(self, a: float) -> ConvMap:
@@ -325,22 +434,27 @@ class ConvMap(LinearMap):
                         parts[i] = Part(None, p.scalar + q.scalar, p.channels, p.left, p.right, p.offset)
                         break
                     if p.core is not None and q.core is not None:
-                        core, offset = _aligned_sum(
-                            [(p.core_kernel(self.dims), p.offset), (q.core_kernel(self.dims), q.offset)],
-                            p.core.shape[:2],
-                        )
-                        parts[i] = Part(core, 1.0, 0, p.left, p.right, offset)
+                        parts[i] = _part_sum(p, q, self.dims)
                         break
             else:
                 parts.append(q)
         return self._with(parts, cheap=self.cheap + other.cheap, ops=max(self.ops, other.ops), summed=True)
 
-    def full_kernel(self) -> tuple[Tensor, tuple[int, ...]]:
-        """(kernel, offset) of the whole map as one convolution."""
-        kernel, offset = _aligned_sum(
-            [(p.full(self.dims), p.offset) for p in self.parts], (self.shape[1], self.anchor_shape[1])
-        )
-        return _trim(kernel, offset)
+    def full_kernel(self) -> tuple[Tensor, tuple[int, ...]] | None:
+        """(kernel, offset) of the whole map as one convolution, over the taps its parts' boxes
+        span; None for the zero map."""
+        d = self.dims
+        live = [p for p in self.parts if p.box(d) is not None]
+        if not live:
+            return None
+        boxes = [[(o + lo, o + hi) for o, (lo, hi) in zip(p.offset, present(p.box(d), "a live box"))] for p in live]
+        pieces = [(p.full(d), p.offset) for p in live]
+        kernel, offset = _aligned_sum(pieces, (self.shape[1], self.anchor_shape[1]))
+        index = [slice(None), slice(None)]
+        for axis in range(d):
+            lo, hi = min(b[axis][0] for b in boxes), max(b[axis][1] for b in boxes)
+            index.append(slice(lo - offset[axis], hi - offset[axis] + 1))
+        return kernel[tuple(index)], tuple(min(b[axis][0] for b in boxes) for axis in range(d))
 
     @staticmethod
     def stack(parts: list[ConvMap | None], shapes: list[tuple[int, ...]], out_shape, anchor_shape) -> ConvMap | None:
@@ -352,25 +466,31 @@ class ConvMap(LinearMap):
         stride = strides.pop()
         d = len(stride)
         c_in = anchor_shape[1]
+        skeleton = given[0].skeleton
         kernels = [m.full_kernel() if m is not None else None for m in parts]
         live = [k for k in kernels if k is not None]
-        offset = tuple(min(o[i] for _, o in live) for i in range(d))
-        span = tuple(max(o[i] + k.shape[2 + i] for k, o in live) - offset[i] for i in range(d))
-        blocks = []
-        for found, shape in zip(kernels, shapes):
-            block = torch.zeros((shape[1], c_in, *span), dtype=torch.float64)
-            if found is not None:
-                kernel, o = found
-                index = (
-                    slice(None),
-                    slice(None),
-                    *(slice(o[i] - offset[i], o[i] - offset[i] + kernel.shape[2 + i]) for i in range(d)),
-                )
-                block[index] = kernel
-            blocks.append(block)
         cheap = root_sum_squares(p.cheap for p in given)
+        if not live:  # every input is the zero map
+            core = blanks.zeros((int(out_shape[1]), c_in, *(1,) * d), skeleton)
+            part = Part.spanning(core, None, None, (0,) * d, zero=True)
+        else:
+            offset = tuple(min(o[i] for _, o in live) for i in range(d))
+            span = tuple(max(o[i] + k.shape[2 + i] for k, o in live) - offset[i] for i in range(d))
+            blocks = []
+            for found, shape in zip(kernels, shapes):
+                block = blanks.zeros((shape[1], c_in, *span), skeleton)
+                if found is not None:
+                    kernel, o = found
+                    index = (
+                        slice(None),
+                        slice(None),
+                        *(slice(o[i] - offset[i], o[i] - offset[i] + kernel.shape[2 + i]) for i in range(d)),
+                    )
+                    block[index] = kernel
+                blocks.append(block)
+            part = Part.spanning(blanks.cat_rows(blocks), None, None, offset)
         return ConvMap(
-            [Part(torch.cat(blocks, dim=0), 1.0, 0, None, None, offset)],
+            [part],
             stride,
             tuple(anchor_shape),
             tuple(out_shape),
@@ -378,6 +498,7 @@ class ConvMap(LinearMap):
             max(p.ops for p in given),
             True,
             given[0].cache,
+            skeleton=skeleton,
         )
 
     # ------------------------------------------------------------------ norm
@@ -543,7 +664,10 @@ class ConvMap(LinearMap):
     def as_dense(self) -> Tensor:
         """The map's matrix as columns (n_anchor, *shape), by running its convolution — for tests."""
         n = math.prod(self.anchor_shape)
-        kernel, offset = self.full_kernel()
+        whole = self.full_kernel()
+        if whole is None:
+            return torch.zeros((n, *self.shape), dtype=torch.float64)
+        kernel, offset = whole
         found = padded_conv(kernel.shape[2:], self.stride, offset, self.anchor_shape[2:], self.shape[2:])
         if found is None:
             return torch.zeros((n, *self.shape), dtype=torch.float64)
@@ -655,11 +779,20 @@ def _full_kernel(weight: Tensor, groups: int, dilations) -> Tensor:
     return weight.to(torch.float64)
 
 
+def _part_sum(p: Part, q: Part, dims: int) -> Part:
+    """p + q for two parts with cores and the same factors: one core over the taps both span."""
+    live = [x for x in (p, q) if x.box(dims) is not None]
+    if not live:
+        return p
+    core, offset = _aligned_sum([(x.core_kernel(dims), x.offset) for x in live], present(p.core, "a core").shape[:2])
+    return Part.spanning(core, p.left, p.right, offset)
+
+
 def _aligned_sum(parts: list[tuple[Tensor, tuple[int, ...]]], channels) -> tuple[Tensor, tuple[int, ...]]:
     d = len(parts[0][1])
     offset = tuple(min(o[i] for _, o in parts) for i in range(d))
     span = tuple(max(o[i] + k.shape[2 + i] for k, o in parts) - offset[i] for i in range(d))
-    total = torch.zeros((*channels, *span), dtype=torch.float64)
+    total = blanks.zeros((*channels, *span), blanks.is_blank(*(k for k, _ in parts)))
     for kernel, o in parts:
         index = (
             slice(None),

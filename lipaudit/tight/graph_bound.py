@@ -47,11 +47,12 @@ NETWORK_SHARE = 2 / 3
 WIDER_WINDOW_STEP = 2
 # The pipeline's work budget, in multiples of the node norms' operations (recursion.work_allowance;
 # a composite kernel costs what conv_norm's planner predicts for it, conv_maps.ConvMap.cost).
-# Measured with bench/recursion_budget.py --threads 1 (CPU seconds, default / product) on this
-# project's 2-core machine at 32x32: 0.3 took 2.6x on ResNet-18, 2.1x on MobileNetV2, 3.7x on
-# RegNetX-200MF and 33x on ConvNeXt-atto, whose time is mostly the uncounted dry run (building and
-# checking every composite kernel).  1.0 took 3.7x on MobileNetV2 (a figure 5x tighter) and 6x on
-# RegNetX, measured with the previous variant of the count (which also counted the embedding).
+# Measured with bench/recursion_budget.py --threads 1 --skip-repeat (CPU seconds, default / product)
+# on this project's shared 2-core machine at 32x32: 0.3 took 1.5x on ResNet-18, 1.7x on MobileNetV2,
+# 3.0x on RegNetX-200MF (a 1.0 s product) and 2.7x on ConvNeXt-atto, now that the dry run ranks
+# skeletons (conv_maps.ConvMap.skeleton) instead of building and checking every composite kernel.
+# 1.0 gave figures 2-10x tighter (ResNet-18 3.8e8 against 8.3e8) in 2.1x (ConvNeXt), 2.3x
+# (ResNet-18), 2.7-3.0x (RegNetX) and 3.3-3.6x (MobileNetV2, explicit matrices' pushes and norms).
 DEFAULT_RECURSION_BUDGET = 0.3
 WIDER_WINDOW_COST = 4.0
 # Operations of the semidefinite program's cost model (lipaudit.sdp) at the default recursion

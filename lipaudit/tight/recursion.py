@@ -384,12 +384,20 @@ class _Sweep:
         collapses = self.builder.collapses
         unplanned = self._planned_pairs is not None and key not in self._planned_pairs
         self.builder.shape_only = self.plan == "collect" or unplanned
+        self.builder.wanted_values = False
         terms = self.builder.propagate(source, target, inside)
+        if self.builder.wanted_values:  # a collapse measures what is cheap: it needs the values
+            self.builder.shape_only = False
+            self.builder.collapses = collapses
+            terms = self.builder.propagate(source, target, inside)
         if (
             self.plan == "collect"
             and self.reuse is not None
             and self.builder.collapses == collapses
-            and all(isinstance(t.map, (ConvMap, ScalarMap, DenseMap)) for t in terms)
+            and all(
+                isinstance(t.map, (ScalarMap, DenseMap)) or (isinstance(t.map, ConvMap) and not t.map.skeleton)
+                for t in terms
+            )
         ):
             self.reuse[key] = terms
         return terms
