@@ -120,7 +120,15 @@ class Recurrent(Op):
     # ------------------------------------------------------------------ ranges and bound
 
     def constants(self, node: Node, ctx: RuleContext) -> list[np.ndarray | None]:
-        raise NotImplementedError
+        """W, R and B (zeros when absent); None for one computed from the input."""
+        hidden = node.attr_int("hidden_size")
+        directions = len(self.directions(node))
+        given = len(node.inputs) > 3 and bool(node.inputs[3])
+        return [
+            ctx.const_input(node, 1),
+            ctx.const_input(node, 2),
+            ctx.const_input(node, 3) if given else np.zeros((directions, 2 * self.gates * hidden)),
+        ]
 
     def unroll(self, node: Node, ctx: RuleContext, ranges: bool) -> list[Unrolled]:
         """Each direction unrolled, over the input's range (or the whole line when ``ranges`` is False)."""
@@ -243,13 +251,11 @@ class LSTM(Recurrent):
     state_inputs = (5, 6)
 
     def constants(self, node: Node, ctx: RuleContext) -> list[np.ndarray | None]:
-        hidden = node.attr_int("hidden_size")
+        """W, R, B and the peepholes P."""
         directions = len(self.directions(node))
-        found = [ctx.const_input(node, 1), ctx.const_input(node, 2)]
-        for index, default in ((3, np.zeros((directions, 8 * hidden))), (7, np.zeros((directions, 3 * hidden)))):
-            given = len(node.inputs) > index and bool(node.inputs[index])
-            found.append(ctx.const_input(node, index) if given else default)
-        return found
+        given = len(node.inputs) > 7 and bool(node.inputs[7])
+        peephole = ctx.const_input(node, 7) if given else np.zeros((directions, 3 * node.attr_int("hidden_size")))
+        return super().constants(node, ctx) + [peephole]
 
     def unroll_direction(
         self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval], states: list[Interval]
@@ -276,16 +282,6 @@ class GRU(Recurrent):
     summary = "unrolled product rule on the gates (gates bounded: finite globally; tighter on a domain)"
     gates = 3
     state_inputs = (5,)
-
-    def constants(self, node: Node, ctx: RuleContext) -> list[np.ndarray | None]:
-        hidden = node.attr_int("hidden_size")
-        directions = len(self.directions(node))
-        given = len(node.inputs) > 3 and bool(node.inputs[3])
-        return [
-            ctx.const_input(node, 1),
-            ctx.const_input(node, 2),
-            ctx.const_input(node, 3) if given else np.zeros((directions, 6 * hidden)),
-        ]
 
     def unroll_direction(
         self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval], states: list[Interval]
@@ -319,16 +315,6 @@ class RNN(Recurrent):
 
     def relu(self, node: Node) -> bool:
         return self.activations(node)[:1] == ["relu"]
-
-    def constants(self, node: Node, ctx: RuleContext) -> list[np.ndarray | None]:
-        hidden = node.attr_int("hidden_size")
-        directions = len(self.directions(node))
-        given = len(node.inputs) > 3 and bool(node.inputs[3])
-        return [
-            ctx.const_input(node, 1),
-            ctx.const_input(node, 2),
-            ctx.const_input(node, 3) if given else np.zeros((directions, 2 * hidden)),
-        ]
 
     def unroll_direction(
         self, node: Node, ctx: RuleContext, direction: int, xs: list[Interval], states: list[Interval]

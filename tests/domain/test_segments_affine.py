@@ -8,7 +8,6 @@ and a plain chain nowhere; a segment's subgraph computes what the whole graph co
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from lipaudit.execute.executor import GraphInterpreter
 
 from ._containment import assert_ranges_contain_seen
 from ._models import TinyViT, analysed, export
+from .test_interval_jacobian import _jacobian_norm, _points, _pt2
 
 
 class _ResidualCNN(nn.Module):
@@ -101,14 +101,6 @@ SLOW = pytest.mark.slow  # tens of seconds on a shared machine: the stacks' segm
 STACKS = [pytest.param("encoder_stack", marks=SLOW), pytest.param("vit_block_stack", marks=SLOW)]
 
 
-def _pt2(module: nn.Module, shape: tuple[int, ...], folder: Path) -> Path:
-    path = folder / "model.pt2"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.export.save(torch.export.export(module.eval(), (torch.zeros(shape),)), str(path))
-    return path
-
-
 def _built(case: str, folder: Path):
     build, shape, radius, kind = CASES[case]
     torch.manual_seed(1)
@@ -119,22 +111,6 @@ def _built(case: str, folder: Path):
 
 def _centre(shape: tuple[int, ...], seed: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape)
-
-
-def _points(centre: np.ndarray, radius: float, count: int, seed: int):
-    rng = np.random.default_rng(seed)
-    for k in range(count):
-        if k < 3:  # corners
-            yield centre + radius * rng.choice([-1.0, 1.0], size=centre.shape)
-        else:
-            yield centre + rng.uniform(-radius, radius, size=centre.shape)
-
-
-def _jacobian_norm(module: nn.Module, x: np.ndarray) -> float:
-    model = module.double().eval()
-    point = torch.as_tensor(x, dtype=torch.float64)
-    jacobian = torch.autograd.functional.jacobian(model, point).reshape(-1, point.numel())
-    return float(torch.linalg.matrix_norm(jacobian, ord=2))
 
 
 @pytest.mark.parametrize("case", ["mlp", "residual_cnn", *STACKS])
