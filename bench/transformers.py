@@ -52,6 +52,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lipaudit.domain.jacobian as interval_jacobian  # noqa: E402
+import lipaudit.domain.local as local_bound  # noqa: E402
 from lipaudit import audit  # noqa: E402
 from lipaudit.domain import prepare_domain  # noqa: E402
 from lipaudit.load import load_model  # noqa: E402
@@ -183,9 +184,9 @@ def jacobian_figures(graph, domain) -> dict[str, float]:
         ("jacobian", lambda: interval_jacobian.interval_jacobian_bound(graph, domain.bounds, domain.ranges)),
         (
             "affine",
-            lambda: interval_jacobian.tightest_jacobian_bound(graph, domain.bounds, domain.ranges, segments=False),
+            lambda: local_bound.tightest_jacobian_bound(graph, domain.bounds, domain.ranges, segments=False),
         ),
-        ("segments", lambda: interval_jacobian.tightest_jacobian_bound(graph, domain.bounds, domain.ranges)),
+        ("segments", lambda: local_bound.tightest_jacobian_bound(graph, domain.bounds, domain.ranges)),
     ):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -207,12 +208,12 @@ def _figure(value: float | None) -> float:
 @contextlib.contextmanager
 def without_interval_jacobian():
     """The audit as it was before the interval-Jacobian bound: the pipeline finds none."""
-    original = interval_jacobian.local_jacobian_bound
-    interval_jacobian.local_jacobian_bound = lambda *args: (None, "switched off for the comparison")
+    original = local_bound.local_jacobian_bound
+    local_bound.local_jacobian_bound = lambda *args: (None, "switched off for the comparison")
     try:
         yield
     finally:
-        interval_jacobian.local_jacobian_bound = original
+        local_bound.local_jacobian_bound = original
 
 
 def main() -> None:

@@ -287,7 +287,8 @@ def _with_interval_jacobian(
 ) -> GraphBound | None:
     """The lower of the domain figure so far and the interval-Jacobian bound on the box (both
     certified; lipaudit.domain.jacobian), with a notice when the latter gives the figure."""
-    from .domain.jacobian import METHOD, local_jacobian_bound
+    from .domain.jacobian import METHOD
+    from .domain.local import local_jacobian_bound
     from .ops.context import DOMAIN_GAIN
 
     upper = tight.upper_bound if tight is not None else network.upper_bound

@@ -47,7 +47,7 @@ from .jacobian import (
     _input_jacobians,
     forward,
 )
-from .propagate import RULE_ERRORS
+from .propagate import RULE_ERRORS, intersected
 
 
 def affine_ranges(
@@ -170,26 +170,6 @@ def _padded(jac: Jac, count: int) -> Jac:
     extra = (count - jac.directions,) + jac.shape
     zeros = torch.zeros(extra, dtype=torch.float64)
     return Jac(torch.cat([jac.centre, zeros]), torch.cat([jac.radius, zeros]), jac.deviation)
-
-
-def intersected(first: Mapping[str, Interval], second: Mapping[str, Interval]) -> dict[str, Interval]:
-    """Both ranges' intersection where both hold one (each a sound range of the same value)."""
-    out = dict(first)
-    for name, other in second.items():
-        mine = out.get(name)
-        if mine is None:
-            out[name] = other
-            continue
-        try:
-            shape = np.broadcast_shapes(mine.shape, other.shape)
-            a, b = mine.broadcast_to(shape), other.broadcast_to(shape)
-        except ValueError:
-            continue
-        lo, hi = np.maximum(a.lo, b.lo), np.minimum(a.hi, b.hi)
-        if np.any(lo > hi):
-            continue  # only rounding makes sound ranges miss each other: keep the first
-        out[name] = Interval(lo, hi)
-    return out
 
 
 __all__ = ["JacobianUnavailable", "affine_ranges", "intersected"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from ..intervals.jacobian import Jac, JacobianContext
 from ..ir import Graph
 from ..ops import RuleContext, resolve
 from ..spectral.dense import dense_norm
-from .propagate import RULE_ERRORS, value_ranges
+from .propagate import RULE_ERRORS, intersected, value_ranges
 
 METHOD = "interval-jacobian"
 # n0 × the entries of one value: above this (128 MiB per float64 tensor) the method is skipped.
@@ -75,8 +75,6 @@ def interval_jacobian_bound(
     _check_sizes(graph, n0, entry_limit)
     points = _centre_values(graph, centres)
     if at_centre:
-        from .affine import intersected
-
         points = intersected(points, at_centre)
     jctx = forward(graph, ranges, points, _input_jacobians(graph, centres, n0), half_widths.to(torch.float64), hooks)
     return _figure(graph, jctx, n0, start)
@@ -129,51 +127,6 @@ def forward(
             if remaining[name] <= 0 and name not in graph.outputs:
                 jctx.jacobians.pop(name, None)
     return jctx
-
-
-def local_jacobian_bound(graph: Graph, bounds: Mapping[str, tuple], ranges: Mapping[str, Interval]):
-    """(the tightest interval-Jacobian bound, None), or (None, why there is none)."""
-    try:
-        return tightest_jacobian_bound(graph, bounds, ranges), None
-    except JacobianUnavailable as why:
-        return None, str(why)
-
-
-def tightest_jacobian_bound(
-    graph: Graph,
-    bounds: Mapping[str, tuple],
-    ranges: Mapping[str, Interval],
-    entry_limit: int = JACOBIAN_ENTRY_LIMIT,
-    segments: bool = True,
-) -> JacobianBound:
-    """The interval-Jacobian bound on ranges tightened by affine forms (lipaudit.domain.affine), and
-    with ``segments`` the lower of it and the best product over the network's segments
-    (lipaudit.domain.segments), each segment bounded the same way on the range of its input.
-    Raises JacobianUnavailable with the reason there is no whole-network figure."""
-    from .affine import affine_ranges, intersected
-    from .deviation import OpFactorDeviation
-    from .segments import segmented_bound
-
-    start = time.perf_counter()
-    at_centre = None
-    try:
-        affine = affine_ranges(graph, bounds, ranges, entry_limit)
-        ranges, at_centre = intersected(ranges, affine.ranges), affine.at_centre
-    except JacobianUnavailable:
-        pass  # without affine forms: the whole pass below says what it meets, if anything
-    whole = interval_jacobian_bound(graph, bounds, ranges, entry_limit, at_centre, OpFactorDeviation())
-    if not segments:
-        return whole
-
-    def segment_bound(part: Graph, box: Mapping[str, tuple], _: object) -> JacobianBound:
-        return tightest_jacobian_bound(part, box, value_ranges(part, box), entry_limit, segments=False)
-
-    product = segmented_bound(graph, bounds, whole.ranges, segment_bound, whole.upper_bound)
-    seconds = time.perf_counter() - start
-    if product is None:
-        return replace(whole, seconds=seconds)
-    outputs = {name: min(value, product.upper_bound) for name, value in whole.outputs.items()}
-    return replace(whole, upper_bound=product.upper_bound, outputs=outputs, seconds=seconds, segments=product.segments)
 
 
 def _box(graph: Graph, bounds: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], torch.Tensor]:

@@ -88,3 +88,23 @@ def _known_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
     if shape is None or any(d is None or d < 0 for d in shape):
         return None
     return tuple(int(d) for d in shape)
+
+
+def intersected(first: Mapping[str, Interval], second: Mapping[str, Interval]) -> dict[str, Interval]:
+    """Both ranges' intersection where both hold one (each a sound range of the same value)."""
+    out = dict(first)
+    for name, other in second.items():
+        mine = out.get(name)
+        if mine is None:
+            out[name] = other
+            continue
+        try:
+            shape = np.broadcast_shapes(mine.shape, other.shape)
+            a, b = mine.broadcast_to(shape), other.broadcast_to(shape)
+        except ValueError:
+            continue
+        lo, hi = np.maximum(a.lo, b.lo), np.minimum(a.hi, b.hi)
+        if np.any(lo > hi):
+            continue  # only rounding makes sound ranges miss each other: keep the first
+        out[name] = Interval(lo, hi)
+    return out

@@ -32,8 +32,8 @@ from ..intervals.interval import Interval
 from ..ir import Graph
 from ..tight.network import Network, Opaque
 from ..tight.segments import cuts
-from .affine import intersected
 from .jacobian import JacobianBound, JacobianUnavailable
+from .propagate import intersected
 
 # A segment groups at most this many consecutive pieces (pieces: the parts between two fork cuts),
 # so the number of segment passes grows linearly with the depth of the network.

@@ -160,7 +160,7 @@ def test_audit_takes_the_lower_figure_and_names_the_method(tmp_path: Path, monke
     centre = tmp_path / "x.npy"
     np.save(centre, _centre((1, 3, 6, 6), 2).astype(np.float32))
     report = audit(str(path), around=[str(centre)], radius=0.001, verify=False)
-    import lipaudit.domain.jacobian as engine
+    import lipaudit.domain.local as engine
 
     monkeypatch.setattr(engine, "local_jacobian_bound", lambda *args: (None, "turned off"))
     before = audit(str(path), around=[str(centre)], radius=0.001, verify=False)

@@ -19,7 +19,8 @@ from torch.nn import functional as F
 from lipaudit import audit
 from lipaudit.domain import prepare_domain
 from lipaudit.domain.affine import affine_ranges, intersected
-from lipaudit.domain.jacobian import interval_jacobian_bound, tightest_jacobian_bound
+from lipaudit.domain.jacobian import interval_jacobian_bound
+from lipaudit.domain.local import tightest_jacobian_bound
 from lipaudit.domain.segments import fork_cuts, subgraph
 from lipaudit.execute.executor import GraphInterpreter
 
@@ -230,7 +231,7 @@ def test_affine_ranges_never_lose_against_the_plain_figure(tmp_path: Path) -> No
 
 def test_the_report_says_why_there_is_no_interval_jacobian_bound(tmp_path: Path, monkeypatch) -> None:
     path = export(TinyViT(dim=8, heads=2, patch=3).eval(), (1, 3, 6, 6), tmp_path)
-    import lipaudit.domain.jacobian as engine
+    import lipaudit.domain.local as engine
 
     monkeypatch.setattr(engine, "local_jacobian_bound", lambda *args: (None, "some op has no rule"))
     report = audit(str(path), input_range=["0:0.01"], verify=False)

@@ -1,0 +1,60 @@
+"""The tightest interval-Jacobian bound domain mode reports: on ranges tightened by affine forms
+(lipaudit.domain.affine), with the second deviation (lipaudit.domain.deviation), and the lower of
+the whole network's figure and the best product over its segments (lipaudit.domain.segments).
+
+It sits above those modules, each of which builds on lipaudit.domain.jacobian's engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+
+from ..intervals.interval import Interval
+from ..ir import Graph
+from .affine import affine_ranges
+from .deviation import OpFactorDeviation
+from .jacobian import JACOBIAN_ENTRY_LIMIT, JacobianBound, JacobianUnavailable, interval_jacobian_bound
+from .propagate import intersected, value_ranges
+from .segments import segmented_bound
+
+
+def local_jacobian_bound(graph: Graph, bounds: Mapping[str, tuple], ranges: Mapping[str, Interval]):
+    """(the tightest interval-Jacobian bound, None), or (None, why there is none)."""
+    try:
+        return tightest_jacobian_bound(graph, bounds, ranges), None
+    except JacobianUnavailable as why:
+        return None, str(why)
+
+
+def tightest_jacobian_bound(
+    graph: Graph,
+    bounds: Mapping[str, tuple],
+    ranges: Mapping[str, Interval],
+    entry_limit: int = JACOBIAN_ENTRY_LIMIT,
+    segments: bool = True,
+) -> JacobianBound:
+    """The interval-Jacobian bound on ranges tightened by affine forms (lipaudit.domain.affine), and
+    with ``segments`` the lower of it and the best product over the network's segments
+    (lipaudit.domain.segments), each segment bounded the same way on the range of its input.
+    Raises JacobianUnavailable with the reason there is no whole-network figure."""
+    start = time.perf_counter()
+    at_centre = None
+    try:
+        affine = affine_ranges(graph, bounds, ranges, entry_limit)
+        ranges, at_centre = intersected(ranges, affine.ranges), affine.at_centre
+    except JacobianUnavailable:
+        pass  # without affine forms: the whole pass below says what it meets, if anything
+    whole = interval_jacobian_bound(graph, bounds, ranges, entry_limit, at_centre, OpFactorDeviation())
+    if not segments:
+        return whole
+
+    def segment_bound(part: Graph, box: Mapping[str, tuple], _: object) -> JacobianBound:
+        return tightest_jacobian_bound(part, box, value_ranges(part, box), entry_limit, segments=False)
+
+    product = segmented_bound(graph, bounds, whole.ranges, segment_bound, whole.upper_bound)
+    seconds = time.perf_counter() - start
+    if product is None:
+        return replace(whole, seconds=seconds)
+    outputs = {name: min(value, product.upper_bound) for name, value in whole.outputs.items()}
+    return replace(whole, upper_bound=product.upper_bound, outputs=outputs, seconds=seconds, segments=product.segments)
