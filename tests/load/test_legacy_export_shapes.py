@@ -8,6 +8,7 @@ values take the runtime's shapes, so the legacy export gets the dynamo export's 
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -78,7 +79,13 @@ def test_legacy_and_dynamo_exports_get_the_same_verdict_and_figure(tmp_path: Pat
     for kind in ("legacy", "dynamo"):
         path = _export(module, tmp_path / f"{kind}.onnx", kind == "dynamo")
         verdicts[kind] = _verdict(audit(str(path), **settings).to_dict())
-    assert verdicts["legacy"] == verdicts["dynamo"]
+    # The same verdict; the figure to 1e-5, as the two exporters lay out the heads with other
+    # Reshape/Transpose chains around the one fused Attention op (its rounding differs).
+    assert verdicts["legacy"][1:] == verdicts["dynamo"][1:]
+    legacy, dynamo = verdicts["legacy"][0], verdicts["dynamo"][0]
+    assert (legacy is None) == (dynamo is None)
+    if legacy is not None:
+        assert math.isclose(legacy, dynamo, rel_tol=1e-5), (legacy, dynamo)
     assert verdicts["legacy"][2] == []
     if settings:
         assert verdicts["legacy"][0] is not None and verdicts["legacy"][1], verdicts
