@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..intervals.interval import Interval
+from ..intervals.jacobian import Jac, JacobianContext, expand
 from ..ir import Node
 from ..linear_maps import Barrier, Linear
 from ..linear_maps import Concat as ConcatMap
@@ -259,6 +260,13 @@ class Expand(Copying):
     def copies(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
         return broadcast_copies(in_shape, out_shape)
 
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """Each entry's Jacobian, copied where the entry is (the deviation times √copies)."""
+        jac = jctx.jac(node.inputs[0])
+        if jac is None or jctx.rules.graph.variable_inputs(node) != [node.inputs[0]]:
+            return None
+        return [expand(jac, jctx.rules.output_shape(node))]
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, shape = args[0], ints(args[1])
         return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(shape)))
@@ -271,6 +279,14 @@ class Tile(Copying):
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return args[0].repeat(*ints(args[1]))
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        jac = jctx.jac(node.inputs[0])
+        repeats = jctx.rules.const_input(node, 1)
+        if jac is None or repeats is None or jctx.rules.graph.variable_inputs(node) != [node.inputs[0]]:
+            return None
+        counts = [int(r) for r in np.asarray(repeats).reshape(-1)]
+        return [jac.map(lambda t: t.repeat(1, *counts), math.sqrt(math.prod(counts)))]
 
 
 @register
