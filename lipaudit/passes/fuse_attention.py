@@ -23,25 +23,32 @@ from .manager import Pass
 from .matching import axis_of, constant_operand, known_shape, read_only_by
 
 
+def _scalar_step(graph: Graph, node: Node) -> tuple[str, float] | None:
+    """(the variable, the factor) of a Mul by a nonzero scalar constant, or of a Div of the variable
+    by one; None for anything else."""
+    if node.domain or node.op_type not in ("Mul", "Div"):
+        return None
+    found = constant_operand(graph, node)
+    if found is None or found[1] == 0 or (node.op_type == "Div" and node.inputs[0] != found[0]):
+        return None
+    source, value = found
+    return source, value if node.op_type == "Mul" else 1.0 / value
+
+
 def _scaled(graph: Graph, name: str, reader: Node) -> tuple[str, float, list[Node]]:
     """Walk back from ``name`` through Mul/Div by scalar constants read by the chain alone: (the
     value scaled, the product of the scales, the nodes walked through)."""
     factor, walked = 1.0, list[Node]()
     while True:
         node = graph.producer(name)
-        if node is None or node.domain or node.op_type not in ("Mul", "Div"):
+        if node is None:
             return name, factor, walked
-        found = constant_operand(graph, node)
-        if found is None or not read_only_by(graph, name, [reader]):
+        step = _scalar_step(graph, node)
+        if step is None or not read_only_by(graph, name, [reader]):
             return name, factor, walked
-        source, value = found
-        if node.op_type == "Div":
-            if node.inputs[0] != source or value == 0:
-                return name, factor, walked
-            value = 1.0 / value
-        factor *= value
+        factor *= step[1]
         walked.append(node)
-        name, reader = source, node
+        name, reader = step[0], node
 
 
 def _scores(graph: Graph, softmax: Node) -> tuple[Node, float, np.ndarray | None, list[Node]] | None:
@@ -58,11 +65,10 @@ def _scores(graph: Graph, softmax: Node) -> tuple[Node, float, np.ndarray | None
         if node.op_type == "MatMul":
             return node, alpha, beta, walked
         if node.op_type in ("Mul", "Div"):
-            found = constant_operand(graph, node)
-            if found is None or (node.op_type == "Div" and node.inputs[0] != found[0]) or found[1] == 0:
+            step = _scalar_step(graph, node)
+            if step is None:
                 return None
-            alpha *= found[1] if node.op_type == "Mul" else 1.0 / found[1]
-            name = found[0]
+            name, alpha = step[0], alpha * step[1]
         elif node.op_type == "Add":
             constants = [graph.const(n) for n in node.inputs if n and graph.is_const(n)]
             variables = [n for n in node.inputs if n and not graph.is_const(n)]
