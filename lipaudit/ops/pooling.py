@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..intervals.jacobian import Jac, JacobianContext, hull
+from ..intervals.jacobian import Jac, JacobianContext, selected
 from ..invariants import present
 from ..ir import Node
 from ..linear_maps import AvgPool, Barrier, Linear, Mean
@@ -98,19 +98,11 @@ class MaxPool(Op):
         hi = _windows(torch.as_tensor(np.asarray(box.hi, dtype=np.float64)), geometry, outs, -math.inf)
         threshold = torch.stack(lo).amax(dim=0)
         folded = (jac.directions * shape[0],) + shape[1:]
-        lows = _windows((jac.centre - jac.radius).reshape(folded), geometry, outs, math.inf)
-        highs = _windows((jac.centre + jac.radius).reshape(folded), geometry, outs, -math.inf)
-        low = high = None
-        for window_hi, window_low, window_high in zip(hi, lows, highs):
-            may = (window_hi >= threshold).repeat((jac.directions,) + (1,) * (len(shape) - 1))
-            below = torch.where(may, window_low, torch.full_like(window_low, math.inf))
-            above = torch.where(may, window_high, torch.full_like(window_high, -math.inf))
-            low = below if low is None else torch.minimum(low, below)
-            high = above if high is None else torch.maximum(high, above)
-        if low is None or high is None:
-            return None
         out_shape = (jac.directions,) + tuple(jctx.rules.output_shape(node, 0))
-        return [hull(low.reshape(out_shape), high.reshape(out_shape))] + [None] * (len(node.outputs) - 1)
+        centres = _windows(jac.centre.reshape(folded), geometry, outs, 0.0)
+        radii = _windows(jac.radius.reshape(folded), geometry, outs, 0.0)
+        at_offsets = [Jac(c.reshape(out_shape), r.reshape(out_shape)) for c, r in zip(centres, radii)]
+        return [selected(at_offsets, [window_hi >= threshold for window_hi in hi])] + [None] * (len(node.outputs) - 1)
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
