@@ -11,6 +11,7 @@ The recursion still checks the map against ``run`` on random inputs (docs/design
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 # Moving entries of a value larger than this is described as a barrier (its index alone would
 # take 8 bytes per entry).
 ENTRY_MAP_LIMIT = 2**24
+# A description may differ from its op's run (both in float64) by rounding only: far below this,
+# relative to the output's scale.  A wrong geometry (pads, strides, a transposed matrix, a
+# permutation taken for the identity) differs by O(1).
+DESCRIPTION_TOLERANCE = 1e-6
 
 
 def const(ctx: RuleContext, node: Node, index: int) -> np.ndarray | None:
@@ -53,6 +58,40 @@ def run_node(graph: Graph, op: Runs, node: Node, variables: dict[str, Tensor], d
             args.append(tensor.to(env.dtype) if tensor.is_floating_point() else tensor)
     result = op.run(env, node, args)
     return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def disagreement(
+    graph: Graph,
+    op: Runs,
+    node: Node,
+    forwards: Mapping[int, Callable[..., Tensor]],
+    variables: Sequence[str],
+    xs: dict[str, Tensor],
+) -> str:
+    """'' when each described output ``forwards[i]`` (reading the ``variables`` in position order,
+    values ``xs``, as a batch of one) equals the op's own run(xs) − run(0) entry by entry, in
+    float64; else why not."""
+    try:
+        with torch.no_grad():
+            moved = run_node(graph, op, node, xs, torch.float64)
+            still = run_node(graph, op, node, {name: torch.zeros_like(x) for name, x in xs.items()}, torch.float64)
+            mine = {i: forward(*(xs[name].unsqueeze(0) for name in variables))[0] for i, forward in forwards.items()}
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        return f"its map could not be checked ({error})"
+    for i, found in mine.items():
+        if i >= len(moved):
+            return f"its op makes no output {i}"
+        expected = moved[i].double() - still[i].double()
+        if tuple(expected.shape) != tuple(found.shape):
+            return f"its map has shape {tuple(found.shape)}, the op's {tuple(expected.shape)}"
+        scale = _largest(expected) + _largest(still[i].double()) + 1e-30
+        if _largest(expected - found) > DESCRIPTION_TOLERANCE * scale:
+            return "its map differs from the op's run"
+    return ""
+
+
+def _largest(t: Tensor) -> float:
+    return float(t.abs().max()) if t.numel() else 0.0
 
 
 def entry_map(op: Runs, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:

@@ -34,13 +34,9 @@ from ..invariants import present
 from ..ir import Graph, Node
 from ..linear_maps import AvgPool, Barrier, Conv, Dense, Linear, Scale
 from ..ops import Factor, Op, RuleContext, resolve
-from ..ops.linear_part import run_node
+from ..ops.linear_part import disagreement, run_node
 from .network import Activation, Network, NodeOp
 
-# A node's map may differ from its op's run (both in float64) by rounding only: far below this,
-# relative to the output's scale.  A wrong geometry (pads, strides, a transposed matrix, a
-# permutation taken for the identity) differs by O(1).
-LINEAR_CHECK_TOLERANCE = 1e-6
 # The slope check's grid: fine where every activation we know has its slope extremes, then out to
 # ±1e6 (a HardSigmoid's linear zone can sit anywhere its beta puts it).
 _FAR = torch.logspace(1.1, 6.0, 4000, dtype=torch.float64)
@@ -271,23 +267,7 @@ def _check(
             return ""  # slopes read from its constant slope input, the op's own range
         return _check_slopes(graph, node, activation.slopes, slopes_seen)
     xs = {name: torch.randn(shape, generator=generator, dtype=torch.float64) for name, shape in zip(variables, shapes)}
-    try:
-        with torch.no_grad():
-            moved = _run(graph, node, xs)
-            still = _run(graph, node, {name: torch.zeros_like(x) for name, x in xs.items()})
-            mine = {i: built[i].forward(*(xs[name].unsqueeze(0) for name in variables))[0] for i in used}
-    except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        return f"its map could not be checked ({error})"
-    for i in used:
-        if i >= len(moved):
-            return f"its op makes no output {i}"
-        expected = moved[i].double() - still[i].double()
-        if tuple(expected.shape) != tuple(mine[i].shape):
-            return f"its map has shape {tuple(mine[i].shape)}, the op's {tuple(expected.shape)}"
-        scale = _largest(expected) + _largest(still[i].double()) + 1e-30
-        if _largest(expected - mine[i]) > LINEAR_CHECK_TOLERANCE * scale:
-            return "its map differs from the op's run"
-    return ""
+    return disagreement(graph, _op(graph, node), node, {i: built[i].forward for i in used}, variables, xs)
 
 
 def _check_factor(node: Node, parts: dict[int, NodeOp], factors: list[Factor]) -> str:
@@ -299,10 +279,6 @@ def _check_factor(node: Node, parts: dict[int, NodeOp], factors: list[Factor]) -
     if max(abs(activation.slopes[0]), abs(activation.slopes[1])) * (1 + SLOPE_SLACK) < factor.value:
         return f"its declared slopes {activation.slopes} are below its own factor {factor.value:.6g}"
     return ""
-
-
-def _largest(t: Tensor) -> float:
-    return float(t.abs().max()) if t.numel() else 0.0
 
 
 def _run(graph: Graph, node: Node, variables: dict[str, Tensor], dtype: torch.dtype = torch.float64) -> list[Tensor]:
