@@ -289,6 +289,7 @@ def _with_interval_jacobian(
     certified; lipaudit.domain.jacobian), with a notice when the latter gives the figure."""
     from .domain.jacobian import METHOD
     from .domain.local import local_jacobian_bound
+    from .domain.switching import METHOD as SWITCHING
     from .ops.context import DOMAIN_GAIN
 
     upper = tight.upper_bound if tight is not None else network.upper_bound
@@ -298,6 +299,11 @@ def _with_interval_jacobian(
     if found is None:
         notices.append(f"no interval-Jacobian bound on the box: {why}")
         return tight
+    method, switched = METHOD, _switching(graph, domain, found.ranges)
+    if switched is not None and switched.figure < found.upper_bound:
+        found = replace(found, upper_bound=switched.figure, segments=[])
+        found.outputs = {name: min(value, switched.figure) for name, value in found.outputs.items()}
+        method = SWITCHING
     if not found.upper_bound < upper * (1 - DOMAIN_GAIN):
         return tight  # the recursion's figure in all but the last digits keeps its name
     outputs = dict(tight.outputs) if tight is not None else {k: v for k, v in network.outputs.items() if v is not None}
@@ -305,6 +311,14 @@ def _with_interval_jacobian(
         if name in outputs:
             outputs[name] = min(outputs[name], value)
     how = f"from enclosures of every value's Jacobian along the {found.directions} input directions"
+    if switched is not None and method == SWITCHING:
+        notices.append(
+            f"the network bound is the largest Jacobian norm over the slopes of the {switched.entries} activation "
+            f"entries that may switch on the box ({switched.figure:.6g}, below {upper:.6g}): {switched.vertices} "
+            "vertices of their slopes measured, the rest enclosed"
+        )
+        base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
+        return replace(base, upper_bound=found.upper_bound, outputs=outputs, method=method, local=True)
     if found.segments:
         factors = " × ".join(f"{figure:.4g}" for _, _, figure in found.segments)
         cut = ", ".join(end for _, end, _ in found.segments[:-1])
@@ -316,6 +330,18 @@ def _with_interval_jacobian(
     )
     base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
     return replace(base, upper_bound=found.upper_bound, outputs=outputs, method=METHOD, local=True)
+
+
+def _switching(graph: Graph, domain: Domain, ranges):
+    """The switching-vertices bound on the box (lipaudit.domain.switching), or None where the engine
+    meets an op it has no rule for."""
+    from .domain.jacobian import JacobianUnavailable
+    from .domain.switching import switching_bound
+
+    try:
+        return switching_bound(graph, domain.bounds, ranges)
+    except JacobianUnavailable:
+        return None
 
 
 def _lower_bound(

@@ -1,0 +1,275 @@
+"""The switching bound: sup over the box of ‖J(x)‖₂ where a few activation entries can change slope.
+
+Around a real input most entries of a ReLU network keep their slope over a small box; the few whose
+input range straddles a kink (the switching entries S) are what the interval-Jacobian bound pays
+for: it carries each one's slope as [0, 1] through every later layer, and ‖C‖ + ‖R‖ adds the
+spread to the norm instead of asking how large the norm of any one Jacobian gets.
+
+Fix every entry of S at the low end d0 of its slope range and give each a direction of its own: an
+injection added right after the activation.  One forward pass over the n0 input directions and
+the K = |S| injections (lipaudit.domain.jacobian's engine, the ops' own ``jacobian`` rules) gives
+enclosures of J0 (input → output), A (injection → output), B (input → S's pre-activations) and M
+(injection → S's pre-activations, zero unless the injection comes first), all with every other
+slope anywhere in its range on the box.  Where S's slopes are d0 + δ the Jacobian is exactly
+
+    J = J0 + A Δ (I − M Δ)⁻¹ B,      Δ = diag(δ)
+
+(the changed slopes are injections δ_j·u_j of the pre-activations u = B + M Δ u; M Δ is nilpotent).
+J is affine in each δ_j separately and ‖·‖₂ is convex, so the sup over δ in the slopes' ranges is
+taken at a vertex: every vertex of the K_ENUMERATED most influential entries is evaluated, the rest
+stay intervals [0, width] in the same midpoint–radius arithmetic, and so do the enclosures' radii.
+The figure is the largest ‖C(δ)‖₂ (a float64 SVD with the project's margin) + ‖R(δ)‖_F over the
+vertices, with the same float32 margin per node as the interval-Jacobian bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..compose import FLOAT32_MARGIN
+from ..intervals.interval import Interval
+from ..intervals.jacobian import STEP_ROUNDING, UNIT, Jac, JacobianContext
+from ..ir import Graph
+from ..ops import resolve
+from ..ops.activation import Activation
+from ..spectral.dense import SVD_MARGIN
+from .jacobian import JACOBIAN_ENTRY_LIMIT, Forward, _box, _centre_values, _check_sizes, _input_jacobians, forward
+
+METHOD = "switching-vertices"
+# A slope range narrower than this (relative to the slope's size) stays an interval in the pass.
+WIDE = 1e-2
+MAX_SWITCHING = 256  # injection directions at most (each one more direction of the forward pass)
+K_ENUMERATED = 14  # 2^14 vertices at most, evaluated in chunks
+VERTEX_WORK = 4e9  # floating-point operations for the vertices: fewer enumerated where each costs more
+CHUNK = 1024
+ENTRY_CAP = 2**22  # vertices × n0 × outputs per chunk (32 MiB of float64)
+
+
+@dataclass(frozen=True)
+class SwitchingBound:
+    figure: float  # certified sup of ‖J‖₂ over the box, all outputs side by side
+    entries: int  # K: the activation entries given a slope of their own
+    vertices: int  # the vertices of their slopes measured (2^enumerated)
+
+
+@dataclass
+class _Entries:
+    """The switching entries of one activation node: flat indices, slope range [low, low + width]."""
+
+    node: str
+    index: np.ndarray
+    low: np.ndarray
+    width: np.ndarray
+
+
+def switching_bound(
+    graph: Graph,
+    bounds: Mapping[str, tuple],
+    ranges: Mapping[str, Interval],
+    entry_limit: int = JACOBIAN_ENTRY_LIMIT,
+) -> SwitchingBound | None:
+    """A certified bound on sup over the box ``bounds`` of ‖J‖₂ (all outputs side by side), for a graph
+    whose value ranges on it are ``ranges`` (sound ranges, e.g. the interval-Jacobian pass's); None
+    where no entry switches (the interval-Jacobian bound is then the same) or the engine has no rule."""
+    if any(name not in ranges for name, value in graph.values.items() if value.const is None):
+        return None  # a value without a sound range would be tightened by the hybrid Jacobians
+    chosen = _switching_entries(graph, ranges)
+    count = sum(len(e.index) for e in chosen)
+    if count == 0:
+        return None
+    centres, half_widths = _box(graph, bounds)
+    n0 = int(half_widths.numel())
+    _check_sizes(graph, n0 + count, entry_limit)
+    inputs = {name: _padded(jac, count) for name, jac in _input_jacobians(graph, centres, n0).items()}
+    hooks = _Injections(chosen, n0, ranges)
+    widths = torch.cat([half_widths.to(torch.float64), torch.zeros(count, dtype=torch.float64)])
+    jctx = forward(graph, ranges, _centre_values(graph, centres), inputs, widths, hooks)
+    out_c, out_r = [], []
+    for name in graph.outputs:
+        jac = jctx.jac(name)
+        if jac is None:
+            continue
+        out_c.append(jac.centre.reshape(n0 + count, -1))
+        out_r.append(jac.radius.reshape(n0 + count, -1))
+    if not out_c:
+        return SwitchingBound(0.0, count, 0)
+    c, r = torch.cat(out_c, dim=1), torch.cat(out_r, dim=1)
+    rows_c, rows_r = torch.cat(hooks.rows_c, dim=1), torch.cat(hooks.rows_r, dim=1)
+    width = torch.as_tensor(np.concatenate([e.width for e in chosen]))
+    figure, vertices = _vertex_sup(
+        (c[:n0], r[:n0]), (c[n0:], r[n0:]), (rows_c[:n0], rows_r[:n0]), (rows_c[n0:], rows_r[n0:]), width
+    )
+    return SwitchingBound(figure * (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes)), count, vertices)
+
+
+def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_Entries]:
+    """Every activation entry whose slope range on ``ranges`` is wide, up to MAX_SWITCHING (widest
+    first, then in graph order); those left out keep their interval slopes in the pass (sound)."""
+    from ..ops.context import RuleContext
+
+    rules = RuleContext(graph, ranges=dict(ranges))
+    found: list[tuple[float, int, str, int, float, float]] = []
+    for position, node in enumerate(graph.nodes):
+        op = resolve(node, graph.opset_of(node))
+        if not isinstance(op, Activation) or graph.variable_inputs(node) != [node.inputs[0]]:
+            continue
+        shape = graph.shape(node.inputs[0])
+        if shape is None:
+            continue
+        x = ranges[node.inputs[0]].broadcast_to(tuple(int(d) for d in shape))
+        slopes = op.derivative_range(node, rules, x)
+        if slopes is None:
+            continue
+        lo = np.broadcast_to(slopes.lo, x.shape).reshape(-1)
+        hi = np.broadcast_to(slopes.hi, x.shape).reshape(-1)
+        size = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), 1e-300)
+        wide = np.flatnonzero(np.isfinite(lo) & np.isfinite(hi) & (hi - lo > WIDE * size))
+        found.extend((float(hi[i] - lo[i]), position, node.name, int(i), float(lo[i]), float(hi[i])) for i in wide)
+    found.sort(key=lambda f: (-f[0], f[1], f[3]))
+    kept = sorted(found[:MAX_SWITCHING], key=lambda f: (f[1], f[3]))
+    entries: list[_Entries] = []
+    for name, group in itertools.groupby(kept, key=lambda f: f[2]):
+        items = list(group)
+        entries.append(
+            _Entries(
+                name,
+                np.array([f[3] for f in items]),
+                np.array([f[4] for f in items]),
+                np.array([f[5] - f[4] for f in items]),
+            )
+        )
+    return entries
+
+
+def _padded(jac: Jac, extra: int) -> Jac:
+    """The input's Jacobian with ``extra`` zero directions after its n0 (the injections')."""
+    zeros = torch.zeros((extra,) + jac.shape, dtype=torch.float64)
+    return Jac(torch.cat([jac.centre, zeros]), torch.cat([jac.radius, zeros]), jac.deviation)
+
+
+class _Injections(Forward):
+    """Records S's pre-activation rows, fixes S's slopes at their low end and injects a unit along
+    each entry's own direction; keeps every value's range at the sound one given (the hybrid
+    Jacobians are not the network's, so they must not tighten a range)."""
+
+    def __init__(self, chosen: list[_Entries], n0: int, ranges: Mapping[str, Interval]) -> None:
+        self.by_node = {e.node: e for e in chosen}
+        self.offset: dict[str, int] = {}
+        start = n0
+        for e in chosen:
+            self.offset[e.node] = start
+            start += len(e.index)
+        self.ranges = ranges
+        self.rows_c: list[Tensor] = []
+        self.rows_r: list[Tensor] = []
+
+    def before(self, node, jctx: JacobianContext) -> None:
+        entries = self.by_node.get(node.name)
+        if entries is None:
+            return
+        x = jctx.jac(node.inputs[0])
+        assert x is not None
+        flat = torch.as_tensor(entries.index)
+        self.rows_c.append(x.centre.reshape(x.directions, -1)[:, flat].clone())
+        self.rows_r.append(x.radius.reshape(x.directions, -1)[:, flat].clone())
+
+    def after(self, node, jctx: JacobianContext) -> None:
+        for name in node.outputs:
+            if name and name in self.ranges:
+                jctx.rules.ranges[name] = self.ranges[name]  # type: ignore[index]
+        entries = self.by_node.get(node.name)
+        if entries is None:
+            return
+        x = jctx.jac(node.inputs[0])
+        out = jctx.jac(node.outputs[0])
+        assert x is not None and out is not None
+        flat = torch.as_tensor(entries.index)
+        low = torch.as_tensor(entries.low)
+        centre = out.centre.reshape(out.directions, -1).clone()
+        radius = out.radius.reshape(out.directions, -1).clone()
+        x_c = x.centre.reshape(x.directions, -1)[:, flat]
+        x_r = x.radius.reshape(x.directions, -1)[:, flat]
+        centre[:, flat] = low * x_c
+        radius[:, flat] = low.abs() * x_r + STEP_ROUNDING * (low.abs() * (x_c.abs() + x_r))
+        directions = torch.arange(len(flat)) + self.offset[node.name]
+        centre[directions, flat] += 1.0
+        shape = (out.directions,) + out.shape
+        jctx.jacobians[node.outputs[0]] = Jac(centre.reshape(shape), radius.reshape(shape), math.inf)
+
+
+def _product(p: tuple[Tensor, Tensor], q: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """(P ± Pr) @ (Q ± Qr) ⊆ PQ ± (|P| Qr + Pr (|Q| + Qr)) + the float64 rounding of k-term sums."""
+    (pc, pr), (qc, qr) = p, q
+    centre = pc @ qc
+    k = pc.shape[-1]
+    magnitude = (pc.abs() + pr) @ (qc.abs() + qr)
+    radius = pc.abs() @ qr + pr @ (qc.abs() + qr) + (k + 2) * UNIT * magnitude + STEP_ROUNDING * centre.abs()
+    return centre, radius
+
+
+def _vertex_sup(
+    j0: tuple[Tensor, Tensor],
+    a: tuple[Tensor, Tensor],
+    b: tuple[Tensor, Tensor],
+    m: tuple[Tensor, Tensor],
+    width: Tensor,
+) -> tuple[float, int]:
+    """(max over δ of sup ‖J(δ)‖₂ (every matrix here transposed, directions first: J0ᵀ n0 × m, Aᵀ K × m,
+    Bᵀ n0 × K, Mᵀ K × K).  Jᵀ = J0ᵀ + Bᵀ W with W = (I − ΔMᵀ)⁻¹ΔAᵀ, i.e. W = Δ(Aᵀ + MᵀW): row j of W
+    reads only the rows after it (Mᵀ[j, i] ≠ 0 only where injection j comes before entry i)), and the
+    number of vertices measured."""
+    k = int(width.numel())
+    n0, outputs = j0[0].shape
+    per_vertex = k * k * outputs + 2 * n0 * k * outputs + n0 * outputs * outputs
+    enumerable = int(math.log2(max(1.0, VERTEX_WORK / max(1, per_vertex))))
+    influence = width * torch.linalg.vector_norm(b[0], dim=0) * torch.linalg.vector_norm(a[0], dim=1)
+    enumerated = torch.argsort(-influence, stable=True)[: min(K_ENUMERATED, k, enumerable)]
+    vertices = torch.tensor(list(itertools.product((0.0, 1.0), repeat=len(enumerated))), dtype=torch.float64)
+    vertices = vertices.reshape(-1, len(enumerated))
+    chunk = max(1, min(CHUNK, ENTRY_CAP // max(1, n0 * outputs)))
+    best = 0.0
+    for start in range(0, len(vertices), chunk):
+        chosen = vertices[start : start + chunk]
+        delta_c = (width / 2).expand(len(chosen), k).clone()
+        delta_r = (width / 2).expand(len(chosen), k).clone()
+        delta_c[:, enumerated] = chosen * width[enumerated]
+        delta_r[:, enumerated] = 0.0
+        best = max(best, _chunk_sup(j0, a, b, m, delta_c, delta_r))
+    return best, len(vertices)
+
+
+def _chunk_sup(j0, a, b, m, delta_c: Tensor, delta_r: Tensor) -> float:
+    """The sup of ‖J(δ)‖₂ over a batch of δ intervals (V, K)."""
+    v, k = delta_c.shape
+    outputs = a[0].shape[1]
+    w_c = torch.zeros(v, k, outputs, dtype=torch.float64)
+    w_r = torch.zeros(v, k, outputs, dtype=torch.float64)
+    for j in range(k - 1, -1, -1):
+        inner = _product((m[0][j : j + 1, j + 1 :], m[1][j : j + 1, j + 1 :]), (w_c[:, j + 1 :], w_r[:, j + 1 :]))
+        row_c = a[0][j : j + 1] + inner[0]
+        row_r = a[1][j : j + 1] + inner[1] + 2 * UNIT * (a[0][j : j + 1].abs() + inner[0].abs())
+        scaled = _times_slope(row_c, row_r, delta_c[:, j, None, None], delta_r[:, j, None, None])
+        w_c[:, j : j + 1], w_r[:, j : j + 1] = scaled
+    change_c, change_r = _product(b, (w_c, w_r))
+    j_c = j0[0] + change_c
+    j_r = j0[1] + change_r + 2 * UNIT * (j0[0].abs() + change_c.abs())
+    sigma = torch.linalg.svdvals(j_c)[:, 0] * SVD_MARGIN
+    spread = torch.linalg.vector_norm(j_r.reshape(v, -1), dim=1) * (1 + 1e-12)
+    return float((sigma + spread).max())
+
+
+def _times_slope(u_c: Tensor, u_r: Tensor, d_c: Tensor, d_r: Tensor) -> tuple[Tensor, Tensor]:
+    """(U ± Ur)·(δ ± δr) entry by entry (δ broadcast over the rows)."""
+    centre = u_c * d_c
+    radius = u_c.abs() * d_r + u_r * (d_c.abs() + d_r) + UNIT * centre.abs()
+    return centre, radius
+
+
+__all__ = ["METHOD", "SwitchingBound", "switching_bound"]
