@@ -61,12 +61,17 @@ class SwitchingBound:
 
 @dataclass
 class _Entries:
-    """The switching entries of one activation node: flat indices, slope range [low, low + width]."""
+    """The switching entries of one node.  An activation: entry ``index`` of the output is the
+    slope (low + δ, δ in [0, width]) times the same entry of the input (``source``).  A MaxPool:
+    output entry ``index`` is input entry ``base`` + δ·(input ``source`` − input ``base``), δ in
+    {0, 1} for each other candidate of its window (the output is one of them, so a vertex)."""
 
     node: str
     index: np.ndarray
     low: np.ndarray
     width: np.ndarray
+    source: np.ndarray
+    base: np.ndarray | None = None
 
 
 def switching_bound(
@@ -110,20 +115,27 @@ def switching_bound(
 
 
 def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_Entries]:
-    """Every activation entry whose slope range on ``ranges`` is wide, up to MAX_SWITCHING (widest
-    first, then in graph order); those left out keep their interval slopes in the pass (sound)."""
+    """Every activation entry whose slope range on ``ranges`` is wide (widest first, then in graph
+    order), then MaxPool windows with more than one candidate, up to MAX_SWITCHING in all; those
+    left out keep their enclosures in the pass (sound, only wider)."""
     from ..ops.context import RuleContext
+    from ..ops.pooling import MaxPool
 
     rules = RuleContext(graph, ranges=dict(ranges))
     found: list[tuple[float, int, str, int, float, float]] = []
+    windows: list[tuple[int, str, list[tuple[int, int, int]]]] = []
     for position, node in enumerate(graph.nodes):
         op = resolve(node, graph.opset_of(node))
-        if not isinstance(op, Activation) or graph.variable_inputs(node) != [node.inputs[0]]:
+        shape = graph.shape(node.inputs[0]) if node.inputs else None
+        if shape is None or graph.variable_inputs(node) != [node.inputs[0]]:
             continue
-        shape = graph.shape(node.inputs[0])
-        if shape is None:
+        shape = tuple(int(d) for d in shape)
+        x = ranges[node.inputs[0]].broadcast_to(shape)
+        if isinstance(op, MaxPool) and not any(node.outputs[1:]):
+            windows.append((position, node.name, _pool_switches(op, node, shape, x)))
             continue
-        x = ranges[node.inputs[0]].broadcast_to(tuple(int(d) for d in shape))
+        if not isinstance(op, Activation):
+            continue
         slopes = op.derivative_range(node, rules, x)
         if slopes is None:
             continue
@@ -133,19 +145,35 @@ def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_En
         wide = np.flatnonzero(np.isfinite(lo) & np.isfinite(hi) & (hi - lo > WIDE * size))
         found.extend((float(hi[i] - lo[i]), position, node.name, int(i), float(lo[i]), float(hi[i])) for i in wide)
     found.sort(key=lambda f: (-f[0], f[1], f[3]))
-    kept = sorted(found[:MAX_SWITCHING], key=lambda f: (f[1], f[3]))
-    entries: list[_Entries] = []
-    for name, group in itertools.groupby(kept, key=lambda f: f[2]):
+    kept = found[:MAX_SWITCHING]
+    per_node: dict[str, _Entries] = {}
+    for name, group in itertools.groupby(sorted(kept, key=lambda f: (f[1], f[3])), key=lambda f: f[2]):
         items = list(group)
-        entries.append(
-            _Entries(
-                name,
-                np.array([f[3] for f in items]),
-                np.array([f[4] for f in items]),
-                np.array([f[5] - f[4] for f in items]),
-            )
-        )
-    return entries
+        index = np.array([f[3] for f in items])
+        low, width = np.array([f[4] for f in items]), np.array([f[5] - f[4] for f in items])
+        per_node[name] = _Entries(name, index, low, width, index)
+    room = MAX_SWITCHING - len(kept)
+    for _, name, switches in windows:
+        if switches and len(switches) <= room:
+            room -= len(switches)
+            out, source, base = (np.array(column) for column in zip(*switches))
+            per_node[name] = _Entries(name, out, np.zeros(len(out)), np.ones(len(out)), source, base)
+    order = {node.name: position for position, node in enumerate(graph.nodes)}
+    return sorted(per_node.values(), key=lambda e: order[e.node])
+
+
+def _pool_switches(op, node, shape: tuple[int, ...], x: Interval) -> list[tuple[int, int, int]]:
+    """(output entry, candidate input entry, base input entry) for every window with several
+    candidates on the box: the base is its first candidate, each other one a switch."""
+    index, may = op.candidates(node, shape, x)
+    index = torch.stack(index).reshape(len(index), -1)
+    may = torch.stack(may).reshape(len(may), -1)
+    switches = []
+    for out in torch.nonzero(may.sum(dim=0) > 1).flatten().tolist():
+        offsets = torch.nonzero(may[:, out]).flatten().tolist()
+        base = int(index[offsets[0], out])
+        switches.extend((out, int(index[k, out]), base) for k in offsets[1:])
+    return switches
 
 
 def _padded(jac: Jac, extra: int) -> Jac:
@@ -176,9 +204,16 @@ class _Injections(Forward):
             return
         x = jctx.jac(node.inputs[0])
         assert x is not None
-        flat = torch.as_tensor(entries.index)
-        self.rows_c.append(x.centre.reshape(x.directions, -1)[:, flat].clone())
-        self.rows_r.append(x.radius.reshape(x.directions, -1)[:, flat].clone())
+        centre = x.centre.reshape(x.directions, -1)
+        radius = x.radius.reshape(x.directions, -1)
+        source = torch.as_tensor(entries.source)
+        row_c, row_r = centre[:, source], radius[:, source]
+        if entries.base is not None:  # a MaxPool's switch reads the difference from its window's base
+            base = torch.as_tensor(entries.base)
+            row_c = row_c - centre[:, base]
+            row_r = row_r + radius[:, base] + 2 * UNIT * (row_c.abs() + centre[:, base].abs())
+        self.rows_c.append(row_c.clone())
+        self.rows_r.append(row_r.clone())
 
     def after(self, node, jctx: JacobianContext) -> None:
         for name in node.outputs:
@@ -190,16 +225,18 @@ class _Injections(Forward):
         x = jctx.jac(node.inputs[0])
         out = jctx.jac(node.outputs[0])
         assert x is not None and out is not None
-        flat = torch.as_tensor(entries.index)
-        low = torch.as_tensor(entries.low)
+        index = torch.as_tensor(entries.index)
         centre = out.centre.reshape(out.directions, -1).clone()
         radius = out.radius.reshape(out.directions, -1).clone()
-        x_c = x.centre.reshape(x.directions, -1)[:, flat]
-        x_r = x.radius.reshape(x.directions, -1)[:, flat]
-        centre[:, flat] = low * x_c
-        radius[:, flat] = low.abs() * x_r + STEP_ROUNDING * (low.abs() * (x_c.abs() + x_r))
-        directions = torch.arange(len(flat)) + self.offset[node.name]
-        centre[directions, flat] += 1.0
+        taken = torch.as_tensor(entries.source if entries.base is None else entries.base)
+        # the slope's low end on an activation entry; a MaxPool output starts as its base, whole
+        low = torch.as_tensor(entries.low if entries.base is None else np.ones(len(entries.index)))
+        x_c = x.centre.reshape(x.directions, -1)[:, taken]
+        x_r = x.radius.reshape(x.directions, -1)[:, taken]
+        centre[:, index] = low * x_c
+        radius[:, index] = low.abs() * x_r + STEP_ROUNDING * (low.abs() * (x_c.abs() + x_r))
+        directions = torch.arange(len(index)) + self.offset[node.name]
+        centre[directions, index] += 1.0
         shape = (out.directions,) + out.shape
         jctx.jacobians[node.outputs[0]] = Jac(centre.reshape(shape), radius.reshape(shape), math.inf)
 

@@ -93,16 +93,27 @@ class MaxPool(Op):
             return None
         shape = jac.shape
         geometry, outs = _layout(node, shape[2:])
-        box = jctx.box(node.inputs[0]).broadcast_to(shape)
-        lo = _windows(torch.as_tensor(np.asarray(box.lo, dtype=np.float64)), geometry, outs, -math.inf)
-        hi = _windows(torch.as_tensor(np.asarray(box.hi, dtype=np.float64)), geometry, outs, -math.inf)
-        threshold = torch.stack(lo).amax(dim=0)
+        _, may = self.candidates(node, shape, jctx.box(node.inputs[0]))
         folded = (jac.directions * shape[0],) + shape[1:]
         out_shape = (jac.directions,) + tuple(jctx.rules.output_shape(node, 0))
         centres = _windows(jac.centre.reshape(folded), geometry, outs, 0.0)
         radii = _windows(jac.radius.reshape(folded), geometry, outs, 0.0)
         at_offsets = [Jac(c.reshape(out_shape), r.reshape(out_shape)) for c, r in zip(centres, radii)]
-        return [selected(at_offsets, [window_hi >= threshold for window_hi in hi])] + [None] * (len(node.outputs) - 1)
+        return [selected(at_offsets, may)] + [None] * (len(node.outputs) - 1)
+
+    def candidates(self, node: Node, shape: Sequence[int], box) -> tuple[list[Tensor], list[Tensor]]:
+        """For each kernel offset: the flat index of the input entry each output entry reads there
+        (−1 in the pads), and where that entry can be the window's largest on the box (its range
+        reaches the window's largest lowest value; the pads, −∞, never do)."""
+        shape = tuple(shape)
+        geometry, outs = _layout(node, shape[2:])
+        box = box.broadcast_to(shape)
+        lo = _windows(torch.as_tensor(np.asarray(box.lo, dtype=np.float64)), geometry, outs, -math.inf)
+        hi = _windows(torch.as_tensor(np.asarray(box.hi, dtype=np.float64)), geometry, outs, -math.inf)
+        threshold = torch.stack(lo).amax(dim=0)
+        flat = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
+        index = [i.long() for i in _windows(flat, geometry, outs, -1.0)]
+        return index, [window_hi >= threshold for window_hi in hi]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]

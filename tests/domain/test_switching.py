@@ -115,3 +115,30 @@ def test_audit_reports_the_switching_figure(tmp_path):
     assert any("may switch on the box" in notice for notice in report.notices)
     sampled = max(_jacobian_norm(model, x) for x in _points(centre.astype(np.float64), 0.005, 200, seed=7))
     assert sampled <= report.network.upper_bound <= 1.25 * sampled
+
+
+class _Pooled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.head = nn.Linear(3 * 3 * 3, 4)
+
+    def forward(self, x):
+        return self.head(nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
+
+
+@pytest.mark.parametrize("constant", [False, True], ids=["random-centre", "tied-windows"])
+def test_maxpool_windows_switch_soundly(tmp_path, constant):
+    """MaxPool windows with several candidates on the box are switches too (output = base +
+    δ·(candidate − base)); a constant centre ties every window."""
+    model = _Pooled()
+    graph = analysed(export(model, (1, 1, 6, 6), tmp_path))
+    rng = np.random.default_rng(3)
+    centre = np.full((1, 1, 6, 6), 0.3) if constant else rng.uniform(-0.5, 0.5, size=(1, 1, 6, 6))
+    radius = 0.01
+    found, interval = _switching(graph, centre, radius)
+    assert found is not None and found.entries > 0
+    sampled = max(_jacobian_norm(model, x) for x in _points(centre, radius, 400, seed=9))
+    assert sampled <= found.figure
+    assert found.figure <= interval * (1 + 1e-9) or found.entries > 14
