@@ -106,6 +106,19 @@ class Activation(Op):
         return type(self).fn(args[0])
 
 
+def kinked_at_zero(x: Interval, right: float | np.ndarray, left: float | np.ndarray) -> Interval:
+    """The derivative range of a function with slope ``right`` above 0 and ``left`` below (entry by
+    entry): one of them where x keeps its sign, the hull of both (Clarke) where x may reach 0."""
+    may_right, may_left = x.hi >= 0, x.lo <= 0
+    right, left = np.broadcast_arrays(np.asarray(right, np.float64), np.asarray(left, np.float64))
+    shape = np.broadcast_shapes(x.shape, right.shape)
+    may_right, may_left = np.broadcast_to(may_right, shape), np.broadcast_to(may_left, shape)
+    right, left = np.broadcast_to(right, shape), np.broadcast_to(left, shape)
+    low = np.where(may_right & may_left, np.minimum(right, left), np.where(may_right, right, left))
+    high = np.where(may_right & may_left, np.maximum(right, left), np.where(may_right, right, left))
+    return Interval(low, high)
+
+
 def _on_positive_side(x: Interval) -> np.ndarray:
     return x.hi > 0
 
@@ -172,6 +185,10 @@ class Abs(SlopeWithinOne):
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         x = ctx.range_of(node.inputs[0])
         return [Interval(x.mignitude, x.magnitude)]
+
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
+        """1 where the input stays positive, −1 where it stays negative, [−1, 1] where it may reach 0."""
+        return kinked_at_zero(x, 1.0, -1.0)
 
 
 @register

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..intervals.interval import Interval
 from ..invariants import present
 from ..ir import Node
-from .activation import Activation, _on_negative_side, _on_positive_side
+from .activation import Activation, _on_negative_side, _on_positive_side, kinked_at_zero
 from .context import RuleContext
 from .factor import Factor
 from .interval_rules import critical_point_interval, endpoint_args, monotone_interval, run_op
@@ -57,6 +57,10 @@ class LeakyRelu(PiecewiseAtZero):
 
     def increasing(self, node: Node) -> bool:
         return node.attr_float("alpha") >= 0
+
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
+        """1 where the input stays positive, alpha where it stays negative, both where it may reach 0."""
+        return kinked_at_zero(x, 1.0, node.attr_float("alpha"))
 
     def negative_slope_sup(self, node: Node, x: Interval) -> np.ndarray:
         return np.full(x.shape, abs(node.attr_float("alpha")))
@@ -211,6 +215,17 @@ class PRelu(Activation):
         negative = np.broadcast_to(_on_negative_side(x), slopes.shape)
         return np.maximum(np.where(positive, 1.0, 0.0), np.where(negative, slopes, 0.0))
 
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval | None:
+        """1 where the input stays positive, the entry's own slope where it stays negative, both where
+        it may reach 0."""
+        if ctx.const_input(node, 1) is None:
+            return None
+        at_minus_one = endpoint_args(ctx, node, lambda position, interval: np.array(-1.0), (0,))
+        if at_minus_one is None:
+            return None
+        slopes = -np.asarray(present(run_op(self, node, ctx, at_minus_one)[0], "the output at −1"), np.float64)
+        return kinked_at_zero(x, 1.0, slopes)
+
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [critical_point_interval(self, node, ctx, (0.0,))]
 
@@ -247,6 +262,19 @@ class Clip(Activation):
             return None
         low, high = limits
         return np.where((x.hi <= low) | (x.lo >= high), 0.0, 1.0)  # clamped all over: constant
+
+    def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval | None:
+        """1 where the input stays strictly between the limits, 0 where it stays clamped, [0, 1] where
+        it may reach a limit (the Clarke derivative there)."""
+        limits = self.limits(node, ctx)
+        if limits is None:
+            return None
+        low, high = limits
+        if np.any(low > high):
+            return super().derivative_range(node, ctx, x)  # min > max gives max: a constant, kept general
+        inside = (x.hi >= low) & (x.lo <= high)
+        clamped = (x.lo <= low) | (x.hi >= high)
+        return Interval(np.where(clamped, 0.0, 1.0), np.where(inside, 1.0, 0.0))
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         # |Δy_i| ≤ max(|Δx_i|, |Δmin_i|, |Δmax_i|) entrywise (after broadcasting), so
