@@ -16,10 +16,10 @@ slope anywhere in its range on the box.  Where S's slopes are d0 + δ the Jacobi
 
 (the changed slopes are injections δ_j·u_j of the pre-activations u = B + M Δ u; M Δ is nilpotent).
 J is affine in each δ_j separately and ‖·‖₂ is convex, so the sup over δ in the slopes' ranges is
-taken at a vertex: every vertex of the K_ENUMERATED most influential entries is evaluated, the rest
-stay intervals [0, width] in the same midpoint–radius arithmetic, and so do the enclosures' radii.
-The figure is the largest ‖C(δ)‖₂ (a float64 SVD with the project's margin) + ‖R(δ)‖_F over the
-vertices, with the same float32 margin per node as the interval-Jacobian bound.
+taken at a vertex.  Branch and bound over boxes of δ (``_vertex_sup``): entries not yet fixed at an
+end of their range stay intervals [0, width] in the same midpoint–radius arithmetic, and so do the
+enclosures' radii.  The figure is the largest ‖C‖₂ (a float64 SVD with the project's margin) +
+‖R‖_F over the boxes left, with the same float32 margin per node as the interval-Jacobian bound.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ METHOD = "switching-vertices"
 # A slope range narrower than this (relative to the slope's size) stays an interval in the pass.
 WIDE = 1e-2
 MAX_SWITCHING = 256  # injection directions at most (each one more direction of the forward pass)
-K_ENUMERATED = 14  # 2^14 vertices at most, evaluated in chunks
-VERTEX_WORK = 4e9  # floating-point operations for the vertices: fewer enumerated where each costs more
+VERTEX_WORK = 4e9  # floating-point operations for the boxes of slopes: fewer where each costs more
+MAX_BOXES = 2**15
+TOLERANCE = 1e-3  # stop splitting once no box is above the best centre's norm by more than this
 CHUNK = 1024
 ENTRY_CAP = 2**22  # vertices × n0 × outputs per chunk (32 MiB of float64)
 
@@ -56,7 +57,7 @@ ENTRY_CAP = 2**22  # vertices × n0 × outputs per chunk (32 MiB of float64)
 class SwitchingBound:
     figure: float  # certified sup of ‖J‖₂ over the box, all outputs side by side
     entries: int  # K: the activation entries given a slope of their own
-    vertices: int  # the vertices of their slopes measured (2^enumerated)
+    vertices: int  # the boxes of their slopes measured (branch and bound)
 
 
 @dataclass
@@ -108,8 +109,16 @@ def switching_bound(
     c, r = torch.cat(out_c, dim=1), torch.cat(out_r, dim=1)
     rows_c, rows_r = torch.cat(hooks.rows_c, dim=1), torch.cat(hooks.rows_r, dim=1)
     width = torch.as_tensor(np.concatenate([e.width for e in chosen]))
+    j0, a = (c[:n0], r[:n0]), (c[n0:], r[n0:])
+    b, m = (rows_c[:n0], rows_r[:n0]), (rows_c[n0:], rows_r[n0:])
+    live = _live(a, b, m)
     figure, vertices = _vertex_sup(
-        (c[:n0], r[:n0]), (c[n0:], r[n0:]), (rows_c[:n0], rows_r[:n0]), (rows_c[n0:], rows_r[n0:]), width
+        j0,
+        (a[0][live], a[1][live]),
+        (b[0][:, live], b[1][:, live]),
+        (m[0][live][:, live], m[1][live][:, live]),
+        width[live],
+        _groups(chosen)[live],
     )
     return SwitchingBound(figure * (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes)), count, vertices)
 
@@ -174,6 +183,32 @@ def _pool_switches(op, node, shape: tuple[int, ...], x: Interval) -> list[tuple[
         base = int(index[offsets[0], out])
         switches.extend((out, int(index[k, out]), base) for k in offsets[1:])
     return switches
+
+
+def _live(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor], m: tuple[Tensor, Tensor]) -> Tensor:
+    """The switches that can move the output: a switch whose pre-activation is exactly 0 along
+    every direction (B's column and M's, centre and radius), or whose injection reaches neither
+    the output nor another switch (A's row and M's), changes J by exactly 0 at every slope."""
+
+    def zero(t: tuple[Tensor, Tensor], dim: int) -> Tensor:
+        return (t[0].abs() + t[1]).sum(dim=dim) == 0
+
+    idle = (zero(b, 0) & zero(m, 0)) | (zero(a, 1) & zero(m, 1))
+    return torch.nonzero(~idle).flatten()
+
+
+def _groups(chosen: list[_Entries]) -> Tensor:
+    """An id per switch: a MaxPool window's switches share one (its output takes at most one of
+    them), every activation entry has its own."""
+    ids: list[int] = []
+    for e in chosen:
+        if e.base is None:
+            ids.extend(range(len(ids), len(ids) + len(e.index)))
+            continue
+        first: dict[int, int] = {}
+        for out in e.index.tolist():
+            ids.append(first.setdefault(out, len(ids)))
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def _padded(jac: Jac, extra: int) -> Jac:
@@ -257,33 +292,73 @@ def _vertex_sup(
     b: tuple[Tensor, Tensor],
     m: tuple[Tensor, Tensor],
     width: Tensor,
+    groups: Tensor,
 ) -> tuple[float, int]:
-    """(max over δ of sup ‖J(δ)‖₂ (every matrix here transposed, directions first: J0ᵀ n0 × m, Aᵀ K × m,
-    Bᵀ n0 × K, Mᵀ K × K).  Jᵀ = J0ᵀ + Bᵀ W with W = (I − ΔMᵀ)⁻¹ΔAᵀ, i.e. W = Δ(Aᵀ + MᵀW): row j of W
-    reads only the rows after it (Mᵀ[j, i] ≠ 0 only where injection j comes before entry i)), and the
-    number of vertices measured."""
+    """(max over δ of sup ‖J(δ)‖₂, the boxes of δ measured), by branch and bound.
+
+    Every matrix here is transposed, directions first (J0ᵀ n0 × m, Aᵀ K × m, Bᵀ n0 × K, Mᵀ K × K):
+    Jᵀ = J0ᵀ + Bᵀ W with W = (I − ΔMᵀ)⁻¹ΔAᵀ, i.e. W = Δ(Aᵀ + MᵀW), whose row j reads only the rows
+    after it (Mᵀ[j, i] ≠ 0 only where injection j comes before entry i).
+
+    A box fixes the first entries of a fixed order (most influential first) at an end of their
+    slope range and leaves the rest intervals; its upper bound is ‖C‖ + ‖R‖ of the enclosure, and
+    ‖C‖ is about what one of its vertices reaches.  Fixing a MaxPool switch at 1 fixes the other
+    switches of its window at 0 (the output takes one candidate).  The boxes with the highest upper bounds are
+    split on their next entry until none is above the best ‖C‖ by more than TOLERANCE, or the
+    work (VERTEX_WORK, counted in operations, never in time) is spent.  The figure is the highest
+    upper bound among the boxes left: every δ lies in one of them."""
     k = int(width.numel())
     n0, outputs = j0[0].shape
-    per_vertex = k * k * outputs + 2 * n0 * k * outputs + n0 * outputs * outputs
-    enumerable = int(math.log2(max(1.0, VERTEX_WORK / max(1, per_vertex))))
+    per_box = k * k * outputs + 2 * n0 * k * outputs + n0 * outputs * outputs
+    allowed = max(1, min(MAX_BOXES, int(VERTEX_WORK / max(1, per_box))))
+    chunk = max(2, min(CHUNK, ENTRY_CAP // max(1, n0 * outputs)))
     influence = width * torch.linalg.vector_norm(b[0], dim=0) * torch.linalg.vector_norm(a[0], dim=1)
-    enumerated = torch.argsort(-influence, stable=True)[: min(K_ENUMERATED, k, enumerable)]
-    vertices = torch.tensor(list(itertools.product((0.0, 1.0), repeat=len(enumerated))), dtype=torch.float64)
-    vertices = vertices.reshape(-1, len(enumerated))
-    chunk = max(1, min(CHUNK, ENTRY_CAP // max(1, n0 * outputs)))
-    best = 0.0
-    for start in range(0, len(vertices), chunk):
-        chosen = vertices[start : start + chunk]
-        delta_c = (width / 2).expand(len(chosen), k).clone()
-        delta_r = (width / 2).expand(len(chosen), k).clone()
-        delta_c[:, enumerated] = chosen * width[enumerated]
-        delta_r[:, enumerated] = 0.0
-        best = max(best, _chunk_sup(j0, a, b, m, delta_c, delta_r))
-    return best, len(vertices)
+    order = torch.argsort(-influence, stable=True)
+
+    def measure(fixed: Tensor) -> tuple[Tensor, Tensor]:
+        free = fixed < 0
+        delta_c = torch.where(free, width / 2, fixed.to(torch.float64) * width)
+        delta_r = torch.where(free, width / 2, torch.zeros_like(width))
+        uppers, centres = [], []
+        for start in range(0, len(fixed), chunk):
+            upper, centre = _chunk_sup(j0, a, b, m, delta_c[start : start + chunk], delta_r[start : start + chunk])
+            uppers.append(upper)
+            centres.append(centre)
+        return torch.cat(uppers), torch.cat(centres)
+
+    fixed = torch.full((1, k), -1, dtype=torch.int8)
+    depth = torch.zeros(1, dtype=torch.long)
+    upper, centre = measure(fixed)
+    best, measured = float(centre.max()), 1
+    while measured < allowed:
+        open_ = (upper > best * (1 + TOLERANCE)) & (depth < k)
+        if not bool(open_.any()) or float(upper.max()) <= best * (1 + TOLERANCE):
+            break
+        candidates = torch.nonzero(open_).flatten()
+        take = min(len(candidates), max(1, (allowed - measured) // 2), chunk // 2)
+        ranked = candidates[torch.argsort(-upper[candidates], stable=True)[:take]]
+        parents, at = fixed[ranked], depth[ranked]
+        children = torch.cat([parents, parents])
+        rows = torch.arange(len(children))
+        split = order[torch.cat([at, at])]
+        ones = torch.cat([torch.zeros(take, dtype=torch.bool), torch.ones(take, dtype=torch.bool)])
+        # a window's other switches go to 0 where one of them is taken (they are still free there)
+        same = (groups[None, :] == groups[split][:, None]) & ones[:, None]
+        children[same] = 0
+        children[rows, split] = ones.to(torch.int8)
+        child_upper, child_centre = measure(children)
+        measured += len(children)
+        best = max(best, float(child_centre.max()))
+        keep = torch.ones(len(fixed), dtype=torch.bool)
+        keep[ranked] = False
+        fixed = torch.cat([fixed[keep], children])
+        depth = torch.cat([depth[keep], torch.cat([at, at]) + 1])
+        upper = torch.cat([upper[keep], child_upper])
+    return float(upper.max()), measured
 
 
-def _chunk_sup(j0, a, b, m, delta_c: Tensor, delta_r: Tensor) -> float:
-    """The sup of ‖J(δ)‖₂ over a batch of δ intervals (V, K)."""
+def _chunk_sup(j0, a, b, m, delta_c: Tensor, delta_r: Tensor) -> tuple[Tensor, Tensor]:
+    """For a batch of δ boxes (V, K): the sup of ‖J(δ)‖₂ over each, and the norm of its centre."""
     v, k = delta_c.shape
     outputs = a[0].shape[1]
     w_c = torch.zeros(v, k, outputs, dtype=torch.float64)
@@ -297,9 +372,10 @@ def _chunk_sup(j0, a, b, m, delta_c: Tensor, delta_r: Tensor) -> float:
     change_c, change_r = _product(b, (w_c, w_r))
     j_c = j0[0] + change_c
     j_r = j0[1] + change_r + 2 * UNIT * (j0[0].abs() + change_c.abs())
-    sigma = torch.linalg.svdvals(j_c)[:, 0] * SVD_MARGIN
-    spread = torch.linalg.vector_norm(j_r.reshape(v, -1), dim=1) * (1 + 1e-12)
-    return float((sigma + spread).max())
+    sigma = torch.linalg.svdvals(j_c)[:, 0]
+    # R ≥ 0 and |J − C| ≤ R entry by entry, so ‖J − C‖₂ ≤ ‖R‖₂ (the norm is monotone on such matrices)
+    spread = torch.linalg.svdvals(j_r)[:, 0]
+    return (sigma + spread) * SVD_MARGIN, sigma
 
 
 def _times_slope(u_c: Tensor, u_r: Tensor, d_c: Tensor, d_r: Tensor) -> tuple[Tensor, Tensor]:
