@@ -46,8 +46,8 @@ METHOD = "switching-vertices"
 # A slope range narrower than this (relative to the slope's size) stays an interval in the pass.
 WIDE = 1e-2
 MAX_SWITCHING = 256  # injection directions at most (each one more direction of the forward pass)
-VERTEX_WORK = 4e9  # floating-point operations for the boxes of slopes: fewer where each costs more
-MAX_BOXES = 2**15
+VERTEX_WORK = 1.6e10  # floating-point operations for the boxes of slopes: fewer where each costs more
+MAX_BOXES = 2**17
 TOLERANCE = 1e-3  # stop splitting once no box is above the best centre's norm by more than this
 CHUNK = 1024
 ENTRY_CAP = 2**22  # vertices × n0 × outputs per chunk (32 MiB of float64)
