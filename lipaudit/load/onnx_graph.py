@@ -267,7 +267,9 @@ def ir_nodes(
 
 def non_finite_initializers(graph: onnx.GraphProto, external: ExternalData | None = None) -> str | None:
     """The name of the first float initializer holding NaN or Inf, if any (external data left on
-    disk is read in chunks, never whole)."""
+    disk is read in chunks, never whole).  An initializer whose only uses are Adds may hold −∞: an
+    attention mask as both ONNX exporters write it (the softmax after it gives those entries 0)."""
+    masks = _only_added(graph)
     for init in graph.initializer:
         if init.data_type in (
             onnx.TensorProto.FLOAT,
@@ -280,7 +282,35 @@ def non_finite_initializers(graph: onnx.GraphProto, external: ExternalData | Non
                 if not external.all_finite(init, "initializer"):
                     return init.name
                 continue
-            array = tensor_array(init, "initializer")
-            if not np.all(np.isfinite(array.astype(np.float64))):
-                return init.name
+            array = tensor_array(init, "initializer").astype(np.float64)
+            if np.all(np.isfinite(array)):
+                continue
+            if init.name in masks and not np.any(np.isnan(array) | (array == np.inf)):
+                continue
+            return init.name
     return None
+
+
+def _only_added(graph: onnx.GraphProto) -> set[str]:
+    """The names every use of which (in this graph, none in a subgraph) is an Add whose output only
+    a Softmax or LogSoftmax reads: where an entry of −∞ is an attention mask."""
+    uses: dict[str, list[onnx.NodeProto]] = {}
+    other: set[str] = set(output.name for output in graph.output)
+    for node in graph.node:
+        for name in node.input:
+            uses.setdefault(name, []).append(node)
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                other.update(name for inner in sub.node for name in inner.input)
+
+    def masking(node: onnx.NodeProto) -> bool:
+        readers = [use for out in node.output for use in uses.get(out, [])]
+        return (
+            node.op_type == "Add"
+            and not node.domain
+            and not any(out in other for out in node.output)
+            and bool(readers)
+            and all(use.op_type in ("Softmax", "LogSoftmax") and not use.domain for use in readers)
+        )
+
+    return {name for name, nodes in uses.items() if name not in other and all(masking(n) for n in nodes)}

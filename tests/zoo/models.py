@@ -84,6 +84,30 @@ class Encoder(nn.Module):
         return self.layer(x)
 
 
+class CausalEncoder(nn.Module):
+    """A causal (text-decoder style) layer: both ONNX exporters add −∞ above the scores' diagonal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(5))
+
+    def forward(self, x):
+        return self.layer(x, src_mask=self.mask)
+
+
+class MaskedAttention(nn.Module):
+    """Multi-head attention with a boolean causal mask (True: not attended)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.register_buffer("mask", torch.triu(torch.ones(5, 5, dtype=torch.bool), 1))
+
+    def forward(self, x):
+        return self.mha(x, x, x, attn_mask=self.mask, need_weights=False)[0]
+
+
 class Attention(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -151,6 +175,8 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "lstm": (lambda: Recurrent(nn.LSTM), (1, 3, 4)),
     "gru": (lambda: Recurrent(nn.GRU), (1, 3, 4)),
     "encoder": (Encoder, (1, 5, 8)),
+    "causal_encoder": (CausalEncoder, (1, 5, 8)),
+    "masked_mha": (MaskedAttention, (1, 5, 8)),
     "mha": (Attention, (1, 5, 8)),
     "vit": (ViTBlock, (1, 5, 8)),
     "groupsort": (GroupSort, (1, 8)),

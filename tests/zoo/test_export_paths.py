@@ -25,6 +25,8 @@ HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
 TORCH_PATHS = ("traced", "scripted", "export")
 NEEDS_DOMAIN = {
     "encoder",
+    "causal_encoder",
+    "masked_mha",
     "mha",
     "vit",
     "squeeze_excite",
