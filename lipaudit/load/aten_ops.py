@@ -949,8 +949,12 @@ def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     q, k, v = a["query"], a["key"], a["value"]
     if float(a.get("dropout_p") or 0.0):
         raise Unmappable("attention with dropout_p > 0 is random")
-    if any(t.tensor.dim() != 4 for t in (q, k, v)):
-        raise Unmappable("attention on inputs of rank other than 4")
+    ranks = {t.tensor.dim() for t in (q, k, v)}
+    if ranks == {3}:
+        _attention_one_head(em, a, outs)
+        return
+    if ranks != {4}:
+        raise Unmappable("attention on inputs of rank other than 3 or 4")
     causal = bool(a.get("is_causal"))
     if causal and q.shape[-2] != k.shape[-2]:
         raise Unmappable("causal attention with unequal query and key lengths (torch aligns its mask top-left)")
@@ -963,6 +967,37 @@ def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     mask = a.get("attn_mask")
     inputs = [em.x(q), em.x(k), em.x(v)] + ([em.x(mask)] if mask is not None else [])
     em.node("Attention", inputs, outs[:1], **attrs)
+
+
+def _attention_one_head(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """3-D (batch, tokens, dim) inputs: one head, so each input gets a heads axis of 1 around the
+    4-D form (a 3-D mask too; a 2-D one broadcasts as it is)."""
+    q, k, v = a["query"], a["key"], a["value"]
+    causal = bool(a.get("is_causal"))
+    if causal and q.shape[-2] != k.shape[-2]:
+        raise Unmappable("causal attention with unequal query and key lengths (torch aligns its mask top-left)")
+    attrs: dict[str, Any] = {"is_causal": int(causal)}
+    if a.get("scale") is not None:
+        if not float(a["scale"]):
+            raise Unmappable("attention with scale 0")
+        attrs["scale"] = float(a["scale"])
+
+    def with_head(t: Tracked, tag: str) -> str:
+        shape = tuple(int(d) for d in t.shape)
+        if len(shape) < 3:
+            return em.x(t)
+        moved = em.temp((shape[0], 1) + shape[1:], f"{tag}_one_head")
+        em.node("Reshape", [em.x(t), em.ints([shape[0], 1, *shape[1:]], f"{tag}_one_head_shape")], [moved])
+        return moved
+
+    inputs = [with_head(t, tag) for t, tag in ((q, "q"), (k, "k"), (v, "v"))]
+    if a.get("attn_mask") is not None:
+        inputs.append(with_head(a["attn_mask"], "mask"))
+    b, length = int(q.shape[0]), int(q.shape[1])
+    width = int(v.shape[-1])
+    attended = em.temp((b, 1, length, width), "attended")
+    em.node("Attention", inputs, [attended], **attrs)
+    em.node("Reshape", [attended, em.ints([b, length, width], "attended_shape")], outs[:1])
 
 
 def _dense(

@@ -4,7 +4,8 @@ Both torch.onnx exporters write ``scaled_dot_product_attention`` in pieces (the 
 √scale on the queries and on the transposed keys), where the torch loaders keep one Attention op.
 As one op it is bounded per head on a box (lipaudit.intervals.attention), which the pieces (a
 product of two variables, then a softmax) are not; so the ONNX and torch forms of one model get the
-same op and the same figure. The form matched, on 4-D (batch, heads, tokens, dim) values:
+same op and the same figure. The form matched, on 4-D (batch, heads, tokens, dim) values, or 3-D
+(batch, tokens, dim) ones, which get an axis of one head around the op:
 
     MatMul(a·Q, b·Kᵀ) → (·c, + M)… → Softmax(last axis) → MatMul(·, V)
 
@@ -103,8 +104,9 @@ def _keys(graph: Graph, name: str, reader: Node) -> tuple[str, list[Node]]:
 
 def _fuse(graph: Graph, softmax: Node) -> bool:
     shape = known_shape(graph, softmax.outputs[0])
-    if shape is None or len(shape) != 4 or axis_of(softmax.attr_int("axis", -1), 4) != 3:
+    if shape is None or len(shape) not in (3, 4) or axis_of(softmax.attr_int("axis", -1), len(shape)) != len(shape) - 1:
         return False
+    rank = len(shape)
     readers = graph.consumers(softmax.outputs[0])
     if len(readers) != 1 or graph.is_graph_output(softmax.outputs[0]):
         return False
@@ -122,9 +124,10 @@ def _fuse(graph: Graph, softmax: Node) -> bool:
     keys, transposed = _keys(graph, keys_t, keys_walk[-1] if keys_walk else scores)
     value = combine.inputs[1]
     q, kt, v = known_shape(graph, query), known_shape(graph, keys_t), known_shape(graph, value)
-    if q is None or kt is None or v is None or len(q) != 4 or len(kt) != 4 or len(v) != 4:
+    if q is None or kt is None or v is None or not len(q) == len(kt) == len(v) == rank:
         return False
-    if not (q[:2] == kt[:2] == v[:2] and q[3] == kt[2] and kt[3] == v[2]):
+    lead = rank - 2  # the batch axes (and the heads' in 4-D)
+    if not (q[:lead] == kt[:lead] == v[:lead] and q[-1] == kt[-2] and kt[-1] == v[-2]):
         return False
     scale = alpha * query_scale * keys_scale
     if not (np.isfinite(scale) and scale > 0):
@@ -137,21 +140,51 @@ def _fuse(graph: Graph, softmax: Node) -> bool:
         return False
     inserted: list[Node] = []
     if not keys:
-        keys = graph.new_value(f"{keys_t}_keys", shape=(kt[0], kt[1], kt[3], kt[2])).name
-        inserted.append(Node(f"{combine.name}_keys", "Transpose", (keys_t,), (keys,), {"perm": [0, 1, 3, 2]}))
+        keys = graph.new_value(f"{keys_t}_keys", shape=kt[:lead] + (kt[-1], kt[-2])).name
+        swap = list(range(lead)) + [rank - 1, rank - 2]
+        inserted.append(Node(f"{combine.name}_keys", "Transpose", (keys_t,), (keys,), {"perm": swap}))
     inputs = [query, keys, value]
     if mask is not None:
         # float64: a mask added before a scale is that scale times the mask, which float32 would round
         masked = np.ascontiguousarray(np.broadcast_to(mask, shape), np.float64)
         inputs.append(graph.new_value(f"{combine.name}_mask", const=masked).name)
+    if rank == 3:  # (batch, tokens, dim): one head, an axis of 1 for it around the 4-D op
+        inputs = [_one_head(graph, name, combine, inserted) for name in inputs]
     for node in removed:
         graph.remove_node(node)
+    attrs = {"scale": float(scale)}
+    note = "fused from MatMul, Softmax, MatMul (dot-product attention)"
+    if rank == 3:
+        out = combine.outputs[0]
+        attended = graph.new_value(f"{out}_one_head", shape=(q[0], 1, q[1], v[2])).name
+        inserted.append(Node(f"{combine.name}_attention", "Attention", tuple(inputs), (attended,), attrs, notes=[note]))
+        graph.insert_nodes(combine, inserted)
+        combine.op_type, combine.attrs = "Reshape", {}
+        graph.set_inputs(
+            combine, [attended, graph.new_value(f"{out}_shape", const=np.array([q[0], q[1], v[2]], np.int64)).name]
+        )
+        return True
     if inserted:
         graph.insert_nodes(combine, inserted)
-    combine.op_type, combine.attrs = "Attention", {"scale": float(scale)}
+    combine.op_type, combine.attrs = "Attention", attrs
     graph.set_inputs(combine, inputs)
-    combine.notes.append("fused from MatMul, Softmax, MatMul (dot-product attention)")
+    combine.notes.append(note)
     return True
+
+
+def _one_head(graph: Graph, name: str, before: Node, inserted: list[Node]) -> str:
+    """``name`` (batch, a, b) as (batch, 1, a, b): a Reshape appended to ``inserted``, or for a
+    constant (the mask) the reshaped constant."""
+    const = graph.const(name)
+    shape = known_shape(graph, name)
+    assert shape is not None
+    target = (shape[0], 1) + tuple(shape[1:])
+    if const is not None:
+        return graph.new_value(f"{name}_one_head", const=np.asarray(const).reshape(target)).name
+    moved = graph.new_value(f"{name}_one_head", shape=target).name
+    dims = graph.new_value(f"{name}_one_head_shape", const=np.array(target, np.int64)).name
+    inserted.append(Node(f"{before.name}_{name}_one_head", "Reshape", (name, dims), (moved,), {}))
+    return moved
 
 
 class FuseAttention(Pass):

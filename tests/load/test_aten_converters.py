@@ -74,6 +74,16 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
         Lambda(lambda x: F.scaled_dot_product_attention(x, x, x, attn_mask=torch.linspace(-2, 2, 25).reshape(5, 5))),
         (1, 2, 5, 4),
     ),
+    "sdpa_3d": (Lambda(lambda x: F.scaled_dot_product_attention(x, x * 0.5, torch.tanh(x))), (2, 5, 4)),
+    "sdpa_3d_causal_mask": (
+        Lambda(
+            lambda x: F.scaled_dot_product_attention(
+                x, -x, x, is_causal=False, attn_mask=torch.linspace(-2, 2, 50).reshape(2, 5, 5), scale=0.4
+            )
+        ),
+        (2, 5, 4),
+    ),
+    "sdpa_3d_causal": (Lambda(lambda x: F.scaled_dot_product_attention(x, x, x, is_causal=True)), (2, 5, 4)),
     "where_gt": (Lambda(lambda x: torch.where(x > 0.1, x, 0.2 * x)), (1, 3, 4)),
     "where_comparisons": (
         Lambda(lambda x: torch.where(x <= 0.5, x, -x) + (x >= -0.3).float() + torch.where(x != 0.25, x, 1.0)),
