@@ -14,6 +14,8 @@ from .fuse_normalization import FuseNormalization
 from .fuse_sorting import FuseSorting
 from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear
+from .softmax_nan_guard import DropSoftmaxNanGuard
+from .split_constant_attention import SplitConstantAttention
 
 
 def rewrite_passes() -> PassManager:
@@ -22,7 +24,9 @@ def rewrite_passes() -> PassManager:
         [
             FuseActivations(),
             FuseNormalization(),
+            DropSoftmaxNanGuard(),
             FuseAttention(),
+            SplitConstantAttention(),
             FuseSorting(),
             FuseL2Pool(),
             FuseCircularConv(),
@@ -39,6 +43,7 @@ def run_passes(graph: Graph) -> Graph:
 
 
 __all__ = [
+    "DropSoftmaxNanGuard",
     "FillDefaultAttributes",
     "FoldBatchNorm",
     "FoldConstants",
@@ -52,6 +57,7 @@ __all__ = [
     "Pass",
     "PassManager",
     "RemoveUnused",
+    "SplitConstantAttention",
     "merge_linear",
     "rewrite_passes",
     "run_passes",

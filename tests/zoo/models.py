@@ -108,6 +108,18 @@ class MaskedAttention(nn.Module):
         return self.mha(x, x, x, attn_mask=self.mask, need_weights=False)[0]
 
 
+class CrossAttention(nn.Module):
+    """Attention to a fixed memory: constant keys and values, so globally Lipschitz."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.register_buffer("memory", torch.randn(1, 3, 8))
+
+    def forward(self, x):
+        return self.mha(x, self.memory, self.memory, need_weights=False)[0]
+
+
 class Attention(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -177,6 +189,7 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "encoder": (Encoder, (1, 5, 8)),
     "causal_encoder": (CausalEncoder, (1, 5, 8)),
     "masked_mha": (MaskedAttention, (1, 5, 8)),
+    "cross_attention": (CrossAttention, (1, 5, 8)),
     "mha": (Attention, (1, 5, 8)),
     "vit": (ViTBlock, (1, 5, 8)),
     "groupsort": (GroupSort, (1, 8)),
