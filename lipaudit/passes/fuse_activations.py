@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Graph, Node
-from .manager import Pass
+from .manager import NodeRewrite
 
 _INV_SQRT2 = 1 / math.sqrt(2)
 
@@ -207,18 +207,13 @@ def _fuse_softsign(graph: Graph, div: Node) -> bool:
     return False
 
 
-class FuseActivations(Pass):
+class FuseActivations(NodeRewrite):
     name = "fuse-activations"
+    op_types = ("Mul", "Erf", "Tanh", "Div")
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes:
-            if node not in graph or node.domain:
-                continue
-            if node.op_type == "Mul":
-                changed |= _fuse_gated(graph, node)
-            elif node.op_type in ("Erf", "Tanh"):
-                changed |= _fuse_gelu(graph, node)
-            elif node.op_type == "Div":
-                changed |= _fuse_softsign(graph, node)
-        return changed
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        if node.op_type == "Mul":
+            return _fuse_gated(graph, node)
+        if node.op_type == "Div":
+            return _fuse_softsign(graph, node)
+        return _fuse_gelu(graph, node)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from .manager import Pass
+from .manager import NodeRewrite
 from .matching import axis_of, constant_operand, known_shape, read_only_by
 
 
@@ -187,12 +187,9 @@ def _one_head(graph: Graph, name: str, before: Node, inserted: list[Node]) -> st
     return moved
 
 
-class FuseAttention(Pass):
+class FuseAttention(NodeRewrite):
     name = "fuse-attention"
+    op_types = ("Softmax",)
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes:
-            if node in graph and node.op_type == "Softmax" and not node.domain:
-                changed |= _fuse(graph, node)
-        return changed
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        return _fuse(graph, node)

@@ -17,7 +17,7 @@ import numpy as np
 from ..ir import Graph, Node
 from ..ops.circular_conv import periodic_conditions
 from ..ops.registry import FUSED_DOMAIN
-from .manager import Pass
+from .manager import NodeRewrite
 from .matching import axis_of, const_ints, copied_from, known_shape, read_only_by, selection
 
 
@@ -121,12 +121,9 @@ def _fuse(graph: Graph, conv: Node) -> bool:
     return True
 
 
-class FuseCircularConv(Pass):
+class FuseCircularConv(NodeRewrite):
     name = "fuse-circular-conv"
+    op_types = ("Conv",)
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes:
-            if node in graph and node.op_type == "Conv" and not node.domain:
-                changed |= _fuse(graph, node)
-        return changed
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        return _fuse(graph, node)

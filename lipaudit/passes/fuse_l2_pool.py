@@ -26,7 +26,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..ops.sorting import FUSED_DOMAIN
-from .manager import Pass
+from .manager import NodeRewrite
 from .matching import axis_of, const_ints, constant_operand, known_shape, producer_of, read_only_by
 
 _POOL_ATTRIBUTES = ("kernel_shape", "strides", "pads", "auto_pad", "dilations", "ceil_mode", "count_include_pad")
@@ -200,12 +200,9 @@ def _fuse_from_pool(graph: Graph, pool: Node) -> bool:
     return True
 
 
-class FuseL2Pool(Pass):
+class FuseL2Pool(NodeRewrite):
     name = "fuse-l2-pool"
+    op_types = ("AveragePool", "GlobalAveragePool", "ReduceMean")
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes:
-            if node in graph and not node.domain and node.op_type in ("AveragePool", "GlobalAveragePool", "ReduceMean"):
-                changed |= _fuse_from_pool(graph, node)
-        return changed
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        return _fuse_from_pool(graph, node)

@@ -14,7 +14,7 @@ intermediate read only by the pattern.
 from __future__ import annotations
 
 from ..ir import Graph, Node
-from .manager import Pass
+from .manager import NodeRewrite
 
 
 def _producer(graph: Graph, name: str, *op_types: str) -> Node | None:
@@ -136,12 +136,9 @@ def _fuse(graph: Graph, last: Node) -> bool:
     return True
 
 
-class FuseNormalization(Pass):
+class FuseNormalization(NodeRewrite):
     name = "fuse-normalization"
+    op_types = ("Div", "Mul")
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes:
-            if node in graph and not node.domain and node.op_type in ("Div", "Mul"):
-                changed |= _fuse(graph, node)
-        return changed
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        return _fuse(graph, node)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..ir import Graph, Node
 from ..ops.registry import FUSED_DOMAIN
-from .manager import Pass
+from .manager import NodeRewrite
 from .matching import axis_of, const_ints, constant_operand, known_shape, producer_of, read_only_by, selection
 
 
@@ -208,12 +208,9 @@ def _fuse_crelu(graph: Graph, concat: Node) -> bool:
     return False
 
 
-class FuseSorting(Pass):
+class FuseSorting(NodeRewrite):
     name = "fuse-sorting"
+    op_types = ("Concat",)
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes:
-            if node in graph and node.op_type == "Concat" and not node.domain:
-                changed |= _fuse_max_min(graph, node) or _fuse_crelu(graph, node)
-        return changed
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        return _fuse_max_min(graph, node) or _fuse_crelu(graph, node)

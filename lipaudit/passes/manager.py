@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir import Graph, fill_default_attributes
+from ..ir import Graph, Node, fill_default_attributes
 
 
 class Pass:
@@ -37,6 +37,24 @@ class PassManager:
             if not changed:
                 break
         return changed_any
+
+
+class NodeRewrite(Pass):
+    """A pass that tries one rewrite at each node of ``op_types`` (default domain) in graph order,
+    skipping nodes an earlier rewrite removed."""
+
+    op_types: tuple[str, ...] = ()
+
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        """Rewrite around ``node``; True when the graph changed."""
+        raise NotImplementedError
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node in graph.nodes:
+            if node in graph and not node.domain and node.op_type in self.op_types:
+                changed |= self.rewrite(graph, node)
+        return changed
 
 
 class FillDefaultAttributes(Pass):

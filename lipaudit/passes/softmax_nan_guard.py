@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from .manager import Pass
+from .manager import NodeRewrite
 from .matching import axis_of, known_shape, read_only_by
 
 
@@ -52,12 +52,9 @@ def _drop(graph: Graph, where: Node) -> bool:
     return True
 
 
-class DropSoftmaxNanGuard(Pass):
+class DropSoftmaxNanGuard(NodeRewrite):
     name = "drop-softmax-nan-guard"
+    op_types = ("Where",)
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes:
-            if node in graph:
-                changed |= _drop(graph, node)
-        return changed
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        return _drop(graph, node)

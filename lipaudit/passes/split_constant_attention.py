@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from ..ir import Graph, Node
-from .manager import Pass
+from .manager import NodeRewrite
 from .matching import known_shape
 
 
@@ -76,12 +76,9 @@ def _additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, ...]
     return None if added is None else np.ascontiguousarray(added)
 
 
-class SplitConstantAttention(Pass):
+class SplitConstantAttention(NodeRewrite):
     name = "split-constant-attention"
+    op_types = ("Attention",)
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes:
-            if node in graph:
-                changed |= _split(graph, node)
-        return changed
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        return _split(graph, node)
