@@ -42,17 +42,19 @@ STEP_TO_BOUNDARY = 0.95
 STALL = 4  # iterations without a better gap bound (rounding now undoes the progress) before stopping
 EQUALITY_WEIGHT = 1e3
 BACKTRACKS = 30
+LANCZOS = 24  # Lanczos steps for a step's distance to the boundary
 # Iterations a program is expected to take (13 to 34 on the digits nets of bench/sdp.py): the cost
 # model's multiple of one iteration when choosing between this and the first-order method.
 EXPECTED_ITERATIONS = 30
 
 
 def iteration_cost(n0: int, neurons: int, curved: int) -> float:
-    """Floating-point operations of one iteration: W⁻¹, three sets of Gram matrices (of W⁻¹, Z and the
-    corrector), the products K·ΔW·Z and the four steps to the boundary (triangular solves and
-    eigenvalues, about 27n³ in all), and the Schur system's Cholesky factorisation."""
+    """Floating-point operations of one iteration: W⁻¹ and the Cholesky checks of the new W and Z
+    (about 2n³), five n × n products (K·ΔW, K·ΔW·Z twice, the corrector's ΔW·ΔZ: 10n³), the Gram
+    matrices of W⁻¹ and Z and the corrector's traces (A·k: 2Nn² each, A·k·Aᵀ: 2N²n), and the Schur
+    system's Cholesky factorisation."""
     n = n0 + neurons
-    return 27.0 * n**3 + 6.0 * neurons * n**2 + 6.0 * neurons**2 * n + neurons**3 / 3 + 2.0 * curved * n**2
+    return 12.0 * n**3 + 6.0 * neurons * n**2 + 4.0 * neurons**2 * n + neurons**3 / 3 + 2.0 * curved * n**2
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Program:
         self.curved = torch.from_numpy(np.flatnonzero(product != 0))
         self.ab = t(product)[self.curved]
         self.pre_c = self.pre[self.curved]
+        self.any_alpha = bool(np.any(blocks.alpha != 0))
 
     def matrix(self, rho: float, lam: Tensor) -> Tensor:
         """W = −BᵀB + ρE_xᵀE_x + EᵀΛE − (EᵀΛD_sA + AᵀD_sΛE) + AᵀΛD_αD_βA (matrix.py's M, negated)."""
@@ -109,17 +112,30 @@ class Program:
         big_t = ak @ self.pre.T  # A k Aᵀ
         kvv = k[n0:, n0:]
         a, b = self.alpha, self.beta
-        g_pp = kvv - a[:, None] * r - (a[:, None] * r).T + (a[:, None] * a[None, :]) * big_t
-        g_qq = kvv - b[:, None] * r - (b[:, None] * r).T + (b[:, None] * b[None, :]) * big_t
-        g_pq = kvv - r.T * b[None, :] - a[:, None] * r + (a[:, None] * b[None, :]) * big_t
-        x_p = k[:n0, n0:] - ak[:, :n0].T * a[None, :]
+        b_r = b[:, None] * r
+        g_qq = kvv - b_r - b_r.T + (b[:, None] * b[None, :]) * big_t
         x_q = k[:n0, n0:] - ak[:, :n0].T * b[None, :]
+        if not self.any_alpha:  # ReLU-like: P = E
+            return kvv, g_qq, kvv - b_r.T, k[:n0, n0:], x_q, k[:n0, :n0]
+        a_r = a[:, None] * r
+        g_pp = kvv - a_r - a_r.T + (a[:, None] * a[None, :]) * big_t
+        g_pq = kvv - b_r.T - a_r + (a[:, None] * b[None, :]) * big_t
+        x_p = k[:n0, n0:] - ak[:, :n0].T * a[None, :]
         return g_pp, g_qq, g_pq, x_p, x_q, k[:n0, :n0]
 
     @staticmethod
     def traces(grams: tuple[Tensor, ...], free: Tensor) -> Tensor:
         """(tr(E_x k), tr(W_i k) for i ∈ F) from ``grams(k)``."""
         return torch.cat([torch.trace(grams[5])[None], torch.diagonal(grams[2])[free]])
+
+    def traces_of(self, k: Tensor, free: Tensor) -> Tensor:
+        """``traces(grams(k))`` without the N × N Gram matrices: tr(W_i k) = p_iᵀ k q_i
+        = k_{v_i v_i} − (α_i + β_i)(Ak)_{i v_i} + α_iβ_i (Ak)_i·A_i."""
+        n0 = self.n0
+        ak = self.pre @ k
+        inner = torch.diagonal(k[n0:, n0:]) - 2 * self.mid * torch.diagonal(ak[:, n0:])
+        inner = inner + self.alpha * self.beta * (ak * self.pre).sum(1)
+        return torch.cat([torch.trace(k[:n0, :n0])[None], inner[free]])
 
     @staticmethod
     def schur(first: tuple[Tensor, ...], second: tuple[Tensor, ...], free: Tensor) -> Tensor:
@@ -163,6 +179,7 @@ def solve(blocks: Blocks, scale: float, lam: Tensor, rho: float, max_iterations:
     t = max(float(-(unit @ grad) / unit[0]), nu / max(abs(rho), 1e-300) * 1e-3)
     k = torch.cholesky_inverse(factor)
     z, s = k / t, 1 / (t * lam[free])
+    z_factor, _ = torch.linalg.cholesky_ex(z)
     iterations, converged, best, stalled, history = 0, False, math.inf, 0, []
     while iterations < max_iterations:
         iterations += 1
@@ -180,8 +197,7 @@ def solve(blocks: Blocks, scale: float, lam: Tensor, rho: float, max_iterations:
             converged = True
             break
         best, stalled = (bound, 0) if bound < best else (best, stalled + 1)
-        z_factor, info = torch.linalg.cholesky_ex(z)
-        if stalled >= STALL or int(info) != 0:
+        if stalled >= STALL:
             break
         hess = program.schur(k_grams, z_grams, free)
         hess.diagonal()[1:] += s / lam_f
@@ -189,11 +205,11 @@ def solve(blocks: Blocks, scale: float, lam: Tensor, rho: float, max_iterations:
         k_trace[1:] += 1 / lam_f
         step = _Step(program, free, lam, s, k, z, factor, z_factor, mu, _solver(hess), k_trace)
         predictor = step.direction(0.0)
-        dx, d_lam, dw, dz, ds = predictor
+        dx, d_lam, dw, dz, ds, _ = predictor
         a_p, a_d = step.lengths(d_lam, dw, dz, ds)
         affine = float(((w + a_p * dw) * (z + a_d * dz)).sum() + (lam_f + a_p * d_lam[free]) @ (s + a_d * ds))
         sigma = min(1.0, (max(affine, 0.0) / gap) ** 3)
-        dx, d_lam, dw, dz, ds = step.direction(sigma, predictor)
+        dx, d_lam, dw, dz, ds, _ = step.direction(sigma, predictor)
         a_p, a_d = step.lengths(d_lam, dw, dz, ds)
         for _ in range(BACKTRACKS):  # the step to the boundary is exact up to rounding
             new_factor = program.factor(rho + a_p * float(dx[0]), lam + a_p * d_lam)
@@ -202,11 +218,18 @@ def solve(blocks: Blocks, scale: float, lam: Tensor, rho: float, max_iterations:
             a_p /= 2
         else:
             break
+        for _ in range(BACKTRACKS):
+            new_z = z + a_d * dz
+            new_z = (new_z + new_z.T) / 2
+            z_factor, info = torch.linalg.cholesky_ex(new_z)
+            if int(info) == 0:
+                break
+            a_d /= 2
+        else:
+            break
         history.append(lam.numpy().copy())
         rho, lam, factor = rho + a_p * float(dx[0]), lam + a_p * d_lam, new_factor
-        z = z + a_d * dz
-        z = (z + z.T) / 2
-        s = s + a_d * ds
+        z, s = new_z, s + a_d * ds
         k = torch.cholesky_inverse(factor)
     return Solution(lam.numpy().copy(), rho, iterations, converged, tuple(history[::-2][:2]))
 
@@ -228,28 +251,29 @@ class _Step:
     k_trace: Tensor  # tr(W_a K) (+ 1/λ_a)
 
     def direction(self, sigma: float, predictor=None) -> tuple[Tensor, ...]:
-        """(Δx, Δλ, ΔW, ΔZ, Δs) towards σμ; with Mehrotra's corrector where ``predictor`` is given."""
+        """(Δx, Δλ, ΔW, ΔZ, Δs, K·ΔW) towards σμ; with Mehrotra's corrector where ``predictor`` is given."""
         free, lam_f, k, z, s, mu = self.free, self.lam[self.free], self.k, self.z, self.s, self.mu
         rhs = sigma * mu * self.k_trace
         rhs[0] -= 1.0  # c = e_ρ
         if predictor is not None:
             # The predictor's second-order terms ΔW·ΔZ and Δλ∘Δs, moved to the right-hand side.
-            _, p_lam, p_w, p_z, p_s = predictor
-            second = k @ p_w @ p_z
+            _, p_lam, _, p_z, p_s, p_kdw = predictor
+            second = p_kdw @ p_z
             extra = -(second + second.T) / 2
             product = p_lam[free] * p_s / lam_f
-            rhs = rhs + self.program.traces(self.program.grams(extra), free)
+            rhs = rhs + self.program.traces_of(extra, free)
             rhs[1:] -= product
         dx = self.solve(rhs)
         d_lam = torch.zeros_like(self.lam)
         d_lam[free] = dx[1:]
         dw = self.program.matrix(float(dx[0]), d_lam) + self.program.gram
-        kdwz = k @ dw @ z
+        kdw = k @ dw
+        kdwz = kdw @ z
         dz = sigma * mu * k - z - (kdwz + kdwz.T) / 2
         ds = sigma * mu / lam_f - s - s / lam_f * dx[1:]
         if predictor is not None:
             dz, ds = dz + extra, ds - product
-        return dx, d_lam, dw, dz, ds
+        return dx, d_lam, dw, dz, ds, kdw
 
     def lengths(self, d_lam: Tensor, dw: Tensor, dz: Tensor, ds: Tensor) -> tuple[float, float]:
         """The primal and dual step lengths: STEP_TO_BOUNDARY of the way to the boundary, at most 1."""
@@ -273,10 +297,32 @@ def _solver(hess: Tensor):
 
 
 def _to_boundary(factor: Tensor, step: Tensor) -> float:
-    """The largest α with L Lᵀ + α·step ⪰ 0 (∞ where every α ≥ 0 is), L = ``factor``."""
-    half = torch.linalg.solve_triangular(factor, step, upper=False)
-    scaled = torch.linalg.solve_triangular(factor, half.T, upper=False)
-    least = float(torch.linalg.eigvalsh((scaled + scaled.T) / 2)[0])
+    """The largest α with L Lᵀ + α·step ⪰ 0 (∞ where every α ≥ 0 is), L = ``factor``, from the least
+    eigenvalue of L⁻¹·step·L⁻ᵀ by LANCZOS steps of the Lanczos method (full reorthogonalisation, a
+    fixed start): a few matrix-vector products instead of forming the matrix and all its eigenvalues,
+    which took most of an iteration.  The Ritz value lies above the least eigenvalue, so α may come
+    out long; the caller's Cholesky factorisation at the new point catches that."""
+    n = factor.shape[0]
+    steps = min(n, LANCZOS)
+    basis = torch.empty(steps + 1, n, dtype=torch.float64)
+    start = torch.cos(torch.arange(n, dtype=torch.float64) * 0.7 + 0.3)  # fixed, not orthogonal to much
+    basis[0] = start / start.norm()
+    diagonal, off = torch.empty(steps, dtype=torch.float64), torch.zeros(steps, dtype=torch.float64)
+    count = steps
+    for j in range(steps):
+        v = torch.linalg.solve_triangular(factor.T, basis[j, :, None], upper=True)
+        v = torch.linalg.solve_triangular(factor, step @ v, upper=False)[:, 0]
+        diagonal[j] = basis[j] @ v
+        v = v - basis[: j + 1].T @ (basis[: j + 1] @ v)
+        v = v - basis[: j + 1].T @ (basis[: j + 1] @ v)
+        norm = float(v.norm())
+        if j + 1 == steps or norm <= 1e-13 * float(diagonal[: j + 1].abs().max()):
+            count = j + 1
+            break
+        off[j] = norm
+        basis[j + 1] = v / norm
+    tridiagonal = torch.diag(diagonal[:count]) + torch.diag(off[: count - 1], 1) + torch.diag(off[: count - 1], -1)
+    least = float(torch.linalg.eigvalsh(tridiagonal)[0])
     return math.inf if least >= 0 else -1.0 / least
 
 
