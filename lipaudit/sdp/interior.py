@@ -197,7 +197,7 @@ def solve(blocks: Blocks, scale: float, lam: Tensor, rho: float, max_iterations:
             converged = True
             break
         best, stalled = (bound, 0) if bound < best else (best, stalled + 1)
-        if stalled >= STALL:
+        if stalled >= STALL or not math.isfinite(bound):
             break
         hess = program.schur(k_grams, z_grams, free)
         hess.diagonal()[1:] += s / lam_f
@@ -211,7 +211,7 @@ def solve(blocks: Blocks, scale: float, lam: Tensor, rho: float, max_iterations:
         sigma = min(1.0, (max(affine, 0.0) / gap) ** 3)
         dx, d_lam, dw, dz, ds, _ = step.direction(sigma, predictor)
         a_p, a_d = step.lengths(d_lam, dw, dz, ds)
-        for _ in range(BACKTRACKS):  # the step to the boundary is exact up to rounding
+        for _ in range(BACKTRACKS):  # the Lanczos distance to the boundary can come out long
             new_factor = program.factor(rho + a_p * float(dx[0]), lam + a_p * d_lam)
             if new_factor is not None:
                 break

@@ -1,4 +1,5 @@
-"""The multipliers λ by a first-order method (docs/design.md ('Semidefinite bound') §4): no solver, torch float64 only.
+"""The multipliers λ by a first-order method (docs/design.md ('Semidefinite bound') §4): no solver, torch float64 only;
+programs small enough for the budget go to the interior-point method instead (interior.py, §4b).
 
 For fixed λ the smallest feasible ρ is ρ*(λ) = λ_max(S(λ)) (matrix.py), a convex function of λ on
 the convex set where −C_vv(λ) ≻ 0 (it is the partial minimum of a jointly convex program).  We
@@ -155,7 +156,10 @@ def minimise(network: SdpNetwork, *, warm_start: float, budget: float) -> Optimu
     step_cost = iteration_cost(blocks.input_dim, blocks.neurons, len(objective.curved))
     if budget < EXPECTED_ITERATIONS * step_cost:
         return _first_order(blocks, objective, start, budget, scale)
-    solved = _interior(blocks, objective, start, int(min(MAX_ITERATIONS, budget // step_cost)), scale)
+    try:
+        solved = _interior(blocks, objective, start, int(min(MAX_ITERATIONS, budget // step_cost)), scale)
+    except ArithmeticError:  # the start was not strictly feasible in floating point
+        return _first_order(blocks, objective, start, budget, scale)
     if solved.converged:
         return solved
     rest = _first_order(blocks, objective, start, budget - solved.evaluations * step_cost, scale)
