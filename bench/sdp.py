@@ -21,7 +21,10 @@ run, and a run with --sdp-scale times the semidefinite budget (figure, method, C
 the same lower bound.
 
 Usage:  python bench/sdp.py [--budget 1e11] [--cvxpy-neurons 64] [--solver SCS] [--eps 1e-5] [--skip-large]
-                            [--skip-mlps] [--skip-audit] [--sdp-scale 30]
+                            [--skip-mlps] [--skip-audit] [--sdp-scale 30] [--continuity [--twins 5]]
+
+--continuity: twins whose weights are scaled by 1 + 1e-7·noise, and the largest relative change of
+their certified figure (lipaudit.sdp on three MLPs at two budgets, lipaudit.audit on two residual CNNs).
 """
 
 from __future__ import annotations
@@ -206,13 +209,81 @@ def main() -> None:
     parser.add_argument("--skip-mlps", action="store_true", help="only the nets run through lipaudit.audit")
     parser.add_argument("--skip-audit", action="store_true", help="only the MLPs on lipaudit.sdp")
     parser.add_argument("--sdp-scale", type=float, default=30.0, help="the larger run's semidefinite budget")
+    parser.add_argument("--continuity", action="store_true", help="only the 1e-7 weight-perturbation table")
+    parser.add_argument("--twins", type=int, default=5, help="perturbed twins per net in the continuity table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     x_train, y_train, x_test, y_test = digits()
+    if args.continuity:
+        continuity_rows(args, x_train, y_train, x_test)
+        return
     if not args.skip_mlps:
         mlp_rows(args, x_train, y_train, x_test, y_test)
     if not args.skip_audit:
         audit_rows(args, x_train, y_train, x_test, y_test)
+
+
+def perturbed(model: nn.Module, seed: int, size: float = 1e-7) -> nn.Module:
+    """A copy of ``model`` with every parameter scaled by 1 + size·N(0, 1) (float32, so a few ulps)."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(1 + size * torch.randn(p.shape, generator=generator))
+    return twin
+
+
+CONTINUITY_NETS = ("MLP 64-64-64-10", "residual MLP (3 blocks, width 16)", "residual MLP (3 blocks)")
+
+
+def continuity_rows(args, x_train, y_train, x_test) -> None:
+    """The certified figure of twins whose weights differ by 1 + 1e-7·noise: lipaudit.sdp on three MLPs at
+    the recursion's default semidefinite budget (3e10) and at this script's (--budget), then
+    ``lipaudit.audit`` (default run) on the zoo's residual CNN and the digits residual CNN (4 blocks)."""
+    import tempfile
+
+    import lipaudit.tight.graph_bound as graph_bound
+    from lipaudit import audit
+
+    print("| net | budget | figure | max relative change over twins | cpu s per run |")
+    print("|---|---|---|---|---|")
+    for name in CONTINUITY_NETS:
+        build, epochs = NETS[name]
+        torch.manual_seed(0)
+        model = train(build(), x_train, y_train, epochs)
+        for budget in (graph_bound.SDP_BUDGET, args.budget):
+            figures, spent = [], 0.0
+            for seed in range(args.twins + 1):
+                twin = model if seed == 0 else perturbed(model, seed)
+                found, t = seconds(lambda: sdp_bound(to_sdp(twin), budget=int(budget)).figure)
+                figures.append(found)
+                spent += t
+            change = max(abs(f / figures[0] - 1) for f in figures[1:])
+            cells = f"{figures[0]:.6g} | {change:.2e} | {spent / len(figures):.2f}"
+            print(f"| {name} | {budget:.0e} | {cells} |", flush=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "zoo"))
+    from models import build as zoo_build
+
+    zoo, shape = zoo_build("residual")
+    torch.manual_seed(0)
+    digits_cnn = train(ResidualCNN(8, 4), x_train.reshape(-1, 1, 8, 8), y_train, 15)
+    for name, model, example in (
+        ("zoo residual CNN (audit)", zoo, torch.randn(shape)),
+        ("residual CNN, 4 blocks of 8 channels (audit)", digits_cnn, x_test[:1].reshape(1, 1, 8, 8)),
+    ):
+        figures, spent = [], 0.0
+        with tempfile.TemporaryDirectory() as folder:
+            for seed in range(args.twins + 1):
+                twin = model if seed == 0 else perturbed(model, seed)
+                path = str(Path(folder) / f"net{seed}.onnx")
+                torch.onnx.export(twin, (example,), path, dynamo=False)
+                found, t = seconds(lambda: audit(path).network)
+                figures.append(found.upper_bound)
+                spent += t
+        change = max(abs(f / figures[0] - 1) for f in figures[1:])
+        print(f"| {name} | default | {figures[0]:.6g} ({found.method}) | {change:.2e} | {spent / len(figures):.2f} |")
 
 
 def mlp_rows(args, x_train, y_train, x_test, y_test) -> None:

@@ -62,7 +62,7 @@ def _single(network: SdpNetwork, warm_start: float, budget: float) -> tuple[floa
             certificate = certify(blocks, rho, lam)
             if certificate is not None:
                 at = "" if stage == 0 else f", at the best point {stage} stage(s) before the end"
-                proof = f"{certificate.describe()}; ρ inflated by {inflation:g}, {optimum.evaluations} evaluations{at}"
+                proof = f"{certificate.describe()}; ρ inflated by {inflation:g}, {optimum.describe()}{at}"
                 return certificate.figure, proof, optimum.iterations
     return None, f"the proof failed for every inflation up to {INFLATIONS[-1]:g}", optimum.iterations
 

@@ -1,4 +1,5 @@
-"""The multipliers λ by a first-order method (docs/design.md ('Semidefinite bound') §4): no solver, torch float64 only.
+"""The multipliers λ by a first-order method (docs/design.md ('Semidefinite bound') §4): no solver, torch float64 only;
+programs small enough for the budget go to the interior-point method instead (interior.py, §4b).
 
 For fixed λ the smallest feasible ρ is ρ*(λ) = λ_max(S(λ)) (matrix.py), a convex function of λ on
 the convex set where −C_vv(λ) ≻ 0 (it is the partial minimum of a jointly convex program).  We
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .interior import EXPECTED_ITERATIONS, iteration_cost, solve
 from .matrix import Blocks, SchurObjective
 from .network import SdpNetwork
 
@@ -34,6 +36,7 @@ ARMIJO = 1e-4
 STAGES = (3e2, 3e3, 3e4, 3e5)
 MIN_EVALUATIONS = 30
 MAX_EVALUATIONS = 3000
+MAX_ITERATIONS = 200  # of the interior-point method, whatever the budget
 BACKTRACKS = 12
 # A stage ends when its smoothed value has improved by less than this (relative) over STALL steps.
 STALL, STALL_TOL = 10, 1e-7
@@ -48,6 +51,14 @@ class Optimum:
     # The best (λ, ρ) at the end of each earlier stage, latest first: further from the boundary of
     # feasibility than the final point, so a proof that fails at the end may still succeed there.
     earlier: tuple[tuple[np.ndarray, float], ...] = ()
+    converged: bool = False  # the interior-point method reached its gap (interior.py)
+    interior: bool = False  # found by the interior-point method (``iterations`` are its iterations)
+
+    def describe(self) -> str:
+        if not self.interior:
+            return f"{self.evaluations} evaluations"
+        reached = "gap reached" if self.converged else "stopped short of the gap"
+        return f"{self.iterations} interior-point iterations ({reached})"
 
 
 def evaluation_cost(blocks: Blocks) -> float:
@@ -132,11 +143,54 @@ def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tenso
 
 
 def minimise(network: SdpNetwork, *, warm_start: float, budget: float) -> Optimum:
-    """λ ≥ 0 that make ρ*(λ) small, with about ``budget`` floating-point operations of work."""
+    """λ ≥ 0 that make ρ*(λ) small, with about ``budget`` floating-point operations of work.
+
+    Where EXPECTED_ITERATIONS iterations of the interior-point method (interior.py) fit the budget,
+    that method, which converges to the optimum (so the figure moves continuously with the weights);
+    where it stops short of its gap, the first-order method below with what is left of the budget,
+    and the lower of the two."""
     blocks = Blocks.of(network)
     scale = warm_start if warm_start > 0 and math.isfinite(warm_start) else 1.0
     objective = SchurObjective(blocks, scale=scale)
-    theta = torch.log(initial_multipliers(network, objective))
+    start = initial_multipliers(network, objective)
+    step_cost = iteration_cost(blocks.input_dim, blocks.neurons, len(objective.curved))
+    if budget < EXPECTED_ITERATIONS * step_cost:
+        return _first_order(blocks, objective, start, budget, scale)
+    try:
+        solved = _interior(blocks, objective, start, int(min(MAX_ITERATIONS, budget // step_cost)), scale)
+    except ArithmeticError:  # the start was not strictly feasible in floating point
+        return _first_order(blocks, objective, start, budget, scale)
+    if solved.converged:
+        return solved
+    rest = _first_order(blocks, objective, start, budget - solved.evaluations * step_cost, scale)
+    return solved if solved.rho <= rest.rho else rest
+
+
+def _interior(blocks: Blocks, objective: SchurObjective, start: Tensor, iterations: int, scale: float) -> Optimum:
+    top = float(objective.eigenvalues(start).max())
+    # Any ρ above λ_max(S(λ)) is strictly feasible with λ; a margin keeps the start off the boundary.
+    found = solve(blocks, scale, start, top + 0.5 * abs(top) + 1e-3, iterations)
+
+    def rho_of(lam: np.ndarray) -> float:
+        mu = objective.eigenvalues(torch.from_numpy(lam))
+        return math.inf if mu is None else float(mu.max())
+
+    # ρ*(λ) ≤ the iterate's ρ (the smallest feasible ρ for its λ).
+    rho = min(rho_of(found.lam), found.rho)
+    earlier = tuple((lam * scale**2, rho_of(lam) * scale**2) for lam in found.earlier)
+    return Optimum(
+        lam=found.lam * scale**2,
+        rho=rho * scale**2,
+        evaluations=found.iterations,
+        iterations=found.iterations,
+        earlier=tuple(e for e in earlier if math.isfinite(e[1]) and e[1] > rho * scale**2),
+        converged=found.converged,
+        interior=True,
+    )
+
+
+def _first_order(blocks: Blocks, objective: SchurObjective, start: Tensor, budget: float, scale: float) -> Optimum:
+    theta = torch.log(start)
     allowed = int(min(MAX_EVALUATIONS, max(MIN_EVALUATIONS, budget / evaluation_cost(blocks))))
     evaluations = 0
 
