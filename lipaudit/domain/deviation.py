@@ -10,8 +10,8 @@ the first term is at most what the op's ``jacobian`` rule gives as the deviation
 deviation is 0 (its inputs then are exactly their centres: the rule's deviation is the gain times
 the input's plus what the op's spread adds, from |C| + R), and the second at most the op's certified
 factor on the ranges (``bound_outputs``: ‖Σ_i D_i E_i‖ ≤ Σ_i w_i d_i, or the root sum of squares)
-times the d_i.  The rules carry an incoming deviation through their parts one by one (a LayerNorm's
-|I − 11ᵀ/n − ẑẑᵀ/n|/σ, about 9× on the bench's ViT), where the op as a whole has norm max|γ|/σ.
+times the d_i.  Most rules carry an incoming deviation through their parts one by one, where the op
+as a whole has a smaller norm (attention's); the normalisations' rule already takes max|γ|/σ_min.
 
 That second run must not narrow the rule's inner ranges: ``JacobianContext.spread`` caps the
 radius's share by the deviation, so the run uses a context whose spread reads the radius alone

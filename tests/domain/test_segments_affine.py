@@ -240,7 +240,7 @@ def test_the_report_says_why_there_is_no_interval_jacobian_bound(tmp_path: Path,
 
 def test_the_deviation_from_the_ops_factors_holds_the_jacobians_sampled_in_the_box(tmp_path: Path) -> None:
     """‖J(x) − C‖₂ ≤ the output's deviation (the op-factor rule of lipaudit.domain.deviation) at
-    corners and random points, and the deviation is below the one the rules alone give."""
+    corners and random points, and the deviation is never above the one the rules alone give."""
     torch.manual_seed(1)
     module = TinyViT(dim=8, heads=2, patch=3).eval()
     graph = analysed(export(module, (1, 3, 6, 6), tmp_path))
@@ -250,7 +250,7 @@ def test_the_deviation_from_the_ops_factors_holds_the_jacobians_sampled_in_the_b
     found = tightest_jacobian_bound(graph, domain.bounds, domain.ranges, segments=False)
     enclosure = found.enclosures[graph.outputs[0]]
     plain = interval_jacobian_bound(graph, domain.bounds, domain.ranges).enclosures[graph.outputs[0]]
-    assert enclosure.deviation < plain.deviation
+    assert enclosure.deviation <= plain.deviation
     centre_matrix = enclosure.centre.reshape(centre.size, -1)
     model = module.double()
     for x in _points(centre, radius, 8, 6):
