@@ -55,6 +55,9 @@ class JacobianBound:
     ranges: dict[str, Interval] = field(default_factory=dict)  # every value's range, as tightened on the way
     # where the figure is a product over segments (lipaudit.domain.segments): (input cut, output cut, figure)
     segments: list[tuple[str, str, float]] = field(default_factory=list)
+    # where it is the chain of the segments' centres (lipaudit.domain.telescope): (input cut, output
+    # cut, ‖C‖₂, δ) of each
+    chain: list[tuple[str, str, float, float]] = field(default_factory=list)
 
 
 def interval_jacobian_bound(

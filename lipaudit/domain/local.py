@@ -57,4 +57,11 @@ def tightest_jacobian_bound(
     if product is None:
         return replace(whole, seconds=seconds)
     outputs = {name: min(value, product.upper_bound) for name, value in whole.outputs.items()}
-    return replace(whole, upper_bound=product.upper_bound, outputs=outputs, seconds=seconds, segments=product.segments)
+    return replace(
+        whole,
+        upper_bound=product.upper_bound,
+        outputs=outputs,
+        seconds=seconds,
+        segments=product.segments,
+        chain=product.chain,
+    )

@@ -18,7 +18,10 @@ Cutting a plain chain at every value would give the product of the layers' norms
 that feed a fork (a value read by two nodes or more: a residual stream) are used, with the input and
 the output; the best product over the ways of grouping consecutive pieces (each group spanning at
 most ``MAX_GROUP`` pieces, and the whole network) is found by dynamic programming over the
-segments' figures.  Every choice is a function of the graph and the box (no timing).
+segments' figures.  The pieces' own passes also give the chain of their Jacobians' centres
+(lipaudit.domain.telescope), which keeps the alignment the product loses; the figure is the lowest
+of the whole network's, the best product and the chain's.  Every choice is a function of the graph
+and the box (no timing).
 """
 
 from __future__ import annotations
@@ -26,14 +29,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
+
+from ..compose import FLOAT32_MARGIN
 from ..intervals.interval import Interval
+from ..intervals.jacobian import nonnegative_norm
 from ..ir import Graph
+from ..spectral.dense import dense_norm
 from ..tight.network import Network, Opaque
 from ..tight.segments import cuts
 from .jacobian import JacobianBound, JacobianUnavailable
 from .propagate import intersected
+from .telescope import chain_figures
 
 # A segment groups at most this many consecutive pieces (pieces: the parts between two fork cuts),
 # so the number of segment passes grows linearly with the depth of the network.
@@ -45,9 +54,12 @@ Bound = Callable[[Graph, Mapping[str, tuple], Mapping[str, Interval] | None], Ja
 @dataclass
 class SegmentedBound:
     upper_bound: float
-    segments: list[tuple[str, str, float]]  # (input cut, output cut, figure) of the best product
+    segments: list[tuple[str, str, float]]  # (input cut, output cut, figure) of the best product; [] when chained
     seconds: float
     failures: list[str]  # why a segment had no figure (the products through it are then skipped)
+    # where the figure is the chain of the pieces' centres (lipaudit.domain.telescope): (input cut,
+    # output cut, ‖C‖₂, δ) of each piece
+    chain: list[tuple[str, str, float, float]] = field(default_factory=list)
 
 
 def fork_cuts(graph: Graph) -> list[str]:
@@ -158,12 +170,19 @@ def segmented_bound(
     # Each segment's pass also proves a range of the cuts inside it and at its end (on a box that
     # holds the image of B): the later segments start from the intersection of all of them.
     known = {name: cut_ranges[name] for name in found if name in cut_ranges}
+    links: dict[int, tuple[torch.Tensor, float]] = {}  # piece a → (its centre, δ)
     for a in range(pieces):
         for b in range(a + 1, min(pieces, a + MAX_GROUP) + 1):
             if (a, b) == (0, pieces):
                 continue  # the whole network: the caller's figure
-            figures[(a, b)], proved = _segment_figure(graph, found[a], found[b], bounds, known, bound, failures)
+            result = _segment_figure(graph, found[a], found[b], bounds, known, bound, failures)
+            figures[(a, b)] = result.upper_bound if result is not None else math.inf
+            if result is None:
+                continue
+            proved = result.ranges
             known = intersected(known, {name: proved[name] for name in found[a + 1 : b + 1] if name in proved})
+            if b == a + 1 and (link := _link(result, found[b])) is not None:
+                links[a] = link
     # best[b]: the least product of figures over the groupings of pieces 0..b
     best = [0.0] + [math.inf] * pieces
     choice = [0] * (pieces + 1)
@@ -173,6 +192,15 @@ def segmented_bound(
             value = best[a] * figures.get((a, b), math.inf)
             if value < best[b]:
                 best[b], choice[b] = value, a
+    chained = math.inf
+    if len(links) == pieces:
+        prefixes = [best[b] if b < pieces else min(best[b], whole) for b in range(1, pieces + 1)]
+        centres, deviations = [links[a][0] for a in range(pieces)], [links[a][1] for a in range(pieces)]
+        # the float32 runtime's margin, as the whole pass takes it (lipaudit.domain.jacobian)
+        chained = chain_figures(centres, deviations, prefixes)[-1] * (1 + FLOAT32_MARGIN) ** max(1, len(graph.nodes))
+    if chained < min(best[pieces], whole):
+        chain = [(found[a], found[a + 1], _norm(links[a][0]), links[a][1]) for a in range(pieces)]
+        return SegmentedBound(chained, [], time.perf_counter() - start, failures, chain)
     if not best[pieces] < whole:
         return None
     chosen, b = [], pieces
@@ -186,10 +214,25 @@ def segmented_bound(
     return SegmentedBound(figure, chosen, time.perf_counter() - start, failures)
 
 
+def _link(result: JacobianBound, last: str) -> tuple[torch.Tensor, float] | None:
+    """A piece's Jacobian centre as an (inputs, outputs) matrix and δ ≥ ‖J − C‖₂ on its box."""
+    jac = result.enclosures.get(last)
+    if jac is None:
+        return None
+    deviation = min(jac.deviation, nonnegative_norm(jac.radius))
+    if not math.isfinite(deviation):
+        return None
+    return jac.centre.reshape(jac.directions, -1), deviation
+
+
+def _norm(matrix: torch.Tensor) -> float:
+    return dense_norm(matrix).value if matrix.numel() else 0.0
+
+
 def _segment_figure(
     graph, first: str, last: str, bounds, cut_ranges, bound: Bound, failures: list[str]
-) -> tuple[float, dict[str, Interval]]:
-    """The segment's figure and the ranges its pass proved (inf and none where it has no figure)."""
+) -> JacobianBound | None:
+    """The segment's pass (None where it has no figure)."""
     try:
         part = subgraph(graph, first, last)
         if first in bounds:
@@ -199,8 +242,7 @@ def _segment_figure(
             if found is None:
                 raise JacobianUnavailable(f"'{first}' has no range")
             box = (found.lo, found.hi)
-        result = bound(part, {first: box}, None)
-        return result.upper_bound, result.ranges
+        return bound(part, {first: box}, None)
     except (JacobianUnavailable, ValueError) as why:
         failures.append(f"{first} → {last}: {why}")
-        return math.inf, {}
+        return None
