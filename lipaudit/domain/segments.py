@@ -42,7 +42,7 @@ from ..tight.network import Network, Opaque
 from ..tight.segments import cuts
 from .jacobian import JacobianBound, JacobianUnavailable
 from .propagate import intersected
-from .telescope import chain_figures
+from .telescope import Link, best_chains
 
 # A segment groups at most this many consecutive pieces (pieces: the parts between two fork cuts),
 # so the number of segment passes grows linearly with the depth of the network.
@@ -170,7 +170,7 @@ def segmented_bound(
     # Each segment's pass also proves a range of the cuts inside it and at its end (on a box that
     # holds the image of B): the later segments start from the intersection of all of them.
     known = {name: cut_ranges[name] for name in found if name in cut_ranges}
-    links: dict[int, tuple[torch.Tensor, float]] = {}  # piece a → (its centre, δ)
+    links: dict[tuple[int, int], Link] = {}  # segment (a, b) → (its centre, δ)
     for a in range(pieces):
         for b in range(a + 1, min(pieces, a + MAX_GROUP) + 1):
             if (a, b) == (0, pieces):
@@ -181,8 +181,8 @@ def segmented_bound(
                 continue
             proved = result.ranges
             known = intersected(known, {name: proved[name] for name in found[a + 1 : b + 1] if name in proved})
-            if b == a + 1 and (link := _link(result, found[b])) is not None:
-                links[a] = link
+            if (link := _link(result, found[b])) is not None:
+                links[(a, b)] = link
     # best[b]: the least product of figures over the groupings of pieces 0..b
     best = [0.0] + [math.inf] * pieces
     choice = [0] * (pieces + 1)
@@ -192,15 +192,14 @@ def segmented_bound(
             value = best[a] * figures.get((a, b), math.inf)
             if value < best[b]:
                 best[b], choice[b] = value, a
-    chained = math.inf
-    if len(links) == pieces:
-        prefixes = [best[b] if b < pieces else min(best[b], whole) for b in range(1, pieces + 1)]
-        centres, deviations = [links[a][0] for a in range(pieces)], [links[a][1] for a in range(pieces)]
+    prefixes = [best[b] if b < pieces else min(best[b], whole) for b in range(1, pieces + 1)]
+    chained, splits = best_chains(links, pieces, prefixes)
+    split = splits[-1]
+    if split is not None:
         # the float32 runtime's margin, as the whole pass takes it (lipaudit.domain.jacobian)
-        chained = chain_figures(centres, deviations, prefixes)[-1] * (1 + FLOAT32_MARGIN) ** max(1, len(graph.nodes))
-    if chained < min(best[pieces], whole):
-        chain = [(found[a], found[a + 1], _norm(links[a][0]), links[a][1]) for a in range(pieces)]
-        return SegmentedBound(chained, [], time.perf_counter() - start, failures, chain)
+        figure = chained[-1] * (1 + FLOAT32_MARGIN) ** max(1, len(graph.nodes))
+        chain = [(found[a], found[b], _norm(links[(a, b)][0]), links[(a, b)][1]) for a, b in split]
+        return SegmentedBound(figure, [], time.perf_counter() - start, failures, chain)
     if not best[pieces] < whole:
         return None
     chosen, b = [], pieces
