@@ -28,7 +28,7 @@ import torch
 from ..intervals.jacobian import Jac, JacobianContext
 from ..linear_maps import Barrier
 from ..ops import RuleContext, resolve
-from .jacobian import Forward
+from .jacobian import Forward, Uncentred
 from .propagate import RULE_ERRORS
 
 
@@ -74,7 +74,8 @@ class OpFactorDeviation(Forward):
         incoming *= 1 + 1e-12
         if not math.isfinite(incoming):
             return
-        exact = _RadiusSpread(jctx.rules, jctx.points, dict(jctx.jacobians), jctx.half_widths, set(jctx.constants))
+        context = Uncentred if isinstance(jctx, Uncentred) else _RadiusSpread
+        exact = context(jctx.rules, jctx.points, dict(jctx.jacobians), jctx.half_widths, set(jctx.constants))
         for name in set(variables):
             jac = exact.jacobians[name]
             exact.jacobians[name] = Jac(jac.centre, jac.radius, 0.0)

@@ -67,11 +67,13 @@ def interval_jacobian_bound(
     entry_limit: int = JACOBIAN_ENTRY_LIMIT,
     at_centre: Mapping[str, Interval] | None = None,
     hooks: Forward | None = None,
+    centred: bool = True,
 ) -> JacobianBound:
     """sup over the box ``bounds`` of ‖J‖₂, for the graph whose value ranges on that box are
     ``ranges`` (lipaudit.domain.value_ranges); ``at_centre``: enclosures of values at the box's
-    centre, narrower than interval arithmetic's (lipaudit.domain.affine). Raises
-    JacobianUnavailable with the reason."""
+    centre, narrower than interval arithmetic's (lipaudit.domain.affine). Not ``centred``: no
+    range is narrowed by the centred form, for ``ranges`` that hold on a part of the box only
+    (``Uncentred``). Raises JacobianUnavailable with the reason."""
     start = time.perf_counter()
     centres, half_widths = _box(graph, bounds)
     n0 = int(half_widths.numel())
@@ -79,7 +81,8 @@ def interval_jacobian_bound(
     points = _centre_values(graph, centres)
     if at_centre:
         points = intersected(points, at_centre)
-    jctx = forward(graph, ranges, points, _input_jacobians(graph, centres, n0), half_widths.to(torch.float64), hooks)
+    inputs = _input_jacobians(graph, centres, n0)
+    jctx = forward(graph, ranges, points, inputs, half_widths.to(torch.float64), hooks, centred)
     return _figure(graph, jctx, n0, start)
 
 
@@ -100,14 +103,16 @@ def forward(
     inputs: dict[str, Jac],
     half_widths: torch.Tensor,
     hooks: Forward | None = None,
+    centred: bool = True,
 ) -> JacobianContext:
     """Every value's Jacobian enclosure along the directions of ``inputs`` (the input values'
     Jacobians, over a box of ``half_widths`` in those directions), and its range tightened
-    (``jctx.rules.ranges``). Raises JacobianUnavailable with the reason."""
+    (``jctx.rules.ranges``; by the centred form only where ``centred``). Raises
+    JacobianUnavailable with the reason."""
     hooks = hooks or Forward()
     tight: dict[str, Interval] = dict(ranges)
     rules = RuleContext(graph, ranges=tight)
-    jctx = JacobianContext(rules, points, dict(inputs), half_widths)
+    jctx = (JacobianContext if centred else Uncentred)(rules, points, dict(inputs), half_widths)
     remaining = _uses(graph)
     for node in graph.nodes:
         if not graph.variable_inputs(node):
@@ -130,6 +135,16 @@ def forward(
             if remaining[name] <= 0 and name not in graph.outputs:
                 jctx.jacobians.pop(name, None)
     return jctx
+
+
+class Uncentred(JacobianContext):
+    """No range narrowed by the centred form: v(x0) ± Σ sup|∂v/∂x_i|·r_i follows v along the segment
+    from the centre, where ranges that hold on the image of a smaller set (lipaudit.domain.segments)
+    say nothing.  Every rule then reads the ranges as given, and a Jacobian enclosure holds wherever
+    they do."""
+
+    def tighten(self, point: Interval, box: Interval, jac: Jac) -> Interval:
+        return box
 
 
 def _box(graph: Graph, bounds: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], torch.Tensor]:

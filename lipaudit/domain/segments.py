@@ -7,8 +7,11 @@ the mean value inequality give
     Lip_B(f) ≤ sup_{x∈B} ‖J_f₂(f₁(x))‖₂ · ‖J_f₁(x)‖₂ ≤ sup_{y∈S} ‖J_f₂(y)‖₂ · sup_{x∈B} ‖J_f₁(x)‖₂
 
 for any box S ⊇ f₁(B): here the range of c that the whole pass proved (interval arithmetic ∩ the
-centred form ∩ the affine forms).  Each segment is bounded alone (lipaudit.domain.jacobian on its
-own box), so it starts from an exact identity Jacobian: the radius of an enclosure no longer grows
+centred form ∩ the affine forms).  Only the image f₁(B) matters in the first sup, so the segment's
+pass also reads the whole pass's ranges of its inner values (they hold on that image), without the
+centred form (which follows a value from S's centre, outside the image: lipaudit.domain.local).
+Each segment is bounded alone (lipaudit.domain.jacobian on its own box), so it starts from an
+exact identity Jacobian: the radius of an enclosure no longer grows
 from block to block, which is what makes the whole-network enclosure useless on a deep stack.  The
 product loses the alignment between the segments' Jacobians, so the figure is the lower of the
 whole network's and the best product.
@@ -158,8 +161,9 @@ def segmented_bound(
     whole: float = math.inf,
 ) -> SegmentedBound | None:
     """The best product of segment figures over the fork cuts (None: no cut, or none below ``whole``).
-    ``cut_ranges``: a sound range of every cut value on the box ``bounds`` (the whole pass's);
-    ``bound(segment, its box, None)``: a segment's certified figure (raises JacobianUnavailable)."""
+    ``cut_ranges``: a sound range of the values on the box ``bounds`` (the whole pass's);
+    ``bound(segment, its box, ranges on the image of B)``: a segment's certified figure on that
+    image (raises JacobianUnavailable)."""
     start = time.perf_counter()
     found = fork_cuts(graph)
     if not found:
@@ -167,9 +171,10 @@ def segmented_bound(
     pieces = len(found) - 1
     figures: dict[tuple[int, int], float] = {}
     failures: list[str] = []
-    # Each segment's pass also proves a range of the cuts inside it and at its end (on a box that
-    # holds the image of B): the later segments start from the intersection of all of them.
-    known = {name: cut_ranges[name] for name in found if name in cut_ranges}
+    # Each segment's pass also proves a range of the values inside it and at its end, on the image
+    # of B (all that the figures are used on): the later segments start from the intersection of
+    # all of them, and read it for their inner values too.
+    known = dict(cut_ranges)
     links: dict[tuple[int, int], Link] = {}  # segment (a, b) → (its centre, δ)
     for a in range(pieces):
         for b in range(a + 1, min(pieces, a + MAX_GROUP) + 1):
@@ -180,7 +185,7 @@ def segmented_bound(
             if result is None:
                 continue
             proved = result.ranges
-            known = intersected(known, {name: proved[name] for name in found[a + 1 : b + 1] if name in proved})
+            known = intersected(known, {name: value for name, value in proved.items() if name != found[a]})
             if (link := _link(result, found[b])) is not None:
                 links[(a, b)] = link
     # best[b]: the least product of figures over the groupings of pieces 0..b
@@ -241,7 +246,7 @@ def _segment_figure(
             if found is None:
                 raise JacobianUnavailable(f"'{first}' has no range")
             box = (found.lo, found.hi)
-        return bound(part, {first: box}, None)
+        return bound(part, {first: box}, cut_ranges)
     except (JacobianUnavailable, ValueError) as why:
         failures.append(f"{first} → {last}: {why}")
         return None

@@ -137,17 +137,19 @@ def test_segmented_figure_bounds_the_jacobian_inside_the_box_and_never_exceeds_t
 
 @pytest.mark.parametrize("case", STACKS)
 def test_each_segment_bounds_its_own_jacobian_on_its_box(case: str, tmp_path: Path) -> None:
-    """The segments' figures hold on their own: the product of the chosen cuts' figures, with a box
-    that large, bounds the Jacobian of the segment sampled at the images of points of the box."""
+    """The segments' figures hold on their own: each chosen segment's figure (a link of the chain
+    of centres: ‖C‖ + δ), with a box that large, bounds the Jacobian of the segment sampled at the
+    images of points of the box."""
     module, graph, shape, _ = _built(case, tmp_path)
     radius = 0.05  # wide enough that the whole-network figure is far above the segments' product
     centre = _centre(shape)
     domain = prepare_domain(graph, None, around=[centre], radius=radius)
     assert domain is not None
     found = tightest_jacobian_bound(graph, domain.bounds, domain.ranges)
-    assert found.segments, "the stack is cut at its residual stream"
+    chosen = found.segments + [(first, last, norm + deviation) for first, last, norm, deviation in found.chain]
+    assert chosen, "the stack is cut at its residual stream"
     run = GraphInterpreter(graph, dtype=torch.float64)
-    for first, last, figure in found.segments:
+    for first, last, figure in chosen:
         part = subgraph(graph, first, last)
         part_run = GraphInterpreter(part, dtype=torch.float64)
         for x in _points(centre, radius, 6, 9):

@@ -2,7 +2,9 @@
 matrices every product of links C_i + E_i with ‖E_i‖₂ ≤ δ_i (random and aligned errors) has norm at
 most the chain's figure, which is never above the product of the links' figures; and on one- and
 two-block transformers the network figure is at least ‖J(x)‖₂ (autograd) at corners and random
-points of the box (on two blocks and a small box the chain is the figure, 4× below the whole pass's)."""
+points of the box (on two blocks and a small box the chain is the figure, 4× below the whole pass's);
+a segment bounded on the image of the box (the whole pass's ranges, no centred form) holds its
+Jacobians and values at images of points of the box."""
 
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ from torch import nn
 
 from lipaudit.domain import prepare_domain
 from lipaudit.domain.local import tightest_jacobian_bound
+from lipaudit.domain.propagate import value_ranges
+from lipaudit.domain.segments import fork_cuts, subgraph
 from lipaudit.domain.telescope import chain_figures
+from lipaudit.execute.executor import GraphInterpreter
 
 from ._models import analysed
 from .test_interval_jacobian import _jacobian_norm, _points, _pt2
@@ -106,3 +111,39 @@ def test_on_two_blocks_the_chain_of_centres_wins_on_a_small_box_and_holds_the_ja
     assert chained
     assert seen <= found < whole / 4
     assert found < 2.5 * seen
+
+
+def test_a_segment_bounded_on_the_image_of_the_box_holds_its_jacobians_there(tmp_path: Path) -> None:
+    """A piece after the first reads the whole pass's ranges (they hold on the image of B only) and
+    no centred form: at images f₁(x) of points of B its Jacobian is in its enclosure, within δ of
+    the centre, and every value inside it is in its range."""
+    torch.manual_seed(1)
+    module = _OneBlock().eval()
+    graph = analysed(_pt2(module, (1, 4, 4), tmp_path))
+    centre, radius = np.random.default_rng(2).normal(size=(1, 4, 4)), 0.02
+    domain = prepare_domain(graph, None, around=[centre], radius=radius)
+    assert domain is not None
+    whole = tightest_jacobian_bound(graph, domain.bounds, domain.ranges, segments=False)
+    cuts = fork_cuts(graph)
+    first, last = cuts[1], cuts[2]
+    part = subgraph(graph, first, last)
+    box = {first: (whole.ranges[first].lo, whole.ranges[first].hi)}
+    inside = {name: r for name, r in whole.ranges.items() if name in part.values}
+    found = tightest_jacobian_bound(part, box, value_ranges(part, box), segments=False, image=inside)
+    enclosure = found.enclosures[last]
+    n0 = enclosure.directions
+    low = (enclosure.centre - enclosure.radius).reshape(n0, -1)
+    high = (enclosure.centre + enclosure.radius).reshape(n0, -1)
+    run, part_run = GraphInterpreter(graph, dtype=torch.float64), GraphInterpreter(part, dtype=torch.float64)
+    names = [name for name in found.ranges if name in part.values and name != first]
+    for x in _points(centre, radius, 12, 4):
+        y = run.run({graph.inputs[0]: torch.as_tensor(x)}, keep=[first])[first].detach()
+        values = part_run.run({first: y}, keep=names)
+        for name in names:
+            assert found.ranges[name].contains(values[name].numpy()), name
+        jacobian = torch.autograd.functional.jacobian(lambda t: part_run.run({first: t})[last], y)
+        jacobian = jacobian.reshape(-1, y.numel()).T
+        slack = 1e-9 * (1 + jacobian.abs())
+        assert bool(torch.all(jacobian >= low - slack) and torch.all(jacobian <= high + slack))
+        distance = float(torch.linalg.matrix_norm(jacobian - enclosure.centre.reshape(n0, -1), ord=2))
+        assert distance <= enclosure.deviation
