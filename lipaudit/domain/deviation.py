@@ -6,40 +6,48 @@ is Σ_i D_i(u) J_i, D_i the op's partial Jacobians at u(x), in the ranges.  So
 
     J_out − C′ = (Σ_i D_i C_i − C′) + Σ_i D_i E_i,
 
-the first term is at most what the op's ``jacobian`` rule gives as the deviation when every input
-deviation is 0 (its inputs then are exactly their centres: the rule's deviation is the gain times
-the input's plus what the op's spread adds, from |C| + R), and the second at most the op's certified
-factor on the ranges (``bound_outputs``: ‖Σ_i D_i E_i‖ ≤ Σ_i w_i d_i, or the root sum of squares)
-times the d_i.  Most rules carry an incoming deviation through their parts one by one, where the op
-as a whole has a smaller norm (attention's); the normalisations' rule already takes max|γ|/σ_min.
+the first term is at most what the op's ``jacobian`` rule gives as the deviation when each input's
+Jacobian is exactly its centre (radius and deviation 0: what the op's spread adds, w·|C|), and the
+second at most the op's certified factor on the ranges (``bound_outputs``: ‖Σ_i D_i E_i‖ ≤ Σ_i w_i
+d_i, or the root sum of squares) times the d_i.  Most rules carry an incoming deviation through
+their parts one by one, where the op as a whole has a smaller norm (attention's); and their
+spread term reads |C| + R, where R is often far above |C| after a few layers.
 
-That second run must not narrow the rule's inner ranges: ``JacobianContext.spread`` caps the
-radius's share by the deviation, so the run uses a context whose spread reads the radius alone
-(always sound, only less tight).  Linear ops are left alone: their deviation is already their norm
-times the input's.
+That second run must read the same inner ranges as the first (with no radius its centred form would
+narrow them below the truth, and its centre would move): it reads back the ranges the first run
+narrowed (``Recorded``), so its centre is the first run's C′, which it checks.  Linear ops are left
+alone: their deviation is already their norm times the input's.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from ..intervals.interval import Interval
 from ..intervals.jacobian import Jac, JacobianContext
 from ..linear_maps import Barrier
 from ..ops import RuleContext, resolve
-from .jacobian import Forward, Uncentred
+from .jacobian import Forward, Recorded
 from .propagate import RULE_ERRORS
 
 
-class _RadiusSpread(JacobianContext):
-    """The centred form from the radius alone (no cap by the deviation, which is 0 in this run)."""
+@dataclass
+class _Replayed(JacobianContext):
+    """The inner ranges of the node's first run, in the order its rule narrowed them."""
 
-    def spread(self, jac: Jac):
-        r = self.half_widths.reshape((-1,) + (1,) * len(jac.shape))
-        n0 = jac.directions
-        total = ((jac.centre.abs() + jac.radius) * r).sum(dim=0)
-        return (total * (1 + (n0 + 4) * 2.0**-53)).numpy()
+    recorded: list[Interval] = field(default_factory=list)
+
+    def tighten(self, point: Interval, box: Interval, jac: Jac) -> Interval:
+        if not self.recorded:
+            raise ValueError("the rule narrows more ranges than in its first run")
+        found = self.recorded.pop(0)
+        if np.broadcast_shapes(found.shape, box.shape) != found.shape:
+            raise ValueError("the rule narrows other ranges than in its first run")
+        return found
 
 
 class OpFactorDeviation(Forward):
@@ -74,11 +82,14 @@ class OpFactorDeviation(Forward):
         incoming *= 1 + 1e-12
         if not math.isfinite(incoming):
             return
-        context = Uncentred if isinstance(jctx, Uncentred) else _RadiusSpread
-        exact = context(jctx.rules, jctx.points, dict(jctx.jacobians), jctx.half_widths, set(jctx.constants))
+        if not isinstance(jctx, Recorded):
+            return
+        exact = _Replayed(
+            jctx.rules, jctx.points, dict(jctx.jacobians), jctx.half_widths, set(jctx.constants), list(jctx.record)
+        )
         for name in set(variables):
             jac = exact.jacobians[name]
-            exact.jacobians[name] = Jac(jac.centre, jac.radius, 0.0)
+            exact.jacobians[name] = Jac(jac.centre, torch.zeros_like(jac.radius), 0.0)
         try:
             found = op.jacobian(node, exact)
         except RULE_ERRORS:
@@ -91,11 +102,9 @@ class OpFactorDeviation(Forward):
             if again is None or mine is None or again.shape != mine.shape:
                 continue
             deviation = again.deviation + incoming
-            if not deviation < mine.deviation:
+            if not deviation < mine.deviation or not torch.equal(again.centre, mine.centre):
                 continue
-            if not (torch.all(torch.isfinite(again.centre)) and torch.all(torch.isfinite(again.radius))):
-                continue
-            jctx.jacobians[name] = Jac(again.centre, again.radius, deviation)
+            jctx.jacobians[name] = Jac(mine.centre, mine.radius, deviation)
             self.improved += 1
 
 

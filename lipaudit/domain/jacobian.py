@@ -73,7 +73,7 @@ def interval_jacobian_bound(
     ``ranges`` (lipaudit.domain.value_ranges); ``at_centre``: enclosures of values at the box's
     centre, narrower than interval arithmetic's (lipaudit.domain.affine). Not ``centred``: no
     range is narrowed by the centred form, for ``ranges`` that hold on a part of the box only
-    (``Uncentred``). Raises JacobianUnavailable with the reason."""
+    (``Recorded``). Raises JacobianUnavailable with the reason."""
     start = time.perf_counter()
     centres, half_widths = _box(graph, bounds)
     n0 = int(half_widths.numel())
@@ -112,7 +112,7 @@ def forward(
     hooks = hooks or Forward()
     tight: dict[str, Interval] = dict(ranges)
     rules = RuleContext(graph, ranges=tight)
-    jctx = (JacobianContext if centred else Uncentred)(rules, points, dict(inputs), half_widths)
+    jctx = Recorded(rules, points, dict(inputs), half_widths, centred=centred)
     remaining = _uses(graph)
     for node in graph.nodes:
         if not graph.variable_inputs(node):
@@ -122,6 +122,7 @@ def forward(
         if op is None:
             raise JacobianUnavailable(f"{node.op_type} '{node.name}' has no rule")
         hooks.before(node, jctx)
+        jctx.record.clear()
         try:
             found = op.jacobian(node, jctx)
         except RULE_ERRORS as error:
@@ -137,14 +138,21 @@ def forward(
     return jctx
 
 
-class Uncentred(JacobianContext):
-    """No range narrowed by the centred form: v(x0) ± Σ sup|∂v/∂x_i|·r_i follows v along the segment
-    from the centre, where ranges that hold on the image of a smaller set (lipaudit.domain.segments)
-    say nothing.  Every rule then reads the ranges as given, and a Jacobian enclosure holds wherever
-    they do."""
+@dataclass
+class Recorded(JacobianContext):
+    """Keeps every range a rule narrowed (``record``, from the start of the node: a second run of the
+    rule reads them back, lipaudit.domain.deviation).  Not ``centred``: no range is narrowed by the
+    centred form, since v(x0) ± Σ sup|∂v/∂x_i|·r_i follows v along the segment from the centre,
+    where ranges that hold on the image of a smaller set (lipaudit.domain.segments) say nothing;
+    every rule then reads the ranges as given, and a Jacobian enclosure holds wherever they do."""
+
+    centred: bool = True
+    record: list[Interval] = field(default_factory=list)
 
     def tighten(self, point: Interval, box: Interval, jac: Jac) -> Interval:
-        return box
+        found = super().tighten(point, box, jac) if self.centred else box
+        self.record.append(found)
+        return found
 
 
 def _box(graph: Graph, bounds: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], torch.Tensor]:

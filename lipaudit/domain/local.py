@@ -40,7 +40,7 @@ def tightest_jacobian_bound(
     (lipaudit.domain.segments), each segment bounded the same way on the range of its input.
     ``image``: ranges of the graph's values that hold on a part of the box only (for a segment,
     the image of the network's box, which is all its figure is used on): they narrow the ranges,
-    and no range is then narrowed by the centred form (lipaudit.domain.jacobian.Uncentred), so the
+    and no range is then narrowed by the centred form (lipaudit.domain.jacobian.Recorded), so the
     figure holds on that part. Raises JacobianUnavailable with the reason there is no whole-network
     figure."""
     start = time.perf_counter()
