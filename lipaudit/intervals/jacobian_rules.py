@@ -184,6 +184,8 @@ def normalized(
     # ‖D(u)‖₂ ≤ 1/√(σ²_min + ε) per group, D = (I − ẑẑᵀ/n)/σ (eigenvalues 1/σ and ε/σ³) and the
     # groups are disjoint; so J − C′ = D(u)(J_d − C_d) + (D(u)C_d − C′), the second term is what
     # the same steps give for the input C_d alone (no radius: its birth is w·|C|, not w·(|C| + R)).
+    if x.deviation == 0:
+        return back(found)  # the input is its centre: the steps alone already give this
     gain = float(np.max(inverse.hi)) if inverse.hi.size else 0.0
     alone = _normalising(Jac(d.centre, torch.zeros_like(d.radius), 0.0), z, inverse)
     if torch.equal(alone.centre, found.centre):
