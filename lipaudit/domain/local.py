@@ -57,13 +57,7 @@ def tightest_jacobian_bound(
     if not segments:
         return whole
 
-    def segment_bound(part: Graph, box: Mapping[str, tuple], known: Mapping[str, Interval] | None) -> JacobianBound:
-        inside = {name: r for name, r in (known or {}).items() if name in part.values}
-        if all(name in bounds for name in part.inputs):  # it starts at the input: its box is B itself
-            return tightest_jacobian_bound(part, box, intersected(value_ranges(part, box), inside), entry_limit, False)
-        return tightest_jacobian_bound(part, box, value_ranges(part, box), entry_limit, segments=False, image=inside)
-
-    product = segmented_bound(graph, bounds, whole.ranges, segment_bound, whole.upper_bound)
+    product = segmented_bound(graph, bounds, whole.ranges, segment_bounds(bounds, entry_limit), whole.upper_bound)
     seconds = time.perf_counter() - start
     if product is None:
         return replace(whole, seconds=seconds)
@@ -76,3 +70,16 @@ def tightest_jacobian_bound(
         segments=product.segments,
         chain=product.chain,
     )
+
+
+def segment_bounds(bounds: Mapping[str, tuple], entry_limit: int = JACOBIAN_ENTRY_LIMIT):
+    """How a segment of the network on the box ``bounds`` is bounded (lipaudit.domain.segments.Bound):
+    on its own box, with the ranges ``known`` on the image of the box for its inner values."""
+
+    def segment_bound(part: Graph, box: Mapping[str, tuple], known: Mapping[str, Interval] | None) -> JacobianBound:
+        inside = {name: r for name, r in (known or {}).items() if name in part.values}
+        if all(name in bounds for name in part.inputs):  # it starts at the input: its box is B itself
+            return tightest_jacobian_bound(part, box, intersected(value_ranges(part, box), inside), entry_limit, False)
+        return tightest_jacobian_bound(part, box, value_ranges(part, box), entry_limit, segments=False, image=inside)
+
+    return segment_bound

@@ -21,6 +21,7 @@ from lipaudit.intervals.interval import Interval
 from lipaudit.intervals.jacobian import Jac
 from lipaudit.ops import RuleContext, resolve
 
+from ._errors import errored_jacobians
 from ._models import analysed, export
 from .test_interval_jacobian import _points
 
@@ -76,20 +77,10 @@ def test_the_second_run_holds_the_jacobians_and_takes_the_ops_factor(name: str, 
     assert torch.equal(out.centre, first.centre) and torch.equal(out.radius, first.radius)
     c_flat, out_centre = c.reshape(n0, -1), out.centre.reshape(n0, -1)
     worst = 0.0
-    for u in _points(centre, radius, 12, 5):
-        point = torch.as_tensor(np.clip(u, box.lo, box.hi), dtype=torch.float64)
-        derivative = torch.autograd.functional.jacobian(fn, point).reshape(point.numel(), point.numel())
-        top = torch.linalg.svd(derivative.T)[0][:, 0]
-        direction = torch.randn(n0, generator=generator, dtype=torch.float64)
-        random = torch.randn((n0, point.numel()), generator=generator, dtype=torch.float64)
-        for error in (
-            d * torch.outer(direction / direction.norm(), top),
-            d * random / torch.linalg.matrix_norm(random, 2),
-        ):
-            jacobian = (c_flat + error) @ derivative.T
-            distance = float(torch.linalg.matrix_norm(jacobian - out_centre, ord=2))
-            worst = max(worst, distance)
-            assert distance <= out.deviation
+    for jacobian in errored_jacobians(fn, _points(centre, radius, 12, 5), box, c_flat, d, generator):
+        distance = float(torch.linalg.matrix_norm(jacobian - out_centre, ord=2))
+        worst = max(worst, distance)
+        assert distance <= out.deviation
     if not with_centre:
         assert worst > 0.5 * out.deviation  # errors along D(u)'s top direction come near it
 
