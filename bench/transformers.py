@@ -11,9 +11,9 @@ input, audits:
   covariance form, with LayerNorm from the smallest standard deviation on the box ("per-head");
 * the interval-Jacobian bound on the same ``.pt2`` graph (lipaudit.domain.jacobian): sup of ‖J‖₂ over
   the box from enclosures of every value's Jacobian, ranges tightened by the centred form; then
-  with ranges tightened by affine forms (lipaudit.domain.affine), then the lower of that and the
-  best product over segments cut at the residual stream (lipaudit.domain.segments), with its CPU
-  seconds (one torch thread);
+  with ranges tightened by affine forms (lipaudit.domain.affine), then the lowest of that, the
+  best product over segments cut at the residual stream (lipaudit.domain.segments) and the chain of
+  the segments' Jacobian centres (lipaudit.domain.telescope), with its CPU seconds (one torch thread);
 * what ``lipaudit check`` reports now: the lower of the two ``.pt2`` figures;
 * the empirical lower bound: the largest Jacobian norm found inside the box (``--lower-bound``).
 
@@ -177,8 +177,8 @@ def figures(
 
 def jacobian_figures(graph, domain) -> dict[str, float]:
     """The interval-Jacobian bound three ways: on interval arithmetic's ranges (as it was), on ranges
-    tightened by affine forms, and the lower of that and the best product over segments (what the
-    audit uses); with the CPU seconds of the last (one torch thread)."""
+    tightened by affine forms, and the lowest of that, the best product over segments and the chain
+    of their centres (what the audit uses); with the CPU seconds of the last (one torch thread)."""
     figures: dict[str, float] = {}
     for key, run in (
         ("jacobian", lambda: interval_jacobian.interval_jacobian_bound(graph, domain.bounds, domain.ranges)),
@@ -242,7 +242,7 @@ def main() -> None:
     print()
     print(
         "| part | interval (ONNX, decomposed) | per-head + LayerNorm (.pt2) | interval-Jacobian (.pt2) "
-        "| + affine-form ranges | + segments (CPU s) | reported now (method) | lower bound | now / lower |"
+        "| + affine-form ranges | + segments / chain (CPU s) | reported now (method) | lower bound | now / lower |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, f in rows:

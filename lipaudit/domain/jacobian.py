@@ -55,6 +55,9 @@ class JacobianBound:
     ranges: dict[str, Interval] = field(default_factory=dict)  # every value's range, as tightened on the way
     # where the figure is a product over segments (lipaudit.domain.segments): (input cut, output cut, figure)
     segments: list[tuple[str, str, float]] = field(default_factory=list)
+    # where it is the chain of the segments' centres (lipaudit.domain.telescope): (input cut, output
+    # cut, ‖C‖₂, δ) of each
+    chain: list[tuple[str, str, float, float]] = field(default_factory=list)
 
 
 def interval_jacobian_bound(
@@ -64,11 +67,13 @@ def interval_jacobian_bound(
     entry_limit: int = JACOBIAN_ENTRY_LIMIT,
     at_centre: Mapping[str, Interval] | None = None,
     hooks: Forward | None = None,
+    centred: bool = True,
 ) -> JacobianBound:
     """sup over the box ``bounds`` of ‖J‖₂, for the graph whose value ranges on that box are
     ``ranges`` (lipaudit.domain.value_ranges); ``at_centre``: enclosures of values at the box's
-    centre, narrower than interval arithmetic's (lipaudit.domain.affine). Raises
-    JacobianUnavailable with the reason."""
+    centre, narrower than interval arithmetic's (lipaudit.domain.affine). Not ``centred``: no
+    range is narrowed by the centred form, for ``ranges`` that hold on a part of the box only
+    (``Recorded``). Raises JacobianUnavailable with the reason."""
     start = time.perf_counter()
     centres, half_widths = _box(graph, bounds)
     n0 = int(half_widths.numel())
@@ -76,7 +81,8 @@ def interval_jacobian_bound(
     points = _centre_values(graph, centres)
     if at_centre:
         points = intersected(points, at_centre)
-    jctx = forward(graph, ranges, points, _input_jacobians(graph, centres, n0), half_widths.to(torch.float64), hooks)
+    inputs = _input_jacobians(graph, centres, n0)
+    jctx = forward(graph, ranges, points, inputs, half_widths.to(torch.float64), hooks, centred)
     return _figure(graph, jctx, n0, start)
 
 
@@ -97,14 +103,16 @@ def forward(
     inputs: dict[str, Jac],
     half_widths: torch.Tensor,
     hooks: Forward | None = None,
+    centred: bool = True,
 ) -> JacobianContext:
     """Every value's Jacobian enclosure along the directions of ``inputs`` (the input values'
     Jacobians, over a box of ``half_widths`` in those directions), and its range tightened
-    (``jctx.rules.ranges``). Raises JacobianUnavailable with the reason."""
+    (``jctx.rules.ranges``; by the centred form only where ``centred``). Raises
+    JacobianUnavailable with the reason."""
     hooks = hooks or Forward()
     tight: dict[str, Interval] = dict(ranges)
     rules = RuleContext(graph, ranges=tight)
-    jctx = JacobianContext(rules, points, dict(inputs), half_widths)
+    jctx = Recorded(rules, points, dict(inputs), half_widths, centred=centred)
     remaining = _uses(graph)
     for node in graph.nodes:
         if not graph.variable_inputs(node):
@@ -114,6 +122,7 @@ def forward(
         if op is None:
             raise JacobianUnavailable(f"{node.op_type} '{node.name}' has no rule")
         hooks.before(node, jctx)
+        jctx.record.clear()
         try:
             found = op.jacobian(node, jctx)
         except RULE_ERRORS as error:
@@ -127,6 +136,23 @@ def forward(
             if remaining[name] <= 0 and name not in graph.outputs:
                 jctx.jacobians.pop(name, None)
     return jctx
+
+
+@dataclass
+class Recorded(JacobianContext):
+    """Keeps every range a rule narrowed (``record``, from the start of the node: a second run of the
+    rule reads them back, lipaudit.domain.deviation).  Not ``centred``: no range is narrowed by the
+    centred form, since v(x0) ± Σ sup|∂v/∂x_i|·r_i follows v along the segment from the centre,
+    where ranges that hold on the image of a smaller set (lipaudit.domain.segments) say nothing;
+    every rule then reads the ranges as given, and a Jacobian enclosure holds wherever they do."""
+
+    centred: bool = True
+    record: list[Interval] = field(default_factory=list)
+
+    def tighten(self, point: Interval, box: Interval, jac: Jac) -> Interval:
+        found = super().tighten(point, box, jac) if self.centred else box
+        self.record.append(found)
+        return found
 
 
 def _box(graph: Graph, bounds: Mapping[str, tuple]) -> tuple[dict[str, np.ndarray], torch.Tensor]:

@@ -33,11 +33,16 @@ def tightest_jacobian_bound(
     ranges: Mapping[str, Interval],
     entry_limit: int = JACOBIAN_ENTRY_LIMIT,
     segments: bool = True,
+    image: Mapping[str, Interval] | None = None,
 ) -> JacobianBound:
     """The interval-Jacobian bound on ranges tightened by affine forms (lipaudit.domain.affine), and
     with ``segments`` the lower of it and the best product over the network's segments
     (lipaudit.domain.segments), each segment bounded the same way on the range of its input.
-    Raises JacobianUnavailable with the reason there is no whole-network figure."""
+    ``image``: ranges of the graph's values that hold on a part of the box only (for a segment,
+    the image of the network's box, which is all its figure is used on): they narrow the ranges,
+    and no range is then narrowed by the centred form (lipaudit.domain.jacobian.Recorded), so the
+    figure holds on that part. Raises JacobianUnavailable with the reason there is no whole-network
+    figure."""
     start = time.perf_counter()
     at_centre = None
     try:
@@ -45,16 +50,36 @@ def tightest_jacobian_bound(
         ranges, at_centre = intersected(ranges, affine.ranges), affine.at_centre
     except JacobianUnavailable:
         pass  # without affine forms: the whole pass below says what it meets, if anything
-    whole = interval_jacobian_bound(graph, bounds, ranges, entry_limit, at_centre, OpFactorDeviation())
+    if image is not None:
+        ranges = intersected(ranges, {name: r for name, r in image.items() if name not in graph.inputs})
+    centred = image is None
+    whole = interval_jacobian_bound(graph, bounds, ranges, entry_limit, at_centre, OpFactorDeviation(), centred)
     if not segments:
         return whole
 
-    def segment_bound(part: Graph, box: Mapping[str, tuple], _: object) -> JacobianBound:
-        return tightest_jacobian_bound(part, box, value_ranges(part, box), entry_limit, segments=False)
-
-    product = segmented_bound(graph, bounds, whole.ranges, segment_bound, whole.upper_bound)
+    product = segmented_bound(graph, bounds, whole.ranges, segment_bounds(bounds, entry_limit), whole.upper_bound)
     seconds = time.perf_counter() - start
     if product is None:
         return replace(whole, seconds=seconds)
     outputs = {name: min(value, product.upper_bound) for name, value in whole.outputs.items()}
-    return replace(whole, upper_bound=product.upper_bound, outputs=outputs, seconds=seconds, segments=product.segments)
+    return replace(
+        whole,
+        upper_bound=product.upper_bound,
+        outputs=outputs,
+        seconds=seconds,
+        segments=product.segments,
+        chain=product.chain,
+    )
+
+
+def segment_bounds(bounds: Mapping[str, tuple], entry_limit: int = JACOBIAN_ENTRY_LIMIT):
+    """How a segment of the network on the box ``bounds`` is bounded (lipaudit.domain.segments.Bound):
+    on its own box, with the ranges ``known`` on the image of the box for its inner values."""
+
+    def segment_bound(part: Graph, box: Mapping[str, tuple], known: Mapping[str, Interval] | None) -> JacobianBound:
+        inside = {name: r for name, r in (known or {}).items() if name in part.values}
+        if all(name in bounds for name in part.inputs):  # it starts at the input: its box is B itself
+            return tightest_jacobian_bound(part, box, intersected(value_ranges(part, box), inside), entry_limit, False)
+        return tightest_jacobian_bound(part, box, value_ranges(part, box), entry_limit, segments=False, image=inside)
+
+    return segment_bound

@@ -7,8 +7,11 @@ the mean value inequality give
     Lip_B(f) ≤ sup_{x∈B} ‖J_f₂(f₁(x))‖₂ · ‖J_f₁(x)‖₂ ≤ sup_{y∈S} ‖J_f₂(y)‖₂ · sup_{x∈B} ‖J_f₁(x)‖₂
 
 for any box S ⊇ f₁(B): here the range of c that the whole pass proved (interval arithmetic ∩ the
-centred form ∩ the affine forms).  Each segment is bounded alone (lipaudit.domain.jacobian on its
-own box), so it starts from an exact identity Jacobian: the radius of an enclosure no longer grows
+centred form ∩ the affine forms).  Only the image f₁(B) matters in the first sup, so the segment's
+pass also reads the whole pass's ranges of its inner values (they hold on that image), without the
+centred form (which follows a value from S's centre, outside the image: lipaudit.domain.local).
+Each segment is bounded alone (lipaudit.domain.jacobian on its own box), so it starts from an
+exact identity Jacobian: the radius of an enclosure no longer grows
 from block to block, which is what makes the whole-network enclosure useless on a deep stack.  The
 product loses the alignment between the segments' Jacobians, so the figure is the lower of the
 whole network's and the best product.
@@ -18,7 +21,10 @@ Cutting a plain chain at every value would give the product of the layers' norms
 that feed a fork (a value read by two nodes or more: a residual stream) are used, with the input and
 the output; the best product over the ways of grouping consecutive pieces (each group spanning at
 most ``MAX_GROUP`` pieces, and the whole network) is found by dynamic programming over the
-segments' figures.  Every choice is a function of the graph and the box (no timing).
+segments' figures.  The pieces' own passes also give the chain of their Jacobians' centres
+(lipaudit.domain.telescope), which keeps the alignment the product loses; the figure is the lowest
+of the whole network's, the best product and the chain's.  Every choice is a function of the graph
+and the box (no timing).
 """
 
 from __future__ import annotations
@@ -26,14 +32,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
+
+from ..compose import FLOAT32_MARGIN
 from ..intervals.interval import Interval
+from ..intervals.jacobian import nonnegative_norm
 from ..ir import Graph
+from ..spectral.dense import dense_norm
 from ..tight.network import Network, Opaque
 from ..tight.segments import cuts
 from .jacobian import JacobianBound, JacobianUnavailable
 from .propagate import intersected
+from .telescope import Link, best_chains
 
 # A segment groups at most this many consecutive pieces (pieces: the parts between two fork cuts),
 # so the number of segment passes grows linearly with the depth of the network.
@@ -45,9 +57,12 @@ Bound = Callable[[Graph, Mapping[str, tuple], Mapping[str, Interval] | None], Ja
 @dataclass
 class SegmentedBound:
     upper_bound: float
-    segments: list[tuple[str, str, float]]  # (input cut, output cut, figure) of the best product
+    segments: list[tuple[str, str, float]]  # (input cut, output cut, figure) of the best product; [] when chained
     seconds: float
     failures: list[str]  # why a segment had no figure (the products through it are then skipped)
+    # where the figure is the chain of the pieces' centres (lipaudit.domain.telescope): (input cut,
+    # output cut, ‖C‖₂, δ) of each piece
+    chain: list[tuple[str, str, float, float]] = field(default_factory=list)
 
 
 def fork_cuts(graph: Graph) -> list[str]:
@@ -146,8 +161,9 @@ def segmented_bound(
     whole: float = math.inf,
 ) -> SegmentedBound | None:
     """The best product of segment figures over the fork cuts (None: no cut, or none below ``whole``).
-    ``cut_ranges``: a sound range of every cut value on the box ``bounds`` (the whole pass's);
-    ``bound(segment, its box, None)``: a segment's certified figure (raises JacobianUnavailable)."""
+    ``cut_ranges``: a sound range of the values on the box ``bounds`` (the whole pass's);
+    ``bound(segment, its box, ranges on the image of B)``: a segment's certified figure on that
+    image (raises JacobianUnavailable)."""
     start = time.perf_counter()
     found = fork_cuts(graph)
     if not found:
@@ -155,15 +171,23 @@ def segmented_bound(
     pieces = len(found) - 1
     figures: dict[tuple[int, int], float] = {}
     failures: list[str] = []
-    # Each segment's pass also proves a range of the cuts inside it and at its end (on a box that
-    # holds the image of B): the later segments start from the intersection of all of them.
-    known = {name: cut_ranges[name] for name in found if name in cut_ranges}
+    # Each segment's pass also proves a range of the values inside it and at its end, on the image
+    # of B (all that the figures are used on): the later segments start from the intersection of
+    # all of them, and read it for their inner values too.
+    known = dict(cut_ranges)
+    links: dict[tuple[int, int], Link] = {}  # segment (a, b) → (its centre, δ)
     for a in range(pieces):
         for b in range(a + 1, min(pieces, a + MAX_GROUP) + 1):
             if (a, b) == (0, pieces):
                 continue  # the whole network: the caller's figure
-            figures[(a, b)], proved = _segment_figure(graph, found[a], found[b], bounds, known, bound, failures)
-            known = intersected(known, {name: proved[name] for name in found[a + 1 : b + 1] if name in proved})
+            result = _segment_figure(graph, found[a], found[b], bounds, known, bound, failures)
+            figures[(a, b)] = result.upper_bound if result is not None else math.inf
+            if result is None:
+                continue
+            proved = result.ranges
+            known = intersected(known, {name: value for name, value in proved.items() if name != found[a]})
+            if (link := _link(result, found[b])) is not None:
+                links[(a, b)] = link
     # best[b]: the least product of figures over the groupings of pieces 0..b
     best = [0.0] + [math.inf] * pieces
     choice = [0] * (pieces + 1)
@@ -173,6 +197,14 @@ def segmented_bound(
             value = best[a] * figures.get((a, b), math.inf)
             if value < best[b]:
                 best[b], choice[b] = value, a
+    prefixes = [best[b] if b < pieces else min(best[b], whole) for b in range(1, pieces + 1)]
+    chained, splits = best_chains(links, pieces, prefixes)
+    split = splits[-1]
+    if split is not None:
+        # the float32 runtime's margin, as the whole pass takes it (lipaudit.domain.jacobian)
+        figure = chained[-1] * (1 + FLOAT32_MARGIN) ** max(1, len(graph.nodes))
+        chain = [(found[a], found[b], _norm(links[(a, b)][0]), links[(a, b)][1]) for a, b in split]
+        return SegmentedBound(figure, [], time.perf_counter() - start, failures, chain)
     if not best[pieces] < whole:
         return None
     chosen, b = [], pieces
@@ -186,10 +218,25 @@ def segmented_bound(
     return SegmentedBound(figure, chosen, time.perf_counter() - start, failures)
 
 
+def _link(result: JacobianBound, last: str) -> tuple[torch.Tensor, float] | None:
+    """A piece's Jacobian centre as an (inputs, outputs) matrix and δ ≥ ‖J − C‖₂ on its box."""
+    jac = result.enclosures.get(last)
+    if jac is None:
+        return None
+    deviation = min(jac.deviation, nonnegative_norm(jac.radius))
+    if not math.isfinite(deviation):
+        return None
+    return jac.centre.reshape(jac.directions, -1), deviation
+
+
+def _norm(matrix: torch.Tensor) -> float:
+    return dense_norm(matrix).value if matrix.numel() else 0.0
+
+
 def _segment_figure(
     graph, first: str, last: str, bounds, cut_ranges, bound: Bound, failures: list[str]
-) -> tuple[float, dict[str, Interval]]:
-    """The segment's figure and the ranges its pass proved (inf and none where it has no figure)."""
+) -> JacobianBound | None:
+    """The segment's pass (None where it has no figure)."""
     try:
         part = subgraph(graph, first, last)
         if first in bounds:
@@ -199,8 +246,7 @@ def _segment_figure(
             if found is None:
                 raise JacobianUnavailable(f"'{first}' has no range")
             box = (found.lo, found.hi)
-        result = bound(part, {first: box}, None)
-        return result.upper_bound, result.ranges
+        return bound(part, {first: box}, cut_ranges)
     except (JacobianUnavailable, ValueError) as why:
         failures.append(f"{first} → {last}: {why}")
-        return math.inf, {}
+        return None

@@ -19,6 +19,7 @@ from .jacobian import (
     UNIT,
     Jac,
     JacobianContext,
+    amplified,
     combine,
     expand,
     hull,
@@ -179,10 +180,28 @@ def normalized(
     if not inverse.is_finite():
         return None
     z = product(d_box, inverse)
+    found = _normalising(d, z, inverse)
+    # ‖D(u)‖₂ ≤ 1/√(σ²_min + ε) per group, D = (I − ẑẑᵀ/n)/σ (eigenvalues 1/σ and ε/σ³) and the
+    # groups are disjoint; so J − C′ = D(u)(J_d − C_d) + (D(u)C_d − C′), the second term is what
+    # the same steps give for the input C_d alone (no radius: its birth is w·|C|, not w·(|C| + R)).
+    if x.deviation == 0:
+        return back(found)  # the input is its centre: the steps alone already give this
+    gain = float(np.max(inverse.hi)) if inverse.hi.size else 0.0
+    alone = _normalising(Jac(d.centre, torch.zeros_like(d.radius), 0.0), z, inverse)
+    if torch.equal(alone.centre, found.centre):
+        deviation = (amplified(gain, d.deviation) + alone.deviation) * (1 + 1e-12)
+        if deviation < found.deviation:
+            found = Jac(found.centre, found.radius, deviation)
+    return back(found)
+
+
+def _normalising(d: Jac, z: Interval, inverse: Interval) -> Jac:
+    """(∂d − z·mean(z ⊙ ∂d))·inverse over the last value axis, z and inverse in their ranges."""
+    n = d.shape[1]
     projection = summed(times(d, z), 1)
-    correction = times(expand(scaled(projection, 1 / n), grouped_x.shape), z)
+    correction = times(expand(scaled(projection, 1 / n), d.shape), z)
     moved = combine([d, correction], [1.0, -1.0])
-    return back(times(moved, inverse))
+    return times(moved, inverse)
 
 
 def _centred_values(x: Interval) -> Interval:
