@@ -299,37 +299,43 @@ def _with_interval_jacobian(
     if found is None:
         notices.append(f"no interval-Jacobian bound on the box: {why}")
         return tight
-    method, switched = METHOD, _switching(graph, domain, found.ranges)
-    if switched is not None and switched.figure < found.upper_bound:
-        found = replace(found, upper_bound=switched.figure, segments=[])
-        found.outputs = {name: min(value, switched.figure) for name, value in found.outputs.items()}
-        method = SWITCHING
-    if not found.upper_bound < upper * (1 - DOMAIN_GAIN):
+    figure, found_outputs = found.upper_bound, found.outputs
+    switched = _switching(graph, domain, found.ranges)
+    if switched is not None and switched.figure < figure:
+        figure, method = switched.figure, SWITCHING
+        found_outputs = {name: min(value, figure) for name, value in found.outputs.items()}
+        how = (
+            f"the largest Jacobian norm over the slopes of the {switched.entries} activation entries that may "
+            f"switch on the box ({figure:.6g}, below {upper:.6g}), by branch and bound over {switched.vertices} "
+            "boxes of their slopes"
+        )
+    else:
+        method = METHOD
+        how = f"the interval-Jacobian bound: sup of ‖J‖₂ over the box ({figure:.6g}, below {upper:.6g}), {_how(found)}"
+    if not figure < upper * (1 - DOMAIN_GAIN):
         return tight  # the recursion's figure in all but the last digits keeps its name
     outputs = dict(tight.outputs) if tight is not None else {k: v for k, v in network.outputs.items() if v is not None}
-    for name, value in found.outputs.items():
+    for name, value in found_outputs.items():
         if name in outputs:
             outputs[name] = min(outputs[name], value)
+    notices.append(f"the network bound is {how}")
+    base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
+    return replace(base, upper_bound=figure, outputs=outputs, method=method, local=True)
+
+
+def _how(found) -> str:
+    """How the interval-Jacobian figure was had: the whole pass, a product over segments, or the
+    chain of the segments' centres (lipaudit.domain.telescope)."""
     how = f"from enclosures of every value's Jacobian along the {found.directions} input directions"
-    if switched is not None and method == SWITCHING:
-        notices.append(
-            f"the network bound is the largest Jacobian norm over the slopes of the {switched.entries} activation "
-            f"entries that may switch on the box ({switched.figure:.6g}, below {upper:.6g}): {switched.vertices} "
-            "vertices of their slopes measured, the rest enclosed"
-        )
-        base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
-        return replace(base, upper_bound=found.upper_bound, outputs=outputs, method=method, local=True)
+    each = how.replace("input", "its input")
+    if found.chain:
+        cut = ", ".join(end for _, end, _, _ in found.chain[:-1])
+        return f"a chain over {len(found.chain)} segments cut at {cut}: ‖C₁⋯Cₘ‖ + Σ Fᵢ₋₁δᵢ‖Cᵢ₊₁⋯Cₘ‖, each {each}"
     if found.segments:
         factors = " × ".join(f"{figure:.4g}" for _, _, figure in found.segments)
         cut = ", ".join(end for _, end, _ in found.segments[:-1])
-        each = how.replace("input", "its input")
-        how = f"a product over {len(found.segments)} segments cut at {cut} ({factors}), each {each}"
-    notices.append(
-        f"the network bound is the interval-Jacobian bound: sup of ‖J‖₂ over the box ({found.upper_bound:.6g}, "
-        f"below {upper:.6g}), {how}"
-    )
-    base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
-    return replace(base, upper_bound=found.upper_bound, outputs=outputs, method=METHOD, local=True)
+        return f"a product over {len(found.segments)} segments cut at {cut} ({factors}), each {each}"
+    return how
 
 
 def _switching(graph: Graph, domain: Domain, ranges):

@@ -46,7 +46,7 @@ METHOD = "switching-vertices"
 # A slope range narrower than this (relative to the slope's size) stays an interval in the pass.
 WIDE = 1e-2
 MAX_SWITCHING = 256  # injection directions at most (each one more direction of the forward pass)
-VERTEX_WORK = 1.6e10  # floating-point operations for the boxes of slopes: fewer where each costs more
+VERTEX_WORK = 1e10  # floating-point operations for the boxes of slopes: fewer where each costs more
 MAX_BOXES = 2**17
 TOLERANCE = 1e-3  # stop splitting once no box is above the best centre's norm by more than this
 CHUNK = 1024
@@ -309,7 +309,8 @@ def _vertex_sup(
     upper bound among the boxes left: every δ lies in one of them."""
     k = int(width.numel())
     n0, outputs = j0[0].shape
-    per_box = k * k * outputs + 2 * n0 * k * outputs + n0 * outputs * outputs
+    # the rows of W (four K × m products each, centre and radius), Bᵀ·W likewise, and the two SVDs
+    per_box = 4 * k * k * outputs + 4 * n0 * k * outputs + 2 * n0 * outputs * outputs
     allowed = max(1, min(MAX_BOXES, int(VERTEX_WORK / max(1, per_box))))
     chunk = max(2, min(CHUNK, ENTRY_CAP // max(1, n0 * outputs)))
     influence = width * torch.linalg.vector_norm(b[0], dim=0) * torch.linalg.vector_norm(a[0], dim=1)
