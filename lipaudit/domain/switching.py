@@ -177,7 +177,7 @@ def _pool_switches(op, node, shape: tuple[int, ...], x: Interval) -> list[tuple[
     index, may = op.candidates(node, shape, x)
     index = torch.stack(index).reshape(len(index), -1)
     may = torch.stack(may).reshape(len(may), -1)
-    switches = []
+    switches: list[tuple[int, int, int]] = []
     for out in torch.nonzero(may.sum(dim=0) > 1).flatten().tolist():
         offsets = torch.nonzero(may[:, out]).flatten().tolist()
         base = int(index[offsets[0], out])

@@ -65,7 +65,7 @@ def _splits(end: int, links: Mapping[tuple[int, int], Link]) -> list[list[tuple[
     """Every way of covering pieces 0..end with consecutive links of ``links``."""
     if end == 0:
         return [[]]
-    found = []
+    found: list[list[tuple[int, int]]] = []
     for a in range(end):
         if (a, end) in links:
             found.extend(split + [(a, end)] for split in _splits(a, links))

@@ -29,6 +29,7 @@ the start.  Deterministic: fixed iteration rules, a cap from the caller's budget
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,7 +248,7 @@ class _Step:
     factor: Tensor  # W's Cholesky factor
     z_factor: Tensor
     mu: float
-    solve: object  # rhs ↦ (Schur system)⁻¹ rhs
+    solve: Callable[[Tensor], Tensor]  # rhs ↦ (Schur system)⁻¹ rhs
     k_trace: Tensor  # tr(W_a K) (+ 1/λ_a)
 
     def direction(self, sigma: float, predictor=None) -> tuple[Tensor, ...]:
@@ -282,7 +283,7 @@ class _Step:
         return min(1.0, STEP_TO_BOUNDARY * primal), min(1.0, STEP_TO_BOUNDARY * dual)
 
 
-def _solver(hess: Tensor):
+def _solver(hess: Tensor) -> Callable[[Tensor], Tensor]:
     """rhs ↦ hess⁻¹·rhs by Cholesky after a diagonal (Jacobi) scaling: the multipliers' scales differ by
     orders of magnitude and so do the system's rows near the optimum (a tiny ridge where rounding
     leaves it indefinite)."""

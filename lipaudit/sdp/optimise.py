@@ -167,7 +167,10 @@ def minimise(network: SdpNetwork, *, warm_start: float, budget: float) -> Optimu
 
 
 def _interior(blocks: Blocks, objective: SchurObjective, start: Tensor, iterations: int, scale: float) -> Optimum:
-    top = float(objective.eigenvalues(start).max())
+    eigenvalues = objective.eigenvalues(start)
+    if eigenvalues is None:
+        raise ArithmeticError("the starting multipliers are not strictly feasible")
+    top = float(eigenvalues.max())
     # Any ρ above λ_max(S(λ)) is strictly feasible with λ; a margin keeps the start off the boundary.
     found = solve(blocks, scale, start, top + 0.5 * abs(top) + 1e-3, iterations)
 
