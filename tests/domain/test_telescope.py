@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from lipaudit.domain import prepare_domain
+from lipaudit.domain import prepare_domain, telescope
 from lipaudit.domain.local import tightest_jacobian_bound
 from lipaudit.domain.propagate import value_ranges
 from lipaudit.domain.segments import fork_cuts, subgraph
@@ -71,6 +71,35 @@ def test_a_known_prefix_figure_is_used_and_exact_links_give_the_product_of_centr
     assert known[0] == plain[0] / 2 and known[1] < plain[1]
     exact = chain_figures(centres, [0.0, 0.0])[-1]
     assert exact == pytest.approx(float(torch.linalg.matrix_norm(centres[0] @ centres[1], ord=2)), rel=1e-8)
+
+
+def test_a_deep_chain_tries_few_splits_and_holds_its_products(monkeypatch) -> None:
+    """40 pieces with links of up to 4 pieces: trying every split would mean ~10¹¹ ways; past
+    MAX_SPLITS each link extends its prefix's best split, and the figures still hold every product
+    of links in their balls."""
+    pieces, sizes = 40, [3] * 41
+    centres, deviations = _links(sizes, 11)
+    links = {}
+    for a in range(pieces):
+        for b in range(a + 1, min(pieces, a + 4) + 1):
+            product = centres[a]
+            for c in centres[a + 1 : b]:
+                product = product @ c
+            # ‖Π(C + E) − ΠC‖ ≤ Π(‖C‖ + δ) − Π‖C‖
+            norms = [float(torch.linalg.matrix_norm(c, ord=2)) for c in centres[a:b]]
+            spread = math.prod(n + d for n, d in zip(norms, deviations[a:b])) - math.prod(norms)
+            links[(a, b)] = (product, spread * (1 + 1e-9))
+    calls = []
+    real = telescope._chained
+    monkeypatch.setattr(telescope, "_chained", lambda *args: calls.append(1) or real(*args))
+    figures, _ = telescope.best_chains(links, pieces)
+    assert len(calls) < 10_000
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(10):
+        product = torch.eye(3, dtype=torch.float64)
+        for j, (c, d) in enumerate(zip(centres, deviations)):
+            product = product @ (c + _error(c.shape, d, generator))
+            assert float(torch.linalg.matrix_norm(product, ord=2)) <= figures[j]
 
 
 class _OneBlock(nn.Module):
