@@ -306,7 +306,7 @@ def _with_interval_jacobian(
         found_outputs = {name: min(value, figure) for name, value in found.outputs.items()}
         how = (
             f"the largest Jacobian norm over the slopes of the {switched.entries} activation entries that may "
-            f"switch on the box ({figure:.6g}, below {upper:.6g}), by branch and bound over {switched.vertices} "
+            f"switch on the box ({figure:.6g}, below {upper:.6g}), by branch and bound over {switched.boxes} "
             "boxes of their slopes"
         )
     else:

@@ -18,8 +18,8 @@ slope anywhere in its range on the box.  Where S's slopes are d0 + δ the Jacobi
 J is affine in each δ_j separately and ‖·‖₂ is convex, so the sup over δ in the slopes' ranges is
 taken at a vertex.  Branch and bound over boxes of δ (``_vertex_sup``): entries not yet fixed at an
 end of their range stay intervals [0, width] in the same midpoint–radius arithmetic, and so do the
-enclosures' radii.  The figure is the largest ‖C‖₂ (a float64 SVD with the project's margin) +
-‖R‖_F over the boxes left, with the same float32 margin per node as the interval-Jacobian bound.
+enclosures' radii.  The figure is the largest ‖C‖₂ + ‖R‖₂ (float64 SVDs with the project's margin)
+over the boxes left, with the same float32 margin per node as the interval-Jacobian bound.
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ VERTEX_WORK = 1e10  # floating-point operations for the boxes of slopes: fewer w
 MAX_BOXES = 2**17
 TOLERANCE = 1e-3  # stop splitting once no box is above the best centre's norm by more than this
 CHUNK = 1024
-ENTRY_CAP = 2**22  # vertices × n0 × outputs per chunk (32 MiB of float64)
+ENTRY_CAP = 2**22  # boxes × n0 × outputs per chunk (32 MiB of float64)
 
 
 @dataclass(frozen=True)
 class SwitchingBound:
     figure: float  # certified sup of ‖J‖₂ over the box, all outputs side by side
     entries: int  # K: the activation entries given a slope of their own
-    vertices: int  # the boxes of their slopes measured (branch and bound)
+    boxes: int  # the boxes of their slopes measured (branch and bound)
 
 
 @dataclass
@@ -112,7 +112,7 @@ def switching_bound(
     j0, a = (c[:n0], r[:n0]), (c[n0:], r[n0:])
     b, m = (rows_c[:n0], rows_r[:n0]), (rows_c[n0:], rows_r[n0:])
     live = _live(a, b, m)
-    figure, vertices = _vertex_sup(
+    figure, boxes = _vertex_sup(
         j0,
         (a[0][live], a[1][live]),
         (b[0][:, live], b[1][:, live]),
@@ -120,7 +120,7 @@ def switching_bound(
         width[live],
         _groups(chosen)[live],
     )
-    return SwitchingBound(figure * (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes)), count, vertices)
+    return SwitchingBound(figure * (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes)), count, boxes)
 
 
 def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_Entries]:
@@ -300,13 +300,13 @@ def _vertex_sup(
     Jᵀ = J0ᵀ + Bᵀ W with W = (I − ΔMᵀ)⁻¹ΔAᵀ, i.e. W = Δ(Aᵀ + MᵀW), whose row j reads only the rows
     after it (Mᵀ[j, i] ≠ 0 only where injection j comes before entry i).
 
-    A box fixes the first entries of a fixed order (most influential first) at an end of their
-    slope range and leaves the rest intervals; its upper bound is ‖C‖ + ‖R‖ of the enclosure, and
-    ‖C‖ is about what one of its vertices reaches.  Fixing a MaxPool switch at 1 fixes the other
-    switches of its window at 0 (the output takes one candidate).  The boxes with the highest upper bounds are
-    split on their next entry until none is above the best ‖C‖ by more than TOLERANCE, or the
-    work (VERTEX_WORK, counted in operations, never in time) is spent.  The figure is the highest
-    upper bound among the boxes left: every δ lies in one of them."""
+    A box fixes some entries at an end of their slope range and leaves the rest intervals; its
+    upper bound is ‖C‖ + ‖R‖ of the enclosure, and ‖C‖ is about what one of its vertices reaches.
+    The boxes with the highest upper bounds are split on their first free entry in a fixed order
+    (most influential first) until none is above the best ‖C‖ by more than TOLERANCE, or the work
+    (VERTEX_WORK, counted in operations, never in time) is spent.  Fixing a MaxPool switch at 1
+    fixes the other switches of its window at 0 (the output takes one candidate).  The figure is
+    the highest upper bound among the boxes left: every δ lies in one of them."""
     k = int(width.numel())
     n0, outputs = j0[0].shape
     # the rows of W (four K × m products each, centre and radius), Bᵀ·W likewise, and the two SVDs
@@ -328,20 +328,21 @@ def _vertex_sup(
         return torch.cat(uppers), torch.cat(centres)
 
     fixed = torch.full((1, k), -1, dtype=torch.int8)
-    depth = torch.zeros(1, dtype=torch.long)
     upper, centre = measure(fixed)
     best, measured = float(centre.max()), 1
     while measured < allowed:
-        open_ = (upper > best * (1 + TOLERANCE)) & (depth < k)
+        free_in_order = fixed[:, order] < 0
+        open_ = (upper > best * (1 + TOLERANCE)) & free_in_order.any(dim=1)
         if not bool(open_.any()) or float(upper.max()) <= best * (1 + TOLERANCE):
             break
         candidates = torch.nonzero(open_).flatten()
         take = min(len(candidates), max(1, (allowed - measured) // 2), chunk // 2)
         ranked = candidates[torch.argsort(-upper[candidates], stable=True)[:take]]
-        parents, at = fixed[ranked], depth[ranked]
+        parents = fixed[ranked]
         children = torch.cat([parents, parents])
         rows = torch.arange(len(children))
-        split = order[torch.cat([at, at])]
+        first_free = free_in_order[ranked].to(torch.int8).argmax(dim=1)  # argmax: the first maximum
+        split = order[torch.cat([first_free, first_free])]
         ones = torch.cat([torch.zeros(take, dtype=torch.bool), torch.ones(take, dtype=torch.bool)])
         # a window's other switches go to 0 where one of them is taken (they are still free there)
         same = (groups[None, :] == groups[split][:, None]) & ones[:, None]
@@ -353,7 +354,6 @@ def _vertex_sup(
         keep = torch.ones(len(fixed), dtype=torch.bool)
         keep[ranked] = False
         fixed = torch.cat([fixed[keep], children])
-        depth = torch.cat([depth[keep], torch.cat([at, at]) + 1])
         upper = torch.cat([upper[keep], child_upper])
     return float(upper.max()), measured
 
