@@ -945,15 +945,14 @@ def upsample(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 @converts("scaled_dot_product_attention")
 def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     """ONNX Attention (opset 23) on 4-D (batch, heads, tokens, dim) inputs: the same mask convention
-    (a boolean mask keeps True entries, a float one is added), causal mask and scale."""
+    (a boolean mask keeps True entries, a float one is added), causal mask and scale.  3-D (batch,
+    tokens, dim) inputs are one head: each gets a heads axis of 1 around the 4-D form (a 3-D mask
+    too; a 2-D one broadcasts as it is)."""
     q, k, v = a["query"], a["key"], a["value"]
     if float(a.get("dropout_p") or 0.0):
         raise Unmappable("attention with dropout_p > 0 is random")
-    ranks = {t.tensor.dim() for t in (q, k, v)}
-    if ranks == {3}:
-        _attention_one_head(em, a, outs)
-        return
-    if ranks != {4}:
+    rank = q.tensor.dim()
+    if rank not in (3, 4) or k.tensor.dim() != rank or v.tensor.dim() != rank:
         raise Unmappable("attention on inputs of rank other than 3 or 4")
     causal = bool(a.get("is_causal"))
     if causal and q.shape[-2] != k.shape[-2]:
@@ -965,22 +964,10 @@ def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
             raise Unmappable("attention with scale 0")
         attrs["scale"] = float(scale)
     mask = a.get("attn_mask")
-    inputs = [em.x(q), em.x(k), em.x(v)] + ([em.x(mask)] if mask is not None else [])
-    em.node("Attention", inputs, outs[:1], **attrs)
-
-
-def _attention_one_head(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """3-D (batch, tokens, dim) inputs: one head, so each input gets a heads axis of 1 around the
-    4-D form (a 3-D mask too; a 2-D one broadcasts as it is)."""
-    q, k, v = a["query"], a["key"], a["value"]
-    causal = bool(a.get("is_causal"))
-    if causal and q.shape[-2] != k.shape[-2]:
-        raise Unmappable("causal attention with unequal query and key lengths (torch aligns its mask top-left)")
-    attrs: dict[str, Any] = {"is_causal": int(causal)}
-    if a.get("scale") is not None:
-        if not float(a["scale"]):
-            raise Unmappable("attention with scale 0")
-        attrs["scale"] = float(a["scale"])
+    if rank == 4:
+        inputs = [em.x(q), em.x(k), em.x(v)] + ([em.x(mask)] if mask is not None else [])
+        em.node("Attention", inputs, outs[:1], **attrs)
+        return
 
     def with_head(t: Tracked, tag: str) -> str:
         shape = tuple(int(d) for d in t.shape)
@@ -991,10 +978,9 @@ def _attention_one_head(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> 
         return moved
 
     inputs = [with_head(t, tag) for t, tag in ((q, "q"), (k, "k"), (v, "v"))]
-    if a.get("attn_mask") is not None:
-        inputs.append(with_head(a["attn_mask"], "mask"))
-    b, length = int(q.shape[0]), int(q.shape[1])
-    width = int(v.shape[-1])
+    if mask is not None:
+        inputs.append(with_head(mask, "mask"))
+    b, length, width = int(q.shape[0]), int(q.shape[1]), int(v.shape[-1])
     attended = em.temp((b, 1, length, width), "attended")
     em.node("Attention", inputs, [attended], **attrs)
     em.node("Reshape", [attended, em.ints([b, length, width], "attended_shape")], outs[:1])

@@ -84,7 +84,8 @@ def _no_extra(node: Node, first_optional_output: int, inputs: dict[int, str], ar
         raise cannot_run(node, ": only its first output is supported")
 
 
-def _scale(node: Node, head_dim: int) -> float:
+def attention_scale(node: Node, head_dim: int) -> float:
+    """The scores' scale: the ``scale`` attribute, 1/√head_dim where it is absent or 0."""
     return node.attr_float("scale", 0.0) or 1.0 / math.sqrt(head_dim)
 
 
@@ -153,7 +154,7 @@ class Attention(DotProductAttention):
             q,
             k,
             v,
-            _scale(node, q.shape[-1]),
+            attention_scale(node, q.shape[-1]),
             mask=mask,
             causal=bool(node.attr_int("is_causal", 0)),
             softcap=node.attr_float("softcap", 0.0),
@@ -203,7 +204,7 @@ class Attention(DotProductAttention):
             if found is not None:
                 jacs[index] = found.map(lambda t, r=repeats: t.repeat_interleave(r, dim=2), math.sqrt(repeats))
         q, k, v = ((jacs[i], boxes[i], points[i]) for i in range(3))
-        out = attention_jacobian(jctx, q, k, v, _scale(node, boxes[0].shape[-1]))
+        out = attention_jacobian(jctx, q, k, v, attention_scale(node, boxes[0].shape[-1]))
         if three_d:
             out = out.map(lambda t: t.transpose(2, 3).reshape(t.shape[0], t.shape[1], t.shape[3], -1))
         return [out]
@@ -228,7 +229,7 @@ class Attention(DotProductAttention):
             q,
             k,
             v,
-            _scale(node, q.shape[-1]),
+            attention_scale(node, q.shape[-1]),
             bool(node.attr_int("is_causal", 0)),
             mask,
             node.attr_float("softcap", 0.0),
@@ -265,7 +266,9 @@ class MsAttention(DotProductAttention):
             _heads(Interval(projected.lo[..., a:b], projected.hi[..., a:b]), heads)
             for a, b in zip(edges[:-1], edges[1:])
         )
-        result = attention_on_box(q, k, v, _scale(node, q.shape[-1]), causal=bool(node.attr_int("unidirectional", 0)))
+        result = attention_on_box(
+            q, k, v, attention_scale(node, q.shape[-1]), causal=bool(node.attr_int("unidirectional", 0))
+        )
         # ΔQ = ΔX·W_q (and so on), so x's weight sums each projection's norm times its weight.
         norms = [dense_norm(weight[:, a:b], "exact").value * (1 + 1e-9) for a, b in zip(edges[:-1], edges[1:])]
         total = result.query_weight * norms[0] + result.key_weight * norms[1] + result.value_weight * norms[2]
@@ -281,7 +284,7 @@ class MsAttention(DotProductAttention):
         q, k, v = torch.split(projected, sizes, dim=-1)
         q, k, v = _split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads)
         return _merge_heads(
-            _attention_core(q, k, v, _scale(node, q.shape[-1]), bool(node.attr_int("unidirectional", 0)))
+            _attention_core(q, k, v, attention_scale(node, q.shape[-1]), bool(node.attr_int("unidirectional", 0)))
         )
 
 
@@ -309,7 +312,9 @@ class MsMultiHeadAttention(DotProductAttention):
             ]
         heads = node.attr_int("num_heads")
         q, k, v = (_heads(r, heads) for r in ranges)
-        result = attention_on_box(q, k, v, _scale(node, q.shape[-1]), causal=bool(node.attr_int("unidirectional", 0)))
+        result = attention_on_box(
+            q, k, v, attention_scale(node, q.shape[-1]), causal=bool(node.attr_int("unidirectional", 0))
+        )
         per_input = [result.query_weight, result.key_weight, result.value_weight]
         weights = [per_input[i] for i, name in enumerate(node.inputs[:3]) if name and not ctx.graph.is_const(name)]
         return result, weights
@@ -326,5 +331,5 @@ class MsMultiHeadAttention(DotProductAttention):
         heads = node.attr_int("num_heads")
         q, k, v = _split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads)
         return _merge_heads(
-            _attention_core(q, k, v, _scale(node, q.shape[-1]), bool(node.attr_int("unidirectional", 0)))
+            _attention_core(q, k, v, attention_scale(node, q.shape[-1]), bool(node.attr_int("unidirectional", 0)))
         )

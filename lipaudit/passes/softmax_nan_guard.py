@@ -35,7 +35,7 @@ def _masked_softmax_never_nan(graph: Graph, softmax: Node) -> bool:
 
 
 def _drop(graph: Graph, where: Node) -> bool:
-    if where.domain or where.op_type != "Where" or len(where.inputs) != 3:
+    if len(where.inputs) != 3:
         return False
     condition, _, kept = where.inputs
     guard = graph.producer(condition)

@@ -11,17 +11,16 @@ become an additive mask of 0 and −∞, as the op's own run reads them.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..ir import Graph, Node
+from ..ops.attention import attention_scale
 from .manager import NodeRewrite
 from .matching import known_shape
 
 
 def _split(graph: Graph, node: Node) -> bool:
-    if node.domain or node.op_type != "Attention" or any(node.outputs[1:]) or len(node.inputs) > 4:
+    if any(node.outputs[1:]) or len(node.inputs) > 4:
         return False
     if node.attr_float("softcap", 0.0) or not node.inputs[0] or graph.is_const(node.inputs[0]):
         return False
@@ -39,7 +38,7 @@ def _split(graph: Graph, node: Node) -> bool:
             return False
         keys = np.repeat(keys, query[1] // keys.shape[1], axis=1)
         values = np.repeat(values, query[1] // values.shape[1], axis=1)
-    scale = node.attr_float("scale", 0.0) or 1.0 / math.sqrt(query[-1])
+    scale = attention_scale(node, query[-1])
     scores_shape = tuple(query[:-1]) + (keys.shape[-2],)
     added = _additive_mask(mask, bool(node.attr_int("is_causal", 0)), scores_shape)
     name, tag = node.outputs[0], node.name
