@@ -203,14 +203,21 @@ class PRelu(Activation):
             return Factor.unbounded("PRelu with a variable slope multiplies two variable values")
         return Factor.constant(max(1.0, float(np.abs(slope).max(initial=0.0))), "closed-form")
 
-    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
+    def negative_slopes(self, node: Node, ctx: RuleContext) -> np.ndarray | None:
+        """The slope below 0 of each output entry, broadcast as the op broadcasts it (−f(−1)); None
+        for a variable slope."""
         if ctx.const_input(node, 1) is None:
             return None
-        # The slope broadcasts as the op broadcasts it: f(−1) = −slope, per output entry.
         at_minus_one = endpoint_args(ctx, node, lambda position, interval: np.array(-1.0), (0,))
         if at_minus_one is None:
             return None
-        slopes = np.abs(present(run_op(self, node, ctx, at_minus_one)[0], "the output at −1"))
+        return -np.asarray(present(run_op(self, node, ctx, at_minus_one)[0], "the output at −1"), np.float64)
+
+    def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray | None:
+        slopes = self.negative_slopes(node, ctx)
+        if slopes is None:
+            return None
+        slopes = np.abs(slopes)
         positive = np.broadcast_to(_on_positive_side(x), slopes.shape)
         negative = np.broadcast_to(_on_negative_side(x), slopes.shape)
         return np.maximum(np.where(positive, 1.0, 0.0), np.where(negative, slopes, 0.0))
@@ -218,13 +225,8 @@ class PRelu(Activation):
     def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval | None:
         """1 where the input stays positive, the entry's own slope where it stays negative, both where
         it may reach 0."""
-        if ctx.const_input(node, 1) is None:
-            return None
-        at_minus_one = endpoint_args(ctx, node, lambda position, interval: np.array(-1.0), (0,))
-        if at_minus_one is None:
-            return None
-        slopes = -np.asarray(present(run_op(self, node, ctx, at_minus_one)[0], "the output at −1"), np.float64)
-        return kinked_at_zero(x, 1.0, slopes)
+        slopes = self.negative_slopes(node, ctx)
+        return None if slopes is None else kinked_at_zero(x, 1.0, slopes)
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return [critical_point_interval(self, node, ctx, (0.0,))]

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .interior import EXPECTED_ITERATIONS, iteration_cost, solve
 from .matrix import Blocks, SchurObjective
-from .network import SdpNetwork
+from .network import INPUT, SdpNetwork
 
 MEMORY = 12  # L-BFGS pairs kept
 ARMIJO = 1e-4
@@ -96,8 +96,6 @@ def two_norm(matrix: np.ndarray) -> float:
 def path_gains(network: SdpNetwork) -> dict[int, float]:
     """D_g for each group g and for the input (INPUT): Σ over the paths to the output of the norms of
     their matrices times the largest |slope| of each group on the way (the product-style bound from g)."""
-    from .network import INPUT
-
     norms: dict[int, float] = {}
 
     def norm(matrix: np.ndarray) -> float:
