@@ -8,6 +8,17 @@ from lipaudit.tight.chain import ChainBuilder
 from lipaudit.tight.operators import conv_operator, cropped_forward
 
 
+def _one_conv(in_shape, weight_shape, settings, seed: int):
+    """A network of one convolution with random float64 weights: (network, its input, the conv node,
+    the generator, for the caller's inputs)."""
+    g = torch.Generator().manual_seed(seed)
+    net = Network()
+    x = net.input(in_shape)
+    y = net.conv(x, torch.randn(*weight_shape, generator=g, dtype=torch.float64), **settings)
+    net.output(y)
+    return net, x, net[y], g
+
+
 @pytest.mark.parametrize(
     "in_shape, weight_shape, settings",
     [
@@ -20,12 +31,7 @@ from lipaudit.tight.operators import conv_operator, cropped_forward
     ],
 )
 def test_the_matrix_is_the_forward(in_shape, weight_shape, settings):
-    g = torch.Generator().manual_seed(0)
-    net = Network()
-    x = net.input(in_shape)
-    y = net.conv(x, torch.randn(*weight_shape, generator=g, dtype=torch.float64), **settings)
-    net.output(y)
-    node = net[y]
+    net, x, node, g = _one_conv(in_shape, weight_shape, settings, 0)
     matrix = conv_operator(node, in_shape)
     assert matrix is not None
     batch = torch.randn(7, *in_shape, generator=g, dtype=torch.float64)
@@ -61,12 +67,8 @@ def test_a_large_grid_keeps_the_convolution():
 )
 def test_the_cropped_forward_is_the_forward(in_shape, weight_shape, settings):
     """Only the taps that read the grid: the same images, entry by entry."""
-    g = torch.Generator().manual_seed(1)
-    net = Network()
-    x = net.input(in_shape)
-    y = net.conv(x, torch.randn(*weight_shape, generator=g, dtype=torch.float64), **settings)
-    net.output(y)
+    _, _, node, g = _one_conv(in_shape, weight_shape, settings, 1)
     batch = torch.randn(5, *in_shape, generator=g, dtype=torch.float64)
-    found = cropped_forward(net[y], batch, in_shape)
+    found = cropped_forward(node, batch, in_shape)
     assert found is not None
-    assert torch.allclose(found, net[y].forward(batch), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(found, node.forward(batch), rtol=1e-12, atol=1e-12)
