@@ -20,6 +20,10 @@ taken at a vertex.  Branch and bound over boxes of δ (``_vertex_sup``): entries
 end of their range stay intervals [0, width] in the same midpoint–radius arithmetic, and so do the
 enclosures' radii.  The figure is the largest ‖C‖₂ + ‖R‖₂ (float64 SVDs with the project's margin)
 over the boxes left, with the same float32 margin per node as the interval-Jacobian bound.
+
+A vertex is an activation pattern, and many are reached by no input of the box (two entries whose
+pre-activations move together cannot sit on opposite sides of their kinks): a box that sets a pair
+of switches that way is dropped (feasible.py proves each such pair out of reach).
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from ..ir import Graph
 from ..ops import resolve
 from ..ops.activation import Activation
 from ..spectral.dense import SVD_MARGIN
+from .feasible import conflicts, gradient_enclosure, reachable
 from .jacobian import JACOBIAN_ENTRY_LIMIT, Forward, _box, _centre_values, _check_sizes, _input_jacobians, forward
+from .midpoint_radius import product, times_slope
 
 METHOD = "switching-vertices"
 # A slope range narrower than this (relative to the slope's size) stays an interval in the pass.
@@ -68,10 +74,12 @@ class _Entries:
     {0, 1} for each other candidate of its window (the output is one of them, so a vertex)."""
 
     node: str
+    pre: str  # the value the switches read (the node's input)
     index: np.ndarray
     low: np.ndarray
     width: np.ndarray
     source: np.ndarray
+    signs: np.ndarray  # (len, 2): σ with σ·z ≥ 0 where δ = 0 and where δ is full; 0: no constraint
     base: np.ndarray | None = None
 
 
@@ -96,7 +104,8 @@ def switching_bound(
     inputs = {name: _padded(jac, count) for name, jac in _input_jacobians(graph, centres, n0).items()}
     hooks = _Injections(chosen, n0, ranges)
     widths = torch.cat([half_widths.to(torch.float64), torch.zeros(count, dtype=torch.float64)])
-    jctx = forward(graph, ranges, _centre_values(graph, centres), inputs, widths, hooks)
+    at_centre = _centre_values(graph, centres)
+    jctx = forward(graph, ranges, at_centre, inputs, widths, hooks)
     out_c, out_r = [], []
     for name in graph.outputs:
         jac = jctx.jac(name)
@@ -112,6 +121,16 @@ def switching_bound(
     j0, a = (c[:n0], r[:n0]), (c[n0:], r[n0:])
     b, m = (rows_c[:n0], rows_r[:n0]), (rows_c[n0:], rows_r[n0:])
     live = _live(a, b, m)
+    gradient = gradient_enclosure(b, m, width)
+    lo, hi = _pre_activations_at_centre(chosen, at_centre)
+    signs = torch.as_tensor(np.concatenate([e.signs for e in chosen]))
+    conflict = conflicts(
+        (gradient[0][:, live], gradient[1][:, live]),
+        (lo[live], hi[live]),
+        signs[live],
+        half_widths.to(torch.float64),
+        _influence(a[0][live], b[0][:, live], width[live]),
+    )
     figure, boxes = _vertex_sup(
         j0,
         (a[0][live], a[1][live]),
@@ -119,6 +138,7 @@ def switching_bound(
         (m[0][live][:, live], m[1][live][:, live]),
         width[live],
         _groups(chosen)[live],
+        conflict,
     )
     return SwitchingBound(figure * (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes)), count, boxes)
 
@@ -131,7 +151,7 @@ def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_En
     from ..ops.pooling import MaxPool
 
     rules = RuleContext(graph, ranges=dict(ranges))
-    found: list[tuple[float, int, str, int, float, float]] = []
+    found: list[tuple[float, int, str, int, float, float, float]] = []
     windows: list[tuple[int, str, list[tuple[int, int, int]]]] = []
     for position, node in enumerate(graph.nodes):
         op = resolve(node, graph.opset_of(node))
@@ -152,23 +172,51 @@ def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_En
         hi = np.broadcast_to(slopes.hi, x.shape).reshape(-1)
         size = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), 1e-300)
         wide = np.flatnonzero(np.isfinite(lo) & np.isfinite(hi) & (hi - lo > WIDE * size))
-        found.extend((float(hi[i] - lo[i]), position, node.name, int(i), float(lo[i]), float(hi[i])) for i in wide)
+        full_side = _full_side(op, node, rules, shape, hi)
+        found.extend(
+            (float(hi[i] - lo[i]), position, node.name, int(i), float(lo[i]), float(hi[i]), float(full_side[i]))
+            for i in wide
+        )
     found.sort(key=lambda f: (-f[0], f[1], f[3]))
     kept = found[:MAX_SWITCHING]
     per_node: dict[str, _Entries] = {}
+    nodes = {node.name: node for node in graph.nodes}
     for name, group in itertools.groupby(sorted(kept, key=lambda f: (f[1], f[3])), key=lambda f: f[2]):
         items = list(group)
         index = np.array([f[3] for f in items])
         low, width = np.array([f[4] for f in items]), np.array([f[5] - f[4] for f in items])
-        per_node[name] = _Entries(name, index, low, width, index)
+        side = np.array([f[6] for f in items])
+        pre = nodes[name].inputs[0]
+        per_node[name] = _Entries(name, pre, index, low, width, index, np.stack([-side, side], axis=1))
     room = MAX_SWITCHING - len(kept)
     for _, name, switches in windows:
         if switches and len(switches) <= room:
             room -= len(switches)
             out, source, base = (np.array(column) for column in zip(*switches))
-            per_node[name] = _Entries(name, out, np.zeros(len(out)), np.ones(len(out)), source, base)
+            taken = np.tile([0.0, 1.0], (len(out), 1))  # a candidate taken is ≥ its base; one not taken asks nothing
+            per_node[name] = _Entries(
+                name, nodes[name].inputs[0], out, np.zeros(len(out)), np.ones(len(out)), source, taken, base
+            )
     order = {node.name: position for position, node in enumerate(graph.nodes)}
     return sorted(per_node.values(), key=lambda e: order[e.node])
+
+
+def _full_side(op, node, rules, shape: tuple[int, ...], high: np.ndarray) -> np.ndarray:
+    """Per entry, σ with σ·z ≥ 0 wherever the slope is the high end of its range: +1 where that is
+    the slope above the kink at 0, −1 where it is the one below; 0 (no constraint) for ops whose
+    kinks or curvature are elsewhere."""
+    from ..ops.activation import Abs, Relu
+    from ..ops.activation_piecewise import LeakyRelu, PRelu
+
+    if not isinstance(op, (Relu, LeakyRelu, PRelu, Abs)):
+        return np.zeros(high.shape)
+    ones = np.ones(shape)
+    right, left = (op.derivative_range(node, rules, Interval.exact(side * ones)) for side in (1.0, -1.0))
+    if right is None or left is None:
+        return np.zeros(high.shape)
+    above = np.broadcast_to(right.lo, shape).reshape(-1)
+    below = np.broadcast_to(left.lo, shape).reshape(-1)
+    return np.where(above == below, 0.0, np.where(high == above, 1.0, np.where(high == below, -1.0, 0.0)))
 
 
 def _pool_switches(op, node, shape: tuple[int, ...], x: Interval) -> list[tuple[int, int, int]]:
@@ -183,6 +231,24 @@ def _pool_switches(op, node, shape: tuple[int, ...], x: Interval) -> list[tuple[
         base = int(index[offsets[0], out])
         switches.extend((out, int(index[k, out]), base) for k in offsets[1:])
     return switches
+
+
+def _pre_activations_at_centre(chosen: list[_Entries], at_centre: Mapping[str, Interval]) -> tuple[Tensor, Tensor]:
+    """An enclosure (lo, hi) of every switch's z at the centre: its activation's input entry, or its
+    MaxPool candidate minus the window's base (with that subtraction's rounding)."""
+    lows, highs = [], []
+    for e in chosen:
+        value = at_centre[e.pre]
+        lo, hi = value.lo.reshape(-1), value.hi.reshape(-1)
+        if e.base is None:
+            lows.append(lo[e.source])
+            highs.append(hi[e.source])
+            continue
+        low, high = lo[e.source] - hi[e.base], hi[e.source] - lo[e.base]
+        slack = 2 * UNIT * (np.abs(low) + np.abs(high))
+        lows.append(low - slack)
+        highs.append(high + slack)
+    return torch.as_tensor(np.concatenate(lows)), torch.as_tensor(np.concatenate(highs))
 
 
 def _live(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor], m: tuple[Tensor, Tensor]) -> Tensor:
@@ -276,16 +342,6 @@ class _Injections(Forward):
         jctx.jacobians[node.outputs[0]] = Jac(centre.reshape(shape), radius.reshape(shape), math.inf)
 
 
-def _product(p: tuple[Tensor, Tensor], q: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """(P ± Pr) @ (Q ± Qr) ⊆ PQ ± (|P| Qr + Pr (|Q| + Qr)) + the float64 rounding of k-term sums."""
-    (pc, pr), (qc, qr) = p, q
-    centre = pc @ qc
-    k = pc.shape[-1]
-    magnitude = (pc.abs() + pr) @ (qc.abs() + qr)
-    radius = pc.abs() @ qr + pr @ (qc.abs() + qr) + (k + 2) * UNIT * magnitude + STEP_ROUNDING * centre.abs()
-    return centre, radius
-
-
 def _vertex_sup(
     j0: tuple[Tensor, Tensor],
     a: tuple[Tensor, Tensor],
@@ -293,6 +349,7 @@ def _vertex_sup(
     m: tuple[Tensor, Tensor],
     width: Tensor,
     groups: Tensor,
+    conflict: Tensor,
 ) -> tuple[float, int]:
     """(max over δ of sup ‖J(δ)‖₂, the boxes of δ measured), by branch and bound.
 
@@ -305,31 +362,40 @@ def _vertex_sup(
     The boxes with the highest upper bounds are split on their first free entry in a fixed order
     (most influential first) until none is above the best ‖C‖ by more than TOLERANCE, or the work
     (VERTEX_WORK, counted in operations, never in time) is spent.  Fixing a MaxPool switch at 1
-    fixes the other switches of its window at 0 (the output takes one candidate).  The figure is
-    the highest upper bound among the boxes left: every δ lies in one of them."""
+    fixes the other switches of its window at 0 (the output takes one candidate).  A child whose
+    new setting ``conflict`` proves out of reach beside another of its settings is dropped.  The
+    figure is the highest upper bound among the boxes left: every pattern reached in the box lies
+    in one of them."""
     k = int(width.numel())
     n0, outputs = j0[0].shape
     # the rows of W (four K × m products each, centre and radius), Bᵀ·W likewise, and the two SVDs
     per_box = 4 * k * k * outputs + 4 * n0 * k * outputs + 2 * n0 * outputs * outputs
     allowed = max(1, min(MAX_BOXES, int(VERTEX_WORK / max(1, per_box))))
     chunk = max(2, min(CHUNK, ENTRY_CAP // max(1, n0 * outputs)))
-    influence = width * torch.linalg.vector_norm(b[0], dim=0) * torch.linalg.vector_norm(a[0], dim=1)
-    order = torch.argsort(-influence, stable=True)
+    order = torch.argsort(-_influence(a[0], b[0], width), stable=True)
 
     def measure(fixed: Tensor) -> tuple[Tensor, Tensor]:
         free = fixed < 0
         delta_c = torch.where(free, width / 2, fixed.to(torch.float64) * width)
         delta_r = torch.where(free, width / 2, torch.zeros_like(width))
-        uppers, centres = [], []
+        uppers, centres = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
         for start in range(0, len(fixed), chunk):
             upper, centre = _chunk_sup(j0, a, b, m, delta_c[start : start + chunk], delta_r[start : start + chunk])
             uppers.append(upper)
             centres.append(centre)
         return torch.cat(uppers), torch.cat(centres)
 
+    # A box's centre is a convex combination of its vertices, so its norm is at most what the vertices
+    # reach, unless one of its free entries can be pruned: then the centre is no measure of the best.
+    pruned = conflict.reshape(k, -1).any(dim=1)
+
+    def best_of(boxes: Tensor, centres: Tensor) -> float:
+        counted = ~((boxes < 0) & pruned).any(dim=1)
+        return float(centres[counted].max()) if bool(counted.any()) else 0.0
+
     fixed = torch.full((1, k), -1, dtype=torch.int8)
     upper, centre = measure(fixed)
-    best, measured = float(centre.max()), 1
+    best, measured = best_of(fixed, centre), 1
     while measured < allowed:
         free_in_order = fixed[:, order] < 0
         open_ = (upper > best * (1 + TOLERANCE)) & free_in_order.any(dim=1)
@@ -348,14 +414,22 @@ def _vertex_sup(
         same = (groups[None, :] == groups[split][:, None]) & ones[:, None]
         children[same] = 0
         children[rows, split] = ones.to(torch.int8)
-        child_upper, child_centre = measure(children)
-        measured += len(children)
-        best = max(best, float(child_centre.max()))
+        children = children[reachable(conflict, children, split, ones)]
         keep = torch.ones(len(fixed), dtype=torch.bool)
         keep[ranked] = False
+        if len(children) == 0 and not bool(keep.any()):
+            break  # the centre's own pattern is always reachable: this is rounding, keep the boxes
+        child_upper, child_centre = measure(children)
+        measured += len(children)
+        best = max(best, best_of(children, child_centre))
         fixed = torch.cat([fixed[keep], children])
         upper = torch.cat([upper[keep], child_upper])
     return float(upper.max()), measured
+
+
+def _influence(a_centre: Tensor, b_centre: Tensor, width: Tensor) -> Tensor:
+    """How far each switch can move J: its slope's width × ‖B_j‖ × ‖A_j‖ (centres)."""
+    return width * torch.linalg.vector_norm(b_centre, dim=0) * torch.linalg.vector_norm(a_centre, dim=1)
 
 
 def _chunk_sup(j0, a, b, m, delta_c: Tensor, delta_r: Tensor) -> tuple[Tensor, Tensor]:
@@ -365,25 +439,18 @@ def _chunk_sup(j0, a, b, m, delta_c: Tensor, delta_r: Tensor) -> tuple[Tensor, T
     w_c = torch.zeros(v, k, outputs, dtype=torch.float64)
     w_r = torch.zeros(v, k, outputs, dtype=torch.float64)
     for j in range(k - 1, -1, -1):
-        inner = _product((m[0][j : j + 1, j + 1 :], m[1][j : j + 1, j + 1 :]), (w_c[:, j + 1 :], w_r[:, j + 1 :]))
+        inner = product((m[0][j : j + 1, j + 1 :], m[1][j : j + 1, j + 1 :]), (w_c[:, j + 1 :], w_r[:, j + 1 :]))
         row_c = a[0][j : j + 1] + inner[0]
         row_r = a[1][j : j + 1] + inner[1] + 2 * UNIT * (a[0][j : j + 1].abs() + inner[0].abs())
-        scaled = _times_slope(row_c, row_r, delta_c[:, j, None, None], delta_r[:, j, None, None])
+        scaled = times_slope(row_c, row_r, delta_c[:, j, None, None], delta_r[:, j, None, None])
         w_c[:, j : j + 1], w_r[:, j : j + 1] = scaled
-    change_c, change_r = _product(b, (w_c, w_r))
+    change_c, change_r = product(b, (w_c, w_r))
     j_c = j0[0] + change_c
     j_r = j0[1] + change_r + 2 * UNIT * (j0[0].abs() + change_c.abs())
     sigma = torch.linalg.svdvals(j_c)[:, 0]
     # R ≥ 0 and |J − C| ≤ R entry by entry, so ‖J − C‖₂ ≤ ‖R‖₂ (the norm is monotone on such matrices)
     spread = torch.linalg.svdvals(j_r)[:, 0]
     return (sigma + spread) * SVD_MARGIN, sigma
-
-
-def _times_slope(u_c: Tensor, u_r: Tensor, d_c: Tensor, d_r: Tensor) -> tuple[Tensor, Tensor]:
-    """(U ± Ur)·(δ ± δr) entry by entry (δ broadcast over the rows)."""
-    centre = u_c * d_c
-    radius = u_c.abs() * d_r + u_r * (d_c.abs() + d_r) + UNIT * centre.abs()
-    return centre, radius
 
 
 __all__ = ["METHOD", "SwitchingBound", "switching_bound"]
