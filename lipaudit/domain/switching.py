@@ -152,7 +152,7 @@ def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_En
 
     rules = RuleContext(graph, ranges=dict(ranges))
     found: list[tuple[float, int, str, int, float, float, float]] = []
-    windows: list[tuple[int, str, list[tuple[int, int, int]]]] = []
+    windows: list[tuple[int, str, list[list[tuple[int, int, int]]]]] = []
     for position, node in enumerate(graph.nodes):
         op = resolve(node, graph.opset_of(node))
         shape = graph.shape(node.inputs[0]) if node.inputs else None
@@ -189,9 +189,14 @@ def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_En
         pre = nodes[name].inputs[0]
         per_node[name] = _Entries(name, pre, index, low, width, index, np.stack([-side, side], axis=1))
     room = MAX_SWITCHING - len(kept)
-    for _, name, switches in windows:
-        if switches and len(switches) <= room:
-            room -= len(switches)
+    for _, name, found_windows in windows:
+        switches = []
+        for window in found_windows:  # whole windows, in order, while they fit
+            if len(window) > room:
+                break
+            switches.extend(window)
+            room -= len(window)
+        if switches:
             out, source, base = (np.array(column) for column in zip(*switches))
             taken = np.tile([0.0, 1.0], (len(out), 1))  # a candidate taken is ≥ its base; one not taken asks nothing
             per_node[name] = _Entries(
@@ -219,18 +224,25 @@ def _full_side(op, node, rules, shape: tuple[int, ...], high: np.ndarray) -> np.
     return np.where(above == below, 0.0, np.where(high == above, 1.0, np.where(high == below, -1.0, 0.0)))
 
 
-def _pool_switches(op, node, shape: tuple[int, ...], x: Interval) -> list[tuple[int, int, int]]:
-    """(output entry, candidate input entry, base input entry) for every window with several
-    candidates on the box: the base is its first candidate, each other one a switch."""
+def _pool_switches(op, node, shape: tuple[int, ...], x: Interval) -> list[list[tuple[int, int, int]]]:
+    """Per window with several candidates on the box, (output entry, candidate input entry, base
+    input entry) for each: the base is its first candidate, each other one a switch.  A candidate
+    that is the same constant as its base on the box (ReLU outputs always off, tied at 0) changes
+    nothing whichever is taken, and is left out."""
     index, may = op.candidates(node, shape, x)
     index = torch.stack(index).reshape(len(index), -1)
     may = torch.stack(may).reshape(len(may), -1)
-    switches: list[tuple[int, int, int]] = []
+    lo, hi = x.lo.reshape(-1), x.hi.reshape(-1)
+    windows: list[list[tuple[int, int, int]]] = []
     for out in torch.nonzero(may.sum(dim=0) > 1).flatten().tolist():
         offsets = torch.nonzero(may[:, out]).flatten().tolist()
         base = int(index[offsets[0], out])
-        switches.extend((out, int(index[k, out]), base) for k in offsets[1:])
-    return switches
+        candidates = (int(index[k, out]) for k in offsets[1:])
+        constant = lo[base] == hi[base]
+        window = [(out, c, base) for c in candidates if not (constant and lo[c] == hi[c] == lo[base])]
+        if window:
+            windows.append(window)
+    return windows
 
 
 def _pre_activations_at_centre(chosen: list[_Entries], at_centre: Mapping[str, Interval]) -> tuple[Tensor, Tensor]:

@@ -142,3 +142,25 @@ def test_maxpool_windows_switch_soundly(tmp_path, constant):
     sampled = max(_jacobian_norm(model, x) for x in _points(centre, radius, 400, seed=9))
     assert sampled <= found.figure
     assert found.figure <= interval * (1 + 1e-9) or found.entries > 14
+
+
+def test_maxpool_windows_tied_at_zero_do_not_crowd_out_the_others(tmp_path):
+    """After a ReLU most windows of a MaxPool may hold several entries that are 0 all over the box:
+    whichever is taken changes nothing, so they are no switches, and the windows that do switch
+    still fit (there were over 256 tied candidates here, and the whole pool was left to its
+    enclosure: the figure was above the interval-Jacobian bound)."""
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 9, 3)
+    )
+    with torch.no_grad():
+        model[0].bias.sub_(0.3)  # most entries off
+    shape = (1, 1, 6, 6)
+    graph = analysed(export(model, shape, tmp_path))
+    centre = np.random.default_rng(1).uniform(0, 1, size=shape)
+    radius = 0.002
+    found, interval = _switching(graph, centre, radius)
+    assert found is not None
+    sampled = max(_jacobian_norm(model, x) for x in _points(centre, radius, 300, seed=2))
+    assert sampled <= found.figure <= interval
+    assert found.figure <= 1.05 * sampled
