@@ -4,6 +4,8 @@ changed the graph; a PassManager repeats its passes until nothing changes."""
 from __future__ import annotations
 
 from ..ir import Graph
+from .collapse_reshapes import CollapseReshapes
+from .concat_slices import ConcatSlices
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
@@ -31,6 +33,8 @@ def rewrite_passes() -> PassManager:
             FuseL2Pool(),
             FuseCircularConv(),
             FoldBatchNorm(),
+            CollapseReshapes(),
+            ConcatSlices(),
             MergeLinear(),
             RemoveUnused(),
         ]
@@ -43,6 +47,8 @@ def run_passes(graph: Graph) -> Graph:
 
 
 __all__ = [
+    "CollapseReshapes",
+    "ConcatSlices",
     "DropSoftmaxNanGuard",
     "FillDefaultAttributes",
     "FoldBatchNorm",
