@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..ops.activation import softplus_cut_is_invisible
 from .naming import PAD_OPS
 from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
 
@@ -346,16 +347,12 @@ def shrink(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("softplus")
 def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """torch's softplus(x; β, t) is log(1 + exp(βx))/β below βx = t and x above: it jumps there by
-    (log(1 + exp(t)) − t)/β. Where that jump is below float32 resolution it is Softplus(βx)/β."""
     x, beta, threshold = a["self"], float(a["beta"]), float(a["threshold"])
     if beta <= 0:
         raise Unmappable(f"softplus with beta {beta:g} ≤ 0")
-    jump = (math.log1p(math.exp(min(threshold, 700.0))) - threshold) / beta
-    if jump > float(np.spacing(np.float32(abs(threshold / beta)))) / 2:
+    if not softplus_cut_is_invisible(beta, threshold):
         raise Unmappable(
-            f"softplus with threshold {threshold:g} jumps by {jump:.3g} at x = {threshold / beta:g}, "
-            "so it has no Lipschitz constant"
+            f"softplus with threshold {threshold:g} jumps at x = {threshold / beta:g}, so it has no Lipschitz constant"
         )
     if beta == 1.0:
         em.node("Softplus", [em.x(x)], outs)
@@ -479,6 +476,19 @@ def masked_fill(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Where", [em.x(a["mask"]), em.x(a["value"], out), em.x(a["self"], out)], outs)
 
 
+@converts("glu")
+def glu(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """glu(x) = a·σ(b), a and b the halves of x along ``dim``: written as torch's ONNX export writes it."""
+    x = a["self"]
+    axis = _axis(a.get("dim", -1), x.tensor.dim())
+    half = x.shape[axis] // 2
+    shape = outs[0].shape
+    first, second, gate = em.temp(shape, "first"), em.temp(shape, "second"), em.temp(shape, "gate")
+    em.node("Split", [em.x(x), em.ints([half, half], "split")], [first, second], axis=axis)
+    em.node("Sigmoid", [second], [gate])
+    em.node("Mul", [first, gate], outs)
+
+
 @converts("pow")
 def pow_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Pow", [em.x(a["self"], outs[0]), em.x(a["exponent"], outs[0])], outs)
@@ -520,20 +530,20 @@ def max_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("avg_pool1d", "avg_pool2d", "avg_pool3d")
 def avg_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    x = a["self"]
-    if a.get("divisor_override") is not None:
-        raise Unmappable("divisor_override")
+    """With ``divisor_override`` d every window's sum is divided by d: the mean over the whole window,
+    padding included, times (window size)/d. Windows that run past the padding (ceil_mode) are
+    shorter, so that case stays unmapped."""
+    x, divisor = a["self"], a.get("divisor_override")
     _, kernel, stride, pads = _window(a, x)
-    em.node(
-        "AveragePool",
-        [em.x(x)],
-        outs,
-        kernel_shape=kernel,
-        strides=stride,
-        pads=pads,
-        ceil_mode=int(bool(a["ceil_mode"])),
-        count_include_pad=int(bool(a["count_include_pad"])),
-    )
+    if divisor is not None and a["ceil_mode"]:
+        raise Unmappable("divisor_override with ceil_mode")
+    attrs = dict(kernel_shape=kernel, strides=stride, pads=pads, ceil_mode=int(bool(a["ceil_mode"])))
+    if divisor is None:
+        em.node("AveragePool", [em.x(x)], outs, count_include_pad=int(bool(a["count_include_pad"])), **attrs)
+        return
+    mean = em.temp(outs[0].shape, "window_mean")
+    em.node("AveragePool", [em.x(x)], [mean], count_include_pad=1, **attrs)
+    em.node("Mul", [mean, em.x(math.prod(kernel) / float(divisor), x)], outs)
 
 
 @converts(
@@ -555,7 +565,10 @@ def adaptive_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         em.node("GlobalMaxPool" if is_max else "GlobalAveragePool", [em.x(x)], [out])
         return
     if any(i % o for i, o in zip(sizes_in, sizes_out)):
-        raise Unmappable(f"adaptive pooling from {list(sizes_in)} to {list(sizes_out)} has unequal windows")
+        if is_max:
+            raise Unmappable(f"adaptive max pooling from {list(sizes_in)} to {list(sizes_out)} has unequal windows")
+        _adaptive_mean(em, x, out)
+        return
     kernel = [i // o for i, o in zip(sizes_in, sizes_out)]
     em.node(
         "MaxPool" if is_max else "AveragePool",
@@ -565,6 +578,42 @@ def adaptive_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         strides=kernel,
         pads=[0] * (2 * len(kernel)),
     )
+
+
+def _window_means(size_in: int, size_out: int, like: Tracked) -> np.ndarray:
+    """Row o averages entries ⌊o·I/O⌋ … ⌈(o+1)·I/O⌉ − 1, torch's adaptive windows."""
+    means = torch.zeros((size_out, size_in), dtype=like.tensor.dtype)
+    for o in range(size_out):
+        start, end = (o * size_in) // size_out, -((-(o + 1) * size_in) // size_out)
+        means[o, start:end] = 1.0 / (end - start)
+    return to_numpy(means)
+
+
+def _adaptive_mean(em: Emitter, x: Tracked, out: Tracked) -> None:
+    """Adaptive average pooling with unequal windows is separable: one constant averaging matrix per
+    spatial axis, applied by MatMul (the last axis on the right, the others on the left after moving
+    them next to last): a chain of exact linear maps."""
+    rank = x.tensor.dim()
+    current, shape = em.x(x), list(x.shape)
+    axes = [axis for axis in range(2, rank) if x.shape[axis] != out.shape[axis]]
+    for k, axis in enumerate(axes):
+        means = _window_means(x.shape[axis], out.shape[axis], x)
+        prior = list(shape)
+        shape[axis] = out.shape[axis]
+        result = out.name if k == len(axes) - 1 else em.temp(tuple(shape), f"mean{axis}")
+        if axis == rank - 1:
+            em.node("MatMul", [current, em.const(means.T.copy(), f"means{axis}")], [result])
+        elif axis == rank - 2:
+            em.node("MatMul", [em.const(means, f"means{axis}"), current], [result])
+        else:
+            perm = list(range(rank))
+            perm[axis], perm[rank - 2] = rank - 2, axis
+            before = em.temp(tuple(prior[p] for p in perm), f"moved{axis}")
+            after = em.temp(tuple(shape[p] for p in perm), f"pooled{axis}")
+            em.node("Transpose", [current], [before], perm=perm)
+            em.node("MatMul", [em.const(means, f"means{axis}"), before], [after])
+            em.node("Transpose", [after], [result], perm=perm)
+        current = result
 
 
 @converts("square")
@@ -635,6 +684,7 @@ for _name, _fn in {
     "sum": _reduce("ReduceSum", True),
     "amax": _reduce("ReduceMax", False),
     "amin": _reduce("ReduceMin", False),
+    "logsumexp": _reduce("ReduceLogSumExp", False),
 }.items():
     _add(_name, _fn)
 
@@ -645,6 +695,25 @@ def max_min(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         _binary("Max" if a["__op__"] == "max" else "Min")(em, a, outs)
         return
     _reduce("ReduceMax" if a["__op__"] == "max" else "ReduceMin", False)(em, a, outs)
+
+
+@converts("linalg_vector_norm", "norm", "frobenius_norm")
+def vector_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """The 2-norm over ``dim`` (all entries when none): ReduceL2, as ONNX writes it."""
+    order = a.get("ord", a.get("p", 2))
+    if order is None:
+        order = 2
+    if isinstance(order, str) or float(order) != 2.0 or a.get("dtype") is not None:
+        raise Unmappable(f"a vector norm of order {order}")
+    _reduce("ReduceL2", False)(em, a, outs)
+
+
+@converts("cumsum")
+def cumsum(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    if a.get("dtype") is not None and outs[0].tensor.dtype != x.tensor.dtype:
+        raise Unmappable("cumsum with a dtype change")
+    em.node("CumSum", [em.x(x), em.ints([_axis(a["dim"], x.tensor.dim())], "axis")], outs)
 
 
 # --- moving entries ---------------------------------------------------------------------------
@@ -794,6 +863,89 @@ def select(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 def index_select(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x = a["self"]
     em.node("Gather", [em.x(x), em.x(a["index"])], outs, axis=_axis(a["dim"], x.tensor.dim()))
+
+
+@converts("gather")
+def gather(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    em.node("GatherElements", [em.x(x), em.x(a["index"])], outs, axis=_axis(a["dim"], x.tensor.dim()))
+
+
+@converts("index")
+def index(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """x[:, …, idx] with one constant index tensor (integers, or a mask read as its positions): a
+    Gather on that axis. Several index tensors broadcast against each other, which Gather cannot say."""
+    x = a["self"]
+    given = [(axis, t) for axis, t in enumerate(a["indices"]) if t is not None]
+    if len(given) != 1 or not isinstance(given[0][1], Tracked) or given[0][1].variable:
+        raise Unmappable("indexing by more than one tensor, or by a tensor computed from the input")
+    axis, chosen = given[0]
+    positions = chosen.tensor
+    if positions.dtype == torch.bool:
+        if positions.dim() != 1:
+            raise Unmappable("a mask over several axes")
+        positions = positions.nonzero().reshape(-1)
+    em.node("Gather", [em.x(x), em.const(to_numpy(positions.to(torch.int64)), "index")], outs, axis=axis)
+
+
+@converts("roll")
+def roll(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Each rolled axis is the Concat of its last ``shift`` entries and the rest (a permutation)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    shifts, dims = _ints(a["shifts"], 1), [int(d) for d in (a.get("dims") or [])]
+    if not dims or len(shifts) != len(dims):
+        raise Unmappable("roll of the flattened tensor")
+    current = em.x(x)
+    for k, (shift, dim) in enumerate(zip(shifts, dims)):
+        axis = _axis(dim, rank)
+        size = x.shape[axis]
+        cut = size - shift % size if size else 0
+        result = outs[0].name if k == len(dims) - 1 else em.temp(x.shape, f"rolled{k}")
+        if cut in (0, size):
+            em.node("Identity", [current], [result])
+        else:
+            tail_shape = x.shape[:axis] + (size - cut,) + x.shape[axis + 1 :]
+            head_shape = x.shape[:axis] + (cut,) + x.shape[axis + 1 :]
+            tail, head = em.temp(tail_shape, f"tail{k}"), em.temp(head_shape, f"head{k}")
+            em.node("Split", [current, em.ints([cut, size - cut], f"split{k}")], [head, tail], axis=axis)
+            em.node("Concat", [tail, head], [result], axis=axis)
+        current = result
+
+
+@converts("im2col")
+def im2col(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """F.unfold: row c·kh·kw + i·kw + j of column l is x[c] at kernel position (i, j) of window l, so a
+    convolution whose weights pick that one entry, then a Reshape (as exact as any convolution)."""
+    x = a["self"]
+    _spatial(x, 2)
+    n, c = x.shape[:2]
+    kh, kw = _ints(a["kernel_size"], 2)
+    picks = torch.zeros((c * kh * kw, c, kh, kw), dtype=x.tensor.dtype)
+    for channel in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                picks[channel * kh * kw + i * kw + j, channel, i, j] = 1.0
+    padding = _ints(a["padding"], 2)
+    columns = outs[0].shape[2]
+    windows = em.temp((n, c * kh * kw) + tuple(_conv_out(x.shape[2:], a)), "windows")
+    em.node(
+        "Conv",
+        [em.x(x), em.const(to_numpy(picks), "picks")],
+        [windows],
+        kernel_shape=[kh, kw],
+        strides=_ints(a["stride"], 2),
+        pads=padding * 2,
+        dilations=_ints(a["dilation"], 2),
+        group=1,
+    )
+    em.node("Reshape", [windows, em.ints([n, c * kh * kw, columns], "shape")], outs)
+
+
+def _conv_out(sizes: tuple[int, ...], a: dict[str, Any]) -> list[int]:
+    kernel, dilation = _ints(a["kernel_size"], 2), _ints(a["dilation"], 2)
+    padding, stride = _ints(a["padding"], 2), _ints(a["stride"], 2)
+    return [(s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in zip(sizes, padding, dilation, kernel, stride)]
 
 
 @converts("expand", "expand_as", "broadcast_to")

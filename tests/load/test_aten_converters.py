@@ -32,6 +32,9 @@ def _interpolate(**kwargs):
 
 
 _CONST = torch.linspace(-1, 1, 12).reshape(1, 3, 4)
+_PICKS = torch.tensor([[[0, 3, 3, 1], [2, 2, 2, 2], [3, 0, 1, 2]]])
+_ROWS = torch.tensor([2, 0, 0])
+_COLUMNS = torch.tensor([3, 1, 3])
 
 CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
     "flip": (Lambda(lambda x: torch.flip(x, [1, -1]) - x), (1, 3, 4)),
@@ -139,6 +142,21 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
     "expand_repeat": (Lambda(lambda x: x[:, :1].expand(1, 3, 4) + x.repeat(1, 1, 2)[..., :4]), (1, 3, 4)),
     "rms_norm": (nn.RMSNorm(6, eps=1e-3), (1, 3, 6)),
     "rms_norm_default_eps": (nn.RMSNorm([3, 6], elementwise_affine=False), (1, 3, 6)),
+    "glu": (Lambda(lambda x: F.glu(x, -1) + F.glu(x[:, :2], 1)[..., :2]), (1, 3, 4)),
+    "logsumexp": (Lambda(lambda x: torch.logsumexp(x, 1) + torch.logsumexp(x, (1, 2), keepdim=True)[0]), (1, 3, 4)),
+    "vector_norms": (
+        Lambda(lambda x: torch.linalg.vector_norm(x, dim=-1) + x.norm(dim=-1) + F.normalize(x, dim=1).sum(-1)),
+        (1, 3, 4),
+    ),
+    "cumsum": (Lambda(lambda x: torch.cumsum(x, 1) + torch.cumsum(x, -1) * 0.5), (1, 3, 4)),
+    "gather": (Lambda(lambda x: torch.gather(x, 2, _PICKS) + torch.gather(x, 1, _PICKS[:, :2] % 3).sum()), (1, 3, 4)),
+    "index_tensor": (Lambda(lambda x: torch.cat([x[:, _ROWS], x[..., _COLUMNS]], 2)), (1, 3, 4)),
+    "roll": (Lambda(lambda x: torch.roll(x, (1, -3), (1, 2)) + torch.roll(x, 6, -1)), (1, 3, 4)),
+    "unfold": (Lambda(lambda x: F.unfold(x, (2, 3), dilation=(1, 2), padding=1, stride=(2, 1))), (1, 2, 5, 6)),
+    "avg_pool_divisor": (nn.AvgPool2d(2, stride=1, padding=1, divisor_override=3), (1, 2, 4, 4)),
+    "adaptive_avg_pool_unequal": (nn.AdaptiveAvgPool2d((3, 4)), (1, 2, 5, 7)),
+    "adaptive_avg_pool_unequal_1d": (nn.AdaptiveAvgPool1d(4), (1, 2, 7)),
+    "adaptive_avg_pool_unequal_3d": (nn.AdaptiveAvgPool3d((2, 3, 2)), (1, 2, 5, 4, 4)),
 }
 
 

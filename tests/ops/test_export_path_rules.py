@@ -1,0 +1,121 @@
+"""Rules and converters added for the export-path probe (issue 22): CumSum, GatherElements and
+GatherND with constant indices, and the aten converters that now write the ops the ONNX exporters
+write (roll, index, gather, cumsum, unfold, avg_pool's divisor_override, adaptive average pooling
+with unequal windows). Each figure, with verification off, is checked against the operator's own
+matrix: materialised by onnxruntime on basis vectors, or by torch's autograd Jacobian of the module.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lipaudit import audit
+from lipaudit.ops.reduce import cumulative_norm
+from tests.builders import operator_matrix, save, single_node_model, spectral_norm
+
+RTOL = 1e-5
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_cumulative_norm_is_the_top_singular_value(exclusive: bool) -> None:
+    for n in range(1, 40):
+        matrix = torch.tril(torch.ones(n, n, dtype=torch.float64), diagonal=-1 if exclusive else 0)
+        truth = float(torch.linalg.matrix_norm(matrix, ord=2)) if n > 1 or not exclusive else 0.0
+        assert truth <= cumulative_norm(n, exclusive) <= truth * (1 + 1e-12), n
+
+
+def _onnx_figure_and_truth(model, shape, tmp_path: Path) -> tuple[float, float]:
+    report = audit(str(save(model, tmp_path)), bound="product", verify=False)
+    assert report.exit_code() == 0, report.network.unsupported
+    return report.upper_bound, spectral_norm(operator_matrix(model, shape))
+
+
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+@pytest.mark.parametrize("axis", [1, -1])
+def test_cumsum_rule(exclusive: int, reverse: int, axis: int, tmp_path: Path) -> None:
+    model = single_node_model(
+        "CumSum", [2, 5, 7], {"axis": np.array(axis, np.int64)}, exclusive=exclusive, reverse=reverse
+    )
+    figure, truth = _onnx_figure_and_truth(model, [2, 5, 7], tmp_path)
+    assert truth * (1 - 1e-6) <= figure <= truth * (1 + RTOL)
+
+
+@pytest.mark.parametrize(
+    "axis,indices",
+    [
+        (1, np.array([[0, 2, 2, -1], [1, 1, 1, 1], [2, 0, -3, 3]], np.int64)),  # negative: from the end
+        (0, np.array([[0, 2, 2, -1], [2, 2, 0, 1]], np.int64)),
+    ],
+)
+def test_gather_elements_with_constant_indices(axis: int, indices: np.ndarray, tmp_path: Path) -> None:
+    model = single_node_model("GatherElements", [3, 4], {"indices": indices}, axis=axis)
+    figure, truth = _onnx_figure_and_truth(model, [3, 4], tmp_path)
+    assert figure == pytest.approx(truth, rel=RTOL) and figure >= truth * (1 - 1e-9)
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [
+        np.array([[0, 1], [2, 0], [0, 1]], np.int64),  # the same row twice
+        np.array([[[1], [1]], [[-1], [0]]], np.int64),  # whole slices, one of them twice, a negative index
+    ],
+)
+def test_gather_nd_with_constant_indices(indices: np.ndarray, tmp_path: Path) -> None:
+    model = single_node_model("GatherND", [3, 2, 2], {"indices": indices})
+    figure, truth = _onnx_figure_and_truth(model, [3, 2, 2], tmp_path)
+    assert figure == pytest.approx(truth, rel=RTOL) and figure >= truth * (1 - 1e-9)
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+_PICKS = torch.tensor([[[0, 3, 3, 1], [2, 2, 2, 2], [3, 0, 1, 2]]])
+
+LINEAR = {
+    "roll": (Lambda(lambda x: torch.roll(x, (1, -3), (1, 2)) * 1.5), (1, 3, 4)),
+    "index": (
+        Lambda(lambda x: torch.cat([x[:, torch.tensor([2, 0, 0])], x[..., torch.tensor([3, 1, 3])]], 2)),
+        (1, 3, 4),
+    ),
+    "gather": (Lambda(lambda x: torch.gather(x, 2, _PICKS)), (1, 3, 4)),
+    "cumsum": (Lambda(lambda x: torch.cumsum(x, 2)), (1, 3, 5)),
+    "unfold": (Lambda(lambda x: F.unfold(x, (2, 3), padding=1, stride=(2, 1))), (1, 2, 4, 5)),
+    "avg_pool_divisor": (nn.AvgPool2d(2, stride=1, padding=1, divisor_override=3), (1, 1, 4, 4)),
+    "adaptive_unequal": (nn.AdaptiveAvgPool2d((3, 4)), (1, 2, 5, 7)),
+    "adaptive_unequal_3d": (nn.AdaptiveAvgPool3d((2, 3, 2)), (1, 1, 5, 4, 3)),
+}
+
+
+@pytest.mark.parametrize("kind", ["traced", "export"])
+@pytest.mark.parametrize("case", sorted(LINEAR))
+def test_linear_converters_figure_is_the_operator_norm(case: str, kind: str, tmp_path: Path) -> None:
+    """The map is linear, so its Lipschitz constant is ‖J‖₂ of its autograd Jacobian; the product
+    bound (verification off) must not fall below it, and for these exact rules meets it."""
+    model, shape = LINEAR[case]
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / ("m.pt" if kind == "traced" else "m.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "traced":
+            torch.jit.save(torch.jit.trace(model, example), str(path))
+        else:
+            torch.export.save(torch.export.export(model, (example,)), str(path))
+    report = audit(str(path), bound="product", verify=False)
+    assert report.exit_code() == 0, report.network.unsupported
+    jacobian = torch.autograd.functional.jacobian(model, example.double())
+    truth = float(torch.linalg.matrix_norm(jacobian.reshape(-1, example.numel()), ord=2))
+    assert truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + 1e-4)
