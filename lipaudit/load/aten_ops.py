@@ -135,6 +135,11 @@ def linear(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Add", [product, em.x(b)], outs)
 
 
+@converts("einsum")
+def einsum(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Einsum", [em.x(t) for t in a["tensors"]], outs, equation=str(a["equation"]))
+
+
 @converts("addmm")
 def addmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node(

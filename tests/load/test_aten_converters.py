@@ -149,6 +149,10 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
         (1, 3, 4),
     ),
     "cumsum": (Lambda(lambda x: torch.cumsum(x, 1) + torch.cumsum(x, -1) * 0.5), (1, 3, 4)),
+    "einsum": (
+        Lambda(lambda x: torch.einsum("bij,jk->bik", x, _CONST[0].T) + torch.einsum("...j->...", x)[..., None]),
+        (1, 3, 4),
+    ),
     "gather": (Lambda(lambda x: torch.gather(x, 2, _PICKS) + torch.gather(x, 1, _PICKS[:, :2] % 3).sum()), (1, 3, 4)),
     "index_tensor": (Lambda(lambda x: torch.cat([x[:, _ROWS], x[..., _COLUMNS]], 2)), (1, 3, 4)),
     "roll": (Lambda(lambda x: torch.roll(x, (1, -3), (1, 2)) + torch.roll(x, 6, -1)), (1, 3, 4)),

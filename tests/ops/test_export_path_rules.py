@@ -74,6 +74,31 @@ def test_gather_nd_with_constant_indices(indices: np.ndarray, tmp_path: Path) ->
     assert figure == pytest.approx(truth, rel=RTOL) and figure >= truth * (1 - 1e-9)
 
 
+@pytest.mark.parametrize(
+    "equation,weight_shape,variable_first",
+    [
+        ("bhi,hij->bhj", (3, 4, 5), True),  # per-head projections
+        ("ij,bkj", (5, 4), False),  # implicit output (bik), the weight first
+        ("...i,ji->...j", (2, 4), True),
+    ],
+)
+def test_einsum_with_one_constant_operand(
+    equation: str, weight_shape: tuple[int, ...], variable_first: bool, tmp_path: Path
+) -> None:
+    weight = np.random.default_rng(0).normal(size=weight_shape).astype(np.float32)
+    shape = [2, 3, 4]
+    inputs = ["x", "w"] if variable_first else ["w", "x"]
+    model = single_node_model("Einsum", shape, {"w": weight}, inputs=inputs, equation=equation)
+    figure, truth = _onnx_figure_and_truth(model, shape, tmp_path)
+    assert truth * (1 - 1e-6) <= figure <= truth * (1 + 1e-4)
+
+
+def test_einsum_of_two_variables_is_unbounded(tmp_path: Path) -> None:
+    model = single_node_model("Einsum", [3, 4], inputs=["x", "x"], equation="ij,kj->ik")
+    report = audit(str(save(model, tmp_path)), bound="product", verify=False)
+    assert report.exit_code() == 3 and report.network.unbounded and not report.network.unsupported
+
+
 class Lambda(nn.Module):
     def __init__(self, fn) -> None:
         super().__init__()
@@ -83,6 +108,7 @@ class Lambda(nn.Module):
         return self.fn(x)
 
 
+_HEADS = torch.randn((3, 4, 2), generator=torch.Generator().manual_seed(3))
 _PICKS = torch.tensor([[[0, 3, 3, 1], [2, 2, 2, 2], [3, 0, 1, 2]]])
 
 LINEAR = {
@@ -93,6 +119,7 @@ LINEAR = {
     ),
     "gather": (Lambda(lambda x: torch.gather(x, 2, _PICKS)), (1, 3, 4)),
     "cumsum": (Lambda(lambda x: torch.cumsum(x, 2)), (1, 3, 5)),
+    "einsum": (Lambda(lambda x: torch.einsum("bhi,hij->bhj", x, _HEADS.to(x.dtype))), (2, 3, 4)),
     "unfold": (Lambda(lambda x: F.unfold(x, (2, 3), padding=1, stride=(2, 1))), (1, 2, 4, 5)),
     "avg_pool_divisor": (nn.AvgPool2d(2, stride=1, padding=1, divisor_override=3), (1, 1, 4, 4)),
     "adaptive_unequal": (nn.AdaptiveAvgPool2d((3, 4)), (1, 2, 5, 7)),
