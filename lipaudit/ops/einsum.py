@@ -65,7 +65,7 @@ class Einsum(Op):
         if n_in * n_out > MATERIALISE_LIMIT:
             return Factor.unknown(f"Einsum's linear map has {n_in}×{n_out} entries, too many to materialise")
         operands: list[Tensor | None] = [
-            None if i == position else torch.as_tensor(np.asarray(ctx.graph.const(name)), dtype=torch.float64)
+            None if i == position else torch.from_numpy(np.array(ctx.graph.const(name), dtype=np.float64))
             for i, name in enumerate(node.inputs)
         ]
         basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *shape)
