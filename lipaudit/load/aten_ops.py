@@ -157,6 +157,19 @@ def matmul(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("MatMul", [em.x(a["self"]), em.x(right)], outs)
 
 
+@converts("baddbmm")
+def baddbmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """beta·self + alpha·(batch1 @ batch2)."""
+    out = outs[0]
+    product = em.temp(out.shape, "product")
+    em.node("MatMul", [em.x(a["batch1"]), em.x(a["batch2"])], [product])
+    scaled = product
+    if float(a.get("alpha", 1)) != 1.0:
+        scaled = em.temp(out.shape, "scaled")
+        em.node("Mul", [product, em.x(float(a["alpha"]), out)], [scaled])
+    em.node("Add", [scaled, _scaled(em, a["self"], a.get("beta"), out)], outs)
+
+
 # --- normalisation ----------------------------------------------------------------------------
 
 
@@ -366,6 +379,19 @@ def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Mul", [em.x(x), em.x(beta, x)], [scaled])
     em.node("Softplus", [scaled], [smoothed])
     em.node("Mul", [smoothed, em.x(1.0 / beta, x)], outs)
+
+
+@converts("threshold")
+def threshold(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """x above t, else v: max(x, t) when v = t (continuous, slope 1); otherwise a jump of t − v at t,
+    written as the dynamo exporter writes it, a Where on x ≤ t (which the rules report as a step)."""
+    x, t, v = a["self"], float(a["threshold"]), float(a["value"])
+    if t == v:
+        em.node("Max", [em.x(x), em.x(t, x)], outs)
+        return
+    below = em.temp(x.shape, "below")
+    em.node("LessOrEqual", [em.x(x), em.x(t, x)], [below])
+    em.node("Where", [below, em.x(v, x), em.x(x)], outs)
 
 
 @converts("hardtanh", "relu6", "clamp", "clip", "clamp_min", "clamp_max")
@@ -702,6 +728,32 @@ def max_min(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     _reduce("ReduceMax" if a["__op__"] == "max" else "ReduceMin", False)(em, a, outs)
 
 
+@converts("var", "std")
+def variance(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Σ(x − mean)²/(N − correction) over ``dim``, as ONNX exporters spell it (a Sqrt after, for std)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    axes = _reduce_axes(a, rank)
+    correction = a.get("correction", 1 if a.get("unbiased", True) else 0)
+    correction = 1.0 if correction is None else float(correction)
+    count = math.prod(x.shape[d] for d in axes)
+    if count - correction <= 0:
+        raise Unmappable(f"variance of {count} entries with correction {correction:g}")
+    kept = tuple(1 if d in axes else n for d, n in enumerate(x.shape))
+    mean, centred, squares = em.temp(kept, "mean"), em.temp(x.shape, "centred"), em.temp(x.shape, "squares")
+    em.node("ReduceMean", [em.x(x)], [mean], axes=axes, keepdims=1)
+    em.node("Sub", [em.x(x), mean], [centred])
+    em.node("Mul", [centred, centred], [squares])
+    total = em.temp(outs[0].shape, "sum")
+    em.node("ReduceSum", [squares, em.ints(axes, "axes")], [total], keepdims=int(bool(a.get("keepdim", False))))
+    if a["__op__"] == "var":
+        em.node("Mul", [total, em.x(1.0 / (count - correction), outs[0])], outs)
+        return
+    var = em.temp(outs[0].shape, "var")
+    em.node("Mul", [total, em.x(1.0 / (count - correction), outs[0])], [var])
+    em.node("Sqrt", [var], outs)
+
+
 @converts("linalg_vector_norm", "norm", "frobenius_norm")
 def vector_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     """The 2-norm over ``dim`` (all entries when none): ReduceL2, as ONNX writes it."""
@@ -964,6 +1016,104 @@ def repeat(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     if len(repeats) != x.tensor.dim():
         raise Unmappable("repeat that adds dimensions")
     em.node("Tile", [em.x(x), em.ints(repeats, "repeats")], outs)
+
+
+@converts("tile")
+def tile(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, dims = a["self"], [int(d) for d in a["dims"]]
+    if len(dims) > x.tensor.dim():
+        raise Unmappable("tile that adds dimensions")
+    em.node("Tile", [em.x(x), em.ints([1] * (x.tensor.dim() - len(dims)) + dims, "repeats")], outs)
+
+
+@converts("repeat_interleave")
+def repeat_interleave(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Each entry along ``dim`` copied ``repeats`` times in place: a Gather with constant indices."""
+    x, repeats = a.get("self"), a.get("repeats")
+    if not isinstance(x, Tracked) or a.get("dim") is None:
+        raise Unmappable("repeat_interleave of the flattened tensor, or of counts alone")
+    if isinstance(repeats, Tracked):
+        if repeats.variable:
+            raise Unmappable("repeat_interleave by counts computed from the input")
+        repeats = repeats.tensor
+    axis = _axis(a["dim"], x.tensor.dim())
+    picks = torch.arange(x.shape[axis]).repeat_interleave(torch.as_tensor(repeats))
+    em.node("Gather", [em.x(x), em.const(to_numpy(picks.to(torch.int64)), "index")], outs, axis=axis)
+
+
+@converts("diff")
+def diff(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """n-th forward difference along ``dim``: x[1:] − x[:-1], n times, after prepend and append."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    axis = _axis(a.get("dim", -1), rank)
+    parts = [t for t in (a.get("prepend"), x, a.get("append")) if t is not None]
+    length = sum(t.shape[axis] if isinstance(t, Tracked) else 1 for t in parts)
+    shape = list(x.shape)
+    shape[axis] = length
+    current = em.x(x)
+    if len(parts) > 1:
+        if not all(isinstance(t, Tracked) and t.tensor.dim() == rank for t in parts):
+            raise Unmappable("diff with a scalar prepend or append")
+        current = em.temp(tuple(shape), "joined")
+        em.node("Concat", [em.x(t) for t in parts], [current], axis=axis)
+    steps = int(a.get("n", 1))
+    for k in range(steps):
+        shape[axis] -= 1
+        later, earlier = em.temp(tuple(shape), f"later{k}"), em.temp(tuple(shape), f"earlier{k}")
+        for name, start, end in ((later, 1, INT64_MAX), (earlier, 0, shape[axis])):
+            em.node(
+                "Slice",
+                [current, em.ints([start], f"s{k}"), em.ints([end], f"e{k}"), em.ints([axis], f"a{k}")],
+                [name],
+            )
+        current = outs[0].name if k == steps - 1 else em.temp(tuple(shape), f"diff{k}")
+        em.node("Sub", [later, earlier], [current])
+
+
+@converts("channel_shuffle", "native_channel_shuffle")
+def channel_shuffle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Channels (g, c/g) read as (c/g, g): Reshape → Transpose → Reshape, as ONNX exporters write it."""
+    x = a["self"]
+    groups = int(a["groups"])
+    n, c = x.shape[:2]
+    rest = tuple(x.shape[2:])
+    split = em.temp((n, groups, c // groups) + rest, "groups")
+    moved = em.temp((n, c // groups, groups) + rest, "moved")
+    em.node("Reshape", [em.x(x), em.ints((n, groups, c // groups) + rest, "split_shape")], [split])
+    em.node("Transpose", [split], [moved], perm=[0, 2, 1, *range(3, 3 + len(rest))])
+    em.node("Reshape", [moved, em.ints(outs[0].shape, "shape")], outs)
+
+
+@converts("diagonal")
+def diagonal(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """The two axes moved last and merged, then a Gather of the diagonal's positions (as torch puts
+    the diagonal: a new last axis)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    first, second = _axis(a.get("dim1", 0), rank), _axis(a.get("dim2", 1), rank)
+    offset = int(a.get("offset", 0))
+    rest = [d for d in range(rank) if d not in (first, second)]
+    rows, columns = x.shape[first], x.shape[second]
+    positions = [i * columns + i + offset for i in range(rows) if 0 <= i + offset < columns]
+    moved = em.temp(tuple(x.shape[d] for d in rest) + (rows, columns), "moved")
+    merged = em.temp(tuple(x.shape[d] for d in rest) + (rows * columns,), "merged")
+    em.node("Transpose", [em.x(x)], [moved], perm=[*rest, first, second])
+    em.node("Reshape", [moved, em.ints(tuple(x.shape[d] for d in rest) + (rows * columns,), "shape")], [merged])
+    em.node("Gather", [merged, em.ints(positions, "positions")], outs, axis=len(rest))
+
+
+@converts("tril", "triu")
+def triangle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Entries off the triangle set to 0: a product with a constant 0/1 mask over the last two axes."""
+    x = a["self"]
+    if x.tensor.dim() < 2:
+        raise Unmappable("tril/triu of a vector")
+    rows, columns = x.shape[-2:]
+    ones = torch.ones((rows, columns), dtype=x.tensor.dtype)
+    diagonal = int(a.get("diagonal", 0))
+    mask = torch.tril(ones, diagonal) if a["__op__"] == "tril" else torch.triu(ones, diagonal)
+    em.node("Mul", [em.x(x), em.const(to_numpy(mask), "mask")], outs)
 
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}

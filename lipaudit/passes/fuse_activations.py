@@ -251,13 +251,34 @@ def _fuse_softplus_cut(graph: Graph, where: Node) -> bool:
     return True
 
 
+def _fuse_threshold(graph: Graph, where: Node) -> bool:
+    """Where(x ≤ t, t, x) or Where(x > t, x, t) → Max(x, t): torch's threshold with value = t, as the
+    dynamo exporter writes it (continuous, slope 1; another value jumps and stays a Where)."""
+    condition, when_true, when_false = where.inputs
+    test = graph.producer(condition)
+    if test is None or test.domain or test.op_type not in ("LessOrEqual", "Greater") or len(test.inputs) != 2:
+        return False
+    x, t = test.inputs
+    level = graph.scalar(t)
+    kept, floor = (when_false, when_true) if test.op_type == "LessOrEqual" else (when_true, when_false)
+    if level is None or kept != x or graph.scalar(floor) != level or graph.sole_consumer(condition) is not where:
+        return False
+    if graph.shape(where.outputs[0]) != graph.shape(x):
+        return False
+    graph.remove_node(test)
+    graph.set_inputs(where, [x, floor])
+    where.op_type, where.attrs = "Max", {}
+    where.notes.append("fused from Where(x ≤ t, t, x)")
+    return True
+
+
 class FuseActivations(NodeRewrite):
     name = "fuse-activations"
     op_types = ("Mul", "Erf", "Tanh", "Div", "Where")
 
     def rewrite(self, graph: Graph, node: Node) -> bool:
         if node.op_type == "Where":
-            return _fuse_softplus_cut(graph, node)
+            return len(node.inputs) == 3 and (_fuse_softplus_cut(graph, node) or _fuse_threshold(graph, node))
         if node.op_type == "Mul":
             return _fuse_gated(graph, node)
         if node.op_type == "Div":

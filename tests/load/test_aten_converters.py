@@ -157,6 +157,29 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
     "index_tensor": (Lambda(lambda x: torch.cat([x[:, _ROWS], x[..., _COLUMNS]], 2)), (1, 3, 4)),
     "roll": (Lambda(lambda x: torch.roll(x, (1, -3), (1, 2)) + torch.roll(x, 6, -1)), (1, 3, 4)),
     "unfold": (Lambda(lambda x: F.unfold(x, (2, 3), dilation=(1, 2), padding=1, stride=(2, 1))), (1, 2, 5, 6)),
+    "tile_repeat_interleave": (
+        Lambda(lambda x: torch.tile(x, (2,))[..., 3:7] + torch.repeat_interleave(x, 2, dim=-1)[..., ::2]),
+        (1, 3, 4),
+    ),
+    "repeat_interleave_counts": (
+        Lambda(lambda x: torch.repeat_interleave(x, torch.tensor([1, 0, 2]), dim=1)),
+        (1, 3, 4),
+    ),
+    "diff": (Lambda(lambda x: torch.diff(x, dim=-1) + torch.diff(x, n=2, dim=1, prepend=x[:, :2])[..., :3]), (1, 3, 4)),
+    "threshold": (Lambda(lambda x: F.threshold(x, 0.3, 0.3) + F.threshold(x, 0.0, -1.0)), (1, 3, 4)),
+    "variance": (
+        Lambda(lambda x: x.var(dim=1, keepdim=True) + x.std(-1, correction=0)[..., None] + x.var()),
+        (1, 3, 4),
+    ),
+    "baddbmm": (
+        Lambda(lambda x: torch.baddbmm(_CONST[..., :3], x, _CONST.transpose(1, 2), beta=0.5, alpha=2.0)),
+        (1, 3, 4),
+    ),
+    "channel_shuffle": (nn.ChannelShuffle(2), (1, 4, 2, 3)),
+    "tril_triu_diagonal": (
+        Lambda(lambda x: torch.tril(x, -1) + torch.triu(x, 1) * 2 + torch.diagonal(x, 1, 1, 2)[:, None, :1]),
+        (1, 3, 4),
+    ),
     "avg_pool_divisor": (nn.AvgPool2d(2, stride=1, padding=1, divisor_override=3), (1, 2, 4, 4)),
     "adaptive_avg_pool_unequal": (nn.AdaptiveAvgPool2d((3, 4)), (1, 2, 5, 7)),
     "adaptive_avg_pool_unequal_1d": (nn.AdaptiveAvgPool1d(4), (1, 2, 7)),

@@ -105,3 +105,18 @@ def test_torch_dynamo_softplus_export_fuses(tmp_path: Path) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=True)
     assert audit(str(path)).exit_code() == 0
+
+
+@pytest.mark.parametrize("spelling", ["LessOrEqual", "Greater"])
+@pytest.mark.parametrize("value,fused", [(0.3, True), (-1.0, False)])
+def test_threshold_at_its_own_level_is_a_max(tmp_path: Path, spelling: str, value: float, fused: bool) -> None:
+    """torch's threshold(x, t, v): max(x, t) when v = t (slope 1); with v ≠ t it jumps at t."""
+    consts = {"t": np.array(0.3, np.float32), "v": np.array(value, np.float32)}
+    test = helper.make_node(spelling, ["x", "t"], ["c"])
+    pick = ["c", "v", "x"] if spelling == "LessOrEqual" else ["c", "x", "v"]
+    nodes = [test, helper.make_node("Where", pick, ["y"])]
+    report = audit(str(save(graph_model(nodes, [1, 5], consts), tmp_path)), verify=False)
+    if fused:
+        assert [layer.op for layer in report.layers] == ["Max"] and report.upper_bound == 1.0
+    else:
+        assert report.exit_code() == 3 and report.upper_bound is None
