@@ -15,10 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..intervals.interval import Interval
 from ..ir import Node
 from ..spectral.dense import dense_norm
 from .context import DOMAIN_HINT, RuleContext
 from .factor import Factor
+from .interval_rules import bilinear_interval
 from .registry import Op, register
 from .runtime import Env
 
@@ -71,6 +73,10 @@ class Einsum(Op):
         basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *shape)
         columns = batched(node.attr_str("equation"), operands, position, basis)
         return Factor.from_norm(dense_norm(columns.reshape(n_in, n_out).T.contiguous(), ctx.method, device=ctx.device))
+
+    def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
+        """Two operands: bilinear, midpoint-radius arithmetic as for MatMul."""
+        return [bilinear_interval(self, node, ctx, 0, 1) if len(node.inputs) == 2 else None]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return torch.einsum(node.attr_str("equation"), *(a.to(env.dtype) for a in args))

@@ -163,3 +163,29 @@ def test_linear_converters_figure_is_the_operator_norm(case: str, kind: str, tmp
     # A difference or a sum of two of x's parts is bounded by the sum of theirs in the product.
     slack = 2.0 if case in SUMS else 1e-4
     assert truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + slack)
+
+
+def test_einsum_ranges_on_a_box_hold_the_outputs(tmp_path: Path) -> None:
+    """Einsum then Tanh on a box: the einsum's range feeds Tanh's slope. The figure holds against the
+    largest Jacobian norm at sampled points of the box (its ranges are not left unbounded)."""
+    from onnx import helper
+
+    from tests.builders import graph_model
+
+    weight = (np.abs(np.random.default_rng(1).normal(size=(3, 4, 2))) + 0.2).astype(np.float32)
+    nodes = [
+        helper.make_node("Einsum", ["x", "w"], ["h"], equation="bhi,hij->bhj"),
+        helper.make_node("Tanh", ["h"], ["y"]),
+    ]
+    model = graph_model(nodes, [1, 3, 4], {"w": weight})
+    report = audit(str(save(model, tmp_path)), bound="product", verify=False, input_range=["2:3"])
+    assert report.exit_code() == 0 and report.network.scope == "domain"
+    w = torch.from_numpy(weight).double()
+    rng = torch.Generator().manual_seed(0)
+    truth = 0.0
+    for _ in range(20):
+        x = 2 + torch.rand((1, 3, 4), generator=rng, dtype=torch.float64)
+        jacobian = torch.autograd.functional.jacobian(lambda t: torch.tanh(torch.einsum("bhi,hij->bhj", t, w)), x)
+        truth = max(truth, float(torch.linalg.matrix_norm(jacobian.reshape(-1, 12), ord=2)))
+    global_figure = audit(str(save(model, tmp_path, "global.onnx")), bound="product", verify=False).upper_bound
+    assert truth <= report.upper_bound < global_figure
