@@ -568,7 +568,7 @@ def avg_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     _, kernel, stride, pads = _window(a, x)
     if divisor is not None and a["ceil_mode"]:
         raise Unmappable("divisor_override with ceil_mode")
-    attrs = dict(kernel_shape=kernel, strides=stride, pads=pads, ceil_mode=int(bool(a["ceil_mode"])))
+    attrs: dict[str, Any] = dict(kernel_shape=kernel, strides=stride, pads=pads, ceil_mode=int(bool(a["ceil_mode"])))
     if divisor is None:
         em.node("AveragePool", [em.x(x)], outs, count_include_pad=int(bool(a["count_include_pad"])), **attrs)
         return
