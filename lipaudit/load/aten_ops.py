@@ -1105,15 +1105,10 @@ def diagonal(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("tril", "triu")
 def triangle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """Entries off the triangle set to 0: a product with a constant 0/1 mask over the last two axes."""
+    """Trilu, as both ONNX exporters write it (it has no rule yet, so every path reports the same)."""
     x = a["self"]
-    if x.tensor.dim() < 2:
-        raise Unmappable("tril/triu of a vector")
-    rows, columns = x.shape[-2:]
-    ones = torch.ones((rows, columns), dtype=x.tensor.dtype)
-    diagonal = int(a.get("diagonal", 0))
-    mask = torch.tril(ones, diagonal) if a["__op__"] == "tril" else torch.triu(ones, diagonal)
-    em.node("Mul", [em.x(x), em.const(to_numpy(mask), "mask")], outs)
+    offset = em.ints([int(a.get("diagonal", 0))], "k")
+    em.node("Trilu", [em.x(x), offset], outs, upper=int(a["__op__"] == "triu"))
 
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from lipaudit import audit
 from lipaudit.ops.reduce import cumulative_norm
 from tests.builders import operator_matrix, save, single_node_model, spectral_norm
+from tests.load.test_aten_converters import Lambda
 
 RTOL = 1e-5
 
@@ -99,15 +100,6 @@ def test_einsum_of_two_variables_is_unbounded(tmp_path: Path) -> None:
     assert report.exit_code() == 3 and report.network.unbounded and not report.network.unsupported
 
 
-class Lambda(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
 _HEADS = torch.randn((3, 4, 2), generator=torch.Generator().manual_seed(3))
 _PICKS = torch.tensor([[[0, 3, 3, 1], [2, 2, 2, 2], [3, 0, 1, 2]]])
 
@@ -131,7 +123,7 @@ LINEAR = {
     ),
     "diff": (Lambda(lambda x: torch.diff(x, n=2, dim=-1)), (1, 3, 6)),
     "channel_shuffle": (nn.ChannelShuffle(2), (1, 4, 2, 3)),
-    "tril_diagonal": (Lambda(lambda x: torch.tril(x, 1) + torch.diagonal(x, -1, 1, 2)[:, None, :]), (1, 4, 3)),
+    "diagonal": (Lambda(lambda x: x + torch.diagonal(x, -1, 1, 2)[:, None, :]), (1, 4, 3)),
     "baddbmm": (Lambda(lambda x: torch.baddbmm(x[..., :2], x, _HEADS[:1].to(x.dtype), alpha=3.0)), (1, 3, 4)),
     "avg_pool_divisor": (nn.AvgPool2d(2, stride=1, padding=1, divisor_override=3), (1, 1, 4, 4)),
     "adaptive_unequal": (nn.AdaptiveAvgPool2d((3, 4)), (1, 2, 5, 7)),
@@ -139,7 +131,7 @@ LINEAR = {
 }
 
 
-SUMS = {"diff", "tril_diagonal", "baddbmm"}
+SUMS = {"diff", "diagonal", "baddbmm"}
 
 
 @pytest.mark.parametrize("kind", ["traced", "export"])

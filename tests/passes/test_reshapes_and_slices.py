@@ -103,12 +103,3 @@ def test_slices_of_two_values_stay_a_concat(tmp_path: Path) -> None:
     ]
     report = audit(str(save(graph_model(nodes, [2, 8], consts), tmp_path)), bound="product", verify=False)
     assert "Concat" in [layer.op for layer in report.layers]
-
-
-@pytest.mark.parametrize("upper,k", [(1, 0), (1, 2), (0, -1), (0, 3)])
-def test_trilu_is_a_constant_mask(tmp_path: Path, upper: int, k: int) -> None:
-    nodes = [helper.make_node("Trilu", ["x", "k"], ["y"], upper=upper)]
-    model = graph_model(nodes, [2, 3, 4], {"k": np.array(k, np.int64)})
-    report = audit(str(save(model, tmp_path)), bound="product", verify=False)
-    assert [layer.op for layer in report.layers] == ["Mul"]
-    assert report.upper_bound == pytest.approx(spectral_norm(operator_matrix(model, [2, 3, 4])), rel=1e-9)
