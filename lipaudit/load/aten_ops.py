@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..ops.activation import softplus_cut_is_invisible
+from ..ops.geometry import block_counts, fold_attributes, patch_picks
 from .naming import PAD_OPS
 from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
 
@@ -970,39 +971,42 @@ def roll(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         current = result
 
 
+def _patch_geometry(a: dict[str, Any]) -> tuple[list[int], list[int], list[int], list[int]]:
+    padding = _ints(a["padding"], 2)
+    return _ints(a["kernel_size"], 2), _ints(a["dilation"], 2), padding * 2, _ints(a["stride"], 2)
+
+
 @converts("im2col")
 def im2col(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """F.unfold: row c·kh·kw + i·kw + j of column l is x[c] at kernel position (i, j) of window l, so a
-    convolution whose weights pick that one entry, then a Reshape (as exact as any convolution)."""
+    """F.unfold: the convolution whose weights pick one entry each (geometry.patch_picks), then a
+    Reshape (as exact as any convolution)."""
     x = a["self"]
     _spatial(x, 2)
     n, c = x.shape[:2]
-    kh, kw = _ints(a["kernel_size"], 2)
-    picks = torch.zeros((c * kh * kw, c, kh, kw), dtype=x.tensor.dtype)
-    for channel in range(c):
-        for i in range(kh):
-            for j in range(kw):
-                picks[channel * kh * kw + i * kw + j, channel, i, j] = 1.0
-    padding = _ints(a["padding"], 2)
-    columns = outs[0].shape[2]
-    windows = em.temp((n, c * kh * kw) + tuple(_conv_out(x.shape[2:], a)), "windows")
-    em.node(
-        "Conv",
-        [em.x(x), em.const(to_numpy(picks), "picks")],
-        [windows],
-        kernel_shape=[kh, kw],
-        strides=_ints(a["stride"], 2),
-        pads=padding * 2,
-        dilations=_ints(a["dilation"], 2),
-        group=1,
-    )
-    em.node("Reshape", [windows, em.ints([n, c * kh * kw, columns], "shape")], outs)
+    kernel, dilations, pads, strides = _patch_geometry(a)
+    taps = math.prod(kernel)
+    blocks = block_counts(x.shape[2:], kernel, dilations, pads, strides)
+    windows = em.temp((n, c * taps, *blocks), "windows")
+    picks = em.const(patch_picks(c, kernel, to_numpy(x.tensor).dtype), "picks")
+    attrs = dict(kernel_shape=kernel, strides=strides, pads=pads, dilations=dilations, group=1)
+    em.node("Conv", [em.x(x), picks], [windows], **attrs)
+    em.node("Reshape", [windows, em.ints(outs[0].shape, "shape")], outs)
 
 
-def _conv_out(sizes: tuple[int, ...], a: dict[str, Any]) -> list[int]:
-    kernel, dilation = _ints(a["kernel_size"], 2), _ints(a["dilation"], 2)
-    padding, stride = _ints(a["padding"], 2), _ints(a["stride"], 2)
-    return [(s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in zip(sizes, padding, dilation, kernel, stride)]
+@converts("col2im")
+def col2im(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """F.fold, the adjoint of F.unfold: the columns laid out as blocks, then the transposed one-hot
+    convolution, which sums the patches that overlap (as passes/col2im.py reads ONNX's Col2Im)."""
+    x, out = a["self"], outs[0]
+    if x.tensor.dim() != 3:
+        raise Unmappable("fold of an unbatched input")
+    kernel, dilations, pads, strides = _patch_geometry(a)
+    blocks = block_counts(out.shape[2:], kernel, dilations, pads, strides)
+    laid_out = em.temp((x.shape[0], x.shape[1], *blocks), "blocks")
+    em.node("Reshape", [em.x(x), em.ints((x.shape[0], x.shape[1], *blocks), "blocks_shape")], [laid_out])
+    picks = em.const(patch_picks(out.shape[1], kernel, to_numpy(x.tensor).dtype), "picks")
+    attrs = fold_attributes(out.shape[2:], blocks, kernel, dilations, pads, strides)
+    em.node("ConvTranspose", [laid_out, picks], outs, **attrs)
 
 
 @converts("expand", "expand_as", "broadcast_to")

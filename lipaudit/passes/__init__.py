@@ -4,6 +4,7 @@ changed the graph; a PassManager repeats its passes until nothing changes."""
 from __future__ import annotations
 
 from ..ir import Graph
+from .col2im import Col2ImAsConvTranspose
 from .collapse_reshapes import CollapseReshapes
 from .concat_slices import ConcatSlices
 from .fold_batchnorm import FoldBatchNorm
@@ -24,6 +25,7 @@ def rewrite_passes() -> PassManager:
     """Before analysis: fusions first (they expose folds and merges), then folds and merges."""
     return PassManager(
         [
+            Col2ImAsConvTranspose(),
             FuseActivations(),
             FuseNormalization(),
             DropSoftmaxNanGuard(),
@@ -47,6 +49,7 @@ def run_passes(graph: Graph) -> Graph:
 
 
 __all__ = [
+    "Col2ImAsConvTranspose",
     "CollapseReshapes",
     "ConcatSlices",
     "DropSoftmaxNanGuard",

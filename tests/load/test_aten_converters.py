@@ -177,6 +177,7 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
     ),
     "channel_shuffle": (nn.ChannelShuffle(2), (1, 4, 2, 3)),
     "diagonal": (Lambda(lambda x: x + torch.diagonal(x, 1, 1, 2)[:, None, :1]), (1, 3, 4)),
+    "fold": (Lambda(lambda x: F.fold(x, (4, 5), (2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1))), (1, 12, 3)),
     "avg_pool_divisor": (nn.AvgPool2d(2, stride=1, padding=1, divisor_override=3), (1, 2, 4, 4)),
     "adaptive_avg_pool_unequal": (nn.AdaptiveAvgPool2d((3, 4)), (1, 2, 5, 7)),
     "adaptive_avg_pool_unequal_1d": (nn.AdaptiveAvgPool1d(4), (1, 2, 7)),

@@ -100,6 +100,30 @@ def test_einsum_of_two_variables_is_unbounded(tmp_path: Path) -> None:
     assert report.exit_code() == 3 and report.network.unbounded and not report.network.unsupported
 
 
+@pytest.mark.parametrize(
+    "kernel,attrs",
+    [
+        ((2, 2), {}),
+        ((2, 3), {"dilations": [1, 2], "pads": [1, 0, 1, 0], "strides": [2, 1]}),
+    ],
+)
+def test_col2im_is_the_transposed_one_hot_convolution(kernel, attrs, tmp_path: Path) -> None:
+    """F.fold as ONNX Col2Im: sums overlapping patches; the figure is its operator norm."""
+    image = np.array([4, 5], np.int64)
+    geometry = torch.nn.Fold(
+        (4, 5),
+        kernel,
+        dilation=attrs.get("dilations", 1),
+        padding=attrs.get("pads", [0, 0])[:2],
+        stride=attrs.get("strides", 1),
+    )
+    blocks = torch.nn.Unfold(kernel, dilation=geometry.dilation, padding=geometry.padding, stride=geometry.stride)
+    shape = list(blocks(torch.zeros(1, 2, 4, 5)).shape)
+    model = single_node_model("Col2Im", shape, {"image": image, "block": np.array(kernel, np.int64)}, opset=18, **attrs)
+    figure, truth = _onnx_figure_and_truth(model, shape, tmp_path)
+    assert truth * (1 - 1e-6) <= figure <= truth * (1 + 1e-4)
+
+
 _HEADS = torch.randn((3, 4, 2), generator=torch.Generator().manual_seed(3))
 _PICKS = torch.tensor([[[0, 3, 3, 1], [2, 2, 2, 2], [3, 0, 1, 2]]])
 
@@ -122,6 +146,8 @@ LINEAR = {
         (1, 3, 4),
     ),
     "diff": (Lambda(lambda x: torch.diff(x, n=2, dim=-1)), (1, 3, 6)),
+    "fold": (Lambda(lambda x: F.fold(x, (4, 5), (2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1))), (1, 12, 3)),
+    "unfold_then_fold": (Lambda(lambda x: F.fold(F.unfold(x, 2), (3, 4), 2)), (1, 2, 3, 4)),
     "channel_shuffle": (nn.ChannelShuffle(2), (1, 4, 2, 3)),
     "diagonal": (Lambda(lambda x: x + torch.diagonal(x, -1, 1, 2)[:, None, :]), (1, 4, 3)),
     "baddbmm": (Lambda(lambda x: torch.baddbmm(x[..., :2], x, _HEADS[:1].to(x.dtype), alpha=3.0)), (1, 3, 4)),
