@@ -345,7 +345,7 @@ class PickByIndices(Op):
             return Factor.unknown(f"{node.op_type} with batch_dims > 0 has no rule")
         shape = ctx.input_shape(node)
         numbers = torch.arange(math.prod(shape), dtype=torch.int64).reshape(shape)
-        picked = self.pick(numbers, torch.as_tensor(np.asarray(index_values)), node)
+        picked = self.pick(numbers, torch.from_numpy(np.array(index_values)), node)
         repeats = int(torch.bincount(picked.reshape(-1)).max()) if picked.numel() else 1
         return Factor.constant(math.sqrt(repeats), "closed-form")
 
