@@ -988,7 +988,7 @@ def im2col(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     blocks = block_counts(x.shape[2:], kernel, dilations, pads, strides)
     windows = em.temp((n, c * taps, *blocks), "windows")
     picks = em.const(patch_picks(c, kernel, to_numpy(x.tensor).dtype), "picks")
-    attrs = dict(kernel_shape=kernel, strides=strides, pads=pads, dilations=dilations, group=1)
+    attrs: dict[str, Any] = dict(kernel_shape=kernel, strides=strides, pads=pads, dilations=dilations, group=1)
     em.node("Conv", [em.x(x), picks], [windows], **attrs)
     em.node("Reshape", [windows, em.ints(outs[0].shape, "shape")], outs)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -183,7 +183,8 @@ def patch_picks(channels: int, kernel: Sequence[int], dtype: np.dtype | type = n
     picks = np.zeros((channels * taps, channels, *kernel), dtype=dtype)
     for c in range(channels):
         for k in range(taps):
-            picks[(c * taps + k, c, *np.unravel_index(k, tuple(kernel)))] = 1
+            position = tuple(int(i) for i in np.unravel_index(k, tuple(kernel)))
+            picks[(c * taps + k, c, *position)] = 1
     return picks
 
 
@@ -202,7 +203,7 @@ def fold_attributes(
     dilations: Sequence[int],
     pads: Sequence[int],
     strides: Sequence[int],
-) -> dict[str, list[int] | int]:
+) -> dict[str, Any]:
     """ConvTranspose attributes that fold ``blocks`` back to ``sizes``: the output padding makes up
     for the rows no block reached (fewer than a stride)."""
     n = len(sizes)

@@ -20,10 +20,10 @@ class Col2ImAsConvTranspose(NodeRewrite):
     def rewrite(self, graph: Graph, node: Node) -> bool:
         columns, image, block = node.inputs[:3]
         in_shape, out_shape = graph.shape(columns), graph.shape(node.outputs[0])
-        sizes, kernel = graph.const(image), graph.const(block)
-        if in_shape is None or out_shape is None or sizes is None or kernel is None or len(in_shape) != 3:
+        image_size, block_size = graph.const(image), graph.const(block)
+        if in_shape is None or out_shape is None or image_size is None or block_size is None or len(in_shape) != 3:
             return False
-        sizes, kernel = [int(v) for v in np.ravel(sizes)], [int(v) for v in np.ravel(kernel)]
+        sizes, kernel = [int(v) for v in np.ravel(image_size)], [int(v) for v in np.ravel(block_size)]
         n = len(kernel)
         dilations = list(node.attr_ints("dilations", ())) or [1] * n
         strides = list(node.attr_ints("strides", ())) or [1] * n

@@ -7,7 +7,6 @@ matrix: materialised by onnxruntime on basis vectors, or by torch's autograd Jac
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from torch.nn import functional as F
 from lipaudit import audit
 from lipaudit.ops.reduce import cumulative_norm
 from tests.builders import operator_matrix, save, single_node_model, spectral_norm
-from tests.load.test_aten_converters import Lambda
+from tests.load.test_aten_converters import Lambda, _save
 
 RTOL = 1e-5
 
@@ -166,15 +165,9 @@ def test_linear_converters_figure_is_the_operator_norm(case: str, kind: str, tmp
     """The map is linear, so its Lipschitz constant is ‖J‖₂ of its autograd Jacobian; the product
     bound (verification off) must not fall below it, and for these exact rules meets it."""
     model, shape = LINEAR[case]
-    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    path = tmp_path / ("m.pt" if kind == "traced" else "m.pt2")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if kind == "traced":
-            torch.jit.save(torch.jit.trace(model, example), str(path))
-        else:
-            torch.export.save(torch.export.export(model, (example,)), str(path))
+    path = _save(kind, model, shape, tmp_path / ("m.pt" if kind == "traced" else "m.pt2"))
     report = audit(str(path), bound="product", verify=False)
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     assert report.exit_code() == 0, report.network.unsupported
     jacobian = torch.autograd.functional.jacobian(model, example.double())
     truth = float(torch.linalg.matrix_norm(jacobian.reshape(-1, example.numel()), ord=2))
