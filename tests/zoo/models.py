@@ -278,10 +278,26 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 }
 
 
-# Families that not every exporter writes as the same graph: the torch paths agree with each other,
-# and the dynamo export gets the same verdict (its figure is for its own graph).
+class ShuffleUnit(nn.Module):
+    """A ShuffleNet unit: grouped 1×1 convolutions around nn.ChannelShuffle and a depthwise 3×3
+    (the legacy ONNX exporter refuses channel_shuffle)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(8, 4, 1, groups=2)
+        self.shuffle = nn.ChannelShuffle(2)
+        self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.expand = nn.Conv2d(4, 8, 1, groups=2)
+
+    def forward(self, x):
+        return torch.relu(x + self.expand(self.depthwise(self.shuffle(torch.relu(self.reduce(x))))))
+
+
+# Families that not every ONNX exporter writes, or writes as the same graph: the torch paths agree
+# with each other, and the dynamo export gets the same verdict (its figure is for its own graph).
 TORCH_ONLY: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "adaptive_unequal": (AdaptiveUnequal, (1, 3, 5, 7)),
+    "shuffle_unit": (ShuffleUnit, (1, 8, 4, 4)),
 }
 
 
