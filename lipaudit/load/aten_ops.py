@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..ops.activation import softplus_cut_is_invisible
+from ..ops.geometry import block_counts, fold_attributes, patch_picks
 from .naming import PAD_OPS
 from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
 
@@ -134,6 +136,11 @@ def linear(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Add", [product, em.x(b)], outs)
 
 
+@converts("einsum")
+def einsum(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    em.node("Einsum", [em.x(t) for t in a["tensors"]], outs, equation=str(a["equation"]))
+
+
 @converts("addmm")
 def addmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node(
@@ -149,6 +156,19 @@ def addmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 def matmul(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     right = a.get("other", a.get("mat2"))
     em.node("MatMul", [em.x(a["self"]), em.x(right)], outs)
+
+
+@converts("baddbmm")
+def baddbmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """beta·self + alpha·(batch1 @ batch2)."""
+    out = outs[0]
+    product = em.temp(out.shape, "product")
+    em.node("MatMul", [em.x(a["batch1"]), em.x(a["batch2"])], [product])
+    scaled = product
+    if float(a.get("alpha", 1)) != 1.0:
+        scaled = em.temp(out.shape, "scaled")
+        em.node("Mul", [product, em.x(float(a["alpha"]), out)], [scaled])
+    em.node("Add", [scaled, _scaled(em, a["self"], a.get("beta"), out)], outs)
 
 
 # --- normalisation ----------------------------------------------------------------------------
@@ -346,16 +366,12 @@ def shrink(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("softplus")
 def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """torch's softplus(x; β, t) is log(1 + exp(βx))/β below βx = t and x above: it jumps there by
-    (log(1 + exp(t)) − t)/β. Where that jump is below float32 resolution it is Softplus(βx)/β."""
     x, beta, threshold = a["self"], float(a["beta"]), float(a["threshold"])
     if beta <= 0:
         raise Unmappable(f"softplus with beta {beta:g} ≤ 0")
-    jump = (math.log1p(math.exp(min(threshold, 700.0))) - threshold) / beta
-    if jump > float(np.spacing(np.float32(abs(threshold / beta)))) / 2:
+    if not softplus_cut_is_invisible(beta, threshold):
         raise Unmappable(
-            f"softplus with threshold {threshold:g} jumps by {jump:.3g} at x = {threshold / beta:g}, "
-            "so it has no Lipschitz constant"
+            f"softplus with threshold {threshold:g} jumps at x = {threshold / beta:g}, so it has no Lipschitz constant"
         )
     if beta == 1.0:
         em.node("Softplus", [em.x(x)], outs)
@@ -364,6 +380,19 @@ def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Mul", [em.x(x), em.x(beta, x)], [scaled])
     em.node("Softplus", [scaled], [smoothed])
     em.node("Mul", [smoothed, em.x(1.0 / beta, x)], outs)
+
+
+@converts("threshold")
+def threshold(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """x above t, else v: max(x, t) when v = t (continuous, slope 1); otherwise a jump of t − v at t,
+    written as the dynamo exporter writes it, a Where on x ≤ t (which the rules report as a step)."""
+    x, t, v = a["self"], float(a["threshold"]), float(a["value"])
+    if t == v:
+        em.node("Max", [em.x(x), em.x(t, x)], outs)
+        return
+    below = em.temp(x.shape, "below")
+    em.node("LessOrEqual", [em.x(x), em.x(t, x)], [below])
+    em.node("Where", [below, em.x(v, x), em.x(x)], outs)
 
 
 @converts("hardtanh", "relu6", "clamp", "clip", "clamp_min", "clamp_max")
@@ -479,6 +508,19 @@ def masked_fill(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Where", [em.x(a["mask"]), em.x(a["value"], out), em.x(a["self"], out)], outs)
 
 
+@converts("glu")
+def glu(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """glu(x) = a·σ(b), a and b the halves of x along ``dim``: written as torch's ONNX export writes it."""
+    x = a["self"]
+    axis = _axis(a.get("dim", -1), x.tensor.dim())
+    half = x.shape[axis] // 2
+    shape = outs[0].shape
+    first, second, gate = em.temp(shape, "first"), em.temp(shape, "second"), em.temp(shape, "gate")
+    em.node("Split", [em.x(x), em.ints([half, half], "split")], [first, second], axis=axis)
+    em.node("Sigmoid", [second], [gate])
+    em.node("Mul", [first, gate], outs)
+
+
 @converts("pow")
 def pow_(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Pow", [em.x(a["self"], outs[0]), em.x(a["exponent"], outs[0])], outs)
@@ -520,20 +562,20 @@ def max_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("avg_pool1d", "avg_pool2d", "avg_pool3d")
 def avg_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    x = a["self"]
-    if a.get("divisor_override") is not None:
-        raise Unmappable("divisor_override")
+    """With ``divisor_override`` d every window's sum is divided by d: the mean over the whole window,
+    padding included, times (window size)/d. Windows that run past the padding (ceil_mode) are
+    shorter, so that case stays unmapped."""
+    x, divisor = a["self"], a.get("divisor_override")
     _, kernel, stride, pads = _window(a, x)
-    em.node(
-        "AveragePool",
-        [em.x(x)],
-        outs,
-        kernel_shape=kernel,
-        strides=stride,
-        pads=pads,
-        ceil_mode=int(bool(a["ceil_mode"])),
-        count_include_pad=int(bool(a["count_include_pad"])),
-    )
+    if divisor is not None and a["ceil_mode"]:
+        raise Unmappable("divisor_override with ceil_mode")
+    attrs: dict[str, Any] = dict(kernel_shape=kernel, strides=stride, pads=pads, ceil_mode=int(bool(a["ceil_mode"])))
+    if divisor is None:
+        em.node("AveragePool", [em.x(x)], outs, count_include_pad=int(bool(a["count_include_pad"])), **attrs)
+        return
+    mean = em.temp(outs[0].shape, "window_mean")
+    em.node("AveragePool", [em.x(x)], [mean], count_include_pad=1, **attrs)
+    em.node("Mul", [mean, em.x(math.prod(kernel) / float(divisor), x)], outs)
 
 
 @converts(
@@ -555,7 +597,10 @@ def adaptive_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         em.node("GlobalMaxPool" if is_max else "GlobalAveragePool", [em.x(x)], [out])
         return
     if any(i % o for i, o in zip(sizes_in, sizes_out)):
-        raise Unmappable(f"adaptive pooling from {list(sizes_in)} to {list(sizes_out)} has unequal windows")
+        if is_max:
+            raise Unmappable(f"adaptive max pooling from {list(sizes_in)} to {list(sizes_out)} has unequal windows")
+        _adaptive_mean(em, x, out)
+        return
     kernel = [i // o for i, o in zip(sizes_in, sizes_out)]
     em.node(
         "MaxPool" if is_max else "AveragePool",
@@ -565,6 +610,42 @@ def adaptive_pool(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         strides=kernel,
         pads=[0] * (2 * len(kernel)),
     )
+
+
+def _window_means(size_in: int, size_out: int, like: Tracked) -> np.ndarray:
+    """Row o averages entries ⌊o·I/O⌋ … ⌈(o+1)·I/O⌉ − 1, torch's adaptive windows."""
+    means = torch.zeros((size_out, size_in), dtype=like.tensor.dtype)
+    for o in range(size_out):
+        start, end = (o * size_in) // size_out, -((-(o + 1) * size_in) // size_out)
+        means[o, start:end] = 1.0 / (end - start)
+    return to_numpy(means)
+
+
+def _adaptive_mean(em: Emitter, x: Tracked, out: Tracked) -> None:
+    """Adaptive average pooling with unequal windows is separable: one constant averaging matrix per
+    spatial axis, applied by MatMul (the last axis on the right, the others on the left after moving
+    them next to last): a chain of exact linear maps."""
+    rank = x.tensor.dim()
+    current, shape = em.x(x), list(x.shape)
+    axes = [axis for axis in range(2, rank) if x.shape[axis] != out.shape[axis]]
+    for k, axis in enumerate(axes):
+        means = _window_means(x.shape[axis], out.shape[axis], x)
+        prior = list(shape)
+        shape[axis] = out.shape[axis]
+        result = out.name if k == len(axes) - 1 else em.temp(tuple(shape), f"mean{axis}")
+        if axis == rank - 1:
+            em.node("MatMul", [current, em.const(means.T.copy(), f"means{axis}")], [result])
+        elif axis == rank - 2:
+            em.node("MatMul", [em.const(means, f"means{axis}"), current], [result])
+        else:
+            perm = list(range(rank))
+            perm[axis], perm[rank - 2] = rank - 2, axis
+            before = em.temp(tuple(prior[p] for p in perm), f"moved{axis}")
+            after = em.temp(tuple(shape[p] for p in perm), f"pooled{axis}")
+            em.node("Transpose", [current], [before], perm=perm)
+            em.node("MatMul", [em.const(means, f"means{axis}"), before], [after])
+            em.node("Transpose", [after], [result], perm=perm)
+        current = result
 
 
 @converts("square")
@@ -635,6 +716,7 @@ for _name, _fn in {
     "sum": _reduce("ReduceSum", True),
     "amax": _reduce("ReduceMax", False),
     "amin": _reduce("ReduceMin", False),
+    "logsumexp": _reduce("ReduceLogSumExp", False),
 }.items():
     _add(_name, _fn)
 
@@ -645,6 +727,51 @@ def max_min(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         _binary("Max" if a["__op__"] == "max" else "Min")(em, a, outs)
         return
     _reduce("ReduceMax" if a["__op__"] == "max" else "ReduceMin", False)(em, a, outs)
+
+
+@converts("var", "std")
+def variance(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Σ(x − mean)²/(N − correction) over ``dim``, as ONNX exporters spell it (a Sqrt after, for std)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    axes = _reduce_axes(a, rank)
+    correction = a.get("correction", 1 if a.get("unbiased", True) else 0)
+    correction = 1.0 if correction is None else float(correction)
+    count = math.prod(x.shape[d] for d in axes)
+    if count - correction <= 0:
+        raise Unmappable(f"variance of {count} entries with correction {correction:g}")
+    kept = tuple(1 if d in axes else n for d, n in enumerate(x.shape))
+    mean, centred, squares = em.temp(kept, "mean"), em.temp(x.shape, "centred"), em.temp(x.shape, "squares")
+    em.node("ReduceMean", [em.x(x)], [mean], axes=axes, keepdims=1)
+    em.node("Sub", [em.x(x), mean], [centred])
+    em.node("Mul", [centred, centred], [squares])
+    total = em.temp(outs[0].shape, "sum")
+    em.node("ReduceSum", [squares, em.ints(axes, "axes")], [total], keepdims=int(bool(a.get("keepdim", False))))
+    if a["__op__"] == "var":
+        em.node("Mul", [total, em.x(1.0 / (count - correction), outs[0])], outs)
+        return
+    var = em.temp(outs[0].shape, "var")
+    em.node("Mul", [total, em.x(1.0 / (count - correction), outs[0])], [var])
+    em.node("Sqrt", [var], outs)
+
+
+@converts("linalg_vector_norm", "norm", "frobenius_norm")
+def vector_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """The 2-norm over ``dim`` (all entries when none): ReduceL2, as ONNX writes it."""
+    order = a.get("ord", a.get("p", 2))
+    if order is None:
+        order = 2
+    if isinstance(order, str) or float(order) != 2.0 or a.get("dtype") is not None:
+        raise Unmappable(f"a vector norm of order {order}")
+    _reduce("ReduceL2", False)(em, a, outs)
+
+
+@converts("cumsum")
+def cumsum(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    if a.get("dtype") is not None and outs[0].tensor.dtype != x.tensor.dtype:
+        raise Unmappable("cumsum with a dtype change")
+    em.node("CumSum", [em.x(x), em.ints([_axis(a["dim"], x.tensor.dim())], "axis")], outs)
 
 
 # --- moving entries ---------------------------------------------------------------------------
@@ -796,6 +923,92 @@ def index_select(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Gather", [em.x(x), em.x(a["index"])], outs, axis=_axis(a["dim"], x.tensor.dim()))
 
 
+@converts("gather")
+def gather(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x = a["self"]
+    em.node("GatherElements", [em.x(x), em.x(a["index"])], outs, axis=_axis(a["dim"], x.tensor.dim()))
+
+
+@converts("index")
+def index(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """x[:, …, idx] with one constant index tensor (integers, or a mask read as its positions): a
+    Gather on that axis. Several index tensors broadcast against each other, which Gather cannot say."""
+    x = a["self"]
+    given = [(axis, t) for axis, t in enumerate(a["indices"]) if t is not None]
+    if len(given) != 1 or not isinstance(given[0][1], Tracked) or given[0][1].variable:
+        raise Unmappable("indexing by more than one tensor, or by a tensor computed from the input")
+    axis, chosen = given[0]
+    positions = chosen.tensor
+    if positions.dtype == torch.bool:
+        if positions.dim() != 1:
+            raise Unmappable("a mask over several axes")
+        positions = positions.nonzero().reshape(-1)
+    em.node("Gather", [em.x(x), em.const(to_numpy(positions.to(torch.int64)), "index")], outs, axis=axis)
+
+
+@converts("roll")
+def roll(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Each rolled axis is the Concat of its last ``shift`` entries and the rest (a permutation)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    shifts, dims = _ints(a["shifts"], 1), [int(d) for d in (a.get("dims") or [])]
+    if not dims or len(shifts) != len(dims):
+        raise Unmappable("roll of the flattened tensor")
+    current = em.x(x)
+    for k, (shift, dim) in enumerate(zip(shifts, dims)):
+        axis = _axis(dim, rank)
+        size = x.shape[axis]
+        cut = size - shift % size if size else 0
+        result = outs[0].name if k == len(dims) - 1 else em.temp(x.shape, f"rolled{k}")
+        if cut in (0, size):
+            em.node("Identity", [current], [result])
+        else:
+            tail_shape = x.shape[:axis] + (size - cut,) + x.shape[axis + 1 :]
+            head_shape = x.shape[:axis] + (cut,) + x.shape[axis + 1 :]
+            tail, head = em.temp(tail_shape, f"tail{k}"), em.temp(head_shape, f"head{k}")
+            em.node("Split", [current, em.ints([cut, size - cut], f"split{k}")], [head, tail], axis=axis)
+            em.node("Concat", [tail, head], [result], axis=axis)
+        current = result
+
+
+def _patch_geometry(a: dict[str, Any]) -> tuple[list[int], list[int], list[int], list[int]]:
+    padding = _ints(a["padding"], 2)
+    return _ints(a["kernel_size"], 2), _ints(a["dilation"], 2), padding * 2, _ints(a["stride"], 2)
+
+
+@converts("im2col")
+def im2col(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """F.unfold: the convolution whose weights pick one entry each (geometry.patch_picks), then a
+    Reshape (as exact as any convolution)."""
+    x = a["self"]
+    _spatial(x, 2)
+    n, c = x.shape[:2]
+    kernel, dilations, pads, strides = _patch_geometry(a)
+    taps = math.prod(kernel)
+    blocks = block_counts(x.shape[2:], kernel, dilations, pads, strides)
+    windows = em.temp((n, c * taps, *blocks), "windows")
+    picks = em.const(patch_picks(c, kernel, to_numpy(x.tensor).dtype), "picks")
+    attrs: dict[str, Any] = dict(kernel_shape=kernel, strides=strides, pads=pads, dilations=dilations, group=1)
+    em.node("Conv", [em.x(x), picks], [windows], **attrs)
+    em.node("Reshape", [windows, em.ints(outs[0].shape, "shape")], outs)
+
+
+@converts("col2im")
+def col2im(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """F.fold, the adjoint of F.unfold: the columns laid out as blocks, then the transposed one-hot
+    convolution, which sums the patches that overlap (as passes/col2im.py reads ONNX's Col2Im)."""
+    x, out = a["self"], outs[0]
+    if x.tensor.dim() != 3:
+        raise Unmappable("fold of an unbatched input")
+    kernel, dilations, pads, strides = _patch_geometry(a)
+    blocks = block_counts(out.shape[2:], kernel, dilations, pads, strides)
+    laid_out = em.temp((x.shape[0], x.shape[1], *blocks), "blocks")
+    em.node("Reshape", [em.x(x), em.ints((x.shape[0], x.shape[1], *blocks), "blocks_shape")], [laid_out])
+    picks = em.const(patch_picks(out.shape[1], kernel, to_numpy(x.tensor).dtype), "picks")
+    attrs = fold_attributes(out.shape[2:], blocks, kernel, dilations, pads, strides)
+    em.node("ConvTranspose", [laid_out, picks], outs, **attrs)
+
+
 @converts("expand", "expand_as", "broadcast_to")
 def expand(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Expand", [em.x(a["self"]), em.ints(outs[0].shape, "shape")], outs)
@@ -807,6 +1020,99 @@ def repeat(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     if len(repeats) != x.tensor.dim():
         raise Unmappable("repeat that adds dimensions")
     em.node("Tile", [em.x(x), em.ints(repeats, "repeats")], outs)
+
+
+@converts("tile")
+def tile(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    x, dims = a["self"], [int(d) for d in a["dims"]]
+    if len(dims) > x.tensor.dim():
+        raise Unmappable("tile that adds dimensions")
+    em.node("Tile", [em.x(x), em.ints([1] * (x.tensor.dim() - len(dims)) + dims, "repeats")], outs)
+
+
+@converts("repeat_interleave")
+def repeat_interleave(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Each entry along ``dim`` copied ``repeats`` times in place: a Gather with constant indices."""
+    x, repeats = a.get("self"), a.get("repeats")
+    if not isinstance(x, Tracked) or a.get("dim") is None:
+        raise Unmappable("repeat_interleave of the flattened tensor, or of counts alone")
+    if isinstance(repeats, Tracked):
+        if repeats.variable:
+            raise Unmappable("repeat_interleave by counts computed from the input")
+        repeats = repeats.tensor
+    axis = _axis(a["dim"], x.tensor.dim())
+    picks = torch.arange(x.shape[axis]).repeat_interleave(torch.as_tensor(repeats))
+    em.node("Gather", [em.x(x), em.const(to_numpy(picks.to(torch.int64)), "index")], outs, axis=axis)
+
+
+@converts("diff")
+def diff(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """n-th forward difference along ``dim``: x[1:] − x[:-1], n times, after prepend and append."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    axis = _axis(a.get("dim", -1), rank)
+    parts = [t for t in (a.get("prepend"), x, a.get("append")) if t is not None]
+    length = sum(t.shape[axis] if isinstance(t, Tracked) else 1 for t in parts)
+    shape = list(x.shape)
+    shape[axis] = length
+    current = em.x(x)
+    if len(parts) > 1:
+        if not all(isinstance(t, Tracked) and t.tensor.dim() == rank for t in parts):
+            raise Unmappable("diff with a scalar prepend or append")
+        current = em.temp(tuple(shape), "joined")
+        em.node("Concat", [em.x(t) for t in parts], [current], axis=axis)
+    steps = int(a.get("n", 1))
+    for k in range(steps):
+        shape[axis] -= 1
+        later, earlier = em.temp(tuple(shape), f"later{k}"), em.temp(tuple(shape), f"earlier{k}")
+        for name, start, end in ((later, 1, INT64_MAX), (earlier, 0, shape[axis])):
+            em.node(
+                "Slice",
+                [current, em.ints([start], f"s{k}"), em.ints([end], f"e{k}"), em.ints([axis], f"a{k}")],
+                [name],
+            )
+        current = outs[0].name if k == steps - 1 else em.temp(tuple(shape), f"diff{k}")
+        em.node("Sub", [later, earlier], [current])
+
+
+@converts("channel_shuffle", "native_channel_shuffle")
+def channel_shuffle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Channels (g, c/g) read as (c/g, g): Reshape → Transpose → Reshape, as ONNX exporters write it."""
+    x = a["self"]
+    groups = int(a["groups"])
+    n, c = x.shape[:2]
+    rest = tuple(x.shape[2:])
+    split = em.temp((n, groups, c // groups) + rest, "groups")
+    moved = em.temp((n, c // groups, groups) + rest, "moved")
+    em.node("Reshape", [em.x(x), em.ints((n, groups, c // groups) + rest, "split_shape")], [split])
+    em.node("Transpose", [split], [moved], perm=[0, 2, 1, *range(3, 3 + len(rest))])
+    em.node("Reshape", [moved, em.ints(outs[0].shape, "shape")], outs)
+
+
+@converts("diagonal")
+def diagonal(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """The two axes moved last and merged, then a Gather of the diagonal's positions (as torch puts
+    the diagonal: a new last axis)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    first, second = _axis(a.get("dim1", 0), rank), _axis(a.get("dim2", 1), rank)
+    offset = int(a.get("offset", 0))
+    rest = [d for d in range(rank) if d not in (first, second)]
+    rows, columns = x.shape[first], x.shape[second]
+    positions = [i * columns + i + offset for i in range(rows) if 0 <= i + offset < columns]
+    moved = em.temp(tuple(x.shape[d] for d in rest) + (rows, columns), "moved")
+    merged = em.temp(tuple(x.shape[d] for d in rest) + (rows * columns,), "merged")
+    em.node("Transpose", [em.x(x)], [moved], perm=[*rest, first, second])
+    em.node("Reshape", [moved, em.ints(tuple(x.shape[d] for d in rest) + (rows * columns,), "shape")], [merged])
+    em.node("Gather", [merged, em.ints(positions, "positions")], outs, axis=len(rest))
+
+
+@converts("tril", "triu")
+def triangle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Trilu, as both ONNX exporters write it (it has no rule yet, so every path reports the same)."""
+    x = a["self"]
+    offset = em.ints([int(a.get("diagonal", 0))], "k")
+    em.node("Trilu", [em.x(x), offset], outs, upper=int(a["__op__"] == "triu"))
 
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}

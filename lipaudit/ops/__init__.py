@@ -13,6 +13,7 @@ from . import (  # noqa: F401 (imported to register their ops)
     circular_conv,
     control_flow,
     data_shape,
+    einsum,
     linear,
     logical,
     normalization,

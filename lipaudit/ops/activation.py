@@ -158,6 +158,16 @@ class Tanh(SlopeWithinOne):
         return monotone_in_magnitude(x, lambda a: 1.0 / np.cosh(a) ** 2)
 
 
+def softplus_cut_is_invisible(beta: float, threshold: float) -> bool:
+    """torch's softplus(x; β, t) is log(1 + exp(βx))/β below βx = t and x above: it jumps there by
+    (log(1 + exp(t)) − t)/β. Below half a float32 step at x = t/β the jump is rounding, and the op is
+    Softplus(βx)/β (the aten converter and the fusion of ONNX's Where(βx > t, x, …) both ask)."""
+    if beta <= 0:
+        return False
+    jump = (math.log1p(math.exp(min(threshold, 700.0))) - threshold) / beta
+    return jump <= float(np.spacing(np.float32(abs(threshold / beta)))) / 2
+
+
 @register
 class Softplus(SlopeWithinOne):
     monotone = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -173,3 +173,48 @@ def pad_multiplicity(length: int, begin: int, end: int, mode: str) -> int:
 
 def spatial_count(shape: Sequence[int]) -> int:
     return int(math.prod(shape[2:]))
+
+
+def patch_picks(channels: int, kernel: Sequence[int], dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """The one-hot convolution weight of im2col: output channel c·K + k (K = ∏ kernel, k the kernel
+    position in row-major order) reads channel c at position k. As a Conv it is F.unfold; as a
+    ConvTranspose, its adjoint F.fold (col2im), which sums the patches that overlap."""
+    taps = math.prod(kernel)
+    picks = np.zeros((channels * taps, channels, *kernel), dtype=dtype)
+    for c in range(channels):
+        for k in range(taps):
+            position = tuple(int(i) for i in np.unravel_index(k, tuple(kernel)))
+            picks[(c * taps + k, c, *position)] = 1
+    return picks
+
+
+def block_counts(
+    sizes: Sequence[int], kernel: Sequence[int], dilations: Sequence[int], pads: Sequence[int], strides: Sequence[int]
+) -> list[int]:
+    """Sliding blocks per spatial axis; ``pads``: begin…, end…."""
+    n = len(sizes)
+    return [(sizes[i] + pads[i] + pads[n + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(n)]
+
+
+def fold_attributes(
+    sizes: Sequence[int],
+    blocks: Sequence[int],
+    kernel: Sequence[int],
+    dilations: Sequence[int],
+    pads: Sequence[int],
+    strides: Sequence[int],
+) -> dict[str, Any]:
+    """ConvTranspose attributes that fold ``blocks`` back to ``sizes``: the output padding makes up
+    for the rows no block reached (fewer than a stride)."""
+    n = len(sizes)
+    reached = [
+        (blocks[i] - 1) * strides[i] - pads[i] - pads[n + i] + dilations[i] * (kernel[i] - 1) + 1 for i in range(n)
+    ]
+    return dict(
+        kernel_shape=list(kernel),
+        strides=list(strides),
+        pads=list(pads),
+        dilations=list(dilations),
+        output_padding=[size - r for size, r in zip(sizes, reached)],
+        group=1,
+    )

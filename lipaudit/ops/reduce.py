@@ -21,7 +21,7 @@ from ..intervals.jacobian import Jac, JacobianContext
 from ..invariants import present
 from ..ir import Node
 from ..linear_maps import Barrier, Linear, Mean, Reshape
-from .context import DOMAIN_HINT, RuleContext, domain_factor
+from .context import DOMAIN_HINT, RuleContext, RuleInputError, domain_factor
 from .factor import Factor
 from .interval_rules import endpoint_args, monotone_interval, run_op
 from .linear_part import const
@@ -242,3 +242,47 @@ class ReduceLogSum(SteepReduction):
         if not math.isfinite(smallest_log):
             return None
         return math.sqrt(reduced_count(node, ctx)) / (math.exp(smallest_log) * (1 - 1e-9))
+
+
+def cumulative_norm(n: int, exclusive: bool) -> float:
+    """‖T‖₂ of the n×n matrix of ones on and below the diagonal (strictly below when ``exclusive``,
+    which is T of size n − 1 bordered by zeros; reversing transposes it): 1/(2 sin(π/(4n + 2))), the
+    inverse of the smallest singular value of the first-difference matrix T⁻¹. Rounded up."""
+    size = n - 1 if exclusive else n
+    if size <= 0:
+        return 0.0
+    value = 1.0 / (2.0 * math.sin(math.pi / (4 * size + 2)))
+    return value * (1 + 4 * np.finfo(np.float64).eps)
+
+
+@register
+class CumSum(Op):
+    """Running sums along one axis: each line along it goes through the same triangular matrix of ones."""
+
+    family = FAMILY
+    summary = "‖T_n‖₂ = 1/(2 sin(π/(4n+2))) for n entries along the axis"
+    monotone = True
+    sums = True
+
+    def _axis(self, node: Node, ctx: RuleContext) -> int:
+        axis = ctx.graph.const(node.inputs[1])
+        if axis is None:
+            raise RuleInputError(f"the axis of CumSum '{node.name}' is computed from the network input")
+        return positive_axis(int(np.asarray(axis).reshape(-1)[0]), len(ctx.input_shape(node)))
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        if ctx.graph.is_const(node.inputs[0]):
+            return Factor.constant(0.0, "closed-form")
+        n = ctx.input_shape(node)[self._axis(node, ctx)]
+        exclusive = bool(node.attr_int("exclusive", 0))
+        return Factor.constant(cumulative_norm(n, exclusive), "closed-form", note=f"running sums of {n} entries")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x = args[0]
+        axis = positive_axis(int(torch.as_tensor(args[1]).reshape(-1)[0]), x.dim())
+        if node.attr_int("reverse", 0):
+            x = x.flip(axis)
+        out = torch.cumsum(x, axis)
+        if node.attr_int("exclusive", 0):
+            out = out - x
+        return out.flip(axis) if node.attr_int("reverse", 0) else out

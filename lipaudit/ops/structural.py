@@ -321,6 +321,64 @@ class Gather(Op):
         return entry_map(self, node, ctx)
 
 
+class PickByIndices(Op):
+    """Each output is the entry of x that constant indices name: an entry picked m times raises the
+    norm by √m, counted by picking from the numbers 0, 1, … laid out as x."""
+
+    family = FAMILY
+    summary = "constant indices: √(most picks of one entry); variable indices: unbounded"
+    resizes = True
+    exact_in_float = True
+    monotone = True  # in the data, with constant indices
+
+    def pick(self, x: Tensor, indices: Tensor, node: Node) -> Tensor:
+        raise NotImplementedError
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        data, indices = node.inputs[:2]
+        index_values = ctx.graph.const(indices)
+        if index_values is None:
+            return Factor.unbounded(f"{node.op_type} with variable indices jumps between entries")
+        if ctx.graph.is_const(data):
+            return Factor.constant(0.0, "closed-form")
+        if node.attr_int("batch_dims", 0):
+            return Factor.unknown(f"{node.op_type} with batch_dims > 0 has no rule")
+        shape = ctx.input_shape(node)
+        numbers = torch.arange(math.prod(shape), dtype=torch.int64).reshape(shape)
+        picked = self.pick(numbers, torch.from_numpy(np.array(index_values)), node)
+        repeats = int(torch.bincount(picked.reshape(-1)).max()) if picked.numel() else 1
+        return Factor.constant(math.sqrt(repeats), "closed-form")
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        if node.attr_int("batch_dims", 0):
+            raise cannot_run(node, "with batch_dims > 0")
+        return self.pick(args[0], args[1], node)
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
+        return entry_map(self, node, ctx)
+
+
+@register
+class GatherElements(PickByIndices):
+    """out[…, i, …] = x[…, idx[…, i, …], …] along ``axis``."""
+
+    def pick(self, x: Tensor, indices: Tensor, node: Node) -> Tensor:
+        indices = indices.long()
+        axis = positive_axis(node.attr_int("axis"), x.dim())
+        return torch.gather(x, axis, torch.where(indices < 0, indices + x.shape[axis], indices))
+
+
+@register
+class GatherND(PickByIndices):
+    """batch_dims = 0: out[i…] = x[idx[i…, 0], …, idx[i…, k−1], …] (an entry, or a slice of x)."""
+
+    def pick(self, x: Tensor, indices: Tensor, node: Node) -> Tensor:
+        indices = indices.long()
+        k = indices.shape[-1]
+        indices = torch.where(indices < 0, indices + torch.tensor(x.shape[:k], dtype=torch.int64), indices)
+        return x[tuple(indices[..., j] for j in range(k))]
+
+
 @register
 class Pad(Op):
     """Before opset 11 pads and the fill value are attributes; from 11 they are inputs (and axes from 18)."""

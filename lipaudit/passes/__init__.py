@@ -4,6 +4,9 @@ changed the graph; a PassManager repeats its passes until nothing changes."""
 from __future__ import annotations
 
 from ..ir import Graph
+from .col2im import Col2ImAsConvTranspose
+from .collapse_reshapes import CollapseReshapes
+from .concat_slices import ConcatSlices
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
@@ -22,6 +25,7 @@ def rewrite_passes() -> PassManager:
     """Before analysis: fusions first (they expose folds and merges), then folds and merges."""
     return PassManager(
         [
+            Col2ImAsConvTranspose(),
             FuseActivations(),
             FuseNormalization(),
             DropSoftmaxNanGuard(),
@@ -31,6 +35,8 @@ def rewrite_passes() -> PassManager:
             FuseL2Pool(),
             FuseCircularConv(),
             FoldBatchNorm(),
+            CollapseReshapes(),
+            ConcatSlices(),
             MergeLinear(),
             RemoveUnused(),
         ]
@@ -43,6 +49,9 @@ def run_passes(graph: Graph) -> Graph:
 
 
 __all__ = [
+    "Col2ImAsConvTranspose",
+    "CollapseReshapes",
+    "ConcatSlices",
     "DropSoftmaxNanGuard",
     "FillDefaultAttributes",
     "FoldBatchNorm",

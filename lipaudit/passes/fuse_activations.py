@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Graph, Node
+from ..ops.activation import softplus_cut_is_invisible
 from .manager import NodeRewrite
 
 _INV_SQRT2 = 1 / math.sqrt(2)
@@ -207,11 +208,77 @@ def _fuse_softsign(graph: Graph, div: Node) -> bool:
     return False
 
 
+def _softplus_branch(graph: Graph, x: str, smooth: str, scaled: str) -> tuple[float, list[Node]] | None:
+    """(β, nodes) when ``smooth`` is Softplus(βx)/β computed from ``scaled`` = βx (x itself when β = 1)."""
+    if scaled == x:
+        node = _producer_of(graph, smooth, "Softplus")
+        return (1.0, [node]) if node is not None and node.inputs[0] == x else None
+    times = _producer_of(graph, scaled, "Mul")
+    beta = graph.scalar(_other_input(times, x) or "") if times is not None and x in times.inputs else None
+    last = graph.producer(smooth)
+    if beta is None or last is None or last.domain or len(last.inputs) != 2:
+        return None
+    inner = _producer_of(graph, last.inputs[0], "Softplus")
+    divisor = graph.scalar(last.inputs[1])
+    if inner is None or inner.inputs[0] != scaled or divisor is None:
+        return None
+    if not (
+        (last.op_type == "Div" and divisor == beta) or (last.op_type == "Mul" and _close(divisor * beta, 1.0, 1e-7))
+    ):
+        return None
+    return beta, [inner, last]
+
+
+def _fuse_softplus_cut(graph: Graph, where: Node) -> bool:
+    """Where(βx > t, x, Softplus(βx)/β) → Softplus(βx)/β: torch's softplus with its threshold, as the
+    dynamo exporter writes it. The cut's jump is rounding where softplus_cut_is_invisible says so."""
+    if len(where.inputs) != 3:
+        return False
+    condition, x, smooth = where.inputs
+    greater = _producer_of(graph, condition, "Greater")
+    threshold = graph.scalar(greater.inputs[1]) if greater is not None else None
+    if greater is None or threshold is None or graph.shape(where.outputs[0]) != graph.shape(smooth):
+        return False
+    found = _softplus_branch(graph, x, smooth, greater.inputs[0])
+    if found is None or not softplus_cut_is_invisible(found[0], threshold):
+        return False
+    if graph.sole_consumer(condition) is None:
+        return False
+    graph.replace_uses(where.outputs[0], smooth)
+    graph.remove_node(where)
+    graph.remove_node(greater)
+    found[1][-1].notes.append("fused from Where(βx > t, x, Softplus(βx)/β)")
+    return True
+
+
+def _fuse_threshold(graph: Graph, where: Node) -> bool:
+    """Where(x ≤ t, t, x) or Where(x > t, x, t) → Max(x, t): torch's threshold with value = t, as the
+    dynamo exporter writes it (continuous, slope 1; another value jumps and stays a Where)."""
+    condition, when_true, when_false = where.inputs
+    test = graph.producer(condition)
+    if test is None or test.domain or test.op_type not in ("LessOrEqual", "Greater") or len(test.inputs) != 2:
+        return False
+    x, t = test.inputs
+    level = graph.scalar(t)
+    kept, floor = (when_false, when_true) if test.op_type == "LessOrEqual" else (when_true, when_false)
+    if level is None or kept != x or graph.scalar(floor) != level or graph.sole_consumer(condition) is not where:
+        return False
+    if graph.shape(where.outputs[0]) != graph.shape(x):
+        return False
+    graph.remove_node(test)
+    graph.set_inputs(where, [x, floor])
+    where.op_type, where.attrs = "Max", {}
+    where.notes.append("fused from Where(x ≤ t, t, x)")
+    return True
+
+
 class FuseActivations(NodeRewrite):
     name = "fuse-activations"
-    op_types = ("Mul", "Erf", "Tanh", "Div")
+    op_types = ("Mul", "Erf", "Tanh", "Div", "Where")
 
     def rewrite(self, graph: Graph, node: Node) -> bool:
+        if node.op_type == "Where":
+            return len(node.inputs) == 3 and (_fuse_softplus_cut(graph, node) or _fuse_threshold(graph, node))
         if node.op_type == "Mul":
             return _fuse_gated(graph, node)
         if node.op_type == "Div":

@@ -32,6 +32,9 @@ def _interpolate(**kwargs):
 
 
 _CONST = torch.linspace(-1, 1, 12).reshape(1, 3, 4)
+_PICKS = torch.tensor([[[0, 3, 3, 1], [2, 2, 2, 2], [3, 0, 1, 2]]])
+_ROWS = torch.tensor([2, 0, 0])
+_COLUMNS = torch.tensor([3, 1, 3])
 
 CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
     "flip": (Lambda(lambda x: torch.flip(x, [1, -1]) - x), (1, 3, 4)),
@@ -139,6 +142,46 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
     "expand_repeat": (Lambda(lambda x: x[:, :1].expand(1, 3, 4) + x.repeat(1, 1, 2)[..., :4]), (1, 3, 4)),
     "rms_norm": (nn.RMSNorm(6, eps=1e-3), (1, 3, 6)),
     "rms_norm_default_eps": (nn.RMSNorm([3, 6], elementwise_affine=False), (1, 3, 6)),
+    "glu": (Lambda(lambda x: F.glu(x, -1) + F.glu(x[:, :2], 1)[..., :2]), (1, 3, 4)),
+    "logsumexp": (Lambda(lambda x: torch.logsumexp(x, 1) + torch.logsumexp(x, (1, 2), keepdim=True)[0]), (1, 3, 4)),
+    "vector_norms": (
+        Lambda(lambda x: torch.linalg.vector_norm(x, dim=-1) + x.norm(dim=-1) + F.normalize(x, dim=1).sum(-1)),
+        (1, 3, 4),
+    ),
+    "cumsum": (Lambda(lambda x: torch.cumsum(x, 1) + torch.cumsum(x, -1) * 0.5), (1, 3, 4)),
+    "einsum": (
+        Lambda(lambda x: torch.einsum("bij,jk->bik", x, _CONST[0].T) + torch.einsum("...j->...", x)[..., None]),
+        (1, 3, 4),
+    ),
+    "gather": (Lambda(lambda x: torch.gather(x, 2, _PICKS) + torch.gather(x, 1, _PICKS[:, :2] % 3).sum()), (1, 3, 4)),
+    "index_tensor": (Lambda(lambda x: torch.cat([x[:, _ROWS], x[..., _COLUMNS]], 2)), (1, 3, 4)),
+    "roll": (Lambda(lambda x: torch.roll(x, (1, -3), (1, 2)) + torch.roll(x, 6, -1)), (1, 3, 4)),
+    "unfold": (Lambda(lambda x: F.unfold(x, (2, 3), dilation=(1, 2), padding=1, stride=(2, 1))), (1, 2, 5, 6)),
+    "tile_repeat_interleave": (
+        Lambda(lambda x: torch.tile(x, (2,))[..., 3:7] + torch.repeat_interleave(x, 2, dim=-1)[..., ::2]),
+        (1, 3, 4),
+    ),
+    "repeat_interleave_counts": (
+        Lambda(lambda x: torch.repeat_interleave(x, torch.tensor([1, 0, 2]), dim=1)),
+        (1, 3, 4),
+    ),
+    "diff": (Lambda(lambda x: torch.diff(x, dim=-1) + torch.diff(x, n=2, dim=1, prepend=x[:, :2])[..., :3]), (1, 3, 4)),
+    "threshold": (Lambda(lambda x: F.threshold(x, 0.3, 0.3) + F.threshold(x, 0.0, -1.0)), (1, 3, 4)),
+    "variance": (
+        Lambda(lambda x: x.var(dim=1, keepdim=True) + x.std(-1, correction=0)[..., None] + x.var()),
+        (1, 3, 4),
+    ),
+    "baddbmm": (
+        Lambda(lambda x: torch.baddbmm(_CONST[..., :3], x, _CONST.transpose(1, 2), beta=0.5, alpha=2.0)),
+        (1, 3, 4),
+    ),
+    "channel_shuffle": (nn.ChannelShuffle(2), (1, 4, 2, 3)),
+    "diagonal": (Lambda(lambda x: x + torch.diagonal(x, 1, 1, 2)[:, None, :1]), (1, 3, 4)),
+    "fold": (Lambda(lambda x: F.fold(x, (4, 5), (2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1))), (1, 12, 3)),
+    "avg_pool_divisor": (nn.AvgPool2d(2, stride=1, padding=1, divisor_override=3), (1, 2, 4, 4)),
+    "adaptive_avg_pool_unequal": (nn.AdaptiveAvgPool2d((3, 4)), (1, 2, 5, 7)),
+    "adaptive_avg_pool_unequal_1d": (nn.AdaptiveAvgPool1d(4), (1, 2, 7)),
+    "adaptive_avg_pool_unequal_3d": (nn.AdaptiveAvgPool3d((2, 3, 2)), (1, 2, 5, 4, 4)),
 }
 
 
@@ -265,3 +308,11 @@ def test_transformer_encoder_fast_path_traced_without_grad(tmp_path: Path, norm_
         expected = layer(x)
     outputs = execute(graph, {graph.inputs[0]: x.numpy()})
     np.testing.assert_allclose(outputs[graph.outputs[0]].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["traced", "export"])
+def test_tril_is_the_trilu_the_onnx_exporters_write(tmp_path: Path, kind: str) -> None:
+    """Trilu has no rule: the torch paths report it by the same name as the ONNX ones, not as aten::tril."""
+    model = Lambda(lambda x: torch.tril(x, -1) + torch.triu(x, 2))
+    report = audit(str(_save(kind, model, (1, 3, 4), tmp_path / ("m.pt" if kind == "traced" else "m.pt2"))))
+    assert report.exit_code() == 3 and sorted(b.op for b in report.network.unsupported) == ["Trilu", "Trilu"]

@@ -149,7 +149,7 @@ class _Cumulative(nn.Module):
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        return self.fc(torch.cumsum(x, dim=1))
+        return self.fc(torch.cumprod(x, dim=1))
 
 
 @pytest.mark.parametrize("kind", ["traced", "export"])
@@ -157,7 +157,7 @@ def test_unmapped_aten_op_is_reported_not_dropped(tmp_path: Path, kind: str) -> 
     path = tmp_path / ("m.pt2" if kind == "export" else "m.pt")
     save_as(kind, _Cumulative().eval(), (1, 4), path)
     report = audit(str(path))
-    assert [b.op for b in report.network.unsupported] == ["aten::cumsum"]
+    assert [b.op for b in report.network.unsupported] == ["aten::cumprod"]
     assert report.network.upper_bound is None and not report.network.complete
 
 

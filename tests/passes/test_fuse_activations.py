@@ -60,3 +60,63 @@ def test_other_constants_are_not_taken_for_gelu(tmp_path: Path, inner_scale: flo
     report = audit(str(save(graph_model(nodes, [1, 5], consts), tmp_path)))
     assert "Gelu" not in [layer.op for layer in report.layers]
     assert report.upper_bound is None  # x·(…) stays a product of two variables
+
+
+def _softplus_cut(beta: float, threshold: float) -> tuple[list, dict]:
+    """torch's softplus(x; β, t) as the dynamo exporter writes it: Where(βx > t, x, Softplus(βx)/β)."""
+    consts = {"beta": np.array(beta, np.float32), "t": np.array(threshold, np.float32)}
+    nodes = [
+        helper.make_node("Mul", ["x", "beta"], ["scaled"]),
+        helper.make_node("Softplus", ["scaled"], ["smooth"]),
+        helper.make_node("Div", ["smooth", "beta"], ["curve"]),
+        helper.make_node("Greater", ["scaled", "t"], ["above"]),
+        helper.make_node("Where", ["above", "x", "curve"], ["y"]),
+    ]
+    if beta == 1.0:
+        nodes = [helper.make_node("Softplus", ["x"], ["curve"]), *nodes[3:]]
+        nodes[1] = helper.make_node("Greater", ["x", "t"], ["above"])
+    return nodes, consts
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+@pytest.mark.parametrize("verify", [True, False])
+def test_softplus_threshold_cut_fuses(tmp_path: Path, beta: float, verify: bool) -> None:
+    """At t = 20 the cut's jump (2e-9/β) is below float32 resolution: softplus, slope 1."""
+    nodes, consts = _softplus_cut(beta, 20.0)
+    report = audit(str(save(graph_model(nodes, [1, 5], consts), tmp_path)), verify=verify)
+    assert report.exit_code() == 0
+    assert "Where" not in [layer.op for layer in report.layers]
+    assert report.upper_bound == pytest.approx(1.0, rel=1e-5)
+
+
+def test_softplus_cut_with_a_visible_jump_is_not_fused(tmp_path: Path) -> None:
+    """At t = 1 the output jumps by log(1 + e) − 1 = 0.31: no Lipschitz constant, as the aten converter says."""
+    nodes, consts = _softplus_cut(1.0, 1.0)
+    report = audit(str(save(graph_model(nodes, [1, 5], consts), tmp_path)))
+    assert report.exit_code() == 3 and report.upper_bound is None
+    assert "Where" in [layer.op for layer in report.layers]
+
+
+def test_torch_dynamo_softplus_export_fuses(tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Softplus(beta=2.0), torch.nn.Linear(6, 2)).eval()
+    path = tmp_path / "softplus.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=True)
+    assert audit(str(path)).exit_code() == 0
+
+
+@pytest.mark.parametrize("spelling", ["LessOrEqual", "Greater"])
+@pytest.mark.parametrize("value,fused", [(0.3, True), (-1.0, False)])
+def test_threshold_at_its_own_level_is_a_max(tmp_path: Path, spelling: str, value: float, fused: bool) -> None:
+    """torch's threshold(x, t, v): max(x, t) when v = t (slope 1); with v ≠ t it jumps at t."""
+    consts = {"t": np.array(0.3, np.float32), "v": np.array(value, np.float32)}
+    test = helper.make_node(spelling, ["x", "t"], ["c"])
+    pick = ["c", "v", "x"] if spelling == "LessOrEqual" else ["c", "x", "v"]
+    nodes = [test, helper.make_node("Where", pick, ["y"])]
+    report = audit(str(save(graph_model(nodes, [1, 5], consts), tmp_path)), verify=False)
+    if fused:
+        assert [layer.op for layer in report.layers] == ["Max"] and report.upper_bound == 1.0
+    else:
+        assert report.exit_code() == 3 and report.upper_bound is None

@@ -179,6 +179,82 @@ class SqueezeExcite(nn.Module):
         return h * gate
 
 
+class SoftplusMLP(nn.Module):
+    """torch's softplus keeps its threshold cut: the dynamo exporter writes it as a Where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.Softplus(beta=2.0), nn.Linear(8, 3), nn.Softplus())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class FlattenUnflatten(nn.Module):
+    """nn.Flatten then nn.Unflatten between two convolutions: the dynamo exporter drops the pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Unflatten(1, (4, 5, 5)), nn.Conv2d(4, 2, 1), nn.Flatten()
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class EinsumHeads(nn.Module):
+    """Per-head projections written with einsum, then a batched matmul by a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = nn.Parameter(torch.randn(2, 4, 3) * 0.5)
+        self.out = nn.Parameter(torch.randn(2, 3, 4) * 0.5)
+
+    def forward(self, x):  # (1, 2, 4): two heads of 4
+        h = torch.relu(torch.einsum("bhi,hij->bhj", x, self.heads))
+        return torch.bmm(h.transpose(0, 1), self.out).transpose(0, 1)
+
+
+class ShiftedWindows(nn.Module):
+    """Swin-style cyclic shift (torch.roll) and a channel shuffle by chunk and cat around a 1×1 conv:
+    every exporter writes them as slices and concats, which are permutations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        shifted = torch.roll(x, shifts=(1, -2), dims=(2, 3))
+        a, b = torch.chunk(self.conv(shifted), 2, dim=1)
+        return torch.roll(torch.cat([b, a], dim=1), shifts=(-1, 2), dims=(2, 3))
+
+
+class Unfolded(nn.Module):
+    """F.unfold (im2col) into a linear layer, with a running sum over the patches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        patches = F.unfold(x, 2, stride=2).transpose(1, 2)
+        return torch.cumsum(self.fc(patches), dim=1)
+
+
+class AdaptiveUnequal(nn.Module):
+    """Adaptive average pooling to sizes that do not divide the input's: windows of unequal
+    lengths. The legacy ONNX exporter refuses it; the dynamo exporter writes index gathers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 3 * 2, 2)
+
+    def forward(self, x):
+        return self.head(F.adaptive_avg_pool2d(torch.relu(self.conv(x)), (3, 2)).flatten(1))
+
+
 FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mlp": (MLP, (1, 6)),
     "cnn_bn": (ConvBN, (1, 3, 6, 6)),
@@ -194,12 +270,40 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "vit": (ViTBlock, (1, 5, 8)),
     "groupsort": (GroupSort, (1, 8)),
     "squeeze_excite": (SqueezeExcite, (1, 3, 6, 6)),
+    "softplus": (SoftplusMLP, (1, 6)),
+    "flatten_unflatten": (FlattenUnflatten, (1, 3, 5, 5)),
+    "einsum_heads": (EinsumHeads, (1, 2, 4)),
+    "shifted_windows": (ShiftedWindows, (1, 4, 4, 6)),
+    "unfold": (Unfolded, (1, 2, 4, 4)),
+}
+
+
+class ShuffleUnit(nn.Module):
+    """A ShuffleNet unit: grouped 1×1 convolutions around nn.ChannelShuffle and a depthwise 3×3
+    (the legacy ONNX exporter refuses channel_shuffle)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(8, 4, 1, groups=2)
+        self.shuffle = nn.ChannelShuffle(2)
+        self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.expand = nn.Conv2d(4, 8, 1, groups=2)
+
+    def forward(self, x):
+        return torch.relu(x + self.expand(self.depthwise(self.shuffle(torch.relu(self.reduce(x))))))
+
+
+# Families that not every ONNX exporter writes, or writes as the same graph: the torch paths agree
+# with each other, and the dynamo export gets the same verdict (its figure is for its own graph).
+TORCH_ONLY: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "adaptive_unequal": (AdaptiveUnequal, (1, 3, 5, 7)),
+    "shuffle_unit": (ShuffleUnit, (1, 8, 4, 4)),
 }
 
 
 def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     """The family's network in eval mode, BatchNorm statistics away from the identity."""
-    factory, shape = FAMILIES[name]
+    factory, shape = FAMILIES[name] if name in FAMILIES else TORCH_ONLY[name]
     torch.manual_seed(seed)
     model = factory().eval()
     generator = torch.Generator().manual_seed(seed + 1)

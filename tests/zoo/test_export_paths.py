@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from lipaudit import audit
-from tests.zoo.models import FAMILIES, build
+from tests.zoo.models import FAMILIES, TORCH_ONLY, build
 
 HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
 TORCH_PATHS = ("traced", "scripted", "export")
@@ -89,3 +89,12 @@ def test_dynamo_onnx_export_agrees(family: str, tmp_path: Path) -> None:
     exported = _audit(family, "export", tmp_path, box)
     assert dynamo.exit_code() == exported.exit_code() == 0
     assert _same([dynamo.upper_bound, exported.upper_bound])
+
+
+@pytest.mark.parametrize("family", sorted(TORCH_ONLY))
+def test_torch_paths_agree_where_the_onnx_exporters_write_another_graph(family: str, tmp_path: Path) -> None:
+    reports = [_audit(family, kind, tmp_path) for kind in TORCH_PATHS]
+    assert {report.exit_code() for report in reports} == {0}, [r.network.unsupported for r in reports]
+    assert _same([r.upper_bound for r in reports]), [r.upper_bound for r in reports]
+    if HAS_ONNXSCRIPT:
+        assert _audit(family, "onnx-dynamo", tmp_path).exit_code() == 0

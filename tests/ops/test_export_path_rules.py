@@ -1,0 +1,202 @@
+"""Rules and converters added for the export-path probe (issue 22): CumSum, GatherElements and
+GatherND with constant indices, and the aten converters that now write the ops the ONNX exporters
+write (roll, index, gather, cumsum, unfold, avg_pool's divisor_override, adaptive average pooling
+with unequal windows). Each figure, with verification off, is checked against the operator's own
+matrix: materialised by onnxruntime on basis vectors, or by torch's autograd Jacobian of the module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lipaudit import audit
+from lipaudit.ops.reduce import cumulative_norm
+from tests.builders import operator_matrix, save, single_node_model, spectral_norm
+from tests.load.test_aten_converters import Lambda, _save
+
+RTOL = 1e-5
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_cumulative_norm_is_the_top_singular_value(exclusive: bool) -> None:
+    for n in range(1, 40):
+        matrix = torch.tril(torch.ones(n, n, dtype=torch.float64), diagonal=-1 if exclusive else 0)
+        truth = float(torch.linalg.matrix_norm(matrix, ord=2)) if n > 1 or not exclusive else 0.0
+        assert truth <= cumulative_norm(n, exclusive) <= truth * (1 + 1e-12), n
+
+
+def _onnx_figure_and_truth(model, shape, tmp_path: Path) -> tuple[float, float]:
+    report = audit(str(save(model, tmp_path)), bound="product", verify=False)
+    assert report.exit_code() == 0, report.network.unsupported
+    return report.upper_bound, spectral_norm(operator_matrix(model, shape))
+
+
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+@pytest.mark.parametrize("axis", [1, -1])
+def test_cumsum_rule(exclusive: int, reverse: int, axis: int, tmp_path: Path) -> None:
+    model = single_node_model(
+        "CumSum", [2, 5, 7], {"axis": np.array(axis, np.int64)}, exclusive=exclusive, reverse=reverse
+    )
+    figure, truth = _onnx_figure_and_truth(model, [2, 5, 7], tmp_path)
+    assert truth * (1 - 1e-6) <= figure <= truth * (1 + RTOL)
+
+
+@pytest.mark.parametrize(
+    "axis,indices",
+    [
+        (1, np.array([[0, 2, 2, -1], [1, 1, 1, 1], [2, 0, -3, 3]], np.int64)),  # negative: from the end
+        (0, np.array([[0, 2, 2, -1], [2, 2, 0, 1]], np.int64)),
+    ],
+)
+def test_gather_elements_with_constant_indices(axis: int, indices: np.ndarray, tmp_path: Path) -> None:
+    model = single_node_model("GatherElements", [3, 4], {"indices": indices}, axis=axis)
+    figure, truth = _onnx_figure_and_truth(model, [3, 4], tmp_path)
+    assert figure == pytest.approx(truth, rel=RTOL) and figure >= truth * (1 - 1e-9)
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [
+        np.array([[0, 1], [2, 0], [0, 1]], np.int64),  # the same row twice
+        np.array([[[1], [1]], [[-1], [0]]], np.int64),  # whole slices, one of them twice, a negative index
+    ],
+)
+def test_gather_nd_with_constant_indices(indices: np.ndarray, tmp_path: Path) -> None:
+    model = single_node_model("GatherND", [3, 2, 2], {"indices": indices})
+    figure, truth = _onnx_figure_and_truth(model, [3, 2, 2], tmp_path)
+    assert figure == pytest.approx(truth, rel=RTOL) and figure >= truth * (1 - 1e-9)
+
+
+@pytest.mark.parametrize(
+    "equation,weight_shape,variable_first",
+    [
+        ("bhi,hij->bhj", (3, 4, 5), True),  # per-head projections
+        ("ij,bkj", (5, 4), False),  # implicit output (bik), the weight first
+        ("...i,ji->...j", (2, 4), True),
+    ],
+)
+def test_einsum_with_one_constant_operand(
+    equation: str, weight_shape: tuple[int, ...], variable_first: bool, tmp_path: Path
+) -> None:
+    weight = np.random.default_rng(0).normal(size=weight_shape).astype(np.float32)
+    shape = [2, 3, 4]
+    inputs = ["x", "w"] if variable_first else ["w", "x"]
+    model = single_node_model("Einsum", shape, {"w": weight}, inputs=inputs, equation=equation)
+    figure, truth = _onnx_figure_and_truth(model, shape, tmp_path)
+    assert truth * (1 - 1e-6) <= figure <= truth * (1 + 1e-4)
+
+
+def test_einsum_of_two_variables_is_unbounded(tmp_path: Path) -> None:
+    model = single_node_model("Einsum", [3, 4], inputs=["x", "x"], equation="ij,kj->ik")
+    report = audit(str(save(model, tmp_path)), bound="product", verify=False)
+    assert report.exit_code() == 3 and report.network.unbounded and not report.network.unsupported
+
+
+@pytest.mark.parametrize(
+    "kernel,attrs",
+    [
+        ((2, 2), {}),
+        ((2, 3), {"dilations": [1, 2], "pads": [1, 0, 1, 0], "strides": [2, 1]}),
+    ],
+)
+def test_col2im_is_the_transposed_one_hot_convolution(kernel, attrs, tmp_path: Path) -> None:
+    """F.fold as ONNX Col2Im: sums overlapping patches; the figure is its operator norm."""
+    image = np.array([4, 5], np.int64)
+    geometry = torch.nn.Fold(
+        (4, 5),
+        kernel,
+        dilation=attrs.get("dilations", 1),
+        padding=attrs.get("pads", [0, 0])[:2],
+        stride=attrs.get("strides", 1),
+    )
+    blocks = torch.nn.Unfold(kernel, dilation=geometry.dilation, padding=geometry.padding, stride=geometry.stride)
+    shape = list(blocks(torch.zeros(1, 2, 4, 5)).shape)
+    model = single_node_model("Col2Im", shape, {"image": image, "block": np.array(kernel, np.int64)}, opset=18, **attrs)
+    figure, truth = _onnx_figure_and_truth(model, shape, tmp_path)
+    assert truth * (1 - 1e-6) <= figure <= truth * (1 + 1e-4)
+
+
+_HEADS = torch.randn((3, 4, 2), generator=torch.Generator().manual_seed(3))
+_PICKS = torch.tensor([[[0, 3, 3, 1], [2, 2, 2, 2], [3, 0, 1, 2]]])
+
+LINEAR = {
+    "roll": (Lambda(lambda x: torch.roll(x, (1, -3), (1, 2)) * 1.5), (1, 3, 4)),
+    "index": (
+        Lambda(lambda x: torch.cat([x[:, torch.tensor([2, 0, 0])], x[..., torch.tensor([3, 1, 3])]], 2)),
+        (1, 3, 4),
+    ),
+    "gather": (Lambda(lambda x: torch.gather(x, 2, _PICKS)), (1, 3, 4)),
+    "cumsum": (Lambda(lambda x: torch.cumsum(x, 2)), (1, 3, 5)),
+    "einsum": (Lambda(lambda x: torch.einsum("bhi,hij->bhj", x, _HEADS.to(x.dtype))), (2, 3, 4)),
+    "unfold": (Lambda(lambda x: F.unfold(x, (2, 3), padding=1, stride=(2, 1))), (1, 2, 4, 5)),
+    "tile_repeat_interleave": (
+        Lambda(
+            lambda x: torch.cat(
+                [torch.tile(x, (2,)).flatten(1), torch.repeat_interleave(x, torch.tensor([1, 0, 3]), 1).flatten(1)], 1
+            )
+        ),
+        (1, 3, 4),
+    ),
+    "diff": (Lambda(lambda x: torch.diff(x, n=2, dim=-1)), (1, 3, 6)),
+    "fold": (Lambda(lambda x: F.fold(x, (4, 5), (2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1))), (1, 12, 3)),
+    "unfold_then_fold": (Lambda(lambda x: F.fold(F.unfold(x, 2), (3, 4), 2)), (1, 2, 3, 4)),
+    "channel_shuffle": (nn.ChannelShuffle(2), (1, 4, 2, 3)),
+    "diagonal": (Lambda(lambda x: x + torch.diagonal(x, -1, 1, 2)[:, None, :]), (1, 4, 3)),
+    "baddbmm": (Lambda(lambda x: torch.baddbmm(x[..., :2], x, _HEADS[:1].to(x.dtype), alpha=3.0)), (1, 3, 4)),
+    "avg_pool_divisor": (nn.AvgPool2d(2, stride=1, padding=1, divisor_override=3), (1, 1, 4, 4)),
+    "adaptive_unequal": (nn.AdaptiveAvgPool2d((3, 4)), (1, 2, 5, 7)),
+    "adaptive_unequal_3d": (nn.AdaptiveAvgPool3d((2, 3, 2)), (1, 1, 5, 4, 3)),
+}
+
+
+SUMS = {"diff", "diagonal", "baddbmm"}
+
+
+@pytest.mark.parametrize("kind", ["traced", "export"])
+@pytest.mark.parametrize("case", sorted(LINEAR))
+def test_linear_converters_figure_is_the_operator_norm(case: str, kind: str, tmp_path: Path) -> None:
+    """The map is linear, so its Lipschitz constant is ‖J‖₂ of its autograd Jacobian; the product
+    bound (verification off) must not fall below it, and for these exact rules meets it."""
+    model, shape = LINEAR[case]
+    path = _save(kind, model, shape, tmp_path / ("m.pt" if kind == "traced" else "m.pt2"))
+    report = audit(str(path), bound="product", verify=False)
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    assert report.exit_code() == 0, report.network.unsupported
+    jacobian = torch.autograd.functional.jacobian(model, example.double())
+    truth = float(torch.linalg.matrix_norm(jacobian.reshape(-1, example.numel()), ord=2))
+    # A difference or a sum of two of x's parts is bounded by the sum of theirs in the product.
+    slack = 2.0 if case in SUMS else 1e-4
+    assert truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + slack)
+
+
+def test_einsum_ranges_on_a_box_hold_the_outputs(tmp_path: Path) -> None:
+    """Einsum then Tanh on a box: the einsum's range feeds Tanh's slope. The figure holds against the
+    largest Jacobian norm at sampled points of the box (its ranges are not left unbounded)."""
+    from onnx import helper
+
+    from tests.builders import graph_model
+
+    weight = (np.abs(np.random.default_rng(1).normal(size=(3, 4, 2))) + 0.2).astype(np.float32)
+    nodes = [
+        helper.make_node("Einsum", ["x", "w"], ["h"], equation="bhi,hij->bhj"),
+        helper.make_node("Tanh", ["h"], ["y"]),
+    ]
+    model = graph_model(nodes, [1, 3, 4], {"w": weight})
+    report = audit(str(save(model, tmp_path)), bound="product", verify=False, input_range=["2:3"])
+    assert report.exit_code() == 0 and report.network.scope == "domain"
+    w = torch.from_numpy(weight).double()
+    rng = torch.Generator().manual_seed(0)
+    truth = 0.0
+    for _ in range(20):
+        x = 2 + torch.rand((1, 3, 4), generator=rng, dtype=torch.float64)
+        jacobian = torch.autograd.functional.jacobian(lambda t: torch.tanh(torch.einsum("bhi,hij->bhj", t, w)), x)
+        truth = max(truth, float(torch.linalg.matrix_norm(jacobian.reshape(-1, 12), ord=2)))
+    global_figure = audit(str(save(model, tmp_path, "global.onnx")), bound="product", verify=False).upper_bound
+    assert truth <= report.upper_bound < global_figure
