@@ -71,9 +71,10 @@ def note_selections(node, jctx: JacobianContext, found: dict[str, Selection]) ->
         return
     parent_centre = source.centre.reshape(source.directions, -1)
     for index, name in enumerate(node.outputs):
-        if not name or index >= len(taken) or taken[index] is None or name not in jctx.jacobians:
+        probed = taken[index] if index < len(taken) else None
+        if not name or probed is None or name not in jctx.jacobians:
             continue
-        indices = _indices(taken[index].centre.reshape(3, -1), size)
+        indices = _indices(probed.centre.reshape(3, -1), size)
         mine = jctx.jacobians[name]
         if indices is None or not torch.equal(mine.centre.reshape(mine.directions, -1), parent_centre[:, indices]):
             continue
