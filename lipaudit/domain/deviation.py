@@ -32,6 +32,7 @@ from ..intervals.jacobian import UNIT, Jac, JacobianContext, nonnegative_norm
 from ..linear_maps import Barrier
 from ..ops import RuleContext, resolve
 from ..spectral.dense import dense_norm
+from .curvature import layer_norm_deviation
 from .jacobian import Forward, Recorded
 from .propagate import RULE_ERRORS
 from .selections import Selection, note_selections, shared_deviation
@@ -68,6 +69,7 @@ class OpFactorDeviation(Forward):
     def after(self, node, jctx: JacobianContext) -> None:
         graph = jctx.rules.graph
         note_selections(node, jctx, self.selections)
+        self._turning(node, jctx)
         variables = graph.variable_inputs(node)
         jacs = [jctx.jacobians.get(name) for name in variables]
         if not variables or any(j is None for j in jacs) or all(j.deviation == 0 for j in jacs if j is not None):
@@ -102,6 +104,20 @@ class OpFactorDeviation(Forward):
             if again is not None and again.shape == mine.shape and torch.equal(again.centre, mine.centre):
                 candidates.append(again.deviation + incoming)
         deviation = min(candidates)
+        if deviation < mine.deviation:
+            jctx.jacobians[name] = Jac(mine.centre, mine.radius, deviation)
+            self.improved += 1
+
+    def _turning(self, node, jctx: JacobianContext) -> None:
+        """A LayerNorm's deviation from how fast its Jacobian turns on the range (lipaudit.domain.curvature)."""
+        name = node.outputs[0] if node.outputs else ""
+        mine = jctx.jacobians.get(name) if name else None
+        if node.op_type != "LayerNormalization" or mine is None:
+            return
+        op = resolve(node, jctx.rules.graph.opset_of(node))
+        if op is None:
+            return
+        deviation = layer_norm_deviation(op, node, jctx, mine)
         if deviation < mine.deviation:
             jctx.jacobians[name] = Jac(mine.centre, mine.radius, deviation)
             self.improved += 1

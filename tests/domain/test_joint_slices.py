@@ -127,7 +127,7 @@ def test_the_three_slices_are_found_and_the_attention_deviation_holds_inside_the
     reference = _jacobian(module, x0)
     worst = 0.0
     for x in _points(module, centre, radius, lambda j: torch.linalg.matrix_norm(j - reference, 2)):
-        error = _jacobian(module, x) - centre_matrix
+        error = _jacobian(module, x).T - centre_matrix  # (inputs, outputs), as the enclosure
         worst = max(worst, float(torch.linalg.matrix_norm(error, 2)))
     assert worst <= jac.deviation
     assert worst > 0.0
