@@ -32,8 +32,10 @@ from ..intervals.jacobian import UNIT, Jac, JacobianContext, nonnegative_norm
 from ..linear_maps import Barrier
 from ..ops import RuleContext, resolve
 from ..spectral.dense import dense_norm
+from .curvature import layer_norm_deviation
 from .jacobian import Forward, Recorded
 from .propagate import RULE_ERRORS
+from .selections import Selection, note_selections, shared_deviation
 
 # The joint gain's identity run: at most this many input entries × output entries (float64 tensors
 # of that size, a few per step of the rule).
@@ -62,9 +64,12 @@ class OpFactorDeviation(Forward):
     def __init__(self, method: str = "auto") -> None:
         self.method = method
         self.improved = 0
+        self.selections: dict[str, Selection] = {}  # values that take entries of another
 
     def after(self, node, jctx: JacobianContext) -> None:
         graph = jctx.rules.graph
+        note_selections(node, jctx, self.selections)
+        self._turning(node, jctx)
         variables = graph.variable_inputs(node)
         jacs = [jctx.jacobians.get(name) for name in variables]
         if not variables or any(j is None for j in jacs) or all(j.deviation == 0 for j in jacs if j is not None):
@@ -90,7 +95,8 @@ class OpFactorDeviation(Forward):
         candidates = [mine.deviation]
         carried, born = math.inf, math.inf
         if len(set(variables)) > 1:  # a sum of weights over inputs: the joint norm may be far lower
-            carried, born = _joint(op, node, jctx, list(dict.fromkeys(variables)), mine)
+            names = list(dict.fromkeys(variables))
+            carried, born = _joint(op, node, jctx, names, mine, shared_deviation(names, self.selections))
             candidates.append((carried + born) * (1 + 1e-12))
         incoming = min(incoming, carried) * (1 + 1e-12)
         if math.isfinite(incoming):
@@ -98,6 +104,20 @@ class OpFactorDeviation(Forward):
             if again is not None and again.shape == mine.shape and torch.equal(again.centre, mine.centre):
                 candidates.append(again.deviation + incoming)
         deviation = min(candidates)
+        if deviation < mine.deviation:
+            jctx.jacobians[name] = Jac(mine.centre, mine.radius, deviation)
+            self.improved += 1
+
+    def _turning(self, node, jctx: JacobianContext) -> None:
+        """A LayerNorm's deviation from how fast its Jacobian turns on the range (lipaudit.domain.curvature)."""
+        name = node.outputs[0] if node.outputs else ""
+        mine = jctx.jacobians.get(name) if name else None
+        if node.op_type != "LayerNormalization" or mine is None:
+            return
+        op = resolve(node, jctx.rules.graph.opset_of(node))
+        if op is None:
+            return
+        deviation = layer_norm_deviation(op, node, jctx, mine)
         if deviation < mine.deviation:
             jctx.jacobians[name] = Jac(mine.centre, mine.radius, deviation)
             self.improved += 1
@@ -118,7 +138,7 @@ def _centre_alone(op, node, jctx: Recorded, variables: list[str]) -> Jac | None:
     return found[0] if found else None
 
 
-def _joint(op, node, jctx: Recorded, names: list[str], output: Jac) -> tuple[float, float]:
+def _joint(op, node, jctx: Recorded, names: list[str], output: Jac, shared: float = math.inf) -> tuple[float, float]:
     """(carried, born) with ‖J_out − C′‖₂ ≤ carried + born, from the op's Jacobian D(u) in all its
     variable inputs side by side (rows: their entries in order), enclosed on the ranges by the rule
     run on the identity over those entries with the first run's inner ranges: D(u) ∈ [M_c ± M_r].
@@ -127,7 +147,8 @@ def _joint(op, node, jctx: Recorded, names: list[str], output: Jac) -> tuple[flo
         (C + E)·D(u) − C′ = C·(D(u) − M_c) + E·D(u) + (C·M_c − C′),
 
     at most ‖|C|·M_r‖₂ + ‖C·M_c − C′‖₂ (born) + √(Σ d_i²)·(‖M_c‖₂ + ‖M_r‖₂) (carried, which also
-    bounds ‖E·D(u)‖₂ beside any other bound on the first two terms).  inf past JOINT_LIMIT."""
+    bounds ‖E·D(u)‖₂ beside any other bound on the first two terms); ``shared``: another bound on ‖E‖₂
+    (the inputs take disjoint entries of one value, lipaudit.domain.selections).  inf past JOINT_LIMIT."""
     shapes = [jctx.jacobians[name].shape for name in names]
     sizes = [math.prod(shape) for shape in shapes]
     n = sum(sizes)
@@ -152,7 +173,7 @@ def _joint(op, node, jctx: Recorded, names: list[str], output: Jac) -> tuple[flo
     c_out = output.centre.reshape(output.directions, -1)
     if not all(bool(torch.all(torch.isfinite(t))) for t in (m_c, m_r, c)):
         return math.inf, math.inf
-    errors = math.sqrt(math.fsum(jctx.jacobians[name].deviation ** 2 for name in names))
+    errors = min(math.sqrt(math.fsum(jctx.jacobians[name].deviation ** 2 for name in names)), shared)
     gain = dense_norm(m_c).value * (1 + 1e-12) + nonnegative_norm(m_r)
     rounding = (n + 2) * UNIT
     spread = nonnegative_norm(c.abs() @ m_r) * (1 + rounding)
