@@ -19,10 +19,13 @@ from .propagate import intersected, value_ranges
 from .segments import segmented_bound
 
 
-def local_jacobian_bound(graph: Graph, bounds: Mapping[str, tuple], ranges: Mapping[str, Interval]):
-    """(the tightest interval-Jacobian bound, None), or (None, why there is none)."""
+def local_jacobian_bound(
+    graph: Graph, bounds: Mapping[str, tuple], ranges: Mapping[str, Interval], segments: bool = True
+):
+    """(the tightest interval-Jacobian bound, None), or (None, why there is none); without
+    ``segments``, the whole pass's alone (``with_segments`` adds them)."""
     try:
-        return tightest_jacobian_bound(graph, bounds, ranges), None
+        return tightest_jacobian_bound(graph, bounds, ranges, segments=segments), None
     except JacobianUnavailable as why:
         return None, str(why)
 
@@ -54,11 +57,18 @@ def tightest_jacobian_bound(
         ranges = intersected(ranges, {name: r for name, r in image.items() if name not in graph.inputs})
     centred = image is None
     whole = interval_jacobian_bound(graph, bounds, ranges, entry_limit, at_centre, OpFactorDeviation(), centred)
-    if not segments:
-        return whole
+    whole = replace(whole, seconds=time.perf_counter() - start)
+    return with_segments(graph, bounds, whole, entry_limit) if segments else whole
 
+
+def with_segments(
+    graph: Graph, bounds: Mapping[str, tuple], whole: JacobianBound, entry_limit: int = JACOBIAN_ENTRY_LIMIT
+) -> JacobianBound:
+    """The lower of the whole pass's figure ``whole`` and the best product over the network's
+    segments (lipaudit.domain.segments), each bounded like the whole on the range of its input."""
+    start = time.perf_counter()
     product = segmented_bound(graph, bounds, whole.ranges, segment_bounds(bounds, entry_limit), whole.upper_bound)
-    seconds = time.perf_counter() - start
+    seconds = whole.seconds + time.perf_counter() - start
     if product is None:
         return replace(whole, seconds=seconds)
     outputs = {name: min(value, product.upper_bound) for name, value in whole.outputs.items()}

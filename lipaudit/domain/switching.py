@@ -64,6 +64,10 @@ class SwitchingBound:
     figure: float  # certified sup of ‖J‖₂ over the box, all outputs side by side
     entries: int  # K: the activation entries given a slope of their own
     boxes: int  # the boxes of their slopes measured (branch and bound)
+    # the branch and bound left no box above the best vertex by more than TOLERANCE (the work
+    # budget did not cut it): the figure is then within that of the largest norm over the patterns
+    # that pass the pair tests, which no product over segments of the network goes below by more
+    converged: bool = True
 
 
 @dataclass
@@ -114,7 +118,7 @@ def switching_bound(
         out_c.append(jac.centre.reshape(n0 + count, -1))
         out_r.append(jac.radius.reshape(n0 + count, -1))
     if not out_c:
-        return SwitchingBound(0.0, count, 0)
+        return SwitchingBound(0.0, count, 0, True)
     c, r = torch.cat(out_c, dim=1), torch.cat(out_r, dim=1)
     rows_c, rows_r = torch.cat(hooks.rows_c, dim=1), torch.cat(hooks.rows_r, dim=1)
     width = torch.as_tensor(np.concatenate([e.width for e in chosen]))
@@ -131,7 +135,7 @@ def switching_bound(
         half_widths.to(torch.float64),
         _influence(a[0][live], b[0][:, live], width[live]),
     )
-    figure, boxes = _vertex_sup(
+    figure, boxes, converged = _vertex_sup(
         j0,
         (a[0][live], a[1][live]),
         (b[0][:, live], b[1][:, live]),
@@ -140,7 +144,7 @@ def switching_bound(
         _groups(chosen)[live],
         conflict,
     )
-    return SwitchingBound(figure * (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes)), count, boxes)
+    return SwitchingBound(figure * (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes)), count, boxes, converged)
 
 
 def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_Entries]:
@@ -362,8 +366,9 @@ def _vertex_sup(
     width: Tensor,
     groups: Tensor,
     conflict: Tensor,
-) -> tuple[float, int]:
-    """(max over δ of sup ‖J(δ)‖₂, the boxes of δ measured), by branch and bound.
+) -> tuple[float, int, bool]:
+    """(max over δ of sup ‖J(δ)‖₂, the boxes of δ measured, whether the tolerance rather than the
+    work budget ended it), by branch and bound.
 
     Every matrix here is transposed, directions first (J0ᵀ n0 × m, Aᵀ K × m, Bᵀ n0 × K, Mᵀ K × K):
     Jᵀ = J0ᵀ + Bᵀ W with W = (I − ΔMᵀ)⁻¹ΔAᵀ, i.e. W = Δ(Aᵀ + MᵀW), whose row j reads only the rows
@@ -408,10 +413,12 @@ def _vertex_sup(
     fixed = torch.full((1, k), -1, dtype=torch.int8)
     upper, centre = measure(fixed)
     best, measured = best_of(fixed, centre), 1
+    converged = False
     while measured < allowed:
         free_in_order = fixed[:, order] < 0
         open_ = (upper > best * (1 + TOLERANCE)) & free_in_order.any(dim=1)
         if not bool(open_.any()) or float(upper.max()) <= best * (1 + TOLERANCE):
+            converged = float(upper.max()) <= best * (1 + TOLERANCE)
             break
         candidates = torch.nonzero(open_).flatten()
         take = min(len(candidates), max(1, (allowed - measured) // 2), chunk // 2)
@@ -436,7 +443,7 @@ def _vertex_sup(
         best = max(best, best_of(children, child_centre))
         fixed = torch.cat([fixed[keep], children])
         upper = torch.cat([upper[keep], child_upper])
-    return float(upper.max()), measured
+    return float(upper.max()), measured, converged
 
 
 def _influence(a_centre: Tensor, b_centre: Tensor, width: Tensor) -> Tensor:
