@@ -138,11 +138,14 @@ def endpoint_outputs(
     if not _unbounded_input(node, ctx, positions):
         return ends
     # ±HUGE stands in for ±inf: an output that moves when the stand-in does (a tiny slope, as in
-    # LeakyReLU(−inf) with alpha 1e-300) is not f(±inf); it is unbounded in the direction it moved.
+    # PRelu(−inf) with slope 1e-300) is not f(±inf); it is unbounded in the direction it moved.
     low_alt = present(endpoint_args(ctx, node, low, positions, _ALTERNATE), "the low corner")
     high_alt = present(endpoint_args(ctx, node, high, positions, _ALTERNATE), "the high corner")
     alternates = run_op(op, node, ctx, low_alt), run_op(op, node, ctx, high_alt)
-    return tuple([_beyond_stand_in(at, alt) for at, alt in zip(found, other)] for found, other in zip(ends, alternates))
+    lows, highs = (
+        [_beyond_stand_in(at, alt) for at, alt in zip(found, other)] for found, other in zip(ends, alternates)
+    )
+    return lows, highs
 
 
 # A second stand-in for ±inf, far below HUGE: outputs that agree at both are taken as f(±inf).
