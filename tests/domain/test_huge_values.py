@@ -110,7 +110,7 @@ def test_mlp_with_huge_first_layer(tmp_path: Path) -> None:
         d2 = (np.maximum(x @ a, 0) @ b > 0).astype(float)
         direction = np.linalg.svd((a * d1) @ (b * d2) @ c)[0][:, 0]
         truth = max(truth, _pair_ratio(model, x, x + 1e-6 * direction[None, :]))
-    assert truth > 5.0
+    assert truth > 12.5  # above what the 1e300 clip certified for this net and its rescalings (9.3 to 12.3)
     _assert_never_below(save(model, tmp_path), truth, "--input-range", "-1:1")
 
 
