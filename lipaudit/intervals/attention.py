@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .interval import HUGE, Interval, from_center_radius
+from .interval import Interval, from_center_radius, stand_in
 from .norms import nonnegative_norm_bound
 from .softmax import softmax_range
 
@@ -176,7 +176,7 @@ def _around_centre(
     lies within that distance of its value at the centre (``centre_scores``: the masked scores there).
     """
     c = abs(scale)
-    centre_scores = np.clip(centre_scores, -np.inf, HUGE)
+    centre_scores = np.where(np.isneginf(centre_scores), -np.inf, stand_in(centre_scores))  # −inf: masked
     shifted = centre_scores - centre_scores.max(axis=-1, keepdims=True)
     weights = np.exp(shifted)
     weights = weights / weights.sum(axis=-1, keepdims=True)

@@ -19,9 +19,26 @@ import numpy as np
 # real-number values, and in practice the float32 values a runtime computes, which differ from them
 # by a few float32 ulps of the magnitudes involved.
 RANGE_MARGIN = 2.0**-20
-# Beyond this magnitude a bound counts as infinite (arithmetic on ±inf gives NaN: inf − inf, 0·inf).
+# ±inf's stand-in where arithmetic on ±inf would give NaN (inf − inf, 0·inf); results beyond
+# _INFINITE_BEYOND count as infinite again. A finite value past HUGE is no infinity: ``stand_in``
+# refuses it rather than shrink it to HUGE.
 HUGE = 1e300
 _INFINITE_BEYOND = 1e290
+
+
+class BeyondStandIn(ArithmeticError):
+    """A finite value past ±HUGE met arithmetic that stands ±HUGE in for ±inf: clipping it would
+    shrink it, so the rule says nothing (an ArithmeticError: the domain engines' rule errors)."""
+
+
+def stand_in(array: np.ndarray | float) -> np.ndarray:
+    """``array`` in float64 with ±inf as ±HUGE (NaN kept). Raises BeyondStandIn where a finite entry
+    is past ±HUGE: clipping it as if it were infinite would give a bound below the truth."""
+    array = np.asarray(array, dtype=np.float64)
+    finite = np.isfinite(array)
+    if np.any(np.abs(array[finite]) > HUGE):
+        raise BeyondStandIn(f"a finite value {np.max(np.abs(array[finite])):.3g} is past the ±{HUGE:g} of ±inf")
+    return np.where(np.isinf(array), np.copysign(HUGE, array), array)
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,8 @@ class Interval:
         return bool(np.all(values >= self.lo - slack) and np.all(values <= self.hi + slack))
 
     def finite_proxy(self) -> tuple[np.ndarray, np.ndarray]:
-        """lo, hi with ±inf replaced by ±HUGE, so that arithmetic never meets inf − inf or 0·inf."""
-        return np.clip(self.lo, -HUGE, HUGE), np.clip(self.hi, -HUGE, HUGE)
+        """lo, hi with ±inf replaced by ±HUGE (``stand_in``), so that arithmetic never meets inf − inf or 0·inf."""
+        return stand_in(self.lo), stand_in(self.hi)
 
     def broadcast_to(self, shape: tuple[int, ...]) -> Interval:
         return Interval(np.broadcast_to(self.lo, shape), np.broadcast_to(self.hi, shape))
@@ -144,12 +161,18 @@ def hull(*intervals: Interval) -> Interval:
 
 
 def product(a: Interval, b: Interval) -> Interval:
-    """{x·y : x ∈ a, y ∈ b} entrywise (numpy broadcasting): the min and max of the four corners."""
-    alo, ahi = a.finite_proxy()
-    blo, bhi = b.finite_proxy()
-    with np.errstate(over="ignore", invalid="ignore"):
-        corners = np.stack(np.broadcast_arrays(alo * blo, alo * bhi, ahi * blo, ahi * bhi))
+    """{x·y : x ∈ a, y ∈ b} entrywise (numpy broadcasting): the min and max of the four corners, in
+    exact extended arithmetic (0·±inf = 0: an unbounded factor times 0 is 0), never through ±HUGE,
+    which a tiny factor would shrink to a finite bound."""
+    corners = np.stack(
+        np.broadcast_arrays(_times(a.lo, b.lo), _times(a.lo, b.hi), _times(a.hi, b.lo), _times(a.hi, b.hi))
+    )
     return Interval(restore_infinities(corners.min(axis=0)), restore_infinities(corners.max(axis=0))).widened()
+
+
+def _times(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where((x == 0) | (y == 0), 0.0, x * y)
 
 
 def reciprocal(b: Interval) -> Interval:
@@ -166,14 +189,13 @@ def quotient(a: Interval, b: Interval) -> Interval:
 
 
 def add(a: Interval, b: Interval, sign: float = 1.0) -> Interval:
-    """a + b (or a − b with ``sign`` −1), widened by the operands' magnitudes."""
-    alo, ahi = a.finite_proxy()
-    blo, bhi = b.finite_proxy()
+    """a + b (or a − b with ``sign`` −1), widened by the operands' magnitudes: on the bounds as they are
+    (a lower bound is never +inf, an upper one never −inf, so inf − inf cannot arise)."""
     with np.errstate(over="ignore", invalid="ignore"):
         if sign > 0:
-            lo, hi = alo + blo, ahi + bhi
+            lo, hi = a.lo + b.lo, a.hi + b.hi
         else:
-            lo, hi = alo - bhi, ahi - blo
+            lo, hi = a.lo - b.hi, a.hi - b.lo
         scale = a.magnitude + b.magnitude
     return Interval(restore_infinities(lo), restore_infinities(hi)).widened(np.where(np.isfinite(scale), scale, 0.0))
 

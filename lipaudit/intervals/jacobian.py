@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .interval import HUGE, Interval, restore_infinities
+from .interval import BeyondStandIn, Interval, restore_infinities, stand_in
 from .norms import nonnegative_norm_bound
 
 if TYPE_CHECKING:
@@ -109,13 +109,16 @@ def rounded(centre: Tensor, radius: Tensor, deviation: float) -> Jac:
 
 
 def as_tensor(array: np.ndarray | float) -> Tensor:
-    """A float64 tensor with ±inf as ±HUGE, so that arithmetic never meets inf − inf or 0·inf."""
-    return torch.as_tensor(np.clip(np.asarray(array, dtype=np.float64), -HUGE, HUGE))
+    """A float64 tensor with ±inf as ±HUGE (``stand_in``), so that arithmetic never meets inf − inf or 0·inf."""
+    return torch.as_tensor(stand_in(array))
 
 
 def mid_rad(interval: Interval, shape: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Midpoint m and radius w ≥ the true one, so that [lo, hi] ⊆ [m − w, m + w]."""
     full = interval.broadcast_to(tuple(shape))
+    if not full.is_finite():
+        # ±HUGE for an unbounded side, times a Jacobian entry below 1e-10, would be a finite, too small bound
+        raise BeyondStandIn("a range with an unbounded side multiplies a Jacobian")
     lo, hi = as_tensor(full.lo), as_tensor(full.hi)
     middle = lo / 2 + hi / 2
     width = torch.maximum(hi - middle, middle - lo).clamp_min(0.0) * (1 + 4 * UNIT)
@@ -333,9 +336,8 @@ class JacobianContext:
     def tighten(self, point: Interval, box: Interval, jac: Jac) -> Interval:
         """The box range ∩ the centred form v(x0) ± spread."""
         spread = self.spread(jac)
-        lo, hi = point.finite_proxy()
-        with np.errstate(over="ignore", invalid="ignore"):
-            centred = Interval(restore_infinities(lo - spread), restore_infinities(hi + spread)).widened()
+        with np.errstate(over="ignore", invalid="ignore"):  # spread ≥ 0: −inf − spread, inf + spread stay infinite
+            centred = Interval(restore_infinities(point.lo - spread), restore_infinities(point.hi + spread)).widened()
         shape = np.broadcast_shapes(box.shape, centred.shape)
         outer = box.broadcast_to(shape)
         inner = centred.broadcast_to(shape)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .interval import HUGE, RANGE_MARGIN, Interval
+from .interval import RANGE_MARGIN, Interval, stand_in
 
 _BISECTIONS = 60
 
@@ -24,7 +24,7 @@ def grouped(interval: Interval, shape: tuple[int, ...], axes: tuple[int, ...]) -
     n = int(np.prod([shape[a] for a in axes])) if axes else 1
     lo = np.transpose(full.lo, order).reshape(-1, n)
     hi = np.transpose(full.hi, order).reshape(-1, n)
-    return np.clip(lo, -HUGE, HUGE), np.clip(hi, -HUGE, HUGE)
+    return stand_in(lo), stand_in(hi)
 
 
 def ungrouped(values: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .interval import Interval
+from .interval import Interval, stand_in
 
 _NEAR = 1e-3
 _EVAL_MARGIN = 1e-9  # relative slack on f' evaluated in float64 at the endpoints
@@ -26,7 +26,7 @@ _EVAL_FLOOR = 1e-12  # and absolute: in the tails the formulas cancel (1 + erf(x
 
 
 def _t(x: np.ndarray) -> Tensor:
-    return torch.as_tensor(np.clip(x, -1e300, 1e300), dtype=torch.float64)
+    return torch.as_tensor(stand_in(x), dtype=torch.float64)
 
 
 def _n(t: Tensor) -> np.ndarray:

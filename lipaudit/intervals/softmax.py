@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .interval import HUGE, RANGE_MARGIN
+from .interval import RANGE_MARGIN, stand_in
 
 
 def _others_sum(exponents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +24,7 @@ def _others_sum(exponents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def log_softmax_range(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bounds on log p_i for rows of (groups, n): log p_i = −log(1 + Σ_{j≠i} exp(x_j − x_i))."""
-    lo, hi = np.clip(lo, -HUGE, HUGE), np.clip(hi, -HUGE, HUGE)
+    lo, hi = stand_in(lo), stand_in(hi)
     n = lo.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
         others_hi, m_hi = _others_sum(hi)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..intervals.interval import HUGE, Interval, from_center_radius, restore_infinities
+from ..intervals.interval import HUGE, Interval, from_center_radius, restore_infinities, stand_in
 from ..invariants import present
 
 if TYPE_CHECKING:
@@ -50,9 +50,12 @@ def _const(ctx: RuleContext, name: str) -> np.ndarray:
     return const
 
 
-def bound_tensor(bound: np.ndarray, shape: tuple[int, ...]) -> Tensor:
-    """One side of an interval as a float64 tensor of the value's shape, ±inf as ±HUGE."""
-    return torch.as_tensor(np.array(np.broadcast_to(np.clip(bound, -HUGE, HUGE), shape)), dtype=torch.float64)
+def bound_tensor(bound: np.ndarray, shape: tuple[int, ...], huge: float = HUGE) -> Tensor:
+    """One side of an interval as a float64 tensor of the value's shape, ±inf as ±``huge``."""
+    finite = stand_in(bound)
+    if huge != HUGE:
+        finite = np.where(np.isinf(bound), np.copysign(huge, bound), finite)
+    return torch.as_tensor(np.array(np.broadcast_to(finite, shape)), dtype=torch.float64)
 
 
 def _outputs(result: Any) -> list[Tensor]:
@@ -83,6 +86,7 @@ def endpoint_args(
     node: Node,
     pick: Callable[[int, Interval], np.ndarray],
     positions: Sequence[int] | None = None,
+    huge: float = HUGE,
 ) -> list[Tensor | None] | None:
     """The node's arguments with each variable input replaced by ``pick(position, interval)`` (None when a
     variable input's shape is unknown). ``positions``: the inputs allowed to vary."""
@@ -100,7 +104,7 @@ def endpoint_args(
         shape = variable_shape(ctx, name)
         if shape is None:
             return None
-        args.append(bound_tensor(pick(index, ctx.range_of(name)), shape))
+        args.append(bound_tensor(pick(index, ctx.range_of(name)), shape, huge))
     return args
 
 
@@ -130,7 +134,39 @@ def endpoint_outputs(
     high_args = endpoint_args(ctx, node, high, positions)
     if low_args is None or high_args is None:
         return None
-    return run_op(op, node, ctx, low_args), run_op(op, node, ctx, high_args)
+    ends = run_op(op, node, ctx, low_args), run_op(op, node, ctx, high_args)
+    if not _unbounded_input(node, ctx, positions):
+        return ends
+    # ±HUGE stands in for ±inf: an output that moves when the stand-in does (a tiny slope, as in
+    # PRelu(−inf) with slope 1e-300) is not f(±inf); it is unbounded in the direction it moved.
+    low_alt = present(endpoint_args(ctx, node, low, positions, _ALTERNATE), "the low corner")
+    high_alt = present(endpoint_args(ctx, node, high, positions, _ALTERNATE), "the high corner")
+    alternates = run_op(op, node, ctx, low_alt), run_op(op, node, ctx, high_alt)
+    lows, highs = (
+        [_beyond_stand_in(at, alt) for at, alt in zip(found, other)] for found, other in zip(ends, alternates)
+    )
+    return lows, highs
+
+
+# A second stand-in for ±inf, far below HUGE: outputs that agree at both are taken as f(±inf).
+_ALTERNATE = HUGE * 2.0**-300
+
+
+def _unbounded_input(node: Node, ctx: RuleContext, positions: Sequence[int] | None) -> bool:
+    for index, name in enumerate(node.inputs):
+        if name and ctx.graph.const(name) is None and (positions is None or index in positions):
+            if not ctx.range_of(name).is_finite():
+                return True
+    return False
+
+
+def _beyond_stand_in(at: np.ndarray | None, alternate: np.ndarray | None) -> np.ndarray | None:
+    """``at`` (f with the inputs' ±inf as ±HUGE), ±inf where it differs from f with the smaller stand-in."""
+    if at is None or alternate is None or at.shape != alternate.shape or at.dtype.kind not in "f":
+        return at
+    # NaN against a number: no direction, so NaN (the Interval reads it as unbounded on both sides)
+    away = np.where(at > alternate, np.inf, np.where(at < alternate, -np.inf, np.nan))
+    return np.where((at == alternate) | (np.isnan(at) & np.isnan(alternate)), at, away)
 
 
 def monotone_interval(
