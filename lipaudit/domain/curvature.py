@@ -72,7 +72,8 @@ def layer_norm_deviation(op, node, jctx: JacobianContext, output: Jac) -> float:
     gain = float(np.max(gamma_max / np.sqrt(floor), initial=0.0)) * (1 + 1e-12)
     centre = np.clip(lo / 2 + hi / 2, lo, hi)
     reach = np.nextafter(np.maximum(hi - centre, centre - lo), np.inf)
-    rho = np.sqrt(np.sum(reach * reach, axis=1)) * (1 + 1e-12)
+    with np.errstate(over="ignore"):  # an overflow is an inf reach: the bound below is then inf, never a warning
+        rho = np.sqrt(np.sum(reach * reach, axis=1)) * (1 + 1e-12)
     turn = (2 + epsilon / floor) * gamma_max / (math.sqrt(n) * floor) * (1 + 1e-12) * rho  # L_t·ρ_t per group
     columns, _ = grouped_jac(Jac(jac.centre, jac.radius, jac.deviation), view, axes)
     group_norms = [dense_norm(columns.centre[:, t, :]).value * (1 + 1e-12) for t in range(columns.centre.shape[1])]
