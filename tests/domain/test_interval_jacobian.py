@@ -162,7 +162,7 @@ def test_audit_takes_the_lower_figure_and_names_the_method(tmp_path: Path, monke
     report = audit(str(path), around=[str(centre)], radius=0.001, verify=False)
     import lipaudit.domain.local as engine
 
-    monkeypatch.setattr(engine, "local_jacobian_bound", lambda *args: (None, "turned off"))
+    monkeypatch.setattr(engine, "local_jacobian_bound", lambda *args, **kwargs: (None, "turned off"))
     before = audit(str(path), around=[str(centre)], radius=0.001, verify=False)
     assert report.network.upper_bound <= before.network.upper_bound
     assert report.network.method == "interval-jacobian"

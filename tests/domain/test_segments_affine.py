@@ -238,7 +238,7 @@ def test_the_report_says_why_there_is_no_interval_jacobian_bound(tmp_path: Path,
     path = export(TinyViT(dim=8, heads=2, patch=3).eval(), (1, 3, 6, 6), tmp_path)
     import lipaudit.domain.local as engine
 
-    monkeypatch.setattr(engine, "local_jacobian_bound", lambda *args: (None, "some op has no rule"))
+    monkeypatch.setattr(engine, "local_jacobian_bound", lambda *args, **kwargs: (None, "some op has no rule"))
     report = audit(str(path), input_range=["0:0.01"], verify=False)
     assert "no interval-Jacobian bound on the box: some op has no rule" in report.notices
 
