@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -15,6 +16,15 @@ from torch import Tensor
 SUM_MARGIN = 1.0 + 1e-12
 
 Shape = tuple[int, ...]
+
+
+def product_up(a: float, b: float) -> float:
+    """a·b for a, b ≥ 0, never below the exact product: below float64's normal range a product keeps
+    few digits (1e-170·1e-170 rounds to 0), so it is rounded up by one step there."""
+    product = a * b
+    if 0.0 <= product < sys.float_info.min and a != 0.0 and b != 0.0:
+        return math.nextafter(product, math.inf)
+    return product
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class Linear:
     def rule(self, bounds: Sequence[float], norm: float | None = None) -> float:
         """The product bound at this map from its inputs' bounds (docs/design.md, "Product bound");
         ``norm``: the caller's certified norm of a unary map, when it has one."""
-        return (self.norm() if norm is None else norm) * bounds[0]
+        return product_up(self.norm() if norm is None else norm, bounds[0])
 
     def rule_slopes(self, bounds: Sequence[float], norm: float | None = None) -> list[float]:
         """∂ rule / ∂ bound of each input."""
