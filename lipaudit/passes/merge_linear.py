@@ -83,7 +83,7 @@ def _representable(a: np.ndarray, b: np.ndarray, fan: int = 1) -> bool:
         if (small_a[both] * small_b[both] < tiny).any():
             return False
         largest = fan * float(np.sum(mag_a.max(axis=0, initial=0.0) * mag_b.max(axis=0, initial=0.0)))
-    return largest <= huge
+    return bool(largest <= huge)
 
 
 def _scaled(factor: float, array: np.ndarray) -> np.ndarray | None:
@@ -119,13 +119,13 @@ def _dense_parts(graph: Graph, node: Node):
     x, weight = node.inputs[0], np.asarray(graph.const(node.inputs[1]), np.float64)
     if node.op_type == "MatMul":
         return weight, None, x
-    weight = _scaled(node.attr_float("alpha"), weight.T if node.attr_int("transB") else weight)
+    scaled = _scaled(node.attr_float("alpha"), weight.T if node.attr_int("transB") else weight)
     bias = None
     if len(node.inputs) > 2 and node.inputs[2]:
         bias = _scaled(node.attr_float("beta"), np.asarray(graph.const(node.inputs[2]), np.float64))
         if bias is None:
             return None
-    return None if weight is None else (weight, bias, x)
+    return None if scaled is None else (scaled, bias, x)
 
 
 def _merge_dense(graph: Graph, first: Node) -> Node | None:
