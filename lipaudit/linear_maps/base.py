@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -12,19 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..spectral.scaling import product_up
+
 # Sums and products of a few hundred positive floats: relative rounding far below this.
 SUM_MARGIN = 1.0 + 1e-12
 
 Shape = tuple[int, ...]
-
-
-def product_up(a: float, b: float) -> float:
-    """a·b for a, b ≥ 0, never below the exact product: below float64's normal range a product keeps
-    few digits (1e-170·1e-170 rounds to 0), so it is rounded up by one step there."""
-    product = a * b
-    if 0.0 <= product < sys.float_info.min and a != 0.0 and b != 0.0:
-        return math.nextafter(product, math.inf)
-    return product
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from torch import Tensor
 
 from ..spectral import dense_norm
 from ..spectral.dense import SVD_MARGIN
-from ..spectral.scaling import root_sum_squares
-from .base import SUM_MARGIN, Linear, Shape, f64, product_up
+from ..spectral.scaling import product_up, root_sum_squares
+from .base import SUM_MARGIN, Linear, Shape, f64
 
 
 @dataclass(eq=False)

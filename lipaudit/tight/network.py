@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ..linear_maps import AvgPool, Concat, Conv, Dense, Linear, Mean, Pad, Permutation, Reshape, Scale, Slice, Sum
-from ..linear_maps.base import SUM_MARGIN, product_up
-from ..spectral.scaling import root_sum_squares
+from ..linear_maps.base import SUM_MARGIN
+from ..spectral.scaling import product_up, root_sum_squares
 from .activations import preset, split
 
 

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from lipaudit.ir import Node
@@ -94,3 +95,12 @@ def test_the_red_team_chain_gets_a_figure_above_its_true_constant(tmp_path):
         for bound in ("recursion", "product"):
             network = audit(path, bound=bound, verify=False).to_dict()["network"]
             assert network["certified"] and network["upper_bound"] >= truth, (bound, network)
+
+
+def test_the_product_rule_never_rounds_a_nonzero_product_to_zero():
+    from lipaudit.linear_maps import Dense
+    from lipaudit.spectral.scaling import product_up
+
+    assert product_up(1e-170, 1e-170) > 0 and product_up(0.0, 1e-170) == 0.0
+    assert product_up(3.0, 0.5) == 1.5
+    assert Dense(torch.eye(2, dtype=torch.float64) * 1e-170).rule([1e-170]) > 0
