@@ -104,3 +104,42 @@ def test_the_product_rule_never_rounds_a_nonzero_product_to_zero():
     assert product_up(1e-170, 1e-170) > 0 and product_up(0.0, 1e-170) == 0.0
     assert product_up(3.0, 0.5) == 1.5
     assert Dense(torch.eye(2, dtype=torch.float64) * 1e-170).rule([1e-170]) > 0
+
+
+def test_a_residual_chain_of_tiny_then_huge_maps_gets_a_figure_above_its_constant(tmp_path):
+    """x + (x·(sA)·(sB) → ReLU → ·(C/s)·(E/s)) at s = 1e-170 (redteam5 underflow_chain.py): the
+    products W1·W2 and W3·W4 leave float64 (1e-340, 1e340), so neither the merge nor the
+    recursion's explicit chain maps may form them; the scales cancel, so the unscaled chain is the
+    truth."""
+    from lipaudit import audit
+
+    rng = np.random.default_rng(5)
+    a, b, c, e = (rng.normal(size=s) for s in ((4, 4), (4, 5), (5, 5), (5, 4)))
+    s = 1e-170
+    names = ["W1", "W2", "W3", "W4"]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["a"]),
+        helper.make_node("MatMul", ["a", "W2"], ["b"]),
+        helper.make_node("Relu", ["b"], ["r"]),
+        helper.make_node("MatMul", ["r", "W3"], ["c"]),
+        helper.make_node("MatMul", ["c", "W4"], ["d"]),
+        helper.make_node("Add", ["x", "d"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])],
+        [numpy_helper.from_array(w, n) for n, w in zip(names, (a * s, b * s, c / s, e / s))],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "chain.onnx"
+    onnx.save(proto, str(path))
+    patterns = itertools.product([0, 1], repeat=5)
+    truth = max(np.linalg.norm((a @ b * np.array(d)) @ c @ e + np.eye(4), 2) for d in patterns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bound in ("recursion", "product"):
+            network = audit(str(path), bound=bound, verify=False).to_dict()["network"]
+            assert network["certified"] and network["upper_bound"] >= truth, (bound, network, truth)
