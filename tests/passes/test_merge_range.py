@@ -65,10 +65,13 @@ def test_tiny_convolutions_are_not_merged():
     assert merge_linear(graph) == 1
 
 
-def _model(weights, path):
+def _model(path, weights, nodes=None):
+    """A float64 model of x (1, 4) through MatMuls by ``weights`` W0, W1, …; by default
+    x·W0·W1 → ReLU → ·W2."""
     names = [f"W{i}" for i in range(len(weights))]
-    nodes = [helper.make_node("MatMul", ["x", names[0]], ["a"]), helper.make_node("MatMul", ["a", names[1]], ["b"])]
-    nodes += [helper.make_node("Relu", ["b"], ["r"]), helper.make_node("MatMul", ["r", names[2]], ["y"])]
+    if nodes is None:
+        nodes = [helper.make_node("MatMul", ["x", "W0"], ["a"]), helper.make_node("MatMul", ["a", "W1"], ["b"])]
+        nodes += [helper.make_node("Relu", ["b"], ["r"]), helper.make_node("MatMul", ["r", "W2"], ["y"])]
     graph = helper.make_graph(
         nodes,
         "chain",
@@ -89,7 +92,7 @@ def test_the_red_team_chain_gets_a_figure_above_its_true_constant(tmp_path):
     # chain, the max over ReLU patterns (all reached: the first two maps are onto).
     unscaled = max(np.linalg.norm((A @ B * np.array(d)) @ C, 2) for d in itertools.product([0, 1], repeat=5))
     truth = unscaled * 1e-40
-    path = _model([A * 1e-170, B * 1e-170, C * 1e300], tmp_path / "m.onnx")
+    path = _model(tmp_path / "m.onnx", [A * 1e-170, B * 1e-170, C * 1e300])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for bound in ("recursion", "product"):
@@ -116,30 +119,19 @@ def test_a_residual_chain_of_tiny_then_huge_maps_gets_a_figure_above_its_constan
     rng = np.random.default_rng(5)
     a, b, c, e = (rng.normal(size=s) for s in ((4, 4), (4, 5), (5, 5), (5, 4)))
     s = 1e-170
-    names = ["W1", "W2", "W3", "W4"]
     nodes = [
-        helper.make_node("MatMul", ["x", "W1"], ["a"]),
-        helper.make_node("MatMul", ["a", "W2"], ["b"]),
+        helper.make_node("MatMul", ["x", "W0"], ["a"]),
+        helper.make_node("MatMul", ["a", "W1"], ["b"]),
         helper.make_node("Relu", ["b"], ["r"]),
-        helper.make_node("MatMul", ["r", "W3"], ["c"]),
-        helper.make_node("MatMul", ["c", "W4"], ["d"]),
+        helper.make_node("MatMul", ["r", "W2"], ["c"]),
+        helper.make_node("MatMul", ["c", "W3"], ["d"]),
         helper.make_node("Add", ["x", "d"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])],
-        [numpy_helper.from_array(w, n) for n, w in zip(names, (a * s, b * s, c / s, e / s))],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    path = tmp_path / "chain.onnx"
-    onnx.save(proto, str(path))
+    path = _model(tmp_path / "chain.onnx", (a * s, b * s, c / s, e / s), nodes)
     patterns = itertools.product([0, 1], repeat=5)
     truth = max(np.linalg.norm((a @ b * np.array(d)) @ c @ e + np.eye(4), 2) for d in patterns)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for bound in ("recursion", "product"):
-            network = audit(str(path), bound=bound, verify=False).to_dict()["network"]
+            network = audit(path, bound=bound, verify=False).to_dict()["network"]
             assert network["certified"] and network["upper_bound"] >= truth, (bound, network, truth)
