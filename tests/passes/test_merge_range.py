@@ -109,16 +109,16 @@ def test_the_product_rule_never_rounds_a_nonzero_product_to_zero():
     assert Dense(torch.eye(2, dtype=torch.float64) * 1e-170).rule([1e-170]) > 0
 
 
-def test_a_residual_chain_of_tiny_then_huge_maps_gets_a_figure_above_its_constant(tmp_path):
-    """x + (x·(sA)·(sB) → ReLU → ·(C/s)·(E/s)) at s = 1e-170 (redteam5 underflow_chain.py): the
+@pytest.mark.parametrize("s", [1e-100, 1e-170])
+def test_a_residual_chain_of_tiny_then_huge_maps_gets_a_figure_above_its_constant(tmp_path, s):
+    """x + (x·(sA)·(sB) → ReLU → ·(C/s)·(E/s)) (redteam5 underflow_chain.py): at s = 1e-170 the
     products W1·W2 and W3·W4 leave float64 (1e-340, 1e340), so neither the merge nor the
-    recursion's explicit chain maps may form them; the scales cancel, so the unscaled chain is the
-    truth."""
+    recursion's explicit chain maps may form them; at 1e-100 the SDP's Gram matrices would
+    (1e400).  The scales cancel, so the unscaled chain is the truth."""
     from lipaudit import audit
 
     rng = np.random.default_rng(5)
     a, b, c, e = (rng.normal(size=s) for s in ((4, 4), (4, 5), (5, 5), (5, 4)))
-    s = 1e-170
     nodes = [
         helper.make_node("MatMul", ["x", "W0"], ["a"]),
         helper.make_node("MatMul", ["a", "W1"], ["b"]),
