@@ -13,7 +13,6 @@ ahead (in parallel, elsewhere) and hand them in; the propagation stays serial an
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -21,7 +20,7 @@ from ..invariants import present
 from ..ir import Graph, Node
 from ..ops import Factor, RuleContext
 from ..report_types import Blocker
-from ..spectral.scaling import root_sum_squares
+from ..spectral.scaling import product_up, root_sum_squares
 from .factors import FLOAT32_MARGIN, node_factors
 
 __all__ = ["FLOAT32_MARGIN", "LayerResult", "NetworkBound", "ValueBound", "compose", "node_factors"]
@@ -76,7 +75,7 @@ def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueB
         weights = [present(factor.value, "the value of a bounded factor")] * len(inputs)
     if len(weights) != len(inputs):
         return ValueBound(math.nan, False, unknown | {node_name}, unbounded)
-    terms = [_product_up(w, b.value) for w, b in zip(weights, inputs) if w != 0.0]
+    terms = [product_up(w, b.value) for w, b in zip(weights, inputs) if w != 0.0]
     value = root_sum_squares(terms) if factor.combine == "rss" else sum(terms)
     if not math.isfinite(value) and all(math.isfinite(b.value) for b in inputs):
         # Finite factors whose product leaves float64: no figure, and this node says why.
@@ -85,15 +84,6 @@ def _combine(factor: Factor, inputs: list[ValueBound], node_name: str) -> ValueB
 
 
 OVERFLOW_REASON = "the bound overflows float64 here: the product of the finite factors exceeds 1.8e308"
-
-
-def _product_up(weight: float, bound: float) -> float:
-    """weight·bound, never below the exact product: below float64's normal range a product keeps
-    few digits (1e-170·1e-170 rounds to 0), so it is rounded up by one step there."""
-    product = weight * bound
-    if 0.0 <= product < sys.float_info.min and weight != 0.0 and bound != 0.0:
-        return math.nextafter(product, math.inf)
-    return product
 
 
 def _blocker_reason(node: Node, index: int, factor: Factor) -> str:

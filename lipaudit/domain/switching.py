@@ -404,7 +404,7 @@ def _vertex_sup(
 
     # A box's centre is a convex combination of its vertices, so its norm is at most what the vertices
     # reach, unless one of its free entries can be pruned: then the centre is no measure of the best.
-    pruned = conflict.reshape(k, -1).any(dim=1)
+    pruned = conflict.reshape(k, 4 * k).any(dim=1)
 
     def best_of(boxes: Tensor, centres: Tensor) -> float:
         counted = ~((boxes < 0) & pruned).any(dim=1)

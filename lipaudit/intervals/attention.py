@@ -95,6 +95,14 @@ def _covariance_weights(q: Interval, k: Interval, v: Interval, p_hi: np.ndarray,
     return query, key
 
 
+def causal_allowed(queries: int, keys: int) -> np.ndarray:
+    """(queries, keys) booleans: query i attends key j iff j ≤ i.  The causal mask of ONNX Attention
+    without a cache is aligned top-left (the ONNX reference's offset 0, onnxruntime), as torch's
+    scaled_dot_product_attention aligns its own; with fewer keys than queries the later queries
+    see every key, with more they never see the last ones."""
+    return np.tri(queries, keys, dtype=bool)
+
+
 def attention_on_box(
     q: Interval,
     k: Interval,
@@ -119,8 +127,7 @@ def attention_on_box(
         else:
             lo, hi, mid = lo + mask, hi + mask, mid + mask
     if causal:
-        s, length = lo.shape[-2:]
-        allowed = np.tril(np.ones((s, length), dtype=bool), k=length - s)
+        allowed = causal_allowed(*lo.shape[-2:])
         lo, hi, mid = (np.where(allowed, a, -np.inf) for a in (lo, hi, mid))
     if softcap:
         lo, hi = softcap * np.tanh(lo / softcap), softcap * np.tanh(hi / softcap)

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..spectral.scaling import product_up
+
 # Sums and products of a few hundred positive floats: relative rounding far below this.
 SUM_MARGIN = 1.0 + 1e-12
 
@@ -46,7 +48,7 @@ class Linear:
     def rule(self, bounds: Sequence[float], norm: float | None = None) -> float:
         """The product bound at this map from its inputs' bounds (docs/design.md, "Product bound");
         ``norm``: the caller's certified norm of a unary map, when it has one."""
-        return (self.norm() if norm is None else norm) * bounds[0]
+        return product_up(self.norm() if norm is None else norm, bounds[0])
 
     def rule_slopes(self, bounds: Sequence[float], norm: float | None = None) -> list[float]:
         """∂ rule / ∂ bound of each input."""

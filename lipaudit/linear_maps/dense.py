@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..spectral import dense_norm
 from ..spectral.dense import SVD_MARGIN
-from ..spectral.scaling import root_sum_squares
+from ..spectral.scaling import product_up, root_sum_squares
 from .base import SUM_MARGIN, Linear, Shape, f64
 
 
@@ -112,7 +112,7 @@ class Sum(Linear):
 
     def rule(self, bounds: Sequence[float], norm: float | None = None) -> float:
         """‖Σ c_iΔx_i‖ ≤ Σ |c_i|·‖Δx_i‖ (triangle inequality)."""
-        return math.fsum(abs(c) * b for c, b in zip(self.coefficients, bounds)) * SUM_MARGIN
+        return math.fsum(product_up(abs(c), b) for c, b in zip(self.coefficients, bounds)) * SUM_MARGIN
 
     def rule_slopes(self, bounds: Sequence[float], norm: float | None = None) -> list[float]:
         return [abs(c) for c in self.coefficients]

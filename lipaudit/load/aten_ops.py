@@ -1260,9 +1260,8 @@ def attention(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     rank = q.tensor.dim()
     if rank not in (3, 4) or k.tensor.dim() != rank or v.tensor.dim() != rank:
         raise Unmappable("attention on inputs of rank other than 3 or 4")
+    # torch aligns the causal mask top-left (tril of ones(L, S)), as ONNX Attention without a cache does.
     causal = bool(a.get("is_causal"))
-    if causal and q.shape[-2] != k.shape[-2]:
-        raise Unmappable("causal attention with unequal query and key lengths (torch aligns its mask top-left)")
     attrs: dict[str, Any] = {"is_causal": int(causal)}
     scale = a.get("scale")
     if scale is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..intervals.attention import NOTE, AttentionBound, attention_on_box
+from ..intervals.attention import NOTE, AttentionBound, attention_on_box, causal_allowed
 from ..intervals.interval import Interval, from_center_radius
 from ..intervals.jacobian import Jac, JacobianContext
 from ..intervals.jacobian_rules import attention as attention_jacobian
@@ -68,8 +68,7 @@ def _attention_core(
     if mask is not None:
         scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask
     if causal:
-        s, length = scores.shape[-2:]
-        allowed = torch.ones(s, length, dtype=torch.bool, device=q.device).tril(diagonal=length - s)
+        allowed = torch.from_numpy(causal_allowed(*scores.shape[-2:])).to(q.device)
         scores = scores.masked_fill(~allowed, -math.inf)
     if softcap:
         scores = softcap * torch.tanh(scores / softcap)
@@ -288,6 +287,13 @@ class MsAttention(DotProductAttention):
         )
 
 
+def _uneven_causal(node: Node, queries: int, keys: int) -> bool:
+    """com.microsoft MultiHeadAttention, unidirectional, with unequal lengths: onnxruntime (1.32 CPU)
+    aligns the mask top-left with more queries than keys but follows neither corner with fewer, so
+    there is no one reading to check against."""
+    return bool(node.attr_int("unidirectional", 0)) and queries != keys
+
+
 @register
 class MsMultiHeadAttention(DotProductAttention):
     """com.microsoft MultiHeadAttention with separate 3-D query, key and value, no mask or cache."""
@@ -310,6 +316,8 @@ class MsMultiHeadAttention(DotProductAttention):
                 Interval(r.lo + bias[a:b], r.hi + bias[a:b]).widened(np.abs(bias[a:b]))
                 for r, a, b in zip(ranges, edges[:-1], edges[1:])
             ]
+        if _uneven_causal(node, ranges[0].shape[-2], ranges[1].shape[-2]):
+            return None
         heads = node.attr_int("num_heads")
         q, k, v = (_heads(r, heads) for r in ranges)
         result = attention_on_box(
@@ -324,6 +332,8 @@ class MsMultiHeadAttention(DotProductAttention):
         q, k, v = args[:3]
         if k is None or v is None or k.dim() != 3 or v.dim() != 3:
             raise cannot_run(node, "with packed or 4-D key/value")
+        if _uneven_causal(node, q.shape[-2], k.shape[-2]):
+            raise cannot_run(node, "unidirectional with unequal query and key lengths")
         bias = args[3] if len(args) > 3 else None
         if bias is not None:
             bq, bk, bv = torch.split(bias, [q.shape[-1], k.shape[-1], v.shape[-1]])

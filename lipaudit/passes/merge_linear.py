@@ -17,6 +17,11 @@ exactly are done:
   (k₂ − 1)·d₂·s₁ + (k₁ − 1)·d₁ + 1; the first bias passes through as Σ_{c,t₂} W₂[o, c, t₂]·b₁[c].
   When the second convolution pads its input (the usual 'same' case), the padding zeros are not
   outputs of the first convolution, so the pair is *not* one convolution and is left alone.
+
+A merge is also left alone when float64 cannot hold the product: a term a·b below the normal range
+loses its digits (1e-170·1e-170 is 0), one above it is inf, and either would be measured as a
+wrong map (a certified 0 for a nonzero chain, or "unbounded" for a finite one).  Two separate maps
+are always sound: the bound is then the product of their norms.
 """
 
 from __future__ import annotations
@@ -57,6 +62,39 @@ def merge_linear(graph: Graph) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Range
+
+
+def _representable(a: np.ndarray, b: np.ndarray, fan: int = 1) -> bool:
+    """Whether every nonzero term a[i, k]·b[k, j] of a @ b is a normal float64 and every sum of
+    ``fan`` such products stays finite: the product then keeps all its digits up to rounding.
+
+    Bounds per inner index k (smallest nonzero, largest), so nothing is formed that could itself
+    overflow unnoticed; a sum of normal terms that cancels below the normal range is exact.
+    """
+    tiny, huge = np.finfo(np.float64).tiny, np.finfo(np.float64).max
+    mag_a, mag_b = np.abs(a), np.abs(b.T)
+    if not (np.isfinite(mag_a).all() and np.isfinite(mag_b).all()):
+        return False
+    with np.errstate(all="ignore"):
+        small_a = np.where(mag_a > 0, mag_a, np.inf).min(axis=0, initial=np.inf)
+        small_b = np.where(mag_b > 0, mag_b, np.inf).min(axis=0, initial=np.inf)
+        both = np.isfinite(small_a) & np.isfinite(small_b)  # k with a nonzero term
+        if (small_a[both] * small_b[both] < tiny).any():
+            return False
+        largest = fan * float(np.sum(mag_a.max(axis=0, initial=0.0) * mag_b.max(axis=0, initial=0.0)))
+    return bool(largest <= huge)
+
+
+def _scaled(factor: float, array: np.ndarray) -> np.ndarray | None:
+    """factor·array, or None where that loses a term to underflow or overflow."""
+    array = np.asarray(array, np.float64)
+    if not _representable(np.array([[factor]]), array.reshape(1, -1)):
+        return None
+    return factor * array
+
+
+# ---------------------------------------------------------------------------------------------
 # Dense
 
 
@@ -76,16 +114,18 @@ def _dense_dims(graph: Graph, node: Node | None) -> tuple[int, int] | None:
 
 
 def _dense_parts(graph: Graph, node: Node):
-    """(weight as x·W, bias or None, variable input) of a node _dense_dims accepts, in float64."""
+    """(weight as x·W, bias or None, variable input) of a node _dense_dims accepts, in float64;
+    None where alpha or beta cannot be folded in without underflow or overflow."""
     x, weight = node.inputs[0], np.asarray(graph.const(node.inputs[1]), np.float64)
     if node.op_type == "MatMul":
         return weight, None, x
-    alpha, beta = node.attr_float("alpha"), node.attr_float("beta")
-    weight = alpha * (weight.T if node.attr_int("transB") else weight)
+    scaled = _scaled(node.attr_float("alpha"), weight.T if node.attr_int("transB") else weight)
     bias = None
     if len(node.inputs) > 2 and node.inputs[2]:
-        bias = beta * np.asarray(graph.const(node.inputs[2]), np.float64)
-    return weight, bias, x
+        bias = _scaled(node.attr_float("beta"), np.asarray(graph.const(node.inputs[2]), np.float64))
+        if bias is None:
+            return None
+    return None if scaled is None else (scaled, bias, x)
 
 
 def _merge_dense(graph: Graph, first: Node) -> Node | None:
@@ -106,13 +146,21 @@ def _merge_dense(graph: Graph, first: Node) -> Node | None:
     shape = graph.shape(first.inputs[0])
     if not both_matmul and (shape is None or len(shape) != 2):
         return None  # Gemm is 2-D only
-    (w1, b1, x), (w2, b2, _) = _dense_parts(graph, first), _dense_parts(graph, second)
+    head, tail = _dense_parts(graph, first), _dense_parts(graph, second)
+    if head is None or tail is None:
+        return None
+    (w1, b1, x), (w2, b2, _) = head, tail
+    if b1 is not None:  # Gemm's C broadcasts to (rows, c1): spell the columns out before the product
+        b1 = np.broadcast_to(b1, (*np.shape(b1)[:-1], c1) if np.ndim(b1) else (c1,))
+    if not _representable(w1, w2) or (b1 is not None and not _representable(b1.reshape(-1, c1), w2)):
+        return None
     weight = w1 @ w2
-    bias = None
-    if b1 is not None:
-        bias = np.atleast_1d(b1) @ w2 if np.ndim(b1) <= 1 else b1 @ w2
+    bias = None if b1 is None else b1 @ w2
     if b2 is not None:
-        bias = b2 if bias is None else bias + b2
+        with np.errstate(all="ignore"):  # a sum that overflows is caught below
+            bias = b2 if bias is None else bias + b2
+    if bias is not None and not np.isfinite(bias).all():
+        return None
     inputs = [x, graph.new_value(f"{second.name}::weight_merged", const=weight).name]
     if bias is not None:
         inputs.append(graph.new_value(f"{second.name}::bias_merged", const=bias).name)
@@ -163,6 +211,10 @@ def _merge_conv(graph: Graph, first: Node) -> Node | None:
         return None
     s1, d1, d2 = _attr(first, "strides", n, 1), _attr(first, "dilations", n, 1), _attr(second, "dilations", n, 1)
     k1, k2 = w1.shape[2:], w2.shape[2:]
+    # Each merged tap sums at most one (t₁, t₂) pair per t₂ for every channel c.
+    taps2 = np.moveaxis(w2, 1, -1).reshape(-1, w1.shape[0])
+    if not _representable(taps2, w1.reshape(w1.shape[0], -1), int(np.prod(k2))):
+        return None
     span = tuple((a - 1) * dd * s + (b - 1) * d + 1 for a, b, s, d, dd in zip(k2, k1, s1, d1, d2))
     weight = np.zeros((w2.shape[0], w1.shape[1], *span))
     for t2 in np.ndindex(*k2):
@@ -172,10 +224,16 @@ def _merge_conv(graph: Graph, first: Node) -> Node | None:
                 w2[(slice(None), slice(None), *t2)] @ w1[(slice(None), slice(None), *t1)]
             )
     bias = np.zeros(w2.shape[0])
-    if len(first.inputs) > 2 and first.inputs[2]:
-        bias += w2.sum(axis=tuple(range(2, 2 + n))) @ np.asarray(graph.const(first.inputs[2]), np.float64)
-    if len(second.inputs) > 2 and second.inputs[2]:
-        bias += np.asarray(graph.const(second.inputs[2]), np.float64)
+    with np.errstate(all="ignore"):  # a sum that overflows is caught below
+        if len(first.inputs) > 2 and first.inputs[2]:
+            b1 = np.asarray(graph.const(first.inputs[2]), np.float64)
+            if not _representable(taps2, b1.reshape(-1, 1), int(np.prod(k2))):
+                return None
+            bias += w2.sum(axis=tuple(range(2, 2 + n))) @ b1
+        if len(second.inputs) > 2 and second.inputs[2]:
+            bias += np.asarray(graph.const(second.inputs[2]), np.float64)
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        return None
     weight_value = graph.new_value(f"{second.name}::weight_merged", const=weight)
     bias_value = graph.new_value(f"{second.name}::bias_merged", const=bias)
     second.attrs = {

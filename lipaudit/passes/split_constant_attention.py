@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..intervals.attention import causal_allowed
 from ..ir import Graph, Node
 from ..ops.attention import attention_scale
 from .manager import NodeRewrite
@@ -61,15 +62,14 @@ def _split(graph: Graph, node: Node) -> bool:
 
 def _additive_mask(mask: np.ndarray | None, causal: bool, shape: tuple[int, ...]) -> np.ndarray | None:
     """The mask as the op adds it (a boolean one keeps its True entries: the others get −∞), with the
-    causal mask's −∞ above the diagonal (aligned bottom-right, as the op's run aligns it)."""
+    causal mask's −∞ above the diagonal (aligned top-left, as the op's run aligns it)."""
     added = None
     if mask is not None:
         mask = np.asarray(mask)
         added = np.where(mask, 0.0, -np.inf) if mask.dtype == bool else mask.astype(np.float64)
         added = np.broadcast_to(added, shape)
     if causal:
-        s, length = shape[-2:]
-        allowed = np.tril(np.ones((s, length), dtype=bool), k=length - s)
+        allowed = causal_allowed(*shape[-2:])
         causal_mask = np.broadcast_to(np.where(allowed, 0.0, -np.inf), shape)
         added = causal_mask if added is None else added + causal_mask
     return None if added is None else np.ascontiguousarray(added)

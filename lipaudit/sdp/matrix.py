@@ -86,6 +86,11 @@ class SchurObjective:
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
         # The output is divided by ``scale``: ρ then comes out divided by scale², λ likewise.
         out_x, out_v = blocks.out_x / scale, blocks.out_v / scale
+        largest = max(np.abs(out_x).max(initial=0.0), np.abs(out_v).max(initial=0.0))
+        if largest and not 2.0**-450 <= largest <= 2.0**450:
+            # Its Gram matrices would overflow, or underflow to a program that moves less than the
+            # network (weights 1e-100·1e-100 → ReLU → 1e100·1e100 scaled by the warm start).
+            raise ArithmeticError("the output weights leave float64's range once squared")
         self.pre_x, self.pre_v = t(blocks.pre_x), t(blocks.pre_v)
         self.mid = t((blocks.alpha + blocks.beta) / 2)
         with np.errstate(over="ignore"):  # an inf Gram entry fails the certificate; no warning to stderr

@@ -11,6 +11,7 @@ when the matrix is exactly zero.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -72,3 +73,12 @@ def root_sum_squares(values: Iterable[float]) -> float:
         return 0.0
     scale = unit_scale(max(listed))
     return scale * math.sqrt(sum((v / scale) ** 2 for v in listed))
+
+
+def product_up(a: float, b: float) -> float:
+    """a·b for a, b ≥ 0, never below the exact product: below float64's normal range a product keeps
+    few digits (1e-170·1e-170 rounds to 0), so it is rounded up by one step there."""
+    product = a * b
+    if 0.0 <= product < sys.float_info.min and a != 0.0 and b != 0.0:
+        return math.nextafter(product, math.inf)
+    return product

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..invariants import present
 from ..linear_maps import Concat, Linear, Permutation, Reshape, Sum
 from ..spectral import dense_norm
-from ..spectral.scaling import root_sum_squares
+from ..spectral.scaling import in_safe_range, product_up, root_sum_squares
 from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
 from .network import Activation, Network, NetworkNode
@@ -188,19 +188,21 @@ class ChainBuilder:
         norm = _linear_norm(node, node.norm())
         ops = m.ops + (0 if op is not None and op.isometry else 1)
         if isinstance(m, ScalarMap):
-            return ScalarMap(m.cheap * norm, ops)
+            return ScalarMap(product_up(m.cheap, norm), ops)
         if isinstance(m, ShapeOnlyDense):
             size = math.prod(node.shape)
             if m.rows * size > self.dense_entries:
                 return None
-            return ShapeOnlyDense(m.rows, size, m.cheap * norm, ops, m.summed)
+            return ShapeOnlyDense(m.rows, size, product_up(m.cheap, norm), ops, m.summed)
+        if not _in_range(m.cheap, norm):
+            return None
         if isinstance(m, DenseMap):
             if m.columns.shape[0] * math.prod(node.shape) > self.dense_entries:
                 return None
             columns = self._remember(
                 ("then", id(m.columns), node.id), (m.columns,), lambda: self._push(m.columns, node)
             )
-            return DenseMap(columns, m.cheap * norm, ops, m.summed)
+            return DenseMap(columns, product_up(m.cheap, norm), ops, m.summed)
         if isinstance(m, ConvMap) and op is not None:
             return self.shared.remember(
                 ("then", id(m), id(op), tuple(node.shape), norm), (m, op), lambda: self._then_conv(m, node, op, norm)
@@ -266,15 +268,15 @@ class ChainBuilder:
         return made
 
     def times(self, m: LinearMap, a: float) -> LinearMap:
-        if isinstance(m, ScalarMap):
-            return ScalarMap(m.cheap * abs(a), m.ops, m.summed)
+        if isinstance(m, ScalarMap) or not _in_range(m.cheap, abs(a)):
+            return ScalarMap(product_up(m.cheap, abs(a)), m.ops, m.summed)
         if isinstance(m, ShapeOnlyDense):
-            return ShapeOnlyDense(m.rows, m.size, m.cheap * abs(a), m.ops, m.summed)
+            return ShapeOnlyDense(m.rows, m.size, product_up(m.cheap, abs(a)), m.ops, m.summed)
         if isinstance(m, DenseMap):
             if a == 1.0:
                 return m
             columns = self._remember(("times", id(m.columns), a), (m.columns,), lambda: m.columns * a)
-            return DenseMap(columns, m.cheap * abs(a), m.ops, m.summed)
+            return DenseMap(columns, product_up(m.cheap, abs(a)), m.ops, m.summed)
         if isinstance(m, ConvMap):
             scaled = self.shared.remember(("times", id(m), a), (m,), lambda: m.times(a))
             return present(scaled, "a scaled convolution")  # m.times never refuses
@@ -307,14 +309,14 @@ class ChainBuilder:
         """Σ c_k·‖E_k‖ (the exact figures only when ``measure`` is on, and only for maps whose
         measurement costs at most ``collapse_cost``)."""
         if not self.measure:
-            return math.fsum(t.weight * t.map.cheap for t in terms)
+            return math.fsum(product_up(t.weight, t.map.cheap) for t in terms)
         if any(
             isinstance(t.map, ConvMap) and t.map.skeleton and t.map.improvable and t.map.cost() <= self.collapse_cost
             for t in terms
         ):
             self.wanted_values = True
         return math.fsum(
-            t.weight * (t.map.norm() if t.map.cost() <= self.collapse_cost else t.map.cheap) for t in terms
+            product_up(t.weight, t.map.norm() if t.map.cost() <= self.collapse_cost else t.map.cheap) for t in terms
         )
 
     def propagate(self, source: int, target: int, inside: set[int]) -> list[Term]:
@@ -356,7 +358,7 @@ class ChainBuilder:
         fresh = self.then(self.identity(x), node)
         if fresh is not None:
             return [Term(x, bound_x, fresh)]
-        return [Term(node.id, bound_x * _linear_norm(node, node.norm()), self.identity(node.id))]
+        return [Term(node.id, product_up(bound_x, _linear_norm(node, node.norm())), self.identity(node.id))]
 
     def _merge(self, terms: list[Term]) -> list[Term]:
         merged: list[Term] = []
@@ -437,6 +439,21 @@ class ChainBuilder:
         self.collapses += 1
         bound = root_sum_squares(self.bound(ts) for ts in inputs if ts is not None)
         return [Term(node.id, bound, self.identity(node.id))]
+
+
+# An explicit map is built only while the product of its factors' norms stays in scaling's safe
+# range [2^-900, 2^900] (in_safe_range checks the recursion's figure, not the maps inside it: a
+# chain 1e-170·1e-170 → ReLU → 1e170·1e170 reached a figure of 1 so).  Below float64's normal range
+# an entry loses up to 2^-1075 absolutely, which the later factors magnify by at most
+# cheap / (the norms so far) ≤ 2^900·cheap: 2^-175·cheap, inside rounding_allowance (its 2^-52 is
+# twice the unit roundoff).  Above it the entries could overflow.  Out of that range the map is
+# collapsed (a fresh anchor at its input) or kept as its figure only.
+
+
+def _in_range(cheap: float, factor: float) -> bool:
+    """Whether an explicit map of figure ``cheap`` may be taken through a factor of norm ``factor``
+    (an exactly zero map always can: its columns stay exactly 0)."""
+    return cheap == 0.0 or factor == 0.0 or in_safe_range(cheap * factor)
 
 
 def _largest(t: Tensor) -> float:

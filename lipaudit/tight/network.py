@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..linear_maps import AvgPool, Concat, Conv, Dense, Linear, Mean, Pad, Permutation, Reshape, Scale, Slice, Sum
 from ..linear_maps.base import SUM_MARGIN
-from ..spectral.scaling import root_sum_squares
+from ..spectral.scaling import product_up, root_sum_squares
 from .activations import preset, split
 
 
@@ -54,7 +54,7 @@ class Activation:
         self.split = split(self.slopes)  # validates
 
     def rule(self, bounds: Sequence[float]) -> float:
-        return self.split[2] * bounds[0]
+        return product_up(self.split[2], bounds[0])
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Opaque:
 
     def rule(self, bounds: Sequence[float]) -> float:
         c = self.constant
-        return c * root_sum_squares(bounds) * SUM_MARGIN if c else 0.0
+        return product_up(c, root_sum_squares(bounds)) * SUM_MARGIN if c else 0.0
 
 
 NodeOp = Input | Activation | Opaque | Linear

@@ -78,7 +78,7 @@ from typing import Literal
 
 from ..invariants import present
 from ..linear_maps import SUM_MARGIN
-from ..spectral.scaling import root_sum_squares
+from ..spectral.scaling import in_safe_range, product_up, root_sum_squares
 from .chain import DENSE_ENTRIES, DENSE_LIMIT, ChainBuilder, Term, joint_bound
 from .conv_maps import MERGE_ALWAYS_COST, ConvMap, node_cost
 from .maps import DenseMap, ScalarMap
@@ -332,17 +332,19 @@ class _Sweep:
         depends: list[int] = []  # the value whose bound each term's weight is proportional to
         for source in region.sources:
             dep = self.network[source].inputs[0] if source in region.injections else source
-            weight = best[dep] * (region.injections[source] if source in region.injections else 1.0)
+            weight = product_up(best[dep], region.injections[source] if source in region.injections else 1.0)
             if weight == 0.0:
                 continue
             if not math.isfinite(weight):
                 return None, len(region.sources)
             for index, term in enumerate(self._terms(source, target, region.inside)):
-                weighted.append((weight * term.weight, term, (target, source, index)))
+                weighted.append((product_up(weight, term.weight), term, (target, source, index)))
                 depends.append(dep)
         total = self._refine(weighted) * SUM_MARGIN
         if self.plan == "collect":
-            self.steps[target] = [(w * t.map.cheap, dep, key, t.map) for (w, t, key), dep in zip(weighted, depends)]
+            self.steps[target] = [
+                (product_up(w, t.map.cheap), dep, key, t.map) for (w, t, key), dep in zip(weighted, depends)
+            ]
         return total, len(region.sources)
 
     def candidates(self, best: list[float]) -> list[tuple[tuple[int, int, int], float, float]]:
@@ -405,7 +407,7 @@ class _Sweep:
     def _refine(self, weighted) -> float:
         """Σ weight·‖map‖, measuring the heaviest improvable maps exactly (those the plan allows)
         until the rest weighs less than refine_tol of the total."""
-        figures = [w * t.map.cheap for w, t, _ in weighted]
+        figures = [product_up(w, t.map.cheap) for w, t, _ in weighted]
         total = math.fsum(figures)
         if self.plan == "collect":
             return total
@@ -421,11 +423,14 @@ class _Sweep:
             if remaining <= self.refine_tol * math.fsum(figures):
                 break
             remaining -= figures[i]
-            figures[i] = weighted[i][0] * weighted[i][1].map.norm()
+            figures[i] = product_up(weighted[i][0], weighted[i][1].map.norm())
             self.measured += 1
         total = math.fsum(figures)
         dense = [i for i, (w, t, _) in enumerate(weighted) if isinstance(t.map, DenseMap) and figures[i] > 0]
-        if self.joint and len(dense) >= 2:
+        # The joint bound scales the matrices by their weights and forms Gram matrices: squares of
+        # weights and map figures out of float64's safe range would underflow or overflow there.
+        squares = [x * x for i in dense for x in (weighted[i][0], weighted[i][1].map.cheap)]
+        if self.joint and len(dense) >= 2 and all(in_safe_range(x) for x in squares):
             rows = sum(weighted[i][1].map.columns.shape[0] for i in dense)
             width = weighted[dense[0]][1].map.columns[0].numel()
             cost = rows * width * min(rows, width)
