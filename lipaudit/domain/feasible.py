@@ -45,9 +45,7 @@ def gradient_enclosure(b: tuple[Tensor, Tensor], m: tuple[Tensor, Tensor], width
     """∂z/∂x for every switch (n0 × K, centre and radius) with every switch's slope anywhere in
     [low, low + width]: z = Bᵀx + Σ_i δ_i·z_i·(injection i's row of Mᵀ), row i read before row j."""
     g_c, g_r = b[0].clone(), b[1].clone()
-    for j in range(g_c.shape[1]):
-        if j == 0:
-            continue
+    for j in range(1, g_c.shape[1]):
         through_c, through_r = times_slope(g_c[:, :j], g_r[:, :j], width[:j] / 2, width[:j] / 2)
         inner_c, inner_r = product((through_c, through_r), (m[0][:j, j : j + 1], m[1][:j, j : j + 1]))
         g_c[:, j : j + 1] += inner_c

@@ -64,9 +64,9 @@ class SwitchingBound:
     figure: float  # certified sup of ‖J‖₂ over the box, all outputs side by side
     entries: int  # K: the activation entries given a slope of their own
     boxes: int  # the boxes of their slopes measured (branch and bound)
-    # the branch and bound left no box above the best vertex by more than TOLERANCE (the work
-    # budget did not cut it): the figure is then within that of the largest norm over the patterns
-    # that pass the pair tests, which no product over segments of the network goes below by more
+    # every switching entry and window had a slope of its own, and the branch and bound left no box
+    # above the best vertex by more than TOLERANCE (the work budget did not cut it): the figure is
+    # then within that of the largest norm over the patterns that pass the pair tests
     converged: bool = True
 
 
@@ -98,7 +98,7 @@ def switching_bound(
     where no entry switches (the interval-Jacobian bound is then the same) or the engine has no rule."""
     if any(name not in ranges for name, value in graph.values.items() if value.const is None):
         return None  # a value without a sound range would be tightened by the hybrid Jacobians
-    chosen = _switching_entries(graph, ranges)
+    chosen, complete = _switching_entries(graph, ranges)
     count = sum(len(e.index) for e in chosen)
     if count == 0:
         return None
@@ -144,13 +144,14 @@ def switching_bound(
         _groups(chosen)[live],
         conflict,
     )
-    return SwitchingBound(figure * (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes)), count, boxes, converged)
+    figure *= (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes))
+    return SwitchingBound(figure, count, boxes, converged and complete)
 
 
-def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_Entries]:
+def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> tuple[list[_Entries], bool]:
     """Every activation entry whose slope range on ``ranges`` is wide (widest first, then in graph
     order), then MaxPool windows with more than one candidate, up to MAX_SWITCHING in all; those
-    left out keep their enclosures in the pass (sound, only wider)."""
+    left out keep their enclosures in the pass (sound, only wider).  Also whether none was left out."""
     from ..ops.context import RuleContext
     from ..ops.pooling import MaxPool
 
@@ -193,10 +194,12 @@ def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_En
         pre = nodes[name].inputs[0]
         per_node[name] = _Entries(name, pre, index, low, width, index, np.stack([-side, side], axis=1))
     room = MAX_SWITCHING - len(kept)
+    complete = len(kept) == len(found)
     for _, name, found_windows in windows:
         switches = []
         for window in found_windows:  # whole windows, in order, while they fit
             if len(window) > room:
+                complete = False
                 break
             switches.extend(window)
             room -= len(window)
@@ -207,7 +210,7 @@ def _switching_entries(graph: Graph, ranges: Mapping[str, Interval]) -> list[_En
                 name, nodes[name].inputs[0], out, np.zeros(len(out)), np.ones(len(out)), source, taken, base
             )
     order = {node.name: position for position, node in enumerate(graph.nodes)}
-    return sorted(per_node.values(), key=lambda e: order[e.node])
+    return sorted(per_node.values(), key=lambda e: order[e.node]), complete
 
 
 def _full_side(op, node, rules, shape: tuple[int, ...], high: np.ndarray) -> np.ndarray:

@@ -121,7 +121,7 @@ def test_flagged_pairs_are_never_reached_by_sampled_inputs(tmp_path, activation,
     pre = torch.cat([first, second], dim=1)  # the switches in graph order: layer by layer, entry by entry
     domain = prepare_domain(graph, None, around=[centre], radius=radius)
     ranges = tightest_jacobian_bound(graph, domain.bounds, domain.ranges).ranges
-    chosen = switching._switching_entries(graph, ranges)
+    chosen, _ = switching._switching_entries(graph, ranges)
     columns = np.concatenate([e.index + 4 * k for k, e in enumerate(chosen)])
     sides = np.concatenate([e.signs for e in chosen])  # σ per setting
     values = pre[:, columns].numpy()
