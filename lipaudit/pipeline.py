@@ -136,7 +136,9 @@ def audit(
     if not verification.checked and options.verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
 
-    domain = prepare_domain(graph, options.input_range, around=options.around, radius=options.radius)
+    domain = _in_normal_range(
+        prepare_domain(graph, options.input_range, around=options.around, radius=options.radius), graph, notices
+    )
     ctx = RuleContext(graph, method=options.method, device=torch_device, ranges=domain.ranges if domain else None)
     stage("layers")
     network = _analyse(graph, ctx, executor, too_large, on_node, notices)
@@ -195,6 +197,24 @@ def audit(
         notices=notices,
         irreproducible=irreproducible,
     )
+
+
+def _in_normal_range(domain: Domain | None, graph: Graph, notices: list[str]) -> Domain | None:
+    """The domain, or None with a notice where a constant is so small that the box analysis's
+    float64 products could leave the normal range (lipaudit.domain.normal_range)."""
+    if domain is None:
+        return None
+    from .domain.normal_range import tiny_constant
+
+    tiny = tiny_constant(graph)
+    if tiny is None:
+        return domain
+    notices.append(
+        f"the input box was not used: constant '{tiny}' has entries below 2^-400, where the box "
+        "analysis's float64 products would leave the normal range; the figure is the global bound, "
+        "which holds on the box too"
+    )
+    return None
 
 
 def _time_dependence(tight: GraphBound | None, recursion_time: float | None, lower: LowerBound | None) -> str | None:

@@ -34,6 +34,7 @@ from ..intervals.jacobian import Jac, JacobianContext
 from ..ir import Graph
 from ..ops import RuleContext, resolve
 from ..spectral.dense import dense_norm
+from .normal_range import FLOOR, flushed, outward
 from .propagate import RULE_ERRORS, intersected, value_ranges
 
 METHOD = "interval-jacobian"
@@ -131,6 +132,7 @@ def forward(
             raise JacobianUnavailable(f"{node.op_type} '{node.name}' has no interval-Jacobian rule")
         _store(graph, node, op, found, jctx, ranges, remaining)
         hooks.after(node, jctx)
+        _keep_normal(node, jctx)
         for name in set(graph.variable_inputs(node)):
             remaining[name] -= 1
             if remaining[name] <= 0 and name not in graph.outputs:
@@ -171,6 +173,7 @@ def _box(graph: Graph, bounds: Mapping[str, tuple]) -> tuple[dict[str, np.ndarra
         centre = lo / 2 + hi / 2
         # rounded up, so that [centre − half, centre + half] ⊇ [lo, hi]
         half = np.nextafter(np.maximum(hi - centre, centre - lo), np.inf)
+        half = np.maximum(half, FLOOR)  # a wider box, whose products stay in the normal range
         centres[name] = centre
         halves.append(half.reshape(-1))
     return centres, torch.as_tensor(np.concatenate(halves) if halves else np.zeros(0))
@@ -250,6 +253,20 @@ def _store(graph, node, op, found, jctx: JacobianContext, ranges, remaining) -> 
         if np.any(box.lo > box.hi):
             box = ranges.get(name, Interval.full(shape)).broadcast_to(shape)
         jctx.rules.ranges[name] = jctx.tighten(jctx.point(name), box, jac)  # type: ignore[index]
+
+
+def _keep_normal(node, jctx: JacobianContext) -> None:
+    """Every magnitude kept for the node's outputs is 0 or at least FLOOR (lipaudit.domain.normal_range)."""
+    for name in node.outputs:
+        jac = jctx.jacobians.get(name) if name else None
+        if jac is None:
+            continue
+        kept = flushed(jac)
+        if kept is not jac:
+            jctx.jacobians[name] = kept
+        for known in (jctx.rules.ranges, jctx.points):
+            if known is not None and name in known:
+                known[name] = outward(known[name])
 
 
 def _figure(graph: Graph, jctx: JacobianContext, n0: int, start: float) -> JacobianBound:

@@ -16,6 +16,7 @@ from ..intervals.interval import Interval
 from ..ir import Graph, Node
 from ..ops import RuleContext, resolve
 from ..ops.interval_rules import exact_outputs
+from .normal_range import outward
 
 # A rule that trips over a malformed node says nothing about it: its outputs are unbounded.
 RULE_ERRORS = (
@@ -40,7 +41,7 @@ def input_intervals(graph: Graph, bounds: Mapping[str, tuple]) -> dict[str, Inte
         shape = tuple(int(d) for d in declared) if declared is not None and known else ()
         if name in bounds:
             lo, hi = (np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for v in bounds[name])
-            boxes[name] = Interval(lo.copy(), hi.copy())
+            boxes[name] = outward(Interval(lo.copy(), hi.copy()))
         else:
             boxes[name] = Interval.full(shape)
     return boxes
@@ -80,7 +81,7 @@ def _checked(interval: Interval | None) -> Interval | None:
         return None
     if np.any(interval.lo > interval.hi):
         return None  # an inverted interval means the rule met something it does not model
-    return interval
+    return outward(interval)
 
 
 def _known_shape(graph: Graph, name: str) -> tuple[int, ...] | None:

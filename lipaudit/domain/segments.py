@@ -41,6 +41,7 @@ from ..intervals.interval import Interval
 from ..intervals.jacobian import nonnegative_norm
 from ..ir import Graph
 from ..spectral.dense import dense_norm
+from ..spectral.scaling import product_up
 from ..tight.network import Network, Opaque
 from ..tight.segments import cuts
 from .jacobian import JacobianBound, JacobianUnavailable
@@ -194,7 +195,7 @@ def segmented_bound(
     best[0] = 1.0
     for b in range(1, pieces + 1):
         for a in range(max(0, b - MAX_GROUP), b):
-            value = best[a] * figures.get((a, b), math.inf)
+            value = product_up(best[a], figures.get((a, b), math.inf))
             if value < best[b]:
                 best[b], choice[b] = value, a
     prefixes = [best[b] if b < pieces else min(best[b], whole) for b in range(1, pieces + 1)]

@@ -45,8 +45,18 @@ from ..ops import resolve
 from ..ops.activation import Activation
 from ..spectral.dense import SVD_MARGIN
 from .feasible import conflicts, gradient_enclosure, reachable
-from .jacobian import JACOBIAN_ENTRY_LIMIT, Forward, _box, _centre_values, _check_sizes, _input_jacobians, forward
+from .jacobian import (
+    JACOBIAN_ENTRY_LIMIT,
+    Forward,
+    JacobianUnavailable,
+    _box,
+    _centre_values,
+    _check_sizes,
+    _input_jacobians,
+    forward,
+)
 from .midpoint_radius import product, times_slope
+from .normal_range import tiny_entries
 
 METHOD = "switching-vertices"
 # A slope range narrower than this (relative to the slope's size) stays an interval in the pass.
@@ -465,14 +475,25 @@ def _chunk_sup(j0, a, b, m, delta_c: Tensor, delta_r: Tensor) -> tuple[Tensor, T
         row_c = a[0][j : j + 1] + inner[0]
         row_r = a[1][j : j + 1] + inner[1] + 2 * UNIT * (a[0][j : j + 1].abs() + inner[0].abs())
         scaled = times_slope(row_c, row_r, delta_c[:, j, None, None], delta_r[:, j, None, None])
+        _in_normal_range(*scaled)  # the next switch multiplies these again
         w_c[:, j : j + 1], w_r[:, j : j + 1] = scaled
     change_c, change_r = product(b, (w_c, w_r))
     j_c = j0[0] + change_c
     j_r = j0[1] + change_r + 2 * UNIT * (j0[0].abs() + change_c.abs())
+    _in_normal_range(j_c, j_r)
     sigma = torch.linalg.svdvals(j_c)[:, 0]
     # R ≥ 0 and |J − C| ≤ R entry by entry, so ‖J − C‖₂ ≤ ‖R‖₂ (the norm is monotone on such matrices)
     spread = torch.linalg.svdvals(j_r)[:, 0]
     return (sigma + spread) * SVD_MARGIN, sigma
+
+
+def _in_normal_range(*tensors: Tensor) -> None:
+    """Raises JacobianUnavailable where a chain of products left float64's normal range (an entry
+    below lipaudit.domain.normal_range.FLOOR, whose next product could round to 0, or past the
+    largest float)."""
+    for tensor in tensors:
+        if tiny_entries(tensor) or not bool(torch.all(torch.isfinite(tensor))):
+            raise JacobianUnavailable("the switching bound's products leave float64's normal range")
 
 
 __all__ = ["METHOD", "SwitchingBound", "switching_bound"]

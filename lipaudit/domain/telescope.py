@@ -29,6 +29,8 @@ import torch
 
 from ..intervals.jacobian import UNIT, nonnegative_norm
 from ..spectral.dense import dense_norm
+from ..spectral.scaling import product_up
+from .normal_range import tiny_entries
 
 Link = tuple[torch.Tensor, float]  # a segment's centre (n_in, n_out) and its δ
 # Every split of a prefix into links is tried while it has at most this many (they grow about 1.9×
@@ -94,7 +96,7 @@ def _chained(links: Sequence[Link], before: Sequence[float]) -> float:
     errors = []
     for i, (_, deviation) in enumerate(links):
         after = _norm(*_product(centres[i + 1 :]))
-        errors.append(before[i] * deviation * after)
+        errors.append(product_up(product_up(before[i], deviation), after))
     total = (_norm(*_product(centres)) + math.fsum(errors)) * (1 + (2 * len(links) + 4) * UNIT)
     return total if math.isfinite(total) else math.inf
 
@@ -113,6 +115,8 @@ def _product(matrices: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, tor
         # X·(Y + e) = fl(XY) − r + X e with |r| ≤ γ|X||Y| and |X e| ≤ |X| err
         error = (size @ error + (k + 2) * UNIT * (size @ value.abs())) * (1 + (k + 4) * UNIT)
         value = left @ value
+        if tiny_entries(value) or tiny_entries(error):  # the next product could leave the normal range
+            return value, torch.full_like(error, math.inf)
     return value, error
 
 
