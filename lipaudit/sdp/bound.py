@@ -45,11 +45,13 @@ def product_figure(network: SdpNetwork) -> float:
     return path_gains(network)[INPUT] * (1 + 1e-11)
 
 
-def _single(network: SdpNetwork, warm_start: float, budget: float) -> tuple[float | None, str, int]:
+def _single(
+    network: SdpNetwork, warm_start: float, budget: float, interior_budget: float = 0.0
+) -> tuple[float | None, str, int]:
     if not network.groups:
         return None, "no activations: the SDP has nothing to add", 0
     blocks = Blocks.of(network)
-    optimum = minimise(network, warm_start=warm_start, budget=budget)
+    optimum = minimise(network, warm_start=warm_start, budget=budget, interior_budget=interior_budget)
     if not math.isfinite(optimum.rho) or optimum.rho <= 0:
         return None, "the optimiser found no feasible multipliers", optimum.iterations
     # The final point first; where its proof fails (it may sit on the boundary of feasibility after a
@@ -73,8 +75,10 @@ def sdp_bound(
     warm_start: float | None = None,
     budget: int = DEFAULT_BUDGET,
     max_neurons: int = MAX_NEURONS,
+    interior_budget: float = 0.0,
 ) -> SdpResult:
-    """The certified LipSDP-Neuron bound of ``problem`` (ℓ2 → ℓ2), within ``budget`` operations.
+    """The certified LipSDP-Neuron bound of ``problem`` (ℓ2 → ℓ2), within ``budget`` operations
+    (``interior_budget``: more for the interior-point method, where the problem is one window).
 
     ``warm_start``: a known upper bound (the recursion's or the product figure); it scales the
     program and is not needed for soundness.  The result's ``figure`` may exceed it (the caller
@@ -89,7 +93,9 @@ def sdp_bound(
     for window, cost in zip(windows, costs):
         # Only a scale for the program: the caller's figure where it has one for this window.
         start = warm_start if warm_start is not None and len(windows) == 1 else product_figure(window)
-        found, proof, steps = _single(window, start, budget * cost / total_cost)
+        found, proof, steps = _single(
+            window, start, budget * cost / total_cost, interior_budget if len(windows) == 1 else 0.0
+        )
         iterations += steps
         if found is None:
             return SdpResult(None, False, _method(windows), proof, iterations)

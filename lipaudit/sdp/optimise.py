@@ -140,22 +140,24 @@ def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tenso
     raise ArithmeticError("no feasible starting multipliers")
 
 
-def minimise(network: SdpNetwork, *, warm_start: float, budget: float) -> Optimum:
+def minimise(network: SdpNetwork, *, warm_start: float, budget: float, interior_budget: float = 0.0) -> Optimum:
     """λ ≥ 0 that make ρ*(λ) small, with about ``budget`` floating-point operations of work.
 
     Where EXPECTED_ITERATIONS iterations of the interior-point method (interior.py) fit the budget,
-    that method, which converges to the optimum (so the figure moves continuously with the weights);
-    where it stops short of its gap, the first-order method below with what is left of the budget,
-    and the lower of the two."""
+    or ``interior_budget`` where that is larger, that method, which converges to the optimum (so the
+    figure moves continuously with the weights, and twins whose weights differ in their last bits
+    get figures that differ as little); where it stops short of its gap, the first-order method
+    below with what is left of the budget, and the lower of the two."""
     blocks = Blocks.of(network)
     scale = warm_start if warm_start > 0 and math.isfinite(warm_start) else 1.0
     objective = SchurObjective(blocks, scale=scale)
     start = initial_multipliers(network, objective)
     step_cost = iteration_cost(blocks.input_dim, blocks.neurons, len(objective.curved))
-    if budget < EXPECTED_ITERATIONS * step_cost:
+    allowed = max(budget, interior_budget)
+    if allowed < EXPECTED_ITERATIONS * step_cost:
         return _first_order(blocks, objective, start, budget, scale)
     try:
-        solved = _interior(blocks, objective, start, int(min(MAX_ITERATIONS, budget // step_cost)), scale)
+        solved = _interior(blocks, objective, start, int(min(MAX_ITERATIONS, allowed // step_cost)), scale)
     except ArithmeticError:  # the start was not strictly feasible in floating point
         return _first_order(blocks, objective, start, budget, scale)
     if solved.converged:

@@ -122,15 +122,17 @@ def program_of(net: Network, max_variables: int = MAX_VARIABLES) -> SdpNetwork |
         return None
 
 
-def semidefinite_bound(net: Network, *, warm_start: float, budget: float) -> SdpResult | None:
+def semidefinite_bound(
+    net: Network, *, warm_start: float, budget: float, interior_budget: float = 0.0
+) -> SdpResult | None:
     """The certified SDP result for ``net`` within about ``budget`` operations, or None where it has
-    no affordable program: the whole network's where it fits, else the product of its segments'
-    (segments.py)."""
+    no affordable program: the whole network's where it fits (``interior_budget``: more for the
+    interior-point method there), else the product of its segments' (segments.py)."""
     if budget <= 0:
         return None
     program = program_of(net) if worth_reading(net, budget) else None
     if program is not None and affordable(program, budget):
-        return solve(program, warm_start=warm_start, budget=budget)
+        return solve(program, warm_start=warm_start, budget=budget, interior_budget=interior_budget)
     from .segments import segmented_bound  # segments.py builds on this module
 
     return segmented_bound(net, budget=budget)
@@ -141,12 +143,12 @@ def affordable(program: SdpNetwork, budget: float) -> bool:
     return least_cost(program) <= AFFORDABLE * budget
 
 
-def solve(program: SdpNetwork, *, warm_start: float, budget: float) -> SdpResult:
+def solve(program: SdpNetwork, *, warm_start: float, budget: float, interior_budget: float = 0.0) -> SdpResult:
     """``sdp_bound`` on one torch thread (the figure must not depend on the machine's threads)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return sdp_bound(program, warm_start=warm_start, budget=int(budget))
+        return sdp_bound(program, warm_start=warm_start, budget=int(budget), interior_budget=interior_budget)
     except (ArithmeticError, RuntimeError, np.linalg.LinAlgError) as error:
         # No feasible start, a factorisation torch refuses: no figure, and the caller keeps its own
         # (raised further, it would cost the recursion's figure too).
