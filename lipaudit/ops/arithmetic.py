@@ -130,6 +130,41 @@ class Sum(Summing):
         return _fold(torch.add, args)
 
 
+@register
+class Mean(Summing):
+    """(x₁ + … + xₙ)/n: the sum's rule with every input weighed 1/n (Mean(x, x) is x)."""
+
+    summary = "1/n of the sum's bound (n inputs; √copies where an input broadcasts)"
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        return _fold(torch.add, args) / _count(node)
+
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        weight = 1.0 / _count(node)
+        return Factor.constant(weight, "closed-form", input_weights=[weight] * len(ctx.graph.variable_inputs(node)))
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        """Of variables of the output's shape, or one variable and constants that do not broadcast it."""
+        variables = ctx.graph.variable_inputs(node)
+        weight = 1.0 / _count(node)
+        if any(ctx.graph.shape(name) != ctx.output_shape(node) for name in variables):
+            return Barrier("it broadcasts a variable input")
+        if len(variables) == _count(node):
+            return maps.Sum((weight,) * len(variables))
+        if len(variables) != 1:
+            return Barrier("a mean of several variables and a constant")
+        return Scale.of(weight)
+
+    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
+        """∂((Σ x_i)/n) = Σ ∂x_i / n, each broadcast to the output."""
+        weight = Interval.exact(np.array(1.0 / _count(node)))
+        return [_weighted_jacobian(node, jctx, {i: weight for i in range(len(node.inputs))})]
+
+
+def _count(node: Node) -> int:
+    return len([name for name in node.inputs if name])
+
+
 def _sup_on_output(ctx: RuleContext, node: Node, values: np.ndarray) -> np.ndarray:
     """Per-entry values broadcast to the output's shape."""
     return np.broadcast_to(values, ctx.output_shape(node))

@@ -137,6 +137,25 @@ def test_sum_of_three_inputs(tmp_path):
     assert truth == pytest.approx(4.0, rel=1e-6)
 
 
+def test_mean_of_three_inputs_is_a_third_of_their_sum(tmp_path):
+    nodes = [helper.make_node("Mul", ["x", "three"], ["a"]), helper.make_node("Mean", ["x", "a", "c"], ["y"])]
+    model = graph_model(nodes, [2, 2], {"three": np.array(3.0, np.float32), "c": np.ones((2, 2), np.float32)})
+    report, truth = network_check(model, [2, 2], tmp_path, exact=True)
+    assert truth == pytest.approx(4.0 / 3.0, rel=1e-6)
+
+
+def test_mean_of_an_input_with_itself_is_the_input(tmp_path):
+    model = graph_model([helper.make_node("Mean", ["x", "x"], ["y"])], [3], {})
+    report, truth = network_check(model, [3], tmp_path, exact=True)
+    assert truth == pytest.approx(1.0, rel=1e-6)
+
+
+def test_mean_with_a_constant_that_broadcasts_the_input(tmp_path):
+    model = graph_model([helper.make_node("Mean", ["x", "c"], ["y"])], [1, 3], {"c": rng_array((4, 3))})
+    report, truth = network_check(model, [1, 3], tmp_path, exact=True)
+    assert truth == pytest.approx(1.0, rel=1e-6)  # each entry feeds 4 outputs, halved: √4/2
+
+
 @pytest.mark.parametrize("op", ["Max", "Min"])
 def test_max_min_of_two_branches(tmp_path, op):
     nodes = [helper.make_node("Mul", ["x", "two"], ["a"]), helper.make_node(op, ["x", "a", "c"], ["y"])]
