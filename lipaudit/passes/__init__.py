@@ -19,12 +19,14 @@ from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear
 from .softmax_nan_guard import DropSoftmaxNanGuard
 from .split_constant_attention import SplitConstantAttention
+from .trilu_mask import TriluMask
 
 
 def rewrite_passes() -> PassManager:
     """Before analysis: fusions first (they expose folds and merges), then folds and merges."""
     return PassManager(
         [
+            TriluMask(),
             Col2ImAsConvTranspose(),
             FuseActivations(),
             FuseNormalization(),
@@ -67,6 +69,7 @@ __all__ = [
     "PassManager",
     "RemoveUnused",
     "SplitConstantAttention",
+    "TriluMask",
     "merge_linear",
     "rewrite_passes",
     "run_passes",

@@ -311,9 +311,9 @@ def _with_custom_domain(model):
 
 
 def test_two_unknown_ops_are_both_reported(tmp_path):
-    """Trilu (no rule) and a custom-domain op, on two outputs: both listed at once."""
+    """LRN (no rule) and a custom-domain op, on two outputs: both listed at once."""
     nodes = [
-        helper.make_node("Trilu", ["x"], ["a"]),
+        helper.make_node("LRN", ["x"], ["a"], size=3),
         helper.make_node("Relu", ["a"], ["y1"]),
         helper.make_node("FancyScale", ["x"], ["y2"], domain="com.example"),
     ]
@@ -321,13 +321,13 @@ def test_two_unknown_ops_are_both_reported(tmp_path):
     model.graph.output[1].CopyFrom(helper.make_tensor_value_info("y2", 1, [1, 2, 4, 4]))
     report = run_audit(model, tmp_path)
     unsupported = {(b.op, b.node) for b in report.network.unsupported}
-    assert {op for op, _ in unsupported} == {"Trilu", "FancyScale"}
+    assert {op for op, _ in unsupported} == {"LRN", "FancyScale"}
     assert report.network.complete is False
     assert report.network.upper_bound is None
     assert report.network.certified is False
     assert {o.name: o.upper_bound for o in report.model.outputs} == {"y1": None, "y2": None}
     by_op = {layer.op: layer for layer in report.layers}
-    for op in ("Trilu", "FancyScale"):
+    for op in ("LRN", "FancyScale"):
         assert by_op[op].status == "unknown"
         assert by_op[op].factor is None
         assert by_op[op].running_bound is None
@@ -339,16 +339,16 @@ def test_two_unknown_ops_are_both_reported(tmp_path):
 
 
 def test_unknown_ops_in_series_and_a_known_branch(tmp_path):
-    """x → Trilu → custom op → y1 and x → Relu → y2: both unknowns listed, y2 still bounded."""
+    """x → LRN → custom op → y1 and x → Relu → y2: both unknowns listed, y2 still bounded."""
     nodes = [
-        helper.make_node("Trilu", ["x"], ["a"]),
+        helper.make_node("LRN", ["x"], ["a"], size=3),
         helper.make_node("FancyScale", ["a"], ["y1"], domain="com.example"),
         helper.make_node("Relu", ["x"], ["y2"]),
     ]
     model = _with_custom_domain(graph_model(nodes, [1, 2, 3, 3], {}, outputs=("y1", "y2")))
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y1", 1, [1, 2, 3, 3]))
     report = run_audit(model, tmp_path)
-    assert sorted(b.op for b in report.network.unsupported) == ["FancyScale", "Trilu"]
+    assert sorted(b.op for b in report.network.unsupported) == ["FancyScale", "LRN"]
     assert report.network.complete is False
     assert report.network.upper_bound is None
     outputs = {o.name: o.upper_bound for o in report.model.outputs}
@@ -358,8 +358,8 @@ def test_unknown_ops_in_series_and_a_known_branch(tmp_path):
 
 def test_unknown_op_feeding_an_add_is_not_one(tmp_path):
     """A residual around an unknown op: the sum must not treat the unknown branch as 1."""
-    nodes = [helper.make_node("Trilu", ["x"], ["a"]), helper.make_node("Add", ["x", "a"], ["y"])]
+    nodes = [helper.make_node("LRN", ["x"], ["a"], size=3), helper.make_node("Add", ["x", "a"], ["y"])]
     report = run_audit(graph_model(nodes, [1, 2, 3, 3], {}), tmp_path)
-    assert "Trilu" in [b.op for b in report.network.unsupported]
+    assert "LRN" in [b.op for b in report.network.unsupported]
     assert report.network.upper_bound is None
     assert report.network.complete is False
