@@ -366,20 +366,28 @@ def shrink(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("softplus")
 def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Softplus(βx)/β; where its threshold cut is more than rounding in the model's float type (the
+    default cut in float64), Where(βx > t, x, Softplus(βx)/β) as the dynamo exporter writes it,
+    which the rules report as a step."""
     x, beta, threshold = a["self"], float(a["beta"]), float(a["threshold"])
     if beta <= 0:
         raise Unmappable(f"softplus with beta {beta:g} ≤ 0")
-    if not softplus_cut_is_invisible(beta, threshold):
-        raise Unmappable(
-            f"softplus with threshold {threshold:g} jumps at x = {threshold / beta:g}, so it has no Lipschitz constant"
-        )
+    float64 = isinstance(x, Tracked) and x.tensor.dtype == torch.float64
+    smooth = softplus_cut_is_invisible(beta, threshold, np.float64 if float64 else np.float32)
+    below_cut = "" if smooth else em.temp(x.shape, "softplus_below_cut")
+    result: list[Tracked | str] = list(outs) if smooth else [below_cut]
+    scaled = em.x(x)
     if beta == 1.0:
-        em.node("Softplus", [em.x(x)], outs)
-        return
-    scaled, smoothed = em.temp(x.shape, "beta_x"), em.temp(x.shape, "softplus")
-    em.node("Mul", [em.x(x), em.x(beta, x)], [scaled])
-    em.node("Softplus", [scaled], [smoothed])
-    em.node("Mul", [smoothed, em.x(1.0 / beta, x)], outs)
+        em.node("Softplus", [scaled], result)
+    else:
+        scaled, smoothed = em.temp(x.shape, "beta_x"), em.temp(x.shape, "softplus")
+        em.node("Mul", [em.x(x), em.x(beta, x)], [scaled])
+        em.node("Softplus", [scaled], [smoothed])
+        em.node("Mul", [smoothed, em.x(1.0 / beta, x)], result)
+    if not smooth:
+        above = em.temp(x.shape, "above_cut")
+        em.node("Greater", [scaled, em.x(threshold, x)], [above])
+        em.node("Where", [above, em.x(x), below_cut], outs)
 
 
 @converts("threshold")

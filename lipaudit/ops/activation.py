@@ -158,14 +158,18 @@ class Tanh(SlopeWithinOne):
         return monotone_in_magnitude(x, lambda a: 1.0 / np.cosh(a) ** 2)
 
 
-def softplus_cut_is_invisible(beta: float, threshold: float) -> bool:
+def softplus_cut_is_invisible(beta: float, threshold: float, dtype: Any = np.float32) -> bool:
     """torch's softplus(x; β, t) is log(1 + exp(βx))/β below βx = t and x above: it jumps there by
-    (log(1 + exp(t)) − t)/β. Below half a float32 step at x = t/β the jump is rounding, and the op is
-    Softplus(βx)/β (the aten converter and the fusion of ONNX's Where(βx > t, x, …) both ask)."""
+    (log(1 + exp(t)) − t)/β. Below half a step of the model's float type at x = t/β the jump is
+    rounding, and the op is Softplus(βx)/β (the aten converter and the fusion of ONNX's
+    Where(βx > t, x, …) both ask). In float64 the default cut (t = 20, a jump of 2e-9) is a real
+    step: two inputs around it differ 5.8e5 times more in the output. Any type but float64 is
+    measured in float32 steps, the smallest of the others."""
     if beta <= 0:
         return False
     jump = (math.log1p(math.exp(min(threshold, 700.0))) - threshold) / beta
-    return jump <= float(np.spacing(np.float32(abs(threshold / beta)))) / 2
+    kind = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    return jump <= float(np.spacing(kind(abs(threshold / beta)))) / 2
 
 
 @register

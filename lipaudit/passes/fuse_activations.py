@@ -240,7 +240,9 @@ def _fuse_softplus_cut(graph: Graph, where: Node) -> bool:
     if greater is None or threshold is None or graph.shape(where.outputs[0]) != graph.shape(smooth):
         return False
     found = _softplus_branch(graph, x, smooth, greater.inputs[0])
-    if found is None or not softplus_cut_is_invisible(found[0], threshold):
+    level = graph.const(greater.inputs[1])
+    # the comparison's constant has the model's float type: in float64 the cut's jump is no rounding
+    if found is None or level is None or not softplus_cut_is_invisible(found[0], threshold, level.dtype):
         return False
     if graph.sole_consumer(condition) is None:
         return False

@@ -216,9 +216,9 @@ RECURRENT = {
 }
 
 
-def _save(kind: str, model: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
+def _save(kind: str, model: nn.Module, shape: tuple[int, ...], path: Path, dtype: torch.dtype = torch.float32) -> Path:
     torch.manual_seed(0)
-    example = torch.randn(shape)
+    example = torch.randn(shape, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == "traced":
@@ -308,6 +308,19 @@ def test_transformer_encoder_fast_path_traced_without_grad(tmp_path: Path, norm_
         expected = layer(x)
     outputs = execute(graph, {graph.inputs[0]: x.numpy()})
     np.testing.assert_allclose(outputs[graph.outputs[0]].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["traced", "export"])
+def test_float64_softplus_is_the_step_the_dynamo_exporter_writes(tmp_path: Path, kind: str) -> None:
+    """In float64 the default threshold cut jumps by 2e-9, 10⁷ float64 steps at x = 20: a step, as
+    on the ONNX paths (it was certified 1.0); in float32 it is rounding, and the op is Softplus."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Softplus()).double()
+    path = _save(kind, model, (1, 3), tmp_path / ("m.pt" if kind == "traced" else "m.pt2"), dtype=torch.float64)
+    report = audit(str(path))
+    assert report.exit_code() == 3 and report.upper_bound is None
+    assert {"Greater", "Where"} <= {bound.op for bound in report.network.unbounded}
+    single = _save(kind, model.float(), (1, 3), tmp_path / ("s.pt" if kind == "traced" else "s.pt2"))
+    assert audit(str(single)).exit_code() == 0
 
 
 @pytest.mark.parametrize("kind", ["traced", "export"])

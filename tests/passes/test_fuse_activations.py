@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from onnx import helper
@@ -62,9 +63,9 @@ def test_other_constants_are_not_taken_for_gelu(tmp_path: Path, inner_scale: flo
     assert report.upper_bound is None  # x·(…) stays a product of two variables
 
 
-def _softplus_cut(beta: float, threshold: float) -> tuple[list, dict]:
+def _softplus_cut(beta: float, threshold: float, dtype: type = np.float32) -> tuple[list, dict]:
     """torch's softplus(x; β, t) as the dynamo exporter writes it: Where(βx > t, x, Softplus(βx)/β)."""
-    consts = {"beta": np.array(beta, np.float32), "t": np.array(threshold, np.float32)}
+    consts = {"beta": np.array(beta, dtype), "t": np.array(threshold, dtype)}
     nodes = [
         helper.make_node("Mul", ["x", "beta"], ["scaled"]),
         helper.make_node("Softplus", ["scaled"], ["smooth"]),
@@ -93,6 +94,29 @@ def test_softplus_cut_with_a_visible_jump_is_not_fused(tmp_path: Path) -> None:
     """At t = 1 the output jumps by log(1 + e) − 1 = 0.31: no Lipschitz constant, as the aten converter says."""
     nodes, consts = _softplus_cut(1.0, 1.0)
     report = audit(str(save(graph_model(nodes, [1, 5], consts), tmp_path)))
+    assert report.exit_code() == 3 and report.upper_bound is None
+    assert "Where" in [layer.op for layer in report.layers]
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+def test_softplus_cut_in_float64_is_a_step(tmp_path: Path, beta: float) -> None:
+    """In float64 the default cut's jump (2e-9/β) is 10⁷ steps: two inputs around x = 20/β show a
+    ratio of 5.8e5/β·β², so no figure (it was certified 1.0)."""
+    nodes, consts = _softplus_cut(beta, 20.0, np.float64)
+    graph = helper.make_graph(
+        nodes,
+        "softplus64",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.DOUBLE, [1, 5])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, [1, 5])],
+        [onnx.numpy_helper.from_array(value, name) for name, value in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = save(model, tmp_path)
+    below, above = 20.0 / beta, np.nextafter(20.0 / beta, 21.0)  # either side of the cut, in float64
+    jump = abs(above - np.log1p(np.exp(beta * below)) / beta)
+    assert jump / (above - below) > 1e4  # (onnxruntime has no float64 Softplus kernel to show it)
+    report = audit(str(path))
     assert report.exit_code() == 3 and report.upper_bound is None
     assert "Where" in [layer.op for layer in report.layers]
 
