@@ -914,8 +914,13 @@ def flip(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("narrow")
 def narrow(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """x.narrow(dim, start, length): a negative start counts from the end, so it is wrapped before
+    the end is taken (start + length from a negative start would end before it, an empty slice)."""
+    x = a["self"]
     start = int(a["start"])
-    slice_(em, {"self": a["self"], "dim": a["dim"], "start": start, "end": start + int(a["length"]), "step": 1}, outs)
+    if start < 0:
+        start += int(x.tensor.shape[_axis(a["dim"], x.tensor.dim())])
+    slice_(em, {"self": x, "dim": a["dim"], "start": start, "end": start + int(a["length"]), "step": 1}, outs)
 
 
 @converts("select")

@@ -125,6 +125,10 @@ CASES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
         (1, 3, 4),
     ),
     "log_softmax": (nn.LogSoftmax(dim=1), (1, 3, 4)),
+    "narrow_negative_start": (
+        Lambda(lambda x: torch.cat([torch.narrow(x, -1, -2, 2), torch.narrow(x, 1, -3, 1).transpose(1, 2)[:, :3]], -1)),
+        (1, 3, 4),
+    ),
     "moving_entries": (
         Lambda(
             lambda x: torch.cat(
