@@ -12,59 +12,20 @@ import numpy as np
 
 from ..ir import Graph, Node
 from .manager import NodeRewrite
+from .matching import selection
 
 
 def _axis(value: int, rank: int) -> int:
     return value + rank if value < 0 else value
 
 
-def _slice_picks(graph: Graph, node: Node, axis: int) -> list[int] | None:
-    """The entries of ``node``'s input, along ``axis``, that a Slice on that axis alone keeps."""
-    shape = graph.shape(node.inputs[0])
-    parts = [graph.const(name) if name else None for name in node.inputs[1:5]]
-    if shape is None or any(part is None for part in parts[:2]):
-        return None
-    starts, ends = (np.asarray(part).reshape(-1) for part in parts[:2])
-    axes = np.asarray(parts[2]).reshape(-1) if len(parts) > 2 and parts[2] is not None else np.arange(len(starts))
-    steps = np.asarray(parts[3]).reshape(-1) if len(parts) > 3 and parts[3] is not None else np.ones_like(starts)
-    if len(starts) != 1 or len(ends) != 1 or len(axes) != 1 or len(steps) != 1:
-        return None
-    if _axis(int(axes[0]), len(shape)) != axis or int(steps[0]) == 0:
-        return None
-    return list(range(shape[axis])[slice(int(starts[0]), int(ends[0]), int(steps[0]))])
-
-
-def _split_picks(graph: Graph, node: Node, output: str, axis: int) -> list[int] | None:
-    shape = graph.shape(node.inputs[0])
-    if shape is None or _axis(node.attr_int("axis", 0), len(shape)) != axis:
-        return None
-    sizes = [graph.shape(name) for name in node.outputs]
-    if any(size is None for size in sizes):
-        return None
-    offset = 0
-    for name, size in zip(node.outputs, sizes):
-        assert size is not None
-        if name == output:
-            return list(range(offset, offset + size[axis]))
-        offset += size[axis]
-    return None
-
-
 def _picks(graph: Graph, name: str, axis: int) -> tuple[str, list[int]] | None:
-    """(source, entries along ``axis``) when ``name`` is a slice of ``source`` on that axis alone."""
-    node = graph.producer(name)
-    if node is None or node.domain:
+    """(source, entries along ``axis``) when ``name`` takes entries of ``source`` along that axis
+    alone (a Slice in either form, with attributes before opset 10, a Split output, a Gather)."""
+    found = selection(graph, name)
+    if found is None or found.axis != axis:
         return None
-    if node.op_type == "Slice":
-        picks = _slice_picks(graph, node, axis)
-    elif node.op_type == "Split":
-        picks = _split_picks(graph, node, name, axis)
-    else:
-        return None
-    out_shape = graph.shape(name)
-    if picks is None or out_shape is None or len(picks) != out_shape[axis]:
-        return None
-    return node.inputs[0], picks
+    return found.source, list(found.indices)
 
 
 class ConcatSlices(NodeRewrite):

@@ -93,6 +93,20 @@ def test_split_then_concat_in_another_order_is_one_gather(tmp_path: Path) -> Non
     assert [layer.op for layer in report.layers] == ["Gather"] and report.upper_bound == 1.0
 
 
+def test_attribute_slices_before_opset_10_are_read_too(tmp_path: Path) -> None:
+    """Slice's starts/ends/axes were attributes before opset 10 (redteam6: an internal error)."""
+    nodes = [
+        helper.make_node("Slice", ["x"], ["a"], starts=[0], ends=[2], axes=[1]),
+        helper.make_node("Slice", ["x"], ["b"], starts=[1], ends=[3], axes=[1]),
+        helper.make_node("Concat", ["a", "b"], ["y"], axis=1),
+    ]
+    model = graph_model(nodes, [2, 3], {}, opset=9)
+    report = audit(str(save(model, tmp_path)), bound="product")
+    assert [layer.op for layer in report.layers] == ["Gather"]
+    assert spectral_norm(operator_matrix(model, [2, 3])) == pytest.approx(np.sqrt(2), rel=1e-6)
+    assert report.upper_bound == pytest.approx(np.sqrt(2), rel=1e-9)  # the middle column, twice
+
+
 def test_slices_of_two_values_stay_a_concat(tmp_path: Path) -> None:
     consts = {"s": np.array([0], np.int64), "e": np.array([4], np.int64), "axis": np.array([1], np.int64)}
     nodes = [
