@@ -95,13 +95,18 @@ def _fuse_max_min(graph: Graph, concat: Node) -> bool:
 def _pair_of_selections(
     graph: Graph, concat: Node, ops: list[Node], halves: list[str], wrappers: list[Node], stack: bool, concat_axis: int
 ) -> bool:
-    """Concat(Max(a, b), Min(a, b)) with a, b selections of one x along one axis, same shape."""
-    if any(len(op.inputs) != 2 for op in ops) or set(ops[0].inputs) != set(ops[1].inputs):
+    """Concat(Max(a, b), Min(a, b)) with a, b selections of one x along one axis, same shape. Max and
+    Min may read selections of their own that take the same entries (torch.jit writes a slice per
+    use), so they are compared by what they take, not by name."""
+    if any(len(op.inputs) != 2 for op in ops):
         return False
     a, b = ops[0].inputs
-    first, second = selection(graph, a), selection(graph, b)
+    taken = [[selection(graph, name) for name in op.inputs] for op in ops]
+    if any(found is None for pair in taken for found in pair) or set(taken[0]) != set(taken[1]):
+        return False
+    first, second = taken[0]
     half_shape = known_shape(graph, a)
-    if a == b or first is None or second is None or half_shape is None or half_shape != known_shape(graph, b):
+    if first is None or second is None or first == second or half_shape is None or half_shape != known_shape(graph, b):
         return False
     if first.source != second.source or first.axis != second.axis:
         return False

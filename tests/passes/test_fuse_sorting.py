@@ -149,6 +149,30 @@ def test_overlapping_selections_cost_the_square_root_of_their_overlap(tmp_path: 
     assert report.network.upper_bound >= truth
 
 
+def test_max_and_min_of_their_own_equal_slices_fuse(tmp_path: Path) -> None:
+    """torch.jit writes a Slice per use: Max and Min read different values that take the same
+    entries. Compared by name they were no pair, and the .pt figure was 2 where ONNX gave 1."""
+    consts = {
+        "s0": np.array([0], np.int64),
+        "e0": np.array([2], np.int64),
+        "s1": np.array([2], np.int64),
+        "e1": np.array([4], np.int64),
+        "axis": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Slice", ["x", "s0", "e0", "axis"], ["a"]),
+        helper.make_node("Slice", ["x", "s1", "e1", "axis"], ["b"]),
+        helper.make_node("Slice", ["x", "s0", "e0", "axis"], ["a2"]),
+        helper.make_node("Slice", ["x", "s1", "e1", "axis"], ["b2"]),
+        helper.make_node("Max", ["a", "b"], ["high"]),
+        helper.make_node("Min", ["b2", "a2"], ["low"]),
+        helper.make_node("Concat", ["high", "low"], ["y"], axis=1),
+    ]
+    report = audit(str(save(graph_model(nodes, [1, 4], consts), tmp_path)))
+    assert [layer.op for layer in report.layers] == ["MaxMin"]
+    assert report.upper_bound == pytest.approx(1.0)  # a GroupSort of disjoint pairs
+
+
 def test_a_scaled_negation_is_not_a_crelu(tmp_path: Path) -> None:
     """relu(x) beside relu(−2x) moves twice as fast as x: fusing it as CReLU would be unsound."""
 
