@@ -164,3 +164,22 @@ def test_maxpool_windows_tied_at_zero_do_not_crowd_out_the_others(tmp_path):
     sampled = max(_jacobian_norm(model, x) for x in _points(centre, radius, 300, seed=2))
     assert sampled <= found.figure <= interval
     assert found.figure <= 1.05 * sampled
+
+
+def test_a_switch_feeding_a_layer_norm_keeps_the_norms_whole_variance_range(tmp_path):
+    """A ReLU at its kink feeds a LayerNorm whose other inputs are 0.05: the variance reaches 0 in
+    the box. The switching pass had narrowed the LayerNorm's inner ranges by the centred form from
+    Jacobians that pin the switch at slope 0 (certified 0.645 where two inputs show 272.7; redteam6)."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.LayerNorm(3, eps=1e-5), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+        model[0].bias.copy_(torch.tensor([0.0, 0.05, 0.05]))
+        model[3].weight.copy_(torch.tensor([[1.0, -0.5, 0.2], [0.3, 0.4, -1.0]]))
+        model[3].bias.zero_()
+    centre = np.zeros((1, 2), np.float32)  # the ReLU sits at its kink
+    report = audit(export(model, (1, 2), tmp_path), around=centre, radius=0.1)
+    below, above = torch.tensor([[0.0495, 0.0]]), torch.tensor([[0.0505, 0.0]])
+    with torch.no_grad():
+        pair = float(torch.linalg.vector_norm(model(above) - model(below)) / 0.001)
+    assert pair > 250  # where relu(x₀) crosses the others, the variance is near 0
+    assert report.network.certified and report.network.upper_bound >= pair
