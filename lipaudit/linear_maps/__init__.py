@@ -10,7 +10,7 @@ about graphs or ops.
 from .base import SUM_MARGIN, Barrier, Linear
 from .convolution import AvgPool, Conv
 from .dense import Concat, Dense, Mean, Scale, Sum
-from .moves import Pad, Permutation, Reshape, Slice
+from .moves import Pad, Permutation, Pick, Reshape, Slice
 
 __all__ = [
     "SUM_MARGIN",
@@ -23,6 +23,7 @@ __all__ = [
     "Mean",
     "Pad",
     "Permutation",
+    "Pick",
     "Reshape",
     "Scale",
     "Slice",

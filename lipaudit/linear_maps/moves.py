@@ -99,6 +99,46 @@ class Permutation(Linear):
 
 
 @dataclass(eq=False)
+class Pick(Linear):
+    """y.flat[j] = x.flat[index[j]], or 0 where index[j] = −1, an entry possibly taken several times
+    (a Gather with repeated indices, Expand, Tile, a wrap/reflect/edge Pad). Its matrix has one 1 per
+    row, so AᵀA = diag(c) with c_i the times entry i is taken: the norm is exactly √(max c_i).
+    Never a Permutation (which moves each entry at most once)."""
+
+    index: Tensor  # int64, one per output entry
+    shape: Shape
+    in_size: int
+
+    @classmethod
+    def of(cls, index, shape: Sequence[int], in_size: int) -> Pick:
+        index = torch.as_tensor(index, dtype=torch.int64).reshape(-1)
+        shape = tuple(int(s) for s in shape)
+        if index.numel() != math.prod(shape):
+            raise ValueError(f"a pick onto {shape} needs {math.prod(shape)} indices, got {index.numel()}")
+        if index.numel() and (int(index.min()) < -1 or int(index.max()) >= in_size):
+            raise ValueError("a pick index points outside its input")
+        return cls(index, shape, int(in_size))
+
+    def out_shape(self, shapes: Sequence[Shape]) -> Shape:
+        if math.prod(shapes[0]) != self.in_size:
+            raise ValueError(f"a pick from {self.in_size} entries reads a value of shape {tuple(shapes[0])}")
+        return self.shape
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        x = xs[0]
+        flat = x.reshape(x.shape[0], -1)
+        index = self.index.to(x.device)
+        if bool((index < 0).any()):
+            flat = torch.cat([flat, flat.new_zeros((flat.shape[0], 1))], dim=1)
+            index = torch.where(index < 0, self.in_size, index)
+        return flat[:, index].reshape(x.shape[0], *self.shape)
+
+    def norm(self) -> float:
+        kept = self.index[self.index >= 0]
+        return math.sqrt(int(torch.bincount(kept).max())) if kept.numel() else 0.0
+
+
+@dataclass(eq=False)
 class Slice(Linear):
     """x[start:stop:step] along one axis (step ≥ 1; a negative step is a Permutation)."""
 

@@ -4,7 +4,9 @@ An op that moves entries (Transpose, Reshape, Slice of any steps, Gather with co
 DepthToSpace, Pad with a constant, …) is described by what its own ``run`` does to the numbers
 1, 2, …, n at the value's real shape, in float64 (exact for these integers): each output entry
 is one of them (a source index) or the offset (a structural zero).  Distinct sources give a
-Permutation; the order 1, …, n unchanged a Reshape; anything else (a copy, a sum) is no such map.
+Permutation; the order 1, …, n unchanged a Reshape; sources taken several times a Pick (Expand,
+Tile, a wrap/reflect/edge Pad, a Gather with repeats: norm √(most picks)); anything else (a sum)
+is no such map.
 The recursion still checks the map against ``run`` on random inputs (docs/design.md, "Checks").
 """
 
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from ..invariants import present
 from ..ir import Graph, Node
-from ..linear_maps import Barrier, Linear, Permutation, Reshape
+from ..linear_maps import Barrier, Linear, Permutation, Pick, Reshape
 from .runtime import Env, Runs
 
 if TYPE_CHECKING:
@@ -95,7 +97,7 @@ def _largest(t: Tensor) -> float:
 
 
 def entry_map(op: Runs, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
-    """Each output as a Permutation (or Reshape) of the node's one variable input (module docstring)."""
+    """Each output as a Permutation, Reshape or Pick of the node's one variable input (module docstring)."""
     if not variable_at(ctx, node, 0):
         return Barrier("it moves entries of a variable and something else computed from the input")
     shape = ctx.input_shape(node)
@@ -131,6 +133,9 @@ def _as_permutation(out: Tensor, offset: Tensor, n: int) -> Linear | None:
         return None
     try:
         permutation = Permutation.of(index.to(torch.int64) - 1, tuple(out.shape), n)
-    except ValueError:
-        return None
+    except ValueError:  # an entry taken twice (or an index out of range, which Pick refuses too)
+        try:
+            return Pick.of(index.to(torch.int64) - 1, tuple(out.shape), n)
+        except ValueError:
+            return None
     return Reshape(tuple(out.shape)) if permutation.is_identity else permutation
