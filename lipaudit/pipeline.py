@@ -200,19 +200,19 @@ def audit(
 
 
 def _in_normal_range(domain: Domain | None, graph: Graph, notices: list[str]) -> Domain | None:
-    """The domain, or None with a notice where a constant is so small that the box analysis's
-    float64 products could leave the normal range (lipaudit.domain.normal_range)."""
+    """The domain, or None with a notice where a constant is so small or so large that the box
+    analysis's float64 products could leave the normal range (lipaudit.domain.normal_range)."""
     if domain is None:
         return None
-    from .domain.normal_range import tiny_constant
+    from .domain.normal_range import extreme_constant
 
-    tiny = tiny_constant(graph)
-    if tiny is None:
+    extreme = extreme_constant(graph)
+    if extreme is None:
         return domain
     notices.append(
-        f"the input box was not used: constant '{tiny}' has entries below 2^-400, where the box "
-        "analysis's float64 products would leave the normal range; the figure is the global bound, "
-        "which holds on the box too"
+        f"the input box was not used: constant '{extreme}' has entries below 2^-400 or above 2^400, "
+        "where the box analysis's float64 products would leave the normal range; the figure is the "
+        "global bound, which holds on the box too"
     )
     return None
 

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from ..compose import FLOAT32_MARGIN
-from ..intervals.interval import Interval
+from ..intervals.interval import FLOOR, Interval, outward
 from ..intervals.jacobian import Jac, JacobianContext
 from ..ir import Graph
 from ..ops import RuleContext, resolve
 from ..spectral.dense import dense_norm
-from .normal_range import FLOOR, flushed, outward
+from .normal_range import flushed
 from .propagate import RULE_ERRORS, intersected, value_ranges
 
 METHOD = "interval-jacobian"

@@ -7,12 +7,15 @@ error that no relative margin covers, and a network whose later weights scale it
 then 1e+170) would get a box figure below the truth.
 
 A product of two numbers of magnitude at least FLOOR = 2⁻⁴⁰⁰ is at least 2⁻⁸⁰⁰, which leaves
-2⁻²²² for a rule's further factors (a slope, a scale: every float32 number is above 2⁻¹⁵⁰).  So
-every magnitude the engines keep is 0 or at least FLOOR:
+2⁻²²² for a rule's further factors (a slope, a scale: every float32 number is above 2⁻¹⁵⁰); one
+of two at most CEIL = 2⁴⁰⁰ is at most 2⁸⁰⁰, and 1/CEIL² is still normal (a reciprocal's slope).
+So every magnitude the engines keep is 0 or between FLOOR and CEIL, or infinite:
 
-- a constant below it (a float64 model's weights; float32 ones never are) leaves the box to the
-  global bound (``tiny_constant``);
-- a range's bound below it moves outwards to 0 or ±FLOOR (``outward``: still a range of the value);
+- a constant outside [FLOOR, CEIL] (a float64 model's weights; float32 ones never are) leaves the
+  box to the global bound (``extreme_constant``);
+- a range's bound below FLOOR moves outwards to 0 or ±FLOOR, one above CEIL to ±CEIL or ±inf
+  (``outward``: still a range of the value);
+- a slope range that multiplies a Jacobian is moved outwards the same way;
 - a Jacobian enclosure's centre entry below it becomes 0 with its magnitude added to the radius,
   a radius entry or a deviation below it is raised to it (``flushed``: a wider enclosure);
 - a chain of matrix products stops where an entry falls below it.
@@ -25,36 +28,23 @@ import math
 import numpy as np
 import torch
 
-from ..intervals.interval import Interval
+from ..intervals.interval import CEIL, FLOOR
 from ..intervals.jacobian import Jac
 from ..ir import Graph
 
-FLOOR = 2.0**-400
 
-
-def tiny_constant(graph: Graph) -> str | None:
-    """The first constant the nodes read with a nonzero entry below FLOOR in magnitude, or None."""
+def extreme_constant(graph: Graph) -> str | None:
+    """The first constant the nodes read with a finite nonzero entry below FLOOR or above CEIL in
+    magnitude, or None."""
     used = dict.fromkeys(name for node in graph.nodes for name in node.all_inputs if name)
     for name in used:
         const = graph.const(name)
         if const is None or const.dtype.kind != "f" or const.size == 0:
             continue
         magnitude = np.abs(np.asarray(const, dtype=np.float64))
-        if np.any((magnitude > 0) & (magnitude < FLOOR)):
+        if np.any((magnitude > 0) & ((magnitude < FLOOR) | ((magnitude > CEIL) & np.isfinite(magnitude)))):
             return name
     return None
-
-
-def outward(interval: Interval) -> Interval:
-    """``interval`` with every bound of magnitude in (0, FLOOR) moved outwards to 0 or ±FLOOR."""
-    lo, hi = interval.lo, interval.hi
-    tiny_lo = (lo != 0) & (np.abs(lo) < FLOOR)
-    tiny_hi = (hi != 0) & (np.abs(hi) < FLOOR)
-    if not (np.any(tiny_lo) or np.any(tiny_hi)):
-        return interval
-    lo = np.where(tiny_lo, np.where(lo > 0, 0.0, -FLOOR), lo)
-    hi = np.where(tiny_hi, np.where(hi < 0, 0.0, FLOOR), hi)
-    return Interval(lo, hi)
 
 
 def tiny_entries(tensor: torch.Tensor) -> bool:

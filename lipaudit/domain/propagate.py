@@ -12,11 +12,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..errors import LipauditError
-from ..intervals.interval import Interval
+from ..intervals.interval import Interval, outward
 from ..ir import Graph, Node
 from ..ops import RuleContext, resolve
 from ..ops.interval_rules import exact_outputs
-from .normal_range import outward
 
 # A rule that trips over a malformed node says nothing about it: its outputs are unbounded.
 RULE_ERRORS = (

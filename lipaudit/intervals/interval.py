@@ -26,6 +26,12 @@ HUGE = 1e300
 _INFINITE_BEYOND = 1e290
 
 
+# The box analysis keeps every magnitude 0, within [FLOOR, CEIL] or infinite, so that no product of
+# two leaves float64's normal range (lipaudit.domain.normal_range).
+FLOOR = 2.0**-400
+CEIL = 2.0**400
+
+
 class BeyondStandIn(ArithmeticError):
     """A finite value past ±HUGE met arithmetic that stands ±HUGE in for ±inf: clipping it would
     shrink it, so the rule says nothing (an ArithmeticError: the domain engines' rule errors)."""
@@ -205,3 +211,18 @@ def square(a: Interval) -> Interval:
     low, high = a.mignitude, a.magnitude
     with np.errstate(over="ignore"):
         return Interval(low * low, high * high).widened()
+
+
+def outward(interval: Interval) -> Interval:
+    """``interval`` with every bound of magnitude in (0, FLOOR) moved outwards to 0 or ±FLOOR, and
+    every finite one above CEIL outwards to ±CEIL or ±inf: a range of all it held."""
+    lo, hi = interval.lo, interval.hi
+    tiny_lo = (lo != 0) & (np.abs(lo) < FLOOR)
+    tiny_hi = (hi != 0) & (np.abs(hi) < FLOOR)
+    huge_lo = np.isfinite(lo) & (np.abs(lo) > CEIL)
+    huge_hi = np.isfinite(hi) & (np.abs(hi) > CEIL)
+    if not (np.any(tiny_lo) or np.any(tiny_hi) or np.any(huge_lo) or np.any(huge_hi)):
+        return interval
+    lo = np.where(tiny_lo, np.where(lo > 0, 0.0, -FLOOR), np.where(huge_lo, np.where(lo > 0, CEIL, -np.inf), lo))
+    hi = np.where(tiny_hi, np.where(hi < 0, 0.0, FLOOR), np.where(huge_hi, np.where(hi < 0, -CEIL, np.inf), hi))
+    return Interval(lo, hi)

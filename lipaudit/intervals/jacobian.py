@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .interval import BeyondStandIn, Interval, restore_infinities, stand_in
+from .interval import BeyondStandIn, Interval, outward, restore_infinities, stand_in
 from .norms import nonnegative_norm_bound
 
 if TYPE_CHECKING:
@@ -139,7 +139,8 @@ def expand(jac: Jac, out_shape: Sequence[int]) -> Jac:
 def times(jac: Jac, factor: Interval) -> Jac:
     """∂(a·v) where a ∈ ``factor`` entry by entry (a broadcasts to v's shape), v's Jacobian ``jac``:
     J a − C m = (J − C) m + J (a − m), so the deviation grows by max|m| and gains ‖w (|C| + R)‖."""
-    m, w = mid_rad(factor, jac.shape)
+    # moved outwards to 0 or a magnitude in [FLOOR, CEIL], so that m·C stays in the normal range
+    m, w = mid_rad(outward(factor), jac.shape)
     birth = w * jac.magnitude()
     largest = float(m.abs().max()) if m.numel() else 0.0
     deviation = amplified(largest, jac.deviation) + nonnegative_norm(birth)

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from lipaudit.cli.app import app
-from lipaudit.domain.normal_range import FLOOR, flushed, outward, raised, tiny_entries
-from lipaudit.intervals.interval import Interval
+from lipaudit.domain.normal_range import flushed, raised, tiny_entries
+from lipaudit.intervals.interval import CEIL, FLOOR, Interval, outward
 from lipaudit.intervals.jacobian import Jac
 from tests.builders import save
 
@@ -137,3 +137,29 @@ def test_flushed_enclosures_hold_what_they_held():
     assert kept.radius[0, 0] == FLOOR and kept.radius[0, 1] == FLOOR and kept.radius[0, 3] == 0
     assert kept.deviation >= 1e-250 + 1e-200  # the centre moved by up to 1e-200
     assert flushed(Jac(centre.abs() + 1, radius + 1, 1.0)).deviation == 1.0
+
+
+def test_constants_above_the_ceiling_leave_the_box_to_the_global_bound(tmp_path):
+    """y = 1e200·(1/(1e200·x)) is 1/x: on [0.8, 1.2] its constant is 1/0.64. The reciprocal's slope
+    1/m² overflowed m² to inf and came out 0: a certified 0.0 (redteam7). Now the box is not used
+    (1/x has no global constant: no figure), and ranges past CEIL widen to it or to infinity."""
+    nodes = [
+        helper.make_node("Mul", ["x", "big"], ["scaled"]),
+        helper.make_node("Reciprocal", ["scaled"], ["inverse"]),
+        helper.make_node("Mul", ["inverse", "big"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "reciprocal",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 1])],
+        [numpy_helper.from_array(np.array(1e200), "big")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    code, report = _network(save(model, tmp_path, "reciprocal.onnx"), "--input-range", "0.8:1.2")
+    network = report["network"]
+    assert not (network["certified"] and network["upper_bound"] is not None and network["upper_bound"] < 1 / 0.64)
+    assert any("input box was not used" in notice for notice in report["notices"])
+    wide = outward(Interval(np.array([1e200, -1e200, 3.0]), np.array([2e200, -1e150, 4.0])))
+    assert wide.lo.tolist() == [CEIL, -np.inf, 3.0] and wide.hi.tolist() == [np.inf, -CEIL, 4.0]
