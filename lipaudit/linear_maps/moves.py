@@ -37,26 +37,52 @@ class Reshape(Linear):
 
 
 @dataclass(eq=False)
-class Permutation(Linear):
+class _Gather(Linear):
+    """y.flat[j] = x.flat[index[j]], or 0 where index[j] = −1 (the moves that read one source entry
+    per output entry; what each source may feed is the subclass's)."""
+
+    index: Tensor  # int64, one per output entry
+    shape: Shape
+    in_size: int
+
+    @staticmethod
+    def _checked(index, shape: Sequence[int], in_size: int) -> tuple[Tensor, Shape]:
+        index = torch.as_tensor(index, dtype=torch.int64).reshape(-1)
+        shape = tuple(int(s) for s in shape)
+        if index.numel() != math.prod(shape):
+            raise ValueError(f"a gather onto {shape} needs {math.prod(shape)} indices, got {index.numel()}")
+        if index.numel() and (int(index.min()) < -1 or int(index.max()) >= in_size):
+            raise ValueError("a gather index points outside its input")
+        return index, shape
+
+    def out_shape(self, shapes: Sequence[Shape]) -> Shape:
+        if math.prod(shapes[0]) != self.in_size:
+            raise ValueError(f"a gather from {self.in_size} entries reads a value of shape {tuple(shapes[0])}")
+        return self.shape
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        x = xs[0]
+        flat = x.reshape(x.shape[0], -1)
+        index = self.index.to(x.device)
+        if bool((index < 0).any()):
+            flat = torch.cat([flat, flat.new_zeros((flat.shape[0], 1))], dim=1)
+            index = torch.where(index < 0, self.in_size, index)
+        return flat[:, index].reshape(x.shape[0], *self.shape)
+
+
+@dataclass(eq=False)
+class Permutation(_Gather):
     """y.flat[j] = x.flat[index[j]], or 0 where index[j] = −1: a partial permutation (every source
     entry lands at most once), so its norm is 1 (0 when it keeps nothing).
 
     It is the identity only when ``index`` is 0, 1, …, n−1 over all n entries (``is_identity``); a
     transpose that keeps the shape, a reversal or a roll is not."""
 
-    index: Tensor  # int64, one per output entry
-    shape: Shape
-    in_size: int
     _identity: bool | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def of(cls, index, shape: Sequence[int], in_size: int) -> Permutation:
-        index = torch.as_tensor(index, dtype=torch.int64).reshape(-1)
-        shape = tuple(int(s) for s in shape)
-        if index.numel() != math.prod(shape):
-            raise ValueError(f"a permutation onto {shape} needs {math.prod(shape)} indices, got {index.numel()}")
-        if index.numel() and (int(index.min()) < -1 or int(index.max()) >= in_size):
-            raise ValueError("a permutation index points outside its input")
+        index, shape = cls._checked(index, shape, in_size)
         kept = index[index >= 0]
         if kept.numel() != torch.unique(kept).numel():
             raise ValueError("a permutation moves one entry to two places: that is a copy, not a permutation")
@@ -80,58 +106,21 @@ class Permutation(Linear):
     def isometry(self) -> bool:  # type: ignore[override]
         return self.index.numel() == self.in_size and bool((self.index >= 0).all())
 
-    def out_shape(self, shapes: Sequence[Shape]) -> Shape:
-        if math.prod(shapes[0]) != self.in_size:
-            raise ValueError(f"a permutation of {self.in_size} entries reads a value of shape {tuple(shapes[0])}")
-        return self.shape
-
-    def forward(self, *xs: Tensor) -> Tensor:
-        x = xs[0]
-        flat = x.reshape(x.shape[0], -1)
-        index = self.index.to(x.device)
-        if bool((index < 0).any()):
-            flat = torch.cat([flat, flat.new_zeros((flat.shape[0], 1))], dim=1)
-            index = torch.where(index < 0, self.in_size, index)
-        return flat[:, index].reshape(x.shape[0], *self.shape)
-
     def norm(self) -> float:
         return 1.0 if bool((self.index >= 0).any()) else 0.0
 
 
 @dataclass(eq=False)
-class Pick(Linear):
+class Pick(_Gather):
     """y.flat[j] = x.flat[index[j]], or 0 where index[j] = −1, an entry possibly taken several times
     (a Gather with repeated indices, Expand, Tile, a wrap/reflect/edge Pad). Its matrix has one 1 per
     row, so AᵀA = diag(c) with c_i the times entry i is taken: the norm is exactly √(max c_i).
     Never a Permutation (which moves each entry at most once)."""
 
-    index: Tensor  # int64, one per output entry
-    shape: Shape
-    in_size: int
-
     @classmethod
     def of(cls, index, shape: Sequence[int], in_size: int) -> Pick:
-        index = torch.as_tensor(index, dtype=torch.int64).reshape(-1)
-        shape = tuple(int(s) for s in shape)
-        if index.numel() != math.prod(shape):
-            raise ValueError(f"a pick onto {shape} needs {math.prod(shape)} indices, got {index.numel()}")
-        if index.numel() and (int(index.min()) < -1 or int(index.max()) >= in_size):
-            raise ValueError("a pick index points outside its input")
+        index, shape = cls._checked(index, shape, in_size)
         return cls(index, shape, int(in_size))
-
-    def out_shape(self, shapes: Sequence[Shape]) -> Shape:
-        if math.prod(shapes[0]) != self.in_size:
-            raise ValueError(f"a pick from {self.in_size} entries reads a value of shape {tuple(shapes[0])}")
-        return self.shape
-
-    def forward(self, *xs: Tensor) -> Tensor:
-        x = xs[0]
-        flat = x.reshape(x.shape[0], -1)
-        index = self.index.to(x.device)
-        if bool((index < 0).any()):
-            flat = torch.cat([flat, flat.new_zeros((flat.shape[0], 1))], dim=1)
-            index = torch.where(index < 0, self.in_size, index)
-        return flat[:, index].reshape(x.shape[0], *self.shape)
 
     def norm(self) -> float:
         kept = self.index[self.index >= 0]
