@@ -143,13 +143,13 @@ def einsum(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("addmm")
 def addmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    em.node(
-        "Gemm",
-        [em.x(a["mat1"]), em.x(a["mat2"]), em.x(a["self"], outs[0])],
-        outs,
-        alpha=float(a["alpha"]),
-        beta=float(a["beta"]),
-    )
+    """beta·self + alpha·(mat1 @ mat2): one Gemm where alpha and beta are float32 numbers (Gemm keeps
+    them as float32 attributes); else spelled out, so that a float64 alpha of 1e-250 is not read as 0."""
+    alpha, beta = float(a["alpha"]), float(a["beta"])
+    if float(np.float32(alpha)) == alpha and float(np.float32(beta)) == beta:
+        em.node("Gemm", [em.x(a["mat1"]), em.x(a["mat2"]), em.x(a["self"], outs[0])], outs, alpha=alpha, beta=beta)
+        return
+    _plus_scaled_product(em, a["mat1"], a["mat2"], a, outs)
 
 
 @converts("matmul", "mm", "bmm")
@@ -161,9 +161,14 @@ def matmul(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 @converts("baddbmm")
 def baddbmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     """beta·self + alpha·(batch1 @ batch2)."""
+    _plus_scaled_product(em, a["batch1"], a["batch2"], a, outs)
+
+
+def _plus_scaled_product(em: Emitter, left: Any, right: Any, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """beta·self + alpha·(left @ right), alpha and beta as constants of the model's float type."""
     out = outs[0]
     product = em.temp(out.shape, "product")
-    em.node("MatMul", [em.x(a["batch1"]), em.x(a["batch2"])], [product])
+    em.node("MatMul", [em.x(left), em.x(right)], [product])
     scaled = product
     if float(a.get("alpha", 1)) != 1.0:
         scaled = em.temp(out.shape, "scaled")

@@ -315,6 +315,19 @@ def test_transformer_encoder_fast_path_traced_without_grad(tmp_path: Path, norm_
 
 
 @pytest.mark.parametrize("kind", ["traced", "export"])
+def test_a_float64_alpha_below_float32s_range_is_kept(tmp_path: Path, kind: str) -> None:
+    """addmm's alpha went into a Gemm attribute, float32: 1e-200 became 0 and, without verification,
+    the figure 0 (redteam7). Spelled out, the constant keeps the model's float type."""
+    weight = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    model = Lambda(lambda x: torch.addmm(torch.zeros(2, dtype=torch.float64), x, weight, alpha=1e-200) * 1e200)
+    path = _save(kind, model, (1, 3), tmp_path / ("m.pt" if kind == "traced" else "m.pt2"), dtype=torch.float64)
+    truth = float(torch.linalg.matrix_norm(weight, ord=2))
+    for verify in (True, False):
+        report = audit(str(path), verify=verify)
+        assert report.upper_bound is not None and truth <= report.upper_bound <= truth * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("kind", ["traced", "export"])
 def test_float64_softplus_is_the_step_the_dynamo_exporter_writes(tmp_path: Path, kind: str) -> None:
     """In float64 the default threshold cut jumps by 2e-9, 10⁷ float64 steps at x = 20: a step, as
     on the ONNX paths (it was certified 1.0); in float32 it is rounding, and the op is Softplus."""
