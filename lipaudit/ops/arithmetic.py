@@ -79,30 +79,36 @@ class Summing(Binary):
     monotone = True
     sums = True
 
+    def coefficients(self, node: Node) -> list[float]:
+        """c_i of out = Σ c_i·x_i, one per input position."""
+        return [1.0] * len(node.inputs)
+
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
-        """L(out) ≤ Σ √copies_i · L(x_i); constants only shift the output."""
-        return Factor.constant(1.0, "closed-form", input_weights=_unit_weights(node, ctx))
+        """L(out) ≤ Σ |c_i|·√copies_i·L(x_i); constants only shift the output."""
+        coefficients = self.coefficients(node)
+        weights = [abs(c) for name, c in zip(node.inputs, coefficients) if name and not ctx.graph.is_const(name)]
+        return Factor.constant(max(map(abs, coefficients), default=1.0), "closed-form", input_weights=weights)
 
     def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
         """Of variables of the output's shape (a residual join), or a variable and a constant that
         does not broadcast it (a bias)."""
         variables = ctx.graph.variable_inputs(node)
         out_shape = ctx.output_shape(node)
+        coefficients = self.coefficients(node)
         if any(ctx.graph.shape(name) != out_shape for name in variables):
             return Barrier("it broadcasts a variable input")
         if len(variables) == len(node.inputs):
-            return maps.Sum((1.0, -1.0) if node.op_type == "Sub" else (1.0,) * len(variables))
+            return maps.Sum(tuple(coefficients))
         if len(variables) != 1:
             return Barrier("a sum of several variables and a constant")
-        if node.op_type == "Sub" and variables[0] == node.inputs[1]:
-            return Scale.of(-1.0)
-        return Reshape(out_shape)
+        coefficient = coefficients[node.inputs.index(variables[0])]
+        return Reshape(out_shape) if coefficient == 1.0 else Scale.of(coefficient)
 
     def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
-        """∂(Σ ±x_i) = Σ ±∂x_i, each broadcast to the output."""
-        minus = Interval.exact(np.array(-1.0))
-        signs = {i: (minus if node.op_type == "Sub" and i == 1 else None) for i in range(len(node.inputs))}
-        return [_weighted_jacobian(node, jctx, signs)]
+        """∂(Σ c_i·x_i) = Σ c_i·∂x_i, each broadcast to the output."""
+        coefficients = self.coefficients(node)
+        weights = {i: None if c == 1.0 else Interval.exact(np.array(c)) for i, c in enumerate(coefficients)}
+        return [_weighted_jacobian(node, jctx, weights)]
 
 
 @register
@@ -114,6 +120,9 @@ class Add(Summing):
 class Sub(Summing):
     decreasing = (1,)
     fn = staticmethod(torch.sub)
+
+    def coefficients(self, node: Node) -> list[float]:
+        return [1.0, -1.0]
 
 
 def _fold(fn: Callable[[Tensor, Tensor], Tensor], args: list[Any]) -> Tensor:
@@ -139,26 +148,8 @@ class Mean(Summing):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return _fold(torch.add, args) / _count(node)
 
-    def bound(self, node: Node, ctx: RuleContext) -> Factor:
-        weight = 1.0 / _count(node)
-        return Factor.constant(weight, "closed-form", input_weights=[weight] * len(ctx.graph.variable_inputs(node)))
-
-    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
-        """Of variables of the output's shape, or one variable and constants that do not broadcast it."""
-        variables = ctx.graph.variable_inputs(node)
-        weight = 1.0 / _count(node)
-        if any(ctx.graph.shape(name) != ctx.output_shape(node) for name in variables):
-            return Barrier("it broadcasts a variable input")
-        if len(variables) == _count(node):
-            return maps.Sum((weight,) * len(variables))
-        if len(variables) != 1:
-            return Barrier("a mean of several variables and a constant")
-        return Scale.of(weight)
-
-    def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
-        """∂((Σ x_i)/n) = Σ ∂x_i / n, each broadcast to the output."""
-        weight = Interval.exact(np.array(1.0 / _count(node)))
-        return [_weighted_jacobian(node, jctx, {i: weight for i in range(len(node.inputs))})]
+    def coefficients(self, node: Node) -> list[float]:
+        return [1.0 / _count(node)] * len(node.inputs)
 
 
 def _count(node: Node) -> int:
