@@ -12,11 +12,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from .manager import NodeRewrite
-from .matching import selection
-
-
-def _axis(value: int, rank: int) -> int:
-    return value + rank if value < 0 else value
+from .matching import axis_of, selection
 
 
 def _picks(graph: Graph, name: str, axis: int) -> tuple[str, list[int]] | None:
@@ -36,7 +32,9 @@ class ConcatSlices(NodeRewrite):
         out_shape = graph.shape(node.outputs[0])
         if out_shape is None or len(node.inputs) < 2:
             return False
-        axis = _axis(node.attr_int("axis"), len(out_shape))
+        axis = axis_of(node.attr_int("axis"), len(out_shape))
+        if axis is None:
+            return False
         source, picks = None, []
         for name in node.inputs:
             found = _picks(graph, name, axis)
