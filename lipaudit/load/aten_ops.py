@@ -1127,7 +1127,7 @@ def diagonal(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("tril", "triu")
 def triangle(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """Trilu, as both ONNX exporters write it (it has no rule yet, so every path reports the same)."""
+    """Trilu, as both ONNX exporters write it, so that every path meets the same pass (trilu-mask)."""
     x = a["self"]
     offset = em.ints([int(a.get("diagonal", 0))], "k")
     em.node("Trilu", [em.x(x), offset], outs, upper=int(a["__op__"] == "triu"))

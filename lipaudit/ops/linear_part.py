@@ -115,7 +115,7 @@ def entry_map(op: Runs, node: Node, ctx: RuleContext) -> tuple[Linear | None, ..
         still = run_node(ctx.graph, op, node, {node.inputs[0]: torch.zeros(shape, dtype=torch.float64)}, torch.float64)
     maps: list[Linear | None] = []
     for out, out_reversed, offset in zip(moved, reversed_moved, still):
-        found = _as_permutation(out, offset, n) if isinstance(out, Tensor) and out.is_floating_point() else None
+        found = _as_gather(out, offset, n) if isinstance(out, Tensor) and out.is_floating_point() else None
         if found is not None:
             flipped = numbers.flip(tuple(range(len(shape)))).unsqueeze(0)
             if not bool(torch.equal(found.forward(flipped)[0] + offset, out_reversed)):
@@ -124,7 +124,7 @@ def entry_map(op: Runs, node: Node, ctx: RuleContext) -> tuple[Linear | None, ..
     return tuple(maps)
 
 
-def _as_permutation(out: Tensor, offset: Tensor, n: int) -> Linear | None:
+def _as_gather(out: Tensor, offset: Tensor, n: int) -> Linear | None:
     if out.shape != offset.shape:
         return None
     found = (out - offset).reshape(-1)

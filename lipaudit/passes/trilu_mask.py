@@ -1,7 +1,7 @@
 """Trilu with a constant diagonal offset is a product with a constant 0/1 mask over the last two
 axes: entries off the triangle become 0, the others stay. As a Mul by a constant its factor is 1
-and the recursion sees a diagonal map (both ONNX exporters write torch.tril/triu as Trilu; the
-aten converter writes the Mul directly)."""
+and the recursion sees a diagonal map (both ONNX exporters and the aten converter write
+torch.tril/triu as Trilu)."""
 
 from __future__ import annotations
 
