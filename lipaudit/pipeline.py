@@ -136,7 +136,7 @@ def audit(
     if not verification.checked and options.verify is not False:
         notices.append(f"not verified against the model's runtime: {verification.reason}")
 
-    domain = _in_normal_range(
+    domain = _usable_box(
         prepare_domain(graph, options.input_range, around=options.around, radius=options.radius), graph, notices
     )
     ctx = RuleContext(graph, method=options.method, device=torch_device, ranges=domain.ranges if domain else None)
@@ -199,7 +199,7 @@ def audit(
     )
 
 
-def _in_normal_range(domain: Domain | None, graph: Graph, notices: list[str]) -> Domain | None:
+def _usable_box(domain: Domain | None, graph: Graph, notices: list[str]) -> Domain | None:
     """The domain, or None with a notice where a constant is so small or so large that the box
     analysis's float64 products could leave the normal range (lipaudit.domain.normal_range)."""
     if domain is None:

@@ -256,14 +256,13 @@ def _store(graph, node, op, found, jctx: JacobianContext, ranges, remaining) -> 
 
 
 def _keep_normal(node, jctx: JacobianContext) -> None:
-    """Every magnitude kept for the node's outputs is 0 or at least FLOOR (lipaudit.domain.normal_range)."""
+    """Every magnitude kept for the node's outputs is 0, within [FLOOR, CEIL] or infinite
+    (lipaudit.domain.normal_range)."""
     for name in node.outputs:
         jac = jctx.jacobians.get(name) if name else None
         if jac is None:
             continue
-        kept = flushed(jac)
-        if kept is not jac:
-            jctx.jacobians[name] = kept
+        jctx.jacobians[name] = flushed(jac)
         for known in (jctx.rules.ranges, jctx.points):
             if known is not None and name in known:
                 known[name] = outward(known[name])
