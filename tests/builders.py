@@ -55,9 +55,12 @@ def graph_model(
     outputs: Sequence[str] = ("y",),
     input_name: str = "x",
     dynamic_input: Sequence[int | str] | None = None,
+    elem_type: int = TensorProto.FLOAT,
 ) -> onnx.ModelProto:
-    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(dynamic_input or input_shape))
-    outs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs]
+    """``elem_type``: the input's and outputs' type (TensorProto.DOUBLE for float64 models, whose
+    initializers must then be float64 too)."""
+    x = helper.make_tensor_value_info(input_name, elem_type, list(dynamic_input or input_shape))
+    outs = [helper.make_tensor_value_info(name, elem_type, None) for name in outputs]
     graph = helper.make_graph(nodes, "net", [x], outs, [tensor(k, v) for k, v in initializers.items()])
     return _finish(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
 

@@ -14,38 +14,29 @@ import json
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from lipaudit.cli.app import app
 from lipaudit.domain.normal_range import flushed, raised, tiny_entries
 from lipaudit.intervals.interval import CEIL, FLOOR, Interval, outward
 from lipaudit.intervals.jacobian import Jac
-from tests.builders import save
+from tests.builders import graph_model, save
 
 _RNG = np.random.default_rng(3)
 _MATS = [_RNG.normal(size=shape) for shape in [(4, 6), (6, 6), (6, 6), (6, 6), (6, 6), (6, 3)]]
 
 
 def _relu_chain(scales: list[float]) -> onnx.ModelProto:
-    nodes, weights, current = [], [], "x"
+    nodes, weights, current = [], {}, "x"
     for i, (matrix, scale) in enumerate(zip(_MATS, scales)):
         nodes.append(helper.make_node("MatMul", [current, f"W{i}"], [f"a{i}"]))
-        weights.append(numpy_helper.from_array(matrix * scale, f"W{i}"))
+        weights[f"W{i}"] = matrix * scale
         current = f"a{i}"
         if i < len(_MATS) - 1:
             nodes.append(helper.make_node("Relu", [current], [f"r{i}"]))
             current = f"r{i}"
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
-        [helper.make_tensor_value_info(current, TensorProto.DOUBLE, [1, 3])],
-        weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return graph_model(nodes, [1, 4], weights, outputs=(current,), elem_type=TensorProto.DOUBLE)
 
 
 def _largest_jacobian_in_box(samples: int = 4000) -> float:
@@ -93,15 +84,7 @@ def test_float64_weights_below_the_floor_leave_the_box_to_the_global_bound(tmp_p
         helper.make_node("Add", ["x", "d"], ["y"]),
     ]
     weights = {"W1": a * scale, "W2": b * scale, "W3": c / scale, "W4": e / scale}
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = graph_model(nodes, [1, 4], weights, elem_type=TensorProto.DOUBLE)
     # the exact constant of x + relu(x·AB)·CE: the largest over the ReLU patterns
     truth = max(
         np.linalg.norm((a @ b * np.array(pattern)) @ c @ e + np.eye(4), 2)
@@ -148,15 +131,7 @@ def test_constants_above_the_ceiling_leave_the_box_to_the_global_bound(tmp_path)
         helper.make_node("Reciprocal", ["scaled"], ["inverse"]),
         helper.make_node("Mul", ["inverse", "big"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "reciprocal",
-        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 1])],
-        [numpy_helper.from_array(np.array(1e200), "big")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = graph_model(nodes, [1, 1], {"big": np.array(1e200)}, elem_type=TensorProto.DOUBLE)
     code, report = _network(save(model, tmp_path, "reciprocal.onnx"), "--input-range", "0.8:1.2")
     network = report["network"]
     assert not (network["certified"] and network["upper_bound"] is not None and network["upper_bound"] < 1 / 0.64)

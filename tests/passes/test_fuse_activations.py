@@ -103,16 +103,7 @@ def test_softplus_cut_in_float64_is_a_step(tmp_path: Path, beta: float) -> None:
     """In float64 the default cut's jump (2e-9/β) is 10⁷ steps: two inputs around x = 20/β show a
     ratio of 5.8e5/β·β², so no figure (it was certified 1.0)."""
     nodes, consts = _softplus_cut(beta, 20.0, np.float64)
-    graph = helper.make_graph(
-        nodes,
-        "softplus64",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.DOUBLE, [1, 5])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, [1, 5])],
-        [onnx.numpy_helper.from_array(value, name) for name, value in consts.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = save(model, tmp_path)
+    path = save(graph_model(nodes, [1, 5], consts, elem_type=onnx.TensorProto.DOUBLE), tmp_path)
     below, above = 20.0 / beta, np.nextafter(20.0 / beta, 21.0)  # either side of the cut, in float64
     jump = abs(above - np.log1p(np.exp(beta * below)) / beta)
     assert jump / (above - below) > 1e4  # (onnxruntime has no float64 Softplus kernel to show it)

@@ -8,10 +8,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from lipaudit.ir import Node
 from lipaudit.passes.merge_linear import merge_linear
+from tests.builders import graph_model
 
 from .test_merge_linear import graph_of
 
@@ -72,15 +73,7 @@ def _model(path, weights, nodes=None):
     if nodes is None:
         nodes = [helper.make_node("MatMul", ["x", "W0"], ["a"]), helper.make_node("MatMul", ["a", "W1"], ["b"])]
         nodes += [helper.make_node("Relu", ["b"], ["r"]), helper.make_node("MatMul", ["r", "W2"], ["y"])]
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])],
-        [numpy_helper.from_array(w, n) for n, w in zip(names, weights)],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
+    proto = graph_model(nodes, [1, 4], dict(zip(names, weights)), elem_type=TensorProto.DOUBLE)
     onnx.save(proto, str(path))
     return str(path)
 
