@@ -117,3 +117,25 @@ def jacobian_norm_lower_bound(
             best = max(best, float(ratio))
             v = v + rng.normal(scale=0.05, size=input_shape)
     return best
+
+
+def scaled_residual_chain(scale: float) -> tuple[onnx.ModelProto, float]:
+    """x + relu(x·(sA)·(sB))·(C/s)·(E/s) in float64 (redteam5's underflow chain), and its exact
+    constant: the scales cancel, so it is the largest ‖(AB·diag(d))CE + I‖₂ over the ReLU patterns d."""
+    import itertools
+
+    rng = np.random.default_rng(5)
+    a, b, c, e = (rng.normal(size=shape) for shape in ((4, 4), (4, 5), (5, 5), (5, 4)))
+    nodes = [
+        helper.make_node("MatMul", ["x", "W0"], ["a"]),
+        helper.make_node("MatMul", ["a", "W1"], ["b"]),
+        helper.make_node("Relu", ["b"], ["r"]),
+        helper.make_node("MatMul", ["r", "W2"], ["c"]),
+        helper.make_node("MatMul", ["c", "W3"], ["d"]),
+        helper.make_node("Add", ["x", "d"], ["y"]),
+    ]
+    weights = {"W0": a * scale, "W1": b * scale, "W2": c / scale, "W3": e / scale}
+    model = graph_model(nodes, [1, 4], weights, elem_type=TensorProto.DOUBLE)
+    patterns = itertools.product([0, 1], repeat=5)
+    truth = max(float(np.linalg.norm((a @ b * np.array(d)) @ c @ e + np.eye(4), 2)) for d in patterns)
+    return model, truth

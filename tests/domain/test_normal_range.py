@@ -8,7 +8,6 @@ margin: a certified 0.0 on a net whose Jacobians reach 148 in the box.  Weights 
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
@@ -21,7 +20,7 @@ from lipaudit.cli.app import app
 from lipaudit.domain.normal_range import flushed, raised, tiny_entries
 from lipaudit.intervals.interval import CEIL, FLOOR, Interval, outward
 from lipaudit.intervals.jacobian import Jac
-from tests.builders import graph_model, save
+from tests.builders import graph_model, save, scaled_residual_chain
 
 _RNG = np.random.default_rng(3)
 _MATS = [_RNG.normal(size=shape) for shape in [(4, 6), (6, 6), (6, 6), (6, 6), (6, 6), (6, 3)]]
@@ -72,24 +71,7 @@ def test_weights_that_underflow_in_a_product_of_three_never_give_a_box_figure_be
 
 
 def test_float64_weights_below_the_floor_leave_the_box_to_the_global_bound(tmp_path):
-    rng = np.random.default_rng(5)
-    a, b, c, e = rng.normal(size=(4, 4)), rng.normal(size=(4, 5)), rng.normal(size=(5, 5)), rng.normal(size=(5, 4))
-    scale = 1e-170
-    nodes = [
-        helper.make_node("MatMul", ["x", "W1"], ["a"]),
-        helper.make_node("MatMul", ["a", "W2"], ["b"]),
-        helper.make_node("Relu", ["b"], ["r"]),
-        helper.make_node("MatMul", ["r", "W3"], ["c"]),
-        helper.make_node("MatMul", ["c", "W4"], ["d"]),
-        helper.make_node("Add", ["x", "d"], ["y"]),
-    ]
-    weights = {"W1": a * scale, "W2": b * scale, "W3": c / scale, "W4": e / scale}
-    model = graph_model(nodes, [1, 4], weights, elem_type=TensorProto.DOUBLE)
-    # the exact constant of x + relu(x·AB)·CE: the largest over the ReLU patterns
-    truth = max(
-        np.linalg.norm((a @ b * np.array(pattern)) @ c @ e + np.eye(4), 2)
-        for pattern in itertools.product([0, 1], repeat=5)
-    )
+    model, truth = scaled_residual_chain(1e-170)  # x + relu(x·AB)·CE with A, B ×1e-170 and C, E ×1e170
     code, report = _network(save(model, tmp_path, "tiny.onnx"), "--input-range", "-1:1")
     network = report["network"]
     assert network["upper_bound"] >= truth  # it was a certified 1.0000

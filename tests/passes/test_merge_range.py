@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from lipaudit.ir import Node
 from lipaudit.passes.merge_linear import merge_linear
-from tests.builders import graph_model
+from tests.builders import graph_model, scaled_residual_chain
 
 from .test_merge_linear import graph_of
 
@@ -66,13 +66,11 @@ def test_tiny_convolutions_are_not_merged():
     assert merge_linear(graph) == 1
 
 
-def _model(path, weights, nodes=None):
-    """A float64 model of x (1, 4) through MatMuls by ``weights`` W0, W1, …; by default
-    x·W0·W1 → ReLU → ·W2."""
+def _model(path, weights):
+    """A float64 model of x (1, 4) through x·W0·W1 → ReLU → ·W2."""
     names = [f"W{i}" for i in range(len(weights))]
-    if nodes is None:
-        nodes = [helper.make_node("MatMul", ["x", "W0"], ["a"]), helper.make_node("MatMul", ["a", "W1"], ["b"])]
-        nodes += [helper.make_node("Relu", ["b"], ["r"]), helper.make_node("MatMul", ["r", "W2"], ["y"])]
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["a"]), helper.make_node("MatMul", ["a", "W1"], ["b"])]
+    nodes += [helper.make_node("Relu", ["b"], ["r"]), helper.make_node("MatMul", ["r", "W2"], ["y"])]
     proto = graph_model(nodes, [1, 4], dict(zip(names, weights)), elem_type=TensorProto.DOUBLE)
     onnx.save(proto, str(path))
     return str(path)
@@ -110,19 +108,9 @@ def test_a_residual_chain_of_tiny_then_huge_maps_gets_a_figure_above_its_constan
     (1e400).  The scales cancel, so the unscaled chain is the truth."""
     from lipaudit import audit
 
-    rng = np.random.default_rng(5)
-    a, b, c, e = (rng.normal(size=s) for s in ((4, 4), (4, 5), (5, 5), (5, 4)))
-    nodes = [
-        helper.make_node("MatMul", ["x", "W0"], ["a"]),
-        helper.make_node("MatMul", ["a", "W1"], ["b"]),
-        helper.make_node("Relu", ["b"], ["r"]),
-        helper.make_node("MatMul", ["r", "W2"], ["c"]),
-        helper.make_node("MatMul", ["c", "W3"], ["d"]),
-        helper.make_node("Add", ["x", "d"], ["y"]),
-    ]
-    path = _model(tmp_path / "chain.onnx", (a * s, b * s, c / s, e / s), nodes)
-    patterns = itertools.product([0, 1], repeat=5)
-    truth = max(np.linalg.norm((a @ b * np.array(d)) @ c @ e + np.eye(4), 2) for d in patterns)
+    model, truth = scaled_residual_chain(s)
+    path = str(tmp_path / "chain.onnx")
+    onnx.save(model, path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for bound in ("recursion", "product"):
