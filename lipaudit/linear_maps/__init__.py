@@ -9,12 +9,13 @@ about graphs or ops.
 
 from .base import SUM_MARGIN, Barrier, Linear
 from .convolution import AvgPool, Conv
-from .dense import Concat, Dense, Mean, Scale, Sum
+from .dense import AxisSum, Concat, Dense, Mean, Scale, Sum
 from .moves import Pad, Permutation, Pick, Reshape, Slice
 
 __all__ = [
     "SUM_MARGIN",
     "AvgPool",
+    "AxisSum",
     "Barrier",
     "Concat",
     "Conv",

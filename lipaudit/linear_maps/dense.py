@@ -168,3 +168,17 @@ class Mean(Linear):
 
     def terms(self) -> int:
         return self.count + 1  # the sum, then the division
+
+
+@dataclass(eq=False)
+class AxisSum(Mean):
+    """ReduceSum over ``axes`` of ``count`` entries each: norm √count (⟨x, 1⟩ over each group)."""
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return xs[0].sum(dim=[a + 1 for a in self.axes], keepdim=self.keepdims)
+
+    def norm(self) -> float:
+        return SVD_MARGIN * math.sqrt(self.count)
+
+    def terms(self) -> int:
+        return self.count

@@ -20,7 +20,7 @@ from ..intervals.interval import Interval
 from ..intervals.jacobian import Jac, JacobianContext
 from ..invariants import present
 from ..ir import Node
-from ..linear_maps import Barrier, Linear, Mean, Reshape
+from ..linear_maps import AxisSum, Barrier, Linear, Mean, Reshape
 from .context import DOMAIN_HINT, RuleContext, RuleInputError, domain_factor
 from .factor import Factor
 from .interval_rules import endpoint_args, monotone_interval, run_op
@@ -95,11 +95,16 @@ class ReduceMean(Reduction):
         return Factor.constant(1.0 / math.sqrt(k), "closed-form", note=f"mean of {k} entries")
 
     def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
-        shape = ctx.input_shape(node)
-        axes = static_axes(node, ctx)
-        if axes is None:
-            return Reshape(ctx.output_shape(node))
-        return Mean(axes, bool(node.attr_int("keepdims", 1)), math.prod(shape[a] for a in axes))
+        return reduction_map(Mean, node, ctx)
+
+
+def reduction_map(kind: type[Mean], node: Node, ctx: RuleContext) -> Linear:
+    """The mean or sum over the node's static axes as a typed map (a no-op reduction: a reshape)."""
+    shape = ctx.input_shape(node)
+    axes = static_axes(node, ctx)
+    if axes is None:
+        return Reshape(ctx.output_shape(node))
+    return kind(axes, bool(node.attr_int("keepdims", 1)), math.prod(shape[a] for a in axes))
 
 
 class Summation(Reduction):
@@ -115,6 +120,9 @@ class ReduceSum(Summation):
     monotone = True
     sums = True
     fn = staticmethod(lambda x, a: x.sum(dim=a))
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        return reduction_map(AxisSum, node, ctx)
 
 
 @register

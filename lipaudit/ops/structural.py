@@ -341,8 +341,6 @@ class PickByIndices(Op):
             return Factor.unbounded(f"{node.op_type} with variable indices jumps between entries")
         if ctx.graph.is_const(data):
             return Factor.constant(0.0, "closed-form")
-        if node.attr_int("batch_dims", 0):
-            return Factor.unknown(f"{node.op_type} with batch_dims > 0 has no rule")
         shape = ctx.input_shape(node)
         numbers = torch.arange(math.prod(shape), dtype=torch.int64).reshape(shape)
         picked = self.pick(numbers, torch.from_numpy(np.array(index_values)), node)
@@ -350,8 +348,6 @@ class PickByIndices(Op):
         return Factor.constant(math.sqrt(repeats), "closed-form")
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
-        if node.attr_int("batch_dims", 0):
-            raise cannot_run(node, "with batch_dims > 0")
         return self.pick(args[0], args[1], node)
 
     def linear_part(self, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
@@ -370,13 +366,22 @@ class GatherElements(PickByIndices):
 
 @register
 class GatherND(PickByIndices):
-    """batch_dims = 0: out[i…] = x[idx[i…, 0], …, idx[i…, k−1], …] (an entry, or a slice of x)."""
+    """out[b…, i…] = x[b…, idx[b…, i…, 0], …, idx[b…, i…, k−1], …] (an entry, or a slice of x), b…
+    the first ``batch_dims`` axes, which x and the indices share (the legacy exporter's diagonal)."""
 
     def pick(self, x: Tensor, indices: Tensor, node: Node) -> Tensor:
+        batch = node.attr_int("batch_dims")
         indices = indices.long()
         k = indices.shape[-1]
-        indices = torch.where(indices < 0, indices + torch.tensor(x.shape[:k], dtype=torch.int64), indices)
-        return x[tuple(indices[..., j] for j in range(k))]
+        if tuple(indices.shape[:batch]) != tuple(x.shape[:batch]):
+            raise RuleInputError(f"GatherND '{node.name}': the indices' batch axes differ from the data's")
+        count = math.prod(x.shape[:batch])
+        data = x.reshape(count, *x.shape[batch:])
+        indices = indices.reshape(count, *indices.shape[batch:])
+        indices = torch.where(indices < 0, indices + torch.tensor(data.shape[1 : k + 1], dtype=torch.int64), indices)
+        rows = torch.arange(count).reshape(count, *[1] * (indices.dim() - 2))
+        picked = data[(rows, *(indices[..., j] for j in range(k)))]
+        return picked.reshape(*x.shape[:batch], *picked.shape[1:])
 
 
 @register

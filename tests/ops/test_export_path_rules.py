@@ -75,6 +75,38 @@ def test_gather_nd_with_constant_indices(indices: np.ndarray, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
+    "batch_dims,indices",
+    [
+        (1, np.array([[[1], [0], [1]], [[0], [0], [0]], [[-1], [1], [0]]], np.int64)),  # rows, one thrice
+        (1, np.array([[[1, 0]], [[0, 1]], [[1, 1]]], np.int64)),  # entries of each batch item
+        (2, np.array([[[1], [0]], [[0], [0]], [[1], [-2]]], np.int64)),  # the legacy export's diagonal
+    ],
+)
+def test_gather_nd_with_batch_axes(batch_dims: int, indices: np.ndarray, tmp_path: Path) -> None:
+    model = single_node_model("GatherND", [3, 2, 2], {"indices": indices}, batch_dims=batch_dims)
+    figure, truth = _onnx_figure_and_truth(model, [3, 2, 2], tmp_path)
+    assert figure == pytest.approx(truth, rel=RTOL) and figure >= truth * (1 - 1e-9)
+    report = audit(str(save(model, tmp_path, "verified.onnx")))  # lipaudit's own run against onnxruntime's
+    assert report.exit_code() == 0 and report.verification.checked
+
+
+def test_a_legacy_diagonal_folds_its_index_arithmetic_and_matches_its_twins(tmp_path: Path) -> None:
+    """torch.diagonal through the legacy exporter: CumSum over a 1-element axis tensor (which
+    onnxruntime runs and the reference evaluator refuses), an If on the diagonal's length, GatherND
+    with batch_dims = 1; the dynamo export masks with EyeLike and sums with ReduceSum. Both are
+    the selection of 2 entries times 2: norm 2."""
+    module = Lambda(lambda x: torch.diagonal(x, offset=-1, dim1=1, dim2=2) * 2).eval()
+    example = torch.randn(2, 3, 4)
+    legacy, dynamo = tmp_path / "legacy.onnx", tmp_path / "dynamo.onnx"
+    torch.onnx.export(module, (example,), str(legacy), dynamo=False, opset_version=17)
+    torch.onnx.export(module, (example,), str(dynamo), dynamo=True)
+    for path in (legacy, dynamo):
+        report = audit(str(path))
+        assert report.exit_code() == 0 and report.network.certified, path
+        assert 2.0 <= report.upper_bound <= 2.0 * (1 + 1e-4), (path, report.upper_bound)
+
+
+@pytest.mark.parametrize(
     "equation,weight_shape,variable_first",
     [
         ("bhi,hij->bhj", (3, 4, 5), True),  # per-head projections
