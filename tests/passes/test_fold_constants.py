@@ -88,3 +88,32 @@ def test_exported_shape_arithmetic_folds_and_the_bound_is_complete(tmp_path, net
     assert report.verification.checked
     truth = max_jacobian_norm(module, shape, samples=4, seed=0)
     assert report.upper_bound >= truth * (1 - 1e-6)
+
+
+def test_a_node_the_reference_evaluator_refuses_folds_through_onnxruntime(tmp_path) -> None:
+    """CumSum's axis as a 1-element tensor, as the legacy exporter writes it: onnxruntime runs it,
+    onnx's reference evaluator refuses it; the shape arithmetic must fold all the same."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lipaudit.load import load_model
+    from lipaudit.passes.fold_constants import FoldConstants
+
+    ones = numpy_helper.from_array(np.ones(4, np.int64), "ones")
+    axis = numpy_helper.from_array(np.array([0], np.int64), "axis")
+    nodes = [
+        helper.make_node("CumSum", ["ones", "axis"], ["positions"]),
+        helper.make_node("Cast", ["positions"], ["weights"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "weights"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    model = helper.make_model(
+        helper.make_graph(nodes, "cumsum", [x], [y], [ones, axis]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    onnx.save(onnx.shape_inference.infer_shapes(model), str(tmp_path / "cumsum.onnx"))
+    graph = load_model(str(tmp_path / "cumsum.onnx")).graph  # the loader folds what it can
+    FoldConstants().run(graph)
+    assert [node.op_type for node in graph.nodes] == ["Mul"]
+    assert graph.const(graph.nodes[0].inputs[1]).tolist() == [1.0, 2.0, 3.0, 4.0]
