@@ -254,6 +254,12 @@ class Copying(Op):
         copies = self.copies(ctx.input_shape(node), ctx.output_shape(node))
         return Factor.constant(math.sqrt(copies), "closed-form", note=f"each entry copied {copies}×")
 
+    def linear_part(self, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
+        """A Pick: the recursion then sees which entries the copies come from, so copies that
+        branches split and a Concat joins again (the legacy export of repeat_interleave) count
+        once, not once per branch."""
+        return entry_map(self, node, ctx)
+
 
 @register
 class Expand(Copying):

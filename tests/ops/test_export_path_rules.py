@@ -106,6 +106,20 @@ def test_a_legacy_diagonal_folds_its_index_arithmetic_and_matches_its_twins(tmp_
         assert 2.0 <= report.upper_bound <= 2.0 * (1 + 1e-4), (path, report.upper_bound)
 
 
+def test_repeat_interleave_with_counts_counts_each_copy_once_on_every_path(tmp_path: Path) -> None:
+    """The legacy exporter splits x, Expands each piece by its count and concatenates: the product
+    of Split, Expand and Concat is √(1 + 3 + 2); the map copies no entry more than 3 times: √3."""
+    module = Lambda(lambda x: torch.repeat_interleave(x, torch.tensor([1, 3, 2]), dim=1)).eval()
+    example = torch.randn(2, 3)
+    legacy, archive = tmp_path / "legacy.onnx", tmp_path / "model.pt2"
+    torch.onnx.export(module, (example,), str(legacy), dynamo=False, opset_version=17)
+    torch.export.save(torch.export.export(module, (example,)), str(archive))
+    for path in (legacy, archive):
+        report = audit(str(path))
+        assert report.exit_code() == 0 and report.network.certified, path
+        assert 3**0.5 <= report.upper_bound <= 3**0.5 * (1 + 1e-4), (path, report.upper_bound)
+
+
 @pytest.mark.parametrize(
     "equation,weight_shape,variable_first",
     [
