@@ -190,10 +190,13 @@ def _linear_parts(graph: Graph, node: Node) -> tuple[dict[int, NodeOp] | None, s
 
 def _adder(op: NodeOp, factor: Factor) -> Build:
     """Adds ``op`` reading the given values; a unary map whose norm costs work carries the rule's
-    factor as its norm (the product here is then the composer's), a cheap one the lower of the two."""
+    factor as its norm (the product here is then the composer's), a cheap one the lower of the two.
+    The factor is its input's weight, where the composer counts the copies a broadcast makes
+    (lipaudit.compose.factors): Where's rule is 1 for a selection whose kept branch is broadcast."""
     norm = None
     if isinstance(op, Linear) and op.arity == 1 and factor.value is not None:
-        norm = factor.value if isinstance(op, (Conv, Dense, AvgPool)) else min(factor.value, op.norm())
+        weight = _joint_constant(factor, 1)
+        norm = weight if isinstance(op, (Conv, Dense, AvgPool)) else min(weight, op.norm())
     return lambda net, xs, name: net.append(op, xs, name=name, norm=norm)
 
 
