@@ -96,23 +96,23 @@ def _largest(t: Tensor) -> float:
     return float(t.abs().max()) if t.numel() else 0.0
 
 
-def entry_map(op: Runs, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
-    """Each output as a Permutation, Reshape or Pick of the node's one variable input (module docstring)."""
-    if not variable_at(ctx, node, 0):
+def entry_map(op: Runs, node: Node, ctx: RuleContext, position: int = 0) -> tuple[Linear | None, ...] | Barrier:
+    """Each output as a Permutation, Reshape or Pick of the node's one variable input, the one at
+    ``position`` (module docstring)."""
+    if not variable_at(ctx, node, position):
         return Barrier("it moves entries of a variable and something else computed from the input")
-    shape = ctx.input_shape(node)
+    shape = ctx.input_shape(node, position)
     n = math.prod(shape)
     if n > ENTRY_MAP_LIMIT:
         return Barrier(f"it moves the entries of a value of {n} entries (more than {ENTRY_MAP_LIMIT})")
     numbers = torch.arange(1, n + 1, dtype=torch.float64).reshape(shape)
     with torch.no_grad():
-        moved = run_node(ctx.graph, op, node, {node.inputs[0]: numbers}, torch.float64)
+        source = node.inputs[position]
+        moved = run_node(ctx.graph, op, node, {source: numbers}, torch.float64)
         # An op that picks entries by value (a max, a sort) sends 1, …, n somewhere too: the
         # reversed numbers must land where the same move sends them.
-        reversed_moved = run_node(
-            ctx.graph, op, node, {node.inputs[0]: numbers.flip(tuple(range(len(shape))))}, torch.float64
-        )
-        still = run_node(ctx.graph, op, node, {node.inputs[0]: torch.zeros(shape, dtype=torch.float64)}, torch.float64)
+        reversed_moved = run_node(ctx.graph, op, node, {source: numbers.flip(tuple(range(len(shape))))}, torch.float64)
+        still = run_node(ctx.graph, op, node, {source: torch.zeros(shape, dtype=torch.float64)}, torch.float64)
     maps: list[Linear | None] = []
     for out, out_reversed, offset in zip(moved, reversed_moved, still):
         found = _as_gather(out, offset, n) if isinstance(out, Tensor) and out.is_floating_point() else None

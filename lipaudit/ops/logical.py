@@ -19,10 +19,12 @@ from torch import Tensor
 
 from ..intervals.interval import Interval, hull
 from ..ir import Node
+from ..linear_maps import Barrier, Linear
 from .activation_steep import Jumps
 from .context import RuleContext, domain_factor
 from .factor import Factor
 from .interval_rules import monotone_interval
+from .linear_part import entry_map
 from .registry import Op, register
 from .runtime import Env, same_kind
 
@@ -114,3 +116,11 @@ class Where(Op):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         a, b = same_kind(args[1], args[2])
         return torch.where(args[0].bool(), a, b)
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
+        """With a constant condition and one variable branch, the entries it keeps: a Pick or a
+        Permutation with structural zeros (dynamo's adaptive pooling masks its window indices so)."""
+        variables = [i for i in (0, 1, 2) if ctx.is_variable(node, i)]
+        if len(variables) != 1 or variables[0] == 0:
+            return Barrier("its condition, or both its branches, are computed from the input")
+        return entry_map(self, node, ctx, variables[0])

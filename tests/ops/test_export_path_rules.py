@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -118,6 +119,49 @@ def test_repeat_interleave_with_counts_counts_each_copy_once_on_every_path(tmp_p
         report = audit(str(path))
         assert report.exit_code() == 0 and report.network.certified, path
         assert 3**0.5 <= report.upper_bound <= 3**0.5 * (1 + 1e-4), (path, report.upper_bound)
+
+
+@pytest.mark.parametrize("position", [1, 2])
+def test_where_with_a_constant_condition_is_the_entries_it_keeps(position: int, tmp_path: Path) -> None:
+    """Where(c, x, fill) and Where(c, fill, x) with x broadcast along the rows: the recursion looks
+    through it as a Pick (the largest count of one entry kept), composed with the Mul after it.
+    Where's rule gives 1 and the composer counts the broadcast's copies in its input weight: the
+    recursion once took the 1 as the Pick's norm and certified 2.0567 where the truth is 2.0675."""
+    rng = np.random.default_rng(position)
+    condition = rng.random((3, 4)) < 0.5
+    fill = rng.normal(size=(3, 4)).astype(np.float32)
+    inputs = ["c", "x", "fill"] if position == 1 else ["c", "fill", "x"]
+    nodes = [
+        onnx.helper.make_node("Where", inputs, ["kept"]),
+        onnx.helper.make_node("Mul", ["kept", "w"], ["y"]),
+    ]
+    weight = rng.normal(size=(3, 4)).astype(np.float32)
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 4])
+    initializers = [
+        onnx.numpy_helper.from_array(condition, "c"),
+        onnx.numpy_helper.from_array(fill, "fill"),
+        onnx.numpy_helper.from_array(weight, "w"),
+    ]
+    graph = onnx.helper.make_graph(nodes, "where", [x], [y], initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    report = audit(str(save(model, tmp_path)))
+    truth = spectral_norm(operator_matrix(model, [1, 4]))
+    assert report.exit_code() == 0
+    assert truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + 1e-4)
+
+
+def test_adaptive_pooling_through_dynamo_gets_its_operators_norm(tmp_path: Path) -> None:
+    """Dynamo writes an adaptive average pool with unequal windows as index arithmetic: GatherND,
+    a Where that masks the window's indices, Gathers, Add and Div; the .pt2 keeps one op."""
+    module = Lambda(lambda x: F.adaptive_avg_pool2d(x, (1, 5))).eval()
+    example = torch.randn(1, 1, 1, 2)
+    dynamo = tmp_path / "dynamo.onnx"
+    torch.onnx.export(module, (example,), str(dynamo), dynamo=True)
+    truth = spectral_norm(operator_matrix(onnx.load(str(dynamo)), [1, 1, 1, 2]))
+    report = audit(str(dynamo))
+    assert report.exit_code() == 0 and truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + 1e-4)
 
 
 @pytest.mark.parametrize(
