@@ -35,6 +35,7 @@ from ..ir import Graph, Node
 from ..linear_maps import AvgPool, Barrier, Conv, Dense, Linear, Scale
 from ..ops import Factor, Op, RuleContext, resolve
 from ..ops.linear_part import disagreement, run_node
+from ..spectral.scaling import root_sum_squares
 from .network import Activation, Network, NodeOp
 
 # The slope check's grid: fine where every activation we know has its slope extremes, then out to
@@ -147,7 +148,7 @@ def _joint_constant(factor: Factor, inputs: int) -> float:
     weights = factor.input_weights if factor.input_weights is not None else [factor.value] * inputs
     if factor.combine == "rss":
         return max(weights, default=0.0)
-    return math.sqrt(math.fsum(w * w for w in weights))
+    return root_sum_squares(weights)  # squares of weights near 1e-160 would leave float64's range
 
 
 # ---------------------------------------------------------------------------------------------
