@@ -291,9 +291,15 @@ def non_finite_initializers(graph: onnx.GraphProto, external: ExternalData | Non
     return None
 
 
+# Ops that only move or copy a mask's entries on its way to the Add (the legacy exporter expands
+# and reshapes a key-padding mask there).
+_MASK_MOVES = frozenset({"Expand", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Flatten", "Tile"})
+
+
 def _only_added(graph: onnx.GraphProto) -> set[str]:
-    """The names every use of which (in this graph, none in a subgraph) is an Add whose output only
-    a Softmax or LogSoftmax reads: where an entry of −∞ is an attention mask."""
+    """The names every path from which (in this graph, none in a subgraph) goes through moves of its
+    entries (``_MASK_MOVES``) and Adds, at least one, into a Softmax or LogSoftmax and nowhere else:
+    where an entry of −∞ is an attention mask."""
     uses: dict[str, list[onnx.NodeProto]] = {}
     other: set[str] = set(output.name for output in graph.output)
     for node in graph.node:
@@ -303,14 +309,23 @@ def _only_added(graph: onnx.GraphProto) -> set[str]:
             for sub in [attribute.g, *attribute.graphs]:
                 other.update(name for inner in sub.node for name in inner.input)
 
-    def masking(node: onnx.NodeProto) -> bool:
-        readers = [use for out in node.output for use in uses.get(out, [])]
-        return (
-            node.op_type == "Add"
-            and not node.domain
-            and not any(out in other for out in node.output)
-            and bool(readers)
-            and all(use.op_type in ("Softmax", "LogSoftmax") and not use.domain for use in readers)
-        )
+    def masks(name: str, added: bool, depth: int = 0) -> bool:
+        readers = uses.get(name, [])
+        if name in other or not readers or depth > len(graph.node):
+            return False
+        for node in readers:
+            if node.domain:
+                return False
+            if node.op_type in ("Softmax", "LogSoftmax"):
+                ok = added
+            elif node.op_type == "Add":
+                ok = all(masks(out, True, depth + 1) for out in node.output)
+            elif node.op_type in _MASK_MOVES:
+                ok = node.input[0] == name and all(masks(out, added, depth + 1) for out in node.output)
+            else:
+                ok = False
+            if not ok:
+                return False
+        return True
 
-    return {name for name, nodes in uses.items() if name not in other and all(masking(n) for n in nodes)}
+    return {name for name in uses if masks(name, False)}

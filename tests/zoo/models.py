@@ -108,6 +108,20 @@ class MaskedAttention(nn.Module):
         return self.mha(x, x, x, attn_mask=self.mask, need_weights=False)[0]
 
 
+class PaddedAttention(nn.Module):
+    """Multi-head attention with a constant boolean mask and a constant key-padding mask: the legacy
+    exporter expands and reshapes the padding mask's −∞ before adding it to the scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.register_buffer("padding", torch.tensor([[False, False, False, True, True]]))
+        self.register_buffer("mask", torch.tensor([[False, True, False, False, False]] * 5))
+
+    def forward(self, x):
+        return self.mha(x, x, x, attn_mask=self.mask, key_padding_mask=self.padding, need_weights=False)[0]
+
+
 class CrossAttention(nn.Module):
     """Attention to a fixed memory: constant keys and values, so globally Lipschitz."""
 
@@ -265,6 +279,7 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "encoder": (Encoder, (1, 5, 8)),
     "causal_encoder": (CausalEncoder, (1, 5, 8)),
     "masked_mha": (MaskedAttention, (1, 5, 8)),
+    "padded_mha": (PaddedAttention, (1, 5, 8)),
     "cross_attention": (CrossAttention, (1, 5, 8)),
     "mha": (Attention, (1, 5, 8)),
     "vit": (ViTBlock, (1, 5, 8)),

@@ -27,6 +27,7 @@ NEEDS_DOMAIN = {
     "encoder",
     "causal_encoder",
     "masked_mha",
+    "padded_mha",
     "mha",
     "vit",
     "squeeze_excite",
