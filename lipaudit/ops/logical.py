@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -99,10 +100,11 @@ class Where(Op):
                     1.0,
                     "the condition is constant over the input's range",
                     combine="rss",
-                    input_weights=[0.0] + [1.0] * len(positions),
+                    input_weights=[0.0] + _branch_weights(node, ctx, condition.lo, positions),
                 )
             return Factor.unbounded("Where with a condition computed from the network input jumps between its branches")
-        return Factor.constant(1.0, "closed-form", combine="rss", input_weights=[1.0] * len(positions))
+        weights = _branch_weights(node, ctx, ctx.graph.const(node.inputs[0]), positions)
+        return Factor.constant(1.0, "closed-form", combine="rss", input_weights=weights)
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         if not ctx.is_variable(node, 0):
@@ -111,7 +113,12 @@ class Where(Op):
         shape = ctx.graph.shape(node.outputs[0])
         if shape is None:
             return [None]
-        return [hull(a.broadcast_to(shape), b.broadcast_to(shape))]  # either branch, whatever the condition
+        a, b = a.broadcast_to(shape), b.broadcast_to(shape)
+        condition = ctx.range_of(node.inputs[0])
+        if condition.is_point():  # the same branch for each entry all over the domain
+            chosen = np.broadcast_to(condition.lo != 0, shape)
+            return [Interval(np.where(chosen, a.lo, b.lo), np.where(chosen, a.hi, b.hi))]
+        return [hull(a, b)]  # either branch, whatever the condition
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         a, b = same_kind(args[1], args[2])
@@ -124,3 +131,14 @@ class Where(Op):
         if len(variables) != 1 or variables[0] == 0:
             return Barrier("its condition, or both its branches, are computed from the input")
         return entry_map(self, node, ctx, variables[0])
+
+
+def _branch_weights(node: Node, ctx: RuleContext, condition, positions: list[int]) -> list[float]:
+    """1 for each variable branch the condition (constant, or constant on the domain) takes
+    somewhere, 0 for one it never takes: that branch cannot move the output."""
+    shape = ctx.graph.shape(node.outputs[0])
+    if condition is None or shape is None:
+        return [1.0] * len(positions)
+    chosen = np.broadcast_to(np.asarray(condition) != 0, tuple(shape))
+    taken = {1: bool(chosen.any()), 2: bool((~chosen).any())}
+    return [1.0 if taken[p] else 0.0 for p in positions]

@@ -124,3 +124,32 @@ def test_without_a_box_the_factors_are_the_global_ones(tmp_path):
         if graph.variable_inputs(node):
             for factor in node_factors(node, RuleContext(graph, method="gram")):
                 assert factor.method != "domain"
+
+
+class ThresholdBranch(nn.Module):
+    """h = Wx; where(h > 5, h, 0.5·tanh(h)): on [−1, 1]⁴ with |W| ≤ 1 every entry takes the tanh
+    branch, so the Where is that branch alone (the identity branch, never taken, adds nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 6)
+        with torch.no_grad():
+            self.linear.weight.clamp_(-0.2, 0.2)
+            self.linear.bias.zero_()
+
+    def forward(self, x):
+        h = self.linear(x)
+        return torch.where(h > 5, h, 0.5 * torch.tanh(h))
+
+
+class TanhBranch(ThresholdBranch):
+    def forward(self, x):
+        return 0.5 * torch.tanh(self.linear(x))
+
+
+def test_a_condition_constant_on_the_box_weighs_only_the_branch_it_takes(tmp_path) -> None:
+    threshold = domain_bound(analysed(export(ThresholdBranch(), (1, 4), tmp_path, "where.onnx")))
+    alone = domain_bound(analysed(export(TanhBranch(), (1, 4), tmp_path, "tanh.onnx")))
+    assert threshold.certified and alone.certified
+    assert threshold.upper_bound == pytest.approx(alone.upper_bound, rel=1e-6)
