@@ -21,9 +21,9 @@ from ..ir import Graph, Node
 from ..ops import Factor, RuleContext
 from ..report_types import Blocker
 from ..spectral.scaling import product_up, root_sum_squares
-from .factors import FLOAT32_MARGIN, node_factors
+from .factors import FLOAT32_MARGIN, float32_margin, node_factors
 
-__all__ = ["FLOAT32_MARGIN", "LayerResult", "NetworkBound", "ValueBound", "compose", "node_factors"]
+__all__ = ["FLOAT32_MARGIN", "LayerResult", "NetworkBound", "ValueBound", "compose", "float32_margin", "node_factors"]
 
 
 @dataclass

@@ -16,12 +16,21 @@ import time
 from dataclasses import replace
 
 from ..invariants import present
-from ..ir import Node
+from ..ir import Graph, Node
 from ..ops import Factor, Op, RuleContext, RuleInputError, resolve
 
 # 8 float32 ulps (2⁻²⁰ ≈ 9.5e-7): rounding of weights, scales and interpolation coefficients to
 # float32 moves an operator norm by a few ulps relative.
 FLOAT32_MARGIN = 2.0**-20
+
+
+def float32_margin(graph: Graph) -> float:
+    """(1 + FLOAT32_MARGIN) per node whose op computes with coefficients: one that only moves or
+    copies entries (``exact_in_float``: Reshape, Transpose, Slice, Identity, …) rounds nothing, so a
+    twin that writes a few more of them gets the same figure."""
+    ops = (resolve(node, graph.opset_of(node)) for node in graph.nodes)
+    computing = sum(1 for op in ops if not getattr(op, "exact_in_float", False))
+    return (1.0 + FLOAT32_MARGIN) ** max(1, computing)
 
 
 def variable_positions(node: Node, ctx: RuleContext) -> list[int]:
@@ -42,7 +51,9 @@ def node_factors(node: Node, ctx: RuleContext) -> list[Factor]:
 def _node_factors(node: Node, ctx: RuleContext) -> list[Factor]:
     op = resolve(node, ctx.opset(node))
     if op is None:
-        return [Factor.unknown(f"no rule for {node.label}")] * max(1, len(node.outputs))
+        # A torch op the loader could not map keeps the converter's reason as a note.
+        why = f": {node.notes[0]}" if node.notes else ""
+        return [Factor.unknown(f"no rule for {node.label}{why}")] * max(1, len(node.outputs))
     try:
         factors = op.bound_outputs(node, ctx)
     except (RuleInputError, ValueError, KeyError, IndexError, TypeError, ArithmeticError, RuntimeError) as error:

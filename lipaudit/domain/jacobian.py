@@ -12,9 +12,10 @@ a LayerNorm's variance, and a softmax's logits, near their values at the centre.
 an interval: interval arithmetic on the one-point box {x0} (rounding margins included).
 
 The figure is certified like the domain mode's: the norms are certified (lipaudit.spectral), the
-float64 steps carry their rounding in R, and every node adds FLOAT32_MARGIN (relative) for the
-float32 runtime.  An op with no rule, a value of unknown shape, or an input with no finite box
-means no figure (JacobianUnavailable), never a guess; so does a size past ``entry_limit``.
+float64 steps carry their rounding in R, and every node that computes (not one that only moves
+entries) adds FLOAT32_MARGIN (relative) for the float32 runtime (lipaudit.compose.float32_margin).
+An op with no rule, a value of unknown shape, or an input with no finite box means no figure
+(JacobianUnavailable), never a guess; so does a size past ``entry_limit``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compose import FLOAT32_MARGIN
+from ..compose import float32_margin
 from ..intervals.interval import FLOOR, Interval, outward
 from ..intervals.jacobian import Jac, JacobianContext
 from ..ir import Graph
@@ -269,7 +270,7 @@ def _keep_normal(node, jctx: JacobianContext) -> None:
 
 
 def _figure(graph: Graph, jctx: JacobianContext, n0: int, start: float) -> JacobianBound:
-    margin = (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes))
+    margin = float32_margin(graph)
     outputs: dict[str, float] = {}
     centres, radii, deviations = [], [], []
     for name in graph.outputs:

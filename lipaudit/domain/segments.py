@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..compose import FLOAT32_MARGIN
+from ..compose import float32_margin
 from ..intervals.interval import Interval
 from ..intervals.jacobian import nonnegative_norm
 from ..ir import Graph
@@ -203,7 +203,7 @@ def segmented_bound(
     split = splits[-1]
     if split is not None:
         # the float32 runtime's margin, as the whole pass takes it (lipaudit.domain.jacobian)
-        figure = chained[-1] * (1 + FLOAT32_MARGIN) ** max(1, len(graph.nodes))
+        figure = chained[-1] * float32_margin(graph)
         chain = [(found[a], found[b], _norm(links[(a, b)][0]), links[(a, b)][1]) for a, b in split]
         return SegmentedBound(figure, [], time.perf_counter() - start, failures, chain)
     if not best[pieces] < whole:

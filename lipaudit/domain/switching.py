@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..compose import FLOAT32_MARGIN
+from ..compose import float32_margin
 from ..intervals.interval import Interval
 from ..intervals.jacobian import STEP_ROUNDING, UNIT, Jac, JacobianContext
 from ..ir import Graph
@@ -158,7 +158,7 @@ def switching_bound(
         _groups(chosen)[live],
         conflict,
     )
-    figure *= (1.0 + FLOAT32_MARGIN) ** max(1, len(graph.nodes))
+    figure *= float32_margin(graph)
     return SwitchingBound(figure, count, boxes, converged and complete)
 
 

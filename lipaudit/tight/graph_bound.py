@@ -17,8 +17,9 @@ The network figure covers every position of ``graph.output``: a name listed twic
 (the root sum of squares of the positions), as in the product (compose).
 
 The recursion's chain norms are those of the exact operators, in float64; the model runs in
-float32.  As the composer does for each factor, every Network node adds FLOAT32_MARGIN (relative)
-for that rounding.
+float32.  As the composer does for each factor, every node of the graph that computes (not one
+that only moves entries) adds FLOAT32_MARGIN (relative) for that rounding
+(lipaudit.compose.float32_margin).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from ..compose import FLOAT32_MARGIN, NetworkBound
+from ..compose import NetworkBound, float32_margin
 from ..intervals.interval import Interval
 from ..ir import Graph
 from ..report_types import ResidualBranch
@@ -118,7 +119,7 @@ def tighten(
     factors = {layer.node: layer.output_factors for layer in composed.layers}
     described = network_from_graph(graph, factors, seed=seed, neuron_slopes=local)
     net = described.network
-    margin = (1.0 + FLOAT32_MARGIN) ** len(net)
+    margin = float32_margin(graph)
     recursion = bound == "recursion"
     outputs = {name: product for name, product in composed.outputs.items() if product is not None}
     upper, method, finished = composed.upper_bound, "product", True
