@@ -7,6 +7,7 @@ from ..ir import Graph
 from .col2im import Col2ImAsConvTranspose
 from .collapse_reshapes import CollapseReshapes
 from .concat_slices import ConcatSlices
+from .drop_identity_moves import DropIdentityMoves
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
@@ -26,6 +27,7 @@ def rewrite_passes() -> PassManager:
     """Before analysis: fusions first (they expose folds and merges), then folds and merges."""
     return PassManager(
         [
+            DropIdentityMoves(),
             TriluMask(),
             Col2ImAsConvTranspose(),
             FuseActivations(),
@@ -54,6 +56,7 @@ __all__ = [
     "Col2ImAsConvTranspose",
     "CollapseReshapes",
     "ConcatSlices",
+    "DropIdentityMoves",
     "DropSoftmaxNanGuard",
     "FillDefaultAttributes",
     "FoldBatchNorm",
