@@ -61,14 +61,21 @@ def parse_model(data: bytes, path: Path, *, map_external_data: bool = False) -> 
             f"{path} is not an ONNX model (no graph or opset)",
             hint="pass an .onnx file, a TorchScript .pt or a torch.export .pt2",
         )
-    if not map_external_data:
-        try:
+    try:
+        if not map_external_data:
             external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError, onnx.checker.ValidationError) as error:
-            raise ModelLoadError(
-                f"cannot read the external data of {path}: {str(error).splitlines()[0]}",
-                hint="keep the weight files next to the model, as they were exported",
-            ) from error
+        for tensor in _side_tensors(model.graph, main=True):
+            # onnx reads these from the current folder, and so does onnxruntime given the model as
+            # bytes: a file of the same name there would be read instead of the model's own.
+            if uses_external_data(tensor):
+                external_data_helper.load_external_data_for_tensor(tensor, str(path.parent))
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                del tensor.external_data[:]
+    except (OSError, ValueError, onnx.checker.ValidationError) as error:
+        raise ModelLoadError(
+            f"cannot read the external data of {path}: {str(error).splitlines()[0]}",
+            hint="keep the weight files next to the model, as they were exported",
+        ) from error
     opset = model_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelLoadError(
@@ -235,3 +242,21 @@ def load_onnx(
         opset_imports=opsets,
     )
     return graph, model
+
+
+def _side_tensors(graph: onnx.GraphProto, main: bool) -> list[onnx.TensorProto]:
+    """Every tensor of ``graph`` but the main graph's dense initializers (which may stay on disk,
+    memory-mapped): sparse initializers, tensor attributes, and all tensors of subgraphs."""
+    found: list[onnx.TensorProto] = [] if main else list(graph.initializer)
+    for sparse in graph.sparse_initializer:
+        found += [sparse.values, sparse.indices]
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                found.append(attribute.t)
+            found += list(attribute.tensors)
+            for sparse in [attribute.sparse_tensor, *attribute.sparse_tensors]:
+                found += [sparse.values, sparse.indices]
+            for sub in [attribute.g, *attribute.graphs]:
+                found += _side_tensors(sub, main=False)
+    return found

@@ -73,6 +73,55 @@ def test_missing_external_data_is_a_load_error(tmp_path: Path) -> None:
         audit(str(tmp_path / "ext.onnx"))
 
 
+def _external(tensor_proto: onnx.TensorProto, folder: Path, file: str, array: np.ndarray) -> None:
+    """Point the tensor at ``file`` (relative to the model's folder) holding ``array``."""
+    array.astype(np.float32).tofile(folder / file)
+    tensor_proto.ClearField("raw_data")
+    del tensor_proto.float_data[:]
+    tensor_proto.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", file), ("offset", "0"), ("length", str(array.size * 4))):
+        entry = tensor_proto.external_data.add()
+        entry.key, entry.value = key, value
+
+
+@pytest.mark.parametrize("in_memory_limit", [None, 1])
+def test_external_data_of_sparse_and_subgraph_tensors_comes_from_the_models_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory_limit: int | None
+) -> None:
+    """A sparse initializer's values and an If branch's weight, both in files next to the model;
+    files of the same names, holding other numbers, in the current folder must not be read (onnx
+    and onnxruntime resolve such names against the current folder by themselves)."""
+    folder, elsewhere = tmp_path / "model", tmp_path / "cwd"
+    folder.mkdir()
+    elsewhere.mkdir()
+    sparse_values = onnx.numpy_helper.from_array(W1.reshape(-1), "ws")
+    _external(sparse_values, folder, "ws.bin", W1.reshape(-1))
+    sparse = helper.make_sparse_tensor(
+        sparse_values, onnx.numpy_helper.from_array(np.arange(30, dtype=np.int64)), [6, 5]
+    )
+    branch_weight = tensor("wb", W2)
+    _external(branch_weight, folder, "wb.bin", W2)
+    for name, array in (("ws.bin", W1 * 0.01), ("wb.bin", W2 * 0.01)):
+        array.astype(np.float32).tofile(elsewhere / name)
+    out = helper.make_tensor_value_info("o", onnx.TensorProto.FLOAT, [1, 3])
+    then_branch = helper.make_graph(
+        [helper.make_node("MatMul", ["r", "wb"], ["o"])], "then", [], [out], [branch_weight]
+    )
+    skip = helper.make_graph([helper.make_node("MatMul", ["r", "wb"], ["o"])], "else", [], [out], [tensor("wb", W2)])
+    nodes = [
+        helper.make_node("MatMul", ["x", "ws"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("If", ["yes"], ["y"], then_branch=then_branch, else_branch=skip),
+    ]
+    model = graph_model(nodes, [1, 6], {"yes": np.array(True)})
+    model.graph.sparse_initializer.append(sparse)
+    onnx.save(model, str(folder / "model.onnx"))
+    monkeypatch.chdir(elsewhere)
+    options = {} if in_memory_limit is None else {"in_memory_limit": in_memory_limit}
+    report = audit(str(folder / "model.onnx"), **options)
+    assert report.network.product_bound == pytest.approx(_expected(), rel=1e-6)
+
+
 @pytest.mark.parametrize("opset", range(6, 22))
 def test_opsets_six_to_twenty_one_give_the_same_bound(tmp_path: Path, opset: int) -> None:
     model = graph_model(_mlp_nodes(), [1, 6], {"w1": W1, "w2": W2}, opset=opset)
