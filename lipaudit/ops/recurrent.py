@@ -130,6 +130,24 @@ class Recurrent(Op):
             ctx.const_input(node, 3) if given else np.zeros((directions, 2 * self.gates * hidden)),
         ]
 
+    def _check_weight_shapes(self, node: Node, ctx: RuleContext) -> None:
+        """W and R must have gates × hidden_size rows, R and the initial states hidden_size columns:
+        torch's dynamo exporter writes nn.LSTM(proj_size=p) as an LSTM of hidden_size p with a cell
+        state of the unprojected size, a file no runtime reads (onnxruntime refuses it too)."""
+        hidden = node.attr_int("hidden_size")
+        w, r = self.constants(node, ctx)[:2]
+        rows = {np.shape(m)[-2] for m in (w, r) if m is not None and np.ndim(m) == 3}
+        columns = {np.shape(r)[-1]} if r is not None and np.ndim(r) == 3 else set()
+        for index in self.state_inputs:
+            if len(node.inputs) > index and node.inputs[index]:
+                columns.add(ctx.input_shape(node, index)[-1])
+        if rows - {self.gates * hidden} or columns - {hidden}:
+            raise RuleInputError(
+                f"{node.op_type} '{node.name}' has weights or initial states for another size than its "
+                f"hidden_size {hidden}: the file is inconsistent (onnxruntime refuses it too; torch's dynamo "
+                "exporter writes nn.LSTM(proj_size=…) so)"
+            )
+
     def unroll(self, node: Node, ctx: RuleContext, ranges: bool) -> list[Unrolled]:
         """Each direction unrolled, over the input's range (or the whole line when ``ranges`` is False)."""
         why = self.unsupported(node)
@@ -142,6 +160,7 @@ class Recurrent(Op):
             lengths = ctx.const_input(node, 4)
             if lengths is None or np.any(np.asarray(lengths) != steps):
                 raise RuleInputError(f"{node.op_type} with sequence_lens shorter than the sequence has no rule yet")
+        self._check_weight_shapes(node, ctx)
         x = ctx.range_of(node.inputs[0]).broadcast_to(shape) if ranges else Interval.full(shape)
         if layout:
             x = Interval(np.swapaxes(x.lo, 0, 1), np.swapaxes(x.hi, 0, 1))

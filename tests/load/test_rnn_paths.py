@@ -64,3 +64,30 @@ def test_every_path_gives_one_sound_figure(case: str, tmp_path: Path) -> None:
     assert all(math.isclose(f, figures[0], rel_tol=1e-6) for f in figures), figures
     seen = max_jacobian_norm(module.double(), shape, samples=32, seed=0)
     assert figures[0] >= seen
+
+
+class _Projected(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.cell = nn.LSTM(4, 6, batch_first=True, proj_size=3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.cell(x)[0][:, -1])
+
+
+def test_an_lstm_with_projections_is_unsupported_with_its_reason_on_every_path(tmp_path: Path) -> None:
+    """nn.LSTM(proj_size) has no rule: the torch paths name proj_size, and the dynamo exporter's
+    file (an LSTM of hidden_size 3 whose cell state has 6 entries, which onnxruntime refuses) is
+    called inconsistent, not a numpy broadcasting error."""
+    module, example = _Projected().eval(), torch.randn(1, 3, 4)
+    archive, dynamo = tmp_path / "model.pt2", tmp_path / "dynamo.onnx"
+    torch.export.save(torch.export.export(module, (example,)), str(archive))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(dynamo), dynamo=True)
+    for path, words in ((archive, "proj_size"), (dynamo, "inconsistent")):
+        report = audit(str(path), verify=False)
+        reasons = [blocker.reason for blocker in report.network.unsupported]
+        assert report.exit_code() == 3 and any(words in reason for reason in reasons), (path, reasons)
