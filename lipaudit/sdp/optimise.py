@@ -56,7 +56,12 @@ class Optimum:
 
     def describe(self) -> str:
         if not self.interior:
-            return f"{self.evaluations} evaluations"
+            # Where it stops depends on the program's last bits: twins whose weights the exporters
+            # rounded differently can get figures a few percent apart, both certified.
+            return (
+                f"{self.evaluations} evaluations of the first-order method, which stops on a fixed budget "
+                "of work or when it stalls, not at a proven optimum (--recursion-budget runs it longer)"
+            )
         reached = "gap reached" if self.converged else "stopped short of the gap"
         return f"{self.iterations} interior-point iterations ({reached})"
 
