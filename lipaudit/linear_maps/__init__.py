@@ -9,7 +9,7 @@ about graphs or ops.
 
 from .base import SUM_MARGIN, Barrier, Linear
 from .convolution import AvgPool, Conv
-from .dense import AxisSum, Concat, Dense, Mean, Scale, Sum
+from .dense import AxisSum, Concat, Dense, LeftDense, Mean, Scale, Sum
 from .moves import Pad, Permutation, Pick, Reshape, Slice
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Concat",
     "Conv",
     "Dense",
+    "LeftDense",
     "Linear",
     "Mean",
     "Pad",

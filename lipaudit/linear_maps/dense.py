@@ -52,6 +52,37 @@ class Dense(Linear):
 
 
 @dataclass(eq=False)
+class LeftDense(Linear):
+    """y = matrix @ x with the constant on the left, matrix (k, n) acting on axis −2 of x (…, n, m):
+    I ⊗ matrix on the flat vector, so its norm is ‖matrix‖₂ (torch.export writes an adaptive
+    average pool with unequal windows as one such product per spatial axis)."""
+
+    matrix: Tensor
+
+    def out_shape(self, shapes: Sequence[Shape]) -> Shape:
+        shape = shapes[0]
+        if len(shape) < 2 or shape[-2] != self.matrix.shape[1]:
+            raise ValueError(f"matrix {tuple(self.matrix.shape)} does not act on axis −2 of {shape}")
+        return tuple(shape[:-2]) + (int(self.matrix.shape[0]), int(shape[-1]))
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return torch.matmul(self.matrix.to(dtype=xs[0].dtype, device=xs[0].device), xs[0])
+
+    def norm(self) -> float:
+        return dense_norm(self.matrix).value
+
+    def cost(self) -> float:
+        k, n = self.matrix.shape
+        return float(n) * k * min(n, k)
+
+    def absolute(self) -> LeftDense:
+        return LeftDense(self.matrix.abs())
+
+    def terms(self) -> int:
+        return int(self.matrix.shape[1])
+
+
+@dataclass(eq=False)
 class Scale(Linear):
     """y = x * factor, the factor broadcast against x (Mul by a constant, folded BatchNorm)."""
 

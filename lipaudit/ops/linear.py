@@ -23,7 +23,8 @@ from ..intervals.jacobian import Jac, JacobianContext, matmul
 from ..intervals.norms import nonnegative_norm_bound
 from ..invariants import present
 from ..ir import Node
-from ..linear_maps import Barrier, Dense, Linear
+from ..linear_maps import Barrier, Dense, LeftDense, Linear
+from ..linear_maps.base import f64
 from ..spectral.conv import conv_norm
 from ..spectral.dense import dense_norm
 from .context import DOMAIN_HINT, RuleContext, broadcast_copies, broadcast_gain, domain_factor
@@ -210,9 +211,12 @@ class MatMul(Op):
 
     def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
         matrix = const(ctx, node, 1)
-        if matrix is None or matrix.ndim != 2 or not variable_at(ctx, node, 0):
-            return Barrier("a MatMul that is not x·B with a constant matrix B")
-        return Dense.of(matrix)
+        if matrix is not None and matrix.ndim == 2 and variable_at(ctx, node, 0):
+            return Dense.of(matrix)
+        left = const(ctx, node, 0)
+        if left is not None and left.ndim == 2 and variable_at(ctx, node, 1) and len(ctx.input_shape(node, 1)) >= 2:
+            return LeftDense(f64(left))
+        return Barrier("a MatMul that is not x·B or A·x with a constant matrix")
 
 
 def _as_matrices(shape: tuple[int, ...], side: int) -> tuple[int, ...]:

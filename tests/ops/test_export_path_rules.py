@@ -152,16 +152,23 @@ def test_where_with_a_constant_condition_is_the_entries_it_keeps(position: int, 
     assert truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + 1e-4)
 
 
-def test_adaptive_pooling_through_dynamo_gets_its_operators_norm(tmp_path: Path) -> None:
-    """Dynamo writes an adaptive average pool with unequal windows as index arithmetic: GatherND,
-    a Where that masks the window's indices, Gathers, Add and Div; the .pt2 keeps one op."""
-    module = Lambda(lambda x: F.adaptive_avg_pool2d(x, (1, 5))).eval()
-    example = torch.randn(1, 1, 1, 2)
-    dynamo = tmp_path / "dynamo.onnx"
+@pytest.mark.parametrize("output_size", [(1, 5), (2, 2)])
+def test_adaptive_pooling_gets_its_operators_norm_on_dynamo_and_pt2(output_size, tmp_path: Path) -> None:
+    """Dynamo writes an adaptive average pool with unequal windows as index arithmetic (GatherND, a
+    Where that masks the window's indices, Gathers, ReduceMean or Add and Div); torch.export as a
+    constant pooling matrix on the left of each spatial axis (A·x). Both are linear maps the
+    recursion composes with the convolution before them."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 2).eval()
+    module = Lambda(lambda x: F.adaptive_avg_pool2d(conv(x), output_size)).eval()
+    example = torch.randn(1, 2, 4, 4)
+    dynamo, archive = tmp_path / "dynamo.onnx", tmp_path / "model.pt2"
     torch.onnx.export(module, (example,), str(dynamo), dynamo=True)
-    truth = spectral_norm(operator_matrix(onnx.load(str(dynamo)), [1, 1, 1, 2]))
-    report = audit(str(dynamo))
-    assert report.exit_code() == 0 and truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + 1e-4)
+    torch.export.save(torch.export.export(module, (example,)), str(archive))
+    truth = spectral_norm(operator_matrix(onnx.load(str(dynamo)), [1, 2, 4, 4]))
+    for path in (dynamo, archive):
+        report = audit(str(path))
+        assert report.exit_code() == 0 and truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + 1e-4), path
 
 
 @pytest.mark.parametrize(
