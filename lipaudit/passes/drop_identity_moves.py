@@ -4,11 +4,16 @@ the identity permutation, an Expand or Tile to the same shape, a Pad of nothing)
 TorchScript keeps the full-range Slice that indexing such as ``g[:, :, None, None]`` records, where
 the ONNX exporters and torch.export write none: kept, it is one more node between two that other
 passes would meet, and its range's outward rounding moves the figure in its last digits.
-Whether a node is such a move is read from the op's own description of its run
-(``Op.linear_part``: a Reshape to its input's shape, or a Permutation that is the identity).
+Whether a node is such a move is read from its attributes where they show it (``_keeps_every_entry``),
+else from the op's own description of its run (``Op.linear_part``: a Reshape to its input's shape,
+or a Permutation that is the identity).
 """
 
 from __future__ import annotations
+
+import math
+
+import numpy as np
 
 from ..ir import Graph, Node
 from ..linear_maps import Permutation, Reshape
@@ -16,6 +21,8 @@ from ..ops import RuleContext, resolve
 from .manager import NodeRewrite
 
 MOVES = ("Identity", "Slice", "Transpose", "Expand", "Tile", "Pad")
+# Above this many entries a move is only dropped when its attributes show it is the identity.
+DESCRIBED_LIMIT = 2**16
 
 
 class DropIdentityMoves(NodeRewrite):
@@ -37,6 +44,22 @@ class DropIdentityMoves(NodeRewrite):
 
 
 def _keeps_every_entry(graph: Graph, node: Node, shape: tuple[int, ...]) -> bool:
+    """With the output's shape the input's: Identity, Expand and Tile copy nothing then, and a
+    Transpose by 0, 1, … or a Slice of unit steps keeps every entry in place; anything else (a Pad
+    that shifts, a reversal) is read from the op's description of its run, on values small enough
+    that running it on their entries costs little."""
+    if node.op_type in ("Identity", "Expand", "Tile"):
+        return True
+    if node.op_type == "Transpose":
+        return list(node.attr_ints("perm", list(reversed(range(len(shape)))))) == list(range(len(shape)))
+    if node.op_type == "Slice" and len(node.inputs) > 4 and node.inputs[4]:
+        steps = graph.const(node.inputs[4])
+        if steps is not None and bool(np.all(np.asarray(steps) == 1)):
+            return True
+    elif node.op_type == "Slice":
+        return True  # no steps: every step 1
+    if math.prod(shape) > DESCRIBED_LIMIT:
+        return False
     op = resolve(node, graph.opset_of(node))
     if op is None:
         return False

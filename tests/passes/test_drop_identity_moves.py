@@ -30,11 +30,11 @@ def _ints(name, values):
 def test_moves_that_keep_every_entry_in_place_are_dropped(tmp_path) -> None:
     nodes = [
         helper.make_node("Identity", ["x"], ["a"]),
-        helper.make_node("Slice", ["a", "starts", "ends", "axes"], ["b"]),  # the whole of axes 1 and 2
+        helper.make_node("Slice", ["a", "starts", "ends", "axes", "ones"], ["b"]),  # the whole of axes 1, 2
         helper.make_node("Transpose", ["b"], ["c"], perm=[0, 1, 2]),
         helper.make_node("Relu", ["c"], ["y"]),
     ]
-    initializers = [_ints("starts", [0, 0]), _ints("ends", [2**62, 3]), _ints("axes", [1, 2])]
+    initializers = [_ints("starts", [0, 0]), _ints("ends", [2**62, 3]), _ints("axes", [1, 2]), _ints("ones", [1, 1])]
     graph = _graph(nodes, initializers, tmp_path)
     assert DropIdentityMoves().run(graph)
     assert [node.op_type for node in graph.nodes] == ["Relu"] and graph.nodes[0].inputs == ("x",)
@@ -45,7 +45,8 @@ def test_a_move_that_keeps_the_shape_but_moves_entries_stays(tmp_path) -> None:
         helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 1]),  # a square transpose
         helper.make_node("Slice", ["a", "starts", "ends", "axes", "steps"], ["b"]),  # reversed rows
         helper.make_node("Slice", ["b", "one", "three", "axis"], ["c"]),  # rows 1 and 2 only
-        helper.make_node("Pad", ["c", "pads"], ["y"]),
+        helper.make_node("Pad", ["c", "pads"], ["d"]),
+        helper.make_node("Pad", ["d", "shift"], ["y"]),  # one row in, one row out: the same shape, moved
     ]
     initializers = [
         _ints("starts", [-1]),
@@ -56,7 +57,8 @@ def test_a_move_that_keeps_the_shape_but_moves_entries_stays(tmp_path) -> None:
         _ints("three", [3]),
         _ints("axis", [1]),
         _ints("pads", [0, 1, 0, 0, 0, 0]),
+        _ints("shift", [0, 1, 0, 0, -1, 0]),
     ]
     graph = _graph(nodes, initializers, tmp_path)
     assert not DropIdentityMoves().run(graph)
-    assert [node.op_type for node in graph.nodes] == ["Transpose", "Slice", "Slice", "Pad"]
+    assert [node.op_type for node in graph.nodes] == ["Transpose", "Slice", "Slice", "Pad", "Pad"]
