@@ -27,6 +27,11 @@ _NONDETERMINISTIC = {
 }
 
 
+# Ops the reference evaluator computes otherwise than the runtime: it ignores the recurrent ops'
+# activations (an LSTM with Affine folded to the default's values). They fold by onnxruntime only.
+RUNTIME_FIRST = frozenset({"LSTM", "GRU", "RNN"})
+
+
 def _known_shape(graph: Graph, name: str) -> tuple[int, ...] | None:
     shape = graph.shape(name)
     if shape is None or any(d is None or d < 0 for d in shape):
@@ -46,13 +51,15 @@ def _attribute_value(value):
     return numpy_helper.from_array(value) if isinstance(value, np.ndarray) else value
 
 
-def _evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
+def _evaluate(node: Node, graph: Graph) -> list[np.ndarray | None] | None:
     inputs = [name for name in node.inputs if name]
     try:
         attrs = {key: _attribute_value(value) for key, value in node.attrs.items()}
         proto = helper.make_node(node.op_type, node.inputs, node.outputs, domain=node.domain or None, **attrs)
     except Exception:  # an attribute make_node cannot write back: the node stays; its rule decides
         return None
+    if node.op_type in RUNTIME_FIRST:
+        return _by_runtime(proto, graph, inputs)
     try:
         evaluator = ReferenceEvaluator(proto, opsets={"": graph.opset})
         return list(evaluator.run(None, {name: graph.const(name) for name in inputs}))
@@ -60,7 +67,7 @@ def _evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
         return _by_runtime(proto, graph, inputs)
 
 
-def _by_runtime(proto, graph: Graph, inputs: list[str]) -> list[np.ndarray] | None:
+def _by_runtime(proto, graph: Graph, inputs: list[str]) -> list[np.ndarray | None] | None:
     """The node run by onnxruntime, which runs the model: the legacy exporter writes CumSum's axis
     as a 1-element tensor, which onnxruntime accepts and the reference evaluator refuses, and the
     shape arithmetic around it must still fold."""
@@ -75,12 +82,15 @@ def _by_runtime(proto, graph: Graph, inputs: list[str]) -> list[np.ndarray] | No
         options = ort.SessionOptions()
         options.log_severity_level = 3
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        return [np.asarray(value) for value in session.run(None, {})]
+        named = [name for name in proto.output if name]
+        values = dict(zip(named, session.run(named, {})))
+        # By position, as the node lists its outputs: an omitted one ('') has no value.
+        return [np.asarray(values[name]) if name else None for name in proto.output]
     except Exception:  # the runtime cannot run it either: the node stays; its rule decides
         return None
 
 
-def _results(node: Node, graph: Graph, data_shaped: dict[str, str]) -> list[np.ndarray] | None:
+def _results(node: Node, graph: Graph, data_shaped: dict[str, str]) -> list[np.ndarray | None] | None:
     if node.domain:
         return None
     if node.op_type in ("Shape", "Size") and node.inputs and node.inputs[0] in data_shaped:
@@ -109,6 +119,8 @@ class FoldConstants(Pass):
                 if reason is not None:
                     data_shaped.update((name, reason) for name in node.outputs if name)
                 continue
+            if len(results) != len(node.outputs) or any(n and r is None for n, r in zip(node.outputs, results)):
+                continue  # an evaluator that did not give every output by position: the node stays
             for name, array in zip(node.outputs, results):
                 if name:
                     array = np.asarray(array)

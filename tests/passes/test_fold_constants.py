@@ -117,3 +117,45 @@ def test_a_node_the_reference_evaluator_refuses_folds_through_onnxruntime(tmp_pa
     FoldConstants().run(graph)
     assert [node.op_type for node in graph.nodes] == ["Mul"]
     assert graph.const(graph.nodes[0].inputs[1]).tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("activations", [["Relu"], ["Sigmoid", "Tanh", "Affine"]])
+def test_a_recurrent_op_of_constants_folds_as_the_runtime_runs_it(activations, tmp_path) -> None:
+    """An RNN or LSTM of constants, its first output omitted (''): its folded outputs keep their
+    positions, and non-default activations are the runtime's (onnx's reference evaluator ignores
+    them). y = x·Y_h, so the figure is max|Y_h| as onnxruntime computes the model."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.builders import operator_matrix, spectral_norm
+
+    rng = np.random.default_rng(1)
+    op, gates = ("RNN", 1) if activations == ["Relu"] else ("LSTM", 4)
+    weights = {
+        "X": rng.normal(size=(3, 1, 2)),
+        "W": rng.normal(size=(1, gates * 4, 2)),
+        "R": rng.normal(size=(1, gates * 4, 4)),
+    }
+    extra = {"activation_alpha": [10.0], "activation_beta": [0.0]} if "Affine" in activations else {}
+    outputs = ["", "Yh"] if op == "RNN" else ["", "Yh", "Yc"]
+    nodes = [
+        helper.make_node(op, ["X", "W", "R"], outputs, hidden_size=4, activations=activations, **extra),
+        helper.make_node("Reshape", ["Yh", "shape"], ["h"]),
+        helper.make_node("Mul", ["x", "h"], ["y"]),
+    ]
+    initializers = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    initializers.append(numpy_helper.from_array(np.array([1, 4], np.int64), "shape"))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    model = helper.make_model(
+        helper.make_graph(nodes, "rnn", [x], [y], initializers), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    path = tmp_path / "rnn.onnx"
+    onnx.save(model, str(path))
+    truth = spectral_norm(operator_matrix(model, [1, 4]))
+    for verify in (True, False):
+        report = audit(str(path), verify=verify)
+        assert report.exit_code() == 0 and report.network.certified
+        assert truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + 1e-5)
