@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..spectral.scaling import sqrt_up
 from .interval import BeyondStandIn, Interval, outward, restore_infinities, stand_in
 from .norms import nonnegative_norm_bound
 
@@ -132,8 +133,8 @@ def expand(jac: Jac, out_shape: Sequence[int]) -> Jac:
         return jac
     padded = (jac.directions,) + (1,) * (len(out_shape) - len(jac.shape)) + jac.shape
     full = (jac.directions,) + out_shape
-    copies = math.prod(out_shape) / max(1, math.prod(jac.shape))
-    return jac.map(lambda t: t.reshape(padded).expand(full), math.sqrt(copies))
+    copies = math.prod(out_shape) // max(1, math.prod(jac.shape))  # a broadcast copies whole entries
+    return jac.map(lambda t: t.reshape(padded).expand(full), sqrt_up(copies))
 
 
 def times(jac: Jac, factor: Interval) -> Jac:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..spectral.scaling import sqrt_up
 from .base import Linear, Shape, torch_pad
 
 
@@ -124,7 +125,7 @@ class Pick(_Gather):
 
     def norm(self) -> float:
         kept = self.index[self.index >= 0]
-        return math.sqrt(int(torch.bincount(kept).max())) if kept.numel() else 0.0
+        return sqrt_up(int(torch.bincount(kept).max())) if kept.numel() else 0.0
 
 
 @dataclass(eq=False)

@@ -21,6 +21,7 @@ from ..intervals.jacobian import Jac, JacobianContext
 from ..invariants import present
 from ..ir import Node
 from ..linear_maps import AxisSum, Barrier, Linear, Mean, Reshape
+from ..spectral.scaling import sqrt_up
 from .context import DOMAIN_HINT, RuleContext, RuleInputError, domain_factor
 from .factor import Factor
 from .interval_rules import endpoint_args, monotone_interval, run_op
@@ -112,7 +113,7 @@ class Summation(Reduction):
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         k = reduced_count(node, ctx)
-        return Factor.constant(math.sqrt(k), "closed-form", note=f"sum of {k} entries")
+        return Factor.constant(sqrt_up(k), "closed-form", note=f"sum of {k} entries")
 
 
 @register

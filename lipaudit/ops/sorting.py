@@ -11,13 +11,13 @@ out of the pieces an exporter writes, because measured piece by piece the pair c
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
 import torch
 
 from ..ir import Node
+from ..spectral.scaling import sqrt_up
 from .context import RuleContext, RuleInputError
 from .factor import Factor
 from .registry import FUSED_DOMAIN, Op, register
@@ -108,7 +108,7 @@ class MaxMin(Op):
         if copies == 1:
             return Factor.constant(1.0, "closed-form", note="disjoint pairs, each sorted")
         return Factor.constant(
-            math.sqrt(copies), "closed-form", note=f"the two selections overlap: an entry appears {copies} times"
+            sqrt_up(copies), "closed-form", note=f"the two selections overlap: an entry appears {copies} times"
         )
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:

@@ -19,6 +19,7 @@ from ..intervals.jacobian import Jac, JacobianContext, expand
 from ..ir import Node
 from ..linear_maps import Barrier, Linear
 from ..linear_maps import Concat as ConcatMap
+from ..spectral.scaling import sqrt_up
 from .context import RuleContext, RuleInputError, broadcast_copies, domain_factor
 from .factor import Factor
 from .geometry import pad_multiplicity, pad_source_index
@@ -252,7 +253,7 @@ class Copying(Op):
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         copies = self.copies(ctx.input_shape(node), ctx.output_shape(node))
-        return Factor.constant(math.sqrt(copies), "closed-form", note=f"each entry copied {copies}×")
+        return Factor.constant(sqrt_up(copies), "closed-form", note=f"each entry copied {copies}×")
 
     def linear_part(self, node: Node, ctx: RuleContext) -> tuple[Linear | None, ...] | Barrier:
         """A Pick: the recursion then sees which entries the copies come from, so copies that
@@ -292,7 +293,7 @@ class Tile(Copying):
         if jac is None or repeats is None or jctx.rules.graph.variable_inputs(node) != [node.inputs[0]]:
             return None
         counts = [int(r) for r in np.asarray(repeats).reshape(-1)]
-        return [jac.map(lambda t: t.repeat(1, *counts), math.sqrt(math.prod(counts)))]
+        return [jac.map(lambda t: t.repeat(1, *counts), sqrt_up(math.prod(counts)))]
 
 
 @register
@@ -314,7 +315,7 @@ class Gather(Op):
         axis_len = shape[node.attr_int("axis") % len(shape)]
         normalised = np.where(index_values < 0, index_values + axis_len, index_values).ravel()
         repeats = int(np.bincount(normalised.astype(np.int64)).max(initial=1)) if normalised.size else 1
-        return Factor.constant(math.sqrt(repeats), "closed-form")
+        return Factor.constant(sqrt_up(repeats), "closed-form")
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, indices = args[0], args[1].long()
@@ -351,7 +352,7 @@ class PickByIndices(Op):
         numbers = torch.arange(math.prod(shape), dtype=torch.int64).reshape(shape)
         picked = self.pick(numbers, torch.from_numpy(np.array(index_values)), node)
         repeats = int(torch.bincount(picked.reshape(-1)).max()) if picked.numel() else 1
-        return Factor.constant(math.sqrt(repeats), "closed-form")
+        return Factor.constant(sqrt_up(repeats), "closed-form")
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         return self.pick(args[0], args[1], node)
@@ -439,7 +440,7 @@ class Pad(Op):
         copies = 1
         for i, axis in enumerate(axes):
             copies *= pad_multiplicity(shape[axis], pads[i], pads[i + half], mode)
-        factor = math.sqrt(copies)
+        factor = sqrt_up(copies)
         if any(i not in (0, 2) for i in positions):
             raise RuleInputError(f"the pads or axes of Pad '{node.name}' are computed from the network input")
         # Only constant mode reads the fill value.

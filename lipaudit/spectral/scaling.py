@@ -66,6 +66,14 @@ def in_safe_range(figure: float) -> bool:
     return SAFE_LOW <= figure <= SAFE_HIGH
 
 
+def sqrt_up(count: int) -> float:
+    """√count for a count of copies, never below the exact root: math.sqrt rounds to nearest, and
+    the product of two such roots (√3·√3 = 2.9999999999999996) can fall below the exact figure of
+    ops that round nothing (copies carry no float32 margin)."""
+    root = math.sqrt(count)
+    return root if math.isqrt(count) ** 2 == count else math.nextafter(root, math.inf)
+
+
 def root_sum_squares(values: Iterable[float]) -> float:
     """√(Σ v²) without squaring small or large values out of range."""
     listed = [abs(float(v)) for v in values]

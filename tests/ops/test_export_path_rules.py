@@ -297,3 +297,20 @@ def test_einsum_ranges_on_a_box_hold_the_outputs(tmp_path: Path) -> None:
         truth = max(truth, float(torch.linalg.matrix_norm(jacobian.reshape(-1, 12), ord=2)))
     global_figure = audit(str(save(model, tmp_path, "global.onnx")), bound="product", verify=False).upper_bound
     assert truth <= report.upper_bound < global_figure
+
+
+def test_copies_round_their_root_up(tmp_path: Path) -> None:
+    """Two Tiles that each copy an entry 3 times copy it 9 times: norm exactly 3. Copies carry no
+    float32 margin, so √3·√3 rounded to nearest (2.9999999999999996) would sit below it."""
+    nodes = [
+        onnx.helper.make_node("Tile", ["x", "repeats"], ["t"]),
+        onnx.helper.make_node("Tile", ["t", "repeats"], ["y"]),
+    ]
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 18])
+    repeats = onnx.numpy_helper.from_array(np.array([1, 3], np.int64), "repeats")
+    graph = onnx.helper.make_graph(nodes, "tiles", [x], [y], [repeats])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for bound in ("product", "recursion"):
+        assert audit(str(save(model, tmp_path)), bound=bound).upper_bound >= 3.0
