@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 from torch import Tensor
@@ -16,17 +17,33 @@ from .base import SUM_MARGIN, Linear, Shape, f64
 
 
 @dataclass(eq=False)
-class Dense(Linear):
-    """y = x @ matrix on the last axis; matrix (n_in, n_out) (Gemm with transB: B.T)."""
+class MatrixMap(Linear):
+    """A map by one constant matrix: its norm is the matrix's, which costs an SVD's work (Dense and
+    LeftDense differ only in the axis the matrix acts on)."""
 
     matrix: Tensor
 
     @classmethod
-    def of(cls, matrix) -> Dense:
+    def of(cls, matrix) -> Self:
         m = f64(matrix)
         if m.ndim != 2:
             raise ValueError(f"a dense map needs a matrix, got shape {tuple(m.shape)}")
         return cls(m)
+
+    def norm(self) -> float:
+        return dense_norm(self.matrix).value
+
+    def cost(self) -> float:
+        n, m = self.matrix.shape
+        return float(n) * m * min(n, m)
+
+    def absolute(self) -> Self:
+        return type(self)(self.matrix.abs())
+
+
+@dataclass(eq=False)
+class Dense(MatrixMap):
+    """y = x @ matrix on the last axis; matrix (n_in, n_out) (Gemm with transB: B.T)."""
 
     def out_shape(self, shapes: Sequence[Shape]) -> Shape:
         shape = shapes[0]
@@ -37,27 +54,15 @@ class Dense(Linear):
     def forward(self, *xs: Tensor) -> Tensor:
         return xs[0] @ self.matrix.to(dtype=xs[0].dtype, device=xs[0].device)
 
-    def norm(self) -> float:
-        return dense_norm(self.matrix).value
-
-    def cost(self) -> float:
-        n, m = self.matrix.shape
-        return float(n) * m * min(n, m)
-
-    def absolute(self) -> Dense:
-        return Dense(self.matrix.abs())
-
     def terms(self) -> int:
         return int(self.matrix.shape[0])
 
 
 @dataclass(eq=False)
-class LeftDense(Linear):
+class LeftDense(MatrixMap):
     """y = matrix @ x with the constant on the left, matrix (k, n) acting on axis −2 of x (…, n, m):
     I ⊗ matrix on the flat vector, so its norm is ‖matrix‖₂ (torch.export writes an adaptive
     average pool with unequal windows as one such product per spatial axis)."""
-
-    matrix: Tensor
 
     def out_shape(self, shapes: Sequence[Shape]) -> Shape:
         shape = shapes[0]
@@ -67,16 +72,6 @@ class LeftDense(Linear):
 
     def forward(self, *xs: Tensor) -> Tensor:
         return torch.matmul(self.matrix.to(dtype=xs[0].dtype, device=xs[0].device), xs[0])
-
-    def norm(self) -> float:
-        return dense_norm(self.matrix).value
-
-    def cost(self) -> float:
-        k, n = self.matrix.shape
-        return float(n) * k * min(n, k)
-
-    def absolute(self) -> LeftDense:
-        return LeftDense(self.matrix.abs())
 
     def terms(self) -> int:
         return int(self.matrix.shape[1])

@@ -24,7 +24,6 @@ from ..intervals.norms import nonnegative_norm_bound
 from ..invariants import present
 from ..ir import Node
 from ..linear_maps import Barrier, Dense, LeftDense, Linear
-from ..linear_maps.base import f64
 from ..spectral.conv import conv_norm
 from ..spectral.dense import dense_norm
 from .context import DOMAIN_HINT, RuleContext, broadcast_copies, broadcast_gain, domain_factor
@@ -215,7 +214,7 @@ class MatMul(Op):
             return Dense.of(matrix)
         left = const(ctx, node, 0)
         if left is not None and left.ndim == 2 and variable_at(ctx, node, 1) and len(ctx.input_shape(node, 1)) >= 2:
-            return LeftDense(f64(left))
+            return LeftDense.of(left)
         return Barrier("a MatMul that is not x·B or A·x with a constant matrix")
 
 
