@@ -15,7 +15,7 @@ from onnx import external_data_helper, shape_inference
 from ..errors import ModelLoadError
 from ..ir import Graph, Value
 from ..shapes import resolve_input_shapes
-from .onnx_graph import ExternalData, check_size, ir_nodes, non_finite_initializers, uses_external_data
+from .onnx_graph import ExternalData, check_size, ir_nodes, non_finite_initializers, subgraphs, uses_external_data
 from .sniff import sniff_format
 
 MIN_OPSET = 6
@@ -257,6 +257,6 @@ def _side_tensors(graph: onnx.GraphProto, main: bool) -> list[onnx.TensorProto]:
             found += list(attribute.tensors)
             for sparse in [attribute.sparse_tensor, *attribute.sparse_tensors]:
                 found += [sparse.values, sparse.indices]
-            for sub in [attribute.g, *attribute.graphs]:
-                found += _side_tensors(sub, main=False)
+        for body in subgraphs(node):
+            found += _side_tensors(body, main=False)
     return found

@@ -305,9 +305,8 @@ def _only_added(graph: onnx.GraphProto) -> set[str]:
     for node in graph.node:
         for name in node.input:
             uses.setdefault(name, []).append(node)
-        for attribute in node.attribute:
-            for sub in [attribute.g, *attribute.graphs]:
-                other.update(name for inner in sub.node for name in inner.input)
+        for body in subgraphs(node):
+            other.update(name for inner in body.node for name in inner.input)
 
     def masks(name: str, added: bool, depth: int = 0) -> bool:
         readers = uses.get(name, [])
