@@ -116,7 +116,7 @@ class Where(Op):
         a, b = a.broadcast_to(shape), b.broadcast_to(shape)
         condition = ctx.range_of(node.inputs[0])
         if condition.is_point():  # the same branch for each entry all over the domain
-            chosen = np.broadcast_to(condition.lo != 0, shape)
+            chosen = _first_branch(condition.lo, shape)
             return [Interval(np.where(chosen, a.lo, b.lo), np.where(chosen, a.hi, b.hi))]
         return [hull(a, b)]  # either branch, whatever the condition
 
@@ -139,6 +139,11 @@ def _branch_weights(node: Node, ctx: RuleContext, condition, positions: list[int
     shape = ctx.graph.shape(node.outputs[0])
     if condition is None or shape is None:
         return [1.0] * len(positions)
-    chosen = np.broadcast_to(np.asarray(condition) != 0, tuple(shape))
+    chosen = _first_branch(condition, shape)
     taken = {1: bool(chosen.any()), 2: bool((~chosen).any())}
     return [1.0 if taken[p] else 0.0 for p in positions]
+
+
+def _first_branch(condition, shape) -> np.ndarray:
+    """Per output entry, whether the condition takes the first branch."""
+    return np.broadcast_to(np.asarray(condition) != 0, tuple(shape))
