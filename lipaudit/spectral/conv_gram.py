@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..invariants import present
+from .cost import device_costs, gram_build_seconds
 from .device import one_thread
 from .geometry import window_count
 from .materialize import GramSource
@@ -100,6 +102,13 @@ class ConvGram:
     pair: Tensor
     tap_pairs: Tensor  # (pairs, 2)
     diagonal_taps: Tensor  # (positions, taps) float64: how many reads of tap t fall on each Gram row
+    # Where writing the operator's matrix and one GEMM is predicted cheaper than the tap pairs
+    # (cost.gram_build_seconds): every read (the Gram side's position, the other side's, the tap).
+    by_operator: bool = False
+    read_side: Tensor | None = None
+    read_other: Tensor | None = None
+    read_tap: Tensor | None = None
+    other_positions: int = 0
 
     @property
     def groups(self) -> int:
@@ -114,7 +123,11 @@ class ConvGram:
         return self.a.numel()
 
     @classmethod
-    def build(cls, weight: Tensor, spatial, pads, strides, dilations, groups: int) -> ConvGram:
+    def build(
+        cls, weight: Tensor, spatial, pads, strides, dilations, groups: int, by_operator: bool | None = None
+    ) -> ConvGram:
+        """``by_operator``: assemble through the operator's matrix (True) or the tap pairs (False);
+        None: whichever the cost model predicts cheaper."""
         kernel = tuple(weight.shape[2:])
         device = weight.device
         c_out, c_in_g = weight.shape[:2]
@@ -141,7 +154,42 @@ class ConvGram:
         diagonal_taps = torch.zeros((positions, taps), dtype=torch.float64, device=device)
         diagonal_taps.index_put_((row, t), torch.ones_like(row, dtype=torch.float64), accumulate=True)
         inner = max(1, long * int(per_row))
-        return cls(w, on_input, positions, channels, inner, a, b, pair, tap_pairs, diagonal_taps)
+        other_positions = math.prod(outs) if on_input else math.prod(spatial)
+        _, cheaper = gram_build_seconds(
+            groups=groups,
+            taps=taps,
+            pairs=tap_pairs.shape[0],
+            scatters=a.numel(),
+            reads=j.numel(),
+            channels=channels,
+            long=long,
+            side=channels * positions,
+            other=long * other_positions,
+            costs=device_costs(device),
+        )
+        if not (cheaper if by_operator is None else by_operator):
+            return cls(w, on_input, positions, channels, inner, a, b, pair, tap_pairs, diagonal_taps)
+        # One GEMM sums the products of a whole row of the operator: at most its length, not
+        # only those that share a read.
+        inner = max(inner, long * other_positions)
+        other = j if on_input else p
+        return cls(
+            w,
+            on_input,
+            positions,
+            channels,
+            inner,
+            a,
+            b,
+            pair,
+            tap_pairs,
+            diagonal_taps,
+            True,
+            row,
+            other,
+            t,
+            other_positions,
+        )
 
     # ------------------------------------------------------------------ Gram matrices
 
@@ -174,6 +222,8 @@ class ConvGram:
     def gram(self, groups: Tensor) -> Tensor:
         """(len(groups), side, side) float64 Gram matrices of these groups."""
         groups = groups.to(self.weight.device)
+        if self.by_operator:
+            return self._gram_by_operator(groups)
         count, c, positions = groups.numel(), self.channels, self.positions
         # Position-major rows (p, channel): each c×c block is c contiguous rows of c entries, which
         # the scatter touches far faster than channel-major rows.  The order of the basis changes
@@ -192,6 +242,23 @@ class ConvGram:
                     scatter_view.index_put_((self.a[start:end], self.b[start:end]), block, accumulate=True)
                 start = end
         return gram.reshape(count, self.side, self.side)
+
+    def _gram_by_operator(self, groups: Tensor) -> Tensor:
+        """The Gram matrices through the operator's matrix: each read writes its kernel block (for
+        a fixed position on one side distinct taps read distinct positions on the other, so no
+        entry is written twice and every entry is a kernel entry, exactly), then one GEMM."""
+        side, other = present(self.read_side, "reads"), present(self.read_other, "reads")
+        tap = present(self.read_tap, "reads")
+        w = self.weight[groups]  # (G, C_out/g, C_in/g, taps)
+        count, c = w.shape[0], self.channels
+        blocks = w[..., tap].permute(3, 0, 1, 2) if not self.on_input else w[..., tap].permute(3, 0, 2, 1)
+        long = blocks.shape[-1]  # blocks: (reads, G, c, long), c on the Gram side
+        matrix = torch.zeros(
+            (self.positions, self.other_positions, count, c, long), dtype=torch.float64, device=self.weight.device
+        )
+        matrix.index_put_((side, other), blocks)
+        rows = matrix.permute(2, 0, 3, 1, 4).reshape(count, self.side, self.other_positions * long)
+        return rows @ rows.mT
 
     def profile(self) -> tuple[Tensor, Tensor]:
         """Per group (‖A‖_F, √max diag of the Gram matrix): a certified bound and a lower estimate

@@ -99,6 +99,10 @@ class DeviceCosts:
     gram_bytes: int  # the largest single Gram matrix materialised
 
 
+# The operator's matrix (all groups) is written out to build its Gram matrix by one GEMM only up to
+# this many bytes (conv_gram.ConvGram: the large kernels of composite convolutions on small grids).
+OPERATOR_BYTES = 512 * 2**20
+
 # The tightening budget lets the largest exact test small-input networks need through: 128
 # channels at 8×8 (n = 8192, ResNet-18 at 64×64) takes ~3 s on 2 cores and turns a 2–4 % loose
 # embedding into the exact norm; every other layer of the benchmark models costs well under 2 s.
@@ -191,13 +195,13 @@ class ConvShape:
         """n: the materialised Gram matrix's side, per group."""
         return min(self.input_side, self.output_side)
 
-    def gram_work(self) -> tuple[int, int]:
-        """(distinct tap pairs, block additions) of conv_gram.ConvGram on the smaller side.
+    def gram_work(self) -> tuple[int, int, int]:
+        """(distinct tap pairs, block additions, reads) of conv_gram.ConvGram on the smaller side.
 
-        Whether a read lands inside the input is decided axis by axis, so both counts are
+        Whether a read lands inside the input is decided axis by axis, so the counts are
         products over the axes of the same counts in 1-D (conv_gram's module docstring).
         """
-        pairs, scatters = 1, 1
+        pairs, scatters, count = 1, 1, 1
         n = len(self.spatial)
         for i in range(n):
             k, s, d, size, out = self.kernel[i], self.strides[i], self.dilations[i], self.spatial[i], self.outputs[i]
@@ -209,7 +213,36 @@ class ConvShape:
                 groups.setdefault(read[key], []).append(read[1])
             scatters *= sum(len(taps) ** 2 for taps in groups.values())
             pairs *= len({(a, b) for taps in groups.values() for a in taps for b in taps})
-        return pairs, scatters
+            count *= len(reads)
+        return pairs, scatters, count
+
+
+def gram_build_seconds(
+    *,
+    groups: int,
+    taps: int,
+    pairs: int,
+    scatters: int,
+    reads: int,
+    channels: int,
+    long: int,
+    side: int,
+    other: int,
+    costs: DeviceCosts,
+) -> tuple[float, bool]:
+    """(seconds, through the operator's matrix) to assemble a convolution's Gram matrices, per
+    group of side ``side`` = channels·positions, the other side ``other`` = long·positions: from the tap
+    pairs (conv_gram.ConvGram.gram: a product per pair, then one indexed add per pair, which
+    dominates when a large kernel covers a small grid), or by writing the operator's matrix (one
+    kernel block per read) and one GEMM, whichever is predicted cheaper; the matrix only while it
+    fits OPERATOR_BYTES."""
+    products = taps**2 if 4 * pairs >= taps**2 else pairs  # conv_gram: one GEMM for all pairs
+    by_pairs = groups * (products * 2 * long * channels**2 * costs.gemm_s + scatters * channels**2 * costs.scatter_s)
+    by_pairs += pairs * costs.pair_s
+    if 8 * groups * side * other > OPERATOR_BYTES:
+        return by_pairs, False
+    by_operator = groups * (reads * long * channels * costs.scatter_s + 2 * side * side * other * costs.gemm_s)
+    return (by_operator, True) if by_operator < by_pairs else (by_pairs, False)
 
 
 def embedding_seconds(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCosts, *, estimate: bool) -> float:
@@ -236,10 +269,19 @@ def materialized_seconds(shape: ConvShape, costs: DeviceCosts) -> float | None:
     if 8 * n * n > costs.gram_bytes:
         return None
     channels, long = (shape.c_in_g, shape.c_out // g) if shape.gram_on_input else (shape.c_out // g, shape.c_in_g)
-    pairs, scatters = shape.gram_work()
-    products = shape.taps**2 if 4 * pairs >= shape.taps**2 else pairs  # conv_gram: one GEMM for all pairs
-    build = g * (products * 2 * long * channels**2 * costs.gemm_s + scatters * channels**2 * costs.scatter_s)
-    build += pairs * costs.pair_s
+    pairs, scatters, reads = shape.gram_work()
+    build, _ = gram_build_seconds(
+        groups=g,
+        taps=shape.taps,
+        pairs=pairs,
+        scatters=scatters,
+        reads=reads,
+        channels=channels,
+        long=long,
+        side=n,
+        costs=costs,
+        other=shape.output_side if shape.gram_on_input else shape.input_side,
+    )
     if uses_eigensolver(g, n):
         certify = g * n**3 * costs.eigen_s
     else:

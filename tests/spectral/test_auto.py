@@ -166,11 +166,12 @@ def test_uniform_average_pool_goes_through_the_same_choice():
     [g for g in GEOMETRIES if not g[7] and math.prod(g[2]) < 200],
     ids=[g[0] for g in GEOMETRIES if not g[7] and math.prod(g[2]) < 200],
 )
-def test_tap_pair_gram_is_the_operator_gram(geometry):
+@pytest.mark.parametrize("by_operator", [False, True], ids=["tap-pairs", "operator"])
+def test_tap_pair_gram_is_the_operator_gram(geometry, by_operator):
     name, shape, spatial, strides, pads, dilations, groups, _, _ = geometry
     weight = torch.from_numpy(np.random.default_rng(7).standard_normal(shape))
     matrix = torch_matrix(weight, spatial, strides, pads, dilations, groups)
-    gram = ConvGram.build(weight, spatial, pads, strides, dilations, groups)
+    gram = ConvGram.build(weight, spatial, pads, strides, dilations, groups, by_operator=by_operator)
     blocks = gram.gram(torch.arange(groups))
     truth = torch.linalg.eigvalsh(matrix.T @ matrix if gram.on_input else matrix @ matrix.T)
     ours = torch.linalg.eigvalsh(blocks).flatten().sort().values
@@ -180,7 +181,8 @@ def test_tap_pair_gram_is_the_operator_gram(geometry):
     assert float(frobenius.pow(2).sum()) == pytest.approx(float(matrix.pow(2).sum()), rel=1e-12)
     assert float(lower.max()) <= float(truth[-1].sqrt()) * (1 + 1e-12)
     conv = ConvShape(shape[0], shape[1], groups, shape[2:], spatial, pads, strides, dilations)
-    assert conv.gram_work() == (gram.tap_pairs.shape[0], gram.scatters)
+    reads = int(gram.diagonal_taps.sum())
+    assert conv.gram_work() == (gram.tap_pairs.shape[0], gram.scatters, reads)
     assert conv.gram_side == gram.side and conv.gram_on_input == gram.on_input
 
 
