@@ -36,6 +36,7 @@ from ..invariants import present
 from ..linear_maps import Concat, Linear, Permutation, Reshape, Sum
 from ..spectral import dense_norm
 from ..spectral.scaling import in_safe_range, product_up, root_sum_squares
+from .conv_maps import MERGE_ALWAYS_COST as FREE_COST
 from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
 from .network import Activation, Network, NetworkNode
@@ -149,6 +150,17 @@ class ChainBuilder:
         # set when a collapse would have measured a skeleton (cheap enough, but it has no values):
         # the caller builds that chain again with values (recursion._Sweep._terms)
         self.wanted_values = False
+        # A collapse is keyed by the value whose terms it measures (the input of the unary node, or
+        # the Concat's output): every collapse of one propagation with that key measures the same
+        # terms the same way, so terms that share an anchor share its weight (_merge relies on it).
+        # Under a plan, the keys whose collapse measures its terms whatever they cost:
+        self.planned_collapses: set[int] = set()
+        # Of the last propagation: per key, the maps a measurement of that collapse would measure
+        # (identity -> (the map, kept alive so identities stay unique; its cost): a map shared by
+        # several collapses is measured once), and per anchor the keys of the collapses its weight
+        # goes through (a dry run ranks them by what they feed).
+        self.collapse_units: dict[int, dict[int, tuple[LinearMap, float]]] = {}
+        self.origins: dict[int, frozenset[int]] = {}
 
     def _remember(self, key: tuple, inputs: tuple[Tensor, ...], compute) -> Tensor:
         """compute(), or the result of the same operation on the same tensors earlier."""
@@ -305,23 +317,28 @@ class ChainBuilder:
 
     # ------------------------------------------------------------------ propagation
 
-    def bound(self, terms: list[Term]) -> float:
-        """Σ c_k·‖E_k‖ (the exact figures only when ``measure`` is on, and only for maps whose
-        measurement costs at most ``collapse_cost``)."""
+    def bound(self, terms: list[Term], key: int | None = None) -> float:
+        """Σ c_k·‖E_k‖, at the collapse ``key`` when given (the exact figures only when ``measure``
+        is on, and only for maps whose measurement costs at most ``collapse_cost``, or any when
+        the plan names the collapse)."""
+        units = self.collapse_units.setdefault(key, {}) if key is not None else {}
+        units.update((id(t.map), (t.map, t.map.cost())) for t in terms if t.map.improvable and t.map.cost() > FREE_COST)
         if not self.measure:
             return math.fsum(product_up(t.weight, t.map.cheap) for t in terms)
-        if any(
-            isinstance(t.map, ConvMap) and t.map.skeleton and t.map.improvable and t.map.cost() <= self.collapse_cost
-            for t in terms
-        ):
+        limit = math.inf if key in self.planned_collapses else self.collapse_cost
+        skeletons = [t.map for t in terms if isinstance(t.map, ConvMap) and t.map.skeleton]
+        if any(m.improvable and m.cost() <= limit for m in skeletons):
             self.wanted_values = True
-        return math.fsum(
-            product_up(t.weight, t.map.norm() if t.map.cost() <= self.collapse_cost else t.map.cheap) for t in terms
-        )
+        return math.fsum(product_up(t.weight, t.map.norm() if t.map.cost() <= limit else t.map.cheap) for t in terms)
+
+    def _anchored(self, anchor: int, key: int, terms: list[Term]) -> None:
+        """Record that ``anchor``'s weight comes from the collapse ``key`` of ``terms``."""
+        self.origins[anchor] = frozenset({key}).union(*(self.origins.get(t.anchor, frozenset()) for t in terms))
 
     def propagate(self, source: int, target: int, inside: set[int]) -> list[Term]:
         """The terms of A_{target←source} within the window ``inside`` (region.py)."""
         terms: dict[int, list[Term]] = {source: [Term(source, 1.0, self.identity(source))]}
+        self.collapse_units, self.origins = {}, {}
         for value in sorted(v for v in inside if source < v <= target):
             node = self.network[value]
             inputs = [terms.get(i) for i in node.inputs]
@@ -354,10 +371,12 @@ class ChainBuilder:
             return [Term(t.anchor, t.weight, m) for t, m in zip(terms, exact)]
         self.collapses += 1
         x = node.inputs[0]
-        bound_x = self.bound(terms)
+        bound_x = self.bound(terms, x)
         fresh = self.then(self.identity(x), node)
         if fresh is not None:
+            self._anchored(x, x, terms)
             return [Term(x, bound_x, fresh)]
+        self._anchored(node.id, x, terms)
         return [Term(node.id, product_up(bound_x, _linear_norm(node, node.norm())), self.identity(node.id))]
 
     def _merge(self, terms: list[Term]) -> list[Term]:
@@ -437,7 +456,8 @@ class ChainBuilder:
 
     def _collapse_concat(self, node: NetworkNode, inputs: list[list[Term] | None]) -> list[Term]:
         self.collapses += 1
-        bound = root_sum_squares(self.bound(ts) for ts in inputs if ts is not None)
+        bound = root_sum_squares(self.bound(ts, node.id) for ts in inputs if ts is not None)
+        self._anchored(node.id, node.id, [t for ts in inputs if ts is not None for t in ts])
         return [Term(node.id, bound, self.identity(node.id))]
 
 

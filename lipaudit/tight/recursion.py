@@ -71,6 +71,7 @@ it cut the work).
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass, field
@@ -228,7 +229,8 @@ def network_bound(
             allowance = work_allowance(network, present(budget, "the budget"))
         candidates = dry.candidates(dry_best)
         selected, spent = _select(candidates, allowance)
-        wanted = math.fsum(cost for _, _, cost in candidates if cost > FREE_COST)
+        every = {unit: cost for _, _, maps in candidates for unit, (_, cost) in maps.items()}
+        wanted = math.fsum(cost for cost in every.values() if cost > FREE_COST)
         if len(selected) == len(candidates):
             selected = None  # everything fits: measure as without a budget (collapses included)
     sweep = _Sweep(
@@ -296,7 +298,10 @@ class _Sweep:
     visited: set[int] = field(default_factory=set)
     out_of_time: bool = False
     values: list[TargetBound] = field(default_factory=list)
-    steps: dict = field(default_factory=dict)  # collect: target -> [(figure, dependency, key, map)]
+    steps: dict = field(default_factory=dict)  # collect: target -> [(figure, dependency, key, map, collapses)]
+    # collect: (target, source) -> (per collapse key, the maps it would measure; per anchor, the
+    # collapses its weight goes through): chain.ChainBuilder.collapse_units and .origins
+    collapse_records: dict = field(default_factory=dict)
     measured: int = 0
 
     def __post_init__(self) -> None:
@@ -305,6 +310,11 @@ class _Sweep:
         # A dry run needs no explicit matrix, only its size and product figure; nor does a
         # (target, source) pair with no term the plan measures (_terms sets builder.shape_only).
         self._planned_pairs = {key[:2] for key in self.plan} if isinstance(self.plan, set) else None
+        # A planned collapse is keyed (target, source, -1 - the value whose terms it measures).
+        self._planned_collapses: dict[tuple[int, int], set[int]] = {}
+        for key in self.plan if isinstance(self.plan, set) else ():
+            if key[2] < 0:
+                self._planned_collapses.setdefault(key[:2], set()).add(-1 - key[2])
         if self.plan is not None:
             self.builder.collapse_cost = FREE_COST
 
@@ -343,17 +353,24 @@ class _Sweep:
         total = self._refine(weighted) * SUM_MARGIN
         if self.plan == "collect":
             self.steps[target] = [
-                (product_up(w, t.map.cheap), dep, key, t.map) for (w, t, key), dep in zip(weighted, depends)
+                (product_up(w, t.map.cheap), dep, key, t.map, self._collapses_behind(key, t.anchor))
+                for (w, t, key), dep in zip(weighted, depends)
             ]
         return total, len(region.sources)
 
-    def candidates(self, best: list[float]) -> list[tuple[tuple[int, int, int], float, float]]:
-        """After a dry run: (key, gain, cost) of every improvable term.  gain = ∂(network bound)/∂m_u
-        times the term's figure: the first-order decrease of the network's bound if the term
-        dropped to zero.  The derivatives come from a reverse sweep: through the product rule where
-        it gave L(y), through the recursion's terms (m_u is linear in the dependencies' bounds) at
-        every target — with product figures only, the dry run's recursion rarely beats the product
-        rule, but once measured it will, so its terms are the ones that matter."""
+    def _collapses_behind(self, key: tuple[int, int, int], anchor: int) -> frozenset[int]:
+        return self.collapse_records.get(key[:2], ({}, {}))[1].get(anchor, frozenset())
+
+    def candidates(self, best: list[float]) -> list[tuple[tuple[int, int, int], float, dict]]:
+        """After a dry run: (key, gain, maps) of every improvable term and of every collapse that
+        has maps to measure; maps: identity -> (map, cost), what the measurement measures (a map
+        shared by several candidates is measured once).  gain = ∂(network bound)/∂m_u times the
+        term's figure: the first-order decrease of the network's bound if the term dropped to
+        zero; for a collapse, times the figures of the terms whose weight it makes.  The
+        derivatives come from a reverse sweep: through the product rule where it gave L(y), through
+        the recursion's terms (m_u is linear in the dependencies' bounds) at every target — with
+        product figures only, the dry run's recursion rarely beats the product rule, but once
+        measured it will, so its terms are the ones that matter."""
         net = self.network
         adjoint = [0.0] * len(net.nodes)
         final = _combine_outputs(net, best)
@@ -364,7 +381,7 @@ class _Sweep:
             if adjoint[y] == 0.0:
                 continue
             if y in self.steps:
-                for figure, dep, _, _ in self.steps[y]:
+                for figure, dep, *_ in self.steps[y]:
                     if best[dep] > 0:
                         adjoint[dep] += adjoint[y] * figure / best[dep]
                 continue
@@ -372,9 +389,15 @@ class _Sweep:
                 adjoint[i] += adjoint[y] * slope
         found = []
         for target, terms in self.steps.items():
-            for figure, _, key, linear in terms:
+            for figure, _, key, linear, _ in terms:
                 if linear.improvable and figure > 0:
-                    found.append((key, adjoint[target] * figure, linear.cost()))
+                    found.append((key, adjoint[target] * figure, {id(linear): (linear, linear.cost())}))
+        for (target, source), (units, _) in self.collapse_records.items():
+            fed = [(figure, behind) for figure, _, key, _, behind in self.steps.get(target, ()) if key[1] == source]
+            for collapse, maps in units.items():
+                gain = adjoint[target] * math.fsum(figure for figure, behind in fed if collapse in behind)
+                if maps and gain > 0:
+                    found.append(((target, source, -1 - collapse), gain, maps))
         return found
 
     def _terms(self, source: int, target: int, inside: set[int]) -> list[Term]:
@@ -387,11 +410,14 @@ class _Sweep:
         unplanned = self._planned_pairs is not None and key not in self._planned_pairs
         self.builder.shape_only = self.plan == "collect" or unplanned
         self.builder.wanted_values = False
+        self.builder.planned_collapses = self._planned_collapses.get(key, set())
         terms = self.builder.propagate(source, target, inside)
         if self.builder.wanted_values:  # a collapse measures what is cheap: it needs the values
             self.builder.shape_only = False
             self.builder.collapses = collapses
             terms = self.builder.propagate(source, target, inside)
+        if self.plan == "collect":
+            self.collapse_records[key] = (self.builder.collapse_units, self.builder.origins)
         if (
             self.plan == "collect"
             and self.reuse is not None
@@ -443,25 +469,60 @@ class _Sweep:
 
 
 def _select(candidates, allowance: float) -> tuple[set[tuple[int, int, int]], float]:
-    """(the chain norms to measure, their operations): all below FREE_COST, then the others by
-    gain per cost, best first, as long as their total cost stays within ``allowance``.
+    """(the chain norms and collapses to measure, their operations): in the order of _ranked, each
+    whose maps not yet bought cost at most FREE_COST, and the others as long as the total cost of
+    the maps bought stays within ``allowance``.
 
-    The ranked list is taken as a prefix (the first that does not fit ends it), so a larger
-    allowance selects a superset.  Gains per cost are compared at 9 significant digits and ties
+    The ranked order does not depend on the allowance and is taken as a prefix (the first that
+    does not fit ends it), so a larger allowance selects a superset."""
+    chosen: set[tuple[int, int, int]] = set()
+    bought: set[int] = set()
+    spent, full = 0.0, False
+    for key, maps in _ranked(candidates):
+        price = math.fsum(cost for unit, (_, cost) in maps.items() if unit not in bought)
+        if price > FREE_COST and (full or spent + price > allowance):
+            full = True
+            continue
+        chosen.add(key)
+        bought.update(maps)
+        spent += price if price > FREE_COST else 0.0
+    return chosen, spent
+
+
+def _ranked(candidates) -> list[tuple[tuple[int, int, int], dict]]:
+    """Greedy by gain per cost, best first, where a candidate's cost counts only the maps that the
+    candidates before it do not measure already (a composite kernel that several collapses
+    measure is paid for once).  Gains per cost are compared at 9 significant digits and ties
     broken by key: rounding noise (a different thread count in a BLAS reduction) cannot reorder
     them."""
-    chosen, spent = set(), 0.0
-    ranked = sorted(candidates, key=lambda c: (-float(f"{c[1] / max(c[2], 1.0):.9g}"), c[0]))
-    full = False
-    for key, _gain, cost in ranked:
-        if cost <= FREE_COST:
-            chosen.add(key)
-        elif not full and spent + cost <= allowance:
-            chosen.add(key)
-            spent += cost
-        else:
-            full = True
-    return chosen, spent
+    bought: set[int] = set()
+
+    def priority(index: int) -> tuple[float, tuple[int, int, int]]:
+        key, gain, maps = candidates[index]
+        price = math.fsum(cost for unit, (_, cost) in maps.items() if unit not in bought)
+        return -float(f"{gain / max(price, 1.0):.9g}"), key
+
+    readers: dict[int, list[int]] = {}
+    for index, (_, _, maps) in enumerate(candidates):
+        for unit in maps:
+            readers.setdefault(unit, []).append(index)
+    version = [0] * len(candidates)
+    heap = [(*priority(i), 0, i) for i in range(len(candidates))]
+    heapq.heapify(heap)
+    order, done = [], set()
+    while heap:
+        _, key, seen, index = heapq.heappop(heap)
+        if index in done or seen != version[index]:
+            continue
+        done.add(index)
+        maps = candidates[index][2]
+        order.append((key, maps))
+        fresh = [unit for unit in maps if unit not in bought]
+        bought.update(fresh)
+        for other in sorted({j for unit in fresh for j in readers[unit] if j not in done}):
+            version[other] += 1
+            heapq.heappush(heap, (*priority(other), version[other], other))
+    return order
 
 
 def _combine_outputs(network: Network, bounds: list[float]) -> float:
