@@ -229,20 +229,21 @@ def gram_build_seconds(
     side: int,
     other: int,
     costs: DeviceCosts,
+    by_operator: bool = True,
 ) -> tuple[float, bool]:
     """(seconds, through the operator's matrix) to assemble a convolution's Gram matrices, per
-    group of side ``side`` = channels·positions, the other side ``other`` = long·positions: from the tap
-    pairs (conv_gram.ConvGram.gram: a product per pair, then one indexed add per pair, which
-    dominates when a large kernel covers a small grid), or by writing the operator's matrix (one
-    kernel block per read) and one GEMM, whichever is predicted cheaper; the matrix only while it
-    fits OPERATOR_BYTES."""
+    group of side ``side`` = channels·positions, the other side ``other`` = long·positions: from
+    the tap pairs (conv_gram.ConvGram.gram: a product per pair, then one indexed add per pair,
+    which dominates when a large kernel covers a small grid), or by writing the operator's matrix
+    (one kernel block per read) and one GEMM, whichever is predicted cheaper; the matrix only
+    while it fits OPERATOR_BYTES (``by_operator`` False: the tap pairs' time only)."""
     products = taps**2 if 4 * pairs >= taps**2 else pairs  # conv_gram: one GEMM for all pairs
     by_pairs = groups * (products * 2 * long * channels**2 * costs.gemm_s + scatters * channels**2 * costs.scatter_s)
     by_pairs += pairs * costs.pair_s
-    if 8 * groups * side * other > OPERATOR_BYTES:
+    if not by_operator or 8 * groups * side * other > OPERATOR_BYTES:
         return by_pairs, False
-    by_operator = groups * (reads * long * channels * costs.scatter_s + 2 * side * side * other * costs.gemm_s)
-    return (by_operator, True) if by_operator < by_pairs else (by_pairs, False)
+    by_matrix = groups * (reads * long * channels * costs.scatter_s + 2 * side * side * other * costs.gemm_s)
+    return (by_matrix, True) if by_matrix < by_pairs else (by_pairs, False)
 
 
 def embedding_seconds(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCosts, *, estimate: bool) -> float:
@@ -270,6 +271,9 @@ def materialized_seconds(shape: ConvShape, costs: DeviceCosts) -> float | None:
         return None
     channels, long = (shape.c_in_g, shape.c_out // g) if shape.gram_on_input else (shape.c_out // g, shape.c_in_g)
     pairs, scatters, reads = shape.gram_work()
+    # The tap pairs' assembly, even where conv_gram writes the operator's matrix instead (faster on
+    # a large kernel over a small grid): an upper estimate that keeps every plan, and so every
+    # figure, as it was before that path existed.
     build, _ = gram_build_seconds(
         groups=g,
         taps=shape.taps,
@@ -279,8 +283,9 @@ def materialized_seconds(shape: ConvShape, costs: DeviceCosts) -> float | None:
         channels=channels,
         long=long,
         side=n,
-        costs=costs,
         other=shape.output_side if shape.gram_on_input else shape.input_side,
+        costs=costs,
+        by_operator=False,
     )
     if uses_eigensolver(g, n):
         certify = g * n**3 * costs.eigen_s
