@@ -36,7 +36,6 @@ from ..invariants import present
 from ..linear_maps import Concat, Linear, Permutation, Reshape, Sum
 from ..spectral import dense_norm
 from ..spectral.scaling import in_safe_range, product_up, root_sum_squares
-from .conv_maps import MERGE_ALWAYS_COST as FREE_COST
 from .conv_maps import ConvMap
 from .maps import DenseMap, LinearMap, ScalarMap, ShapeOnlyDense, rounding_allowance
 from .network import Activation, Network, NetworkNode
@@ -322,7 +321,7 @@ class ChainBuilder:
         is on, and only for maps whose measurement costs at most ``collapse_cost``, or any when
         the plan names the collapse)."""
         units = self.collapse_units.setdefault(key, {}) if key is not None else {}
-        units.update((id(t.map), (t.map, t.map.cost())) for t in terms if t.map.improvable and t.map.cost() > FREE_COST)
+        units.update((id(t.map), (t.map, t.map.cost())) for t in terms if t.map.improvable)
         if not self.measure:
             return math.fsum(product_up(t.weight, t.map.cheap) for t in terms)
         limit = math.inf if key in self.planned_collapses else self.collapse_cost

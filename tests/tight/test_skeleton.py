@@ -170,3 +170,40 @@ def test_unplanned_chains_on_skeletons_give_the_figures_of_chains_with_values(ma
     assert all(f <= u * (1 + 1e-12) for f, u in zip(found, unmeasured))
     if make is _refused_net:
         assert found[-1] < unmeasured[-1] * (1 - 1e-3)
+
+
+def test_the_plan_ranks_a_collapse_and_measures_it_once_chosen(monkeypatch):
+    """A collapse's measurement is a candidate of the plan like a chain norm: with nothing free,
+    an allowance that buys just its maps measures it (the figure drops below the unmeasured one),
+    a larger allowance never gives more, and every figure bounds the Jacobians."""
+    monkeypatch.setattr(recursion, "FREE_COST", 0.0)
+    net = _refused_net(0)
+    dry = recursion._Sweep(net, targets(net), 2, recursion.REFINE_TOL, 0, 2**24, plan="collect")
+    candidates = dry.candidates(dry.run())
+    collapses = [(key, maps) for key, _, maps in candidates if key[2] < 0]
+    assert collapses
+    price = min(math.fsum(cost for _, cost in maps.values()) for _, maps in collapses)
+    runs = [network_bound(net, budget=None, work=w, dense_limit=0) for w in (0.0, price, 10 * price, 1e12)]
+    figures = [r.bound for r in runs]
+    assert all(later <= earlier * (1 + 1e-12) for earlier, later in zip(figures, figures[1:]))
+    assert figures[1] < figures[0] * (1 - 1e-3)
+    assert figures[-1] == pytest.approx(network_bound(net, budget=None, dense_limit=0).bound, rel=1e-12)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        x = torch.randn(1, *net.shape(0), generator=g, dtype=torch.float64)
+        jac = torch.autograd.functional.jacobian(lambda v: net.evaluate(v)[0], x)
+        assert sigma(jac.reshape(math.prod(net.shape(net.outputs[0])), -1)) <= figures[1]
+
+
+def test_a_map_shared_by_collapses_is_paid_for_once():
+    """_ranked counts a map that an earlier candidate measures as free: two collapses over the same
+    map cost one measurement, so an allowance of one buys both."""
+    shared, other = object(), object()
+    candidates = [
+        ((5, 0, -2), 4.0, {id(shared): (shared, 1e12)}),
+        ((7, 0, -2), 3.0, {id(shared): (shared, 1e12)}),
+        ((7, 0, 0), 2.5, {id(other): (other, 1e12)}),
+    ]
+    chosen, spent = recursion._select(candidates, 1.5e12)
+    assert chosen == {(5, 0, -2), (7, 0, -2)} and spent == 1e12
+    assert [key for key, _ in recursion._ranked(candidates)] == [(5, 0, -2), (7, 0, -2), (7, 0, 0)]
