@@ -57,8 +57,10 @@ then the largest are measured exactly until what is left unmeasured weighs less 
 ``refine_tol`` of the total; the result is within (1 + refine_tol) of measuring them all.  With a
 ``budget``, a dry run (no measurement) first lists every candidate with its cost (conv_maps.py's
 operation counts) and its first-order gain, the derivative of the network's bound with respect to
-the target's figure times the term's figure (a reverse sweep over the dry run's bounds), and the
-best gains per cost are measured, in that order, while their operations fit the allowance (budget
+the target's figure times the term's figure (a reverse sweep over the dry run's bounds); the
+collapses of chain.py are candidates too (gain: the figures of the terms whose weight they make),
+and a map several candidates measure is paid for once.  The best gains per cost are measured, in
+that order, while their operations fit the allowance (budget
 × the operations of the node norms, the product's own work, or ``work`` operations when given).
 A term not measured keeps its product figure, so the budget changes how tight the bound is, never
 whether it is certified.  The allowance is counted in the cost model's operations, never in
