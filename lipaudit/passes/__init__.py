@@ -13,6 +13,7 @@ from .fold_constants import FoldConstants
 from .fuse_activations import FuseActivations
 from .fuse_attention import FuseAttention
 from .fuse_circular_conv import FuseCircularConv
+from .fuse_group_norm import FuseGroupNorm
 from .fuse_l2_pool import FuseL2Pool
 from .fuse_normalization import FuseNormalization
 from .fuse_sorting import FuseSorting
@@ -32,6 +33,7 @@ def rewrite_passes() -> PassManager:
             Col2ImAsConvTranspose(),
             FuseActivations(),
             FuseNormalization(),
+            FuseGroupNorm(),
             DropSoftmaxNanGuard(),
             FuseAttention(),
             SplitConstantAttention(),
@@ -65,6 +67,7 @@ __all__ = [
     "FuseActivations",
     "FuseCircularConv",
     "FuseL2Pool",
+    "FuseGroupNorm",
     "FuseNormalization",
     "FuseSorting",
     "MergeLinear",
