@@ -219,7 +219,7 @@ def load_onnx(
     corrupt = non_finite_initializers(model.graph, external)
     if corrupt is not None:
         raise ModelLoadError(
-            f"initializer '{corrupt}' holds NaN or Inf values",
+            f"the weight '{corrupt}' holds NaN or Inf values",
             hint="the weights are corrupt (a diverged training run or a damaged file)",
         )
     _set_input_shapes(model, shapes)

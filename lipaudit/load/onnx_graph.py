@@ -265,30 +265,46 @@ def ir_nodes(
     return nodes
 
 
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
 def non_finite_initializers(graph: onnx.GraphProto, external: ExternalData | None = None) -> str | None:
-    """The name of the first float initializer holding NaN or Inf, if any (external data left on
-    disk is read in chunks, never whole).  An initializer whose only uses are Adds may hold −∞: an
-    attention mask as both ONNX exporters write it (the softmax after it gives those entries 0)."""
+    """The name of the first float initializer or Constant node holding NaN or Inf, if any
+    (external data left on disk is read in chunks, never whole).  One whose only uses lead to a
+    softmax through Adds or the branches of Wheres may hold −∞: an attention mask as the ONNX
+    exporters write it (the softmax after it gives those entries 0)."""
     masks = _only_added(graph)
     for init in graph.initializer:
-        if init.data_type in (
-            onnx.TensorProto.FLOAT,
-            onnx.TensorProto.DOUBLE,
-            onnx.TensorProto.FLOAT16,
-            onnx.TensorProto.BFLOAT16,
-        ):
+        if init.data_type in _FLOATS:
             if external is not None and uses_external_data(init):
                 check_size(init.name, list(init.dims))
-                if not external.all_finite(init, "initializer"):
-                    return init.name
+                if external.all_finite(init, "initializer"):
+                    continue
+                if init.name in masks and _finite_or_mask(tensor_array(init, "initializer", external), True):
+                    continue  # a mask is read whole: the size of the scores it is added to
+                return init.name
+            if not _finite_or_mask(tensor_array(init, "initializer"), init.name in masks):
+                return init.name
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain or not node.output:
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "value" and attribute.t.data_type in _FLOATS:
+                array = tensor_array(attribute.t, "constant")
+            elif attribute.name in ("value_float", "value_floats"):
+                array = np.asarray(attribute.floats if attribute.name == "value_floats" else attribute.f)
+            else:
                 continue
-            array = tensor_array(init, "initializer").astype(np.float64)
-            if np.all(np.isfinite(array)):
-                continue
-            if init.name in masks and not np.any(np.isnan(array) | (array == np.inf)):
-                continue
-            return init.name
+            if not _finite_or_mask(array, node.output[0] in masks):
+                return node.output[0]
     return None
+
+
+def _finite_or_mask(array: np.ndarray, mask: bool) -> bool:
+    values = array.astype(np.float64)
+    if np.all(np.isfinite(values)):
+        return True
+    return mask and not np.any(np.isnan(values) | (values == np.inf))
 
 
 # Ops that only move or copy a mask's entries on its way to the Add (the legacy exporter expands
@@ -298,8 +314,8 @@ _MASK_MOVES = frozenset({"Expand", "Reshape", "Unsqueeze", "Squeeze", "Transpose
 
 def _only_added(graph: onnx.GraphProto) -> set[str]:
     """The names every path from which (in this graph, none in a subgraph) goes through moves of its
-    entries (``_MASK_MOVES``) and Adds, at least one, into a Softmax or LogSoftmax and nowhere else:
-    where an entry of −∞ is an attention mask."""
+    entries (``_MASK_MOVES``) and Adds or the branches of Wheres, at least one, into a Softmax or
+    LogSoftmax and nowhere else: where an entry of −∞ is an attention mask."""
     uses: dict[str, list[onnx.NodeProto]] = {}
     other: set[str] = set(output.name for output in graph.output)
     for node in graph.node:
@@ -317,7 +333,7 @@ def _only_added(graph: onnx.GraphProto) -> set[str]:
                 return False
             if node.op_type in ("Softmax", "LogSoftmax"):
                 ok = added
-            elif node.op_type == "Add":
+            elif node.op_type == "Add" or _a_branch(node, name):
                 ok = all(masks(out, True, depth + 1) for out in node.output)
             elif node.op_type in _MASK_MOVES:
                 ok = node.input[0] == name and all(masks(out, added, depth + 1) for out in node.output)
@@ -328,3 +344,8 @@ def _only_added(graph: onnx.GraphProto) -> set[str]:
         return True
 
     return {name for name in uses if masks(name, False)}
+
+
+def _a_branch(node: onnx.NodeProto, name: str) -> bool:
+    """Whether ``name`` is one of a Where's branches, not its condition."""
+    return node.op_type == "Where" and name in node.input[1:] and name != node.input[0]

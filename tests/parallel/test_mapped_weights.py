@@ -132,6 +132,36 @@ def test_nan_in_external_data_is_found_without_loading_it(tmp_path: Path) -> Non
         _mapped_load(path)
 
 
+def test_a_minus_infinity_mask_in_external_data_is_a_mask_on_disk_too(tmp_path: Path) -> None:
+    """−∞ added before a softmax is an attention mask whether the weights are read whole or mapped
+    (the mapped path used to stop at its first non-finite entry)."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1, 8), np.float32)
+    mask[0, [3, 5]] = -np.inf
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"]),
+        helper.make_node("Add", ["h", "mask"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "masked",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [
+            numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "W"),
+            numpy_helper.from_array(mask, "mask"),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = _save_external(proto, tmp_path)
+    whole = audit(str(path))
+    mapped = audit(str(path), in_memory_limit=0)
+    assert whole.network.certified and mapped.network.certified
+    assert mapped.upper_bound == whole.upper_bound
+
+
 def test_external_data_outside_the_model_folder_or_too_short_is_refused(tmp_path: Path) -> None:
     path = _save_external(_conv_mlp(), tmp_path / "model")
     model = onnx.load(str(path), load_external_data=False)

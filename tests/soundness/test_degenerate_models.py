@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
 from lipaudit.cli.app import app
@@ -307,21 +307,52 @@ def test_layernorm_axis_out_of_range_does_not_crash_the_process(tmp_path: Path) 
     assert "internal error" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("spelling", ["add", "where", "where-constant-node"])
 @pytest.mark.parametrize("box", [None, "x=-1:1"], ids=["global", "domain"])
-def test_minus_infinity_added_before_a_softmax_is_a_mask(tmp_path: Path, box) -> None:
-    """−∞ in an initializer that only an Add feeding a Softmax reads is an attention mask, as both
-    ONNX exporters write a causal one: those entries' probabilities are 0 and do not move."""
-    mask = np.array([[0.0, -np.inf, 0.0, -np.inf, 0.0]], np.float32)
+def test_minus_infinity_added_before_a_softmax_is_a_mask(tmp_path: Path, box, spelling) -> None:
+    """−∞ in a weight that reaches a Softmax only through an Add or a Where's branch is an
+    attention mask, as the ONNX exporters write a causal one (the legacy one as an Add of an
+    initializer or a Where of a Constant node, dynamo as a Where of an initializer): those
+    entries' probabilities are 0 and do not move."""
+    closed = np.array([[False, True, False, True, False]])
+    if spelling == "add":
+        nodes = [helper.make_node("Add", ["x", "mask"], ["s"])]
+        weights = {"mask": np.where(closed, -np.inf, 0.0).astype(np.float32)}
+    else:
+        nodes = [helper.make_node("Where", ["closed", "mask", "x"], ["s"])]
+        weights = {"closed": closed}
+        minus_infinity = np.array(-np.inf, np.float32)
+        if spelling == "where":
+            weights["mask"] = minus_infinity
+        else:
+            value = numpy_helper.from_array(minus_infinity, "mask")
+            nodes.insert(0, helper.make_node("Constant", [], ["mask"], value=value))
     proto = model(
-        [helper.make_node("Add", ["x", "mask"], ["s"]), helper.make_node("Softmax", ["s"], ["y"], axis=-1)],
+        [*nodes, helper.make_node("Softmax", ["s"], ["y"], axis=-1)],
         [("x", FLOAT, [1, 5])],
         [("y", FLOAT, [1, 5])],
-        {"mask": mask},
+        weights,
     )
     outcome = run_audit(proto, tmp_path, input_range=[box] if box else None)
     assert outcome.network["upper_bound"] is not None, outcome.network
     # the softmax of the three open entries: its Jacobian diag(p) − ppᵀ peaks at 1/2 (p = (½, ½, 0))
     assert_sound(outcome, 0.5 if box is None else _softmax_sup_on_box(3, 1.0), allow_error=False)
+
+
+def test_a_constant_node_holding_nan_is_one_clean_line_naming_it(tmp_path: Path) -> None:
+    """A Constant node is a weight like an initializer: NaN in one is refused by name (it used to
+    reach the SVD, whose failure to converge leaked out)."""
+    value = numpy_helper.from_array(np.array([[1.0, np.nan], [0.5, 2.0]], np.float32), "w")
+    proto = model(
+        [helper.make_node("Constant", [], ["w"], value=value), helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [("x", FLOAT, [1, 2])],
+        [("y", FLOAT, [1, 2])],
+        {},
+    )
+    result = _check_cli(save(proto, tmp_path, "nan_constant.onnx"))
+    _assert_clean_cli(result)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == "lipaudit: error: the weight 'w' holds NaN or Inf values"
 
 
 def _softmax_sup_on_box(n: int, radius: float) -> float:
