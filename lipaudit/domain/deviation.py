@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..compose.factors import node_factors
 from ..intervals.interval import Interval
 from ..intervals.jacobian import UNIT, Jac, JacobianContext, nonnegative_norm
 from ..linear_maps import Barrier
@@ -194,13 +195,11 @@ def _nonlinear(op, node, rules: RuleContext) -> bool:
 
 
 def _gains(op, node, rules: RuleContext, method: str) -> tuple[str, list[float]] | None:
-    """('sum' or 'rss', one weight per variable input) from the op's certified factor of output 0
-    on the ranges; None where it has none."""
+    """('sum' or 'rss', one weight per variable input) from the node's certified factor of output 0
+    on the ranges, with the checks every factor gets (compose.factors: √copies on an input that
+    the op broadcasts, the float32 margin); None where it has none."""
     ctx = RuleContext(rules.graph, method=method, device=rules.device, ranges=rules.ranges)
-    try:
-        factors = op.bound_outputs(node, ctx)
-    except (*RULE_ERRORS, NotImplementedError):
-        return None
+    factors = node_factors(node, ctx)
     if len([name for name in node.outputs if name]) != 1 or not factors:
         return None  # one factor per output would need the outputs' deviations apart: keep the rule's
     factor = factors[0]
