@@ -18,6 +18,7 @@ from dataclasses import replace
 from ..invariants import present
 from ..ir import Graph, Node
 from ..ops import Factor, Op, RuleContext, RuleInputError, resolve
+from ..spectral.scaling import sqrt_ratio_up
 
 # 8 float32 ulps (2⁻²⁰ ≈ 9.5e-7): rounding of weights, scales and interpolation coefficients to
 # float32 moves an operator norm by a few ulps relative.
@@ -118,7 +119,7 @@ def _with_copies(
         if out_size <= in_size or weight == 0.0:
             scaled.append(weight)
         elif op.elementwise:
-            scaled.append(weight * math.sqrt(out_size / max(in_size, 1)))
+            scaled.append(weight * sqrt_ratio_up(out_size, max(in_size, 1)))
         else:
             raise _Outgrown(
                 f"output '{out_name}' of {node.op_type} has {out_size} entries, more than the "

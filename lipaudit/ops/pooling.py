@@ -21,6 +21,7 @@ from ..invariants import present
 from ..ir import Node
 from ..linear_maps import AvgPool, Barrier, Linear, Mean
 from ..spectral.conv import avgpool_norm
+from ..spectral.scaling import sqrt_up
 from .context import RuleContext
 from .factor import Factor
 from .geometry import WindowGeometry, kernel_shape, pool_output_sizes, window_geometry
@@ -79,7 +80,7 @@ class MaxPool(Op):
         geometry = window_geometry(node, kernel_shape(node), ctx.input_shape(node)[2:])
         # |max a − max b| ≤ ‖a − b‖ per window; summing over windows counts each input ≤ m times.
         m = geometry.multiplicity()
-        return Factor.constant(math.sqrt(m), "closed-form", note=f"each input in at most {m} windows")
+        return Factor.constant(sqrt_up(m), "closed-form", note=f"each input in at most {m} windows")
 
     def bound_outputs(self, node: Node, ctx: RuleContext) -> list[Factor]:
         indices = Factor.unbounded("MaxPool's Indices output is a step function of the input (it jumps)")

@@ -22,6 +22,7 @@ import torch
 from ..intervals.interval import Interval, from_center_radius
 from ..ir import Node
 from ..spectral.dense import dense_norm
+from ..spectral.scaling import sqrt_up
 from .context import RuleContext, RuleInputError
 from .factor import Factor
 from .registry import Op, register
@@ -231,7 +232,7 @@ class Resizing(Op):
         factor = 1.0
         for _, out_size, in_size, scale in self.resized_axes(node, ctx):
             if mode.interpolation == "nearest":
-                factor *= math.sqrt(nearest_copies(out_size, in_size, scale, mode.coordinates, mode.rounding))
+                factor *= sqrt_up(nearest_copies(out_size, in_size, scale, mode.coordinates, mode.rounding))
             else:
                 factor *= dense_norm(mode.axis_matrix(out_size, in_size, scale), "exact").value
         return Factor.constant(

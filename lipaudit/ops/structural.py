@@ -453,7 +453,7 @@ class Pad(Op):
         if position == 0:
             return 1.0
         if node.inputs[position] == self.fill_input(node) and position >= 2:
-            return math.sqrt(filled)
+            return sqrt_up(filled)
         raise RuleInputError(f"the pads or axes of Pad '{node.name}' are computed from the network input")
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:

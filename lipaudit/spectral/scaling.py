@@ -74,6 +74,14 @@ def sqrt_up(count: int) -> float:
     return root if math.isqrt(count) ** 2 == count else math.nextafter(root, math.inf)
 
 
+def sqrt_ratio_up(numerator: int, denominator: int) -> float:
+    """√(numerator / denominator) for counts (copies of an entry on average), never below the exact
+    root: sqrt_up where the ratio is a whole number, else rounded up twice (the quotient, the root)."""
+    if numerator % denominator == 0:
+        return sqrt_up(numerator // denominator)
+    return math.nextafter(math.sqrt(math.nextafter(numerator / denominator, math.inf)), math.inf)
+
+
 def root_sum_squares(values: Iterable[float]) -> float:
     """√(Σ v²) without squaring small or large values out of range."""
     listed = [abs(float(v)) for v in values]

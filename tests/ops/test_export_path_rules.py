@@ -7,6 +7,7 @@ matrix: materialised by onnxruntime on basis vectors, or by torch's autograd Jac
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,31 @@ def test_copies_round_their_root_up(tmp_path: Path) -> None:
     model.ir_version = 8
     for bound in ("product", "recursion"):
         assert audit(str(save(model, tmp_path)), bound=bound).upper_bound >= 3.0
+
+
+@pytest.mark.parametrize("case", ["where", "max", "maxpool"])
+def test_three_copies_are_never_below_root_three(tmp_path: Path, case: str) -> None:
+    """An entry copied 3 times by a broadcast (Where, Max) or by overlapping windows (MaxPool k=3,
+    s=1) has norm √3 exactly; these ops round nothing (no float32 margin), so the root must be
+    rounded up: 1.7320508075688772² < 3 (redteam12)."""
+    if case == "maxpool":
+        nodes = [onnx.helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3], strides=[1])]
+        shapes, weights = ([1, 1, 5], [1, 1, 3]), {}
+    else:
+        nodes = [onnx.helper.make_node("Where", ["c", "x", "z"], ["y"])]
+        weights = {"c": np.ones((3, 4), bool), "z": np.zeros((3, 4), np.float32)}
+        if case == "max":
+            nodes = [onnx.helper.make_node("Max", ["x", "m"], ["y"])]
+            weights = {"m": np.full((3, 4), -1e30, np.float32)}
+        shapes = ([1, 4], [3, 4])
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shapes[0])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shapes[1])
+    initializers = [onnx.numpy_helper.from_array(value, name) for name, value in weights.items()]
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(nodes, "copies", [x], [y], initializers),
+        opset_imports=[onnx.helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    for bound in ("product", "recursion"):
+        figure = audit(str(save(model, tmp_path)), bound=bound).upper_bound
+        assert Fraction(figure) ** 2 >= 3
