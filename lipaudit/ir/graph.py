@@ -90,6 +90,10 @@ class Graph:
         self._listed: list[Node] | None = None
         self._producer: dict[str, Node] = {}
         self._consumers: dict[str, dict[Node, None]] = {}
+        # Node names are unique: the analyses key factors and slopes by them, and ONNX only asks
+        # for unique names within one graph (an inlined If branch may repeat a name of the main
+        # graph; unnamed nodes get op_index names that a named one may already use).
+        self._named: dict[str, Node] = {}
         for node in nodes:
             self.append_node(node)
 
@@ -279,12 +283,20 @@ class Graph:
     # ------------------------------------------------------------------ internals
 
     def _link(self, node: Node) -> None:
+        if self._named.get(node.name, node) is not node:
+            k = 2
+            while f"{node.name}_{k}" in self._named:
+                k += 1
+            node.name = f"{node.name}_{k}"
+        self._named[node.name] = node
         for name in node.outputs:
             if name:
                 self._producer[name] = node
         self._link_inputs(node)
 
     def _unlink(self, node: Node) -> None:
+        if self._named.get(node.name) is node:
+            del self._named[node.name]
         for name in node.outputs:
             if name and self._producer.get(name) is node:
                 del self._producer[name]

@@ -1,0 +1,52 @@
+"""ONNX asks for unique node names only within one graph, and unnamed nodes get op_index names that
+a named node may already use: the analyses key factors and per-neuron slopes by node name, so the
+graph makes names unique.  f(x) = relu(relu(x) + relu(−x) + 5) = |x| + 5 has slope 1 on [0.5, 1];
+with the two Relus sharing a name, the second's slopes (always on) went to the first and the two
+paths cancelled to a certified 1.3e-15 (redteam14)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import lipaudit
+
+
+def _absolute_plus_five(tmp_path, first: str, second: str):
+    weights = {
+        "W1": np.array([[1.0, -1.0]], np.float32),
+        "W2": np.array([[1.0, 0.0], [1.0, 0.0]], np.float32),
+        "b2": np.array([5.0, 5.0], np.float32),
+        "W3": np.array([[1.0], [0.0]], np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["z1"], name="mm1"),
+        helper.make_node("Relu", ["z1"], ["h1"], name=first),
+        helper.make_node("MatMul", ["h1", "W2"], ["z2a"], name="mm2"),
+        helper.make_node("Add", ["z2a", "b2"], ["z2"], name="add2"),
+        helper.make_node("Relu", ["z2"], ["h2"], name=second),
+        helper.make_node("MatMul", ["h2", "W3"], ["y"], name="mm3"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "duplicate_names",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "duplicate_names.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize("names", [("act", "act"), ("", "Relu_1")], ids=["same-name", "unnamed-and-generated"])
+@pytest.mark.parametrize("box", ["0.5:1", "-1:1"])
+def test_two_nodes_with_one_name_keep_their_own_slopes(tmp_path, names, box):
+    report = lipaudit.audit(str(_absolute_plus_five(tmp_path, *names)), input_range=box)
+    assert report.network.certified
+    assert report.upper_bound >= 1.0
+    assert len({layer.name for layer in report.layers}) == len(report.layers)
