@@ -369,6 +369,16 @@ def shrink(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Shrink", [em.x(a["self"])], outs, lambd=lambd, bias=lambd if a["__op__"] == "softshrink" else 0.0)
 
 
+@converts("log_sigmoid")
+def log_sigmoid(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """log σ(x) = −softplus(−x): 1-Lipschitz, as the ONNX paths' Log(Sigmoid(x)) is fused."""
+    x = a["self"]
+    negated, smooth = em.temp(x.shape, "negated"), em.temp(x.shape, "softplus")
+    em.node("Neg", [em.x(x)], [negated])
+    em.node("Softplus", [negated], [smooth])
+    em.node("Neg", [smooth], outs)
+
+
 @converts("softplus")
 def softplus(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     """Softplus(βx)/β; where its threshold cut is more than rounding in the model's float type (the

@@ -16,6 +16,7 @@ from .fuse_circular_conv import FuseCircularConv
 from .fuse_group_norm import FuseGroupNorm
 from .fuse_l2_pool import FuseL2Pool
 from .fuse_normalization import FuseNormalization
+from .fuse_piecewise import FusePiecewise
 from .fuse_sorting import FuseSorting
 from .manager import FillDefaultAttributes, Pass, PassManager, RemoveUnused
 from .merge_linear import MergeLinear, merge_linear
@@ -32,6 +33,7 @@ def rewrite_passes() -> PassManager:
             TriluMask(),
             Col2ImAsConvTranspose(),
             FuseActivations(),
+            FusePiecewise(),
             FuseNormalization(),
             FuseGroupNorm(),
             DropSoftmaxNanGuard(),
@@ -69,6 +71,7 @@ __all__ = [
     "FuseL2Pool",
     "FuseGroupNorm",
     "FuseNormalization",
+    "FusePiecewise",
     "FuseSorting",
     "MergeLinear",
     "Pass",

@@ -274,11 +274,40 @@ def _fuse_threshold(graph: Graph, where: Node) -> bool:
     return True
 
 
+def _fuse_log_sigmoid(graph: Graph, log: Node) -> bool:
+    """Log(Sigmoid(x)) → −Softplus(−x), the same function: spelled out, the Log's rule sees an input
+    that may reach 0 (unbounded); as written here it is 1-Lipschitz, as TorchScript's log_sigmoid
+    maps to (load/aten_ops.py)."""
+    sigmoid = _producer_of(graph, log.inputs[0], "Sigmoid") if log.inputs else None
+    if sigmoid is None or graph.sole_consumer(log.inputs[0]) is not log or graph.is_graph_output(log.inputs[0]):
+        return False
+    shape = graph.shape(log.outputs[0])
+    if shape is None or graph.shape(sigmoid.inputs[0]) != shape:
+        return False
+    # fresh values: the runtime's check compares every value by name, and these are new ones
+    negated = graph.new_value(f"{log.name}_negated", shape=tuple(shape)).name
+    smooth = graph.new_value(f"{log.name}_softplus", shape=tuple(shape)).name
+    graph.remove_node(sigmoid)
+    graph.insert_nodes(
+        log,
+        [
+            Node(f"{log.name}_negated", "Neg", (sigmoid.inputs[0],), (negated,)),
+            Node(f"{log.name}_softplus", "Softplus", (negated,), (smooth,)),
+        ],
+    )
+    log.op_type, log.attrs = "Neg", {}
+    graph.set_inputs(log, [smooth])
+    log.notes.append("fused from Log(Sigmoid(x)) as −Softplus(−x)")
+    return True
+
+
 class FuseActivations(NodeRewrite):
     name = "fuse-activations"
-    op_types = ("Mul", "Erf", "Tanh", "Div", "Where")
+    op_types = ("Mul", "Erf", "Tanh", "Div", "Where", "Log")
 
     def rewrite(self, graph: Graph, node: Node) -> bool:
+        if node.op_type == "Log":
+            return _fuse_log_sigmoid(graph, node)
         if node.op_type == "Where":
             return len(node.inputs) == 3 and (_fuse_softplus_cut(graph, node) or _fuse_threshold(graph, node))
         if node.op_type == "Mul":
