@@ -189,10 +189,13 @@ def _around_centre(
     weights = weights / weights.sum(axis=-1, keepdims=True)
     centre = np.einsum("bhsl,bhld->bhsd", weights, v.center)
     rho_k, rho_v = _spread(k)[..., None], _spread(v)[..., None]  # (B, H, 1)
-    dq = np.sqrt(np.sum(q.radius**2, axis=-1))  # (B, H, S)
-    dk = np.sqrt(np.sum(k.radius**2, axis=-1)).max(axis=-1, keepdims=True)  # (B, H, 1)
-    dv = np.sqrt(np.sum(v.radius**2, axis=-1)).max(axis=-1, keepdims=True)
-    q_norm = np.sqrt(np.sum(q.magnitude**2, axis=-1))
-    reach = (c * rho_k * rho_v * dq + c * rho_v * q_norm * dk + dv) * (1 + 1e-9)
+    with np.errstate(over="ignore"):  # an input with no range has infinite radii: ∞ is the answer
+        dq = np.sqrt(np.sum(q.radius**2, axis=-1))  # (B, H, S)
+        dk = np.sqrt(np.sum(k.radius**2, axis=-1)).max(axis=-1, keepdims=True)  # (B, H, 1)
+        dv = np.sqrt(np.sum(v.radius**2, axis=-1)).max(axis=-1, keepdims=True)
+        q_norm = np.sqrt(np.sum(q.magnitude**2, axis=-1))
+    with np.errstate(invalid="ignore"):  # 0·∞ where a spread is 0 and a radius infinite
+        reach = (c * rho_k * rho_v * dq + c * rho_v * q_norm * dk + dv) * (1 + 1e-9)
+    reach = np.where(np.isnan(reach), np.inf, reach)
     slack = 1e-12 * (1 + np.abs(centre)) + 1e-9 * np.abs(v.magnitude).max(axis=-2, keepdims=True)
     return centre - reach[..., None] - slack, centre + reach[..., None] + slack
