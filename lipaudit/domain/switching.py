@@ -106,8 +106,11 @@ def switching_bound(
     """A certified bound on sup over the box ``bounds`` of ‖J‖₂ (all outputs side by side), for a graph
     whose value ranges on it are ``ranges`` (sound ranges, e.g. the interval-Jacobian pass's); None
     where no entry switches (the interval-Jacobian bound is then the same) or the engine has no rule."""
-    if any(name not in ranges for name, value in graph.values.items() if value.const is None):
-        return None  # a value without a sound range would be tightened by the hybrid Jacobians
+    computed = [*graph.inputs, *(name for node in graph.nodes for name in node.outputs if name)]
+    if any(name not in ranges and not graph.is_const(name) for name in computed):
+        # a value without a sound range would be tightened by the hybrid Jacobians (values a rewrite
+        # left without a producer are computed by nothing)
+        return None
     chosen, complete = _switching_entries(graph, ranges)
     count = sum(len(e.index) for e in chosen)
     if count == 0:

@@ -1,5 +1,6 @@
 """Activations the ONNX exporters spell out in pieces get the figure of the one op TorchScript and
-torch.export write: softshrink (legacy nested Wheres, dynamo's Where of |x| > λ), log-sigmoid
+torch.export write, on the whole space and on a box (where the switching bound must see every
+value a rewrite leaves computed): softshrink (legacy nested Wheres, dynamo's Where of |x| > λ), log-sigmoid
 (Log(Sigmoid(x)) = −Softplus(−x)) and chains of clamps (one Clip, as dynamo merges them).  Every
 path gives one verdict and one figure, never below torch's own Jacobians."""
 
@@ -49,12 +50,16 @@ def test_every_export_of_the_activation_gets_one_figure(tmp_path: Path, name: st
         folder = tmp_path / kind
         folder.mkdir()
         path, shape = export(model, (1, 6), folder, kind)
-        report = audit(str(path), input_shape=shape or None)
-        assert report.exit_code() == 0 and report.network.certified, report.notices
-        figures[kind] = report.upper_bound
-    if name == "softshrink":
+        for box in (None, "-1:1"):
+            report = audit(str(path), input_shape=shape or None, input_range=box)
+            assert report.exit_code() == 0 and report.network.certified, report.notices
+            figures[kind, box] = report.upper_bound
+    if name != "log-sigmoid":
         pytest.importorskip("onnxscript")
-        figures["dynamo"] = audit(str(_dynamo(model, tmp_path))).upper_bound
-    assert len(set(figures.values())) == 1, figures
+        dynamo = _dynamo(model, tmp_path)
+        figures["dynamo", None] = audit(str(dynamo)).upper_bound
+        figures["dynamo", "-1:1"] = audit(str(dynamo), input_range="-1:1").upper_bound
+    for box in (None, "-1:1"):
+        assert len({figure for (_, scope), figure in figures.items() if scope == box}) == 1, figures
     truth = jacobian_norms(model.double(), random_points((1, 6), count=20))
-    assert truth <= figures["onnx"]
+    assert truth <= figures["onnx", None]
