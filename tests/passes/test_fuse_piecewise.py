@@ -1,8 +1,8 @@
 """Activations the ONNX exporters spell out in pieces get the figure of the one op TorchScript and
-torch.export write, on the whole space and on a box (where the switching bound must see every
-value a rewrite leaves computed): softshrink (legacy nested Wheres, dynamo's Where of |x| > λ), log-sigmoid
-(Log(Sigmoid(x)) = −Softplus(−x)) and chains of clamps (one Clip, as dynamo merges them).  Every
-path gives one verdict and one figure, never below torch's own Jacobians."""
+torch.export write, on the whole space and on a box (where the switching bound must see every value
+a rewrite leaves computed): softshrink (legacy nested Wheres, dynamo's Where of |x| > λ),
+log-sigmoid (Log(Sigmoid(x)) = −Softplus(−x)) and chains of clamps (one Clip, as dynamo merges
+them).  Every path gives one verdict and one figure, never below torch's own Jacobians."""
 
 from __future__ import annotations
 
