@@ -298,6 +298,20 @@ class _Interpreter:
         return result
 
 
+# Ops whose argument at this position holds indices: an input a scripted module reads there is an
+# integer tensor (torch.jit.script keeps no dtype for its inputs, torch.jit.trace does).
+_INDEX_ARGUMENTS = {"aten::embedding": 1, "aten::embedding_bag": 1, "aten::one_hot": 0}
+
+
+def _undeclared_dtype(value: Any) -> torch.dtype:
+    """The dtype of an input the archive does not declare: int64 where an op reads it as indices,
+    else float32."""
+    for use in value.uses():
+        if _INDEX_ARGUMENTS.get(use.user.kind()) == use.offset:
+            return torch.int64
+    return torch.float32
+
+
 def load_torchscript(
     data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]], traced_inputs: bool, seed: int = 0
 ) -> tuple[Graph, Any, RuntimeProbe]:
@@ -322,7 +336,7 @@ def load_torchscript(
             if arg.name in defaults:
                 interpreter.env[value.unique()] = defaults[arg.name]
             else:
-                dtype = types[arg.name].dtype() or torch.float32
+                dtype = types[arg.name].dtype() or _undeclared_dtype(value)
                 interpreter.env[value.unique()] = builder.input(arg.name, shapes[arg.name], dtype)
         with torch.no_grad():
             outputs = interpreter.run_block(graph, [])

@@ -273,3 +273,28 @@ def test_float_attributes_are_read_as_an_onnx_file_stores_them(tmp_path: Path) -
         graph = load_model(save_as(kind, model, shape, tmp_path / f"m{suffix}")).graph
         slopes[kind] = [node.attrs["alpha"] for node in graph.nodes if node.op_type == "LeakyRelu"]
     assert slopes["onnx"] == slopes["export"] == slopes["traced"] == [float(np.float32(0.2))]
+
+
+class _Embedded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table, self.head = nn.Embedding(10, 4), nn.Linear(4, 2)
+
+    def forward(self, tokens):
+        return self.head(self.table(tokens))
+
+
+@pytest.mark.parametrize("kind", ["script", "trace"])
+def test_integer_tokens_of_a_scripted_module_get_the_verdict_of_its_other_forms(tmp_path: Path, kind: str) -> None:
+    """torch.jit.script keeps no dtype for its inputs: one that an embedding reads as indices is an
+    integer tensor, and the model gets the verdict of its traced and ONNX forms (an embedding lookup
+    jumps between rows) instead of a probe error that blamed --input-shape."""
+    torch.manual_seed(0)
+    module = _Embedded().eval()
+    tokens = torch.tensor([[1, 3, 7]])
+    saved = torch.jit.script(module) if kind == "script" else torch.jit.trace(module, tokens)
+    path = tmp_path / f"{kind}.pt"
+    torch.jit.save(saved, str(path))
+    report = audit(str(path), input_shape="1x3")
+    assert report.exit_code() == 3 and report.upper_bound is None
+    assert any("Gather with variable indices" in (layer.reason or "") for layer in report.layers)
