@@ -82,6 +82,50 @@ def test_the_first_diverging_node_is_named_not_a_later_one(tmp_path: Path) -> No
     assert caught.value.node == "a"
 
 
+def test_a_node_after_a_cancellation_is_checked_at_the_scale_it_was_computed_from(tmp_path: Path) -> None:
+    """relu(x·W₁ − x·W₂) with W₂ ≈ W₁: the difference is small next to the products, whose float32
+    rounding it carries; the Relu, which computes the runtime's output from the runtime's inputs,
+    gets its tolerance at the scale its input was computed from (a valid model was refused,
+    redteam12).  A misread Relu still fails."""
+    rng = np.random.default_rng(1)
+    first = rng.normal(size=(64, 64)).astype(np.float32)
+    second = (first * (1 + 1e-5 * rng.normal(size=first.shape))).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"], name="a"),
+        helper.make_node("MatMul", ["x", "w2"], ["b"], name="b"),
+        helper.make_node("Sub", ["a", "b"], ["d"], name="difference"),
+        helper.make_node("Relu", ["d"], ["y"], name="relu"),
+    ]
+    loaded = load_model(save(graph_model(nodes, [1, 64], {"w1": first, "w2": second}), tmp_path))
+    assert verify(loaded.graph, loaded.probe).checked
+    relu = next(n for n in loaded.graph.nodes if n.name == "relu")
+    relu.op_type = "Abs"
+    with pytest.raises(VerificationError) as caught:
+        verify(loaded.graph, loaded.probe)
+    assert caught.value.node == "relu"
+
+
+def test_a_small_misreading_that_builds_up_over_layers_fails(tmp_path: Path) -> None:
+    """Twenty orthogonal layers with every weight read 0.09 % small: under each node's own
+    tolerance, 1.8 % at the end; the check compares the values as they build up (redteam16)."""
+    rng = np.random.default_rng(0)
+    nodes, weights, previous = [], {}, "x"
+    for k in range(20):
+        weights[f"w{k}"] = np.linalg.qr(rng.standard_normal((8, 8)))[0].astype(np.float32)
+        nodes.append(helper.make_node("MatMul", [previous, f"w{k}"], [f"m{k}"], name=f"m{k}"))
+        previous = "y" if k == 19 else f"t{k}"
+        if k < 19:
+            nodes.append(helper.make_node("Tanh", [f"m{k}"], [previous], name=f"t{k}"))
+        else:
+            nodes[-1].output[0] = "y"
+    loaded = load_model(save(graph_model(nodes, [1, 8], weights), tmp_path))
+    for name in weights:
+        value = loaded.graph.values[name]
+        value.const = (value.const.astype(np.float64) * (1 - 9e-4)).astype(np.float32)
+    with pytest.raises(VerificationError):
+        verify(loaded.graph, loaded.probe)
+
+
 def test_cli_mismatch_exits_two_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     def corrupting_passes(graph):
         graph = run_passes(graph)
