@@ -40,6 +40,7 @@ from typing import Any
 from .domain.around import anchor_centres, check_around, check_radius
 from .domain.inputs import check_input_ranges
 from .errors import UsageError
+from .ir.graph import written_names
 from .options import AuditOptions, InputRange, check_choice
 from .parallel import LOCAL_RAY
 from .report import BranchViolation, LayerReport, LayerViolation, ResidualBranch, within
@@ -310,9 +311,11 @@ def layer_violations(layers: list[LayerReport], settings: Settings) -> list[Laye
     """Layers whose factor exceeds their max_layer_factor (an unbounded layer always does)."""
     violations = []
     for layer in layers:
-        limit = settings.layer_limit(layer.name)
-        if limit is None:
+        limits = [settings.layer_limit(name) for name in (layer.name, *written_names(layer.notes))]
+        found = [limit for limit in limits if limit is not None]
+        if not found:
             continue
+        limit = min(found)  # a layer renamed for a repeated name keeps the limits of the name written
         if layer.factor is None or not within(layer.factor, limit, settings.rtol):
             violations.append(LayerViolation(layer.name, layer.op, layer.factor, limit))
     return violations

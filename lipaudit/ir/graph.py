@@ -7,6 +7,7 @@ value up never creates it; ``add_value`` and ``new_value`` do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,17 @@ class Node(AttributeReader):
     def label(self) -> str:
         """The op type, prefixed by its domain when that is not the default one."""
         return f"{self.domain}::{self.op_type}" if self.domain else self.op_type
+
+
+# The note a node renamed for its repeated name carries: limits set for the name it was written with
+# still apply to it (config.layer_violations, written_names).
+RENAMED = "named '{}' in the model; renamed, as another node has that name"
+_RENAMED = re.compile("^" + re.escape(RENAMED).replace(re.escape("{}"), "(.*)") + "$")
+
+
+def written_names(notes: list[str]) -> list[str]:
+    """The names a node was written with before it was renamed (from its notes)."""
+    return [found.group(1) for note in notes if (found := _RENAMED.match(note))]
 
 
 class Graph:
@@ -287,6 +299,7 @@ class Graph:
             k = 2
             while f"{node.name}_{k}" in self._named:
                 k += 1
+            node.notes.append(RENAMED.format(node.name))
             node.name = f"{node.name}_{k}"
         self._named[node.name] = node
         for name in node.outputs:

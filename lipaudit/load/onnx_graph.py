@@ -211,6 +211,14 @@ def constant_node_value(node: onnx.NodeProto, external: ExternalData | None = No
     return np.asarray(value, dtype=dtype)
 
 
+def _unwritten_name(name: str, written: set[str]) -> str:
+    k, found = 1, name
+    while found in written:
+        k += 1
+        found = f"{name}_{k}"
+    return found
+
+
 def ir_nodes(
     graph: onnx.GraphProto,
     values: dict[str, Value],
@@ -237,8 +245,11 @@ def ir_nodes(
         array = sparse_array(sparse)
         values[ir(sparse.values.name)] = Value(ir(sparse.values.name), tuple(array.shape), array)
     nodes: list[Node] = []
+    # A generated name gives way to the names the model's author wrote (a --max-layer-factor table
+    # names those); the IR graph makes any name still repeated unique (ir.Graph).
+    written = {proto.name for proto in graph.node if proto.name}
     for index, proto in enumerate(graph.node):
-        name = prefix + (proto.name or f"{proto.op_type}_{index}")
+        name = prefix + (proto.name or _unwritten_name(f"{proto.op_type}_{index}", written))
         if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
             array = constant_node_value(proto, external)
             values[ir(proto.output[0])] = Value(ir(proto.output[0]), tuple(array.shape), array)

@@ -50,3 +50,36 @@ def test_two_nodes_with_one_name_keep_their_own_slopes(tmp_path, names, box):
     assert report.network.certified
     assert report.upper_bound >= 1.0
     assert len({layer.name for layer in report.layers}) == len(report.layers)
+
+
+def _two_matmuls(tmp_path, first: str, second: str):
+    """x → MatMul (I) → Tanh → MatMul (5·I): layer factors 1 and 5."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["a"], name=first),
+        helper.make_node("Tanh", ["a"], ["b"], name="act"),
+        helper.make_node("MatMul", ["b", "W2"], ["y"], name=second),
+    ]
+    weights = {"W1": np.eye(4, dtype=np.float32), "W2": 5 * np.eye(4, dtype=np.float32)}
+    graph = helper.make_graph(
+        nodes,
+        "gated",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "gated.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "names,gate", [(("", "MatMul_0"), "MatMul_0"), (("fc", "fc"), "fc")], ids=["generated-name", "written-twice"]
+)
+def test_a_layer_limit_reaches_the_layer_written_with_that_name(tmp_path, names, gate):
+    """A generated name gives way to the one the author wrote, and a node renamed for a name written
+    twice keeps that name's limit: the 5·I layer cannot escape a limit of 2 (redteam16)."""
+    report = lipaudit.audit(str(_two_matmuls(tmp_path, *names)), max_layer_factor={gate: 2.0})
+    assert report.exit_code() == 1
+    assert [violation.factor > 4.9 for violation in report.threshold.layers or []] == [True]
