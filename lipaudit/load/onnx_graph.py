@@ -297,17 +297,14 @@ def non_finite_initializers(graph: onnx.GraphProto, external: ExternalData | Non
             if not _finite_or_mask(tensor_array(init, "initializer"), init.name in masks):
                 return init.name
     for node in graph.node:
-        if node.op_type != "Constant" or node.domain or not node.output:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or not node.output:
             continue
-        for attribute in node.attribute:
-            if attribute.name == "value" and attribute.t.data_type in _FLOATS:
-                array = tensor_array(attribute.t, "constant")
-            elif attribute.name in ("value_float", "value_floats"):
-                array = np.asarray(attribute.floats if attribute.name == "value_floats" else attribute.f)
-            else:
-                continue
-            if not _finite_or_mask(array, node.output[0] in masks):
-                return node.output[0]
+        try:
+            array = constant_node_value(node, external)
+        except ModelLoadError:
+            continue  # malformed: the loader says so when it reads the node
+        if array.dtype.kind == "f" and not _finite_or_mask(array, node.output[0] in masks):
+            return node.output[0]
     return None
 
 

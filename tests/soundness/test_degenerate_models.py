@@ -339,12 +339,18 @@ def test_minus_infinity_added_before_a_softmax_is_a_mask(tmp_path: Path, box, sp
     assert_sound(outcome, 0.5 if box is None else _softmax_sup_on_box(3, 1.0), allow_error=False)
 
 
-def test_a_constant_node_holding_nan_is_one_clean_line_naming_it(tmp_path: Path) -> None:
-    """A Constant node is a weight like an initializer: NaN in one is refused by name (it used to
-    reach the SVD, whose failure to converge leaked out)."""
+@pytest.mark.parametrize("form", ["value", "sparse_value"])
+def test_a_constant_node_holding_nan_is_one_clean_line_naming_it(tmp_path: Path, form: str) -> None:
+    """A Constant node is a weight like an initializer: NaN in one, dense or sparse, is refused by
+    name (it used to reach the SVD, whose failure to converge leaked out)."""
     value = numpy_helper.from_array(np.array([[1.0, np.nan], [0.5, 2.0]], np.float32), "w")
+    if form == "sparse_value":
+        values = numpy_helper.from_array(np.array([1.0, np.nan], np.float32), "w")
+        indices = numpy_helper.from_array(np.array([0, 1], np.int64), "w_indices")
+        value = helper.make_sparse_tensor(values, indices, [2, 2])
+    constant = helper.make_node("Constant", [], ["w"], **{form: value})
     proto = model(
-        [helper.make_node("Constant", [], ["w"], value=value), helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [constant, helper.make_node("MatMul", ["x", "w"], ["y"])],
         [("x", FLOAT, [1, 2])],
         [("y", FLOAT, [1, 2])],
         {},
