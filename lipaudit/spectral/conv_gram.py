@@ -23,13 +23,13 @@ is certified (Cholesky reads it); the bound holds entry by entry, so for that tr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..invariants import present
-from .cost import device_costs, gram_build_seconds
+from .cost import device_costs, operator_matrix_seconds, tap_pair_seconds
 from .device import one_thread
 from .geometry import window_count
 from .materialize import GramSource
@@ -103,7 +103,8 @@ class ConvGram:
     tap_pairs: Tensor  # (pairs, 2)
     diagonal_taps: Tensor  # (positions, taps) float64: how many reads of tap t fall on each Gram row
     # Where writing the operator's matrix and one GEMM is predicted cheaper than the tap pairs
-    # (cost.gram_build_seconds): every read (the Gram side's position, the other side's, the tap).
+    # (cost.operator_matrix_seconds against cost.tap_pair_seconds): every read (the Gram side's
+    # position, the other side's, the tap).
     by_operator: bool = False
     read_side: Tensor | None = None
     read_other: Tensor | None = None
@@ -154,41 +155,41 @@ class ConvGram:
         diagonal_taps = torch.zeros((positions, taps), dtype=torch.float64, device=device)
         diagonal_taps.index_put_((row, t), torch.ones_like(row, dtype=torch.float64), accumulate=True)
         inner = max(1, long * int(per_row))
+        made = cls(w, on_input, positions, channels, inner, a, b, pair, tap_pairs, diagonal_taps)
         other_positions = math.prod(outs) if on_input else math.prod(spatial)
-        _, cheaper = gram_build_seconds(
-            groups=groups,
-            taps=taps,
-            pairs=tap_pairs.shape[0],
-            scatters=a.numel(),
-            reads=j.numel(),
-            channels=channels,
-            long=long,
-            side=channels * positions,
-            other=long * other_positions,
-            costs=device_costs(device),
-        )
-        if not (cheaper if by_operator is None else by_operator):
-            return cls(w, on_input, positions, channels, inner, a, b, pair, tap_pairs, diagonal_taps)
+        if by_operator is None:
+            costs = device_costs(device)
+            by_pairs = tap_pair_seconds(
+                groups=groups,
+                taps=taps,
+                pairs=tap_pairs.shape[0],
+                scatters=a.numel(),
+                channels=channels,
+                long=long,
+                costs=costs,
+            )
+            by_matrix = operator_matrix_seconds(
+                groups=groups,
+                reads=j.numel(),
+                channels=channels,
+                long=long,
+                side=channels * positions,
+                other=long * other_positions,
+                costs=costs,
+            )
+            by_operator = by_matrix is not None and by_matrix < by_pairs
+        if not by_operator:
+            return made
         # One GEMM sums the products of a whole row of the operator: at most its length, not
         # only those that share a read.
-        inner = max(inner, long * other_positions)
-        other = j if on_input else p
-        return cls(
-            w,
-            on_input,
-            positions,
-            channels,
-            inner,
-            a,
-            b,
-            pair,
-            tap_pairs,
-            diagonal_taps,
-            True,
-            row,
-            other,
-            t,
-            other_positions,
+        return replace(
+            made,
+            inner=max(inner, long * other_positions),
+            by_operator=True,
+            read_side=row,
+            read_other=j if on_input else p,
+            read_tap=t,
+            other_positions=other_positions,
         )
 
     # ------------------------------------------------------------------ Gram matrices

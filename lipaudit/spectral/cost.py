@@ -217,33 +217,26 @@ class ConvShape:
         return pairs, scatters, count
 
 
-def gram_build_seconds(
-    *,
-    groups: int,
-    taps: int,
-    pairs: int,
-    scatters: int,
-    reads: int,
-    channels: int,
-    long: int,
-    side: int,
-    other: int,
-    costs: DeviceCosts,
-    by_operator: bool = True,
-) -> tuple[float, bool]:
-    """(seconds, through the operator's matrix) to assemble a convolution's Gram matrices, per
-    group of side ``side`` = channels·positions, the other side ``other`` = long·positions: from
-    the tap pairs (conv_gram.ConvGram.gram: a product per pair, then one indexed add per pair,
-    which dominates when a large kernel covers a small grid), or by writing the operator's matrix
-    (one kernel block per read) and one GEMM, whichever is predicted cheaper; the matrix only
-    while it fits OPERATOR_BYTES (``by_operator`` False: the tap pairs' time only)."""
+def tap_pair_seconds(
+    *, groups: int, taps: int, pairs: int, scatters: int, channels: int, long: int, costs: DeviceCosts
+) -> float:
+    """Predicted seconds to assemble a convolution's Gram matrices from its tap pairs
+    (conv_gram.ConvGram.gram: a product per pair, then one indexed add per pair, which dominates
+    when a large kernel covers a small grid); ``channels`` on the Gram's side, ``long`` the other's."""
     products = taps**2 if 4 * pairs >= taps**2 else pairs  # conv_gram: one GEMM for all pairs
-    by_pairs = groups * (products * 2 * long * channels**2 * costs.gemm_s + scatters * channels**2 * costs.scatter_s)
-    by_pairs += pairs * costs.pair_s
-    if not by_operator or 8 * groups * side * other > OPERATOR_BYTES:
-        return by_pairs, False
-    by_matrix = groups * (reads * long * channels * costs.scatter_s + 2 * side * side * other * costs.gemm_s)
-    return (by_matrix, True) if by_matrix < by_pairs else (by_pairs, False)
+    build = groups * (products * 2 * long * channels**2 * costs.gemm_s + scatters * channels**2 * costs.scatter_s)
+    return build + pairs * costs.pair_s
+
+
+def operator_matrix_seconds(
+    *, groups: int, reads: int, channels: int, long: int, side: int, other: int, costs: DeviceCosts
+) -> float | None:
+    """Predicted seconds to assemble them by writing the operator's matrix (one kernel block per
+    read) and one GEMM, per group of side ``side`` = channels·positions and ``other`` = long·positions;
+    None when the matrix is over OPERATOR_BYTES."""
+    if 8 * groups * side * other > OPERATOR_BYTES:
+        return None
+    return groups * (reads * long * channels * costs.scatter_s + 2 * side * side * other * costs.gemm_s)
 
 
 def embedding_seconds(shape: ConvShape, kernel: PolyphaseKernel, costs: DeviceCosts, *, estimate: bool) -> float:
@@ -270,22 +263,12 @@ def materialized_seconds(shape: ConvShape, costs: DeviceCosts) -> float | None:
     if 8 * n * n > costs.gram_bytes:
         return None
     channels, long = (shape.c_in_g, shape.c_out // g) if shape.gram_on_input else (shape.c_out // g, shape.c_in_g)
-    pairs, scatters, reads = shape.gram_work()
+    pairs, scatters, _ = shape.gram_work()
     # The tap pairs' assembly, even where conv_gram writes the operator's matrix instead (faster on
     # a large kernel over a small grid): an upper estimate that keeps every plan, and so every
     # figure, as it was before that path existed.
-    build, _ = gram_build_seconds(
-        groups=g,
-        taps=shape.taps,
-        pairs=pairs,
-        scatters=scatters,
-        reads=reads,
-        channels=channels,
-        long=long,
-        side=n,
-        other=shape.output_side if shape.gram_on_input else shape.input_side,
-        costs=costs,
-        by_operator=False,
+    build = tap_pair_seconds(
+        groups=g, taps=shape.taps, pairs=pairs, scatters=scatters, channels=channels, long=long, costs=costs
     )
     if uses_eigensolver(g, n):
         certify = g * n**3 * costs.eigen_s
