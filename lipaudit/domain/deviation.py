@@ -78,7 +78,7 @@ class OpFactorDeviation(Forward):
         op = resolve(node, graph.opset_of(node))
         if op is None or not _nonlinear(op, node, jctx.rules):
             return
-        gains = _gains(op, node, jctx.rules, self.method)
+        gains = _gains(node, jctx.rules, self.method)
         if gains is None:
             return
         outputs = [name for name in node.outputs if name and name in jctx.jacobians]
@@ -194,7 +194,7 @@ def _nonlinear(op, node, rules: RuleContext) -> bool:
     return isinstance(found, Barrier)
 
 
-def _gains(op, node, rules: RuleContext, method: str) -> tuple[str, list[float]] | None:
+def _gains(node, rules: RuleContext, method: str) -> tuple[str, list[float]] | None:
     """('sum' or 'rss', one weight per variable input) from the node's certified factor of output 0
     on the ranges, with the checks every factor gets (compose.factors: √copies on an input that
     the op broadcasts, the float32 margin); None where it has none."""

@@ -85,6 +85,13 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _input_scale(args: list[Any]) -> tuple[float, bool]:
+    """(the largest float entry of a node's tensor inputs, whether any is float)."""
+    arrays = [a.detach().cpu().numpy() for a in args if isinstance(a, torch.Tensor)]
+    floats = [a for a in arrays if a.dtype.kind == "f"]
+    return max((_scale(a) for a in floats), default=0.0), bool(floats)
+
+
 class _Checker:
     """Compares each node's outputs with the probe as the executor produces them."""
 
@@ -98,9 +105,7 @@ class _Checker:
         self.carried: dict[str, float] = {}  # value -> the largest float entry it was computed from
 
     def __call__(self, node: Node, args: list[Any], outputs: list[Any]) -> None:
-        arrays = [a.detach().cpu().numpy() for a in args if isinstance(a, torch.Tensor)]
-        input_scale = max((_scale(a) for a in arrays if a.dtype.kind == "f"), default=0.0)
-        floats_in = any(a.dtype.kind == "f" for a in arrays)
+        input_scale, floats_in = _input_scale(args)
         carried = max([input_scale, *(self.carried.get(name, 0.0) for name in node.inputs if name)])
         for name, tensor in zip(node.outputs, outputs):
             if not name or not isinstance(tensor, torch.Tensor):
@@ -148,9 +153,7 @@ class _Checker:
             return None
         if index >= len(outputs) or not isinstance(outputs[index], torch.Tensor):
             return None
-        arrays = [a.detach().cpu().numpy() for a in again if isinstance(a, torch.Tensor)]
-        input_scale = max((_scale(a) for a in arrays if a.dtype.kind == "f"), default=0.0)
-        floats_in = any(a.dtype.kind == "f" for a in arrays)
+        input_scale, floats_in = _input_scale(again)
         return compare(outputs[index], want, input_scale=input_scale, discrete_of_floats=floats_in)
 
 

@@ -8,7 +8,7 @@ value up never creates it; ``add_value`` and ``new_value`` do.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,15 @@ class Node(AttributeReader):
 # still apply to it (config.layer_violations, written_names).
 RENAMED = "named '{}' in the model; renamed, as another node has that name"
 _RENAMED = re.compile("^" + re.escape(RENAMED).replace(re.escape("{}"), "(.*)") + "$")
+
+
+def unused_name(name: str, taken: Container[str]) -> str:
+    """``name``, or the first of name_2, name_3, … not in ``taken``."""
+    found, k = name, 1
+    while found in taken:
+        k += 1
+        found = f"{name}_{k}"
+    return found
 
 
 def written_names(notes: list[str]) -> list[str]:
@@ -296,11 +305,8 @@ class Graph:
 
     def _link(self, node: Node) -> None:
         if self._named.get(node.name, node) is not node:
-            k = 2
-            while f"{node.name}_{k}" in self._named:
-                k += 1
             node.notes.append(RENAMED.format(node.name))
-            node.name = f"{node.name}_{k}"
+            node.name = unused_name(node.name, self._named)
         self._named[node.name] = node
         for name in node.outputs:
             if name:

@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelLoadError
 from ..ir import Node, Value, decode_attribute
+from ..ir.graph import unused_name
 from .mapped import MAPPABLE_DTYPES, ExternalSlice, FileMappings, all_finite
 
 # A single tensor with more entries than this is refused up front rather than exhausting memory
@@ -211,14 +212,6 @@ def constant_node_value(node: onnx.NodeProto, external: ExternalData | None = No
     return np.asarray(value, dtype=dtype)
 
 
-def _unwritten_name(name: str, written: set[str]) -> str:
-    k, found = 1, name
-    while found in written:
-        k += 1
-        found = f"{name}_{k}"
-    return found
-
-
 def ir_nodes(
     graph: onnx.GraphProto,
     values: dict[str, Value],
@@ -249,7 +242,7 @@ def ir_nodes(
     # names those); the IR graph makes any name still repeated unique (ir.Graph).
     written = {proto.name for proto in graph.node if proto.name}
     for index, proto in enumerate(graph.node):
-        name = prefix + (proto.name or _unwritten_name(f"{proto.op_type}_{index}", written))
+        name = prefix + (proto.name or unused_name(f"{proto.op_type}_{index}", written))
         if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
             array = constant_node_value(proto, external)
             values[ir(proto.output[0])] = Value(ir(proto.output[0]), tuple(array.shape), array)

@@ -320,8 +320,9 @@ class ChainBuilder:
         """Σ c_k·‖E_k‖, at the collapse ``key`` when given (the exact figures only when ``measure``
         is on, and only for maps whose measurement costs at most ``collapse_cost``, or any when
         the plan names the collapse)."""
-        units = self.collapse_units.setdefault(key, {}) if key is not None else {}
-        units.update((id(t.map), (t.map, t.map.cost())) for t in terms if t.map.improvable)
+        if key is not None:
+            units = self.collapse_units.setdefault(key, {})
+            units.update((id(t.map), (t.map, t.map.cost())) for t in terms if t.map.improvable)
         if not self.measure:
             return math.fsum(product_up(t.weight, t.map.cheap) for t in terms)
         limit = math.inf if key in self.planned_collapses else self.collapse_cost
