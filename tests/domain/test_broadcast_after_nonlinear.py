@@ -6,26 +6,15 @@ The truth is exact: the Jacobian at a point of the box, in closed form."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 import lipaudit
+from tests.builders import graph_model, save
 
 
 def _model(tmp_path, nodes, initializers, width: int):
-    graph = helper.make_graph(
-        nodes,
-        "broadcast",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(value, name) for name, value in initializers.items()],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    path = tmp_path / "broadcast.onnx"
-    onnx.save(onnx.shape_inference.infer_shapes(proto), str(path))
-    return path
+    return save(graph_model(nodes, [1, width], initializers), tmp_path, "broadcast.onnx")
 
 
 @pytest.mark.parametrize("box", ["-1:1", "-0.01:0.01"])

@@ -7,11 +7,11 @@ paths cancelled to a certified 1.3e-15 (redteam14)."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 import lipaudit
+from tests.builders import graph_model, save
 
 
 def _absolute_plus_five(tmp_path, first: str, second: str):
@@ -29,18 +29,7 @@ def _absolute_plus_five(tmp_path, first: str, second: str):
         helper.make_node("Relu", ["z2"], ["h2"], name=second),
         helper.make_node("MatMul", ["h2", "W3"], ["y"], name="mm3"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "duplicate_names",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
-        [numpy_helper.from_array(value, name) for name, value in weights.items()],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    path = tmp_path / "duplicate_names.onnx"
-    onnx.save(proto, str(path))
-    return path
+    return save(graph_model(nodes, [1, 1], weights), tmp_path, "duplicate_names.onnx")
 
 
 @pytest.mark.parametrize("names", [("act", "act"), ("", "Relu_1")], ids=["same-name", "unnamed-and-generated"])
@@ -60,18 +49,7 @@ def _two_matmuls(tmp_path, first: str, second: str):
         helper.make_node("MatMul", ["b", "W2"], ["y"], name=second),
     ]
     weights = {"W1": np.eye(4, dtype=np.float32), "W2": 5 * np.eye(4, dtype=np.float32)}
-    graph = helper.make_graph(
-        nodes,
-        "gated",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        [numpy_helper.from_array(value, name) for name, value in weights.items()],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    path = tmp_path / "gated.onnx"
-    onnx.save(proto, str(path))
-    return path
+    return save(graph_model(nodes, [1, 4], weights), tmp_path, "gated.onnx")
 
 
 @pytest.mark.parametrize(
