@@ -198,6 +198,10 @@ def test_the_budget_decides_whether_a_program_runs() -> None:
     assert semidefinite_bound(net, warm_start=1.0, budget=1e3) is None  # its least work is far above
     assert sdp_budget(0.0) == 0.0 and sdp_budget(DEFAULT_RECURSION_BUDGET) == SDP_BUDGET
     assert sdp_budget(None) == SDP_BUDGET * SDP_UNLIMITED
+    # a large finite budget spends no more than the unlimited run, and never less for more
+    budgets = [0.0, 0.1, DEFAULT_RECURSION_BUDGET, 3.0, 100.0, 1e9]
+    spends = [sdp_budget(b) for b in budgets]
+    assert spends == sorted(spends) and spends[-1] == sdp_budget(100.0) == sdp_budget(None)
 
 
 def test_an_optimiser_failure_leaves_no_figure_and_raises_nothing(monkeypatch) -> None:
