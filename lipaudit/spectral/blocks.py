@@ -57,6 +57,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -65,6 +66,8 @@ from .geometry import window_count
 # Work memory for one chunk of blocks while they are computed (the kernel's DFT as real matrix
 # products over the taps).
 BLOCK_CHUNK_BYTES = 128 * 2**20
+# Rows of taps whose differences _pair_counts forms at once (rows × taps int64 entries).
+_PAIR_CHUNK = 256
 
 
 def embedding_period(size: int, begin: int, end: int, kernel: int, stride: int, dilation: int) -> int:
@@ -290,6 +293,29 @@ class PolyphaseKernel:
         object.__setattr__(self, "_pairs_cache", pairs)
         return pairs
 
+    def _pair_counts(self) -> tuple[int, int]:
+        """(pairs of taps, distinct shifts δ among them): the sizes of _pairs, without its
+        Python loop over every pair, which the cost model would otherwise pay on each plan."""
+        cached = self.__dict__.get("_pair_counts_cache")
+        if cached is not None:
+            return cached
+        shifts = self.shifts.cpu().numpy().astype(np.int64).reshape(self.taps, -1)
+        phase = self.phase.cpu().numpy() if self.left else np.zeros(self.taps, dtype=np.int64)
+        # one integer per shift vector (mixed radix over the range of differences), then δ = a_t − a_u
+        span = (shifts.max(axis=0) - shifts.min(axis=0)) * 2 + 1 if self.taps else np.ones(1, np.int64)
+        radix = np.concatenate([np.cumprod(span[::-1])[::-1][1:], [1]]).astype(np.int64)
+        code = (shifts - shifts.min(axis=0)) @ radix
+        npairs, seen = 0, np.empty(0, dtype=np.int64)
+        for p in np.unique(phase):
+            members = code[phase == p]
+            npairs += len(members) ** 2
+            for start in range(0, len(members), _PAIR_CHUNK):
+                deltas = members[start : start + _PAIR_CHUNK, None] - members[None, :]
+                seen = np.union1d(seen, deltas.ravel())
+        result = (int(npairs), len(seen))
+        object.__setattr__(self, "_pair_counts_cache", result)
+        return result
+
     def _autocorrelation(self) -> tuple[Tensor, Tensor]:
         """(δ (Δ, D) int64, H (Δ, groups, side, side) float64), cached; see the module docstring.
 
@@ -336,12 +362,9 @@ class PolyphaseKernel:
         """Flops to form every block's Gram matrix (through the autocorrelation, through the blocks)."""
         m, n = self.block_shape
         side, long = min(m, n), max(m, n)
-        pairs = self._pairs()
-        npairs = sum(len(v) for v in pairs.values())
+        npairs, shifts = self._pair_counts()
         inner = self.weight.shape[2] if self.left else self.weight.shape[1]
-        through_pairs = self.groups * (
-            npairs * 2 * side * side * inner + self.frequencies * len(pairs) * 4 * side * side
-        )
+        through_pairs = self.groups * (npairs * 2 * side * side * inner + self.frequencies * shifts * 4 * side * side)
         per_block = (2 if self.is_real else 8) * side * side * long + 8 * self.taps * side * long
         return through_pairs, self.count * per_block
 

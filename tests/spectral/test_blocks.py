@@ -156,6 +156,22 @@ def test_gram_matrices_from_the_autocorrelation_are_the_blocks_gram(geometry, mo
             assert torch.all(gram <= exact_gram * (1 + 1e-4) + 1e-3 * float(sigma.max()))
 
 
+# a composite kernel's footprint: more taps than _pair_counts takes in one chunk
+LARGE_FOOTPRINT = ("2d-k21-441-taps", (2, 2, 21, 21), (24, 24), (1, 1), (10, 10, 10, 10), (1, 1), 1)
+
+
+@pytest.mark.parametrize("geometry", [*GEOMETRIES, LARGE_FOOTPRINT], ids=[g[0] for g in [*GEOMETRIES, LARGE_FOOTPRINT]])
+def test_the_cost_models_pair_counts_are_those_of_the_pairs_themselves(geometry):
+    """gram_flops counts pairs of taps and their shifts without listing them: the same numbers."""
+    for seed, wide in ((0, False), (1, True)):
+        g = list(geometry)
+        if wide:  # the other Gram side: more output channels than the phases' inputs
+            g[1] = (g[1][0] * 8 * g[6], *g[1][1:])
+        _, kernel = kernel_of(tuple(g), seed=seed)
+        pairs = kernel._pairs()
+        assert kernel._pair_counts() == (sum(len(v) for v in pairs.values()), len(pairs))
+
+
 def test_the_right_side_gram_is_used_when_it_is_smaller():
     geometry = ("wide", (8, 2, 3, 3), (9, 9), (2, 2), (1, 1, 1, 1), (1, 1), 1)  # block 8 × 2·4
     _, kernel = kernel_of(geometry)
