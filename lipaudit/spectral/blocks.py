@@ -272,89 +272,85 @@ class PolyphaseKernel:
     def side(self) -> int:
         return min(self.block_shape)
 
-    def _pairs(self) -> dict[tuple[int, ...], list[tuple[int, int]]]:
-        """Pairs of taps (t, u) contributing to each autocorrelation shift δ (cached)."""
-        cached = self.__dict__.get("_pairs_cache")
-        if cached is not None:
-            return cached
-        shifts, phase = self.shifts.tolist(), self.phase.tolist()
-        pairs: dict[tuple[int, ...], list[tuple[int, int]]] = {}
-        left, taps = self.left, self.taps
-        for t in range(taps):
-            for u in range(taps):
-                if left and phase[t] != phase[u]:
-                    continue
-                # left: δ = a_t − a_u for W_t W_uᵀ; right: δ = a_u − a_t for W_tᵀ W_u
-                if left:
-                    delta = tuple(a - b for a, b in zip(shifts[t], shifts[u]))
-                else:
-                    delta = tuple(b - a for a, b in zip(shifts[t], shifts[u]))
-                pairs.setdefault(delta, []).append((t, u))
-        object.__setattr__(self, "_pairs_cache", pairs)
-        return pairs
+    def _shift_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(code per tap, radix, span): each tap's shift as one integer whose differences code the
+        shifts δ = a_t − a_u one to one, in the lexicographic order of δ (balanced mixed radix:
+        per axis the difference lies in ±range, the radix is the product of the later 2·range + 1)."""
+        shifts = self.shifts.cpu().numpy().astype(np.int64).reshape(self.taps, -1)
+        low = shifts.min(axis=0)
+        span = (shifts.max(axis=0) - low) * 2 + 1
+        radix = np.concatenate([np.cumprod(span[::-1])[::-1][1:], [1]]).astype(np.int64)
+        return (shifts - low) @ radix, radix, span
+
+    def _pair_chunks(self):
+        """Every pair of taps (t, u) that meets in one Gram entry (left side: same phase), in chunks
+        of rows t: (t, u, code of δ) arrays; δ = a_t − a_u on the left side, a_u − a_t on the right."""
+        code, _, _ = self._shift_codes()
+        phase = self.phase.cpu().numpy() if self.left else np.zeros(self.taps, dtype=np.int64)
+        sign = 1 if self.left else -1
+        for p in np.unique(phase):
+            members = np.flatnonzero(phase == p)
+            for start in range(0, len(members), _PAIR_CHUNK):
+                rows = members[start : start + _PAIR_CHUNK]
+                t = np.repeat(rows, len(members))
+                u = np.tile(members, len(rows))
+                yield t, u, sign * (code[t] - code[u])
 
     def _pair_counts(self) -> tuple[int, int]:
-        """(pairs of taps, distinct shifts δ among them): the sizes of _pairs, without its
-        Python loop over every pair, which the cost model would otherwise pay on each plan."""
+        """(pairs of taps, distinct shifts δ among them), which the cost model reads on every plan."""
         cached = self.__dict__.get("_pair_counts_cache")
         if cached is not None:
             return cached
-        shifts = self.shifts.cpu().numpy().astype(np.int64).reshape(self.taps, -1)
-        phase = self.phase.cpu().numpy() if self.left else np.zeros(self.taps, dtype=np.int64)
-        # one integer per shift vector (mixed radix over the range of differences), then δ = a_t − a_u
-        span = (shifts.max(axis=0) - shifts.min(axis=0)) * 2 + 1 if self.taps else np.ones(1, np.int64)
-        radix = np.concatenate([np.cumprod(span[::-1])[::-1][1:], [1]]).astype(np.int64)
-        code = (shifts - shifts.min(axis=0)) @ radix
         npairs, seen = 0, np.empty(0, dtype=np.int64)
-        for p in np.unique(phase):
-            members = code[phase == p]
-            npairs += len(members) ** 2
-            for start in range(0, len(members), _PAIR_CHUNK):
-                deltas = members[start : start + _PAIR_CHUNK, None] - members[None, :]
-                seen = np.union1d(seen, deltas.ravel())
-        result = (int(npairs), len(seen))
+        for t, _, delta in self._pair_chunks():
+            npairs += len(t)
+            seen = np.union1d(seen, delta)
+        result = (npairs, len(seen))
         object.__setattr__(self, "_pair_counts_cache", result)
         return result
 
     def _autocorrelation(self) -> tuple[Tensor, Tensor]:
         """(δ (Δ, D) int64, H (Δ, groups, side, side) float64), cached; see the module docstring.
 
-        H_{−δ} = H_δᵀ (swap the two taps of every pair), so only half of the shifts cost products.
+        H_{−δ} = H_δᵀ (swap the two taps of every pair), so only the shifts δ ≥ 0 cost products,
+        formed as batched matrix products and added into their δ (index_add_: in a fixed order).
         """
         cached = self.__dict__.get("_autocorrelation_cache")
         if cached is not None:
             return cached
         device = self.weight.device
-        c_in_g = self.weight.shape[2]
-        pairs = self._pairs()
-        phase = self.phase.tolist()
-        deltas = sorted(pairs)
-        position = {delta: i for i, delta in enumerate(deltas)}
-        side = self.side
-        h = torch.zeros((len(deltas), self.groups, side, side), dtype=torch.float64, device=device)
-        w = self.weight  # (g, C_out/g, C_in/g, taps)
-
-        def product(t: int, u: int) -> tuple[Tensor, slice, slice]:
-            if self.left:
-                return w[..., t] @ w[..., u].transpose(1, 2), slice(None), slice(None)
-            rows, cols = phase[t] * c_in_g, phase[u] * c_in_g
-            return (w[..., t].transpose(1, 2) @ w[..., u], slice(rows, rows + c_in_g), slice(cols, cols + c_in_g))
-
-        zero = tuple(0 for _ in deltas[0])
-        for d, delta in enumerate(deltas):
-            if delta < zero:
-                continue  # filled from its mirror below
-            for t, u in pairs[delta]:
-                if delta == zero and t > u:
-                    continue
-                value, rows, cols = product(t, u)
-                h[d, :, rows, cols] += value
-                if delta == zero and t < u:
-                    h[d, :, cols, rows] += value.transpose(1, 2)
-        for d, delta in enumerate(deltas):
-            if delta < zero:
-                h[d] = h[position[tuple(-x for x in delta)]].transpose(1, 2)
-        result = (torch.tensor(deltas, dtype=torch.int64, device=device).reshape(len(deltas), -1), h)
+        _, radix, span = self._shift_codes()
+        codes = np.unique(np.concatenate([delta for _, _, delta in self._pair_chunks()]))
+        g, c_in_g, phases = self.groups, self.weight.shape[2], self.phases
+        w = self.weight.permute(3, 0, 1, 2)  # (taps, g, C_out/g, C_in/g)
+        if self.left:
+            h = torch.zeros((len(codes), g, self.side, self.side), dtype=torch.float64, device=device)
+            target, size = h, self.side
+        else:  # blocks of C_in/g per phase pair: (Δ, phases, phases, g, C_in/g, C_in/g)
+            target = torch.zeros((len(codes), phases, phases, g, c_in_g, c_in_g), dtype=torch.float64, device=device)
+            size = c_in_g
+        flat = target.view(-1, g, size, size)
+        phase = self.phase.cpu().numpy()
+        step = max(1, BLOCK_CHUNK_BYTES // (16 * g * size * size))
+        for t, u, delta in self._pair_chunks():
+            keep = delta >= 0
+            t, u, delta = t[keep], u[keep], delta[keep]
+            index = np.searchsorted(codes, delta)
+            if not self.left:
+                index = (index * phases + phase[t]) * phases + phase[u]
+            for start in range(0, len(t), step):
+                rows = slice(start, start + step)
+                left, right = w[torch.from_numpy(t[rows])], w[torch.from_numpy(u[rows])]
+                value = left @ right.transpose(-1, -2) if self.left else left.transpose(-1, -2) @ right
+                flat.index_add_(0, torch.from_numpy(index[rows]).to(device), value)
+        if not self.left:
+            h = target.permute(0, 3, 1, 4, 2, 5).reshape(len(codes), g, self.side, self.side)
+        mirror = np.searchsorted(codes, -codes[codes < 0])  # sorted: the negative codes come first
+        if len(mirror):
+            h[: len(mirror)] = h[torch.from_numpy(mirror).to(device)].transpose(-1, -2)
+        offset = (span // 2) @ radix
+        digits = ((codes[:, None] + offset) // radix[None, :]) % span[None, :] - span[None, :] // 2
+        result = (torch.from_numpy(digits).to(device), h)
         object.__setattr__(self, "_autocorrelation_cache", result)
         return result
 

@@ -130,7 +130,14 @@ def test_axes_whose_phases_hold_one_shift_drop_out_to_a_single_real_block(geomet
         assert exact_max(kernel) == pytest.approx(norm_of(weight[:, :, 0, 0]), rel=1e-12)
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES, ids=[g[0] for g in GEOMETRIES])
+# the right-hand Gram side (KᴴK) with several phases: blocks of C_in/g per pair of phases
+RIGHT_SIDE = [
+    ("2d-tall-stride2", (12, 2, 3, 3), (9, 9), (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    ("1d-tall-stride3-groups", (24, 2, 5), (13,), (3,), (2, 1), (1,), 2),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES + RIGHT_SIDE, ids=[g[0] for g in GEOMETRIES + RIGHT_SIDE])
 def test_gram_matrices_from_the_autocorrelation_are_the_blocks_gram(geometry, monkeypatch):
     weight, kernel = kernel_of(geometry, seed=4)
     blocks = all_blocks(kernel)
@@ -168,8 +175,14 @@ def test_the_cost_models_pair_counts_are_those_of_the_pairs_themselves(geometry)
         if wide:  # the other Gram side: more output channels than the phases' inputs
             g[1] = (g[1][0] * 8 * g[6], *g[1][1:])
         _, kernel = kernel_of(tuple(g), seed=seed)
-        pairs = kernel._pairs()
-        assert kernel._pair_counts() == (sum(len(v) for v in pairs.values()), len(pairs))
+        shifts, phase = kernel.shifts.tolist(), kernel.phase.tolist()
+        pairs = [
+            (t, u) for t in range(kernel.taps) for u in range(kernel.taps) if not kernel.left or phase[t] == phase[u]
+        ]
+        deltas = {tuple(a - b for a, b in zip(shifts[t], shifts[u])) for t, u in pairs}
+        assert kernel._pair_counts() == (len(pairs), len(deltas))
+        listed, _ = kernel._autocorrelation()
+        assert sorted(map(tuple, listed.tolist())) == sorted(deltas)
 
 
 def test_the_right_side_gram_is_used_when_it_is_smaller():
