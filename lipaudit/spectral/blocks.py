@@ -340,7 +340,7 @@ class PolyphaseKernel:
                 index = (index * phases + phase[t]) * phases + phase[u]
             for start in range(0, len(t), step):
                 rows = slice(start, start + step)
-                left, right = w[torch.from_numpy(t[rows])], w[torch.from_numpy(u[rows])]
+                left, right = w[torch.from_numpy(t[rows]).to(device)], w[torch.from_numpy(u[rows]).to(device)]
                 value = left @ right.transpose(-1, -2) if self.left else left.transpose(-1, -2) @ right
                 flat.index_add_(0, torch.from_numpy(index[rows]).to(device), value)
         if not self.left:
