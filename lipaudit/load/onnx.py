@@ -15,6 +15,7 @@ from onnx import external_data_helper, shape_inference
 from ..errors import ModelLoadError
 from ..ir import Graph, Value
 from ..shapes import resolve_input_shapes
+from .legacy_broadcast import align_legacy_broadcast
 from .onnx_graph import ExternalData, check_size, ir_nodes, non_finite_initializers, subgraphs, uses_external_data
 from .sniff import sniff_format
 
@@ -224,6 +225,7 @@ def load_onnx(
         )
     _set_input_shapes(model, shapes)
     inferred = _inferred(model)
+    align_legacy_broadcast(inferred.graph, opset)
 
     values = {name: Value(name, shape) for name, shape in value_shapes(inferred.graph).items()}
     # Nodes come from the inferred model: their subgraphs carry the shapes inference found in them.
