@@ -48,18 +48,19 @@ def align_legacy_broadcast(graph: onnx.GraphProto, opset: int) -> bool:
             rewritten.append(node)
             continue
         a, b = node.input[0], node.input[1]
-        if ranks.get(a) is None or ranks.get(b) is None:
+        rank_a, rank_b = ranks.get(a), ranks.get(b)
+        if rank_a is None or rank_b is None:
             raise ModelLoadError(
                 f"node '{node.name or node.op_type}' broadcasts along axis {axis.i} (opset {opset}) and the "
                 "ranks of its inputs are unknown",
                 hint="give every input's shape with --input-shape, or convert the model to opset 7 or later",
             )
-        start = axis.i + ranks[a] if axis.i < 0 else axis.i
-        trailing = ranks[a] - start - ranks[b]
+        start = axis.i + rank_a if axis.i < 0 else axis.i
+        trailing = rank_a - start - rank_b
         if trailing < 0 or start < 0:
             raise ModelLoadError(
-                f"node '{node.name or node.op_type}' broadcasts a rank-{ranks[b]} input from axis {axis.i} of a "
-                f"rank-{ranks[a]} one, which does not fit",
+                f"node '{node.name or node.op_type}' broadcasts a rank-{rank_b} input from axis {axis.i} of a "
+                f"rank-{rank_a} one, which does not fit",
                 hint="the model is invalid at its opset",
             )
         if trailing == 0:
@@ -71,10 +72,10 @@ def align_legacy_broadcast(graph: onnx.GraphProto, opset: int) -> bool:
             array = numpy_helper.to_array(initializers[b])
             graph.initializer.append(numpy_helper.from_array(array.reshape(array.shape + (1,) * trailing), aligned))
         else:
-            axes = list(range(ranks[b], ranks[b] + trailing))
+            axes = list(range(rank_b, rank_b + trailing))
             rewritten.append(helper.make_node("Unsqueeze", [b], [aligned], name=aligned, axes=axes))
             graph.value_info.append(_aligned_info(graph, b, aligned, trailing))
-        ranks[aligned] = ranks[b] + trailing
+        ranks[aligned] = rank_b + trailing
         node.input[1] = aligned
         rewritten.append(node)
     if changed:

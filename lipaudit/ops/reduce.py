@@ -62,11 +62,16 @@ class Reduction(Op):
     family = FAMILY
     fn: ClassVar[ReduceTensorFn]
 
+    # With empty axes and noop_with_empty_axes the reduction is skipped but not its elementwise step
+    # (the onnx reference and onnxruntime: ReduceSumSquare gives x², ReduceLogSum log x, L1 and L2 |x|).
+    def noop(self, x: Tensor) -> Tensor:
+        return x
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         axes = _reduce_axes(node, args, x)
         if axes is None:
-            return x
+            return self.noop(x)
         out = type(self).fn(x, axes) if axes else x
         if node.attr_int("keepdims"):
             return out.reshape([1 if i in axes else d for i, d in enumerate(x.shape)])
@@ -130,6 +135,9 @@ class ReduceSum(Summation):
 class ReduceL1(Summation):
     fn = staticmethod(lambda x, a: x.abs().sum(dim=a))
 
+    def noop(self, x: Tensor) -> Tensor:
+        return x.abs()
+
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return magnitude_interval(self, node, ctx)
 
@@ -175,6 +183,9 @@ class ReduceMin(GroupExtreme):
 @register
 class ReduceL2(GroupwiseOneLipschitz):
     fn = staticmethod(lambda x, a: torch.sqrt((x * x).sum(dim=a)))
+
+    def noop(self, x: Tensor) -> Tensor:
+        return x.abs()
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         return magnitude_interval(self, node, ctx)
@@ -228,6 +239,9 @@ class ReduceSumSquare(SteepReduction):
     domain_note = "the gradient 2x of each group, 2·max over groups of ‖x‖ on the input's range"
     fn = staticmethod(lambda x, a: (x * x).sum(dim=a))
 
+    def noop(self, x: Tensor) -> Tensor:
+        return x * x
+
     def domain_value(self, node: Node, ctx: RuleContext) -> float | None:
         largest = magnitude_interval(self, node, ctx)[0]  # Σ max|x|² per group
         return None if largest is None else 2 * math.sqrt(float(np.max(largest.hi, initial=0.0)))
@@ -241,6 +255,9 @@ class ReduceLogSum(SteepReduction):
     monotone = True
     domain_note = "the gradient 1/Σx of each group: √k / min Σx on the input's range"
     fn = staticmethod(lambda x, a: torch.log(x.sum(dim=a)))
+
+    def noop(self, x: Tensor) -> Tensor:
+        return torch.log(x)
 
     def domain_value(self, node: Node, ctx: RuleContext) -> float | None:
         low = endpoint_args(ctx, node, lambda position, x: x.lo, (0,))
