@@ -135,7 +135,11 @@ class Dropout(Permutation):
         training = args[2] if len(args) > 2 else None
         if training is not None and bool(training.reshape(-1)[0]):
             raise cannot_run(node, "in training mode (it is random)")
-        return [x, torch.ones(x.shape, dtype=torch.bool, device=x.device)][: max(1, len(node.outputs))]
+        if env.opset < 12:  # the spec leaves the mask open in inference; onnxruntime writes zeros
+            mask = torch.zeros(x.shape, dtype=torch.bool if env.opset >= 10 else x.dtype, device=x.device)
+        else:
+            mask = torch.ones(x.shape, dtype=torch.bool, device=x.device)
+        return [x, mask][: max(1, len(node.outputs))]
 
 
 @register
@@ -144,7 +148,7 @@ class DepthToSpace(Permutation):
         x = args[0]
         b, c, h, w = x.shape
         bs = node.attr_int("blocksize")
-        if node.attr_str("mode") == "CRD":
+        if node.attr_str("mode", "DCR") == "CRD":  # DepthToSpace-1 has no mode: DCR
             t = x.reshape(b, c // (bs * bs), bs, bs, h, w).permute(0, 1, 4, 2, 5, 3)
         else:
             t = x.reshape(b, bs, bs, c // (bs * bs), h, w).permute(0, 3, 4, 1, 5, 2)
@@ -377,7 +381,7 @@ class GatherND(PickByIndices):
     the first ``batch_dims`` axes, which x and the indices share (the legacy exporter's diagonal)."""
 
     def pick(self, x: Tensor, indices: Tensor, node: Node) -> Tensor:
-        batch = node.attr_int("batch_dims")
+        batch = node.attr_int("batch_dims", 0)  # GatherND-11 has none: no batch axes
         indices = indices.long()
         k = indices.shape[-1]
         if tuple(indices.shape[:batch]) != tuple(x.shape[:batch]):
