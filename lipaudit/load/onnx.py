@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
-from onnx import external_data_helper, shape_inference
+from onnx import external_data_helper, inliner, shape_inference
 
 from ..errors import ModelLoadError
 from ..ir import Graph, Value
@@ -204,6 +204,17 @@ def value_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Model-local functions (``export_modules_as_functions``) inlined into the graph, each body
+    converted to the model's opset; one that cannot be stays a call, which no rule knows (reported)."""
+    if not model.functions:
+        return model
+    try:
+        return inliner.inline_local_functions(model, convert_version=True)
+    except Exception:  # the inliner raises C++ errors of several kinds
+        return model
+
+
 def load_onnx(
     data: bytes, path: Path, input_shapes: dict[str, tuple[int, ...]], *, map_external_data: bool = False
 ) -> tuple[Graph, onnx.ModelProto]:
@@ -211,7 +222,7 @@ def load_onnx(
 
     Shapes here are ONNX inference's; the pipeline replaces them with the runtime's where it can.
     """
-    model = parse_model(data, path, map_external_data=map_external_data)
+    model = _inline_functions(parse_model(data, path, map_external_data=map_external_data))
     external = ExternalData(path.parent) if map_external_data else None
     opset = model_opset(model)
     shapes = resolve_input_shapes(_declared_inputs(model.graph), input_shapes)

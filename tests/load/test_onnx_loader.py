@@ -183,3 +183,21 @@ def test_truth_matrix_agrees_for_a_folded_model(tmp_path: Path) -> None:
     model = graph_model(_mlp_nodes()[:1] + [helper.make_node("Identity", ["h"], ["y"])], [1, 6], {"w1": W1})
     truth = spectral_norm(operator_matrix(model, [1, 6]))
     assert audit(str(save(model, tmp_path))).upper_bound == pytest.approx(truth, rel=1e-5)
+
+
+def test_model_local_functions_are_inlined(tmp_path: Path) -> None:
+    """torch.onnx.export(export_modules_as_functions=…) writes each block as a FunctionProto call: it
+    gets the figure of the same graph written out (redteam17: "no rule for Block", exit 3)."""
+    weight = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
+    body = [helper.make_node("MatMul", ["a", "w"], ["m"]), helper.make_node("Tanh", ["m"], ["b"])]
+    block = helper.make_function("local", "Block", ["a", "w"], ["b"], body, opset_imports=[helper.make_opsetid("", 17)])
+    called = graph_model(
+        [helper.make_node("Block", ["x", "w"], ["y"], domain="local")], (1, 4), {"w": weight}, opset=17
+    )
+    called.opset_import.append(helper.make_opsetid("local", 1))
+    called.functions.append(block)
+    called = onnx.shape_inference.infer_shapes(called)  # the output's shape, through the function
+    written_out = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Tanh", ["m"], ["y"])]
+    written = graph_model(written_out, (1, 4), {"w": weight}, opset=17)
+    figures = [audit(save(m, tmp_path, f"{i}.onnx")).upper_bound for i, m in enumerate((called, written))]
+    assert figures[0] == figures[1] == pytest.approx(spectral_norm(weight), rel=1e-5)
