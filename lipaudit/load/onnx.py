@@ -144,10 +144,13 @@ def _check_attributes(graph: onnx.GraphProto, path: Path) -> None:
 
 
 def model_opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    return 1
+    versions = sorted({int(entry.version) for entry in model.opset_import if entry.domain in ("", "ai.onnx")})
+    if len(versions) > 1:  # onnxruntime reads the nodes at the last entry, the range check saw the first
+        raise ModelLoadError(
+            f"the model imports the default ONNX domain at opsets {' and '.join(map(str, versions))}",
+            hint="keep one opset_import entry for the default domain",
+        )
+    return versions[0] if versions else 1
 
 
 def _declared_inputs(graph: onnx.GraphProto) -> dict[str, list[int | str | None]]:

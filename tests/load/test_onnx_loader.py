@@ -201,3 +201,11 @@ def test_model_local_functions_are_inlined(tmp_path: Path) -> None:
     written = graph_model(written_out, (1, 4), {"w": weight}, opset=17)
     figures = [audit(save(m, tmp_path, f"{i}.onnx")).upper_bound for i, m in enumerate((called, written))]
     assert figures[0] == figures[1] == pytest.approx(spectral_norm(weight), rel=1e-5)
+
+
+def test_two_imports_of_the_default_domain_are_refused(tmp_path: Path) -> None:
+    """The opset check read the first entry and the nodes the last (redteam17: [13, 5] passed as 13)."""
+    model = graph_model([helper.make_node("Softmax", ["x"], ["y"])], (1, 2, 3), {}, opset=13)
+    model.opset_import.append(helper.make_opsetid("", 5))
+    with pytest.raises(ModelLoadError, match="opsets 5 and 13"):
+        load_model(save(model, tmp_path))
