@@ -7,6 +7,7 @@
 * Clip(Clip(x, a₁, b₁), a₂, b₂) is Clip(x, g(a₁), g(b₁)) with g = Clip(·, a₂, b₂) (both monotone):
   dynamo's optimiser merges such chains (a clamp then a hardtanh) and the other paths keep two,
   whose slope ranges the recursion treats as two layers.
+* Max(x, c) and Min(x, c) with a scalar constant c are Clips (a ReLU or ReLU6 written that way).
 Every match is exact: constants are scalars, every intermediate is read only by the pattern.
 """
 
@@ -134,11 +135,32 @@ def _merge_clips(graph: Graph, outer: Node) -> bool:
     return True
 
 
+def _clip_from_extreme(graph: Graph, node: Node) -> bool:
+    """Max(x, c) is Clip(x, c, ∞) and Min(x, c) is Clip(x, −∞, c) for a scalar constant c (either
+    operand): a ReLU or ReLU6 spelled Max/Min then gets the Clip's slope range in the recursion."""
+    if graph.opset_of(node) < 11 or len(node.inputs) != 2:
+        return False
+    for x, c in (node.inputs, node.inputs[::-1]):
+        value, const = graph.scalar(c), graph.const(c)
+        if value is None or const is None or const.dtype.kind != "f" or math.isnan(value):
+            continue  # Clip-11 takes floats only; a Max of integers is a data path
+        if graph.is_const(x) or graph.shape(x) != graph.shape(node.outputs[0]):
+            continue
+        bound = graph.new_value(f"{node.name}_bound", const=np.array(value, const.dtype)).name
+        graph.set_inputs(node, [x, bound, ""] if node.op_type == "Max" else [x, "", bound])
+        node.notes.append(f"{node.op_type} with a constant, read as a Clip")
+        node.op_type = "Clip"
+        return True
+    return False
+
+
 class FusePiecewise(NodeRewrite):
     name = "fuse-piecewise"
-    op_types = ("Add", "Where", "Clip")
+    op_types = ("Add", "Where", "Clip", "Max", "Min")
 
     def rewrite(self, graph: Graph, node: Node) -> bool:
         if node.op_type == "Clip":
             return _merge_clips(graph, node)
+        if node.op_type in ("Max", "Min"):
+            return _clip_from_extreme(graph, node)
         return _fuse_softshrink(graph, node)

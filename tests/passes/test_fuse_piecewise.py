@@ -63,3 +63,31 @@ def test_every_export_of_the_activation_gets_one_figure(tmp_path: Path, name: st
         assert len({figure for (_, scope), figure in figures.items() if scope == box}) == 1, figures
     truth = jacobian_norms(model.double(), random_points((1, 6), count=20))
     assert truth <= figures["onnx", None]
+
+
+def test_max_and_min_with_a_constant_get_the_clips_figure(tmp_path: Path) -> None:
+    """Relu as Max(x, 0) and Relu6 as Min(Max(x, 0), 6) are Clips: the recursion then reads their
+    slopes in [0, 1] (redteam17: 13.9 where Relu got 10.49, with the same truth)."""
+    import numpy as np
+    from onnx import helper
+
+    from tests.builders import graph_model, save
+
+    rng = np.random.default_rng(13)
+    weights = {"a": rng.standard_normal((4, 6)).astype(np.float32), "b": rng.standard_normal((6, 3)).astype(np.float32)}
+    zero, six = {"zero": np.array(0.0, np.float32)}, {"six": np.array(6.0, np.float32)}
+    spellings = {
+        "Relu": ([helper.make_node("Relu", ["c"], ["h"])], {}),
+        "Max": ([helper.make_node("Max", ["zero", "c"], ["h"])], zero),
+        "Clip": ([helper.make_node("Clip", ["c", "zero", "six"], ["h"])], {**zero, **six}),
+        "MinMax": (
+            [helper.make_node("Max", ["c", "zero"], ["m"]), helper.make_node("Min", ["m", "six"], ["h"])],
+            {**zero, **six},
+        ),
+    }
+    figures = {}
+    for name, (middle, constants) in spellings.items():
+        nodes = [helper.make_node("MatMul", ["x", "a"], ["c"]), *middle, helper.make_node("MatMul", ["h", "b"], ["y"])]
+        path = save(graph_model(nodes, (1, 4), {**weights, **constants}, opset=13), tmp_path, f"{name}.onnx")
+        figures[name] = audit(path).upper_bound
+    assert len(set(figures.values())) == 1, figures
