@@ -148,7 +148,8 @@ class Interval:
 
 def from_center_radius(center: np.ndarray, radius: np.ndarray, scale: np.ndarray | None = None) -> Interval:
     """center ± radius, widened by the rounding margin (``scale``: the magnitudes summed)."""
-    return Interval(restore_infinities(center - radius), restore_infinities(center + radius)).widened(scale)
+    with np.errstate(invalid="ignore"):  # inf − inf is NaN, which Interval reads as the whole line
+        return Interval(restore_infinities(center - radius), restore_infinities(center + radius)).widened(scale)
 
 
 def restore_infinities(bound: np.ndarray) -> np.ndarray:

@@ -22,20 +22,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cells import IntervalAlgebra, _sigmoid, gru_step, lstm_step, rnn_step
+from .cells import IntervalAlgebra, gru_step, lstm_step, rnn_step
 from .interval import Interval, add
 from .norms import nonnegative_norm_bound
+from .slopes import logistic_slope, sech_squared
 
 
 def sigmoid_slope(z: Interval) -> np.ndarray:
     """sup σ' over each hidden unit's range (max over the batch), per unit."""
-    m = z.mignitude
-    return _per_unit(_sigmoid(m) * _sigmoid(-m)) * (1 + 1e-9)
+    return _per_unit(logistic_slope(z.mignitude, upper=True)) * (1 + 1e-9)
 
 
 def tanh_slope(z: Interval) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return _per_unit(1.0 / np.cosh(z.mignitude) ** 2) * (1 + 1e-9)
+    return _per_unit(sech_squared(z.mignitude, upper=True)) * (1 + 1e-9)
 
 
 def _per_unit(values: np.ndarray) -> np.ndarray:

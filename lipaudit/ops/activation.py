@@ -25,7 +25,7 @@ from torch import Tensor
 from ..intervals.interval import Interval
 from ..intervals.jacobian import Jac, JacobianContext, times
 from ..intervals.jacobian_rules import monotone_in_magnitude, profile_slope_range
-from ..intervals.slopes import SmoothProfile, hardswish_slope_sup
+from ..intervals.slopes import SmoothProfile, hardswish_slope_sup, logistic_slope, sech_squared
 from ..ir import Node
 from .context import RuleContext, tighter_on_domain
 from .factor import Factor
@@ -151,11 +151,10 @@ class Tanh(SlopeWithinOne):
     fn = staticmethod(torch.tanh)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        with np.errstate(over="ignore"):
-            return 1.0 / np.cosh(x.mignitude) ** 2  # 1 − tanh², without cancellation
+        return sech_squared(x.mignitude, upper=True)  # 1 − tanh², without cancellation
 
     def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
-        return monotone_in_magnitude(x, lambda a: 1.0 / np.cosh(a) ** 2)
+        return Interval(sech_squared(x.magnitude, upper=False), sech_squared(x.mignitude, upper=True)).widened()
 
 
 def softplus_cut_is_invisible(beta: float, threshold: float, dtype: Any = np.float32) -> bool:
@@ -291,10 +290,10 @@ class Sigmoid(Activation):
     fn = staticmethod(torch.sigmoid)
 
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
-        return _sigmoid(x.mignitude) * _sigmoid(-x.mignitude)  # σ(1 − σ), without cancellation
+        return logistic_slope(x.mignitude, upper=True)  # σ(1 − σ), without cancellation
 
     def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
-        return monotone_in_magnitude(x, lambda a: _sigmoid(a) * _sigmoid(-a))
+        return Interval(logistic_slope(x.magnitude, upper=False), logistic_slope(x.mignitude, upper=True)).widened()
 
 
 def _gelu_slope(x: Tensor) -> Tensor:

@@ -85,7 +85,8 @@ class SchurObjective:
     def __init__(self, blocks: Blocks, scale: float = 1.0):
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
         # The output is divided by ``scale``: ρ then comes out divided by scale², λ likewise.
-        out_x, out_v = blocks.out_x / scale, blocks.out_v / scale
+        with np.errstate(over="ignore"):  # past float64 the check below refuses the program
+            out_x, out_v = blocks.out_x / scale, blocks.out_v / scale
         largest = max(np.abs(out_x).max(initial=0.0), np.abs(out_v).max(initial=0.0))
         if largest and not 2.0**-450 <= largest <= 2.0**450:
             # Its Gram matrices would overflow, or underflow to a program that moves less than the

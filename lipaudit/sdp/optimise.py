@@ -137,7 +137,8 @@ def initial_multipliers(network: SdpNetwork, objective: SchurObjective) -> Tenso
     # earlier groups weigh more: λ_g times STEEPER^(G−1−g), doubled a few times.
     for steeper, doublings in ((1.0, 30), (4.0, 8), (16.0, 8)):
         depth = np.concatenate([np.full(g.size, steeper ** (len(groups) - 1 - k)) for k, g in enumerate(groups)])
-        lam = torch.from_numpy(2.0 * per_neuron**2 * depth / objective.output_scale**2)
+        with np.errstate(over="ignore", invalid="ignore"):  # an infinite start fails the check below
+            lam = torch.from_numpy(2.0 * per_neuron**2 * depth / objective.output_scale**2)
         for _ in range(doublings):
             if objective.eigenvalues(lam) is not None:
                 return lam

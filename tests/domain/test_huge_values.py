@@ -141,3 +141,24 @@ def test_prelu_with_tiny_slope_on_an_unbounded_input(tmp_path: Path) -> None:
     assert ranges["y"].hi.max() >= 1.0
     bounded = value_ranges(graph, {"x": (-3.0, 1.0)})["y"]
     assert bounded.lo.min() <= -3e-300 and 1.0 <= bounded.hi.max() < 1.01
+
+
+@pytest.mark.parametrize("activation, centre", [("Tanh", 360.0), ("Tanh", 380.0), ("Sigmoid", 720.0)])
+def test_a_saturated_slope_is_tiny_but_never_zero(tmp_path: Path, activation: str, centre: float) -> None:
+    """3e38·(f(x + c) − f(c)) on [−1, 1]²: far out on the flat tail the slope is below 1e-300 but
+    positive, and 1/cosh² (or σ·σ) rounded it to 0 (redteam19: certified 0 where a pair shows 0.16).
+    The truth, sup 3e38·f'(c − 1), comes from mpmath."""
+    import mpmath
+
+    from lipaudit import audit
+
+    derivative = mpmath.sech(centre - 1) ** 2 if activation == "Tanh" else mpmath.exp(-(centre - 1))
+    truth = float(3e38 * derivative)  # σ'(m) = e^{−m}/(1 + e^{−m})², within 1e-300 of e^{−m} here
+    nodes = [
+        helper.make_node("Add", ["x", "c"], ["z"]),
+        helper.make_node(activation, ["z"], ["t"]),
+        helper.make_node("Mul", ["t", "w"], ["y"]),
+    ]
+    model = _float64_model(nodes, {"c": np.full(2, centre), "w": np.full(2, 3e38)}, 2, 2)
+    figure = audit(save(model, tmp_path), input_range="-1:1", verify=False).upper_bound
+    assert figure is not None and figure >= truth * (1 - 1e-9)
