@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..intervals.interval import Interval
 from ..ir import Node
+from ..linear_maps import Barrier, Dense, Linear
 from ..spectral.dense import dense_norm
 from .context import DOMAIN_HINT, RuleContext
 from .factor import Factor
@@ -73,6 +74,29 @@ class Einsum(Op):
         basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *shape)
         columns = batched(node.attr_str("equation"), operands, position, basis)
         return Factor.from_norm(dense_norm(columns.reshape(n_in, n_out).T.contiguous(), ctx.method, device=ctx.device))
+
+    def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
+        """x·W over x's last axis ("…ij,jk->…ik", W constant, either order of the two terms, W
+        possibly written "kj"): a dense layer, which the recursion composes like MatMul's."""
+        if len(node.inputs) != 2:
+            return Barrier("an Einsum of more than two operands")
+        terms, out = explicit(node.attr_str("equation"), 2)
+        for position in (0, 1):
+            weight = ctx.graph.const(node.inputs[1 - position])
+            term, other = terms[position], terms[1 - position]
+            if weight is None or weight.ndim != 2 or ctx.graph.is_const(node.inputs[position]) or "..." in other:
+                continue
+            body = term.replace("...", "")
+            if not body or len(set(term.replace("...", "") + other)) != len(body) + 1:
+                continue  # a letter repeated, or W shares more than the contracted one
+            j = body[-1]
+            if not term.endswith(j):
+                continue
+            if other == j + other[1:] and out == term[:-1] + other[1]:
+                return Dense.of(weight)
+            if other == other[0] + j and out == term[:-1] + other[0]:
+                return Dense.of(weight.T)
+        return Barrier("an Einsum that is not x·W over x's last axis with a constant W")
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         """Two operands: bilinear, midpoint-radius arithmetic as for MatMul."""
