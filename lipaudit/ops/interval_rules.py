@@ -181,7 +181,7 @@ def monotone_interval(
     """[f(lo), f(hi)] for an op non-decreasing in each variable input (non-increasing in the inputs
     listed in ``decreasing``; an op of one input may be either). ``sums``: the op adds entries up, so
     cancellation may leave results far smaller than the terms; the margin then scales with f(|x|max).
-    Integer and boolean outputs are exact: they get no margin."""
+    Integer and boolean outputs are exact, and so are those of ops ``exact_in_float``: they get no margin."""
     ends = endpoint_outputs(op, node, ctx, decreasing=decreasing, positions=positions)
     if ends is None:
         return [None] * len(node.outputs)
@@ -197,7 +197,9 @@ def monotone_interval(
             results.append(None)
             continue
         interval = Interval(restore_infinities(np.minimum(lo, hi)), restore_infinities(np.maximum(lo, hi)))
-        if lo.dtype.kind in "biu":
+        if lo.dtype.kind in "biu" or getattr(op, "exact_in_float", False):
+            # integers, and ops that only move, select or compare entries (computed exactly in
+            # float64): no margin, so Squeeze and Transpose + Reshape leave the same range behind
             results.append(interval)
         else:
             results.append(

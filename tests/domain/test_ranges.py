@@ -160,3 +160,40 @@ def test_an_op_without_a_rule_gives_the_full_line(tmp_path):
         assert np.all(ranges["y"].lo == -np.inf) and np.all(ranges["y"].hi == np.inf)
     finally:
         unregister(Mystery)
+
+
+def test_moving_entries_leaves_the_range_exactly_as_it_was(tmp_path) -> None:
+    """Squeeze, Transpose, Reshape and the like compute their ends exactly: no margin, so the glue one
+    exporter writes between two layers and another leaves out gives one local figure (redteam20:
+    two-layer GRUs 19.999344 against 19.999357 through a Squeeze or a Transpose + Reshape)."""
+    import numpy as np
+    from onnx import helper
+
+    from lipaudit import audit
+    from tests.builders import graph_model, save
+
+    rng = np.random.default_rng(0)
+    weights = {"a": rng.standard_normal((4, 6)).astype(np.float32), "b": rng.standard_normal((6, 3)).astype(np.float32)}
+    glue = {
+        "none": [],
+        "squeeze": [
+            helper.make_node("Unsqueeze", ["c", "axis"], ["u"]),
+            helper.make_node("Squeeze", ["u", "axis"], ["c2"]),
+        ],
+        "transpose": [
+            helper.make_node("Transpose", ["c"], ["t"], perm=[1, 0]),
+            helper.make_node("Transpose", ["t"], ["c2"], perm=[1, 0]),
+        ],
+    }
+    figures = set()
+    for name, middle in glue.items():
+        into = "c2" if middle else "c"
+        nodes = [
+            helper.make_node("MatMul", ["x", "a"], ["c"]),
+            *middle,
+            helper.make_node("Tanh", [into], ["h"]),
+            helper.make_node("MatMul", ["h", "b"], ["y"]),
+        ]
+        model = graph_model(nodes, (1, 4), {**weights, "axis": np.array([0], np.int64)}, opset=17)
+        figures.add(audit(save(model, tmp_path, f"{name}.onnx"), input_range="-0.5:0.5").upper_bound)
+    assert len(figures) == 1, figures
