@@ -122,7 +122,7 @@ def tighten(
     start = time.perf_counter()
     per_neuron = run(time_limit=time_limit, ranges=ranges)
     left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - start))
-    shared = run(time_limit=left, ranges=None)
+    shared = run(time_limit=left, ranges=None, interior=False)
     return _lower(per_neuron, shared)
 
 
@@ -146,7 +146,10 @@ def _tighten(
     budget: float | None,
     time_limit: float | None,
     ranges: dict[str, Interval] | None,
+    interior: bool = True,
 ) -> GraphBound:
+    """One run of the recursion and the semidefinite step (``interior`` False: its first-order
+    method only, never the interior-point one, which takes seconds on a small CNN)."""
     if composed.upper_bound is None:
         raise NotMappable("the product bound is not finite")
     start = time.perf_counter()
@@ -201,7 +204,10 @@ def _tighten(
     if recursion and len(outputs) == 1 and not out_of_time:
         (name,) = outputs
         sdp = semidefinite_bound(
-            net, warm_start=outputs[name] / margin, budget=sdp_budget(budget), interior_budget=interior_budget(budget)
+            net,
+            warm_start=outputs[name] / margin,
+            budget=sdp_budget(budget),
+            interior_budget=interior_budget(budget) if interior else 0.0,
         )
         if sdp is not None and sdp.certified and sdp.figure is not None and sdp.figure * margin < outputs[name]:
             outputs[name] = sdp.figure * margin
