@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelLoadError
 from ..ir.graph import unused_name
+from .onnx_graph import subgraphs
 
 LEGACY_BROADCAST_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less"})
 NUMPY_BROADCAST_SINCE = 7
@@ -34,9 +35,8 @@ def align_legacy_broadcast(graph: onnx.GraphProto, opset: int) -> bool:
     for original in graph.node:
         node = onnx.NodeProto()
         node.CopyFrom(original)
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
-                changed |= align_legacy_broadcast(body, opset)
+        for body in subgraphs(node):
+            changed |= align_legacy_broadcast(body, opset)
         axis = next((a for a in node.attribute if a.name == "axis"), None)
         broadcast = next((a.i for a in node.attribute if a.name == "broadcast"), 0)
         if node.domain not in ("", "ai.onnx") or node.op_type not in LEGACY_BROADCAST_OPS or axis is None:

@@ -87,7 +87,7 @@ class Einsum(Op):
             if weight is None or weight.ndim != 2 or ctx.graph.is_const(node.inputs[position]) or "..." in other:
                 continue
             body = term.replace("...", "")
-            if not body or len(set(term.replace("...", "") + other)) != len(body) + 1:
+            if not body or len(set(body + other)) != len(body) + 1:
                 continue  # a letter repeated, or W shares more than the contracted one
             j = body[-1]
             if not term.endswith(j):

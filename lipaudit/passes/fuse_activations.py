@@ -11,6 +11,7 @@ import math
 from ..ir import Graph, Node
 from ..ops.activation import softplus_cut_is_invisible
 from .manager import NodeRewrite
+from .matching import read_only_by
 
 _INV_SQRT2 = 1 / math.sqrt(2)
 
@@ -279,7 +280,7 @@ def _fuse_log_sigmoid(graph: Graph, log: Node) -> bool:
     that may reach 0 (unbounded); as written here it is 1-Lipschitz, as TorchScript's log_sigmoid
     maps to (load/aten_ops.py)."""
     sigmoid = _producer_of(graph, log.inputs[0], "Sigmoid") if log.inputs else None
-    if sigmoid is None or graph.sole_consumer(log.inputs[0]) is not log or graph.is_graph_output(log.inputs[0]):
+    if sigmoid is None or not read_only_by(graph, log.inputs[0], [log]):
         return False
     shape = graph.shape(log.outputs[0])
     if shape is None or graph.shape(sigmoid.inputs[0]) != shape:

@@ -19,14 +19,13 @@ import numpy as np
 
 from ..ir import Graph, Node
 from .manager import NodeRewrite
+from .matching import constant_operand, producer_of, read_only_by
 
 
 def _made_by(graph: Graph, name: str, op_type: str, reader: Node) -> Node | None:
     """The producer of ``name`` when it is an ``op_type`` read only by ``reader``."""
-    node = graph.producer(name)
-    if node is None or node.domain or node.op_type != op_type:
-        return None
-    return node if graph.sole_consumer(name) is reader and not graph.is_graph_output(name) else None
+    node = producer_of(graph, name, op_type)
+    return node if node is not None and read_only_by(graph, name, [reader]) else None
 
 
 def _with_scalar(graph: Graph, node: Node | None) -> tuple[str, float] | None:
@@ -138,20 +137,18 @@ def _merge_clips(graph: Graph, outer: Node) -> bool:
 def _clip_from_extreme(graph: Graph, node: Node) -> bool:
     """Max(x, c) is Clip(x, c, ∞) and Min(x, c) is Clip(x, −∞, c) for a scalar constant c (either
     operand): a ReLU or ReLU6 spelled Max/Min then gets the Clip's slope range in the recursion."""
-    if graph.opset_of(node) < 11 or len(node.inputs) != 2:
+    found = constant_operand(graph, node) if graph.opset_of(node) >= 11 else None
+    if found is None or math.isnan(found[1]):
         return False
-    for x, c in (node.inputs, node.inputs[::-1]):
-        value, const = graph.scalar(c), graph.const(c)
-        if value is None or const is None or const.dtype.kind != "f" or math.isnan(value):
-            continue  # Clip-11 takes floats only; a Max of integers is a data path
-        if graph.is_const(x) or graph.shape(x) != graph.shape(node.outputs[0]):
-            continue
-        bound = graph.new_value(f"{node.name}_bound", const=np.array(value, const.dtype)).name
-        graph.set_inputs(node, [x, bound, ""] if node.op_type == "Max" else [x, "", bound])
-        node.notes.append(f"{node.op_type} with a constant, read as a Clip")
-        node.op_type = "Clip"
-        return True
-    return False
+    x, value = found
+    const = graph.const(next(name for name in node.inputs if name != x))
+    if const is None or const.dtype.kind != "f":
+        return False  # Clip-11 takes floats only; a Max of integers is a data path
+    bound = graph.new_value(f"{node.name}_bound", const=np.array(value, const.dtype)).name
+    graph.set_inputs(node, [x, bound, ""] if node.op_type == "Max" else [x, "", bound])
+    node.notes.append(f"{node.op_type} with a constant, read as a Clip")
+    node.op_type = "Clip"
+    return True
 
 
 class FusePiecewise(NodeRewrite):
