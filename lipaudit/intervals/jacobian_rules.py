@@ -33,7 +33,7 @@ from .jacobian import (
     times,
 )
 from .normalize import mean_square_bounds, variance_lower_bound, variance_upper_bound
-from .slopes import SMALLEST_SLOPE
+from .slopes import SUBNORMAL_SLACK
 from .softmax import softmax_range
 
 if TYPE_CHECKING:
@@ -108,9 +108,9 @@ def profile_slope_range(profile: SmoothProfile, x: Interval) -> Interval:
 
 def monotone_in_magnitude(x: Interval, slope: Callable[[np.ndarray], np.ndarray]) -> Interval:
     """The range of an even slope that falls as |x| grows (tanh', σ', erf'): [slope(max|x|), slope(min|x|)].
-    The slope is positive everywhere: its upper end never rounds to 0 (slopes.SMALLEST_SLOPE)."""
+    The slope is positive everywhere: its upper end never rounds to 0 (slopes.SUBNORMAL_SLACK)."""
     with np.errstate(over="ignore", under="ignore"):
-        return Interval(slope(x.magnitude), np.maximum(slope(x.mignitude), SMALLEST_SLOPE)).widened()
+        return Interval(slope(x.magnitude), slope(x.mignitude) + SUBNORMAL_SLACK).widened()
 
 
 def grouped_jac(jac: Jac, view: tuple[int, ...], axes: tuple[int, ...]) -> tuple[Jac, Callable[[Jac], Jac]]:

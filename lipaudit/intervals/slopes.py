@@ -100,21 +100,29 @@ def hardswish_slope_sup(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(hi > 3, np.maximum(sup, 1.0), sup)
 
 
-# The smallest positive float64: a slope that is positive in real arithmetic is never rounded to 0
-# where it is an upper end (a factor 0 would certify a moving function as constant).
-SMALLEST_SLOPE = float(np.nextafter(0.0, 1.0))
+# Added to a slope's upper end (and taken from its lower end): a slope positive in real arithmetic
+# never rounds to 0 as an upper end (a factor 0 would certify a moving function as constant), and
+# where exp lands among the subnormals, whose spacing is absolute, its error of a few spacings is
+# covered: eight of the smallest positive float64.
+SUBNORMAL_SLACK = 8 * float(np.nextafter(0.0, 1.0))
 # 4e/(1 + e)² and e/(1 + e)² after exp: a few roundings, each of half an ulp
 _SLOPE_ROUNDING = 1 + 8 * float(np.finfo(np.float64).eps)
+
+
+def _rounded(value: np.ndarray, upper: bool) -> np.ndarray:
+    if upper:
+        return value * _SLOPE_ROUNDING + SUBNORMAL_SLACK
+    return np.maximum(value * (2.0 - _SLOPE_ROUNDING) - SUBNORMAL_SLACK, 0.0)
 
 
 def sech_squared(m: np.ndarray, *, upper: bool) -> np.ndarray:
     """tanh'(m) = sech²(m) = 4e/(1 + e)² with e = exp(−2|m|): 1/cosh(m)² overflows to 0 past
     |m| ≈ 355, where sech² is still 1e-308 (redteam19: a Tanh at 357 certified 0).  ``upper``: rounded
-    up and never below SMALLEST_SLOPE; else as computed (rounding down to 0 is sound for a lower end)."""
+    up, else down (never below 0), each by a relative margin and SUBNORMAL_SLACK."""
     with np.errstate(under="ignore"):
         e = np.exp(-2.0 * np.abs(np.asarray(m, dtype=np.float64)))
         value = 4.0 * e / (1.0 + e) ** 2
-    return np.maximum(value * _SLOPE_ROUNDING, SMALLEST_SLOPE) if upper else value
+    return _rounded(value, upper)
 
 
 def logistic_slope(m: np.ndarray, *, upper: bool) -> np.ndarray:
@@ -122,4 +130,4 @@ def logistic_slope(m: np.ndarray, *, upper: bool) -> np.ndarray:
     with np.errstate(under="ignore"):
         e = np.exp(-np.abs(np.asarray(m, dtype=np.float64)))
         value = e / (1.0 + e) ** 2
-    return np.maximum(value * _SLOPE_ROUNDING, SMALLEST_SLOPE) if upper else value
+    return _rounded(value, upper)

@@ -154,7 +154,7 @@ class Tanh(SlopeWithinOne):
         return sech_squared(x.mignitude, upper=True)  # 1 − tanh², without cancellation
 
     def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
-        return Interval(sech_squared(x.magnitude, upper=False), sech_squared(x.mignitude, upper=True)).widened()
+        return monotone_in_magnitude(x, lambda a: sech_squared(a, upper=False))
 
 
 def softplus_cut_is_invisible(beta: float, threshold: float, dtype: Any = np.float32) -> bool:
@@ -293,7 +293,7 @@ class Sigmoid(Activation):
         return logistic_slope(x.mignitude, upper=True)  # σ(1 − σ), without cancellation
 
     def derivative_range(self, node: Node, ctx: RuleContext, x: Interval) -> Interval:
-        return Interval(logistic_slope(x.magnitude, upper=False), logistic_slope(x.mignitude, upper=True)).widened()
+        return monotone_in_magnitude(x, lambda a: logistic_slope(a, upper=False))
 
 
 def _gelu_slope(x: Tensor) -> Tensor:

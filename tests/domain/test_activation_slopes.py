@@ -72,3 +72,23 @@ def test_the_domain_factor_of_an_elementwise_op_is_its_steepest_slope_on_the_box
     assert factor.value <= steepest * (1 + 1e-3) + 1e-6, (factor.value, steepest)
     seen = y.detach().numpy()
     assert ranges[node.outputs[0]].contains(seen), op
+
+
+def test_tanh_and_sigmoid_slopes_bracket_the_exact_ones_down_to_the_subnormals() -> None:
+    """Upper ends never below the exact slope (mpmath), lower ends never above it, also where exp
+    lands among the subnormals, whose absolute spacing a relative margin does not cover."""
+    import mpmath
+    import numpy as np
+
+    from lipaudit.intervals.slopes import logistic_slope, sech_squared
+
+    cases = [
+        (sech_squared, lambda m: mpmath.sech(m) ** 2, np.linspace(0.0, 380.0, 2001)),
+        (logistic_slope, lambda m: mpmath.exp(-m) / (1 + mpmath.exp(-m)) ** 2, np.linspace(0.0, 760.0, 2001)),
+    ]
+    for slope, exact, points in cases:
+        upper, lower = slope(points, upper=True), slope(points, upper=False)
+        for m, hi, lo in zip(points, upper, lower):
+            truth = exact(mpmath.mpf(float(m)))
+            assert hi > 0 and mpmath.mpf(float(hi)) >= truth, (slope.__name__, m)
+            assert mpmath.mpf(float(lo)) <= truth, (slope.__name__, m)
