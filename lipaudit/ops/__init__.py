@@ -21,6 +21,7 @@ from . import (  # noqa: F401 (imported to register their ops)
     recurrent,
     reduce,
     resize,
+    scatter,
     softmax,
     sorting,
     structural,
