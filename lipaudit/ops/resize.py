@@ -210,15 +210,19 @@ class Resizing(Op):
             return f"{node.op_type} mode '{mode.interpolation}' has no rule yet"
         return ""
 
-    def given_scales(self, node: Node, scales: Sequence[float] | None) -> list[float] | None:
+    def given_scales(self, node: Node, scales: Sequence[float] | None, rank: int | None = None) -> list[float] | None:
         return list(scales) if scales is not None else None
+
+    def given_sizes(self, node: Node, sizes: Sequence[int] | None, in_shape: Sequence[int]) -> list[int] | None:
+        return list(sizes) if sizes is not None else None
 
     def resized_axes(self, node: Node, ctx: RuleContext) -> list[tuple[int, int, int, float]]:
         """(axis, out size, in size, scale) of every axis the node changes, from its constant scales
         or else from its shapes."""
         scale_const = ctx.const_input(node, self.scales_input) if self.scales_input is not None else None
-        scales = self.given_scales(node, None if scale_const is None else [float(s) for s in scale_const.ravel()])
         in_shape, out_shape = ctx.input_shape(node), ctx.output_shape(node)
+        given = None if scale_const is None or not scale_const.size else [float(s) for s in scale_const.ravel()]
+        scales = self.given_scales(node, given, len(in_shape))
         if scales is None or len(scales) != len(in_shape):
             scales = [o / i for o, i in zip(out_shape, in_shape)]
         axes = enumerate(zip(out_shape, in_shape, scales))
@@ -264,9 +268,10 @@ class Resizing(Op):
         if self.unsupported(node, mode):
             raise cannot_run(node, f"in this form (mode '{mode.interpolation}', coordinates '{mode.coordinates}')")
         scale_arg = args[self.scales_input] if self.scales_input is not None and len(args) > self.scales_input else None
-        scales = self.given_scales(node, floats(scale_arg) if scale_arg is not None and scale_arg.numel() else None)
+        given = floats(scale_arg) if scale_arg is not None and scale_arg.numel() else None
+        scales = self.given_scales(node, given, x.dim())
         size_arg = args[self.sizes_input] if self.sizes_input is not None and len(args) > self.sizes_input else None
-        sizes = ints(size_arg) if size_arg is not None and size_arg.numel() else None
+        sizes = self.given_sizes(node, ints(size_arg) if size_arg is not None and size_arg.numel() else None, x.shape)
         # onnxruntime multiplies in float32: 5 × 1.4f is 7, not 6.9999999.
         if sizes:
             out_shape = sizes
@@ -292,7 +297,7 @@ class Resizing(Op):
 class Upsample(Resizing):
     scales_input = None
 
-    def given_scales(self, node: Node, scales: Sequence[float] | None) -> list[float] | None:
+    def given_scales(self, node: Node, scales: Sequence[float] | None, rank: int | None = None) -> list[float] | None:
         return list(node.attr_floats("scales"))
 
 
@@ -322,9 +327,16 @@ class Resize_11(Resizing):
             bool(node.attr_int("exclude_outside")),
         )
 
+    def given_scales(self, node: Node, scales: Sequence[float] | None, rank: int | None = None) -> list[float] | None:
+        """From opset 18 ``axes`` names the axes the scales are for; the others keep scale 1."""
+        return _on_all_axes(node, scales, rank, 1.0)
+
+    def given_sizes(self, node: Node, sizes: Sequence[int] | None, in_shape: Sequence[int]) -> list[int] | None:
+        return _on_all_axes(node, sizes, len(in_shape), list(in_shape))
+
     def unsupported(self, node: Node, mode: ResizeMode) -> str:
-        if node.attr_int("antialias", 0) or node.has_attr("axes"):
-            return f"{node.op_type} with antialias or axes has no rule yet"
+        if node.attr_int("antialias", 0):
+            return f"{node.op_type} with antialias has no rule yet"
         if mode.coordinates == "tf_crop_and_resize":
             return "Resize with tf_crop_and_resize has no rule yet"
         if node.attr_str("keep_aspect_ratio_policy", "stretch") != "stretch":
@@ -338,3 +350,17 @@ def _along(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
     """``matrix`` (out, in) applied along ``axis`` of ``x``."""
     with np.errstate(invalid="ignore", over="ignore"):
         return np.moveaxis(np.moveaxis(x, axis, -1) @ matrix.T, -1, axis)
+
+
+def _on_all_axes(node: Node, values: Sequence[Any] | None, rank: int | None, fill: Any) -> list[Any] | None:
+    """Scales or sizes given for the node's ``axes`` (opset 18), spread over all ``rank`` axes; the
+    other axes take ``fill`` (one value, or one per axis)."""
+    if values is None or not node.has_attr("axes") or rank is None:
+        return list(values) if values is not None else None
+    axes = [a % rank for a in node.attr_ints("axes")]
+    if len(axes) != len(values) or len(set(axes)) != len(axes):
+        raise RuleInputError(f"{node.op_type} '{node.name}' gives {len(values)} values for the axes {list(axes)}")
+    full = list(fill) if isinstance(fill, list) else [fill] * rank
+    for axis, value in zip(axes, values):
+        full[axis] = value
+    return full

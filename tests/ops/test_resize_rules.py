@@ -79,3 +79,22 @@ def test_cubic_range_on_a_box_holds_its_outputs(tmp_path):
         (y,) = session.run(None, {"x": x})
         assert output.contains(y, tolerance=1e-6)
     assert float(output.hi.max()) > 1.0  # overshoot that a monotone rule would have missed
+
+
+@pytest.mark.parametrize(
+    "mode,given,values",
+    [
+        ("nearest", "scales", [2.0, 1.5]),
+        ("linear", "scales", [1.6, 2.5]),
+        ("linear", "sizes", [7, 3]),
+    ],
+)
+def test_resize_18_with_axes_matches_the_operator(tmp_path, mode, given, values):
+    """From opset 18 the scales or sizes may name only some axes (``axes``): the others keep their size."""
+    shape = [1, 2, 4, 5]
+    dtype = np.float32 if given == "scales" else np.int64
+    inits = {"roi": np.zeros(0, np.float32), given: np.array(values, dtype)}
+    inputs = ["x", "roi", "scales" if given == "scales" else "", "sizes" if given == "sizes" else ""]
+    model = single_node_model("Resize", shape, inits, inputs=inputs, opset=18, mode=mode, axes=[-1, 2])
+    assert_exact_factor(model, shape, tmp_path)
+    assert_exact_factor(model, shape, tmp_path, verify=False)
