@@ -315,6 +315,7 @@ def _with_interval_jacobian(
     upper = tight.upper_bound if tight is not None else network.upper_bound
     if upper is None or not network.certified:
         return tight
+    graph, domain, written_out = _cells_written_out(graph, domain)
     found, why = local_jacobian_bound(graph, domain.bounds, domain.ranges, segments=False)
     if found is None:
         notices.append(f"no interval-Jacobian bound on the box: {why}")
@@ -339,6 +340,8 @@ def _with_interval_jacobian(
         how = f"the interval-Jacobian bound: sup of ‖J‖₂ over the box ({figure:.6g}, below {upper:.6g}), {_how(found)}"
     if not figure < upper * (1 - DOMAIN_GAIN):
         return tight  # the recursion's figure in all but the last digits keeps its name
+    if written_out:
+        how += f", with the {written_out} written out step by step as the nodes of their cells"
     outputs = dict(tight.outputs) if tight is not None else {k: v for k, v in network.outputs.items() if v is not None}
     for name, value in found_outputs.items():
         if name in outputs:
@@ -346,6 +349,23 @@ def _with_interval_jacobian(
     notices.append(f"the network bound is {how}")
     base = tight if tight is not None else GraphBound(upper, outputs, "product", upper)
     return replace(base, upper_bound=figure, outputs=outputs, method=method, local=True)
+
+
+def _cells_written_out(graph: Graph, domain: Domain) -> tuple[Graph, Domain, str]:
+    """The graph and domain the interval-Jacobian engines read: recurrent ops written out as the
+    nodes of their cells (lipaudit.passes.unroll_recurrent; the engines have no rule for the whole
+    op), with the ranges on the box propagated through the written-out graph; and which ops those
+    were ("" when none)."""
+    from .domain import value_ranges
+    from .domain.propagate import intersected
+    from .passes.unroll_recurrent import unrolled_copy
+
+    unrolled = unrolled_copy(graph)
+    if unrolled is None:
+        return graph, domain, ""
+    ranges = intersected(value_ranges(unrolled, domain.bounds), domain.ranges)
+    names = sorted({node.op_type for node in graph.nodes if node not in unrolled})
+    return unrolled, replace(domain, ranges=ranges), "/".join(names) + " ops"
 
 
 def _how(found) -> str:

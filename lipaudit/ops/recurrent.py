@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..intervals.cells import TorchAlgebra, gru_step, lstm_step, rnn_step
+from ..intervals.cells import Algebra, TorchAlgebra, gru_step, lstm_step, rnn_step
 from ..intervals.interval import Interval
 from ..intervals.recurrent import Unrolled, gru_direction, lstm_direction, rnn_direction
 from ..ir import Node
@@ -31,6 +31,7 @@ from .registry import Op, register
 from .runtime import Env, cannot_run, ints
 
 FAMILY = "recurrent"
+_RUN = TorchAlgebra()
 _DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
 
 
@@ -114,7 +115,12 @@ class Recurrent(Op):
             return x.new_zeros(batch, hidden)
         return given.transpose(0, 1)[direction] if node.attr_int("layout", 0) else given[direction]
 
-    def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
+    def step(
+        self, node: Node, args: list[Any], direction: int, x: Any, states: list[Any], alg: Algebra = _RUN
+    ) -> list[Any]:
+        """One step of direction ``direction``: the new states (hidden first) from input ``x`` and
+        ``states``, in ``alg`` (torch tensors for the run; lipaudit.passes.unroll_recurrent writes
+        the step out as graph nodes). ``args`` are the node's inputs, weights as tensors or arrays."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ ranges and bound
@@ -260,9 +266,6 @@ def _split_bias(bias: np.ndarray | None, gates: int, hidden: int, direction: int
     return row[: gates * hidden], row[gates * hidden :]
 
 
-_RUN = TorchAlgebra()
-
-
 @register
 class LSTM(Recurrent):
     summary = "unrolled product rule on the gates (gates bounded: finite globally; tighter on a domain)"
@@ -286,13 +289,15 @@ class LSTM(Recurrent):
             xs, w[direction], r[direction], w_bias + r_bias, peephole[direction], states[0], states[1]
         )
 
-    def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
+    def step(
+        self, node: Node, args: list[Any], direction: int, x: Any, states: list[Any], alg: Algebra = _RUN
+    ) -> list[Any]:
         h, c = states
         w, r = args[1][direction], args[2][direction]
         hidden = node.attr_int("hidden_size")
         bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(8 * hidden)
         peephole = args[7][direction] if self._input(args, 7) is not None else x.new_zeros(3 * hidden)
-        step = lstm_step(_RUN, x, h, c, w, r, bias[: 4 * hidden] + bias[4 * hidden :], peephole, hidden)
+        step = lstm_step(alg, x, h, c, w, r, bias[: 4 * hidden] + bias[4 * hidden :], peephole, hidden)
         return [step.hidden, step.cell]
 
 
@@ -311,13 +316,15 @@ class GRU(Recurrent):
             xs, w[direction], r[direction], w_bias, r_bias, states[0], bool(node.attr_int("linear_before_reset", 0))
         )
 
-    def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
+    def step(
+        self, node: Node, args: list[Any], direction: int, x: Any, states: list[Any], alg: Algebra = _RUN
+    ) -> list[Any]:
         (h,) = states
         w, r = args[1][direction], args[2][direction]
         hidden = node.attr_int("hidden_size")
         bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(6 * hidden)
         lbr = bool(node.attr_int("linear_before_reset", 0))
-        return [gru_step(_RUN, x, h, w, r, bias[: 3 * hidden], bias[3 * hidden :], hidden, lbr).hidden]
+        return [gru_step(alg, x, h, w, r, bias[: 3 * hidden], bias[3 * hidden :], hidden, lbr).hidden]
 
 
 @register
@@ -342,9 +349,11 @@ class RNN(Recurrent):
         w_bias, r_bias = _split_bias(bias, 1, node.attr_int("hidden_size"), direction)
         return rnn_direction(xs, w[direction], r[direction], w_bias + r_bias, states[0], self.relu(node))
 
-    def step(self, node: Node, args: list[Any], direction: int, x: Tensor, states: list[Tensor]) -> list[Tensor]:
+    def step(
+        self, node: Node, args: list[Any], direction: int, x: Any, states: list[Any], alg: Algebra = _RUN
+    ) -> list[Any]:
         (h,) = states
         w, r = args[1][direction], args[2][direction]
         hidden = node.attr_int("hidden_size")
         bias = args[3][direction] if self._input(args, 3) is not None else x.new_zeros(2 * hidden)
-        return [rnn_step(_RUN, x, h, w, r, bias[:hidden] + bias[hidden:], self.relu(node)).hidden]
+        return [rnn_step(alg, x, h, w, r, bias[:hidden] + bias[hidden:], self.relu(node)).hidden]
