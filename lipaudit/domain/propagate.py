@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..errors import LipauditError
-from ..intervals.interval import Interval, outward
+from ..intervals.interval import Interval, float32_outward, outward
 from ..ir import Graph, Node
 from ..ops import RuleContext, resolve
 from ..ops.interval_rules import exact_outputs
@@ -80,7 +80,7 @@ def _checked(interval: Interval | None) -> Interval | None:
         return None
     if np.any(interval.lo > interval.hi):
         return None  # an inverted interval means the rule met something it does not model
-    return outward(interval)
+    return outward(float32_outward(interval))
 
 
 def _known_shape(graph: Graph, name: str) -> tuple[int, ...] | None:

@@ -177,6 +177,25 @@ def product(a: Interval, b: Interval) -> Interval:
     return Interval(restore_infinities(corners.min(axis=0)), restore_infinities(corners.max(axis=0))).widened()
 
 
+def float_product(a: Interval, b: Interval) -> Interval:
+    """{x·y} as a float runtime computes it: where one factor may be infinite (an overflow) and the
+    other may be 0, inf·0 is NaN, so nothing is known of that entry; elsewhere ``product``."""
+    found = product(a, b)
+    unknown = (_may_be_infinite(a) & _may_be_zero(b)) | (_may_be_infinite(b) & _may_be_zero(a))
+    if not np.any(unknown):
+        return found
+    unknown = np.broadcast_to(unknown, found.shape)
+    return Interval(np.where(unknown, -np.inf, found.lo), np.where(unknown, np.inf, found.hi))
+
+
+def _may_be_infinite(a: Interval) -> np.ndarray:
+    return np.isinf(a.lo) | np.isinf(a.hi)
+
+
+def _may_be_zero(a: Interval) -> np.ndarray:
+    return (a.lo <= 0) & (a.hi >= 0)
+
+
 def _times(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         return np.where((x == 0) | (y == 0), 0.0, x * y)
@@ -192,7 +211,9 @@ def reciprocal(b: Interval) -> Interval:
 
 
 def quotient(a: Interval, b: Interval) -> Interval:
-    return product(a, reciprocal(b))
+    """{x/y}; where 0/0 or inf/inf may arise (a factor 1/y that may be infinite times one that may
+    be 0), nothing is known (float_product)."""
+    return float_product(a, reciprocal(b))
 
 
 def add(a: Interval, b: Interval, sign: float = 1.0) -> Interval:
@@ -212,6 +233,23 @@ def square(a: Interval) -> Interval:
     low, high = a.mignitude, a.magnitude
     with np.errstate(over="ignore"):
         return Interval(low * low, high * high).widened()
+
+
+def float32_outward(interval: Interval) -> Interval:
+    """``interval`` with float ends rounded outwards to float32 numbers: the range of the value as a
+    float32 runtime holds it, where a result beyond float32's largest number is infinite, one below
+    its smallest subnormal is 0 and a cast from float64 rounds (integer ranges are left as they are).
+    A NaN end (inf·0 on the way) leaves that entry unbounded."""
+    lo, hi = interval.lo, interval.hi
+    if lo.dtype.kind != "f" and hi.dtype.kind != "f":
+        return interval
+    lo = np.where(np.isnan(lo), -np.inf, np.asarray(lo, np.float64))
+    hi = np.where(np.isnan(hi), np.inf, np.asarray(hi, np.float64))
+    with np.errstate(over="ignore"):
+        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    lo32 = np.where(lo32.astype(np.float64) > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32)
+    hi32 = np.where(hi32.astype(np.float64) < hi, np.nextafter(hi32, np.float32(np.inf)), hi32)
+    return Interval(lo32.astype(np.float64), hi32.astype(np.float64))
 
 
 def outward(interval: Interval) -> Interval:

@@ -73,6 +73,14 @@ def load_model(
             loaded.notices.append(f"shapes are ONNX inference's, not confirmed by a runtime: {why}")
     if loaded.probe is not None:
         loaded.notices += apply_runtime_shapes(loaded.graph, loaded.probe)
+    defaults = loaded.graph.metadata.get("inputs_with_defaults") or []
+    if defaults:
+        names = ", ".join(f"'{name}'" for name in defaults)
+        which = f"input {names} has a default value" if len(defaults) == 1 else f"inputs {names} have default values"
+        loaded.notices.append(
+            f"graph {which} (an initializer): read as that constant, so the bound is over the other inputs "
+            "with it fixed"
+        )
     load_time_passes().run(loaded.graph)
     return loaded
 

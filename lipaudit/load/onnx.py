@@ -207,6 +207,15 @@ def value_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def value_types(graph: onnx.GraphProto) -> dict[str, int]:
+    """The element types (TensorProto codes) that a graph's value infos declare."""
+    return {
+        info.name: int(info.type.tensor_type.elem_type)
+        for info in list(graph.input) + list(graph.value_info) + list(graph.output)
+        if info.type.tensor_type.elem_type
+    }
+
+
 def _inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     """Model-local functions (``export_modules_as_functions``) inlined into the graph, each body
     converted to the model's opset; one that cannot be stays a call, which no rule knows (reported)."""
@@ -254,10 +263,24 @@ def load_onnx(
         [out.name for out in model.graph.output],
         opset=opset,
         format="onnx",
-        metadata={"producer": model.producer_name, "ir_version": model.ir_version},
+        metadata={
+            "producer": model.producer_name,
+            "ir_version": model.ir_version,
+            "inputs_with_defaults": _inputs_with_defaults(model),
+            "elem_types": value_types(inferred.graph),
+        },
         opset_imports=opsets,
     )
     return graph, model
+
+
+def _inputs_with_defaults(model: onnx.ModelProto) -> list[str]:
+    """Inputs that are also initializers: from IR version 4 a caller may feed them (the initializer
+    is a default), and lipaudit reads them as their default. Before it every weight was listed so."""
+    if model.ir_version < 4:
+        return []
+    initializers = {init.name for init in model.graph.initializer}
+    return [value.name for value in model.graph.input if value.name in initializers]
 
 
 def _side_tensors(graph: onnx.GraphProto, main: bool) -> list[onnx.TensorProto]:

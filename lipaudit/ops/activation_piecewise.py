@@ -162,7 +162,9 @@ class Shrink(Activation):
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         lambd, bias = node.attr_float("lambd"), node.attr_float("bias")
-        if lambd < 0 or bias != lambd:
+        if lambd < 0:
+            return Factor.unbounded(f"Shrink with a negative lambd ({lambd:g}) jumps where its branches overlap")
+        if bias != lambd:
             return Factor.unbounded(f"Shrink jumps by {abs(lambd - bias):g} at ±lambd (bias ≠ lambd)")
         return Factor.constant(1.0, "closed-form")
 

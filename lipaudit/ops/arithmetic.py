@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .. import linear_maps as maps
-from ..intervals.interval import Interval, product, quotient, reciprocal, square
+from ..intervals.interval import Interval, float_product, product, quotient, reciprocal, square
 from ..intervals.jacobian import Jac, JacobianContext, combine, expand, times
 from ..ir import Node
 from ..linear_maps import Barrier, Linear, Reshape, Scale
@@ -211,7 +211,7 @@ class Mul(Binary):
         u, v = node.inputs[:2]
         if u == v:
             return [square(ctx.range_of(u))]
-        return [product(ctx.range_of(u), ctx.range_of(v))]
+        return [float_product(ctx.range_of(u), ctx.range_of(v))]
 
     def linear_part(self, node: Node, ctx: RuleContext) -> Linear | Barrier:
         return scaling(node, ctx)

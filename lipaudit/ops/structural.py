@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -509,6 +510,27 @@ class Pad_11(Pad):
 
 # TensorProto data types that hold every float32 exactly.
 _WIDE_FLOATS = {1: "float", 11: "double"}
+# Significand bits of the float types, and magnitude bits of the integer types: an integer type of
+# at most a float type's significand bits casts to it exactly.
+_SIGNIFICAND_BITS = {10: 11, 16: 8, 1: 24, 11: 53}
+_MAGNITUDE_BITS = {9: 1, 2: 8, 3: 7, 4: 16, 5: 15, 12: 32, 6: 31, 13: 64, 7: 63}
+_TYPE_NAMES = {10: "float16", 16: "bfloat16", 1: "float32", 11: "float64"}
+
+
+def _source_type(node: Node, ctx: RuleContext) -> int | None:
+    """The ONNX element type of the cast's input: a constant's own, else what shape inference found
+    (lipaudit.load.onnx records it), None where neither is known."""
+    name = node.inputs[0]
+    value = ctx.graph.const(name)
+    if value is not None:
+        try:
+            return int(onnx.helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype))
+        except (KeyError, TypeError, ValueError):
+            return None
+    found = (ctx.graph.metadata.get("elem_types") or {}).get(name)
+    return int(found) if found else None
+
+
 _BOOL = 9
 _WIDE_INTEGERS = {6, 7}  # int32, int64
 _ONNX_TO_TORCH = {
@@ -546,11 +568,27 @@ class Casting(Op):
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         target = self.target(node, ctx)
-        if target in _WIDE_FLOATS:
+        rounds = self._rounding(node, ctx, target) if target in _WIDE_FLOATS else "its input"
+        if not rounds:
             return Factor.constant(1.0, "identity")
         if ctx.on_domain and self._constant_on_domain(node, ctx, target):
             return domain_factor(0.0, "the cast's result is the same all over the input's range")
-        return Factor.unbounded("the cast rounds its input (a step function), so no Lipschitz constant exists")
+        return Factor.unbounded(f"the cast rounds {rounds} (a step function), so no Lipschitz constant exists")
+
+    def _rounding(self, node: Node, ctx: RuleContext, target: int) -> str:
+        """What a cast to float32 or float64 rounds ("" when it holds every input value exactly): a
+        float type of more significand bits, or integers beyond 2^bits (on a domain, only where the
+        input's range reaches them). A source of unknown type is read as the graph's own floats."""
+        source = _source_type(node, ctx)
+        bits = _SIGNIFICAND_BITS[target]
+        if source in _SIGNIFICAND_BITS:
+            return f"{_TYPE_NAMES[source]} to {_TYPE_NAMES[target]}" if _SIGNIFICAND_BITS[source] > bits else ""
+        if source in _MAGNITUDE_BITS and _MAGNITUDE_BITS[source] > bits:
+            x = ctx.range_of(node.inputs[0]) if ctx.on_domain else None
+            if x is not None and np.all(np.abs(x.lo) <= 2**bits) and np.all(np.abs(x.hi) <= 2**bits):
+                return ""
+            return f"integers beyond 2^{bits} to {_TYPE_NAMES[target]}"
+        return ""
 
     def _constant_on_domain(self, node: Node, ctx: RuleContext, target: int) -> bool:
         x = ctx.range_of(node.inputs[0])
