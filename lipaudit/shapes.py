@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 from .errors import InputShapeError
 
 UNNAMED = ""
+
+
+# Positive sizes joined by x (or commas), spaces allowed around them: 1x3x32x32, "1, 10".
+_DIMS = re.compile(r"\s*[0-9]+\s*(?:[xX,]\s*[0-9]+\s*)*")
 
 
 def parse_input_shapes(specs: list[str] | tuple[str, ...] | None) -> dict[str, tuple[int, ...]]:
     """``["x=1x3x32x32", "1x10"]`` → ``{"x": (1, 3, 32, 32), "": (1, 10)}`` (unnamed: the only input)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for spec in specs or []:
-        name, _, dims = spec.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.lower().replace(",", "x").split("x") if d.strip())
-        except ValueError:
-            shape = ()
+        name, equals, dims = spec.rpartition("=")
+        shape: tuple[int, ...] = ()
+        if _DIMS.fullmatch(dims) and (name.strip() or not equals):
+            shape = tuple(int(d) for d in re.split(r"[xX,]", dims))
         if not shape or any(d <= 0 for d in shape):
             raise InputShapeError(
                 f"cannot read input shape '{spec}'",

@@ -315,6 +315,14 @@ def check(
     for name, value in (("--max-lipschitz", max_lipschitz), ("--max-branch-lipschitz", max_branch_lipschitz)):
         if value is not None and math.isnan(value):
             raise UsageError(f"{name} must be a number, not nan", hint=f"for example {name} 10")
+        if value is not None and value < 0:
+            raise UsageError(f"{name} must not be negative (a Lipschitz constant is ≥ 0), not {value:g}")
+    if baseline is None and max_increase.strip() not in ("0%", "0"):
+        raise UsageError("--max-increase needs --baseline", hint="compare with an earlier report: --baseline BASE.json")
+    if output_format == "html" and len(models) > 1:
+        raise UsageError(
+            "--format html: an HTML report holds one model", hint="write one per model: -o html:reports/{model}.html"
+        )
     if rtol is not None:
         try:
             rtol = check_rtol(rtol)
@@ -414,21 +422,21 @@ def _write(path: Path, text: str, append: bool = False) -> None:
 
 
 def _print_outcome(run: Run, runs: list[ModelRun]) -> None:
-    """stdout once every model is done: GitHub annotations always; a machine format when no -o took it;
-    the summary table of a multi-model run (on stderr beside a machine format, so stdout still parses)."""
+    """stdout once every model is done: GitHub annotations always; the --format report unless an -o
+    file of that format took it; the summary table of a multi-model run (on stderr beside a machine
+    format, so stdout still parses)."""
     fmt = run.output_format
     rows = [(one.path, one.report, one.error) for one in runs]
     if run.quiet:
         return
-    if fmt == "github":
-        sys.stdout.write(render_collection("github", runs))
-    elif fmt not in ("table", "html") and not run.targets:
+    taken = any(target.format == fmt for target in run.targets)  # `--format json -o r.json`: the file has it
+    if fmt == "github" or (fmt not in ("table", "html") and not taken):
         sys.stdout.write(render_collection(fmt, runs))
-    elif fmt == "html" and not run.targets and not run.several and runs[0].report is not None:
+    elif fmt == "html" and not taken and not run.several and runs[0].report is not None:
         sys.stdout.write(render_collection(fmt, runs))
     if run.several:
         summary = render_summary(rows, width=_console_width(), color=run.colored)
-        machine = fmt not in ("table", "html") and not (fmt != "github" and run.targets)
+        machine = fmt not in ("table", "html") and not (fmt != "github" and taken)
         typer.echo(summary, nl=False, err=machine)
 
 
@@ -454,9 +462,18 @@ Outcome = tuple[int, Report | None, str]  # exit code, report, error message
 
 def _failed(model: Path, error: LipauditError, run: Run) -> Outcome:
     if not run.several or debug_enabled():
+        _clear_reports(model, run)
         raise error
     print_error(f"{model}: {error}", error.hint)
     return EXIT_USAGE, None, str(error)
+
+
+def _clear_reports(model: Path, run: Run) -> None:
+    """A run that ends in an error writes no report: none from an earlier run may stay at its -o
+    paths, where it would read as this run's (the GitHub job summary, appended to, is left alone)."""
+    for target in run.targets:
+        if not target.appends:
+            target.path_for(model).unlink(missing_ok=True)
 
 
 def _audit_options(settings: Settings, run: Run) -> AuditOptions:
@@ -543,7 +560,7 @@ def _finish_one(model: Path, settings: Settings, report: Report, run: Run) -> Ou
         if result.regressed:
             code = max(code, EXIT_THRESHOLD_EXCEEDED, key=SEVERITY.__getitem__)
     if run.quiet:
-        typer.echo(verdict(report)[1])
+        typer.echo(f"{model}: {verdict(report)[1]}" if run.several else verdict(report)[1])
     elif run.output_format == "table" and (not run.several or run.verbose):
         sys.stdout.write(_render(report, "table", color=run.colored, verbose=run.verbose))
     if run.verbose and not run.quiet:

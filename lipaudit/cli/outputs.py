@@ -10,12 +10,15 @@ path is planned before any model is audited, and names that would still collide 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
 from ..render import RENDERERS, SUFFIX_FORMATS
 
+# What a typo of a format looks like before the colon (a drive letter, C:, is one letter).
+_FORMAT_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]+")
 # Formats whose one file can hold several models.
 COLLECTIVE = {"json", "junit", "sarif", "markdown", "github", "table"}
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
@@ -60,6 +63,9 @@ def parse_outputs(specs: list[str] | None, default_format: str) -> list[OutputTa
         head, sep, tail = spec.partition(":")
         if sep and head in RENDERERS:
             targets.append(OutputTarget(head, tail))
+        elif sep and _FORMAT_WORD.fullmatch(head):
+            formats = ", ".join(RENDERERS)
+            raise UsageError(f"-o {spec}: unknown report format '{head}'", hint=f"choose one of: {formats}")
         else:
             targets.append(OutputTarget(SUFFIX_FORMATS.get(Path(spec).suffix.lower(), default_format), spec))
     return targets
@@ -68,7 +74,7 @@ def parse_outputs(specs: list[str] | None, default_format: str) -> list[OutputTa
 def plan_outputs(targets: list[OutputTarget], models: list[Path]) -> None:
     """Refuse, before anything is written, a path that two writes would share."""
     several = len(models) > 1
-    owners: dict[str, str] = {}
+    owners: dict[str, str] = {os.path.realpath(model): f"the model {model}" for model in models}
     for target in targets:
         if not target.path:
             raise UsageError(f"-o {target.format}: has no file name", hint="for example -o json:report.json")
@@ -78,8 +84,13 @@ def plan_outputs(targets: list[OutputTarget], models: list[Path]) -> None:
                 hint=f"put {{model}} in the path, e.g. -o {target.format}:reports/{{model}}.{target.format}",
             )
         for model in models if target.per_model else models[:1]:
-            path = os.path.abspath(target.path_for(model))
+            path = os.path.realpath(target.path_for(model))
             who = f"{model}" if target.per_model else "every model"
+            if path in owners and owners[path].startswith("the model "):
+                raise UsageError(
+                    f"-o {target.path}: the report would overwrite {owners[path]}",
+                    hint="write reports to another path, e.g. -o json:report.json",
+                )
             if path in owners:
                 raise UsageError(
                     f"-o {target.path}: {who} and {owners[path]} would both write {target.path_for(model)}",

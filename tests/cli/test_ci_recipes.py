@@ -136,7 +136,8 @@ def test_the_pre_commit_hook_checks_the_changed_models(project: Path) -> None:
     )
     assert run.returncode == 3, run.stderr
     lines = run.stdout.splitlines()
-    assert len(lines) == 3 and lines[0].startswith("FAILED") and lines[1].startswith("PASSED"), run.stdout
+    expected = [f"{name}: {verdict}" for name, verdict in zip(LAYOUT, ("FAILED", "PASSED"))]  # named verdicts
+    assert len(lines) == 3 and [line.split("  ")[0] for line in lines[:2]] == expected, run.stdout
 
 
 def test_the_gitlab_job_writes_a_junit_report(project: Path) -> None:
