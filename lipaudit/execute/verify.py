@@ -36,6 +36,20 @@ ATOL = 1e-30
 DISCRETE_FLIPS = 1e-3
 
 
+# The runtime's value holds inf or NaN where lipaudit's (in float64, or float32 without the same
+# overflow) is finite: the model itself overflows on the probe inputs, not lipaudit's reading of it.
+OVERFLOW = "(the runtime's value is inf or NaN there: it overflows its float type on the probe inputs)"
+_OVERFLOW_HINT = (
+    "the model overflows in its runtime on random inputs (weights or activations beyond the float type's "
+    "range), so its outputs are not numbers there; --no-verify skips the check"
+)
+
+
+def tolerance_for(probe: RuntimeProbe) -> float:
+    """RTOL, or more where the reference computes in a coarser float (bfloat16 keeps 8 bits)."""
+    return max(RTOL, 8 * probe.rounding)
+
+
 @dataclass
 class Comparison:
     max_abs_diff: float
@@ -50,7 +64,12 @@ def _scale(array: np.ndarray) -> float:
 
 
 def compare(
-    got: torch.Tensor | np.ndarray, want: np.ndarray, *, input_scale: float = 0.0, discrete_of_floats: bool = False
+    got: torch.Tensor | np.ndarray,
+    want: np.ndarray,
+    *,
+    input_scale: float = 0.0,
+    discrete_of_floats: bool = False,
+    rtol: float = RTOL,
 ) -> Comparison:
     """Entrywise, with a tolerance relative to the reference tensor's own largest entry."""
     have = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
@@ -72,10 +91,12 @@ def compare(
         and np.array_equal(np.isnan(a), np.isnan(b))
         and np.array_equal(a[np.isinf(b)], b[np.isinf(b)])
     )
+    if not same_specials and not finite.all():
+        return Comparison(float("inf"), 0.0, False, OVERFLOW)
     if not finite.any():
         return Comparison(0.0 if same_specials else float("inf"), 0.0, same_specials)
     diff = float(np.abs(a[finite] - b[finite]).max()) if np.isfinite(a[finite]).all() else float("inf")
-    tolerance = ATOL + RTOL * _scale(b) + INPUT_RTOL * input_scale
+    tolerance = ATOL + rtol * _scale(b) + INPUT_RTOL * input_scale
     ok = same_specials and diff <= tolerance
     return Comparison(diff, tolerance, ok, "" if same_specials else "non-finite entries differ")
 
@@ -98,6 +119,7 @@ class _Checker:
     def __init__(self, graph: Graph, probe: RuntimeProbe, executor: GraphInterpreter | None = None) -> None:
         self.graph = graph
         self.probe = probe
+        self.rtol = tolerance_for(probe)
         self.executor = executor
         self.compared = 0
         self.worst = 0.0
@@ -115,10 +137,10 @@ class _Checker:
             want = self.probe.values.get(name)
             if want is None:
                 continue
-            result = compare(tensor, want, input_scale=input_scale, discrete_of_floats=floats_in)
+            result = compare(tensor, want, input_scale=input_scale, discrete_of_floats=floats_in, rtol=self.rtol)
             self.compared += 1
             if not result.ok and carried > input_scale:
-                wider = compare(tensor, want, input_scale=carried, discrete_of_floats=floats_in)
+                wider = compare(tensor, want, input_scale=carried, discrete_of_floats=floats_in, rtol=self.rtol)
                 if wider.ok:
                     again = self._on_runtime_inputs(node, args, list(node.outputs).index(name), want)
                     result = wider if again is not None and again.ok else result
@@ -127,7 +149,7 @@ class _Checker:
                 raise VerificationError(
                     f"the IR differs from {self.probe.reference} at node '{node.name}' ({node.op_type}): its output "
                     f"'{name}' differs {how}",
-                    _HINT,
+                    _OVERFLOW_HINT if result.detail == OVERFLOW else _HINT,
                     node=node.name,
                     op=node.op_type,
                 )
@@ -154,7 +176,7 @@ class _Checker:
         if index >= len(outputs) or not isinstance(outputs[index], torch.Tensor):
             return None
         input_scale, floats_in = _input_scale(again)
-        return compare(outputs[index], want, input_scale=input_scale, discrete_of_floats=floats_in)
+        return compare(outputs[index], want, input_scale=input_scale, discrete_of_floats=floats_in, rtol=self.rtol)
 
 
 _HINT = (
@@ -203,7 +225,7 @@ def verify(
                 f"{probe.reference} returns {len(probe.outputs)} outputs; the IR has {len(graph.outputs)}"
             ), checker.shapes
         for name, want in zip(graph.outputs, probe.outputs):
-            result = compare(outputs[name], want)
+            result = compare(outputs[name], want, rtol=tolerance_for(probe))
             checker.compared += 1
             if not result.ok:
                 how = result.detail or f"by up to {result.max_abs_diff:.3g} (tolerance {result.tolerance:.3g})"

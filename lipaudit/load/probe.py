@@ -54,6 +54,9 @@ class RuntimeProbe:
     # (``ReduceSum(x) > c``): the IR is verified there too, so a branch the first run happened to
     # take is never taken for the model.
     crossings: list[RuntimeProbe] = field(default_factory=list)
+    # The reference's own relative rounding where it computes in a float coarser than float32's
+    # (bfloat16: 2⁻⁸), which the comparison then tolerates; 0 otherwise.
+    rounding: float = 0.0
 
 
 class ProbeUnavailable(Exception):

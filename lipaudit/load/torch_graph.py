@@ -183,6 +183,7 @@ class TorchGraphBuilder:
         self.converters = converters
         self.rng = np.random.default_rng(seed)
         self.feeds: dict[str, np.ndarray] = {}
+        self.input_dtypes: dict[str, torch.dtype] = {}  # numpy has no bfloat16: its feed is float32
         self.recorded: dict[str, torch.Tensor] = {}  # every variable value, as the aten ops computed it
         self.nodes: list[Node] = []
         self.values: dict[str, Value] = {}
@@ -216,7 +217,8 @@ class TorchGraphBuilder:
         tracked = Tracked(self.reserve(name), probe, True)
         self.values[tracked.name] = Value(tracked.name, tracked.shape)
         self.inputs.append(tracked.name)
-        self.feeds[tracked.name] = probe.detach().numpy().copy()
+        self.feeds[tracked.name] = to_numpy(probe)
+        self.input_dtypes[tracked.name] = dtype
         return tracked
 
     def constant(self, tensor: torch.Tensor, hint: str, owner: str | None = None) -> Tracked:
@@ -384,9 +386,10 @@ class TorchGraphBuilder:
         """What the aten ops computed on the probe input, and what ``module`` itself returns on it."""
         values = {name: to_numpy(tensor) for name, tensor in self.recorded.items()}
         with torch.no_grad():
-            result = module(*[torch.from_numpy(self.feeds[name]) for name in self.inputs])
+            result = module(*[torch.from_numpy(self.feeds[name]).to(self.input_dtypes[name]) for name in self.inputs])
         outputs = [to_numpy(t) for t in flatten(result) if isinstance(t, torch.Tensor)]
-        return RuntimeProbe("torch", dict(self.feeds), values, outputs)
+        coarse = any(dtype == torch.bfloat16 for dtype in self.input_dtypes.values())
+        return RuntimeProbe("torch", dict(self.feeds), values, outputs, rounding=2.0**-8 if coarse else 0.0)
 
 
 def _shapes_data(short: str, bound: dict[str, Any]) -> bool:
