@@ -73,6 +73,15 @@ def load_model(
             loaded.notices.append(f"shapes are ONNX inference's, not confirmed by a runtime: {why}")
     if loaded.probe is not None:
         loaded.notices += apply_runtime_shapes(loaded.graph, loaded.probe)
+    types = loaded.graph.metadata.get("elem_types") or {}
+    for name, spacing in sorted(
+        {_NARROW_FLOATS[t] for i in loaded.graph.inputs if (t := types.get(i)) in _NARROW_FLOATS}
+    ):
+        loaded.notices.append(
+            f"the model computes in {name}: its runtime rounds every value by up to {spacing} of its size, so "
+            "inputs a few such steps apart can show larger ratios; the bound is that of the function in real "
+            "arithmetic, with the model's own weights"
+        )
     defaults = loaded.graph.metadata.get("inputs_with_defaults") or []
     if defaults:
         names = ", ".join(f"'{name}'" for name in defaults)
@@ -83,6 +92,9 @@ def load_model(
         )
     load_time_passes().run(loaded.graph)
     return loaded
+
+
+_NARROW_FLOATS = {10: ("float16", "2⁻¹¹"), 16: ("bfloat16", "2⁻⁸")}  # TensorProto types: name, rounding
 
 
 def _read_model(path: Path, shapes: dict[str, tuple[int, ...]], seed: int, map_external_data: bool) -> LoadedModel:
