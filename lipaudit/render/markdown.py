@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ..report import LayerReport, Report
 from .verdict import (
     bound_text,
@@ -19,6 +21,19 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _code(text: str) -> str:
+    """``text`` as inline code, whatever backticks it holds: a fence one longer than its longest run."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _text(text: str) -> str:
+    """Plain text from the model (node names in a sentence): Markdown's marks escaped."""
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text.replace("\n", " "))
+
+
 def _factor(layer: LayerReport) -> str:
     if layer.status == "unknown":
         return "**unsupported**"
@@ -31,13 +46,13 @@ def render_markdown(report: Report, **_: object) -> str:
     network = report.network
     status, line = verdict(report)
     icon = {"PASSED": "✅", "FAILED": "❌", "INCOMPLETE": "⚠️", "UNBOUNDED": "⚠️"}.get(status, "ℹ️")
-    lines = [f"### lipaudit · `{report.model.path}`", "", f"{icon} **{line}**", ""]
+    lines = [f"### lipaudit · {_code(report.model.path)}", "", f"{icon} **{line}**", ""]
     bound = network.upper_bound
     kind = "certified" if network.certified else "not certified"
     lines.append(
         f"Upper bound: **{bound_text(report)}** ({kind}, "
         f"{'complete' if network.complete else 'incomplete'}); verified against the runtime: "
-        f"{verification_text(report)}"
+        f"{_text(verification_text(report))}"
     )
     if bound is not None:
         lines += ["", f"Network bound: {method_text(report)}"]
@@ -57,7 +72,7 @@ def render_markdown(report: Report, **_: object) -> str:
             + " | ".join(
                 [
                     str(index),
-                    f"`{_cell(layer.name)}`",
+                    _cell(_code(layer.name)),
                     layer.op,
                     shape,
                     _factor(layer),

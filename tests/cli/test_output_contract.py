@@ -78,3 +78,10 @@ def test_quiet_verdicts_of_several_models_name_their_model(mlp: Path, tmp_path: 
     result = invoke("check", str(mlp), str(other), "-q")
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 2 and lines[0].startswith(f"{mlp}: ") and lines[1].startswith(f"{other}: "), lines
+
+
+def test_markdown_keeps_names_with_backticks_and_marks_literal() -> None:
+    from lipaudit.render.markdown import _code, _text
+
+    assert _code("a`b") == "``a`b``" and _code("`x") == "`` `x ``" and _code("plain") == "`plain`"
+    assert _text("node a_b*c [x]") == "node a\\_b\\*c \\[x\\]"
