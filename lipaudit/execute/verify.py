@@ -36,13 +36,13 @@ ATOL = 1e-30
 DISCRETE_FLIPS = 1e-3
 
 
-# The runtime's value holds inf or NaN where lipaudit's (in float64, or float32 without the same
-# overflow) is finite: the model itself overflows on the probe inputs, not lipaudit's reading of it.
-OVERFLOW = "(the runtime's value is inf or NaN there: it overflows its float type on the probe inputs)"
-_OVERFLOW_HINT = (
-    "the model overflows in its runtime on random inputs (weights or activations beyond the float type's "
-    "range), so its outputs are not numbers there; --no-verify skips the check"
-)
+# The runtime's value holds inf or NaN where lipaudit's does not (or not the same ones): the model
+# itself overflows or divides by 0 on the probe inputs, which says nothing of lipaudit's reading of it.
+OVERFLOW = "(the runtime's value is inf or NaN there)"
+
+
+class RuntimeNotFinite(Exception):
+    """The reference's own value is not finite: verification stops there, unverified, not failed."""
 
 
 def tolerance_for(probe: RuntimeProbe) -> float:
@@ -144,12 +144,17 @@ class _Checker:
                 if wider.ok:
                     again = self._on_runtime_inputs(node, args, list(node.outputs).index(name), want)
                     result = wider if again is not None and again.ok else result
+            if not result.ok and result.detail == OVERFLOW:
+                raise RuntimeNotFinite(
+                    f"{self.probe.reference}'s value '{name}' of node '{node.name}' ({node.op_type}) is inf or NaN "
+                    "on the probe inputs (the model overflows or divides by 0 there): nothing after it is compared"
+                )
             if not result.ok:
                 how = result.detail or f"by up to {result.max_abs_diff:.3g} (tolerance {result.tolerance:.3g})"
                 raise VerificationError(
                     f"the IR differs from {self.probe.reference} at node '{node.name}' ({node.op_type}): its output "
                     f"'{name}' differs {how}",
-                    _OVERFLOW_HINT if result.detail == OVERFLOW else _HINT,
+                    _HINT,
                     node=node.name,
                     op=node.op_type,
                 )
@@ -209,6 +214,8 @@ def verify(
         outputs = executor.run(probe.feeds, on_node=checker)
     except ExecutionError as error:
         return skipped(_first_line(error)), checker.shapes
+    except RuntimeNotFinite as why:
+        return skipped(str(why)), checker.shapes
     # The other side of each threshold the model compares its data with: a branch, a count or a
     # step the first run saw one side of must compute the same there.
     for crossing in probe.crossings:

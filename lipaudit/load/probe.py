@@ -114,8 +114,21 @@ def _session(model: onnx.ModelProto) -> Any:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+# Ops onnxruntime (1.2x) can crash the process on, rather than raise: DFT with its optional inputs
+# left empty segfaults. A model holding one is not run here (it has no rule either).
+RUNTIME_CRASHES = frozenset({"DFT"})
+
+
+def refuse_runtime_crashes(model: onnx.ModelProto) -> None:
+    """Raise ProbeUnavailable when ``model`` holds an op onnxruntime may crash on."""
+    found = sorted({node.op_type for node in model.graph.node if node.op_type in RUNTIME_CRASHES})
+    if found:
+        raise ProbeUnavailable(f"onnxruntime can crash on {', '.join(found)}, so the model is not run")
+
+
 def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
     """Run ``model`` (input shapes fixed) in onnxruntime once, keeping every node output of the main graph."""
+    refuse_runtime_crashes(model)
     feeds = _probe_feeds(model, graph, seed)
     exposed = copy.deepcopy(model)
     present = {out.name for out in exposed.graph.output}
@@ -147,6 +160,7 @@ def probe_onnx_by_node(model: onnx.ModelProto, graph: Graph, seed: int) -> Runti
     it computes are the ones one run of the whole model computes, so the shapes and the
     verification are the same as for a model loaded whole.
     """
+    refuse_runtime_crashes(model)
     feeds = _probe_feeds(model, graph, seed, weights_in_memory=False)
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

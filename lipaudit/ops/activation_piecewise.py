@@ -162,8 +162,11 @@ class Shrink(Activation):
 
     def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
         lambd, bias = node.attr_float("lambd"), node.attr_float("bias")
+        if lambd < 0 and bias == 0:
+            return Factor.constant(1.0, "closed-form", note="lambd < 0 and bias 0: the identity")
         if lambd < 0:
-            return Factor.unbounded(f"Shrink with a negative lambd ({lambd:g}) jumps where its branches overlap")
+            # The branches overlap: x + bias below −lambd, x − bias from there on.
+            return Factor.unbounded(f"Shrink jumps by {2 * abs(bias):g} at −lambd (lambd < 0, bias ≠ 0)")
         if bias != lambd:
             return Factor.unbounded(f"Shrink jumps by {abs(lambd - bias):g} at ±lambd (bias ≠ lambd)")
         return Factor.constant(1.0, "closed-form")

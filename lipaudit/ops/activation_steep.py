@@ -224,6 +224,14 @@ class Atanh(SteepOnDomain):
 class ThresholdedRelu(Jumps):
     """x above alpha, else 0: it jumps at alpha (unless alpha = 0, where it is a ReLU)."""
 
+    def global_factor(self, node: Node, ctx: RuleContext) -> Factor:
+        if node.attr_float("alpha") == 0:
+            return Factor.constant(1.0, "closed-form", note="alpha = 0: a ReLU")
+        return super().global_factor(node, ctx)
+
+    def slope_range(self, node: Node, ctx: RuleContext | None = None) -> tuple[float, float] | None:  # type: ignore[override]
+        return (0.0, 1.0) if node.attr_float("alpha") == 0 else None
+
     def domain_slopes(self, node: Node, ctx: RuleContext, x: Interval) -> np.ndarray:
         alpha = node.attr_float("alpha")
         below, above = x.hi <= alpha, x.lo > alpha

@@ -151,8 +151,9 @@ class MatMul(Op):
         if const.ndim == 1:
             const = const.reshape(-1, 1) if const_on_right else const.reshape(1, -1)
         var_shape = ctx.input_shape(node, 0 if const_on_right else 1)
-        out_shape = ctx.output_shape(node)
-        out_batch = tuple(out_shape[:-2]) if len(out_shape) >= 2 else ()
+        # The batch axes both operands broadcast to (a 1-D operand has none, and the output then
+        # drops an axis: x[4] @ W[2, 4, 3] is 2×3 with a batch of 2).
+        out_batch = _batch_shape(ctx.output_shape(node), ctx.input_shape(node, 0), ctx.input_shape(node, 1))
         var_batch = int(np.prod(var_shape[:-2])) if len(var_shape) > 2 else 1
         matrices, scale = _stacked_weights(const, var_batch, out_batch if const.ndim > 2 else (), const_on_right)
         if matrices.ndim == 2:
