@@ -15,6 +15,7 @@ from . import (  # noqa: F401 (imported to register their ops)
     data_shape,
     einsum,
     linear,
+    local_response,
     logical,
     normalization,
     pooling,
