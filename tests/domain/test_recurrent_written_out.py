@@ -58,3 +58,19 @@ def test_on_a_box_a_recurrent_net_is_bounded_through_its_written_out_cells(tmp_p
         jac = torch.autograd.functional.jacobian(lambda z: net.double()(z).reshape(-1), point).reshape(2, -1)
         largest = max(largest, float(torch.linalg.matrix_norm(jac, 2)))
     assert largest <= network["upper_bound"] <= 4 * largest < op_rule, (largest, network["upper_bound"], op_rule)
+
+
+def test_cells_too_large_to_write_out_keep_the_ops_rule_and_say_why(tmp_path):
+    class Long(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(2)
+            self.cell = torch.nn.LSTM(8, 16, batch_first=True)
+
+        def forward(self, x):
+            return self.cell(x)[0][:, -1]
+
+    path = export(Long().eval(), (1, 12, 8), tmp_path)
+    report = audit(path, input_range="-0.1:0.1")
+    assert report.to_dict()["network"]["certified"]
+    assert any("beyond the engines' limit" in notice for notice in report.notices), report.notices
