@@ -326,8 +326,10 @@ def _with_interval_jacobian(
         notices.append(f"no interval-Jacobian bound on the box: {why}")
         return tight
     # Written-out cells have smooth gates: the branch and bound over slopes took 8-19 s there on a
-    # 5-step LSTM/GRU/RNN at ±0.1, against 0.7-2 s for the rest of the audit.
-    switched = None if written_out else _switching(graph, domain, found.ranges)
+    # 5-step LSTM/GRU/RNN at ±0.1 (20 directions, 30-120 nodes), against 0.7-2 s for the rest of the
+    # audit; on the smallest, as on an export that writes the steps out itself, it is cheap.
+    small = written_out and _directions(domain, graph) * len(graph.nodes) <= SWITCHING_WRITTEN_OUT_LIMIT
+    switched = _switching(graph, domain, found.ranges) if small or not written_out else None
     if switched is None or not switched.converged:
         # A converged switching figure is the largest norm over the patterns left, to 10⁻³, which a
         # product over segments (each at least the sup of its own Jacobian) undercuts only where a
@@ -366,6 +368,12 @@ class _TooLarge(Exception):
 # interval-Jacobian engines are not run on it: a 20-step LSTM of 32 units on 16 inputs (173k) took
 # 30 s there and its ranges had grown past the op rule's figure; a 5-step one of 8 on 4 (2.5k), 1.3 s.
 WRITTEN_OUT_LIMIT = 20_000
+SWITCHING_WRITTEN_OUT_LIMIT = 500  # and beyond this no branch and bound over their slopes
+
+
+def _directions(domain: Domain, graph: Graph) -> int:
+    """The input entries the box bounds: the directions the Jacobian engines follow."""
+    return sum(math.prod(graph.shape(name) or ()) for name in domain.bounds)
 
 
 def _cells_written_out(graph: Graph, domain: Domain) -> tuple[Graph, Domain, str]:
@@ -380,7 +388,7 @@ def _cells_written_out(graph: Graph, domain: Domain) -> tuple[Graph, Domain, str
     unrolled = unrolled_copy(graph)
     if unrolled is None:
         return graph, domain, ""
-    directions = sum(math.prod(graph.shape(name) or ()) for name in domain.bounds)
+    directions = _directions(domain, graph)
     if directions * len(unrolled.nodes) > WRITTEN_OUT_LIMIT:
         raise _TooLarge(
             f"the recurrent cells written out ({len(unrolled.nodes)} nodes along {directions} input directions) "

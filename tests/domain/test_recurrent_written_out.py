@@ -74,3 +74,20 @@ def test_cells_too_large_to_write_out_keep_the_ops_rule_and_say_why(tmp_path):
     report = audit(path, input_range="-0.1:0.1")
     assert report.to_dict()["network"]["certified"]
     assert any("beyond the engines' limit" in notice for notice in report.notices), report.notices
+
+
+@pytest.mark.parametrize("cell", [torch.nn.RNN, torch.nn.LSTM], ids=["rnn", "lstm"])
+def test_every_export_path_gets_one_local_figure(tmp_path, cell):
+    """The dynamo exporter writes nn.RNN's steps out itself, the other paths keep one RNN op: written
+    out on the box, both are the same cells and get the same figure (redteam20: 0.466 against 1.105)."""
+    from tests.load.torch_nets import save_as
+
+    net = LastState(cell).eval()
+    figures = {}
+    for kind, name in (("onnx", "m.onnx"), ("onnx-dynamo", "d.onnx"), ("traced", "m.pt"), ("export", "m.pt2")):
+        path = save_as(kind, net, (1, 3, 3), tmp_path / name)
+        shape = "1x3x3" if kind == "traced" else None
+        figures[kind] = audit(path, input_range="-0.1:0.1", input_shape=shape).upper_bound
+    # The dynamo graph spells each step with its own glue (its two biases added apart): a few more
+    # float32 margins of 2⁻²⁰, nothing more.
+    assert max(figures.values()) <= min(figures.values()) * (1 + 1e-5), figures
