@@ -235,21 +235,22 @@ def square(a: Interval) -> Interval:
         return Interval(low * low, high * high).widened()
 
 
-def float32_outward(interval: Interval) -> Interval:
-    """``interval`` with float ends rounded outwards to float32 numbers: the range of the value as a
-    float32 runtime holds it, where a result beyond float32's largest number is infinite, one below
-    its smallest subnormal is 0 and a cast from float64 rounds (integer ranges are left as they are).
-    A NaN end (inf·0 on the way) leaves that entry unbounded."""
+def float_outward(interval: Interval, dtype: type[np.floating] | None = np.float32) -> Interval:
+    """``interval`` with float ends rounded outwards to numbers of ``dtype`` (float32 by default;
+    None leaves float64 ranges as they are): the range of the value as a runtime of that type holds
+    it, where a result beyond its largest number is infinite, one below its smallest subnormal is 0
+    and a cast from a wider type rounds (integer ranges are left as they are). A NaN end (inf·0 on
+    the way) leaves that entry unbounded."""
     lo, hi = interval.lo, interval.hi
-    if lo.dtype.kind != "f" and hi.dtype.kind != "f":
+    if dtype is None or (lo.dtype.kind != "f" and hi.dtype.kind != "f"):
         return interval
     lo = np.where(np.isnan(lo), -np.inf, np.asarray(lo, np.float64))
     hi = np.where(np.isnan(hi), np.inf, np.asarray(hi, np.float64))
     with np.errstate(over="ignore"):
-        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
-    lo32 = np.where(lo32.astype(np.float64) > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32)
-    hi32 = np.where(hi32.astype(np.float64) < hi, np.nextafter(hi32, np.float32(np.inf)), hi32)
-    return Interval(lo32.astype(np.float64), hi32.astype(np.float64))
+        lo_n, hi_n = lo.astype(dtype), hi.astype(dtype)
+    lo_n = np.where(lo_n.astype(np.float64) > lo, np.nextafter(lo_n, dtype(-np.inf)), lo_n)
+    hi_n = np.where(hi_n.astype(np.float64) < hi, np.nextafter(hi_n, dtype(np.inf)), hi_n)
+    return Interval(lo_n.astype(np.float64), hi_n.astype(np.float64))
 
 
 def outward(interval: Interval) -> Interval:

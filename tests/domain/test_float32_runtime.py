@@ -163,3 +163,15 @@ def test_integers_within_float32s_exact_range_cast_exactly_on_a_box(tmp_path) ->
     assert inside["certified"] and abs(inside["upper_bound"] - 2.0) < 1e-5, inside
     beyond = audit(path, input_range=f"0:{2**25}", verify=False).to_dict()["network"]
     assert beyond["upper_bound"] is None, beyond
+
+
+def test_ranges_are_rounded_outwards_to_the_values_own_float_type() -> None:
+    from lipaudit.intervals.interval import Interval, float_outward
+
+    box = Interval(np.array([1e-8, -70000.0, 0.1]), np.array([1.0, 1.0, 0.1]))
+    half = float_outward(box, np.float16)
+    assert half.lo[0] == 0.0 and half.lo[1] == -np.inf  # below float16's subnormals; past its largest
+    assert half.lo[2] <= 0.1 <= half.hi[2] and half.hi[2] - half.lo[2] < 1e-4
+    single = float_outward(box)
+    assert single.lo[0] < 1e-8 < single.hi[0] and single.lo[1] == -70000.0
+    assert float_outward(box, None) is box  # a float64 value keeps its range
