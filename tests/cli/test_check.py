@@ -61,7 +61,7 @@ def test_allow_incomplete_turns_exit_three_into_a_warning() -> None:
 
 def test_unknown_ops_are_all_listed_and_exit_three(tmp_path: Path) -> None:
     nodes = [
-        helper.make_node("LRN", ["x"], ["a"], name="lrn", size=3),
+        helper.make_node("MeanVarianceNormalization", ["x"], ["a"], name="mvn"),
         helper.make_node("Frobnicate", ["a"], ["y"], name="custom", domain="acme.ops"),
     ]
     model = graph_model(nodes, [1, 2, 4, 4], {})
@@ -72,7 +72,7 @@ def test_unknown_ops_are_all_listed_and_exit_three(tmp_path: Path) -> None:
     result = invoke("check", str(path), "--format", "json")
     assert result.exit_code == 3
     report = json.loads(result.stdout)
-    assert {b["op"] for b in report["network"]["unsupported"]} == {"LRN", "Frobnicate"}
+    assert {b["op"] for b in report["network"]["unsupported"]} == {"MeanVarianceNormalization", "Frobnicate"}
     assert report["network"]["upper_bound"] is None
     assert report["network"]["complete"] is False
 
