@@ -162,6 +162,20 @@ def concrete(value: Any) -> Any:
     return value
 
 
+_ONNX_TYPES = {
+    torch.float32: 1,
+    torch.uint8: 2,
+    torch.int8: 3,
+    torch.int16: 5,
+    torch.int32: 6,
+    torch.int64: 7,
+    torch.bool: 9,
+    torch.float16: 10,
+    torch.float64: 11,
+    torch.bfloat16: 16,
+}
+
+
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:
@@ -358,6 +372,9 @@ class TorchGraphBuilder:
             )
         if self.data_reads:
             names = [self._data_dependent(name) for name in names]
+        typed = {**{name: t.dtype for name, t in self.recorded.items()}, **self.input_dtypes}
+        # The element types, as ONNX shape inference gives them for the ONNX path (a Cast's rule reads them).
+        metadata = {**metadata, "elem_types": {n: _ONNX_TYPES[d] for n, d in typed.items() if d in _ONNX_TYPES}}
         graph = Graph(self.nodes, self.values, self.inputs, names, opset=OPSET, format=fmt, metadata=metadata)
         graph.remove_unused()
         return graph

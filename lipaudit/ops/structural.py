@@ -581,6 +581,12 @@ class Casting(Op):
         input's range reaches them). A source of unknown type is read as the graph's own floats."""
         source = _source_type(node, ctx)
         bits = _SIGNIFICAND_BITS[target]
+        widened = ctx.graph.producer(node.inputs[0])
+        if widened is not None and widened.op_type in ("Cast", "CastLike") and not widened.domain:
+            # A widening cast straight back (float32 → float64 → float32) holds what it widened.
+            inner = _source_type(widened, ctx)
+            if inner in _SIGNIFICAND_BITS and _SIGNIFICAND_BITS[inner] <= bits:
+                return ""
         if source in _SIGNIFICAND_BITS:
             return f"{_TYPE_NAMES[source]} to {_TYPE_NAMES[target]}" if _SIGNIFICAND_BITS[source] > bits else ""
         if source in _MAGNITUDE_BITS and _MAGNITUDE_BITS[source] > bits:
