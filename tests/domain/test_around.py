@@ -41,7 +41,8 @@ def _jacobian_norm(net: torch.nn.Module, x: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(jac.reshape(-1, x.numel()), 2))
 
 
-@pytest.mark.parametrize("build, shape", [(_mlp, (1, 16)), (_cnn, (1, 1, 8, 8))])
+# The CNN case runs the switching branch and bound for 10 s: in the slow suite.
+@pytest.mark.parametrize("build, shape", [(_mlp, (1, 16)), pytest.param(_cnn, (1, 1, 8, 8), marks=pytest.mark.slow)])
 def test_tiny_radius_is_the_jacobian_norm(build, shape) -> None:
     net = build(0)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
@@ -51,7 +52,8 @@ def test_tiny_radius_is_the_jacobian_norm(build, shape) -> None:
     assert exact <= local.network.upper_bound <= 1.05 * exact
 
 
-@pytest.mark.parametrize("build, shape", [(_mlp, (1, 16)), (_cnn, (1, 1, 8, 8))])
+# The CNN case runs the switching branch and bound for 10 s: in the slow suite.
+@pytest.mark.parametrize("build, shape", [(_mlp, (1, 16)), pytest.param(_cnn, (1, 1, 8, 8), marks=pytest.mark.slow)])
 def test_local_bounds_jacobians_in_the_box_and_stays_below_the_global(build, shape) -> None:
     net = build(2)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(3))

@@ -128,7 +128,9 @@ class _Pooled(nn.Module):
         return self.head(nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
 
 
-@pytest.mark.parametrize("constant", [False, True], ids=["random-centre", "tied-windows"])
+@pytest.mark.parametrize(
+    "constant", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["random-centre", "tied-windows"]
+)  # tied windows: 9 s of branch and bound, in the slow suite
 def test_maxpool_windows_switch_soundly(tmp_path, constant):
     """MaxPool windows with several candidates on the box are switches too (output = base +
     δ·(candidate − base)); a constant centre ties every window."""
