@@ -63,6 +63,8 @@ def parse_outputs(specs: list[str] | None, default_format: str) -> list[OutputTa
         head, sep, tail = spec.partition(":")
         if sep and head in RENDERERS:
             targets.append(OutputTarget(head, tail))
+        elif sep and not head:
+            raise UsageError(f"-o {spec}: no report format before the colon", hint="for example -o json:report.json")
         elif sep and _FORMAT_WORD.fullmatch(head):
             formats = ", ".join(RENDERERS)
             raise UsageError(f"-o {spec}: unknown report format '{head}'", hint=f"choose one of: {formats}")

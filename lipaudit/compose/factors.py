@@ -15,6 +15,9 @@ import math
 import time
 from dataclasses import replace
 
+import numpy as np
+
+from ..intervals.interval import held_as
 from ..invariants import present
 from ..ir import Graph, Node
 from ..ops import Factor, Op, RuleContext, RuleInputError, resolve
@@ -69,6 +72,9 @@ def _checked(op: Op, node: Node, index: int, factor: Factor, ctx: RuleContext) -
         return factor
     if not all(math.isfinite(w) for w in [factor.value or 0.0, *(factor.input_weights or [])]):
         return Factor.unbounded(f"the factor of {node.op_type} is not finite (an infinite or NaN parameter)")
+    overflow = _overflows_on_domain(op, node, index, ctx)
+    if overflow:
+        return Factor.unbounded(overflow)
     positions = variable_positions(node, ctx)
     names = node.all_inputs
     if factor.input_weights is None:
@@ -94,6 +100,33 @@ def _checked(op: Op, node: Node, index: int, factor: Factor, ctx: RuleContext) -
         value = None if factor.value is None else factor.value * (1 + FLOAT32_MARGIN)
         return replace(factor, value=value, input_weights=weights)
     return replace(factor, input_weights=weights)
+
+
+def _overflows_on_domain(op: Op, node: Node, index: int, ctx: RuleContext) -> str:
+    """Why the output overflows on the box ("" when it does not): the op's range of it, from finite
+    input ranges, reaches past the largest number of the float type the runtime holds it in. The
+    runtime's value jumps to inf there (Exp(100·x) past x ≈ 0.887 in float32), a step the slopes of
+    the real function do not see."""
+    name = node.outputs[index] if index < len(node.outputs) else ""
+    if not ctx.on_domain or not name or ctx.range_of(name).is_finite():
+        return ""
+    dtype = held_as(ctx.graph.metadata.get("elem_types") or {}, name)
+    if dtype is None or not all(ctx.range_of(v).is_finite() for v in ctx.graph.variable_inputs(node)):
+        return ""
+    try:
+        computed = op.interval(node, ctx)[index]
+    except (RuleInputError, ValueError, KeyError, IndexError, TypeError, ArithmeticError, RuntimeError):
+        return ""
+    if computed is None or not computed.is_finite():
+        return ""
+    reach = float(max(np.abs(computed.lo).max(initial=0.0), np.abs(computed.hi).max(initial=0.0)))
+    largest = float(np.finfo(dtype).max)
+    if reach <= largest:
+        return ""
+    return (
+        f"its value reaches {reach:.3g} on the input box, past {np.dtype(dtype).name}'s largest number "
+        f"({largest:.4g}): the runtime's value jumps to infinity there"
+    )
 
 
 class _Outgrown(Exception):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..errors import LipauditError
-from ..intervals.interval import Interval, float_outward, outward
+from ..intervals.interval import Interval, float_outward, held_as, outward
 from ..ir import Graph, Node
 from ..ops import RuleContext, resolve
 from ..ops.interval_rules import exact_outputs
@@ -59,16 +59,10 @@ def value_ranges(
             on_node(index, len(nodes), node)
         for name, interval in zip(node.outputs, _node_ranges(node, ctx)):
             if name and interval is not None:
-                ranges[name] = outward(float_outward(interval, _HELD_AS.get(types.get(name), np.float32)))
+                ranges[name] = outward(float_outward(interval, held_as(types, name)))
             elif name:
                 ranges[name] = Interval.full(_known_shape(graph, name))
     return ranges
-
-
-# How a runtime holds a value of each ONNX float type: float16 as float16, float64 as it is, the
-# rest as float32 (values of unknown type, and bfloat16, whose range differs from float32's only
-# below 1e-38 and in the top 0.4%: not modelled).
-_HELD_AS: dict[int | None, type[np.floating] | None] = {10: np.float16, 11: None}
 
 
 def _node_ranges(node: Node, ctx: RuleContext) -> list[Interval | None]:

@@ -36,6 +36,8 @@ def test_an_unknown_report_format_before_the_colon_is_refused(mlp: Path, tmp_pat
     result = invoke("check", str(mlp), "-o", f"xml:{tmp_path / 'r.x'}")
     assert result.exit_code == 2 and "unknown report format 'xml'" in result.output
     assert not list(tmp_path.glob("xml*"))
+    empty = invoke("check", str(mlp), "-o", ":r.json")
+    assert empty.exit_code == 2 and "no report format before the colon" in empty.output
 
 
 def test_the_format_asked_for_reaches_stdout_unless_a_file_of_that_format_took_it(mlp: Path, tmp_path: Path) -> None:

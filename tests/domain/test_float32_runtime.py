@@ -175,3 +175,21 @@ def test_ranges_are_rounded_outwards_to_the_values_own_float_type() -> None:
     single = float_outward(box)
     assert single.lo[0] < 1e-8 < single.hi[0] and single.lo[1] == -70000.0
     assert float_outward(box, None) is box  # a float64 value keeps its range
+
+
+def test_an_op_whose_value_overflows_on_the_box_is_a_jump(tmp_path) -> None:
+    """tanh(exp(100·x)·1e-40): smooth in real numbers (slope ≤ 45), but float32's exp overflows to
+    inf past x ≈ 0.887 and the output jumps from 0.034 to 1 (redteam24: certified 268837.95)."""
+    nodes = [
+        helper.make_node("Mul", ["x", "hundred"], ["scaled"]),
+        helper.make_node("Exp", ["scaled"], ["grown"]),
+        helper.make_node("Mul", ["grown", "tiny"], ["small"]),
+        helper.make_node("Tanh", ["small"], ["y"]),
+    ]
+    model = graph_model(nodes, (1, 4), {"hundred": F32(100.0), "tiny": F32(1e-40)})
+    assert _steps_inside(model, 0.887, 0.888) > 1e6
+    path = save(model, tmp_path)
+    over = audit(path, input_range="0:1").to_dict()["network"]
+    assert over["upper_bound"] is None and "past float32's largest number" in over["unbounded"][0]["reason"], over
+    within = audit(path, input_range="0:0.8").to_dict()["network"]
+    assert within["certified"] and within["upper_bound"] < 1e-3, within
