@@ -20,21 +20,9 @@ import torch
 from ..ops.activation import softplus_cut_is_invisible
 from ..ops.geometry import block_counts, fold_attributes, patch_picks
 from .naming import PAD_OPS
-from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
+from .torch_graph import ONNX_TYPES, Converter, Emitter, Tracked, Unmappable, to_numpy
 
 CONVERTERS: dict[str, Converter] = {}
-_ONNX_TYPES = {
-    torch.float32: 1,
-    torch.uint8: 2,
-    torch.int8: 3,
-    torch.int16: 5,
-    torch.int32: 6,
-    torch.int64: 7,
-    torch.bool: 9,
-    torch.float16: 10,
-    torch.float64: 11,
-    torch.bfloat16: 16,
-}
 INT64_MAX = 2**63 - 1
 
 
@@ -324,9 +312,9 @@ def identity(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         em.node("Identity", [em.x(x)], outs)
         return
     # A change of dtype is a Cast: to float16/bfloat16 or an integer type it rounds (a step function).
-    if after not in _ONNX_TYPES:
+    if after not in ONNX_TYPES:
         raise Unmappable(f"cast from {before} to {after}")
-    em.node("Cast", [em.x(x)], outs, to=_ONNX_TYPES[after])
+    em.node("Cast", [em.x(x)], outs, to=ONNX_TYPES[after])
 
 
 @converts("round")

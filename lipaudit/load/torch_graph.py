@@ -162,7 +162,8 @@ def concrete(value: Any) -> Any:
     return value
 
 
-_ONNX_TYPES = {
+# torch dtypes as ONNX TensorProto element types.
+ONNX_TYPES = {
     torch.float32: 1,
     torch.uint8: 2,
     torch.int8: 3,
@@ -374,7 +375,7 @@ class TorchGraphBuilder:
             names = [self._data_dependent(name) for name in names]
         typed = {**{name: t.dtype for name, t in self.recorded.items()}, **self.input_dtypes}
         # The element types, as ONNX shape inference gives them for the ONNX path (a Cast's rule reads them).
-        metadata = {**metadata, "elem_types": {n: _ONNX_TYPES[d] for n, d in typed.items() if d in _ONNX_TYPES}}
+        metadata = {**metadata, "elem_types": {n: ONNX_TYPES[d] for n, d in typed.items() if d in ONNX_TYPES}}
         graph = Graph(self.nodes, self.values, self.inputs, names, opset=OPSET, format=fmt, metadata=metadata)
         graph.remove_unused()
         return graph
