@@ -236,16 +236,17 @@ def square(a: Interval) -> Interval:
         return Interval(low * low, high * high).widened()
 
 
-# How a runtime holds a value of each ONNX float type: float16 as float16, float64 as it is, the
-# rest as float32 (values of unknown type, and bfloat16, whose range differs from float32's only
-# below 1e-38 and in the top 0.4%: not modelled).
-_HELD_AS: dict[int | None, type[np.floating] | None] = {10: np.float16, 11: None}
+# The numpy float type a runtime holds a value of each ONNX float type in: float16 as float16,
+# float32 and bfloat16 as float32 (bfloat16's range differs from float32's only below 1e-38 and in
+# the top 0.4%: not modelled). Values of unknown type are read as float32.
+_HELD_AS: dict[int, type[np.floating]] = {1: np.float32, 10: np.float16, 16: np.float32}
 
 
 def held_as(types: Mapping[str, int], name: str) -> type[np.floating] | None:
-    """The numpy type a runtime holds value ``name`` in (None: float64, kept as computed), from the
-    ONNX element types the loader recorded (``Graph.metadata["elem_types"]``)."""
-    return _HELD_AS.get(types.get(name), np.float32)
+    """The numpy type a runtime holds value ``name`` in (None: float64 and integer values, kept as
+    computed), from the ONNX element types the loader recorded (``Graph.metadata["elem_types"]``)."""
+    code = types.get(name)
+    return np.float32 if code is None else _HELD_AS.get(code)
 
 
 def float_outward(interval: Interval, dtype: type[np.floating] | None = np.float32) -> Interval:
