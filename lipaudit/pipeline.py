@@ -328,8 +328,8 @@ def _with_interval_jacobian(
     # Written-out cells have smooth gates: the branch and bound over slopes took 8-19 s there on a
     # 5-step LSTM/GRU/RNN at ±0.1 (20 directions, 30-120 nodes), against 0.7-2 s for the rest of the
     # audit; on the smallest, as on an export that writes the steps out itself, it is cheap.
-    small = written_out and _directions(domain, graph) * len(graph.nodes) <= SWITCHING_WRITTEN_OUT_LIMIT
-    switched = _switching(graph, domain, found.ranges) if small or not written_out else None
+    cheap = not written_out or _directions(domain, graph) * len(graph.nodes) <= SWITCHING_WRITTEN_OUT_LIMIT
+    switched = _switching(graph, domain, found.ranges) if cheap else None
     if switched is None or not switched.converged:
         # A converged switching figure is the largest norm over the patterns left, to 10⁻³, which a
         # product over segments (each at least the sup of its own Jacobian) undercuts only where a

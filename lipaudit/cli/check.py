@@ -317,8 +317,6 @@ def check(
             raise UsageError(f"{name} must be a number, not nan", hint=f"for example {name} 10")
         if value is not None and value < 0:
             raise UsageError(f"{name} must not be negative (a Lipschitz constant is ≥ 0), not {value:g}")
-    if baseline is None and max_increase.strip() not in ("0%", "0"):
-        raise UsageError("--max-increase needs --baseline", hint="compare with an earlier report: --baseline BASE.json")
     if output_format == "html" and len(models) > 1:
         raise UsageError(
             "--format html: an HTML report holds one model", hint="write one per model: -o html:reports/{model}.html"
@@ -332,6 +330,8 @@ def check(
     plan_outputs(targets, models)
     colored = use_color(color)
     increase = parse_increase(max_increase)
+    if baseline is None and increase:
+        raise UsageError("--max-increase needs --baseline", hint="compare with an earlier report: --baseline BASE.json")
     base = read_baselines(baseline) if baseline is not None else None
     try:
         limit = None if in_memory_limit is None else parse_size(in_memory_limit)

@@ -76,7 +76,8 @@ def parse_outputs(specs: list[str] | None, default_format: str) -> list[OutputTa
 def plan_outputs(targets: list[OutputTarget], models: list[Path]) -> None:
     """Refuse, before anything is written, a path that two writes would share."""
     several = len(models) > 1
-    owners: dict[str, str] = {os.path.realpath(model): f"the model {model}" for model in models}
+    audited = {os.path.realpath(model): model for model in models}
+    owners: dict[str, str] = {}
     for target in targets:
         if not target.path:
             raise UsageError(f"-o {target.format}: has no file name", hint="for example -o json:report.json")
@@ -88,9 +89,9 @@ def plan_outputs(targets: list[OutputTarget], models: list[Path]) -> None:
         for model in models if target.per_model else models[:1]:
             path = os.path.realpath(target.path_for(model))
             who = f"{model}" if target.per_model else "every model"
-            if path in owners and owners[path].startswith("the model "):
+            if path in audited:
                 raise UsageError(
-                    f"-o {target.path}: the report would overwrite {owners[path]}",
+                    f"-o {target.path}: the report would overwrite the model {audited[path]}",
                     hint="write reports to another path, e.g. -o json:report.json",
                 )
             if path in owners:
