@@ -65,16 +65,6 @@ def graph_model(
     return _finish(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
 
 
-def with_shape(model: onnx.ModelProto, name: str, shape: Sequence[int]) -> onnx.ModelProto:
-    """``model`` with value ``name`` declared float32 of ``shape`` (an op with no rule and a function
-    schema, like MeanVarianceNormalization, leaves its output's shape to be declared), the rest
-    inferred again from it."""
-    declared = [info for info in model.graph.value_info if info.name != name]
-    del model.graph.value_info[:]
-    model.graph.value_info.extend([*declared, helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))])
-    return _finish(model)
-
-
 def save(model: onnx.ModelProto, directory: Path, name: str = "model.onnx") -> Path:
     path = Path(directory) / name
     onnx.save(model, str(path))

@@ -17,6 +17,7 @@ from . import (  # noqa: F401 (imported to register their ops)
     linear,
     local_response,
     logical,
+    masks,
     normalization,
     pooling,
     recurrent,

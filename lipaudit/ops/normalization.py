@@ -14,7 +14,7 @@ FuseNormalization pass makes of a decomposed LayerNorm or RMSNorm; its γ and β
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -121,6 +121,9 @@ def _bias_copies(ctx: RuleContext, node: Node, name: str) -> float:
 class DataNormalization(Op):
     family = FAMILY
     resizes = True  # a variable bias weighs √(outputs per entry)
+    # True: z = (x − μ)/√(σ² + ε); False (RMSNorm): z = x/√(mean x² + ε), which has the same global
+    # factor (the Jacobian's singular values are again 1/s and ε/s³) and on a box reads the mean square.
+    centred: ClassVar[bool] = True
     summary = (
         "max|γ|/√ε: a sound global bound, usually huge (reported with a warning); on a domain max|γ|/√(σ²_min + ε)"
     )
@@ -180,7 +183,7 @@ class DataNormalization(Op):
             return None
         shape = jctx.rules.input_shape(node)
         view, axes = self.grouping(node, shape)
-        z = _normalised_jacobian(node, jctx, view, axes, centred=True)
+        z = _normalised_jacobian(node, jctx, view, axes, self.centred, node.attr_float("epsilon"))
         if z is None:
             return None
         gamma = np.broadcast_to(self.channel_values(node, np.asarray(scale, np.float64), shape), shape)
@@ -205,7 +208,7 @@ class DataNormalization(Op):
             return None
         gamma = np.broadcast_to(self.channel_values(node, abs_scale, shape), shape).reshape(view)
         gamma_lo, _ = grouped(Interval.exact(gamma), view, axes)
-        variance = variance_lower_bound(lo, hi)
+        variance = variance_lower_bound(lo, hi) if self.centred else mean_square_bounds(lo, hi)[0]
         with np.errstate(divide="ignore"):
             return gamma_lo.max(axis=1) / np.sqrt(variance + node.attr_float("epsilon"))
 
@@ -218,7 +221,7 @@ class DataNormalization(Op):
         view, axes = self.grouping(node, shape)
         x = ctx.range_of(node.inputs[0]).broadcast_to(shape).reshape(view)
         lo, hi = grouped(x, view, axes)
-        z_lo, z_hi = normalized_range(lo, hi, node.attr_float("epsilon"))
+        z_lo, z_hi = normalized_range(lo, hi, node.attr_float("epsilon"), self.centred)
         z = Interval(ungrouped(z_lo, view, axes).reshape(shape), ungrouped(z_hi, view, axes).reshape(shape))
         gamma = self.channel_values(node, np.asarray(scale, np.float64), shape)
         beta = self.channel_values(node, np.asarray(bias, np.float64), shape)
@@ -227,11 +230,11 @@ class DataNormalization(Op):
 
 
 def _normalised_jacobian(
-    node: Node, jctx: JacobianContext, view: tuple[int, ...], axes: tuple[int, ...], centred: bool
+    node: Node, jctx: JacobianContext, view: tuple[int, ...], axes: tuple[int, ...], centred: bool, epsilon: float
 ) -> Jac | None:
     """∂z of the normalised input (z = (x − μ)/σ, or x/rms), in the input's shape."""
     shape = jctx.rules.input_shape(node)
-    z = normalized(jctx, node.inputs[0], shape, view, axes, node.attr_float("epsilon"), centred)
+    z = normalized(jctx, node.inputs[0], shape, view, axes, epsilon, centred)
     return None if z is None else z.map(lambda t: t.reshape((t.shape[0],) + shape))
 
 
@@ -329,6 +332,19 @@ class LayerNormalization(DataNormalization):
 
 
 @register
+class RMSNormalization_23(LayerNormalization):
+    """x/√(mean x² + ε)·γ over the axes from ``axis`` on (no mean taken out, no bias, one output)."""
+
+    centred = False
+    summary = "max|γ|/√ε: a sound global bound, usually huge (warning); on a domain max|γ|/√(mean-square_min + ε)"
+
+    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
+        x, scale = args[0], args[1]
+        dims = tuple(range(positive_axis(node.attr_int("axis"), x.dim()), x.dim()))
+        return x * torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + node.attr_float("epsilon")) * scale
+
+
+@register
 class GroupNormalization(DataNormalization):
     def grouping(self, node: Node, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         groups = node.attr_int("num_groups")
@@ -420,8 +436,19 @@ class Normalize(Op):
         "fused from ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div"
     )
 
+    # How a node reads: the axes normalised together, ε, whether the mean is taken out, and the
+    # name the report gives the op.
     def _axes(self, node: Node, rank: int) -> tuple[int, ...]:
         return tuple(sorted(positive_axis(a, rank) for a in node.attr_ints("axes")))
+
+    def _epsilon(self, node: Node) -> float:
+        return node.attr_float("epsilon")
+
+    def _centered(self, node: Node) -> bool:
+        return bool(node.attr_int("centered", 1))
+
+    def _kind(self, node: Node) -> str:
+        return "the LayerNorm core" if self._centered(node) else "the RMSNorm core"
 
     def _bounds(self, node: Node, ctx: RuleContext) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray, np.ndarray]:
         shape = ctx.input_shape(node)
@@ -430,21 +457,20 @@ class Normalize(Op):
         return shape, axes, lo, hi
 
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
-        epsilon = node.attr_float("epsilon")
-        kind = "LayerNorm" if node.attr_int("centered", 1) else "RMSNorm"
+        epsilon, kind = self._epsilon(node), self._kind(node)
         if epsilon > 0:
             value = 1 / math.sqrt(epsilon) * (1 + 1e-12)
-            factor = Factor.constant(
-                value,
-                "closed-form",
-                note=f"warning: the {kind} core is only {value:.3g}-Lipschitz globally (1/√ε, ε={epsilon:g})",
-            )
+            note = f"warning: {kind} is only {value:.3g}-Lipschitz globally (1/√ε, ε={epsilon:g})"
+            factor = Factor.constant(value, "closed-form", note=note)
         else:
-            factor = Factor.unbounded(f"{kind} with ε = 0 divides by a value that can be 0")
+            factor = Factor.unbounded(
+                f"{kind} divides by a standard deviation with no ε, which is 0 on a constant input: "
+                "its slope is unbounded there"
+            )
         if not ctx.on_domain:
             return factor
         _, _, lo, hi = self._bounds(node, ctx)
-        if node.attr_int("centered", 1):
+        if self._centered(node):
             smallest = variance_lower_bound(lo, hi)
         else:
             smallest = mean_square_bounds(lo, hi)[0]
@@ -452,25 +478,48 @@ class Normalize(Op):
             value = float(np.max(1 / np.sqrt(smallest + epsilon), initial=0.0)) * (1 + 1e-12)
         if not math.isfinite(value):
             return factor
-        statistic = "variance" if node.attr_int("centered", 1) else "mean square"
+        statistic = "variance" if self._centered(node) else "mean square"
         return tighter_on_domain(
             factor, value, f"1/√(σ²_min + ε), σ²_min the smallest {statistic} of each group over the input's range"
         )
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         shape, axes, lo, hi = self._bounds(node, ctx)
-        z_lo, z_hi = normalized_range(lo, hi, node.attr_float("epsilon"), bool(node.attr_int("centered", 1)))
+        z_lo, z_hi = normalized_range(lo, hi, self._epsilon(node), self._centered(node))
         return [Interval(ungrouped(z_lo, shape, axes), ungrouped(z_hi, shape, axes)).widened()]
 
     def jacobian(self, node: Node, jctx: JacobianContext) -> list[Jac | None] | None:
         shape = jctx.rules.input_shape(node)
-        z = _normalised_jacobian(node, jctx, shape, self._axes(node, len(shape)), bool(node.attr_int("centered", 1)))
+        axes = self._axes(node, len(shape))
+        z = _normalised_jacobian(node, jctx, shape, axes, self._centered(node), self._epsilon(node))
         return None if z is None else [z]
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x = args[0]
         dims = self._axes(node, x.dim())
-        epsilon = node.attr_float("epsilon")
-        if node.attr_int("centered", 1):
+        epsilon = self._epsilon(node)
+        if self._centered(node):
             return _normalised(x, dims, epsilon)[0]
         return x * torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + epsilon)
+
+
+@register
+class MeanVarianceNormalization_9(Normalize):
+    """(x − mean)/σ over ``axes`` (default N, H, W: per channel). The spec's function body adds
+    1e-9 to σ, but onnxruntime's kernel divides by σ itself (a constant group gives NaN): the
+    runtime's reading is the one bounded, so it is the core z with ε = 0, unbounded globally."""
+
+    domain = ""
+    summary = "not Lipschitz globally (σ can be 0); on a domain 1/σ_min, σ_min the smallest standard deviation"
+
+    def _axes(self, node: Node, rank: int) -> tuple[int, ...]:
+        return tuple(sorted({positive_axis(a, rank) for a in node.attr_ints("axes")}))
+
+    def _epsilon(self, node: Node) -> float:
+        return 0.0
+
+    def _centered(self, node: Node) -> bool:
+        return True
+
+    def _kind(self, node: Node) -> str:
+        return "MeanVarianceNormalization"

@@ -101,10 +101,10 @@ def test_an_unused_float_input_does_not_skip_verification(tmp_path: Path) -> Non
 
 
 def test_the_report_says_when_verification_could_not_run(tmp_path: Path) -> None:
-    """MeanVarianceNormalization has no executor: the JSON must separate "certified, verified" from
+    """Mod has no executor: the JSON must separate "certified, verified" from
     "certified, not verified"."""
-    node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"])
-    proto = model([node], [("x", FLOAT, [1, 3, 2, 2])], [("y", FLOAT, [1, 3, 2, 2])])
+    node = helper.make_node("Mod", ["x", "m"], ["y"], fmod=1)
+    proto = model([node], [("x", FLOAT, [1, 3, 2, 2])], [("y", FLOAT, [1, 3, 2, 2])], {"m": np.float32(0.7)})
     outcome = run_audit(proto, tmp_path, verify=True)
     assert outcome.error is None, outcome.describe()
     verification = outcome.report["verification"]
