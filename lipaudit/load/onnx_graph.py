@@ -316,7 +316,8 @@ _MASK_MOVES = frozenset({"Expand", "Reshape", "Unsqueeze", "Squeeze", "Transpose
 def _only_added(graph: onnx.GraphProto) -> set[str]:
     """The names every path from which (in this graph, none in a subgraph) goes through moves of its
     entries (``_MASK_MOVES``) and Adds or the branches of Wheres, at least one, into a Softmax or
-    LogSoftmax and nowhere else: where an entry of −∞ is an attention mask."""
+    LogSoftmax, or into the mask input of an Attention op, and nowhere else: where an entry of −∞
+    is an attention mask."""
     uses: dict[str, list[onnx.NodeProto]] = {}
     other: set[str] = set(output.name for output in graph.output)
     for node in graph.node:
@@ -334,6 +335,8 @@ def _only_added(graph: onnx.GraphProto) -> set[str]:
                 return False
             if node.op_type in ("Softmax", "LogSoftmax"):
                 ok = added
+            elif node.op_type == "Attention" and list(node.input[3:4]) == [name] and node.input[:3].count(name) == 0:
+                ok = True  # opset 23's attn_mask: added to the scores before the op's own softmax
             elif node.op_type == "Add" or _a_branch(node, name):
                 ok = all(masks(out, True, depth + 1) for out in node.output)
             elif node.op_type in _MASK_MOVES:

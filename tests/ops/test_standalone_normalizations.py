@@ -4,7 +4,9 @@ an independent torch computation at points of the box, which onnxruntime's outpu
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -93,3 +95,20 @@ def test_mean_variance_normalization_around_a_point_bounds_the_jacobians_near_it
     assert report.network.certified and report.upper_bound is not None
     lower = _largest_jacobian_norm(_mvn, centre - radius, centre + radius)
     assert lower <= report.upper_bound <= 3 * lower
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="the dynamo exporter needs onnxscript")
+def test_torchs_opset_23_rms_norm_gets_the_figure_of_its_opset_18_form(tmp_path) -> None:
+    """At opset 23 torch writes nn.RMSNorm as one RMSNormalization; at 18 as Pow/ReduceMean/Sqrt/…"""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.RMSNorm(8), torch.nn.Linear(8, 3)).eval()
+    figures = []
+    for opset in (18, 23):
+        path = tmp_path / f"rms{opset}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.randn(2, 6),), str(path), dynamo=True, opset_version=opset)
+        report = audit(str(path), input_range="0.5:1")
+        assert report.network.certified and report.exit_code() == 0
+        figures.append(report.upper_bound)
+    assert figures[1] == pytest.approx(figures[0], rel=1e-6)
