@@ -31,7 +31,7 @@ from .compose import NetworkBound, compose
 from .domain import Domain, box_lower_bound, prepare_domain
 from .errors import ContradictionError, ExecutionError, UsageError
 from .execute.empirical_lower_bound import LowerBound, empirical_lower_bound
-from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes
+from .execute.verify import AUTO_MAX_PARAMETERS, apply_executed_shapes, confirm_unconfirmed_shapes
 from .execute.verify import verify as run_verification
 from .ir import Graph, Node
 from .load import LoadedModel, load_model
@@ -232,16 +232,21 @@ def _time_dependence(tight: GraphBound | None, recursion_time: float | None, low
 def _verify(
     graph: Graph, loaded: LoadedModel, requested: bool | None, device: torch.device, notices: list[str]
 ) -> Verification:
-    if requested is False:
-        return skipped("turned off (--no-verify)")
+    shapes: dict[str, tuple[int, ...]] = {}
     parameters = graph.parameter_count()
-    if requested is None and parameters >= AUTO_MAX_PARAMETERS:
-        return skipped(
+    if requested is False:
+        verification = skipped("turned off (--no-verify)")
+    elif requested is None and parameters >= AUTO_MAX_PARAMETERS:
+        verification = skipped(
             f"not run by default for {parameters / 1e6:.0f}M parameters "
             f"(≥ {AUTO_MAX_PARAMETERS // 1_000_000}M); ask for it with --verify"
         )
-    verification, shapes = run_verification(graph, loaded.probe, device=device, unavailable=loaded.probe_missing)
-    notices += apply_executed_shapes(graph, shapes)
+    else:
+        verification, shapes = run_verification(graph, loaded.probe, device=device, unavailable=loaded.probe_missing)
+        notices += apply_executed_shapes(graph, shapes)
+    # Shapes no runtime showed (inside an inlined If) come from a run of the graph, verified or not.
+    feeds = loaded.probe.feeds if loaded.probe is not None else None
+    notices += confirm_unconfirmed_shapes(graph, feeds, shapes, device)
     return verification
 
 

@@ -10,6 +10,7 @@ differs is named. The shapes the executor produces also replace any the IR still
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,7 +249,50 @@ def verify(
     ), checker.shapes
 
 
-def apply_executed_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+def confirm_unconfirmed_shapes(
+    graph: Graph, feeds: Mapping[str, Any] | None, shapes: Mapping[str, tuple[int, ...]], device: str | torch.device
+) -> list[str]:
+    """The values whose shapes no runtime saw (inside an inlined If branch: graph.metadata
+    "unconfirmed_shapes") that ``shapes`` (a verified run's) leaves out get theirs from one run of
+    the executor on ``feeds``, compared with nothing: ONNX inference can be wrong there (MaxPool
+    with ceil_mode), and the rules must read the shapes the model computes. Where there is no such
+    run, the inferred shapes are dropped, so the rules that read them say they cannot (never a
+    figure on a guessed shape). The notices."""
+    left = sorted(
+        name
+        for name in graph.metadata.get("unconfirmed_shapes", ())
+        if (value := graph.get(name)) is not None and not value.is_const and name not in shapes
+    )
+    if not left:
+        return []
+    why = "no runtime inputs to run the model on"
+    if feeds is not None:
+        try:
+            wide = any(np.asarray(feed).dtype == np.float64 for feed in feeds.values())
+            executor = GraphInterpreter(graph, device=device, dtype=torch.float64 if wide else torch.float32)
+            seen: dict[str, tuple[int, ...]] = {}
+
+            def record(node: Node, args: list[Any], outputs: list[Any]) -> None:
+                for name, tensor in zip(node.outputs, outputs):
+                    if name and isinstance(tensor, torch.Tensor):
+                        seen[name] = tuple(int(d) for d in tensor.shape)
+
+            executor.run(feeds, on_node=record)
+            missing = [name for name in left if name not in seen]
+            if not missing:
+                return apply_executed_shapes(graph, {name: seen[name] for name in left}, verified=False)
+            why = f"the executor did not compute '{missing[0]}'"
+        except (ExecutionError, RuntimeError, ValueError) as error:  # an op it cannot run, or a torch refusal
+            why = _first_line(error)
+    for name in left:
+        graph.values[name].shape = None
+    return [
+        f"the shapes of {len(left)} value(s) inside an inlined If branch, which no runtime showed, could not be "
+        f"confirmed ({why}): left unknown"
+    ]
+
+
+def apply_executed_shapes(graph: Graph, shapes: Mapping[str, tuple[int, ...]], verified: bool = True) -> list[str]:
     """Correct IR shapes the executor (verified against the runtime) contradicts; the corrections."""
     corrected = []
     for name, shape in shapes.items():
@@ -260,10 +304,18 @@ def apply_executed_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> l
         value.shape = shape
     if not corrected:
         return []
+    executor = "the verified executor" if verified else "a run of the executor"
     return [
-        f"shapes of {len(corrected)} value(s) the runtime did not expose were corrected from the verified "
-        f"executor: {'; '.join(corrected[:3])}"
+        f"shapes of {len(corrected)} value(s) the runtime did not expose were corrected from {executor}: "
+        f"{'; '.join(corrected[:3])}"
     ]
 
 
-__all__ = ["AUTO_MAX_PARAMETERS", "Comparison", "apply_executed_shapes", "compare", "verify"]
+__all__ = [
+    "AUTO_MAX_PARAMETERS",
+    "Comparison",
+    "apply_executed_shapes",
+    "compare",
+    "confirm_unconfirmed_shapes",
+    "verify",
+]

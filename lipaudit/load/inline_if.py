@@ -50,6 +50,10 @@ class InlineConstantIf(Pass):
             existing = graph.get(value.name)
             if existing is None or value.const is not None or existing.shape is None:
                 graph.add_value(value)
+        # No runtime probe sees inside a branch: these shapes are ONNX inference's (or the branch's
+        # declarations) until an execution of the graph confirms them (lipaudit.execute.verify).
+        unconfirmed = graph.metadata.setdefault("unconfirmed_shapes", set())
+        unconfirmed.update(name for name, value in values.items() if value.const is None)
         for source, target in zip(branch.output, node.outputs):
             if target:
                 nodes.append(

@@ -105,13 +105,36 @@ def _probe_feeds(
     return input_feeds(shapes, dtypes, seed)
 
 
-def _session(model: onnx.ModelProto) -> Any:
+def _session(model: onnx.ModelProto, optimised: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimised else level.ORT_DISABLE_ALL
+    options.log_severity_level = 4  # its errors reach the user as ProbeUnavailable's one line
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+class _FallbackSession:
+    """onnxruntime unoptimised (every value as the graph writes it), or optimised where that fails:
+    onnxruntime runs some models only optimised (an If's branch output pre-allocated at a shape ONNX
+    inference got wrong). The values asked for are graph outputs, which no optimisation removes."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.session: Any = None
+        self.optimised = False
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> Any:
+        try:
+            if self.session is None:
+                self.session = _session(self.model)
+            return self.session.run(names, feed)
+        except Exception:
+            if self.optimised:
+                raise
+            self.session, self.optimised = _session(self.model, optimised=True), True
+            return self.session.run(names, feed)
 
 
 # Ops onnxruntime (1.2x) can crash the process on, rather than raise: DFT with its optional inputs
@@ -134,16 +157,13 @@ def probe_onnx(model: onnx.ModelProto, graph: Graph, seed: int) -> RuntimeProbe:
     present = {out.name for out in exposed.graph.output}
     names = [name for node in exposed.graph.node for name in node.output if name and name not in present]
     exposed.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
-    try:
-        session = _session(exposed)
-        wanted = [out.name for out in session.get_outputs()]
-    except Exception as error:  # onnxruntime's own errors: an op or opset it lacks, a custom domain
-        raise ProbeUnavailable(f"onnxruntime cannot run the model: {_first_line(error)}") from error
+    wanted = [out.name for out in exposed.graph.output]
+    session = _FallbackSession(exposed)
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             results = session.run(wanted, {name: inputs[name] for name in graph.inputs})
-        except Exception as error:  # as above, or an input the model refuses
+        except Exception as error:  # onnxruntime's own errors: an op or opset it lacks, an input it refuses
             raise ProbeUnavailable(f"onnxruntime cannot run the model: {_first_line(error)}") from error
         return {name: np.asarray(value) for name, value in zip(wanted, results)}
 
