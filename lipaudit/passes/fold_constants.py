@@ -53,7 +53,8 @@ def _attribute_value(value):
 
 
 def _evaluate(node: Node, graph: Graph) -> list[np.ndarray | None] | None:
-    inputs = [name for name in node.inputs if name]
+    # with the outer-scope values a Loop's or Scan's body reads, which the runtime's copy must hold
+    inputs = [name for name in node.all_inputs if name]
     try:
         attrs = {key: _attribute_value(value) for key, value in node.attrs.items()}
         proto = helper.make_node(node.op_type, node.inputs, node.outputs, domain=node.domain or None, **attrs)

@@ -159,3 +159,42 @@ def test_a_recurrent_op_of_constants_folds_as_the_runtime_runs_it(activations, t
         report = audit(str(path), verify=verify)
         assert report.exit_code() == 0 and report.network.certified
         assert truth * (1 - 1e-6) <= report.upper_bound <= truth * (1 + 1e-5)
+
+
+def test_a_constant_loop_whose_body_reads_outer_weights_folds(tmp_path: Path) -> None:
+    """Loop(3 steps, s ← s·W) on constants only, added to x: the runtime's copy of the node needs the
+    W the body reads from outside, or nothing folds and the recursion meets a value no node makes."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def info(name, shape, kind=TensorProto.FLOAT):
+        return helper.make_tensor_value_info(name, kind, shape)
+
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["s_in", "W"], ["s_out"]), helper.make_node("Identity", ["c_in"], ["c_out"])],
+        "body",
+        [info("i", [], TensorProto.INT64), info("c_in", [], TensorProto.BOOL), info("s_in", [1, 4])],
+        [info("c_out", [], TensorProto.BOOL), info("s_out", [1, 4])],
+    )
+    constants = {
+        "M": np.array(3, np.int64),
+        "cond": np.array(True),
+        "W": np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32),
+        "s0": np.ones((1, 4), np.float32),
+    }
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "cond", "s0"], ["L"], body=body), helper.make_node("Add", ["x", "L"], ["y"])],
+        "g",
+        [info("x", [1, 4])],
+        [info("y", [1, 4])],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "loop.onnx"
+    onnx.save(model, str(path))
+    report = audit(str(path))
+    assert report.verification.checked, report.verification.reason
+    assert not [notice for notice in report.notices if "recursion failed" in notice]
+    assert report.upper_bound == pytest.approx(1.0, rel=1e-5)

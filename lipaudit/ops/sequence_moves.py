@@ -1,29 +1,17 @@
-"""Ops that keep or reverse entries at positions their constant inputs fix: Trilu keeps a triangle
-(a selection, norm 1 unless it keeps nothing), ReverseSequence reverses each batch entry's first
-``sequence_lens[b]`` steps (a permutation). Both describe themselves by where their run sends each
-entry (lipaudit.ops.linear_part.entry_map), so the recursion sees the same map; a position input
-computed from the network input makes the node unbounded through ``data_inputs``."""
+"""Ops that move entries to positions their constant inputs fix: ReverseSequence reverses each batch
+entry's first ``sequence_lens[b]`` steps (a permutation). It describes itself by where its run
+sends each entry (lipaudit.ops.linear_part.entry_map), so the recursion sees the same map; lengths
+computed from the network input make the node unbounded through ``data_inputs``. (Trilu with a
+constant offset is its 0/1 mask: lipaudit.passes.trilu_mask.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ..ir import Node
 from .registry import register
 from .runtime import Env, positive_axis
-from .structural import Permutation, Selection
-
-
-@register
-class Trilu(Selection):
-    summary = "≤ 1 (keeps the upper or lower triangle of the last two axes, from diagonal k)"
-
-    def run(self, env: Env, node: Node, args: list[Any]) -> Any:
-        x = args[0]
-        k = int(args[1].reshape(-1)[0]) if len(args) > 1 and args[1] is not None else 0
-        return torch.triu(x, k) if node.attr_int("upper") else torch.tril(x, k)
+from .structural import Permutation
 
 
 @register
