@@ -54,6 +54,13 @@ def _specs(given: Any) -> list[tuple[str | None, tuple[float, float], str]]:
     for spec in given:
         name, equals, text = str(spec).strip().rpartition("=")
         out.append((name.strip() if equals else None, _parse_bounds(text.strip(), str(spec)), str(spec)))
+    # A second range for the same input would silently replace the first (a typo in a CI step).
+    seen: dict[str | None, str] = {}
+    for name, _, spec in out:
+        if name in seen:
+            which = f"input '{name}'" if name is not None else "every input (no NAME=)"
+            raise UsageError(f"two input ranges for {which}: '{seen[name]}' and '{spec}'", hint="give one range each")
+        seen[name] = spec
     return out
 
 

@@ -30,6 +30,13 @@ def test_bad_ranges_are_usage_errors_with_a_hint(spec):
     assert raised.value.hint
 
 
+@pytest.mark.parametrize("specs", [["x=0:1", "x=0:5"], ["0:1", "-1:1"]])
+def test_two_ranges_for_one_input_are_refused(specs):
+    """The last one had silently won: a typo in a CI step went unnoticed."""
+    with pytest.raises(UsageError, match="two input ranges"):
+        parse_input_ranges(specs, ["x", "y"])
+
+
 def test_the_report_settings_and_their_description():
     settings = domain_settings({"x": (0.0, 1.0), "t": (-1.0, 2.5)})
     assert settings == {"x": [0.0, 1.0], "t": [-1.0, 2.5]}
