@@ -452,6 +452,10 @@ class Emitter:
         if value is None:
             return ""
         if isinstance(value, Tracked):
+            if like is not None and not value.variable and _scalar_cast_to(value.tensor, like.tensor.dtype):
+                # torch computes with a 0-dim constant in the other operand's float type (a traced
+                # 1.7 is float64, used as float32(1.7)): the ONNX export stores that number
+                return self.const(to_numpy(value.tensor.to(like.tensor.dtype)), "const")
             return self.builder.ir_name(value)
         dtype = like.tensor.dtype if like is not None else torch.float32
         return self.const(to_numpy(torch.as_tensor(value, dtype=dtype)), "const")
@@ -477,6 +481,12 @@ class Emitter:
         name = self.name if not self.nodes else f"{self.name}/{op_type}"
         stored = {key: _as_stored(value) for key, value in attrs.items()}
         self.nodes.append(Node(name, op_type, tuple(inputs), names, stored, domain=domain))
+
+
+def _scalar_cast_to(tensor: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether torch's type promotion casts the 0-dim ``tensor`` to ``dtype`` in an op whose result
+    has that float type."""
+    return tensor.dim() == 0 and tensor.is_floating_point() and dtype.is_floating_point and tensor.dtype != dtype
 
 
 def _as_stored(value: Any) -> Any:
