@@ -308,7 +308,7 @@ class Pow(Binary):
         base, exponent = node.inputs[:2]
         if ctx.is_variable(node, 1):
             if ctx.is_variable(node, 0):
-                return factor
+                return self._power_on_domain(node, ctx)
             return self._exponential_on_domain(node, ctx)
         p = np.broadcast_to(np.asarray(ctx.graph.const(exponent), np.float64), ctx.output_shape(node))
         x = ctx.range_of(base).broadcast_to(p.shape)
@@ -336,6 +336,30 @@ class Pow(Binary):
             return Factor.constant(0.0, "closed-form")
         return Factor.unbounded(
             f"x^p with p ≠ 0, 1 has unbounded slope (p > 1) or is not Lipschitz at 0 (p < 1); {DOMAIN_HINT}"
+        )
+
+    def _power_on_domain(self, node: Node, ctx: RuleContext) -> Factor:
+        """x^y with both variable, x > 0 on the box: ∂x = y·x^(y−1) and ∂y = ln x·x^y, each input's
+        weight the sup of its partial over the ranges (the product rule's form, as Mul's)."""
+        base, exponent = node.inputs[:2]
+        shape = ctx.output_shape(node)
+        x, y = ctx.range_of(base).broadcast_to(shape), ctx.range_of(exponent).broadcast_to(shape)
+        if not np.all(x.lo > 0):
+            return Factor.unbounded(
+                "x^y of two variable values: the base's range on the input domain reaches 0 or below, where x^y "
+                "has unbounded slope or is not defined"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            y_size = np.maximum(np.abs(y.lo), np.abs(y.hi))
+            log_size = np.maximum(np.abs(np.log(x.lo)), np.abs(np.log(x.hi)))
+            partials = (y_size * _largest_power(x, y.lo - 1, y.hi - 1), log_size * _largest_power(x, y.lo, y.hi))
+        weights = []
+        for name, partial in zip((base, exponent), partials):
+            if not np.all(np.isfinite(partial)):
+                return _unbounded_range(node, name, "too wide for a finite slope")
+            weights.append(broadcast_gain(partial * (1 + 1e-12), ctx.known_shape(node, name), shape))
+        return domain_factor(
+            max(weights), "sup of |y·x^(y−1)| and |ln x·x^y| over the ranges (product-rule form)", input_weights=weights
         )
 
     def _exponential_on_domain(self, node: Node, ctx: RuleContext) -> Factor:
@@ -366,7 +390,17 @@ class Pow(Binary):
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         base, exponent = node.inputs[:2]
         if ctx.is_variable(node, 1):
-            if ctx.is_variable(node, 0) or not np.all(np.asarray(ctx.graph.const(base)) > 0):
+            if ctx.is_variable(node, 0):
+                shape = ctx.output_shape(node)
+                x, y = ctx.range_of(base).broadcast_to(shape), ctx.range_of(exponent).broadcast_to(shape)
+                if not np.all(x.lo > 0):
+                    return [None]
+                with np.errstate(over="ignore", invalid="ignore"):
+                    corners = np.stack([x.lo**y.lo, x.lo**y.hi, x.hi**y.lo, x.hi**y.hi])
+                if not np.all(np.isfinite(corners)):
+                    return [None]
+                return [Interval(corners.min(axis=0), corners.max(axis=0)).widened()]  # monotone in each
+            if not np.all(np.asarray(ctx.graph.const(base)) > 0):
                 return [None]
             return monotone_interval(self, node, ctx, positions=(1,))  # c^x with c > 0 is monotone
         p = np.asarray(ctx.graph.const(exponent), np.float64)
@@ -377,6 +411,12 @@ class Pow(Binary):
         if base.is_floating_point() and exponent.is_floating_point():
             exponent = exponent.to(base.dtype)
         return torch.pow(base, exponent).to(base.dtype)
+
+
+def _largest_power(x: Interval, t_lo: np.ndarray, t_hi: np.ndarray) -> np.ndarray:
+    """sup of x^t over x in its range (x > 0) and t in [t_lo, t_hi]: x^t is monotone in x for a fixed
+    t and in t for a fixed x, so the sup is at a corner."""
+    return np.maximum.reduce([x.lo**t_lo, x.lo**t_hi, x.hi**t_lo, x.hi**t_hi])
 
 
 class Extreme(Op):
