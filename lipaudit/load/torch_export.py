@@ -19,6 +19,7 @@ import torch
 from ..errors import ModelLoadError
 from ..ir import Graph
 from ..shapes import resolve_input_shapes
+from . import aten_composites  # noqa: F401 (its converters join CONVERTERS)
 from .aten_ops import CONVERTERS
 from .naming import layer_name
 from .probe import RuntimeProbe

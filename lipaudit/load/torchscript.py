@@ -22,6 +22,7 @@ import torch
 from ..errors import InputShapeError, ModelLoadError
 from ..ir import Graph
 from ..shapes import UNNAMED, resolve_input_shapes
+from . import aten_composites  # noqa: F401 (its converters join CONVERTERS)
 from .aten_ops import CONVERTERS
 from .naming import layer_name
 from .probe import RuntimeProbe
@@ -264,6 +265,12 @@ class _Interpreter:
             )
         schema = torch._C.parse_schema(node.schema())
         short = schema.name.split("::", 1)[1]
+        if short == "tensor" and not any(isinstance(arg, Tracked) for arg in args):
+            # torch.tensor of a Python list (scripted x[:, [0, 2]]): its generic schema (t[] data)
+            # cannot be called through torch.ops; the list holds numbers, so the tensor is a constant
+            dtype = args[1] if len(args) > 1 else None
+            tensor = torch.tensor(args[0], dtype=SCALAR_TYPES[dtype] if isinstance(dtype, int) else dtype)
+            return self.builder.constant(tensor, _node_name(node, "tensor"))
         if not _is_tensor_op(schema) and short in _PY_OPS:
             try:
                 return _PY_OPS[short](*args)
