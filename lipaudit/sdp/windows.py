@@ -8,6 +8,8 @@ network in eliminated form (network.from_residual_mlp) cannot be cut at all.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .network import INPUT, Connection, NeuronGroup, SdpNetwork
@@ -58,12 +60,14 @@ def _window(network: SdpNetwork, first: int, last: int, source: int, out_source:
     def local(s: int) -> int:
         return INPUT if s == source else s - first
 
-    groups = tuple(
-        NeuronGroup(g.alpha, g.beta, tuple(Connection(local(c.source), c.matrix) for c in g.inputs), g.name)
-        for g in network.groups[first : last + 1]
-    )
+    def moved(c: Connection) -> Connection:
+        # a connection keeps its rounding allowance: the window's certificate must hold for the exact map
+        return replace(c, source=local(c.source))
+
+    inside = network.groups[first : last + 1]
+    groups = tuple(NeuronGroup(g.alpha, g.beta, tuple(moved(c) for c in g.inputs), g.name) for g in inside)
     if out_source is None:
-        output = tuple(Connection(local(c.source), c.matrix) for c in network.output)
+        output = tuple(moved(c) for c in network.output)
     else:
         width = network.groups[out_source].size
         output = (Connection(local(out_source), np.eye(width)),)

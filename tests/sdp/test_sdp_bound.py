@@ -2,6 +2,7 @@
 of norms, cvxpy's optimum of the same program, and the certificate's refusal below the truth."""
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -141,6 +142,23 @@ def test_windows_compose_and_stay_sound():
     assert "per window (3)" in found.method
     assert whole.figure <= found.figure * (1 + 1e-6) <= product_figure(net) * (1 + 1e-6)
     assert split(net, 7) is None  # one group is larger than the limit
+
+
+def test_windows_keep_each_connections_rounding_allowance():
+    """A window's certificate must hold for the exact maps: a product's rounding count and magnitude
+    go with its connection into the window (they had been dropped)."""
+    net = from_mlp(weights([5, 8, 8, 8, 3], 3), [(0.0, 1.0)] * 3)
+    rounded = [
+        replace(g, inputs=tuple(replace(c, rounding=7, magnitude=np.abs(c.matrix) * 2) for c in g.inputs))
+        for g in net.groups
+    ]
+    net = replace(net, groups=tuple(rounded))
+    windows = split(net, 10)
+    assert windows is not None and len(windows) == 3
+    for window in windows:
+        for group in window.groups:
+            for connection in group.inputs:
+                assert connection.rounding == 7 and connection.magnitude is not None
 
 
 def test_deterministic():
