@@ -150,6 +150,8 @@ class MatMul(Op):
         const = present(const, "the constant side of MatMul")  # both variable returned above
         if const.ndim == 1:
             const = const.reshape(-1, 1) if const_on_right else const.reshape(1, -1)
+        if const.size == 0:  # a product over no entries (or into none): the zero map
+            return Factor.constant(0.0, "closed-form")
         var_shape = ctx.input_shape(node, 0 if const_on_right else 1)
         # The batch axes both operands broadcast to (a 1-D operand has none, and the output then
         # drops an axis: x[4] @ W[2, 4, 3] is 2×3 with a batch of 2).
