@@ -225,6 +225,28 @@ def _product(x: Tensor, axes: tuple[int, ...]) -> Tensor:
 @register
 class ReduceProd(SteepReduction):
     fn = staticmethod(_product)
+    domain_note = "the gradient Π_{j≠i} x_j of each group: √(Σ_i Π_{j≠i} max|x_j|²) on the input's range"
+
+    def domain_value(self, node: Node, ctx: RuleContext) -> float | None:
+        axes = static_axes(node, ctx)
+        shape = ctx.input_shape(node)
+        if axes is None:  # no reduction: the identity
+            return 1.0
+        x = ctx.range_of(node.inputs[0]).broadcast_to(shape)
+        largest = np.maximum(np.abs(x.lo), np.abs(x.hi))
+        if not np.all(np.isfinite(largest)):
+            return None
+        kept = [a for a in range(len(shape)) if a not in axes]
+        groups = np.transpose(largest, kept + list(axes)).reshape(-1, math.prod(shape[a] for a in axes))
+        # Π over the other entries of each group: prefix times suffix products, no division by 0
+        ones = np.ones((groups.shape[0], 1))
+        before = np.cumprod(np.hstack([ones, groups[:, :-1]]), axis=1)
+        after = np.cumprod(np.hstack([ones, groups[:, :0:-1]]), axis=1)[:, ::-1]
+        with np.errstate(over="ignore"):
+            gradients = np.sqrt(np.sum((before * after) ** 2, axis=1))
+        value = float(np.max(gradients, initial=0.0))
+        k = groups.shape[1]
+        return value * (1 + (2 * k + 4) * 2.0**-52) if math.isfinite(value) else None
 
     def interval(self, node: Node, ctx: RuleContext) -> list[Interval | None]:
         x = ctx.range_of(node.inputs[0])

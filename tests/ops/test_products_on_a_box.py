@@ -1,5 +1,6 @@
-"""x^y of two variable inputs on a box where x > 0: a finite local figure (it was refused with a hint
-to pass the range that had been passed), above autograd Jacobians sampled inside the box."""
+"""Products of variables on a box: x^y of two variable inputs where x > 0, and ReduceProd. Each gets a
+finite local figure (they were refused, x^y with a hint to pass the range that had been passed),
+above autograd Jacobians sampled inside the box."""
 
 from __future__ import annotations
 
@@ -43,3 +44,27 @@ def test_a_base_that_reaches_zero_stays_unbounded_with_the_reason(tmp_path) -> N
     (layer,) = report.layers
     assert "reaches 0" in (layer.reason or "")
     assert np.isfinite(audit(str(path), input_range=["x=0.5:2", "p=1:3"]).upper_bound)
+
+
+def test_reduce_prod_on_a_box_bounds_the_jacobians_inside_it(tmp_path) -> None:
+    node = helper.make_node("ReduceProd", ["x"], ["y"], axes=[1], keepdims=0)
+    graph = helper.make_graph(
+        [node],
+        "prod",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "prod.onnx"
+    onnx.save(model, str(path))
+    report = audit(str(path), input_range="-1.5:0.5")
+    assert report.network.certified and report.upper_bound is not None
+    generator = torch.Generator().manual_seed(0)
+    corners = [torch.full((2, 4), -1.5, dtype=torch.float64)]  # where |Π_{j≠i} x_j| is largest
+    samples = [-1.5 + 2 * torch.rand(2, 4, generator=generator, dtype=torch.float64) for _ in range(100)]
+    lower = 0.0
+    for x in corners + samples:
+        jacobian = torch.autograd.functional.jacobian(lambda z: z.prod(dim=1), x).reshape(2, 8)
+        lower = max(lower, float(torch.linalg.matrix_norm(jacobian, 2)))
+    assert lower <= report.upper_bound <= lower * (1 + 1e-5)  # the corner attains it
