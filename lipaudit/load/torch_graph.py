@@ -76,6 +76,30 @@ DATA_SHAPED = frozenset(
         "where",  # its one-argument form is nonzero
     }
 )
+# Ops that draw random numbers (their in-place forms end in "_"): their value is a draw, not a
+# constant to fold once at load, nor a function of the input; they stay in the graph, unsupported.
+RANDOM_OPS = frozenset(
+    {
+        "rand",
+        "rand_like",
+        "randn",
+        "randn_like",
+        "randint",
+        "randint_like",
+        "randperm",
+        "normal",
+        "uniform",
+        "exponential",
+        "bernoulli",
+        "multinomial",
+        "poisson",
+        "cauchy",
+        "log_normal",
+        "geometric",
+        "random",
+        "rrelu_with_noise",
+    }
+)
 # Ops whose result shares memory with their first input: an in-place write to it changes the input.
 VIEW_OPS = frozenset(
     {
@@ -278,7 +302,9 @@ class TorchGraphBuilder:
                     "through a view, which lipaudit cannot follow",
                     hint="replace the in-place op with its out-of-place form and save again",
                 )
-        variable = any(t.variable for t in tracked_in)
+        random = short.rstrip("_") in RANDOM_OPS
+        # a draw is not a constant: kept in the graph (where it has no rule), never folded
+        variable = random or any(t.variable for t in tracked_in)
         owners = [t.owner for t in tracked_in if t.owner]
         node_name = owners[0] if owners else node_name  # the layer whose weights it reads
         try:
@@ -337,6 +363,8 @@ class TorchGraphBuilder:
         converter = self.converters.get(short) if namespace == "aten" else None
         reason = ""
         try:
+            if short.rstrip("_") in RANDOM_OPS:
+                raise Unmappable(f"{namespace}::{short} draws random numbers: its output is no function of the input")
             if converter is None:
                 raise Unmappable("")
             converter(emitter, {**bound, "__op__": short}, outs)

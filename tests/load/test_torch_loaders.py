@@ -320,3 +320,25 @@ def test_a_python_float_scale_is_read_as_the_float32_torch_computes_with(tmp_pat
         for kind, suffix in (("onnx", ".onnx"), ("traced", ".pt"), ("export", ".pt2"))
     }
     assert figures["traced"] == figures["onnx"] == figures["export"], figures
+
+
+class _RandomScale(nn.Module):
+    """Linear(x) · (10·rand): a fresh draw on every call, which loading had folded into one constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.linear(x) * (torch.rand(1, 5) * 10)
+
+
+@pytest.mark.parametrize("kind, suffix", [("traced", ".pt"), ("export", ".pt2")])
+def test_a_random_draw_is_never_folded_into_a_certified_constant(tmp_path: Path, kind: str, suffix: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = save_as(kind, _RandomScale().eval(), (1, 4), tmp_path / f"random{suffix}")
+    report = audit(str(path), verify=False)
+    assert report.upper_bound is None and not report.network.certified
+    assert report.exit_code() == 3
