@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .aten_ops import INT64_MAX, converts
-from .torch_graph import Emitter, Tracked, Unmappable, to_numpy
+from .aten_ops import CONVERTERS, INT64_MAX, converts
+from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
 
 
 def _axis(dim: Any, rank: int) -> int:
@@ -194,3 +194,64 @@ def rrelu(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         raise Unmappable("RReLU in training mode draws random slopes")
     slope = (float(a.get("lower", 1 / 8)) + float(a.get("upper", 1 / 3))) / 2
     em.node("LeakyRelu", [em.x(a["self"])], outs, alpha=slope)
+
+
+@converts("mT", "mH", "adjoint")
+def matrix_transpose(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """The last two axes swapped (real tensors: mH and adjoint are mT)."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    if rank < 2 or x.tensor.is_complex():
+        raise Unmappable("a matrix transpose of fewer than two axes, or of complex values")
+    perm = list(range(rank))
+    perm[-2], perm[-1] = perm[-1], perm[-2]
+    em.node("Transpose", [em.x(x)], outs, perm=perm)
+
+
+@converts("outer", "ger")
+def outer(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """u vᵀ as the column u times the row v (a product of two variables where both are)."""
+    out = outs[0]
+    first, second = a["self"], a.get("vec2", a.get("other"))
+    column, row = em.temp((out.shape[0], 1), "column"), em.temp((1, out.shape[1]), "row")
+    em.node("Unsqueeze", [em.x(first, out), em.ints([1], "column_axis")], [column])
+    em.node("Unsqueeze", [em.x(second, out), em.ints([0], "row_axis")], [row])
+    em.node("Mul", [column, row], outs)
+
+
+# Names torch.export keeps where TorchScript writes the canonical op (torch.swapaxes is
+# aten::swapaxes in a .pt2, aten::transpose in a .pt): the canonical op's converter, its arguments
+# renamed where the alias names them otherwise.
+_ALIASES: dict[str, tuple[str, dict[str, str]]] = {
+    "multiply": ("mul", {}),
+    "subtract": ("sub", {}),
+    "divide": ("div", {}),
+    "true_divide": ("div", {}),
+    "absolute": ("abs", {}),
+    "negative": ("neg", {}),
+    "special_expit": ("sigmoid", {}),
+    "arctan": ("atan", {}),
+    "arcsin": ("asin", {}),
+    "arccos": ("acos", {}),
+    "arcsinh": ("asinh", {}),
+    "arccosh": ("acosh", {}),
+    "arctanh": ("atanh", {}),
+    "special_erf": ("erf", {}),
+    "special_softmax": ("softmax", {}),
+    "special_log_softmax": ("log_softmax", {}),
+    "swapdims": ("transpose", {}),
+    "swapaxes": ("transpose", {"axis0": "dim0", "axis1": "dim1"}),
+}
+
+
+def _alias(canonical: str, renames: dict[str, str]) -> Converter:
+    target = CONVERTERS[canonical]
+
+    def convert(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+        target(em, {**{renames.get(k, k): v for k, v in a.items()}, "__op__": canonical}, outs)
+
+    return convert
+
+
+for _name, (_canonical, _renames) in _ALIASES.items():
+    converts(_name)(_alias(_canonical, _renames))

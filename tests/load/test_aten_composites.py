@@ -45,11 +45,16 @@ class Linearly(nn.Module):
             return torch.addcdiv(x, self.c, self.c + 3.0, value=2.0) * 3.0
         if kind == "addcmul":
             return torch.addcmul(x, self.c, x, value=0.5)
+        if kind == "aliases":  # names torch.export keeps: swapaxes, mT, multiply, subtract, negative, divide
+            moved = torch.swapaxes(x.reshape(1, 2, 2), 1, 2).mT.reshape(1, 4)
+            return torch.divide(torch.negative(torch.subtract(torch.multiply(moved, self.c), self.c, alpha=2.0)), 3.0)
+        if kind == "outer":
+            return torch.outer(x[0], self.c[0]) * 2.0
         return torch.lerp(x, self.c, 0.3)
 
 
 LINEAR = ["movedim", "rot901", "rot902", "rot903", "take_along_dim", "diag_embed", "index_add", "scatter_add"]
-LINEAR += ["addcdiv", "addcmul", "lerp"]
+LINEAR += ["addcdiv", "addcmul", "lerp", "aliases", "outer"]
 
 
 def _save(kind: str, net: nn.Module, example, folder: Path) -> Path:
