@@ -768,13 +768,22 @@ def variance(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 @converts("linalg_vector_norm", "norm", "frobenius_norm")
 def vector_norm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
-    """The 2-norm over ``dim`` (all entries when none): ReduceL2, as ONNX writes it."""
+    """The 2-norm over ``dim`` (all entries when none): ReduceL2, as ONNX writes it; the 1-norm
+    ReduceL1; the ∞-norm (−∞) the largest (smallest) |x|, as the dynamo exporter writes them."""
     order = a.get("ord", a.get("p", 2))
     if order is None:
         order = 2
-    if isinstance(order, str) or float(order) != 2.0 or a.get("dtype") is not None:
+    if isinstance(order, str) or a.get("dtype") is not None or float(order) not in (1.0, 2.0, math.inf, -math.inf):
         raise Unmappable(f"a vector norm of order {order}")
-    _reduce("ReduceL2", False)(em, a, outs)
+    if float(order) in (1.0, 2.0):
+        _reduce("ReduceL2" if float(order) == 2.0 else "ReduceL1", False)(em, a, outs)
+        return
+    x = a["self"]
+    magnitude = em.temp(x.shape, "abs")
+    em.node("Abs", [em.x(x)], [magnitude])
+    extreme = "ReduceMax" if float(order) > 0 else "ReduceMin"
+    keep = int(bool(a.get("keepdim", False)))
+    em.node(extreme, [magnitude], outs[:1], axes=_reduce_axes(a, x.tensor.dim()), keepdims=keep)
 
 
 @converts("cumsum")

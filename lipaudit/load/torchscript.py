@@ -222,6 +222,7 @@ class _Interpreter:
             "device": lambda a: [torch.device("cpu")],
             "type": lambda a: [a[0].type],
             "dtype": lambda a: [SCALAR_TYPES.index(a[0].tensor.dtype)],
+            "layout": lambda a: [0],  # torch.strided, as TorchScript numbers layouts (torch.norm asks)
             "NumToTensor": lambda a: [self.builder.constant(torch.tensor(a[0]), "num")],
             "min": lambda a: [min(*a) if len(a) > 1 else min(a[0])],
             "max": lambda a: [max(*a) if len(a) > 1 else max(a[0])],

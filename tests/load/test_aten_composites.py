@@ -134,3 +134,39 @@ def test_a_scripted_index_by_a_python_list_is_a_constant_gather(tmp_path: Path) 
     report = audit(str(_save("scripted", net, (x,), tmp_path)), input_shape="1x4", bound="product", verify=False)
     assert report.exit_code() == 0
     assert report.upper_bound == pytest.approx(3**0.5, rel=1e-6)
+
+
+class Norms(nn.Module):
+    def __init__(self, order) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.order = order
+        self.linear = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return torch.linalg.vector_norm(self.linear(x).reshape(2, 5), ord=self.order, dim=1)
+
+
+class TorchNorm(Norms):
+    def forward(self, x):
+        return torch.norm(self.linear(x).reshape(2, 5), dim=1)  # scripted, it asks prim::layout
+
+
+@pytest.mark.parametrize("order", [1.0, 2.0, float("inf"), float("-inf"), "torch.norm"])
+def test_vector_norms_of_orders_one_two_and_infinity(tmp_path: Path, order) -> None:
+    """The 1- and ∞-norms had been 'no rule' on the torch paths (the ONNX exporters write ReduceL1 and
+    a max of |x|); each is Lipschitz in ℓ2 with √n (n entries per norm) and 1."""
+    net = (TorchNorm(2.0) if order == "torch.norm" else Norms(order)).eval()
+    x = torch.randn(1, 4, generator=torch.Generator().manual_seed(0))
+    figures = []
+    for kind in ("traced", "export", "scripted"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        flag = "1x4" if kind == "scripted" else None
+        report = audit(str(_save(kind, net, (x,), folder)), input_shape=flag, verify=False)
+        assert report.exit_code() == 0, report.network.unsupported
+        figures.append(report.upper_bound)
+    assert figures[0] == pytest.approx(figures[1], rel=1e-9) == pytest.approx(figures[2], rel=1e-9)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        assert _exact_norm(net, torch.randn(1, 4, generator=generator)) <= figures[0] * (1 + 1e-6)
