@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .aten_ops import CONVERTERS, INT64_MAX, converts
+from .aten_ops import CONVERTERS, INT64_MAX, _plus_scaled_product, converts
 from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
 
 
@@ -219,6 +219,73 @@ def outer(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Mul", [column, row], outs)
 
 
+@converts("addmv")
+def addmv(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """beta·self + alpha·(mat @ vec)."""
+    _plus_scaled_product(em, a["mat"], a["vec"], a, outs)
+
+
+@converts("addbmm")
+def addbmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """beta·self + alpha·Σ_b batch1[b] @ batch2[b]: the batched product summed over the batch."""
+    out, first = outs[0], a["batch1"]
+    products, total = em.temp((first.shape[0], *out.shape), "products"), em.temp(out.shape, "total")
+    em.node("MatMul", [em.x(first), em.x(a["batch2"])], [products])
+    em.node("ReduceSum", [products, em.ints([0], "batch")], [total], keepdims=0)
+    scaled = total
+    if float(a.get("alpha", 1)) != 1.0:
+        scaled = em.temp(out.shape, "scaled")
+        em.node("Mul", [total, em.x(float(a["alpha"]), out)], [scaled])
+    beta = float(a.get("beta", 1))
+    if beta == 0.0:
+        em.node("Identity", [scaled], outs)
+        return
+    offset = em.x(a["self"], out)
+    if beta != 1.0:
+        offset_scaled = em.temp(out.shape, "offset")
+        em.node("Mul", [offset, em.x(beta, out)], [offset_scaled])
+        offset = offset_scaled
+    em.node("Add", [scaled, offset], outs)
+
+
+@converts("trace")
+def trace(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """The sum of a matrix's diagonal: its entries i·(columns + 1), gathered, then summed."""
+    x = a["self"]
+    rows, columns = x.shape
+    flat, picked = em.temp((rows * columns,), "flat"), em.temp((min(rows, columns),), "diagonal")
+    em.node("Reshape", [em.x(x), em.ints([rows * columns], "shape")], [flat])
+    em.node("Gather", [flat, em.ints([i * (columns + 1) for i in range(min(rows, columns))], "positions")], [picked])
+    em.node("ReduceSum", [picked, em.ints([0], "axes")], outs, keepdims=0)
+
+
+@converts("var_mean", "std_mean")
+def var_mean(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """(var or std, mean) over ``dim``: the variance as var/std write it, and the mean beside it."""
+    x = a["self"]
+    CONVERTERS["var"](em, {**a, "__op__": "var" if a["__op__"] == "var_mean" else "std"}, outs[:1])
+    keep = int(bool(a.get("keepdim", False)))
+    axes = sorted(_axis(d, x.tensor.dim()) for d in (a.get("dim") or range(x.tensor.dim())))
+    em.node("ReduceMean", [em.x(x)], outs[1:2], axes=axes, keepdims=keep)
+
+
+@converts("unfold")
+def sliding_windows(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """Tensor.unfold(dim, size, step): windows along ``dim`` as a new last axis; a Gather of the
+    windows' positions (windows, size) on that axis, then the size axis moved last."""
+    x = a["self"]
+    rank = x.tensor.dim()
+    axis = _axis(a["dimension"], rank)
+    size, step = int(a["size"]), int(a["step"])
+    count = (x.shape[axis] - size) // step + 1
+    positions = np.arange(count)[:, None] * step + np.arange(size)[None, :]
+    gathered_shape = (*x.shape[:axis], count, size, *x.shape[axis + 1 :])
+    gathered = em.temp(gathered_shape, "windows")
+    em.node("Gather", [em.x(x), em.const(positions.astype(np.int64), "positions")], [gathered], axis=axis)
+    perm = [d for d in range(rank + 1) if d != axis + 1] + [axis + 1]
+    em.node("Transpose", [gathered], outs, perm=perm)
+
+
 # Names torch.export keeps where TorchScript writes the canonical op (torch.swapaxes is
 # aten::swapaxes in a .pt2, aten::transpose in a .pt): the canonical op's converter, its arguments
 # renamed where the alias names them otherwise.
@@ -241,6 +308,7 @@ _ALIASES: dict[str, tuple[str, dict[str, str]]] = {
     "special_log_softmax": ("log_softmax", {}),
     "swapdims": ("transpose", {}),
     "swapaxes": ("transpose", {"axis0": "dim0", "axis1": "dim1"}),
+    "narrow_copy": ("narrow", {}),
 }
 
 
