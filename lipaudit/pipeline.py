@@ -36,6 +36,7 @@ from .execute.verify import verify as run_verification
 from .ir import Graph, Node
 from .load import LoadedModel, load_model
 from .load.onnx import external_data_bytes
+from .load.probe import graph_feeds
 from .ops import RuleContext
 from .options import AuditOptions
 from .passes import run_passes
@@ -117,6 +118,13 @@ def audit(
     # The runtime is probed even with --no-verify: the rules need the shapes it really produces.
     # A model too large for memory is probed one node at a time, each reading its own weights only.
     loaded = load_model(path, parse_input_shapes(options.input_shape), seed=options.seed, map_external_data=too_large)
+    # Shapes no runtime showed (inside an inlined If) come from a run of the graph before the
+    # passes read them; where no probe ran, so do the values after such a branch.
+    branches = bool(loaded.graph.metadata.get("unconfirmed_shapes"))
+    feeds = loaded.probe.feeds if loaded.probe is not None else graph_feeds(loaded.graph, options.seed)
+    loaded.notices += confirm_unconfirmed_shapes(
+        loaded.graph, feeds, torch_device, every_value=branches and loaded.probe is None
+    )
     graph = run_passes(loaded.graph)
     if too_large:
         from .load.mapped import release_resident_pages
@@ -232,7 +240,6 @@ def _time_dependence(tight: GraphBound | None, recursion_time: float | None, low
 def _verify(
     graph: Graph, loaded: LoadedModel, requested: bool | None, device: torch.device, notices: list[str]
 ) -> Verification:
-    shapes: dict[str, tuple[int, ...]] = {}
     parameters = graph.parameter_count()
     if requested is False:
         verification = skipped("turned off (--no-verify)")
@@ -244,9 +251,6 @@ def _verify(
     else:
         verification, shapes = run_verification(graph, loaded.probe, device=device, unavailable=loaded.probe_missing)
         notices += apply_executed_shapes(graph, shapes)
-    # Shapes no runtime showed (inside an inlined If) come from a run of the graph, verified or not.
-    feeds = loaded.probe.feeds if loaded.probe is not None else None
-    notices += confirm_unconfirmed_shapes(graph, feeds, shapes, device)
     return verification
 
 

@@ -250,19 +250,21 @@ def verify(
 
 
 def confirm_unconfirmed_shapes(
-    graph: Graph, feeds: Mapping[str, Any] | None, shapes: Mapping[str, tuple[int, ...]], device: str | torch.device
+    graph: Graph, feeds: Mapping[str, Any] | None, device: str | torch.device, every_value: bool = False
 ) -> list[str]:
-    """The values whose shapes no runtime saw (inside an inlined If branch: graph.metadata
-    "unconfirmed_shapes") that ``shapes`` (a verified run's) leaves out get theirs from one run of
-    the executor on ``feeds``, compared with nothing: ONNX inference can be wrong there (MaxPool
-    with ceil_mode), and the rules must read the shapes the model computes. Where there is no such
-    run, the inferred shapes are dropped, so the rules that read them say they cannot (never a
-    figure on a guessed shape). The notices."""
-    left = sorted(
-        name
-        for name in graph.metadata.get("unconfirmed_shapes", ())
-        if (value := graph.get(name)) is not None and not value.is_const and name not in shapes
-    )
+    """The values whose shapes no runtime saw get theirs from one run of the executor on ``feeds``,
+    compared with nothing: inside an inlined If branch (graph.metadata "unconfirmed_shapes"), and
+    with ``every_value`` (no runtime probe ran) every value a node makes. ONNX inference can be wrong
+    there (MaxPool with ceil_mode, a stale declaration), and the rules and passes must read the
+    shapes the model computes. Where there is no such run, a branch's inferred shapes are dropped,
+    so the rules that read them say they cannot (never a figure on a guessed shape). Run before the
+    passes, which act on shapes (a copy to the same shape is dropped). The notices."""
+    made = {name for node in graph.nodes for name in node.outputs if name}
+    unconfirmed = graph.metadata.get("unconfirmed_shapes", set())
+    branch = set(unconfirmed)
+    unconfirmed.clear()  # asked once: a later call has nothing left to confirm
+    asked = made if every_value else branch
+    left = sorted(name for name in asked if name in made and not graph.values[name].is_const)
     if not left:
         return []
     why = "no runtime inputs to run the model on"
@@ -284,10 +286,13 @@ def confirm_unconfirmed_shapes(
             why = f"the executor did not compute '{missing[0]}'"
         except (ExecutionError, RuntimeError, ValueError) as error:  # an op it cannot run, or a torch refusal
             why = _first_line(error)
-    for name in left:
+    dropped = [name for name in left if name in branch or not every_value]
+    for name in dropped:
         graph.values[name].shape = None
+    if not dropped:
+        return []
     return [
-        f"the shapes of {len(left)} value(s) inside an inlined If branch, which no runtime showed, could not be "
+        f"the shapes of {len(dropped)} value(s) inside an inlined If branch, which no runtime showed, could not be "
         f"confirmed ({why}): left unknown"
     ]
 

@@ -76,6 +76,17 @@ def input_feeds(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any], seed
     return feeds
 
 
+def graph_feeds(graph: Graph, seed: int) -> dict[str, np.ndarray] | None:
+    """Seeded inputs for the graph's inputs at their shapes and element types (None where a shape
+    is open), for a run of lipaudit's own executor where no runtime probe ran."""
+    types = graph.metadata.get("elem_types") or {}
+    shapes = {name: graph.shape(name) for name in graph.inputs}
+    if any(shape is None or any(d is None or d < 0 for d in shape) for shape in shapes.values()):
+        return None
+    dtypes = {name: _ONNX_NUMPY.get(types.get(name, onnx.TensorProto.FLOAT), np.float32) for name in graph.inputs}
+    return input_feeds({name: tuple(shape) for name, shape in shapes.items() if shape is not None}, dtypes, seed)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -125,7 +136,7 @@ class _FallbackSession:
         self.session: Any = None
         self.optimised = False
 
-    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> Any:
+    def run(self, names: list[str] | None, feed: dict[str, np.ndarray]) -> Any:
         try:
             if self.session is None:
                 self.session = _session(self.model)
@@ -222,7 +233,7 @@ def _run_by_node(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndarr
         single = onnx.helper.make_model(alone, opset_imports=list(model.opset_import), ir_version=model.ir_version)
         single.functions.extend(model.functions)
         try:
-            results = _session(single).run(None, {vi.name: values[vi.name] for vi in inputs})
+            results = _FallbackSession(single).run(None, {vi.name: values[vi.name] for vi in inputs})
         except Exception as error:  # onnxruntime's own errors, as for the whole model
             raise ProbeUnavailable(f"onnxruntime cannot run the model: {_first_line(error)}") from error
         del single, alone, weights  # this layer's weights, read from the mapping: let them go

@@ -513,7 +513,9 @@ class MeanVarianceNormalization_9(Normalize):
     summary = "not Lipschitz globally (σ can be 0); on a domain 1/σ_min, σ_min the smallest standard deviation"
 
     def _axes(self, node: Node, rank: int) -> tuple[int, ...]:
-        return tuple(sorted({positive_axis(a, rank) for a in node.attr_ints("axes")}))
+        # onnxruntime reduces over the listed axes the input has: the default [0, 2, 3] on a rank-3
+        # input is [0, 2]
+        return tuple(sorted({positive_axis(a, rank) for a in node.attr_ints("axes") if -rank <= a < rank}))
 
     def _epsilon(self, node: Node) -> float:
         return 0.0

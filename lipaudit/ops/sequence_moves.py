@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..ir import Node
+from .context import RuleContext
+from .factor import Factor
 from .registry import register
 from .runtime import Env, positive_axis
 from .structural import Permutation
@@ -18,13 +22,27 @@ from .structural import Permutation
 class ReverseSequence(Permutation):
     summary = "1 at constant sequence_lens (reverses each batch entry's first steps)"
 
+    def bound(self, node: Node, ctx: RuleContext) -> Factor:
+        lengths = ctx.graph.const(node.inputs[1])
+        if lengths is not None:
+            steps = ctx.input_shape(node)[positive_axis(node.attr_int("time_axis"), len(ctx.input_shape(node)))]
+            _check_lengths(np.asarray(lengths), steps)
+        return super().bound(node, ctx)
+
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, lengths = args[0], args[1]
         batch_axis = positive_axis(node.attr_int("batch_axis"), x.dim())
         time_axis = positive_axis(node.attr_int("time_axis"), x.dim())
+        _check_lengths(lengths.cpu().numpy(), x.shape[time_axis])
         inner_time = time_axis if time_axis < batch_axis else time_axis - 1  # after selecting a batch entry
         out = x.clone()
         for entry, length in enumerate(lengths.reshape(-1).tolist()):
             steps = out.select(batch_axis, entry).narrow(inner_time, 0, int(length))
             steps.copy_(x.select(batch_axis, entry).narrow(inner_time, 0, int(length)).flip(inner_time))
         return out
+
+
+def _check_lengths(lengths: np.ndarray, steps: int) -> None:
+    """onnxruntime refuses a sequence length outside [0, steps]: the model does not run."""
+    if lengths.size and (lengths.min() < 0 or lengths.max() > steps):
+        raise ValueError(f"ReverseSequence has a sequence length outside [0, {steps}], which onnxruntime refuses")

@@ -103,3 +103,84 @@ def test_a_model_onnxruntime_runs_only_optimised_is_still_verified(tmp_path) -> 
     report = audit(str(path))
     assert report.verification.checked, report.verification.reason
     assert report.upper_bound == pytest.approx(1.0, abs=1e-5)
+
+
+def _expand_declared_stale(extra_nodes=(), extra_initializers=()):
+    """A branch Expand (1, 4) → (3, 4) declared (1, 4), then Flatten and ReduceSum after the If: 3·Σx,
+    Lipschitz 6. On the stale shape, a pass dropped the Expand as a copy to the same shape (2.0)."""
+    then_branch = helper.make_graph(
+        [helper.make_node("Expand", ["x", "shape"], ["e"]), helper.make_node("Identity", ["e"], ["o"])],
+        "then",
+        [],
+        [_info("o", [1, 4])],
+        value_info=[_info("e", [1, 4])],
+    )
+    else_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["o2"])], "else", [], [_info("o2", [1, 4])])
+    nodes = [
+        helper.make_node("If", ["c"], ["b"], then_branch=then_branch, else_branch=else_branch),
+        helper.make_node("Flatten", ["b"], ["flat"], axis=0),
+        helper.make_node("ReduceSum", ["flat", "axis"], ["y"], keepdims=1),
+        *extra_nodes,
+    ]
+    constants = {
+        "c": np.array(True),
+        "shape": np.array([3, 4], np.int64),
+        "axis": np.array([1], np.int64),
+        **dict(extra_initializers),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [_info("x", [1, 4])],
+        [_info("y", [1, 1])],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(
+    "probe",
+    ["runs", "refused"],  # refused: an unused DFT keeps onnxruntime from running the model at all
+)
+@pytest.mark.parametrize("verify", [None, False])
+def test_a_stale_branch_declaration_is_corrected_before_the_passes_read_it(tmp_path, probe, verify) -> None:
+    extra = []
+    if probe == "refused":
+        extra = [helper.make_node("Unsqueeze", ["x", "last"], ["xu"]), helper.make_node("DFT", ["xu"], ["unused"])]
+    model = _expand_declared_stale(extra, [("last", np.array([-1], np.int64))] if extra else [])
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    report = audit(str(path), verify=verify)
+    assert report.network.certified
+    assert report.upper_bound >= 6.0 * (1 - 1e-6)
+    assert report.upper_bound <= 6.0 * (1 + 1e-5)
+
+
+def test_a_nested_constant_if_is_confirmed_whole(tmp_path) -> None:
+    """After the inner If is inlined its name stays nowhere: the shapes it leaves are all confirmed."""
+    inner = helper.make_graph(
+        [helper.make_node("Expand", ["x", "shape"], ["e"]), helper.make_node("ReduceSum", ["e", "first"], ["o"])],
+        "then",
+        [],
+        [_info("o", [1, 4])],
+    )
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["o2"])], "else", [], [_info("o2", [1, 4])])
+    outer = helper.make_graph(
+        [helper.make_node("If", ["c"], ["o"], then_branch=inner, else_branch=other)], "outer", [], [_info("o", [1, 4])]
+    )
+    constants = {"c": np.array(True), "shape": np.array([3, 4], np.int64), "first": np.array([0], np.int64)}
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=outer, else_branch=other)],
+        "g",
+        [_info("x", [1, 4])],
+        [_info("y", [1, 4])],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    report = audit(str(path), verify=False)
+    assert report.network.certified and report.upper_bound == pytest.approx(3.0, rel=1e-5)

@@ -58,3 +58,11 @@ def test_lengths_computed_from_the_input_are_not_a_permutation(tmp_path) -> None
     report = audit(str(save(model, tmp_path)), verify=False)
     assert report.upper_bound is None
     assert not report.network.complete or not report.network.certified
+
+
+def test_lengths_past_the_sequence_are_refused_as_the_runtime_refuses_them(tmp_path) -> None:
+    """onnxruntime will not run lengths outside [0, steps]; the reversal of 5 of 4 steps is no map."""
+    node = helper.make_node("ReverseSequence", ["x", "lengths"], ["y"], batch_axis=1, time_axis=0)
+    model = graph_model([node], [4, 3, 2], {"lengths": np.array([5, 1, 1], np.int64)})
+    report = audit(str(save(model, tmp_path)), verify=False)
+    assert report.upper_bound is None and report.exit_code() == 3

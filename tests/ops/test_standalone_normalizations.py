@@ -112,3 +112,22 @@ def test_torchs_opset_23_rms_norm_gets_the_figure_of_its_opset_18_form(tmp_path)
         assert report.network.certified and report.exit_code() == 0
         figures.append(report.upper_bound)
     assert figures[1] == pytest.approx(figures[0], rel=1e-6)
+
+
+def test_mean_variance_normalization_keeps_the_default_axes_a_rank_3_input_has(tmp_path) -> None:
+    """Default axes [0, 2, 3] on (N, C, L): onnxruntime normalises over N and L (it was 'could not be
+    analysed: tuple index out of range')."""
+    model = graph_model([helper.make_node("MeanVarianceNormalization", ["x"], ["y"])], [2, 3, 4], {}, opset=13)
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4]))
+    centre = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean((0, 2), keepdim=True)
+        return centred / centred.pow(2).mean((0, 2), keepdim=True).sqrt()
+
+    got = session(model).run(None, {"x": centre})[0]
+    np.testing.assert_allclose(got, reference(torch.as_tensor(centre, dtype=torch.float64)).numpy(), atol=1e-4)
+    report = audit(str(save(model, tmp_path)), around=centre, radius=0.01)
+    assert report.network.certified
+    lower = _largest_jacobian_norm(reference, centre - 0.01, centre + 0.01, samples=16)
+    assert lower <= report.upper_bound <= 2 * lower
