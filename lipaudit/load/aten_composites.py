@@ -91,6 +91,18 @@ def diag_embed(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     em.node("Mul", [column, identity], outs)
 
 
+@converts("diag")
+def diag(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """torch.diag: a vector onto the main diagonal of a matrix (diag_embed), or a matrix's k-th diagonal."""
+    x, offset = a["self"], int(a.get("diagonal", 0))
+    if x.tensor.dim() == 1 and offset == 0:
+        diag_embed(em, {"self": x}, outs)
+    elif x.tensor.dim() == 2:
+        CONVERTERS["diagonal"](em, {"self": x, "offset": offset, "dim1": 0, "dim2": 1, "__op__": "diagonal"}, outs)
+    else:
+        raise Unmappable("diag of a vector onto an off-main diagonal")
+
+
 def _scatter_add(em: Emitter, data: Any, axis: int, index: np.ndarray, updates: str, outs: list[Tracked]) -> None:
     index_name = em.const(index.astype(np.int64), "index")
     em.node("ScatterElements", [em.x(data, outs[0]), index_name, updates], outs, axis=axis, reduction="add")

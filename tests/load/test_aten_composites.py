@@ -60,11 +60,16 @@ class Linearly(nn.Module):
             return x.narrow_copy(1, 1, 2) * 2.0
         if kind == "unfold":
             return x.unfold(1, 2, 1) * 2.0
+        if kind == "diag":
+            return torch.diag(x[0]) * 2.0
+        if kind == "diag_of_matrix":
+            return torch.diag(x.reshape(2, 2), -1) * 3.0
         return torch.lerp(x, self.c, 0.3)
 
 
 LINEAR = ["movedim", "rot901", "rot902", "rot903", "take_along_dim", "diag_embed", "index_add", "scatter_add"]
 LINEAR += ["addcdiv", "addcmul", "lerp", "aliases", "outer", "addmv", "addbmm", "trace", "narrow_copy", "unfold"]
+LINEAR += ["diag", "diag_of_matrix"]
 
 
 def _save(kind: str, net: nn.Module, example, folder: Path) -> Path:
