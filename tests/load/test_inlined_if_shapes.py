@@ -105,6 +105,20 @@ def test_a_model_onnxruntime_runs_only_optimised_is_still_verified(tmp_path) -> 
     assert report.upper_bound == pytest.approx(1.0, abs=1e-5)
 
 
+def _main_graph(nodes, constants, out_shape):
+    """x (1, 4) → y: the nodes over the named constants, at opset 17."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [_info("x", [1, 4])],
+        [_info("y", out_shape)],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 def _expand_declared_stale(extra_nodes=(), extra_initializers=()):
     """A branch Expand (1, 4) → (3, 4) declared (1, 4), then Flatten and ReduceSum after the If: 3·Σx,
     Lipschitz 6. On the stale shape, a pass dropped the Expand as a copy to the same shape (2.0)."""
@@ -128,16 +142,7 @@ def _expand_declared_stale(extra_nodes=(), extra_initializers=()):
         "axis": np.array([1], np.int64),
         **dict(extra_initializers),
     }
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [_info("x", [1, 4])],
-        [_info("y", [1, 1])],
-        [numpy_helper.from_array(value, name) for name, value in constants.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return _main_graph(nodes, constants, [1, 1])
 
 
 @pytest.mark.parametrize(
@@ -171,15 +176,7 @@ def test_a_nested_constant_if_is_confirmed_whole(tmp_path) -> None:
         [helper.make_node("If", ["c"], ["o"], then_branch=inner, else_branch=other)], "outer", [], [_info("o", [1, 4])]
     )
     constants = {"c": np.array(True), "shape": np.array([3, 4], np.int64), "first": np.array([0], np.int64)}
-    graph = helper.make_graph(
-        [helper.make_node("If", ["c"], ["y"], then_branch=outer, else_branch=other)],
-        "g",
-        [_info("x", [1, 4])],
-        [_info("y", [1, 4])],
-        [numpy_helper.from_array(value, name) for name, value in constants.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = _main_graph([helper.make_node("If", ["c"], ["y"], then_branch=outer, else_branch=other)], constants, [1, 4])
     path = tmp_path / "model.onnx"
     onnx.save(model, str(path))
     report = audit(str(path), verify=False)
