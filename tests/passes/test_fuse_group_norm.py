@@ -25,6 +25,7 @@ def _model(groups: int = 3) -> torch.nn.Module:
     return model.double()
 
 
+@pytest.mark.slow  # 10 s of recursion on the torch form
 @pytest.mark.parametrize("groups", [3])
 def test_the_onnx_and_torchscript_forms_of_group_norm_get_one_figure(tmp_path, groups):
     model = _model(groups)

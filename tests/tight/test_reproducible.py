@@ -159,6 +159,8 @@ def test_a_larger_budget_never_gives_a_larger_figure_and_each_is_repeatable() ->
     assert figures[0] <= product and figures[-1] < figures[0]
 
 
+# The `inf` run takes 20 s: in the slow suite, to keep the quick one under its ten minutes.
+@pytest.mark.slow
 def test_the_budget_flag_is_monotone_and_in_the_settings(wide: Path, tmp_path: Path) -> None:
     path = str(wide)
     small, default = (audit(path, recursion_budget=b) for b in (0.0, DEFAULT_RECURSION_BUDGET))
