@@ -9,18 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .aten_ops import CONVERTERS, INT64_MAX, _plus_scaled_product, converts
+from .aten_ops import CONVERTERS, INT64_MAX, _axis, _constants, _plus_scaled, _plus_scaled_product, converts
 from .torch_graph import Converter, Emitter, Tracked, Unmappable, to_numpy
-
-
-def _axis(dim: Any, rank: int) -> int:
-    return int(dim) % max(rank, 1)
-
-
-def _constant(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, Tracked) and value.variable:
-        raise Unmappable(f"{what} computed from the input")
-    return to_numpy(value.tensor) if isinstance(value, Tracked) else np.asarray(value)
 
 
 @converts("movedim", "moveaxis")
@@ -111,7 +101,7 @@ def _scatter_add(em: Emitter, data: Any, axis: int, index: np.ndarray, updates: 
 @converts("scatter_add")
 def scatter_add(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     x, source = a["self"], a["src"]
-    index = _constant(a["index"], "scatter_add's index")
+    (index,) = _constants(a, ["index"], "scatter_add")
     if not isinstance(source, Tracked) or tuple(index.shape) != source.shape:
         raise Unmappable("scatter_add with an index smaller than its source")
     _scatter_add(em, x, _axis(a["dim"], x.tensor.dim()), index, em.x(source), outs)
@@ -126,7 +116,7 @@ def index_add(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
         raise Unmappable("index_add of a number")
     rank = source.tensor.dim()
     axis = _axis(a["dim"], max(rank, 1))
-    positions = _constant(a["index"], "index_add's index").reshape(-1)
+    positions = _constants(a, ["index"], "index_add")[0].reshape(-1)
     shape = [1] * rank
     shape[axis] = -1
     index = np.broadcast_to(positions.reshape(shape), source.shape)
@@ -174,10 +164,10 @@ def lerp(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 def bilinear(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     """y_k = x₁ᵀ W_k x₂ + b_k as the dynamo exporter writes it: x₁ times W reshaped to (n₁, K·n₂), then
     a batched product with x₂."""
-    first, second, weight, bias = a["input1"], a["input2"], a["weight"], a.get("bias")
+    first, second, bias = a["input1"], a["input2"], a.get("bias")
     if not (isinstance(first, Tracked) and isinstance(second, Tracked)) or first.tensor.dim() != 2:
         raise Unmappable("bilinear of inputs other than two (batch, features) tensors")
-    kernel = _constant(weight, "bilinear's weight")
+    (kernel,) = _constants(a, ["weight"], "bilinear")
     outputs, n1, n2 = kernel.shape
     batch = first.shape[0]
     mixed = em.const(np.ascontiguousarray(kernel.transpose(1, 0, 2).reshape(n1, outputs * n2)), "weight")
@@ -244,20 +234,13 @@ def addbmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
     products, total = em.temp((first.shape[0], *out.shape), "products"), em.temp(out.shape, "total")
     em.node("MatMul", [em.x(first), em.x(a["batch2"])], [products])
     em.node("ReduceSum", [products, em.ints([0], "batch")], [total], keepdims=0)
-    scaled = total
-    if float(a.get("alpha", 1)) != 1.0:
-        scaled = em.temp(out.shape, "scaled")
-        em.node("Mul", [total, em.x(float(a["alpha"]), out)], [scaled])
-    beta = float(a.get("beta", 1))
-    if beta == 0.0:
-        em.node("Identity", [scaled], outs)
-        return
-    offset = em.x(a["self"], out)
-    if beta != 1.0:
-        offset_scaled = em.temp(out.shape, "offset")
-        em.node("Mul", [offset, em.x(beta, out)], [offset_scaled])
-        offset = offset_scaled
-    em.node("Add", [scaled, offset], outs)
+    alpha = float(a.get("alpha", 1))
+    if float(a.get("beta", 1)) != 0.0:
+        _plus_scaled(em, total, a, outs)
+    elif alpha == 1.0:  # beta 0: torch reads no self at all
+        em.node("Identity", [total], outs)
+    else:
+        em.node("Mul", [total, em.x(alpha, out)], outs)
 
 
 @converts("trace")

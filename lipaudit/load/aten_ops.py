@@ -154,9 +154,14 @@ def baddbmm(em: Emitter, a: dict[str, Any], outs: list[Tracked]) -> None:
 
 def _plus_scaled_product(em: Emitter, left: Any, right: Any, a: dict[str, Any], outs: list[Tracked]) -> None:
     """beta·self + alpha·(left @ right), alpha and beta as constants of the model's float type."""
-    out = outs[0]
-    product = em.temp(out.shape, "product")
+    product = em.temp(outs[0].shape, "product")
     em.node("MatMul", [em.x(left), em.x(right)], [product])
+    _plus_scaled(em, product, a, outs)
+
+
+def _plus_scaled(em: Emitter, product: str, a: dict[str, Any], outs: list[Tracked]) -> None:
+    """beta·self + alpha·product."""
+    out = outs[0]
     scaled = product
     if float(a.get("alpha", 1)) != 1.0:
         scaled = em.temp(out.shape, "scaled")
