@@ -120,11 +120,11 @@ def audit(
     loaded = load_model(path, parse_input_shapes(options.input_shape), seed=options.seed, map_external_data=too_large)
     # Shapes no runtime showed (inside an inlined If) come from a run of the graph before the
     # passes read them; where no probe ran, so do the values after such a branch.
-    branches = bool(loaded.graph.metadata.get("unconfirmed_shapes"))
-    feeds = loaded.probe.feeds if loaded.probe is not None else graph_feeds(loaded.graph, options.seed)
-    loaded.notices += confirm_unconfirmed_shapes(
-        loaded.graph, feeds, torch_device, every_value=branches and loaded.probe is None
-    )
+    if loaded.graph.metadata.get("unconfirmed_shapes"):
+        feeds = loaded.probe.feeds if loaded.probe is not None else graph_feeds(loaded.graph, options.seed)
+        loaded.notices += confirm_unconfirmed_shapes(
+            loaded.graph, feeds, torch_device, every_value=loaded.probe is None
+        )
     graph = run_passes(loaded.graph)
     if too_large:
         from .load.mapped import release_resident_pages

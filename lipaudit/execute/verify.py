@@ -191,6 +191,12 @@ _HINT = (
 )
 
 
+def _executor(graph: Graph, feeds: Mapping[str, Any], device: str | torch.device) -> GraphInterpreter:
+    # A float64 model runs in float64: its weights may lie outside float32's range.
+    wide = any(np.asarray(feed).dtype == np.float64 for feed in feeds.values())
+    return GraphInterpreter(graph, device=device, dtype=torch.float64 if wide else torch.float32)
+
+
 def verify(
     graph: Graph,
     probe: RuntimeProbe | None,
@@ -205,9 +211,7 @@ def verify(
     if probe is None:
         return skipped(unavailable), {}
     try:
-        # A float64 model runs in float64: its weights may lie outside float32's range.
-        wide = any(np.asarray(feed).dtype == np.float64 for feed in probe.feeds.values())
-        executor = GraphInterpreter(graph, device=device, dtype=torch.float64 if wide else torch.float32)
+        executor = _executor(graph, probe.feeds, device)
     except ExecutionError as error:
         return skipped(_first_line(error)), {}
     checker = _Checker(graph, probe, executor)
@@ -270,8 +274,7 @@ def confirm_unconfirmed_shapes(
     why = "no runtime inputs to run the model on"
     if feeds is not None:
         try:
-            wide = any(np.asarray(feed).dtype == np.float64 for feed in feeds.values())
-            executor = GraphInterpreter(graph, device=device, dtype=torch.float64 if wide else torch.float32)
+            executor = _executor(graph, feeds, device)
             seen: dict[str, tuple[int, ...]] = {}
 
             def record(node: Node, args: list[Any], outputs: list[Any]) -> None:
@@ -286,7 +289,7 @@ def confirm_unconfirmed_shapes(
             why = f"the executor did not compute '{missing[0]}'"
         except (ExecutionError, RuntimeError, ValueError) as error:  # an op it cannot run, or a torch refusal
             why = _first_line(error)
-    dropped = [name for name in left if name in branch or not every_value]
+    dropped = [name for name in left if name in branch]  # the probe's main-graph shapes stay
     for name in dropped:
         graph.values[name].shape = None
     if not dropped:

@@ -84,7 +84,7 @@ def graph_feeds(graph: Graph, seed: int) -> dict[str, np.ndarray] | None:
     if any(shape is None or any(d is None or d < 0 for d in shape) for shape in shapes.values()):
         return None
     dtypes = {name: _ONNX_NUMPY.get(types.get(name, onnx.TensorProto.FLOAT), np.float32) for name in graph.inputs}
-    return input_feeds({name: tuple(shape) for name, shape in shapes.items() if shape is not None}, dtypes, seed)
+    return input_feeds({name: tuple(shape or ()) for name, shape in shapes.items()}, dtypes, seed)
 
 
 def _first_line(error: BaseException) -> str:
