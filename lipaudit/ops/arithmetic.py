@@ -350,7 +350,7 @@ class Pow(Binary):
                 "has unbounded slope or is not defined"
             )
         with np.errstate(over="ignore", invalid="ignore"):
-            y_size = np.maximum(np.abs(y.lo), np.abs(y.hi))
+            y_size = y.magnitude
             log_size = np.maximum(np.abs(np.log(x.lo)), np.abs(np.log(x.hi)))
             partials = (y_size * _largest_power(x, y.lo - 1, y.hi - 1), log_size * _largest_power(x, y.lo, y.hi))
         weights = []

@@ -250,6 +250,11 @@ def _normalised(x: Tensor, dims: tuple[int, ...], epsilon: float) -> tuple[Tenso
     return (x - mean) * inv_std, mean, inv_std
 
 
+def _rms_normalised(x: Tensor, dims: tuple[int, ...], epsilon: float) -> Tensor:
+    """x/√(mean x² + ε) over ``dims``."""
+    return x * torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + epsilon)
+
+
 @register
 class InstanceNormalization(DataNormalization):
     def grouping(self, node: Node, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -341,7 +346,7 @@ class RMSNormalization_23(LayerNormalization):
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
         x, scale = args[0], args[1]
         dims = tuple(range(positive_axis(node.attr_int("axis"), x.dim()), x.dim()))
-        return x * torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + node.attr_float("epsilon")) * scale
+        return _rms_normalised(x, dims, node.attr_float("epsilon")) * scale
 
 
 @register
@@ -500,7 +505,7 @@ class Normalize(Op):
         epsilon = self._epsilon(node)
         if self._centered(node):
             return _normalised(x, dims, epsilon)[0]
-        return x * torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + epsilon)
+        return _rms_normalised(x, dims, epsilon)
 
 
 @register

@@ -233,7 +233,7 @@ class ReduceProd(SteepReduction):
         if axes is None:  # no reduction: the identity
             return 1.0
         x = ctx.range_of(node.inputs[0]).broadcast_to(shape)
-        largest = np.maximum(np.abs(x.lo), np.abs(x.hi))
+        largest = x.magnitude
         if not np.all(np.isfinite(largest)):
             return None
         kept = [a for a in range(len(shape)) if a not in axes]

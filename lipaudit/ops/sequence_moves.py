@@ -25,8 +25,8 @@ class ReverseSequence(Permutation):
     def bound(self, node: Node, ctx: RuleContext) -> Factor:
         lengths = ctx.graph.const(node.inputs[1])
         if lengths is not None:
-            steps = ctx.input_shape(node)[positive_axis(node.attr_int("time_axis"), len(ctx.input_shape(node)))]
-            _check_lengths(np.asarray(lengths), steps)
+            shape = ctx.input_shape(node)
+            _check_lengths(np.asarray(lengths), shape[positive_axis(node.attr_int("time_axis"), len(shape))])
         return super().bound(node, ctx)
 
     def run(self, env: Env, node: Node, args: list[Any]) -> Any:
