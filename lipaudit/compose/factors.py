@@ -119,7 +119,7 @@ def _overflows_on_domain(op: Op, node: Node, index: int, ctx: RuleContext) -> st
         return ""
     if computed is None or not computed.is_finite():
         return ""
-    reach = float(max(np.abs(computed.lo).max(initial=0.0), np.abs(computed.hi).max(initial=0.0)))
+    reach = float(computed.magnitude.max(initial=0.0))
     largest = float(np.finfo(dtype).max)
     if reach <= largest:
         return ""
